@@ -1,0 +1,397 @@
+//! The tape: every op appends a node holding its result; `backward` walks the nodes in reverse and each
+//! op's backward (in the op's own file, next to its forward) adds its input gradients.
+//!
+//! Values and gradients live in flat arenas indexed by node id. A `Var` is a `Copy` handle into them, valid
+//! until the next `reset`. Parameters persist across resets; everything else goes back to the pool.
+
+use crate::ops::{BinaryOp, Conv2dArgs, LossKind, PoolArgs, ReduceOp, UnaryOp, backward_node};
+use crate::pool::Pool;
+use crate::{Error, Float, Result, Rng, Shape, Tensor};
+
+/// A handle to a value on the tape of one `Graph`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var(pub(crate) u32);
+
+impl Var {
+    pub(crate) fn id(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A handle to a parameter of a `Graph`; valid for the graph's whole life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamId(pub usize);
+
+pub struct Param<T> {
+    pub name: String,
+    pub shape: Shape,
+    pub value: Vec<T>,
+    /// Non-trainable parameters (batch-norm moving statistics) are saved but never get gradients.
+    pub trainable: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Op {
+    Leaf,
+    Param(usize),
+    Unary(Var, UnaryOp),
+    Binary(Var, Var, BinaryOp),
+    MatMul(Var, Var),
+    Reduce(Var, ReduceOp, Option<usize>),
+    Reshape(Var),
+    Permute(Var, [u8; crate::MAX_RANK]),
+    /// Inputs are listed in `aux_i`.
+    Concat(usize),
+    Slice(Var, usize, usize),
+    /// Indices are in `aux_i`.
+    IndexSelect(Var, usize),
+    Softmax(Var, usize),
+    LogSoftmax(Var, usize),
+    Linear(Var, Var, Option<Var>, Option<UnaryOp>),
+    Conv2d(Conv2dArgs),
+    MaxPool2d(Var, PoolArgs),
+    AvgPool2d(Var, PoolArgs),
+    /// The scaled keep-mask is in `aux_f`.
+    Dropout(Var),
+    /// x, gamma, beta, and in inference mode the moving mean and variance.
+    BatchNorm(Var, Var, Var, Option<(Var, Var)>, f64),
+    Loss(LossKind, Var, Option<Var>),
+}
+
+pub(crate) struct Node {
+    pub op: Op,
+    pub shape: Shape,
+    pub requires_grad: bool,
+}
+
+pub struct Graph<T: Float> {
+    params: Vec<Param<T>>,
+    param_grads: Vec<Vec<T>>,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) values: Vec<Vec<T>>,
+    grads: Vec<Vec<T>>,
+    pub(crate) aux_f: Vec<Vec<T>>,
+    pub(crate) aux_i: Vec<Vec<u32>>,
+    pub(crate) pool: Pool<T>,
+    pub(crate) ipool: Pool<u32>,
+    record: bool,
+    pub(crate) rng: Rng,
+}
+
+impl<T: Float> Default for Graph<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Float> Graph<T> {
+    pub fn new() -> Self {
+        Graph {
+            params: Vec::new(),
+            param_grads: Vec::new(),
+            nodes: Vec::new(),
+            values: Vec::new(),
+            grads: Vec::new(),
+            aux_f: Vec::new(),
+            aux_i: Vec::new(),
+            pool: Pool::new(),
+            ipool: Pool::new(),
+            record: true,
+            rng: Rng::new(0),
+        }
+    }
+
+    /// Whether new ops are recorded for `backward`. With recording off (inference), no op keeps what only
+    /// its backward would need, and nothing gets a gradient.
+    pub fn set_recording(&mut self, on: bool) {
+        self.record = on;
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.record
+    }
+
+    /// Seeds the generator used by random ops (dropout).
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
+    }
+
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// Drops every node; parameters stay. All buffers go back to the pool for the next step.
+    pub fn reset(&mut self) {
+        for v in self
+            .values
+            .drain(..)
+            .chain(self.grads.drain(..))
+            .chain(self.aux_f.drain(..))
+        {
+            self.pool.put(v);
+        }
+        for v in self.aux_i.drain(..) {
+            self.ipool.put(v);
+        }
+        self.nodes.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    // ---- parameters ----
+
+    pub fn add_param(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        value: Vec<T>,
+        trainable: bool,
+    ) -> Result<ParamId> {
+        let shape = Shape::new(shape)?;
+        if value.len() != shape.numel() {
+            return Err(Error::Shape(format!(
+                "parameter {name}: {} values given for shape {shape}",
+                value.len()
+            )));
+        }
+        self.param_grads
+            .push(vec![T::ZERO; if trainable { value.len() } else { 0 }]);
+        self.params.push(Param {
+            name: name.to_string(),
+            shape,
+            value,
+            trainable,
+        });
+        Ok(ParamId(self.params.len() - 1))
+    }
+
+    pub fn params(&self) -> &[Param<T>] {
+        &self.params
+    }
+
+    pub fn param(&self, p: ParamId) -> &Param<T> {
+        &self.params[p.0]
+    }
+
+    pub fn param_mut(&mut self, p: ParamId) -> &mut Param<T> {
+        &mut self.params[p.0]
+    }
+
+    pub fn param_grad(&self, p: ParamId) -> &[T] {
+        &self.param_grads[p.0]
+    }
+
+    /// Parameters and their gradients together, for optimizers.
+    pub fn params_and_grads_mut(&mut self) -> (&mut [Param<T>], &mut [Vec<T>]) {
+        (&mut self.params, &mut self.param_grads)
+    }
+
+    pub fn zero_grads(&mut self) {
+        for g in &mut self.param_grads {
+            g.fill(T::ZERO);
+        }
+    }
+
+    // ---- leaves ----
+
+    /// Puts a parameter on the tape without copying it.
+    pub fn use_param(&mut self, p: ParamId) -> Var {
+        let param = &self.params[p.0];
+        let (shape, trainable) = (param.shape, param.trainable);
+        self.push(Op::Param(p.0), shape, Vec::new(), trainable)
+    }
+
+    /// A value that gets no gradient (a batch of inputs or targets).
+    pub fn input(&mut self, shape: &[usize], data: &[T]) -> Result<Var> {
+        let shape = Shape::new(shape)?;
+        if data.len() != shape.numel() {
+            return Err(Error::Shape(format!(
+                "input: {} values given for shape {shape}",
+                data.len()
+            )));
+        }
+        let v = self.pool.copied(data);
+        Ok(self.push(Op::Leaf, shape, v, false))
+    }
+
+    /// Like `input`, but fills the buffer in place (saves a copy when gathering a batch).
+    pub fn input_with(&mut self, shape: &[usize], fill: impl FnOnce(&mut [T])) -> Result<Var> {
+        let shape = Shape::new(shape)?;
+        let mut v = self.pool.zeroed(shape.numel());
+        fill(&mut v);
+        Ok(self.push(Op::Leaf, shape, v, false))
+    }
+
+    pub fn tensor(&mut self, t: &Tensor<T>) -> Result<Var> {
+        self.input(t.shape(), t.data())
+    }
+
+    // ---- reading results ----
+
+    pub fn shape(&self, v: Var) -> Shape {
+        self.nodes[v.id()].shape
+    }
+
+    pub fn value(&self, v: Var) -> &[T] {
+        value_of(&self.nodes, &self.values, &self.params, v.id())
+    }
+
+    pub fn to_tensor(&self, v: Var) -> Tensor<T> {
+        Tensor::new(self.shape(v).dims(), self.value(v).to_vec())
+            .expect("node shape matches its value")
+    }
+
+    /// The scalar held by a one-element node (a loss).
+    pub fn scalar(&self, v: Var) -> T {
+        self.value(v)[0]
+    }
+
+    pub(crate) fn requires_grad(&self, v: Var) -> bool {
+        self.nodes[v.id()].requires_grad
+    }
+
+    /// Appends a node. `requires_grad` is dropped when recording is off.
+    pub(crate) fn push(&mut self, op: Op, shape: Shape, value: Vec<T>, requires_grad: bool) -> Var {
+        debug_assert!(matches!(op, Op::Param(_) | Op::Reshape(_)) || value.len() == shape.numel());
+        self.nodes.push(Node {
+            op,
+            shape,
+            requires_grad: requires_grad && self.record,
+        });
+        self.values.push(value);
+        self.grads.push(Vec::new());
+        self.aux_f.push(Vec::new());
+        self.aux_i.push(Vec::new());
+        Var((self.nodes.len() - 1) as u32)
+    }
+
+    /// Gives a float buffer back to the pool, or keeps it on the node for backward when recording.
+    pub(crate) fn keep_aux_f(&mut self, v: Var, buf: Vec<T>) {
+        if self.nodes[v.id()].requires_grad {
+            self.aux_f[v.id()] = buf;
+        } else {
+            self.pool.put(buf);
+        }
+    }
+
+    pub(crate) fn keep_aux_i(&mut self, v: Var, buf: Vec<u32>) {
+        if self.nodes[v.id()].requires_grad {
+            self.aux_i[v.id()] = buf;
+        } else {
+            self.ipool.put(buf);
+        }
+    }
+
+    /// Extra floats an op saved (batch-norm keeps its batch mean and variance here).
+    pub fn saved(&self, v: Var) -> &[T] {
+        &self.aux_f[v.id()]
+    }
+
+    // ---- backward ----
+
+    /// Adds d`loss`/d`param` into every trainable parameter's gradient. `loss` must hold one value.
+    pub fn backward(&mut self, loss: Var) -> Result<()> {
+        let shape = self.shape(loss);
+        if shape.numel() != 1 {
+            return Err(Error::Shape(format!(
+                "backward needs a scalar loss, got shape {shape}"
+            )));
+        }
+        if !self.requires_grad(loss) {
+            return Err(Error::Invalid(
+                "backward: the loss does not depend on any trainable parameter (or recording is off)".into(),
+            ));
+        }
+        let seed = self.pool.filled(1, T::ONE);
+        let old = std::mem::replace(&mut self.grads[loss.id()], seed);
+        self.pool.put(old);
+        for i in (0..=loss.id()).rev() {
+            if !self.nodes[i].requires_grad || self.grads[i].is_empty() {
+                continue;
+            }
+            if matches!(self.nodes[i].op, Op::Param(_) | Op::Leaf) {
+                continue;
+            }
+            let gy = std::mem::take(&mut self.grads[i]);
+            let mut ctx = BackCtx {
+                nodes: &self.nodes,
+                values: &self.values,
+                params: &self.params,
+                aux_f: &self.aux_f,
+                aux_i: &self.aux_i,
+                grads: &mut self.grads,
+                param_grads: &mut self.param_grads,
+                pool: &mut self.pool,
+            };
+            backward_node(&mut ctx, i, &gy);
+            self.pool.put(gy);
+        }
+        Ok(())
+    }
+
+    /// Bytes the pool holds (values of the last step are counted once they are reset).
+    pub fn pooled_bytes(&self) -> usize {
+        self.pool.held_bytes() + self.ipool.held_bytes()
+    }
+}
+
+fn value_of<'a, T: Float>(
+    nodes: &[Node],
+    values: &'a [Vec<T>],
+    params: &'a [Param<T>],
+    id: usize,
+) -> &'a [T] {
+    match nodes[id].op {
+        Op::Param(p) => &params[p].value,
+        Op::Reshape(a) => value_of(nodes, values, params, a.id()),
+        _ => &values[id],
+    }
+}
+
+/// What an op's backward sees: values read-only, gradients writable.
+pub(crate) struct BackCtx<'a, T: Float> {
+    pub nodes: &'a [Node],
+    values: &'a [Vec<T>],
+    params: &'a [Param<T>],
+    pub aux_f: &'a [Vec<T>],
+    pub aux_i: &'a [Vec<u32>],
+    grads: &'a mut [Vec<T>],
+    param_grads: &'a mut [Vec<T>],
+    pub pool: &'a mut Pool<T>,
+}
+
+impl<'a, T: Float> BackCtx<'a, T> {
+    pub fn value(&self, v: Var) -> &'a [T] {
+        value_of(self.nodes, self.values, self.params, v.id())
+    }
+
+    pub fn out(&self, node: usize) -> &'a [T] {
+        value_of(self.nodes, self.values, self.params, node)
+    }
+
+    pub fn shape(&self, v: Var) -> Shape {
+        self.nodes[v.id()].shape
+    }
+
+    pub fn needs(&self, v: Var) -> bool {
+        self.nodes[v.id()].requires_grad
+    }
+
+    /// The gradient buffer of `v`, created zeroed on first use. Only call when `needs(v)`.
+    pub fn grad(&mut self, v: Var) -> &mut [T] {
+        let id = v.id();
+        if let Op::Param(p) = self.nodes[id].op {
+            return &mut self.param_grads[p];
+        }
+        if self.grads[id].is_empty() {
+            self.grads[id] = self.pool.zeroed(self.nodes[id].shape.numel());
+        }
+        &mut self.grads[id]
+    }
+}

@@ -1,0 +1,23 @@
+//! kiln-core: n-d tensors, CPU kernels and reverse-mode autodiff.
+//!
+//! A [`Graph`] is a tape: each op method computes its result at once and appends a node; [`Graph::backward`]
+//! walks the tape in reverse. Buffers come from a pool that is refilled by [`Graph::reset`], so a training
+//! loop that builds the same graph every step stops allocating after its first step.
+
+mod error;
+mod float;
+mod graph;
+pub mod ops;
+mod pool;
+mod rng;
+mod shape;
+mod tensor;
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use float::Float;
+pub use graph::{Graph, Param, ParamId, Var};
+pub use ops::{BinaryOp, LossKind, Padding, ReduceOp, UnaryOp};
+pub use rng::Rng;
+pub use shape::{MAX_RANK, Shape};
+pub use tensor::{Tensor, argmax};

@@ -1,0 +1,44 @@
+//! Inverted dropout: kept values are scaled by 1/(1 − rate) during training, so inference is the identity.
+
+use crate::graph::{BackCtx, Op, Var};
+use crate::{Error, Float, Graph, Result};
+
+impl<T: Float> Graph<T> {
+    /// y = x ⊙ mask, mask = 0 with probability `rate`, else 1/(1 − rate). Draws from the graph's generator.
+    pub fn dropout(&mut self, x: Var, rate: f64) -> Result<Var> {
+        if !(0.0..1.0).contains(&rate) {
+            return Err(Error::Invalid(format!(
+                "dropout: rate {rate} must be in [0, 1)"
+            )));
+        }
+        let s = self.shape(x);
+        let keep = T::from_f64(1.0 / (1.0 - rate));
+        let mut mask = self.pool.zeroed(s.numel());
+        for m in mask.iter_mut() {
+            *m = if self.rng.uniform() < rate {
+                T::ZERO
+            } else {
+                keep
+            };
+        }
+        let mut y = self.pool.zeroed(s.numel());
+        for ((y, &v), &m) in y.iter_mut().zip(self.value(x)).zip(&mask) {
+            *y = v * m;
+        }
+        let rg = self.requires_grad(x);
+        let node = self.push(Op::Dropout(x), s, y, rg);
+        self.keep_aux_f(node, mask);
+        Ok(node)
+    }
+}
+
+/// dx += dy ⊙ mask
+pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, x: Var, gy: &[T]) {
+    if !ctx.needs(x) {
+        return;
+    }
+    let mask = ctx.aux_f[node].as_slice();
+    for ((g, &d), &m) in ctx.grad(x).iter_mut().zip(gy).zip(mask) {
+        *g += d * m;
+    }
+}

@@ -1,0 +1,148 @@
+//! The dense layer's op, with bias and activation fused into one pass over the output.
+
+use super::gemm::{Mat, gemm};
+use super::unary::UnaryOp;
+use crate::graph::{BackCtx, Op, Var};
+use crate::{Error, Float, Graph, Result};
+
+/// y = z + b (per column), then y = act(y) in place; returns z when the activation's derivative needs it.
+pub(crate) fn bias_act<T: Float>(
+    y: &mut [T],
+    cols: usize,
+    bias: Option<&[T]>,
+    act: Option<UnaryOp>,
+    keep_z: Option<&mut Vec<T>>,
+) {
+    if let Some(b) = bias {
+        for row in y.chunks_mut(cols) {
+            for (v, &bb) in row.iter_mut().zip(b) {
+                *v += bb;
+            }
+        }
+    }
+    if let Some(op) = act {
+        if let Some(z) = keep_z {
+            z.extend_from_slice(y);
+        }
+        for v in y.iter_mut() {
+            *v = op.apply(*v);
+        }
+    }
+}
+
+/// dz = dy ⊙ act'(z), written into `dz`; z is `saved_z` when kept, else y stands in for it.
+pub(crate) fn act_backward<T: Float>(dz: &mut [T], gy: &[T], y: &[T], saved_z: &[T], act: UnaryOp) {
+    if act.needs_input() {
+        for i in 0..dz.len() {
+            dz[i] = gy[i] * act.deriv(saved_z[i], y[i]);
+        }
+    } else {
+        for i in 0..dz.len() {
+            dz[i] = gy[i] * act.deriv(y[i], y[i]);
+        }
+    }
+}
+
+impl<T: Float> Graph<T> {
+    /// y[n, o] = act(x[n, i] · w[i, o] + b[o])
+    pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>, act: Option<UnaryOp>) -> Result<Var> {
+        let (sx, sw) = (self.shape(x), self.shape(w));
+        if sx.rank() != 2 || sw.rank() != 2 || sx.dim(1) != sw.dim(0) {
+            return Err(Error::Shape(format!(
+                "linear: input {sx} does not fit weights {sw} (want [n, i] and [i, o])"
+            )));
+        }
+        let (n, k, o) = (sx.dim(0), sx.dim(1), sw.dim(1));
+        if let Some(b) = b
+            && self.shape(b).dims() != [o]
+        {
+            return Err(Error::Shape(format!(
+                "linear: bias {} does not fit {o} outputs",
+                self.shape(b)
+            )));
+        }
+        let out = sx.with_dim(1, o);
+        let mut y = self.pool.zeroed(n * o);
+        gemm(
+            n,
+            o,
+            k,
+            &mut y,
+            Mat::rows(self.value(x), k),
+            Mat::rows(self.value(w), o),
+            false,
+        );
+        let rg = self.requires_grad(x)
+            || self.requires_grad(w)
+            || b.is_some_and(|b| self.requires_grad(b));
+        let keep = rg && self.is_recording() && act.is_some_and(|a| a.needs_input());
+        let mut z = if keep {
+            Some(self.pool.zeroed(0))
+        } else {
+            None
+        };
+        bias_act(&mut y, o, b.map(|b| self.value(b)), act, z.as_mut());
+        let v = self.push(Op::Linear(x, w, b, act), out, y, rg);
+        if let Some(z) = z {
+            self.keep_aux_f(v, z);
+        }
+        Ok(v)
+    }
+}
+
+/// dz = dy ⊙ act'(z); db += Σₙ dz; dw += xᵀ · dz; dx += dz · wᵀ
+pub(crate) fn backward<T: Float>(
+    ctx: &mut BackCtx<T>,
+    node: usize,
+    x: Var,
+    w: Var,
+    b: Option<Var>,
+    act: Option<UnaryOp>,
+    gy: &[T],
+) {
+    let (n, k) = (ctx.shape(x).dim(0), ctx.shape(x).dim(1));
+    let o = ctx.shape(w).dim(1);
+    let mut tmp = Vec::new();
+    let dz: &[T] = match act {
+        None => gy,
+        Some(a) => {
+            tmp = ctx.pool.zeroed(gy.len());
+            act_backward(&mut tmp, gy, ctx.out(node), &ctx.aux_f[node], a);
+            &tmp
+        }
+    };
+    if let Some(b) = b
+        && ctx.needs(b)
+    {
+        let gb = ctx.grad(b);
+        for row in dz.chunks(o) {
+            for (g, &d) in gb.iter_mut().zip(row) {
+                *g += d;
+            }
+        }
+    }
+    let (vx, vw) = (ctx.value(x), ctx.value(w));
+    if ctx.needs(w) {
+        gemm(
+            k,
+            o,
+            n,
+            ctx.grad(w),
+            Mat::rows_t(vx, k),
+            Mat::rows(dz, o),
+            true,
+        );
+    }
+    if ctx.needs(x) {
+        gemm(
+            n,
+            k,
+            o,
+            ctx.grad(x),
+            Mat::rows(dz, o),
+            Mat::rows_t(vw, o),
+            true,
+        );
+    }
+    ctx.pool.put(tmp);
+}

@@ -1,0 +1,168 @@
+//! Max and average pooling, NHWC. Max pooling records the argmax of each window as it goes, so its
+//! backward is a scatter.
+
+use super::conv::{Padding, Window};
+use crate::graph::{BackCtx, Op, Var};
+use crate::{Float, Graph, Result, Shape};
+
+#[derive(Clone, Copy, Debug)]
+pub struct PoolArgs {
+    pub(crate) win: Window,
+}
+
+/// Calls f(output index, input index) for every input position inside output window `o`'s bounds.
+#[inline]
+fn window<F: FnMut(usize)>(g: &Window, n: usize, oh: usize, ow: usize, c: usize, mut f: F) {
+    for kh in 0..g.kh {
+        let Some(ih) = Window::src(oh, kh, g.sh, g.pt, g.h) else {
+            continue;
+        };
+        for kw in 0..g.kw {
+            let Some(iw) = Window::src(ow, kw, g.sw, g.pl, g.w) else {
+                continue;
+            };
+            f(((n * g.h + ih) * g.w + iw) * g.c + c);
+        }
+    }
+}
+
+fn out_index(g: &Window, n: usize, oh: usize, ow: usize, c: usize) -> usize {
+    ((n * g.oh + oh) * g.ow + ow) * g.c + c
+}
+
+impl<T: Float> Graph<T> {
+    /// y[n, oh, ow, c] = max over the window of x; `strides` defaults to the pool size in layers.
+    pub fn max_pool2d(
+        &mut self,
+        x: Var,
+        size: (usize, usize),
+        strides: (usize, usize),
+        padding: Padding,
+    ) -> Result<Var> {
+        let g = Window::new(self.shape(x), size, strides, padding, "max_pool2d")?;
+        let out = Shape::new(&[g.n, g.oh, g.ow, g.c])?;
+        let mut y = self.pool.zeroed(out.numel());
+        let mut arg = self.ipool.zeroed(out.numel());
+        let v = self.value(x);
+        if g.pt == 0 && g.pl == 0 && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 {
+            max_pool_2x2(v, &g, &mut y, &mut arg);
+        } else {
+            for n in 0..g.n {
+                for oh in 0..g.oh {
+                    for ow in 0..g.ow {
+                        for c in 0..g.c {
+                            let (mut best, mut at, mut first) = (T::NEG_INFINITY, 0, true);
+                            window(&g, n, oh, ow, c, |i| {
+                                if first || v[i] > best {
+                                    (best, at, first) = (v[i], i, false);
+                                }
+                            });
+                            let o = out_index(&g, n, oh, ow, c);
+                            y[o] = best;
+                            arg[o] = at as u32;
+                        }
+                    }
+                }
+            }
+        }
+        let rg = self.requires_grad(x);
+        let node = self.push(Op::MaxPool2d(x, PoolArgs { win: g }), out, y, rg);
+        self.keep_aux_i(node, arg);
+        Ok(node)
+    }
+
+    /// y[n, oh, ow, c] = mean over the window of x, counting only positions inside the input (as TensorFlow).
+    pub fn avg_pool2d(
+        &mut self,
+        x: Var,
+        size: (usize, usize),
+        strides: (usize, usize),
+        padding: Padding,
+    ) -> Result<Var> {
+        let g = Window::new(self.shape(x), size, strides, padding, "avg_pool2d")?;
+        let out = Shape::new(&[g.n, g.oh, g.ow, g.c])?;
+        let mut y = self.pool.zeroed(out.numel());
+        let v = self.value(x);
+        for n in 0..g.n {
+            for oh in 0..g.oh {
+                for ow in 0..g.ow {
+                    for c in 0..g.c {
+                        let (mut s, mut cnt) = (T::ZERO, 0usize);
+                        window(&g, n, oh, ow, c, |i| {
+                            s += v[i];
+                            cnt += 1;
+                        });
+                        y[out_index(&g, n, oh, ow, c)] = s / T::from_usize(cnt.max(1));
+                    }
+                }
+            }
+        }
+        let rg = self.requires_grad(x);
+        Ok(self.push(Op::AvgPool2d(x, PoolArgs { win: g }), out, y, rg))
+    }
+}
+
+/// The common case (2x2, stride 2, valid), with the channel loop innermost so it runs over contiguous memory.
+fn max_pool_2x2<T: Float>(v: &[T], g: &Window, y: &mut [T], arg: &mut [u32]) {
+    let (w, c) = (g.w, g.c);
+    for n in 0..g.n {
+        for oh in 0..g.oh {
+            let r0 = (n * g.h + 2 * oh) * w;
+            let r1 = r0 + w;
+            for ow in 0..g.ow {
+                let o = ((n * g.oh + oh) * g.ow + ow) * c;
+                let i00 = (r0 + 2 * ow) * c;
+                let cands = [i00, i00 + c, (r1 + 2 * ow) * c, (r1 + 2 * ow) * c + c];
+                for ch in 0..c {
+                    let mut at = cands[0] + ch;
+                    for &base in &cands[1..] {
+                        if v[base + ch] > v[at] {
+                            at = base + ch;
+                        }
+                    }
+                    y[o + ch] = v[at];
+                    arg[o + ch] = at as u32;
+                }
+            }
+        }
+    }
+}
+
+/// dx[argmax] += dy
+pub(crate) fn backward_max<T: Float>(
+    ctx: &mut BackCtx<T>,
+    node: usize,
+    x: Var,
+    _a: PoolArgs,
+    gy: &[T],
+) {
+    if !ctx.needs(x) {
+        return;
+    }
+    let arg = ctx.aux_i[node].as_slice();
+    let gx = ctx.grad(x);
+    for (&i, &d) in arg.iter().zip(gy) {
+        gx[i as usize] += d;
+    }
+}
+
+/// dx[i] += dy / count for every i in the window
+pub(crate) fn backward_avg<T: Float>(ctx: &mut BackCtx<T>, x: Var, a: PoolArgs, gy: &[T]) {
+    if !ctx.needs(x) {
+        return;
+    }
+    let g = a.win;
+    let gx = ctx.grad(x);
+    for n in 0..g.n {
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                for c in 0..g.c {
+                    let mut cnt = 0usize;
+                    window(&g, n, oh, ow, c, |_| cnt += 1);
+                    let d = gy[out_index(&g, n, oh, ow, c)] / T::from_usize(cnt.max(1));
+                    window(&g, n, oh, ow, c, |i| gx[i] += d);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Elementwise functions of one input. Each is defined once, as a value and a derivative, and the same
+//! definitions serve the fused bias+activation in `linear` and `conv`.
+
+use crate::graph::{BackCtx, Op, Var};
+use crate::{Float, Graph, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Pow(f64),
+    Abs,
+    Relu,
+    LeakyRelu(f64),
+    Sigmoid,
+    Tanh,
+    /// The exact form, 0.5·x·(1 + erf(x/√2)), as PyTorch's default and Keras's `approximate=False`.
+    Gelu,
+}
+
+impl UnaryOp {
+    #[inline]
+    pub fn apply<T: Float>(self, x: T) -> T {
+        match self {
+            UnaryOp::Neg => -x,
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Pow(p) => x.powf(T::from_f64(p)),
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Relu => x.max(T::ZERO),
+            UnaryOp::LeakyRelu(a) => {
+                if x > T::ZERO {
+                    x
+                } else {
+                    x * T::from_f64(a)
+                }
+            }
+            UnaryOp::Sigmoid => sigmoid(x),
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Gelu => {
+                let half = T::from_f64(0.5);
+                half * x * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
+            }
+        }
+    }
+
+    /// dy/dx at input `x` with output `y`. When `needs_input()` is false, `x` is not read beyond its sign,
+    /// so callers that kept only `y` may pass `y` for `x`.
+    #[inline]
+    pub fn deriv<T: Float>(self, x: T, y: T) -> T {
+        match self {
+            UnaryOp::Neg => -T::ONE,
+            UnaryOp::Exp => y,
+            UnaryOp::Log => T::ONE / x,
+            UnaryOp::Sqrt => T::from_f64(0.5) / y,
+            UnaryOp::Pow(p) => T::from_f64(p) * x.powf(T::from_f64(p - 1.0)),
+            UnaryOp::Abs => {
+                if x > T::ZERO {
+                    T::ONE
+                } else if x < T::ZERO {
+                    -T::ONE
+                } else {
+                    T::ZERO
+                }
+            }
+            UnaryOp::Relu => {
+                if x > T::ZERO {
+                    T::ONE
+                } else {
+                    T::ZERO
+                }
+            }
+            UnaryOp::LeakyRelu(a) => {
+                if x > T::ZERO {
+                    T::ONE
+                } else {
+                    T::from_f64(a)
+                }
+            }
+            UnaryOp::Sigmoid => y * (T::ONE - y),
+            UnaryOp::Tanh => T::ONE - y * y,
+            UnaryOp::Gelu => {
+                let cdf = T::from_f64(0.5)
+                    * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
+                let pdf =
+                    (-(x * x) * T::from_f64(0.5)).exp() * T::from_f64(0.398_942_280_401_432_7);
+                cdf + x * pdf
+            }
+        }
+    }
+
+    /// Whether the derivative needs the input itself rather than the output (or the sign they share).
+    pub fn needs_input(self) -> bool {
+        matches!(
+            self,
+            UnaryOp::Log | UnaryOp::Pow(_) | UnaryOp::Abs | UnaryOp::Gelu | UnaryOp::Neg
+        )
+    }
+}
+
+#[inline]
+pub(crate) fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::ZERO {
+        T::ONE / (T::ONE + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::ONE + e)
+    }
+}
+
+impl<T: Float> Graph<T> {
+    /// y = op(x), elementwise.
+    pub fn unary(&mut self, a: Var, op: UnaryOp) -> Result<Var> {
+        let shape = self.shape(a);
+        let mut y = self.pool.zeroed(shape.numel());
+        for (y, &x) in y.iter_mut().zip(self.value(a)) {
+            *y = op.apply(x);
+        }
+        let rg = self.requires_grad(a);
+        Ok(self.push(Op::Unary(a, op), shape, y, rg))
+    }
+
+    pub fn neg(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Neg)
+    }
+    pub fn exp(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Exp)
+    }
+    pub fn log(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Log)
+    }
+    pub fn sqrt(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Sqrt)
+    }
+    pub fn pow(&mut self, a: Var, p: f64) -> Result<Var> {
+        self.unary(a, UnaryOp::Pow(p))
+    }
+    pub fn abs(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Abs)
+    }
+    pub fn relu(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Relu)
+    }
+    pub fn leaky_relu(&mut self, a: Var, alpha: f64) -> Result<Var> {
+        self.unary(a, UnaryOp::LeakyRelu(alpha))
+    }
+    pub fn sigmoid(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Sigmoid)
+    }
+    pub fn tanh(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Tanh)
+    }
+    pub fn gelu(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Gelu)
+    }
+}
+
+/// dx += dy · op'(x)
+pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, op: UnaryOp, gy: &[T]) {
+    if !ctx.needs(a) {
+        return;
+    }
+    let (x, y) = (ctx.value(a), ctx.out(node));
+    let gx = ctx.grad(a);
+    for i in 0..gy.len() {
+        gx[i] += gy[i] * op.deriv(x[i], y[i]);
+    }
+}

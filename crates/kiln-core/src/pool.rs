@@ -1,0 +1,66 @@
+//! Buffers are recycled between training steps: a step asks for the same sizes in the same order as the
+//! one before, so after the first step every request is served from here and the heap is not touched.
+
+pub(crate) struct Pool<E> {
+    free: Vec<Vec<E>>,
+}
+
+impl<E: Copy + Default> Pool<E> {
+    pub fn new() -> Self {
+        Pool { free: Vec::new() }
+    }
+
+    /// A buffer of `len` elements, all `E::default()` (zero).
+    pub fn zeroed(&mut self, len: usize) -> Vec<E> {
+        let mut v = self.take(len);
+        v.resize(len, E::default());
+        v
+    }
+
+    /// A buffer of `len` elements, filled with `value`.
+    pub fn filled(&mut self, len: usize, value: E) -> Vec<E> {
+        let mut v = self.take(len);
+        v.resize(len, value);
+        v
+    }
+
+    /// A buffer holding a copy of `src`.
+    pub fn copied(&mut self, src: &[E]) -> Vec<E> {
+        let mut v = self.take(src.len());
+        v.extend_from_slice(src);
+        v
+    }
+
+    /// An empty buffer with room for `len` elements: the smallest free one that fits.
+    fn take(&mut self, len: usize) -> Vec<E> {
+        let mut best: Option<usize> = None;
+        for (i, b) in self.free.iter().enumerate() {
+            let c = b.capacity();
+            if c >= len && best.is_none_or(|j| c < self.free[j].capacity()) {
+                best = Some(i);
+            }
+        }
+        match best {
+            Some(i) => {
+                let mut v = self.free.swap_remove(i);
+                v.clear();
+                v
+            }
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    pub fn put(&mut self, v: Vec<E>) {
+        if v.capacity() > 0 {
+            self.free.push(v);
+        }
+    }
+
+    /// Bytes held by free buffers (for memory reports).
+    pub fn held_bytes(&self) -> usize {
+        self.free
+            .iter()
+            .map(|v| v.capacity() * std::mem::size_of::<E>())
+            .sum()
+    }
+}

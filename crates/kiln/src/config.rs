@@ -1,0 +1,198 @@
+//! The TOML file `kiln train` reads. Every table rejects unknown keys, and the error names the nearest valid
+//! key. Relative paths are taken from the config file's folder, so a config runs from anywhere.
+
+use crate::loss::Loss;
+use crate::metrics::Metric;
+use crate::model::{CompileConfig, Sequential};
+use crate::nn::LayerConfig;
+use crate::optim::OptimizerConfig;
+use kiln_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// A folder with the four MNIST IDX files (raw or .gz).
+    Mnist,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub format: DataFormat,
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// One sample's shape, without the batch axis.
+    pub input_shape: Vec<usize>,
+    /// Seeds the weight initializers.
+    #[serde(default)]
+    pub seed: u64,
+    pub layers: Vec<LayerConfig>,
+}
+
+fn default_name() -> String {
+    "sequential".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    pub loss: Loss,
+    #[serde(default)]
+    pub metrics: Vec<Metric>,
+    #[serde(default = "one")]
+    pub epochs: usize,
+    #[serde(default = "thirty_two")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub validation_split: f64,
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// Seeds shuffling and dropout.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn one() -> usize {
+    1
+}
+fn thirty_two() -> usize {
+    32
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Where the trained model is saved (safetensors).
+    pub model: Option<PathBuf>,
+}
+
+impl RunConfig {
+    /// Reads and checks a config file; relative paths in it become relative to its folder.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<RunConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+        let mut c = RunConfig::parse(&text)
+            .map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        c.data.path = base.join(&c.data.path);
+        if let Some(m) = &c.output.model {
+            c.output.model = Some(base.join(m));
+        }
+        Ok(c)
+    }
+
+    /// Parses config text; the error is one line naming the line, the key and the nearest valid key.
+    pub fn parse(text: &str) -> std::result::Result<RunConfig, String> {
+        toml::from_str(text).map_err(|e| explain_toml_error(&e, text))
+    }
+
+    pub fn compile_config(&self) -> CompileConfig {
+        CompileConfig {
+            optimizer: self.train.optimizer.clone(),
+            loss: self.train.loss,
+            metrics: self.train.metrics.clone(),
+        }
+    }
+
+    /// The model the config describes, built and compiled.
+    pub fn build_model(&self) -> Result<Sequential> {
+        let mut m = Sequential::new(&self.model.input_shape)
+            .seed(self.model.seed)
+            .named(&self.model.name);
+        for (i, l) in self.model.layers.iter().enumerate() {
+            m.add(l.clone()).map_err(|e| match e {
+                Error::Shape(msg) | Error::Config(msg) => {
+                    Error::Config(format!("model.layers[{i}]: {msg}"))
+                }
+                other => other,
+            })?;
+        }
+        m.compile_with(self.compile_config())?;
+        Ok(m)
+    }
+
+    /// The config with every default filled in, as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}"))
+    }
+}
+
+/// "line 7: unknown key `filtrs`; did you mean `filters`? (valid: filters, kernel_size, ...)"
+fn explain_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+    let explained = explain_unknown(&msg).unwrap_or(msg);
+    format!("{at}{explained}")
+}
+
+/// Rewrites serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant") with a suggestion.
+pub fn explain_unknown(msg: &str) -> Option<String> {
+    let (what, rest) = if let Some(r) = msg.strip_prefix("unknown field `") {
+        ("key", r)
+    } else if let Some(r) = msg.strip_prefix("unknown variant `") {
+        ("value", r)
+    } else {
+        return None;
+    };
+    let (given, rest) = rest.split_once('`')?;
+    let valid: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    if valid.is_empty() {
+        return Some(format!(
+            "unknown {what} `{given}`: {}",
+            rest.trim_start_matches([',', ' '])
+        ));
+    }
+    let best = valid
+        .iter()
+        .min_by_key(|v| edit_distance(given, v))
+        .expect("non-empty");
+    let hint = if edit_distance(given, best) <= given.len().max(best.len()) / 2 + 1 {
+        format!("; did you mean `{best}`?")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "unknown {what} `{given}`{hint} (valid: {})",
+        valid.join(", ")
+    ))
+}
+
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let sub = prev[j - 1] + (a[i - 1] != b[j - 1]) as usize;
+            cur[j] = sub.min(prev[j] + 1).min(cur[j - 1] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,160 @@
+//! A saved model is one safetensors file: the weights under their parameter names ("dense.kernel", ...),
+//! and the architecture and compile settings as JSON in the file's metadata. Python opens it with
+//! `safetensors.safe_open`. Files are written to a temporary name and renamed, so a crash mid-write never
+//! leaves a half-written model where a good one was.
+
+use crate::model::{CompileConfig, Sequential};
+use crate::nn::LayerConfig;
+use kiln_core::Error;
+use kiln_core::Result;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+const FORMAT_KEY: &str = "kiln.format";
+const MODEL_KEY: &str = "kiln.model";
+const FORMAT: &str = "kiln-sequential-1";
+
+/// The architecture as stored in a model file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSpec {
+    name: String,
+    input_shape: Vec<usize>,
+    layers: Vec<LayerConfig>,
+    compile: Option<CompileConfig>,
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            message: format!("folder {} does not exist", dir.display()),
+        });
+    }
+    let file = path.file_name().ok_or_else(|| Error::Io {
+        path: path.display().to_string(),
+        message: "not a file path".into(),
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        file.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, &e));
+    }
+    Ok(())
+}
+
+impl Sequential {
+    /// Saves weights and architecture to one safetensors file.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let spec = ModelSpec {
+            name: self.name.clone(),
+            input_shape: self.input_shape.clone(),
+            layers: self.layers.iter().map(|l| l.config.clone()).collect(),
+            compile: self.compile_config().cloned(),
+        };
+        let json = serde_json::to_string(&spec)
+            .map_err(|e| Error::Invalid(format!("cannot describe the model: {e}")))?;
+        let meta = HashMap::from([
+            (FORMAT_KEY.to_string(), FORMAT.to_string()),
+            (MODEL_KEY.to_string(), json),
+        ]);
+        let params = self.graph.params();
+        let bytes: Vec<Vec<u8>> = params
+            .iter()
+            .map(|p| p.value.iter().flat_map(|v| v.to_le_bytes()).collect())
+            .collect();
+        let views = params
+            .iter()
+            .zip(&bytes)
+            .map(|(p, b)| {
+                Ok((
+                    p.name.clone(),
+                    TensorView::new(Dtype::F32, p.shape.dims().to_vec(), b)
+                        .map_err(st_err(path))?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let data = safetensors::serialize(views, Some(meta)).map_err(st_err(path))?;
+        write_atomic(path, &data)
+    }
+
+    /// Loads a model saved by `save`: same architecture, same weights, same predictions.
+    pub fn load(path: impl AsRef<Path>) -> Result<Sequential> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+        let not_kiln = |why: String| Error::format(path, format!("not a kiln model: {why}"));
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| not_kiln(format!("not a safetensors file ({e})")))?;
+        let info = meta.metadata().as_ref();
+        let format = info.and_then(|m| m.get(FORMAT_KEY));
+        if format.map(String::as_str) != Some(FORMAT) {
+            return Err(not_kiln(match format {
+                Some(f) => format!("unsupported format `{f}` (this kiln reads {FORMAT})"),
+                None => "a safetensors file without kiln's architecture metadata".into(),
+            }));
+        }
+        let json = info
+            .and_then(|m| m.get(MODEL_KEY))
+            .ok_or_else(|| not_kiln("no architecture in the metadata".into()))?;
+        let spec: ModelSpec = serde_json::from_str(json)
+            .map_err(|e| not_kiln(format!("unreadable architecture ({e})")))?;
+        let mut model = Sequential::new(&spec.input_shape).named(&spec.name);
+        for l in spec.layers {
+            model
+                .add(l)
+                .map_err(|e| not_kiln(format!("its architecture does not build: {e}")))?;
+        }
+        if let Some(c) = spec.compile {
+            model.compile_with(c)?;
+        }
+        let tensors = SafeTensors::deserialize(&bytes)
+            .map_err(|e| not_kiln(format!("corrupt tensor data ({e})")))?;
+        let g = model.graph_mut();
+        for i in 0..g.params().len() {
+            let pid = kiln_core::ParamId(i);
+            let (name, shape) = (g.param(pid).name.clone(), g.param(pid).shape);
+            let t = tensors.tensor(&name).map_err(|_| {
+                Error::format(path, format!("the file has no weights for `{name}`"))
+            })?;
+            if t.dtype() != Dtype::F32 || t.shape() != shape.dims() {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "weights `{name}` are {:?} {:?}, expected F32 {}",
+                        t.dtype(),
+                        t.shape(),
+                        shape
+                    ),
+                ));
+            }
+            let dst = &mut g.param_mut(pid).value;
+            for (d, c) in dst.iter_mut().zip(t.data().chunks_exact(4)) {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        Ok(model)
+    }
+}
+
+fn st_err(path: &Path) -> impl Fn(safetensors::SafeTensorError) -> Error + '_ {
+    move |e| Error::format(path, format!("safetensors: {e}"))
+}

@@ -1,0 +1,43 @@
+//! kiln: Keras-style deep learning in Rust.
+//!
+//! ```no_run
+//! use kiln::prelude::*;
+//! # fn main() -> kiln::Result<()> {
+//! let (train, test) = kiln::data::mnist::load("data/mnist")?;
+//! let mut model = Sequential::new(&[28, 28, 1]);
+//! model.add(Conv2D::new(32, 3).activation(Activation::Relu))?;
+//! model.add(MaxPooling2D::new(2))?;
+//! model.add(Flatten::new())?;
+//! model.add(Dense::new(10).activation(Activation::Softmax))?;
+//! model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+//! model.fit(&train.x, &train.y, FitOptions { epochs: 1, batch_size: 64, ..Default::default() })?;
+//! println!("{}", model.evaluate(&test.x, &test.y, 1000)?);
+//! model.save("mnist_model.safetensors")?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod data;
+pub mod io;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod nn;
+pub mod optim;
+pub mod train;
+
+pub use kiln_core as core;
+pub use kiln_core::{Error, Result, Tensor};
+
+pub mod prelude {
+    pub use crate::loss::Loss;
+    pub use crate::metrics::Metric;
+    pub use crate::model::Sequential;
+    pub use crate::nn::{
+        Activation, ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout,
+        Flatten, Initializer, MaxPooling2D, PaddingConfig, Regularizer,
+    };
+    pub use crate::optim::{Adam, RmsProp, Sgd};
+    pub use crate::train::{Evaluation, FitOptions, History};
+    pub use kiln_core::Tensor;
+}

@@ -1,0 +1,86 @@
+//! Loss names as Keras spells them. Where the model's last activation is the one the loss expects
+//! (softmax for cross-entropy, sigmoid for binary cross-entropy) the two are fused: the model hands over
+//! logits and the engine computes the loss from them, stable for any input.
+
+use crate::nn::Activation;
+use kiln_core::{Graph, LossKind, Result, Var};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Targets one-hot (or any distribution), shape (n, classes).
+    CategoricalCrossentropy,
+    /// Targets class indices, shape (n,) or (n, 1).
+    SparseCategoricalCrossentropy,
+    /// Targets 0/1, same shape as the output.
+    BinaryCrossentropy,
+    #[serde(alias = "mse")]
+    MeanSquaredError,
+}
+
+impl Loss {
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::CategoricalCrossentropy => "categorical_crossentropy",
+            Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+            Loss::BinaryCrossentropy => "binary_crossentropy",
+            Loss::MeanSquaredError => "mean_squared_error",
+        }
+    }
+
+    /// Whether a model ending in `last` hands this loss logits instead of probabilities.
+    pub fn fuses(self, last: Activation) -> bool {
+        matches!(
+            (self, last),
+            (
+                Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy,
+                Activation::Softmax
+            ) | (Loss::BinaryCrossentropy, Activation::Sigmoid)
+        )
+    }
+
+    /// Whether targets are class indices rather than arrays shaped like the output.
+    pub fn sparse(self) -> bool {
+        self == Loss::SparseCategoricalCrossentropy
+    }
+
+    /// The mean loss of a batch. `out` is logits when `fused`, else the model's output; `targets` is shaped
+    /// like the output, except for the sparse loss, which reads `labels`.
+    pub(crate) fn compute(
+        self,
+        g: &mut Graph<f32>,
+        out: Var,
+        fused: bool,
+        targets: Option<Var>,
+        labels: &[u32],
+    ) -> Result<Var> {
+        let t = || targets.expect("dense targets for a dense loss");
+        match (self, fused) {
+            (Loss::CategoricalCrossentropy, true) => {
+                g.loss(LossKind::SoftmaxCrossEntropy, out, t())
+            }
+            (Loss::CategoricalCrossentropy, false) => {
+                g.loss(LossKind::CategoricalCrossEntropy, out, t())
+            }
+            (Loss::SparseCategoricalCrossentropy, true) => {
+                g.sparse_softmax_cross_entropy(out, labels)
+            }
+            (Loss::SparseCategoricalCrossentropy, false) => {
+                let shape = g.shape(out);
+                let c = shape.dims().last().copied().unwrap_or(1);
+                let one_hot = g.input_with(shape.dims(), |buf| {
+                    for (r, &l) in labels.iter().enumerate() {
+                        buf[r * c + l as usize] = 1.0;
+                    }
+                })?;
+                g.loss(LossKind::CategoricalCrossEntropy, out, one_hot)
+            }
+            (Loss::BinaryCrossentropy, true) => {
+                g.loss(LossKind::SigmoidBinaryCrossEntropy, out, t())
+            }
+            (Loss::BinaryCrossentropy, false) => g.loss(LossKind::BinaryCrossEntropy, out, t()),
+            (Loss::MeanSquaredError, _) => g.loss(LossKind::MeanSquaredError, out, t()),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! `Sequential`: layers in a line, built as they are added (so a misfit is reported at once), with
+//! Keras's `compile` / `fit` / `evaluate` / `predict` / `save` (the last four in train.rs and io.rs).
+
+use crate::loss::Loss;
+use crate::metrics::Metric;
+use crate::nn::{Activation, Layer, LayerConfig, fmt_shape};
+use crate::optim::{Optimizer, OptimizerConfig};
+use kiln_core::{Error, Graph, Result, Rng, Var};
+use serde::{Deserialize, Serialize};
+
+/// What `compile` was given; saved with the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompileConfig {
+    pub optimizer: OptimizerConfig,
+    pub loss: Loss,
+    #[serde(default)]
+    pub metrics: Vec<Metric>,
+}
+
+pub struct Sequential {
+    pub(crate) name: String,
+    pub(crate) input_shape: Vec<usize>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) graph: Graph<f32>,
+    rng: Rng,
+    pub(crate) compiled: Option<(CompileConfig, Optimizer)>,
+}
+
+impl Sequential {
+    /// An empty model taking samples of `input_shape` (without the batch axis), e.g. `&[28, 28, 1]`.
+    /// Weights are initialized from seed 0 unless `seed` is called before the first `add`.
+    pub fn new(input_shape: &[usize]) -> Self {
+        Sequential {
+            name: "sequential".into(),
+            input_shape: input_shape.to_vec(),
+            layers: Vec::new(),
+            graph: Graph::new(),
+            rng: Rng::new(0),
+            compiled: None,
+        }
+    }
+
+    /// Seeds the weight initializers of the layers added after this call.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = Rng::new(seed);
+        self
+    }
+
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// A model from a list of layer configs (what a TOML file holds).
+    pub fn from_configs(input_shape: &[usize], layers: &[LayerConfig], seed: u64) -> Result<Self> {
+        let mut m = Sequential::new(input_shape).seed(seed);
+        for l in layers {
+            m.add(l.clone())?;
+        }
+        Ok(m)
+    }
+
+    /// Appends a layer, building it on the current output shape.
+    pub fn add(&mut self, layer: impl Into<LayerConfig>) -> Result<&mut Self> {
+        let mut config = layer.into();
+        if self.input_shape.is_empty() || self.input_shape.contains(&0) {
+            return Err(Error::Config(format!(
+                "input_shape {:?} must list positive sizes",
+                self.input_shape
+            )));
+        }
+        let name = match config.name() {
+            Some(n) => n.to_string(),
+            None => {
+                let base = config.base_name();
+                let taken = self
+                    .layers
+                    .iter()
+                    .filter(|l| l.config.base_name() == base)
+                    .count();
+                if taken == 0 {
+                    base.to_string()
+                } else {
+                    format!("{base}_{taken}")
+                }
+            }
+        };
+        if self.layers.iter().any(|l| l.name() == name) {
+            return Err(Error::Config(format!(
+                "two layers are named `{name}`: layer names must be unique"
+            )));
+        }
+        config.set_name(name);
+        let input = self.output_shape().to_vec();
+        let layer = Layer::build(
+            config,
+            &input,
+            self.layers.last(),
+            &mut self.graph,
+            &mut self.rng,
+        )?;
+        self.layers.push(layer);
+        Ok(self)
+    }
+
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// Per-sample output shape.
+    pub fn output_shape(&self) -> &[usize] {
+        self.layers
+            .last()
+            .map_or(&self.input_shape, |l| &l.output_shape)
+    }
+
+    pub fn graph(&self) -> &Graph<f32> {
+        &self.graph
+    }
+
+    pub fn graph_mut(&mut self) -> &mut Graph<f32> {
+        &mut self.graph
+    }
+
+    pub fn compile_config(&self) -> Option<&CompileConfig> {
+        self.compiled.as_ref().map(|c| &c.0)
+    }
+
+    /// (trainable, non-trainable) parameter counts.
+    pub fn param_counts(&self) -> (usize, usize) {
+        let mut t = (0, 0);
+        for p in self.graph.params() {
+            if p.trainable {
+                t.0 += p.value.len()
+            } else {
+                t.1 += p.value.len()
+            }
+        }
+        t
+    }
+
+    /// Sets the optimizer, loss and metrics for `fit` and `evaluate`.
+    pub fn compile(
+        &mut self,
+        optimizer: impl Into<OptimizerConfig>,
+        loss: Loss,
+        metrics: &[Metric],
+    ) -> Result<()> {
+        let config = CompileConfig {
+            optimizer: optimizer.into(),
+            loss,
+            metrics: metrics.to_vec(),
+        };
+        self.compile_with(config)
+    }
+
+    pub fn compile_with(&mut self, config: CompileConfig) -> Result<()> {
+        config.optimizer.validate()?;
+        if self.layers.is_empty() {
+            return Err(Error::Config("compile: the model has no layers".into()));
+        }
+        self.compiled = Some((config.clone(), Optimizer::new(config.optimizer)));
+        Ok(())
+    }
+
+    /// The last layer's activation, which the loss may take over.
+    pub(crate) fn last_activation(&self) -> Activation {
+        self.layers
+            .last()
+            .map_or(Activation::Linear, |l| l.config.activation())
+    }
+
+    /// Runs every layer on the batch `x`. `logits`: the last layer leaves out its softmax/sigmoid.
+    pub(crate) fn forward(&mut self, x: Var, training: bool, logits: bool) -> Result<Var> {
+        let n = self.layers.len();
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&mut self.graph, h, training, logits && i + 1 == n)?;
+        }
+        Ok(h)
+    }
+
+    /// A Keras-style table: layer (type), output shape, parameter count; then the totals.
+    pub fn summary(&self) -> String {
+        let mut rows = vec![(
+            "Layer (type)".to_string(),
+            "Output Shape".to_string(),
+            "Param #".to_string(),
+        )];
+        for l in &self.layers {
+            let n: usize = l
+                .params
+                .iter()
+                .map(|&p| self.graph.param(p).value.len())
+                .sum();
+            let mut shape = vec![0];
+            shape.extend_from_slice(&l.output_shape);
+            let shape = fmt_shape(&shape).replacen('0', "None", 1);
+            rows.push((
+                format!("{} ({})", l.name(), l.config.class_name()),
+                shape,
+                group(n),
+            ));
+        }
+        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(28);
+        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(22);
+        let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(10);
+        let line = |c: char| c.to_string().repeat(w0 + w1 + w2 + 6) + "\n";
+        let mut s = format!("Model: \"{}\"\n", self.name);
+        s += &line('━');
+        for (i, r) in rows.iter().enumerate() {
+            s += &format!(" {:<w0$}  {:<w1$}  {:>w2$}\n", r.0, r.1, r.2);
+            s += &line(if i == 0 { '━' } else { '─' });
+        }
+        let (t, nt) = self.param_counts();
+        let mib = |n: usize| n as f64 * 4.0 / 1024.0 / 1024.0;
+        s += &format!(
+            " Total params: {} ({:.2} MiB)\n",
+            group(t + nt),
+            mib(t + nt)
+        );
+        s += &format!(" Trainable params: {} ({:.2} MiB)\n", group(t), mib(t));
+        s += &format!(
+            " Non-trainable params: {} ({:.2} MiB)\n",
+            group(nt),
+            mib(nt)
+        );
+        s
+    }
+}
+
+/// 693962 -> "693,962"
+pub fn group(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

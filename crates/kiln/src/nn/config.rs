@@ -1,0 +1,447 @@
+//! A layer is its config plus its parameters. These configs are what a TOML file's `[[model.layers]]`
+//! tables deserialize into, and what the Rust builders (`Dense::new(128).activation(...)`) produce, so the
+//! CLI and the library cannot drift apart. Every field has Keras's name and default.
+
+use super::{Activation, Initializer, Regularizer};
+use kiln_core::Padding;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LayerConfig {
+    Dense(Dense),
+    #[serde(alias = "conv2D")]
+    Conv2d(Conv2D),
+    #[serde(rename = "max_pooling2d", alias = "max_pool2d")]
+    MaxPooling2d(MaxPooling2D),
+    #[serde(rename = "average_pooling2d", alias = "avg_pool2d")]
+    AveragePooling2d(AveragePooling2D),
+    Flatten(Flatten),
+    Dropout(Dropout),
+    Activation(ActivationLayer),
+    BatchNormalization(BatchNormalization),
+}
+
+impl LayerConfig {
+    /// The Keras class name, for summaries.
+    pub fn class_name(&self) -> &'static str {
+        match self {
+            LayerConfig::Dense(_) => "Dense",
+            LayerConfig::Conv2d(_) => "Conv2D",
+            LayerConfig::MaxPooling2d(_) => "MaxPooling2D",
+            LayerConfig::AveragePooling2d(_) => "AveragePooling2D",
+            LayerConfig::Flatten(_) => "Flatten",
+            LayerConfig::Dropout(_) => "Dropout",
+            LayerConfig::Activation(_) => "Activation",
+            LayerConfig::BatchNormalization(_) => "BatchNormalization",
+        }
+    }
+
+    /// The prefix of automatic names ("dense", "dense_1", ...), as Keras.
+    pub fn base_name(&self) -> &'static str {
+        match self {
+            LayerConfig::Dense(_) => "dense",
+            LayerConfig::Conv2d(_) => "conv2d",
+            LayerConfig::MaxPooling2d(_) => "max_pooling2d",
+            LayerConfig::AveragePooling2d(_) => "average_pooling2d",
+            LayerConfig::Flatten(_) => "flatten",
+            LayerConfig::Dropout(_) => "dropout",
+            LayerConfig::Activation(_) => "activation",
+            LayerConfig::BatchNormalization(_) => "batch_normalization",
+        }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            LayerConfig::Dense(c) => c.name.as_deref(),
+            LayerConfig::Conv2d(c) => c.name.as_deref(),
+            LayerConfig::MaxPooling2d(c) => c.name.as_deref(),
+            LayerConfig::AveragePooling2d(c) => c.name.as_deref(),
+            LayerConfig::Flatten(c) => c.name.as_deref(),
+            LayerConfig::Dropout(c) => c.name.as_deref(),
+            LayerConfig::Activation(c) => c.name.as_deref(),
+            LayerConfig::BatchNormalization(c) => c.name.as_deref(),
+        }
+    }
+
+    pub(crate) fn set_name(&mut self, name: String) {
+        let slot = match self {
+            LayerConfig::Dense(c) => &mut c.name,
+            LayerConfig::Conv2d(c) => &mut c.name,
+            LayerConfig::MaxPooling2d(c) => &mut c.name,
+            LayerConfig::AveragePooling2d(c) => &mut c.name,
+            LayerConfig::Flatten(c) => &mut c.name,
+            LayerConfig::Dropout(c) => &mut c.name,
+            LayerConfig::Activation(c) => &mut c.name,
+            LayerConfig::BatchNormalization(c) => &mut c.name,
+        };
+        *slot = Some(name);
+    }
+
+    /// The activation applied last, if the layer ends with one.
+    pub fn activation(&self) -> Activation {
+        match self {
+            LayerConfig::Dense(c) => c.activation,
+            LayerConfig::Conv2d(c) => c.activation,
+            LayerConfig::Activation(c) => c.activation,
+            _ => Activation::Linear,
+        }
+    }
+}
+
+/// Two sizes (height, width); a single number in a config means the same for both, as in Keras.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pair(pub usize, pub usize);
+
+impl From<usize> for Pair {
+    fn from(n: usize) -> Self {
+        Pair(n, n)
+    }
+}
+
+impl From<(usize, usize)> for Pair {
+    fn from(p: (usize, usize)) -> Self {
+        Pair(p.0, p.1)
+    }
+}
+
+impl Serialize for Pair {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        [self.0, self.1].serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pair {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            One(usize),
+            Two([usize; 2]),
+        }
+        match Repr::deserialize(d) {
+            Ok(Repr::One(n)) => Ok(Pair(n, n)),
+            Ok(Repr::Two([a, b])) => Ok(Pair(a, b)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a positive integer or a pair like [3, 3]",
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaddingConfig {
+    #[default]
+    Valid,
+    Same,
+}
+
+impl From<PaddingConfig> for Padding {
+    fn from(p: PaddingConfig) -> Padding {
+        match p {
+            PaddingConfig::Valid => Padding::Valid,
+            PaddingConfig::Same => Padding::Same,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn glorot() -> Initializer {
+    Initializer::GlorotUniform
+}
+fn zeros() -> Initializer {
+    Initializer::Zeros
+}
+fn one_one() -> Pair {
+    Pair(1, 1)
+}
+fn two_two() -> Pair {
+    Pair(2, 2)
+}
+
+/// Fully connected: y = activation(x · kernel + bias). Input must be flat: (batch, features).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dense {
+    pub units: usize,
+    #[serde(default)]
+    pub activation: Activation,
+    #[serde(default = "yes")]
+    pub use_bias: bool,
+    #[serde(default = "glorot")]
+    pub kernel_initializer: Initializer,
+    #[serde(default = "zeros")]
+    pub bias_initializer: Initializer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_regularizer: Option<Regularizer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// 2-D convolution over (batch, height, width, channels); kernel [kh, kw, in, filters].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conv2D {
+    pub filters: usize,
+    pub kernel_size: Pair,
+    #[serde(default = "one_one")]
+    pub strides: Pair,
+    #[serde(default)]
+    pub padding: PaddingConfig,
+    #[serde(default)]
+    pub activation: Activation,
+    #[serde(default = "yes")]
+    pub use_bias: bool,
+    #[serde(default = "glorot")]
+    pub kernel_initializer: Initializer,
+    #[serde(default = "zeros")]
+    pub bias_initializer: Initializer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_regularizer: Option<Regularizer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Pooling windows; strides default to the pool size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxPooling2D {
+    #[serde(default = "two_two")]
+    pub pool_size: Pair,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strides: Option<Pair>,
+    #[serde(default)]
+    pub padding: PaddingConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AveragePooling2D {
+    #[serde(default = "two_two")]
+    pub pool_size: Pair,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strides: Option<Pair>,
+    #[serde(default)]
+    pub padding: PaddingConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flatten {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Zeroes a fraction `rate` of its inputs while training (scaling the rest by 1/(1 − rate)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dropout {
+    pub rate: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationLayer {
+    pub activation: Activation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn bn_momentum() -> f64 {
+    0.99
+}
+fn bn_epsilon() -> f64 {
+    1e-3
+}
+
+/// Normalizes each channel (last axis) with the batch's statistics while training and with moving averages
+/// (momentum 0.99) at inference.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchNormalization {
+    #[serde(default = "bn_momentum")]
+    pub momentum: f64,
+    #[serde(default = "bn_epsilon")]
+    pub epsilon: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+// ---- Rust builders: `Dense::new(128).activation(Activation::Relu)` ----
+
+macro_rules! into_config {
+    ($($t:ident => $v:ident),*) => {$(
+        impl From<$t> for LayerConfig {
+            fn from(c: $t) -> LayerConfig {
+                LayerConfig::$v(c)
+            }
+        }
+        impl $t {
+            pub fn name(mut self, name: &str) -> Self {
+                self.name = Some(name.to_string());
+                self
+            }
+        }
+    )*};
+}
+into_config!(Dense => Dense, Conv2D => Conv2d, MaxPooling2D => MaxPooling2d, AveragePooling2D => AveragePooling2d,
+    Flatten => Flatten, Dropout => Dropout, ActivationLayer => Activation, BatchNormalization => BatchNormalization);
+
+impl Dense {
+    pub fn new(units: usize) -> Self {
+        Dense {
+            units,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: glorot(),
+            bias_initializer: zeros(),
+            kernel_regularizer: None,
+            name: None,
+        }
+    }
+    pub fn activation(mut self, a: Activation) -> Self {
+        self.activation = a;
+        self
+    }
+    pub fn use_bias(mut self, on: bool) -> Self {
+        self.use_bias = on;
+        self
+    }
+    pub fn kernel_initializer(mut self, i: Initializer) -> Self {
+        self.kernel_initializer = i;
+        self
+    }
+    pub fn kernel_regularizer(mut self, r: Regularizer) -> Self {
+        self.kernel_regularizer = Some(r);
+        self
+    }
+}
+
+impl Conv2D {
+    pub fn new(filters: usize, kernel_size: impl Into<Pair>) -> Self {
+        Conv2D {
+            filters,
+            kernel_size: kernel_size.into(),
+            strides: one_one(),
+            padding: PaddingConfig::Valid,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: glorot(),
+            bias_initializer: zeros(),
+            kernel_regularizer: None,
+            name: None,
+        }
+    }
+    pub fn activation(mut self, a: Activation) -> Self {
+        self.activation = a;
+        self
+    }
+    pub fn strides(mut self, s: impl Into<Pair>) -> Self {
+        self.strides = s.into();
+        self
+    }
+    pub fn padding(mut self, p: PaddingConfig) -> Self {
+        self.padding = p;
+        self
+    }
+    pub fn use_bias(mut self, on: bool) -> Self {
+        self.use_bias = on;
+        self
+    }
+    pub fn kernel_initializer(mut self, i: Initializer) -> Self {
+        self.kernel_initializer = i;
+        self
+    }
+    pub fn kernel_regularizer(mut self, r: Regularizer) -> Self {
+        self.kernel_regularizer = Some(r);
+        self
+    }
+}
+
+impl MaxPooling2D {
+    pub fn new(pool_size: impl Into<Pair>) -> Self {
+        MaxPooling2D {
+            pool_size: pool_size.into(),
+            strides: None,
+            padding: PaddingConfig::Valid,
+            name: None,
+        }
+    }
+    pub fn strides(mut self, s: impl Into<Pair>) -> Self {
+        self.strides = Some(s.into());
+        self
+    }
+    pub fn padding(mut self, p: PaddingConfig) -> Self {
+        self.padding = p;
+        self
+    }
+}
+
+impl AveragePooling2D {
+    pub fn new(pool_size: impl Into<Pair>) -> Self {
+        AveragePooling2D {
+            pool_size: pool_size.into(),
+            strides: None,
+            padding: PaddingConfig::Valid,
+            name: None,
+        }
+    }
+    pub fn strides(mut self, s: impl Into<Pair>) -> Self {
+        self.strides = Some(s.into());
+        self
+    }
+    pub fn padding(mut self, p: PaddingConfig) -> Self {
+        self.padding = p;
+        self
+    }
+}
+
+impl Flatten {
+    pub fn new() -> Self {
+        Flatten { name: None }
+    }
+}
+
+impl Dropout {
+    pub fn new(rate: f64) -> Self {
+        Dropout { rate, name: None }
+    }
+}
+
+impl ActivationLayer {
+    pub fn new(activation: Activation) -> Self {
+        ActivationLayer {
+            activation,
+            name: None,
+        }
+    }
+}
+
+impl BatchNormalization {
+    pub fn new() -> Self {
+        BatchNormalization {
+            momentum: bn_momentum(),
+            epsilon: bn_epsilon(),
+            name: None,
+        }
+    }
+    pub fn momentum(mut self, m: f64) -> Self {
+        self.momentum = m;
+        self
+    }
+}
+
+impl Default for BatchNormalization {
+    fn default() -> Self {
+        Self::new()
+    }
+}

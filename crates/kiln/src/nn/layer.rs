@@ -1,0 +1,312 @@
+//! A built layer: its config (name filled in), the per-sample shapes it maps between, and its parameters
+//! in the model's graph. Building checks that the input fits, naming both layers and shapes when not.
+
+use super::config::*;
+use super::{Activation, Regularizer};
+use kiln_core::{Error, Graph, ParamId, Rng, Shape, Var};
+
+pub struct Layer {
+    pub(crate) config: LayerConfig,
+    pub(crate) input_shape: Vec<usize>,
+    pub(crate) output_shape: Vec<usize>,
+    /// kernel, bias (dense, conv); gamma, beta, moving mean, moving variance (batch norm).
+    pub(crate) params: Vec<ParamId>,
+    pub(crate) regularizer: Option<Regularizer>,
+}
+
+/// "`conv2d` (Conv2D) outputs (26, 26, 32)" or "the model input is (28, 28, 1)", for error messages.
+pub(crate) fn describe_source(prev: Option<&Layer>, shape: &[usize]) -> String {
+    let s = fmt_shape(shape);
+    match prev {
+        Some(p) => format!("`{}` ({}) outputs {s}", p.name(), p.config.class_name()),
+        None => format!("the model input is {s}"),
+    }
+}
+
+pub(crate) fn fmt_shape(shape: &[usize]) -> String {
+    Shape::new(shape)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| format!("{shape:?}"))
+}
+
+fn positive(n: usize, what: &str, layer: &str) -> kiln_core::Result<()> {
+    if n == 0 {
+        return Err(Error::Config(format!(
+            "layer `{layer}`: {what} must be positive"
+        )));
+    }
+    Ok(())
+}
+
+fn window_out(input: usize, k: usize, s: usize, p: PaddingConfig) -> Option<usize> {
+    match p {
+        PaddingConfig::Valid => (input >= k).then(|| (input - k) / s + 1),
+        PaddingConfig::Same => Some(input.div_ceil(s)),
+    }
+}
+
+impl Layer {
+    pub fn name(&self) -> &str {
+        self.config.name().unwrap_or("")
+    }
+
+    pub fn config(&self) -> &LayerConfig {
+        &self.config
+    }
+
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    pub fn output_shape(&self) -> &[usize] {
+        &self.output_shape
+    }
+
+    pub fn params(&self) -> &[ParamId] {
+        &self.params
+    }
+
+    /// Builds `config` (already named) on input of per-sample shape `input`, coming from `prev`.
+    pub(crate) fn build(
+        config: LayerConfig,
+        input: &[usize],
+        prev: Option<&Layer>,
+        g: &mut Graph<f32>,
+        rng: &mut Rng,
+    ) -> kiln_core::Result<Layer> {
+        let name = config.name().unwrap_or("").to_string();
+        let class = config.class_name();
+        let misfit = |want: &str| {
+            Error::Shape(format!(
+                "layer `{name}` ({class}) expects {want}, but {}{}",
+                describe_source(prev, input),
+                if class == "Dense" && input.len() > 1 {
+                    "; add a Flatten layer before it"
+                } else {
+                    ""
+                }
+            ))
+        };
+        let mut params = Vec::new();
+        let mut regularizer = None;
+        let mut add = |g: &mut Graph<f32>,
+                       suffix: &str,
+                       shape: &[usize],
+                       value: Vec<f32>,
+                       trainable: bool| {
+            g.add_param(&format!("{name}.{suffix}"), shape, value, trainable)
+                .map(|p| params.push(p))
+        };
+        let output: Vec<usize> = match &config {
+            LayerConfig::Dense(c) => {
+                positive(c.units, "units", &name)?;
+                let [features] = input else {
+                    return Err(misfit("a flat input (features,)"));
+                };
+                let ks = [*features, c.units];
+                add(g, "kernel", &ks, c.kernel_initializer.fill(&ks, rng), true)?;
+                if c.use_bias {
+                    add(
+                        g,
+                        "bias",
+                        &[c.units],
+                        c.bias_initializer.fill(&[c.units], rng),
+                        true,
+                    )?;
+                }
+                regularizer = c.kernel_regularizer;
+                vec![c.units]
+            }
+            LayerConfig::Conv2d(c) => {
+                positive(c.filters, "filters", &name)?;
+                for (what, p) in [("kernel_size", c.kernel_size), ("strides", c.strides)] {
+                    positive(p.0.min(p.1), what, &name)?;
+                }
+                let [h, w, ch] = input else {
+                    return Err(misfit("an image input (height, width, channels)"));
+                };
+                let Pair(kh, kw) = c.kernel_size;
+                let (Some(oh), Some(ow)) = (
+                    window_out(*h, kh, c.strides.0, c.padding),
+                    window_out(*w, kw, c.strides.1, c.padding),
+                ) else {
+                    return Err(misfit(&format!(
+                        "an input of at least {kh}x{kw} pixels with valid padding"
+                    )));
+                };
+                let ks = [kh, kw, *ch, c.filters];
+                add(g, "kernel", &ks, c.kernel_initializer.fill(&ks, rng), true)?;
+                if c.use_bias {
+                    add(
+                        g,
+                        "bias",
+                        &[c.filters],
+                        c.bias_initializer.fill(&[c.filters], rng),
+                        true,
+                    )?;
+                }
+                regularizer = c.kernel_regularizer;
+                vec![oh, ow, c.filters]
+            }
+            LayerConfig::MaxPooling2d(MaxPooling2D {
+                pool_size,
+                strides,
+                padding,
+                ..
+            })
+            | LayerConfig::AveragePooling2d(AveragePooling2D {
+                pool_size,
+                strides,
+                padding,
+                ..
+            }) => {
+                let s = strides.unwrap_or(*pool_size);
+                positive(pool_size.0.min(pool_size.1), "pool_size", &name)?;
+                positive(s.0.min(s.1), "strides", &name)?;
+                let [h, w, ch] = input else {
+                    return Err(misfit("an image input (height, width, channels)"));
+                };
+                let (Some(oh), Some(ow)) = (
+                    window_out(*h, pool_size.0, s.0, *padding),
+                    window_out(*w, pool_size.1, s.1, *padding),
+                ) else {
+                    return Err(misfit(&format!(
+                        "an input of at least {}x{} pixels",
+                        pool_size.0, pool_size.1
+                    )));
+                };
+                vec![oh, ow, *ch]
+            }
+            LayerConfig::Flatten(_) => {
+                if input.is_empty() {
+                    return Err(misfit("an input with at least one axis"));
+                }
+                vec![input.iter().product()]
+            }
+            LayerConfig::Dropout(c) => {
+                if !(0.0..1.0).contains(&c.rate) {
+                    return Err(Error::Config(format!(
+                        "layer `{name}`: rate {} must be in [0, 1)",
+                        c.rate
+                    )));
+                }
+                input.to_vec()
+            }
+            LayerConfig::Activation(_) => input.to_vec(),
+            LayerConfig::BatchNormalization(c) => {
+                let Some(&ch) = input.last() else {
+                    return Err(misfit("an input with at least one axis"));
+                };
+                if !(0.0..=1.0).contains(&c.momentum) || c.epsilon <= 0.0 {
+                    return Err(Error::Config(format!(
+                        "layer `{name}`: momentum must be in [0, 1] and epsilon positive"
+                    )));
+                }
+                add(g, "gamma", &[ch], vec![1.0; ch], true)?;
+                add(g, "beta", &[ch], vec![0.0; ch], true)?;
+                add(g, "moving_mean", &[ch], vec![0.0; ch], false)?;
+                add(g, "moving_variance", &[ch], vec![1.0; ch], false)?;
+                input.to_vec()
+            }
+        };
+        Ok(Layer {
+            config,
+            input_shape: input.to_vec(),
+            output_shape: output,
+            params,
+            regularizer,
+        })
+    }
+
+    /// Runs the layer on a batch. `logits`: leave out a final softmax/sigmoid, because the loss applies it
+    /// (fused, from logits).
+    pub(crate) fn forward(
+        &self,
+        g: &mut Graph<f32>,
+        x: Var,
+        training: bool,
+        logits: bool,
+    ) -> kiln_core::Result<Var> {
+        let p = |i: usize| self.params.get(i).copied();
+        let last_axis = self.output_shape.len();
+        let finish = |g: &mut Graph<f32>, y: Var, act: Activation| match act {
+            Activation::Softmax if !logits => g.softmax(y, last_axis),
+            _ => Ok(y),
+        };
+        // The elementwise activation fused into the layer's op, unless it is the sigmoid the loss will apply.
+        let fused = |act: Activation| {
+            if logits && act == Activation::Sigmoid {
+                None
+            } else {
+                act.unary()
+            }
+        };
+        match &self.config {
+            LayerConfig::Dense(c) => {
+                let w = g.use_param(self.params[0]);
+                let b = p(1).map(|b| g.use_param(b));
+                let y = g.linear(x, w, b, fused(c.activation))?;
+                finish(g, y, c.activation)
+            }
+            LayerConfig::Conv2d(c) => {
+                let w = g.use_param(self.params[0]);
+                let b = p(1).map(|b| g.use_param(b));
+                let s = (c.strides.0, c.strides.1);
+                let y = g.conv2d(x, w, b, s, c.padding.into(), fused(c.activation))?;
+                finish(g, y, c.activation)
+            }
+            LayerConfig::MaxPooling2d(c) => {
+                let s = c.strides.unwrap_or(c.pool_size);
+                g.max_pool2d(
+                    x,
+                    (c.pool_size.0, c.pool_size.1),
+                    (s.0, s.1),
+                    c.padding.into(),
+                )
+            }
+            LayerConfig::AveragePooling2d(c) => {
+                let s = c.strides.unwrap_or(c.pool_size);
+                g.avg_pool2d(
+                    x,
+                    (c.pool_size.0, c.pool_size.1),
+                    (s.0, s.1),
+                    c.padding.into(),
+                )
+            }
+            LayerConfig::Flatten(_) => g.flatten(x),
+            LayerConfig::Dropout(c) if training && c.rate > 0.0 => g.dropout(x, c.rate),
+            LayerConfig::Dropout(_) => Ok(x),
+            LayerConfig::Activation(c) => {
+                let y = match fused(c.activation) {
+                    Some(op) => g.unary(x, op)?,
+                    None => x,
+                };
+                finish(g, y, c.activation)
+            }
+            LayerConfig::BatchNormalization(c) => {
+                let (gamma, beta) = (g.use_param(self.params[0]), g.use_param(self.params[1]));
+                if training {
+                    let y = g.batch_norm(x, gamma, beta, None, c.epsilon)?;
+                    self.update_moving_stats(g, y, c.momentum);
+                    Ok(y)
+                } else {
+                    let (mm, mv) = (g.use_param(self.params[2]), g.use_param(self.params[3]));
+                    g.batch_norm(x, gamma, beta, Some((mm, mv)), c.epsilon)
+                }
+            }
+        }
+    }
+
+    /// moving = momentum·moving + (1 − momentum)·batch, for mean and variance (Keras's update).
+    fn update_moving_stats(&self, g: &mut Graph<f32>, y: Var, momentum: f64) {
+        let c = *self.output_shape.last().expect("checked at build");
+        let m = momentum as f32;
+        for (k, pid) in [(0, self.params[2]), (1, self.params[3])] {
+            for j in 0..c {
+                let batch = g.saved(y)[k * c + j];
+                let v = &mut g.param_mut(pid).value[j];
+                *v = m * *v + (1.0 - m) * batch;
+            }
+        }
+    }
+}

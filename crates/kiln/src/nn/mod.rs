@@ -1,0 +1,15 @@
+//! Layers: configs (shared by TOML and Rust), initializers, regularizers, and the built form.
+
+mod activation;
+pub mod config;
+mod init;
+mod layer;
+
+pub use activation::Activation;
+pub use config::{
+    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+    LayerConfig, MaxPooling2D, PaddingConfig, Pair,
+};
+pub use init::{Initializer, Regularizer, fans};
+pub use layer::Layer;
+pub(crate) use layer::fmt_shape;
