@@ -18,7 +18,10 @@ fn main() -> kiln::Result<()> {
         &[Metric::Accuracy],
     )?;
     let opts = FitOptions {
-        epochs: 10,
+        epochs: std::env::var("EPOCHS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
         batch_size: 64,
         validation_split: 0.1,
         verbose: true,

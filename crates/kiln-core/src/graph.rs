@@ -58,6 +58,64 @@ pub(crate) enum Op {
     Loss(LossKind, Var, Option<Var>),
 }
 
+impl Op {
+    /// A short name per kind of op, for profiles.
+    pub(crate) fn kind(&self) -> (usize, &'static str) {
+        match self {
+            Op::Leaf => (0, "input"),
+            Op::Param(_) => (1, "param"),
+            Op::Unary(..) => (2, "unary"),
+            Op::Binary(..) => (3, "binary"),
+            Op::MatMul(..) => (4, "matmul"),
+            Op::Reduce(..) => (5, "reduce"),
+            Op::Reshape(_) => (6, "reshape"),
+            Op::Permute(..) => (7, "permute"),
+            Op::Concat(_) => (8, "concat"),
+            Op::Slice(..) => (9, "slice"),
+            Op::IndexSelect(..) => (10, "index_select"),
+            Op::Softmax(..) => (11, "softmax"),
+            Op::LogSoftmax(..) => (12, "log_softmax"),
+            Op::Linear(..) => (13, "linear"),
+            Op::Conv2d(_) => (14, "conv2d"),
+            Op::MaxPool2d(..) => (15, "max_pool2d"),
+            Op::AvgPool2d(..) => (16, "avg_pool2d"),
+            Op::Dropout(_) => (17, "dropout"),
+            Op::BatchNorm(..) => (18, "batch_norm"),
+            Op::Loss(..) => (19, "loss"),
+        }
+    }
+}
+
+const OP_KINDS: usize = 20;
+
+/// Seconds spent per kind of op, forward and backward, while profiling is on.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    names: [&'static str; OP_KINDS],
+    forward: [f64; OP_KINDS],
+    backward: [f64; OP_KINDS],
+    calls: [u64; OP_KINDS],
+}
+
+impl Profile {
+    /// (op, forward seconds, backward seconds, forward calls), slowest first.
+    pub fn rows(&self) -> Vec<(&'static str, f64, f64, u64)> {
+        let mut r: Vec<_> = (0..OP_KINDS)
+            .filter(|&i| self.calls[i] > 0)
+            .map(|i| {
+                (
+                    self.names[i],
+                    self.forward[i],
+                    self.backward[i],
+                    self.calls[i],
+                )
+            })
+            .collect();
+        r.sort_by(|a, b| (b.1 + b.2).total_cmp(&(a.1 + a.2)));
+        r
+    }
+}
+
 pub(crate) struct Node {
     pub op: Op,
     pub shape: Shape,
@@ -76,6 +134,7 @@ pub struct Graph<T: Float> {
     pub(crate) ipool: Pool<u32>,
     record: bool,
     pub(crate) rng: Rng,
+    profile: Option<(Profile, Option<std::time::Instant>)>,
 }
 
 impl<T: Float> Default for Graph<T> {
@@ -98,6 +157,7 @@ impl<T: Float> Graph<T> {
             ipool: Pool::new(),
             record: true,
             rng: Rng::new(0),
+            profile: None,
         }
     }
 
@@ -109,6 +169,20 @@ impl<T: Float> Graph<T> {
 
     pub fn is_recording(&self) -> bool {
         self.record
+    }
+
+    /// Turns per-op timers on or off. Forward time of an op is measured from the previous op's end, so it
+    /// includes whatever the caller did in between (gathering a batch, for inputs).
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = if on {
+            Some((Profile::default(), None))
+        } else {
+            None
+        };
+    }
+
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref().map(|p| &p.0)
     }
 
     /// Seeds the generator used by random ops (dropout).
@@ -134,6 +208,9 @@ impl<T: Float> Graph<T> {
             self.ipool.put(v);
         }
         self.nodes.clear();
+        if let Some((_, last)) = &mut self.profile {
+            *last = None;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -259,6 +336,16 @@ impl<T: Float> Graph<T> {
     /// Appends a node. `requires_grad` is dropped when recording is off.
     pub(crate) fn push(&mut self, op: Op, shape: Shape, value: Vec<T>, requires_grad: bool) -> Var {
         debug_assert!(matches!(op, Op::Param(_) | Op::Reshape(_)) || value.len() == shape.numel());
+        if let Some((p, last)) = &mut self.profile {
+            let now = std::time::Instant::now();
+            let (k, name) = op.kind();
+            p.names[k] = name;
+            p.calls[k] += 1;
+            if let Some(t) = last {
+                p.forward[k] += (now - *t).as_secs_f64();
+            }
+            *last = Some(now);
+        }
         self.nodes.push(Node {
             op,
             shape,
@@ -329,7 +416,11 @@ impl<T: Float> Graph<T> {
                 param_grads: &mut self.param_grads,
                 pool: &mut self.pool,
             };
+            let t = self.profile.as_ref().map(|_| std::time::Instant::now());
             backward_node(&mut ctx, i, &gy);
+            if let (Some((p, _)), Some(t)) = (&mut self.profile, t) {
+                p.backward[self.nodes[i].op.kind().0] += t.elapsed().as_secs_f64();
+            }
             self.pool.put(gy);
         }
         Ok(())

@@ -8,15 +8,17 @@ mod error;
 mod float;
 mod graph;
 pub mod ops;
+pub mod par;
 mod pool;
 mod rng;
 mod shape;
+pub mod simd;
 mod tensor;
 pub mod testing;
 
 pub use error::{Error, Result};
 pub use float::Float;
-pub use graph::{Graph, Param, ParamId, Var};
+pub use graph::{Graph, Param, ParamId, Profile, Var};
 pub use ops::{BinaryOp, LossKind, Padding, ReduceOp, UnaryOp};
 pub use rng::Rng;
 pub use shape::{MAX_RANK, Shape};

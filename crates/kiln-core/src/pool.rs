@@ -17,6 +17,28 @@ impl<E: Copy + Default> Pool<E> {
         v
     }
 
+    /// A buffer of `len` elements whose contents are unspecified (what the last user left, or zero): for
+    /// outputs the caller overwrites completely. Saves a memset per op.
+    pub fn scratch(&mut self, len: usize) -> Vec<E> {
+        let mut best: Option<usize> = None;
+        for (i, b) in self.free.iter().enumerate() {
+            let c = b.capacity();
+            if c >= len && best.is_none_or(|j| c < self.free[j].capacity()) {
+                best = Some(i);
+            }
+        }
+        let mut v = match best {
+            Some(i) => self.free.swap_remove(i),
+            None => Vec::with_capacity(len),
+        };
+        if v.len() >= len {
+            v.truncate(len);
+        } else {
+            v.resize(len, E::default());
+        }
+        v
+    }
+
     /// A buffer of `len` elements, filled with `value`.
     pub fn filled(&mut self, len: usize, value: E) -> Vec<E> {
         let mut v = self.take(len);

@@ -214,8 +214,9 @@ impl Optimizer {
         self.t
     }
 
-    /// Updates every trainable parameter from its gradient.
-    pub fn step(&mut self, params: &mut [Param<f32>], grads: &[Vec<f32>]) {
+    /// Updates every trainable parameter from its gradient, and zeroes the gradient in the same pass (so
+    /// the next backward starts from zero without a separate sweep over memory).
+    pub fn step(&mut self, params: &mut [Param<f32>], grads: &mut [Vec<f32>]) {
         if self.slot1.len() != params.len() {
             self.slot1 = params
                 .iter()
@@ -224,35 +225,76 @@ impl Optimizer {
             self.slot2 = self.slot1.clone();
         }
         self.t += 1;
+        let t = self.t;
+        let config = &self.config;
         for (i, p) in params.iter_mut().enumerate() {
             if !p.trainable {
                 continue;
             }
-            let (w, g) = (&mut p.value[..], &grads[i][..]);
-            let (s1, s2) = (&mut self.slot1[i][..], &mut self.slot2[i][..]);
-            match &self.config {
-                OptimizerConfig::Sgd(o) => sgd(o, w, g, s1),
-                OptimizerConfig::Adam(o) => adam(o, self.t, w, g, s1, s2),
-                OptimizerConfig::Rmsprop(o) => rmsprop(o, w, g, s1, s2),
-            }
+            let update = |w: &mut [f32], g: &mut [f32], s1: &mut [f32], s2: &mut [f32]| {
+                match config {
+                    OptimizerConfig::Sgd(o) => sgd(o, w, g, s1),
+                    OptimizerConfig::Adam(o) => adam(o, t, w, g, s1, s2),
+                    OptimizerConfig::Rmsprop(o) => rmsprop(o, w, g, s1, s2),
+                }
+                g.fill(0.0);
+            };
+            let parts = kiln_core::par::parts_for(p.value.len(), 8);
+            split4(
+                &mut p.value,
+                &mut grads[i],
+                &mut self.slot1[i],
+                &mut self.slot2[i],
+                parts,
+                &update,
+            );
         }
     }
 }
 
-fn sgd(o: &Sgd, w: &mut [f32], g: &[f32], v: &mut [f32]) {
-    let (lr, mu) = (o.learning_rate, o.momentum);
-    if mu == 0.0 {
-        w.iter_mut().zip(g).for_each(|(w, &g)| *w -= lr * g);
+/// Runs `f` on `parts` aligned pieces of four equally long buffers, in parallel. Slot buffers may be empty
+/// (an optimizer without that state), and then stay empty in every piece.
+fn split4(
+    w: &mut [f32],
+    g: &mut [f32],
+    s1: &mut [f32],
+    s2: &mut [f32],
+    parts: usize,
+    f: &(dyn Fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) + Sync),
+) {
+    if parts <= 1 {
+        f(w, g, s1, s2);
         return;
     }
-    for i in 0..w.len() {
-        v[i] = mu * v[i] - lr * g[i];
-        w[i] += if o.nesterov {
-            mu * v[i] - lr * g[i]
-        } else {
-            v[i]
-        };
-    }
+    let mid = w.len() * (parts / 2) / parts;
+    let cut = |s: &mut [f32]| -> (usize, bool) { (mid.min(s.len()), s.is_empty()) };
+    let (w1, w2) = w.split_at_mut(mid);
+    let (g1, g2) = g.split_at_mut(mid);
+    let (c1, _) = cut(s1);
+    let (s1a, s1b) = s1.split_at_mut(c1);
+    let (c2, _) = cut(s2);
+    let (s2a, s2b) = s2.split_at_mut(c2);
+    rayon::join(
+        || split4(w1, g1, s1a, s2a, parts / 2, f),
+        || split4(w2, g2, s1b, s2b, parts - parts / 2, f),
+    );
+}
+
+fn sgd(o: &Sgd, w: &mut [f32], g: &[f32], v: &mut [f32]) {
+    let (lr, mu, nesterov) = (o.learning_rate, o.momentum, o.nesterov);
+    kiln_core::simd::vectorized(
+        #[inline(always)]
+        || {
+            if mu == 0.0 {
+                w.iter_mut().zip(g).for_each(|(w, &g)| *w -= lr * g);
+                return;
+            }
+            for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+                *v = mu * *v - lr * g;
+                *w += if nesterov { mu * *v - lr * g } else { *v };
+            }
+        },
+    )
 }
 
 fn adam(o: &Adam, t: u64, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
@@ -260,24 +302,33 @@ fn adam(o: &Adam, t: u64, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]
     let alpha = (o.learning_rate as f64 * (1.0 - b2.powi(t as i32)).sqrt()
         / (1.0 - b1.powi(t as i32))) as f32;
     let (c1, c2, eps) = (1.0 - o.beta_1, 1.0 - o.beta_2, o.epsilon);
-    for i in 0..w.len() {
-        let gi = g[i];
-        m[i] += (gi - m[i]) * c1;
-        v[i] += (gi * gi - v[i]) * c2;
-        w[i] -= alpha * m[i] / (v[i].sqrt() + eps);
-    }
+    kiln_core::simd::vectorized(
+        #[inline(always)]
+        || {
+            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m += (g - *m) * c1;
+                *v += (g * g - *v) * c2;
+                *w -= alpha * *m / (v.sqrt() + eps);
+            }
+        },
+    )
 }
 
 fn rmsprop(o: &RmsProp, w: &mut [f32], g: &[f32], v: &mut [f32], m: &mut [f32]) {
     let (lr, rho, mu, eps) = (o.learning_rate, o.rho, o.momentum, o.epsilon);
-    for i in 0..w.len() {
-        v[i] = rho * v[i] + (1.0 - rho) * g[i] * g[i];
-        let step = lr * g[i] / (v[i] + eps).sqrt();
-        if mu > 0.0 {
-            m[i] = mu * m[i] + step;
-            w[i] -= m[i];
-        } else {
-            w[i] -= step;
-        }
-    }
+    kiln_core::simd::vectorized(
+        #[inline(always)]
+        || {
+            for (((w, &g), v), m) in w.iter_mut().zip(g).zip(v.iter_mut()).zip(m.iter_mut()) {
+                *v = rho * *v + (1.0 - rho) * g * g;
+                let step = lr * g / (*v + eps).sqrt();
+                if mu > 0.0 {
+                    *m = mu * *m + step;
+                    *w -= *m;
+                } else {
+                    *w -= step;
+                }
+            }
+        },
+    )
 }

@@ -258,7 +258,7 @@ impl Sequential {
         let loss = loss_kind.compute(g, out, fused, target, &scratch.labels)?;
         let mut loss_value = g.scalar(loss) as f64;
         if train {
-            g.zero_grads();
+            // Gradients start at zero: the optimizer clears each one as it applies it.
             g.backward(loss)?;
             for layer in &self.layers {
                 if let Some(r) = layer.regularizer {
@@ -269,6 +269,7 @@ impl Sequential {
                 }
             }
             if !loss_value.is_finite() {
+                self.graph.zero_grads();
                 return Err(Error::Data(format!(
                     "the loss became {loss_value} after {} steps: lower the learning rate or check the data",
                     self.compiled.as_ref().map_or(0, |c| c.1.iterations())

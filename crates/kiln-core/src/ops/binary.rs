@@ -121,7 +121,7 @@ impl<T: Float> Graph<T> {
     pub fn binary(&mut self, a: Var, b: Var, op: BinaryOp) -> Result<Var> {
         let (sa, sb) = (self.shape(a), self.shape(b));
         let out = broadcast_shape(sa, sb, op.name())?;
-        let mut y = self.pool.zeroed(out.numel());
+        let mut y = self.pool.scratch(out.numel());
         let (va, vb) = (self.value(a), self.value(b));
         for_each_broadcast(out, sa, sb, |i, ia, ib| y[i] = op.apply(va[ia], vb[ib]));
         let rg = self.requires_grad(a) || self.requires_grad(b);

@@ -1,10 +1,14 @@
 //! 2-D convolution, channels last (NHWC, Keras's default) with Keras's kernel layout [kh, kw, c_in, c_out].
-//! Lowered to one matrix product over im2col patches; bias and activation are fused into its output.
+//! Lowered to matrix products over im2col patches, done in tiles of output rows small enough to stay in
+//! cache: per tile, the patches are gathered, multiplied, and bias + activation applied before moving on,
+//! so the full-size output is written once. Images are split across threads. Backward gathers each tile's
+//! patches again from the (small) input rather than keeping them all from the forward pass.
 
-use super::gemm::{Mat, gemm};
-use super::linear::{act_backward, bias_act};
+use super::gemm::{Mat, gemm_serial};
+use super::linear::{act_backward, add_column_sums, bias_act};
 use super::unary::UnaryOp;
 use crate::graph::{BackCtx, Op, Var};
+use crate::par::{for_parts, parts_for};
 use crate::{Error, Float, Graph, Result, Shape};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -113,53 +117,79 @@ pub struct Conv2dArgs {
     pub(crate) win: Window,
 }
 
-/// cols[(n, oh, ow), (kh, kw, c)] = x[n, oh·sh + kh − pt, ow·sw + kw − pl, c], zero in the padding.
-fn im2col<T: Float>(x: &[T], g: &Window, cols: &mut [T]) {
+/// Output rows per tile: the tile's patches and outputs take about 256 KiB.
+fn tile_rows(g: &Window, f: usize) -> usize {
+    (65_536 / (g.patch() + f)).max(1)
+}
+
+/// cols[r − r0, (kh, kw, c)] for output rows r in r0..r1, row r = (n, oh, ow), reading x[n, oh·sh + kh − pt,
+/// ow·sw + kw − pl, c], zero in the padding. `x` starts at image `n0`.
+fn im2col<T: Float>(x: &[T], g: &Window, n0: usize, r0: usize, r1: usize, cols: &mut [T]) {
     let patch = g.patch();
-    for n in 0..g.n {
-        for oh in 0..g.oh {
-            for ow in 0..g.ow {
-                let row = &mut cols[((n * g.oh + oh) * g.ow + ow) * patch..][..patch];
-                for kh in 0..g.kh {
-                    let ih = Window::src(oh, kh, g.sh, g.pt, g.h);
-                    for kw in 0..g.kw {
-                        let dst = &mut row[(kh * g.kw + kw) * g.c..][..g.c];
-                        match (ih, Window::src(ow, kw, g.sw, g.pl, g.w)) {
-                            (Some(ih), Some(iw)) => {
-                                dst.copy_from_slice(&x[((n * g.h + ih) * g.w + iw) * g.c..][..g.c])
-                            }
-                            _ => dst.fill(T::ZERO),
-                        }
+    let run = g.kw * g.c;
+    let per_image = g.oh * g.ow;
+    for r in r0..r1 {
+        let (n, rem) = (r / per_image - n0, r % per_image);
+        let (oh, ow) = (rem / g.ow, rem % g.ow);
+        let row = &mut cols[(r - r0) * patch..][..patch];
+        // In NHWC one kernel row (kw pixels × c channels) is contiguous in the input.
+        let iw0 = (ow * g.sw).checked_sub(g.pl).filter(|&i| i + g.kw <= g.w);
+        for kh in 0..g.kh {
+            let ih = Window::src(oh, kh, g.sh, g.pt, g.h);
+            if let (Some(ih), Some(iw0)) = (ih, iw0) {
+                copy_short(
+                    &mut row[kh * run..][..run],
+                    &x[((n * g.h + ih) * g.w + iw0) * g.c..][..run],
+                );
+                continue;
+            }
+            for kw in 0..g.kw {
+                let dst = &mut row[(kh * g.kw + kw) * g.c..][..g.c];
+                match (ih, Window::src(ow, kw, g.sw, g.pl, g.w)) {
+                    (Some(ih), Some(iw)) => {
+                        copy_short(dst, &x[((n * g.h + ih) * g.w + iw) * g.c..][..g.c])
                     }
+                    _ => dst.fill(T::ZERO),
                 }
             }
         }
     }
 }
 
-/// The adjoint of im2col: dx[...] += dcols[...] over every patch that read that input.
-fn col2im<T: Float>(dcols: &[T], g: &Window, dx: &mut [T]) {
+/// The adjoint of im2col: dx[...] += dcols[...] for output rows r0..r1. `dx` starts at image `n0`.
+fn col2im<T: Float>(dcols: &[T], g: &Window, n0: usize, r0: usize, r1: usize, dx: &mut [T]) {
     let patch = g.patch();
-    for n in 0..g.n {
-        for oh in 0..g.oh {
-            for ow in 0..g.ow {
-                let row = &dcols[((n * g.oh + oh) * g.ow + ow) * patch..][..patch];
-                for kh in 0..g.kh {
-                    let Some(ih) = Window::src(oh, kh, g.sh, g.pt, g.h) else {
-                        continue;
-                    };
-                    for kw in 0..g.kw {
-                        let Some(iw) = Window::src(ow, kw, g.sw, g.pl, g.w) else {
-                            continue;
-                        };
-                        let dst = &mut dx[((n * g.h + ih) * g.w + iw) * g.c..][..g.c];
-                        for (d, &s) in dst.iter_mut().zip(&row[(kh * g.kw + kw) * g.c..][..g.c]) {
-                            *d += s;
-                        }
-                    }
+    let per_image = g.oh * g.ow;
+    for r in r0..r1 {
+        let (n, rem) = (r / per_image - n0, r % per_image);
+        let (oh, ow) = (rem / g.ow, rem % g.ow);
+        let row = &dcols[(r - r0) * patch..][..patch];
+        for kh in 0..g.kh {
+            let Some(ih) = Window::src(oh, kh, g.sh, g.pt, g.h) else {
+                continue;
+            };
+            for kw in 0..g.kw {
+                let Some(iw) = Window::src(ow, kw, g.sw, g.pl, g.w) else {
+                    continue;
+                };
+                let dst = &mut dx[((n * g.h + ih) * g.w + iw) * g.c..][..g.c];
+                for (d, &s) in dst.iter_mut().zip(&row[(kh * g.kw + kw) * g.c..][..g.c]) {
+                    *d += s;
                 }
             }
         }
+    }
+}
+
+/// copy_from_slice, without a memcpy call for the few-element runs of one-channel images.
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    if dst.len() <= 16 {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s;
+        }
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -197,108 +227,140 @@ impl<T: Float> Graph<T> {
                 self.shape(b)
             )));
         }
-        let (m, k) = (win.rows(), win.patch());
-        let mut cols = self.pool.zeroed(m * k);
-        im2col(self.value(x), &win, &mut cols);
-        let mut y = self.pool.zeroed(m * f);
-        gemm(
-            m,
-            f,
-            k,
+        let (k, per_image, tile) = (win.patch(), win.oh * win.ow, tile_rows(&win, f));
+        let parts = parts_for(win.n, per_image * k * f);
+        let mut y = self.pool.scratch(win.rows() * f);
+        let mut scratch = self.pool.scratch(parts * tile * k);
+        let (xv, wv, bv) = (self.value(x), self.value(w), b.map(|b| self.value(b)));
+        for_parts(
+            win.n,
+            parts,
             &mut y,
-            Mat::rows(&cols, k),
-            Mat::rows(self.value(w), f),
-            false,
+            per_image * f,
+            &mut scratch,
+            tile * k,
+            &|images, y, cols| {
+                let (r_start, r_end) = (images.start * per_image, images.end * per_image);
+                let xs = &xv[images.start * win.h * win.w * win.c..];
+                for r0 in (r_start..r_end).step_by(tile) {
+                    let r1 = (r0 + tile).min(r_end);
+                    im2col(xs, &win, images.start, r0, r1, cols);
+                    let yt = &mut y[(r0 - r_start) * f..(r1 - r_start) * f];
+                    gemm_serial(
+                        r1 - r0,
+                        f,
+                        k,
+                        yt,
+                        Mat::rows(cols, k),
+                        Mat::rows(wv, f),
+                        false,
+                    );
+                    bias_act(yt, f, bv, act, None);
+                }
+            },
         );
+        self.pool.put(scratch);
         let rg = self.requires_grad(x)
             || self.requires_grad(w)
             || b.is_some_and(|b| self.requires_grad(b));
-        let recording = rg && self.is_recording();
-        // Saved for backward: the patches (for dw), then z when the activation's derivative needs it.
-        let keep_cols = recording && self.requires_grad(w);
-        let keep_z = recording && act.is_some_and(|a| a.needs_input());
-        let mut saved = if keep_cols || keep_z {
-            Some(std::mem::take(&mut cols))
-        } else {
-            None
-        };
-        if let Some(s) = saved.as_mut()
-            && !keep_cols
-        {
-            s.clear();
-        }
-        bias_act(
-            &mut y,
-            f,
-            b.map(|b| self.value(b)),
-            act,
-            if keep_z { saved.as_mut() } else { None },
-        );
-        self.pool.put(cols);
         let out = Shape::new(&[win.n, win.oh, win.ow, f])?;
-        let v = self.push(Op::Conv2d(Conv2dArgs { x, w, b, act, win }), out, y, rg);
-        if let Some(s) = saved {
-            self.keep_aux_f(v, s);
-        }
-        Ok(v)
+        Ok(self.push(Op::Conv2d(Conv2dArgs { x, w, b, act, win }), out, y, rg))
     }
 }
 
-/// dz = dy ⊙ act'(z); db += Σ dz; dw += colsᵀ · dz; dx += col2im(dz · wᵀ)
+/// Per tile: cols = im2col(x); z = cols · w + b only when the activation needs it; dz = dy ⊙ act'(z);
+/// db += Σ dz; dw += colsᵀ · dz; dx += col2im(dz · wᵀ). Each thread sums db and dw privately first.
 pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArgs, gy: &[T]) {
-    let win = a.win;
-    let (m, k) = (win.rows(), win.patch());
+    let g = a.win;
+    let (k, per_image) = (g.patch(), g.oh * g.ow);
     let f = ctx.shape(a.w).dim(3);
-    let saved = ctx.aux_f[node].as_slice();
-    let has_cols = ctx.needs(a.w);
-    let (cols, z) = if has_cols {
-        saved.split_at(m * k)
-    } else {
-        (&saved[..0], saved)
-    };
-    let mut tmp = Vec::new();
-    let dz: &[T] = match a.act {
-        None => gy,
-        Some(act) => {
-            tmp = ctx.pool.zeroed(gy.len());
-            act_backward(&mut tmp, gy, ctx.out(node), z, act);
-            &tmp
+    let tile = tile_rows(&g, f);
+    let (need_x, need_w) = (ctx.needs(a.x), ctx.needs(a.w));
+    let need_b = a.b.is_some_and(|b| ctx.needs(b));
+    let need_z = a.act.is_some_and(|act| act.needs_input());
+    let (xv, wv, yv) = (ctx.value(a.x), ctx.value(a.w), ctx.out(node));
+    let bv = a.b.map(|b| ctx.value(b));
+    let parts = parts_for(g.n, per_image * k * f * 2);
+    // Per part: partial dw (k·f), partial db (f), then scratch for cols, z, dz and dcols tiles.
+    let acc_len = k * f + f + tile * (2 * k + 2 * f);
+    let mut acc = ctx.pool.zeroed(parts * acc_len);
+    let mut no_dx: Vec<T> = Vec::new();
+    let gx: &mut [T] = if need_x { ctx.grad(a.x) } else { &mut no_dx };
+    let img_len = if need_x { g.h * g.w * g.c } else { 0 };
+    for_parts(
+        g.n,
+        parts,
+        gx,
+        img_len,
+        &mut acc,
+        acc_len,
+        &|images, gx, acc| {
+            let (dw, rest) = acc.split_at_mut(k * f);
+            let (db, rest) = rest.split_at_mut(f);
+            let (cols, rest) = rest.split_at_mut(tile * k);
+            let (z, rest) = rest.split_at_mut(tile * f);
+            let (dz, dcols) = rest.split_at_mut(tile * f);
+            let xs = &xv[images.start * g.h * g.w * g.c..];
+            for r0 in (images.start * per_image..images.end * per_image).step_by(tile) {
+                let r1 = (r0 + tile).min(images.end * per_image);
+                let rows = r1 - r0;
+                let gyt = &gy[r0 * f..r1 * f];
+                if need_w || need_z {
+                    im2col(xs, &g, images.start, r0, r1, cols);
+                }
+                let dzt: &[T] = match a.act {
+                    None => gyt,
+                    Some(act) => {
+                        let zt = &mut z[..rows * f];
+                        if need_z {
+                            gemm_serial(
+                                rows,
+                                f,
+                                k,
+                                zt,
+                                Mat::rows(cols, k),
+                                Mat::rows(wv, f),
+                                false,
+                            );
+                            bias_act(zt, f, bv, None, None);
+                        }
+                        act_backward(&mut dz[..rows * f], gyt, &yv[r0 * f..r1 * f], zt, act);
+                        &dz[..rows * f]
+                    }
+                };
+                if need_b {
+                    add_column_sums(db, dzt, f);
+                }
+                if need_w {
+                    gemm_serial(
+                        k,
+                        f,
+                        rows,
+                        dw,
+                        Mat::rows_t(&cols[..rows * k], k),
+                        Mat::rows(dzt, f),
+                        true,
+                    );
+                }
+                if need_x {
+                    let dc = &mut dcols[..rows * k];
+                    gemm_serial(rows, k, f, dc, Mat::rows(dzt, f), Mat::rows_t(wv, f), false);
+                    col2im(dc, &g, images.start, r0, r1, gx);
+                }
+            }
+        },
+    );
+    for part in acc.chunks(acc_len) {
+        if need_w {
+            for (d, &s) in ctx.grad(a.w).iter_mut().zip(&part[..k * f]) {
+                *d += s;
+            }
         }
-    };
-    if let Some(b) = a.b
-        && ctx.needs(b)
-    {
-        let gb = ctx.grad(b);
-        for row in dz.chunks(f) {
-            for (g, &d) in gb.iter_mut().zip(row) {
-                *g += d;
+        if let Some(b) = a.b.filter(|_| need_b) {
+            for (d, &s) in ctx.grad(b).iter_mut().zip(&part[k * f..k * f + f]) {
+                *d += s;
             }
         }
     }
-    if has_cols {
-        gemm(
-            k,
-            f,
-            m,
-            ctx.grad(a.w),
-            Mat::rows_t(cols, k),
-            Mat::rows(dz, f),
-            true,
-        );
-    }
-    if ctx.needs(a.x) {
-        let mut dcols = ctx.pool.zeroed(m * k);
-        gemm(
-            m,
-            k,
-            f,
-            &mut dcols,
-            Mat::rows(dz, f),
-            Mat::rows_t(ctx.value(a.w), f),
-            false,
-        );
-        col2im(&dcols, &win, ctx.grad(a.x));
-        ctx.pool.put(dcols);
-    }
-    ctx.pool.put(tmp);
+    ctx.pool.put(acc);
 }

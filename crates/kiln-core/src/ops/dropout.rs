@@ -13,7 +13,7 @@ impl<T: Float> Graph<T> {
         }
         let s = self.shape(x);
         let keep = T::from_f64(1.0 / (1.0 - rate));
-        let mut mask = self.pool.zeroed(s.numel());
+        let mut mask = self.pool.scratch(s.numel());
         for m in mask.iter_mut() {
             *m = if self.rng.uniform() < rate {
                 T::ZERO
@@ -21,7 +21,7 @@ impl<T: Float> Graph<T> {
                 keep
             };
         }
-        let mut y = self.pool.zeroed(s.numel());
+        let mut y = self.pool.scratch(s.numel());
         for ((y, &v), &m) in y.iter_mut().zip(self.value(x)).zip(&mask) {
             *y = v * m;
         }

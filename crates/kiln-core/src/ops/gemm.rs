@@ -38,7 +38,22 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
+/// Below this many flops a product runs on the calling thread: splitting costs more than it saves.
+const SPLIT_FLOPS: usize = 4_000_000;
+
+pub(crate) fn num_threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => rayon::current_num_threads(),
+        t => t,
+    }
+}
+
 /// dst[m, n] = a[m, k] · b[k, n], or += when `accumulate`. `dst` is row-major.
+///
+/// Work is split across threads by hand rather than by the kernel crate: measured here, its own threading
+/// slows the dense layer's forward product (m = 64) and does not split a long k at all (the convolution's
+/// weight gradient, m·n = 288, k = 43,264). Large outputs are split along their longer side; small
+/// outputs with a long k are split along k into per-thread partial sums.
 pub(crate) fn gemm<T: Float>(
     m: usize,
     n: usize,
@@ -60,20 +75,168 @@ pub(crate) fn gemm<T: Float>(
     }
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
     assert!(a.data.len() > last(m, k, a.rs, a.cs) && b.data.len() > last(k, n, b.rs, b.cs));
-    let par = match THREADS.load(Ordering::Relaxed) {
-        1 => gemm::Parallelism::None,
-        t => gemm::Parallelism::Rayon(t),
+    let t = num_threads();
+    if t <= 1 || 2 * m * n * k < SPLIT_FLOPS {
+        // SAFETY: bounds checked above.
+        unsafe { kernel(m, n, k, dst.as_mut_ptr(), n, a, b, accumulate) };
+        return;
+    }
+    if m.max(n) >= 128 {
+        split_output(m, n, k, dst, a, b, accumulate, t);
+    } else {
+        split_k(m, n, k, dst, a, b, accumulate, t);
+    }
+}
+
+/// Each thread computes a band of rows (or columns) of dst.
+#[allow(clippy::too_many_arguments)]
+fn split_output<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    a: Mat<T>,
+    b: Mat<T>,
+    acc: bool,
+    parts: usize,
+) {
+    if parts <= 1 {
+        // SAFETY: the caller's bands stay inside dst, a and b (checked at the top-level call).
+        unsafe { kernel(m, n, k, dst.as_mut_ptr(), n, a, b, acc) };
+        return;
+    }
+    let (p1, p2) = (parts / 2, parts - parts / 2);
+    let ptr = SendPtr(dst.as_mut_ptr());
+    let ld = n;
+    if m >= n {
+        let m1 = m * p1 / parts;
+        let a2 = Mat {
+            data: &a.data[m1 * a.rs..],
+            ..a
+        };
+        let (top, bottom) = dst.split_at_mut(m1 * n);
+        rayon::join(
+            || split_output(m1, n, k, top, a, b, acc, p1),
+            || split_output(m - m1, n, k, bottom, a2, b, acc, p2),
+        );
+    } else {
+        let n1 = n * p1 / parts;
+        let b2 = Mat {
+            data: &b.data[n1 * b.cs..],
+            ..b
+        };
+        // Column bands of a row-major dst interleave in memory, so each side writes through the raw pointer
+        // to its own columns only.
+        rayon::join(
+            // SAFETY: columns [0, n1) and [n1, n) are disjoint; every row of both lies within dst.
+            || unsafe { kernel(m, n1, k, { ptr }.0, ld, a, b, acc) },
+            || unsafe { kernel(m, n - n1, k, { ptr }.0.add(n1), ld, a, b2, acc) },
+        );
+    }
+}
+
+/// Two halves of k into two partial products, then summed into dst.
+#[allow(clippy::too_many_arguments)]
+fn split_k<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    a: Mat<T>,
+    b: Mat<T>,
+    acc: bool,
+    _parts: usize,
+) {
+    let k1 = k / 2;
+    let a2 = Mat {
+        data: &a.data[k1 * a.cs..],
+        ..a
     };
-    // SAFETY: the asserts above keep every index the kernel touches inside the slices; dst does not alias a or b
-    // (it is a unique borrow).
+    let b2 = Mat {
+        data: &b.data[k1 * b.rs..],
+        ..b
+    };
+    PARTIAL.with(|cell| {
+        let mut part = cell.take();
+        part.clear();
+        part.resize(m * n, 0.0f64);
+        // The partial is kept in T's own type through a typed view of the f64 scratch (T is f32 or f64).
+        let view: &mut [T] =
+            unsafe { std::slice::from_raw_parts_mut(part.as_mut_ptr() as *mut T, m * n) };
+        rayon::join(
+            // SAFETY: dst and view are distinct buffers of m·n elements.
+            || unsafe { kernel(m, n, k1, dst.as_mut_ptr(), n, a, b, acc) },
+            || unsafe { kernel(m, n, k - k1, view.as_mut_ptr(), n, a2, b2, false) },
+        );
+        for (d, &p) in dst[..m * n].iter_mut().zip(view.iter()) {
+            *d += p;
+        }
+        cell.set(part);
+    });
+}
+
+thread_local! {
+    /// Scratch for split-k partial sums, reused so steady-state products do not allocate.
+    static PARTIAL: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+/// dst[m, n] = a · b (or +=) on the calling thread only: for callers that already split work by thread.
+pub(crate) fn gemm_serial<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    a: Mat<T>,
+    b: Mat<T>,
+    accumulate: bool,
+) {
+    assert!(dst.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::ZERO);
+        }
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(a.data.len() > last(m, k, a.rs, a.cs) && b.data.len() > last(k, n, b.rs, b.cs));
+    // SAFETY: bounds checked above.
+    unsafe { kernel(m, n, k, dst.as_mut_ptr(), n, a, b, accumulate) }
+}
+
+/// One single-threaded call of the kernel crate; dst has leading dimension `ld`.
+///
+/// # Safety
+/// Every element (r, c) for r < m, c < n must be valid at dst[r·ld + c], a and b for their extents.
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    ld: usize,
+    a: Mat<T>,
+    b: Mat<T>,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            ld as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -86,7 +249,7 @@ pub(crate) fn gemm<T: Float>(
             false,
             false,
             false,
-            par,
+            gemm::Parallelism::None,
         )
     }
 }

@@ -14,33 +14,43 @@ pub(crate) fn bias_act<T: Float>(
     keep_z: Option<&mut Vec<T>>,
 ) {
     if let Some(b) = bias {
-        for row in y.chunks_mut(cols) {
-            for (v, &bb) in row.iter_mut().zip(b) {
-                *v += bb;
-            }
-        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for row in y.chunks_exact_mut(cols) {
+                    for (v, &bb) in row.iter_mut().zip(b) {
+                        *v += bb;
+                    }
+                }
+            },
+        );
     }
     if let Some(op) = act {
         if let Some(z) = keep_z {
             z.extend_from_slice(y);
         }
-        for v in y.iter_mut() {
-            *v = op.apply(*v);
-        }
+        op.apply_in_place(y);
     }
 }
 
 /// dz = dy ⊙ act'(z), written into `dz`; z is `saved_z` when kept, else y stands in for it.
 pub(crate) fn act_backward<T: Float>(dz: &mut [T], gy: &[T], y: &[T], saved_z: &[T], act: UnaryOp) {
-    if act.needs_input() {
-        for i in 0..dz.len() {
-            dz[i] = gy[i] * act.deriv(saved_z[i], y[i]);
-        }
-    } else {
-        for i in 0..dz.len() {
-            dz[i] = gy[i] * act.deriv(y[i], y[i]);
-        }
-    }
+    let x = if act.needs_input() { saved_z } else { y };
+    act.deriv_slice(gy, x, y, dz, false);
+}
+
+/// gb[j] += Σ_rows dz[row, j]
+pub(crate) fn add_column_sums<T: Float>(gb: &mut [T], dz: &[T], cols: usize) {
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for row in dz.chunks_exact(cols) {
+                for (g, &d) in gb.iter_mut().zip(row) {
+                    *g += d;
+                }
+            }
+        },
+    )
 }
 
 impl<T: Float> Graph<T> {
@@ -62,7 +72,7 @@ impl<T: Float> Graph<T> {
             )));
         }
         let out = sx.with_dim(1, o);
-        let mut y = self.pool.zeroed(n * o);
+        let mut y = self.pool.scratch(n * o);
         gemm(
             n,
             o,
@@ -106,7 +116,7 @@ pub(crate) fn backward<T: Float>(
     let dz: &[T] = match act {
         None => gy,
         Some(a) => {
-            tmp = ctx.pool.zeroed(gy.len());
+            tmp = ctx.pool.scratch(gy.len());
             act_backward(&mut tmp, gy, ctx.out(node), &ctx.aux_f[node], a);
             &tmp
         }
@@ -114,12 +124,7 @@ pub(crate) fn backward<T: Float>(
     if let Some(b) = b
         && ctx.needs(b)
     {
-        let gb = ctx.grad(b);
-        for row in dz.chunks(o) {
-            for (g, &d) in gb.iter_mut().zip(row) {
-                *g += d;
-            }
-        }
+        add_column_sums(ctx.grad(b), dz, o);
     }
     let (vx, vw) = (ctx.value(x), ctx.value(w));
     if ctx.needs(w) {

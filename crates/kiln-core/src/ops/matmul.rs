@@ -41,7 +41,7 @@ impl<T: Float> Graph<T> {
         let (sa, sb) = (self.shape(a), self.shape(b));
         let (batch, m, k, n, shared) = dims(sa, sb)?;
         let out = sa.with_dim(sa.rank() - 1, n);
-        let mut y = self.pool.zeroed(out.numel());
+        let mut y = self.pool.scratch(out.numel());
         let (va, vb) = (self.value(a), self.value(b));
         for i in 0..batch {
             let bi = if shared { 0 } else { i };

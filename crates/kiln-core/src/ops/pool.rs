@@ -3,6 +3,7 @@
 
 use super::conv::{Padding, Window};
 use crate::graph::{BackCtx, Op, Var};
+use crate::par::{Disjoint, for_parts, parts_for};
 use crate::{Float, Graph, Result, Shape};
 
 #[derive(Clone, Copy, Debug)]
@@ -41,11 +42,25 @@ impl<T: Float> Graph<T> {
     ) -> Result<Var> {
         let g = Window::new(self.shape(x), size, strides, padding, "max_pool2d")?;
         let out = Shape::new(&[g.n, g.oh, g.ow, g.c])?;
-        let mut y = self.pool.zeroed(out.numel());
-        let mut arg = self.ipool.zeroed(out.numel());
+        let mut y = self.pool.scratch(out.numel());
+        let mut arg = self.ipool.scratch(out.numel());
         let v = self.value(x);
         if g.pt == 0 && g.pl == 0 && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 {
-            max_pool_2x2(v, &g, &mut y, &mut arg);
+            let out_img = g.oh * g.ow * g.c;
+            let args = Disjoint::new(&mut arg);
+            for_parts(
+                g.n,
+                parts_for(g.n, g.h * g.w * g.c),
+                &mut y,
+                out_img,
+                &mut [0u8; 0],
+                0,
+                &|imgs, y, _| {
+                    // SAFETY: each part writes the argmax entries of its own images only.
+                    let a = unsafe { args.part(imgs.start * out_img..imgs.end * out_img) };
+                    max_pool_2x2(v, &g, imgs, y, a);
+                },
+            );
         } else {
             for n in 0..g.n {
                 for oh in 0..g.oh {
@@ -102,30 +117,50 @@ impl<T: Float> Graph<T> {
     }
 }
 
-/// The common case (2x2, stride 2, valid), with the channel loop innermost so it runs over contiguous memory.
-fn max_pool_2x2<T: Float>(v: &[T], g: &Window, y: &mut [T], arg: &mut [u32]) {
+/// The common case (2x2, stride 2, valid), written over whole channel rows so the compare-and-select
+/// vectorizes.
+/// Images `imgs` only; `y` and `arg` start at the first of them.
+fn max_pool_2x2<T: Float>(
+    v: &[T],
+    g: &Window,
+    imgs: std::ops::Range<usize>,
+    y: &mut [T],
+    arg: &mut [u32],
+) {
     let (w, c) = (g.w, g.c);
-    for n in 0..g.n {
-        for oh in 0..g.oh {
-            let r0 = (n * g.h + 2 * oh) * w;
-            let r1 = r0 + w;
-            for ow in 0..g.ow {
-                let o = ((n * g.oh + oh) * g.ow + ow) * c;
-                let i00 = (r0 + 2 * ow) * c;
-                let cands = [i00, i00 + c, (r1 + 2 * ow) * c, (r1 + 2 * ow) * c + c];
-                for ch in 0..c {
-                    let mut at = cands[0] + ch;
-                    for &base in &cands[1..] {
-                        if v[base + ch] > v[at] {
-                            at = base + ch;
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for n in imgs.clone() {
+                for oh in 0..g.oh {
+                    let r0 = (n * g.h + 2 * oh) * w * c;
+                    let r1 = r0 + w * c;
+                    for ow in 0..g.ow {
+                        let o = (((n - imgs.start) * g.oh + oh) * g.ow + ow) * c;
+                        let starts = [
+                            r0 + 2 * ow * c,
+                            r0 + (2 * ow + 1) * c,
+                            r1 + 2 * ow * c,
+                            r1 + (2 * ow + 1) * c,
+                        ];
+                        let (ys, args) = (&mut y[o..o + c], &mut arg[o..o + c]);
+                        let [a, b, cc, d] = starts.map(|s| &v[s..s + c]);
+                        for ch in 0..c {
+                            let (mut best, mut at) = (a[ch], starts[0] + ch);
+                            for (src, start) in [(b, starts[1]), (cc, starts[2]), (d, starts[3])] {
+                                let val = src[ch];
+                                let take = val > best;
+                                best = if take { val } else { best };
+                                at = if take { start + ch } else { at };
+                            }
+                            ys[ch] = best;
+                            args[ch] = at as u32;
                         }
                     }
-                    y[o + ch] = v[at];
-                    arg[o + ch] = at as u32;
                 }
             }
-        }
-    }
+        },
+    )
 }
 
 /// dx[argmax] += dy
@@ -139,11 +174,26 @@ pub(crate) fn backward_max<T: Float>(
     if !ctx.needs(x) {
         return;
     }
+    let g = _a.win;
+    let (in_img, out_img) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
     let arg = ctx.aux_i[node].as_slice();
     let gx = ctx.grad(x);
-    for (&i, &d) in arg.iter().zip(gy) {
-        gx[i as usize] += d;
-    }
+    // Windows never reach across images, so images split across threads write disjoint parts of dx.
+    for_parts(
+        g.n,
+        parts_for(g.n, in_img),
+        gx,
+        in_img,
+        &mut [0u8; 0],
+        0,
+        &|imgs, gx, _| {
+            let base = imgs.start * in_img;
+            let range = imgs.start * out_img..imgs.end * out_img;
+            for (&i, &d) in arg[range.clone()].iter().zip(&gy[range]) {
+                gx[i as usize - base] += d;
+            }
+        },
+    );
 }
 
 /// dx[i] += dy / count for every i in the window

@@ -64,7 +64,7 @@ impl<T: Float> Graph<T> {
             od[i] = s.dim(ax);
         }
         let out = Shape::new(&od[..s.rank()])?;
-        let mut y = self.pool.zeroed(out.numel());
+        let mut y = self.pool.scratch(out.numel());
         let x = self.value(a);
         permute_walk(s, &p, |o, i| y[o] = x[i]);
         let rg = self.requires_grad(a);
@@ -107,7 +107,7 @@ impl<T: Float> Graph<T> {
         }
         let out = s0.with_dim(axis, total);
         let (outer, _, inner) = out.split_at_axis(axis);
-        let mut y = self.pool.zeroed(out.numel());
+        let mut y = self.pool.scratch(out.numel());
         let mut ids = self.ipool.zeroed(0);
         let mut off = 0;
         for &x in xs {
@@ -138,7 +138,7 @@ impl<T: Float> Graph<T> {
         let len = end - start;
         let out = s.with_dim(axis, len);
         let (outer, n, inner) = s.split_at_axis(axis);
-        let mut y = self.pool.zeroed(out.numel());
+        let mut y = self.pool.scratch(out.numel());
         let x = self.value(a);
         for o in 0..outer {
             let src = (o * n + start) * inner;
@@ -161,7 +161,7 @@ impl<T: Float> Graph<T> {
         }
         let len = indices.len();
         let out = s.with_dim(axis, len);
-        let mut y = self.pool.zeroed(out.numel());
+        let mut y = self.pool.scratch(out.numel());
         let x = self.value(a);
         for o in 0..outer {
             for (k, &ix) in indices.iter().enumerate() {

@@ -53,7 +53,7 @@ impl<T: Float> Graph<T> {
         let s = self.shape(a);
         s.axis(axis, if log { "log_softmax" } else { "softmax" })?;
         let (outer, n, inner) = s.split_at_axis(axis);
-        let mut y = self.pool.zeroed(s.numel());
+        let mut y = self.pool.scratch(s.numel());
         softmax_lanes(self.value(a), &mut y, outer, n, inner, log);
         let op = if log {
             Op::LogSoftmax(a, axis)

@@ -101,6 +101,86 @@ impl UnaryOp {
     }
 }
 
+/// Expands `$each!(op)` once per variant with the variant spelled out, so inside each expansion the op is a
+/// constant and `apply`/`deriv` fold to straight-line code that vectorizes.
+macro_rules! per_op {
+    ($op:expr, $each:ident) => {
+        match $op {
+            UnaryOp::Neg => $each!(UnaryOp::Neg),
+            UnaryOp::Exp => $each!(UnaryOp::Exp),
+            UnaryOp::Log => $each!(UnaryOp::Log),
+            UnaryOp::Sqrt => $each!(UnaryOp::Sqrt),
+            UnaryOp::Pow(p) => $each!(UnaryOp::Pow(p)),
+            UnaryOp::Abs => $each!(UnaryOp::Abs),
+            UnaryOp::Relu => $each!(UnaryOp::Relu),
+            UnaryOp::LeakyRelu(a) => $each!(UnaryOp::LeakyRelu(a)),
+            UnaryOp::Sigmoid => $each!(UnaryOp::Sigmoid),
+            UnaryOp::Tanh => $each!(UnaryOp::Tanh),
+            UnaryOp::Gelu => $each!(UnaryOp::Gelu),
+        }
+    };
+}
+
+impl UnaryOp {
+    /// ys = op(xs)
+    pub(crate) fn apply_slice<T: Float>(self, xs: &[T], ys: &mut [T]) {
+        macro_rules! each {
+            ($k:expr) => {{
+                let k = $k;
+                for (y, &x) in ys.iter_mut().zip(xs) {
+                    *y = k.apply(x);
+                }
+            }};
+        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || per_op!(self, each),
+        )
+    }
+
+    /// ys = op(ys), in place.
+    pub(crate) fn apply_in_place<T: Float>(self, ys: &mut [T]) {
+        macro_rules! each {
+            ($k:expr) => {{
+                let k = $k;
+                for y in ys.iter_mut() {
+                    *y = k.apply(*y);
+                }
+            }};
+        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || per_op!(self, each),
+        )
+    }
+
+    /// out = gy ⊙ op'(x, y); or out += when `accumulate`.
+    pub(crate) fn deriv_slice<T: Float>(
+        self,
+        gy: &[T],
+        xs: &[T],
+        ys: &[T],
+        out: &mut [T],
+        accumulate: bool,
+    ) {
+        macro_rules! each {
+            ($k:expr) => {{
+                let k = $k;
+                let it = out.iter_mut().zip(gy).zip(xs.iter().zip(ys));
+                if accumulate {
+                    it.for_each(|((o, &g), (&x, &y))| *o += g * k.deriv(x, y));
+                } else {
+                    it.for_each(|((o, &g), (&x, &y))| *o = g * k.deriv(x, y));
+                }
+            }};
+        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || per_op!(self, each),
+        )
+    }
+}
+
 #[inline]
 pub(crate) fn sigmoid<T: Float>(x: T) -> T {
     if x >= T::ZERO {
@@ -115,10 +195,8 @@ impl<T: Float> Graph<T> {
     /// y = op(x), elementwise.
     pub fn unary(&mut self, a: Var, op: UnaryOp) -> Result<Var> {
         let shape = self.shape(a);
-        let mut y = self.pool.zeroed(shape.numel());
-        for (y, &x) in y.iter_mut().zip(self.value(a)) {
-            *y = op.apply(x);
-        }
+        let mut y = self.pool.scratch(shape.numel());
+        op.apply_slice(self.value(a), &mut y);
         let rg = self.requires_grad(a);
         Ok(self.push(Op::Unary(a, op), shape, y, rg))
     }
@@ -164,8 +242,5 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, op: 
         return;
     }
     let (x, y) = (ctx.value(a), ctx.out(node));
-    let gx = ctx.grad(a);
-    for i in 0..gy.len() {
-        gx[i] += gy[i] * op.deriv(x[i], y[i]);
-    }
+    op.deriv_slice(gy, x, y, ctx.grad(a), true);
 }

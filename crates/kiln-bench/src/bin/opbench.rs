@@ -1,0 +1,91 @@
+//! Times single ops of the reference CNN at batch 64, forward and forward+backward, so a change to one
+//! kernel can be measured alone: `cargo run --release -p kiln-bench --bin opbench`.
+
+use kiln_core::{Graph, Padding, ParamId, Result, Rng, UnaryOp, Var};
+use std::time::Instant;
+
+fn param(g: &mut Graph<f32>, shape: &[usize], rng: &mut Rng) -> ParamId {
+    let n = shape.iter().product();
+    g.add_param(
+        "p",
+        shape,
+        (0..n)
+            .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+            .collect(),
+        true,
+    )
+    .unwrap()
+}
+
+/// Median milliseconds of `f` over repeated runs (after warm-up).
+fn time(mut f: impl FnMut() -> Result<()>) -> f64 {
+    for _ in 0..5 {
+        f().unwrap();
+    }
+    let mut t: Vec<f64> = (0..50)
+        .map(|_| {
+            let s = Instant::now();
+            f().unwrap();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+type Build = fn(&mut Graph<f32>, &[ParamId]) -> Result<Var>;
+
+fn main() {
+    let mut rng = Rng::new(1);
+    let cases: Vec<(&str, Vec<Vec<usize>>, Build)> = vec![
+        (
+            "conv2d 3x3x1x32 + relu (no input grad)",
+            vec![vec![64, 28, 28, 1], vec![3, 3, 1, 32], vec![32]],
+            |g, p| {
+                let x = g.use_param(p[0]);
+                let x = g.reshape(x, &[64, 28, 28, 1])?; // a view, so x itself gets no gradient work
+                let (w, b) = (g.use_param(p[1]), g.use_param(p[2]));
+                g.conv2d(x, w, Some(b), (1, 1), Padding::Valid, Some(UnaryOp::Relu))
+            },
+        ),
+        (
+            "max_pool2d 2x2 on 26x26x32",
+            vec![vec![64, 26, 26, 32]],
+            |g, p| {
+                let x = g.use_param(p[0]);
+                g.max_pool2d(x, (2, 2), (2, 2), Padding::Valid)
+            },
+        ),
+        (
+            "linear 5408->128 + relu",
+            vec![vec![64, 5408], vec![5408, 128], vec![128]],
+            |g, p| {
+                let (x, w, b) = (g.use_param(p[0]), g.use_param(p[1]), g.use_param(p[2]));
+                g.linear(x, w, Some(b), Some(UnaryOp::Relu))
+            },
+        ),
+        ("relu on 64x26x26x32", vec![vec![64, 26, 26, 32]], |g, p| {
+            let x = g.use_param(p[0]);
+            g.relu(x)
+        }),
+    ];
+    println!("| op (batch 64) | forward ms | forward+backward ms |");
+    println!("|---|---|---|");
+    for (name, shapes, build) in cases {
+        let mut g = Graph::<f32>::new();
+        let ps: Vec<ParamId> = shapes.iter().map(|s| param(&mut g, s, &mut rng)).collect();
+        let fwd = time(|| {
+            g.reset();
+            g.set_recording(false);
+            build(&mut g, &ps).map(|_| ())
+        });
+        g.set_recording(true);
+        let both = time(|| {
+            g.reset();
+            let y = build(&mut g, &ps)?;
+            let s = g.sum(y, None, false)?;
+            g.backward(s)
+        });
+        println!("| {name} | {fwd:.3} | {both:.3} |");
+    }
+}

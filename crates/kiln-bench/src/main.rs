@@ -1,0 +1,286 @@
+//! `cargo run --release -p kiln-bench [-- --epochs N --profile --models cnn,mlp --data DIR]`
+//!
+//! Trains the reference MNIST CNN (and an MLP) on the 60,000 MNIST training images and prints one table row
+//! per model: seconds per epoch, inference images/s at batch 1 and 1000, peak RSS, and achieved GFLOP/s.
+//! Each model runs in a child process of its own, so its peak RSS is its own.
+
+use kiln::prelude::*;
+use std::process::Command;
+use std::time::Instant;
+
+const DEFAULT_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
+
+struct Args {
+    epochs: usize,
+    profile: bool,
+    models: Vec<String>,
+    data: String,
+    child: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        epochs: 1,
+        profile: false,
+        models: vec!["cnn".into(), "mlp".into()],
+        data: DEFAULT_DATA.into(),
+        child: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--epochs" => {
+                a.epochs = val("--epochs")?
+                    .parse()
+                    .map_err(|e| format!("--epochs: {e}"))?
+            }
+            "--profile" => a.profile = true,
+            "--models" => a.models = val("--models")?.split(',').map(str::to_string).collect(),
+            "--data" => a.data = val("--data")?,
+            "--child" => a.child = Some(val("--child")?),
+            "--bench" => {} // passed by `cargo bench`
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}` (valid: --epochs N, --profile, --models cnn,mlp, --data DIR)"
+                ));
+            }
+        }
+    }
+    Ok(a)
+}
+
+/// FLOPs of one training step per sample: forward, and the backward matrix products (weight gradients,
+/// and input gradients where the input needs one).
+fn train_flops_per_sample(model: &Sequential) -> f64 {
+    let mut f = 0.0;
+    for (i, l) in model.layers().iter().enumerate() {
+        let out: usize = l.output_shape().iter().product();
+        let fan_in = match l.config() {
+            kiln::nn::LayerConfig::Dense(_) => l.input_shape()[0],
+            kiln::nn::LayerConfig::Conv2d(c) => {
+                c.kernel_size.0 * c.kernel_size.1 * l.input_shape()[2]
+            }
+            _ => continue,
+        };
+        let fwd = 2.0 * (out * fan_in) as f64;
+        f += fwd * if i == 0 { 2.0 } else { 3.0 };
+    }
+    f
+}
+
+fn build(name: &str) -> kiln::Result<Sequential> {
+    let mut m = Sequential::new(&[28, 28, 1]);
+    match name {
+        "cnn" => {
+            m.add(Conv2D::new(32, 3).activation(Activation::Relu))?;
+            m.add(MaxPooling2D::new(2))?;
+            m.add(Flatten::new())?;
+            m.add(Dense::new(128).activation(Activation::Relu))?;
+            m.add(Dropout::new(0.5))?;
+            m.add(Dense::new(10).activation(Activation::Softmax))?;
+        }
+        "mlp" => {
+            m.add(Flatten::new())?;
+            m.add(Dense::new(512).activation(Activation::Relu))?;
+            m.add(Dense::new(512).activation(Activation::Relu))?;
+            m.add(Dense::new(10).activation(Activation::Softmax))?;
+        }
+        other => {
+            return Err(kiln::Error::Config(format!(
+                "unknown bench model `{other}` (valid: cnn, mlp)"
+            )));
+        }
+    }
+    m.compile(
+        Adam::default(),
+        Loss::CategoricalCrossentropy,
+        &[Metric::Accuracy],
+    )?;
+    Ok(m)
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Runs one model in this process and prints its results as one JSON line.
+fn child(name: &str, args: &Args) -> kiln::Result<()> {
+    let (train, test) = kiln::data::mnist::load(&args.data)?;
+    let mut model = build(name)?;
+    model.graph_mut().set_profiling(args.profile);
+    let mut epoch_secs = Vec::new();
+    let mut acc = 0.0;
+    for e in 0..args.epochs {
+        let opts = FitOptions {
+            epochs: 1,
+            batch_size: 64,
+            seed: e as u64,
+            ..Default::default()
+        };
+        let h = model.fit(&train.x, &train.y, opts)?;
+        let log = h.last().expect("one epoch");
+        epoch_secs.push(log.seconds);
+        acc = log.metrics[0].1;
+    }
+    let profile = model
+        .graph()
+        .profile()
+        .map(|p| p.rows())
+        .unwrap_or_default();
+    model.graph_mut().set_profiling(false);
+    let t = Instant::now();
+    let probs = model.predict(&test.x, 1000)?;
+    let batch1000 = test.x.rows() as f64 / t.elapsed().as_secs_f64();
+    let test_acc = probs
+        .argmax_rows()
+        .iter()
+        .zip(&test.labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count() as f64
+        / test.labels.len() as f64;
+    let single = test.x.slice_rows(0, 500);
+    let t = Instant::now();
+    for i in 0..single.rows() {
+        model.predict(&single.slice_rows(i, i + 1), 1)?;
+    }
+    let batch1 = single.rows() as f64 / t.elapsed().as_secs_f64();
+    let secs = median(&mut epoch_secs);
+    let gflops = train_flops_per_sample(&model) * train.x.rows() as f64 / 1e9;
+    let out = serde_json::json!({
+        "model": name, "epoch_s": secs, "train_acc": acc, "test_acc": test_acc, "batch1": batch1, "batch1000": batch1000,
+        "rss": peak_rss_mib(), "gflop": gflops,
+        "profile": profile.iter().map(|(n, f, b, c)| serde_json::json!([n, f, b, c])).collect::<Vec<_>>(),
+    });
+    println!("{out}");
+    Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(name) = &args.child {
+        if let Err(e) = child(name, &args) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "kiln benchmark: {} ({cores} cores), AVX2+FMA kernels: {}",
+        cpu_model(),
+        kiln_core::simd::has_avx2()
+    );
+    println!(
+        "MNIST, 60,000 training images, batch 64, Adam; median of {} epoch(s)\n",
+        args.epochs
+    );
+    println!(
+        "| model | s/epoch | train GFLOP/epoch | GFLOP/s | infer img/s (batch 1) | infer img/s (batch 1000) | peak RSS MiB | test acc |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let me = std::env::current_exe().expect("own path");
+    let mut failed = false;
+    for name in &args.models {
+        let mut cmd = Command::new(&me);
+        cmd.args([
+            "--child",
+            name,
+            "--epochs",
+            &args.epochs.to_string(),
+            "--data",
+            &args.data,
+        ]);
+        if args.profile {
+            cmd.arg("--profile");
+        }
+        let out = match cmd.output() {
+            Ok(o) if o.status.success() => o,
+            Ok(o) => {
+                eprintln!(
+                    "error: {name}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                failed = true;
+                continue;
+            }
+            Err(e) => {
+                eprintln!("error: cannot run {}: {e}", me.display());
+                std::process::exit(1);
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(r) = text
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        else {
+            eprintln!("error: {name}: no result line");
+            failed = true;
+            continue;
+        };
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {name} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.4} |",
+            f("epoch_s"),
+            f("gflop"),
+            f("gflop") / f("epoch_s"),
+            f("batch1"),
+            f("batch1000"),
+            f("rss"),
+            f("test_acc")
+        );
+        if let Some(rows) = r["profile"].as_array().filter(|p| !p.is_empty()) {
+            let total: f64 = rows
+                .iter()
+                .map(|x| x[1].as_f64().unwrap_or(0.0) + x[2].as_f64().unwrap_or(0.0))
+                .sum();
+            println!(
+                "|   {name} profile (all epochs) | op | forward s | backward s | share | | | |"
+            );
+            for x in rows {
+                let (fw, bw) = (x[1].as_f64().unwrap_or(0.0), x[2].as_f64().unwrap_or(0.0));
+                println!(
+                    "|  | {} | {fw:.2} | {bw:.2} | {:.0}% | | | |",
+                    x[0].as_str().unwrap_or("?"),
+                    100.0 * (fw + bw) / total
+                );
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
