@@ -30,11 +30,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
-            "--epochs" => {
-                a.epochs = val("--epochs")?
-                    .parse()
-                    .map_err(|e| format!("--epochs: {e}"))?
-            }
+            "--epochs" => a.epochs = val("--epochs")?.parse().map_err(|e| format!("--epochs: {e}"))?,
             "--profile" => a.profile = true,
             "--models" => a.models = val("--models")?.split(',').map(str::to_string).collect(),
             "--data" => a.data = val("--data")?,
@@ -58,9 +54,7 @@ fn train_flops_per_sample(model: &Sequential) -> f64 {
         let out: usize = l.output_shape().iter().product();
         let fan_in = match l.config() {
             kiln::nn::LayerConfig::Dense(_) => l.input_shape()[0],
-            kiln::nn::LayerConfig::Conv2d(c) => {
-                c.kernel_size.0 * c.kernel_size.1 * l.input_shape()[2]
-            }
+            kiln::nn::LayerConfig::Conv2d(c) => c.kernel_size.0 * c.kernel_size.1 * l.input_shape()[2],
             _ => continue,
         };
         let fwd = 2.0 * (out * fan_in) as f64;
@@ -87,16 +81,10 @@ fn build(name: &str) -> kiln::Result<Sequential> {
             m.add(Dense::new(10).activation(Activation::Softmax))?;
         }
         other => {
-            return Err(kiln::Error::Config(format!(
-                "unknown bench model `{other}` (valid: cnn, mlp)"
-            )));
+            return Err(kiln::Error::Config(format!("unknown bench model `{other}` (valid: cnn, mlp)")));
         }
     }
-    m.compile(
-        Adam::default(),
-        Loss::CategoricalCrossentropy,
-        &[Metric::Accuracy],
-    )?;
+    m.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     Ok(m)
 }
 
@@ -112,11 +100,7 @@ fn peak_rss_mib() -> f64 {
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
 /// Runs one model in this process and prints its results as one JSON line.
@@ -127,32 +111,18 @@ fn child(name: &str, args: &Args) -> kiln::Result<()> {
     let mut epoch_secs = Vec::new();
     let mut acc = 0.0;
     for e in 0..args.epochs {
-        let opts = FitOptions {
-            epochs: 1,
-            batch_size: 64,
-            seed: e as u64,
-            ..Default::default()
-        };
+        let opts = FitOptions { epochs: 1, batch_size: 64, seed: e as u64, ..Default::default() };
         let h = model.fit(&train.x, &train.y, opts)?;
         let log = h.last().expect("one epoch");
         epoch_secs.push(log.seconds);
         acc = log.metrics[0].1;
     }
-    let profile = model
-        .graph()
-        .profile()
-        .map(|p| p.rows())
-        .unwrap_or_default();
+    let profile = model.graph().profile().map(|p| p.rows()).unwrap_or_default();
     model.graph_mut().set_profiling(false);
     let t = Instant::now();
     let probs = model.predict(&test.x, 1000)?;
     let batch1000 = test.x.rows() as f64 / t.elapsed().as_secs_f64();
-    let test_acc = probs
-        .argmax_rows()
-        .iter()
-        .zip(&test.labels)
-        .filter(|(p, l)| **p == **l as usize)
-        .count() as f64
+    let test_acc = probs.argmax_rows().iter().zip(&test.labels).filter(|(p, l)| **p == **l as usize).count() as f64
         / test.labels.len() as f64;
     let single = test.x.slice_rows(0, 500);
     let t = Instant::now();
@@ -198,15 +168,8 @@ fn main() {
         return;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
-        "kiln benchmark: {} ({cores} cores), AVX2+FMA kernels: {}",
-        cpu_model(),
-        kiln_core::simd::has_avx2()
-    );
-    println!(
-        "MNIST, 60,000 training images, batch 64, Adam; median of {} epoch(s)\n",
-        args.epochs
-    );
+    println!("kiln benchmark: {} ({cores} cores), AVX2+FMA kernels: {}", cpu_model(), kiln_core::simd::has_avx2());
+    println!("MNIST, 60,000 training images, batch 64, Adam; median of {} epoch(s)\n", args.epochs);
     println!(
         "| model | s/epoch | train GFLOP/epoch | GFLOP/s | infer img/s (batch 1) | infer img/s (batch 1000) | peak RSS MiB | test acc |"
     );
@@ -215,24 +178,14 @@ fn main() {
     let mut failed = false;
     for name in &args.models {
         let mut cmd = Command::new(&me);
-        cmd.args([
-            "--child",
-            name,
-            "--epochs",
-            &args.epochs.to_string(),
-            "--data",
-            &args.data,
-        ]);
+        cmd.args(["--child", name, "--epochs", &args.epochs.to_string(), "--data", &args.data]);
         if args.profile {
             cmd.arg("--profile");
         }
         let out = match cmd.output() {
             Ok(o) if o.status.success() => o,
             Ok(o) => {
-                eprintln!(
-                    "error: {name}: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
+                eprintln!("error: {name}: {}", String::from_utf8_lossy(&o.stderr).trim());
                 failed = true;
                 continue;
             }
@@ -242,11 +195,7 @@ fn main() {
             }
         };
         let text = String::from_utf8_lossy(&out.stdout);
-        let Some(r) = text
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        else {
+        let Some(r) = text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) else {
             eprintln!("error: {name}: no result line");
             failed = true;
             continue;
@@ -263,13 +212,8 @@ fn main() {
             f("test_acc")
         );
         if let Some(rows) = r["profile"].as_array().filter(|p| !p.is_empty()) {
-            let total: f64 = rows
-                .iter()
-                .map(|x| x[1].as_f64().unwrap_or(0.0) + x[2].as_f64().unwrap_or(0.0))
-                .sum();
-            println!(
-                "|   {name} profile (all epochs) | op | forward s | backward s | share | | | |"
-            );
+            let total: f64 = rows.iter().map(|x| x[1].as_f64().unwrap_or(0.0) + x[2].as_f64().unwrap_or(0.0)).sum();
+            println!("|   {name} profile (all epochs) | op | forward s | backward s | share | | | |");
             for x in rows {
                 let (fw, bw) = (x[1].as_f64().unwrap_or(0.0), x[2].as_f64().unwrap_or(0.0));
                 println!(

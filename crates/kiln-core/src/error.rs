@@ -40,17 +40,11 @@ impl Error {
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
             _ => err.to_string(),
         };
-        Error::Io {
-            path: path.as_ref().display().to_string(),
-            message,
-        }
+        Error::Io { path: path.as_ref().display().to_string(), message }
     }
 
     pub fn format(path: impl AsRef<std::path::Path>, message: impl Into<String>) -> Error {
-        Error::Format {
-            path: path.as_ref().display().to_string(),
-            message: message.into(),
-        }
+        Error::Format { path: path.as_ref().display().to_string(), message: message.into() }
     }
 }
 

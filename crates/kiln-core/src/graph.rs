@@ -102,14 +102,7 @@ impl Profile {
     pub fn rows(&self) -> Vec<(&'static str, f64, f64, u64)> {
         let mut r: Vec<_> = (0..OP_KINDS)
             .filter(|&i| self.calls[i] > 0)
-            .map(|i| {
-                (
-                    self.names[i],
-                    self.forward[i],
-                    self.backward[i],
-                    self.calls[i],
-                )
-            })
+            .map(|i| (self.names[i], self.forward[i], self.backward[i], self.calls[i]))
             .collect();
         r.sort_by(|a, b| (b.1 + b.2).total_cmp(&(a.1 + a.2)));
         r
@@ -174,11 +167,7 @@ impl<T: Float> Graph<T> {
     /// Turns per-op timers on or off. Forward time of an op is measured from the previous op's end, so it
     /// includes whatever the caller did in between (gathering a batch, for inputs).
     pub fn set_profiling(&mut self, on: bool) {
-        self.profile = if on {
-            Some((Profile::default(), None))
-        } else {
-            None
-        };
+        self.profile = if on { Some((Profile::default(), None)) } else { None };
     }
 
     pub fn profile(&self) -> Option<&Profile> {
@@ -196,12 +185,7 @@ impl<T: Float> Graph<T> {
 
     /// Drops every node; parameters stay. All buffers go back to the pool for the next step.
     pub fn reset(&mut self) {
-        for v in self
-            .values
-            .drain(..)
-            .chain(self.grads.drain(..))
-            .chain(self.aux_f.drain(..))
-        {
+        for v in self.values.drain(..).chain(self.grads.drain(..)).chain(self.aux_f.drain(..)) {
             self.pool.put(v);
         }
         for v in self.aux_i.drain(..) {
@@ -223,28 +207,13 @@ impl<T: Float> Graph<T> {
 
     // ---- parameters ----
 
-    pub fn add_param(
-        &mut self,
-        name: &str,
-        shape: &[usize],
-        value: Vec<T>,
-        trainable: bool,
-    ) -> Result<ParamId> {
+    pub fn add_param(&mut self, name: &str, shape: &[usize], value: Vec<T>, trainable: bool) -> Result<ParamId> {
         let shape = Shape::new(shape)?;
         if value.len() != shape.numel() {
-            return Err(Error::Shape(format!(
-                "parameter {name}: {} values given for shape {shape}",
-                value.len()
-            )));
+            return Err(Error::Shape(format!("parameter {name}: {} values given for shape {shape}", value.len())));
         }
-        self.param_grads
-            .push(vec![T::ZERO; if trainable { value.len() } else { 0 }]);
-        self.params.push(Param {
-            name: name.to_string(),
-            shape,
-            value,
-            trainable,
-        });
+        self.param_grads.push(vec![T::ZERO; if trainable { value.len() } else { 0 }]);
+        self.params.push(Param { name: name.to_string(), shape, value, trainable });
         Ok(ParamId(self.params.len() - 1))
     }
 
@@ -288,10 +257,7 @@ impl<T: Float> Graph<T> {
     pub fn input(&mut self, shape: &[usize], data: &[T]) -> Result<Var> {
         let shape = Shape::new(shape)?;
         if data.len() != shape.numel() {
-            return Err(Error::Shape(format!(
-                "input: {} values given for shape {shape}",
-                data.len()
-            )));
+            return Err(Error::Shape(format!("input: {} values given for shape {shape}", data.len())));
         }
         let v = self.pool.copied(data);
         Ok(self.push(Op::Leaf, shape, v, false))
@@ -320,8 +286,7 @@ impl<T: Float> Graph<T> {
     }
 
     pub fn to_tensor(&self, v: Var) -> Tensor<T> {
-        Tensor::new(self.shape(v).dims(), self.value(v).to_vec())
-            .expect("node shape matches its value")
+        Tensor::new(self.shape(v).dims(), self.value(v).to_vec()).expect("node shape matches its value")
     }
 
     /// The scalar held by a one-element node (a loss).
@@ -346,11 +311,7 @@ impl<T: Float> Graph<T> {
             }
             *last = Some(now);
         }
-        self.nodes.push(Node {
-            op,
-            shape,
-            requires_grad: requires_grad && self.record,
-        });
+        self.nodes.push(Node { op, shape, requires_grad: requires_grad && self.record });
         self.values.push(value);
         self.grads.push(Vec::new());
         self.aux_f.push(Vec::new());
@@ -386,9 +347,7 @@ impl<T: Float> Graph<T> {
     pub fn backward(&mut self, loss: Var) -> Result<()> {
         let shape = self.shape(loss);
         if shape.numel() != 1 {
-            return Err(Error::Shape(format!(
-                "backward needs a scalar loss, got shape {shape}"
-            )));
+            return Err(Error::Shape(format!("backward needs a scalar loss, got shape {shape}")));
         }
         if !self.requires_grad(loss) {
             return Err(Error::Invalid(
@@ -432,12 +391,7 @@ impl<T: Float> Graph<T> {
     }
 }
 
-fn value_of<'a, T: Float>(
-    nodes: &[Node],
-    values: &'a [Vec<T>],
-    params: &'a [Param<T>],
-    id: usize,
-) -> &'a [T] {
+fn value_of<'a, T: Float>(nodes: &[Node], values: &'a [Vec<T>], params: &'a [Param<T>], id: usize) -> &'a [T] {
     match nodes[id].op {
         Op::Param(p) => &params[p].value,
         Op::Reshape(a) => value_of(nodes, values, params, a.id()),

@@ -9,11 +9,7 @@ pub const MIN_PARALLEL_WORK: usize = 200_000;
 
 /// How many parts to cut `items` of `work_per_item` each into.
 pub fn parts_for(items: usize, work_per_item: usize) -> usize {
-    if items.saturating_mul(work_per_item) < MIN_PARALLEL_WORK {
-        1
-    } else {
-        num_threads().min(items).max(1)
-    }
+    if items.saturating_mul(work_per_item) < MIN_PARALLEL_WORK { 1 } else { num_threads().min(items).max(1) }
 }
 
 /// Runs `f(items, out_part, acc_part)` on `parts` contiguous ranges of `0..n` in parallel. `out` holds

@@ -80,9 +80,6 @@ impl<E: Copy + Default> Pool<E> {
 
     /// Bytes held by free buffers (for memory reports).
     pub fn held_bytes(&self) -> usize {
-        self.free
-            .iter()
-            .map(|v| v.capacity() * std::mem::size_of::<E>())
-            .sum()
+        self.free.iter().map(|v| v.capacity() * std::mem::size_of::<E>()).sum()
     }
 }

@@ -21,10 +21,7 @@ impl Shape {
         }
         let mut d = [0; MAX_RANK];
         d[..dims.len()].copy_from_slice(dims);
-        Ok(Shape {
-            dims: d,
-            rank: dims.len() as u8,
-        })
+        Ok(Shape { dims: d, rank: dims.len() as u8 })
     }
 
     pub fn scalar() -> Shape {
@@ -57,19 +54,13 @@ impl Shape {
     /// Splits the shape around `axis` into (product before, size at, product after).
     pub fn split_at_axis(&self, axis: usize) -> (usize, usize, usize) {
         let d = self.dims();
-        (
-            d[..axis].iter().product(),
-            d[axis],
-            d[axis + 1..].iter().product(),
-        )
+        (d[..axis].iter().product(), d[axis], d[axis + 1..].iter().product())
     }
 
     /// Checks an axis index against the rank, naming the op on failure.
     pub fn axis(&self, axis: usize, op: &str) -> Result<usize> {
         if axis >= self.rank() {
-            return Err(Error::Shape(format!(
-                "{op}: axis {axis} is out of range for shape {self}"
-            )));
+            return Err(Error::Shape(format!("{op}: axis {axis} is out of range for shape {self}")));
         }
         Ok(axis)
     }

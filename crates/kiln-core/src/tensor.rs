@@ -23,10 +23,7 @@ impl<T: Float> Tensor<T> {
 
     pub fn zeros(shape: &[usize]) -> Result<Self> {
         let s = Shape::new(shape)?;
-        Ok(Tensor {
-            shape: s,
-            data: vec![T::ZERO; s.numel()],
-        })
+        Ok(Tensor { shape: s, data: vec![T::ZERO; s.numel()] })
     }
 
     pub fn shape(&self) -> &[usize] {

@@ -12,10 +12,7 @@ impl Input {
     /// Values uniform in [lo, hi), drawn from `rng`.
     pub fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng) -> Input {
         let n = shape.iter().product();
-        Input {
-            shape: shape.to_vec(),
-            values: (0..n).map(|_| rng.uniform_range(lo, hi)).collect(),
-        }
+        Input { shape: shape.to_vec(), values: (0..n).map(|_| rng.uniform_range(lo, hi)).collect() }
     }
 
     /// Values uniform in ±[lo, hi): bounded away from zero, where relu, abs and max have kinks.
@@ -53,10 +50,7 @@ pub fn check_gradients(
     let params: Vec<_> = inputs
         .iter()
         .enumerate()
-        .map(|(i, inp)| {
-            g.add_param(&format!("in{i}"), &inp.shape, inp.values.clone(), true)
-                .expect("valid input")
-        })
+        .map(|(i, inp)| g.add_param(&format!("in{i}"), &inp.shape, inp.values.clone(), true).expect("valid input"))
         .collect();
     let mut weights: Vec<f64> = Vec::new();
     let mut eval = |g: &mut Graph<f64>, backward: bool| -> f64 {
@@ -94,15 +88,7 @@ pub fn check_gradients(
             let a = analytic[pi][j];
             let excess = (a - numeric).abs() - (ATOL + RTOL * a.abs().max(numeric.abs()));
             if excess > 0.0 && worst.as_ref().is_none_or(|(e, _)| excess > *e) {
-                worst = Some((
-                    excess,
-                    Mismatch {
-                        input: pi,
-                        index: j,
-                        analytic: a,
-                        numeric,
-                    },
-                ));
+                worst = Some((excess, Mismatch { input: pi, index: j, analytic: a, numeric }));
             }
         }
     }

@@ -50,20 +50,13 @@ fn unary_ops() {
 #[test]
 fn binary_ops_with_broadcasting() {
     let mut r = rng();
-    let shapes: [(&[usize], &[usize]); 5] = [
-        (&[2, 3], &[2, 3]),
-        (&[2, 3], &[3]),
-        (&[4, 1, 3], &[2, 1]),
-        (&[1], &[2, 3]),
-        (&[2, 1, 3], &[1, 4, 1]),
-    ];
+    let shapes: [(&[usize], &[usize]); 5] =
+        [(&[2, 3], &[2, 3]), (&[2, 3], &[3]), (&[4, 1, 3], &[2, 1]), (&[1], &[2, 3]), (&[2, 1, 3], &[1, 4, 1])];
     for (sa, sb) in shapes {
         check(vec![u(sa, &mut r), u(sb, &mut r)], |g, v| g.add(v[0], v[1]));
         check(vec![u(sa, &mut r), u(sb, &mut r)], |g, v| g.sub(v[0], v[1]));
         check(vec![u(sa, &mut r), u(sb, &mut r)], |g, v| g.mul(v[0], v[1]));
-        check(vec![u(sa, &mut r), nz(sb, &mut r)], |g, v| {
-            g.div(v[0], v[1])
-        });
+        check(vec![u(sa, &mut r), nz(sb, &mut r)], |g, v| g.div(v[0], v[1]));
     }
     // The same var on both sides: gradients from both paths add up.
     check(vec![u(&[5], &mut r)], |g, v| g.mul(v[0], v[0]));
@@ -84,16 +77,9 @@ fn reductions() {
 #[test]
 fn matmul_plain_batched_and_shared() {
     let mut r = rng();
-    check(vec![u(&[3, 4], &mut r), u(&[4, 5], &mut r)], |g, v| {
-        g.matmul(v[0], v[1])
-    });
-    check(
-        vec![u(&[2, 3, 4], &mut r), u(&[2, 4, 2], &mut r)],
-        |g, v| g.matmul(v[0], v[1]),
-    );
-    check(vec![u(&[2, 3, 4], &mut r), u(&[4, 2], &mut r)], |g, v| {
-        g.matmul(v[0], v[1])
-    });
+    check(vec![u(&[3, 4], &mut r), u(&[4, 5], &mut r)], |g, v| g.matmul(v[0], v[1]));
+    check(vec![u(&[2, 3, 4], &mut r), u(&[2, 4, 2], &mut r)], |g, v| g.matmul(v[0], v[1]));
+    check(vec![u(&[2, 3, 4], &mut r), u(&[4, 2], &mut r)], |g, v| g.matmul(v[0], v[1]));
 }
 
 #[test]
@@ -104,20 +90,12 @@ fn movement_ops() {
         g.mul(y, y)
     });
     check(vec![u(&[2, 3, 4], &mut r)], |g, v| g.flatten(v[0]));
-    check(vec![u(&[2, 3, 4], &mut r)], |g, v| {
-        g.permute(v[0], &[2, 0, 1])
-    });
+    check(vec![u(&[2, 3, 4], &mut r)], |g, v| g.permute(v[0], &[2, 0, 1]));
     check(vec![u(&[2, 3, 4], &mut r)], |g, v| g.transpose(v[0], 0, 2));
-    check(vec![u(&[2, 3], &mut r), u(&[2, 2], &mut r)], |g, v| {
-        g.concat(&[v[0], v[1], v[0]], 1)
-    });
+    check(vec![u(&[2, 3], &mut r), u(&[2, 2], &mut r)], |g, v| g.concat(&[v[0], v[1], v[0]], 1));
     check(vec![u(&[2, 5, 3], &mut r)], |g, v| g.slice(v[0], 1, 1, 4));
-    check(vec![u(&[5, 3], &mut r)], |g, v| {
-        g.index_select(v[0], 0, &[4, 0, 4, 2])
-    });
-    check(vec![u(&[2, 5, 3], &mut r)], |g, v| {
-        g.index_select(v[0], 1, &[1, 1, 3])
-    });
+    check(vec![u(&[5, 3], &mut r)], |g, v| g.index_select(v[0], 0, &[4, 0, 4, 2]));
+    check(vec![u(&[2, 5, 3], &mut r)], |g, v| g.index_select(v[0], 1, &[1, 1, 3]));
 }
 
 #[test]
@@ -125,30 +103,18 @@ fn softmax_and_log_softmax() {
     let mut r = rng();
     for axis in [0, 1, 2] {
         check(vec![u(&[2, 3, 4], &mut r)], |g, v| g.softmax(v[0], axis));
-        check(vec![u(&[2, 3, 4], &mut r)], |g, v| {
-            g.log_softmax(v[0], axis)
-        });
+        check(vec![u(&[2, 3, 4], &mut r)], |g, v| g.log_softmax(v[0], axis));
     }
 }
 
 #[test]
 fn linear_with_bias_and_each_activation() {
     let mut r = rng();
-    for act in [
-        None,
-        Some(UnaryOp::Relu),
-        Some(UnaryOp::Sigmoid),
-        Some(UnaryOp::Tanh),
-        Some(UnaryOp::Gelu),
-    ] {
+    for act in [None, Some(UnaryOp::Relu), Some(UnaryOp::Sigmoid), Some(UnaryOp::Tanh), Some(UnaryOp::Gelu)] {
         let x = nz(&[4, 5], &mut r);
-        check(vec![x, u(&[5, 3], &mut r), u(&[3], &mut r)], |g, v| {
-            g.linear(v[0], v[1], Some(v[2]), act)
-        });
+        check(vec![x, u(&[5, 3], &mut r), u(&[3], &mut r)], |g, v| g.linear(v[0], v[1], Some(v[2]), act));
     }
-    check(vec![u(&[4, 5], &mut r), u(&[5, 3], &mut r)], |g, v| {
-        g.linear(v[0], v[1], None, None)
-    });
+    check(vec![u(&[4, 5], &mut r), u(&[5, 3], &mut r)], |g, v| g.linear(v[0], v[1], None, None));
 }
 
 #[test]
@@ -162,41 +128,16 @@ fn conv2d_valid_same_strided() {
     ];
     for (stride, pad, xs) in cases {
         let c = xs[3];
-        check(
-            vec![u(&xs, &mut r), u(&[3, 3, c, 4], &mut r), u(&[4], &mut r)],
-            |g, v| g.conv2d(v[0], v[1], Some(v[2]), stride, pad, None),
-        );
+        check(vec![u(&xs, &mut r), u(&[3, 3, c, 4], &mut r), u(&[4], &mut r)], |g, v| {
+            g.conv2d(v[0], v[1], Some(v[2]), stride, pad, None)
+        });
     }
-    check(
-        vec![
-            u(&[2, 5, 5, 2], &mut r),
-            u(&[3, 2, 2, 3], &mut r),
-            u(&[3], &mut r),
-        ],
-        |g, v| {
-            g.conv2d(
-                v[0],
-                v[1],
-                Some(v[2]),
-                (1, 1),
-                Padding::Same,
-                Some(UnaryOp::Tanh),
-            )
-        },
-    );
-    check(
-        vec![u(&[1, 4, 4, 2], &mut r), u(&[3, 3, 2, 2], &mut r)],
-        |g, v| {
-            g.conv2d(
-                v[0],
-                v[1],
-                None,
-                (1, 1),
-                Padding::Valid,
-                Some(UnaryOp::Gelu),
-            )
-        },
-    );
+    check(vec![u(&[2, 5, 5, 2], &mut r), u(&[3, 2, 2, 3], &mut r), u(&[3], &mut r)], |g, v| {
+        g.conv2d(v[0], v[1], Some(v[2]), (1, 1), Padding::Same, Some(UnaryOp::Tanh))
+    });
+    check(vec![u(&[1, 4, 4, 2], &mut r), u(&[3, 3, 2, 2], &mut r)], |g, v| {
+        g.conv2d(v[0], v[1], None, (1, 1), Padding::Valid, Some(UnaryOp::Gelu))
+    });
 }
 
 #[test]
@@ -209,12 +150,8 @@ fn pooling() {
         ((3, 3), (2, 2), Padding::Same, [1, 5, 6, 2]),
         ((2, 3), (1, 2), Padding::Valid, [2, 4, 5, 1]),
     ] {
-        check(vec![u(&xs, &mut r)], |g, v| {
-            g.max_pool2d(v[0], size, stride, pad)
-        });
-        check(vec![u(&xs, &mut r)], |g, v| {
-            g.avg_pool2d(v[0], size, stride, pad)
-        });
+        check(vec![u(&xs, &mut r)], |g, v| g.max_pool2d(v[0], size, stride, pad));
+        check(vec![u(&xs, &mut r)], |g, v| g.avg_pool2d(v[0], size, stride, pad));
     }
 }
 
@@ -227,20 +164,16 @@ fn dropout_is_a_fixed_mask_given_the_seed() {
 #[test]
 fn batch_norm_training_and_inference() {
     let mut r = rng();
-    check(
-        vec![u(&[6, 3], &mut r), u(&[3], &mut r), u(&[3], &mut r)],
-        |g, v| g.batch_norm(v[0], v[1], v[2], None, 1e-3),
-    );
-    check(
-        vec![u(&[2, 3, 2, 4], &mut r), u(&[4], &mut r), u(&[4], &mut r)],
-        |g, v| g.batch_norm(v[0], v[1], v[2], None, 1e-3),
-    );
+    check(vec![u(&[6, 3], &mut r), u(&[3], &mut r), u(&[3], &mut r)], |g, v| {
+        g.batch_norm(v[0], v[1], v[2], None, 1e-3)
+    });
+    check(vec![u(&[2, 3, 2, 4], &mut r), u(&[4], &mut r), u(&[4], &mut r)], |g, v| {
+        g.batch_norm(v[0], v[1], v[2], None, 1e-3)
+    });
     let stats = vec![u(&[3], &mut r), pos(&[3], &mut r)];
     let mut inputs = vec![u(&[5, 3], &mut r), u(&[3], &mut r), u(&[3], &mut r)];
     inputs.extend(stats);
-    check(inputs, |g, v| {
-        g.batch_norm(v[0], v[1], v[2], Some((v[3], v[4])), 1e-3)
-    });
+    check(inputs, |g, v| g.batch_norm(v[0], v[1], v[2], Some((v[3], v[4])), 1e-3));
 }
 
 fn one_hot_rows(n: usize, c: usize, r: &mut Rng) -> Vec<f64> {
@@ -259,9 +192,7 @@ fn losses() {
         let tv = g.input(&[4, 5], &t)?;
         g.loss(LossKind::SoftmaxCrossEntropy, v[0], tv)
     });
-    check(vec![u(&[4, 5], &mut r)], |g, v| {
-        g.sparse_softmax_cross_entropy(v[0], &[0, 4, 2, 2])
-    });
+    check(vec![u(&[4, 5], &mut r)], |g, v| g.sparse_softmax_cross_entropy(v[0], &[0, 4, 2, 2]));
     let tb: Vec<f64> = (0..6).map(|i| (i % 2) as f64).collect();
     check(vec![u(&[3, 2], &mut r)], |g, v| {
         let tv = g.input(&[3, 2], &tb)?;
@@ -286,22 +217,9 @@ fn losses() {
 fn a_small_network_end_to_end() {
     let mut r = rng();
     check(
-        vec![
-            u(&[2, 6, 6, 1], &mut r),
-            u(&[3, 3, 1, 2], &mut r),
-            u(&[2], &mut r),
-            u(&[8, 3], &mut r),
-            u(&[3], &mut r),
-        ],
+        vec![u(&[2, 6, 6, 1], &mut r), u(&[3, 3, 1, 2], &mut r), u(&[2], &mut r), u(&[8, 3], &mut r), u(&[3], &mut r)],
         |g, v| {
-            let c = g.conv2d(
-                v[0],
-                v[1],
-                Some(v[2]),
-                (1, 1),
-                Padding::Valid,
-                Some(UnaryOp::Tanh),
-            )?;
+            let c = g.conv2d(v[0], v[1], Some(v[2]), (1, 1), Padding::Valid, Some(UnaryOp::Tanh))?;
             let p = g.max_pool2d(c, (2, 2), (2, 2), Padding::Valid)?;
             let f = g.flatten(p)?;
             let y = g.linear(f, v[3], Some(v[4]), None)?;

@@ -94,8 +94,7 @@ impl RunConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<RunConfig> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
-        let mut c = RunConfig::parse(&text)
-            .map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
+        let mut c = RunConfig::parse(&text).map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new(""));
         c.data.path = base.join(&c.data.path);
         if let Some(m) = &c.output.model {
@@ -119,14 +118,10 @@ impl RunConfig {
 
     /// The model the config describes, built and compiled.
     pub fn build_model(&self) -> Result<Sequential> {
-        let mut m = Sequential::new(&self.model.input_shape)
-            .seed(self.model.seed)
-            .named(&self.model.name);
+        let mut m = Sequential::new(&self.model.input_shape).seed(self.model.seed).named(&self.model.name);
         for (i, l) in self.model.layers.iter().enumerate() {
             m.add(l.clone()).map_err(|e| match e {
-                Error::Shape(msg) | Error::Config(msg) => {
-                    Error::Config(format!("model.layers[{i}]: {msg}"))
-                }
+                Error::Shape(msg) | Error::Config(msg) => Error::Config(format!("model.layers[{i}]: {msg}")),
                 other => other,
             })?;
         }
@@ -143,9 +138,7 @@ impl RunConfig {
 /// "line 7: unknown key `filtrs`; did you mean `filters`? (valid: filters, kernel_size, ...)"
 fn explain_toml_error(e: &toml::de::Error, text: &str) -> String {
     let msg = e.message().trim().replace('\n', " ");
-    let line = e
-        .span()
-        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
     let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
     let explained = explain_unknown(&msg).unwrap_or(msg);
     format!("{at}{explained}")
@@ -163,24 +156,15 @@ pub fn explain_unknown(msg: &str) -> Option<String> {
     let (given, rest) = rest.split_once('`')?;
     let valid: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
     if valid.is_empty() {
-        return Some(format!(
-            "unknown {what} `{given}`: {}",
-            rest.trim_start_matches([',', ' '])
-        ));
+        return Some(format!("unknown {what} `{given}`: {}", rest.trim_start_matches([',', ' '])));
     }
-    let best = valid
-        .iter()
-        .min_by_key(|v| edit_distance(given, v))
-        .expect("non-empty");
+    let best = valid.iter().min_by_key(|v| edit_distance(given, v)).expect("non-empty");
     let hint = if edit_distance(given, best) <= given.len().max(best.len()) / 2 + 1 {
         format!("; did you mean `{best}`?")
     } else {
         String::new()
     };
-    Some(format!(
-        "unknown {what} `{given}`{hint} (valid: {})",
-        valid.join(", ")
-    ))
+    Some(format!("unknown {what} `{given}`{hint} (valid: {})", valid.join(", ")))
 }
 
 pub fn edit_distance(a: &str, b: &str) -> usize {

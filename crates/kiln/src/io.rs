@@ -38,15 +38,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             message: format!("folder {} does not exist", dir.display()),
         });
     }
-    let file = path.file_name().ok_or_else(|| Error::Io {
-        path: path.display().to_string(),
-        message: "not a file path".into(),
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file.to_string_lossy(),
-        std::process::id()
-    ));
+    let file = path
+        .file_name()
+        .ok_or_else(|| Error::Io { path: path.display().to_string(), message: "not a file path".into() })?;
+    let tmp = dir.join(format!(".{}.{}.tmp", file.to_string_lossy(), std::process::id()));
     let result = (|| {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
@@ -71,26 +66,17 @@ impl Sequential {
             layers: self.layers.iter().map(|l| l.config.clone()).collect(),
             compile: self.compile_config().cloned(),
         };
-        let json = serde_json::to_string(&spec)
-            .map_err(|e| Error::Invalid(format!("cannot describe the model: {e}")))?;
-        let meta = HashMap::from([
-            (FORMAT_KEY.to_string(), FORMAT.to_string()),
-            (MODEL_KEY.to_string(), json),
-        ]);
+        let json =
+            serde_json::to_string(&spec).map_err(|e| Error::Invalid(format!("cannot describe the model: {e}")))?;
+        let meta = HashMap::from([(FORMAT_KEY.to_string(), FORMAT.to_string()), (MODEL_KEY.to_string(), json)]);
         let params = self.graph.params();
-        let bytes: Vec<Vec<u8>> = params
-            .iter()
-            .map(|p| p.value.iter().flat_map(|v| v.to_le_bytes()).collect())
-            .collect();
+        let bytes: Vec<Vec<u8>> =
+            params.iter().map(|p| p.value.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
         let views = params
             .iter()
             .zip(&bytes)
             .map(|(p, b)| {
-                Ok((
-                    p.name.clone(),
-                    TensorView::new(Dtype::F32, p.shape.dims().to_vec(), b)
-                        .map_err(st_err(path))?,
-                ))
+                Ok((p.name.clone(), TensorView::new(Dtype::F32, p.shape.dims().to_vec(), b).map_err(st_err(path))?))
             })
             .collect::<Result<Vec<_>>>()?;
         let data = safetensors::serialize(views, Some(meta)).map_err(st_err(path))?;
@@ -102,8 +88,8 @@ impl Sequential {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
         let not_kiln = |why: String| Error::format(path, format!("not a kiln model: {why}"));
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| not_kiln(format!("not a safetensors file ({e})")))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| not_kiln(format!("not a safetensors file ({e})")))?;
         let info = meta.metadata().as_ref();
         let format = info.and_then(|m| m.get(FORMAT_KEY));
         if format.map(String::as_str) != Some(FORMAT) {
@@ -112,38 +98,29 @@ impl Sequential {
                 None => "a safetensors file without kiln's architecture metadata".into(),
             }));
         }
-        let json = info
-            .and_then(|m| m.get(MODEL_KEY))
-            .ok_or_else(|| not_kiln("no architecture in the metadata".into()))?;
-        let spec: ModelSpec = serde_json::from_str(json)
-            .map_err(|e| not_kiln(format!("unreadable architecture ({e})")))?;
+        let json =
+            info.and_then(|m| m.get(MODEL_KEY)).ok_or_else(|| not_kiln("no architecture in the metadata".into()))?;
+        let spec: ModelSpec =
+            serde_json::from_str(json).map_err(|e| not_kiln(format!("unreadable architecture ({e})")))?;
         let mut model = Sequential::new(&spec.input_shape).named(&spec.name);
         for l in spec.layers {
-            model
-                .add(l)
-                .map_err(|e| not_kiln(format!("its architecture does not build: {e}")))?;
+            model.add(l).map_err(|e| not_kiln(format!("its architecture does not build: {e}")))?;
         }
         if let Some(c) = spec.compile {
             model.compile_with(c)?;
         }
-        let tensors = SafeTensors::deserialize(&bytes)
-            .map_err(|e| not_kiln(format!("corrupt tensor data ({e})")))?;
+        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| not_kiln(format!("corrupt tensor data ({e})")))?;
         let g = model.graph_mut();
         for i in 0..g.params().len() {
             let pid = kiln_core::ParamId(i);
             let (name, shape) = (g.param(pid).name.clone(), g.param(pid).shape);
-            let t = tensors.tensor(&name).map_err(|_| {
-                Error::format(path, format!("the file has no weights for `{name}`"))
-            })?;
+            let t = tensors
+                .tensor(&name)
+                .map_err(|_| Error::format(path, format!("the file has no weights for `{name}`")))?;
             if t.dtype() != Dtype::F32 || t.shape() != shape.dims() {
                 return Err(Error::format(
                     path,
-                    format!(
-                        "weights `{name}` are {:?} {:?}, expected F32 {}",
-                        t.dtype(),
-                        t.shape(),
-                        shape
-                    ),
+                    format!("weights `{name}` are {:?} {:?}, expected F32 {}", t.dtype(), t.shape(), shape),
                 ));
             }
             let dst = &mut g.param_mut(pid).value;

@@ -34,8 +34,8 @@ pub mod prelude {
     pub use crate::metrics::Metric;
     pub use crate::model::Sequential;
     pub use crate::nn::{
-        Activation, ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout,
-        Flatten, Initializer, MaxPooling2D, PaddingConfig, Regularizer,
+        Activation, ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+        Initializer, MaxPooling2D, PaddingConfig, Regularizer,
     };
     pub use crate::optim::{Adam, RmsProp, Sgd};
     pub use crate::train::{Evaluation, FitOptions, History};

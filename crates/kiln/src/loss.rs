@@ -33,10 +33,8 @@ impl Loss {
     pub fn fuses(self, last: Activation) -> bool {
         matches!(
             (self, last),
-            (
-                Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy,
-                Activation::Softmax
-            ) | (Loss::BinaryCrossentropy, Activation::Sigmoid)
+            (Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy, Activation::Softmax)
+                | (Loss::BinaryCrossentropy, Activation::Sigmoid)
         )
     }
 
@@ -57,15 +55,9 @@ impl Loss {
     ) -> Result<Var> {
         let t = || targets.expect("dense targets for a dense loss");
         match (self, fused) {
-            (Loss::CategoricalCrossentropy, true) => {
-                g.loss(LossKind::SoftmaxCrossEntropy, out, t())
-            }
-            (Loss::CategoricalCrossentropy, false) => {
-                g.loss(LossKind::CategoricalCrossEntropy, out, t())
-            }
-            (Loss::SparseCategoricalCrossentropy, true) => {
-                g.sparse_softmax_cross_entropy(out, labels)
-            }
+            (Loss::CategoricalCrossentropy, true) => g.loss(LossKind::SoftmaxCrossEntropy, out, t()),
+            (Loss::CategoricalCrossentropy, false) => g.loss(LossKind::CategoricalCrossEntropy, out, t()),
+            (Loss::SparseCategoricalCrossentropy, true) => g.sparse_softmax_cross_entropy(out, labels),
             (Loss::SparseCategoricalCrossentropy, false) => {
                 let shape = g.shape(out);
                 let c = shape.dims().last().copied().unwrap_or(1);
@@ -76,9 +68,7 @@ impl Loss {
                 })?;
                 g.loss(LossKind::CategoricalCrossEntropy, out, one_hot)
             }
-            (Loss::BinaryCrossentropy, true) => {
-                g.loss(LossKind::SigmoidBinaryCrossEntropy, out, t())
-            }
+            (Loss::BinaryCrossentropy, true) => g.loss(LossKind::SigmoidBinaryCrossEntropy, out, t()),
             (Loss::BinaryCrossentropy, false) => g.loss(LossKind::BinaryCrossEntropy, out, t()),
             (Loss::MeanSquaredError, _) => g.loss(LossKind::MeanSquaredError, out, t()),
         }

@@ -38,17 +38,11 @@ impl Metric {
         let rows = out.len() / cols.max(1);
         match self {
             Metric::Accuracy if loss.sparse() => (0..rows)
-                .filter(|&r| {
-                    kiln_core::argmax(&out[r * cols..(r + 1) * cols]) == labels[r] as usize
-                })
+                .filter(|&r| kiln_core::argmax(&out[r * cols..(r + 1) * cols]) == labels[r] as usize)
                 .count() as f64,
             Metric::Accuracy if cols == 1 || loss == Loss::BinaryCrossentropy => {
                 let cut = if logits { 0.0 } else { 0.5 };
-                let hits = out
-                    .iter()
-                    .zip(targets)
-                    .filter(|&(&o, &t)| (o > cut) == (t > 0.5))
-                    .count();
+                let hits = out.iter().zip(targets).filter(|&(&o, &t)| (o > cut) == (t > 0.5)).count();
                 hits as f64 / cols as f64
             }
             Metric::Accuracy => (0..rows)

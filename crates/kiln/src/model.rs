@@ -25,6 +25,7 @@ pub struct Sequential {
     pub(crate) graph: Graph<f32>,
     rng: Rng,
     pub(crate) compiled: Option<(CompileConfig, Optimizer)>,
+    pub(crate) scratch: crate::train::Scratch,
 }
 
 impl Sequential {
@@ -38,6 +39,7 @@ impl Sequential {
             graph: Graph::new(),
             rng: Rng::new(0),
             compiled: None,
+            scratch: Default::default(),
         }
     }
 
@@ -65,41 +67,22 @@ impl Sequential {
     pub fn add(&mut self, layer: impl Into<LayerConfig>) -> Result<&mut Self> {
         let mut config = layer.into();
         if self.input_shape.is_empty() || self.input_shape.contains(&0) {
-            return Err(Error::Config(format!(
-                "input_shape {:?} must list positive sizes",
-                self.input_shape
-            )));
+            return Err(Error::Config(format!("input_shape {:?} must list positive sizes", self.input_shape)));
         }
         let name = match config.name() {
             Some(n) => n.to_string(),
             None => {
                 let base = config.base_name();
-                let taken = self
-                    .layers
-                    .iter()
-                    .filter(|l| l.config.base_name() == base)
-                    .count();
-                if taken == 0 {
-                    base.to_string()
-                } else {
-                    format!("{base}_{taken}")
-                }
+                let taken = self.layers.iter().filter(|l| l.config.base_name() == base).count();
+                if taken == 0 { base.to_string() } else { format!("{base}_{taken}") }
             }
         };
         if self.layers.iter().any(|l| l.name() == name) {
-            return Err(Error::Config(format!(
-                "two layers are named `{name}`: layer names must be unique"
-            )));
+            return Err(Error::Config(format!("two layers are named `{name}`: layer names must be unique")));
         }
         config.set_name(name);
         let input = self.output_shape().to_vec();
-        let layer = Layer::build(
-            config,
-            &input,
-            self.layers.last(),
-            &mut self.graph,
-            &mut self.rng,
-        )?;
+        let layer = Layer::build(config, &input, self.layers.last(), &mut self.graph, &mut self.rng)?;
         self.layers.push(layer);
         Ok(self)
     }
@@ -114,9 +97,7 @@ impl Sequential {
 
     /// Per-sample output shape.
     pub fn output_shape(&self) -> &[usize] {
-        self.layers
-            .last()
-            .map_or(&self.input_shape, |l| &l.output_shape)
+        self.layers.last().map_or(&self.input_shape, |l| &l.output_shape)
     }
 
     pub fn graph(&self) -> &Graph<f32> {
@@ -135,27 +116,14 @@ impl Sequential {
     pub fn param_counts(&self) -> (usize, usize) {
         let mut t = (0, 0);
         for p in self.graph.params() {
-            if p.trainable {
-                t.0 += p.value.len()
-            } else {
-                t.1 += p.value.len()
-            }
+            if p.trainable { t.0 += p.value.len() } else { t.1 += p.value.len() }
         }
         t
     }
 
     /// Sets the optimizer, loss and metrics for `fit` and `evaluate`.
-    pub fn compile(
-        &mut self,
-        optimizer: impl Into<OptimizerConfig>,
-        loss: Loss,
-        metrics: &[Metric],
-    ) -> Result<()> {
-        let config = CompileConfig {
-            optimizer: optimizer.into(),
-            loss,
-            metrics: metrics.to_vec(),
-        };
+    pub fn compile(&mut self, optimizer: impl Into<OptimizerConfig>, loss: Loss, metrics: &[Metric]) -> Result<()> {
+        let config = CompileConfig { optimizer: optimizer.into(), loss, metrics: metrics.to_vec() };
         self.compile_with(config)
     }
 
@@ -170,9 +138,7 @@ impl Sequential {
 
     /// The last layer's activation, which the loss may take over.
     pub(crate) fn last_activation(&self) -> Activation {
-        self.layers
-            .last()
-            .map_or(Activation::Linear, |l| l.config.activation())
+        self.layers.last().map_or(Activation::Linear, |l| l.config.activation())
     }
 
     /// Runs every layer on the batch `x`. `logits`: the last layer leaves out its softmax/sigmoid.
@@ -187,25 +153,13 @@ impl Sequential {
 
     /// A Keras-style table: layer (type), output shape, parameter count; then the totals.
     pub fn summary(&self) -> String {
-        let mut rows = vec![(
-            "Layer (type)".to_string(),
-            "Output Shape".to_string(),
-            "Param #".to_string(),
-        )];
+        let mut rows = vec![("Layer (type)".to_string(), "Output Shape".to_string(), "Param #".to_string())];
         for l in &self.layers {
-            let n: usize = l
-                .params
-                .iter()
-                .map(|&p| self.graph.param(p).value.len())
-                .sum();
+            let n: usize = l.params.iter().map(|&p| self.graph.param(p).value.len()).sum();
             let mut shape = vec![0];
             shape.extend_from_slice(&l.output_shape);
             let shape = fmt_shape(&shape).replacen('0', "None", 1);
-            rows.push((
-                format!("{} ({})", l.name(), l.config.class_name()),
-                shape,
-                group(n),
-            ));
+            rows.push((format!("{} ({})", l.name(), l.config.class_name()), shape, group(n)));
         }
         let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(28);
         let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(22);
@@ -219,17 +173,9 @@ impl Sequential {
         }
         let (t, nt) = self.param_counts();
         let mib = |n: usize| n as f64 * 4.0 / 1024.0 / 1024.0;
-        s += &format!(
-            " Total params: {} ({:.2} MiB)\n",
-            group(t + nt),
-            mib(t + nt)
-        );
+        s += &format!(" Total params: {} ({:.2} MiB)\n", group(t + nt), mib(t + nt));
         s += &format!(" Trainable params: {} ({:.2} MiB)\n", group(t), mib(t));
-        s += &format!(
-            " Non-trainable params: {} ({:.2} MiB)\n",
-            group(nt),
-            mib(nt)
-        );
+        s += &format!(" Non-trainable params: {} ({:.2} MiB)\n", group(nt), mib(nt));
         s
     }
 }

@@ -42,40 +42,23 @@ pub struct RmsProp {
 
 impl Default for Sgd {
     fn default() -> Self {
-        Sgd {
-            learning_rate: 0.01,
-            momentum: 0.0,
-            nesterov: false,
-        }
+        Sgd { learning_rate: 0.01, momentum: 0.0, nesterov: false }
     }
 }
 impl Default for Adam {
     fn default() -> Self {
-        Adam {
-            learning_rate: 0.001,
-            beta_1: 0.9,
-            beta_2: 0.999,
-            epsilon: 1e-7,
-        }
+        Adam { learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }
     }
 }
 impl Default for RmsProp {
     fn default() -> Self {
-        RmsProp {
-            learning_rate: 0.001,
-            rho: 0.9,
-            momentum: 0.0,
-            epsilon: 1e-7,
-        }
+        RmsProp { learning_rate: 0.001, rho: 0.9, momentum: 0.0, epsilon: 1e-7 }
     }
 }
 
 impl Sgd {
     pub fn new(learning_rate: f32) -> Self {
-        Sgd {
-            learning_rate,
-            ..Default::default()
-        }
+        Sgd { learning_rate, ..Default::default() }
     }
     pub fn momentum(mut self, m: f32) -> Self {
         self.momentum = m;
@@ -88,18 +71,12 @@ impl Sgd {
 }
 impl Adam {
     pub fn new(learning_rate: f32) -> Self {
-        Adam {
-            learning_rate,
-            ..Default::default()
-        }
+        Adam { learning_rate, ..Default::default() }
     }
 }
 impl RmsProp {
     pub fn new(learning_rate: f32) -> Self {
-        RmsProp {
-            learning_rate,
-            ..Default::default()
-        }
+        RmsProp { learning_rate, ..Default::default() }
     }
 }
 
@@ -139,14 +116,9 @@ impl<'de> Deserialize<'de> for OptimizerConfig {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = OptimizerConfig;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str(
-                    "an optimizer name (\"sgd\", \"adam\", \"rmsprop\") or a table with `type`",
-                )
+                f.write_str("an optimizer name (\"sgd\", \"adam\", \"rmsprop\") or a table with `type`")
             }
-            fn visit_str<E: serde::de::Error>(
-                self,
-                s: &str,
-            ) -> std::result::Result<OptimizerConfig, E> {
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<OptimizerConfig, E> {
                 match s {
                     "sgd" => Ok(Sgd::default().into()),
                     "adam" => Ok(Adam::default().into()),
@@ -154,17 +126,12 @@ impl<'de> Deserialize<'de> for OptimizerConfig {
                     _ => Err(E::unknown_variant(s, &["sgd", "adam", "rmsprop"])),
                 }
             }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                m: M,
-            ) -> std::result::Result<OptimizerConfig, M::Error> {
-                Ok(
-                    match Full::deserialize(serde::de::value::MapAccessDeserializer::new(m))? {
-                        Full::Sgd(o) => o.into(),
-                        Full::Adam(o) => o.into(),
-                        Full::Rmsprop(o) => o.into(),
-                    },
-                )
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, m: M) -> std::result::Result<OptimizerConfig, M::Error> {
+                Ok(match Full::deserialize(serde::de::value::MapAccessDeserializer::new(m))? {
+                    Full::Sgd(o) => o.into(),
+                    Full::Adam(o) => o.into(),
+                    Full::Rmsprop(o) => o.into(),
+                })
             }
         }
         d.deserialize_any(V)
@@ -182,10 +149,8 @@ impl OptimizerConfig {
 
     pub fn validate(&self) -> Result<()> {
         let lr = self.learning_rate();
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::Config(format!(
-                "optimizer learning_rate must be positive, got {lr}"
-            )));
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::Config(format!("optimizer learning_rate must be zero or positive, got {lr}")));
         }
         Ok(())
     }
@@ -201,12 +166,7 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(config: OptimizerConfig) -> Self {
-        Optimizer {
-            config,
-            slot1: Vec::new(),
-            slot2: Vec::new(),
-            t: 0,
-        }
+        Optimizer { config, slot1: Vec::new(), slot2: Vec::new(), t: 0 }
     }
 
     /// Steps taken so far.
@@ -218,10 +178,7 @@ impl Optimizer {
     /// the next backward starts from zero without a separate sweep over memory).
     pub fn step(&mut self, params: &mut [Param<f32>], grads: &mut [Vec<f32>]) {
         if self.slot1.len() != params.len() {
-            self.slot1 = params
-                .iter()
-                .map(|p| vec![0.0; if p.trainable { p.value.len() } else { 0 }])
-                .collect();
+            self.slot1 = params.iter().map(|p| vec![0.0; if p.trainable { p.value.len() } else { 0 }]).collect();
             self.slot2 = self.slot1.clone();
         }
         self.t += 1;
@@ -240,14 +197,7 @@ impl Optimizer {
                 g.fill(0.0);
             };
             let parts = kiln_core::par::parts_for(p.value.len(), 8);
-            split4(
-                &mut p.value,
-                &mut grads[i],
-                &mut self.slot1[i],
-                &mut self.slot2[i],
-                parts,
-                &update,
-            );
+            split4(&mut p.value, &mut grads[i], &mut self.slot1[i], &mut self.slot2[i], parts, &update);
         }
     }
 }
@@ -274,10 +224,7 @@ fn split4(
     let (s1a, s1b) = s1.split_at_mut(c1);
     let (c2, _) = cut(s2);
     let (s2a, s2b) = s2.split_at_mut(c2);
-    rayon::join(
-        || split4(w1, g1, s1a, s2a, parts / 2, f),
-        || split4(w2, g2, s1b, s2b, parts - parts / 2, f),
-    );
+    rayon::join(|| split4(w1, g1, s1a, s2a, parts / 2, f), || split4(w2, g2, s1b, s2b, parts - parts / 2, f));
 }
 
 fn sgd(o: &Sgd, w: &mut [f32], g: &[f32], v: &mut [f32]) {
@@ -299,8 +246,7 @@ fn sgd(o: &Sgd, w: &mut [f32], g: &[f32], v: &mut [f32]) {
 
 fn adam(o: &Adam, t: u64, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
     let (b1, b2) = (o.beta_1 as f64, o.beta_2 as f64);
-    let alpha = (o.learning_rate as f64 * (1.0 - b2.powi(t as i32)).sqrt()
-        / (1.0 - b1.powi(t as i32))) as f32;
+    let alpha = (o.learning_rate as f64 * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32))) as f32;
     let (c1, c2, eps) = (1.0 - o.beta_1, 1.0 - o.beta_2, o.epsilon);
     kiln_core::simd::vectorized(
         #[inline(always)]

@@ -71,10 +71,7 @@ impl Evaluation {
         if name == "loss" {
             return Some(self.loss);
         }
-        self.metrics
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
+        self.metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 }
 
@@ -94,11 +91,13 @@ enum Targets<'a> {
     Dense(&'a Tensor),
 }
 
-/// Buffers reused from batch to batch.
+/// Buffers reused from batch to batch (kept in the model, so steady-state steps do not allocate).
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     labels: Vec<u32>,
     probs: Vec<f32>,
+    idx: Vec<usize>,
+    totals: Vec<f64>,
 }
 
 /// Sums over the samples seen so far.
@@ -110,44 +109,68 @@ struct Totals {
 
 impl Totals {
     fn new(n: usize) -> Self {
-        Totals {
-            loss: 0.0,
-            metrics: vec![0.0; n],
-            seen: 0,
-        }
+        Totals::reusing(Vec::new(), n)
+    }
+    /// Starts from zero in a buffer from an earlier batch.
+    fn reusing(mut buf: Vec<f64>, n: usize) -> Self {
+        buf.clear();
+        buf.resize(n, 0.0);
+        Totals { loss: 0.0, metrics: buf, seen: 0 }
     }
     fn loss(&self) -> f64 {
         self.loss / self.seen.max(1) as f64
     }
     fn named(&self, metrics: &[Metric]) -> Vec<(String, f64)> {
-        metrics
-            .iter()
-            .zip(&self.metrics)
-            .map(|(m, s)| (m.name().to_string(), s / self.seen.max(1) as f64))
-            .collect()
+        metrics.iter().zip(&self.metrics).map(|(m, s)| (m.name().to_string(), s / self.seen.max(1) as f64)).collect()
     }
 }
 
-fn check_finite(t: &Tensor, what: &str) -> Result<()> {
+/// `what` and `name` ("fit", "x") are joined only when there is something to report.
+fn check_finite(t: &Tensor, what: &str, name: &str) -> Result<()> {
     if let Some(i) = t.data().iter().position(|v| !v.is_finite()) {
         let w = t.row_len().max(1);
-        return Err(Error::Data(format!(
-            "{what} holds {} at sample {} (element {})",
-            t.data()[i],
-            i / w,
-            i % w
-        )));
+        let v = t.data()[i];
+        return Err(Error::Data(format!("{what}: {name} holds {v} at sample {} (element {})", i / w, i % w)));
     }
     Ok(())
 }
 
 impl Sequential {
+    /// One optimizer step on one batch (all of `x`); returns the batch's loss. Once a batch shape has been
+    /// seen, a call with dense targets makes no heap allocation of kiln's own.
+    pub fn train_on_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<f64> {
+        in_pool(|| self.train_on_batch_inner(x, y))
+    }
+
+    /// Trains for `opts.epochs` passes over (x, y). Returns the per-epoch history.
+    pub fn fit(&mut self, x: &Tensor, y: &Tensor, opts: FitOptions) -> Result<History> {
+        in_pool(|| self.fit_inner(x, y, opts))
+    }
+
+    /// Loss and metrics over (x, y), in batches of `batch_size`, without dropout and with batch-norm's moving
+    /// statistics.
+    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
+        in_pool(|| self.evaluate_inner(x, y, batch_size))
+    }
+
+    /// The model's outputs (probabilities where it ends in softmax or sigmoid) for every sample of `x`.
+    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+        // A handful of samples is faster on the calling thread than after a hop into the pool.
+        if x.rows() < 16 {
+            return self.predict_inner(x, batch_size);
+        }
+        in_pool(|| self.predict_inner(x, batch_size))
+    }
+
     fn compiled_parts(&self, what: &str) -> Result<(Loss, Vec<Metric>)> {
+        let loss = self.compiled_loss(what)?;
+        Ok((loss, self.compiled.as_ref().map(|c| c.0.metrics.clone()).unwrap_or_default()))
+    }
+
+    fn compiled_loss(&self, what: &str) -> Result<Loss> {
         match &self.compiled {
-            Some((c, _)) => Ok((c.loss, c.metrics.clone())),
-            None => Err(Error::Config(format!(
-                "{what}: call compile(optimizer, loss, metrics) first"
-            ))),
+            Some((c, _)) => Ok(c.loss),
+            None => Err(Error::Config(format!("{what}: call compile(optimizer, loss, metrics) first"))),
         }
     }
 
@@ -162,23 +185,13 @@ impl Sequential {
                 fmt_shape(&self.input_shape).trim_matches(|c| c == '(' || c == ')')
             )));
         }
-        check_finite(x, &format!("{what}: x"))
+        check_finite(x, what, "x")
     }
 
-    fn check_targets<'a>(
-        &self,
-        loss: Loss,
-        x: &Tensor,
-        y: &'a Tensor,
-        what: &str,
-    ) -> Result<Targets<'a>> {
-        check_finite(y, &format!("{what}: y"))?;
+    fn check_targets<'a>(&self, loss: Loss, x: &Tensor, y: &'a Tensor, what: &str) -> Result<Targets<'a>> {
+        check_finite(y, what, "y")?;
         if y.rows() != x.rows() {
-            return Err(Error::Shape(format!(
-                "{what}: x has {} samples but y has {}",
-                x.rows(),
-                y.rows()
-            )));
+            return Err(Error::Shape(format!("{what}: x has {} samples but y has {}", x.rows(), y.rows())));
         }
         let out = self.output_shape();
         if loss.sparse() {
@@ -193,9 +206,7 @@ impl Sequential {
             let mut labels = Vec::with_capacity(y.len());
             for (i, &v) in y.data().iter().enumerate() {
                 if v < 0.0 || v.fract() != 0.0 || v as usize >= classes {
-                    return Err(Error::Data(format!(
-                        "{what}: y[{i}] = {v} is not a class index in 0..{classes}"
-                    )));
+                    return Err(Error::Data(format!("{what}: y[{i}] = {v} is not a class index in 0..{classes}")));
                 }
                 labels.push(v as u32);
             }
@@ -229,7 +240,7 @@ impl Sequential {
         totals: &mut Totals,
         scratch: &mut Scratch,
     ) -> Result<()> {
-        let (loss_kind, _) = self.compiled_parts("fit")?;
+        let loss_kind = self.compiled_loss("fit")?;
         let fused = loss_kind.fuses(self.last_activation());
         let n = idx.len();
         let mut dims = [0usize; MAX_RANK];
@@ -282,19 +293,10 @@ impl Sequential {
         let g = &self.graph;
         let (cols, ov) = (out_dims.dims()[1..].iter().product::<usize>(), g.value(out));
         let tv = target.map(|t| g.value(t)).unwrap_or(&[]);
-        let metrics = self
-            .compiled
-            .as_ref()
-            .map(|c| &c.0.metrics[..])
-            .unwrap_or(&[]);
+        let metrics = self.compiled.as_ref().map(|c| &c.0.metrics[..]).unwrap_or(&[]);
         for (k, m) in metrics.iter().enumerate() {
             let vals = if fused && m.needs_probabilities() {
-                to_probabilities(
-                    ov,
-                    cols,
-                    self.layers.last().map(|l| l.config.activation()),
-                    &mut scratch.probs,
-                );
+                to_probabilities(ov, cols, self.layers.last().map(|l| l.config.activation()), &mut scratch.probs);
                 &scratch.probs[..]
             } else {
                 ov
@@ -306,35 +308,31 @@ impl Sequential {
         Ok(())
     }
 
-    /// One optimizer step on one batch (all of `x`); returns the batch's loss.
-    pub fn train_on_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<f64> {
-        let (loss, metrics) = self.compiled_parts("train_on_batch")?;
+    fn train_on_batch_inner(&mut self, x: &Tensor, y: &Tensor) -> Result<f64> {
+        let loss = self.compiled_loss("train_on_batch")?;
         self.check_x(x, "train_on_batch")?;
         let targets = self.check_targets(loss, x, y, "train_on_batch")?;
-        let idx: Vec<usize> = (0..x.rows()).collect();
-        let mut totals = Totals::new(metrics.len());
-        self.run_batch(
-            x,
-            &targets,
-            &idx,
-            true,
-            &mut totals,
-            &mut Scratch::default(),
-        )?;
-        Ok(totals.loss())
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut idx = std::mem::take(&mut scratch.idx);
+        idx.clear();
+        idx.extend(0..x.rows());
+        let n_metrics = self.compiled.as_ref().map_or(0, |c| c.0.metrics.len());
+        let mut totals = Totals::reusing(std::mem::take(&mut scratch.totals), n_metrics);
+        let result = self.run_batch(x, &targets, &idx, true, &mut totals, &mut scratch);
+        let loss = totals.loss();
+        scratch.idx = idx;
+        scratch.totals = totals.metrics;
+        self.scratch = scratch;
+        result.map(|_| loss)
     }
 
-    /// Trains for `opts.epochs` passes over (x, y). Returns the per-epoch history.
-    pub fn fit(&mut self, x: &Tensor, y: &Tensor, opts: FitOptions) -> Result<History> {
+    fn fit_inner(&mut self, x: &Tensor, y: &Tensor, opts: FitOptions) -> Result<History> {
         let (loss, metrics) = self.compiled_parts("fit")?;
         if opts.batch_size == 0 {
             return Err(Error::Config("fit: batch_size must be positive".into()));
         }
         if !(0.0..1.0).contains(&opts.validation_split) {
-            return Err(Error::Config(format!(
-                "fit: validation_split {} must be in [0, 1)",
-                opts.validation_split
-            )));
+            return Err(Error::Config(format!("fit: validation_split {} must be in [0, 1)", opts.validation_split)));
         }
         self.check_x(x, "fit")?;
         let targets = self.check_targets(loss, x, y, "fit")?;
@@ -368,9 +366,7 @@ impl Sequential {
             if opts.shuffle {
                 rng.shuffle(&mut order);
             }
-            let bar = opts
-                .verbose
-                .then(|| progress_bar(epoch, opts.epochs, steps));
+            let bar = opts.verbose.then(|| progress_bar(epoch, opts.epochs, steps));
             let mut totals = Totals::new(metrics.len());
             for (step, idx) in order.chunks(opts.batch_size).enumerate() {
                 self.run_batch(x, &targets, idx, true, &mut totals, &mut scratch)?;
@@ -431,15 +427,10 @@ impl Sequential {
         }
         self.graph.reset();
         self.graph.set_recording(true);
-        Ok(Evaluation {
-            loss: totals.loss(),
-            metrics: totals.named(&metrics),
-        })
+        Ok(Evaluation { loss: totals.loss(), metrics: totals.named(&metrics) })
     }
 
-    /// Loss and metrics over (x, y), in batches of `batch_size`, without dropout and with batch-norm's moving
-    /// statistics.
-    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
+    fn evaluate_inner(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
         let (loss, _) = self.compiled_parts("evaluate")?;
         self.check_x(x, "evaluate")?;
         let targets = self.check_targets(loss, x, y, "evaluate")?;
@@ -447,8 +438,7 @@ impl Sequential {
         self.evaluate_indices(x, &targets, &idx, batch_size, &mut Scratch::default())
     }
 
-    /// The model's outputs (probabilities where it ends in softmax or sigmoid) for every sample of `x`.
-    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+    fn predict_inner(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
         self.check_x(x, "predict")?;
         let mut out = Vec::with_capacity(x.rows() * self.output_shape().iter().product::<usize>());
         let idx: Vec<usize> = (0..x.rows()).collect();
@@ -459,9 +449,7 @@ impl Sequential {
             self.graph.set_recording(false);
             dims[0] = chunk.len();
             let w = x.row_len();
-            let xv = self
-                .graph
-                .input_with(&dims, |buf| gather(x.data(), w, chunk, buf))?;
+            let xv = self.graph.input_with(&dims, |buf| gather(x.data(), w, chunk, buf))?;
             let y = self.forward(xv, false, false)?;
             out.extend_from_slice(self.graph.value(y));
         }
@@ -473,6 +461,12 @@ impl Sequential {
     }
 }
 
+/// Runs `f` on a thread of rayon's pool, so that the joins inside ops go to that thread's own queue: from
+/// outside the pool each join would go through the shared queue (slower, and it allocates as it grows).
+fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// buf[k] = rows idx[k] of `src` (rows of `w` values).
 fn gather(src: &[f32], w: usize, idx: &[usize], buf: &mut [f32]) {
     for (k, &i) in idx.iter().enumerate() {
@@ -481,18 +475,11 @@ fn gather(src: &[f32], w: usize, idx: &[usize], buf: &mut [f32]) {
 }
 
 /// Logits to probabilities for metrics that read probabilities.
-fn to_probabilities(
-    logits: &[f32],
-    cols: usize,
-    act: Option<crate::nn::Activation>,
-    out: &mut Vec<f32>,
-) {
+fn to_probabilities(logits: &[f32], cols: usize, act: Option<crate::nn::Activation>, out: &mut Vec<f32>) {
     out.clear();
     out.extend_from_slice(logits);
     match act {
-        Some(crate::nn::Activation::Sigmoid) => {
-            out.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()))
-        }
+        Some(crate::nn::Activation::Sigmoid) => out.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
         _ => {
             for row in out.chunks_mut(cols.max(1)) {
                 let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -511,10 +498,9 @@ fn to_probabilities(
 
 fn progress_bar(epoch: usize, epochs: usize, steps: usize) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(steps as u64);
-    let style =
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> ");
+    let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+        .expect("valid template")
+        .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(format!("Epoch {epoch}/{epochs}"));
     bar

@@ -6,15 +6,7 @@ use std::time::Instant;
 
 fn param(g: &mut Graph<f32>, shape: &[usize], rng: &mut Rng) -> ParamId {
     let n = shape.iter().product();
-    g.add_param(
-        "p",
-        shape,
-        (0..n)
-            .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
-            .collect(),
-        true,
-    )
-    .unwrap()
+    g.add_param("p", shape, (0..n).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect(), true).unwrap()
 }
 
 /// Median milliseconds of `f` over repeated runs (after warm-up).
@@ -38,32 +30,20 @@ type Build = fn(&mut Graph<f32>, &[ParamId]) -> Result<Var>;
 fn main() {
     let mut rng = Rng::new(1);
     let cases: Vec<(&str, Vec<Vec<usize>>, Build)> = vec![
-        (
-            "conv2d 3x3x1x32 + relu (no input grad)",
-            vec![vec![64, 28, 28, 1], vec![3, 3, 1, 32], vec![32]],
-            |g, p| {
-                let x = g.use_param(p[0]);
-                let x = g.reshape(x, &[64, 28, 28, 1])?; // a view, so x itself gets no gradient work
-                let (w, b) = (g.use_param(p[1]), g.use_param(p[2]));
-                g.conv2d(x, w, Some(b), (1, 1), Padding::Valid, Some(UnaryOp::Relu))
-            },
-        ),
-        (
-            "max_pool2d 2x2 on 26x26x32",
-            vec![vec![64, 26, 26, 32]],
-            |g, p| {
-                let x = g.use_param(p[0]);
-                g.max_pool2d(x, (2, 2), (2, 2), Padding::Valid)
-            },
-        ),
-        (
-            "linear 5408->128 + relu",
-            vec![vec![64, 5408], vec![5408, 128], vec![128]],
-            |g, p| {
-                let (x, w, b) = (g.use_param(p[0]), g.use_param(p[1]), g.use_param(p[2]));
-                g.linear(x, w, Some(b), Some(UnaryOp::Relu))
-            },
-        ),
+        ("conv2d 3x3x1x32 + relu (no input grad)", vec![vec![64, 28, 28, 1], vec![3, 3, 1, 32], vec![32]], |g, p| {
+            let x = g.use_param(p[0]);
+            let x = g.reshape(x, &[64, 28, 28, 1])?; // a view, so x itself gets no gradient work
+            let (w, b) = (g.use_param(p[1]), g.use_param(p[2]));
+            g.conv2d(x, w, Some(b), (1, 1), Padding::Valid, Some(UnaryOp::Relu))
+        }),
+        ("max_pool2d 2x2 on 26x26x32", vec![vec![64, 26, 26, 32]], |g, p| {
+            let x = g.use_param(p[0]);
+            g.max_pool2d(x, (2, 2), (2, 2), Padding::Valid)
+        }),
+        ("linear 5408->128 + relu", vec![vec![64, 5408], vec![5408, 128], vec![128]], |g, p| {
+            let (x, w, b) = (g.use_param(p[0]), g.use_param(p[1]), g.use_param(p[2]));
+            g.linear(x, w, Some(b), Some(UnaryOp::Relu))
+        }),
         ("relu on 64x26x26x32", vec![vec![64, 26, 26, 32]], |g, p| {
             let x = g.use_param(p[0]);
             g.relu(x)

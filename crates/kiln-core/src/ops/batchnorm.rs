@@ -7,19 +7,9 @@ impl<T: Float> Graph<T> {
     /// Training mode: y = γ·(x − μ_B)/√(σ²_B + ε) + β with the batch's mean and (biased) variance, which stay
     /// readable through `saved(y)` as [mean (c), variance (c), 1/√(σ² + ε) (c)].
     /// Inference mode (`stats` = moving mean and variance): the same with those in place of the batch's.
-    pub fn batch_norm(
-        &mut self,
-        x: Var,
-        gamma: Var,
-        beta: Var,
-        stats: Option<(Var, Var)>,
-        eps: f64,
-    ) -> Result<Var> {
+    pub fn batch_norm(&mut self, x: Var, gamma: Var, beta: Var, stats: Option<(Var, Var)>, eps: f64) -> Result<Var> {
         let s = self.shape(x);
-        let c = *s
-            .dims()
-            .last()
-            .ok_or_else(|| Error::Shape("batch_norm: scalar input".into()))?;
+        let c = *s.dims().last().ok_or_else(|| Error::Shape("batch_norm: scalar input".into()))?;
         for (name, p) in [
             ("gamma", Some(gamma)),
             ("beta", Some(beta)),

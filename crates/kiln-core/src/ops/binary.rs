@@ -47,24 +47,14 @@ pub fn broadcast_shape(a: Shape, b: Shape, op: &str) -> Result<Shape> {
     let r = a.rank().max(b.rank());
     let mut out = [0usize; MAX_RANK];
     for i in 0..r {
-        let da = if i + a.rank() >= r {
-            a.dim(i + a.rank() - r)
-        } else {
-            1
-        };
-        let db = if i + b.rank() >= r {
-            b.dim(i + b.rank() - r)
-        } else {
-            1
-        };
+        let da = if i + a.rank() >= r { a.dim(i + a.rank() - r) } else { 1 };
+        let db = if i + b.rank() >= r { b.dim(i + b.rank() - r) } else { 1 };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
             _ => {
-                return Err(Error::Shape(format!(
-                    "{op}: shapes {a} and {b} cannot be broadcast together"
-                )));
+                return Err(Error::Shape(format!("{op}: shapes {a} and {b} cannot be broadcast together")));
             }
         };
     }
@@ -143,27 +133,16 @@ impl<T: Float> Graph<T> {
 }
 
 /// da += Σ_broadcast dy · ∂y/∂a, and likewise for b.
-pub(crate) fn backward<T: Float>(
-    ctx: &mut BackCtx<T>,
-    node: usize,
-    a: Var,
-    b: Var,
-    op: BinaryOp,
-    gy: &[T],
-) {
+pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, b: Var, op: BinaryOp, gy: &[T]) {
     let out = ctx.nodes[node].shape;
     let (sa, sb) = (ctx.shape(a), ctx.shape(b));
     let (va, vb) = (ctx.value(a), ctx.value(b));
     if ctx.needs(a) {
         let ga = ctx.grad(a);
-        for_each_broadcast(out, sa, sb, |i, ia, ib| {
-            ga[ia] += gy[i] * op.partials(va[ia], vb[ib]).0
-        });
+        for_each_broadcast(out, sa, sb, |i, ia, ib| ga[ia] += gy[i] * op.partials(va[ia], vb[ib]).0);
     }
     if ctx.needs(b) {
         let gb = ctx.grad(b);
-        for_each_broadcast(out, sa, sb, |i, ia, ib| {
-            gb[ib] += gy[i] * op.partials(va[ia], vb[ib]).1
-        });
+        for_each_broadcast(out, sa, sb, |i, ia, ib| gb[ib] += gy[i] * op.partials(va[ia], vb[ib]).1);
     }
 }

@@ -50,46 +50,18 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    pub fn new(
-        x: Shape,
-        k: (usize, usize),
-        s: (usize, usize),
-        padding: Padding,
-        op: &str,
-    ) -> Result<Window> {
+    pub fn new(x: Shape, k: (usize, usize), s: (usize, usize), padding: Padding, op: &str) -> Result<Window> {
         if x.rank() != 4 {
-            return Err(Error::Shape(format!(
-                "{op}: input must be [batch, height, width, channels], got {x}"
-            )));
+            return Err(Error::Shape(format!("{op}: input must be [batch, height, width, channels], got {x}")));
         }
         if k.0 == 0 || k.1 == 0 || s.0 == 0 || s.1 == 0 {
-            return Err(Error::Invalid(format!(
-                "{op}: window {k:?} and strides {s:?} must be positive"
-            )));
+            return Err(Error::Invalid(format!("{op}: window {k:?} and strides {s:?} must be positive")));
         }
         let (n, h, w, c) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
-        let bad = || {
-            Error::Shape(format!(
-                "{op}: window {}x{} does not fit input {x} with valid padding",
-                k.0, k.1
-            ))
-        };
+        let bad = || Error::Shape(format!("{op}: window {}x{} does not fit input {x} with valid padding", k.0, k.1));
         let (oh, pt) = out_size(h, k.0, s.0, padding).ok_or_else(bad)?;
         let (ow, pl) = out_size(w, k.1, s.1, padding).ok_or_else(bad)?;
-        Ok(Window {
-            n,
-            h,
-            w,
-            c,
-            kh: k.0,
-            kw: k.1,
-            sh: s.0,
-            sw: s.1,
-            pt,
-            pl,
-            oh,
-            ow,
-        })
+        Ok(Window { n, h, w, c, kh: k.0, kw: k.1, sh: s.0, sw: s.1, pt, pl, oh, ow })
     }
 
     /// Input row/column for output position `o`, kernel offset `k`, or None inside the padding.
@@ -137,18 +109,13 @@ fn im2col<T: Float>(x: &[T], g: &Window, n0: usize, r0: usize, r1: usize, cols: 
         for kh in 0..g.kh {
             let ih = Window::src(oh, kh, g.sh, g.pt, g.h);
             if let (Some(ih), Some(iw0)) = (ih, iw0) {
-                copy_short(
-                    &mut row[kh * run..][..run],
-                    &x[((n * g.h + ih) * g.w + iw0) * g.c..][..run],
-                );
+                copy_short(&mut row[kh * run..][..run], &x[((n * g.h + ih) * g.w + iw0) * g.c..][..run]);
                 continue;
             }
             for kw in 0..g.kw {
                 let dst = &mut row[(kh * g.kw + kw) * g.c..][..g.c];
                 match (ih, Window::src(ow, kw, g.sw, g.pl, g.w)) {
-                    (Some(ih), Some(iw)) => {
-                        copy_short(dst, &x[((n * g.h + ih) * g.w + iw) * g.c..][..g.c])
-                    }
+                    (Some(ih), Some(iw)) => copy_short(dst, &x[((n * g.h + ih) * g.w + iw) * g.c..][..g.c]),
                     _ => dst.fill(T::ZERO),
                 }
             }
@@ -206,9 +173,7 @@ impl<T: Float> Graph<T> {
     ) -> Result<Var> {
         let (sx, sw) = (self.shape(x), self.shape(w));
         if sw.rank() != 4 {
-            return Err(Error::Shape(format!(
-                "conv2d: kernel must be [kh, kw, c_in, c_out], got {sw}"
-            )));
+            return Err(Error::Shape(format!("conv2d: kernel must be [kh, kw, c_in, c_out], got {sw}")));
         }
         let win = Window::new(sx, (sw.dim(0), sw.dim(1)), strides, padding, "conv2d")?;
         if sw.dim(2) != win.c {
@@ -222,47 +187,26 @@ impl<T: Float> Graph<T> {
         if let Some(b) = b
             && self.shape(b).dims() != [f]
         {
-            return Err(Error::Shape(format!(
-                "conv2d: bias {} does not fit {f} filters",
-                self.shape(b)
-            )));
+            return Err(Error::Shape(format!("conv2d: bias {} does not fit {f} filters", self.shape(b))));
         }
         let (k, per_image, tile) = (win.patch(), win.oh * win.ow, tile_rows(&win, f));
         let parts = parts_for(win.n, per_image * k * f);
         let mut y = self.pool.scratch(win.rows() * f);
         let mut scratch = self.pool.scratch(parts * tile * k);
         let (xv, wv, bv) = (self.value(x), self.value(w), b.map(|b| self.value(b)));
-        for_parts(
-            win.n,
-            parts,
-            &mut y,
-            per_image * f,
-            &mut scratch,
-            tile * k,
-            &|images, y, cols| {
-                let (r_start, r_end) = (images.start * per_image, images.end * per_image);
-                let xs = &xv[images.start * win.h * win.w * win.c..];
-                for r0 in (r_start..r_end).step_by(tile) {
-                    let r1 = (r0 + tile).min(r_end);
-                    im2col(xs, &win, images.start, r0, r1, cols);
-                    let yt = &mut y[(r0 - r_start) * f..(r1 - r_start) * f];
-                    gemm_serial(
-                        r1 - r0,
-                        f,
-                        k,
-                        yt,
-                        Mat::rows(cols, k),
-                        Mat::rows(wv, f),
-                        false,
-                    );
-                    bias_act(yt, f, bv, act, None);
-                }
-            },
-        );
+        for_parts(win.n, parts, &mut y, per_image * f, &mut scratch, tile * k, &|images, y, cols| {
+            let (r_start, r_end) = (images.start * per_image, images.end * per_image);
+            let xs = &xv[images.start * win.h * win.w * win.c..];
+            for r0 in (r_start..r_end).step_by(tile) {
+                let r1 = (r0 + tile).min(r_end);
+                im2col(xs, &win, images.start, r0, r1, cols);
+                let yt = &mut y[(r0 - r_start) * f..(r1 - r_start) * f];
+                gemm_serial(r1 - r0, f, k, yt, Mat::rows(cols, k), Mat::rows(wv, f), false);
+                bias_act(yt, f, bv, act, None);
+            }
+        });
         self.pool.put(scratch);
-        let rg = self.requires_grad(x)
-            || self.requires_grad(w)
-            || b.is_some_and(|b| self.requires_grad(b));
+        let rg = self.requires_grad(x) || self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
         let out = Shape::new(&[win.n, win.oh, win.ow, f])?;
         Ok(self.push(Op::Conv2d(Conv2dArgs { x, w, b, act, win }), out, y, rg))
     }
@@ -287,69 +231,45 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArg
     let mut no_dx: Vec<T> = Vec::new();
     let gx: &mut [T] = if need_x { ctx.grad(a.x) } else { &mut no_dx };
     let img_len = if need_x { g.h * g.w * g.c } else { 0 };
-    for_parts(
-        g.n,
-        parts,
-        gx,
-        img_len,
-        &mut acc,
-        acc_len,
-        &|images, gx, acc| {
-            let (dw, rest) = acc.split_at_mut(k * f);
-            let (db, rest) = rest.split_at_mut(f);
-            let (cols, rest) = rest.split_at_mut(tile * k);
-            let (z, rest) = rest.split_at_mut(tile * f);
-            let (dz, dcols) = rest.split_at_mut(tile * f);
-            let xs = &xv[images.start * g.h * g.w * g.c..];
-            for r0 in (images.start * per_image..images.end * per_image).step_by(tile) {
-                let r1 = (r0 + tile).min(images.end * per_image);
-                let rows = r1 - r0;
-                let gyt = &gy[r0 * f..r1 * f];
-                if need_w || need_z {
-                    im2col(xs, &g, images.start, r0, r1, cols);
-                }
-                let dzt: &[T] = match a.act {
-                    None => gyt,
-                    Some(act) => {
-                        let zt = &mut z[..rows * f];
-                        if need_z {
-                            gemm_serial(
-                                rows,
-                                f,
-                                k,
-                                zt,
-                                Mat::rows(cols, k),
-                                Mat::rows(wv, f),
-                                false,
-                            );
-                            bias_act(zt, f, bv, None, None);
-                        }
-                        act_backward(&mut dz[..rows * f], gyt, &yv[r0 * f..r1 * f], zt, act);
-                        &dz[..rows * f]
-                    }
-                };
-                if need_b {
-                    add_column_sums(db, dzt, f);
-                }
-                if need_w {
-                    gemm_serial(
-                        k,
-                        f,
-                        rows,
-                        dw,
-                        Mat::rows_t(&cols[..rows * k], k),
-                        Mat::rows(dzt, f),
-                        true,
-                    );
-                }
-                if need_x {
-                    let dc = &mut dcols[..rows * k];
-                    gemm_serial(rows, k, f, dc, Mat::rows(dzt, f), Mat::rows_t(wv, f), false);
-                    col2im(dc, &g, images.start, r0, r1, gx);
-                }
+    for_parts(g.n, parts, gx, img_len, &mut acc, acc_len, &|images, gx, acc| {
+        let (dw, rest) = acc.split_at_mut(k * f);
+        let (db, rest) = rest.split_at_mut(f);
+        let (cols, rest) = rest.split_at_mut(tile * k);
+        let (z, rest) = rest.split_at_mut(tile * f);
+        let (dz, dcols) = rest.split_at_mut(tile * f);
+        let xs = &xv[images.start * g.h * g.w * g.c..];
+        for r0 in (images.start * per_image..images.end * per_image).step_by(tile) {
+            let r1 = (r0 + tile).min(images.end * per_image);
+            let rows = r1 - r0;
+            let gyt = &gy[r0 * f..r1 * f];
+            if need_w || need_z {
+                im2col(xs, &g, images.start, r0, r1, cols);
             }
-        },
-    );
+            let dzt: &[T] = match a.act {
+                None => gyt,
+                Some(act) => {
+                    let zt = &mut z[..rows * f];
+                    if need_z {
+                        gemm_serial(rows, f, k, zt, Mat::rows(cols, k), Mat::rows(wv, f), false);
+                        bias_act(zt, f, bv, None, None);
+                    }
+                    act_backward(&mut dz[..rows * f], gyt, &yv[r0 * f..r1 * f], zt, act);
+                    &dz[..rows * f]
+                }
+            };
+            if need_b {
+                add_column_sums(db, dzt, f);
+            }
+            if need_w {
+                gemm_serial(k, f, rows, dw, Mat::rows_t(&cols[..rows * k], k), Mat::rows(dzt, f), true);
+            }
+            if need_x {
+                let dc = &mut dcols[..rows * k];
+                gemm_serial(rows, k, f, dc, Mat::rows(dzt, f), Mat::rows_t(wv, f), false);
+                col2im(dc, &g, images.start, r0, r1, gx);
+            }
+        }
+    });
     for part in acc.chunks(acc_len) {
         if need_w {
             for (d, &s) in ctx.grad(a.w).iter_mut().zip(&part[..k * f]) {

@@ -7,19 +7,13 @@ impl<T: Float> Graph<T> {
     /// y = x ⊙ mask, mask = 0 with probability `rate`, else 1/(1 − rate). Draws from the graph's generator.
     pub fn dropout(&mut self, x: Var, rate: f64) -> Result<Var> {
         if !(0.0..1.0).contains(&rate) {
-            return Err(Error::Invalid(format!(
-                "dropout: rate {rate} must be in [0, 1)"
-            )));
+            return Err(Error::Invalid(format!("dropout: rate {rate} must be in [0, 1)")));
         }
         let s = self.shape(x);
         let keep = T::from_f64(1.0 / (1.0 - rate));
         let mut mask = self.pool.scratch(s.numel());
         for m in mask.iter_mut() {
-            *m = if self.rng.uniform() < rate {
-                T::ZERO
-            } else {
-                keep
-            };
+            *m = if self.rng.uniform() < rate { T::ZERO } else { keep };
         }
         let mut y = self.pool.scratch(s.numel());
         for ((y, &v), &m) in y.iter_mut().zip(self.value(x)).zip(&mask) {

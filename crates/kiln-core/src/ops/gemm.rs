@@ -22,19 +22,11 @@ pub(crate) struct Mat<'a, T> {
 impl<'a, T> Mat<'a, T> {
     /// A row-major [rows, cols] matrix.
     pub fn rows(data: &'a [T], cols: usize) -> Self {
-        Mat {
-            data,
-            rs: cols,
-            cs: 1,
-        }
+        Mat { data, rs: cols, cs: 1 }
     }
     /// The transpose of a row-major [rows, cols] matrix.
     pub fn rows_t(data: &'a [T], cols: usize) -> Self {
-        Mat {
-            data,
-            rs: 1,
-            cs: cols,
-        }
+        Mat { data, rs: 1, cs: cols }
     }
 }
 
@@ -54,15 +46,7 @@ pub(crate) fn num_threads() -> usize {
 /// slows the dense layer's forward product (m = 64) and does not split a long k at all (the convolution's
 /// weight gradient, m·n = 288, k = 43,264). Large outputs are split along their longer side; small
 /// outputs with a long k are split along k into per-thread partial sums.
-pub(crate) fn gemm<T: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [T],
-    a: Mat<T>,
-    b: Mat<T>,
-    accumulate: bool,
-) {
+pub(crate) fn gemm<T: Float>(m: usize, n: usize, k: usize, dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
     assert!(dst.len() >= m * n);
     if m == 0 || n == 0 {
         return;
@@ -90,16 +74,7 @@ pub(crate) fn gemm<T: Float>(
 
 /// Each thread computes a band of rows (or columns) of dst.
 #[allow(clippy::too_many_arguments)]
-fn split_output<T: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [T],
-    a: Mat<T>,
-    b: Mat<T>,
-    acc: bool,
-    parts: usize,
-) {
+fn split_output<T: Float>(m: usize, n: usize, k: usize, dst: &mut [T], a: Mat<T>, b: Mat<T>, acc: bool, parts: usize) {
     if parts <= 1 {
         // SAFETY: the caller's bands stay inside dst, a and b (checked at the top-level call).
         unsafe { kernel(m, n, k, dst.as_mut_ptr(), n, a, b, acc) };
@@ -110,10 +85,7 @@ fn split_output<T: Float>(
     let ld = n;
     if m >= n {
         let m1 = m * p1 / parts;
-        let a2 = Mat {
-            data: &a.data[m1 * a.rs..],
-            ..a
-        };
+        let a2 = Mat { data: &a.data[m1 * a.rs..], ..a };
         let (top, bottom) = dst.split_at_mut(m1 * n);
         rayon::join(
             || split_output(m1, n, k, top, a, b, acc, p1),
@@ -121,10 +93,7 @@ fn split_output<T: Float>(
         );
     } else {
         let n1 = n * p1 / parts;
-        let b2 = Mat {
-            data: &b.data[n1 * b.cs..],
-            ..b
-        };
+        let b2 = Mat { data: &b.data[n1 * b.cs..], ..b };
         // Column bands of a row-major dst interleave in memory, so each side writes through the raw pointer
         // to its own columns only.
         rayon::join(
@@ -137,32 +106,16 @@ fn split_output<T: Float>(
 
 /// Two halves of k into two partial products, then summed into dst.
 #[allow(clippy::too_many_arguments)]
-fn split_k<T: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [T],
-    a: Mat<T>,
-    b: Mat<T>,
-    acc: bool,
-    _parts: usize,
-) {
+fn split_k<T: Float>(m: usize, n: usize, k: usize, dst: &mut [T], a: Mat<T>, b: Mat<T>, acc: bool, _parts: usize) {
     let k1 = k / 2;
-    let a2 = Mat {
-        data: &a.data[k1 * a.cs..],
-        ..a
-    };
-    let b2 = Mat {
-        data: &b.data[k1 * b.rs..],
-        ..b
-    };
+    let a2 = Mat { data: &a.data[k1 * a.cs..], ..a };
+    let b2 = Mat { data: &b.data[k1 * b.rs..], ..b };
     PARTIAL.with(|cell| {
         let mut part = cell.take();
         part.clear();
         part.resize(m * n, 0.0f64);
         // The partial is kept in T's own type through a typed view of the f64 scratch (T is f32 or f64).
-        let view: &mut [T] =
-            unsafe { std::slice::from_raw_parts_mut(part.as_mut_ptr() as *mut T, m * n) };
+        let view: &mut [T] = unsafe { std::slice::from_raw_parts_mut(part.as_mut_ptr() as *mut T, m * n) };
         rayon::join(
             // SAFETY: dst and view are distinct buffers of m·n elements.
             || unsafe { kernel(m, n, k1, dst.as_mut_ptr(), n, a, b, acc) },
@@ -178,6 +131,23 @@ fn split_k<T: Float>(
 thread_local! {
     /// Scratch for split-k partial sums, reused so steady-state products do not allocate.
     static PARTIAL: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+thread_local! {
+    static IN_KERNEL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+struct ClearOnDrop;
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        IN_KERNEL.with(|f| f.set(false));
+    }
+}
+
+/// Whether this thread is inside a call of the matrix-product kernel crate. The crate allocates its packing
+/// buffers on every call; allocation tests use this to tell those apart from kiln's own.
+pub fn in_matmul_kernel() -> bool {
+    IN_KERNEL.with(|f| f.get())
 }
 
 #[derive(Clone, Copy)]
@@ -229,6 +199,8 @@ unsafe fn kernel<T: Float>(
     if m == 0 || n == 0 {
         return;
     }
+    IN_KERNEL.with(|f| f.set(true));
+    let _clear = ClearOnDrop;
     unsafe {
         gemm::gemm(
             m,

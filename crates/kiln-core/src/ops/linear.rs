@@ -58,39 +58,20 @@ impl<T: Float> Graph<T> {
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>, act: Option<UnaryOp>) -> Result<Var> {
         let (sx, sw) = (self.shape(x), self.shape(w));
         if sx.rank() != 2 || sw.rank() != 2 || sx.dim(1) != sw.dim(0) {
-            return Err(Error::Shape(format!(
-                "linear: input {sx} does not fit weights {sw} (want [n, i] and [i, o])"
-            )));
+            return Err(Error::Shape(format!("linear: input {sx} does not fit weights {sw} (want [n, i] and [i, o])")));
         }
         let (n, k, o) = (sx.dim(0), sx.dim(1), sw.dim(1));
         if let Some(b) = b
             && self.shape(b).dims() != [o]
         {
-            return Err(Error::Shape(format!(
-                "linear: bias {} does not fit {o} outputs",
-                self.shape(b)
-            )));
+            return Err(Error::Shape(format!("linear: bias {} does not fit {o} outputs", self.shape(b))));
         }
         let out = sx.with_dim(1, o);
         let mut y = self.pool.scratch(n * o);
-        gemm(
-            n,
-            o,
-            k,
-            &mut y,
-            Mat::rows(self.value(x), k),
-            Mat::rows(self.value(w), o),
-            false,
-        );
-        let rg = self.requires_grad(x)
-            || self.requires_grad(w)
-            || b.is_some_and(|b| self.requires_grad(b));
+        gemm(n, o, k, &mut y, Mat::rows(self.value(x), k), Mat::rows(self.value(w), o), false);
+        let rg = self.requires_grad(x) || self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
         let keep = rg && self.is_recording() && act.is_some_and(|a| a.needs_input());
-        let mut z = if keep {
-            Some(self.pool.zeroed(0))
-        } else {
-            None
-        };
+        let mut z = if keep { Some(self.pool.zeroed(0)) } else { None };
         bias_act(&mut y, o, b.map(|b| self.value(b)), act, z.as_mut());
         let v = self.push(Op::Linear(x, w, b, act), out, y, rg);
         if let Some(z) = z {
@@ -128,26 +109,10 @@ pub(crate) fn backward<T: Float>(
     }
     let (vx, vw) = (ctx.value(x), ctx.value(w));
     if ctx.needs(w) {
-        gemm(
-            k,
-            o,
-            n,
-            ctx.grad(w),
-            Mat::rows_t(vx, k),
-            Mat::rows(dz, o),
-            true,
-        );
+        gemm(k, o, n, ctx.grad(w), Mat::rows_t(vx, k), Mat::rows(dz, o), true);
     }
     if ctx.needs(x) {
-        gemm(
-            n,
-            k,
-            o,
-            ctx.grad(x),
-            Mat::rows(dz, o),
-            Mat::rows_t(vw, o),
-            true,
-        );
+        gemm(n, k, o, ctx.grad(x), Mat::rows(dz, o), Mat::rows_t(vw, o), true);
     }
     ctx.pool.put(tmp);
 }

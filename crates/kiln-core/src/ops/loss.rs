@@ -40,16 +40,10 @@ impl<T: Float> Graph<T> {
             ));
         }
         if sx != st {
-            return Err(Error::Shape(format!(
-                "{kind:?}: predictions {sx} and targets {st} differ in shape"
-            )));
+            return Err(Error::Shape(format!("{kind:?}: predictions {sx} and targets {st} differ in shape")));
         }
         let (n, c) = rows_cols(sx);
-        let mut saved = if kind == LossKind::SoftmaxCrossEntropy {
-            self.pool.zeroed(sx.numel())
-        } else {
-            Vec::new()
-        };
+        let mut saved = if kind == LossKind::SoftmaxCrossEntropy { self.pool.zeroed(sx.numel()) } else { Vec::new() };
         let (xv, tv) = (self.value(x), self.value(t));
         let total: T = match kind {
             LossKind::SoftmaxCrossEntropy => {
@@ -60,11 +54,8 @@ impl<T: Float> Graph<T> {
                 s / T::from_usize(n)
             }
             LossKind::SigmoidBinaryCrossEntropy => {
-                let s: T = xv
-                    .iter()
-                    .zip(tv)
-                    .map(|(&z, &t)| z.max(T::ZERO) - z * t + (T::ONE + (-z.abs()).exp()).ln())
-                    .sum();
+                let s: T =
+                    xv.iter().zip(tv).map(|(&z, &t)| z.max(T::ZERO) - z * t + (T::ONE + (-z.abs()).exp()).ln()).sum();
                 s / T::from_usize(sx.numel())
             }
             LossKind::BinaryCrossEntropy => {
@@ -102,33 +93,17 @@ impl<T: Float> Graph<T> {
         let sx = self.shape(x);
         let (n, c) = rows_cols(sx);
         if labels.len() != n {
-            return Err(Error::Shape(format!(
-                "sparse cross-entropy: {} labels for {n} rows of {sx}",
-                labels.len()
-            )));
+            return Err(Error::Shape(format!("sparse cross-entropy: {} labels for {n} rows of {sx}", labels.len())));
         }
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= c) {
-            return Err(Error::Data(format!(
-                "label {bad} is out of range for {c} classes"
-            )));
+            return Err(Error::Data(format!("label {bad} is out of range for {c} classes")));
         }
         let mut saved = self.pool.zeroed(sx.numel());
         softmax_lanes(self.value(x), &mut saved, n, c, 1, true);
-        let total: T = labels
-            .iter()
-            .enumerate()
-            .map(|(r, &l)| -saved[r * c + l as usize])
-            .sum();
+        let total: T = labels.iter().enumerate().map(|(r, &l)| -saved[r * c + l as usize]).sum();
         saved.iter_mut().for_each(|v| *v = v.exp());
         let lab = self.ipool.copied(labels);
-        self.finish_loss(
-            LossKind::SparseSoftmaxCrossEntropy,
-            x,
-            None,
-            total / T::from_usize(n),
-            saved,
-            lab,
-        )
+        self.finish_loss(LossKind::SparseSoftmaxCrossEntropy, x, None, total / T::from_usize(n), saved, lab)
     }
 
     fn finish_loss(
@@ -156,14 +131,7 @@ fn clip<T: Float>(p: T) -> T {
 }
 
 /// Gradients with respect to the predictions; targets get none.
-pub(crate) fn backward<T: Float>(
-    ctx: &mut BackCtx<T>,
-    node: usize,
-    kind: LossKind,
-    x: Var,
-    t: Option<Var>,
-    gy: &[T],
-) {
+pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, kind: LossKind, x: Var, t: Option<Var>, gy: &[T]) {
     if !ctx.needs(x) {
         return;
     }
@@ -191,11 +159,7 @@ pub(crate) fn backward<T: Float>(
         LossKind::SparseSoftmaxCrossEntropy => {
             for (r, (gr, pr)) in gx.chunks_mut(c).zip(probs.chunks(c)).enumerate() {
                 for j in 0..c {
-                    let t = if j == labels[r] as usize {
-                        T::ONE
-                    } else {
-                        T::ZERO
-                    };
+                    let t = if j == labels[r] as usize { T::ONE } else { T::ZERO };
                     gr[j] += per_row * (pr[j] - t);
                 }
             }
@@ -220,12 +184,7 @@ pub(crate) fn backward<T: Float>(
             for ((gr, pr), tr) in gx.chunks_mut(c).zip(xv.chunks(c)).zip(tv.chunks(c)) {
                 let sum: T = pr.iter().copied().sum();
                 let inside = |q: T| q > lo && q < hi;
-                let tin: T = pr
-                    .iter()
-                    .zip(tr)
-                    .filter(|(p, _)| inside(**p / sum))
-                    .map(|(_, &t)| t)
-                    .sum();
+                let tin: T = pr.iter().zip(tr).filter(|(p, _)| inside(**p / sum)).map(|(_, &t)| t).sum();
                 for j in 0..c {
                     let q = pr[j] / sum;
                     let own = if inside(q) { tr[j] / q } else { T::ZERO };

@@ -7,30 +7,19 @@ use crate::{Error, Float, Graph, Result, Shape};
 /// (batch, m, k, n, whether b is shared by every batch)
 fn dims(sa: Shape, sb: Shape) -> Result<(usize, usize, usize, usize, bool)> {
     if sa.rank() < 2 || sb.rank() < 2 {
-        return Err(Error::Shape(format!(
-            "matmul needs two matrices (rank >= 2), got {sa} and {sb}"
-        )));
+        return Err(Error::Shape(format!("matmul needs two matrices (rank >= 2), got {sa} and {sb}")));
     }
     let (ra, rb) = (sa.rank(), sb.rank());
-    let (m, k, k2, n) = (
-        sa.dim(ra - 2),
-        sa.dim(ra - 1),
-        sb.dim(rb - 2),
-        sb.dim(rb - 1),
-    );
+    let (m, k, k2, n) = (sa.dim(ra - 2), sa.dim(ra - 1), sb.dim(rb - 2), sb.dim(rb - 1));
     if k != k2 {
-        return Err(Error::Shape(format!(
-            "matmul: inner dimensions differ: {sa} x {sb}"
-        )));
+        return Err(Error::Shape(format!("matmul: inner dimensions differ: {sa} x {sb}")));
     }
     let batch: usize = sa.dims()[..ra - 2].iter().product();
     if rb == 2 {
         return Ok((batch, m, k, n, true));
     }
     if sa.dims()[..ra - 2] != sb.dims()[..rb - 2] {
-        return Err(Error::Shape(format!(
-            "matmul: batch dimensions differ: {sa} x {sb}"
-        )));
+        return Err(Error::Shape(format!("matmul: batch dimensions differ: {sa} x {sb}")));
     }
     Ok((batch, m, k, n, false))
 }
@@ -45,15 +34,7 @@ impl<T: Float> Graph<T> {
         let (va, vb) = (self.value(a), self.value(b));
         for i in 0..batch {
             let bi = if shared { 0 } else { i };
-            gemm(
-                m,
-                n,
-                k,
-                &mut y[i * m * n..],
-                Mat::rows(&va[i * m * k..], k),
-                Mat::rows(&vb[bi * k * n..], n),
-                false,
-            );
+            gemm(m, n, k, &mut y[i * m * n..], Mat::rows(&va[i * m * k..], k), Mat::rows(&vb[bi * k * n..], n), false);
         }
         let rg = self.requires_grad(a) || self.requires_grad(b);
         Ok(self.push(Op::MatMul(a, b), out, y, rg))
@@ -69,15 +50,7 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, a: Var, b: Var, gy: &[T])
         for i in 0..batch {
             let bi = if shared { 0 } else { i };
             let dy = Mat::rows(&gy[i * m * n..], n);
-            gemm(
-                m,
-                k,
-                n,
-                &mut ga[i * m * k..],
-                dy,
-                Mat::rows_t(&vb[bi * k * n..], n),
-                true,
-            );
+            gemm(m, k, n, &mut ga[i * m * k..], dy, Mat::rows_t(&vb[bi * k * n..], n), true);
         }
     }
     if ctx.needs(b) {
@@ -85,15 +58,7 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, a: Var, b: Var, gy: &[T])
         for i in 0..batch {
             let bi = if shared { 0 } else { i };
             let dy = Mat::rows(&gy[i * m * n..], n);
-            gemm(
-                k,
-                n,
-                m,
-                &mut gb[bi * k * n..],
-                Mat::rows_t(&va[i * m * k..], k),
-                dy,
-                true,
-            );
+            gemm(k, n, m, &mut gb[bi * k * n..], Mat::rows_t(&va[i * m * k..], k), dy, true);
         }
     }
 }

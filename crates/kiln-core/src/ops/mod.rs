@@ -16,7 +16,7 @@ mod unary;
 
 pub use binary::BinaryOp;
 pub use conv::{Conv2dArgs, Padding};
-pub use gemm::set_num_threads;
+pub use gemm::{in_matmul_kernel, set_num_threads};
 pub use loss::LossKind;
 pub use pool::PoolArgs;
 pub use reduce::ReduceOp;

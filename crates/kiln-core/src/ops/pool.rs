@@ -48,19 +48,11 @@ impl<T: Float> Graph<T> {
         if g.pt == 0 && g.pl == 0 && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 {
             let out_img = g.oh * g.ow * g.c;
             let args = Disjoint::new(&mut arg);
-            for_parts(
-                g.n,
-                parts_for(g.n, g.h * g.w * g.c),
-                &mut y,
-                out_img,
-                &mut [0u8; 0],
-                0,
-                &|imgs, y, _| {
-                    // SAFETY: each part writes the argmax entries of its own images only.
-                    let a = unsafe { args.part(imgs.start * out_img..imgs.end * out_img) };
-                    max_pool_2x2(v, &g, imgs, y, a);
-                },
-            );
+            for_parts(g.n, parts_for(g.n, g.h * g.w * g.c), &mut y, out_img, &mut [0u8; 0], 0, &|imgs, y, _| {
+                // SAFETY: each part writes the argmax entries of its own images only.
+                let a = unsafe { args.part(imgs.start * out_img..imgs.end * out_img) };
+                max_pool_2x2(v, &g, imgs, y, a);
+            });
         } else {
             for n in 0..g.n {
                 for oh in 0..g.oh {
@@ -120,13 +112,7 @@ impl<T: Float> Graph<T> {
 /// The common case (2x2, stride 2, valid), written over whole channel rows so the compare-and-select
 /// vectorizes.
 /// Images `imgs` only; `y` and `arg` start at the first of them.
-fn max_pool_2x2<T: Float>(
-    v: &[T],
-    g: &Window,
-    imgs: std::ops::Range<usize>,
-    y: &mut [T],
-    arg: &mut [u32],
-) {
+fn max_pool_2x2<T: Float>(v: &[T], g: &Window, imgs: std::ops::Range<usize>, y: &mut [T], arg: &mut [u32]) {
     let (w, c) = (g.w, g.c);
     crate::simd::vectorized(
         #[inline(always)]
@@ -137,12 +123,7 @@ fn max_pool_2x2<T: Float>(
                     let r1 = r0 + w * c;
                     for ow in 0..g.ow {
                         let o = (((n - imgs.start) * g.oh + oh) * g.ow + ow) * c;
-                        let starts = [
-                            r0 + 2 * ow * c,
-                            r0 + (2 * ow + 1) * c,
-                            r1 + 2 * ow * c,
-                            r1 + (2 * ow + 1) * c,
-                        ];
+                        let starts = [r0 + 2 * ow * c, r0 + (2 * ow + 1) * c, r1 + 2 * ow * c, r1 + (2 * ow + 1) * c];
                         let (ys, args) = (&mut y[o..o + c], &mut arg[o..o + c]);
                         let [a, b, cc, d] = starts.map(|s| &v[s..s + c]);
                         for ch in 0..c {
@@ -164,13 +145,7 @@ fn max_pool_2x2<T: Float>(
 }
 
 /// dx[argmax] += dy
-pub(crate) fn backward_max<T: Float>(
-    ctx: &mut BackCtx<T>,
-    node: usize,
-    x: Var,
-    _a: PoolArgs,
-    gy: &[T],
-) {
+pub(crate) fn backward_max<T: Float>(ctx: &mut BackCtx<T>, node: usize, x: Var, _a: PoolArgs, gy: &[T]) {
     if !ctx.needs(x) {
         return;
     }
@@ -179,21 +154,13 @@ pub(crate) fn backward_max<T: Float>(
     let arg = ctx.aux_i[node].as_slice();
     let gx = ctx.grad(x);
     // Windows never reach across images, so images split across threads write disjoint parts of dx.
-    for_parts(
-        g.n,
-        parts_for(g.n, in_img),
-        gx,
-        in_img,
-        &mut [0u8; 0],
-        0,
-        &|imgs, gx, _| {
-            let base = imgs.start * in_img;
-            let range = imgs.start * out_img..imgs.end * out_img;
-            for (&i, &d) in arg[range.clone()].iter().zip(&gy[range]) {
-                gx[i as usize - base] += d;
-            }
-        },
-    );
+    for_parts(g.n, parts_for(g.n, in_img), gx, in_img, &mut [0u8; 0], 0, &|imgs, gx, _| {
+        let base = imgs.start * in_img;
+        let range = imgs.start * out_img..imgs.end * out_img;
+        for (&i, &d) in arg[range.clone()].iter().zip(&gy[range]) {
+            gx[i as usize - base] += d;
+        }
+    });
 }
 
 /// dx[i] += dy / count for every i in the window

@@ -20,13 +20,7 @@ fn split(s: Shape, axis: Option<usize>) -> (usize, usize, usize) {
 
 impl<T: Float> Graph<T> {
     /// Reduces `a` over `axis` (every axis when `None`); `keepdim` keeps the reduced axis with size 1.
-    pub fn reduce(
-        &mut self,
-        a: Var,
-        op: ReduceOp,
-        axis: Option<usize>,
-        keepdim: bool,
-    ) -> Result<Var> {
+    pub fn reduce(&mut self, a: Var, op: ReduceOp, axis: Option<usize>, keepdim: bool) -> Result<Var> {
         let s = self.shape(a);
         if let Some(ax) = axis {
             s.axis(ax, "reduce")?;
@@ -45,11 +39,7 @@ impl<T: Float> Graph<T> {
             }
         };
         let mut y = self.pool.zeroed(outer * inner);
-        let mut arg = if op == ReduceOp::Max {
-            self.ipool.zeroed(outer * inner)
-        } else {
-            Vec::new()
-        };
+        let mut arg = if op == ReduceOp::Max { self.ipool.zeroed(outer * inner) } else { Vec::new() };
         let x = self.value(a);
         for o in 0..outer {
             for j in 0..inner {
@@ -61,11 +51,7 @@ impl<T: Float> Graph<T> {
                         for k in 0..n {
                             acc += at(k);
                         }
-                        y[r] = if op == ReduceOp::Mean {
-                            acc / T::from_usize(n)
-                        } else {
-                            acc
-                        };
+                        y[r] = if op == ReduceOp::Mean { acc / T::from_usize(n) } else { acc };
                     }
                     ReduceOp::Max => {
                         let mut best = 0;
@@ -113,11 +99,7 @@ pub(crate) fn backward<T: Float>(
     }
     let (outer, n, inner) = split(ctx.shape(a), axis);
     let arg = ctx.aux_i[node].as_slice();
-    let scale = if op == ReduceOp::Mean {
-        T::ONE / T::from_usize(n)
-    } else {
-        T::ONE
-    };
+    let scale = if op == ReduceOp::Mean { T::ONE / T::from_usize(n) } else { T::ONE };
     let gx = ctx.grad(a);
     for o in 0..outer {
         for j in 0..inner {

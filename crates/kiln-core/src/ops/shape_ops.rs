@@ -10,26 +10,18 @@ impl<T: Float> Graph<T> {
         let known: usize = dims.iter().filter(|&&d| d != usize::MAX).product();
         let mut d = [0usize; MAX_RANK];
         if dims.len() > MAX_RANK {
-            return Err(Error::Shape(format!(
-                "reshape: rank {} is more than {MAX_RANK}",
-                dims.len()
-            )));
+            return Err(Error::Shape(format!("reshape: rank {} is more than {MAX_RANK}", dims.len())));
         }
         d[..dims.len()].copy_from_slice(dims);
         if let Some(i) = dims.iter().position(|&x| x == usize::MAX) {
             if known == 0 || s.numel() % known != 0 {
-                return Err(Error::Shape(format!(
-                    "reshape: cannot reshape {s} to {dims:?}"
-                )));
+                return Err(Error::Shape(format!("reshape: cannot reshape {s} to {dims:?}")));
             }
             d[i] = s.numel() / known;
         }
         let out = Shape::new(&d[..dims.len()])?;
         if out.numel() != s.numel() {
-            return Err(Error::Shape(format!(
-                "reshape: cannot reshape {s} ({} values) to {out}",
-                s.numel()
-            )));
+            return Err(Error::Shape(format!("reshape: cannot reshape {s} ({} values) to {out}", s.numel())));
         }
         let rg = self.requires_grad(a);
         Ok(self.push(Op::Reshape(a), out, Vec::new(), rg))
@@ -48,14 +40,8 @@ impl<T: Float> Graph<T> {
     pub fn permute(&mut self, a: Var, perm: &[usize]) -> Result<Var> {
         let s = self.shape(a);
         let mut seen = [false; MAX_RANK];
-        if perm.len() != s.rank()
-            || perm
-                .iter()
-                .any(|&p| p >= s.rank() || std::mem::replace(&mut seen[p], true))
-        {
-            return Err(Error::Shape(format!(
-                "permute: {perm:?} is not a permutation of the axes of {s}"
-            )));
+        if perm.len() != s.rank() || perm.iter().any(|&p| p >= s.rank() || std::mem::replace(&mut seen[p], true)) {
+            return Err(Error::Shape(format!("permute: {perm:?} is not a permutation of the axes of {s}")));
         }
         let mut p = [0u8; MAX_RANK];
         let mut od = [0usize; MAX_RANK];
@@ -75,10 +61,7 @@ impl<T: Float> Graph<T> {
     pub fn transpose(&mut self, a: Var, d0: usize, d1: usize) -> Result<Var> {
         let r = self.shape(a).rank();
         if d0 >= r || d1 >= r {
-            return Err(Error::Shape(format!(
-                "transpose: axes {d0}, {d1} out of range for {}",
-                self.shape(a)
-            )));
+            return Err(Error::Shape(format!("transpose: axes {d0}, {d1} out of range for {}", self.shape(a))));
         }
         let mut perm = [0usize; MAX_RANK];
         for (i, p) in perm.iter_mut().enumerate().take(r) {
@@ -99,9 +82,7 @@ impl<T: Float> Graph<T> {
         for &x in xs {
             let s = self.shape(x);
             if s.rank() != s0.rank() || (0..s.rank()).any(|d| d != axis && s.dim(d) != s0.dim(d)) {
-                return Err(Error::Shape(format!(
-                    "concat along axis {axis}: shapes {s0} and {s} do not fit"
-                )));
+                return Err(Error::Shape(format!("concat along axis {axis}: shapes {s0} and {s} do not fit")));
             }
             total += s.dim(axis);
         }
@@ -131,9 +112,7 @@ impl<T: Float> Graph<T> {
         let s = self.shape(a);
         s.axis(axis, "slice")?;
         if start > end || end > s.dim(axis) {
-            return Err(Error::Shape(format!(
-                "slice: range {start}..{end} out of bounds for axis {axis} of {s}"
-            )));
+            return Err(Error::Shape(format!("slice: range {start}..{end} out of bounds for axis {axis} of {s}")));
         }
         let len = end - start;
         let out = s.with_dim(axis, len);
@@ -155,9 +134,7 @@ impl<T: Float> Graph<T> {
         s.axis(axis, "index_select")?;
         let (outer, n, inner) = s.split_at_axis(axis);
         if let Some(&bad) = indices.iter().find(|&&i| i as usize >= n) {
-            return Err(Error::Shape(format!(
-                "index_select: index {bad} out of range for axis {axis} of {s}"
-            )));
+            return Err(Error::Shape(format!("index_select: index {bad} out of range for axis {axis} of {s}")));
         }
         let len = indices.len();
         let out = s.with_dim(axis, len);
@@ -212,13 +189,7 @@ pub(crate) fn backward_reshape<T: Float>(ctx: &mut BackCtx<T>, a: Var, gy: &[T])
     }
 }
 
-pub(crate) fn backward_permute<T: Float>(
-    ctx: &mut BackCtx<T>,
-    _node: usize,
-    a: Var,
-    perm: [u8; MAX_RANK],
-    gy: &[T],
-) {
+pub(crate) fn backward_permute<T: Float>(ctx: &mut BackCtx<T>, _node: usize, a: Var, perm: [u8; MAX_RANK], gy: &[T]) {
     if !ctx.needs(a) {
         return;
     }
@@ -239,10 +210,7 @@ pub(crate) fn backward_concat<T: Float>(ctx: &mut BackCtx<T>, node: usize, axis:
             let gx = ctx.grad(x);
             for o in 0..outer {
                 let src = (o * total + off) * inner;
-                for (g, &d) in gx[o * n * inner..(o + 1) * n * inner]
-                    .iter_mut()
-                    .zip(&gy[src..src + n * inner])
-                {
+                for (g, &d) in gx[o * n * inner..(o + 1) * n * inner].iter_mut().zip(&gy[src..src + n * inner]) {
                     *g += d;
                 }
             }
@@ -251,14 +219,7 @@ pub(crate) fn backward_concat<T: Float>(ctx: &mut BackCtx<T>, node: usize, axis:
     }
 }
 
-pub(crate) fn backward_slice<T: Float>(
-    ctx: &mut BackCtx<T>,
-    node: usize,
-    a: Var,
-    axis: usize,
-    start: usize,
-    gy: &[T],
-) {
+pub(crate) fn backward_slice<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, axis: usize, start: usize, gy: &[T]) {
     if !ctx.needs(a) {
         return;
     }
@@ -267,22 +228,13 @@ pub(crate) fn backward_slice<T: Float>(
     let gx = ctx.grad(a);
     for o in 0..outer {
         let dst = (o * n + start) * inner;
-        for (g, &d) in gx[dst..dst + len * inner]
-            .iter_mut()
-            .zip(&gy[o * len * inner..(o + 1) * len * inner])
-        {
+        for (g, &d) in gx[dst..dst + len * inner].iter_mut().zip(&gy[o * len * inner..(o + 1) * len * inner]) {
             *g += d;
         }
     }
 }
 
-pub(crate) fn backward_index_select<T: Float>(
-    ctx: &mut BackCtx<T>,
-    node: usize,
-    a: Var,
-    axis: usize,
-    gy: &[T],
-) {
+pub(crate) fn backward_index_select<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, axis: usize, gy: &[T]) {
     if !ctx.needs(a) {
         return;
     }

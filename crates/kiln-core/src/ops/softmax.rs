@@ -4,14 +4,7 @@ use crate::graph::{BackCtx, Op, Var};
 use crate::{Float, Graph, Result};
 
 /// Writes softmax (or log_softmax) of each lane of `x` viewed as [outer, n, inner] into `y`.
-pub(crate) fn softmax_lanes<T: Float>(
-    x: &[T],
-    y: &mut [T],
-    outer: usize,
-    n: usize,
-    inner: usize,
-    log: bool,
-) {
+pub(crate) fn softmax_lanes<T: Float>(x: &[T], y: &mut [T], outer: usize, n: usize, inner: usize, log: bool) {
     for o in 0..outer {
         for j in 0..inner {
             let at = |k: usize| (o * n + k) * inner + j;
@@ -55,24 +48,14 @@ impl<T: Float> Graph<T> {
         let (outer, n, inner) = s.split_at_axis(axis);
         let mut y = self.pool.scratch(s.numel());
         softmax_lanes(self.value(a), &mut y, outer, n, inner, log);
-        let op = if log {
-            Op::LogSoftmax(a, axis)
-        } else {
-            Op::Softmax(a, axis)
-        };
+        let op = if log { Op::LogSoftmax(a, axis) } else { Op::Softmax(a, axis) };
         let rg = self.requires_grad(a);
         Ok(self.push(op, s, y, rg))
     }
 }
 
 /// dx = y ⊙ (dy − Σ dy⊙y)
-pub(crate) fn backward_softmax<T: Float>(
-    ctx: &mut BackCtx<T>,
-    node: usize,
-    a: Var,
-    axis: usize,
-    gy: &[T],
-) {
+pub(crate) fn backward_softmax<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, axis: usize, gy: &[T]) {
     if !ctx.needs(a) {
         return;
     }
@@ -91,13 +74,7 @@ pub(crate) fn backward_softmax<T: Float>(
 }
 
 /// dx = dy − softmax ⊙ Σ dy, with softmax = exp(y)
-pub(crate) fn backward_log_softmax<T: Float>(
-    ctx: &mut BackCtx<T>,
-    node: usize,
-    a: Var,
-    axis: usize,
-    gy: &[T],
-) {
+pub(crate) fn backward_log_softmax<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, axis: usize, gy: &[T]) {
     if !ctx.needs(a) {
         return;
     }

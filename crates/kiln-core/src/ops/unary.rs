@@ -83,10 +83,8 @@ impl UnaryOp {
             UnaryOp::Sigmoid => y * (T::ONE - y),
             UnaryOp::Tanh => T::ONE - y * y,
             UnaryOp::Gelu => {
-                let cdf = T::from_f64(0.5)
-                    * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
-                let pdf =
-                    (-(x * x) * T::from_f64(0.5)).exp() * T::from_f64(0.398_942_280_401_432_7);
+                let cdf = T::from_f64(0.5) * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
+                let pdf = (-(x * x) * T::from_f64(0.5)).exp() * T::from_f64(0.398_942_280_401_432_7);
                 cdf + x * pdf
             }
         }
@@ -94,10 +92,7 @@ impl UnaryOp {
 
     /// Whether the derivative needs the input itself rather than the output (or the sign they share).
     pub fn needs_input(self) -> bool {
-        matches!(
-            self,
-            UnaryOp::Log | UnaryOp::Pow(_) | UnaryOp::Abs | UnaryOp::Gelu | UnaryOp::Neg
-        )
+        matches!(self, UnaryOp::Log | UnaryOp::Pow(_) | UnaryOp::Abs | UnaryOp::Gelu | UnaryOp::Neg)
     }
 }
 
@@ -155,14 +150,7 @@ impl UnaryOp {
     }
 
     /// out = gy ⊙ op'(x, y); or out += when `accumulate`.
-    pub(crate) fn deriv_slice<T: Float>(
-        self,
-        gy: &[T],
-        xs: &[T],
-        ys: &[T],
-        out: &mut [T],
-        accumulate: bool,
-    ) {
+    pub(crate) fn deriv_slice<T: Float>(self, gy: &[T], xs: &[T], ys: &[T], out: &mut [T], accumulate: bool) {
         macro_rules! each {
             ($k:expr) => {{
                 let k = $k;

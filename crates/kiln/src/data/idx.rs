@@ -29,10 +29,7 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
 
 fn parse_idx(b: &[u8]) -> std::result::Result<Idx, String> {
     if b.len() < 4 {
-        return Err(format!(
-            "not an IDX file: {} bytes, too short for a header",
-            b.len()
-        ));
+        return Err(format!("not an IDX file: {} bytes, too short for a header", b.len()));
     }
     let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let (zero, kind, ndim) = (u16::from_be_bytes([b[0], b[1]]), b[2], b[3] as usize);
@@ -42,40 +39,22 @@ fn parse_idx(b: &[u8]) -> std::result::Result<Idx, String> {
         ));
     }
     if kind != 0x08 {
-        return Err(format!(
-            "IDX type code 0x{kind:02x} is not supported (only unsigned bytes, 0x08)"
-        ));
+        return Err(format!("IDX type code 0x{kind:02x} is not supported (only unsigned bytes, 0x08)"));
     }
     let header = 4 + 4 * ndim;
     if b.len() < header {
-        return Err(format!(
-            "truncated IDX file: the header needs {header} bytes, the file has {}",
-            b.len()
-        ));
+        return Err(format!("truncated IDX file: the header needs {header} bytes, the file has {}", b.len()));
     }
     let dims: Vec<usize> = (0..ndim)
-        .map(|i| {
-            u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize
-        })
+        .map(|i| u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize)
         .collect();
-    let want = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("IDX sizes overflow")?;
+    let want = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("IDX sizes overflow")?;
     let have = b.len() - header;
     if have < want {
-        return Err(format!(
-            "truncated IDX file: sizes {dims:?} need {want} bytes of data, found {have}"
-        ));
+        return Err(format!("truncated IDX file: sizes {dims:?} need {want} bytes of data, found {have}"));
     }
     if have > want {
-        return Err(format!(
-            "IDX file has {} bytes after the {want} its sizes {dims:?} announce",
-            have - want
-        ));
+        return Err(format!("IDX file has {} bytes after the {want} its sizes {dims:?} announce", have - want));
     }
-    Ok(Idx {
-        dims,
-        data: b[header..].to_vec(),
-    })
+    Ok(Idx { dims, data: b[header..].to_vec() })
 }

@@ -23,10 +23,7 @@ pub fn find(dir: &Path, name: &str) -> Result<PathBuf> {
     if gz.is_file() {
         return Ok(gz);
     }
-    Err(Error::Io {
-        path: gz.display().to_string(),
-        message: format!("no such file (nor {})", plain.display()),
-    })
+    Err(Error::Io { path: gz.display().to_string(), message: format!("no such file (nor {})", plain.display()) })
 }
 
 /// Images of an IDX file as (n, rows, cols, 1) floats in [0, 1].
@@ -34,34 +31,19 @@ pub fn load_images(path: impl AsRef<Path>) -> Result<Tensor> {
     let path = path.as_ref();
     let idx = read_idx(path)?;
     let [n, r, c] = idx.dims[..] else {
-        return Err(Error::format(
-            path,
-            format!(
-                "expected images (n, rows, cols), found sizes {:?}",
-                idx.dims
-            ),
-        ));
+        return Err(Error::format(path, format!("expected images (n, rows, cols), found sizes {:?}", idx.dims)));
     };
-    Tensor::new(
-        &[n, r, c, 1],
-        idx.data.iter().map(|&p| p as f32 / 255.0).collect(),
-    )
+    Tensor::new(&[n, r, c, 1], idx.data.iter().map(|&p| p as f32 / 255.0).collect())
 }
 
 pub fn load_labels(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     let path = path.as_ref();
     let idx = read_idx(path)?;
     if idx.dims.len() != 1 {
-        return Err(Error::format(
-            path,
-            format!("expected labels (n,), found sizes {:?}", idx.dims),
-        ));
+        return Err(Error::format(path, format!("expected labels (n,), found sizes {:?}", idx.dims)));
     }
     if let Some(&bad) = idx.data.iter().find(|&&l| l > 9) {
-        return Err(Error::format(
-            path,
-            format!("label {bad} is not a digit 0-9"),
-        ));
+        return Err(Error::format(path, format!("label {bad} is not a digit 0-9")));
     }
     Ok(idx.data)
 }
@@ -82,12 +64,7 @@ pub fn load_split(dir: impl AsRef<Path>, prefix: &str) -> Result<Split> {
     if labels.len() != x.rows() {
         return Err(Error::format(
             &lab_path,
-            format!(
-                "{} labels for {} images in {}",
-                labels.len(),
-                x.rows(),
-                img_path.display()
-            ),
+            format!("{} labels for {} images in {}", labels.len(), x.rows(), img_path.display()),
         ));
     }
     let y = super::one_hot(&labels, 10)?;

@@ -10,9 +10,7 @@ pub fn one_hot(labels: &[u8], classes: usize) -> Result<Tensor> {
     let mut data = vec![0.0; labels.len() * classes];
     for (i, &l) in labels.iter().enumerate() {
         if l as usize >= classes {
-            return Err(kiln_core::Error::Data(format!(
-                "label {l} at sample {i} is not below {classes} classes"
-            )));
+            return Err(kiln_core::Error::Data(format!("label {l} at sample {i} is not below {classes} classes")));
         }
         data[i * classes + l as usize] = 1.0;
     }

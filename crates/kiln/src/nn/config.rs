@@ -122,9 +122,7 @@ impl<'de> Deserialize<'de> for Pair {
         match Repr::deserialize(d) {
             Ok(Repr::One(n)) => Ok(Pair(n, n)),
             Ok(Repr::Two([a, b])) => Ok(Pair(a, b)),
-            Err(_) => Err(serde::de::Error::custom(
-                "expected a positive integer or a pair like [3, 3]",
-            )),
+            Err(_) => Err(serde::de::Error::custom("expected a positive integer or a pair like [3, 3]")),
         }
     }
 }
@@ -369,12 +367,7 @@ impl Conv2D {
 
 impl MaxPooling2D {
     pub fn new(pool_size: impl Into<Pair>) -> Self {
-        MaxPooling2D {
-            pool_size: pool_size.into(),
-            strides: None,
-            padding: PaddingConfig::Valid,
-            name: None,
-        }
+        MaxPooling2D { pool_size: pool_size.into(), strides: None, padding: PaddingConfig::Valid, name: None }
     }
     pub fn strides(mut self, s: impl Into<Pair>) -> Self {
         self.strides = Some(s.into());
@@ -388,12 +381,7 @@ impl MaxPooling2D {
 
 impl AveragePooling2D {
     pub fn new(pool_size: impl Into<Pair>) -> Self {
-        AveragePooling2D {
-            pool_size: pool_size.into(),
-            strides: None,
-            padding: PaddingConfig::Valid,
-            name: None,
-        }
+        AveragePooling2D { pool_size: pool_size.into(), strides: None, padding: PaddingConfig::Valid, name: None }
     }
     pub fn strides(mut self, s: impl Into<Pair>) -> Self {
         self.strides = Some(s.into());
@@ -419,20 +407,13 @@ impl Dropout {
 
 impl ActivationLayer {
     pub fn new(activation: Activation) -> Self {
-        ActivationLayer {
-            activation,
-            name: None,
-        }
+        ActivationLayer { activation, name: None }
     }
 }
 
 impl BatchNormalization {
     pub fn new() -> Self {
-        BatchNormalization {
-            momentum: bn_momentum(),
-            epsilon: bn_epsilon(),
-            name: None,
-        }
+        BatchNormalization { momentum: bn_momentum(), epsilon: bn_epsilon(), name: None }
     }
     pub fn momentum(mut self, m: f64) -> Self {
         self.momentum = m;

@@ -40,11 +40,7 @@ impl Initializer {
         let (fi, fo) = (fi as f64, fo as f64);
         // Keras divides by this so the truncated normal keeps the intended standard deviation.
         const TRUNC: f64 = 0.879_625_661_034_239_8;
-        let uniform = |limit: f64, rng: &mut Rng| {
-            (0..n)
-                .map(|_| rng.uniform_range(-limit, limit) as f32)
-                .collect()
-        };
+        let uniform = |limit: f64, rng: &mut Rng| (0..n).map(|_| rng.uniform_range(-limit, limit) as f32).collect();
         let truncated = |std: f64, rng: &mut Rng| {
             (0..n)
                 .map(|_| {
@@ -86,9 +82,7 @@ impl Regularizer {
     }
 
     pub fn penalty(&self, w: &[f32]) -> f64 {
-        w.iter()
-            .map(|&v| (self.l1 * v.abs() + self.l2 * v * v) as f64)
-            .sum()
+        w.iter().map(|&v| (self.l1 * v.abs() + self.l2 * v * v) as f64).sum()
     }
 
     /// grad += d(penalty)/dw

@@ -24,16 +24,12 @@ pub(crate) fn describe_source(prev: Option<&Layer>, shape: &[usize]) -> String {
 }
 
 pub(crate) fn fmt_shape(shape: &[usize]) -> String {
-    Shape::new(shape)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|_| format!("{shape:?}"))
+    Shape::new(shape).map(|s| s.to_string()).unwrap_or_else(|_| format!("{shape:?}"))
 }
 
 fn positive(n: usize, what: &str, layer: &str) -> kiln_core::Result<()> {
     if n == 0 {
-        return Err(Error::Config(format!(
-            "layer `{layer}`: {what} must be positive"
-        )));
+        return Err(Error::Config(format!("layer `{layer}`: {what} must be positive")));
     }
     Ok(())
 }
@@ -80,22 +76,13 @@ impl Layer {
             Error::Shape(format!(
                 "layer `{name}` ({class}) expects {want}, but {}{}",
                 describe_source(prev, input),
-                if class == "Dense" && input.len() > 1 {
-                    "; add a Flatten layer before it"
-                } else {
-                    ""
-                }
+                if class == "Dense" && input.len() > 1 { "; add a Flatten layer before it" } else { "" }
             ))
         };
         let mut params = Vec::new();
         let mut regularizer = None;
-        let mut add = |g: &mut Graph<f32>,
-                       suffix: &str,
-                       shape: &[usize],
-                       value: Vec<f32>,
-                       trainable: bool| {
-            g.add_param(&format!("{name}.{suffix}"), shape, value, trainable)
-                .map(|p| params.push(p))
+        let mut add = |g: &mut Graph<f32>, suffix: &str, shape: &[usize], value: Vec<f32>, trainable: bool| {
+            g.add_param(&format!("{name}.{suffix}"), shape, value, trainable).map(|p| params.push(p))
         };
         let output: Vec<usize> = match &config {
             LayerConfig::Dense(c) => {
@@ -106,13 +93,7 @@ impl Layer {
                 let ks = [*features, c.units];
                 add(g, "kernel", &ks, c.kernel_initializer.fill(&ks, rng), true)?;
                 if c.use_bias {
-                    add(
-                        g,
-                        "bias",
-                        &[c.units],
-                        c.bias_initializer.fill(&[c.units], rng),
-                        true,
-                    )?;
+                    add(g, "bias", &[c.units], c.bias_initializer.fill(&[c.units], rng), true)?;
                 }
                 regularizer = c.kernel_regularizer;
                 vec![c.units]
@@ -126,54 +107,31 @@ impl Layer {
                     return Err(misfit("an image input (height, width, channels)"));
                 };
                 let Pair(kh, kw) = c.kernel_size;
-                let (Some(oh), Some(ow)) = (
-                    window_out(*h, kh, c.strides.0, c.padding),
-                    window_out(*w, kw, c.strides.1, c.padding),
-                ) else {
-                    return Err(misfit(&format!(
-                        "an input of at least {kh}x{kw} pixels with valid padding"
-                    )));
+                let (Some(oh), Some(ow)) =
+                    (window_out(*h, kh, c.strides.0, c.padding), window_out(*w, kw, c.strides.1, c.padding))
+                else {
+                    return Err(misfit(&format!("an input of at least {kh}x{kw} pixels with valid padding")));
                 };
                 let ks = [kh, kw, *ch, c.filters];
                 add(g, "kernel", &ks, c.kernel_initializer.fill(&ks, rng), true)?;
                 if c.use_bias {
-                    add(
-                        g,
-                        "bias",
-                        &[c.filters],
-                        c.bias_initializer.fill(&[c.filters], rng),
-                        true,
-                    )?;
+                    add(g, "bias", &[c.filters], c.bias_initializer.fill(&[c.filters], rng), true)?;
                 }
                 regularizer = c.kernel_regularizer;
                 vec![oh, ow, c.filters]
             }
-            LayerConfig::MaxPooling2d(MaxPooling2D {
-                pool_size,
-                strides,
-                padding,
-                ..
-            })
-            | LayerConfig::AveragePooling2d(AveragePooling2D {
-                pool_size,
-                strides,
-                padding,
-                ..
-            }) => {
+            LayerConfig::MaxPooling2d(MaxPooling2D { pool_size, strides, padding, .. })
+            | LayerConfig::AveragePooling2d(AveragePooling2D { pool_size, strides, padding, .. }) => {
                 let s = strides.unwrap_or(*pool_size);
                 positive(pool_size.0.min(pool_size.1), "pool_size", &name)?;
                 positive(s.0.min(s.1), "strides", &name)?;
                 let [h, w, ch] = input else {
                     return Err(misfit("an image input (height, width, channels)"));
                 };
-                let (Some(oh), Some(ow)) = (
-                    window_out(*h, pool_size.0, s.0, *padding),
-                    window_out(*w, pool_size.1, s.1, *padding),
-                ) else {
-                    return Err(misfit(&format!(
-                        "an input of at least {}x{} pixels",
-                        pool_size.0, pool_size.1
-                    )));
+                let (Some(oh), Some(ow)) =
+                    (window_out(*h, pool_size.0, s.0, *padding), window_out(*w, pool_size.1, s.1, *padding))
+                else {
+                    return Err(misfit(&format!("an input of at least {}x{} pixels", pool_size.0, pool_size.1)));
                 };
                 vec![oh, ow, *ch]
             }
@@ -185,10 +143,7 @@ impl Layer {
             }
             LayerConfig::Dropout(c) => {
                 if !(0.0..1.0).contains(&c.rate) {
-                    return Err(Error::Config(format!(
-                        "layer `{name}`: rate {} must be in [0, 1)",
-                        c.rate
-                    )));
+                    return Err(Error::Config(format!("layer `{name}`: rate {} must be in [0, 1)", c.rate)));
                 }
                 input.to_vec()
             }
@@ -209,24 +164,12 @@ impl Layer {
                 input.to_vec()
             }
         };
-        Ok(Layer {
-            config,
-            input_shape: input.to_vec(),
-            output_shape: output,
-            params,
-            regularizer,
-        })
+        Ok(Layer { config, input_shape: input.to_vec(), output_shape: output, params, regularizer })
     }
 
     /// Runs the layer on a batch. `logits`: leave out a final softmax/sigmoid, because the loss applies it
     /// (fused, from logits).
-    pub(crate) fn forward(
-        &self,
-        g: &mut Graph<f32>,
-        x: Var,
-        training: bool,
-        logits: bool,
-    ) -> kiln_core::Result<Var> {
+    pub(crate) fn forward(&self, g: &mut Graph<f32>, x: Var, training: bool, logits: bool) -> kiln_core::Result<Var> {
         let p = |i: usize| self.params.get(i).copied();
         let last_axis = self.output_shape.len();
         let finish = |g: &mut Graph<f32>, y: Var, act: Activation| match act {
@@ -235,11 +178,7 @@ impl Layer {
         };
         // The elementwise activation fused into the layer's op, unless it is the sigmoid the loss will apply.
         let fused = |act: Activation| {
-            if logits && act == Activation::Sigmoid {
-                None
-            } else {
-                act.unary()
-            }
+            if logits && act == Activation::Sigmoid { None } else { act.unary() }
         };
         match &self.config {
             LayerConfig::Dense(c) => {
@@ -257,21 +196,11 @@ impl Layer {
             }
             LayerConfig::MaxPooling2d(c) => {
                 let s = c.strides.unwrap_or(c.pool_size);
-                g.max_pool2d(
-                    x,
-                    (c.pool_size.0, c.pool_size.1),
-                    (s.0, s.1),
-                    c.padding.into(),
-                )
+                g.max_pool2d(x, (c.pool_size.0, c.pool_size.1), (s.0, s.1), c.padding.into())
             }
             LayerConfig::AveragePooling2d(c) => {
                 let s = c.strides.unwrap_or(c.pool_size);
-                g.avg_pool2d(
-                    x,
-                    (c.pool_size.0, c.pool_size.1),
-                    (s.0, s.1),
-                    c.padding.into(),
-                )
+                g.avg_pool2d(x, (c.pool_size.0, c.pool_size.1), (s.0, s.1), c.padding.into())
             }
             LayerConfig::Flatten(_) => g.flatten(x),
             LayerConfig::Dropout(c) if training && c.rate > 0.0 => g.dropout(x, c.rate),

@@ -1,0 +1,188 @@
+//! The subcommands. Each returns the library's error; `main` prints it as one line.
+
+use kiln::config::{DataFormat, RunConfig};
+use kiln::data::mnist;
+use kiln::prelude::*;
+use kiln::{Error, Result};
+use std::path::{Path, PathBuf};
+
+pub fn train(
+    config: &Path,
+    epochs: Option<usize>,
+    output: Option<PathBuf>,
+    print_config: bool,
+    quiet: bool,
+) -> Result<()> {
+    let mut cfg = RunConfig::from_file(config)?;
+    if let Some(e) = epochs {
+        cfg.train.epochs = e;
+    }
+    if print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    let out_path = output
+        .or_else(|| cfg.output.model.clone())
+        .unwrap_or_else(|| config.parent().unwrap_or(Path::new("")).join("model.safetensors"));
+    check_writable(&out_path)?;
+    let mut model = cfg.build_model()?;
+    let (train, test) = match cfg.data.format {
+        DataFormat::Mnist => (mnist::load_split(&cfg.data.path, "train")?, mnist::load_split(&cfg.data.path, "t10k")?),
+    };
+    if !quiet {
+        print!("{}", model.summary());
+    }
+    let opts = FitOptions {
+        epochs: cfg.train.epochs,
+        batch_size: cfg.train.batch_size,
+        validation_split: cfg.train.validation_split,
+        shuffle: cfg.train.shuffle,
+        seed: cfg.train.seed,
+        verbose: !quiet,
+        ..Default::default()
+    };
+    let y = |s: &mnist::Split| labels_or_one_hot(&cfg, s);
+    let (ytrain, ytest) = (y(&train)?, y(&test)?);
+    let history = model.fit(&train.x, &ytrain, opts)?;
+    let scores = model.evaluate(&test.x, &ytest, 1000)?;
+    model.save(&out_path)?;
+    let secs: f64 = history.epochs.iter().map(|e| e.seconds).sum::<f64>() / history.epochs.len().max(1) as f64;
+    println!("test {scores} ({} samples, {secs:.1} s per epoch)", test.x.rows());
+    println!("saved model to {}", out_path.display());
+    Ok(())
+}
+
+/// Fails before training, not after, when the model could not be saved where asked.
+fn check_writable(path: &Path) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            message: format!("folder {} does not exist", dir.display()),
+        });
+    }
+    Ok(())
+}
+
+/// Targets as the loss wants them: class indices for the sparse loss, one-hot rows otherwise.
+fn labels_or_one_hot(cfg: &RunConfig, s: &mnist::Split) -> Result<Tensor> {
+    if cfg.train.loss.sparse() {
+        Tensor::new(&[s.labels.len()], s.labels.iter().map(|&l| l as f32).collect())
+    } else {
+        Ok(s.y.clone())
+    }
+}
+
+pub fn evaluate(model_path: &Path, data: &Path, split: &str, batch_size: usize) -> Result<()> {
+    let prefix = match split {
+        "test" => "t10k",
+        "train" => "train",
+        other => {
+            return Err(Error::Config(format!("--split must be `test` or `train`, got `{other}`")));
+        }
+    };
+    let mut model = Sequential::load(model_path)?;
+    let Some(compiled) = model.compile_config().cloned() else {
+        return Err(Error::Config(format!(
+            "{}: the model was saved without a loss; cannot evaluate",
+            model_path.display()
+        )));
+    };
+    let s = mnist::load_split(data, prefix)?;
+    let y = if compiled.loss.sparse() {
+        Tensor::new(&[s.labels.len()], s.labels.iter().map(|&l| l as f32).collect())?
+    } else {
+        s.y.clone()
+    };
+    let scores = model.evaluate(&s.x, &y, batch_size)?;
+    println!("{split} {scores} ({} samples)", s.x.rows());
+    Ok(())
+}
+
+pub fn predict(model_path: &Path, input: &Path, index: Option<usize>) -> Result<()> {
+    let mut model = Sequential::load(model_path)?;
+    let want = model.input_shape().to_vec();
+    let x = if is_png(input)? {
+        if index.is_some() {
+            return Err(Error::Config("--index applies to IDX files, not to a PNG image".into()));
+        }
+        read_png(input, &want)?
+    } else {
+        let images = mnist::load_images(input)?;
+        let Some(i) = index else {
+            return Err(Error::Config(format!(
+                "{} holds {} images: choose one with --index N",
+                input.display(),
+                images.rows()
+            )));
+        };
+        if i >= images.rows() {
+            return Err(Error::Config(format!(
+                "--index {i} is out of range: {} has {} images",
+                input.display(),
+                images.rows()
+            )));
+        }
+        images.slice_rows(i, i + 1)
+    };
+    if x.shape()[1..] != want[..] {
+        return Err(Error::Shape(format!(
+            "{} is {:?} but the model takes {:?} (height, width, channels)",
+            input.display(),
+            &x.shape()[1..],
+            want
+        )));
+    }
+    let probs = model.predict(&x, 1)?;
+    let p = probs.data();
+    let best = kiln::core::argmax(p);
+    println!("predicted class: {best} (probability {:.4})", p[best]);
+    let all: Vec<String> = p.iter().enumerate().map(|(i, v)| format!("{i}: {v:.4}")).collect();
+    println!("probabilities: {}", all.join(", "));
+    Ok(())
+}
+
+fn is_png(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 8];
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+    let n = f.read(&mut head).map_err(|e| Error::io(path, &e))?;
+    Ok(n == 8 && head == [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a])
+}
+
+/// A PNG as one sample (1, height, width, channels) with values in [0, 1]; color is averaged to gray
+/// for one-channel models.
+fn read_png(path: &Path, want: &[usize]) -> Result<Tensor> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+    let bad = |m: String| Error::format(path, m);
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+    let size = reader.output_buffer_size().ok_or_else(|| bad("PNG too large".into()))?;
+    let mut buf = vec![0; size];
+    let info = reader.next_frame(&mut buf).map_err(|e| bad(format!("corrupt PNG data: {e}")))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let ch = info.color_type.samples();
+    let channels = *want.last().unwrap_or(&1);
+    let mut data = Vec::with_capacity(w * h * channels);
+    for px in buf[..info.buffer_size()].chunks(ch) {
+        let color = &px[..ch.min(3)];
+        match channels {
+            1 => data.push(color.iter().map(|&v| v as f32).sum::<f32>() / color.len() as f32 / 255.0),
+            3 if color.len() == 3 => data.extend(color.iter().map(|&v| v as f32 / 255.0)),
+            3 => data.extend([color[0] as f32 / 255.0; 3]),
+            c => return Err(bad(format!("the model takes {c} channels; PNG input gives 1 or 3"))),
+        }
+    }
+    Tensor::new(&[1, h, w, channels], data)
+}
+
+pub fn summary(path: &Path) -> Result<()> {
+    let model = if path.extension().is_some_and(|e| e == "toml") {
+        RunConfig::from_file(path)?.build_model()?
+    } else {
+        Sequential::load(path)?
+    };
+    print!("{}", model.summary());
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `kiln`: train a model from a TOML file, evaluate it, predict with it, print its summary.
+//! Every failure is one line on stderr starting with "error:", and a non-zero exit.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Train, evaluate and use neural networks", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the model a TOML config describes, report test metrics, save it.
+    Train {
+        /// The config file (see examples/mnist/mnist.toml).
+        config: PathBuf,
+        /// Override the config's number of epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Where to save the model (default: the config's [output] model, else mnist_model.safetensors beside it).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Print the config with every default filled in, and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// No progress bar or per-epoch lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Loss and metrics of a saved model on a data set.
+    Evaluate {
+        /// A model saved by `kiln train` (.safetensors).
+        model: PathBuf,
+        /// The data folder (MNIST IDX files).
+        #[arg(long)]
+        data: PathBuf,
+        /// Which split of the data: test or train.
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+    },
+    /// Class probabilities for one input: a PNG image, or sample --index of an IDX images file.
+    Predict {
+        model: PathBuf,
+        /// A PNG image of the model's input size, or an IDX images file (raw or .gz) with --index.
+        input: PathBuf,
+        /// Which image of an IDX file.
+        #[arg(long)]
+        index: Option<usize>,
+    },
+    /// The layer table of a saved model or of a config file.
+    Summary {
+        /// A .safetensors model or a .toml config.
+        path: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train { config, epochs, output, print_config, quiet } => {
+            commands::train(&config, epochs, output, print_config, quiet)
+        }
+        Command::Evaluate { model, data, split, batch_size } => commands::evaluate(&model, &data, &split, batch_size),
+        Command::Predict { model, input, index } => commands::predict(&model, &input, index),
+        Command::Summary { path } => commands::summary(&path),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
