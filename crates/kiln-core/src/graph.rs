@@ -118,6 +118,9 @@ pub(crate) struct Node {
 pub struct Graph<T: Float> {
     params: Vec<Param<T>>,
     param_grads: Vec<Vec<T>>,
+    /// Gradients that are logically zero but not yet written: the first op to write one overwrites it
+    /// instead of adding to zeros, which saves a pass over memory per parameter and step.
+    param_fresh: Vec<bool>,
     pub(crate) nodes: Vec<Node>,
     pub(crate) values: Vec<Vec<T>>,
     grads: Vec<Vec<T>>,
@@ -141,6 +144,7 @@ impl<T: Float> Graph<T> {
         Graph {
             params: Vec::new(),
             param_grads: Vec::new(),
+            param_fresh: Vec::new(),
             nodes: Vec::new(),
             values: Vec::new(),
             grads: Vec::new(),
@@ -213,6 +217,7 @@ impl<T: Float> Graph<T> {
             return Err(Error::Shape(format!("parameter {name}: {} values given for shape {shape}", value.len())));
         }
         self.param_grads.push(vec![T::ZERO; if trainable { value.len() } else { 0 }]);
+        self.param_fresh.push(false);
         self.params.push(Param { name: name.to_string(), shape, value, trainable });
         Ok(ParamId(self.params.len() - 1))
     }
@@ -229,18 +234,29 @@ impl<T: Float> Graph<T> {
         &mut self.params[p.0]
     }
 
-    pub fn param_grad(&self, p: ParamId) -> &[T] {
+    /// The gradient accumulated for `p` since the last `zero_grads`.
+    pub fn param_grad(&mut self, p: ParamId) -> &[T] {
+        self.settle(p.0);
         &self.param_grads[p.0]
     }
 
     /// Parameters and their gradients together, for optimizers.
     pub fn params_and_grads_mut(&mut self) -> (&mut [Param<T>], &mut [Vec<T>]) {
+        for i in 0..self.params.len() {
+            self.settle(i);
+        }
         (&mut self.params, &mut self.param_grads)
     }
 
+    /// Makes every gradient zero. Cheap: the buffers are only marked, and the next backward overwrites them.
     pub fn zero_grads(&mut self) {
-        for g in &mut self.param_grads {
-            g.fill(T::ZERO);
+        self.param_fresh.fill(true);
+    }
+
+    /// Writes the zeros a marked gradient stands for, before anyone reads it.
+    fn settle(&mut self, i: usize) {
+        if std::mem::take(&mut self.param_fresh[i]) {
+            self.param_grads[i].fill(T::ZERO);
         }
     }
 
@@ -364,6 +380,17 @@ impl<T: Float> Graph<T> {
             if matches!(self.nodes[i].op, Op::Param(_) | Op::Leaf) {
                 continue;
             }
+            let t = self.profile.as_ref().map(|_| std::time::Instant::now());
+            // A reshape's gradient is its output's gradient, reshaped: hand the buffer over when the input
+            // has none yet, instead of copying it.
+            if let Op::Reshape(a) = self.nodes[i].op
+                && self.nodes[a.id()].requires_grad
+                && !matches!(self.nodes[a.id()].op, Op::Param(_))
+                && self.grads[a.id()].is_empty()
+            {
+                self.grads[a.id()] = std::mem::take(&mut self.grads[i]);
+                continue;
+            }
             let gy = std::mem::take(&mut self.grads[i]);
             let mut ctx = BackCtx {
                 nodes: &self.nodes,
@@ -373,9 +400,9 @@ impl<T: Float> Graph<T> {
                 aux_i: &self.aux_i,
                 grads: &mut self.grads,
                 param_grads: &mut self.param_grads,
+                param_fresh: &mut self.param_fresh,
                 pool: &mut self.pool,
             };
-            let t = self.profile.as_ref().map(|_| std::time::Instant::now());
             backward_node(&mut ctx, i, &gy);
             if let (Some((p, _)), Some(t)) = (&mut self.profile, t) {
                 p.backward[self.nodes[i].op.kind().0] += t.elapsed().as_secs_f64();
@@ -408,6 +435,7 @@ pub(crate) struct BackCtx<'a, T: Float> {
     pub aux_i: &'a [Vec<u32>],
     grads: &'a mut [Vec<T>],
     param_grads: &'a mut [Vec<T>],
+    param_fresh: &'a mut [bool],
     pub pool: &'a mut Pool<T>,
 }
 
@@ -432,11 +460,29 @@ impl<'a, T: Float> BackCtx<'a, T> {
     pub fn grad(&mut self, v: Var) -> &mut [T] {
         let id = v.id();
         if let Op::Param(p) = self.nodes[id].op {
+            if std::mem::take(&mut self.param_fresh[p]) {
+                self.param_grads[p].fill(T::ZERO);
+            }
             return &mut self.param_grads[p];
         }
         if self.grads[id].is_empty() {
             self.grads[id] = self.pool.zeroed(self.nodes[id].shape.numel());
         }
         &mut self.grads[id]
+    }
+
+    /// The gradient buffer of `v` for an op that may overwrite it: with `true`, the buffer holds no gradient
+    /// yet (its contents are arbitrary) and the caller must write every element; with `false`, add to it.
+    pub fn grad_overwrite(&mut self, v: Var) -> (&mut [T], bool) {
+        let id = v.id();
+        if let Op::Param(p) = self.nodes[id].op {
+            let fresh = std::mem::take(&mut self.param_fresh[p]);
+            return (&mut self.param_grads[p], fresh);
+        }
+        let fresh = self.grads[id].is_empty();
+        if fresh {
+            self.grads[id] = self.pool.scratch(self.nodes[id].shape.numel());
+        }
+        (&mut self.grads[id], fresh)
     }
 }

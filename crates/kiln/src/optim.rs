@@ -174,8 +174,7 @@ impl Optimizer {
         self.t
     }
 
-    /// Updates every trainable parameter from its gradient, and zeroes the gradient in the same pass (so
-    /// the next backward starts from zero without a separate sweep over memory).
+    /// Updates every trainable parameter from its gradient.
     pub fn step(&mut self, params: &mut [Param<f32>], grads: &mut [Vec<f32>]) {
         if self.slot1.len() != params.len() {
             self.slot1 = params.iter().map(|p| vec![0.0; if p.trainable { p.value.len() } else { 0 }]).collect();
@@ -188,13 +187,10 @@ impl Optimizer {
             if !p.trainable {
                 continue;
             }
-            let update = |w: &mut [f32], g: &mut [f32], s1: &mut [f32], s2: &mut [f32]| {
-                match config {
-                    OptimizerConfig::Sgd(o) => sgd(o, w, g, s1),
-                    OptimizerConfig::Adam(o) => adam(o, t, w, g, s1, s2),
-                    OptimizerConfig::Rmsprop(o) => rmsprop(o, w, g, s1, s2),
-                }
-                g.fill(0.0);
+            let update = |w: &mut [f32], g: &mut [f32], s1: &mut [f32], s2: &mut [f32]| match config {
+                OptimizerConfig::Sgd(o) => sgd(o, w, g, s1),
+                OptimizerConfig::Adam(o) => adam(o, t, w, g, s1, s2),
+                OptimizerConfig::Rmsprop(o) => rmsprop(o, w, g, s1, s2),
             };
             let parts = kiln_core::par::parts_for(p.value.len(), 8);
             split4(&mut p.value, &mut grads[i], &mut self.slot1[i], &mut self.slot2[i], parts, &update);

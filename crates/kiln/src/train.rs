@@ -269,7 +269,7 @@ impl Sequential {
         let loss = loss_kind.compute(g, out, fused, target, &scratch.labels)?;
         let mut loss_value = g.scalar(loss) as f64;
         if train {
-            // Gradients start at zero: the optimizer clears each one as it applies it.
+            // Gradients start at zero: each step ends with zero_grads.
             g.backward(loss)?;
             for layer in &self.layers {
                 if let Some(r) = layer.regularizer {
@@ -289,6 +289,7 @@ impl Sequential {
             let (params, grads) = self.graph.params_and_grads_mut();
             let (_, opt) = self.compiled.as_mut().expect("checked above");
             opt.step(params, grads);
+            self.graph.zero_grads();
         }
         let g = &self.graph;
         let (cols, ov) = (out_dims.dims()[1..].iter().product::<usize>(), g.value(out));

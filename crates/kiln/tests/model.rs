@@ -190,7 +190,6 @@ fn optimizers_follow_keras_update_rules() {
         let mut g = vec![vec![0.5f32]];
         let mut o = Optimizer::new(c);
         o.step(&mut p, &mut g);
-        assert_eq!(g[0][0], 0.0, "the step clears the gradient");
         p[0].value[0]
     };
     // Adam: m = 0.05, v = 0.00025, lr_t = 0.001·√0.001/0.1, w −= lr_t·m/(√v + 1e-7) ≈ 0.001

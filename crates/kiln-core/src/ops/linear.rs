@@ -109,10 +109,12 @@ pub(crate) fn backward<T: Float>(
     }
     let (vx, vw) = (ctx.value(x), ctx.value(w));
     if ctx.needs(w) {
-        gemm(k, o, n, ctx.grad(w), Mat::rows_t(vx, k), Mat::rows(dz, o), true);
+        let (gw, fresh) = ctx.grad_overwrite(w);
+        gemm(k, o, n, gw, Mat::rows_t(vx, k), Mat::rows(dz, o), !fresh);
     }
     if ctx.needs(x) {
-        gemm(n, k, o, ctx.grad(x), Mat::rows(dz, o), Mat::rows_t(vw, o), true);
+        let (gx, fresh) = ctx.grad_overwrite(x);
+        gemm(n, k, o, gx, Mat::rows(dz, o), Mat::rows_t(vw, o), !fresh);
     }
     ctx.pool.put(tmp);
 }

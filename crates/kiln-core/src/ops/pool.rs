@@ -152,9 +152,12 @@ pub(crate) fn backward_max<T: Float>(ctx: &mut BackCtx<T>, node: usize, x: Var, 
     let g = _a.win;
     let (in_img, out_img) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
     let arg = ctx.aux_i[node].as_slice();
-    let gx = ctx.grad(x);
+    let (gx, fresh) = ctx.grad_overwrite(x);
     // Windows never reach across images, so images split across threads write disjoint parts of dx.
     for_parts(g.n, parts_for(g.n, in_img), gx, in_img, &mut [0u8; 0], 0, &|imgs, gx, _| {
+        if fresh {
+            gx.fill(T::ZERO);
+        }
         let base = imgs.start * in_img;
         let range = imgs.start * out_img..imgs.end * out_img;
         for (&i, &d) in arg[range.clone()].iter().zip(&gy[range]) {

@@ -230,5 +230,6 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, op: 
         return;
     }
     let (x, y) = (ctx.value(a), ctx.out(node));
-    op.deriv_slice(gy, x, y, ctx.grad(a), true);
+    let (gx, fresh) = ctx.grad_overwrite(a);
+    op.deriv_slice(gy, x, y, gx, !fresh);
 }
