@@ -119,6 +119,14 @@ fn child(name: &str, args: &Args) -> kiln::Result<()> {
     }
     let profile = model.graph().profile().map(|p| p.rows()).unwrap_or_default();
     model.graph_mut().set_profiling(false);
+    if std::env::var("KILN_PROFILE_PREDICT").is_ok() {
+        model.graph_mut().set_profiling(true);
+        model.predict(&test.x, 1000)?;
+        for r in model.graph().profile().map(|p| p.rows()).unwrap_or_default() {
+            eprintln!("predict {:?}", r);
+        }
+        model.graph_mut().set_profiling(false);
+    }
     let t = Instant::now();
     let probs = model.predict(&test.x, 1000)?;
     let batch1000 = test.x.rows() as f64 / t.elapsed().as_secs_f64();

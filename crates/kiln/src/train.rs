@@ -423,7 +423,7 @@ impl Sequential {
     ) -> Result<Evaluation> {
         let (_, metrics) = self.compiled_parts("evaluate")?;
         let mut totals = Totals::new(metrics.len());
-        for chunk in idx.chunks(batch.max(1)) {
+        for chunk in idx.chunks(inference_chunk(batch)) {
             self.run_batch(x, y, chunk, false, &mut totals, scratch)?;
         }
         self.graph.reset();
@@ -445,7 +445,7 @@ impl Sequential {
         let idx: Vec<usize> = (0..x.rows()).collect();
         let mut dims = vec![0];
         dims.extend_from_slice(&self.input_shape);
-        for chunk in idx.chunks(batch_size.max(1)) {
+        for chunk in idx.chunks(inference_chunk(batch_size)) {
             self.graph.reset();
             self.graph.set_recording(false);
             dims[0] = chunk.len();
@@ -461,6 +461,16 @@ impl Sequential {
         Tensor::new(&shape, out)
     }
 }
+
+/// Samples per forward pass at inference. Without dropout and with batch norm's moving statistics, the
+/// result does not depend on how a batch is cut, so large batches run in pieces whose activations stay in
+/// cache: measured on the MNIST CNN, batch 1000 in one piece wrote its 86 MB convolution output to memory
+/// and read it back for pooling.
+fn inference_chunk(batch_size: usize) -> usize {
+    batch_size.clamp(1, INFERENCE_CHUNK)
+}
+
+const INFERENCE_CHUNK: usize = 128;
 
 /// Runs `f` on a thread of rayon's pool, so that the joins inside ops go to that thread's own queue: from
 /// outside the pool each join would go through the shared queue (slower, and it allocates as it grows).
