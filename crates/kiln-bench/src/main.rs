@@ -13,6 +13,7 @@ const DEFAULT_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnis
 struct Args {
     epochs: usize,
     profile: bool,
+    no_fusion: bool,
     models: Vec<String>,
     data: String,
     child: Option<String>,
@@ -22,6 +23,7 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         epochs: 1,
         profile: false,
+        no_fusion: false,
         models: vec!["cnn".into(), "mlp".into()],
         data: DEFAULT_DATA.into(),
         child: None,
@@ -32,13 +34,14 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--epochs" => a.epochs = val("--epochs")?.parse().map_err(|e| format!("--epochs: {e}"))?,
             "--profile" => a.profile = true,
+            "--no-fusion" => a.no_fusion = true,
             "--models" => a.models = val("--models")?.split(',').map(str::to_string).collect(),
             "--data" => a.data = val("--data")?,
             "--child" => a.child = Some(val("--child")?),
             "--bench" => {} // passed by `cargo bench`
             other => {
                 return Err(format!(
-                    "unknown argument `{other}` (valid: --epochs N, --profile, --models cnn,mlp, --data DIR)"
+                    "unknown argument `{other}` (valid: --epochs N, --profile, --no-fusion, --models cnn,mlp, --data DIR)"
                 ));
             }
         }
@@ -108,6 +111,7 @@ fn child(name: &str, args: &Args) -> kiln::Result<()> {
     let (train, test) = kiln::data::mnist::load(&args.data)?;
     let mut model = build(name)?;
     model.graph_mut().set_profiling(args.profile);
+    model.set_fusion(!args.no_fusion);
     let mut epoch_secs = Vec::new();
     let mut acc = 0.0;
     for e in 0..args.epochs {
@@ -189,6 +193,9 @@ fn main() {
         cmd.args(["--child", name, "--epochs", &args.epochs.to_string(), "--data", &args.data]);
         if args.profile {
             cmd.arg("--profile");
+        }
+        if args.no_fusion {
+            cmd.arg("--no-fusion");
         }
         let out = match cmd.output() {
             Ok(o) if o.status.success() => o,

@@ -49,6 +49,8 @@ pub(crate) enum Op {
     LogSoftmax(Var, usize),
     Linear(Var, Var, Option<Var>, Option<UnaryOp>),
     Conv2d(Conv2dArgs),
+    /// Pool window (= strides); argmax in `aux_i`, z at the argmax in `aux_f` when the activation needs it.
+    Conv2dMaxPool(Conv2dArgs, (usize, usize)),
     MaxPool2d(Var, PoolArgs),
     AvgPool2d(Var, PoolArgs),
     /// The scaled keep-mask is in `aux_f`.
@@ -82,11 +84,12 @@ impl Op {
             Op::Dropout(_) => (17, "dropout"),
             Op::BatchNorm(..) => (18, "batch_norm"),
             Op::Loss(..) => (19, "loss"),
+            Op::Conv2dMaxPool(..) => (20, "conv2d+max_pool2d"),
         }
     }
 }
 
-const OP_KINDS: usize = 20;
+const OP_KINDS: usize = 21;
 
 /// Seconds spent per kind of op, forward and backward, while profiling is on.
 #[derive(Clone, Debug, Default)]

@@ -227,3 +227,20 @@ fn a_small_network_end_to_end() {
         },
     );
 }
+
+#[test]
+fn conv2d_max_pool_fused() {
+    let mut r = rng();
+    let cases = [
+        ([2, 6, 6, 1], (1, 1), Padding::Valid, Some(UnaryOp::Relu), (2, 2)),
+        ([1, 7, 6, 2], (1, 1), Padding::Same, Some(UnaryOp::Tanh), (2, 2)),
+        ([2, 7, 7, 2], (1, 1), Padding::Valid, Some(UnaryOp::Gelu), (2, 2)),
+        ([1, 8, 7, 1], (2, 1), Padding::Same, None, (2, 3)),
+    ];
+    for (xs, stride, pad, act, pool) in cases {
+        let c = xs[3];
+        check(vec![u(&xs, &mut r), u(&[3, 3, c, 3], &mut r), u(&[3], &mut r)], |g, v| {
+            g.conv2d_max_pool(v[0], v[1], Some(v[2]), stride, pad, act, pool)
+        });
+    }
+}

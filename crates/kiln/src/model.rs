@@ -26,6 +26,7 @@ pub struct Sequential {
     rng: Rng,
     pub(crate) compiled: Option<(CompileConfig, Optimizer)>,
     pub(crate) scratch: crate::train::Scratch,
+    fuse: bool,
 }
 
 impl Sequential {
@@ -40,6 +41,7 @@ impl Sequential {
             rng: Rng::new(0),
             compiled: None,
             scratch: Default::default(),
+            fuse: true,
         }
     }
 
@@ -85,6 +87,12 @@ impl Sequential {
         let layer = Layer::build(config, &input, self.layers.last(), &mut self.graph, &mut self.rng)?;
         self.layers.push(layer);
         Ok(self)
+    }
+
+    /// Whether layer pairs with a fused op run as one (Conv2D followed by a non-overlapping MaxPooling2D).
+    /// On by default; the results are the same within float rounding, and off is the reference.
+    pub fn set_fusion(&mut self, on: bool) {
+        self.fuse = on;
     }
 
     pub fn layers(&self) -> &[Layer] {
@@ -144,9 +152,17 @@ impl Sequential {
     /// Runs every layer on the batch `x`. `logits`: the last layer leaves out its softmax/sigmoid.
     pub(crate) fn forward(&mut self, x: Var, training: bool, logits: bool) -> Result<Var> {
         let n = self.layers.len();
-        let mut h = x;
-        for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&mut self.graph, h, training, logits && i + 1 == n)?;
+        let (mut h, mut i) = (x, 0);
+        while i < n {
+            if self.fuse
+                && i + 1 < n
+                && let Some(y) = crate::nn::conv_pool_forward(&self.layers[i], &self.layers[i + 1], &mut self.graph, h)
+            {
+                (h, i) = (y?, i + 2);
+                continue;
+            }
+            h = self.layers[i].forward(&mut self.graph, h, training, logits && i + 1 == n)?;
+            i += 1;
         }
         Ok(h)
     }

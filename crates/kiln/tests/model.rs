@@ -261,3 +261,25 @@ fn bad_training_input_is_reported_not_panicked() {
     assert!(e.contains("y[4] = 7"), "{e}");
     assert!(m.fit(&x, &y, FitOptions { batch_size: 0, ..Default::default() }).is_err());
 }
+
+#[test]
+fn fused_conv_pool_trains_like_the_separate_layers() {
+    let mut rng = kiln::core::Rng::new(2);
+    let x = Tensor::new(&[40, 12, 12, 1], (0..40 * 144).map(|_| rng.uniform() as f32).collect()).unwrap();
+    let y = kiln::data::one_hot(&(0..40).map(|i| (i % 4) as u8).collect::<Vec<_>>(), 4).unwrap();
+    let run = |fuse: bool| {
+        let mut m = Sequential::new(&[12, 12, 1]).seed(5);
+        m.add(Conv2D::new(6, 3).activation(Activation::Relu)).unwrap();
+        m.add(MaxPooling2D::new(2)).unwrap();
+        m.add(Flatten::new()).unwrap();
+        m.add(Dense::new(4).activation(Activation::Softmax)).unwrap();
+        m.set_fusion(fuse);
+        m.compile(Adam::default(), Loss::CategoricalCrossentropy, &[]).unwrap();
+        m.fit(&x, &y, FitOptions { epochs: 3, batch_size: 8, ..Default::default() }).unwrap();
+        m.predict(&x, 40).unwrap()
+    };
+    let (a, b) = (run(true), run(false));
+    for (p, q) in a.data().iter().zip(b.data()) {
+        assert!((p - q).abs() < 1e-4, "fused {p} vs separate {q}");
+    }
+}

@@ -90,13 +90,13 @@ pub struct Conv2dArgs {
 }
 
 /// Output rows per tile: the tile's patches and outputs take about 256 KiB.
-fn tile_rows(g: &Window, f: usize) -> usize {
+pub(crate) fn tile_rows(g: &Window, f: usize) -> usize {
     (65_536 / (g.patch() + f)).max(1)
 }
 
 /// cols[r − r0, (kh, kw, c)] for output rows r in r0..r1, row r = (n, oh, ow), reading x[n, oh·sh + kh − pt,
 /// ow·sw + kw − pl, c], zero in the padding. `x` starts at image `n0`.
-fn im2col<T: Float>(x: &[T], g: &Window, n0: usize, r0: usize, r1: usize, cols: &mut [T]) {
+pub(crate) fn im2col<T: Float>(x: &[T], g: &Window, n0: usize, r0: usize, r1: usize, cols: &mut [T]) {
     let patch = g.patch();
     let run = g.kw * g.c;
     let per_image = g.oh * g.ow;
@@ -124,7 +124,7 @@ fn im2col<T: Float>(x: &[T], g: &Window, n0: usize, r0: usize, r1: usize, cols: 
 }
 
 /// The adjoint of im2col: dx[...] += dcols[...] for output rows r0..r1. `dx` starts at image `n0`.
-fn col2im<T: Float>(dcols: &[T], g: &Window, n0: usize, r0: usize, r1: usize, dx: &mut [T]) {
+pub(crate) fn col2im<T: Float>(dcols: &[T], g: &Window, n0: usize, r0: usize, r1: usize, dx: &mut [T]) {
     let patch = g.patch();
     let per_image = g.oh * g.ow;
     for r in r0..r1 {

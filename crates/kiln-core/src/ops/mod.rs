@@ -3,6 +3,7 @@
 mod batchnorm;
 mod binary;
 mod conv;
+mod conv_pool;
 mod dropout;
 pub(crate) mod gemm;
 mod linear;
@@ -42,6 +43,7 @@ pub(crate) fn backward_node<T: Float>(ctx: &mut BackCtx<T>, i: usize, gy: &[T]) 
         Op::LogSoftmax(a, axis) => softmax::backward_log_softmax(ctx, i, a, axis, gy),
         Op::Linear(x, w, b, act) => linear::backward(ctx, i, x, w, b, act, gy),
         Op::Conv2d(args) => conv::backward(ctx, i, args, gy),
+        Op::Conv2dMaxPool(args, pool) => conv_pool::backward(ctx, i, args, pool, gy),
         Op::MaxPool2d(x, args) => pool::backward_max(ctx, i, x, args, gy),
         Op::AvgPool2d(x, args) => pool::backward_avg(ctx, x, args, gy),
         Op::Dropout(x) => dropout::backward(ctx, i, x, gy),

@@ -239,3 +239,23 @@ impl Layer {
         }
     }
 }
+
+/// Conv2D directly followed by MaxPooling2D with non-overlapping windows (strides = pool size, valid) runs as
+/// the engine's fused `conv2d_max_pool`: the convolution's full output is never stored. None when the pair
+/// does not qualify.
+pub(crate) fn conv_pool_forward(
+    conv: &Layer,
+    pool: &Layer,
+    g: &mut Graph<f32>,
+    x: Var,
+) -> Option<kiln_core::Result<Var>> {
+    let (LayerConfig::Conv2d(c), LayerConfig::MaxPooling2d(p)) = (&conv.config, &pool.config) else { return None };
+    let strides = p.strides.unwrap_or(p.pool_size);
+    if c.activation == Activation::Softmax || strides != p.pool_size || p.padding != PaddingConfig::Valid {
+        return None;
+    }
+    let w = g.use_param(conv.params[0]);
+    let b = conv.params.get(1).map(|&b| g.use_param(b));
+    let (s, size) = ((c.strides.0, c.strides.1), (p.pool_size.0, p.pool_size.1));
+    Some(g.conv2d_max_pool(x, w, b, s, c.padding.into(), c.activation.unary(), size))
+}

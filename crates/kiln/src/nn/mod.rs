@@ -12,4 +12,4 @@ pub use config::{
 };
 pub use init::{Initializer, Regularizer, fans};
 pub use layer::Layer;
-pub(crate) use layer::fmt_shape;
+pub(crate) use layer::{conv_pool_forward, fmt_shape};
