@@ -161,16 +161,15 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
 }
 
 impl<T: Float> Graph<T> {
-    /// y[n, oh, ow, f] = act(Σ x[n, oh·s + kh − p, ow·s + kw − p, c] · w[kh, kw, c, f] + b[f])
-    pub fn conv2d(
-        &mut self,
+    /// Checks a convolution's operands; returns its window and the number of filters.
+    pub(crate) fn conv_geometry(
+        &self,
         x: Var,
         w: Var,
         b: Option<Var>,
         strides: (usize, usize),
         padding: Padding,
-        act: Option<UnaryOp>,
-    ) -> Result<Var> {
+    ) -> Result<(Window, usize)> {
         let (sx, sw) = (self.shape(x), self.shape(w));
         if sw.rank() != 4 {
             return Err(Error::Shape(format!("conv2d: kernel must be [kh, kw, c_in, c_out], got {sw}")));
@@ -189,6 +188,20 @@ impl<T: Float> Graph<T> {
         {
             return Err(Error::Shape(format!("conv2d: bias {} does not fit {f} filters", self.shape(b))));
         }
+        Ok((win, f))
+    }
+
+    /// y[n, oh, ow, f] = act(Σ x[n, oh·s + kh − p, ow·s + kw − p, c] · w[kh, kw, c, f] + b[f])
+    pub fn conv2d(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        strides: (usize, usize),
+        padding: Padding,
+        act: Option<UnaryOp>,
+    ) -> Result<Var> {
+        let (win, f) = self.conv_geometry(x, w, b, strides, padding)?;
         let (k, per_image, tile) = (win.patch(), win.oh * win.ow, tile_rows(&win, f));
         let parts = parts_for(win.n, per_image * k * f);
         let mut y = self.pool.scratch(win.rows() * f);
@@ -270,14 +283,27 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArg
             }
         }
     });
+    add_partials(ctx, &a, acc, acc_len, k * f, f);
+}
+
+/// Adds the per-thread partial weight (first `kf` values of each part) and bias (next `f`) gradients into the
+/// parameters' gradients, and returns the buffer to the pool.
+pub(crate) fn add_partials<T: Float>(
+    ctx: &mut BackCtx<T>,
+    a: &Conv2dArgs,
+    acc: Vec<T>,
+    acc_len: usize,
+    kf: usize,
+    f: usize,
+) {
     for part in acc.chunks(acc_len) {
-        if need_w {
-            for (d, &s) in ctx.grad(a.w).iter_mut().zip(&part[..k * f]) {
+        if ctx.needs(a.w) {
+            for (d, &s) in ctx.grad(a.w).iter_mut().zip(&part[..kf]) {
                 *d += s;
             }
         }
-        if let Some(b) = a.b.filter(|_| need_b) {
-            for (d, &s) in ctx.grad(b).iter_mut().zip(&part[k * f..k * f + f]) {
+        if let Some(b) = a.b.filter(|&b| ctx.needs(b)) {
+            for (d, &s) in ctx.grad(b).iter_mut().zip(&part[kf..kf + f]) {
                 *d += s;
             }
         }

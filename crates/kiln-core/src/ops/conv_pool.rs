@@ -4,7 +4,7 @@
 //! Backward rebuilds each tile's patches and routes every pooled gradient to its maximum's position.
 //! `conv2d` followed by `max_pool2d` is the reference it is tested against.
 
-use super::conv::{Conv2dArgs, Padding, Window, col2im, im2col, tile_rows};
+use super::conv::{Conv2dArgs, Padding, Window, add_partials, col2im, im2col, tile_rows};
 use super::gemm::{Mat, gemm_serial};
 use super::linear::bias_act;
 use super::unary::UnaryOp;
@@ -27,24 +27,7 @@ impl<T: Float> Graph<T> {
         act: Option<UnaryOp>,
         pool: (usize, usize),
     ) -> Result<Var> {
-        let (sx, sw) = (self.shape(x), self.shape(w));
-        if sw.rank() != 4 {
-            return Err(Error::Shape(format!("conv2d: kernel must be [kh, kw, c_in, c_out], got {sw}")));
-        }
-        let win = Window::new(sx, (sw.dim(0), sw.dim(1)), strides, padding, "conv2d")?;
-        if sw.dim(2) != win.c {
-            return Err(Error::Shape(format!(
-                "conv2d: input {sx} has {} channels, kernel {sw} expects {}",
-                win.c,
-                sw.dim(2)
-            )));
-        }
-        let f = sw.dim(3);
-        if let Some(b) = b
-            && self.shape(b).dims() != [f]
-        {
-            return Err(Error::Shape(format!("conv2d: bias {} does not fit {f} filters", self.shape(b))));
-        }
+        let (win, f) = self.conv_geometry(x, w, b, strides, padding)?;
         let (ph, pw) = pool;
         if ph == 0 || pw == 0 || win.oh < ph || win.ow < pw {
             return Err(Error::Shape(format!("max_pool2d: window {ph}x{pw} does not fit {}x{}", win.oh, win.ow)));
@@ -226,17 +209,5 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArg
             }
         }
     });
-    for part in acc.chunks(acc_len) {
-        if need_w {
-            for (d, &s) in ctx.grad(a.w).iter_mut().zip(&part[..k * f]) {
-                *d += s;
-            }
-        }
-        if let Some(b) = a.b.filter(|_| need_b) {
-            for (d, &s) in ctx.grad(b).iter_mut().zip(&part[k * f..k * f + f]) {
-                *d += s;
-            }
-        }
-    }
-    ctx.pool.put(acc);
+    add_partials(ctx, &a, acc, acc_len, k * f, f);
 }

@@ -30,6 +30,24 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
+/// Asserts that every index the kernel touches is inside the slices, and handles empty products. Returns
+/// false when nothing is left for the kernel to do.
+fn checked<T: Float>(m: usize, n: usize, k: usize, dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) -> bool {
+    assert!(dst.len() >= m * n);
+    if m == 0 || n == 0 {
+        return false;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::ZERO);
+        }
+        return false;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(a.data.len() > last(m, k, a.rs, a.cs) && b.data.len() > last(k, n, b.rs, b.cs));
+    true
+}
+
 /// Below this many flops a product runs on the calling thread: splitting costs more than it saves.
 const SPLIT_FLOPS: usize = 4_000_000;
 
@@ -47,18 +65,9 @@ pub(crate) fn num_threads() -> usize {
 /// weight gradient, m·n = 288, k = 43,264). Large outputs are split along their longer side; small
 /// outputs with a long k are split along k into per-thread partial sums.
 pub(crate) fn gemm<T: Float>(m: usize, n: usize, k: usize, dst: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
-    assert!(dst.len() >= m * n);
-    if m == 0 || n == 0 {
+    if !checked(m, n, k, dst, a, b, accumulate) {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(T::ZERO);
-        }
-        return;
-    }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(a.data.len() > last(m, k, a.rs, a.cs) && b.data.len() > last(k, n, b.rs, b.cs));
     let t = num_threads();
     if t <= 1 || 2 * m * n * k < SPLIT_FLOPS {
         // SAFETY: bounds checked above.
@@ -165,18 +174,9 @@ pub(crate) fn gemm_serial<T: Float>(
     b: Mat<T>,
     accumulate: bool,
 ) {
-    assert!(dst.len() >= m * n);
-    if m == 0 || n == 0 {
+    if !checked(m, n, k, dst, a, b, accumulate) {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(T::ZERO);
-        }
-        return;
-    }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(a.data.len() > last(m, k, a.rs, a.cs) && b.data.len() > last(k, n, b.rs, b.cs));
     // SAFETY: bounds checked above.
     unsafe { kernel(m, n, k, dst.as_mut_ptr(), n, a, b, accumulate) }
 }
