@@ -78,7 +78,7 @@ pub fn evaluate(model_path: &Path, data: &Path, split: &str, batch_size: usize) 
         "test" => "t10k",
         "train" => "train",
         other => {
-            return Err(Error::Config(format!("--split must be `test` or `train`, got `{other}`")));
+            return Err(Error::Invalid(format!("--split must be `test` or `train`, got `{other}`")));
         }
     };
     let mut model = Sequential::load(model_path)?;
@@ -104,20 +104,20 @@ pub fn predict(model_path: &Path, input: &Path, index: Option<usize>) -> Result<
     let want = model.input_shape().to_vec();
     let x = if is_png(input)? {
         if index.is_some() {
-            return Err(Error::Config("--index applies to IDX files, not to a PNG image".into()));
+            return Err(Error::Invalid("--index applies to IDX files, not to a PNG image".into()));
         }
         read_png(input, &want)?
     } else {
         let images = mnist::load_images(input)?;
         let Some(i) = index else {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "{} holds {} images: choose one with --index N",
                 input.display(),
                 images.rows()
             )));
         };
         if i >= images.rows() {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "--index {i} is out of range: {} has {} images",
                 input.display(),
                 images.rows()

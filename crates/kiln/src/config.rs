@@ -18,6 +18,9 @@ pub struct RunConfig {
     pub train: TrainConfig,
     #[serde(default)]
     pub output: OutputConfig,
+    /// The file this config was read from, for error messages.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +103,7 @@ impl RunConfig {
         if let Some(m) = &c.output.model {
             c.output.model = Some(base.join(m));
         }
+        c.source = Some(path.to_path_buf());
         Ok(c)
     }
 
@@ -121,7 +125,10 @@ impl RunConfig {
         let mut m = Sequential::new(&self.model.input_shape).seed(self.model.seed).named(&self.model.name);
         for (i, l) in self.model.layers.iter().enumerate() {
             m.add(l.clone()).map_err(|e| match e {
-                Error::Shape(msg) | Error::Config(msg) => Error::Config(format!("model.layers[{i}]: {msg}")),
+                Error::Shape(msg) | Error::Config(msg) => {
+                    let file = self.source.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
+                    Error::Config(format!("{file}model.layers[{i}]: {msg}"))
+                }
                 other => other,
             })?;
         }
