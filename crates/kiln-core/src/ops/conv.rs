@@ -273,17 +273,38 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArg
             if need_b {
                 add_column_sums(db, dzt, f);
             }
-            if need_w {
-                gemm_serial(k, f, rows, dw, Mat::rows_t(&cols[..rows * k], k), Mat::rows(dzt, f), true);
-            }
-            if need_x {
-                let dc = &mut dcols[..rows * k];
-                gemm_serial(rows, k, f, dc, Mat::rows(dzt, f), Mat::rows_t(wv, f), false);
-                col2im(dc, &g, images.start, r0, r1, gx);
-            }
+            let dx = need_x.then_some(&mut *gx);
+            tile_grads(&g, images.start, r0, r1, dzt, cols, wv, need_w.then_some(&mut *dw), dx, dcols);
         }
     });
     add_partials(ctx, &a, acc, acc_len, k * f, f);
+}
+
+/// The weight and input gradients of one tile of output rows r0..r1 from its dz [rows, f] and patches:
+/// dw += colsᵀ · dz; dx += col2im(dz · wᵀ) (dx starts at image `n0`; `dcols` is scratch).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tile_grads<T: Float>(
+    g: &Window,
+    n0: usize,
+    r0: usize,
+    r1: usize,
+    dz: &[T],
+    cols: &[T],
+    w: &[T],
+    dw: Option<&mut [T]>,
+    dx: Option<&mut [T]>,
+    dcols: &mut [T],
+) {
+    let (rows, k) = (r1 - r0, g.patch());
+    let f = dz.len() / rows;
+    if let Some(dw) = dw {
+        gemm_serial(k, f, rows, dw, Mat::rows_t(&cols[..rows * k], k), Mat::rows(dz, f), true);
+    }
+    if let Some(dx) = dx {
+        let dc = &mut dcols[..rows * k];
+        gemm_serial(rows, k, f, dc, Mat::rows(dz, f), Mat::rows_t(w, f), false);
+        col2im(dc, g, n0, r0, r1, dx);
+    }
 }
 
 /// Adds the per-thread partial weight (first `kf` values of each part) and bias (next `f`) gradients into the

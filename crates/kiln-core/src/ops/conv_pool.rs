@@ -4,7 +4,7 @@
 //! Backward rebuilds each tile's patches and routes every pooled gradient to its maximum's position.
 //! `conv2d` followed by `max_pool2d` is the reference it is tested against.
 
-use super::conv::{Conv2dArgs, Padding, Window, add_partials, col2im, im2col, tile_rows};
+use super::conv::{Conv2dArgs, Padding, Window, add_partials, im2col, tile_grads, tile_rows};
 use super::gemm::{Mat, gemm_serial};
 use super::linear::bias_act;
 use super::unary::UnaryOp;
@@ -198,14 +198,8 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArg
                 if need_w || need_x {
                     im2col(xs, &g, imgs.start, r0, r1, cols);
                 }
-                if need_w {
-                    gemm_serial(k, f, rows, dw, Mat::rows_t(&cols[..rows * k], k), Mat::rows(dzt, f), true);
-                }
-                if need_x {
-                    let dc = &mut dcols[..rows * k];
-                    gemm_serial(rows, k, f, dc, Mat::rows(dzt, f), Mat::rows_t(wv, f), false);
-                    col2im(dc, &g, imgs.start, r0, r1, gx);
-                }
+                let dx = need_x.then_some(&mut *gx);
+                tile_grads(&g, imgs.start, r0, r1, dzt, cols, wv, need_w.then_some(&mut *dw), dx, dcols);
             }
         }
     });
