@@ -20,17 +20,7 @@ impl<E: Copy + Default> Pool<E> {
     /// A buffer of `len` elements whose contents are unspecified (what the last user left, or zero): for
     /// outputs the caller overwrites completely. Saves a memset per op.
     pub fn scratch(&mut self, len: usize) -> Vec<E> {
-        let mut best: Option<usize> = None;
-        for (i, b) in self.free.iter().enumerate() {
-            let c = b.capacity();
-            if c >= len && best.is_none_or(|j| c < self.free[j].capacity()) {
-                best = Some(i);
-            }
-        }
-        let mut v = match best {
-            Some(i) => self.free.swap_remove(i),
-            None => Vec::with_capacity(len),
-        };
+        let mut v = self.pick(len);
         if v.len() >= len {
             v.truncate(len);
         } else {
@@ -53,8 +43,15 @@ impl<E: Copy + Default> Pool<E> {
         v
     }
 
-    /// An empty buffer with room for `len` elements: the smallest free one that fits.
+    /// An empty buffer with room for `len` elements.
     fn take(&mut self, len: usize) -> Vec<E> {
+        let mut v = self.pick(len);
+        v.clear();
+        v
+    }
+
+    /// The smallest free buffer with room for `len` elements, contents as left, or a new one.
+    fn pick(&mut self, len: usize) -> Vec<E> {
         let mut best: Option<usize> = None;
         for (i, b) in self.free.iter().enumerate() {
             let c = b.capacity();
@@ -63,11 +60,7 @@ impl<E: Copy + Default> Pool<E> {
             }
         }
         match best {
-            Some(i) => {
-                let mut v = self.free.swap_remove(i);
-                v.clear();
-                v
-            }
+            Some(i) => self.free.swap_remove(i),
             None => Vec::with_capacity(len),
         }
     }

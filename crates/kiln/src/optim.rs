@@ -198,8 +198,7 @@ impl Optimizer {
     }
 }
 
-/// Runs `f` on `parts` aligned pieces of four equally long buffers, in parallel. Slot buffers may be empty
-/// (an optimizer without that state), and then stay empty in every piece.
+/// Runs `f` on `parts` aligned pieces of four equally long buffers, in parallel.
 fn split4(
     w: &mut [f32],
     g: &mut [f32],
@@ -213,13 +212,10 @@ fn split4(
         return;
     }
     let mid = w.len() * (parts / 2) / parts;
-    let cut = |s: &mut [f32]| -> (usize, bool) { (mid.min(s.len()), s.is_empty()) };
     let (w1, w2) = w.split_at_mut(mid);
     let (g1, g2) = g.split_at_mut(mid);
-    let (c1, _) = cut(s1);
-    let (s1a, s1b) = s1.split_at_mut(c1);
-    let (c2, _) = cut(s2);
-    let (s2a, s2b) = s2.split_at_mut(c2);
+    let (s1a, s1b) = s1.split_at_mut(mid);
+    let (s2a, s2b) = s2.split_at_mut(mid);
     rayon::join(|| split4(w1, g1, s1a, s2a, parts / 2, f), || split4(w2, g2, s1b, s2b, parts - parts / 2, f));
 }
 
