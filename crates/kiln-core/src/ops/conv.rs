@@ -237,17 +237,9 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArg
     let need_z = a.act.is_some_and(|act| act.needs_input());
     let (xv, wv, yv) = (ctx.value(a.x), ctx.value(a.w), ctx.out(node));
     let bv = a.b.map(|b| ctx.value(b));
-    let parts = parts_for(g.n, per_image * k * f * 2);
-    // Per part: partial dw (k·f), partial db (f), then scratch for cols, z, dz and dcols tiles.
-    let acc_len = k * f + f + tile * (2 * k + 2 * f);
-    let mut acc = ctx.pool.zeroed(parts * acc_len);
-    let mut no_dx: Vec<T> = Vec::new();
-    let gx: &mut [T] = if need_x { ctx.grad(a.x) } else { &mut no_dx };
-    let img_len = if need_x { g.h * g.w * g.c } else { 0 };
-    for_parts(g.n, parts, gx, img_len, &mut acc, acc_len, &|images, gx, acc| {
-        let (dw, rest) = acc.split_at_mut(k * f);
-        let (db, rest) = rest.split_at_mut(f);
-        let (cols, rest) = rest.split_at_mut(tile * k);
+    // Scratch per part: cols, z, dz and dcols tiles.
+    backward_by_images(ctx, &a, f, tile * (2 * k + 2 * f), &|images, gx, dw, db, scratch| {
+        let (cols, rest) = scratch.split_at_mut(tile * k);
         let (z, rest) = rest.split_at_mut(tile * f);
         let (dz, dcols) = rest.split_at_mut(tile * f);
         let xs = &xv[images.start * g.h * g.w * g.c..];
@@ -277,7 +269,6 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArg
             tile_grads(&g, images.start, r0, r1, dzt, cols, wv, need_w.then_some(&mut *dw), dx, dcols);
         }
     });
-    add_partials(ctx, &a, acc, acc_len, k * f, f);
 }
 
 /// The weight and input gradients of one tile of output rows r0..r1 from its dz [rows, f] and patches:
@@ -307,16 +298,33 @@ pub(crate) fn tile_grads<T: Float>(
     }
 }
 
-/// Adds the per-thread partial weight (first `kf` values of each part) and bias (next `f`) gradients into the
-/// parameters' gradients, and returns the buffer to the pool.
-pub(crate) fn add_partials<T: Float>(
+/// One part's work in `backward_by_images`: (images, dx, partial dw, partial db, scratch).
+pub(crate) type TileBody<'a, T> = dyn Fn(std::ops::Range<usize>, &mut [T], &mut [T], &mut [T], &mut [T]) + Sync + 'a;
+
+/// The skeleton both convolution backwards share: images split across threads; each part gets its images'
+/// slice of dx (empty when x needs no gradient), private partial dw (k·f) and db (f), and `scratch_len` of
+/// scratch; the partials are then added into the parameters' gradients.
+pub(crate) fn backward_by_images<T: Float>(
     ctx: &mut BackCtx<T>,
     a: &Conv2dArgs,
-    acc: Vec<T>,
-    acc_len: usize,
-    kf: usize,
     f: usize,
+    scratch_len: usize,
+    body: &TileBody<'_, T>,
 ) {
+    let g = a.win;
+    let kf = g.patch() * f;
+    let parts = parts_for(g.n, g.oh * g.ow * kf * 2);
+    let acc_len = kf + f + scratch_len;
+    let mut acc = ctx.pool.zeroed(parts * acc_len);
+    let need_x = ctx.needs(a.x);
+    let mut no_dx: Vec<T> = Vec::new();
+    let gx: &mut [T] = if need_x { ctx.grad(a.x) } else { &mut no_dx };
+    let img_len = if need_x { g.h * g.w * g.c } else { 0 };
+    for_parts(g.n, parts, gx, img_len, &mut acc, acc_len, &|images, gx, acc| {
+        let (dw, rest) = acc.split_at_mut(kf);
+        let (db, scratch) = rest.split_at_mut(f);
+        body(images, gx, dw, db, scratch)
+    });
     for part in acc.chunks(acc_len) {
         if ctx.needs(a.w) {
             for (d, &s) in ctx.grad(a.w).iter_mut().zip(&part[..kf]) {

@@ -4,7 +4,7 @@
 //! Backward rebuilds each tile's patches and routes every pooled gradient to its maximum's position.
 //! `conv2d` followed by `max_pool2d` is the reference it is tested against.
 
-use super::conv::{Conv2dArgs, Padding, Window, add_partials, im2col, tile_grads, tile_rows};
+use super::conv::{Conv2dArgs, Padding, Window, backward_by_images, im2col, tile_grads, tile_rows};
 use super::gemm::{Mat, gemm_serial};
 use super::linear::bias_act;
 use super::unary::UnaryOp;
@@ -163,16 +163,9 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArg
     let need_b = a.b.is_some_and(|b| ctx.needs(b));
     let (xv, wv, yv) = (ctx.value(a.x), ctx.value(a.w), ctx.out(node));
     let (arg, zs) = (ctx.aux_i[node].as_slice(), ctx.aux_f[node].as_slice());
-    let parts = parts_for(g.n, g.oh * g.ow * k * f * 2);
-    let acc_len = k * f + f + tile * (2 * k + f);
-    let mut acc = ctx.pool.zeroed(parts * acc_len);
-    let mut no_dx: Vec<T> = Vec::new();
-    let gx: &mut [T] = if need_x { ctx.grad(a.x) } else { &mut no_dx };
-    let img_len = if need_x { g.h * g.w * g.c } else { 0 };
-    for_parts(g.n, parts, gx, img_len, &mut acc, acc_len, &|imgs, gx, acc| {
-        let (dw, rest) = acc.split_at_mut(k * f);
-        let (db, rest) = rest.split_at_mut(f);
-        let (cols, rest) = rest.split_at_mut(tile * k);
+    // Scratch per part: cols, dz and dcols tiles.
+    backward_by_images(ctx, &a, f, tile * (2 * k + f), &|imgs, gx, dw, db, scratch| {
+        let (cols, rest) = scratch.split_at_mut(tile * k);
         let (dz, dcols) = rest.split_at_mut(tile * f);
         let xs = &xv[imgs.start * g.h * g.w * g.c..];
         for n in imgs.clone() {
@@ -203,5 +196,4 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArg
             }
         }
     });
-    add_partials(ctx, &a, acc, acc_len, k * f, f);
 }
