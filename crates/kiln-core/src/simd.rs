@@ -34,3 +34,17 @@ pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     }
     f()
 }
+
+/// `s` as f32 when T is f32: lets generic code hand its data to kernels written for f32.
+pub fn as_f32<T: 'static>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32, so the cast is the identity.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// `s` as mutable f32 when T is f32.
+pub fn as_f32_mut<T: 'static>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: T is f32, so the cast is the identity.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}

@@ -5,6 +5,7 @@
 //! `conv2d` followed by `max_pool2d` is the reference it is tested against.
 
 use super::conv::{Conv2dArgs, Padding, Window, backward_by_images, im2col, tile_grads, tile_rows};
+use super::conv_pool_direct as direct;
 use super::gemm::{Mat, gemm_serial};
 use super::linear::bias_act;
 use super::unary::UnaryOp;
@@ -48,45 +49,60 @@ impl<T: Float> Graph<T> {
         let mut scratch = self.pool.scratch(parts * (cols_len + tile * f));
         let (xv, wv, bv) = (self.value(x), self.value(w), b.map(|b| self.value(b)));
         let (args, zsd) = (Disjoint::new(&mut arg), Disjoint::new(&mut zs));
-        for_parts(win.n, parts, &mut y, out_img, &mut scratch, cols_len + tile * f, &|imgs, y, buf| {
-            let (cols, z) = buf.split_at_mut(cols_len);
-            let xs = &xv[imgs.start * win.h * win.w * win.c..];
-            // SAFETY: each part writes the entries of its own images only.
-            let a = unsafe { args.part(imgs.start * out_img..imgs.end * out_img) };
-            let zk = if keep_z { unsafe { zsd.part(imgs.start * out_img..imgs.end * out_img) } } else { &mut [][..] };
-            for n in imgs.clone() {
-                for p0 in (0..poh).step_by(band) {
-                    let p1 = (p0 + band).min(poh);
-                    let r0 = (n * win.oh + p0 * ph) * win.ow;
-                    let r1 = (n * win.oh + p1 * ph) * win.ow;
-                    let rows = r1 - r0;
-                    im2col(xs, &win, imgs.start, r0, r1, cols);
-                    let zt = &mut z[..rows * f];
-                    gemm_serial(rows, f, k, zt, Mat::rows(cols, k), Mat::rows(wv, f), false);
-                    bias_act(zt, f, bv, None, None);
-                    // y = act(z) over the tile; z itself survives (in `yt`'s place) only when needed.
-                    let yt: &mut [T] = match act {
-                        Some(op) if keep_z => {
-                            let yt = &mut cols[..rows * f];
-                            op.apply_slice(zt, yt);
-                            yt
-                        }
-                        Some(op) => {
-                            op.apply_in_place(zt);
-                            zt
-                        }
-                        None => zt,
-                    };
-                    let yt: &[T] = yt;
-                    pool_tile(yt, &win, (ph, pw), pow, n, imgs.start, p0, p1, r0, y, a);
-                    if keep_z {
-                        for o in (((n - imgs.start) * poh + p0) * pow * f)..(((n - imgs.start) * poh + p1) * pow * f) {
-                            zk[o] = z[a[o] as usize - r0 * f];
+        if direct::applies::<T>(&win, f, pool) {
+            let img = win.h * win.w * win.c;
+            for_parts(win.n, parts, &mut y, out_img, &mut [0u8], 0, &|imgs, y, _| {
+                let outs = imgs.start * out_img..imgs.end * out_img;
+                // SAFETY: each part writes the entries of its own images only.
+                let a = unsafe { args.part(outs.clone()) };
+                let zk = if keep_z { unsafe { zsd.part(outs) } } else { &mut [][..] };
+                let xs = &xv[imgs.start * img..imgs.end * img];
+                direct::forward(&win, pool, imgs.start, imgs.end, xs, wv, bv, act, y, a, zk);
+            });
+        } else {
+            for_parts(win.n, parts, &mut y, out_img, &mut scratch, cols_len + tile * f, &|imgs, y, buf| {
+                let (cols, z) = buf.split_at_mut(cols_len);
+                let xs = &xv[imgs.start * win.h * win.w * win.c..];
+                // SAFETY: each part writes the entries of its own images only.
+                let a = unsafe { args.part(imgs.start * out_img..imgs.end * out_img) };
+                let zk =
+                    if keep_z { unsafe { zsd.part(imgs.start * out_img..imgs.end * out_img) } } else { &mut [][..] };
+                for n in imgs.clone() {
+                    for p0 in (0..poh).step_by(band) {
+                        let p1 = (p0 + band).min(poh);
+                        let r0 = (n * win.oh + p0 * ph) * win.ow;
+                        let r1 = (n * win.oh + p1 * ph) * win.ow;
+                        let rows = r1 - r0;
+                        im2col(xs, &win, imgs.start, r0, r1, cols);
+                        let zt = &mut z[..rows * f];
+                        gemm_serial(rows, f, k, zt, Mat::rows(cols, k), Mat::rows(wv, f), false);
+                        bias_act(zt, f, bv, None, None);
+                        // y = act(z) over the tile; z itself survives (in `yt`'s place) only when needed.
+                        let yt: &mut [T] = match act {
+                            Some(op) if keep_z => {
+                                let yt = &mut cols[..rows * f];
+                                op.apply_slice(zt, yt);
+                                yt
+                            }
+                            Some(op) => {
+                                op.apply_in_place(zt);
+                                zt
+                            }
+                            None => zt,
+                        };
+                        let yt: &[T] = yt;
+                        pool_tile(yt, &win, (ph, pw), pow, n, imgs.start, p0, p1, r0, y, a);
+                        if keep_z {
+                            for o in
+                                (((n - imgs.start) * poh + p0) * pow * f)..(((n - imgs.start) * poh + p1) * pow * f)
+                            {
+                                zk[o] = z[a[o] as usize - r0 * f];
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
+        }
         self.pool.put(scratch);
         let rg = self.requires_grad(x) || self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
         let out = Shape::new(&[win.n, poh, pow, f])?;
@@ -163,6 +179,32 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Conv2dArg
     let need_b = a.b.is_some_and(|b| ctx.needs(b));
     let (xv, wv, yv) = (ctx.value(a.x), ctx.value(a.w), ctx.out(node));
     let (arg, zs) = (ctx.aux_i[node].as_slice(), ctx.aux_f[node].as_slice());
+    if !need_x && direct::applies::<T>(&g, f, pool) {
+        let (img, out_img) = (g.h * g.w * g.c, poh * pow * f);
+        backward_by_images(ctx, &a, f, out_img, &|imgs, _, dw, db, d| {
+            for n in imgs {
+                let outs = n * out_img..(n + 1) * out_img;
+                match a.act {
+                    None => d.copy_from_slice(&gy[outs.clone()]),
+                    Some(op) => {
+                        let at = if op.needs_input() { &zs[outs.clone()] } else { &yv[outs.clone()] };
+                        op.deriv_slice(&gy[outs.clone()], at, &yv[outs.clone()], d, false);
+                    }
+                }
+                if need_b {
+                    for px in d.chunks_exact(f) {
+                        for (s, &v) in db.iter_mut().zip(px) {
+                            *s += v;
+                        }
+                    }
+                }
+                if need_w {
+                    direct::weight_grad(&g, pool, n, n + 1, &xv[n * img..(n + 1) * img], d, &arg[outs], dw);
+                }
+            }
+        });
+        return;
+    }
     // Scratch per part: cols, dz and dcols tiles.
     backward_by_images(ctx, &a, f, tile * (2 * k + f), &|imgs, gx, dw, db, scratch| {
         let (cols, rest) = scratch.split_at_mut(tile * k);
