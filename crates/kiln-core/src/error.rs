@@ -16,6 +16,8 @@ pub enum Error {
     Config(String),
     /// Data that cannot be trained on (NaN, wrong labels, ...).
     Data(String),
+    /// Training stopped before its end (a signal, or the loss became NaN), saying where and what was kept.
+    Stopped(String),
 }
 
 impl fmt::Display for Error {
@@ -27,6 +29,7 @@ impl fmt::Display for Error {
             Error::Format { path, message } => write!(f, "{path}: {message}"),
             Error::Config(m) => write!(f, "config error: {m}"),
             Error::Data(m) => write!(f, "data error: {m}"),
+            Error::Stopped(m) => write!(f, "training stopped: {m}"),
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::metrics::Metric;
 use crate::model::{CompileConfig, Sequential};
 use crate::nn::LayerConfig;
 use crate::optim::OptimizerConfig;
+use crate::schedule::{Clip, Schedule};
 use kiln_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -70,9 +71,13 @@ pub struct TrainConfig {
     pub validation_split: f64,
     #[serde(default = "yes")]
     pub shuffle: bool,
-    /// Seeds shuffling and dropout.
+    /// Seeds shuffling, dropout and augmentation.
     #[serde(default)]
     pub seed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    #[serde(default)]
+    pub clip: Clip,
 }
 
 fn one() -> usize {
@@ -117,6 +122,8 @@ impl RunConfig {
             optimizer: self.train.optimizer.clone(),
             loss: self.train.loss,
             metrics: self.train.metrics.clone(),
+            schedule: self.train.schedule.clone(),
+            clip: self.train.clip.clone(),
         }
     }
 

@@ -60,6 +60,16 @@ impl Sequential {
     /// Saves weights and architecture to one safetensors file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
+        write_atomic(path, &self.to_safetensors(path, &[], Vec::new())?)
+    }
+
+    /// The model file's bytes, with `extra` tensors (name, values; stored 1-D) and metadata entries added.
+    pub(crate) fn to_safetensors(
+        &self,
+        path: &Path,
+        extra: &[(String, &[f32])],
+        extra_meta: Vec<(String, String)>,
+    ) -> Result<Vec<u8>> {
         let spec = ModelSpec {
             name: self.name.clone(),
             input_shape: self.input_shape.clone(),
@@ -68,19 +78,22 @@ impl Sequential {
         };
         let json =
             serde_json::to_string(&spec).map_err(|e| Error::Invalid(format!("cannot describe the model: {e}")))?;
-        let meta = HashMap::from([(FORMAT_KEY.to_string(), FORMAT.to_string()), (MODEL_KEY.to_string(), json)]);
+        let mut meta = HashMap::from([(FORMAT_KEY.to_string(), FORMAT.to_string()), (MODEL_KEY.to_string(), json)]);
+        meta.extend(extra_meta);
         let params = self.graph.params();
+        let mut named: Vec<(String, Vec<usize>, &[f32])> =
+            params.iter().map(|p| (p.name.clone(), p.shape.dims().to_vec(), &p.value[..])).collect();
+        named.extend(extra.iter().map(|(n, v)| (n.clone(), vec![v.len()], *v)));
         let bytes: Vec<Vec<u8>> =
-            params.iter().map(|p| p.value.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
-        let views = params
+            named.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+        let views = named
             .iter()
             .zip(&bytes)
-            .map(|(p, b)| {
-                Ok((p.name.clone(), TensorView::new(Dtype::F32, p.shape.dims().to_vec(), b).map_err(st_err(path))?))
+            .map(|((name, shape, _), b)| {
+                Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), b).map_err(st_err(path))?))
             })
             .collect::<Result<Vec<_>>>()?;
-        let data = safetensors::serialize(views, Some(meta)).map_err(st_err(path))?;
-        write_atomic(path, &data)
+        safetensors::serialize(views, Some(meta)).map_err(st_err(path))
     }
 
     /// Loads a model saved by `save`: same architecture, same weights, same predictions.
@@ -132,6 +145,6 @@ impl Sequential {
     }
 }
 
-fn st_err(path: &Path) -> impl Fn(safetensors::SafeTensorError) -> Error + '_ {
+pub(crate) fn st_err(path: &Path) -> impl Fn(safetensors::SafeTensorError) -> Error + '_ {
     move |e| Error::format(path, format!("safetensors: {e}"))
 }

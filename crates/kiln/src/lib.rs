@@ -16,6 +16,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod callbacks;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod io;
@@ -24,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod optim;
+pub mod schedule;
 pub mod train;
 
 pub use kiln_core as core;
@@ -32,12 +35,14 @@ pub use kiln_core::{Error, Result, Tensor};
 pub mod prelude {
     pub use crate::loss::Loss;
     pub use crate::metrics::Metric;
+    pub use crate::model::CompileConfig;
     pub use crate::model::Sequential;
     pub use crate::nn::{
         Activation, ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
         Initializer, MaxPooling2D, PaddingConfig, Regularizer,
     };
-    pub use crate::optim::{Adam, RmsProp, Sgd};
+    pub use crate::optim::{Adagrad, Adam, AdamW, RmsProp, Sgd};
+    pub use crate::schedule::{Clip, Schedule};
     pub use crate::train::{Evaluation, FitOptions, History};
     pub use kiln_core::Tensor;
 }

@@ -5,6 +5,7 @@ use crate::loss::Loss;
 use crate::metrics::Metric;
 use crate::nn::{Activation, Layer, LayerConfig, fmt_shape};
 use crate::optim::{Optimizer, OptimizerConfig};
+use crate::schedule::{Clip, Schedule};
 use kiln_core::{Error, Graph, Result, Rng, Var};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,33 @@ pub struct CompileConfig {
     pub loss: Loss,
     #[serde(default)]
     pub metrics: Vec<Metric>,
+    /// A learning-rate schedule over the optimizer's steps; the optimizer's rate is its starting point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    #[serde(default, skip_serializing_if = "Clip::is_none")]
+    pub clip: Clip,
+}
+
+impl CompileConfig {
+    pub fn new(optimizer: impl Into<OptimizerConfig>, loss: Loss, metrics: &[Metric]) -> Self {
+        CompileConfig {
+            optimizer: optimizer.into(),
+            loss,
+            metrics: metrics.to_vec(),
+            schedule: None,
+            clip: Clip::default(),
+        }
+    }
+
+    pub fn schedule(mut self, s: Schedule) -> Self {
+        self.schedule = Some(s);
+        self
+    }
+
+    pub fn clip(mut self, c: Clip) -> Self {
+        self.clip = c;
+        self
+    }
 }
 
 pub struct Sequential {
@@ -131,16 +159,53 @@ impl Sequential {
 
     /// Sets the optimizer, loss and metrics for `fit` and `evaluate`.
     pub fn compile(&mut self, optimizer: impl Into<OptimizerConfig>, loss: Loss, metrics: &[Metric]) -> Result<()> {
-        let config = CompileConfig { optimizer: optimizer.into(), loss, metrics: metrics.to_vec() };
-        self.compile_with(config)
+        self.compile_with(CompileConfig::new(optimizer, loss, metrics))
     }
 
+    /// `compile` with every setting, including a learning-rate schedule and gradient clipping.
     pub fn compile_with(&mut self, config: CompileConfig) -> Result<()> {
         config.optimizer.validate()?;
+        if let Some(s) = &config.schedule {
+            s.validate()?;
+        }
+        config.clip.validate()?;
         if self.layers.is_empty() {
             return Err(Error::Config("compile: the model has no layers".into()));
         }
         self.compiled = Some((config.clone(), Optimizer::new(config.optimizer)));
+        Ok(())
+    }
+
+    /// The learning rate the optimizer uses now (after any schedule or plateau reduction).
+    pub fn learning_rate(&self) -> Option<f32> {
+        self.compiled.as_ref().map(|c| c.1.config.learning_rate())
+    }
+
+    /// Sets the learning rate for the next steps (a schedule, if compiled with one, sets it again each step).
+    pub fn set_learning_rate(&mut self, lr: f32) {
+        if let Some(c) = &mut self.compiled {
+            c.1.config.set_learning_rate(lr);
+        }
+    }
+
+    /// Every parameter's values, in the order of `graph().params()`.
+    pub fn get_weights(&self) -> Vec<Vec<f32>> {
+        self.graph.params().iter().map(|p| p.value.clone()).collect()
+    }
+
+    /// Sets every parameter from what `get_weights` returned.
+    pub fn set_weights(&mut self, weights: &[Vec<f32>]) -> Result<()> {
+        let params = self.graph.params();
+        if weights.len() != params.len() || weights.iter().zip(params).any(|(w, p)| w.len() != p.value.len()) {
+            return Err(Error::Shape(format!(
+                "set_weights: {} arrays given, the model has {} parameters of other sizes",
+                weights.len(),
+                params.len()
+            )));
+        }
+        for (i, w) in weights.iter().enumerate() {
+            self.graph.param_mut(kiln_core::ParamId(i)).value.copy_from_slice(w);
+        }
         Ok(())
     }
 

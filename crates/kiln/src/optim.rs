@@ -8,7 +8,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub enum OptimizerConfig {
     Sgd(Sgd),
     Adam(Adam),
+    Adamw(AdamW),
     Rmsprop(RmsProp),
+    Adagrad(Adagrad),
 }
 
 /// v = momentum·v − lr·g; p += v (Nesterov: p += momentum·v − lr·g). Without momentum, p −= lr·g.
@@ -30,6 +32,27 @@ pub struct Adam {
     pub epsilon: f32,
 }
 
+/// Adam with decoupled weight decay (Loshchilov & Hutter; Keras's AdamW): before each Adam step,
+/// p −= lr·weight_decay·p.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdamW {
+    pub learning_rate: f32,
+    pub weight_decay: f32,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+}
+
+/// a += g²; p −= lr·g/√(a + ε), with a starting at `initial_accumulator_value` (Keras's Adagrad).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Adagrad {
+    pub learning_rate: f32,
+    pub initial_accumulator_value: f32,
+    pub epsilon: f32,
+}
+
 /// v = ρ·v + (1 − ρ)·g²; p −= lr·g/√(v + ε) (with momentum: m = μ·m + lr·g/√(v + ε); p −= m)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +71,16 @@ impl Default for Sgd {
 impl Default for Adam {
     fn default() -> Self {
         Adam { learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }
+    }
+}
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW { learning_rate: 0.001, weight_decay: 0.004, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }
+    }
+}
+impl Default for Adagrad {
+    fn default() -> Self {
+        Adagrad { learning_rate: 0.001, initial_accumulator_value: 0.1, epsilon: 1e-7 }
     }
 }
 impl Default for RmsProp {
@@ -79,6 +112,16 @@ impl RmsProp {
         RmsProp { learning_rate, ..Default::default() }
     }
 }
+impl AdamW {
+    pub fn new(learning_rate: f32, weight_decay: f32) -> Self {
+        AdamW { learning_rate, weight_decay, ..Default::default() }
+    }
+}
+impl Adagrad {
+    pub fn new(learning_rate: f32) -> Self {
+        Adagrad { learning_rate, ..Default::default() }
+    }
+}
 
 impl From<Sgd> for OptimizerConfig {
     fn from(o: Sgd) -> Self {
@@ -93,6 +136,16 @@ impl From<Adam> for OptimizerConfig {
 impl From<RmsProp> for OptimizerConfig {
     fn from(o: RmsProp) -> Self {
         OptimizerConfig::Rmsprop(o)
+    }
+}
+impl From<AdamW> for OptimizerConfig {
+    fn from(o: AdamW) -> Self {
+        OptimizerConfig::Adamw(o)
+    }
+}
+impl From<Adagrad> for OptimizerConfig {
+    fn from(o: Adagrad) -> Self {
+        OptimizerConfig::Adagrad(o)
     }
 }
 
@@ -110,27 +163,33 @@ impl<'de> Deserialize<'de> for OptimizerConfig {
         enum Full {
             Sgd(Sgd),
             Adam(Adam),
+            Adamw(AdamW),
             Rmsprop(RmsProp),
+            Adagrad(Adagrad),
         }
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = OptimizerConfig;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an optimizer name (\"sgd\", \"adam\", \"rmsprop\") or a table with `type`")
+                f.write_str("an optimizer name (sgd, adam, adamw, rmsprop, adagrad) or a table with `type`")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<OptimizerConfig, E> {
                 match s {
                     "sgd" => Ok(Sgd::default().into()),
                     "adam" => Ok(Adam::default().into()),
+                    "adamw" => Ok(AdamW::default().into()),
                     "rmsprop" => Ok(RmsProp::default().into()),
-                    _ => Err(E::unknown_variant(s, &["sgd", "adam", "rmsprop"])),
+                    "adagrad" => Ok(Adagrad::default().into()),
+                    _ => Err(E::unknown_variant(s, &["sgd", "adam", "adamw", "rmsprop", "adagrad"])),
                 }
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(self, m: M) -> std::result::Result<OptimizerConfig, M::Error> {
                 Ok(match Full::deserialize(serde::de::value::MapAccessDeserializer::new(m))? {
                     Full::Sgd(o) => o.into(),
                     Full::Adam(o) => o.into(),
+                    Full::Adamw(o) => o.into(),
                     Full::Rmsprop(o) => o.into(),
+                    Full::Adagrad(o) => o.into(),
                 })
             }
         }
@@ -143,7 +202,27 @@ impl OptimizerConfig {
         match self {
             OptimizerConfig::Sgd(o) => o.learning_rate,
             OptimizerConfig::Adam(o) => o.learning_rate,
+            OptimizerConfig::Adamw(o) => o.learning_rate,
             OptimizerConfig::Rmsprop(o) => o.learning_rate,
+            OptimizerConfig::Adagrad(o) => o.learning_rate,
+        }
+    }
+
+    pub fn set_learning_rate(&mut self, lr: f32) {
+        match self {
+            OptimizerConfig::Sgd(o) => o.learning_rate = lr,
+            OptimizerConfig::Adam(o) => o.learning_rate = lr,
+            OptimizerConfig::Adamw(o) => o.learning_rate = lr,
+            OptimizerConfig::Rmsprop(o) => o.learning_rate = lr,
+            OptimizerConfig::Adagrad(o) => o.learning_rate = lr,
+        }
+    }
+
+    /// The value each parameter's first state slot starts from.
+    fn slot_start(&self) -> f32 {
+        match self {
+            OptimizerConfig::Adagrad(o) => o.initial_accumulator_value,
+            _ => 0.0,
         }
     }
 
@@ -174,11 +253,23 @@ impl Optimizer {
         self.t
     }
 
+    /// The per-parameter state (two slots per parameter, empty before the first step) and the step count,
+    /// for checkpoints.
+    pub fn state(&self) -> (&[Vec<f32>], &[Vec<f32>], u64) {
+        (&self.slot1, &self.slot2, self.t)
+    }
+
+    /// Restores what `state` returned.
+    pub fn set_state(&mut self, slot1: Vec<Vec<f32>>, slot2: Vec<Vec<f32>>, t: u64) {
+        (self.slot1, self.slot2, self.t) = (slot1, slot2, t);
+    }
+
     /// Updates every trainable parameter from its gradient.
     pub fn step(&mut self, params: &mut [Param<f32>], grads: &mut [Vec<f32>]) {
         if self.slot1.len() != params.len() {
-            self.slot1 = params.iter().map(|p| vec![0.0; if p.trainable { p.value.len() } else { 0 }]).collect();
-            self.slot2 = self.slot1.clone();
+            let start = self.config.slot_start();
+            self.slot1 = params.iter().map(|p| vec![start; if p.trainable { p.value.len() } else { 0 }]).collect();
+            self.slot2 = params.iter().map(|p| vec![0.0; if p.trainable { p.value.len() } else { 0 }]).collect();
         }
         self.t += 1;
         let t = self.t;
@@ -190,7 +281,15 @@ impl Optimizer {
             let update = |w: &mut [f32], g: &mut [f32], s1: &mut [f32], s2: &mut [f32]| match config {
                 OptimizerConfig::Sgd(o) => sgd(o, w, g, s1),
                 OptimizerConfig::Adam(o) => adam(o, t, w, g, s1, s2),
+                OptimizerConfig::Adamw(o) => {
+                    let decay = 1.0 - o.learning_rate * o.weight_decay;
+                    w.iter_mut().for_each(|w| *w *= decay);
+                    let a =
+                        Adam { learning_rate: o.learning_rate, beta_1: o.beta_1, beta_2: o.beta_2, epsilon: o.epsilon };
+                    adam(&a, t, w, g, s1, s2)
+                }
                 OptimizerConfig::Rmsprop(o) => rmsprop(o, w, g, s1, s2),
+                OptimizerConfig::Adagrad(o) => adagrad(o, w, g, s1),
             };
             let parts = kiln_core::par::parts_for(p.value.len(), 8);
             split4(&mut p.value, &mut grads[i], &mut self.slot1[i], &mut self.slot2[i], parts, &update);
@@ -274,6 +373,19 @@ fn rmsprop(o: &RmsProp, w: &mut [f32], g: &[f32], v: &mut [f32], m: &mut [f32]) 
                 } else {
                     *w -= step;
                 }
+            }
+        },
+    )
+}
+
+fn adagrad(o: &Adagrad, w: &mut [f32], g: &[f32], acc: &mut [f32]) {
+    let (lr, eps) = (o.learning_rate, o.epsilon);
+    kiln_core::simd::vectorized(
+        #[inline(always)]
+        || {
+            for ((w, &g), a) in w.iter_mut().zip(g).zip(acc.iter_mut()) {
+                *a += g * g;
+                *w -= lr * g / (*a + eps).sqrt();
             }
         },
     )

@@ -1,12 +1,35 @@
 //! fit, evaluate, predict and train_on_batch: the loops around the graph. Every batch resets the graph,
 //! so buffers are reused and a steady-state step does not touch the heap.
 
+use crate::callbacks::{Callback, Signal};
+use crate::checkpoint::{Progress, RngStates};
+use crate::data::augment::Augment;
 use crate::loss::Loss;
 use crate::metrics::Metric;
 use crate::model::Sequential;
 use crate::nn::fmt_shape;
-use kiln_core::{Error, MAX_RANK, Result, Tensor};
+use kiln_core::{Error, MAX_RANK, Result, Rng, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Set it (from a signal handler, say) to make `fit` finish its current step, write its checkpoint and
+/// return `Error::Stopped`. `fit` clears it when it starts.
+pub fn stop_flag() -> &'static AtomicBool {
+    &STOP
+}
+
+/// The seed of one epoch's random stream `which` (0 shuffling, 1 dropout, 2 augmentation).
+fn epoch_seed(seed: u64, epoch: usize, which: u64) -> u64 {
+    let mut r = Rng::new(seed ^ which.wrapping_mul(0xA076_1D64_78BD_642F));
+    for _ in 0..epoch % 64 {
+        r.next_u64();
+    }
+    r.next_u64() ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
 
 /// Keras's `fit` arguments.
 #[derive(Clone, Debug)]
@@ -18,10 +41,18 @@ pub struct FitOptions<'a> {
     /// Explicit validation samples; wins over `validation_split`.
     pub validation_data: Option<(&'a Tensor, &'a Tensor)>,
     pub shuffle: bool,
-    /// Seeds shuffling and dropout.
+    /// Seeds shuffling, dropout and augmentation; each epoch draws from streams of its own, derived from
+    /// the seed and the epoch number, so a resumed run draws what the uninterrupted run would have.
     pub seed: u64,
     /// A progress bar per epoch and a line per epoch on stdout.
     pub verbose: bool,
+    /// Random changes to each training image (rank-3 inputs, [height, width, channels]).
+    pub augment: Option<Augment>,
+    /// A training checkpoint (weights, optimizer state, where training is) written here, atomically, after
+    /// every epoch and when training is interrupted (`stop_flag`).
+    pub checkpoint: Option<PathBuf>,
+    /// Continue a run from a checkpoint's progress (see `Sequential::load_checkpoint`).
+    pub resume: Option<Progress>,
 }
 
 impl Default for FitOptions<'_> {
@@ -34,22 +65,55 @@ impl Default for FitOptions<'_> {
             shuffle: true,
             seed: 0,
             verbose: false,
+            augment: None,
+            checkpoint: None,
+            resume: None,
         }
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochLog {
     pub epoch: usize,
     pub loss: f64,
     pub metrics: Vec<(String, f64)>,
     pub val_loss: Option<f64>,
     pub val_metrics: Vec<(String, f64)>,
+    /// The learning rate at the end of the epoch.
+    #[serde(default)]
+    pub learning_rate: f32,
     pub seconds: f64,
     pub samples_per_second: f64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+impl EpochLog {
+    /// A logged value by its Keras name: "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate".
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name {
+            "loss" => Some(self.loss),
+            "val_loss" => self.val_loss,
+            "learning_rate" => Some(self.learning_rate as f64),
+            _ => match name.strip_prefix("val_") {
+                Some(m) => self.val_metrics.iter().find(|(n, _)| n == m).map(|p| p.1),
+                None => self.metrics.iter().find(|(n, _)| n == name).map(|p| p.1),
+            },
+        }
+    }
+
+    /// The names `get` answers, in Keras's order.
+    pub fn names(&self) -> Vec<String> {
+        let mut n = vec!["loss".to_string()];
+        n.extend(self.metrics.iter().map(|m| m.0.clone()));
+        if self.val_loss.is_some() {
+            n.push("val_loss".into());
+            n.extend(self.val_metrics.iter().map(|m| format!("val_{}", m.0)));
+        }
+        n.push("learning_rate".into());
+        n
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub epochs: Vec<EpochLog>,
 }
@@ -98,10 +162,12 @@ pub(crate) struct Scratch {
     probs: Vec<f32>,
     idx: Vec<usize>,
     totals: Vec<f64>,
+    augment: Vec<f32>,
+    trainable: Vec<bool>,
 }
 
 /// Sums over the samples seen so far.
-struct Totals {
+pub(crate) struct Totals {
     loss: f64,
     metrics: Vec<f64>,
     seen: usize,
@@ -144,7 +210,18 @@ impl Sequential {
 
     /// Trains for `opts.epochs` passes over (x, y). Returns the per-epoch history.
     pub fn fit(&mut self, x: &Tensor, y: &Tensor, opts: FitOptions) -> Result<History> {
-        in_pool(|| self.fit_inner(x, y, opts))
+        in_pool(|| self.fit_inner(x, y, opts, &mut []))
+    }
+
+    /// `fit` with callbacks, called in order at each point of training.
+    pub fn fit_with(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        opts: FitOptions,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
+        in_pool(|| self.fit_inner(x, y, opts, callbacks))
     }
 
     /// Loss and metrics over (x, y), in batches of `batch_size`, without dropout and with batch-norm's moving
@@ -230,7 +307,9 @@ impl Sequential {
         Ok(Targets::Dense(y))
     }
 
-    /// One batch: forward, loss, and when `train`, backward and an optimizer step. Adds to `totals`.
+    /// One batch: forward, loss, and when `train`, backward and an optimizer step. Adds to `totals` and
+    /// returns the batch's loss. `augment` changes the gathered images first.
+    #[allow(clippy::too_many_arguments)]
     fn run_batch(
         &mut self,
         x: &Tensor,
@@ -239,7 +318,8 @@ impl Sequential {
         train: bool,
         totals: &mut Totals,
         scratch: &mut Scratch,
-    ) -> Result<()> {
+        augment: Option<(&Augment, &mut Rng)>,
+    ) -> Result<f64> {
         let loss_kind = self.compiled_loss("fit")?;
         let fused = loss_kind.fuses(self.last_activation());
         let n = idx.len();
@@ -251,7 +331,17 @@ impl Sequential {
         g.reset();
         g.set_recording(train);
         let w = x.row_len();
-        let xv = g.input_with(in_dims, |buf| gather(x.data(), w, idx, buf))?;
+        let hwc = (
+            self.input_shape[0],
+            self.input_shape.get(1).copied().unwrap_or(1),
+            self.input_shape.get(2).copied().unwrap_or(1),
+        );
+        let xv = g.input_with(in_dims, |buf| {
+            gather(x.data(), w, idx, buf);
+            if let Some((a, rng)) = augment {
+                a.apply(buf, hwc, rng, &mut scratch.augment);
+            }
+        })?;
         let out = self.forward(xv, train, fused)?;
         let g = &mut self.graph;
         let out_dims = g.shape(out);
@@ -281,13 +371,22 @@ impl Sequential {
             }
             if !loss_value.is_finite() {
                 self.graph.zero_grads();
-                return Err(Error::Data(format!(
-                    "the loss became {loss_value} after {} steps: lower the learning rate or check the data",
-                    self.compiled.as_ref().map_or(0, |c| c.1.iterations())
+                return Err(Error::Stopped(format!(
+                    "the loss became {loss_value} at step {} (not applied): lower the learning rate or check the data",
+                    self.compiled.as_ref().map_or(0, |c| c.1.iterations()) + 1
                 )));
             }
             let (params, grads) = self.graph.params_and_grads_mut();
-            let (_, opt) = self.compiled.as_mut().expect("checked above");
+            let (config, opt) = self.compiled.as_mut().expect("checked above");
+            if let Some(s) = &config.schedule {
+                opt.config.set_learning_rate(s.at(config.optimizer.learning_rate(), opt.iterations()));
+            }
+            if !config.clip.is_none() {
+                let trainable: &mut Vec<bool> = &mut scratch.trainable;
+                trainable.clear();
+                trainable.extend(params.iter().map(|p| p.trainable));
+                config.clip.apply(grads, trainable);
+            }
             opt.step(params, grads);
             self.graph.zero_grads();
         }
@@ -306,7 +405,7 @@ impl Sequential {
         }
         totals.loss += loss_value * n as f64;
         totals.seen += n;
-        Ok(())
+        Ok(loss_value)
     }
 
     fn train_on_batch_inner(&mut self, x: &Tensor, y: &Tensor) -> Result<f64> {
@@ -319,7 +418,7 @@ impl Sequential {
         idx.extend(0..x.rows());
         let n_metrics = self.compiled.as_ref().map_or(0, |c| c.0.metrics.len());
         let mut totals = Totals::reusing(std::mem::take(&mut scratch.totals), n_metrics);
-        let result = self.run_batch(x, &targets, &idx, true, &mut totals, &mut scratch);
+        let result = self.run_batch(x, &targets, &idx, true, &mut totals, &mut scratch, None);
         let loss = totals.loss();
         scratch.idx = idx;
         scratch.totals = totals.metrics;
@@ -327,13 +426,29 @@ impl Sequential {
         result.map(|_| loss)
     }
 
-    fn fit_inner(&mut self, x: &Tensor, y: &Tensor, opts: FitOptions) -> Result<History> {
+    fn fit_inner(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        opts: FitOptions,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
         let (loss, metrics) = self.compiled_parts("fit")?;
         if opts.batch_size == 0 {
             return Err(Error::Config("fit: batch_size must be positive".into()));
         }
         if !(0.0..1.0).contains(&opts.validation_split) {
             return Err(Error::Config(format!("fit: validation_split {} must be in [0, 1)", opts.validation_split)));
+        }
+        let augment = opts.augment.as_ref().filter(|a| !a.is_identity());
+        if let Some(a) = augment {
+            a.validate()?;
+            if self.input_shape.len() != 3 {
+                return Err(Error::Config(format!(
+                    "augment: needs image inputs [height, width, channels], the model takes {}",
+                    fmt_shape(&self.input_shape)
+                )));
+            }
         }
         self.check_x(x, "fit")?;
         let targets = self.check_targets(loss, x, y, "fit")?;
@@ -356,21 +471,64 @@ impl Sequential {
             None if n_val > 0 => Some((x, &targets, n_train..x.rows())),
             None => None,
         };
-        let mut rng = kiln_core::Rng::new(opts.seed);
-        self.graph.seed(opts.seed.wrapping_add(0x5EED));
-        let mut order: Vec<usize> = (0..n_train).collect();
-        let mut scratch = Scratch::default();
+        STOP.store(false, Ordering::SeqCst);
         let mut history = History::default();
+        let mut first_epoch = 1;
+        let mut last_checkpoint = None;
+        if let Some(p) = &opts.resume {
+            (history, first_epoch) = (p.history.clone(), p.epoch + 1);
+            last_checkpoint = opts.checkpoint.as_ref().map(|c| (c.clone(), p.epoch));
+            self.set_learning_rate(p.learning_rate);
+            for cb in callbacks.iter_mut() {
+                if let Some(state) = p.callbacks.get(&cb.name()) {
+                    cb.load_state(state)?;
+                }
+            }
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_begin(self)?;
+        }
+        let mut order: Vec<usize> = Vec::with_capacity(n_train);
+        let mut scratch = Scratch::default();
         let steps = n_train.div_ceil(opts.batch_size);
-        for epoch in 1..=opts.epochs {
+        for epoch in first_epoch..=opts.epochs {
             let start = Instant::now();
+            order.clear();
+            order.extend(0..n_train);
             if opts.shuffle {
-                rng.shuffle(&mut order);
+                Rng::new(epoch_seed(opts.seed, epoch, 0)).shuffle(&mut order);
+            }
+            self.graph.seed(epoch_seed(opts.seed, epoch, 1));
+            let mut aug_rng = Rng::new(epoch_seed(opts.seed, epoch, 2));
+            let mut totals = Totals::new(metrics.len());
+            let mut skip = 0;
+            if let Some(p) = opts.resume.as_ref().filter(|p| p.epoch + 1 == epoch && p.step_in_epoch > 0) {
+                skip = p.step_in_epoch;
+                *self.graph.rng() = Rng::from_state(p.rng.dropout);
+                aug_rng = Rng::from_state(p.rng.augment);
+                (totals.loss, totals.seen) = (p.partial_loss, p.partial_seen);
+                totals.metrics.clone_from(&p.partial_metrics);
             }
             let bar = opts.verbose.then(|| progress_bar(epoch, opts.epochs, steps));
-            let mut totals = Totals::new(metrics.len());
-            for (step, idx) in order.chunks(opts.batch_size).enumerate() {
-                self.run_batch(x, &targets, idx, true, &mut totals, &mut scratch)?;
+            for (step, idx) in order.chunks(opts.batch_size).enumerate().skip(skip) {
+                let aug = augment.map(|a| (a, &mut aug_rng));
+                let batch_loss = match self.run_batch(x, &targets, idx, true, &mut totals, &mut scratch, aug) {
+                    Ok(l) => l,
+                    Err(Error::Stopped(m)) => {
+                        let kept = match &last_checkpoint {
+                            Some((path, e)) => {
+                                format!("; the last good checkpoint is {} (end of epoch {e})", path.display())
+                            }
+                            None => String::new(),
+                        };
+                        return Err(Error::Stopped(format!("epoch {epoch}, batch {} of {steps}: {m}{kept}", step + 1)));
+                    }
+                    Err(e) => return Err(e),
+                };
+                let global = self.compiled.as_ref().map_or(0, |c| c.1.iterations());
+                for cb in callbacks.iter_mut() {
+                    cb.on_batch_end(self, global, batch_loss)?;
+                }
                 if let Some(bar) = &bar {
                     bar.set_position(step as u64 + 1);
                     if step % 20 == 0 || step + 1 == steps {
@@ -381,6 +539,27 @@ impl Sequential {
                         }
                         bar.set_message(format!("{msg} - {rate:.0} samples/s"));
                     }
+                }
+                if STOP.load(Ordering::SeqCst) && step + 1 < steps {
+                    if let Some(bar) = &bar {
+                        bar.finish_and_clear();
+                    }
+                    let mut p = self.progress(&opts, epoch - 1, &history, callbacks);
+                    p.step_in_epoch = step + 1;
+                    p.rng = RngStates { dropout: self.graph.rng().state(), augment: aug_rng.state() };
+                    (p.partial_loss, p.partial_seen, p.partial_metrics) =
+                        (totals.loss, totals.seen, totals.metrics.clone());
+                    let kept = match &opts.checkpoint {
+                        Some(path) => {
+                            self.save_checkpoint(path, &p)?;
+                            format!("; saved {} (resume from there)", path.display())
+                        }
+                        None => String::new(),
+                    };
+                    return Err(Error::Stopped(format!(
+                        "interrupted at epoch {epoch}, batch {} of {steps}{kept}",
+                        step + 1
+                    )));
                 }
             }
             let train_secs = start.elapsed().as_secs_f64();
@@ -401,16 +580,53 @@ impl Sequential {
                 metrics: totals.named(&metrics),
                 val_loss,
                 val_metrics,
+                learning_rate: self.learning_rate().unwrap_or(0.0),
                 seconds: train_secs,
                 samples_per_second: n_train as f64 / train_secs,
             };
             if opts.verbose {
                 println!("{}", epoch_line(&log, opts.epochs));
             }
-            history.epochs.push(log);
+            history.epochs.push(log.clone());
+            let mut stop = false;
+            for cb in callbacks.iter_mut() {
+                stop |= cb.on_epoch_end(self, &log)? == Signal::Stop;
+            }
+            if let Some(path) = &opts.checkpoint {
+                let p = self.progress(&opts, epoch, &history, callbacks);
+                self.save_checkpoint(path, &p)?;
+                last_checkpoint = Some((path.clone(), epoch));
+            }
+            if stop {
+                if opts.verbose {
+                    println!("Epoch {epoch}: early stopping");
+                }
+                break;
+            }
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(self, &history)?;
         }
         self.graph.reset();
         Ok(history)
+    }
+
+    /// Where training stands after `epochs_done` whole epochs.
+    fn progress(
+        &self,
+        opts: &FitOptions,
+        epochs_done: usize,
+        history: &History,
+        cbs: &[&mut dyn Callback],
+    ) -> Progress {
+        Progress {
+            epoch: epochs_done,
+            seed: opts.seed,
+            learning_rate: self.learning_rate().unwrap_or(0.0),
+            history: history.clone(),
+            callbacks: cbs.iter().map(|c| (c.name(), c.state())).collect(),
+            ..Default::default()
+        }
     }
 
     fn evaluate_indices(
@@ -424,7 +640,7 @@ impl Sequential {
         let (_, metrics) = self.compiled_parts("evaluate")?;
         let mut totals = Totals::new(metrics.len());
         for chunk in idx.chunks(inference_chunk(batch)) {
-            self.run_batch(x, y, chunk, false, &mut totals, scratch)?;
+            self.run_batch(x, y, chunk, false, &mut totals, scratch, None)?;
         }
         self.graph.reset();
         self.graph.set_recording(true);

@@ -1,5 +1,6 @@
 //! Data sets and their readers.
 
+pub mod augment;
 pub mod idx;
 pub mod mnist;
 
