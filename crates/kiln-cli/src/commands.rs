@@ -1,71 +1,13 @@
 //! The subcommands. Each returns the library's error; `main` prints it as one line.
 
-use kiln::config::{DataFormat, RunConfig};
+use kiln::config::RunConfig;
 use kiln::data::mnist;
 use kiln::prelude::*;
 use kiln::{Error, Result};
-use std::path::{Path, PathBuf};
-
-pub fn train(
-    config: &Path,
-    epochs: Option<usize>,
-    output: Option<PathBuf>,
-    print_config: bool,
-    quiet: bool,
-) -> Result<()> {
-    let mut cfg = RunConfig::from_file(config)?;
-    if let Some(e) = epochs {
-        cfg.train.epochs = e;
-    }
-    if print_config {
-        print!("{}", cfg.to_toml());
-        return Ok(());
-    }
-    let out_path = output
-        .or_else(|| cfg.output.model.clone())
-        .unwrap_or_else(|| config.parent().unwrap_or(Path::new("")).join("model.safetensors"));
-    check_writable(&out_path)?;
-    let mut model = cfg.build_model()?;
-    let (train, test) = match cfg.data.format {
-        DataFormat::Mnist => (mnist::load_split(&cfg.data.path, "train")?, mnist::load_split(&cfg.data.path, "t10k")?),
-    };
-    if !quiet {
-        print!("{}", model.summary());
-    }
-    let opts = FitOptions {
-        epochs: cfg.train.epochs,
-        batch_size: cfg.train.batch_size,
-        validation_split: cfg.train.validation_split,
-        shuffle: cfg.train.shuffle,
-        seed: cfg.train.seed,
-        verbose: !quiet,
-        ..Default::default()
-    };
-    let y = |s: &mnist::Split| labels_or_one_hot(&cfg, s);
-    let (ytrain, ytest) = (y(&train)?, y(&test)?);
-    let history = model.fit(&train.x, &ytrain, opts)?;
-    let scores = model.evaluate(&test.x, &ytest, 1000)?;
-    model.save(&out_path)?;
-    let secs: f64 = history.epochs.iter().map(|e| e.seconds).sum::<f64>() / history.epochs.len().max(1) as f64;
-    println!("test {scores} ({} samples, {secs:.1} s per epoch)", test.x.rows());
-    println!("saved model to {}", out_path.display());
-    Ok(())
-}
-
-/// Fails before training, not after, when the model could not be saved where asked.
-fn check_writable(path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(Error::Io {
-            path: path.display().to_string(),
-            message: format!("folder {} does not exist", dir.display()),
-        });
-    }
-    Ok(())
-}
+use std::path::Path;
 
 /// Targets as the loss wants them: class indices for the sparse loss, one-hot rows otherwise.
-fn labels_or_one_hot(cfg: &RunConfig, s: &mnist::Split) -> Result<Tensor> {
+pub fn labels_or_one_hot(cfg: &RunConfig, s: &mnist::Split) -> Result<Tensor> {
     if cfg.train.loss.sparse() {
         Tensor::new(&[s.labels.len()], s.labels.iter().map(|&l| l as f32).collect())
     } else {

@@ -2,6 +2,7 @@
 //! Every failure is one line on stderr starting with "error:", and a non-zero exit.
 
 mod commands;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -15,16 +16,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train the model a TOML config describes, report test metrics, save it.
+    /// Train the model a TOML config describes in a run folder (runs/NAME-TIMESTAMP/), report test metrics,
+    /// save it; or continue a run with --resume.
     Train {
         /// The config file (see examples/mnist/mnist.toml).
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Continue the run in this folder from its last checkpoint.
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
         /// Override the config's number of epochs.
         #[arg(long)]
         epochs: Option<usize>,
-        /// Where to save the model (default: the config's [output] model, else mnist_model.safetensors beside it).
+        /// Also save the final model here (default: the config's [output] model, if any).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// The run folder to create (default: [output] runs_dir/NAME-YYYYMMDD-HHMMSS).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
         /// Print the config with every default filled in, and exit.
         #[arg(long)]
         print_config: bool,
@@ -64,8 +72,8 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train { config, epochs, output, print_config, quiet } => {
-            commands::train(&config, epochs, output, print_config, quiet)
+        Command::Train { config, resume, epochs, output, run_dir, print_config, quiet } => {
+            train::train(train::TrainArgs { config, resume, epochs, output, run_dir, print_config, quiet })
         }
         Command::Evaluate { model, data, split, batch_size } => commands::evaluate(&model, &data, &split, batch_size),
         Command::Predict { model, input, index } => commands::predict(&model, &input, index),

@@ -1,118 +1,8 @@
 //! The `kiln` binary as a user runs it: on a small MNIST-format folder the test writes, and on the real
 //! MNIST example. Every failure must be one "error:" line, a non-zero exit, no panic, and no lost file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const KILN: &str = env!("CARGO_BIN_EXE_kiln");
-
-fn kiln(args: &[&str]) -> Output {
-    Command::new(KILN).args(args).output().expect("kiln runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Asserts a clean failure: exit 1, exactly one line on stderr starting with "error:", containing `want`.
-fn assert_fails(o: &Output, want: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for w in want {
-        assert!(err.contains(w), "stderr lacks `{w}`: {err}");
-    }
-}
-
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(name: &str) -> Tmp {
-        let d = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Tmp(d)
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-    fn s(&self, p: &str) -> String {
-        self.path(p).display().to_string()
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn idx(kind_dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut b = vec![0, 0, 8, kind_dims.len() as u8];
-    for d in kind_dims {
-        b.extend_from_slice(&d.to_be_bytes());
-    }
-    b.extend_from_slice(data);
-    b
-}
-
-/// A small MNIST-format folder: digit k is a bright bar on row 2k+4, with noise.
-fn write_mnist(dir: &Path, n_train: usize, n_test: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut seed = 12345u32;
-    let mut noise = || {
-        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        (seed >> 24) as u8 / 4
-    };
-    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        let mut px = Vec::with_capacity(n * 784);
-        for &l in &labels {
-            for r in 0..28 {
-                for _ in 0..28 {
-                    px.push(if r == 2 * l as usize + 4 { 250 } else { noise() });
-                }
-            }
-        }
-        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), idx(&[n as u32, 28, 28], &px)).unwrap();
-        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), idx(&[n as u32], &labels)).unwrap();
-    }
-}
-
-const LAYERS_OK: &str = r#"
-[[model.layers]]
-type = "conv2d"
-filters = 4
-kernel_size = 3
-activation = "relu"
-
-[[model.layers]]
-type = "max_pooling2d"
-
-[[model.layers]]
-type = "flatten"
-
-[[model.layers]]
-type = "dense"
-units = 10
-activation = "softmax"
-"#;
-
-fn config(layers: &str, extra_train: &str) -> String {
-    format!(
-        "[data]\nformat = \"mnist\"\npath = \"data\"\n\n[model]\ninput_shape = [28, 28, 1]\n{layers}\n[train]\n\
-         optimizer = {{ type = \"adam\", learning_rate = 0.01 }}\nloss = \"categorical_crossentropy\"\n\
-         metrics = [\"accuracy\"]\nepochs = 2\nbatch_size = 32\n{extra_train}\n\n[output]\nmodel = \"model.safetensors\"\n"
-    )
-}
-
-/// "loss: 0.1234 - accuracy: 0.5678" from a `test ...` line.
-fn scores(out: &str) -> String {
-    let line = out.lines().find(|l| l.starts_with("test loss:")).unwrap_or_else(|| panic!("no test line in {out}"));
-    line.split(" (").next().unwrap().to_string()
-}
+mod common;
+use common::*;
 
 #[test]
 fn train_evaluate_predict_summary_round_trip() {
@@ -205,7 +95,7 @@ fn mnist_example_reaches_0985_and_evaluate_agrees() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let cfg = format!("{root}/examples/mnist/mnist.toml");
     let model = t.s("mnist.safetensors");
-    let o = kiln(&["train", &cfg, "--output", &model, "--quiet"]);
+    let o = kiln(&["train", &cfg, "--output", &model, "--run-dir", &t.s("run"), "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let trained = scores(&stdout(&o));
     let acc: f64 = trained.rsplit(' ').next().unwrap().parse().unwrap();

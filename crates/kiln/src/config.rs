@@ -1,6 +1,8 @@
 //! The TOML file `kiln train` reads. Every table rejects unknown keys, and the error names the nearest valid
 //! key. Relative paths are taken from the config file's folder, so a config runs from anywhere.
 
+use crate::callbacks::CallbackConfig;
+use crate::data::augment::Augment;
 use crate::loss::Loss;
 use crate::metrics::Metric;
 use crate::model::{CompileConfig, Sequential};
@@ -19,6 +21,9 @@ pub struct RunConfig {
     pub train: TrainConfig,
     #[serde(default)]
     pub output: OutputConfig,
+    /// Callbacks, in the order they run (`[[callbacks]]` tables with a `type`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callbacks: Vec<CallbackConfig>,
     /// The file this config was read from, for error messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -78,6 +83,9 @@ pub struct TrainConfig {
     pub schedule: Option<Schedule>,
     #[serde(default)]
     pub clip: Clip,
+    /// Random changes to each training image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
 }
 
 fn one() -> usize {
@@ -90,11 +98,24 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
-    /// Where the trained model is saved (safetensors).
+    /// Where the trained model is saved (safetensors), besides the run folder.
     pub model: Option<PathBuf>,
+    /// The folder that holds run folders (`NAME-YYYYMMDD-HHMMSS`), relative to the working directory.
+    #[serde(default = "runs")]
+    pub runs_dir: PathBuf,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { model: None, runs_dir: runs() }
+    }
+}
+
+fn runs() -> PathBuf {
+    "runs".into()
 }
 
 impl RunConfig {
@@ -140,7 +161,23 @@ impl RunConfig {
             })?;
         }
         m.compile_with(self.compile_config())?;
+        if let Some(a) = &self.train.augment {
+            a.validate()?;
+        }
         Ok(m)
+    }
+
+    /// The config as a run folder keeps it: every default filled in and every path absolute, so that
+    /// `kiln train --resume` reads the same data from anywhere.
+    pub fn resolved(&self) -> RunConfig {
+        let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut c = self.clone();
+        c.data.path = abs(&c.data.path);
+        c.output.model = c.output.model.as_deref().map(|m| match (m.parent(), m.file_name()) {
+            (Some(d), Some(f)) if !d.as_os_str().is_empty() => abs(d).join(f),
+            _ => m.to_path_buf(),
+        });
+        c
     }
 
     /// The config with every default filled in, as TOML.

@@ -1,0 +1,171 @@
+//! `kiln train`: every run gets a folder, `runs/NAME-YYYYMMDD-HHMMSS/`, holding the config with every
+//! default filled in (`config.toml`), the per-epoch logs (`log.csv`, `log.jsonl`), a training checkpoint
+//! after every epoch (`checkpoint.safetensors`), whatever the configured callbacks write (best model,
+//! TensorBoard files) and the final model (`model.safetensors`). `kiln train --resume RUN_DIR` continues a
+//! run from its checkpoint; SIGINT or SIGTERM makes training finish its step and checkpoint before exiting.
+
+use crate::commands::labels_or_one_hot;
+use kiln::callbacks::{Callback, CsvLogger, JsonLogger};
+use kiln::config::{DataFormat, RunConfig};
+use kiln::data::mnist;
+use kiln::prelude::*;
+use kiln::{Error, Result};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG: &str = "config.toml";
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const MODEL: &str = "model.safetensors";
+
+pub struct TrainArgs {
+    pub config: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    pub epochs: Option<usize>,
+    pub output: Option<PathBuf>,
+    pub run_dir: Option<PathBuf>,
+    pub print_config: bool,
+    pub quiet: bool,
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let (mut cfg, run_dir, resume) = match (&a.config, &a.resume) {
+        (Some(_), Some(_)) => return Err(Error::Invalid("give a config or --resume RUN_DIR, not both".into())),
+        (None, None) => return Err(Error::Invalid("give a config file, or --resume RUN_DIR".into())),
+        (Some(c), None) => {
+            let cfg = RunConfig::from_file(c)?;
+            (cfg, None, false)
+        }
+        (None, Some(dir)) => {
+            let cfg = RunConfig::from_file(dir.join(CONFIG)).map_err(|e| match e {
+                Error::Io { path, message } => {
+                    Error::Io { path, message: format!("{message} (is {} a run folder?)", dir.display()) }
+                }
+                e => e,
+            })?;
+            (cfg, Some(dir.clone()), true)
+        }
+    };
+    if let Some(e) = a.epochs {
+        cfg.train.epochs = e;
+    }
+    if a.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    let cfg = cfg.resolved();
+    // Everything that can be wrong with the config or the data is found before the run folder is made.
+    let mut model = cfg.build_model()?;
+    let callbacks_cfg = cfg.callbacks.clone();
+    let (train, test) = match cfg.data.format {
+        DataFormat::Mnist => (mnist::load_split(&cfg.data.path, "train")?, mnist::load_split(&cfg.data.path, "t10k")?),
+    };
+    let (ytrain, ytest) = (labels_or_one_hot(&cfg, &train)?, labels_or_one_hot(&cfg, &test)?);
+    let output = a.output.clone().or_else(|| cfg.output.model.clone());
+    if let Some(o) = &output {
+        check_writable(o)?;
+    }
+    let run_dir = match (run_dir, a.run_dir) {
+        (Some(d), _) => d,
+        (None, Some(d)) => d,
+        (None, None) => cfg.output.runs_dir.join(format!("{}-{}", cfg.model.name, timestamp())),
+    };
+    let mut progress = None;
+    if resume {
+        let (m, p) = Sequential::load_checkpoint(run_dir.join(CHECKPOINT))?;
+        if p.epoch >= cfg.train.epochs {
+            return Err(Error::Invalid(format!(
+                "{} already finished its {} epochs (use --epochs N to train further)",
+                run_dir.display(),
+                cfg.train.epochs
+            )));
+        }
+        model = m;
+        progress = Some(p);
+    } else {
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, &e))?;
+        kiln::io::write_atomic(&run_dir.join(CONFIG), cfg.to_toml().as_bytes())?;
+    }
+    let mut built: Vec<Box<dyn Callback>> =
+        vec![Box::new(CsvLogger::new(run_dir.join("log.csv"))), Box::new(JsonLogger::new(run_dir.join("log.jsonl")))];
+    for c in &callbacks_cfg {
+        built.push(c.build(&run_dir)?);
+    }
+    let mut callbacks: Vec<&mut dyn Callback> = built.iter_mut().map(|b| b.as_mut() as &mut dyn Callback).collect();
+    if !a.quiet {
+        match &progress {
+            Some(p) => println!("resuming {} after epoch {} of {}", run_dir.display(), p.epoch, cfg.train.epochs),
+            None => print!("{}", model.summary()),
+        }
+        println!("run folder: {}", run_dir.display());
+    }
+    let opts = FitOptions {
+        epochs: cfg.train.epochs,
+        batch_size: cfg.train.batch_size,
+        validation_split: cfg.train.validation_split,
+        shuffle: cfg.train.shuffle,
+        seed: cfg.train.seed,
+        verbose: !a.quiet,
+        augment: cfg.train.augment.clone(),
+        checkpoint: Some(run_dir.join(CHECKPOINT)),
+        resume: progress,
+        ..Default::default()
+    };
+    on_signal_stop();
+    let history = model.fit_with(&train.x, &ytrain, opts, &mut callbacks).map_err(|e| match e {
+        Error::Stopped(m) => Error::Stopped(format!("{m}; continue with: kiln train --resume {}", run_dir.display())),
+        e => e,
+    })?;
+    let scores = model.evaluate(&test.x, &ytest, 1000)?;
+    model.save(run_dir.join(MODEL))?;
+    if let Some(o) = &output {
+        model.save(o)?;
+    }
+    let secs: f64 = history.epochs.iter().map(|e| e.seconds).sum::<f64>() / history.epochs.len().max(1) as f64;
+    println!("test {scores} ({} samples, {secs:.1} s per epoch)", test.x.rows());
+    println!("saved model to {}", output.unwrap_or_else(|| run_dir.join(MODEL)).display());
+    Ok(())
+}
+
+/// SIGINT and SIGTERM ask training to stop after its current step (it then writes its checkpoint); a
+/// second signal exits at once.
+fn on_signal_stop() {
+    #[cfg(unix)]
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+        let _ = unsafe {
+            signal_hook::low_level::register(sig, move || {
+                if kiln::train::stop_flag().swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    signal_hook::low_level::exit(128 + sig);
+                }
+            })
+        };
+    }
+}
+
+/// Fails before training, not after, when the model could not be saved where asked.
+fn check_writable(path: &Path) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            message: format!("folder {} does not exist", dir.display()),
+        });
+    }
+    Ok(())
+}
+
+/// The current UTC time as YYYYMMDD-HHMMSS.
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}

@@ -1,0 +1,182 @@
+//! Crash safety through the binary: a run killed with SIGKILL and resumed ends bit-identical to one that
+//! was never interrupted; SIGINT checkpoints mid-epoch and resumes the same way; SIGKILL while a
+//! checkpoint is being written leaves the previous one loadable; a NaN loss stops with a clear line and
+//! the last good checkpoint.
+
+mod common;
+use common::*;
+use kiln::prelude::Sequential;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LAYERS: &str = r#"
+[[model.layers]]
+type = "conv2d"
+filters = 8
+kernel_size = 3
+activation = "relu"
+
+[[model.layers]]
+type = "max_pooling2d"
+
+[[model.layers]]
+type = "flatten"
+
+[[model.layers]]
+type = "dense"
+units = 64
+activation = "relu"
+
+[[model.layers]]
+type = "dropout"
+rate = 0.3
+
+[[model.layers]]
+type = "dense"
+units = 10
+activation = "softmax"
+"#;
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(KILN)
+        .args(args)
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kiln starts")
+}
+
+/// Epochs done according to the run's checkpoint (0 while there is none).
+fn epochs_done(run: &Path) -> usize {
+    Sequential::load_checkpoint(run.join("checkpoint.safetensors")).map(|(_, p)| p.epoch).unwrap_or(0)
+}
+
+fn weights(path: &Path) -> Vec<Vec<f32>> {
+    Sequential::load(path).unwrap().get_weights()
+}
+
+fn wait_for(what: &str, child: &mut Child, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(child.try_wait().unwrap().is_none(), "kiln exited before {what}");
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn killed_or_interrupted_runs_resume_bit_identical() {
+    let t = Tmp::new("crash");
+    write_mnist(&t.path("data"), 3000, 100);
+    let cfg = config(LAYERS, "validation_split = 0.1\nseed = 3\n").replace("epochs = 2", "epochs = 6");
+    std::fs::write(t.path("run.toml"), cfg).unwrap();
+    let o = kiln(&["train", &t.s("run.toml"), "--run-dir", &t.s("full"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let full = weights(&t.path("full/model.safetensors"));
+
+    // SIGKILL once epoch 3's checkpoint is on disk; resume.
+    let mut child = spawn(&["train", &t.s("run.toml"), "--run-dir", &t.s("killed"), "--quiet"]);
+    wait_for("epoch 3", &mut child, || epochs_done(&t.path("killed")) >= 3);
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed, not finished");
+    let done = epochs_done(&t.path("killed"));
+    assert!((3..6).contains(&done), "checkpoint after epoch {done}");
+    let o = kiln(&["train", "--resume", &t.s("killed"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        weights(&t.path("killed/model.safetensors")) == full,
+        "killed after epoch {done} and resumed: weights differ"
+    );
+    let log = std::fs::read_to_string(t.path("killed/log.csv")).unwrap();
+    assert!(log.lines().count() >= 7, "the log holds every epoch once the run is done:\n{log}");
+
+    // SIGINT in the middle of epoch 2: a clean stop with a checkpoint taken mid-epoch; resume.
+    let mut child = spawn(&["train", &t.s("run.toml"), "--run-dir", &t.s("int"), "--quiet"]);
+    wait_for("epoch 1", &mut child, || epochs_done(&t.path("int")) >= 1);
+    std::thread::sleep(Duration::from_millis(50));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: training stopped: interrupted at epoch ") && err.lines().count() == 1, "{err}");
+    assert!(err.contains(&format!("continue with: kiln train --resume {}", t.s("int"))), "{err}");
+    let o = kiln(&["train", "--resume", &t.s("int"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(weights(&t.path("int/model.safetensors")) == full, "interrupted and resumed: weights differ");
+
+    // A finished run says so instead of training again.
+    assert_fails(&kiln(&["train", "--resume", &t.s("int")]), &["already finished its 6 epochs"]);
+    assert_fails(&kiln(&["train", "--resume", &t.s("nowhere")]), &["config.toml", "a run folder"]);
+}
+
+#[test]
+fn sigkill_while_writing_a_checkpoint_keeps_the_previous_one() {
+    let t = Tmp::new("ckptkill");
+    write_mnist(&t.path("data"), 32, 10);
+    // A large model on one tiny batch per epoch: most of the time goes to writing its 40 MB checkpoint.
+    let layers = "[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 4096\n\
+                  [[model.layers]]\ntype = \"dense\"\nunits = 10\nactivation = \"softmax\"\n";
+    let cfg = config(layers, "").replace("epochs = 2", "epochs = 100000");
+    std::fs::write(t.path("run.toml"), cfg).unwrap();
+    let run = t.path("run");
+    let (mut mid_write, mut tries) = (0, 0);
+    let mut seed = 7u64;
+    while mid_write < 3 && tries < 40 {
+        tries += 1;
+        let args = ["train", &t.s("run.toml"), "--run-dir", &t.s("run"), "--quiet"];
+        let mut child = if run.join("checkpoint.safetensors").exists() {
+            spawn(&["train", "--resume", &t.s("run"), "--quiet"])
+        } else {
+            spawn(&args)
+        };
+        let before = epochs_done(&run);
+        wait_for("a checkpoint", &mut child, || epochs_done(&run) > before);
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(seed >> 58));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // A write cut short leaves its temporary file; the checkpoint itself must load either way.
+        let temps: Vec<_> = std::fs::read_dir(&run)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        if !temps.is_empty() {
+            mid_write += 1;
+            for e in temps {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        let (m, p) = Sequential::load_checkpoint(run.join("checkpoint.safetensors"))
+            .unwrap_or_else(|e| panic!("after kill {tries}: the checkpoint does not load: {e}"));
+        assert!(p.epoch >= 1 && m.get_weights().iter().flatten().all(|v| v.is_finite()));
+    }
+    println!("{tries} kills, {mid_write} of them while a checkpoint was being written");
+    assert!(mid_write >= 1, "no kill landed during a checkpoint write in {tries} tries");
+}
+
+#[test]
+fn a_nan_loss_stops_with_the_step_and_the_last_good_checkpoint() {
+    let t = Tmp::new("nan");
+    write_mnist(&t.path("data"), 640, 10);
+    // 20 steps per epoch; from step 25 on the learning rate is absurd, so the loss overflows in epoch 2.
+    let schedule = "[train.schedule]\ntype = \"piecewise\"\nboundaries = [25]\nvalues = [0.01, 1e30]\n";
+    let cfg = config(LAYERS, "")
+        .replace("epochs = 2", "epochs = 5")
+        .replace("\n\n[output]", &format!("\n{schedule}\n[output]"));
+    std::fs::write(t.path("run.toml"), cfg).unwrap();
+    let o = kiln(&["train", &t.s("run.toml"), "--run-dir", &t.s("run"), "--quiet"]);
+    assert_fails(&o, &["training stopped: epoch 2, batch ", "the loss became", "not applied", "continue with"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the last good checkpoint is") && err.contains("checkpoint.safetensors (end of epoch 1)"),
+        "{err}"
+    );
+    let (m, p) = Sequential::load_checkpoint(t.path("run/checkpoint.safetensors")).unwrap();
+    assert_eq!(p.epoch, 1);
+    assert!(m.get_weights().iter().flatten().all(|v| v.is_finite()));
+    assert!(!t.path("run/model.safetensors").exists(), "no final model from a failed run");
+}
