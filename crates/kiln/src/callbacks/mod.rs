@@ -132,6 +132,7 @@ pub enum CallbackConfig {
         #[serde(default = "one")]
         every: usize,
     },
+    #[serde(rename = "tensorboard")]
     TensorBoard {
         /// Scalars every this many steps besides every epoch (0: per epoch only).
         #[serde(default = "hundred")]
