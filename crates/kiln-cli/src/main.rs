@@ -1,7 +1,11 @@
-//! `kiln`: train a model from a TOML file, evaluate it, predict with it, print its summary.
+//! `kiln`: train a model from a TOML file, evaluate it, predict with it, print its summary, plot and
+//! report a run.
 //! Every failure is one line on stderr starting with "error:", and a non-zero exit.
 
 mod commands;
+mod font;
+mod plot;
+mod report;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +66,16 @@ enum Command {
         #[arg(long)]
         index: Option<usize>,
     },
+    /// Training curves of a run (from its log.jsonl) as curves.svg and curves.png in the run folder.
+    Plot {
+        /// A run folder made by `kiln train`.
+        run_dir: PathBuf,
+    },
+    /// A Markdown report of a run (report.md in the run folder): curves, metrics, confusion matrix, config.
+    Report {
+        /// A run folder made by `kiln train`.
+        run_dir: PathBuf,
+    },
     /// The layer table of a saved model or of a config file.
     Summary {
         /// A .safetensors model or a .toml config.
@@ -78,6 +92,10 @@ fn main() {
         Command::Evaluate { model, data, split, batch_size } => commands::evaluate(&model, &data, &split, batch_size),
         Command::Predict { model, input, index } => commands::predict(&model, &input, index),
         Command::Summary { path } => commands::summary(&path),
+        Command::Plot { run_dir } => plot::plot(&run_dir).map(|(svg, png)| {
+            println!("wrote {} and {}", svg.display(), png.display());
+        }),
+        Command::Report { run_dir } => report::report(&run_dir).map(|r| println!("wrote {}", r.display())),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

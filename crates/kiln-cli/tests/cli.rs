@@ -104,3 +104,44 @@ fn mnist_example_reaches_0985_and_evaluate_agrees() {
     let o = kiln(&["evaluate", &model, "--data", &format!("{root}/data/mnist")]);
     assert_eq!(scores(&stdout(&o)), trained);
 }
+
+#[test]
+fn run_folder_plot_and_report() {
+    let t = Tmp::new("report");
+    write_mnist(&t.path("data"), 300, 100);
+    let cfg = config(LAYERS_OK, "validation_split = 0.2\n").replace("epochs = 2", "epochs = 3");
+    std::fs::write(t.path("run.toml"), cfg).unwrap();
+    let o = kiln(&["train", &t.s("run.toml"), "--run-dir", &t.s("run"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["config.toml", "log.csv", "log.jsonl", "checkpoint.safetensors", "model.safetensors"] {
+        assert!(t.path("run").join(f).exists(), "run folder lacks {f}");
+    }
+    // The run folder's config has every default and absolute paths: it trains the same from anywhere.
+    let saved = std::fs::read_to_string(t.path("run/config.toml")).unwrap();
+    assert!(saved.contains("beta_1") && saved.contains(&t.s("data")), "{saved}");
+
+    let o = kiln(&["plot", &t.s("run")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let svg = std::fs::read_to_string(t.path("run/curves.svg")).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 5, "loss, accuracy (training and validation), learning rate");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(t.path("run/curves.png")).unwrap()));
+    let info = decoder.read_info().unwrap();
+    assert_eq!((info.info().width, info.info().height), (960, 240), "three panels");
+
+    let o = kiln(&["report", &t.s("run")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(t.path("run/report.md")).unwrap();
+    for want in [
+        "## Training curves",
+        "| loss |",
+        "## Final model on the test set (100 samples)",
+        "Confusion matrix",
+        "```toml",
+    ] {
+        assert!(md.contains(want), "report lacks {want}:\n{md}");
+    }
+    assert!(t.path("run/confusion.svg").exists());
+
+    assert_fails(&kiln(&["plot", &t.s("data")]), &["log.jsonl", "no such file"]);
+    assert_fails(&kiln(&["report", &t.s("data")]), &["config.toml", "no such file"]);
+}

@@ -1,0 +1,114 @@
+//! `kiln report RUN_DIR`: a Markdown summary of a run (`report.md` in the run folder): the config, the
+//! training curves (`curves.svg`, made as by `kiln plot`), the last epoch's metrics, the final model's
+//! test metrics and, for a classifier, its confusion matrix as a table and as a picture
+//! (`confusion.svg`).
+
+use crate::commands::labels_or_one_hot;
+use crate::plot;
+use crate::train::{CONFIG, MODEL};
+use kiln::config::{DataFormat, RunConfig};
+use kiln::data::mnist;
+use kiln::prelude::*;
+use kiln::{Error, Result};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+pub fn report(run_dir: &Path) -> Result<PathBuf> {
+    let cfg_path = run_dir.join(CONFIG);
+    let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, &e))?;
+    let cfg = RunConfig::from_file(&cfg_path)?;
+    plot::plot(run_dir)?;
+    let panels = plot::panels(run_dir)?;
+    let mut md = format!("# Run `{}`\n\n", run_dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    md += "## Training curves\n\n![training curves](curves.svg)\n\n## Last epoch\n\n| quantity | training | validation |\n|---|---|---|\n";
+    let epochs = panels.first().and_then(|p| p.train.last()).map_or(0.0, |p| p.0);
+    for p in &panels {
+        let last = |s: &[(f64, f64)]| s.last().map(|v| format!("{:.4}", v.1)).unwrap_or_else(|| "-".into());
+        let _ = writeln!(md, "| {} | {} | {} |", p.title, last(&p.train), last(&p.val));
+    }
+    let _ = writeln!(md, "\n{epochs} epochs logged.\n");
+    let model_path = run_dir.join(MODEL);
+    if model_path.exists() {
+        let mut model = Sequential::load(&model_path)?;
+        let test = match cfg.data.format {
+            DataFormat::Mnist => mnist::load_split(&cfg.data.path, "t10k")?,
+        };
+        let y = labels_or_one_hot(&cfg, &test)?;
+        let scores = model.evaluate(&test.x, &y, 1000)?;
+        let _ = writeln!(md, "## Final model on the test set ({} samples)\n\n{scores}\n", test.x.rows());
+        let classes = model.output_shape().last().copied().unwrap_or(1);
+        if classes > 1 {
+            let pred = model.predict(&test.x, 1000)?.argmax_rows();
+            let mut cm = vec![vec![0usize; classes]; classes];
+            for (&p, &l) in pred.iter().zip(&test.labels) {
+                cm[l as usize][p] += 1;
+            }
+            kiln::io::write_atomic(&run_dir.join("confusion.svg"), confusion_svg(&cm).as_bytes())?;
+            md +=
+                "## Confusion matrix (rows: true class, columns: predicted)\n\n![confusion matrix](confusion.svg)\n\n";
+            md += &format!(
+                "| | {} |\n|---|{}\n",
+                (0..classes).map(|c| c.to_string()).collect::<Vec<_>>().join(" | "),
+                "---|".repeat(classes)
+            );
+            for (i, row) in cm.iter().enumerate() {
+                let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+                let _ = writeln!(md, "| **{i}** | {} |", cells.join(" | "));
+            }
+            md.push('\n');
+        }
+    } else {
+        md += "No final model in the run folder (the run has not finished): no test metrics.\n\n";
+    }
+    md += &format!("## Config\n\n```toml\n{}```\n", cfg_text);
+    let out = run_dir.join("report.md");
+    kiln::io::write_atomic(&out, md.as_bytes())?;
+    Ok(out)
+}
+
+/// Counts as a heat map: darker blue for larger shares of the row.
+fn confusion_svg(cm: &[Vec<usize>]) -> String {
+    let n = cm.len();
+    let cell = 36.0;
+    let (ox, oy) = (50.0, 40.0);
+    let size = ox + cell * n as f64 + 10.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size}\" height=\"{}\" font-family=\"sans-serif\" \
+         font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"14\" \
+         text-anchor=\"middle\">predicted</text>\n<text x=\"12\" y=\"{}\" transform=\"rotate(-90 12 {})\" \
+         text-anchor=\"middle\">true</text>\n",
+        size + 10.0,
+        ox + cell * n as f64 / 2.0,
+        oy + cell * n as f64 / 2.0,
+        oy + cell * n as f64 / 2.0
+    );
+    for (i, row) in cm.iter().enumerate() {
+        let total = row.iter().sum::<usize>().max(1) as f64;
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{i}</text>",
+            ox - 6.0,
+            oy + cell * (i as f64 + 0.6)
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{i}</text>",
+            ox + cell * (i as f64 + 0.5),
+            oy - 6.0
+        );
+        for (j, &v) in row.iter().enumerate() {
+            let share = v as f64 / total;
+            let shade = (255.0 * (1.0 - 0.85 * share)) as u8;
+            let ink = if share > 0.5 { "white" } else { "black" };
+            let (x, y) = (ox + cell * j as f64, oy + cell * i as f64);
+            let _ = writeln!(
+                s,
+                "<rect x=\"{x}\" y=\"{y}\" width=\"{cell}\" height=\"{cell}\" fill=\"rgb({shade},{shade},255)\" \
+                 stroke=\"#ccc\"/><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{ink}\">{v}</text>",
+                x + cell / 2.0,
+                y + cell * 0.6
+            );
+        }
+    }
+    s + "</svg>\n"
+}
