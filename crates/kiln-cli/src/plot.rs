@@ -133,6 +133,13 @@ impl Frame {
     fn py(&self, y: f64) -> f64 {
         self.y0 + self.h - (y - self.yr.0) / (self.yr.1 - self.yr.0) * self.h
     }
+    /// Where legend row k goes: in the top right corner, or the bottom right one when the curves end high.
+    fn legend(&self, p: &Panel, k: usize) -> (f64, f64) {
+        let ends: Vec<f64> = [&p.train, &p.val].iter().filter_map(|s| s.last()).map(|&(_, y)| self.py(y)).collect();
+        let high = ends.iter().any(|&y| y < self.y0 + 0.4 * self.h);
+        let top = if high { self.y0 + self.h - 26.0 } else { self.y0 + 14.0 };
+        (self.x0 + self.w - 84.0, top + 14.0 * k as f64)
+    }
 }
 
 fn hex(c: [u8; 3]) -> String {
@@ -192,7 +199,7 @@ pub fn svg_chart(panels: &[Panel]) -> String {
                 pts.join(" "),
                 hex(color)
             );
-            let (lx, ly) = (f.x0 + f.w - 80.0, f.y0 + 14.0 + 14.0 * k as f64);
+            let (lx, ly) = f.legend(p, k);
             s += &format!(
                 "<line x1=\"{lx}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\"/><text x=\"{}\" \
                  y=\"{ly}\">{name}</text>\n",
@@ -287,7 +294,7 @@ pub fn png_chart(panels: &[Panel], path: &Path) -> Result<Vec<u8>> {
                 cv.line((f.px(only.0) - 2.0, f.py(only.1)), (f.px(only.0) + 2.0, f.py(only.1)), color, 3);
             }
             if !series.is_empty() {
-                let (lx, ly) = (f.x0 + f.w - 84.0, f.y0 + 14.0 + 14.0 * k as f64);
+                let (lx, ly) = f.legend(p, k);
                 cv.line((lx, ly - 4.0), (lx + 14.0, ly - 4.0), color, 2);
                 cv.text(name, lx + 18.0, ly, 1, 0, ink);
             }
