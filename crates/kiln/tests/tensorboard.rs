@@ -111,7 +111,8 @@ fn files_written_now_have_the_fixture_structure() {
     let (scalars, histos, version) = decode(&file("train"));
     assert_eq!(version.as_deref(), Some("brain.Event:2"));
     let tags: std::collections::BTreeSet<_> = scalars.iter().map(|s| s.1.as_str()).collect();
-    assert_eq!(tags, ["batch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_loss"].into_iter().collect());
+    let want = ["batch_learning_rate", "batch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_loss"];
+    assert_eq!(tags, want.into_iter().collect());
     let losses: Vec<f32> = scalars.iter().filter(|s| s.1 == "epoch_loss").map(|s| s.2).collect();
     assert_eq!(losses, h.epochs.iter().map(|e| e.loss as f32).collect::<Vec<_>>());
     assert_eq!(scalars.iter().filter(|s| s.1 == "batch_loss").map(|s| s.0).collect::<Vec<_>>(), [2, 4, 6, 8]);

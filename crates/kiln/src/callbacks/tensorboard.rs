@@ -157,8 +157,8 @@ pub fn event_file(path: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// Writes TensorBoard event files under `log_dir`: `train/` gets the loss every `every_n_steps` steps
-/// (`batch_loss`), and every epoch's training metrics, learning rate and (optionally) weight histograms;
+/// Writes TensorBoard event files under `log_dir`: `train/` gets the batch's loss and the learning rate every
+/// `every_n_steps` steps (`batch_loss`, `batch_learning_rate`), and every epoch's training metrics, learning rate and (optionally) weight histograms;
 /// `validation/` gets the validation metrics, under the same `epoch_*` tags.
 pub struct TensorBoard {
     pub log_dir: PathBuf,
@@ -166,7 +166,6 @@ pub struct TensorBoard {
     pub histograms: bool,
     train: Option<EventWriter>,
     validation: Option<EventWriter>,
-    step: u64,
 }
 
 impl TensorBoard {
@@ -201,13 +200,13 @@ impl Callback for TensorBoard {
         Ok(())
     }
 
-    fn on_batch_end(&mut self, _model: &mut Sequential, step: u64, loss: f64) -> Result<()> {
-        self.step = step;
+    fn on_batch_end(&mut self, model: &mut Sequential, step: u64, loss: f64) -> Result<()> {
         if let Some(w) = &mut self.train
             && self.every_n_steps > 0
             && step.is_multiple_of(self.every_n_steps)
         {
             w.scalar("batch_loss", step, loss as f32)?;
+            w.scalar("batch_learning_rate", step, model.learning_rate().unwrap_or(0.0))?;
         }
         Ok(())
     }
