@@ -176,7 +176,6 @@ impl TensorBoard {
             histograms: true,
             train: None,
             validation: None,
-            step: 0,
         }
     }
     pub fn every_n_steps(mut self, n: u64) -> Self {
