@@ -6,6 +6,7 @@ mod commands;
 mod font;
 mod plot;
 mod report;
+mod table;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,15 @@ enum Command {
         /// The run folder to create (default: [output] runs_dir/NAME-YYYYMMDD-HHMMSS).
         #[arg(long)]
         run_dir: Option<PathBuf>,
+        /// Train on a table (CSV or ARFF) with no config: every setting inferred, and printed.
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+        /// The column to predict (with --data).
+        #[arg(long, value_name = "COLUMN")]
+        target: Option<String>,
+        /// Tables: the first N rows are the test set.
+        #[arg(long, value_name = "N")]
+        test_rows: Option<usize>,
         /// Print the config with every default filled in, and exit.
         #[arg(long)]
         print_config: bool,
@@ -61,10 +71,16 @@ enum Command {
     Predict {
         model: PathBuf,
         /// A PNG image of the model's input size, or an IDX images file (raw or .gz) with --index.
-        input: PathBuf,
+        input: Option<PathBuf>,
         /// Which image of an IDX file.
         #[arg(long)]
         index: Option<usize>,
+        /// Table models: a CSV or ARFF file of rows to predict (the target column may be absent).
+        #[arg(long = "input", value_name = "FILE", conflicts_with = "input")]
+        rows: Option<PathBuf>,
+        /// Where to write the predictions as CSV (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Training curves of a run (from its log.jsonl) as curves.svg and curves.png in the run folder.
     Plot {
@@ -76,6 +92,22 @@ enum Command {
         /// A run folder made by `kiln train`.
         run_dir: PathBuf,
     },
+    /// Cross-validate a table model: k stratified folds, mean ± std of every metric.
+    Cv {
+        /// A table config (a [data] with a target), or use --data and --target.
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+        #[arg(long, value_name = "COLUMN")]
+        target: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+    },
+    /// Look at data before training on it.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// The layer table of a saved model or of a config file.
     Summary {
         /// A .safetensors model or a .toml config.
@@ -83,14 +115,69 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Per column: type, missing rate, distinct values, constant columns, outliers; duplicates, the
+    /// target's balance, and columns that almost determine the target.
+    Audit {
+        /// A CSV (any delimiter, .gz too) or ARFF file.
+        file: PathBuf,
+        #[arg(long, value_name = "COLUMN")]
+        target: Option<String>,
+        /// Also write the report as JSON here.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Also write the report as an HTML page here.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train { config, resume, epochs, output, run_dir, print_config, quiet } => {
-            train::train(train::TrainArgs { config, resume, epochs, output, run_dir, print_config, quiet })
+        Command::Train { config, resume, epochs, output, run_dir, data, target, test_rows, print_config, quiet } => {
+            if data.is_some() || config.as_deref().is_some_and(table::is_table_config) {
+                table::train(table::TableArgs {
+                    config,
+                    data,
+                    target,
+                    test_rows,
+                    epochs,
+                    run_dir,
+                    output,
+                    print_config,
+                    quiet,
+                })
+            } else {
+                train::train(train::TrainArgs { config, resume, epochs, output, run_dir, print_config, quiet })
+            }
+        }
+        Command::Cv { config, data, target, folds } => table::cv(
+            table::TableArgs {
+                config,
+                data,
+                target,
+                test_rows: None,
+                epochs: None,
+                run_dir: None,
+                output: None,
+                print_config: false,
+                quiet: true,
+            },
+            folds,
+        ),
+        Command::Data { command: DataCommand::Audit { file, target, json, html } } => {
+            table::audit_cmd(&file, target.as_deref(), json.as_deref(), html.as_deref())
         }
         Command::Evaluate { model, data, split, batch_size } => commands::evaluate(&model, &data, &split, batch_size),
-        Command::Predict { model, input, index } => commands::predict(&model, &input, index),
+        Command::Predict { model, input, index, rows, output } => match (input, rows) {
+            (_, Some(rows)) => table::predict_rows(&model, &rows, output.as_deref()),
+            (Some(input), None) => commands::predict(&model, &input, index),
+            (None, None) => {
+                Err(kiln::Error::Invalid("give an input: a PNG, an IDX file with --index, or --input ROWS.csv".into()))
+            }
+        },
         Command::Summary { path } => commands::summary(&path),
         Command::Plot { run_dir } => plot::plot(&run_dir).map(|(svg, png)| {
             println!("wrote {} and {}", svg.display(), png.display());

@@ -154,7 +154,7 @@ fn check_writable(path: &Path) -> Result<()> {
 }
 
 /// The current UTC time as YYYYMMDD-HHMMSS.
-fn timestamp() -> String {
+pub fn timestamp() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).

@@ -15,6 +15,8 @@ use std::path::Path;
 const FORMAT_KEY: &str = "kiln.format";
 const MODEL_KEY: &str = "kiln.model";
 const FORMAT: &str = "kiln-sequential-1";
+/// How table rows are prepared (models trained on tables only).
+const PREP_KEY: &str = "kiln.preparation";
 
 /// The architecture as stored in a model file.
 #[derive(Serialize, Deserialize)]
@@ -79,6 +81,11 @@ impl Sequential {
         let json =
             serde_json::to_string(&spec).map_err(|e| Error::Invalid(format!("cannot describe the model: {e}")))?;
         let mut meta = HashMap::from([(FORMAT_KEY.to_string(), FORMAT.to_string()), (MODEL_KEY.to_string(), json)]);
+        if let Some(p) = &self.preparation {
+            let prep = serde_json::to_string(p)
+                .map_err(|e| Error::Invalid(format!("cannot describe the preparation: {e}")))?;
+            meta.insert(PREP_KEY.to_string(), prep);
+        }
         meta.extend(extra_meta);
         let params = self.graph.params();
         let mut named: Vec<(String, Vec<usize>, &[f32])> =
@@ -121,6 +128,10 @@ impl Sequential {
         }
         if let Some(c) = spec.compile {
             model.compile_with(c)?;
+        }
+        if let Some(p) = info.and_then(|m| m.get(PREP_KEY)) {
+            model.preparation =
+                Some(serde_json::from_str(p).map_err(|e| not_kiln(format!("unreadable table preparation ({e})")))?);
         }
         let tensors = SafeTensors::deserialize(&bytes).map_err(|e| not_kiln(format!("corrupt tensor data ({e})")))?;
         let g = model.graph_mut();

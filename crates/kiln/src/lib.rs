@@ -27,6 +27,7 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod schedule;
+pub mod tabular;
 pub mod train;
 
 pub use kiln_core as core;

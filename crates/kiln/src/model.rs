@@ -55,6 +55,8 @@ pub struct Sequential {
     pub(crate) compiled: Option<(CompileConfig, Optimizer)>,
     pub(crate) scratch: crate::train::Scratch,
     fuse: bool,
+    /// How raw table rows become inputs (saved with the model; `predict_table` applies it).
+    pub(crate) preparation: Option<crate::data::prepare::Preparation>,
 }
 
 impl Sequential {
@@ -70,6 +72,7 @@ impl Sequential {
             compiled: None,
             scratch: Default::default(),
             fuse: true,
+            preparation: None,
         }
     }
 
@@ -174,6 +177,15 @@ impl Sequential {
         }
         self.compiled = Some((config.clone(), Optimizer::new(config.optimizer)));
         Ok(())
+    }
+
+    /// The table preparation saved with the model, if it was trained on a table.
+    pub fn preparation(&self) -> Option<&crate::data::prepare::Preparation> {
+        self.preparation.as_ref()
+    }
+
+    pub fn set_preparation(&mut self, p: crate::data::prepare::Preparation) {
+        self.preparation = Some(p);
     }
 
     /// The learning rate the optimizer uses now (after any schedule or plateau reduction).

@@ -170,13 +170,7 @@ pub struct TensorBoard {
 
 impl TensorBoard {
     pub fn new(log_dir: impl Into<PathBuf>) -> Self {
-        TensorBoard {
-            log_dir: log_dir.into(),
-            every_n_steps: 100,
-            histograms: true,
-            train: None,
-            validation: None,
-        }
+        TensorBoard { log_dir: log_dir.into(), every_n_steps: 100, histograms: true, train: None, validation: None }
     }
     pub fn every_n_steps(mut self, n: u64) -> Self {
         self.every_n_steps = n;

@@ -1,8 +1,12 @@
 //! Data sets and their readers.
 
+pub mod audit;
 pub mod augment;
+pub mod csv;
 pub mod idx;
 pub mod mnist;
+pub mod prepare;
+pub mod table;
 
 use kiln_core::{Result, Tensor};
 

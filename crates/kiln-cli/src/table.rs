@@ -1,0 +1,189 @@
+//! The table commands: `kiln data audit`, training on a CSV or ARFF file (`kiln train TABLE.toml`, or with
+//! no config at all: `kiln train --data FILE --target COL`), `kiln cv`, and `kiln predict` on raw rows.
+
+use kiln::data::audit::audit;
+use kiln::data::csv::{CsvOptions, read_table};
+use kiln::data::prepare::Task;
+use kiln::prelude::*;
+use kiln::tabular::{self, TableConfig};
+use kiln::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Whether a config file describes a table run (its `[data]` names a `target`).
+pub fn is_table_config(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("data")?.as_table()?.get("target").cloned())
+        .is_some()
+}
+
+pub fn read_config(path: &Path) -> Result<TableConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+    let mut cfg: TableConfig = toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_string();
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        let nice = kiln::config::explain_unknown(&msg).unwrap_or(msg);
+        Error::Config(match line {
+            Some(l) => format!("{}: line {l}: {nice}", path.display()),
+            None => format!("{}: {nice}", path.display()),
+        })
+    })?;
+    cfg.data.path = path.parent().unwrap_or(Path::new("")).join(&cfg.data.path);
+    Ok(cfg)
+}
+
+pub struct TableArgs {
+    pub config: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub target: Option<String>,
+    pub test_rows: Option<usize>,
+    pub epochs: Option<usize>,
+    pub run_dir: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub print_config: bool,
+    pub quiet: bool,
+}
+
+fn config_of(a: &TableArgs) -> Result<TableConfig> {
+    let mut cfg = match (&a.config, &a.data, &a.target) {
+        (Some(c), None, None) => read_config(c)?,
+        (None, Some(d), Some(t)) => TableConfig::new(d, t),
+        (None, Some(_), None) => {
+            return Err(Error::Invalid("--data needs --target COLUMN (the column to predict)".into()));
+        }
+        _ => return Err(Error::Invalid("give a config file, or --data FILE --target COLUMN".into())),
+    };
+    if let Some(t) = a.test_rows {
+        cfg.data.test_rows = Some(t);
+    }
+    if let Some(e) = a.epochs {
+        cfg.train.epochs = e;
+    }
+    Ok(cfg)
+}
+
+pub fn train(a: TableArgs) -> Result<()> {
+    let cfg = config_of(&a)?;
+    let text = toml::to_string_pretty(&cfg).unwrap_or_default();
+    if a.print_config {
+        print!("{text}");
+        return Ok(());
+    }
+    let table = cfg.read_table()?;
+    let types = cfg.types(&table)?;
+    let (test, train) = tabular::split(&cfg, &table, &types)?;
+    if a.config.is_none() && !a.quiet {
+        println!("config used (save it and edit it to change anything):\n\n{text}");
+    }
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| {
+        let stem =
+            cfg.data.path.file_name().map(|n| n.to_string_lossy().split('.').next().unwrap_or("table").to_string());
+        PathBuf::from("runs").join(format!("{}-{}", stem.unwrap_or_default(), crate::train::timestamp()))
+    });
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, &e))?;
+    let mut resolved = cfg.clone();
+    resolved.data.path = std::fs::canonicalize(&cfg.data.path).unwrap_or(cfg.data.path.clone());
+    kiln::io::write_atomic(
+        &run_dir.join("config.toml"),
+        toml::to_string_pretty(&resolved).unwrap_or_default().as_bytes(),
+    )?;
+    let start = std::time::Instant::now();
+    let mut model = tabular::fit_rows(&cfg, &table, &types, &train, !a.quiet)?;
+    let secs = start.elapsed().as_secs_f64();
+    let prep = model.preparation().cloned().expect("set by fit_rows");
+    if !a.quiet {
+        println!("{} training rows, {} inputs after preparation, {:.1} s", train.len(), prep.width(), secs);
+    }
+    if !test.is_empty() {
+        let s = tabular::score(&mut model, &table, &test)?;
+        println!("test {s} ({} rows)", s.rows);
+    }
+    model.save(run_dir.join("model.safetensors"))?;
+    if let Some(o) = &a.output {
+        model.save(o)?;
+    }
+    println!("saved model to {}", a.output.clone().unwrap_or(run_dir.join("model.safetensors")).display());
+    Ok(())
+}
+
+pub fn cv(a: TableArgs, folds: usize) -> Result<()> {
+    let cfg = config_of(&a)?;
+    let start = std::time::Instant::now();
+    let scores = tabular::cross_validate(&cfg, folds)?;
+    for (i, s) in scores.iter().enumerate() {
+        println!("fold {}: {s} ({} rows)", i + 1, s.rows);
+    }
+    println!("{folds}-fold cross-validation: {} ({:.1} s)", tabular::summarize(&scores), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+pub fn audit_cmd(file: &Path, target: Option<&str>, json: Option<&Path>, html: Option<&Path>) -> Result<()> {
+    let table = read_table(file, &CsvOptions::default())?;
+    if table.rows() == 0 {
+        return Err(Error::Data(format!("{}: no rows", file.display())));
+    }
+    let mut types = Vec::new();
+    for c in &table.columns {
+        // A column that will not parse as its likely type is reported, not fatal, in an audit.
+        types.push(c.infer(&table.source).unwrap_or(kiln::data::table::ColumnType::Category));
+    }
+    let report = audit(&table, &types, target)?;
+    print!("{}", report.render());
+    if let Some(j) = json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
+        kiln::io::write_atomic(j, text.as_bytes())?;
+    }
+    if let Some(h) = html {
+        kiln::io::write_atomic(h, report.html().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Predictions for every row of a CSV/ARFF file, written as CSV: row, prediction, and the probability of
+/// each class (classification) or the predicted value (regression).
+pub fn predict_rows(model_path: &Path, input: &Path, output: Option<&Path>) -> Result<()> {
+    let mut model = Sequential::load(model_path)?;
+    let Some(prep) = model.preparation().cloned() else {
+        return Err(Error::Invalid(format!(
+            "{} was not trained on a table; --input takes table rows",
+            model_path.display()
+        )));
+    };
+    let table = read_table(input, &CsvOptions::default())?;
+    let rows: Vec<usize> = (0..table.rows()).collect();
+    let x = prep.transform(&table, &rows)?;
+    let p = model.predict(&x, 1024)?;
+    let mut out = String::new();
+    match &prep.task {
+        Task::Binary { classes } => {
+            out += &format!("row,prediction,p_{}\n", classes[1]);
+            for (i, &q) in p.data().iter().enumerate() {
+                out += &format!("{},{},{q:.6}\n", i + 1, classes[(q > 0.5) as usize]);
+            }
+        }
+        Task::Multiclass { classes } => {
+            out +=
+                &format!("row,prediction,{}\n", classes.iter().map(|c| format!("p_{c}")).collect::<Vec<_>>().join(","));
+            for (i, row) in p.data().chunks(classes.len()).enumerate() {
+                let best = kiln::core::argmax(row);
+                let probs: Vec<String> = row.iter().map(|v| format!("{v:.6}")).collect();
+                out += &format!("{},{},{}\n", i + 1, classes[best], probs.join(","));
+            }
+        }
+        Task::Regression => {
+            out += &format!("row,{}\n", prep.target);
+            for (i, v) in p.data().iter().enumerate() {
+                out += &format!("{},{v}\n", i + 1);
+            }
+        }
+    }
+    match output {
+        Some(o) => {
+            kiln::io::write_atomic(o, out.as_bytes())?;
+            println!("wrote {} predictions to {}", rows.len(), o.display());
+        }
+        None => print!("{out}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Reading delimited text (CSV, TSV, ...) and ARFF files into a `Table` of text cells. Quoted fields may
+//! hold delimiters, doubled quotes and newlines (RFC 4180); `.gz` files are decompressed. A row with the
+//! wrong number of fields is an error naming its line.
+
+use super::table::{Column, Table};
+use kiln_core::{Error, Result};
+use std::io::Read;
+use std::path::Path;
+
+/// How to read a file.
+#[derive(Clone, Debug)]
+pub struct CsvOptions {
+    /// The field separator; None: the most frequent of , ; tab | in the header line.
+    pub delimiter: Option<char>,
+    /// Cells that mean "missing" (compared after trimming spaces). The empty cell always does.
+    pub missing: Vec<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            delimiter: None,
+            missing: vec!["?".into(), "NA".into(), "N/A".into(), "NaN".into(), "null".into()],
+        }
+    }
+}
+
+/// The file's text, decompressed when it ends in .gz; invalid UTF-8 is an error naming the byte offset.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    let bytes = if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::format(path, format!("not a readable gzip file ({e})")))?;
+        out
+    } else {
+        bytes
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        Error::format(path, format!("not UTF-8 text: invalid byte at offset {}", e.utf8_error().valid_up_to()))
+    })
+}
+
+/// A table from a CSV file, or from an ARFF file when the name ends in .arff (or .arff.gz).
+pub fn read_table(path: &Path, opts: &CsvOptions) -> Result<Table> {
+    let text = read_text(path)?;
+    let name = path.to_string_lossy();
+    if name.ends_with(".arff") || name.ends_with(".arff.gz") {
+        return parse_arff(&text, path, opts);
+    }
+    parse_csv(&text, path, opts)
+}
+
+pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let delim = opts.delimiter.unwrap_or_else(|| {
+        let head = text.lines().next().unwrap_or("");
+        [',', ';', '\t', '|'].into_iter().max_by_key(|d| head.matches(*d).count()).unwrap_or(',')
+    });
+    let records = split_records(text, delim, '"', path)?;
+    let mut it = records.into_iter();
+    let Some((_, header)) = it.next() else {
+        return Err(Error::format(path, "empty file: no header row"));
+    };
+    let header: Vec<String> = header.into_iter().map(|h| h.trim().to_string()).collect();
+    if let Some(dup) = header.iter().enumerate().find(|(i, h)| header[..*i].contains(h)) {
+        return Err(Error::format(path, format!("column `{}` appears twice in the header", dup.1)));
+    }
+    let mut cols: Vec<Column> =
+        header.iter().map(|h| Column { name: h.clone(), cells: Vec::new(), declared: None }).collect();
+    for (line, rec) in it {
+        if rec.len() == 1 && rec[0].trim().is_empty() {
+            continue;
+        }
+        if rec.len() != cols.len() {
+            return Err(Error::format(
+                path,
+                format!("line {line} has {} fields, the header has {}", rec.len(), cols.len()),
+            ));
+        }
+        for (c, v) in cols.iter_mut().zip(rec) {
+            c.cells.push(cell(v, &opts.missing));
+        }
+    }
+    Ok(Table { source: path.display().to_string(), columns: cols })
+}
+
+fn cell(v: String, missing: &[String]) -> Option<String> {
+    let t = v.trim();
+    if t.is_empty() || missing.iter().any(|m| m == t) { None } else { Some(t.to_string()) }
+}
+
+/// Records with the line each starts on; quotes may wrap fields holding delimiters or newlines.
+fn split_records(text: &str, delim: char, quote: char, path: &Path) -> Result<Vec<(usize, Vec<String>)>> {
+    let mut out = Vec::new();
+    let (mut rec, mut field) = (Vec::new(), String::new());
+    let (mut line, mut start_line) = (1, 1);
+    let mut in_quotes = false;
+    let mut at_field_start = true;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_quotes {
+            if c == quote {
+                if chars.peek() == Some(&quote) {
+                    field.push(quote);
+                    chars.next();
+                } else {
+                    in_quotes = false;
+                }
+            } else {
+                if c == '\n' {
+                    line += 1;
+                }
+                field.push(c);
+            }
+            continue;
+        }
+        match c {
+            c if c == quote && at_field_start => {
+                in_quotes = true;
+                at_field_start = false;
+            }
+            c if c == delim => {
+                rec.push(std::mem::take(&mut field));
+                at_field_start = true;
+            }
+            '\r' => {}
+            '\n' => {
+                rec.push(std::mem::take(&mut field));
+                out.push((start_line, std::mem::take(&mut rec)));
+                line += 1;
+                start_line = line;
+                at_field_start = true;
+            }
+            c => {
+                if !(at_field_start && c == ' ') {
+                    at_field_start = false;
+                }
+                field.push(c);
+            }
+        }
+    }
+    if in_quotes {
+        return Err(Error::format(path, format!("a quoted field opened on line {start_line} never closes")));
+    }
+    if !field.is_empty() || !rec.is_empty() {
+        rec.push(field);
+        out.push((start_line, rec));
+    }
+    Ok(out)
+}
+
+/// ARFF (Weka): `@attribute name numeric|{a,b,...}|string` lines, then `@data` rows with ' or " quotes.
+fn parse_arff(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
+    let mut cols: Vec<Column> = Vec::new();
+    let mut data_at = None;
+    for (i, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if l.is_empty() || l.starts_with('%') {
+            continue;
+        }
+        let lower = l.to_ascii_lowercase();
+        if lower.starts_with("@attribute") {
+            let rest = l["@attribute".len()..].trim();
+            let (name, kind) = if let Some(r) = rest.strip_prefix('\'') {
+                let end = r.find('\'').ok_or_else(|| Error::format(path, format!("line {}: unclosed quote", i + 1)))?;
+                (r[..end].to_string(), r[end + 1..].trim())
+            } else {
+                let mut p = rest.splitn(2, char::is_whitespace);
+                (p.next().unwrap_or("").to_string(), p.next().unwrap_or("").trim())
+            };
+            let declared = if kind.starts_with('{') {
+                Some(super::table::ColumnType::Category)
+            } else if ["numeric", "real", "integer"].contains(&kind.to_ascii_lowercase().as_str()) {
+                Some(super::table::ColumnType::Number)
+            } else {
+                Some(super::table::ColumnType::Text)
+            };
+            cols.push(Column { name, cells: Vec::new(), declared });
+        } else if lower.starts_with("@data") {
+            data_at = Some(i + 1);
+            break;
+        }
+    }
+    let Some(start) = data_at else {
+        return Err(Error::format(path, "no @data section (not an ARFF file?)"));
+    };
+    if cols.is_empty() {
+        return Err(Error::format(path, "no @attribute lines"));
+    }
+    let body: String = text.lines().skip(start).collect::<Vec<_>>().join("\n");
+    let mut missing = opts.missing.clone();
+    missing.push("?".into());
+    for (line, rec) in split_records(&body.replace('\'', "\""), ',', '"', path)? {
+        if rec.len() == 1 && (rec[0].trim().is_empty() || rec[0].trim_start().starts_with('%')) {
+            continue;
+        }
+        if rec.len() != cols.len() {
+            return Err(Error::format(
+                path,
+                format!("line {} has {} fields, there are {} attributes", line + start, rec.len(), cols.len()),
+            ));
+        }
+        for (c, v) in cols.iter_mut().zip(rec) {
+            c.cells.push(cell(v, &missing));
+        }
+    }
+    Ok(Table { source: path.display().to_string(), columns: cols })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_fields_newlines_missing_and_ragged_rows() {
+        let p = Path::new("t.csv");
+        let t = parse_csv("a,b,c\n1,\"x, \"\"y\"\"\n z\",?\n2,,NA\n", p, &CsvOptions::default()).unwrap();
+        assert_eq!(t.columns[1].cells, vec![Some("x, \"y\"\n z".to_string()), None]);
+        assert_eq!(t.columns[2].cells, vec![None, None]);
+        let e = parse_csv("a,b\n1,2\n3\n", p, &CsvOptions::default()).unwrap_err().to_string();
+        assert_eq!(e, "t.csv: line 3 has 1 fields, the header has 2");
+        let t = parse_csv("a;b\n1;2\n", p, &CsvOptions::default()).unwrap();
+        assert_eq!(t.columns[1].cells, vec![Some("2".to_string())]);
+        assert!(parse_csv("", p, &CsvOptions::default()).unwrap_err().to_string().contains("empty file"));
+        assert!(parse_csv("a\n\"open\n", p, &CsvOptions::default()).unwrap_err().to_string().contains("never closes"));
+    }
+
+    #[test]
+    fn arff_attributes_and_quoted_values() {
+        let text = "% c\n@relation r\n@attribute 'a b' {'<0',x}\n@attribute n numeric\n@data\n'<0',3\nx,?\n";
+        let t = parse_arff(text, Path::new("t.arff"), &CsvOptions::default()).unwrap();
+        assert_eq!(t.columns[0].name, "a b");
+        assert_eq!(t.columns[0].cells, vec![Some("<0".to_string()), Some("x".to_string())]);
+        assert_eq!(t.columns[1].cells, vec![Some("3".to_string()), None]);
+    }
+}

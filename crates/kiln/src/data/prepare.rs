@@ -1,0 +1,377 @@
+//! Preparing a table for a network, fitted on the training rows only and saved inside the model, so that
+//! prediction on raw rows applies exactly what training did. Numbers: missing values imputed (mean, median,
+//! or a constant) with a was-missing indicator, outliers optionally clipped (IQR or z-score bounds), then
+//! scaled (standard, min-max or robust). Categories: one-hot, with one more slot for missing and unseen
+//! values. Booleans: 0/1. Text columns are left out (text models are another part of kiln).
+
+use super::table::{ColumnType, Table, truthy};
+use kiln_core::{Error, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Impute {
+    #[default]
+    Mean,
+    Median,
+    Zero,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scale {
+    #[default]
+    Standard,
+    MinMax,
+    Robust,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outliers {
+    #[default]
+    Keep,
+    /// Clip to [Q1 − 1.5·IQR, Q3 + 1.5·IQR].
+    Iqr,
+    /// Clip to mean ± 3 standard deviations.
+    Zscore,
+}
+
+/// How to prepare the columns (a config's `[data.prepare]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrepareOptions {
+    pub impute: Impute,
+    pub scale: Scale,
+    pub outliers: Outliers,
+    /// Drop training rows that repeat an earlier row exactly.
+    pub drop_duplicates: bool,
+    /// Take ln(1 + x) of non-negative columns with a long right tail (skewness above 2: amounts, counts),
+    /// so that a few huge values do not squash all the others after scaling.
+    #[serde(default = "yes")]
+    pub log_skewed: bool,
+    /// Numbers also get a one-hot of their quantile bin (this many bins; 0 for none), which lets a small
+    /// network use thresholds as trees do.
+    #[serde(default)]
+    pub bins: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PrepareOptions {
+    fn default() -> Self {
+        PrepareOptions {
+            impute: Impute::default(),
+            scale: Scale::default(),
+            outliers: Outliers::default(),
+            drop_duplicates: false,
+            log_skewed: true,
+            bins: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// x → ln(1 + x) when `log`, then missing → fill, clipped to `clip` (when set), (x − center) / scale.
+    Number {
+        #[serde(default)]
+        log: bool,
+        fill: f64,
+        indicator: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clip: Option<(f64, f64)>,
+        center: f64,
+        scale: f64,
+        /// Upper edges of the quantile bins (after the log), one-hot encoded after the value.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        edges: Vec<f64>,
+    },
+    Category {
+        levels: Vec<String>,
+    },
+    Boolean,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Feature {
+    pub name: String,
+    pub kind: FeatureKind,
+}
+
+impl Feature {
+    pub fn width(&self) -> usize {
+        match &self.kind {
+            FeatureKind::Number { indicator, edges, .. } => {
+                1 + *indicator as usize + if edges.is_empty() { 0 } else { edges.len() + 1 }
+            }
+            FeatureKind::Category { levels } => levels.len() + 1,
+            FeatureKind::Boolean => 1,
+        }
+    }
+}
+
+/// What is predicted: one of two classes (a sigmoid output), one of several, or a number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Task {
+    /// classes[1] is the positive class (output 1).
+    Binary {
+        classes: Vec<String>,
+    },
+    Multiclass {
+        classes: Vec<String>,
+    },
+    Regression,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preparation {
+    pub target: String,
+    pub task: Task,
+    pub features: Vec<Feature>,
+}
+
+fn skewness(v: &[f64]) -> f64 {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n;
+    if var <= 0.0 { 0.0 } else { v.iter().map(|x| (x - m).powi(3)).sum::<f64>() / n / var.powf(1.5) }
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, f) = (pos.floor() as usize, pos.fract());
+    sorted[i] + (sorted[(i + 1).min(sorted.len() - 1)] - sorted[i]) * f
+}
+
+impl Preparation {
+    /// Fits on `rows` of `table` (the training rows), with `types` per column; `ignore` lists columns left out.
+    pub fn fit(
+        table: &Table,
+        types: &[ColumnType],
+        target: &str,
+        rows: &[usize],
+        ignore: &[String],
+        opts: &PrepareOptions,
+    ) -> Result<Preparation> {
+        let t_idx =
+            table.columns.iter().position(|c| c.name == target).ok_or_else(|| table.column(target).err().unwrap())?;
+        let tcol = &table.columns[t_idx];
+        if let Some(r) = rows.iter().find(|&&r| tcol.cells[r].is_none()) {
+            return Err(Error::Data(format!("{}: target `{target}` is missing on row {}", table.source, r + 1)));
+        }
+        let task = match types[t_idx] {
+            ColumnType::Number => {
+                let mut v: Vec<&str> = rows.iter().filter_map(|&r| tcol.cells[r].as_deref()).collect();
+                v.sort_unstable();
+                v.dedup();
+                if v.len() <= 2 {
+                    Task::Binary { classes: v.iter().map(|s| s.to_string()).collect() }
+                } else {
+                    Task::Regression
+                }
+            }
+            ColumnType::Text => {
+                return Err(Error::Config(format!(
+                    "target `{target}` looks like free text ({} distinct values); declare it a category to classify",
+                    tcol.distinct()
+                )));
+            }
+            _ => {
+                let mut v: Vec<String> = rows.iter().filter_map(|&r| tcol.cells[r].clone()).collect();
+                v.sort_unstable();
+                v.dedup();
+                match v.len() {
+                    0 | 1 => {
+                        return Err(Error::Data(format!(
+                            "target `{target}` has {} class in the training rows; there is nothing to learn",
+                            v.len()
+                        )));
+                    }
+                    2 => Task::Binary { classes: v },
+                    _ => Task::Multiclass { classes: v },
+                }
+            }
+        };
+        let mut features = Vec::new();
+        for (c, &ty) in table.columns.iter().zip(types) {
+            if c.name == target || ignore.contains(&c.name) {
+                continue;
+            }
+            let kind = match ty {
+                ColumnType::Text => continue,
+                ColumnType::Boolean => FeatureKind::Boolean,
+                ColumnType::Category => {
+                    let mut levels: Vec<String> = rows.iter().filter_map(|&r| c.cells[r].clone()).collect();
+                    levels.sort_unstable();
+                    levels.dedup();
+                    FeatureKind::Category { levels }
+                }
+                ColumnType::Number => {
+                    let mut v: Vec<f64> = rows.iter().filter_map(|&r| c.cells[r].as_deref()?.parse().ok()).collect();
+                    let indicator = v.len() < rows.len();
+                    let log = opts.log_skewed && v.iter().all(|&x| x >= 0.0) && skewness(&v) > 2.0;
+                    if log {
+                        v.iter_mut().for_each(|x| *x = x.ln_1p());
+                    }
+                    v.sort_by(f64::total_cmp);
+                    let n = v.len().max(1) as f64;
+                    let mean = v.iter().sum::<f64>() / n;
+                    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+                    let (q1, med, q3) = (quantile(&v, 0.25), quantile(&v, 0.5), quantile(&v, 0.75));
+                    let (lo, hi) = match opts.outliers {
+                        Outliers::Keep => (f64::NEG_INFINITY, f64::INFINITY),
+                        Outliers::Iqr => (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)),
+                        Outliers::Zscore => (mean - 3.0 * std, mean + 3.0 * std),
+                    };
+                    let fill = match opts.impute {
+                        Impute::Mean => mean,
+                        Impute::Median => med,
+                        Impute::Zero => 0.0,
+                    };
+                    // Scaling statistics of the clipped values.
+                    let clipped: Vec<f64> = v.iter().map(|x| x.clamp(lo, hi)).collect();
+                    let cmean = clipped.iter().sum::<f64>() / n;
+                    let cstd = (clipped.iter().map(|x| (x - cmean).powi(2)).sum::<f64>() / n).sqrt();
+                    let (center, scale) = match opts.scale {
+                        Scale::Standard => (cmean, cstd),
+                        Scale::MinMax => {
+                            let (a, b) =
+                                (clipped.first().copied().unwrap_or(0.0), clipped.last().copied().unwrap_or(1.0));
+                            (a, b - a)
+                        }
+                        Scale::Robust => (med.clamp(lo, hi), (q3 - q1)),
+                    };
+                    let scale = if scale > 1e-12 { scale } else { 1.0 };
+                    let mut edges: Vec<f64> =
+                        (1..opts.bins).map(|k| quantile(&v, k as f64 / opts.bins as f64)).collect();
+                    edges.dedup();
+                    let clip = (opts.outliers != Outliers::Keep).then_some((lo, hi));
+                    FeatureKind::Number { log, fill, indicator, clip, center, scale, edges }
+                }
+            };
+            features.push(Feature { name: c.name.clone(), kind });
+        }
+        if features.is_empty() {
+            return Err(Error::Config(format!("{}: no usable input columns besides `{target}`", table.source)));
+        }
+        Ok(Preparation { target: target.to_string(), task, features })
+    }
+
+    /// Values per row after preparation.
+    pub fn width(&self) -> usize {
+        self.features.iter().map(Feature::width).sum()
+    }
+
+    /// Outputs of the network: 1 for binary and regression, the class count otherwise.
+    pub fn outputs(&self) -> usize {
+        match &self.task {
+            Task::Multiclass { classes } => classes.len(),
+            _ => 1,
+        }
+    }
+
+    /// The prepared inputs of `rows`. Every feature column must be in the table (by name, any order);
+    /// categories not seen in training go to the extra slot.
+    pub fn transform(&self, table: &Table, rows: &[usize]) -> Result<Tensor> {
+        let w = self.width();
+        let mut x = vec![0f32; rows.len() * w];
+        let mut off = 0;
+        for f in &self.features {
+            let col = table.column(&f.name)?;
+            for (i, &r) in rows.iter().enumerate() {
+                let dst = &mut x[i * w + off..i * w + off + f.width()];
+                let cell = col.cells.get(r).and_then(|c| c.as_deref());
+                match &f.kind {
+                    FeatureKind::Number { log, fill, indicator, clip, center, scale, edges } => {
+                        let v = match cell {
+                            Some(s) => Some(s.parse::<f64>().map_err(|_| {
+                                Error::Data(format!(
+                                    "{}: column `{}` row {} has `{s}`, not a number",
+                                    table.source,
+                                    f.name,
+                                    r + 1
+                                ))
+                            })?),
+                            None => None,
+                        };
+                        let v = if *log { v.map(|x| x.max(0.0).ln_1p()) } else { v };
+                        let (lo, hi) = clip.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+                        dst[0] = ((v.unwrap_or(*fill).clamp(lo, hi) - center) / scale) as f32;
+                        if *indicator {
+                            dst[1] = v.is_none() as u8 as f32;
+                        }
+                        if !edges.is_empty() {
+                            let b = edges.partition_point(|e| *e < v.unwrap_or(*fill));
+                            dst[1 + *indicator as usize + b] = 1.0;
+                        }
+                    }
+                    FeatureKind::Category { levels } => {
+                        let k = cell
+                            .and_then(|s| levels.binary_search_by(|l| l.as_str().cmp(s)).ok())
+                            .unwrap_or(levels.len());
+                        dst[k] = 1.0;
+                    }
+                    FeatureKind::Boolean => dst[0] = cell.is_some_and(truthy) as u8 as f32,
+                }
+            }
+            off += f.width();
+        }
+        Tensor::new(&[rows.len(), w], x)
+    }
+
+    /// The targets of `rows`: 0/1 for binary, class indices for multiclass, numbers for regression. A class
+    /// training never saw is an error naming it.
+    pub fn targets(&self, table: &Table, rows: &[usize]) -> Result<Tensor> {
+        let col = table.column(&self.target)?;
+        let mut y = Vec::with_capacity(rows.len());
+        for &r in rows {
+            let Some(v) = col.cells[r].as_deref() else {
+                return Err(Error::Data(format!(
+                    "{}: target `{}` is missing on row {}",
+                    table.source,
+                    self.target,
+                    r + 1
+                )));
+            };
+            y.push(match &self.task {
+                Task::Regression => v.parse::<f64>().map_err(|_| {
+                    Error::Data(format!(
+                        "{}: target `{}` row {} has `{v}`, not a number",
+                        table.source,
+                        self.target,
+                        r + 1
+                    ))
+                })? as f32,
+                Task::Binary { classes } | Task::Multiclass { classes } => {
+                    classes.iter().position(|c| c == v).ok_or_else(|| {
+                        Error::Data(format!(
+                            "{}: row {} has class `{v}` in `{}`, which training never saw (classes: {})",
+                            table.source,
+                            r + 1,
+                            self.target,
+                            classes.join(", ")
+                        ))
+                    })? as f32
+                }
+            });
+        }
+        Tensor::new(&[rows.len()], y)
+    }
+}
+
+/// Rows that repeat an earlier row of `rows` exactly (all columns), to drop from training.
+pub fn duplicate_rows(table: &Table, rows: &[usize]) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    rows.iter()
+        .copied()
+        .filter(|&r| !seen.insert(table.columns.iter().map(|c| c.cells[r].clone()).collect::<Vec<_>>()))
+        .collect()
+}

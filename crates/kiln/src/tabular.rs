@@ -1,0 +1,372 @@
+//! Models for tables in one call: read a CSV or ARFF file, split off the test rows, infer column types
+//! (overridable), fit the preparation on the training rows, build a multi-layer network sized for the task
+//! (sigmoid for two classes, softmax for more, linear for a number), train it, and score it: accuracy and
+//! ROC-AUC for classes, RMSE, MAE and R² for numbers. `cross_validate` does the same over k stratified folds.
+//! The config (`TableConfig`) is what `kiln train` reads for tables and prints for `--data FILE --target COL`.
+
+use crate::callbacks::{Callback, EarlyStopping};
+use crate::data::csv::{CsvOptions, read_table};
+use crate::data::prepare::{Preparation, PrepareOptions, Task, duplicate_rows};
+use crate::data::table::{ColumnType, Table};
+use crate::loss::Loss;
+use crate::metrics::{Metric, regression_scores, roc_auc};
+use crate::model::Sequential;
+use crate::nn::{Activation, Dense, Dropout, Regularizer};
+use crate::optim::Adam;
+use crate::train::FitOptions;
+use kiln_core::{Error, Result, Rng, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    pub data: TableData,
+    #[serde(default)]
+    pub model: TableModel,
+    #[serde(default)]
+    pub train: TableTrain,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableData {
+    /// A CSV (any delimiter, quoted fields, header row; .gz too) or ARFF file.
+    pub path: PathBuf,
+    /// The column to predict.
+    pub target: String,
+    /// The first `test_rows` rows are the test set (a file's official split)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_rows: Option<usize>,
+    /// ...or else this fraction of rows, drawn at random (stratified by class) with the training seed.
+    #[serde(default = "fifth")]
+    pub test_fraction: f64,
+    /// Columns left out.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// Cells read as missing besides the empty one.
+    #[serde(default = "missing_markers")]
+    pub missing: Vec<String>,
+    /// Column types that override the inferred ones (number, category, boolean, text).
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnType>,
+    #[serde(default)]
+    pub prepare: PrepareOptions,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableModel {
+    /// Widths of the hidden Dense layers (ReLU).
+    pub hidden: Vec<usize>,
+    /// Dropout after each hidden layer.
+    pub dropout: f64,
+    /// L2 penalty on every kernel (Keras's kernel_regularizer=l2(...)); helps on small tables.
+    pub l2: f32,
+    pub seed: u64,
+}
+
+impl Default for TableModel {
+    fn default() -> Self {
+        TableModel { hidden: vec![64, 32], dropout: 0.1, l2: 0.0, seed: 0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableTrain {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f32,
+    /// Fraction of the training rows held out to pick the epoch (early stopping restores the best).
+    pub validation_split: f64,
+    /// Epochs without improvement of the validation loss before stopping.
+    pub patience: usize,
+    pub seed: u64,
+}
+
+impl Default for TableTrain {
+    fn default() -> Self {
+        TableTrain { epochs: 30, batch_size: 64, learning_rate: 1e-3, validation_split: 0.1, patience: 4, seed: 0 }
+    }
+}
+
+fn fifth() -> f64 {
+    0.2
+}
+fn missing_markers() -> Vec<String> {
+    CsvOptions::default().missing
+}
+
+impl TableConfig {
+    /// The defaults for a file and a target (what `kiln train --data FILE --target COL` uses).
+    pub fn new(path: impl Into<PathBuf>, target: &str) -> Self {
+        TableConfig {
+            data: TableData {
+                path: path.into(),
+                target: target.into(),
+                test_rows: None,
+                test_fraction: fifth(),
+                ignore: Vec::new(),
+                missing: missing_markers(),
+                columns: BTreeMap::new(),
+                prepare: PrepareOptions::default(),
+            },
+            model: TableModel::default(),
+            train: TableTrain::default(),
+        }
+    }
+
+    pub fn read_table(&self) -> Result<Table> {
+        read_table(&self.data.path, &CsvOptions { delimiter: None, missing: self.data.missing.clone() })
+    }
+
+    /// Column types: inferred, then the config's overrides (each must name a column).
+    pub fn types(&self, table: &Table) -> Result<Vec<ColumnType>> {
+        for name in self.data.columns.keys().chain(&self.data.ignore) {
+            table.column(name)?;
+        }
+        let mut types = Vec::new();
+        for c in &table.columns {
+            types.push(match self.data.columns.get(&c.name) {
+                Some(t) => *t,
+                None if self.data.ignore.contains(&c.name) => ColumnType::Text,
+                None => c.infer(&table.source)?,
+            });
+        }
+        Ok(types)
+    }
+}
+
+/// Test metrics of a table model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TableScores {
+    pub rows: usize,
+    pub accuracy: Option<f64>,
+    pub roc_auc: Option<f64>,
+    pub rmse: Option<f64>,
+    pub mae: Option<f64>,
+    pub r2: Option<f64>,
+}
+
+impl std::fmt::Display for TableScores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            ("accuracy", self.accuracy),
+            ("roc_auc", self.roc_auc),
+            ("rmse", self.rmse),
+            ("mae", self.mae),
+            ("r2", self.r2),
+        ]
+        .iter()
+        .filter_map(|(n, v)| v.map(|v| format!("{n}: {v:.4}")))
+        .collect();
+        write!(f, "{}", parts.join(" - "))
+    }
+}
+
+/// A network for the prepared table: hidden ReLU layers with dropout, and the output the task needs.
+pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32) -> Result<Sequential> {
+    let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
+    let reg = |d: Dense| if m.l2 > 0.0 { d.kernel_regularizer(Regularizer::l2(m.l2)) } else { d };
+    for &h in &m.hidden {
+        model.add(reg(Dense::new(h).activation(Activation::Relu)))?;
+        if m.dropout > 0.0 {
+            model.add(Dropout::new(m.dropout))?;
+        }
+    }
+    let (out, loss, metrics) = match &prep.task {
+        Task::Binary { .. } => {
+            (Dense::new(1).activation(Activation::Sigmoid), Loss::BinaryCrossentropy, vec![Metric::Accuracy])
+        }
+        Task::Multiclass { classes } => (
+            Dense::new(classes.len()).activation(Activation::Softmax),
+            Loss::SparseCategoricalCrossentropy,
+            vec![Metric::Accuracy],
+        ),
+        Task::Regression => (Dense::new(1), Loss::MeanSquaredError, vec![Metric::MeanAbsoluteError]),
+    };
+    model.add(out)?;
+    model.compile(Adam::new(lr), loss, &metrics)?;
+    model.set_preparation(prep.clone());
+    Ok(model)
+}
+
+/// Targets shaped for the loss: a column for binary and regression, class indices otherwise.
+fn loss_targets(prep: &Preparation, y: Tensor) -> Result<Tensor> {
+    match prep.task {
+        Task::Multiclass { .. } => Ok(y),
+        _ => {
+            let n = y.rows();
+            Tensor::new(&[n, 1], y.data().to_vec())
+        }
+    }
+}
+
+/// Scores of `model` on `rows` of `table`.
+pub fn score(model: &mut Sequential, table: &Table, rows: &[usize]) -> Result<TableScores> {
+    let prep =
+        model.preparation().cloned().ok_or_else(|| Error::Config("the model was not trained on a table".into()))?;
+    let (x, y) = (prep.transform(table, rows)?, prep.targets(table, rows)?);
+    let p = model.predict(&x, 1024)?;
+    let mut s = TableScores { rows: rows.len(), ..Default::default() };
+    match &prep.task {
+        Task::Binary { .. } => {
+            let labels: Vec<bool> = y.data().iter().map(|&v| v > 0.5).collect();
+            let correct = p.data().iter().zip(&labels).filter(|(q, l)| (**q > 0.5) == **l).count();
+            s.accuracy = Some(correct as f64 / rows.len().max(1) as f64);
+            s.roc_auc = roc_auc(p.data(), &labels);
+        }
+        Task::Multiclass { .. } => {
+            let pred = p.argmax_rows();
+            let correct = pred.iter().zip(y.data()).filter(|(a, b)| **a == **b as usize).count();
+            s.accuracy = Some(correct as f64 / rows.len().max(1) as f64);
+        }
+        Task::Regression => {
+            let (rmse, mae, r2) = regression_scores(p.data(), y.data());
+            (s.rmse, s.mae, s.r2) = (Some(rmse), Some(mae), Some(r2));
+        }
+    }
+    Ok(s)
+}
+
+/// Fits the preparation and a model on `train` rows; `verbose` prints a line per epoch.
+pub fn fit_rows(
+    cfg: &TableConfig,
+    table: &Table,
+    types: &[ColumnType],
+    train: &[usize],
+    verbose: bool,
+) -> Result<Sequential> {
+    let mut train = train.to_vec();
+    if cfg.data.prepare.drop_duplicates {
+        let dups = duplicate_rows(table, &train);
+        train.retain(|r| !dups.contains(r));
+    }
+    // Shuffle once so that the validation part (taken from the end, as Keras) is a random sample.
+    Rng::new(cfg.train.seed ^ 0x7AB1E).shuffle(&mut train);
+    let prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
+    let mut model = build_model(&prep, &cfg.model, cfg.train.learning_rate)?;
+    let (x, y) = (prep.transform(table, &train)?, loss_targets(&prep, prep.targets(table, &train)?)?);
+    let opts = FitOptions {
+        epochs: cfg.train.epochs,
+        batch_size: cfg.train.batch_size,
+        validation_split: cfg.train.validation_split,
+        seed: cfg.train.seed,
+        verbose,
+        ..Default::default()
+    };
+    let mut stop = EarlyStopping::new("val_loss").patience(cfg.train.patience).restore_best_weights(true);
+    if cfg.train.validation_split > 0.0 {
+        model.fit_with(&x, &y, opts, &mut [&mut stop as &mut dyn Callback])?;
+    } else {
+        model.fit(&x, &y, opts)?;
+    }
+    Ok(model)
+}
+
+/// The test rows and training rows of the table, as the config splits them.
+pub fn split(cfg: &TableConfig, table: &Table, types: &[ColumnType]) -> Result<(Vec<usize>, Vec<usize>)> {
+    let n = table.rows();
+    if n == 0 {
+        return Err(Error::Data(format!("{}: no rows", table.source)));
+    }
+    if let Some(t) = cfg.data.test_rows {
+        if t >= n {
+            return Err(Error::Config(format!("data.test_rows = {t}, but the file has only {n} rows")));
+        }
+        return Ok(((0..t).collect(), (t..n).collect()));
+    }
+    let f = cfg.data.test_fraction;
+    if !(0.0..1.0).contains(&f) {
+        return Err(Error::Config(format!("data.test_fraction must be in [0, 1), got {f}")));
+    }
+    let folds = stratified_folds(
+        table,
+        types,
+        &cfg.data.target,
+        ((1.0 / f.max(1e-9)).round() as usize).max(2),
+        cfg.train.seed,
+    )?;
+    if f == 0.0 {
+        return Ok((Vec::new(), (0..n).collect()));
+    }
+    let mut test = folds[0].clone();
+    test.sort_unstable();
+    let train = (0..n).filter(|r| test.binary_search(r).is_err()).collect();
+    Ok((test, train))
+}
+
+/// `k` folds of the rows, each with about the same share of every class (random order within a class).
+pub fn stratified_folds(
+    table: &Table,
+    types: &[ColumnType],
+    target: &str,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<Vec<usize>>> {
+    let ti = table.columns.iter().position(|c| c.name == target).ok_or_else(|| table.column(target).err().unwrap())?;
+    let col = &table.columns[ti];
+    let mut rng = Rng::new(seed ^ 0xF01D);
+    let mut by_class: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for r in 0..table.rows() {
+        let key = if types[ti] == ColumnType::Number && col.distinct() > 2 {
+            String::new()
+        } else {
+            col.cells[r].clone().unwrap_or_default()
+        };
+        by_class.entry(key).or_default().push(r);
+    }
+    let mut folds = vec![Vec::new(); k];
+    let mut next = 0;
+    for rows in by_class.values_mut() {
+        rng.shuffle(rows);
+        for &r in rows.iter() {
+            folds[next % k].push(r);
+            next += 1;
+        }
+    }
+    Ok(folds)
+}
+
+/// Trains and scores on k stratified folds; returns each fold's test scores.
+pub fn cross_validate(cfg: &TableConfig, k: usize) -> Result<Vec<TableScores>> {
+    if k < 2 {
+        return Err(Error::Config(format!("cross-validation needs at least 2 folds, got {k}")));
+    }
+    let table = cfg.read_table()?;
+    let types = cfg.types(&table)?;
+    let folds = stratified_folds(&table, &types, &cfg.data.target, k, cfg.train.seed)?;
+    let mut out = Vec::new();
+    for (i, test) in folds.iter().enumerate() {
+        let train: Vec<usize> =
+            folds.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
+        let mut model = fit_rows(cfg, &table, &types, &train, false)?;
+        out.push(score(&mut model, &table, test)?);
+    }
+    Ok(out)
+}
+
+/// Mean and standard deviation of each score over folds, e.g. "roc_auc: 0.7912 ± 0.0231".
+pub fn summarize(folds: &[TableScores]) -> String {
+    let stat = |get: &dyn Fn(&TableScores) -> Option<f64>| -> Option<(f64, f64)> {
+        let v: Vec<f64> = folds.iter().filter_map(get).collect();
+        if v.is_empty() {
+            return None;
+        }
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        Some((m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()))
+    };
+    let rows: [(&str, &dyn Fn(&TableScores) -> Option<f64>); 5] = [
+        ("accuracy", &|s| s.accuracy),
+        ("roc_auc", &|s| s.roc_auc),
+        ("rmse", &|s| s.rmse),
+        ("mae", &|s| s.mae),
+        ("r2", &|s| s.r2),
+    ];
+    rows.iter()
+        .filter_map(|(n, g)| stat(g).map(|(m, sd)| format!("{n}: {m:.4} ± {sd:.4}")))
+        .collect::<Vec<_>>()
+        .join(" - ")
+}
