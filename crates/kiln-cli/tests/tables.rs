@@ -116,3 +116,31 @@ fn zero_config_training_cross_validation_and_bad_tables() {
     assert_fails(&kiln(&["data", "audit", &t.s("empty.csv")]), &["empty.csv", "empty file"]);
     assert_fails(&kiln(&["train", "--data", &credit]), &["--target"]);
 }
+
+#[test]
+fn a_numeric_target_is_regression_scored_by_rmse_mae_and_r2() {
+    let t = Tmp::new("regress");
+    let mut csv = String::from("x1,x2,color,y\n");
+    let mut seed = 3u64;
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for _ in 0..1500 {
+        let (a, b, c) = (next() * 4.0 - 2.0, next() * 4.0 - 2.0, next());
+        let color = if c < 0.5 { "red" } else { "blue" };
+        let y = 2.0 * a - b + if color == "red" { 1.0 } else { 0.0 } + 0.05 * (next() - 0.5);
+        csv += &format!("{a:.4},{b:.4},{color},{y:.4}\n");
+    }
+    std::fs::write(t.path("r.csv"), csv).unwrap();
+    std::fs::write(
+        t.path("r.toml"),
+        "[data]\npath = \"r.csv\"\ntarget = \"y\"\n[train]\nepochs = 60\nregression_loss = \"huber\"\n",
+    )
+    .unwrap();
+    let o = kiln(&["train", &t.s("r.toml"), "--run-dir", &t.s("run"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = stdout(&o).lines().find(|l| l.starts_with("test ")).unwrap().to_string();
+    let r2: f64 = line.split("r2: ").nth(1).unwrap()[..6].parse().unwrap();
+    assert!(line.contains("rmse: ") && line.contains("mae: ") && r2 > 0.95, "{line}");
+}

@@ -17,6 +17,10 @@ pub enum Loss {
     BinaryCrossentropy,
     #[serde(alias = "mse")]
     MeanSquaredError,
+    #[serde(alias = "mae")]
+    MeanAbsoluteError,
+    /// Squared error below 1, absolute error above (Keras's Huber with delta 1): robust to outliers.
+    Huber,
 }
 
 impl Loss {
@@ -26,6 +30,8 @@ impl Loss {
             Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
             Loss::BinaryCrossentropy => "binary_crossentropy",
             Loss::MeanSquaredError => "mean_squared_error",
+            Loss::MeanAbsoluteError => "mean_absolute_error",
+            Loss::Huber => "huber",
         }
     }
 
@@ -71,6 +77,25 @@ impl Loss {
             (Loss::BinaryCrossentropy, true) => g.loss(LossKind::SigmoidBinaryCrossEntropy, out, t()),
             (Loss::BinaryCrossentropy, false) => g.loss(LossKind::BinaryCrossEntropy, out, t()),
             (Loss::MeanSquaredError, _) => g.loss(LossKind::MeanSquaredError, out, t()),
+            (Loss::MeanAbsoluteError, _) => {
+                let d = g.sub(out, t())?;
+                let a = g.abs(d)?;
+                g.mean(a, None, false)
+            }
+            (Loss::Huber, _) => {
+                // With a = |d| and e = max(a − 1, 0): ½(a − e)² + e, which is ½d² for |d| ≤ 1 and |d| − ½ above.
+                let d = g.sub(out, t())?;
+                let a = g.abs(d)?;
+                let one = g.input(&[1], &[1.0])?;
+                let over = g.sub(a, one)?;
+                let e = g.relu(over)?;
+                let q = g.sub(a, e)?;
+                let q2 = g.mul(q, q)?;
+                let half = g.input(&[1], &[0.5])?;
+                let sq = g.mul(q2, half)?;
+                let h = g.add(sq, e)?;
+                g.mean(h, None, false)
+            }
         }
     }
 }

@@ -84,11 +84,22 @@ pub struct TableTrain {
     /// Epochs without improvement of the validation loss before stopping.
     pub patience: usize,
     pub seed: u64,
+    /// The loss for a numeric target: mean_squared_error (default), mean_absolute_error or huber.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regression_loss: Option<Loss>,
 }
 
 impl Default for TableTrain {
     fn default() -> Self {
-        TableTrain { epochs: 30, batch_size: 64, learning_rate: 1e-3, validation_split: 0.1, patience: 4, seed: 0 }
+        TableTrain {
+            epochs: 30,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            validation_split: 0.1,
+            patience: 4,
+            seed: 0,
+            regression_loss: None,
+        }
     }
 }
 
@@ -167,7 +178,7 @@ impl std::fmt::Display for TableScores {
 }
 
 /// A network for the prepared table: hidden ReLU layers with dropout, and the output the task needs.
-pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32) -> Result<Sequential> {
+pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss: Option<Loss>) -> Result<Sequential> {
     let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
     let reg = |d: Dense| if m.l2 > 0.0 { d.kernel_regularizer(Regularizer::l2(m.l2)) } else { d };
     for &h in &m.hidden {
@@ -185,8 +196,15 @@ pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32) -> Result<Sequen
             Loss::SparseCategoricalCrossentropy,
             vec![Metric::Accuracy],
         ),
-        Task::Regression => (Dense::new(1), Loss::MeanSquaredError, vec![Metric::MeanAbsoluteError]),
+        Task::Regression => {
+            let loss = regression_loss.unwrap_or(Loss::MeanSquaredError);
+            if !matches!(loss, Loss::MeanSquaredError | Loss::MeanAbsoluteError | Loss::Huber) {
+                return Err(Error::Config(format!("train.regression_loss: {} is not a regression loss", loss.name())));
+            }
+            (Dense::new(1), loss, vec![Metric::MeanAbsoluteError])
+        }
     };
+    let out = reg(out);
     model.add(out)?;
     model.compile(Adam::new(lr), loss, &metrics)?;
     model.set_preparation(prep.clone());
@@ -247,7 +265,7 @@ pub fn fit_rows(
     // Shuffle once so that the validation part (taken from the end, as Keras) is a random sample.
     Rng::new(cfg.train.seed ^ 0x7AB1E).shuffle(&mut train);
     let prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
-    let mut model = build_model(&prep, &cfg.model, cfg.train.learning_rate)?;
+    let mut model = build_model(&prep, &cfg.model, cfg.train.learning_rate, cfg.train.regression_loss)?;
     let (x, y) = (prep.transform(table, &train)?, loss_targets(&prep, prep.targets(table, &train)?)?);
     let opts = FitOptions {
         epochs: cfg.train.epochs,

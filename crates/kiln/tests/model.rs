@@ -283,3 +283,26 @@ fn fused_conv_pool_trains_like_the_separate_layers() {
         assert!((p - q).abs() < 1e-4, "fused {p} vs separate {q}");
     }
 }
+
+#[test]
+fn regression_losses_mae_and_huber_match_keras_formulas() {
+    // One Dense(1) with weight 1 and bias 0: the output is the input, so the loss is a function of x − y.
+    let x = Tensor::new(&[4, 1], vec![0.0, 0.5, 3.0, -2.0]).unwrap();
+    let y = Tensor::new(&[4, 1], vec![0.0, 0.0, 0.0, 0.0]).unwrap();
+    for (loss, want) in [
+        (Loss::MeanAbsoluteError, (0.0 + 0.5 + 3.0 + 2.0) / 4.0),
+        // Keras Huber(delta=1): ½d² for |d| ≤ 1, |d| − ½ above.
+        (Loss::Huber, (0.0 + 0.125 + 2.5 + 1.5) / 4.0),
+        (Loss::MeanSquaredError, (0.0 + 0.25 + 9.0 + 4.0) / 4.0),
+    ] {
+        let mut m = Sequential::new(&[1]);
+        m.add(Dense::new(1)).unwrap();
+        m.compile(Sgd::new(0.1), loss, &[]).unwrap();
+        m.set_weights(&[vec![1.0], vec![0.0]]).unwrap();
+        let e = m.evaluate(&x, &y, 4).unwrap();
+        assert!((e.loss - want).abs() < 1e-6, "{loss:?}: {} vs {want}", e.loss);
+        // And it trains: one step lowers the loss.
+        m.train_on_batch(&x, &y).unwrap();
+        assert!(m.evaluate(&x, &y, 4).unwrap().loss < want);
+    }
+}
