@@ -103,6 +103,22 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         folds: usize,
     },
+    /// Grid or random search over table config values, each cross-validated; writes the best config.
+    Search {
+        /// A table config to start from.
+        config: PathBuf,
+        /// A setting to vary: KEY=V1,V2,... in TOML syntax (e.g. model.hidden=[64],[128,64]); repeat it.
+        #[arg(long = "set", value_name = "KEY=VALUES", required = true)]
+        set: Vec<String>,
+        /// Try this many combinations drawn at random instead of all of them.
+        #[arg(long, value_name = "N")]
+        random: Option<usize>,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Where to write the best config (default: best.toml beside the config).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Look at data before training on it.
     Data {
         #[command(subcommand)]
@@ -167,6 +183,7 @@ fn main() {
             },
             folds,
         ),
+        Command::Search { config, set, random, folds, output } => table::search(&config, &set, random, folds, output),
         Command::Data { command: DataCommand::Audit { file, target, json, html } } => {
             table::audit_cmd(&file, target.as_deref(), json.as_deref(), html.as_deref())
         }

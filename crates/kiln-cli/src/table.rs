@@ -187,3 +187,34 @@ pub fn predict_rows(model_path: &Path, input: &Path, output: Option<&Path>) -> R
     }
     Ok(())
 }
+
+pub fn search(
+    config: &Path,
+    set: &[String],
+    random: Option<usize>,
+    folds: usize,
+    output: Option<PathBuf>,
+) -> Result<()> {
+    let cfg = read_config(config)?;
+    let axes = set.iter().map(|s| tabular::parse_axis(s)).collect::<Result<Vec<_>>>()?;
+    let start = std::time::Instant::now();
+    let results = tabular::search(&cfg, &axes, folds, random)?;
+    println!("{} configs, {folds}-fold cross-validation each, best first:", results.len());
+    for (settings, _, scores) in &results {
+        let s: Vec<String> = settings.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        println!("  {} | {}", tabular::summarize(scores), s.join(", "));
+    }
+    let (_, best, _) = &results[0];
+    let mut best = best.clone();
+    best.data.path = std::fs::canonicalize(&best.data.path).unwrap_or(best.data.path.clone());
+    let out = output.unwrap_or_else(|| config.with_file_name("best.toml"));
+    let text = format!(
+        "# The best of {} configs found by kiln search ({folds}-fold cross-validation, {:.1} s)\n{}",
+        results.len(),
+        start.elapsed().as_secs_f64(),
+        toml::to_string_pretty(&best).map_err(|e| Error::Invalid(e.to_string()))?
+    );
+    kiln::io::write_atomic(&out, text.as_bytes())?;
+    println!("wrote the best config to {}", out.display());
+    Ok(())
+}

@@ -144,3 +144,30 @@ fn a_numeric_target_is_regression_scored_by_rmse_mae_and_r2() {
     let r2: f64 = line.split("r2: ").nth(1).unwrap()[..6].parse().unwrap();
     assert!(line.contains("rmse: ") && line.contains("mae: ") && r2 > 0.95, "{line}");
 }
+
+#[test]
+fn search_cross_validates_each_setting_and_writes_the_best_config() {
+    let t = Tmp::new("search");
+    let cfg = std::fs::read_to_string(format!("{ROOT}/examples/german-credit/credit.toml"))
+        .unwrap()
+        .replace("../../data", &format!("{ROOT}/data"));
+    std::fs::write(t.path("c.toml"), cfg).unwrap();
+    let o = kiln(&[
+        "search",
+        &t.s("c.toml"),
+        "--set",
+        "model.hidden=[8],[16, 8]",
+        "--set",
+        "train.epochs=5",
+        "--folds",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.starts_with("2 configs, 3-fold cross-validation each"), "{out}");
+    let best = std::fs::read_to_string(t.path("best.toml")).unwrap();
+    let first = out.lines().nth(1).unwrap();
+    let hidden = if first.contains("[16, 8]") { "hidden = [\n    16,\n    8,\n]" } else { "hidden = [8]" };
+    assert!(best.contains(hidden) && best.contains("epochs = 5"), "{first}\n{best}");
+    assert_fails(&kiln(&["search", &t.s("c.toml"), "--set", "model.l2=0.1,abc"]), &["model.l2 = \"abc\""]);
+}

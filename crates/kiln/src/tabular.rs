@@ -388,3 +388,109 @@ pub fn summarize(folds: &[TableScores]) -> String {
         .collect::<Vec<_>>()
         .join(" - ")
 }
+
+/// One setting a search varies: a dotted config key (`model.hidden`, `train.learning_rate`) and the values
+/// to try.
+#[derive(Clone, Debug)]
+pub struct Axis {
+    pub key: String,
+    pub values: Vec<toml::Value>,
+}
+
+/// Parses `KEY=V1,V2,...` (values in TOML syntax; commas inside brackets belong to the value).
+pub fn parse_axis(s: &str) -> Result<Axis> {
+    let (key, vals) =
+        s.split_once('=').ok_or_else(|| Error::Invalid(format!("`{s}`: expected KEY=VALUE,VALUE,...")))?;
+    let (mut parts, mut depth, mut cur) = (Vec::new(), 0i32, String::new());
+    for c in vals.chars() {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    let values = parts
+        .iter()
+        .map(|p| {
+            let t: toml::Table = toml::from_str(&format!("v = {}", p.trim()))
+                .or_else(|_| toml::from_str(&format!("v = \"{}\"", p.trim())))
+                .map_err(|e| Error::Invalid(format!("`{p}` is not a value for {key} ({})", e.message())))?;
+            Ok(t["v"].clone())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Axis { key: key.trim().to_string(), values })
+}
+
+/// `cfg` with `key` (dotted) set to `value`; an unknown key or a value of the wrong kind is an error.
+pub fn with_setting(cfg: &TableConfig, key: &str, value: &toml::Value) -> Result<TableConfig> {
+    let mut doc = toml::Value::try_from(cfg).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut at = &mut doc;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, p) in parts.iter().enumerate() {
+        let table = at.as_table_mut().ok_or_else(|| Error::Config(format!("`{key}`: `{p}` is not a table")))?;
+        if i + 1 == parts.len() {
+            table.insert(p.to_string(), value.clone());
+            break;
+        }
+        at = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    doc.try_into().map_err(|e: toml::de::Error| {
+        let msg = e.message().to_string();
+        Error::Config(format!("`{key} = {value}`: {}", crate::config::explain_unknown(&msg).unwrap_or(msg)))
+    })
+}
+
+/// What ranks configs: ROC-AUC for two classes, accuracy for more, −RMSE for numbers (mean over folds).
+pub fn rank_score(folds: &[TableScores]) -> f64 {
+    let mean = |f: &dyn Fn(&TableScores) -> Option<f64>| {
+        let v: Vec<f64> = folds.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    mean(&|s| s.roc_auc)
+        .or_else(|| mean(&|s| s.accuracy))
+        .or_else(|| mean(&|s| s.rmse.map(|r| -r)))
+        .unwrap_or(f64::NEG_INFINITY)
+}
+
+/// Grid search (every combination) or, with `random = Some(n)`, n combinations drawn without
+/// replacement; each config is cross-validated on `folds` folds. Returns (settings, config, fold scores),
+/// best first.
+pub fn search(
+    cfg: &TableConfig,
+    axes: &[Axis],
+    folds: usize,
+    random: Option<usize>,
+) -> Result<Vec<(Vec<(String, toml::Value)>, TableConfig, Vec<TableScores>)>> {
+    // Every value is checked before any training, so a typo fails at once.
+    for a in axes {
+        for v in &a.values {
+            with_setting(cfg, &a.key, v)?;
+        }
+    }
+    let total: usize = axes.iter().map(|a| a.values.len()).product();
+    let mut combos: Vec<usize> = (0..total).collect();
+    if let Some(n) = random {
+        Rng::new(cfg.train.seed ^ 0x5EA4C4).shuffle(&mut combos);
+        combos.truncate(n.min(total));
+    }
+    let mut out = Vec::new();
+    for c in combos {
+        let (mut rest, mut settings, mut conf) = (c, Vec::new(), cfg.clone());
+        for a in axes {
+            let v = &a.values[rest % a.values.len()];
+            rest /= a.values.len();
+            conf = with_setting(&conf, &a.key, v)?;
+            settings.push((a.key.clone(), v.clone()));
+        }
+        let scores = cross_validate(&conf, folds)?;
+        out.push((settings, conf, scores));
+    }
+    out.sort_by(|a, b| rank_score(&b.2).total_cmp(&rank_score(&a.2)));
+    Ok(out)
+}
