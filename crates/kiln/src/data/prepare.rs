@@ -1,6 +1,6 @@
 //! Preparing a table for a network, fitted on the training rows only and saved inside the model, so that
 //! prediction on raw rows applies exactly what training did. Numbers: missing values imputed (mean, median,
-//! or a constant) with a was-missing indicator, outliers optionally clipped (IQR or z-score bounds), then
+//! most frequent, or a constant) with a was-missing indicator, outliers optionally clipped (IQR or z-score bounds), then
 //! scaled (standard, min-max or robust). Categories: one-hot, with one more slot for missing and unseen
 //! values. Booleans: 0/1. Text columns are left out (text models are another part of kiln).
 
@@ -14,7 +14,9 @@ pub enum Impute {
     #[default]
     Mean,
     Median,
-    Zero,
+    MostFrequent,
+    /// `fill_value` (0 unless set).
+    Constant,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -42,6 +44,8 @@ pub enum Outliers {
 #[serde(deny_unknown_fields, default)]
 pub struct PrepareOptions {
     pub impute: Impute,
+    /// The value `impute = "constant"` fills in.
+    pub fill_value: f64,
     pub scale: Scale,
     pub outliers: Outliers,
     /// Drop training rows that repeat an earlier row exactly.
@@ -64,6 +68,7 @@ impl Default for PrepareOptions {
     fn default() -> Self {
         PrepareOptions {
             impute: Impute::default(),
+            fill_value: 0.0,
             scale: Scale::default(),
             outliers: Outliers::default(),
             drop_duplicates: false,
@@ -133,6 +138,19 @@ pub struct Preparation {
     pub target: String,
     pub task: Task,
     pub features: Vec<Feature>,
+}
+
+/// The most frequent of sorted values (the smallest on a tie).
+fn most_frequent(sorted: &[f64]) -> f64 {
+    let (mut best, mut best_n, mut i) = (0.0, 0, 0);
+    while i < sorted.len() {
+        let j = sorted[i..].iter().take_while(|&&x| x == sorted[i]).count();
+        if j > best_n {
+            (best, best_n) = (sorted[i], j);
+        }
+        i += j;
+    }
+    best
 }
 
 fn skewness(v: &[f64]) -> f64 {
@@ -234,7 +252,9 @@ impl Preparation {
                     let fill = match opts.impute {
                         Impute::Mean => mean,
                         Impute::Median => med,
-                        Impute::Zero => 0.0,
+                        Impute::MostFrequent => most_frequent(&v),
+                        Impute::Constant if log => opts.fill_value.max(0.0).ln_1p(),
+                        Impute::Constant => opts.fill_value,
                     };
                     // Scaling statistics of the clipped values.
                     let clipped: Vec<f64> = v.iter().map(|x| x.clamp(lo, hi)).collect();
@@ -374,4 +394,35 @@ pub fn duplicate_rows(table: &Table, rows: &[usize]) -> Vec<usize> {
         .copied()
         .filter(|&r| !seen.insert(table.columns.iter().map(|c| c.cells[r].clone()).collect::<Vec<_>>()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::csv::{CsvOptions, parse_csv};
+    use std::path::Path;
+
+    #[test]
+    fn fitted_on_training_rows_and_applied_to_others() {
+        let csv = "n,c,b,y\n1,red,yes,a\n2,blue,no,b\n3,red,yes,a\n,red,no,b\n100,green,yes,a\n";
+        let t = parse_csv(csv, Path::new("t.csv"), &CsvOptions::default()).unwrap();
+        let types = t.infer_types().unwrap();
+        let opts = PrepareOptions { impute: Impute::MostFrequent, log_skewed: false, ..Default::default() };
+        // Fitted on rows 0-3: `green` (row 4) is unseen, the missing `n` (row 3) gets the indicator.
+        let p = Preparation::fit(&t, &types, "y", &[0, 1, 2, 3], &[], &opts).unwrap();
+        assert_eq!(p.task, Task::Binary { classes: vec!["a".into(), "b".into()] });
+        assert_eq!(p.width(), 2 + 3 + 1, "number + indicator, blue/red + unseen, boolean");
+        let x = p.transform(&t, &[3, 4]).unwrap();
+        let FeatureKind::Number { fill, center, scale, .. } = p.features[0].kind else { panic!() };
+        assert_eq!(fill, 1.0, "most frequent of 1, 2, 3 (a tie: the smallest)");
+        let row = |r: usize| &x.data()[r * 6..r * 6 + 6];
+        assert_eq!(row(0), [((1.0 - center) / scale) as f32, 1.0, 0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(row(1)[..2], [((100.0 - center) / scale) as f32, 0.0]);
+        assert_eq!(row(1)[2..], [0.0, 0.0, 1.0, 1.0], "unseen `green` in the extra slot; yes = 1");
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Preparation>(&json).unwrap(), p, "survives saving in a model file");
+        let with_clip = PrepareOptions { outliers: Outliers::Iqr, ..opts };
+        let p2 = Preparation::fit(&t, &types, "y", &[0, 1, 2, 3, 4], &[], &with_clip).unwrap();
+        assert_eq!(serde_json::from_str::<Preparation>(&serde_json::to_string(&p2).unwrap()).unwrap(), p2);
+    }
 }
