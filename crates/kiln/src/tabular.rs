@@ -11,7 +11,7 @@ use crate::data::table::{ColumnType, Table};
 use crate::loss::Loss;
 use crate::metrics::{Metric, regression_scores, roc_auc};
 use crate::model::Sequential;
-use crate::nn::{Activation, Dense, Dropout, Regularizer};
+use crate::nn::{Activation, CategoryEmbedding, Dense, Dropout, Regularizer};
 use crate::optim::Adam;
 use crate::train::FitOptions;
 use kiln_core::{Error, Result, Rng, Tensor};
@@ -180,6 +180,9 @@ impl std::fmt::Display for TableScores {
 /// A network for the prepared table: hidden ReLU layers with dropout, and the output the task needs.
 pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss: Option<Loss>) -> Result<Sequential> {
     let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
+    if let Some((numeric, columns)) = prep.embedding_layout() {
+        model.add(CategoryEmbedding::new(numeric, &columns))?;
+    }
     let reg = |d: Dense| if m.l2 > 0.0 { d.kernel_regularizer(Regularizer::l2(m.l2)) } else { d };
     for &h in &m.hidden {
         model.add(reg(Dense::new(h).activation(Activation::Relu)))?;

@@ -39,6 +39,16 @@ pub enum Outliers {
     Zscore,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CategoryEncoding {
+    /// One input per level, plus one for missing and unseen values.
+    #[default]
+    OneHot,
+    /// One index per column, looked up in a learned embedding table (a `CategoryEmbedding` first layer).
+    Embedding,
+}
+
 /// How to prepare the columns (a config's `[data.prepare]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,6 +60,8 @@ pub struct PrepareOptions {
     pub outliers: Outliers,
     /// Drop training rows that repeat an earlier row exactly.
     pub drop_duplicates: bool,
+    /// Categories as one-hot inputs or as learned embeddings.
+    pub categories: CategoryEncoding,
     /// Take ln(1 + x) of non-negative columns with a long right tail (skewness above 2: amounts, counts),
     /// so that a few huge values do not squash all the others after scaling.
     #[serde(default = "yes")]
@@ -72,6 +84,7 @@ impl Default for PrepareOptions {
             scale: Scale::default(),
             outliers: Outliers::default(),
             drop_duplicates: false,
+            categories: CategoryEncoding::OneHot,
             log_skewed: true,
             bins: 0,
         }
@@ -95,8 +108,12 @@ pub enum FeatureKind {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         edges: Vec<f64>,
     },
+    /// One-hot over the levels plus a slot for missing/unseen; or, with `embed`, the level's index (the
+    /// slot after the last level for missing/unseen) for an embedding `embed` wide.
     Category {
         levels: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        embed: Option<usize>,
     },
     Boolean,
 }
@@ -113,7 +130,8 @@ impl Feature {
             FeatureKind::Number { indicator, edges, .. } => {
                 1 + *indicator as usize + if edges.is_empty() { 0 } else { edges.len() + 1 }
             }
-            FeatureKind::Category { levels } => levels.len() + 1,
+            FeatureKind::Category { embed: Some(_), .. } => 1,
+            FeatureKind::Category { levels, .. } => levels.len() + 1,
             FeatureKind::Boolean => 1,
         }
     }
@@ -230,7 +248,10 @@ impl Preparation {
                     let mut levels: Vec<String> = rows.iter().filter_map(|&r| c.cells[r].clone()).collect();
                     levels.sort_unstable();
                     levels.dedup();
-                    FeatureKind::Category { levels }
+                    // fast.ai's rule of thumb for the width, capped: 1.6·n^0.56.
+                    let embed = (opts.categories == CategoryEncoding::Embedding)
+                        .then(|| ((1.6 * ((levels.len() + 1) as f64).powf(0.56)).round() as usize).clamp(2, 16));
+                    FeatureKind::Category { levels, embed }
                 }
                 ColumnType::Number => {
                     let mut v: Vec<f64> = rows.iter().filter_map(|&r| c.cells[r].as_deref()?.parse().ok()).collect();
@@ -282,12 +303,28 @@ impl Preparation {
         if features.is_empty() {
             return Err(Error::Config(format!("{}: no usable input columns besides `{target}`", table.source)));
         }
+        // Embedded categories go last: the embedding layer reads the numbers first, then one index per column.
+        features.sort_by_key(|f| matches!(f.kind, FeatureKind::Category { embed: Some(_), .. }));
         Ok(Preparation { target: target.to_string(), task, features })
     }
 
     /// Values per row after preparation.
     pub fn width(&self) -> usize {
         self.features.iter().map(Feature::width).sum()
+    }
+
+    /// With embedded categories: the count of leading numeric inputs and (vocabulary, width) per embedded
+    /// column, for the model's `CategoryEmbedding` first layer.
+    pub fn embedding_layout(&self) -> Option<(usize, Vec<(usize, usize)>)> {
+        let cols: Vec<(usize, usize)> = self
+            .features
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FeatureKind::Category { levels, embed: Some(d) } => Some((levels.len() + 1, *d)),
+                _ => None,
+            })
+            .collect();
+        (!cols.is_empty()).then(|| (self.width() - cols.len(), cols))
     }
 
     /// Outputs of the network: 1 for binary and regression, the class count otherwise.
@@ -333,11 +370,14 @@ impl Preparation {
                             dst[1 + *indicator as usize + b] = 1.0;
                         }
                     }
-                    FeatureKind::Category { levels } => {
+                    FeatureKind::Category { levels, embed } => {
                         let k = cell
                             .and_then(|s| levels.binary_search_by(|l| l.as_str().cmp(s)).ok())
                             .unwrap_or(levels.len());
-                        dst[k] = 1.0;
+                        match embed {
+                            Some(_) => dst[0] = k as f32,
+                            None => dst[k] = 1.0,
+                        }
                     }
                     FeatureKind::Boolean => dst[0] = cell.is_some_and(truthy) as u8 as f32,
                 }

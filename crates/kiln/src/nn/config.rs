@@ -20,6 +20,7 @@ pub enum LayerConfig {
     Dropout(Dropout),
     Activation(ActivationLayer),
     BatchNormalization(BatchNormalization),
+    CategoryEmbedding(CategoryEmbedding),
 }
 
 impl LayerConfig {
@@ -34,6 +35,7 @@ impl LayerConfig {
             LayerConfig::Dropout(_) => "Dropout",
             LayerConfig::Activation(_) => "Activation",
             LayerConfig::BatchNormalization(_) => "BatchNormalization",
+            LayerConfig::CategoryEmbedding(_) => "CategoryEmbedding",
         }
     }
 
@@ -48,6 +50,7 @@ impl LayerConfig {
             LayerConfig::Dropout(_) => "dropout",
             LayerConfig::Activation(_) => "activation",
             LayerConfig::BatchNormalization(_) => "batch_normalization",
+            LayerConfig::CategoryEmbedding(_) => "category_embedding",
         }
     }
 
@@ -61,6 +64,7 @@ impl LayerConfig {
             LayerConfig::Dropout(c) => c.name.as_deref(),
             LayerConfig::Activation(c) => c.name.as_deref(),
             LayerConfig::BatchNormalization(c) => c.name.as_deref(),
+            LayerConfig::CategoryEmbedding(c) => c.name.as_deref(),
         }
     }
 
@@ -74,6 +78,7 @@ impl LayerConfig {
             LayerConfig::Dropout(c) => &mut c.name,
             LayerConfig::Activation(c) => &mut c.name,
             LayerConfig::BatchNormalization(c) => &mut c.name,
+            LayerConfig::CategoryEmbedding(c) => &mut c.name,
         };
         *slot = Some(name);
     }
@@ -237,6 +242,25 @@ pub struct Flatten {
     pub name: Option<String>,
 }
 
+/// Learned embeddings of categorical columns (Keras: one Embedding per column, then Concatenate). Its input
+/// rows hold `numeric` numbers followed by one category index per column (0..vocab); its output is the
+/// numbers followed by each column's embedding vector. Tables with `categories = "embedding"` start with it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryEmbedding {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub numeric: usize,
+    /// (vocabulary size, embedding width) per column.
+    pub columns: Vec<(usize, usize)>,
+}
+
+impl CategoryEmbedding {
+    pub fn new(numeric: usize, columns: &[(usize, usize)]) -> Self {
+        CategoryEmbedding { name: None, numeric, columns: columns.to_vec() }
+    }
+}
+
 /// Zeroes a fraction `rate` of its inputs while training (scaling the rest by 1/(1 − rate)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,7 +316,8 @@ macro_rules! into_config {
     )*};
 }
 into_config!(Dense => Dense, Conv2D => Conv2d, MaxPooling2D => MaxPooling2d, AveragePooling2D => AveragePooling2d,
-    Flatten => Flatten, Dropout => Dropout, ActivationLayer => Activation, BatchNormalization => BatchNormalization);
+    Flatten => Flatten, Dropout => Dropout, ActivationLayer => Activation, BatchNormalization => BatchNormalization,
+    CategoryEmbedding => CategoryEmbedding);
 
 impl Dense {
     pub fn new(units: usize) -> Self {

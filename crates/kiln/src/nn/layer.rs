@@ -163,6 +163,23 @@ impl Layer {
                 add(g, "moving_variance", &[ch], vec![1.0; ch], false)?;
                 input.to_vec()
             }
+            LayerConfig::CategoryEmbedding(c) => {
+                let [width] = input else {
+                    return Err(misfit("a flat input (features,)"));
+                };
+                if *width != c.numeric + c.columns.len() {
+                    return Err(misfit(&format!("{} numbers and {} category indices", c.numeric, c.columns.len())));
+                }
+                let mut out = c.numeric;
+                for (i, &(vocab, dim)) in c.columns.iter().enumerate() {
+                    positive(vocab.min(dim), "vocabulary and width", &name)?;
+                    // Keras's Embedding default: uniform in [−0.05, 0.05].
+                    let init: Vec<f32> = (0..vocab * dim).map(|_| rng.uniform_range(-0.05, 0.05) as f32).collect();
+                    add(g, &format!("embeddings_{i}"), &[vocab, dim], init, true)?;
+                    out += dim;
+                }
+                vec![out]
+            }
         };
         Ok(Layer { config, input_shape: input.to_vec(), output_shape: output, params, regularizer })
     }
@@ -203,6 +220,30 @@ impl Layer {
                 g.avg_pool2d(x, (c.pool_size.0, c.pool_size.1), (s.0, s.1), c.padding.into())
             }
             LayerConfig::Flatten(_) => g.flatten(x),
+            LayerConfig::CategoryEmbedding(c) => {
+                // The indices are data (the batch's input), read from the graph; the embeddings take the gradient.
+                let width = c.numeric + c.columns.len();
+                let rows: Vec<Vec<u32>> = {
+                    let v = g.value(x);
+                    (0..c.columns.len()).map(|j| v.chunks(width).map(|r| r[c.numeric + j] as u32).collect()).collect()
+                };
+                let mut parts = Vec::with_capacity(c.columns.len() + 1);
+                if c.numeric > 0 {
+                    parts.push(g.slice(x, 1, 0, c.numeric)?);
+                }
+                for (j, idx) in rows.iter().enumerate() {
+                    let vocab = c.columns[j].0;
+                    if let Some(bad) = idx.iter().find(|&&i| i as usize >= vocab) {
+                        return Err(kiln_core::Error::Data(format!(
+                            "layer `{}`: category index {bad} of column {j} is outside its vocabulary of {vocab}",
+                            self.name()
+                        )));
+                    }
+                    let w = g.use_param(self.params[j]);
+                    parts.push(g.index_select(w, 0, idx)?);
+                }
+                g.concat(&parts, 1)
+            }
             LayerConfig::Dropout(c) if training && c.rate > 0.0 => g.dropout(x, c.rate),
             LayerConfig::Dropout(_) => Ok(x),
             LayerConfig::Activation(c) => {

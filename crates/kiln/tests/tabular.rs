@@ -1,0 +1,46 @@
+//! Table models from the library: categories as learned embeddings train, save and load with their
+//! preparation, and unseen categories at prediction go to the reserved slot.
+
+use kiln::data::csv::{CsvOptions, read_table};
+use kiln::data::prepare::CategoryEncoding;
+use kiln::prelude::*;
+use kiln::tabular::{self, TableConfig};
+
+#[test]
+fn embedded_categories_learn_save_and_load() {
+    let dir = std::env::temp_dir().join(format!("kiln-tab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The label is set by the city (30 levels, as a category would be) and nudged by a number.
+    let mut csv = String::from("city,amount,label\n");
+    let mut seed = 9u64;
+    for _ in 0..3000 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let city = (seed >> 33) % 30;
+        let amount = ((seed >> 13) % 1000) as f64 / 10.0;
+        let label = if (city % 3 == 0) ^ (amount > 95.0) { "yes" } else { "no" };
+        csv += &format!("c{city},{amount},{label}\n");
+    }
+    std::fs::write(dir.join("t.csv"), csv).unwrap();
+    let mut cfg = TableConfig::new(dir.join("t.csv"), "label");
+    cfg.data.prepare.categories = CategoryEncoding::Embedding;
+    cfg.train.epochs = 40;
+    let table = cfg.read_table().unwrap();
+    let types = cfg.types(&table).unwrap();
+    let (test, train) = tabular::split(&cfg, &table, &types).unwrap();
+    let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    assert_eq!(model.layers()[0].config().class_name(), "CategoryEmbedding");
+    let scores = tabular::score(&mut model, &table, &test).unwrap();
+    assert!(scores.accuracy.unwrap() > 0.95, "{scores}");
+
+    model.save(dir.join("m.safetensors")).unwrap();
+    let mut loaded = Sequential::load(dir.join("m.safetensors")).unwrap();
+    std::fs::write(dir.join("new.csv"), "amount,city\n50,c3\n50,c4\n99,atlantis\n").unwrap();
+    let rows = read_table(&dir.join("new.csv"), &CsvOptions::default()).unwrap();
+    let prep = loaded.preparation().unwrap().clone();
+    let x = prep.transform(&rows, &[0, 1, 2]).unwrap();
+    let p = loaded.predict(&x, 3).unwrap();
+    assert_eq!(p.data().to_vec(), model.predict(&x, 3).unwrap().data().to_vec(), "loaded model predicts the same");
+    assert!(p.data()[0] > 0.5 && p.data()[1] < 0.5, "c3 is a `yes` city, c4 is not: {:?}", p.data());
+    assert!(p.data()[2].is_finite(), "an unseen city still gets a prediction");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
