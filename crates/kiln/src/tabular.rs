@@ -51,6 +51,10 @@ pub struct TableData {
     /// Column types that override the inferred ones (number, category, boolean, text).
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnType>,
+    /// Target values to classes, e.g. ratings 1-2 to "negative" and 4-5 to "positive"; rows whose target
+    /// is not listed are dropped. Empty: the target's values are the classes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<String, String>,
     #[serde(default)]
     pub prepare: PrepareOptions,
 }
@@ -122,6 +126,7 @@ impl TableConfig {
                 ignore: Vec::new(),
                 missing: missing_markers(),
                 columns: BTreeMap::new(),
+                classes: BTreeMap::new(),
                 prepare: PrepareOptions::default(),
             },
             model: TableModel::default(),
@@ -129,8 +134,32 @@ impl TableConfig {
         }
     }
 
+    /// The file's rows, with `data.classes` applied to the target.
     pub fn read_table(&self) -> Result<Table> {
-        read_table(&self.data.path, &CsvOptions { delimiter: None, missing: self.data.missing.clone() })
+        let mut t = read_table(&self.data.path, &CsvOptions { delimiter: None, missing: self.data.missing.clone() })?;
+        if self.data.classes.is_empty() {
+            return Ok(t);
+        }
+        let ti = t
+            .columns
+            .iter()
+            .position(|c| c.name == self.data.target)
+            .ok_or_else(|| t.column(&self.data.target).err().unwrap())?;
+        let keep: Vec<usize> = (0..t.rows())
+            .filter(|&r| t.columns[ti].cells[r].as_ref().is_some_and(|v| self.data.classes.contains_key(v)))
+            .collect();
+        for (i, c) in t.columns.iter_mut().enumerate() {
+            c.cells = keep
+                .iter()
+                .map(|&r| {
+                    if i == ti { c.cells[r].as_ref().map(|v| self.data.classes[v].clone()) } else { c.cells[r].clone() }
+                })
+                .collect();
+            if i == ti {
+                c.declared = Some(ColumnType::Category);
+            }
+        }
+        Ok(t)
     }
 
     /// Column types: inferred, then the config's overrides (each must name a column).
@@ -155,6 +184,8 @@ impl TableConfig {
 pub struct TableScores {
     pub rows: usize,
     pub accuracy: Option<f64>,
+    /// The unweighted mean over classes of each class's F1 (scikit-learn's f1_score(average="macro")).
+    pub macro_f1: Option<f64>,
     pub roc_auc: Option<f64>,
     pub rmse: Option<f64>,
     pub mae: Option<f64>,
@@ -165,6 +196,7 @@ impl std::fmt::Display for TableScores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let parts: Vec<String> = [
             ("accuracy", self.accuracy),
+            ("macro_f1", self.macro_f1),
             ("roc_auc", self.roc_auc),
             ("rmse", self.rmse),
             ("mae", self.mae),
@@ -180,8 +212,8 @@ impl std::fmt::Display for TableScores {
 /// A network for the prepared table: hidden ReLU layers with dropout, and the output the task needs.
 pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss: Option<Loss>) -> Result<Sequential> {
     let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
-    if let Some((numeric, columns)) = prep.embedding_layout() {
-        model.add(CategoryEmbedding::new(numeric, &columns))?;
+    if let Some((numeric, columns, lengths)) = prep.embedding_layout() {
+        model.add(CategoryEmbedding::new(numeric, &columns).lengths(&lengths))?;
     }
     let reg = |d: Dense| if m.l2 > 0.0 { d.kernel_regularizer(Regularizer::l2(m.l2)) } else { d };
     for &h in &m.hidden {
@@ -238,11 +270,15 @@ pub fn score(model: &mut Sequential, table: &Table, rows: &[usize]) -> Result<Ta
             let correct = p.data().iter().zip(&labels).filter(|(q, l)| (**q > 0.5) == **l).count();
             s.accuracy = Some(correct as f64 / rows.len().max(1) as f64);
             s.roc_auc = roc_auc(p.data(), &labels);
+            let pred: Vec<usize> = p.data().iter().map(|&q| (q > 0.5) as usize).collect();
+            s.macro_f1 = Some(macro_f1(&pred, &labels.iter().map(|&l| l as usize).collect::<Vec<_>>(), 2));
         }
-        Task::Multiclass { .. } => {
+        Task::Multiclass { classes } => {
             let pred = p.argmax_rows();
             let correct = pred.iter().zip(y.data()).filter(|(a, b)| **a == **b as usize).count();
             s.accuracy = Some(correct as f64 / rows.len().max(1) as f64);
+            let truth: Vec<usize> = y.data().iter().map(|&v| v as usize).collect();
+            s.macro_f1 = Some(macro_f1(&pred, &truth, classes.len()));
         }
         Task::Regression => {
             let (rmse, mae, r2) = regression_scores(p.data(), y.data());
@@ -250,6 +286,19 @@ pub fn score(model: &mut Sequential, table: &Table, rows: &[usize]) -> Result<Ta
         }
     }
     Ok(s)
+}
+
+/// Macro-averaged F1 of predicted against true class indices (a class never predicted nor present counts 0,
+/// as scikit-learn does with zero_division=0).
+pub fn macro_f1(pred: &[usize], truth: &[usize], classes: usize) -> f64 {
+    let mut f = 0.0;
+    for c in 0..classes {
+        let tp = pred.iter().zip(truth).filter(|(p, t)| **p == c && **t == c).count() as f64;
+        let fp = pred.iter().zip(truth).filter(|(p, t)| **p == c && **t != c).count() as f64;
+        let fn_ = pred.iter().zip(truth).filter(|(p, t)| **p != c && **t == c).count() as f64;
+        f += if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) };
+    }
+    f / classes.max(1) as f64
 }
 
 /// Fits the preparation and a model on `train` rows; `verbose` prints a line per epoch.
@@ -379,8 +428,9 @@ pub fn summarize(folds: &[TableScores]) -> String {
         let m = v.iter().sum::<f64>() / v.len() as f64;
         Some((m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()))
     };
-    let rows: [(&str, &dyn Fn(&TableScores) -> Option<f64>); 5] = [
+    let rows: [(&str, &dyn Fn(&TableScores) -> Option<f64>); 6] = [
         ("accuracy", &|s| s.accuracy),
+        ("macro_f1", &|s| s.macro_f1),
         ("roc_auc", &|s| s.roc_auc),
         ("rmse", &|s| s.rmse),
         ("mae", &|s| s.mae),

@@ -127,7 +127,7 @@ pub fn audit(table: &Table, types: &[ColumnType], target: Option<&str>) -> Resul
             }
         }
         if kind == ColumnType::Text {
-            notes.push("free text: left out of table models".into());
+            notes.push("free text: a bag-of-terms embedding in table models".into());
         }
         if let (Some(cls), Some(ti)) = (&classes, tcol)
             && ti != ci

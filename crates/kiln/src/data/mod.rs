@@ -7,6 +7,7 @@ pub mod idx;
 pub mod mnist;
 pub mod prepare;
 pub mod table;
+pub mod text;
 
 use kiln_core::{Result, Tensor};
 

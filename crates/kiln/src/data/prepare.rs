@@ -2,9 +2,10 @@
 //! prediction on raw rows applies exactly what training did. Numbers: missing values imputed (mean, median,
 //! most frequent, or a constant) with a was-missing indicator, outliers optionally clipped (IQR or z-score bounds), then
 //! scaled (standard, min-max or robust). Categories: one-hot, with one more slot for missing and unseen
-//! values. Booleans: 0/1. Text columns are left out (text models are another part of kiln).
+//! values, or learned embeddings. Booleans: 0/1. Free text: term ids for a bag-of-terms embedding (data::text).
 
 use super::table::{ColumnType, Table, truthy};
+use super::text::{TextOptions, ids, vocabulary};
 use kiln_core::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,8 @@ pub struct PrepareOptions {
     pub drop_duplicates: bool,
     /// Categories as one-hot inputs or as learned embeddings.
     pub categories: CategoryEncoding,
+    /// How free-text columns become term ids for a bag-of-terms embedding (the mean of the terms' vectors).
+    pub text: TextOptions,
     /// Take ln(1 + x) of non-negative columns with a long right tail (skewness above 2: amounts, counts),
     /// so that a few huge values do not squash all the others after scaling.
     #[serde(default = "yes")]
@@ -85,6 +88,7 @@ impl Default for PrepareOptions {
             outliers: Outliers::default(),
             drop_duplicates: false,
             categories: CategoryEncoding::OneHot,
+            text: TextOptions::default(),
             log_skewed: true,
             bins: 0,
         }
@@ -116,6 +120,11 @@ pub enum FeatureKind {
         embed: Option<usize>,
     },
     Boolean,
+    /// `opts.length` term ids (see `data::text`), for an embedding bag `opts.dim` wide.
+    Text {
+        vocab: Vec<String>,
+        opts: TextOptions,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,6 +142,7 @@ impl Feature {
             FeatureKind::Category { embed: Some(_), .. } => 1,
             FeatureKind::Category { levels, .. } => levels.len() + 1,
             FeatureKind::Boolean => 1,
+            FeatureKind::Text { opts, .. } => opts.length,
         }
     }
 }
@@ -242,7 +252,10 @@ impl Preparation {
                 continue;
             }
             let kind = match ty {
-                ColumnType::Text => continue,
+                ColumnType::Text => {
+                    let docs = rows.iter().filter_map(|&r| c.cells[r].as_deref());
+                    FeatureKind::Text { vocab: vocabulary(docs, &opts.text), opts: opts.text.clone() }
+                }
                 ColumnType::Boolean => FeatureKind::Boolean,
                 ColumnType::Category => {
                     let mut levels: Vec<String> = rows.iter().filter_map(|&r| c.cells[r].clone()).collect();
@@ -304,7 +317,11 @@ impl Preparation {
             return Err(Error::Config(format!("{}: no usable input columns besides `{target}`", table.source)));
         }
         // Embedded categories go last: the embedding layer reads the numbers first, then one index per column.
-        features.sort_by_key(|f| matches!(f.kind, FeatureKind::Category { embed: Some(_), .. }));
+        features.sort_by_key(|f| match f.kind {
+            FeatureKind::Category { embed: Some(_), .. } => 1,
+            FeatureKind::Text { .. } => 2,
+            _ => 0,
+        });
         Ok(Preparation { target: target.to_string(), task, features })
     }
 
@@ -315,16 +332,20 @@ impl Preparation {
 
     /// With embedded categories: the count of leading numeric inputs and (vocabulary, width) per embedded
     /// column, for the model's `CategoryEmbedding` first layer.
-    pub fn embedding_layout(&self) -> Option<(usize, Vec<(usize, usize)>)> {
-        let cols: Vec<(usize, usize)> = self
+    pub fn embedding_layout(&self) -> Option<(usize, Vec<(usize, usize)>, Vec<usize>)> {
+        let cols: Vec<(usize, usize, usize)> = self
             .features
             .iter()
             .filter_map(|f| match &f.kind {
-                FeatureKind::Category { levels, embed: Some(d) } => Some((levels.len() + 1, *d)),
+                FeatureKind::Category { levels, embed: Some(d) } => Some((levels.len() + 1, *d, 1)),
+                FeatureKind::Text { vocab, opts } => Some((vocab.len() + 2, opts.dim, opts.length)),
                 _ => None,
             })
             .collect();
-        (!cols.is_empty()).then(|| (self.width() - cols.len(), cols))
+        let ids: usize = cols.iter().map(|c| c.2).sum();
+        (!cols.is_empty()).then(|| {
+            (self.width() - ids, cols.iter().map(|c| (c.0, c.1)).collect(), cols.iter().map(|c| c.2).collect())
+        })
     }
 
     /// Outputs of the network: 1 for binary and regression, the class count otherwise.
@@ -380,6 +401,7 @@ impl Preparation {
                         }
                     }
                     FeatureKind::Boolean => dst[0] = cell.is_some_and(truthy) as u8 as f32,
+                    FeatureKind::Text { vocab, opts } => ids(cell.unwrap_or(""), vocab, opts, dst),
                 }
             }
             off += f.width();

@@ -253,11 +253,29 @@ pub struct CategoryEmbedding {
     pub numeric: usize,
     /// (vocabulary size, embedding width) per column.
     pub columns: Vec<(usize, usize)>,
+    /// Ids per column (1 for a category; more for a text, whose output is the mean of the vectors of its
+    /// non-zero ids: 0 is padding). Empty means 1 for every column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lengths: Vec<usize>,
 }
 
 impl CategoryEmbedding {
     pub fn new(numeric: usize, columns: &[(usize, usize)]) -> Self {
-        CategoryEmbedding { name: None, numeric, columns: columns.to_vec() }
+        CategoryEmbedding { name: None, numeric, columns: columns.to_vec(), lengths: Vec::new() }
+    }
+
+    /// Columns of several ids each (texts as bags of terms).
+    pub fn lengths(mut self, lengths: &[usize]) -> Self {
+        self.lengths = lengths.to_vec();
+        self
+    }
+
+    pub(crate) fn length(&self, j: usize) -> usize {
+        self.lengths.get(j).copied().unwrap_or(1)
+    }
+
+    pub(crate) fn ids(&self) -> usize {
+        (0..self.columns.len()).map(|j| self.length(j)).sum()
     }
 }
 

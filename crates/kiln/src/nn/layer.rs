@@ -167,8 +167,8 @@ impl Layer {
                 let [width] = input else {
                     return Err(misfit("a flat input (features,)"));
                 };
-                if *width != c.numeric + c.columns.len() {
-                    return Err(misfit(&format!("{} numbers and {} category indices", c.numeric, c.columns.len())));
+                if *width != c.numeric + c.ids() || (!c.lengths.is_empty() && c.lengths.len() != c.columns.len()) {
+                    return Err(misfit(&format!("{} numbers and {} category indices", c.numeric, c.ids())));
                 }
                 let mut out = c.numeric;
                 for (i, &(vocab, dim)) in c.columns.iter().enumerate() {
@@ -222,25 +222,46 @@ impl Layer {
             LayerConfig::Flatten(_) => g.flatten(x),
             LayerConfig::CategoryEmbedding(c) => {
                 // The indices are data (the batch's input), read from the graph; the embeddings take the gradient.
-                let width = c.numeric + c.columns.len();
-                let rows: Vec<Vec<u32>> = {
+                let width = c.numeric + c.ids();
+                let n = g.shape(x).dim(0);
+                let mut cols: Vec<Vec<u32>> = Vec::with_capacity(c.columns.len());
+                {
                     let v = g.value(x);
-                    (0..c.columns.len()).map(|j| v.chunks(width).map(|r| r[c.numeric + j] as u32).collect()).collect()
-                };
+                    let mut off = c.numeric;
+                    for j in 0..c.columns.len() {
+                        let len = c.length(j);
+                        cols.push(v.chunks(width).flat_map(|r| r[off..off + len].iter().map(|&i| i as u32)).collect());
+                        off += len;
+                    }
+                }
                 let mut parts = Vec::with_capacity(c.columns.len() + 1);
                 if c.numeric > 0 {
                     parts.push(g.slice(x, 1, 0, c.numeric)?);
                 }
-                for (j, idx) in rows.iter().enumerate() {
-                    let vocab = c.columns[j].0;
+                for (j, idx) in cols.iter().enumerate() {
+                    let (vocab, dim) = c.columns[j];
                     if let Some(bad) = idx.iter().find(|&&i| i as usize >= vocab) {
                         return Err(kiln_core::Error::Data(format!(
-                            "layer `{}`: category index {bad} of column {j} is outside its vocabulary of {vocab}",
+                            "layer `{}`: index {bad} of column {j} is outside its vocabulary of {vocab}",
                             self.name()
                         )));
                     }
                     let w = g.use_param(self.params[j]);
-                    parts.push(g.index_select(w, 0, idx)?);
+                    let e = g.index_select(w, 0, idx)?;
+                    let len = c.length(j);
+                    if len == 1 {
+                        parts.push(e);
+                        continue;
+                    }
+                    // A bag: the mean of the vectors of the non-padding ids.
+                    let e = g.reshape(e, &[n, len, dim])?;
+                    let mask: Vec<f32> = idx.iter().map(|&i| (i != 0) as u8 as f32).collect();
+                    let counts: Vec<f32> = mask.chunks(len).map(|m| 1.0 / m.iter().sum::<f32>().max(1.0)).collect();
+                    let m = g.input(&[n, len, 1], &mask)?;
+                    let masked = g.mul(e, m)?;
+                    let sum = g.sum(masked, Some(1), false)?;
+                    let inv = g.input(&[n, 1], &counts)?;
+                    parts.push(g.mul(sum, inv)?);
                 }
                 g.concat(&parts, 1)
             }

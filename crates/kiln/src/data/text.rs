@@ -1,0 +1,144 @@
+//! Text as a bag of terms for an embedding model: lowercasing, Unicode-aware splitting on anything that
+//! is not a letter or digit (apostrophes inside words are dropped: "don't" → "dont"), optional English stop
+//! words, word n-grams, and a vocabulary by document frequency (min frequency, max size). A text becomes the
+//! ids of its terms, truncated or padded to a fixed length: 0 is padding, 1 an out-of-vocabulary term.
+//! Fitted on training texts and saved inside the model with the rest of the preparation.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextOptions {
+    pub lowercase: bool,
+    /// Drop common English words ("the", "and", ...). Off by default: for sentiment, "not" matters.
+    pub stop_words: bool,
+    /// Terms are word n-grams for n = 1..=ngrams.
+    pub ngrams: usize,
+    /// Terms in fewer documents than this are out of vocabulary.
+    pub min_freq: usize,
+    /// The most frequent terms kept.
+    pub max_tokens: usize,
+    /// Terms per text after which it is truncated (shorter texts are padded).
+    pub length: usize,
+    /// Width of each term's embedding.
+    pub dim: usize,
+}
+
+impl Default for TextOptions {
+    fn default() -> Self {
+        TextOptions {
+            lowercase: true,
+            stop_words: false,
+            ngrams: 2,
+            min_freq: 2,
+            max_tokens: 30_000,
+            length: 200,
+            dim: 32,
+        }
+    }
+}
+
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "an", "and", "are", "as", "at", "be", "been", "but", "by", "for", "from", "had", "has", "have", "he",
+    "her", "his", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "she", "so", "that", "the",
+    "their", "them", "they", "this", "to", "was", "we", "were", "which", "will", "with", "you", "your",
+];
+
+/// The words of a text, as the options say.
+pub fn words(text: &str, opts: &TextOptions) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut push = |w: &mut String| {
+        if !w.is_empty() {
+            let word = std::mem::take(w);
+            if !(opts.stop_words && STOP_WORDS.contains(&word.as_str())) {
+                out.push(word);
+            }
+        }
+    };
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            if opts.lowercase {
+                cur.extend(c.to_lowercase());
+            } else {
+                cur.push(c);
+            }
+        } else if c == '\'' || c == '’' {
+            // Inside a word: dropped, so "don't" and "dont" are one term.
+        } else {
+            push(&mut cur);
+        }
+    }
+    push(&mut cur);
+    out
+}
+
+/// Word n-grams for n = 1..=ngrams, in reading order of their first word.
+pub fn terms(text: &str, opts: &TextOptions) -> Vec<String> {
+    let w = words(text, opts);
+    let mut t = Vec::with_capacity(w.len() * opts.ngrams.max(1));
+    for i in 0..w.len() {
+        t.push(w[i].clone());
+        for n in 2..=opts.ngrams {
+            if i + n <= w.len() {
+                t.push(w[i..i + n].join(" "));
+            }
+        }
+    }
+    t
+}
+
+/// The vocabulary of `docs`: terms in at least min_freq documents, the max_tokens most frequent (ties by
+/// term, so the result does not depend on hashing).
+pub fn vocabulary<'a>(docs: impl Iterator<Item = &'a str>, opts: &TextOptions) -> Vec<String> {
+    let mut df: HashMap<String, usize> = HashMap::new();
+    for d in docs {
+        let mut t = terms(d, opts);
+        t.sort_unstable();
+        t.dedup();
+        for term in t {
+            *df.entry(term).or_default() += 1;
+        }
+    }
+    let mut v: Vec<(String, usize)> = df.into_iter().filter(|(_, n)| *n >= opts.min_freq.max(1)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(opts.max_tokens);
+    let mut vocab: Vec<String> = v.into_iter().map(|p| p.0).collect();
+    vocab.sort_unstable();
+    vocab
+}
+
+/// Term ids of `text` (2 + position in the sorted `vocab`; 1 out of vocabulary; 0 padding), `opts.length` of them.
+pub fn ids(text: &str, vocab: &[String], opts: &TextOptions, out: &mut [f32]) {
+    out.fill(0.0);
+    for (slot, t) in out.iter_mut().zip(terms(text, opts)) {
+        *slot = match vocab.binary_search(&t) {
+            Ok(i) => (i + 2) as f32,
+            Err(_) => 1.0,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_terms_vocabulary_and_ids() {
+        let o = TextOptions { ngrams: 2, min_freq: 1, length: 6, ..Default::default() };
+        assert_eq!(words("Don't STOP—me, naïve café!", &o), ["dont", "stop", "me", "naïve", "café"]);
+        assert_eq!(terms("a b c", &o), ["a", "a b", "b", "b c", "c"]);
+        let stop = TextOptions { stop_words: true, ..o.clone() };
+        assert_eq!(words("The dress and the fit", &stop), ["dress", "fit"]);
+        let v =
+            vocabulary(["good dress", "bad dress", "good fit"].into_iter(), &TextOptions { min_freq: 2, ..o.clone() });
+        assert_eq!(v, ["dress", "good"]);
+        let mut out = [9.0; 6];
+        ids("Good dress, good price", &v, &o, &mut out);
+        // good, "good dress" (unknown), dress, "dress good" (unknown), good, "good price" (unknown): truncated to 6.
+        assert_eq!(out, [3.0, 1.0, 2.0, 1.0, 3.0, 1.0]);
+        ids("", &v, &o, &mut out);
+        assert_eq!(out, [0.0; 6]);
+    }
+}
