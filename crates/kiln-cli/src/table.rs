@@ -98,6 +98,9 @@ pub fn train(a: TableArgs) -> Result<()> {
     if !test.is_empty() {
         let s = tabular::score(&mut model, &table, &test)?;
         println!("test {s} ({} rows)", s.rows);
+        if let (Some(r), false) = (&s.report, a.quiet) {
+            print!("\n{}\n", r.render());
+        }
     }
     model.save(run_dir.join("model.safetensors"))?;
     if let Some(o) = &a.output {

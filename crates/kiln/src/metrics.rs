@@ -118,3 +118,121 @@ mod tests {
         assert!((r2 - (1.0 - 1.0 / (14.0 / 3.0))).abs() < 1e-12);
     }
 }
+
+/// Average precision (area under the precision-recall curve, as scikit-learn's average_precision_score):
+/// the mean of the precision at each positive, ranked by score. None without positives.
+pub fn pr_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let pos = labels.iter().filter(|&&l| l).count();
+    if pos == 0 {
+        return None;
+    }
+    let (mut tp, mut ap, mut i) = (0usize, 0.0, 0);
+    // Tied scores form one threshold: precision is taken after the whole tie.
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let new_tp = (i..=j).filter(|&k| labels[idx[k]]).count();
+        tp += new_tp;
+        ap += new_tp as f64 / pos as f64 * (tp as f64 / (j + 1) as f64);
+        i = j + 1;
+    }
+    Some(ap)
+}
+
+/// Per-class precision, recall, F1 and support, their macro, micro and weighted averages, and the confusion
+/// matrix (rows: true class, columns: predicted), as scikit-learn's classification_report and
+/// confusion_matrix compute them (a class with no predictions has precision 0).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ClassificationReport {
+    pub classes: Vec<String>,
+    /// (precision, recall, f1, support) per class.
+    pub per_class: Vec<(f64, f64, f64, usize)>,
+    pub confusion: Vec<Vec<usize>>,
+    pub accuracy: f64,
+    pub macro_avg: (f64, f64, f64),
+    pub weighted_avg: (f64, f64, f64),
+    /// Micro-averaged precision = recall = F1 = accuracy for single-label classes.
+    pub micro_f1: f64,
+}
+
+impl ClassificationReport {
+    pub fn new(pred: &[usize], truth: &[usize], classes: &[String]) -> Self {
+        let k = classes.len();
+        let mut cm = vec![vec![0usize; k]; k];
+        for (&p, &t) in pred.iter().zip(truth) {
+            cm[t][p] += 1;
+        }
+        let n = truth.len().max(1) as f64;
+        let per_class: Vec<(f64, f64, f64, usize)> = (0..k)
+            .map(|c| {
+                let tp = cm[c][c] as f64;
+                let predicted: usize = (0..k).map(|t| cm[t][c]).sum();
+                let support: usize = cm[c].iter().sum();
+                let p = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
+                let r = if support > 0 { tp / support as f64 } else { 0.0 };
+                let f = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+                (p, r, f, support)
+            })
+            .collect();
+        let avg = |w: &dyn Fn(usize) -> f64| {
+            let total: f64 = (0..k).map(w).sum::<f64>().max(1e-300);
+            let s = |f: &dyn Fn(&(f64, f64, f64, usize)) -> f64| {
+                (0..k).map(|c| w(c) * f(&per_class[c])).sum::<f64>() / total
+            };
+            (s(&|x| x.0), s(&|x| x.1), s(&|x| x.2))
+        };
+        let accuracy = (0..k).map(|c| cm[c][c]).sum::<usize>() as f64 / n;
+        ClassificationReport {
+            classes: classes.to_vec(),
+            macro_avg: avg(&|_| 1.0),
+            weighted_avg: avg(&|c| per_class[c].3 as f64),
+            per_class,
+            confusion: cm,
+            accuracy,
+            micro_f1: accuracy,
+        }
+    }
+
+    /// The table scikit-learn's classification_report prints.
+    pub fn render(&self) -> String {
+        let w = self.classes.iter().map(|c| c.len()).max().unwrap_or(0).max(12);
+        let support: usize = self.per_class.iter().map(|c| c.3).sum();
+        let mut s = format!("{:>w$}  {:>9}  {:>9}  {:>9}  {:>9}\n\n", "", "precision", "recall", "f1-score", "support");
+        for (c, (p, r, f, n)) in self.classes.iter().zip(&self.per_class) {
+            s += &format!("{c:>w$}  {p:>9.4}  {r:>9.4}  {f:>9.4}  {n:>9}\n");
+        }
+        s += &format!("\n{:>w$}  {:>9}  {:>9}  {:>9.4}  {support:>9}\n", "accuracy", "", "", self.accuracy);
+        for (name, (p, r, f)) in [("macro avg", self.macro_avg), ("weighted avg", self.weighted_avg)] {
+            s += &format!("{name:>w$}  {p:>9.4}  {r:>9.4}  {f:>9.4}  {support:>9}\n");
+        }
+        s += "\nconfusion matrix (rows: true, columns: predicted):\n";
+        for (c, row) in self.classes.iter().zip(&self.confusion) {
+            s += &format!("{c:>w$}  {}\n", row.iter().map(|v| format!("{v:>7}")).collect::<String>());
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+
+    #[test]
+    fn report_and_average_precision_match_scikit_learn() {
+        // sklearn: classification_report([0,0,1,1,2,2], [0,1,1,1,2,0]) -> class 0 p=.5 r=.5, class 1 p=.667
+        // r=1, class 2 p=1 r=.5; macro f1 = (0.5 + 0.8 + 0.6667)/3.
+        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let r = ClassificationReport::new(&[0, 1, 1, 1, 2, 0], &[0, 0, 1, 1, 2, 2], &names);
+        assert!((r.per_class[1].0 - 2.0 / 3.0).abs() < 1e-12 && r.per_class[1].1 == 1.0);
+        assert!((r.macro_avg.2 - (0.5 + 0.8 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        assert!((r.accuracy - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!(r.confusion, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]);
+        // average_precision_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.8333...
+        let ap = pr_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap();
+        assert!((ap - 0.8333333333333333).abs() < 1e-12, "{ap}");
+    }
+}

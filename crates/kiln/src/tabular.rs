@@ -9,7 +9,7 @@ use crate::data::csv::{CsvOptions, read_table};
 use crate::data::prepare::{Preparation, PrepareOptions, Task, duplicate_rows};
 use crate::data::table::{ColumnType, Table};
 use crate::loss::Loss;
-use crate::metrics::{Metric, regression_scores, roc_auc};
+use crate::metrics::{ClassificationReport, Metric, pr_auc, regression_scores, roc_auc};
 use crate::model::Sequential;
 use crate::nn::{Activation, CategoryEmbedding, Dense, Dropout, Regularizer};
 use crate::optim::Adam;
@@ -88,6 +88,10 @@ pub struct TableTrain {
     /// Epochs without improvement of the validation loss before stopping.
     pub patience: usize,
     pub seed: u64,
+    /// Repeat training rows of the smaller classes (drawn at random) until every class has as many rows as
+    /// the largest, against imbalanced labels. The validation rows are set aside first and not repeated.
+    #[serde(default)]
+    pub oversample: bool,
     /// The loss for a numeric target: mean_squared_error (default), mean_absolute_error or huber.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regression_loss: Option<Loss>,
@@ -102,6 +106,7 @@ impl Default for TableTrain {
             validation_split: 0.1,
             patience: 4,
             seed: 0,
+            oversample: false,
             regression_loss: None,
         }
     }
@@ -187,9 +192,14 @@ pub struct TableScores {
     /// The unweighted mean over classes of each class's F1 (scikit-learn's f1_score(average="macro")).
     pub macro_f1: Option<f64>,
     pub roc_auc: Option<f64>,
+    /// Average precision of the positive class (binary only).
+    pub pr_auc: Option<f64>,
     pub rmse: Option<f64>,
     pub mae: Option<f64>,
     pub r2: Option<f64>,
+    /// Per-class precision, recall, F1 and the confusion matrix (classification).
+    #[serde(skip)]
+    pub report: Option<ClassificationReport>,
 }
 
 impl std::fmt::Display for TableScores {
@@ -198,6 +208,7 @@ impl std::fmt::Display for TableScores {
             ("accuracy", self.accuracy),
             ("macro_f1", self.macro_f1),
             ("roc_auc", self.roc_auc),
+            ("pr_auc", self.pr_auc),
             ("rmse", self.rmse),
             ("mae", self.mae),
             ("r2", self.r2),
@@ -270,8 +281,13 @@ pub fn score(model: &mut Sequential, table: &Table, rows: &[usize]) -> Result<Ta
             let correct = p.data().iter().zip(&labels).filter(|(q, l)| (**q > 0.5) == **l).count();
             s.accuracy = Some(correct as f64 / rows.len().max(1) as f64);
             s.roc_auc = roc_auc(p.data(), &labels);
+            s.pr_auc = pr_auc(p.data(), &labels);
             let pred: Vec<usize> = p.data().iter().map(|&q| (q > 0.5) as usize).collect();
-            s.macro_f1 = Some(macro_f1(&pred, &labels.iter().map(|&l| l as usize).collect::<Vec<_>>(), 2));
+            let truth: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+            s.macro_f1 = Some(macro_f1(&pred, &truth, 2));
+            if let Task::Binary { classes } = &prep.task {
+                s.report = Some(ClassificationReport::new(&pred, &truth, classes));
+            }
         }
         Task::Multiclass { classes } => {
             let pred = p.argmax_rows();
@@ -279,6 +295,7 @@ pub fn score(model: &mut Sequential, table: &Table, rows: &[usize]) -> Result<Ta
             s.accuracy = Some(correct as f64 / rows.len().max(1) as f64);
             let truth: Vec<usize> = y.data().iter().map(|&v| v as usize).collect();
             s.macro_f1 = Some(macro_f1(&pred, &truth, classes.len()));
+            s.report = Some(ClassificationReport::new(&pred, &truth, classes));
         }
         Task::Regression => {
             let (rmse, mae, r2) = regression_scores(p.data(), y.data());
@@ -314,26 +331,55 @@ pub fn fit_rows(
         let dups = duplicate_rows(table, &train);
         train.retain(|r| !dups.contains(r));
     }
-    // Shuffle once so that the validation part (taken from the end, as Keras) is a random sample.
+    // Shuffle once, then hold out the last `validation_split` of the rows (a random sample) to pick the epoch.
     Rng::new(cfg.train.seed ^ 0x7AB1E).shuffle(&mut train);
+    let vs = cfg.train.validation_split;
+    if !(0.0..1.0).contains(&vs) {
+        return Err(Error::Config(format!("train.validation_split must be in [0, 1), got {vs}")));
+    }
+    let n_val = train.len() - (train.len() as f64 * (1.0 - vs)).floor() as usize;
+    let val = train.split_off(train.len() - n_val);
     let prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
     let mut model = build_model(&prep, &cfg.model, cfg.train.learning_rate, cfg.train.regression_loss)?;
+    if cfg.train.oversample && prep.task != Task::Regression {
+        train = oversampled(&prep, table, &train, cfg.train.seed)?;
+    }
     let (x, y) = (prep.transform(table, &train)?, loss_targets(&prep, prep.targets(table, &train)?)?);
     let opts = FitOptions {
         epochs: cfg.train.epochs,
         batch_size: cfg.train.batch_size,
-        validation_split: cfg.train.validation_split,
         seed: cfg.train.seed,
         verbose,
         ..Default::default()
     };
-    let mut stop = EarlyStopping::new("val_loss").patience(cfg.train.patience).restore_best_weights(true);
-    if cfg.train.validation_split > 0.0 {
-        model.fit_with(&x, &y, opts, &mut [&mut stop as &mut dyn Callback])?;
-    } else {
+    if val.is_empty() {
         model.fit(&x, &y, opts)?;
+    } else {
+        let (vx, vy) = (prep.transform(table, &val)?, loss_targets(&prep, prep.targets(table, &val)?)?);
+        let mut stop = EarlyStopping::new("val_loss").patience(cfg.train.patience).restore_best_weights(true);
+        let opts = FitOptions { validation_data: Some((&vx, &vy)), ..opts };
+        model.fit_with(&x, &y, opts, &mut [&mut stop as &mut dyn Callback])?;
     }
     Ok(model)
+}
+
+/// `rows` with rows of the smaller classes repeated (drawn at random) until each class has as many as the
+/// largest, shuffled.
+fn oversampled(prep: &Preparation, table: &Table, rows: &[usize], seed: u64) -> Result<Vec<usize>> {
+    let y = prep.targets(table, rows)?;
+    let mut by_class: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (&r, &c) in rows.iter().zip(y.data()) {
+        by_class.entry(c as u32).or_default().push(r);
+    }
+    let most = by_class.values().map(Vec::len).max().unwrap_or(0);
+    let mut rng = Rng::new(seed ^ 0x0BE5);
+    let mut out: Vec<usize> = Vec::with_capacity(most * by_class.len());
+    for class_rows in by_class.values() {
+        out.extend(class_rows);
+        out.extend((class_rows.len()..most).map(|_| class_rows[rng.below(class_rows.len())]));
+    }
+    rng.shuffle(&mut out);
+    Ok(out)
 }
 
 /// The test rows and training rows of the table, as the config splits them.
