@@ -70,7 +70,8 @@ enum Command {
     /// Class probabilities for one input: a PNG image, or sample --index of an IDX images file.
     Predict {
         model: PathBuf,
-        /// A PNG image of the model's input size, or an IDX images file (raw or .gz) with --index.
+        /// A PNG image of the model's input size, an IDX images file (raw or .gz) with --index, or, for a
+        /// model trained on one text column, the text itself ("Love this dress!").
         input: Option<PathBuf>,
         /// Which image of an IDX file.
         #[arg(long)]
@@ -190,6 +191,9 @@ fn main() {
         Command::Evaluate { model, data, split, batch_size } => commands::evaluate(&model, &data, &split, batch_size),
         Command::Predict { model, input, index, rows, output } => match (input, rows) {
             (_, Some(rows)) => table::predict_rows(&model, &rows, output.as_deref()),
+            (Some(input), None) if !input.exists() && table::text_model(&model) => {
+                table::predict_text(&model, &input.to_string_lossy(), output.as_deref())
+            }
             (Some(input), None) => commands::predict(&model, &input, index),
             (None, None) => {
                 Err(kiln::Error::Invalid("give an input: a PNG, an IDX file with --index, or --input ROWS.csv".into()))

@@ -146,16 +146,22 @@ pub fn audit_cmd(file: &Path, target: Option<&str>, json: Option<&Path>, html: O
 /// Predictions for every row of a CSV/ARFF file, written as CSV: row, prediction, and the probability of
 /// each class (classification) or the predicted value (regression).
 pub fn predict_rows(model_path: &Path, input: &Path, output: Option<&Path>) -> Result<()> {
-    let mut model = Sequential::load(model_path)?;
-    let Some(prep) = model.preparation().cloned() else {
+    let model = Sequential::load(model_path)?;
+    if model.preparation().is_none() {
         return Err(Error::Invalid(format!(
             "{} was not trained on a table; --input takes table rows",
             model_path.display()
         )));
-    };
+    }
     let table = read_table(input, &CsvOptions::default())?;
+    write_predictions(model, &table, output)
+}
+
+/// Writes the predictions for every row of `table` as CSV (to `output`, or standard output).
+fn write_predictions(mut model: Sequential, table: &kiln::data::table::Table, output: Option<&Path>) -> Result<()> {
+    let prep = model.preparation().cloned().expect("checked by the callers");
     let rows: Vec<usize> = (0..table.rows()).collect();
-    let x = prep.transform(&table, &rows)?;
+    let x = prep.transform(table, &rows)?;
     let p = model.predict(&x, 1024)?;
     let mut out = String::new();
     match &prep.task {
@@ -220,4 +226,24 @@ pub fn search(
     kiln::io::write_atomic(&out, text.as_bytes())?;
     println!("wrote the best config to {}", out.display());
     Ok(())
+}
+
+/// Whether the model at `path` was trained on a table whose only input is one text column.
+pub fn text_model(path: &Path) -> bool {
+    Sequential::load(path).ok().and_then(|m| m.preparation().cloned()).is_some_and(|p| {
+        p.features.len() == 1 && matches!(p.features[0].kind, kiln::data::prepare::FeatureKind::Text { .. })
+    })
+}
+
+/// Predictions for one raw text, for a model trained on a single text column.
+pub fn predict_text(model_path: &Path, text: &str, output: Option<&Path>) -> Result<()> {
+    let model = Sequential::load(model_path)?;
+    let prep = model.preparation().cloned().expect("checked by text_model");
+    let column = kiln::data::table::Column {
+        name: prep.features[0].name.clone(),
+        cells: vec![Some(text.to_string())],
+        declared: None,
+    };
+    let table = kiln::data::table::Table { source: "the text".into(), columns: vec![column] };
+    write_predictions(model, &table, output)
 }

@@ -42,14 +42,93 @@ pub fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-/// A table from a CSV file, or from an ARFF file when the name ends in .arff (or .arff.gz).
+/// A table from a CSV file; an ARFF file (.arff); a JSON-lines file (.jsonl, .ndjson: one object per line);
+/// or a folder with one subfolder of .txt files per class (the aclImdb layout: `train/pos/*.txt`), which
+/// gives the columns `text` and `label`. Any of the files may be gzip-compressed (.gz).
 pub fn read_table(path: &Path, opts: &CsvOptions) -> Result<Table> {
+    if path.is_dir() {
+        return read_class_folders(path);
+    }
     let text = read_text(path)?;
     let name = path.to_string_lossy();
-    if name.ends_with(".arff") || name.ends_with(".arff.gz") {
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    if name.ends_with(".arff") {
         return parse_arff(&text, path, opts);
     }
+    if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
+        return parse_jsonl(&text, path, opts);
+    }
     parse_csv(&text, path, opts)
+}
+
+/// One JSON object per line; columns in the order keys first appear; numbers and booleans as text; null
+/// and absent keys missing.
+pub fn parse_jsonl(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
+    let mut cols: Vec<Column> = Vec::new();
+    let mut rows = 0;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::format(path, format!("line {}: not a JSON object ({e})", i + 1)))?;
+        let obj = v.as_object().ok_or_else(|| Error::format(path, format!("line {}: not a JSON object", i + 1)))?;
+        for (k, val) in obj {
+            let cell = match val {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => cell(s.clone(), &opts.missing),
+                other => Some(other.to_string()),
+            };
+            let c = match cols.iter().position(|c| &c.name == k) {
+                Some(c) => c,
+                None => {
+                    cols.push(Column { name: k.clone(), cells: vec![None; rows], declared: None });
+                    cols.len() - 1
+                }
+            };
+            cols[c].cells.push(cell);
+        }
+        rows += 1;
+        for c in cols.iter_mut().filter(|c| c.cells.len() < rows) {
+            c.cells.push(None);
+        }
+    }
+    if rows == 0 {
+        return Err(Error::format(path, "empty file: no JSON lines"));
+    }
+    Ok(Table { source: path.display().to_string(), columns: cols })
+}
+
+/// `dir/CLASS/*.txt` → rows (text, label), classes and files in name order.
+fn read_class_folders(dir: &Path) -> Result<Table> {
+    let mut classes: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, &e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    let (mut text, mut label) = (Vec::new(), Vec::new());
+    for class in &classes {
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(class)
+            .map_err(|e| Error::io(class, &e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "txt"))
+            .collect();
+        files.sort();
+        let name = class.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for f in files {
+            let t = read_text(&f)?;
+            text.push((!t.trim().is_empty()).then_some(t));
+            label.push(Some(name.clone()));
+        }
+    }
+    if text.is_empty() {
+        return Err(Error::format(dir, "no CLASS/*.txt files in this folder (expected one subfolder per class)"));
+    }
+    let col = |name: &str, cells| Column { name: name.into(), cells, declared: Some(super::table::ColumnType::Text) };
+    let mut label_col = col("label", label);
+    label_col.declared = Some(super::table::ColumnType::Category);
+    Ok(Table { source: dir.display().to_string(), columns: vec![col("text", text), label_col] })
 }
 
 pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
@@ -225,6 +304,35 @@ mod tests {
         assert_eq!(t.columns[1].cells, vec![Some("2".to_string())]);
         assert!(parse_csv("", p, &CsvOptions::default()).unwrap_err().to_string().contains("empty file"));
         assert!(parse_csv("a\n\"open\n", p, &CsvOptions::default()).unwrap_err().to_string().contains("never closes"));
+    }
+
+    #[test]
+    fn json_lines_and_class_folders() {
+        let t = parse_jsonl(
+            "{\"text\": \"ok\", \"y\": 1}\n\n{\"y\": 0, \"extra\": null}\n",
+            Path::new("t.jsonl"),
+            &CsvOptions::default(),
+        )
+        .unwrap();
+        let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["text", "y", "extra"]);
+        assert_eq!(t.columns[0].cells, vec![Some("ok".to_string()), None]);
+        assert_eq!(t.columns[1].cells, vec![Some("1".to_string()), Some("0".to_string())]);
+        assert!(
+            parse_jsonl("[1]\n", Path::new("t.jsonl"), &CsvOptions::default())
+                .unwrap_err()
+                .to_string()
+                .contains("line 1")
+        );
+        let dir = std::env::temp_dir().join(format!("kiln-imdb-{}", std::process::id()));
+        for (class, i, text) in [("pos", 0, "great film"), ("pos", 1, "loved it"), ("neg", 0, "dull")] {
+            std::fs::create_dir_all(dir.join(class)).unwrap();
+            std::fs::write(dir.join(class).join(format!("{i}_7.txt")), text).unwrap();
+        }
+        let t = read_table(&dir, &CsvOptions::default()).unwrap();
+        assert_eq!(t.columns[0].cells, vec![Some("dull".into()), Some("great film".into()), Some("loved it".into())]);
+        assert_eq!(t.columns[1].cells, vec![Some("neg".into()), Some("pos".into()), Some("pos".into())]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
