@@ -171,3 +171,54 @@ fn search_cross_validates_each_setting_and_writes_the_best_config() {
     assert!(best.contains(hidden) && best.contains("epochs = 5"), "{first}\n{best}");
     assert_fails(&kiln(&["search", &t.s("c.toml"), "--set", "model.l2=0.1,abc"]), &["model.l2 = \"abc\""]);
 }
+
+#[test]
+fn text_models_predict_raw_text_as_they_predict_files() {
+    let t = Tmp::new("text");
+    let (good, bad, filler) = (["great", "lovely", "perfect"], ["awful", "broken", "refund"], ["the", "dress", "fit", "color"]);
+    let mut csv = String::from("review,stars\n");
+    let mut jsonl = String::new();
+    let mut seed = 5u64;
+    for i in 0..600 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let positive = i % 3 != 0;
+        let words = if positive { good } else { bad };
+        let text = format!(
+            "{} {}, \"{}\" {}",
+            filler[(seed >> 20) as usize % 4],
+            words[(seed >> 30) as usize % 3],
+            filler[(seed >> 40) as usize % 4],
+            if i % 7 == 0 { "" } else { filler[(seed >> 50) as usize % 4] }
+        );
+        let stars = if positive { 5 } else { 1 };
+        csv += &format!("\"{}\",{stars}\n", text.replace('"', "\"\""));
+        jsonl += &format!("{}\n", serde_json::json!({"review": text, "stars": stars}));
+    }
+    std::fs::write(t.path("r.csv"), csv).unwrap();
+    std::fs::write(t.path("r.jsonl"), jsonl).unwrap();
+    let cfg = "[data]\npath = \"r.csv\"\ntarget = \"stars\"\n[data.classes]\n1 = \"negative\"\n5 = \"positive\"\n\
+               [data.prepare.text]\nlength = 16\ndim = 8\n[train]\nepochs = 30\n";
+    std::fs::write(t.path("r.toml"), cfg).unwrap();
+    let o = kiln(&["train", &t.s("r.toml"), "--run-dir", &t.s("run")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.contains("precision") && out.contains("confusion matrix"), "{out}");
+    let acc: f64 = out.split("test accuracy: ").nth(1).unwrap()[..6].parse().unwrap();
+    assert!(acc > 0.95, "{out}");
+    let model = t.s("run/model.safetensors");
+    let o = kiln(&["predict", &model, "what a lovely dress"]);
+    let one = stdout(&o);
+    assert!(one.contains("1,positive,"), "{one}{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(t.path("in.csv"), "review\nwhat a lovely dress\n\"broken, awful\"\n\n").unwrap();
+    let o = kiln(&["predict", &model, "--input", &t.s("in.csv")]);
+    let many = stdout(&o);
+    assert_eq!(many.lines().nth(1), one.lines().nth(1), "raw text and a file row give the same probability");
+    assert!(many.contains("2,negative,"), "{many}");
+    // The same rows from JSON lines train too; an invalid UTF-8 file and a missing column are named.
+    let o = kiln(&["cv", "--data", &t.s("r.jsonl"), "--target", "stars", "--folds", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(t.path("bad.csv"), b"review,stars\n\xff\xfe,1\n").unwrap();
+    assert_fails(&kiln(&["train", "--data", &t.s("bad.csv"), "--target", "stars"]), &["bad.csv", "not UTF-8", "offset 13"]);
+    std::fs::write(t.path("other.csv"), "comment\nnice\n").unwrap();
+    assert_fails(&kiln(&["predict", &model, "--input", &t.s("other.csv")]), &["no column `review`", "comment"]);
+}

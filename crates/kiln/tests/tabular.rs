@@ -44,3 +44,25 @@ fn embedded_categories_learn_save_and_load() {
     assert!(p.data()[2].is_finite(), "an unseen city still gets a prediction");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_class_training_never_saw_is_named() {
+    let dir = std::env::temp_dir().join(format!("kiln-tab2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut csv = String::from("x,y\n");
+    for i in 0..40 {
+        csv += &format!("{i},{}\n", if i % 2 == 0 { "a" } else { "b" });
+    }
+    std::fs::write(dir.join("t.csv"), &csv).unwrap();
+    let mut cfg = TableConfig::new(dir.join("t.csv"), "y");
+    cfg.train.epochs = 2;
+    let table = cfg.read_table().unwrap();
+    let types = cfg.types(&table).unwrap();
+    let rows: Vec<usize> = (0..40).collect();
+    let mut model = tabular::fit_rows(&cfg, &table, &types, &rows, false).unwrap();
+    std::fs::write(dir.join("new.csv"), "x,y\n3,a\n4,c\n").unwrap();
+    let new = read_table(&dir.join("new.csv"), &CsvOptions::default()).unwrap();
+    let err = tabular::score(&mut model, &new, &[0, 1]).unwrap_err().to_string();
+    assert!(err.contains("row 2 has class `c` in `y`, which training never saw (classes: a, b)"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
