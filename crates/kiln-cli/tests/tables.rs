@@ -175,7 +175,8 @@ fn search_cross_validates_each_setting_and_writes_the_best_config() {
 #[test]
 fn text_models_predict_raw_text_as_they_predict_files() {
     let t = Tmp::new("text");
-    let (good, bad, filler) = (["great", "lovely", "perfect"], ["awful", "broken", "refund"], ["the", "dress", "fit", "color"]);
+    let (good, bad, filler) =
+        (["great", "lovely", "perfect"], ["awful", "broken", "refund"], ["the", "dress", "fit", "color"]);
     let mut csv = String::from("review,stars\n");
     let mut jsonl = String::new();
     let mut seed = 5u64;
@@ -218,7 +219,10 @@ fn text_models_predict_raw_text_as_they_predict_files() {
     let o = kiln(&["cv", "--data", &t.s("r.jsonl"), "--target", "stars", "--folds", "2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::write(t.path("bad.csv"), b"review,stars\n\xff\xfe,1\n").unwrap();
-    assert_fails(&kiln(&["train", "--data", &t.s("bad.csv"), "--target", "stars"]), &["bad.csv", "not UTF-8", "offset 13"]);
+    assert_fails(
+        &kiln(&["train", "--data", &t.s("bad.csv"), "--target", "stars"]),
+        &["bad.csv", "not UTF-8", "offset 13"],
+    );
     std::fs::write(t.path("other.csv"), "comment\nnice\n").unwrap();
     assert_fails(&kiln(&["predict", &model, "--input", &t.s("other.csv")]), &["no column `review`", "comment"]);
 }

@@ -230,7 +230,14 @@ impl Sequential {
     pub(crate) fn forward(&mut self, x: Var, training: bool, logits: bool) -> Result<Var> {
         let n = self.layers.len();
         let (mut h, mut i) = (x, 0);
+        // Padding steps of an Embedding(mask_zero), for the recurrent layer that reads its output.
+        let mut mask: Option<Vec<f32>> = None;
         while i < n {
+            if let LayerConfig::Embedding(e) = &self.layers[i].config
+                && e.mask_zero
+            {
+                mask = Some(self.graph.value(h).iter().map(|&id| (id != 0.0) as u8 as f32).collect());
+            }
             if self.fuse
                 && i + 1 < n
                 && let Some(y) = crate::nn::conv_pool_forward(&self.layers[i], &self.layers[i + 1], &mut self.graph, h)
@@ -238,7 +245,10 @@ impl Sequential {
                 (h, i) = (y?, i + 2);
                 continue;
             }
-            h = self.layers[i].forward(&mut self.graph, h, training, logits && i + 1 == n)?;
+            h = self.layers[i].forward(&mut self.graph, h, training, logits && i + 1 == n, mask.as_deref())?;
+            if matches!(self.layers[i].config, LayerConfig::Lstm(_)) {
+                mask = None;
+            }
             i += 1;
         }
         Ok(h)

@@ -6,12 +6,12 @@
 
 use crate::callbacks::{Callback, EarlyStopping};
 use crate::data::csv::{CsvOptions, read_table};
-use crate::data::prepare::{Preparation, PrepareOptions, Task, duplicate_rows};
+use crate::data::prepare::{Feature, FeatureKind, Preparation, PrepareOptions, Task, duplicate_rows};
 use crate::data::table::{ColumnType, Table};
 use crate::loss::Loss;
 use crate::metrics::{ClassificationReport, Metric, pr_auc, regression_scores, roc_auc};
 use crate::model::Sequential;
-use crate::nn::{Activation, CategoryEmbedding, Dense, Dropout, Regularizer};
+use crate::nn::{Activation, CategoryEmbedding, Dense, Dropout, Embedding, Lstm, Regularizer};
 use crate::optim::Adam;
 use crate::train::FitOptions;
 use kiln_core::{Error, Result, Rng, Tensor};
@@ -62,6 +62,11 @@ pub struct TableData {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TableModel {
+    /// `mlp` (default): embeddings and numbers into Dense layers. `lstm`: a model for one text column, its
+    /// terms in order through Embedding(mask_zero) and an LSTM of `units`, then the Dense layers.
+    pub kind: ModelKind,
+    /// LSTM width (kind = "lstm").
+    pub units: usize,
     /// Widths of the hidden Dense layers (ReLU).
     pub hidden: Vec<usize>,
     /// Dropout after each hidden layer.
@@ -71,9 +76,17 @@ pub struct TableModel {
     pub seed: u64,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    #[default]
+    Mlp,
+    Lstm,
+}
+
 impl Default for TableModel {
     fn default() -> Self {
-        TableModel { hidden: vec![64, 32], dropout: 0.1, l2: 0.0, seed: 0 }
+        TableModel { kind: ModelKind::Mlp, units: 64, hidden: vec![64, 32], dropout: 0.1, l2: 0.0, seed: 0 }
     }
 }
 
@@ -223,8 +236,21 @@ impl std::fmt::Display for TableScores {
 /// A network for the prepared table: hidden ReLU layers with dropout, and the output the task needs.
 pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss: Option<Loss>) -> Result<Sequential> {
     let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
-    if let Some((numeric, columns, lengths)) = prep.embedding_layout() {
-        model.add(CategoryEmbedding::new(numeric, &columns).lengths(&lengths))?;
+    match (m.kind, prep.features.as_slice()) {
+        (ModelKind::Lstm, [Feature { kind: FeatureKind::Text { vocab, opts }, .. }]) => {
+            model.add(Embedding::new(vocab.len() + 2, opts.dim).mask_zero(true))?;
+            model.add(Lstm::new(m.units))?;
+        }
+        (ModelKind::Lstm, _) => {
+            return Err(Error::Config(
+                "model.kind = \"lstm\" reads one text column: ignore the other columns (data.ignore)".into(),
+            ));
+        }
+        (ModelKind::Mlp, _) => {
+            if let Some((numeric, columns, lengths)) = prep.embedding_layout() {
+                model.add(CategoryEmbedding::new(numeric, &columns).lengths(&lengths))?;
+            }
+        }
     }
     let reg = |d: Dense| if m.l2 > 0.0 { d.kernel_regularizer(Regularizer::l2(m.l2)) } else { d };
     for &h in &m.hidden {

@@ -66,3 +66,41 @@ fn a_class_training_never_saw_is_named() {
     assert!(err.contains("row 2 has class `c` in `y`, which training never saw (classes: a, b)"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_lstm_reads_a_text_column_in_order() {
+    use kiln::tabular::ModelKind;
+    let dir = std::env::temp_dir().join(format!("kiln-tab3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The label depends on word order: "not good" is negative, "good" alone positive.
+    let mut csv = String::from("text,label\n");
+    for i in 0..400 {
+        let (text, label) = match i % 4 {
+            0 => ("the fit is good", "pos"),
+            1 => ("the fit is not good", "neg"),
+            2 => ("good color and fit", "pos"),
+            _ => ("not good color", "neg"),
+        };
+        csv += &format!("{text},{label}\n");
+    }
+    std::fs::write(dir.join("t.csv"), csv).unwrap();
+    let mut cfg = TableConfig::new(dir.join("t.csv"), "label");
+    cfg.data.prepare.text.ngrams = 1;
+    cfg.data.prepare.text.length = 8;
+    cfg.data.prepare.text.dim = 8;
+    // Four distinct texts would be inferred a category: say it is text.
+    cfg.data.columns.insert("text".into(), kiln::data::table::ColumnType::Text);
+    cfg.model.kind = ModelKind::Lstm;
+    cfg.model.units = 8;
+    cfg.model.hidden = vec![];
+    cfg.train.epochs = 30;
+    cfg.train.learning_rate = 0.01;
+    let table = cfg.read_table().unwrap();
+    let types = cfg.types(&table).unwrap();
+    let (test, train) = tabular::split(&cfg, &table, &types).unwrap();
+    let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    assert_eq!(model.layers()[1].config().class_name(), "LSTM");
+    let s = tabular::score(&mut model, &table, &test).unwrap();
+    assert!(s.accuracy.unwrap() > 0.95, "{s}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

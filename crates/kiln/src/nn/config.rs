@@ -21,6 +21,8 @@ pub enum LayerConfig {
     Activation(ActivationLayer),
     BatchNormalization(BatchNormalization),
     CategoryEmbedding(CategoryEmbedding),
+    Embedding(Embedding),
+    Lstm(Lstm),
 }
 
 impl LayerConfig {
@@ -36,6 +38,8 @@ impl LayerConfig {
             LayerConfig::Activation(_) => "Activation",
             LayerConfig::BatchNormalization(_) => "BatchNormalization",
             LayerConfig::CategoryEmbedding(_) => "CategoryEmbedding",
+            LayerConfig::Embedding(_) => "Embedding",
+            LayerConfig::Lstm(_) => "LSTM",
         }
     }
 
@@ -51,6 +55,8 @@ impl LayerConfig {
             LayerConfig::Activation(_) => "activation",
             LayerConfig::BatchNormalization(_) => "batch_normalization",
             LayerConfig::CategoryEmbedding(_) => "category_embedding",
+            LayerConfig::Embedding(_) => "embedding",
+            LayerConfig::Lstm(_) => "lstm",
         }
     }
 
@@ -65,6 +71,8 @@ impl LayerConfig {
             LayerConfig::Activation(c) => c.name.as_deref(),
             LayerConfig::BatchNormalization(c) => c.name.as_deref(),
             LayerConfig::CategoryEmbedding(c) => c.name.as_deref(),
+            LayerConfig::Embedding(c) => c.name.as_deref(),
+            LayerConfig::Lstm(c) => c.name.as_deref(),
         }
     }
 
@@ -79,6 +87,8 @@ impl LayerConfig {
             LayerConfig::Activation(c) => &mut c.name,
             LayerConfig::BatchNormalization(c) => &mut c.name,
             LayerConfig::CategoryEmbedding(c) => &mut c.name,
+            LayerConfig::Embedding(c) => &mut c.name,
+            LayerConfig::Lstm(c) => &mut c.name,
         };
         *slot = Some(name);
     }
@@ -279,6 +289,47 @@ impl CategoryEmbedding {
     }
 }
 
+/// Ids (0..input_dim) to learned vectors (Keras's Embedding): input (length,), output (length, output_dim).
+/// With `mask_zero`, id 0 is padding: the recurrent layer after it skips those steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Embedding {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub input_dim: usize,
+    pub output_dim: usize,
+    #[serde(default)]
+    pub mask_zero: bool,
+}
+
+impl Embedding {
+    pub fn new(input_dim: usize, output_dim: usize) -> Self {
+        Embedding { name: None, input_dim, output_dim, mask_zero: false }
+    }
+    pub fn mask_zero(mut self, on: bool) -> Self {
+        self.mask_zero = on;
+        self
+    }
+}
+
+/// Long short-term memory over a sequence (Keras's LSTM, gates in Keras's and PyTorch's order i, f, c, o;
+/// tanh and sigmoid; one bias, the forget gate's starting at 1 as Keras's unit_forget_bias): input (steps,
+/// features), output the last state (units,). Steps masked by a preceding `Embedding(mask_zero)` keep the
+/// state unchanged, so padding does not change the result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lstm {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub units: usize,
+}
+
+impl Lstm {
+    pub fn new(units: usize) -> Self {
+        Lstm { name: None, units }
+    }
+}
+
 /// Zeroes a fraction `rate` of its inputs while training (scaling the rest by 1/(1 − rate)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -335,7 +386,7 @@ macro_rules! into_config {
 }
 into_config!(Dense => Dense, Conv2D => Conv2d, MaxPooling2D => MaxPooling2d, AveragePooling2D => AveragePooling2d,
     Flatten => Flatten, Dropout => Dropout, ActivationLayer => Activation, BatchNormalization => BatchNormalization,
-    CategoryEmbedding => CategoryEmbedding);
+    CategoryEmbedding => CategoryEmbedding, Embedding => Embedding, Lstm => Lstm);
 
 impl Dense {
     pub fn new(units: usize) -> Self {

@@ -163,6 +163,34 @@ impl Layer {
                 add(g, "moving_variance", &[ch], vec![1.0; ch], false)?;
                 input.to_vec()
             }
+            LayerConfig::Embedding(c) => {
+                positive(c.input_dim.min(c.output_dim), "input_dim and output_dim", &name)?;
+                let [steps] = input else {
+                    return Err(misfit("a sequence of ids (length,)"));
+                };
+                let init: Vec<f32> =
+                    (0..c.input_dim * c.output_dim).map(|_| rng.uniform_range(-0.05, 0.05) as f32).collect();
+                add(g, "embeddings", &[c.input_dim, c.output_dim], init, true)?;
+                vec![*steps, c.output_dim]
+            }
+            LayerConfig::Lstm(c) => {
+                positive(c.units, "units", &name)?;
+                let [_, features] = input else {
+                    return Err(misfit("a sequence (steps, features)"));
+                };
+                let (f, u) = (*features, c.units);
+                add(g, "kernel", &[f, 4 * u], crate::nn::Initializer::GlorotUniform.fill(&[f, 4 * u], rng), true)?;
+                add(
+                    g,
+                    "recurrent_kernel",
+                    &[u, 4 * u],
+                    crate::nn::Initializer::GlorotUniform.fill(&[u, 4 * u], rng),
+                    true,
+                )?;
+                let bias: Vec<f32> = (0..4 * u).map(|k| if (u..2 * u).contains(&k) { 1.0 } else { 0.0 }).collect();
+                add(g, "bias", &[4 * u], bias, true)?;
+                vec![u]
+            }
             LayerConfig::CategoryEmbedding(c) => {
                 let [width] = input else {
                     return Err(misfit("a flat input (features,)"));
@@ -186,7 +214,15 @@ impl Layer {
 
     /// Runs the layer on a batch. `logits`: leave out a final softmax/sigmoid, because the loss applies it
     /// (fused, from logits).
-    pub(crate) fn forward(&self, g: &mut Graph<f32>, x: Var, training: bool, logits: bool) -> kiln_core::Result<Var> {
+    /// `mask`: the padding mask of a sequence ([batch, steps], 1 for real steps), for recurrent layers.
+    pub(crate) fn forward(
+        &self,
+        g: &mut Graph<f32>,
+        x: Var,
+        training: bool,
+        logits: bool,
+        mask: Option<&[f32]>,
+    ) -> kiln_core::Result<Var> {
         let p = |i: usize| self.params.get(i).copied();
         let last_axis = self.output_shape.len();
         let finish = |g: &mut Graph<f32>, y: Var, act: Activation| match act {
@@ -220,6 +256,21 @@ impl Layer {
                 g.avg_pool2d(x, (c.pool_size.0, c.pool_size.1), (s.0, s.1), c.padding.into())
             }
             LayerConfig::Flatten(_) => g.flatten(x),
+            LayerConfig::Embedding(c) => {
+                let (n, steps) = (g.shape(x).dim(0), g.shape(x).dim(1));
+                let ids: Vec<u32> = g.value(x).iter().map(|&v| v as u32).collect();
+                if let Some(bad) = ids.iter().find(|&&i| i as usize >= c.input_dim) {
+                    return Err(kiln_core::Error::Data(format!(
+                        "layer `{}`: id {bad} is outside its vocabulary of {}",
+                        self.name(),
+                        c.input_dim
+                    )));
+                }
+                let w = g.use_param(self.params[0]);
+                let e = g.index_select(w, 0, &ids)?;
+                g.reshape(e, &[n, steps, c.output_dim])
+            }
+            LayerConfig::Lstm(c) => lstm(g, x, &self.params, c.units, mask),
             LayerConfig::CategoryEmbedding(c) => {
                 // The indices are data (the batch's input), read from the graph; the embeddings take the gradient.
                 let width = c.numeric + c.ids();
@@ -320,4 +371,48 @@ pub(crate) fn conv_pool_forward(
     let b = conv.params.get(1).map(|&b| g.use_param(b));
     let (s, size) = ((c.strides.0, c.strides.1), (p.pool_size.0, p.pool_size.1));
     Some(g.conv2d_max_pool(x, w, b, s, c.padding.into(), c.activation.unary(), size))
+}
+
+/// An LSTM over x [n, steps, features] from a zero state; returns the last h [n, units]. With `mask`, a
+/// masked step keeps h and c as they were.
+fn lstm(
+    g: &mut Graph<f32>,
+    x: Var,
+    params: &[kiln_core::ParamId],
+    u: usize,
+    mask: Option<&[f32]>,
+) -> kiln_core::Result<Var> {
+    let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
+    let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
+    let zeros = vec![0.0f32; n * u];
+    let (mut h, mut c) = (g.input(&[n, u], &zeros)?, g.input(&[n, u], &zeros)?);
+    for t in 0..steps {
+        let xt = g.slice(x, 1, t, t + 1)?;
+        let xt = g.reshape(xt, &[n, f])?;
+        let zx = g.linear(xt, w, Some(b), None)?;
+        let zh = g.matmul(h, r)?;
+        let z = g.add(zx, zh)?;
+        let gate = |g: &mut Graph<f32>, k: usize| g.slice(z, 1, k * u, (k + 1) * u);
+        let (i, fg, cc, o) = (gate(g, 0)?, gate(g, 1)?, gate(g, 2)?, gate(g, 3)?);
+        let (i, fg, cc, o) = (g.sigmoid(i)?, g.sigmoid(fg)?, g.tanh(cc)?, g.sigmoid(o)?);
+        let keep = g.mul(fg, c)?;
+        let add = g.mul(i, cc)?;
+        let c_new = g.add(keep, add)?;
+        let tc = g.tanh(c_new)?;
+        let h_new = g.mul(o, tc)?;
+        match mask {
+            Some(m) => {
+                // state = m·new + (1 − m)·old, per row.
+                let mt: Vec<f32> = (0..n).map(|r| m[r * steps + t]).collect();
+                let inv: Vec<f32> = mt.iter().map(|v| 1.0 - v).collect();
+                let (mv, iv) = (g.input(&[n, 1], &mt)?, g.input(&[n, 1], &inv)?);
+                let (a, bb) = (g.mul(h_new, mv)?, g.mul(h, iv)?);
+                h = g.add(a, bb)?;
+                let (a, bb) = (g.mul(c_new, mv)?, g.mul(c, iv)?);
+                c = g.add(a, bb)?;
+            }
+            None => (h, c) = (h_new, c_new),
+        }
+    }
+    Ok(h)
 }
