@@ -40,7 +40,7 @@ pub mod prelude {
     pub use crate::model::Sequential;
     pub use crate::nn::{
         Activation, ActivationLayer, AveragePooling2D, BatchNormalization, CategoryEmbedding, Conv2D, Dense, Dropout,
-        Embedding, Flatten, Initializer, Lstm, MaxPooling2D, PaddingConfig, Regularizer,
+        Embedding, Flatten, Gru, Initializer, Lstm, MaxPooling2D, PaddingConfig, Regularizer,
     };
     pub use crate::optim::{Adagrad, Adam, AdamW, RmsProp, Sgd};
     pub use crate::schedule::{Clip, Schedule};

@@ -11,7 +11,7 @@ use crate::data::table::{ColumnType, Table};
 use crate::loss::Loss;
 use crate::metrics::{ClassificationReport, Metric, pr_auc, regression_scores, roc_auc};
 use crate::model::Sequential;
-use crate::nn::{Activation, CategoryEmbedding, Dense, Dropout, Embedding, Lstm, Regularizer};
+use crate::nn::{Activation, CategoryEmbedding, Dense, Dropout, Embedding, Gru, Lstm, Regularizer};
 use crate::optim::Adam;
 use crate::train::FitOptions;
 use kiln_core::{Error, Result, Rng, Tensor};
@@ -62,8 +62,9 @@ pub struct TableData {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TableModel {
-    /// `mlp` (default): embeddings and numbers into Dense layers. `lstm`: a model for one text column, its
-    /// terms in order through Embedding(mask_zero) and an LSTM of `units`, then the Dense layers.
+    /// `mlp` (default): embeddings and numbers into Dense layers. `lstm` or `gru`: a model for one text
+    /// column, its terms in order through Embedding(mask_zero) and an LSTM or GRU of `units`, then the Dense
+    /// layers.
     pub kind: ModelKind,
     /// LSTM width (kind = "lstm").
     pub units: usize,
@@ -82,6 +83,7 @@ pub enum ModelKind {
     #[default]
     Mlp,
     Lstm,
+    Gru,
 }
 
 impl Default for TableModel {
@@ -237,13 +239,17 @@ impl std::fmt::Display for TableScores {
 pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss: Option<Loss>) -> Result<Sequential> {
     let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
     match (m.kind, prep.features.as_slice()) {
-        (ModelKind::Lstm, [Feature { kind: FeatureKind::Text { vocab, opts }, .. }]) => {
+        (ModelKind::Lstm | ModelKind::Gru, [Feature { kind: FeatureKind::Text { vocab, opts }, .. }]) => {
             model.add(Embedding::new(vocab.len() + 2, opts.dim).mask_zero(true))?;
-            model.add(Lstm::new(m.units))?;
+            if m.kind == ModelKind::Lstm {
+                model.add(Lstm::new(m.units))?;
+            } else {
+                model.add(Gru::new(m.units))?;
+            }
         }
-        (ModelKind::Lstm, _) => {
+        (ModelKind::Lstm | ModelKind::Gru, _) => {
             return Err(Error::Config(
-                "model.kind = \"lstm\" reads one text column: ignore the other columns (data.ignore)".into(),
+                "model.kind = \"lstm\" or \"gru\" reads one text column: ignore the other columns (data.ignore)".into(),
             ));
         }
         (ModelKind::Mlp, _) => {

@@ -23,6 +23,7 @@ pub enum LayerConfig {
     CategoryEmbedding(CategoryEmbedding),
     Embedding(Embedding),
     Lstm(Lstm),
+    Gru(Gru),
 }
 
 impl LayerConfig {
@@ -40,6 +41,7 @@ impl LayerConfig {
             LayerConfig::CategoryEmbedding(_) => "CategoryEmbedding",
             LayerConfig::Embedding(_) => "Embedding",
             LayerConfig::Lstm(_) => "LSTM",
+            LayerConfig::Gru(_) => "GRU",
         }
     }
 
@@ -57,6 +59,7 @@ impl LayerConfig {
             LayerConfig::CategoryEmbedding(_) => "category_embedding",
             LayerConfig::Embedding(_) => "embedding",
             LayerConfig::Lstm(_) => "lstm",
+            LayerConfig::Gru(_) => "gru",
         }
     }
 
@@ -73,6 +76,7 @@ impl LayerConfig {
             LayerConfig::CategoryEmbedding(c) => c.name.as_deref(),
             LayerConfig::Embedding(c) => c.name.as_deref(),
             LayerConfig::Lstm(c) => c.name.as_deref(),
+            LayerConfig::Gru(c) => c.name.as_deref(),
         }
     }
 
@@ -89,6 +93,7 @@ impl LayerConfig {
             LayerConfig::CategoryEmbedding(c) => &mut c.name,
             LayerConfig::Embedding(c) => &mut c.name,
             LayerConfig::Lstm(c) => &mut c.name,
+            LayerConfig::Gru(c) => &mut c.name,
         };
         *slot = Some(name);
     }
@@ -330,6 +335,23 @@ impl Lstm {
     }
 }
 
+/// Gated recurrent unit over a sequence (Keras's GRU with reset_after = true, the same equations as
+/// PyTorch's GRU): kernel [features, 3·units] and recurrent kernel [units, 3·units] with gates in Keras's order
+/// z, r, h; bias [2, 3·units] (input and recurrent). Output the last state; masked steps keep it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gru {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub units: usize,
+}
+
+impl Gru {
+    pub fn new(units: usize) -> Self {
+        Gru { name: None, units }
+    }
+}
+
 /// Zeroes a fraction `rate` of its inputs while training (scaling the rest by 1/(1 − rate)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -386,7 +408,7 @@ macro_rules! into_config {
 }
 into_config!(Dense => Dense, Conv2D => Conv2d, MaxPooling2D => MaxPooling2d, AveragePooling2D => AveragePooling2d,
     Flatten => Flatten, Dropout => Dropout, ActivationLayer => Activation, BatchNormalization => BatchNormalization,
-    CategoryEmbedding => CategoryEmbedding, Embedding => Embedding, Lstm => Lstm);
+    CategoryEmbedding => CategoryEmbedding, Embedding => Embedding, Lstm => Lstm, Gru => Gru);
 
 impl Dense {
     pub fn new(units: usize) -> Self {

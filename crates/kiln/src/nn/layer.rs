@@ -191,6 +191,18 @@ impl Layer {
                 add(g, "bias", &[4 * u], bias, true)?;
                 vec![u]
             }
+            LayerConfig::Gru(c) => {
+                positive(c.units, "units", &name)?;
+                let [_, features] = input else {
+                    return Err(misfit("a sequence (steps, features)"));
+                };
+                let (f, u) = (*features, c.units);
+                let glorot = crate::nn::Initializer::GlorotUniform;
+                add(g, "kernel", &[f, 3 * u], glorot.fill(&[f, 3 * u], rng), true)?;
+                add(g, "recurrent_kernel", &[u, 3 * u], glorot.fill(&[u, 3 * u], rng), true)?;
+                add(g, "bias", &[2, 3 * u], vec![0.0; 6 * u], true)?;
+                vec![u]
+            }
             LayerConfig::CategoryEmbedding(c) => {
                 let [width] = input else {
                     return Err(misfit("a flat input (features,)"));
@@ -271,6 +283,7 @@ impl Layer {
                 g.reshape(e, &[n, steps, c.output_dim])
             }
             LayerConfig::Lstm(c) => lstm(g, x, &self.params, c.units, mask),
+            LayerConfig::Gru(c) => gru(g, x, &self.params, c.units, mask),
             LayerConfig::CategoryEmbedding(c) => {
                 // The indices are data (the batch's input), read from the graph; the embeddings take the gradient.
                 let width = c.numeric + c.ids();
@@ -413,6 +426,55 @@ fn lstm(
             }
             None => (h, c) = (h_new, c_new),
         }
+    }
+    Ok(h)
+}
+
+/// A GRU over x [n, steps, features] from a zero state; returns the last h [n, units]. With `mask`, a masked
+/// step keeps h as it was.
+fn gru(
+    g: &mut Graph<f32>,
+    x: Var,
+    params: &[kiln_core::ParamId],
+    u: usize,
+    mask: Option<&[f32]>,
+) -> kiln_core::Result<Var> {
+    let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
+    let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
+    let b_in = g.slice(b, 0, 0, 1)?;
+    let b_in = g.reshape(b_in, &[3 * u])?;
+    let b_rec = g.slice(b, 0, 1, 2)?;
+    let b_rec = g.reshape(b_rec, &[3 * u])?;
+    let mut h = g.input(&[n, u], &vec![0.0f32; n * u])?;
+    for t in 0..steps {
+        let xt = g.slice(x, 1, t, t + 1)?;
+        let xt = g.reshape(xt, &[n, f])?;
+        let zx = g.linear(xt, w, Some(b_in), None)?;
+        let zh = g.linear(h, r, Some(b_rec), None)?;
+        let part = |g: &mut Graph<f32>, v: Var, k: usize| g.slice(v, 1, k * u, (k + 1) * u);
+        let (zx0, zx1, zx2) = (part(g, zx, 0)?, part(g, zx, 1)?, part(g, zx, 2)?);
+        let (zh0, zh1, zh2) = (part(g, zh, 0)?, part(g, zh, 1)?, part(g, zh, 2)?);
+        let z = g.add(zx0, zh0)?;
+        let z = g.sigmoid(z)?;
+        let rr = g.add(zx1, zh1)?;
+        let rr = g.sigmoid(rr)?;
+        let gated = g.mul(rr, zh2)?;
+        let cand = g.add(zx2, gated)?;
+        let cand = g.tanh(cand)?;
+        // h' = z·h + (1 − z)·cand = cand + z·(h − cand)
+        let d = g.sub(h, cand)?;
+        let zd = g.mul(z, d)?;
+        let h_new = g.add(cand, zd)?;
+        h = match mask {
+            Some(m) => {
+                let mt: Vec<f32> = (0..n).map(|row| m[row * steps + t]).collect();
+                let inv: Vec<f32> = mt.iter().map(|v| 1.0 - v).collect();
+                let (mv, iv) = (g.input(&[n, 1], &mt)?, g.input(&[n, 1], &inv)?);
+                let (a, bb) = (g.mul(h_new, mv)?, g.mul(h, iv)?);
+                g.add(a, bb)?
+            }
+            None => h_new,
+        };
     }
     Ok(h)
 }

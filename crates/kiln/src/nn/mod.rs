@@ -8,7 +8,7 @@ mod layer;
 pub use activation::Activation;
 pub use config::{
     ActivationLayer, AveragePooling2D, BatchNormalization, CategoryEmbedding, Conv2D, Dense, Dropout, Embedding,
-    Flatten, LayerConfig, Lstm, MaxPooling2D, PaddingConfig, Pair,
+    Flatten, Gru, LayerConfig, Lstm, MaxPooling2D, PaddingConfig, Pair,
 };
 pub use init::{Initializer, Regularizer, fans};
 pub use layer::Layer;

@@ -1,5 +1,6 @@
-//! Embedding(mask_zero) -> LSTM against PyTorch (fixture from tools/make_lstm_fixture.py): the last state
-//! of a full and of a padded sequence, and the gradients of every weight; padding does not change results.
+//! Embedding(mask_zero) -> LSTM and -> GRU against PyTorch (fixtures from tools/make_rnn_fixtures.py): the
+//! last state of a full and of a padded sequence, and the gradients of every weight; padding does not change
+//! results.
 
 use kiln::prelude::*;
 use serde_json::Value;
@@ -19,20 +20,33 @@ fn close(name: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
-fn model(steps: usize) -> Sequential {
+fn model(steps: usize, gru: bool) -> Sequential {
     let mut m = Sequential::new(&[steps]);
     m.add(Embedding::new(7, 3).mask_zero(true)).unwrap();
-    m.add(Lstm::new(4)).unwrap();
+    if gru {
+        m.add(Gru::new(4)).unwrap();
+    } else {
+        m.add(Lstm::new(4)).unwrap();
+    }
     m.compile(Sgd::new(1.0), Loss::MeanSquaredError, &[]).unwrap();
     m
 }
 
 #[test]
 fn lstm_matches_pytorch_values_and_gradients() {
-    let f: Value = serde_json::from_str(include_str!("fixtures/lstm.json")).unwrap();
+    check(include_str!("fixtures/lstm.json"), false);
+}
+
+#[test]
+fn gru_matches_pytorch_values_and_gradients() {
+    check(include_str!("fixtures/gru.json"), true);
+}
+
+fn check(fixture: &str, gru: bool) {
+    let f: Value = serde_json::from_str(fixture).unwrap();
     let weights = vec![flat(&f["E"]), flat(&f["W"]), flat(&f["U"]), flat(&f["b"])];
     let ids = Tensor::new(&[2, 5], flat(&f["ids"])).unwrap();
-    let mut m = model(5);
+    let mut m = model(5, gru);
     m.set_weights(&weights).unwrap();
     let h = m.predict(&ids, 2).unwrap();
     close("h", h.data(), &flat(&f["h"]), 1e-5);
@@ -47,7 +61,7 @@ fn lstm_matches_pytorch_values_and_gradients() {
     }
 
     // The padded sequence alone, without its padding, gives the same state.
-    let mut short = model(2);
+    let mut short = model(2, gru);
     short.set_weights(&weights).unwrap();
     let h2 = short.predict(&Tensor::new(&[1, 2], vec![6.0, 2.0]).unwrap(), 1).unwrap();
     close("h without padding", h2.data(), &h.data()[4..8], 1e-6);

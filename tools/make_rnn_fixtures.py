@@ -1,0 +1,75 @@
+"""PyTorch references for kiln's Embedding(mask_zero) -> LSTM and -> GRU: the last state of each sequence and the
+gradients of sum(h * R) for fixed weights, with one sequence padded (PyTorch: pack_padded_sequence). Writes
+crates/kiln/tests/fixtures/lstm.json and gru.json.
+
+    python3 tools/make_rnn_fixtures.py     # needs torch
+"""
+import json
+import os
+
+import torch
+
+torch.manual_seed(0)
+vocab, dim, units = 7, 3, 4
+ids = torch.tensor([[1, 2, 3, 4, 5], [6, 2, 0, 0, 0]])
+lengths = torch.tensor([5, 2])
+E = torch.randn(vocab, dim) * 0.5
+W = torch.randn(dim, 4 * units) * 0.5   # Keras layout: kernel [features, 4 units], gates i, f, c, o
+U = torch.randn(units, 4 * units) * 0.5
+b = torch.randn(4 * units) * 0.1
+R = torch.randn(2, units)
+E, W, U, b = (t.clone().requires_grad_(True) for t in (E, W, U, b))
+
+lstm = torch.nn.LSTM(dim, units, batch_first=True)
+with torch.no_grad():
+    lstm.bias_hh_l0.zero_()
+emb = E[ids]
+packed = torch.nn.utils.rnn.pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+# PyTorch's weights are the transposes of Keras's; the gate order (i, f, g, o) is the same.
+_, (h, _) = torch.func.functional_call(
+    lstm, {"weight_ih_l0": W.t(), "weight_hh_l0": U.t(), "bias_ih_l0": b, "bias_hh_l0": torch.zeros(4 * units)},
+    (packed,))
+h = h[0]
+(h * R).sum().backward()
+out = {
+    "torch": torch.__version__, "ids": ids.tolist(), "E": E.tolist(), "W": W.tolist(), "U": U.tolist(),
+    "b": b.tolist(), "R": R.tolist(), "h": h.tolist(),
+    "dE": E.grad.tolist(), "dW": W.grad.tolist(), "dU": U.grad.tolist(), "db": b.grad.tolist(),
+}
+path = os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "lstm.json")
+with open(path, "w") as f:
+    json.dump(out, f)
+print("wrote", os.path.normpath(path))
+
+# GRU: Keras layout (kernel [features, 3 units], gates z, r, h; bias [2, 3 units]: input, recurrent) against
+# PyTorch's (weight_ih [3 units, features], gates r, z, n; bias_ih, bias_hh), reset applied after the matmul
+# in both (Keras reset_after=True).
+torch.manual_seed(1)
+Wg = (torch.randn(dim, 3 * units) * 0.5).requires_grad_(True)
+Ug = (torch.randn(units, 3 * units) * 0.5).requires_grad_(True)
+bg = (torch.randn(2, 3 * units) * 0.1).requires_grad_(True)
+E.grad = None
+gru = torch.nn.GRU(dim, units, batch_first=True)
+
+
+def to_torch(m):
+    z, r, n = m[..., :units], m[..., units:2 * units], m[..., 2 * units:]
+    return torch.cat([r, z, n], dim=-1)
+
+
+emb = E[ids]
+packed = torch.nn.utils.rnn.pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+_, hg = torch.func.functional_call(
+    gru, {"weight_ih_l0": to_torch(Wg).t(), "weight_hh_l0": to_torch(Ug).t(), "bias_ih_l0": to_torch(bg[0]),
+          "bias_hh_l0": to_torch(bg[1])}, (packed,))
+hg = hg[0]
+(hg * R).sum().backward()
+out = {
+    "torch": torch.__version__, "ids": ids.tolist(), "E": E.tolist(), "W": Wg.tolist(), "U": Ug.tolist(),
+    "b": bg.tolist(), "R": R.tolist(), "h": hg.tolist(),
+    "dE": E.grad.tolist(), "dW": Wg.grad.tolist(), "dU": Ug.grad.tolist(), "db": bg.grad.tolist(),
+}
+path = os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "gru.json")
+with open(path, "w") as f:
+    json.dump(out, f)
+print("wrote", os.path.normpath(path))
