@@ -1,6 +1,6 @@
 """PyTorch references for kiln's Embedding(mask_zero) -> LSTM and -> GRU: the last state of each sequence and the
 gradients of sum(h * R) for fixed weights, with one sequence padded (PyTorch: pack_padded_sequence). Writes
-crates/kiln/tests/fixtures/lstm.json and gru.json.
+crates/kiln/tests/fixtures/lstm.json and gru.json; and for Conv1D + GlobalMaxPooling1D, conv1d.json.
 
     python3 tools/make_rnn_fixtures.py     # needs torch
 """
@@ -70,6 +70,22 @@ out = {
     "dE": E.grad.tolist(), "dW": Wg.grad.tolist(), "dU": Ug.grad.tolist(), "db": bg.grad.tolist(),
 }
 path = os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "gru.json")
+with open(path, "w") as f:
+    json.dump(out, f)
+print("wrote", os.path.normpath(path))
+
+# Conv1D (Keras layout: kernel [kernel_size, channels, filters]) + ReLU + GlobalMaxPooling1D, against
+# torch.nn.functional.conv1d (weight [filters, channels, kernel_size]) and a max over time.
+torch.manual_seed(2)
+x = torch.randn(2, 6, 3)
+Wc = (torch.randn(3, 3, 4) * 0.5).requires_grad_(True)
+bc = (torch.randn(4) * 0.1).requires_grad_(True)
+Rc = torch.randn(2, 4)
+y = torch.nn.functional.conv1d(x.transpose(1, 2), Wc.permute(2, 1, 0), bc).relu().amax(dim=2)
+(y * Rc).sum().backward()
+out = {"torch": torch.__version__, "x": x.tolist(), "W": Wc.tolist(), "b": bc.tolist(), "R": Rc.tolist(),
+       "y": y.tolist(), "dW": Wc.grad.tolist(), "db": bc.grad.tolist()}
+path = os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "conv1d.json")
 with open(path, "w") as f:
     json.dump(out, f)
 print("wrote", os.path.normpath(path))

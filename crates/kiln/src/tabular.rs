@@ -11,7 +11,9 @@ use crate::data::table::{ColumnType, Table};
 use crate::loss::Loss;
 use crate::metrics::{ClassificationReport, Metric, pr_auc, regression_scores, roc_auc};
 use crate::model::Sequential;
-use crate::nn::{Activation, CategoryEmbedding, Dense, Dropout, Embedding, Gru, Lstm, Regularizer};
+use crate::nn::{
+    Activation, CategoryEmbedding, Conv1D, Dense, Dropout, Embedding, GlobalMaxPooling1D, Gru, Lstm, Regularizer,
+};
 use crate::optim::Adam;
 use crate::train::FitOptions;
 use kiln_core::{Error, Result, Rng, Tensor};
@@ -66,8 +68,10 @@ pub struct TableModel {
     /// column, its terms in order through Embedding(mask_zero) and an LSTM or GRU of `units`, then the Dense
     /// layers.
     pub kind: ModelKind,
-    /// LSTM width (kind = "lstm").
+    /// LSTM or GRU width, or Conv1D filters.
     pub units: usize,
+    /// Conv1D window in terms (kind = "cnn").
+    pub kernel_size: usize,
     /// Widths of the hidden Dense layers (ReLU).
     pub hidden: Vec<usize>,
     /// Dropout after each hidden layer.
@@ -84,11 +88,21 @@ pub enum ModelKind {
     Mlp,
     Lstm,
     Gru,
+    /// Embedding → Conv1D(units filters of `kernel_size` terms, ReLU) → GlobalMaxPooling1D.
+    Cnn,
 }
 
 impl Default for TableModel {
     fn default() -> Self {
-        TableModel { kind: ModelKind::Mlp, units: 64, hidden: vec![64, 32], dropout: 0.1, l2: 0.0, seed: 0 }
+        TableModel {
+            kind: ModelKind::Mlp,
+            units: 64,
+            kernel_size: 3,
+            hidden: vec![64, 32],
+            dropout: 0.1,
+            l2: 0.0,
+            seed: 0,
+        }
     }
 }
 
@@ -239,17 +253,25 @@ impl std::fmt::Display for TableScores {
 pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss: Option<Loss>) -> Result<Sequential> {
     let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
     match (m.kind, prep.features.as_slice()) {
-        (ModelKind::Lstm | ModelKind::Gru, [Feature { kind: FeatureKind::Text { vocab, opts }, .. }]) => {
-            model.add(Embedding::new(vocab.len() + 2, opts.dim).mask_zero(true))?;
-            if m.kind == ModelKind::Lstm {
-                model.add(Lstm::new(m.units))?;
-            } else {
-                model.add(Gru::new(m.units))?;
-            }
+        (
+            ModelKind::Lstm | ModelKind::Gru | ModelKind::Cnn,
+            [Feature { kind: FeatureKind::Text { vocab, opts }, .. }],
+        ) => {
+            model.add(Embedding::new(vocab.len() + 2, opts.dim).mask_zero(m.kind != ModelKind::Cnn))?;
+            match m.kind {
+                ModelKind::Lstm => model.add(Lstm::new(m.units))?,
+                ModelKind::Gru => model.add(Gru::new(m.units))?,
+                _ => {
+                    model.add(Conv1D::new(m.units, m.kernel_size).activation(Activation::Relu))?;
+                    model.add(GlobalMaxPooling1D::new())?
+                }
+            };
         }
-        (ModelKind::Lstm | ModelKind::Gru, _) => {
+        (ModelKind::Lstm | ModelKind::Gru | ModelKind::Cnn, _) => {
             return Err(Error::Config(
-                "model.kind = \"lstm\" or \"gru\" reads one text column: ignore the other columns (data.ignore)".into(),
+                "model.kind = \"lstm\", \"gru\" or \"cnn\" reads one text column: ignore the other columns \
+                 (data.ignore)"
+                    .into(),
             ));
         }
         (ModelKind::Mlp, _) => {

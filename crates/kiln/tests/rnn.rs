@@ -1,4 +1,4 @@
-//! Embedding(mask_zero) -> LSTM and -> GRU against PyTorch (fixtures from tools/make_rnn_fixtures.py): the
+//! Embedding(mask_zero) -> LSTM and -> GRU, and Conv1D -> GlobalMaxPooling1D, against PyTorch (fixtures from tools/make_rnn_fixtures.py): the
 //! last state of a full and of a padded sequence, and the gradients of every weight; padding does not change
 //! results.
 
@@ -65,4 +65,26 @@ fn check(fixture: &str, gru: bool) {
     short.set_weights(&weights).unwrap();
     let h2 = short.predict(&Tensor::new(&[1, 2], vec![6.0, 2.0]).unwrap(), 1).unwrap();
     close("h without padding", h2.data(), &h.data()[4..8], 1e-6);
+}
+
+#[test]
+fn conv1d_and_global_max_pooling_match_pytorch() {
+    let f: Value = serde_json::from_str(include_str!("fixtures/conv1d.json")).unwrap();
+    let mut m = Sequential::new(&[6, 3]);
+    m.add(Conv1D::new(4, 3).activation(Activation::Relu)).unwrap();
+    m.add(GlobalMaxPooling1D::new()).unwrap();
+    m.compile(Sgd::new(1.0), Loss::MeanSquaredError, &[]).unwrap();
+    let weights = vec![flat(&f["W"]), flat(&f["b"])];
+    m.set_weights(&weights).unwrap();
+    let x = Tensor::new(&[2, 6, 3], flat(&f["x"])).unwrap();
+    let y = m.predict(&x, 2).unwrap();
+    close("y", y.data(), &flat(&f["y"]), 1e-5);
+    let r = flat(&f["R"]);
+    let target = Tensor::new(&[2, 4], y.data().iter().zip(&r).map(|(y, r)| y - 4.0 * r).collect()).unwrap();
+    m.train_on_batch(&x, &target).unwrap();
+    let after = m.get_weights();
+    for (k, name) in ["dW", "db"].iter().enumerate() {
+        let grad: Vec<f32> = weights[k].iter().zip(&after[k]).map(|(b, a)| b - a).collect();
+        close(name, &grad, &flat(&f[*name]), 1e-4);
+    }
 }

@@ -68,7 +68,7 @@ fn a_class_training_never_saw_is_named() {
 }
 
 #[test]
-fn an_lstm_reads_a_text_column_in_order() {
+fn sequence_models_read_a_text_column_in_order() {
     use kiln::tabular::ModelKind;
     let dir = std::env::temp_dir().join(format!("kiln-tab3-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -90,7 +90,6 @@ fn an_lstm_reads_a_text_column_in_order() {
     cfg.data.prepare.text.dim = 8;
     // Four distinct texts would be inferred a category: say it is text.
     cfg.data.columns.insert("text".into(), kiln::data::table::ColumnType::Text);
-    cfg.model.kind = ModelKind::Lstm;
     cfg.model.units = 8;
     cfg.model.hidden = vec![];
     cfg.train.epochs = 30;
@@ -98,9 +97,12 @@ fn an_lstm_reads_a_text_column_in_order() {
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let (test, train) = tabular::split(&cfg, &table, &types).unwrap();
-    let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
-    assert_eq!(model.layers()[1].config().class_name(), "LSTM");
-    let s = tabular::score(&mut model, &table, &test).unwrap();
-    assert!(s.accuracy.unwrap() > 0.95, "{s}");
+    for (kind, layer) in [(ModelKind::Lstm, "LSTM"), (ModelKind::Gru, "GRU"), (ModelKind::Cnn, "Conv1D")] {
+        cfg.model.kind = kind;
+        let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+        assert_eq!(model.layers()[1].config().class_name(), layer);
+        let s = tabular::score(&mut model, &table, &test).unwrap();
+        assert!(s.accuracy.unwrap() > 0.95, "{layer}: {s}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

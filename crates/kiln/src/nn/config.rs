@@ -24,6 +24,10 @@ pub enum LayerConfig {
     Embedding(Embedding),
     Lstm(Lstm),
     Gru(Gru),
+    #[serde(rename = "conv1d", alias = "conv1D")]
+    Conv1d(Conv1D),
+    #[serde(rename = "global_max_pooling1d")]
+    GlobalMaxPooling1d(GlobalMaxPooling1D),
 }
 
 impl LayerConfig {
@@ -42,6 +46,8 @@ impl LayerConfig {
             LayerConfig::Embedding(_) => "Embedding",
             LayerConfig::Lstm(_) => "LSTM",
             LayerConfig::Gru(_) => "GRU",
+            LayerConfig::Conv1d(_) => "Conv1D",
+            LayerConfig::GlobalMaxPooling1d(_) => "GlobalMaxPooling1D",
         }
     }
 
@@ -60,6 +66,8 @@ impl LayerConfig {
             LayerConfig::Embedding(_) => "embedding",
             LayerConfig::Lstm(_) => "lstm",
             LayerConfig::Gru(_) => "gru",
+            LayerConfig::Conv1d(_) => "conv1d",
+            LayerConfig::GlobalMaxPooling1d(_) => "global_max_pooling1d",
         }
     }
 
@@ -77,6 +85,8 @@ impl LayerConfig {
             LayerConfig::Embedding(c) => c.name.as_deref(),
             LayerConfig::Lstm(c) => c.name.as_deref(),
             LayerConfig::Gru(c) => c.name.as_deref(),
+            LayerConfig::Conv1d(c) => c.name.as_deref(),
+            LayerConfig::GlobalMaxPooling1d(c) => c.name.as_deref(),
         }
     }
 
@@ -94,6 +104,8 @@ impl LayerConfig {
             LayerConfig::Embedding(c) => &mut c.name,
             LayerConfig::Lstm(c) => &mut c.name,
             LayerConfig::Gru(c) => &mut c.name,
+            LayerConfig::Conv1d(c) => &mut c.name,
+            LayerConfig::GlobalMaxPooling1d(c) => &mut c.name,
         };
         *slot = Some(name);
     }
@@ -103,6 +115,7 @@ impl LayerConfig {
         match self {
             LayerConfig::Dense(c) => c.activation,
             LayerConfig::Conv2d(c) => c.activation,
+            LayerConfig::Conv1d(c) => c.activation,
             LayerConfig::Activation(c) => c.activation,
             _ => Activation::Linear,
         }
@@ -352,6 +365,45 @@ impl Gru {
     }
 }
 
+/// A 1-D convolution over a sequence (Keras's Conv1D, valid padding, stride 1): input (steps, channels),
+/// kernel [kernel_size, channels, filters], output (steps − kernel_size + 1, filters). Runs as a conv2d of
+/// height 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conv1D {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub filters: usize,
+    pub kernel_size: usize,
+    #[serde(default)]
+    pub activation: Activation,
+}
+
+impl Conv1D {
+    pub fn new(filters: usize, kernel_size: usize) -> Self {
+        Conv1D { name: None, filters, kernel_size, activation: Activation::Linear }
+    }
+    pub fn activation(mut self, a: Activation) -> Self {
+        self.activation = a;
+        self
+    }
+}
+
+/// The largest value of each channel over the steps (Keras's GlobalMaxPooling1D): (steps, channels) →
+/// (channels,).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalMaxPooling1D {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl GlobalMaxPooling1D {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
 /// Zeroes a fraction `rate` of its inputs while training (scaling the rest by 1/(1 − rate)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -408,7 +460,8 @@ macro_rules! into_config {
 }
 into_config!(Dense => Dense, Conv2D => Conv2d, MaxPooling2D => MaxPooling2d, AveragePooling2D => AveragePooling2d,
     Flatten => Flatten, Dropout => Dropout, ActivationLayer => Activation, BatchNormalization => BatchNormalization,
-    CategoryEmbedding => CategoryEmbedding, Embedding => Embedding, Lstm => Lstm, Gru => Gru);
+    CategoryEmbedding => CategoryEmbedding, Embedding => Embedding, Lstm => Lstm, Gru => Gru,
+    Conv1D => Conv1d, GlobalMaxPooling1D => GlobalMaxPooling1d);
 
 impl Dense {
     pub fn new(units: usize) -> Self {

@@ -191,6 +191,25 @@ impl Layer {
                 add(g, "bias", &[4 * u], bias, true)?;
                 vec![u]
             }
+            LayerConfig::Conv1d(c) => {
+                positive(c.filters.min(c.kernel_size), "filters and kernel_size", &name)?;
+                let [steps, ch] = input else {
+                    return Err(misfit("a sequence (steps, channels)"));
+                };
+                if *steps < c.kernel_size {
+                    return Err(misfit(&format!("at least {} steps", c.kernel_size)));
+                }
+                let ks = [1, c.kernel_size, *ch, c.filters];
+                add(g, "kernel", &ks, crate::nn::Initializer::GlorotUniform.fill(&ks, rng), true)?;
+                add(g, "bias", &[c.filters], vec![0.0; c.filters], true)?;
+                vec![steps - c.kernel_size + 1, c.filters]
+            }
+            LayerConfig::GlobalMaxPooling1d(_) => {
+                let [_, ch] = input else {
+                    return Err(misfit("a sequence (steps, channels)"));
+                };
+                vec![*ch]
+            }
             LayerConfig::Gru(c) => {
                 positive(c.units, "units", &name)?;
                 let [_, features] = input else {
@@ -284,6 +303,15 @@ impl Layer {
             }
             LayerConfig::Lstm(c) => lstm(g, x, &self.params, c.units, mask),
             LayerConfig::Gru(c) => gru(g, x, &self.params, c.units, mask),
+            LayerConfig::Conv1d(c) => {
+                let (n, steps, ch) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
+                let x4 = g.reshape(x, &[n, 1, steps, ch])?;
+                let (w, b) = (g.use_param(self.params[0]), g.use_param(self.params[1]));
+                let y = g.conv2d(x4, w, Some(b), (1, 1), kiln_core::Padding::Valid, fused(c.activation))?;
+                let y = g.reshape(y, &[n, steps - c.kernel_size + 1, c.filters])?;
+                finish(g, y, c.activation)
+            }
+            LayerConfig::GlobalMaxPooling1d(_) => g.max(x, Some(1), false),
             LayerConfig::CategoryEmbedding(c) => {
                 // The indices are data (the batch's input), read from the graph; the embeddings take the gradient.
                 let width = c.numeric + c.ids();

@@ -7,8 +7,8 @@ mod layer;
 
 pub use activation::Activation;
 pub use config::{
-    ActivationLayer, AveragePooling2D, BatchNormalization, CategoryEmbedding, Conv2D, Dense, Dropout, Embedding,
-    Flatten, Gru, LayerConfig, Lstm, MaxPooling2D, PaddingConfig, Pair,
+    ActivationLayer, AveragePooling2D, BatchNormalization, CategoryEmbedding, Conv1D, Conv2D, Dense, Dropout,
+    Embedding, Flatten, GlobalMaxPooling1D, Gru, LayerConfig, Lstm, MaxPooling2D, PaddingConfig, Pair,
 };
 pub use init::{Initializer, Regularizer, fans};
 pub use layer::Layer;
