@@ -1,0 +1,103 @@
+"""Text models' training speed, kiln next to PyTorch in one run (the text row of the benchmark suite).
+
+    python3 bench/text_side_by_side.py [--epochs 2]
+
+Same shapes in both (kiln's crates/kiln-bench/src/bin/textbench.rs): 20,000 synthetic sequences of 100 term ids
+(vocabulary 20,000, a third of each row padding on average), batch 64, Adam, binary cross-entropy; an
+embedding bag (mean of 64-wide vectors, padding excluded → Dense 32 ReLU → 1) and an LSTM (Embedding 64,
+padding masked via packed sequences → LSTM 32 → 1). PyTorch runs with 1 and with 2 threads, in .bench-venv
+(made by bench/side_by_side.py). Seconds per epoch are medians over --epochs.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+N, LEN, VOCAB = 20_000, 100, 20_000
+
+
+def torch_child(threads, epochs):
+    import numpy as np
+    import torch
+    import torch.nn as nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(7)
+    lens = rng.integers(LEN // 3, LEN + 1, N)
+    ids = (2 + (rng.random((N, LEN)) ** 3) * (VOCAB - 2)).astype(np.int64)
+    ids[np.arange(LEN)[None, :] >= lens[:, None]] = 0
+    y = torch.from_numpy((rng.random(N) < 0.5).astype(np.float32))[:, None]
+    x, lens = torch.from_numpy(ids), torch.from_numpy(lens)
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e = nn.EmbeddingBag(VOCAB, 64, mode="mean", padding_idx=0)
+            self.d = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 1))
+
+        def forward(self, x, lens):
+            return self.d(self.e(x))
+
+    class Rnn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e = nn.Embedding(VOCAB, 64, padding_idx=0)
+            self.l = nn.LSTM(64, 32, batch_first=True)
+            self.d = nn.Linear(32, 1)
+
+        def forward(self, x, lens):
+            p = nn.utils.rnn.pack_padded_sequence(self.e(x), lens, batch_first=True, enforce_sorted=False)
+            return self.d(self.l(p)[1][0][0])
+
+    out = {}
+    for name, model in [("embedding_bag", Bag()), ("lstm", Rnn())]:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+        loss_fn = nn.BCEWithLogitsLoss()
+        times = []
+        for _ in range(epochs):
+            t = time.perf_counter()
+            perm = torch.randperm(N)
+            for i in range(0, N, 64):
+                idx = perm[i:i + 64]
+                opt.zero_grad()
+                loss_fn(model(x[idx], lens[idx]), y[idx]).backward()
+                opt.step()
+            times.append(time.perf_counter() - t)
+        out[name] = statistics.median(times)
+    print(json.dumps(out))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        return torch_child(a.child, a.epochs)
+    py = os.path.join(ROOT, ".bench-venv", "bin", "python")
+    if not os.path.exists(py):
+        sys.exit("run bench/side_by_side.py once first: it creates .bench-venv with torch")
+    subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "kiln-bench", "--bin", "textbench"], cwd=ROOT)
+    out = subprocess.run([os.path.join(ROOT, "target", "release", "textbench"), "--epochs", str(a.epochs)],
+                         capture_output=True, text=True, check=True).stdout
+    kiln = {r["model"]: r["epoch_s"] for r in map(json.loads, out.strip().splitlines())}
+    results = {"kiln": kiln}
+    for t in (1, 2):
+        o = subprocess.run([py, os.path.abspath(__file__), "--child", str(t), "--epochs", str(a.epochs)],
+                           capture_output=True, text=True, check=True)
+        results[f"PyTorch, {t} thread{'s' if t > 1 else ''}"] = json.loads(o.stdout.strip().splitlines()[-1])
+    print(f"20,000 sequences of 100 ids, batch 64, Adam; seconds per epoch, median of {a.epochs}\n")
+    print("| framework | embedding bag s/epoch | LSTM s/epoch | kiln time / theirs (bag, LSTM) |")
+    print("|---|---|---|---|")
+    for name, r in results.items():
+        ratio = "-" if name == "kiln" else f"{kiln['embedding_bag'] / r['embedding_bag']:.2f}x, {kiln['lstm'] / r['lstm']:.2f}x"
+        print(f"| {name} | {r['embedding_bag']:.2f} | {r['lstm']:.2f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
