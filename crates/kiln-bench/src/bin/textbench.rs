@@ -50,17 +50,15 @@ fn model(kind: ModelKind) -> Sequential {
 }
 
 fn main() {
-    let epochs: usize = std::env::args()
-        .skip_while(|a| a != "--epochs")
-        .nth(1)
-        .map(|v| v.parse().expect("--epochs N"))
-        .unwrap_or(1);
+    let epochs: usize =
+        std::env::args().skip_while(|a| a != "--epochs").nth(1).map(|v| v.parse().expect("--epochs N")).unwrap_or(1);
     let (x, y) = data();
     for (name, kind) in [("embedding_bag", ModelKind::Mlp), ("lstm", ModelKind::Lstm)] {
         let mut m = model(kind);
         let mut secs = Vec::new();
         for e in 0..epochs {
-            let h = m.fit(&x, &y, FitOptions { epochs: 1, batch_size: 64, seed: e as u64, ..Default::default() }).unwrap();
+            let h =
+                m.fit(&x, &y, FitOptions { epochs: 1, batch_size: 64, seed: e as u64, ..Default::default() }).unwrap();
             secs.push(h.epochs[0].seconds);
         }
         secs.sort_by(f64::total_cmp);

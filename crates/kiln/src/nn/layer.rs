@@ -441,19 +441,10 @@ fn lstm(
         let c_new = g.add(keep, add)?;
         let tc = g.tanh(c_new)?;
         let h_new = g.mul(o, tc)?;
-        match mask {
-            Some(m) => {
-                // state = m·new + (1 − m)·old, per row.
-                let mt: Vec<f32> = (0..n).map(|r| m[r * steps + t]).collect();
-                let inv: Vec<f32> = mt.iter().map(|v| 1.0 - v).collect();
-                let (mv, iv) = (g.input(&[n, 1], &mt)?, g.input(&[n, 1], &inv)?);
-                let (a, bb) = (g.mul(h_new, mv)?, g.mul(h, iv)?);
-                h = g.add(a, bb)?;
-                let (a, bb) = (g.mul(c_new, mv)?, g.mul(c, iv)?);
-                c = g.add(a, bb)?;
-            }
-            None => (h, c) = (h_new, c_new),
-        }
+        (h, c) = match mask {
+            Some(m) => (keep_masked(g, h_new, h, m, steps, t)?, keep_masked(g, c_new, c, m, steps, t)?),
+            None => (h_new, c_new),
+        };
     }
     Ok(h)
 }
@@ -494,15 +485,19 @@ fn gru(
         let zd = g.mul(z, d)?;
         let h_new = g.add(cand, zd)?;
         h = match mask {
-            Some(m) => {
-                let mt: Vec<f32> = (0..n).map(|row| m[row * steps + t]).collect();
-                let inv: Vec<f32> = mt.iter().map(|v| 1.0 - v).collect();
-                let (mv, iv) = (g.input(&[n, 1], &mt)?, g.input(&[n, 1], &inv)?);
-                let (a, bb) = (g.mul(h_new, mv)?, g.mul(h, iv)?);
-                g.add(a, bb)?
-            }
+            Some(m) => keep_masked(g, h_new, h, m, steps, t)?,
             None => h_new,
         };
     }
     Ok(h)
+}
+
+/// new·m + old·(1 − m) per row, with m the mask of step t ([batch, steps]): a padded step keeps the state.
+fn keep_masked(g: &mut Graph<f32>, new: Var, old: Var, mask: &[f32], steps: usize, t: usize) -> kiln_core::Result<Var> {
+    let n = mask.len() / steps;
+    let m: Vec<f32> = (0..n).map(|row| mask[row * steps + t]).collect();
+    let inv: Vec<f32> = m.iter().map(|v| 1.0 - v).collect();
+    let (mv, iv) = (g.input(&[n, 1], &m)?, g.input(&[n, 1], &inv)?);
+    let (a, b) = (g.mul(new, mv)?, g.mul(old, iv)?);
+    g.add(a, b)
 }
