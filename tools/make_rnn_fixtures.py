@@ -1,6 +1,7 @@
 """PyTorch references for kiln's Embedding(mask_zero) -> LSTM and -> GRU: the last state of each sequence and the
 gradients of sum(h * R) for fixed weights, with one sequence padded (PyTorch: pack_padded_sequence). Writes
-crates/kiln/tests/fixtures/lstm.json and gru.json; and for Conv1D + GlobalMaxPooling1D, conv1d.json.
+crates/kiln/tests/fixtures/lstm.json, gru.json, simple_rnn.json and bilstm.json (bidirectional LSTM); and
+for Conv1D + GlobalMaxPooling1D, conv1d.json.
 
     python3 tools/make_rnn_fixtures.py     # needs torch
 """
@@ -89,3 +90,47 @@ path = os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", 
 with open(path, "w") as f:
     json.dump(out, f)
 print("wrote", os.path.normpath(path))
+
+# SimpleRNN (Keras layout: kernel [features, units], recurrent [units, units], bias [units]) and a
+# bidirectional LSTM (Keras: forward and backward cells, outputs concatenated), after the same masked
+# embedding, against torch.nn.RNN and torch.nn.LSTM(bidirectional=True) on packed sequences.
+torch.manual_seed(3)
+Ws = (torch.randn(dim, units) * 0.5).requires_grad_(True)
+Us = (torch.randn(units, units) * 0.5).requires_grad_(True)
+bs = (torch.randn(units) * 0.1).requires_grad_(True)
+E.grad = None
+rnn = torch.nn.RNN(dim, units, batch_first=True)
+packed = torch.nn.utils.rnn.pack_padded_sequence(E[ids], lengths, batch_first=True, enforce_sorted=False)
+_, hs = torch.func.functional_call(
+    rnn, {"weight_ih_l0": Ws.t(), "weight_hh_l0": Us.t(), "bias_ih_l0": bs, "bias_hh_l0": torch.zeros(units)},
+    (packed,))
+hs = hs[0]
+(hs * R).sum().backward()
+out = {"E": E.tolist(), "W": Ws.tolist(), "U": Us.tolist(), "b": bs.tolist(), "R": R.tolist(), "h": hs.tolist(),
+       "ids": ids.tolist(), "dE": E.grad.tolist(), "dW": Ws.grad.tolist(), "dU": Us.grad.tolist(), "db": bs.grad.tolist()}
+with open(os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "simple_rnn.json"), "w") as f:
+    json.dump(out, f)
+
+torch.manual_seed(4)
+cells = [[(torch.randn(*s) * 0.5).requires_grad_(True) for s in [(dim, 4 * units), (units, 4 * units)]]
+         + [(torch.randn(4 * units) * 0.1).requires_grad_(True)] for _ in range(2)]
+R2 = torch.randn(2, 2 * units)
+E.grad = None
+bi = torch.nn.LSTM(dim, units, batch_first=True, bidirectional=True)
+params = {}
+for d, suffix in enumerate(["", "_reverse"]):
+    Wd, Ud, bd = cells[d]
+    params.update({f"weight_ih_l0{suffix}": Wd.t(), f"weight_hh_l0{suffix}": Ud.t(), f"bias_ih_l0{suffix}": bd,
+                   f"bias_hh_l0{suffix}": torch.zeros(4 * units)})
+packed = torch.nn.utils.rnn.pack_padded_sequence(E[ids], lengths, batch_first=True, enforce_sorted=False)
+_, (hb, _) = torch.func.functional_call(bi, params, (packed,))
+hb = torch.cat([hb[0], hb[1]], dim=1)
+(hb * R2).sum().backward()
+out = {"E": E.tolist(), "R": R2.tolist(), "h": hb.tolist(), "ids": ids.tolist(), "dE": E.grad.tolist()}
+for d, name in enumerate(["forward", "backward"]):
+    for k, t in zip(["W", "U", "b"], cells[d]):
+        out[f"{name}_{k}"] = t.tolist()
+        out[f"d{name}_{k}"] = t.grad.tolist()
+with open(os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "bilstm.json"), "w") as f:
+    json.dump(out, f)
+print("wrote simple_rnn.json and bilstm.json")

@@ -39,9 +39,9 @@ pub mod prelude {
     pub use crate::model::CompileConfig;
     pub use crate::model::Sequential;
     pub use crate::nn::{
-        Activation, ActivationLayer, AveragePooling2D, BatchNormalization, CategoryEmbedding, Conv1D, Conv2D, Dense,
-        Dropout, Embedding, Flatten, GlobalMaxPooling1D, Gru, Initializer, Lstm, MaxPooling2D, PaddingConfig,
-        Regularizer,
+        Activation, ActivationLayer, AveragePooling2D, BatchNormalization, Bidirectional, CategoryEmbedding, Conv1D,
+        Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru, Initializer, Lstm,
+        MaxPooling2D, PaddingConfig, Regularizer, RnnKind, SimpleRnn,
     };
     pub use crate::optim::{Adagrad, Adam, AdamW, RmsProp, Sgd};
     pub use crate::schedule::{Clip, Schedule};

@@ -246,7 +246,14 @@ impl Sequential {
                 continue;
             }
             h = self.layers[i].forward(&mut self.graph, h, training, logits && i + 1 == n, mask.as_deref())?;
-            if matches!(self.layers[i].config, LayerConfig::Lstm(_) | LayerConfig::Gru(_)) {
+            if matches!(
+                self.layers[i].config,
+                LayerConfig::Lstm(_)
+                    | LayerConfig::Gru(_)
+                    | LayerConfig::SimpleRnn(_)
+                    | LayerConfig::Bidirectional(_)
+                    | LayerConfig::GlobalAveragePooling1d(_)
+            ) {
                 mask = None;
             }
             i += 1;

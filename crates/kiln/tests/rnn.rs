@@ -1,6 +1,6 @@
-//! Embedding(mask_zero) -> LSTM and -> GRU, and Conv1D -> GlobalMaxPooling1D, against PyTorch (fixtures from tools/make_rnn_fixtures.py): the
-//! last state of a full and of a padded sequence, and the gradients of every weight; padding does not change
-//! results.
+//! Embedding(mask_zero) -> LSTM, -> GRU, -> SimpleRNN and -> Bidirectional(LSTM), and Conv1D ->
+//! GlobalMaxPooling1D, against PyTorch (fixtures from tools/make_rnn_fixtures.py): the last state of a full
+//! and of a padded sequence, and the gradients of every weight; padding does not change results.
 
 use kiln::prelude::*;
 use serde_json::Value;
@@ -87,4 +87,65 @@ fn conv1d_and_global_max_pooling_match_pytorch() {
         let grad: Vec<f32> = weights[k].iter().zip(&after[k]).map(|(b, a)| b - a).collect();
         close(name, &grad, &flat(&f[*name]), 1e-4);
     }
+}
+
+/// Trains one SGD step on MSE against y = h − (n·units/2)·R, whose gradient with respect to h is R, and
+/// returns the weights' changes (= their gradients of sum(h·R)).
+fn grads_of_sum_h_r(m: &mut Sequential, ids: &Tensor, r: &[f32]) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let before = m.get_weights();
+    let h = m.predict(ids, ids.rows()).unwrap();
+    let half = h.data().len() as f32 / 2.0;
+    let y = Tensor::new(
+        &[ids.rows(), h.data().len() / ids.rows()],
+        h.data().iter().zip(r).map(|(h, r)| h - half * r).collect(),
+    )
+    .unwrap();
+    m.train_on_batch(ids, &y).unwrap();
+    let grads =
+        before.iter().zip(m.get_weights()).map(|(b, a)| b.iter().zip(&a).map(|(b, a)| b - a).collect()).collect();
+    (h.data().to_vec(), grads)
+}
+
+#[test]
+fn simple_rnn_and_bidirectional_lstm_match_pytorch() {
+    let f: Value = serde_json::from_str(include_str!("fixtures/simple_rnn.json")).unwrap();
+    let ids = Tensor::new(&[2, 5], flat(&f["ids"])).unwrap();
+    let mut m = Sequential::new(&[5]);
+    m.add(Embedding::new(7, 3).mask_zero(true)).unwrap();
+    m.add(SimpleRnn::new(4)).unwrap();
+    m.compile(Sgd::new(1.0), Loss::MeanSquaredError, &[]).unwrap();
+    m.set_weights(&[flat(&f["E"]), flat(&f["W"]), flat(&f["U"]), flat(&f["b"])]).unwrap();
+    let (h, g) = grads_of_sum_h_r(&mut m, &ids, &flat(&f["R"]));
+    close("simple h", &h, &flat(&f["h"]), 1e-5);
+    for (k, name) in ["dE", "dW", "dU", "db"].iter().enumerate() {
+        close(name, &g[k], &flat(&f[*name]), 1e-4);
+    }
+
+    let f: Value = serde_json::from_str(include_str!("fixtures/bilstm.json")).unwrap();
+    let mut m = Sequential::new(&[5]);
+    m.add(Embedding::new(7, 3).mask_zero(true)).unwrap();
+    m.add(Bidirectional::new(RnnKind::Lstm, 4)).unwrap();
+    m.compile(Sgd::new(1.0), Loss::MeanSquaredError, &[]).unwrap();
+    let names = ["forward_W", "forward_U", "forward_b", "backward_W", "backward_U", "backward_b"];
+    let mut w = vec![flat(&f["E"])];
+    w.extend(names.iter().map(|n| flat(&f[*n])));
+    m.set_weights(&w).unwrap();
+    let (h, g) = grads_of_sum_h_r(&mut m, &ids, &flat(&f["R"]));
+    close("bidirectional h", &h, &flat(&f["h"]), 1e-5);
+    close("dE", &g[0], &flat(&f["dE"]), 1e-4);
+    for (k, n) in names.iter().enumerate() {
+        close(n, &g[k + 1], &flat(&f[&format!("d{n}")]), 1e-4);
+    }
+}
+
+#[test]
+fn global_average_pooling_averages_real_steps_only() {
+    let mut m = Sequential::new(&[4]);
+    m.add(Embedding::new(5, 2).mask_zero(true)).unwrap();
+    m.add(GlobalAveragePooling1D::new()).unwrap();
+    m.set_weights(&[vec![9.0, 9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]]).unwrap();
+    let ids = Tensor::new(&[2, 4], vec![1.0, 2.0, 0.0, 0.0, 3.0, 4.0, 1.0, 0.0]).unwrap();
+    // Row 1: the mean of E[1] and E[2]; row 2: of E[3], E[4] and E[1]; the padding (E[0] = 9, 9) not at all.
+    let y = m.predict(&ids, 2).unwrap();
+    close("mean", y.data(), &[2.0, 3.0, 13.0 / 3.0, 16.0 / 3.0], 1e-6);
 }

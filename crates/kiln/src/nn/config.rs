@@ -28,6 +28,10 @@ pub enum LayerConfig {
     Conv1d(Conv1D),
     #[serde(rename = "global_max_pooling1d")]
     GlobalMaxPooling1d(GlobalMaxPooling1D),
+    #[serde(rename = "global_average_pooling1d")]
+    GlobalAveragePooling1d(GlobalAveragePooling1D),
+    SimpleRnn(SimpleRnn),
+    Bidirectional(Bidirectional),
 }
 
 impl LayerConfig {
@@ -48,6 +52,9 @@ impl LayerConfig {
             LayerConfig::Gru(_) => "GRU",
             LayerConfig::Conv1d(_) => "Conv1D",
             LayerConfig::GlobalMaxPooling1d(_) => "GlobalMaxPooling1D",
+            LayerConfig::GlobalAveragePooling1d(_) => "GlobalAveragePooling1D",
+            LayerConfig::SimpleRnn(_) => "SimpleRNN",
+            LayerConfig::Bidirectional(_) => "Bidirectional",
         }
     }
 
@@ -68,6 +75,9 @@ impl LayerConfig {
             LayerConfig::Gru(_) => "gru",
             LayerConfig::Conv1d(_) => "conv1d",
             LayerConfig::GlobalMaxPooling1d(_) => "global_max_pooling1d",
+            LayerConfig::GlobalAveragePooling1d(_) => "global_average_pooling1d",
+            LayerConfig::SimpleRnn(_) => "simple_rnn",
+            LayerConfig::Bidirectional(_) => "bidirectional",
         }
     }
 
@@ -87,6 +97,9 @@ impl LayerConfig {
             LayerConfig::Gru(c) => c.name.as_deref(),
             LayerConfig::Conv1d(c) => c.name.as_deref(),
             LayerConfig::GlobalMaxPooling1d(c) => c.name.as_deref(),
+            LayerConfig::GlobalAveragePooling1d(c) => c.name.as_deref(),
+            LayerConfig::SimpleRnn(c) => c.name.as_deref(),
+            LayerConfig::Bidirectional(c) => c.name.as_deref(),
         }
     }
 
@@ -106,6 +119,9 @@ impl LayerConfig {
             LayerConfig::Gru(c) => &mut c.name,
             LayerConfig::Conv1d(c) => &mut c.name,
             LayerConfig::GlobalMaxPooling1d(c) => &mut c.name,
+            LayerConfig::GlobalAveragePooling1d(c) => &mut c.name,
+            LayerConfig::SimpleRnn(c) => &mut c.name,
+            LayerConfig::Bidirectional(c) => &mut c.name,
         };
         *slot = Some(name);
     }
@@ -404,6 +420,62 @@ impl GlobalMaxPooling1D {
     }
 }
 
+/// The mean of each channel over the steps (Keras's GlobalAveragePooling1D), over the real steps only after an
+/// `Embedding(mask_zero)`: (steps, channels) → (channels,).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalAveragePooling1D {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl GlobalAveragePooling1D {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// h = tanh(x·W + h·U + b) over a sequence (Keras's SimpleRNN); output the last state; masked steps keep it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimpleRnn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub units: usize,
+}
+
+impl SimpleRnn {
+    pub fn new(units: usize) -> Self {
+        SimpleRnn { name: None, units }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RnnKind {
+    Lstm,
+    Gru,
+    SimpleRnn,
+}
+
+/// A recurrent layer run forwards and, with weights of its own, backwards over the sequence (Keras's
+/// Bidirectional, merge_mode "concat"): output the two last states side by side (2·units,). With a mask, the
+/// backward pass reads the real steps from last to first, as PyTorch's packed bidirectional RNNs do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bidirectional {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub rnn: RnnKind,
+    pub units: usize,
+}
+
+impl Bidirectional {
+    pub fn new(rnn: RnnKind, units: usize) -> Self {
+        Bidirectional { name: None, rnn, units }
+    }
+}
+
 /// Zeroes a fraction `rate` of its inputs while training (scaling the rest by 1/(1 − rate)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -461,7 +533,8 @@ macro_rules! into_config {
 into_config!(Dense => Dense, Conv2D => Conv2d, MaxPooling2D => MaxPooling2d, AveragePooling2D => AveragePooling2d,
     Flatten => Flatten, Dropout => Dropout, ActivationLayer => Activation, BatchNormalization => BatchNormalization,
     CategoryEmbedding => CategoryEmbedding, Embedding => Embedding, Lstm => Lstm, Gru => Gru,
-    Conv1D => Conv1d, GlobalMaxPooling1D => GlobalMaxPooling1d);
+    Conv1D => Conv1d, GlobalMaxPooling1D => GlobalMaxPooling1d, GlobalAveragePooling1D => GlobalAveragePooling1d,
+    SimpleRnn => SimpleRnn, Bidirectional => Bidirectional);
 
 impl Dense {
     pub fn new(units: usize) -> Self {

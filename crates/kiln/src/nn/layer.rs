@@ -210,6 +210,29 @@ impl Layer {
                 };
                 vec![*ch]
             }
+            LayerConfig::SimpleRnn(c) => {
+                positive(c.units, "units", &name)?;
+                let [_, features] = input else {
+                    return Err(misfit("a sequence (steps, features)"));
+                };
+                rnn_params(&mut add, g, rng, "", RnnKind::SimpleRnn, *features, c.units)?;
+                vec![c.units]
+            }
+            LayerConfig::Bidirectional(c) => {
+                positive(c.units, "units", &name)?;
+                let [_, features] = input else {
+                    return Err(misfit("a sequence (steps, features)"));
+                };
+                rnn_params(&mut add, g, rng, "forward_", c.rnn, *features, c.units)?;
+                rnn_params(&mut add, g, rng, "backward_", c.rnn, *features, c.units)?;
+                vec![2 * c.units]
+            }
+            LayerConfig::GlobalAveragePooling1d(_) => {
+                let [_, ch] = input else {
+                    return Err(misfit("a sequence (steps, channels)"));
+                };
+                vec![*ch]
+            }
             LayerConfig::Gru(c) => {
                 positive(c.units, "units", &name)?;
                 let [_, features] = input else {
@@ -301,8 +324,33 @@ impl Layer {
                 let e = g.index_select(w, 0, &ids)?;
                 g.reshape(e, &[n, steps, c.output_dim])
             }
-            LayerConfig::Lstm(c) => lstm(g, x, &self.params, c.units, mask),
-            LayerConfig::Gru(c) => gru(g, x, &self.params, c.units, mask),
+            LayerConfig::Lstm(c) => lstm(g, x, &self.params, c.units, mask, false),
+            LayerConfig::Gru(c) => gru(g, x, &self.params, c.units, mask, false),
+            LayerConfig::SimpleRnn(c) => simple_rnn(g, x, &self.params, c.units, mask, false),
+            LayerConfig::Bidirectional(c) => {
+                let half = self.params.len() / 2;
+                let run = |g: &mut Graph<f32>, p: &[kiln_core::ParamId], reverse: bool| match c.rnn {
+                    RnnKind::Lstm => lstm(g, x, p, c.units, mask, reverse),
+                    RnnKind::Gru => gru(g, x, p, c.units, mask, reverse),
+                    RnnKind::SimpleRnn => simple_rnn(g, x, p, c.units, mask, reverse),
+                };
+                let fwd = run(g, &self.params[..half], false)?;
+                let bwd = run(g, &self.params[half..], true)?;
+                g.concat(&[fwd, bwd], 1)
+            }
+            LayerConfig::GlobalAveragePooling1d(_) => match mask {
+                // The mean over real steps only.
+                Some(m) => {
+                    let (n, steps) = (g.shape(x).dim(0), g.shape(x).dim(1));
+                    let inv: Vec<f32> = m.chunks(steps).map(|r| 1.0 / r.iter().sum::<f32>().max(1.0)).collect();
+                    let mv = g.input(&[n, steps, 1], m)?;
+                    let masked = g.mul(x, mv)?;
+                    let sum = g.sum(masked, Some(1), false)?;
+                    let iv = g.input(&[n, 1], &inv)?;
+                    g.mul(sum, iv)
+                }
+                None => g.mean(x, Some(1), false),
+            },
             LayerConfig::Conv1d(c) => {
                 let (n, steps, ch) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
                 let x4 = g.reshape(x, &[n, 1, steps, ch])?;
@@ -422,12 +470,14 @@ fn lstm(
     params: &[kiln_core::ParamId],
     u: usize,
     mask: Option<&[f32]>,
+    reverse: bool,
 ) -> kiln_core::Result<Var> {
     let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
     let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
     let zeros = vec![0.0f32; n * u];
     let (mut h, mut c) = (g.input(&[n, u], &zeros)?, g.input(&[n, u], &zeros)?);
-    for t in 0..steps {
+    for k in 0..steps {
+        let t = if reverse { steps - 1 - k } else { k };
         let xt = g.slice(x, 1, t, t + 1)?;
         let xt = g.reshape(xt, &[n, f])?;
         let zx = g.linear(xt, w, Some(b), None)?;
@@ -457,6 +507,7 @@ fn gru(
     params: &[kiln_core::ParamId],
     u: usize,
     mask: Option<&[f32]>,
+    reverse: bool,
 ) -> kiln_core::Result<Var> {
     let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
     let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
@@ -465,7 +516,8 @@ fn gru(
     let b_rec = g.slice(b, 0, 1, 2)?;
     let b_rec = g.reshape(b_rec, &[3 * u])?;
     let mut h = g.input(&[n, u], &vec![0.0f32; n * u])?;
-    for t in 0..steps {
+    for k in 0..steps {
+        let t = if reverse { steps - 1 - k } else { k };
         let xt = g.slice(x, 1, t, t + 1)?;
         let xt = g.reshape(xt, &[n, f])?;
         let zx = g.linear(xt, w, Some(b_in), None)?;
@@ -500,4 +552,62 @@ fn keep_masked(g: &mut Graph<f32>, new: Var, old: Var, mask: &[f32], steps: usiz
     let (mv, iv) = (g.input(&[n, 1], &m)?, g.input(&[n, 1], &inv)?);
     let (a, b) = (g.mul(new, mv)?, g.mul(old, iv)?);
     g.add(a, b)
+}
+
+/// The parameters of one recurrent cell, named `{prefix}kernel`, `{prefix}recurrent_kernel`, `{prefix}bias`,
+/// in Keras's layouts: LSTM 4 gates (forget bias 1), GRU 3 gates with a [2, 3·units] bias, SimpleRNN 1.
+fn rnn_params(
+    add: &mut impl FnMut(&mut Graph<f32>, &str, &[usize], Vec<f32>, bool) -> kiln_core::Result<()>,
+    g: &mut Graph<f32>,
+    rng: &mut Rng,
+    prefix: &str,
+    kind: RnnKind,
+    f: usize,
+    u: usize,
+) -> kiln_core::Result<()> {
+    let gates = match kind {
+        RnnKind::Lstm => 4,
+        RnnKind::Gru => 3,
+        RnnKind::SimpleRnn => 1,
+    };
+    let glorot = crate::nn::Initializer::GlorotUniform;
+    add(g, &format!("{prefix}kernel"), &[f, gates * u], glorot.fill(&[f, gates * u], rng), true)?;
+    add(g, &format!("{prefix}recurrent_kernel"), &[u, gates * u], glorot.fill(&[u, gates * u], rng), true)?;
+    match kind {
+        RnnKind::Lstm => {
+            let bias: Vec<f32> = (0..4 * u).map(|k| if (u..2 * u).contains(&k) { 1.0 } else { 0.0 }).collect();
+            add(g, &format!("{prefix}bias"), &[4 * u], bias, true)
+        }
+        RnnKind::Gru => add(g, &format!("{prefix}bias"), &[2, 3 * u], vec![0.0; 6 * u], true),
+        RnnKind::SimpleRnn => add(g, &format!("{prefix}bias"), &[u], vec![0.0; u], true),
+    }
+}
+
+/// h = tanh(x·W + h·U + b) over x [n, steps, features] (Keras's SimpleRNN, PyTorch's RNN with tanh); returns
+/// the last h. With `mask`, a masked step keeps h.
+fn simple_rnn(
+    g: &mut Graph<f32>,
+    x: Var,
+    params: &[kiln_core::ParamId],
+    u: usize,
+    mask: Option<&[f32]>,
+    reverse: bool,
+) -> kiln_core::Result<Var> {
+    let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
+    let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
+    let mut h = g.input(&[n, u], &vec![0.0f32; n * u])?;
+    for k in 0..steps {
+        let t = if reverse { steps - 1 - k } else { k };
+        let xt = g.slice(x, 1, t, t + 1)?;
+        let xt = g.reshape(xt, &[n, f])?;
+        let zx = g.linear(xt, w, Some(b), None)?;
+        let zh = g.matmul(h, r)?;
+        let z = g.add(zx, zh)?;
+        let h_new = g.tanh(z)?;
+        h = match mask {
+            Some(m) => keep_masked(g, h_new, h, m, steps, t)?,
+            None => h_new,
+        };
+    }
+    Ok(h)
 }

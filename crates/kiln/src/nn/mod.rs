@@ -7,8 +7,9 @@ mod layer;
 
 pub use activation::Activation;
 pub use config::{
-    ActivationLayer, AveragePooling2D, BatchNormalization, CategoryEmbedding, Conv1D, Conv2D, Dense, Dropout,
-    Embedding, Flatten, GlobalMaxPooling1D, Gru, LayerConfig, Lstm, MaxPooling2D, PaddingConfig, Pair,
+    ActivationLayer, AveragePooling2D, BatchNormalization, Bidirectional, CategoryEmbedding, Conv1D, Conv2D, Dense,
+    Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru, LayerConfig, Lstm, MaxPooling2D,
+    PaddingConfig, Pair, RnnKind, SimpleRnn,
 };
 pub use init::{Initializer, Regularizer, fans};
 pub use layer::Layer;
