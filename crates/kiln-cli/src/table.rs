@@ -29,7 +29,11 @@ pub fn read_config(path: &Path) -> Result<TableConfig> {
             None => format!("{}: {nice}", path.display()),
         })
     })?;
-    cfg.data.path = path.parent().unwrap_or(Path::new("")).join(&cfg.data.path);
+    let base = path.parent().unwrap_or(Path::new(""));
+    cfg.data.path = base.join(&cfg.data.path);
+    if let Some(g) = &cfg.data.prepare.text.glove {
+        cfg.data.prepare.text.glove = Some(base.join(g));
+    }
     Ok(cfg)
 }
 

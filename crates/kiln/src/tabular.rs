@@ -395,6 +395,7 @@ pub fn fit_rows(
     let val = train.split_off(train.len() - n_val);
     let prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
     let mut model = build_model(&prep, &cfg.model, cfg.train.learning_rate, cfg.train.regression_loss)?;
+    init_from_glove(&mut model, &prep)?;
     if cfg.train.oversample && prep.task != Task::Regression {
         train = oversampled(&prep, table, &train, cfg.train.seed)?;
     }
@@ -415,6 +416,35 @@ pub fn fit_rows(
         model.fit_with(&x, &y, opts, &mut [&mut stop as &mut dyn Callback])?;
     }
     Ok(model)
+}
+
+/// Copies GloVe vectors into the embedding rows of the terms they cover (the first layer's tables, in the
+/// order of the text features).
+fn init_from_glove(model: &mut Sequential, prep: &Preparation) -> Result<()> {
+    let texts: Vec<(&Vec<String>, &crate::data::text::TextOptions)> = prep
+        .features
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FeatureKind::Text { vocab, opts } => Some((vocab, opts)),
+            _ => None,
+        })
+        .collect();
+    if texts.iter().all(|(_, o)| o.glove.is_none()) {
+        return Ok(());
+    }
+    // The first layer's embedding tables: text features come after embedded categories in its parameters.
+    let first = model.layers()[0].params().to_vec();
+    let skip = first.len() - texts.len();
+    for ((vocab, opts), pid) in texts.iter().zip(&first[skip..]) {
+        let Some(path) = &opts.glove else { continue };
+        let found = crate::data::text::read_glove(path, vocab, opts.dim)?;
+        let table = &mut model.graph_mut().param_mut(*pid).value;
+        for (k, v) in found {
+            // Ids are 2 + vocabulary position (0 padding, 1 out of vocabulary).
+            table[(k + 2) * opts.dim..(k + 3) * opts.dim].copy_from_slice(&v);
+        }
+    }
+    Ok(())
 }
 
 /// `rows` with rows of the smaller classes repeated (drawn at random) until each class has as many as the

@@ -106,3 +106,36 @@ fn sequence_models_read_a_text_column_in_order() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn glove_vectors_start_the_embeddings_of_the_words_they_cover() {
+    let dir = std::env::temp_dir().join(format!("kiln-tab4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut csv = String::from("text,label\n");
+    for i in 0..40 {
+        csv += &format!("{},{}\n", if i % 2 == 0 { "good fit" } else { "bad fit" }, i % 2);
+    }
+    std::fs::write(dir.join("t.csv"), csv).unwrap();
+    std::fs::write(dir.join("glove.txt"), "fit 0.5 0.25\ngood 1 -1\nother 9 9\n").unwrap();
+    let mut cfg = TableConfig::new(dir.join("t.csv"), "label");
+    cfg.data.columns.insert("text".into(), kiln::data::table::ColumnType::Text);
+    cfg.data.prepare.text = kiln::data::text::TextOptions {
+        ngrams: 1,
+        min_freq: 1,
+        length: 4,
+        dim: 2,
+        glove: Some(dir.join("glove.txt")),
+        ..Default::default()
+    };
+    cfg.train.epochs = 0;
+    let table = cfg.read_table().unwrap();
+    let types = cfg.types(&table).unwrap();
+    let rows: Vec<usize> = (0..40).collect();
+    let model = tabular::fit_rows(&cfg, &table, &types, &rows, false).unwrap();
+    // Vocabulary (sorted): bad, fit, good → ids 2, 3, 4; GloVe covers fit and good.
+    let table = &model.get_weights()[0];
+    assert_eq!(&table[3 * 2..4 * 2], &[0.5, 0.25]);
+    assert_eq!(&table[4 * 2..5 * 2], &[1.0, -1.0]);
+    assert!(table[2 * 2..3 * 2].iter().all(|v| v.abs() <= 0.05), "bad: no vector, a small random start");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

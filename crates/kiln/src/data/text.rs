@@ -23,6 +23,10 @@ pub struct TextOptions {
     pub length: usize,
     /// Width of each term's embedding.
     pub dim: usize,
+    /// Start the embeddings of the terms found in this word-vector file (GloVe's text format: a word, then
+    /// `dim` numbers, per line) from those vectors; other terms start random. A path relative to the config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub glove: Option<std::path::PathBuf>,
 }
 
 impl Default for TextOptions {
@@ -35,6 +39,7 @@ impl Default for TextOptions {
             max_tokens: 30_000,
             length: 200,
             dim: 32,
+            glove: None,
         }
     }
 }
@@ -120,6 +125,34 @@ pub fn ids(text: &str, vocab: &[String], opts: &TextOptions, out: &mut [f32]) {
     }
 }
 
+/// Vectors for the words of `vocab` found in a GloVe text file (`word v1 ... v_dim` per line): (vocab index,
+/// vector). A line whose width is not `dim` is an error naming it.
+pub fn read_glove(path: &std::path::Path, vocab: &[String], dim: usize) -> kiln_core::Result<Vec<(usize, Vec<f32>)>> {
+    let text = super::csv::read_text(path)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut parts = line.split(' ');
+        let Some(word) = parts.next().filter(|w| !w.is_empty()) else {
+            continue;
+        };
+        let Ok(k) = vocab.binary_search_by(|v| v.as_str().cmp(word)) else {
+            continue;
+        };
+        let v: Vec<f32> =
+            parts.filter(|p| !p.is_empty()).map(|p| p.parse::<f32>()).collect::<Result<_, _>>().map_err(|_| {
+                kiln_core::Error::format(path, format!("line {}: `{word}` is not followed by numbers", i + 1))
+            })?;
+        if v.len() != dim {
+            return Err(kiln_core::Error::format(
+                path,
+                format!("line {}: `{word}` has {} numbers, but text.dim is {dim}", i + 1, v.len()),
+            ));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +173,10 @@ mod tests {
         assert_eq!(out, [3.0, 1.0, 2.0, 1.0, 3.0, 1.0]);
         ids("", &v, &o, &mut out);
         assert_eq!(out, [0.0; 6]);
+        let path = std::env::temp_dir().join(format!("kiln-glove-{}.txt", std::process::id()));
+        std::fs::write(&path, "good 0.5 -1\nunused 1 2\ndress 3 4\n").unwrap();
+        assert_eq!(read_glove(&path, &v, 2).unwrap(), vec![(1, vec![0.5, -1.0]), (0, vec![3.0, 4.0])]);
+        assert!(read_glove(&path, &v, 3).unwrap_err().to_string().contains("line 1: `good` has 2 numbers"));
+        std::fs::remove_file(&path).unwrap();
     }
 }
