@@ -46,10 +46,12 @@ impl<T: Float> Graph<T> {
         let mut y = self.pool.scratch(win.n * out_img);
         let mut arg = self.ipool.scratch(win.n * out_img);
         let mut zs = if keep_z { self.pool.scratch(win.n * out_img) } else { Vec::new() };
-        let mut scratch = self.pool.scratch(parts * (cols_len + tile * f));
+        let direct = direct::applies::<T>(&win, f, pool);
+        // Patch tiles are for the tiled path only.
+        let mut scratch = if direct { Vec::new() } else { self.pool.scratch(parts * (cols_len + tile * f)) };
         let (xv, wv, bv) = (self.value(x), self.value(w), b.map(|b| self.value(b)));
         let (args, zsd) = (Disjoint::new(&mut arg), Disjoint::new(&mut zs));
-        if direct::applies::<T>(&win, f, pool) {
+        if direct {
             let img = win.h * win.w * win.c;
             for_parts(win.n, parts, &mut y, out_img, &mut [0u8], 0, &|imgs, y, _| {
                 let outs = imgs.start * out_img..imgs.end * out_img;

@@ -103,6 +103,16 @@ impl LayerConfig {
         }
     }
 
+    /// The cell of a recurrent layer (LSTM, GRU, SimpleRNN).
+    pub(crate) fn rnn_kind(&self) -> Option<RnnKind> {
+        match self {
+            LayerConfig::Lstm(_) => Some(RnnKind::Lstm),
+            LayerConfig::Gru(_) => Some(RnnKind::Gru),
+            LayerConfig::SimpleRnn(_) => Some(RnnKind::SimpleRnn),
+            _ => None,
+        }
+    }
+
     pub(crate) fn set_name(&mut self, name: String) {
         let slot = match self {
             LayerConfig::Dense(c) => &mut c.name,

@@ -168,28 +168,25 @@ impl Layer {
                 let [steps] = input else {
                     return Err(misfit("a sequence of ids (length,)"));
                 };
-                let init: Vec<f32> =
-                    (0..c.input_dim * c.output_dim).map(|_| rng.uniform_range(-0.05, 0.05) as f32).collect();
-                add(g, "embeddings", &[c.input_dim, c.output_dim], init, true)?;
+                add(
+                    g,
+                    "embeddings",
+                    &[c.input_dim, c.output_dim],
+                    embedding_init(c.input_dim * c.output_dim, rng),
+                    true,
+                )?;
                 vec![*steps, c.output_dim]
             }
-            LayerConfig::Lstm(c) => {
-                positive(c.units, "units", &name)?;
+            LayerConfig::Lstm(Lstm { units, .. })
+            | LayerConfig::Gru(Gru { units, .. })
+            | LayerConfig::SimpleRnn(SimpleRnn { units, .. }) => {
+                positive(*units, "units", &name)?;
                 let [_, features] = input else {
                     return Err(misfit("a sequence (steps, features)"));
                 };
-                let (f, u) = (*features, c.units);
-                add(g, "kernel", &[f, 4 * u], crate::nn::Initializer::GlorotUniform.fill(&[f, 4 * u], rng), true)?;
-                add(
-                    g,
-                    "recurrent_kernel",
-                    &[u, 4 * u],
-                    crate::nn::Initializer::GlorotUniform.fill(&[u, 4 * u], rng),
-                    true,
-                )?;
-                let bias: Vec<f32> = (0..4 * u).map(|k| if (u..2 * u).contains(&k) { 1.0 } else { 0.0 }).collect();
-                add(g, "bias", &[4 * u], bias, true)?;
-                vec![u]
+                let kind = config.rnn_kind().expect("a recurrent layer");
+                rnn_params(&mut add, g, rng, "", kind, *features, *units)?;
+                vec![*units]
             }
             LayerConfig::Conv1d(c) => {
                 positive(c.filters.min(c.kernel_size), "filters and kernel_size", &name)?;
@@ -204,19 +201,11 @@ impl Layer {
                 add(g, "bias", &[c.filters], vec![0.0; c.filters], true)?;
                 vec![steps - c.kernel_size + 1, c.filters]
             }
-            LayerConfig::GlobalMaxPooling1d(_) => {
+            LayerConfig::GlobalMaxPooling1d(_) | LayerConfig::GlobalAveragePooling1d(_) => {
                 let [_, ch] = input else {
                     return Err(misfit("a sequence (steps, channels)"));
                 };
                 vec![*ch]
-            }
-            LayerConfig::SimpleRnn(c) => {
-                positive(c.units, "units", &name)?;
-                let [_, features] = input else {
-                    return Err(misfit("a sequence (steps, features)"));
-                };
-                rnn_params(&mut add, g, rng, "", RnnKind::SimpleRnn, *features, c.units)?;
-                vec![c.units]
             }
             LayerConfig::Bidirectional(c) => {
                 positive(c.units, "units", &name)?;
@@ -226,24 +215,6 @@ impl Layer {
                 rnn_params(&mut add, g, rng, "forward_", c.rnn, *features, c.units)?;
                 rnn_params(&mut add, g, rng, "backward_", c.rnn, *features, c.units)?;
                 vec![2 * c.units]
-            }
-            LayerConfig::GlobalAveragePooling1d(_) => {
-                let [_, ch] = input else {
-                    return Err(misfit("a sequence (steps, channels)"));
-                };
-                vec![*ch]
-            }
-            LayerConfig::Gru(c) => {
-                positive(c.units, "units", &name)?;
-                let [_, features] = input else {
-                    return Err(misfit("a sequence (steps, features)"));
-                };
-                let (f, u) = (*features, c.units);
-                let glorot = crate::nn::Initializer::GlorotUniform;
-                add(g, "kernel", &[f, 3 * u], glorot.fill(&[f, 3 * u], rng), true)?;
-                add(g, "recurrent_kernel", &[u, 3 * u], glorot.fill(&[u, 3 * u], rng), true)?;
-                add(g, "bias", &[2, 3 * u], vec![0.0; 6 * u], true)?;
-                vec![u]
             }
             LayerConfig::CategoryEmbedding(c) => {
                 let [width] = input else {
@@ -255,9 +226,7 @@ impl Layer {
                 let mut out = c.numeric;
                 for (i, &(vocab, dim)) in c.columns.iter().enumerate() {
                     positive(vocab.min(dim), "vocabulary and width", &name)?;
-                    // Keras's Embedding default: uniform in [−0.05, 0.05].
-                    let init: Vec<f32> = (0..vocab * dim).map(|_| rng.uniform_range(-0.05, 0.05) as f32).collect();
-                    add(g, &format!("embeddings_{i}"), &[vocab, dim], init, true)?;
+                    add(g, &format!("embeddings_{i}"), &[vocab, dim], embedding_init(vocab * dim, rng), true)?;
                     out += dim;
                 }
                 vec![out]
@@ -324,18 +293,16 @@ impl Layer {
                 let e = g.index_select(w, 0, &ids)?;
                 g.reshape(e, &[n, steps, c.output_dim])
             }
-            LayerConfig::Lstm(c) => lstm(g, x, &self.params, c.units, mask, false),
-            LayerConfig::Gru(c) => gru(g, x, &self.params, c.units, mask, false),
-            LayerConfig::SimpleRnn(c) => simple_rnn(g, x, &self.params, c.units, mask, false),
+            LayerConfig::Lstm(Lstm { units, .. })
+            | LayerConfig::Gru(Gru { units, .. })
+            | LayerConfig::SimpleRnn(SimpleRnn { units, .. }) => {
+                let kind = self.config.rnn_kind().expect("a recurrent layer");
+                recurrent(kind, g, x, &self.params, *units, mask, false)
+            }
             LayerConfig::Bidirectional(c) => {
                 let half = self.params.len() / 2;
-                let run = |g: &mut Graph<f32>, p: &[kiln_core::ParamId], reverse: bool| match c.rnn {
-                    RnnKind::Lstm => lstm(g, x, p, c.units, mask, reverse),
-                    RnnKind::Gru => gru(g, x, p, c.units, mask, reverse),
-                    RnnKind::SimpleRnn => simple_rnn(g, x, p, c.units, mask, reverse),
-                };
-                let fwd = run(g, &self.params[..half], false)?;
-                let bwd = run(g, &self.params[half..], true)?;
+                let fwd = recurrent(c.rnn, g, x, &self.params[..half], c.units, mask, false)?;
+                let bwd = recurrent(c.rnn, g, x, &self.params[half..], c.units, mask, true)?;
                 g.concat(&[fwd, bwd], 1)
             }
             LayerConfig::GlobalAveragePooling1d(_) => match mask {
@@ -610,4 +577,26 @@ fn simple_rnn(
         };
     }
     Ok(h)
+}
+
+/// Keras's Embedding default start: uniform in [−0.05, 0.05].
+fn embedding_init(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform_range(-0.05, 0.05) as f32).collect()
+}
+
+/// One recurrent layer of `kind` over x, forwards or (`reverse`) backwards; the last state.
+fn recurrent(
+    kind: RnnKind,
+    g: &mut Graph<f32>,
+    x: Var,
+    params: &[ParamId],
+    units: usize,
+    mask: Option<&[f32]>,
+    reverse: bool,
+) -> kiln_core::Result<Var> {
+    match kind {
+        RnnKind::Lstm => lstm(g, x, params, units, mask, reverse),
+        RnnKind::Gru => gru(g, x, params, units, mask, reverse),
+        RnnKind::SimpleRnn => simple_rnn(g, x, params, units, mask, reverse),
+    }
 }
