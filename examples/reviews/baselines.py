@@ -1,11 +1,14 @@
 """scikit-learn baselines for the two review tasks, from the review text: TF-IDF of word 1-2 grams, then logistic
-regression or a linear SVM; stratified 80/20 splits over five seeds (kiln's split is its own, so the comparison
-is over several splits, not one). (a) sentiment: Rating 4-5 positive, 1-2 negative, 3 dropped. (b) Recommended
-IND, without and with class_weight="balanced", reporting the class-0 (not recommended) F1 too.
+regression or a linear SVM. (a) sentiment: Rating 4-5 positive, 1-2 negative, 3 dropped. (b) Recommended IND,
+without and with class_weight="balanced", reporting the class-0 (not recommended) F1 too.
 
-    .bench-venv/bin/python examples/reviews/baselines.py [PATH_TO_womens_clothing_reviews.csv.gz]
+With --sentiment-split / --recommend-split (the split.csv that `kiln train` writes into its run folder) each
+baseline is scored on exactly kiln's test rows; without, on stratified 80/20 splits over five seeds of its own.
+
+    .bench-venv/bin/python examples/reviews/baselines.py [--data womens_clothing_reviews.csv.gz]
+        [--sentiment-split runs/.../split.csv] [--recommend-split runs/.../split.csv]
 """
-import sys
+import argparse
 
 import numpy as np
 import pandas as pd
@@ -15,18 +18,32 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 from sklearn.svm import LinearSVC
 
-path = sys.argv[1] if len(sys.argv) > 1 else "data/womens-ecommerce-reviews/womens_clothing_reviews.csv.gz"
-full = pd.read_csv(path)
+ap = argparse.ArgumentParser()
+ap.add_argument("--data", default="data/womens-ecommerce-reviews/womens_clothing_reviews.csv.gz")
+ap.add_argument("--sentiment-split")
+ap.add_argument("--recommend-split")
+args = ap.parse_args()
+full = pd.read_csv(args.data)
 
 
-def run(title, text, y, weights):
-    print(title)
+def splits(text, y, split_file):
+    """(train text, test text, train y, test y) per split: kiln's rows, or five seeded stratified splits."""
+    if split_file:
+        part = pd.read_csv(split_file).set_index("row")["part"]
+        assert part.index.isin(text.index).all(), "split.csv names rows the data does not have"
+        tr, te = part.index[part == "train"], part.index[part == "test"]
+        return [(text[tr], text[te], y[tr], y[te])]
+    return [train_test_split(text, y, test_size=0.2, stratify=y, random_state=s) for s in range(5)]
+
+
+def run(title, text, y, weights, split_file):
+    parts = splits(text, y, split_file)
+    print(f"{title} - {'kiln split ' + split_file if split_file else 'mean of 5 seeded splits'}")
     for name, make in [("logistic regression", lambda w: LogisticRegression(max_iter=2000, class_weight=w)),
                        ("linear SVM", lambda w: LinearSVC(class_weight=w))]:
         for w in weights:
             acc, f1, f1_0 = [], [], []
-            for seed in range(5):
-                xtr, xte, ytr, yte = train_test_split(text, y, test_size=0.2, stratify=y, random_state=seed)
+            for xtr, xte, ytr, yte in parts:
                 vec = TfidfVectorizer(ngram_range=(1, 2))
                 p = make(w).fit(vec.fit_transform(xtr), ytr).predict(vec.transform(xte))
                 acc.append(accuracy_score(yte, p))
@@ -38,6 +55,6 @@ def run(title, text, y, weights):
 
 df = full[full["Rating"] != 3]
 run(f"(a) sentiment: {len(df)} reviews, {(df['Rating'] >= 4).mean():.1%} positive",
-    df["Review Text"].fillna(""), (df["Rating"] >= 4).astype(int), [None])
+    df["Review Text"].fillna(""), (df["Rating"] >= 4).astype(int), [None], args.sentiment_split)
 run(f"(b) recommended: {len(full)} reviews, {full['Recommended IND'].mean():.1%} recommended",
-    full["Review Text"].fillna(""), full["Recommended IND"], [None, "balanced"])
+    full["Review Text"].fillna(""), full["Recommended IND"], [None, "balanced"], args.recommend_split)

@@ -24,6 +24,9 @@ pub fn evaluate(model_path: &Path, data: &Path, split: &str, batch_size: usize) 
         }
     };
     let mut model = Sequential::load(model_path)?;
+    if model.preparation().is_some() {
+        return crate::table::evaluate(model, data);
+    }
     let Some(compiled) = model.compile_config().cloned() else {
         return Err(Error::Config(format!(
             "{}: the model was saved without a loss; cannot evaluate",

@@ -47,6 +47,10 @@ enum Command {
         /// Tables: the first N rows are the test set.
         #[arg(long, value_name = "N")]
         test_rows: Option<usize>,
+        /// Tables: change one config value, KEY=VALUE with a dotted key and a TOML value (repeatable), e.g.
+        /// --set train.class_weight=balanced --set model.hidden=[64].
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Print the config with every default filled in, and exit.
         #[arg(long)]
         print_config: bool,
@@ -58,7 +62,8 @@ enum Command {
     Evaluate {
         /// A model saved by `kiln train` (.safetensors).
         model: PathBuf,
-        /// The data folder (MNIST IDX files).
+        /// The data folder (MNIST IDX files), or for a table or text model a CSV/ARFF/JSON-lines file with
+        /// its target column (every row is scored).
         #[arg(long)]
         data: PathBuf,
         /// Which split of the data: test or train.
@@ -103,6 +108,9 @@ enum Command {
         target: Option<String>,
         #[arg(long, default_value_t = 5)]
         folds: usize,
+        /// Change one config value, KEY=VALUE (repeatable), as for train.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Grid or random search over table config values, each cross-validated; writes the best config.
     Search {
@@ -153,7 +161,19 @@ enum DataCommand {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train { config, resume, epochs, output, run_dir, data, target, test_rows, print_config, quiet } => {
+        Command::Train {
+            config,
+            resume,
+            epochs,
+            output,
+            run_dir,
+            data,
+            target,
+            test_rows,
+            set,
+            print_config,
+            quiet,
+        } => {
             if data.is_some() || config.as_deref().is_some_and(table::is_table_config) {
                 table::train(table::TableArgs {
                     config,
@@ -163,14 +183,17 @@ fn main() {
                     epochs,
                     run_dir,
                     output,
+                    set,
                     print_config,
                     quiet,
                 })
+            } else if !set.is_empty() {
+                Err(kiln::Error::Invalid("--set applies to table configs (with [data] target)".into()))
             } else {
                 train::train(train::TrainArgs { config, resume, epochs, output, run_dir, print_config, quiet })
             }
         }
-        Command::Cv { config, data, target, folds } => table::cv(
+        Command::Cv { config, data, target, folds, set } => table::cv(
             table::TableArgs {
                 config,
                 data,
@@ -179,6 +202,7 @@ fn main() {
                 epochs: None,
                 run_dir: None,
                 output: None,
+                set,
                 print_config: false,
                 quiet: true,
             },

@@ -45,6 +45,8 @@ pub struct TableArgs {
     pub epochs: Option<usize>,
     pub run_dir: Option<PathBuf>,
     pub output: Option<PathBuf>,
+    /// KEY=VALUE overrides of config values.
+    pub set: Vec<String>,
     pub print_config: bool,
     pub quiet: bool,
 }
@@ -64,6 +66,13 @@ fn config_of(a: &TableArgs) -> Result<TableConfig> {
     if let Some(e) = a.epochs {
         cfg.train.epochs = e;
     }
+    for s in &a.set {
+        let axis = tabular::parse_axis(s)?;
+        let [value] = axis.values.as_slice() else {
+            return Err(Error::Invalid(format!("--set {s}: one value (a list of settings is for `kiln search`)")));
+        };
+        cfg = tabular::with_setting(&cfg, &axis.key, value)?;
+    }
     Ok(cfg)
 }
 
@@ -74,7 +83,7 @@ pub fn train(a: TableArgs) -> Result<()> {
         print!("{text}");
         return Ok(());
     }
-    let table = cfg.read_table()?;
+    let (table, file_rows) = cfg.read_table_rows()?;
     let types = cfg.types(&table)?;
     let (test, train) = tabular::split(&cfg, &table, &types)?;
     if a.config.is_none() && !a.quiet {
@@ -92,6 +101,14 @@ pub fn train(a: TableArgs) -> Result<()> {
         &run_dir.join("config.toml"),
         toml::to_string_pretty(&resolved).unwrap_or_default().as_bytes(),
     )?;
+    // Which rows of the file were test rows, so that other tools (examples' baselines) can use the same split.
+    let mut part = vec![""; table.rows()];
+    train.iter().for_each(|&r| part[r] = "train");
+    test.iter().for_each(|&r| part[r] = "test");
+    let split: String = std::iter::once("row,part\n".to_string())
+        .chain(file_rows.iter().zip(&part).map(|(r, p)| format!("{r},{p}\n")))
+        .collect();
+    kiln::io::write_atomic(&run_dir.join("split.csv"), split.as_bytes())?;
     let start = std::time::Instant::now();
     let mut model = tabular::fit_rows(&cfg, &table, &types, &train, !a.quiet)?;
     let secs = start.elapsed().as_secs_f64();
@@ -250,4 +267,19 @@ pub fn predict_text(model_path: &Path, text: &str, output: Option<&Path>) -> Res
     };
     let table = kiln::data::table::Table { source: "the text".into(), columns: vec![column] };
     write_predictions(model, &table, output)
+}
+
+/// Scores a table or text model on every row of `data` (with the target column; the training config's
+/// class mapping applied): the test line and the per-class report `kiln train` prints.
+pub fn evaluate(mut model: Sequential, data: &Path) -> Result<()> {
+    let prep = model.preparation().cloned().expect("checked by the caller");
+    let table = read_table(data, &CsvOptions::default())?;
+    let (table, _) = tabular::map_classes(table, &prep.target, &prep.classes)?;
+    let rows: Vec<usize> = (0..table.rows()).collect();
+    let s = tabular::score(&mut model, &table, &rows)?;
+    println!("{s} ({} rows)", s.rows);
+    if let Some(r) = &s.report {
+        print!("\n{}", r.render());
+    }
+    Ok(())
 }

@@ -107,6 +107,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         augment: cfg.train.augment.clone(),
         checkpoint: Some(run_dir.join(CHECKPOINT)),
         resume: progress,
+        class_weight: cfg.train.class_weight.clone(),
         ..Default::default()
     };
     on_signal_stop();

@@ -225,4 +225,45 @@ fn text_models_predict_raw_text_as_they_predict_files() {
     );
     std::fs::write(t.path("other.csv"), "comment\nnice\n").unwrap();
     assert_fails(&kiln(&["predict", &model, "--input", &t.s("other.csv")]), &["no column `review`", "comment"]);
+    // `kiln evaluate` scores a file with the config's class mapping (stars 1 and 5 to negative/positive).
+    let o = kiln(&["evaluate", &model, "--data", &t.s("r.csv")]);
+    let ev = stdout(&o);
+    assert!(ev.contains("macro_f1: ") && ev.contains("(600 rows)") && ev.contains("weighted avg"), "{ev}");
+    // The run folder says which file rows were test rows (for baselines on the same split).
+    let split = std::fs::read_to_string(t.path("run/split.csv")).unwrap();
+    assert_eq!(split.lines().next(), Some("row,part"));
+    assert_eq!(split.lines().filter(|l| l.ends_with(",test")).count(), 120);
+    assert_eq!(split.lines().filter(|l| l.ends_with(",train")).count(), 480);
+    // TF-IDF bag with balanced class weights, from the config; raw text and a file row agree.
+    let tfidf = cfg.replace("dim = 8\n", "dim = 8\noutput = \"tf_idf\"\n") + "class_weight = \"balanced\"\n";
+    std::fs::write(t.path("tfidf.toml"), &tfidf).unwrap();
+    let o = kiln(&["train", &t.s("tfidf.toml"), "--run-dir", &t.s("run2"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let acc: f64 = stdout(&o).split("test accuracy: ").nth(1).unwrap()[..6].parse().unwrap();
+    assert!(acc > 0.95, "{}", stdout(&o));
+    let model2 = t.s("run2/model.safetensors");
+    let one = stdout(&kiln(&["predict", &model2, "what a lovely dress"]));
+    let many = stdout(&kiln(&["predict", &model2, "--input", &t.s("in.csv")]));
+    assert_eq!(many.lines().nth(1), one.lines().nth(1));
+    // The same from the command line, and a key that does not exist.
+    let o = kiln(&[
+        "train",
+        &t.s("r.toml"),
+        "--set",
+        "data.prepare.text.output=multi_hot",
+        "--set",
+        "train.class_weight={ negative = 2.0 }",
+        "--run-dir",
+        &t.s("run4"),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let saved = std::fs::read_to_string(t.path("run4/config.toml")).unwrap();
+    assert!(saved.contains("output = \"multi_hot\"") && saved.contains("negative = 2.0"), "{saved}");
+    assert_fails(&kiln(&["train", &t.s("r.toml"), "--set", "model.nope=1"]), &["model.nope", "nope"]);
+    std::fs::write(t.path("badw.toml"), tfidf.replace("\"balanced\"", "{ neutral = 2.0 }")).unwrap();
+    assert_fails(
+        &kiln(&["train", &t.s("badw.toml"), "--run-dir", &t.s("run3")]),
+        &["train.class_weight", "no class `neutral`", "negative, positive"],
+    );
 }

@@ -214,6 +214,49 @@ fn losses() {
 }
 
 #[test]
+fn weighted_losses() {
+    let mut r = rng();
+    let (w4, w3) = ([0.5, 2.0, 1.0, 3.0], [2.5, 0.2, 1.0]);
+    let t = one_hot_rows(4, 5, &mut r);
+    check(vec![u(&[4, 5], &mut r)], |g, v| g.weighted_sparse_softmax_cross_entropy(v[0], &[0, 4, 2, 2], &w4));
+    check(vec![u(&[4, 5], &mut r)], |g, v| {
+        let tv = g.input(&[4, 5], &t)?;
+        g.weighted_loss(LossKind::SoftmaxCrossEntropy, v[0], tv, &w4)
+    });
+    check(vec![Input::uniform(&[4, 5], 0.1, 1.0, &mut r)], |g, v| {
+        let tv = g.input(&[4, 5], &t)?;
+        g.weighted_loss(LossKind::CategoricalCrossEntropy, v[0], tv, &w4)
+    });
+    let tb: Vec<f64> = (0..6).map(|i| (i % 2) as f64).collect();
+    check(vec![u(&[3, 2], &mut r)], |g, v| {
+        let tv = g.input(&[3, 2], &tb)?;
+        g.weighted_loss(LossKind::SigmoidBinaryCrossEntropy, v[0], tv, &w3)
+    });
+    check(vec![Input::uniform(&[3, 2], 0.05, 0.95, &mut r)], |g, v| {
+        let tv = g.input(&[3, 2], &tb)?;
+        g.weighted_loss(LossKind::BinaryCrossEntropy, v[0], tv, &w3)
+    });
+    check(vec![u(&[3, 2], &mut r)], |g, v| {
+        let tv = g.input(&[3, 2], &tb)?;
+        g.weighted_loss(LossKind::MeanSquaredError, v[0], tv, &w3)
+    });
+    // The value: each row's loss times its weight, over the row count (Keras's sum_over_batch_size).
+    let mut g = kiln_core::Graph::<f64>::new();
+    let z = g.input(&[2, 2], &[1.0, -1.0, 0.5, 2.0]).unwrap();
+    let plain: Vec<f64> = (0..2)
+        .map(|row| {
+            let mut h = kiln_core::Graph::<f64>::new();
+            let zr = h.input(&[1, 2], &[[1.0, -1.0], [0.5, 2.0]][row]).unwrap();
+            let l = h.sparse_softmax_cross_entropy(zr, &[[0], [0]][row]).unwrap();
+            h.scalar(l)
+        })
+        .collect();
+    let l = g.weighted_sparse_softmax_cross_entropy(z, &[0, 0], &[3.0, 0.5]).unwrap();
+    assert!((g.scalar(l) - (3.0 * plain[0] + 0.5 * plain[1]) / 2.0).abs() < 1e-12);
+    assert!(g.weighted_sparse_softmax_cross_entropy(z, &[0, 0], &[1.0]).is_err());
+}
+
+#[test]
 fn a_small_network_end_to_end() {
     let mut r = rng();
     check(

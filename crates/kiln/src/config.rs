@@ -86,6 +86,9 @@ pub struct TrainConfig {
     /// Random changes to each training image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<Augment>,
+    /// Weights of the classes in the loss: `"balanced"`, or by class index, e.g. `{ 0 = 1.0, 1 = 5.0 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weight: Option<crate::train::ClassWeight>,
 }
 
 fn one() -> usize {

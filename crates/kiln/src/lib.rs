@@ -35,7 +35,7 @@ pub use kiln_core::{Error, Result, Tensor};
 
 pub mod prelude {
     pub use crate::loss::Loss;
-    pub use crate::metrics::Metric;
+    pub use crate::metrics::{Average, ClassificationReport, Metric};
     pub use crate::model::CompileConfig;
     pub use crate::model::Sequential;
     pub use crate::nn::{
@@ -45,6 +45,6 @@ pub mod prelude {
     };
     pub use crate::optim::{Adagrad, Adam, AdamW, RmsProp, Sgd};
     pub use crate::schedule::{Clip, Schedule};
-    pub use crate::train::{Evaluation, FitOptions, History};
+    pub use crate::train::{ClassWeight, Evaluation, FitOptions, History, balanced_class_weights};
     pub use kiln_core::Tensor;
 }

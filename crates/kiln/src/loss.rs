@@ -49,8 +49,14 @@ impl Loss {
         self == Loss::SparseCategoricalCrossentropy
     }
 
+    /// Whether class weights apply: the loss reads classes.
+    pub fn classifies(self) -> bool {
+        matches!(self, Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy | Loss::BinaryCrossentropy)
+    }
+
     /// The mean loss of a batch. `out` is logits when `fused`, else the model's output; `targets` is shaped
-    /// like the output, except for the sparse loss, which reads `labels`.
+    /// like the output, except for the sparse loss, which reads `labels`. `weights`: one per row, multiplying
+    /// its loss (empty: all 1); only for losses that `classifies`.
     pub(crate) fn compute(
         self,
         g: &mut Graph<f32>,
@@ -58,12 +64,17 @@ impl Loss {
         fused: bool,
         targets: Option<Var>,
         labels: &[u32],
+        weights: &[f32],
     ) -> Result<Var> {
         let t = || targets.expect("dense targets for a dense loss");
         match (self, fused) {
-            (Loss::CategoricalCrossentropy, true) => g.loss(LossKind::SoftmaxCrossEntropy, out, t()),
-            (Loss::CategoricalCrossentropy, false) => g.loss(LossKind::CategoricalCrossEntropy, out, t()),
-            (Loss::SparseCategoricalCrossentropy, true) => g.sparse_softmax_cross_entropy(out, labels),
+            (Loss::CategoricalCrossentropy, true) => g.weighted_loss(LossKind::SoftmaxCrossEntropy, out, t(), weights),
+            (Loss::CategoricalCrossentropy, false) => {
+                g.weighted_loss(LossKind::CategoricalCrossEntropy, out, t(), weights)
+            }
+            (Loss::SparseCategoricalCrossentropy, true) => {
+                g.weighted_sparse_softmax_cross_entropy(out, labels, weights)
+            }
             (Loss::SparseCategoricalCrossentropy, false) => {
                 let shape = g.shape(out);
                 let c = shape.dims().last().copied().unwrap_or(1);
@@ -72,10 +83,10 @@ impl Loss {
                         buf[r * c + l as usize] = 1.0;
                     }
                 })?;
-                g.loss(LossKind::CategoricalCrossEntropy, out, one_hot)
+                g.weighted_loss(LossKind::CategoricalCrossEntropy, out, one_hot, weights)
             }
-            (Loss::BinaryCrossentropy, true) => g.loss(LossKind::SigmoidBinaryCrossEntropy, out, t()),
-            (Loss::BinaryCrossentropy, false) => g.loss(LossKind::BinaryCrossEntropy, out, t()),
+            (Loss::BinaryCrossentropy, true) => g.weighted_loss(LossKind::SigmoidBinaryCrossEntropy, out, t(), weights),
+            (Loss::BinaryCrossentropy, false) => g.weighted_loss(LossKind::BinaryCrossEntropy, out, t(), weights),
             (Loss::MeanSquaredError, _) => g.loss(LossKind::MeanSquaredError, out, t()),
             (Loss::MeanAbsoluteError, _) => {
                 let d = g.sub(out, t())?;

@@ -3,24 +3,85 @@
 use crate::loss::Loss;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Categorical, sparse or binary accuracy, chosen by the loss as Keras does.
-    #[serde(alias = "acc")]
-    Accuracy,
-    #[serde(alias = "mae")]
-    MeanAbsoluteError,
-    #[serde(alias = "mse")]
-    MeanSquaredError,
+/// How precision, recall and F1 combine the classes (scikit-learn's `average`): `Binary` is the positive
+/// class's (a model with one sigmoid output; with several outputs it is read as `Macro`), `Macro` the plain
+/// mean over classes, `Micro` from the pooled counts (equal to accuracy for single-label classes),
+/// `Weighted` the mean weighted by each class's support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Average {
+    Binary,
+    Macro,
+    Micro,
+    Weighted,
 }
 
+/// A metric by its name in configs: `accuracy` (`acc`), `mae`, `mse`, and `precision`, `recall`, `f1`
+/// with an optional `macro_`, `micro_` or `weighted_` prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Metric {
+    /// Categorical, sparse or binary accuracy, chosen by the loss as Keras does.
+    Accuracy,
+    MeanAbsoluteError,
+    MeanSquaredError,
+    Precision(Average),
+    Recall(Average),
+    F1(Average),
+}
+
+const AVERAGES: [Average; 4] = [Average::Binary, Average::Macro, Average::Micro, Average::Weighted];
+
 impl Metric {
+    /// Every metric, for parsing and for messages.
+    pub fn all() -> Vec<Metric> {
+        let mut v = vec![Metric::Accuracy, Metric::MeanAbsoluteError, Metric::MeanSquaredError];
+        for a in AVERAGES {
+            v.extend([Metric::Precision(a), Metric::Recall(a), Metric::F1(a)]);
+        }
+        v
+    }
+
     pub fn name(self) -> &'static str {
+        let pick = |a: Average, names: [&'static str; 4]| names[AVERAGES.iter().position(|&x| x == a).unwrap_or(0)];
         match self {
             Metric::Accuracy => "accuracy",
             Metric::MeanAbsoluteError => "mae",
             Metric::MeanSquaredError => "mse",
+            Metric::Precision(a) => pick(a, ["precision", "macro_precision", "micro_precision", "weighted_precision"]),
+            Metric::Recall(a) => pick(a, ["recall", "macro_recall", "micro_recall", "weighted_recall"]),
+            Metric::F1(a) => pick(a, ["f1", "macro_f1", "micro_f1", "weighted_f1"]),
+        }
+    }
+
+    /// Whether the metric is computed from the confusion matrix of the whole epoch (not a mean of rows).
+    pub(crate) fn from_confusion(self) -> bool {
+        matches!(self, Metric::Precision(_) | Metric::Recall(_) | Metric::F1(_))
+    }
+
+    /// The metric from a k × k confusion matrix (rows true, columns predicted), zero where undefined (as
+    /// scikit-learn with zero_division=0).
+    pub(crate) fn of_confusion(self, cm: &[f64], k: usize) -> f64 {
+        let per = per_class(cm, k);
+        let (avg, pick): (Average, fn(&(f64, f64, f64, f64)) -> f64) = match self {
+            Metric::Precision(a) => (a, |c| c.0),
+            Metric::Recall(a) => (a, |c| c.1),
+            Metric::F1(a) => (a, |c| c.2),
+            _ => return f64::NAN,
+        };
+        let mean = |w: &dyn Fn(usize) -> f64| {
+            let total: f64 = (0..k).map(w).sum();
+            if total > 0.0 { (0..k).map(|c| w(c) * pick(&per[c])).sum::<f64>() / total } else { 0.0 }
+        };
+        match avg {
+            Average::Binary if k == 2 => pick(&per[1]),
+            Average::Binary | Average::Macro => mean(&|_| 1.0),
+            Average::Weighted => mean(&|c| per[c].3),
+            Average::Micro => {
+                // Single-label: every wrong prediction is a false positive of one class and a false negative
+                // of another, so micro precision = recall = F1 = accuracy.
+                let total: f64 = cm.iter().sum();
+                if total > 0.0 { (0..k).map(|c| cm[c * k + c]).sum::<f64>() / total } else { 0.0 }
+            }
         }
     }
 
@@ -51,6 +112,7 @@ impl Metric {
                     kiln_core::argmax(&out[row.clone()]) == kiln_core::argmax(&targets[row])
                 })
                 .count() as f64,
+            Metric::Precision(_) | Metric::Recall(_) | Metric::F1(_) => 0.0,
             Metric::MeanAbsoluteError | Metric::MeanSquaredError => {
                 let sq = self == Metric::MeanSquaredError;
                 let s: f64 = out
@@ -68,8 +130,83 @@ impl Metric {
 
     /// Whether the metric reads probabilities (so logits must be converted first).
     pub(crate) fn needs_probabilities(self) -> bool {
-        self != Metric::Accuracy
+        matches!(self, Metric::MeanAbsoluteError | Metric::MeanSquaredError)
     }
+}
+
+impl TryFrom<String> for Metric {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let s = match s.as_str() {
+            "acc" => "accuracy",
+            "mean_absolute_error" => "mae",
+            "mean_squared_error" => "mse",
+            "f1_score" => "f1",
+            other => other,
+        };
+        Metric::all().into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Metric::all().iter().map(|m| m.name()).collect();
+            format!("unknown metric `{s}`; the metrics are: {}", names.join(", "))
+        })
+    }
+}
+
+impl From<Metric> for String {
+    fn from(m: Metric) -> String {
+        m.name().to_string()
+    }
+}
+
+/// Classes of a model with `cols` outputs: 2 for one sigmoid output.
+pub(crate) fn class_count(cols: usize) -> usize {
+    if cols == 1 { 2 } else { cols }
+}
+
+/// Slots a fit or evaluation keeps for `metrics`: one sum per metric, then a confusion matrix when any
+/// metric reads one.
+pub(crate) fn state_len(metrics: &[Metric], cols: usize) -> usize {
+    let k = class_count(cols);
+    metrics.len() + if metrics.iter().any(|m| m.from_confusion()) { k * k } else { 0 }
+}
+
+/// Adds one batch to the confusion matrix `cm` (k × k): the true class from `labels` (sparse) or `targets`,
+/// the predicted one from `out` (a positive logit or p > 0.5 for one output, else the row argmax).
+pub(crate) fn add_to_confusion(
+    cm: &mut [f64],
+    out: &[f32],
+    cols: usize,
+    targets: &[f32],
+    labels: &[u32],
+    logits: bool,
+) {
+    let k = class_count(cols);
+    let cut = if logits { 0.0 } else { 0.5 };
+    for r in 0..out.len() / cols.max(1) {
+        let row = r * cols..(r + 1) * cols;
+        let (t, p) = if cols == 1 {
+            let t = labels.get(r).map_or(targets[r] > 0.5, |&l| l == 1);
+            (t as usize, (out[r] > cut) as usize)
+        } else {
+            let t = labels.get(r).map_or_else(|| kiln_core::argmax(&targets[row.clone()]), |&l| l as usize);
+            (t, kiln_core::argmax(&out[row]))
+        };
+        cm[t * k + p] += 1.0;
+    }
+}
+
+/// (precision, recall, F1, support) of each class of a k × k confusion matrix.
+fn per_class(cm: &[f64], k: usize) -> Vec<(f64, f64, f64, f64)> {
+    (0..k)
+        .map(|c| {
+            let tp = cm[c * k + c];
+            let predicted: f64 = (0..k).map(|t| cm[t * k + c]).sum();
+            let support: f64 = cm[c * k..(c + 1) * k].iter().sum();
+            let p = if predicted > 0.0 { tp / predicted } else { 0.0 };
+            let r = if support > 0.0 { tp / support } else { 0.0 };
+            let f = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+            (p, r, f, support)
+        })
+        .collect()
 }
 
 /// Area under the ROC curve of `scores` for binary `labels` (1 positive): the probability that a random
@@ -167,17 +304,9 @@ impl ClassificationReport {
             cm[t][p] += 1;
         }
         let n = truth.len().max(1) as f64;
-        let per_class: Vec<(f64, f64, f64, usize)> = (0..k)
-            .map(|c| {
-                let tp = cm[c][c] as f64;
-                let predicted: usize = (0..k).map(|t| cm[t][c]).sum();
-                let support: usize = cm[c].iter().sum();
-                let p = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
-                let r = if support > 0 { tp / support as f64 } else { 0.0 };
-                let f = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
-                (p, r, f, support)
-            })
-            .collect();
+        let flat: Vec<f64> = cm.iter().flatten().map(|&v| v as f64).collect();
+        let per_class: Vec<(f64, f64, f64, usize)> =
+            per_class(&flat, k).into_iter().map(|(p, r, f, s)| (p, r, f, s as usize)).collect();
         let avg = |w: &dyn Fn(usize) -> f64| {
             let total: f64 = (0..k).map(w).sum::<f64>().max(1e-300);
             let s = |f: &dyn Fn(&(f64, f64, f64, usize)) -> f64| {
@@ -231,6 +360,31 @@ mod report_tests {
         assert!((r.macro_avg.2 - (0.5 + 0.8 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
         assert!((r.accuracy - 4.0 / 6.0).abs() < 1e-12);
         assert_eq!(r.confusion, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]);
+        // precision/recall/f1_score(t, p, average=...) from scikit-learn 1.8 on these labels.
+        let (t, p) = ([0u32, 0, 0, 0, 1, 1, 2, 2, 2, 1], [0usize, 1, 0, 2, 2, 1, 2, 0, 2, 2]);
+        let out: Vec<f32> = p.iter().flat_map(|&c| (0..3).map(move |j| (j == c) as u8 as f32)).collect();
+        let mut cm = vec![0.0; 9];
+        add_to_confusion(&mut cm, &out, 3, &[], &t, false);
+        let want = [
+            (Average::Macro, 0.5222222222222221, 0.5, 0.4904761904761905),
+            (Average::Micro, 0.5, 0.5, 0.5),
+            (Average::Weighted, 0.5366666666666666, 0.5, 0.49857142857142855),
+        ];
+        for (a, wp, wr, wf) in want {
+            let got = [Metric::Precision(a), Metric::Recall(a), Metric::F1(a)].map(|m| m.of_confusion(&cm, 3));
+            for (g, w) in got.iter().zip([wp, wr, wf]) {
+                assert!((g - w).abs() < 1e-12, "{a:?}: {got:?} vs {wp} {wr} {wf}");
+            }
+        }
+        // Binary, one sigmoid output given as logits: precision 0.75, recall 0.6, F1 2/3.
+        let (tb, zb) = ([0., 1., 1., 0., 1., 1., 0., 1.], [-1f32, 2., -3., -0.5, -0.1, 0.3, 4., 1.]);
+        let mut cm = vec![0.0; 4];
+        add_to_confusion(&mut cm, &zb, 1, &tb, &[], true);
+        let got = [Metric::Precision(Average::Binary), Metric::Recall(Average::Binary), Metric::F1(Average::Binary)]
+            .map(|m| m.of_confusion(&cm, 2));
+        assert!((got[0] - 0.75).abs() < 1e-12 && (got[1] - 0.6).abs() < 1e-12 && (got[2] - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(Metric::try_from("weighted_f1".to_string()), Ok(Metric::F1(Average::Weighted)));
+        assert!(Metric::try_from("f2".to_string()).unwrap_err().contains("micro_recall"));
         // average_precision_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.8333...
         let ap = pr_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap();
         assert!((ap - 0.8333333333333333).abs() < 1e-12, "{ap}");

@@ -246,14 +246,9 @@ impl Sequential {
                 continue;
             }
             h = self.layers[i].forward(&mut self.graph, h, training, logits && i + 1 == n, mask.as_deref())?;
-            if matches!(
-                self.layers[i].config,
-                LayerConfig::Lstm(_)
-                    | LayerConfig::Gru(_)
-                    | LayerConfig::SimpleRnn(_)
-                    | LayerConfig::Bidirectional(_)
-                    | LayerConfig::GlobalAveragePooling1d(_)
-            ) {
+            // The mask holds while the steps are the embedding's: through dropout and sequence outputs.
+            let c = &self.layers[i].config;
+            if !(matches!(c, LayerConfig::Embedding(_) | LayerConfig::Dropout(_)) || c.returns_sequences()) {
                 mask = None;
             }
             i += 1;

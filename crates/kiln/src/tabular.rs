@@ -8,14 +8,16 @@ use crate::callbacks::{Callback, EarlyStopping};
 use crate::data::csv::{CsvOptions, read_table};
 use crate::data::prepare::{Feature, FeatureKind, Preparation, PrepareOptions, Task, duplicate_rows};
 use crate::data::table::{ColumnType, Table};
+use crate::data::text::TextOutput;
 use crate::loss::Loss;
 use crate::metrics::{ClassificationReport, Metric, pr_auc, regression_scores, roc_auc};
 use crate::model::Sequential;
 use crate::nn::{
-    Activation, CategoryEmbedding, Conv1D, Dense, Dropout, Embedding, GlobalMaxPooling1D, Gru, Lstm, Regularizer,
+    Activation, Bidirectional, Conv1D, Dense, Dropout, Embedding, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru,
+    Lstm, Regularizer, RnnKind, SimpleRnn,
 };
 use crate::optim::Adam;
-use crate::train::FitOptions;
+use crate::train::{ClassWeight, FitOptions};
 use kiln_core::{Error, Result, Rng, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -64,12 +66,24 @@ pub struct TableData {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TableModel {
-    /// `mlp` (default): embeddings and numbers into Dense layers. `lstm` or `gru`: a model for one text
-    /// column, its terms in order through Embedding(mask_zero) and an LSTM or GRU of `units`, then the Dense
-    /// layers.
+    /// `mlp` (default): embeddings and numbers into Dense layers. `lstm`, `gru` or `simple_rnn`: a model
+    /// for one text column, its terms in order through Embedding(mask_zero) and a recurrent layer of `units`,
+    /// then the Dense layers. `cnn`: Conv1D over the terms.
     pub kind: ModelKind,
-    /// LSTM or GRU width, or Conv1D filters.
+    /// Recurrent width (per direction), or Conv1D filters.
     pub units: usize,
+    /// Run the recurrent layer both ways (Bidirectional), concatenating the two.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bidirectional: bool,
+    /// What the Dense layers get from the sequence: `last` (the recurrent layer's last state; the default
+    /// for recurrent kinds), `max` or `average` over the steps (the states at every step, padding left out
+    /// of the average; `max` is the default for cnn).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
+    /// Dropout on the term vectors before the sequence layer (sequence kinds): against the early
+    /// overfitting of models whose embedding table holds most of the weights.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub embedding_dropout: f64,
     /// Conv1D window in terms (kind = "cnn").
     pub kernel_size: usize,
     /// Widths of the hidden Dense layers (ReLU).
@@ -88,8 +102,17 @@ pub enum ModelKind {
     Mlp,
     Lstm,
     Gru,
+    SimpleRnn,
     /// Embedding → Conv1D(units filters of `kernel_size` terms, ReLU) → GlobalMaxPooling1D.
     Cnn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    Last,
+    Max,
+    Average,
 }
 
 impl Default for TableModel {
@@ -97,6 +120,9 @@ impl Default for TableModel {
         TableModel {
             kind: ModelKind::Mlp,
             units: 64,
+            bidirectional: false,
+            pooling: None,
+            embedding_dropout: 0.0,
             kernel_size: 3,
             hidden: vec![64, 32],
             dropout: 0.1,
@@ -124,6 +150,10 @@ pub struct TableTrain {
     /// The loss for a numeric target: mean_squared_error (default), mean_absolute_error or huber.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regression_loss: Option<Loss>,
+    /// Weights of the classes in the loss: `"balanced"` (rows / (classes × rows of the class), from the
+    /// training rows) or by class name, e.g. `{ negative = 3.0 }` (unlisted classes weigh 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weight: Option<ClassWeight>,
 }
 
 impl Default for TableTrain {
@@ -137,8 +167,13 @@ impl Default for TableTrain {
             seed: 0,
             oversample: false,
             regression_loss: None,
+            class_weight: None,
         }
     }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn fifth() -> f64 {
@@ -170,30 +205,14 @@ impl TableConfig {
 
     /// The file's rows, with `data.classes` applied to the target.
     pub fn read_table(&self) -> Result<Table> {
-        let mut t = read_table(&self.data.path, &CsvOptions { delimiter: None, missing: self.data.missing.clone() })?;
-        if self.data.classes.is_empty() {
-            return Ok(t);
-        }
-        let ti = t
-            .columns
-            .iter()
-            .position(|c| c.name == self.data.target)
-            .ok_or_else(|| t.column(&self.data.target).err().unwrap())?;
-        let keep: Vec<usize> = (0..t.rows())
-            .filter(|&r| t.columns[ti].cells[r].as_ref().is_some_and(|v| self.data.classes.contains_key(v)))
-            .collect();
-        for (i, c) in t.columns.iter_mut().enumerate() {
-            c.cells = keep
-                .iter()
-                .map(|&r| {
-                    if i == ti { c.cells[r].as_ref().map(|v| self.data.classes[v].clone()) } else { c.cells[r].clone() }
-                })
-                .collect();
-            if i == ti {
-                c.declared = Some(ColumnType::Category);
-            }
-        }
-        Ok(t)
+        Ok(self.read_table_rows()?.0)
+    }
+
+    /// `read_table`, and for each of its rows the row of the file it came from (0 = the first data row), so
+    /// that a split can be reproduced elsewhere.
+    pub fn read_table_rows(&self) -> Result<(Table, Vec<usize>)> {
+        let t = read_table(&self.data.path, &CsvOptions { delimiter: None, missing: self.data.missing.clone() })?;
+        map_classes(t, &self.data.target, &self.data.classes)
     }
 
     /// Column types: inferred, then the config's overrides (each must name a column).
@@ -213,6 +232,28 @@ impl TableConfig {
     }
 }
 
+/// `table` with its `target` values mapped to classes by `classes` and the rows whose value is not listed
+/// dropped (nothing changes when `classes` is empty); and for each row left, its row in `table`.
+pub fn map_classes(mut t: Table, target: &str, classes: &BTreeMap<String, String>) -> Result<(Table, Vec<usize>)> {
+    if classes.is_empty() {
+        let n = t.rows();
+        return Ok((t, (0..n).collect()));
+    }
+    let ti = t.columns.iter().position(|c| c.name == target).ok_or_else(|| t.column(target).err().unwrap())?;
+    let keep: Vec<usize> =
+        (0..t.rows()).filter(|&r| t.columns[ti].cells[r].as_ref().is_some_and(|v| classes.contains_key(v))).collect();
+    for (i, c) in t.columns.iter_mut().enumerate() {
+        c.cells = keep
+            .iter()
+            .map(|&r| if i == ti { c.cells[r].as_ref().map(|v| classes[v].clone()) } else { c.cells[r].clone() })
+            .collect();
+        if i == ti {
+            c.declared = Some(ColumnType::Category);
+        }
+    }
+    Ok((t, keep))
+}
+
 /// Test metrics of a table model.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TableScores {
@@ -220,6 +261,13 @@ pub struct TableScores {
     pub accuracy: Option<f64>,
     /// The unweighted mean over classes of each class's F1 (scikit-learn's f1_score(average="macro")).
     pub macro_f1: Option<f64>,
+    /// The mean of the classes' F1 weighted by their support (average="weighted"). Micro-averaged
+    /// precision, recall and F1 equal the accuracy here (one class per row).
+    pub weighted_f1: Option<f64>,
+    /// Precision, recall and F1 of the positive class (binary targets: the second class).
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub f1: Option<f64>,
     pub roc_auc: Option<f64>,
     /// Average precision of the positive class (binary only).
     pub pr_auc: Option<f64>,
@@ -235,7 +283,11 @@ impl std::fmt::Display for TableScores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let parts: Vec<String> = [
             ("accuracy", self.accuracy),
+            ("precision", self.precision),
+            ("recall", self.recall),
+            ("f1", self.f1),
             ("macro_f1", self.macro_f1),
+            ("weighted_f1", self.weighted_f1),
             ("roc_auc", self.roc_auc),
             ("pr_auc", self.pr_auc),
             ("rmse", self.rmse),
@@ -253,31 +305,50 @@ impl std::fmt::Display for TableScores {
 pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss: Option<Loss>) -> Result<Sequential> {
     let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
     match (m.kind, prep.features.as_slice()) {
-        (
-            ModelKind::Lstm | ModelKind::Gru | ModelKind::Cnn,
-            [Feature { kind: FeatureKind::Text { vocab, opts }, .. }],
-        ) => {
-            model.add(Embedding::new(vocab.len() + 2, opts.dim).mask_zero(m.kind != ModelKind::Cnn))?;
-            match m.kind {
-                ModelKind::Lstm => model.add(Lstm::new(m.units))?,
-                ModelKind::Gru => model.add(Gru::new(m.units))?,
-                _ => {
-                    model.add(Conv1D::new(m.units, m.kernel_size).activation(Activation::Relu))?;
-                    model.add(GlobalMaxPooling1D::new())?
-                }
-            };
+        (ModelKind::Mlp, _) => {
+            if let Some(layer) = prep.embedding_layer() {
+                model.add(layer)?;
+            }
         }
-        (ModelKind::Lstm | ModelKind::Gru | ModelKind::Cnn, _) => {
+        (_, [Feature { kind: FeatureKind::Text { vocab, opts, .. }, .. }]) if opts.output == TextOutput::Ids => {
+            model.add(Embedding::new(vocab.len() + 2, opts.dim).mask_zero(m.kind != ModelKind::Cnn))?;
+            if m.embedding_dropout > 0.0 {
+                model.add(Dropout::new(m.embedding_dropout))?;
+            }
+            let pooling = m.pooling.unwrap_or(if m.kind == ModelKind::Cnn { Pooling::Max } else { Pooling::Last });
+            let rnn = match m.kind {
+                ModelKind::Lstm => Some(RnnKind::Lstm),
+                ModelKind::Gru => Some(RnnKind::Gru),
+                ModelKind::SimpleRnn => Some(RnnKind::SimpleRnn),
+                _ => None,
+            };
+            let seq = pooling != Pooling::Last;
+            match rnn {
+                Some(kind) if m.bidirectional => model.add(Bidirectional::new(kind, m.units).return_sequences(seq))?,
+                Some(RnnKind::Lstm) => model.add(Lstm::new(m.units).return_sequences(seq))?,
+                Some(RnnKind::Gru) => model.add(Gru::new(m.units).return_sequences(seq))?,
+                Some(RnnKind::SimpleRnn) => model.add(SimpleRnn::new(m.units).return_sequences(seq))?,
+                None if pooling == Pooling::Last => {
+                    return Err(Error::Config("model.pooling = \"last\" is for recurrent kinds, not cnn".into()));
+                }
+                None => model.add(Conv1D::new(m.units, m.kernel_size).activation(Activation::Relu))?,
+            };
+            match pooling {
+                Pooling::Max => {
+                    model.add(GlobalMaxPooling1D::new())?;
+                }
+                Pooling::Average => {
+                    model.add(GlobalAveragePooling1D::new())?;
+                }
+                Pooling::Last => {}
+            }
+        }
+        _ => {
             return Err(Error::Config(
-                "model.kind = \"lstm\", \"gru\" or \"cnn\" reads one text column: ignore the other columns \
-                 (data.ignore)"
+                "model.kind = \"lstm\", \"gru\", \"simple_rnn\" or \"cnn\" reads one text column as term ids: \
+                 ignore the other columns (data.ignore) and keep data.prepare.text.output = \"ids\""
                     .into(),
             ));
-        }
-        (ModelKind::Mlp, _) => {
-            if let Some((numeric, columns, lengths)) = prep.embedding_layout() {
-                model.add(CategoryEmbedding::new(numeric, &columns).lengths(&lengths))?;
-            }
         }
     }
     let reg = |d: Dense| if m.l2 > 0.0 { d.kernel_regularizer(Regularizer::l2(m.l2)) } else { d };
@@ -289,12 +360,12 @@ pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss:
     }
     let (out, loss, metrics) = match &prep.task {
         Task::Binary { .. } => {
-            (Dense::new(1).activation(Activation::Sigmoid), Loss::BinaryCrossentropy, vec![Metric::Accuracy])
+            (Dense::new(1).activation(Activation::Sigmoid), Loss::BinaryCrossentropy, classification_metrics())
         }
         Task::Multiclass { classes } => (
             Dense::new(classes.len()).activation(Activation::Softmax),
             Loss::SparseCategoricalCrossentropy,
-            vec![Metric::Accuracy],
+            classification_metrics(),
         ),
         Task::Regression => {
             let loss = regression_loss.unwrap_or(Loss::MeanSquaredError);
@@ -309,6 +380,10 @@ pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss:
     model.compile(Adam::new(lr), loss, &metrics)?;
     model.set_preparation(prep.clone());
     Ok(model)
+}
+
+fn classification_metrics() -> Vec<Metric> {
+    vec![Metric::Accuracy, Metric::F1(crate::metrics::Average::Macro)]
 }
 
 /// Targets shaped for the loss: a column for binary and regression, class indices otherwise.
@@ -338,9 +413,12 @@ pub fn score(model: &mut Sequential, table: &Table, rows: &[usize]) -> Result<Ta
             s.pr_auc = pr_auc(p.data(), &labels);
             let pred: Vec<usize> = p.data().iter().map(|&q| (q > 0.5) as usize).collect();
             let truth: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
-            s.macro_f1 = Some(macro_f1(&pred, &truth, 2));
             if let Task::Binary { classes } = &prep.task {
-                s.report = Some(ClassificationReport::new(&pred, &truth, classes));
+                let r = ClassificationReport::new(&pred, &truth, classes);
+                (s.precision, s.recall, s.f1) =
+                    (Some(r.per_class[1].0), Some(r.per_class[1].1), Some(r.per_class[1].2));
+                (s.macro_f1, s.weighted_f1) = (Some(r.macro_avg.2), Some(r.weighted_avg.2));
+                s.report = Some(r);
             }
         }
         Task::Multiclass { classes } => {
@@ -348,8 +426,9 @@ pub fn score(model: &mut Sequential, table: &Table, rows: &[usize]) -> Result<Ta
             let correct = pred.iter().zip(y.data()).filter(|(a, b)| **a == **b as usize).count();
             s.accuracy = Some(correct as f64 / rows.len().max(1) as f64);
             let truth: Vec<usize> = y.data().iter().map(|&v| v as usize).collect();
-            s.macro_f1 = Some(macro_f1(&pred, &truth, classes.len()));
-            s.report = Some(ClassificationReport::new(&pred, &truth, classes));
+            let r = ClassificationReport::new(&pred, &truth, classes);
+            (s.macro_f1, s.weighted_f1) = (Some(r.macro_avg.2), Some(r.weighted_avg.2));
+            s.report = Some(r);
         }
         Task::Regression => {
             let (rmse, mae, r2) = regression_scores(p.data(), y.data());
@@ -357,19 +436,6 @@ pub fn score(model: &mut Sequential, table: &Table, rows: &[usize]) -> Result<Ta
         }
     }
     Ok(s)
-}
-
-/// Macro-averaged F1 of predicted against true class indices (a class never predicted nor present counts 0,
-/// as scikit-learn does with zero_division=0).
-pub fn macro_f1(pred: &[usize], truth: &[usize], classes: usize) -> f64 {
-    let mut f = 0.0;
-    for c in 0..classes {
-        let tp = pred.iter().zip(truth).filter(|(p, t)| **p == c && **t == c).count() as f64;
-        let fp = pred.iter().zip(truth).filter(|(p, t)| **p == c && **t != c).count() as f64;
-        let fn_ = pred.iter().zip(truth).filter(|(p, t)| **p != c && **t == c).count() as f64;
-        f += if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) };
-    }
-    f / classes.max(1) as f64
 }
 
 /// Fits the preparation and a model on `train` rows; `verbose` prints a line per epoch.
@@ -393,7 +459,8 @@ pub fn fit_rows(
     }
     let n_val = train.len() - (train.len() as f64 * (1.0 - vs)).floor() as usize;
     let val = train.split_off(train.len() - n_val);
-    let prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
+    let mut prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
+    prep.classes = cfg.data.classes.clone();
     let mut model = build_model(&prep, &cfg.model, cfg.train.learning_rate, cfg.train.regression_loss)?;
     init_from_glove(&mut model, &prep)?;
     if cfg.train.oversample && prep.task != Task::Regression {
@@ -405,6 +472,7 @@ pub fn fit_rows(
         batch_size: cfg.train.batch_size,
         seed: cfg.train.seed,
         verbose,
+        class_weight: class_weight_by_index(cfg.train.class_weight.as_ref(), &prep.task)?,
         ..Default::default()
     };
     if val.is_empty() {
@@ -418,6 +486,33 @@ pub fn fit_rows(
     Ok(model)
 }
 
+/// The config's class weights with class names turned into the output's class indices.
+fn class_weight_by_index(cw: Option<&ClassWeight>, task: &Task) -> Result<Option<ClassWeight>> {
+    let classes = match task {
+        Task::Binary { classes } | Task::Multiclass { classes } => classes,
+        Task::Regression if cw.is_some() => {
+            return Err(Error::Config("train.class_weight: the target is a number, not classes".into()));
+        }
+        Task::Regression => return Ok(None),
+    };
+    match cw {
+        Some(ClassWeight::PerClass(m)) => {
+            let mut out = BTreeMap::new();
+            for (name, &w) in m {
+                let i = classes.iter().position(|c| c == name).ok_or_else(|| {
+                    Error::Config(format!(
+                        "train.class_weight: no class `{name}`; the classes are: {}",
+                        classes.join(", ")
+                    ))
+                })?;
+                out.insert(i.to_string(), w);
+            }
+            Ok(Some(ClassWeight::PerClass(out)))
+        }
+        other => Ok(other.cloned()),
+    }
+}
+
 /// Copies GloVe vectors into the embedding rows of the terms they cover (the first layer's tables, in the
 /// order of the text features).
 fn init_from_glove(model: &mut Sequential, prep: &Preparation) -> Result<()> {
@@ -425,7 +520,7 @@ fn init_from_glove(model: &mut Sequential, prep: &Preparation) -> Result<()> {
         .features
         .iter()
         .filter_map(|f| match &f.kind {
-            FeatureKind::Text { vocab, opts } => Some((vocab, opts)),
+            FeatureKind::Text { vocab, opts, .. } => Some((vocab, opts)),
             _ => None,
         })
         .collect();
@@ -558,9 +653,11 @@ pub fn summarize(folds: &[TableScores]) -> String {
         let m = v.iter().sum::<f64>() / v.len() as f64;
         Some((m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()))
     };
-    let rows: [(&str, &dyn Fn(&TableScores) -> Option<f64>); 6] = [
+    let rows: [(&str, &dyn Fn(&TableScores) -> Option<f64>); 8] = [
         ("accuracy", &|s| s.accuracy),
+        ("f1", &|s| s.f1),
         ("macro_f1", &|s| s.macro_f1),
+        ("weighted_f1", &|s| s.weighted_f1),
         ("roc_auc", &|s| s.roc_auc),
         ("rmse", &|s| s.rmse),
         ("mae", &|s| s.mae),

@@ -53,6 +53,10 @@ pub struct FitOptions<'a> {
     pub checkpoint: Option<PathBuf>,
     /// Continue a run from a checkpoint's progress (see `Sequential::load_checkpoint`).
     pub resume: Option<Progress>,
+    /// Weights per class multiplying the training loss of their samples (Keras's `class_weight`). A
+    /// sample's class is its label for sparse targets, the argmax of one-hot targets, t > 0.5 for a single
+    /// sigmoid output. Validation losses are not weighted.
+    pub class_weight: Option<ClassWeight>,
 }
 
 impl Default for FitOptions<'_> {
@@ -68,6 +72,7 @@ impl Default for FitOptions<'_> {
             augment: None,
             checkpoint: None,
             resume: None,
+            class_weight: None,
         }
     }
 }
@@ -162,6 +167,7 @@ pub(crate) struct Scratch {
     probs: Vec<f32>,
     idx: Vec<usize>,
     totals: Vec<f64>,
+    weights: Vec<f32>,
     augment: Vec<f32>,
     trainable: Vec<bool>,
 }
@@ -186,8 +192,18 @@ impl Totals {
     fn loss(&self) -> f64 {
         self.loss / self.seen.max(1) as f64
     }
+    /// Each metric's value: a mean over samples, or read from the confusion matrix kept after the sums.
     fn named(&self, metrics: &[Metric]) -> Vec<(String, f64)> {
-        metrics.iter().zip(&self.metrics).map(|(m, s)| (m.name().to_string(), s / self.seen.max(1) as f64)).collect()
+        let cm = &self.metrics[metrics.len().min(self.metrics.len())..];
+        let k = (cm.len() as f64).sqrt().round() as usize;
+        metrics
+            .iter()
+            .zip(&self.metrics)
+            .map(|(m, s)| {
+                let v = if m.from_confusion() { m.of_confusion(cm, k) } else { s / self.seen.max(1) as f64 };
+                (m.name().to_string(), v)
+            })
+            .collect()
     }
 }
 
@@ -242,6 +258,12 @@ impl Sequential {
     fn compiled_parts(&self, what: &str) -> Result<(Loss, Vec<Metric>)> {
         let loss = self.compiled_loss(what)?;
         Ok((loss, self.compiled.as_ref().map(|c| c.0.metrics.clone()).unwrap_or_default()))
+    }
+
+    /// Slots of metric state (see `metrics::state_len`).
+    fn state_len(&self) -> usize {
+        let metrics = self.compiled.as_ref().map(|c| &c.0.metrics[..]).unwrap_or(&[]);
+        crate::metrics::state_len(metrics, self.output_shape().iter().product())
     }
 
     fn compiled_loss(&self, what: &str) -> Result<Loss> {
@@ -319,6 +341,7 @@ impl Sequential {
         totals: &mut Totals,
         scratch: &mut Scratch,
         augment: Option<(&Augment, &mut Rng)>,
+        class_weight: Option<&[f32]>,
     ) -> Result<f64> {
         let loss_kind = self.compiled_loss("fit")?;
         let fused = loss_kind.fuses(self.last_activation());
@@ -356,7 +379,20 @@ impl Sequential {
                 Some(g.input_with(out_dims.dims(), |buf| gather(t.data(), tw, idx, buf))?)
             }
         };
-        let loss = loss_kind.compute(g, out, fused, target, &scratch.labels)?;
+        scratch.weights.clear();
+        if let (true, Some(cw)) = (train, class_weight) {
+            let tv = target.map(|t| g.value(t)).unwrap_or(&[]);
+            let c = out_dims.dims()[1..].iter().product::<usize>().max(1);
+            scratch.weights.extend((0..n).map(|r| {
+                let class = match (scratch.labels.get(r), c) {
+                    (Some(&l), _) => l as usize,
+                    (None, 1) => (tv[r] > 0.5) as usize,
+                    (None, _) => kiln_core::argmax(&tv[r * c..(r + 1) * c]),
+                };
+                cw[class]
+            }));
+        }
+        let loss = loss_kind.compute(g, out, fused, target, &scratch.labels, &scratch.weights)?;
         let mut loss_value = g.scalar(loss) as f64;
         if train {
             // Gradients start at zero: each step ends with zero_grads.
@@ -403,6 +439,10 @@ impl Sequential {
             };
             totals.metrics[k] += m.batch_sum(loss_kind, vals, cols, tv, &scratch.labels, fused);
         }
+        if totals.metrics.len() > metrics.len() {
+            let cm = &mut totals.metrics[metrics.len()..];
+            crate::metrics::add_to_confusion(cm, ov, cols, tv, &scratch.labels, fused);
+        }
         totals.loss += loss_value * n as f64;
         totals.seen += n;
         Ok(loss_value)
@@ -416,9 +456,9 @@ impl Sequential {
         let mut idx = std::mem::take(&mut scratch.idx);
         idx.clear();
         idx.extend(0..x.rows());
-        let n_metrics = self.compiled.as_ref().map_or(0, |c| c.0.metrics.len());
+        let n_metrics = self.state_len();
         let mut totals = Totals::reusing(std::mem::take(&mut scratch.totals), n_metrics);
-        let result = self.run_batch(x, &targets, &idx, true, &mut totals, &mut scratch, None);
+        let result = self.run_batch(x, &targets, &idx, true, &mut totals, &mut scratch, None, None);
         let loss = totals.loss();
         scratch.idx = idx;
         scratch.totals = totals.metrics;
@@ -452,6 +492,25 @@ impl Sequential {
         }
         self.check_x(x, "fit")?;
         let targets = self.check_targets(loss, x, y, "fit")?;
+        let class_weight = match &opts.class_weight {
+            Some(cw) => {
+                if !loss.classifies() {
+                    return Err(Error::Config(format!(
+                        "fit: class_weight needs a classification loss, not {}",
+                        loss.name()
+                    )));
+                }
+                let out = self.output_shape().iter().product::<usize>();
+                let n_train = if opts.validation_data.is_some() {
+                    x.rows()
+                } else {
+                    (x.rows() as f64 * (1.0 - opts.validation_split)).floor() as usize
+                };
+                let classes = row_classes(&targets, out, n_train);
+                Some(cw.resolve(&classes, if out == 1 { 2 } else { out })?)
+            }
+            None => None,
+        };
         let n_val = if opts.validation_data.is_some() {
             0
         } else {
@@ -500,7 +559,7 @@ impl Sequential {
             }
             self.graph.seed(epoch_seed(opts.seed, epoch, 1));
             let mut aug_rng = Rng::new(epoch_seed(opts.seed, epoch, 2));
-            let mut totals = Totals::new(metrics.len());
+            let mut totals = Totals::new(self.state_len());
             let mut skip = 0;
             if let Some(p) = opts.resume.as_ref().filter(|p| p.epoch + 1 == epoch && p.step_in_epoch > 0) {
                 skip = p.step_in_epoch;
@@ -512,7 +571,8 @@ impl Sequential {
             let bar = opts.verbose.then(|| progress_bar(epoch, opts.epochs, steps));
             for (step, idx) in order.chunks(opts.batch_size).enumerate().skip(skip) {
                 let aug = augment.map(|a| (a, &mut aug_rng));
-                let batch_loss = match self.run_batch(x, &targets, idx, true, &mut totals, &mut scratch, aug) {
+                let cw = class_weight.as_deref();
+                let batch_loss = match self.run_batch(x, &targets, idx, true, &mut totals, &mut scratch, aug, cw) {
                     Ok(l) => l,
                     Err(Error::Stopped(m)) => {
                         let kept = match &last_checkpoint {
@@ -638,9 +698,9 @@ impl Sequential {
         scratch: &mut Scratch,
     ) -> Result<Evaluation> {
         let (_, metrics) = self.compiled_parts("evaluate")?;
-        let mut totals = Totals::new(metrics.len());
+        let mut totals = Totals::new(self.state_len());
         for chunk in idx.chunks(inference_chunk(batch)) {
-            self.run_batch(x, y, chunk, false, &mut totals, scratch, None)?;
+            self.run_batch(x, y, chunk, false, &mut totals, scratch, None, None)?;
         }
         self.graph.reset();
         self.graph.set_recording(true);
@@ -676,6 +736,73 @@ impl Sequential {
         shape.extend_from_slice(self.output_shape());
         Tensor::new(&shape, out)
     }
+}
+
+/// Class weights: `"balanced"`, or a weight per class (by index here; by class name in table configs),
+/// classes not listed weighing 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassWeight {
+    Rule(WeightRule),
+    PerClass(std::collections::BTreeMap<String, f32>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightRule {
+    /// See `balanced_class_weights`.
+    Balanced,
+}
+
+impl ClassWeight {
+    pub fn balanced() -> Self {
+        ClassWeight::Rule(WeightRule::Balanced)
+    }
+
+    /// Weights by class index, e.g. `[(0, 4.0)]`.
+    pub fn per_class(w: &[(usize, f32)]) -> Self {
+        ClassWeight::PerClass(w.iter().map(|(c, v)| (c.to_string(), *v)).collect())
+    }
+
+    /// One weight per class, for samples of classes `classes` (indices below `n`).
+    pub fn resolve(&self, classes: &[usize], n: usize) -> Result<Vec<f32>> {
+        match self {
+            ClassWeight::Rule(WeightRule::Balanced) => Ok(balanced_class_weights(classes, n)),
+            ClassWeight::PerClass(m) => {
+                let mut w = vec![1.0; n];
+                for (k, &v) in m {
+                    let c =
+                        k.parse::<usize>().ok().filter(|&c| c < n).ok_or_else(|| {
+                            Error::Config(format!("class_weight: `{k}` is not a class index in 0..{n}"))
+                        })?;
+                    if !v.is_finite() || v < 0.0 {
+                        return Err(Error::Config(format!("class_weight: {v} for class {k} is not a weight >= 0")));
+                    }
+                    w[c] = v;
+                }
+                Ok(w)
+            }
+        }
+    }
+}
+
+/// The class of each of the first `n` samples (see `FitOptions::class_weight`).
+fn row_classes(t: &Targets, cols: usize, n: usize) -> Vec<usize> {
+    match t {
+        Targets::Labels(l) => l[..n].iter().map(|&c| c as usize).collect(),
+        Targets::Dense(y) if cols == 1 => y.data()[..n].iter().map(|&v| (v > 0.5) as usize).collect(),
+        Targets::Dense(y) => y.data().chunks(cols).take(n).map(kiln_core::argmax).collect(),
+    }
+}
+
+/// Keras's and scikit-learn's "balanced" class weights: samples / (classes × samples of the class), so that
+/// every class weighs as much in the loss as it would with the classes even. A class with no samples gets 1.
+pub fn balanced_class_weights(classes: &[usize], n_classes: usize) -> Vec<f32> {
+    let mut count = vec![0usize; n_classes];
+    for &c in classes {
+        count[c] += 1;
+    }
+    count.iter().map(|&k| if k == 0 { 1.0 } else { classes.len() as f32 / (n_classes as f32 * k as f32) }).collect()
 }
 
 /// Samples per forward pass at inference. Without dropout and with batch norm's moving statistics, the

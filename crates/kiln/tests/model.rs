@@ -306,3 +306,84 @@ fn regression_losses_mae_and_huber_match_keras_formulas() {
         assert!(m.evaluate(&x, &y, 4).unwrap().loss < want);
     }
 }
+
+/// Blobs where class 0 is rare (1 in 10) and overlaps class 1.
+fn imbalanced(n: usize, seed: u64) -> (Tensor, Tensor) {
+    let mut rng = kiln::core::Rng::new(seed);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let c = (i % 10 != 0) as usize;
+        x.push((if c == 0 { -0.6 } else { 0.6 } + rng.normal()) as f32);
+        x.push(rng.normal() as f32);
+        y.push(c as f32);
+    }
+    (Tensor::new(&[n, 2], x).unwrap(), Tensor::new(&[n, 1], y).unwrap())
+}
+
+#[test]
+fn precision_recall_f1_in_fit_and_evaluate_match_the_report() {
+    let (x, y) = imbalanced(1000, 1);
+    let (xt, yt) = imbalanced(500, 2);
+    let metrics = [
+        Metric::Accuracy,
+        Metric::Precision(Average::Binary),
+        Metric::Recall(Average::Binary),
+        Metric::F1(Average::Binary),
+        Metric::F1(Average::Macro),
+        Metric::F1(Average::Micro),
+        Metric::Precision(Average::Weighted),
+    ];
+    let mut m = mlp(1, Activation::Sigmoid);
+    m.compile(Adam::new(0.01), Loss::BinaryCrossentropy, &metrics).unwrap();
+    let h = m.fit(&x, &y, FitOptions { epochs: 5, validation_split: 0.2, ..Default::default() }).unwrap();
+    let last = h.last().unwrap();
+    for n in ["f1", "macro_f1", "val_weighted_precision", "val_recall"] {
+        assert!(last.get(n).is_some_and(|v| (0.0..=1.0).contains(&v)), "{n} in {:?}", last.names());
+    }
+    let e = m.evaluate(&xt, &yt, 64).unwrap();
+    let p = m.predict(&xt, 64).unwrap();
+    let pred: Vec<usize> = p.data().iter().map(|&q| (q > 0.5) as usize).collect();
+    let truth: Vec<usize> = yt.data().iter().map(|&t| t as usize).collect();
+    let r = ClassificationReport::new(&pred, &truth, &["0".into(), "1".into()]);
+    let close = |n: &str, want: f64| {
+        let got = e.get(n).unwrap();
+        assert!((got - want).abs() < 1e-9, "{n}: evaluate {got}, report {want}");
+    };
+    close("precision", r.per_class[1].0);
+    close("recall", r.per_class[1].1);
+    close("f1", r.per_class[1].2);
+    close("macro_f1", r.macro_avg.2);
+    close("micro_f1", r.accuracy);
+    close("weighted_precision", r.weighted_avg.0);
+}
+
+#[test]
+fn class_weights_raise_the_rare_class_recall() {
+    let (x, y) = imbalanced(2000, 3);
+    let (xt, yt) = imbalanced(1000, 4);
+    let recall0 = |cw: Option<ClassWeight>| {
+        let mut m = mlp(1, Activation::Sigmoid);
+        m.compile(Adam::new(0.01), Loss::BinaryCrossentropy, &[Metric::Accuracy]).unwrap();
+        m.fit(&x, &y, FitOptions { epochs: 8, class_weight: cw, ..Default::default() }).unwrap();
+        let p = m.predict(&xt, 256).unwrap();
+        let pred: Vec<usize> = p.data().iter().map(|&q| (q > 0.5) as usize).collect();
+        let truth: Vec<usize> = yt.data().iter().map(|&t| t as usize).collect();
+        ClassificationReport::new(&pred, &truth, &["0".into(), "1".into()]).per_class[0].1
+    };
+    let (plain, balanced) = (recall0(None), recall0(Some(ClassWeight::balanced())));
+    assert!(balanced > plain + 0.2, "class-0 recall {plain} without weights, {balanced} balanced");
+    // Keras's "balanced": n / (classes × count).
+    assert_eq!(balanced_class_weights(&[0, 1, 1, 1], 2), vec![2.0, 4.0 / 6.0]);
+    // A weight of zero for a class leaves its samples out of the gradient: class 0 is never predicted.
+    assert!(recall0(Some(ClassWeight::per_class(&[(0, 0.0)]))) < 0.05);
+    let mut m = mlp(1, Activation::Sigmoid);
+    m.compile(Adam::new(0.01), Loss::BinaryCrossentropy, &[]).unwrap();
+    let bad = FitOptions { class_weight: Some(ClassWeight::per_class(&[(2, 1.0)])), ..Default::default() };
+    let err = m.fit(&x, &y, bad).unwrap_err().to_string();
+    assert!(err.contains("`2` is not a class index in 0..2"), "{err}");
+    let mut r = Sequential::new(&[2]);
+    r.add(Dense::new(1)).unwrap();
+    r.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[]).unwrap();
+    let err = r.fit(&x, &y, FitOptions { class_weight: Some(ClassWeight::balanced()), ..Default::default() });
+    assert!(err.unwrap_err().to_string().contains("needs a classification loss"));
+}

@@ -149,3 +149,56 @@ fn global_average_pooling_averages_real_steps_only() {
     let y = m.predict(&ids, 2).unwrap();
     close("mean", y.data(), &[2.0, 3.0, 13.0 / 3.0, 16.0 / 3.0], 1e-6);
 }
+
+#[test]
+fn return_sequences_agree_with_the_last_state() {
+    // [3 5 2 0 0]: masked after 3 real steps; [1 2 3 4 6]: full.
+    let ids = Tensor::new(&[2, 5], vec![3., 5., 2., 0., 0., 1., 2., 3., 4., 6.]).unwrap();
+    for rnn in [RnnKind::Lstm, RnnKind::Gru, RnnKind::SimpleRnn] {
+        let build = |seq: bool| {
+            let mut m = Sequential::new(&[5]).seed(4);
+            m.add(Embedding::new(7, 3).mask_zero(true)).unwrap();
+            m.add(Bidirectional::new(rnn, 4).return_sequences(seq)).unwrap();
+            m
+        };
+        let (mut last, mut seq) = (build(false), build(true));
+        assert_eq!(seq.output_shape(), [5, 8]);
+        let (l, s) = (last.predict(&ids, 2).unwrap(), seq.predict(&ids, 2).unwrap());
+        for (row, real) in [(0, 3), (1, 5)] {
+            let at = |t: usize| &s.data()[(row * 5 + t) * 8..(row * 5 + t + 1) * 8];
+            let want = &l.data()[row * 8..(row + 1) * 8];
+            // Forward half: the state after the last real step, repeated over the padding.
+            for t in real - 1..5 {
+                close(&format!("{rnn:?} forward row {row} step {t}"), &at(t)[..4], &want[..4], 1e-6);
+            }
+            // Backward half: its last state is the one at step 0.
+            close(&format!("{rnn:?} backward row {row}"), &at(0)[4..], &want[4..], 1e-6);
+        }
+    }
+    // Pooling over the states: padding steps are left out of the masked average.
+    let mut m = Sequential::new(&[5]).seed(2);
+    m.add(Embedding::new(7, 3).mask_zero(true)).unwrap();
+    m.add(Gru::new(4).return_sequences(true)).unwrap();
+    m.add(GlobalAveragePooling1D::new()).unwrap();
+    let short = Tensor::new(&[1, 5], vec![3., 5., 2., 0., 0.]).unwrap();
+    let mut m3 = Sequential::new(&[3]).seed(2);
+    m3.add(Embedding::new(7, 3).mask_zero(true)).unwrap();
+    m3.add(Gru::new(4).return_sequences(true)).unwrap();
+    m3.add(GlobalAveragePooling1D::new()).unwrap();
+    let unpadded = Tensor::new(&[1, 3], vec![3., 5., 2.]).unwrap();
+    close("pooled", m.predict(&short, 1).unwrap().data(), m3.predict(&unpadded, 1).unwrap().data(), 1e-6);
+    // The same for the max over a bidirectional layer's states (the backward pass starts at the last real step).
+    let pooled_max = |steps: usize| {
+        let mut m = Sequential::new(&[steps]).seed(6);
+        m.add(Embedding::new(7, 3).mask_zero(true)).unwrap();
+        m.add(Bidirectional::new(RnnKind::Gru, 4).return_sequences(true)).unwrap();
+        m.add(GlobalMaxPooling1D::new()).unwrap();
+        m
+    };
+    let (padded, unpadded_out) =
+        (pooled_max(5).predict(&short, 1).unwrap(), pooled_max(3).predict(&unpadded, 1).unwrap());
+    close("max-pooled", padded.data(), unpadded_out.data(), 1e-6);
+    // An empty text (all padding) pools to the zero start state, not to the padding's stand-in value.
+    let empty = pooled_max(5).predict(&Tensor::new(&[1, 5], vec![0.0; 5]).unwrap(), 1).unwrap();
+    assert!(empty.data().iter().all(|&v| v == 0.0), "{:?}", empty.data());
+}

@@ -3,6 +3,7 @@
 
 use kiln::data::csv::{CsvOptions, read_table};
 use kiln::data::prepare::CategoryEncoding;
+use kiln::data::table::ColumnType;
 use kiln::prelude::*;
 use kiln::tabular::{self, TableConfig};
 
@@ -97,13 +98,31 @@ fn sequence_models_read_a_text_column_in_order() {
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let (test, train) = tabular::split(&cfg, &table, &types).unwrap();
-    for (kind, layer) in [(ModelKind::Lstm, "LSTM"), (ModelKind::Gru, "GRU"), (ModelKind::Cnn, "Conv1D")] {
-        cfg.model.kind = kind;
+    use kiln::tabular::Pooling;
+    let cases = [
+        (ModelKind::Lstm, false, None, "LSTM"),
+        (ModelKind::Gru, false, None, "GRU"),
+        (ModelKind::SimpleRnn, false, None, "SimpleRNN"),
+        (ModelKind::Cnn, false, None, "Conv1D"),
+        (ModelKind::Gru, true, Some(Pooling::Max), "Bidirectional"),
+        (ModelKind::Lstm, false, Some(Pooling::Average), "LSTM"),
+    ];
+    for (kind, bidirectional, pooling, layer) in cases {
+        (cfg.model.kind, cfg.model.bidirectional, cfg.model.pooling) = (kind, bidirectional, pooling);
+        // One case with dropout on the term vectors: a Dropout layer after the embedding.
+        cfg.model.embedding_dropout = if pooling == Some(Pooling::Average) { 0.2 } else { 0.0 };
         let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
-        assert_eq!(model.layers()[1].config().class_name(), layer);
+        let at = 1 + (cfg.model.embedding_dropout > 0.0) as usize;
+        assert_eq!(model.layers()[at].config().class_name(), layer);
+        if pooling.is_some() {
+            assert_eq!(model.layers().len(), 3 + at, "{layer} then a pooling layer and the output");
+        }
         let s = tabular::score(&mut model, &table, &test).unwrap();
-        assert!(s.accuracy.unwrap() > 0.95, "{layer}: {s}");
+        assert!(s.accuracy.unwrap() > 0.95, "{layer} {pooling:?}: {s}");
     }
+    cfg.data.prepare.text.output = kiln::data::text::TextOutput::TfIdf;
+    let err = tabular::fit_rows(&cfg, &table, &types, &train, false).err().unwrap().to_string();
+    assert!(err.contains("output = \"ids\""), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -137,5 +156,95 @@ fn glove_vectors_start_the_embeddings_of_the_words_they_cover() {
     assert_eq!(&table[3 * 2..4 * 2], &[0.5, 0.25]);
     assert_eq!(&table[4 * 2..5 * 2], &[1.0, -1.0]);
     assert!(table[2 * 2..3 * 2].iter().all(|v| v.abs() <= 0.05), "bad: no vector, a small random start");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Reviews whose label is carried by a word anywhere in them ("bad" → neg), one class rare.
+fn word_reviews(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = kiln::core::Rng::new(11);
+    let filler = ["the", "dress", "fit", "color", "was", "very", "and", "size", "fabric", "true"];
+    let mut csv = String::from("review,label\n");
+    for i in 0..600 {
+        let neg = i % 5 == 0;
+        let mut words: Vec<&str> = (0..6).map(|_| filler[rng.below(filler.len())]).collect();
+        words.insert(rng.below(7), if neg { "bad" } else { "lovely" });
+        csv += &format!("{},{}\n", words.join(" "), if neg { "neg" } else { "pos" });
+    }
+    let path = dir.join("r.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// A config for `word_reviews` (unigrams, 8-wide vectors, 20 epochs at `lr`), the table, its column types,
+/// and the (test, train) rows.
+fn word_setup(dir: &std::path::Path, lr: f32) -> (TableConfig, kiln::data::table::Table, Vec<ColumnType>, Rows) {
+    let mut cfg = TableConfig::new(word_reviews(dir), "label");
+    cfg.data.prepare.text.ngrams = 1;
+    cfg.data.prepare.text.dim = 8;
+    cfg.train.epochs = 20;
+    cfg.train.learning_rate = lr;
+    let table = cfg.read_table().unwrap();
+    let types = cfg.types(&table).unwrap();
+    let split = tabular::split(&cfg, &table, &types).unwrap();
+    (cfg, table, types, split)
+}
+
+type Rows = (Vec<usize>, Vec<usize>);
+
+#[test]
+fn multi_hot_count_and_tf_idf_bags_train_save_and_predict() {
+    use kiln::data::text::TextOutput;
+    let dir = std::env::temp_dir().join(format!("kiln-tab5-{}", std::process::id()));
+    let (mut cfg, table, types, (test, train)) = word_setup(&dir, 0.02);
+    cfg.data.prepare.text.length = 10;
+    cfg.model.hidden = vec![];
+    for output in [TextOutput::MultiHot, TextOutput::Count, TextOutput::TfIdf] {
+        cfg.data.prepare.text.output = output;
+        let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+        let prep = model.preparation().unwrap().clone();
+        // Ten ids, then ten weights.
+        assert_eq!(prep.width(), 20);
+        let x = prep.transform(&table, &test[..1]).unwrap();
+        let w = &x.data()[10..];
+        match output {
+            TextOutput::TfIdf => assert!((w.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-5, "{w:?}"),
+            _ => assert!(w.iter().all(|&v| v == v.round() && v >= 0.0), "{w:?}"),
+        }
+        let s = tabular::score(&mut model, &table, &test).unwrap();
+        assert!(s.accuracy.unwrap() > 0.97, "{output:?}: {s}");
+        let path = dir.join("bag.safetensors");
+        model.save(&path).unwrap();
+        let mut loaded = Sequential::load(&path).unwrap();
+        let all = prep.transform(&table, &test).unwrap();
+        assert_eq!(model.predict(&all, 64).unwrap().data(), loaded.predict(&all, 64).unwrap().data());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn class_weights_by_class_name() {
+    use kiln::prelude::ClassWeight;
+    let dir = std::env::temp_dir().join(format!("kiln-tab6-{}", std::process::id()));
+    let (mut cfg, table, types, (test, train)) = word_setup(&dir, 0.01);
+    // Weight 0 for "neg": its rows teach nothing, so the model predicts "pos" for every row.
+    cfg.train.class_weight = Some(ClassWeight::PerClass([("neg".to_string(), 0.0)].into()));
+    let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    let r = tabular::score(&mut model, &table, &test).unwrap().report.unwrap();
+    assert_eq!(r.per_class[0].1, 0.0, "neg recall with neg weighted 0: {r:?}");
+    cfg.train.class_weight = Some(ClassWeight::balanced());
+    let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    let s = tabular::score(&mut model, &table, &test).unwrap();
+    assert!(s.accuracy.unwrap() > 0.95, "{s}");
+    cfg.train.class_weight = Some(ClassWeight::PerClass([("negative".to_string(), 2.0)].into()));
+    let err = tabular::fit_rows(&cfg, &table, &types, &train, false).err().unwrap().to_string();
+    assert!(err.contains("no class `negative`; the classes are: neg, pos"), "{err}");
+    // From TOML.
+    let parsed: TableConfig =
+        toml::from_str("[data]\npath = \"x.csv\"\ntarget = \"y\"\n[train]\nclass_weight = \"balanced\"\n").unwrap();
+    assert_eq!(parsed.train.class_weight, Some(ClassWeight::balanced()));
+    let parsed: TableConfig =
+        toml::from_str("[data]\npath = \"x.csv\"\ntarget = \"y\"\n[train]\nclass_weight = { neg = 3.0 }\n").unwrap();
+    assert!(matches!(parsed.train.class_weight, Some(ClassWeight::PerClass(m)) if m["neg"] == 3.0));
     std::fs::remove_dir_all(&dir).unwrap();
 }

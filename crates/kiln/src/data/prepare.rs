@@ -5,7 +5,7 @@
 //! values, or learned embeddings. Booleans: 0/1. Free text: term ids for a bag-of-terms embedding (data::text).
 
 use super::table::{ColumnType, Table, truthy};
-use super::text::{TextOptions, ids, vocabulary};
+use super::text::{TextOptions, TextOutput, bag, ids, vocabulary_and_idf};
 use kiln_core::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -120,10 +120,14 @@ pub enum FeatureKind {
         embed: Option<usize>,
     },
     Boolean,
-    /// `opts.length` term ids (see `data::text`), for an embedding bag `opts.dim` wide.
+    /// `opts.length` term ids (see `data::text`), for an embedding bag `opts.dim` wide; for the bag outputs
+    /// (multi-hot, counts, TF-IDF) followed by a weight per id.
     Text {
         vocab: Vec<String>,
         opts: TextOptions,
+        /// Inverse document frequency per vocabulary term (TF-IDF only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        idf: Vec<f32>,
     },
 }
 
@@ -142,7 +146,7 @@ impl Feature {
             FeatureKind::Category { embed: Some(_), .. } => 1,
             FeatureKind::Category { levels, .. } => levels.len() + 1,
             FeatureKind::Boolean => 1,
-            FeatureKind::Text { opts, .. } => opts.length,
+            FeatureKind::Text { opts, .. } => opts.width(),
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct Preparation {
     pub target: String,
     pub task: Task,
     pub features: Vec<Feature>,
+    /// Target values to classes as the config mapped them (`data.classes`), for scoring files later.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub classes: std::collections::BTreeMap<String, String>,
 }
 
 /// The most frequent of sorted values (the smallest on a tie).
@@ -254,7 +261,9 @@ impl Preparation {
             let kind = match ty {
                 ColumnType::Text => {
                     let docs = rows.iter().filter_map(|&r| c.cells[r].as_deref());
-                    FeatureKind::Text { vocab: vocabulary(docs, &opts.text), opts: opts.text.clone() }
+                    let (vocab, idf) = vocabulary_and_idf(docs, &opts.text);
+                    let idf = if opts.text.output == TextOutput::TfIdf { idf } else { Vec::new() };
+                    FeatureKind::Text { vocab, opts: opts.text.clone(), idf }
                 }
                 ColumnType::Boolean => FeatureKind::Boolean,
                 ColumnType::Category => {
@@ -322,7 +331,7 @@ impl Preparation {
             FeatureKind::Text { .. } => 2,
             _ => 0,
         });
-        Ok(Preparation { target: target.to_string(), task, features })
+        Ok(Preparation { target: target.to_string(), task, features, classes: Default::default() })
     }
 
     /// Values per row after preparation.
@@ -330,21 +339,26 @@ impl Preparation {
         self.features.iter().map(Feature::width).sum()
     }
 
-    /// With embedded categories: the count of leading numeric inputs and (vocabulary, width) per embedded
-    /// column, for the model's `CategoryEmbedding` first layer.
-    pub fn embedding_layout(&self) -> Option<(usize, Vec<(usize, usize)>, Vec<usize>)> {
-        let cols: Vec<(usize, usize, usize)> = self
+    /// With embedded categories or texts: the model's `CategoryEmbedding` first layer, which reads the
+    /// leading numbers, then each embedded column's ids (and weights, for text bags).
+    pub fn embedding_layer(&self) -> Option<crate::nn::CategoryEmbedding> {
+        let cols: Vec<(usize, usize, usize, bool)> = self
             .features
             .iter()
             .filter_map(|f| match &f.kind {
-                FeatureKind::Category { levels, embed: Some(d) } => Some((levels.len() + 1, *d, 1)),
-                FeatureKind::Text { vocab, opts } => Some((vocab.len() + 2, opts.dim, opts.length)),
+                FeatureKind::Category { levels, embed: Some(d) } => Some((levels.len() + 1, *d, 1, false)),
+                FeatureKind::Text { vocab, opts, .. } => {
+                    Some((vocab.len() + 2, opts.dim, opts.length, opts.output != TextOutput::Ids))
+                }
                 _ => None,
             })
             .collect();
-        let ids: usize = cols.iter().map(|c| c.2).sum();
+        let ids: usize = cols.iter().map(|c| c.2 * (1 + c.3 as usize)).sum();
         (!cols.is_empty()).then(|| {
-            (self.width() - ids, cols.iter().map(|c| (c.0, c.1)).collect(), cols.iter().map(|c| c.2).collect())
+            let sizes: Vec<(usize, usize)> = cols.iter().map(|c| (c.0, c.1)).collect();
+            crate::nn::CategoryEmbedding::new(self.width() - ids, &sizes)
+                .lengths(&cols.iter().map(|c| c.2).collect::<Vec<_>>())
+                .weighted(&cols.iter().map(|c| c.3).collect::<Vec<_>>())
         })
     }
 
@@ -401,7 +415,10 @@ impl Preparation {
                         }
                     }
                     FeatureKind::Boolean => dst[0] = cell.is_some_and(truthy) as u8 as f32,
-                    FeatureKind::Text { vocab, opts } => ids(cell.unwrap_or(""), vocab, opts, dst),
+                    FeatureKind::Text { vocab, opts, .. } if opts.output == TextOutput::Ids => {
+                        ids(cell.unwrap_or(""), vocab, opts, dst)
+                    }
+                    FeatureKind::Text { vocab, opts, idf } => bag(cell.unwrap_or(""), vocab, idf, opts, dst),
                 }
             }
             off += f.width();

@@ -3,6 +3,9 @@
 //! words, word n-grams, and a vocabulary by document frequency (min frequency, max size). A text becomes the
 //! ids of its terms, truncated or padded to a fixed length: 0 is padding, 1 an out-of-vocabulary term.
 //! Fitted on training texts and saved inside the model with the rest of the preparation.
+//! For bag-of-words models a text can instead become its distinct terms with a weight each (multi-hot,
+//! counts or TF-IDF): the sparse form of the vocabulary-wide vector, which the model multiplies by a learned
+//! matrix without ever writing the zeros.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -23,6 +26,13 @@ pub struct TextOptions {
     pub length: usize,
     /// Width of each term's embedding.
     pub dim: usize,
+    /// `ids` (default; Keras's "int"): the terms in order, for embeddings and sequence models. `multi_hot`,
+    /// `count`, `tf_idf`: the text as a bag of its distinct terms, each weighted 1, by its count, or by
+    /// count × idf with idf = ln((1 + documents) / (1 + document frequency)) + 1 and the vector scaled to
+    /// length 1 (scikit-learn's TfidfVectorizer defaults; out-of-vocabulary terms left out). The model then
+    /// multiplies that vocabulary-wide vector by a learned (vocabulary × `dim`) matrix. `length` caps the
+    /// distinct terms kept (the first ones in reading order).
+    pub output: TextOutput,
     /// Start the embeddings of the terms found in this word-vector file (GloVe's text format: a word, then
     /// `dim` numbers, per line) from those vectors; other terms start random. A path relative to the config.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,8 +49,27 @@ impl Default for TextOptions {
             max_tokens: 30_000,
             length: 200,
             dim: 32,
+            output: TextOutput::Ids,
             glove: None,
         }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextOutput {
+    #[default]
+    #[serde(alias = "int")]
+    Ids,
+    MultiHot,
+    Count,
+    TfIdf,
+}
+
+impl TextOptions {
+    /// Values per text after preparation: ids, then a weight per id for the bag outputs.
+    pub fn width(&self) -> usize {
+        if self.output == TextOutput::Ids { self.length } else { 2 * self.length }
     }
 }
 
@@ -97,8 +126,15 @@ pub fn terms(text: &str, opts: &TextOptions) -> Vec<String> {
 /// The vocabulary of `docs`: terms in at least min_freq documents, the max_tokens most frequent (ties by
 /// term, so the result does not depend on hashing).
 pub fn vocabulary<'a>(docs: impl Iterator<Item = &'a str>, opts: &TextOptions) -> Vec<String> {
+    vocabulary_and_idf(docs, opts).0
+}
+
+/// The vocabulary and each term's inverse document frequency, ln((1 + n) / (1 + df)) + 1.
+pub fn vocabulary_and_idf<'a>(docs: impl Iterator<Item = &'a str>, opts: &TextOptions) -> (Vec<String>, Vec<f32>) {
     let mut df: HashMap<String, usize> = HashMap::new();
+    let mut n = 0usize;
     for d in docs {
+        n += 1;
         let mut t = terms(d, opts);
         t.sort_unstable();
         t.dedup();
@@ -109,9 +145,43 @@ pub fn vocabulary<'a>(docs: impl Iterator<Item = &'a str>, opts: &TextOptions) -
     let mut v: Vec<(String, usize)> = df.into_iter().filter(|(_, n)| *n >= opts.min_freq.max(1)).collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v.truncate(opts.max_tokens);
-    let mut vocab: Vec<String> = v.into_iter().map(|p| p.0).collect();
-    vocab.sort_unstable();
-    vocab
+    v.sort_unstable();
+    let idf = v.iter().map(|(_, d)| (((1 + n) as f64 / (1 + d) as f64).ln() + 1.0) as f32).collect();
+    (v.into_iter().map(|p| p.0).collect(), idf)
+}
+
+/// The bag outputs (`opts.output` other than ids): the first `opts.length` distinct term ids of `text`, then
+/// their weights (zeros after the last term).
+pub fn bag(text: &str, vocab: &[String], idf: &[f32], opts: &TextOptions, out: &mut [f32]) {
+    out.fill(0.0);
+    let len = opts.length;
+    let mut slot: HashMap<usize, usize> = HashMap::new();
+    for t in terms(text, opts) {
+        let id = vocab.binary_search(&t).map_or(1, |i| i + 2);
+        if id == 1 && opts.output == TextOutput::TfIdf {
+            continue;
+        }
+        let next = slot.len();
+        let k = *slot.entry(id).or_insert(next);
+        if k < len {
+            out[k] = id as f32;
+            out[len + k] += 1.0;
+        }
+    }
+    let (ids, w) = out.split_at_mut(len);
+    match opts.output {
+        TextOutput::MultiHot => w.iter_mut().for_each(|v| *v = v.min(1.0)),
+        TextOutput::TfIdf => {
+            for (v, &id) in w.iter_mut().zip(ids.iter()).filter(|(_, id)| **id >= 2.0) {
+                *v *= idf[id as usize - 2];
+            }
+            let norm = w.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                w.iter_mut().for_each(|v| *v /= norm);
+            }
+        }
+        TextOutput::Count | TextOutput::Ids => {}
+    }
 }
 
 /// Term ids of `text` (2 + position in the sorted `vocab`; 1 out of vocabulary; 0 padding), `opts.length` of them.
@@ -173,6 +243,25 @@ mod tests {
         assert_eq!(out, [3.0, 1.0, 2.0, 1.0, 3.0, 1.0]);
         ids("", &v, &o, &mut out);
         assert_eq!(out, [0.0; 6]);
+        // Bags: distinct terms in reading order, weighted.
+        let uni = TextOptions { ngrams: 1, min_freq: 1, length: 3, ..o.clone() };
+        let docs = ["good dress", "bad dress", "good fit good"];
+        let (bv, idf) = vocabulary_and_idf(docs.into_iter(), &uni);
+        assert_eq!(bv, ["bad", "dress", "fit", "good"]);
+        // ln(4/2) + 1 for terms in 1 of 3 documents, ln(4/3) + 1 in 2.
+        assert!((idf[0] - (2f32.ln() + 1.0)).abs() < 1e-6 && (idf[3] - ((4f32 / 3.0).ln() + 1.0)).abs() < 1e-6);
+        let mut out = [9.0; 6];
+        bag("good good new dress", &bv, &idf, &TextOptions { output: TextOutput::Count, ..uni.clone() }, &mut out);
+        assert_eq!(out, [5.0, 1.0, 3.0, 2.0, 1.0, 1.0]);
+        bag("good good new dress", &bv, &idf, &TextOptions { output: TextOutput::MultiHot, ..uni.clone() }, &mut out);
+        assert_eq!(out, [5.0, 1.0, 3.0, 1.0, 1.0, 1.0]);
+        // TF-IDF as scikit-learn's TfidfVectorizer(min_df=1) computes it on these documents: for
+        // "good good new dress", good 2·(ln(4/3)+1), dress 1·(ln(4/3)+1), l2-normalized; "new" left out.
+        bag("good good new dress", &bv, &idf, &TextOptions { output: TextOutput::TfIdf, ..uni.clone() }, &mut out);
+        let (g, d) = (2.0 * idf[3], idf[1]);
+        let norm = (g * g + d * d).sqrt();
+        assert_eq!(out[..3], [5.0, 3.0, 0.0]);
+        assert!((out[3] - g / norm).abs() < 1e-6 && (out[4] - d / norm).abs() < 1e-6 && out[5] == 0.0);
         let path = std::env::temp_dir().join(format!("kiln-glove-{}.txt", std::process::id()));
         std::fs::write(&path, "good 0.5 -1\nunused 1 2\ndress 3 4\n").unwrap();
         assert_eq!(read_glove(&path, &v, 2).unwrap(), vec![(1, vec![0.5, -1.0]), (0, vec![3.0, 4.0])]);

@@ -104,6 +104,17 @@ impl LayerConfig {
     }
 
     /// The cell of a recurrent layer (LSTM, GRU, SimpleRNN).
+    /// Whether a recurrent layer outputs every step (so a padding mask still applies after it).
+    pub fn returns_sequences(&self) -> bool {
+        match self {
+            LayerConfig::Lstm(c) => c.return_sequences,
+            LayerConfig::Gru(c) => c.return_sequences,
+            LayerConfig::SimpleRnn(c) => c.return_sequences,
+            LayerConfig::Bidirectional(c) => c.return_sequences,
+            _ => false,
+        }
+    }
+
     pub(crate) fn rnn_kind(&self) -> Option<RnnKind> {
         match self {
             LayerConfig::Lstm(_) => Some(RnnKind::Lstm),
@@ -311,11 +322,16 @@ pub struct CategoryEmbedding {
     /// non-zero ids: 0 is padding). Empty means 1 for every column.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lengths: Vec<usize>,
+    /// Per column: its ids are followed by as many weights, and the output is the weighted sum of the
+    /// vectors (a vocabulary-wide multi-hot, count or TF-IDF vector times the table, computed sparsely).
+    /// Empty means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weighted: Vec<bool>,
 }
 
 impl CategoryEmbedding {
     pub fn new(numeric: usize, columns: &[(usize, usize)]) -> Self {
-        CategoryEmbedding { name: None, numeric, columns: columns.to_vec(), lengths: Vec::new() }
+        CategoryEmbedding { name: None, numeric, columns: columns.to_vec(), lengths: Vec::new(), weighted: Vec::new() }
     }
 
     /// Columns of several ids each (texts as bags of terms).
@@ -324,12 +340,23 @@ impl CategoryEmbedding {
         self
     }
 
+    /// Columns whose ids come with weights (see `weighted`).
+    pub fn weighted(mut self, weighted: &[bool]) -> Self {
+        self.weighted = weighted.to_vec();
+        self
+    }
+
+    pub(crate) fn is_weighted(&self, j: usize) -> bool {
+        self.weighted.get(j).copied().unwrap_or(false)
+    }
+
     pub(crate) fn length(&self, j: usize) -> usize {
         self.lengths.get(j).copied().unwrap_or(1)
     }
 
+    /// Values the layer reads per row after the numbers: ids, and weights where weighted.
     pub(crate) fn ids(&self) -> usize {
-        (0..self.columns.len()).map(|j| self.length(j)).sum()
+        (0..self.columns.len()).map(|j| self.length(j) * (1 + self.is_weighted(j) as usize)).sum()
     }
 }
 
@@ -358,19 +385,27 @@ impl Embedding {
 
 /// Long short-term memory over a sequence (Keras's LSTM, gates in Keras's and PyTorch's order i, f, c, o;
 /// tanh and sigmoid; one bias, the forget gate's starting at 1 as Keras's unit_forget_bias): input (steps,
-/// features), output the last state (units,). Steps masked by a preceding `Embedding(mask_zero)` keep the
-/// state unchanged, so padding does not change the result.
+/// features), output the last state (units,), or with `return_sequences` the state after every step (steps,
+/// units). Steps masked by a preceding `Embedding(mask_zero)` keep the state unchanged, so padding does not
+/// change the result (a masked step's output repeats the state, as Keras's does).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lstm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub units: usize,
+    /// Output the state after every step, (steps, units), instead of the last one (see `Lstm`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub return_sequences: bool,
 }
 
 impl Lstm {
     pub fn new(units: usize) -> Self {
-        Lstm { name: None, units }
+        Lstm { name: None, units, return_sequences: false }
+    }
+    pub fn return_sequences(mut self, yes: bool) -> Self {
+        self.return_sequences = yes;
+        self
     }
 }
 
@@ -383,11 +418,18 @@ pub struct Gru {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub units: usize,
+    /// Output the state after every step, (steps, units), instead of the last one (see `Lstm`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub return_sequences: bool,
 }
 
 impl Gru {
     pub fn new(units: usize) -> Self {
-        Gru { name: None, units }
+        Gru { name: None, units, return_sequences: false }
+    }
+    pub fn return_sequences(mut self, yes: bool) -> Self {
+        self.return_sequences = yes;
+        self
     }
 }
 
@@ -416,7 +458,8 @@ impl Conv1D {
 }
 
 /// The largest value of each channel over the steps (Keras's GlobalMaxPooling1D): (steps, channels) →
-/// (channels,).
+/// (channels,); over the real steps only when a padding mask reaches it (an `Embedding(mask_zero)` and
+/// recurrent layers with `return_sequences`).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalMaxPooling1D {
@@ -452,11 +495,18 @@ pub struct SimpleRnn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub units: usize,
+    /// Output the state after every step, (steps, units), instead of the last one (see `Lstm`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub return_sequences: bool,
 }
 
 impl SimpleRnn {
     pub fn new(units: usize) -> Self {
-        SimpleRnn { name: None, units }
+        SimpleRnn { name: None, units, return_sequences: false }
+    }
+    pub fn return_sequences(mut self, yes: bool) -> Self {
+        self.return_sequences = yes;
+        self
     }
 }
 
@@ -478,11 +528,18 @@ pub struct Bidirectional {
     pub name: Option<String>,
     pub rnn: RnnKind,
     pub units: usize,
+    /// Output both directions' states at every step, (steps, 2·units).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub return_sequences: bool,
 }
 
 impl Bidirectional {
     pub fn new(rnn: RnnKind, units: usize) -> Self {
-        Bidirectional { name: None, rnn, units }
+        Bidirectional { name: None, rnn, units, return_sequences: false }
+    }
+    pub fn return_sequences(mut self, yes: bool) -> Self {
+        self.return_sequences = yes;
+        self
     }
 }
 

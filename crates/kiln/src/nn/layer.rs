@@ -186,7 +186,7 @@ impl Layer {
                 };
                 let kind = config.rnn_kind().expect("a recurrent layer");
                 rnn_params(&mut add, g, rng, "", kind, *features, *units)?;
-                vec![*units]
+                if config.returns_sequences() { vec![input[0], *units] } else { vec![*units] }
             }
             LayerConfig::Conv1d(c) => {
                 positive(c.filters.min(c.kernel_size), "filters and kernel_size", &name)?;
@@ -214,13 +214,14 @@ impl Layer {
                 };
                 rnn_params(&mut add, g, rng, "forward_", c.rnn, *features, c.units)?;
                 rnn_params(&mut add, g, rng, "backward_", c.rnn, *features, c.units)?;
-                vec![2 * c.units]
+                if c.return_sequences { vec![input[0], 2 * c.units] } else { vec![2 * c.units] }
             }
             LayerConfig::CategoryEmbedding(c) => {
                 let [width] = input else {
                     return Err(misfit("a flat input (features,)"));
                 };
-                if *width != c.numeric + c.ids() || (!c.lengths.is_empty() && c.lengths.len() != c.columns.len()) {
+                let per_column = |v: usize| v == 0 || v == c.columns.len();
+                if *width != c.numeric + c.ids() || !per_column(c.lengths.len()) || !per_column(c.weighted.len()) {
                     return Err(misfit(&format!("{} numbers and {} category indices", c.numeric, c.ids())));
                 }
                 let mut out = c.numeric;
@@ -297,13 +298,15 @@ impl Layer {
             | LayerConfig::Gru(Gru { units, .. })
             | LayerConfig::SimpleRnn(SimpleRnn { units, .. }) => {
                 let kind = self.config.rnn_kind().expect("a recurrent layer");
-                recurrent(kind, g, x, &self.params, *units, mask, false)
+                let seq = self.config.returns_sequences();
+                recurrent(kind, g, x, &self.params, *units, mask, false, seq)
             }
             LayerConfig::Bidirectional(c) => {
                 let half = self.params.len() / 2;
-                let fwd = recurrent(c.rnn, g, x, &self.params[..half], c.units, mask, false)?;
-                let bwd = recurrent(c.rnn, g, x, &self.params[half..], c.units, mask, true)?;
-                g.concat(&[fwd, bwd], 1)
+                let seq = c.return_sequences;
+                let fwd = recurrent(c.rnn, g, x, &self.params[..half], c.units, mask, false, seq)?;
+                let bwd = recurrent(c.rnn, g, x, &self.params[half..], c.units, mask, true, seq)?;
+                g.concat(&[fwd, bwd], if seq { 2 } else { 1 })
             }
             LayerConfig::GlobalAveragePooling1d(_) => match mask {
                 // The mean over real steps only.
@@ -326,12 +329,30 @@ impl Layer {
                 let y = g.reshape(y, &[n, steps - c.kernel_size + 1, c.filters])?;
                 finish(g, y, c.activation)
             }
-            LayerConfig::GlobalMaxPooling1d(_) => g.max(x, Some(1), false),
+            LayerConfig::GlobalMaxPooling1d(_) => match mask {
+                // Padded steps pushed far below any real value, so the max is over real steps only (a text
+                // with no real step keeps its states: the recurrent layers' zero start).
+                Some(m) => {
+                    let (n, steps) = (g.shape(x).dim(0), g.shape(x).dim(1));
+                    let shift: Vec<f32> = m
+                        .chunks(steps)
+                        .flat_map(|row| {
+                            let empty = row.iter().all(|&v| v == 0.0);
+                            row.iter().map(move |&v| if v > 0.0 || empty { 0.0 } else { -1e30 })
+                        })
+                        .collect();
+                    let sv = g.input(&[n, steps, 1], &shift)?;
+                    let shifted = g.add(x, sv)?;
+                    g.max(shifted, Some(1), false)
+                }
+                None => g.max(x, Some(1), false),
+            },
             LayerConfig::CategoryEmbedding(c) => {
                 // The indices are data (the batch's input), read from the graph; the embeddings take the gradient.
                 let width = c.numeric + c.ids();
                 let n = g.shape(x).dim(0);
                 let mut cols: Vec<Vec<u32>> = Vec::with_capacity(c.columns.len());
+                let mut weights: Vec<Vec<f32>> = Vec::with_capacity(c.columns.len());
                 {
                     let v = g.value(x);
                     let mut off = c.numeric;
@@ -339,6 +360,12 @@ impl Layer {
                         let len = c.length(j);
                         cols.push(v.chunks(width).flat_map(|r| r[off..off + len].iter().map(|&i| i as u32)).collect());
                         off += len;
+                        if c.is_weighted(j) {
+                            weights.push(v.chunks(width).flat_map(|r| r[off..off + len].iter().copied()).collect());
+                            off += len;
+                        } else {
+                            weights.push(Vec::new());
+                        }
                     }
                 }
                 let mut parts = Vec::with_capacity(c.columns.len() + 1);
@@ -360,8 +387,15 @@ impl Layer {
                         parts.push(e);
                         continue;
                     }
-                    // A bag: the mean of the vectors of the non-padding ids.
                     let e = g.reshape(e, &[n, len, dim])?;
+                    if c.is_weighted(j) {
+                        // The weighted sum: padding has weight 0.
+                        let wv = g.input(&[n, len, 1], &weights[j])?;
+                        let weighted = g.mul(e, wv)?;
+                        parts.push(g.sum(weighted, Some(1), false)?);
+                        continue;
+                    }
+                    // A bag: the mean of the vectors of the non-padding ids.
                     let mask: Vec<f32> = idx.iter().map(|&i| (i != 0) as u8 as f32).collect();
                     let counts: Vec<f32> = mask.chunks(len).map(|m| 1.0 / m.iter().sum::<f32>().max(1.0)).collect();
                     let m = g.input(&[n, len, 1], &mask)?;
@@ -438,6 +472,7 @@ fn lstm(
     u: usize,
     mask: Option<&[f32]>,
     reverse: bool,
+    mut states: Option<&mut Vec<Var>>,
 ) -> kiln_core::Result<Var> {
     let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
     let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
@@ -462,6 +497,9 @@ fn lstm(
             Some(m) => (keep_masked(g, h_new, h, m, steps, t)?, keep_masked(g, c_new, c, m, steps, t)?),
             None => (h_new, c_new),
         };
+        if let Some(s) = states.as_mut() {
+            s.push(h);
+        }
     }
     Ok(h)
 }
@@ -475,6 +513,7 @@ fn gru(
     u: usize,
     mask: Option<&[f32]>,
     reverse: bool,
+    mut states: Option<&mut Vec<Var>>,
 ) -> kiln_core::Result<Var> {
     let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
     let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
@@ -507,6 +546,9 @@ fn gru(
             Some(m) => keep_masked(g, h_new, h, m, steps, t)?,
             None => h_new,
         };
+        if let Some(s) = states.as_mut() {
+            s.push(h);
+        }
     }
     Ok(h)
 }
@@ -559,6 +601,7 @@ fn simple_rnn(
     u: usize,
     mask: Option<&[f32]>,
     reverse: bool,
+    mut states: Option<&mut Vec<Var>>,
 ) -> kiln_core::Result<Var> {
     let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
     let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
@@ -575,6 +618,9 @@ fn simple_rnn(
             Some(m) => keep_masked(g, h_new, h, m, steps, t)?,
             None => h_new,
         };
+        if let Some(s) = states.as_mut() {
+            s.push(h);
+        }
     }
     Ok(h)
 }
@@ -584,7 +630,8 @@ fn embedding_init(n: usize, rng: &mut Rng) -> Vec<f32> {
     (0..n).map(|_| rng.uniform_range(-0.05, 0.05) as f32).collect()
 }
 
-/// One recurrent layer of `kind` over x, forwards or (`reverse`) backwards; the last state.
+/// One recurrent layer of `kind` over x, forwards or (`reverse`) backwards; the last state, or with `seq`
+/// the state after every step.
 fn recurrent(
     kind: RnnKind,
     g: &mut Graph<f32>,
@@ -593,10 +640,22 @@ fn recurrent(
     units: usize,
     mask: Option<&[f32]>,
     reverse: bool,
+    seq: bool,
 ) -> kiln_core::Result<Var> {
-    match kind {
-        RnnKind::Lstm => lstm(g, x, params, units, mask, reverse),
-        RnnKind::Gru => gru(g, x, params, units, mask, reverse),
-        RnnKind::SimpleRnn => simple_rnn(g, x, params, units, mask, reverse),
+    let mut states = Vec::new();
+    let last = match kind {
+        RnnKind::Lstm => lstm(g, x, params, units, mask, reverse, seq.then_some(&mut states)),
+        RnnKind::Gru => gru(g, x, params, units, mask, reverse, seq.then_some(&mut states)),
+        RnnKind::SimpleRnn => simple_rnn(g, x, params, units, mask, reverse, seq.then_some(&mut states)),
+    }?;
+    if !seq {
+        return Ok(last);
     }
+    // The states in step order (a backward pass made them last step first), as (n, steps, units).
+    if reverse {
+        states.reverse();
+    }
+    let n = g.shape(last).dim(0);
+    let cols: Vec<Var> = states.iter().map(|&h| g.reshape(h, &[n, 1, units])).collect::<kiln_core::Result<_>>()?;
+    g.concat(&cols, 1)
 }
