@@ -2,11 +2,12 @@
 regression or a linear SVM. (a) sentiment: Rating 4-5 positive, 1-2 negative, 3 dropped. (b) Recommended IND,
 without and with class_weight="balanced", reporting the class-0 (not recommended) F1 too.
 
-With --sentiment-split / --recommend-split (the split.csv that `kiln train` writes into its run folder) each
-baseline is scored on exactly kiln's test rows; without, on stratified 80/20 splits over five seeds of its own.
+With --sentiment-split / --recommend-split (the split.csv that `kiln train` writes into its run folder; several
+for a mean over them) each baseline is scored on exactly kiln's test rows; without, on stratified 80/20 splits
+over five seeds of its own.
 
     .bench-venv/bin/python examples/reviews/baselines.py [--data womens_clothing_reviews.csv.gz]
-        [--sentiment-split runs/.../split.csv] [--recommend-split runs/.../split.csv]
+        [--sentiment-split runs/.../split.csv ...] [--recommend-split runs/.../split.csv ...]
 """
 import argparse
 
@@ -20,25 +21,29 @@ from sklearn.svm import LinearSVC
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--data", default="data/womens-ecommerce-reviews/womens_clothing_reviews.csv.gz")
-ap.add_argument("--sentiment-split")
-ap.add_argument("--recommend-split")
+ap.add_argument("--sentiment-split", nargs="+")
+ap.add_argument("--recommend-split", nargs="+")
 args = ap.parse_args()
 full = pd.read_csv(args.data)
 
 
-def splits(text, y, split_file):
+def splits(text, y, split_files):
     """(train text, test text, train y, test y) per split: kiln's rows, or five seeded stratified splits."""
-    if split_file:
-        part = pd.read_csv(split_file).set_index("row")["part"]
-        assert part.index.isin(text.index).all(), "split.csv names rows the data does not have"
-        tr, te = part.index[part == "train"], part.index[part == "test"]
-        return [(text[tr], text[te], y[tr], y[te])]
+    if split_files:
+        out = []
+        for f in split_files:
+            part = pd.read_csv(f).set_index("row")["part"]
+            assert part.index.isin(text.index).all(), f"{f} names rows the data does not have"
+            tr, te = part.index[part == "train"], part.index[part == "test"]
+            out.append((text[tr], text[te], y[tr], y[te]))
+        return out
     return [train_test_split(text, y, test_size=0.2, stratify=y, random_state=s) for s in range(5)]
 
 
-def run(title, text, y, weights, split_file):
-    parts = splits(text, y, split_file)
-    print(f"{title} - {'kiln split ' + split_file if split_file else 'mean of 5 seeded splits'}")
+def run(title, text, y, weights, split_files):
+    parts = splits(text, y, split_files)
+    where = f"kiln's split ({', '.join(split_files)})" if split_files else "mean of 5 seeded splits"
+    print(f"{title} - {where}")
     for name, make in [("logistic regression", lambda w: LogisticRegression(max_iter=2000, class_weight=w)),
                        ("linear SVM", lambda w: LinearSVC(class_weight=w))]:
         for w in weights:
@@ -51,6 +56,8 @@ def run(title, text, y, weights, split_file):
                 f1_0.append(f1_score(yte, p, pos_label=0))
             print(f"  TF-IDF 1-2 grams + {name}{' (class_weight=balanced)' if w else ''}: accuracy {np.mean(acc):.4f}, "
                   f"macro-F1 {np.mean(f1):.4f} (range {min(f1):.4f}-{max(f1):.4f}), class-0 F1 {np.mean(f1_0):.4f}")
+            if len(parts) > 1:
+                print("    per split: " + ", ".join(f"{a:.4f}/{f:.4f}" for a, f in zip(acc, f1)))
 
 
 df = full[full["Rating"] != 3]

@@ -128,6 +128,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// The learned vector of every word of a text model's vocabulary, in GloVe's text format, to start
+    /// another model's embeddings from (`glove = "FILE"` under [data.prepare.text]).
+    ExportVectors {
+        model: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Look at data before training on it.
     Data {
         #[command(subcommand)]
@@ -209,6 +216,7 @@ fn main() {
             folds,
         ),
         Command::Search { config, set, random, folds, output } => table::search(&config, &set, random, folds, output),
+        Command::ExportVectors { model, output } => table::export_vectors(&model, &output),
         Command::Data { command: DataCommand::Audit { file, target, json, html } } => {
             table::audit_cmd(&file, target.as_deref(), json.as_deref(), html.as_deref())
         }

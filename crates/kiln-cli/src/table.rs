@@ -283,3 +283,25 @@ pub fn evaluate(mut model: Sequential, data: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Writes the term vectors of a text model (see `tabular::term_vectors`) as GloVe text: a word, then its numbers.
+pub fn export_vectors(model: &Path, output: &Path) -> Result<()> {
+    let vectors = tabular::term_vectors(&Sequential::load(model)?)
+        .map_err(|e| Error::Config(format!("{}: {e}", model.display())))?;
+    let mut text = String::new();
+    for (word, v) in &vectors {
+        text += word;
+        for x in v {
+            text += &format!(" {x}");
+        }
+        text.push('\n');
+    }
+    kiln::io::write_atomic(output, text.as_bytes())?;
+    println!(
+        "wrote {} word vectors of {} numbers to {}",
+        vectors.len(),
+        vectors.first().map_or(0, |p| p.1.len()),
+        output.display()
+    );
+    Ok(())
+}

@@ -229,6 +229,18 @@ fn text_models_predict_raw_text_as_they_predict_files() {
     let o = kiln(&["evaluate", &model, "--data", &t.s("r.csv")]);
     let ev = stdout(&o);
     assert!(ev.contains("macro_f1: ") && ev.contains("(600 rows)") && ev.contains("weighted avg"), "{ev}");
+    // The bag's learned word vectors, exported in GloVe's format, start a GRU's embeddings.
+    let o = kiln(&["export-vectors", &model, "--output", &t.s("vectors.txt")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let vectors = std::fs::read_to_string(t.path("vectors.txt")).unwrap();
+    let lovely = vectors.lines().find(|l| l.starts_with("lovely ")).expect("a word of the vocabulary");
+    assert_eq!(lovely.split(' ').count(), 9, "a word and 8 numbers: {lovely}");
+    assert!(vectors.lines().all(|l| !l.contains("  ")) && !vectors.contains("lovely dress "), "words only");
+    let gru = cfg.replace("dim = 8\n", "dim = 8\nglove = \"vectors.txt\"\n") + "[model]\nkind = \"gru\"\nunits = 8\n";
+    std::fs::write(t.path("gru.toml"), gru).unwrap();
+    let o = kiln(&["train", &t.s("gru.toml"), "--run-dir", &t.s("run5"), "--quiet", "--epochs", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_fails(&kiln(&["export-vectors", &t.s("r.csv"), "--output", &t.s("v2.txt")]), &["r.csv"]);
     // The run folder says which file rows were test rows (for baselines on the same split).
     let split = std::fs::read_to_string(t.path("run/split.csv")).unwrap();
     assert_eq!(split.lines().next(), Some("row,part"));

@@ -16,7 +16,7 @@ use crate::nn::{
     Activation, Bidirectional, Conv1D, Dense, Dropout, Embedding, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru,
     Lstm, Regularizer, RnnKind, SimpleRnn,
 };
-use crate::optim::Adam;
+use crate::optim::{Adam, AdamW};
 use crate::train::{ClassWeight, FitOptions};
 use kiln_core::{Error, Result, Rng, Tensor};
 use serde::{Deserialize, Serialize};
@@ -147,6 +147,9 @@ pub struct TableTrain {
     /// the largest, against imbalanced labels. The validation rows are set aside first and not repeated.
     #[serde(default)]
     pub oversample: bool,
+    /// AdamW's decoupled weight decay on every weight, embeddings included (0: plain Adam).
+    #[serde(skip_serializing_if = "is_zero_f32")]
+    pub weight_decay: f32,
     /// The loss for a numeric target: mean_squared_error (default), mean_absolute_error or huber.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regression_loss: Option<Loss>,
@@ -166,6 +169,7 @@ impl Default for TableTrain {
             patience: 4,
             seed: 0,
             oversample: false,
+            weight_decay: 0.0,
             regression_loss: None,
             class_weight: None,
         }
@@ -173,6 +177,10 @@ impl Default for TableTrain {
 }
 
 fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_zero_f32(v: &f32) -> bool {
     *v == 0.0
 }
 
@@ -302,7 +310,9 @@ impl std::fmt::Display for TableScores {
 }
 
 /// A network for the prepared table: hidden ReLU layers with dropout, and the output the task needs.
-pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss: Option<Loss>) -> Result<Sequential> {
+/// Trained with Adam at `t.learning_rate`, or AdamW when `t.weight_decay` is set.
+pub fn build_model(prep: &Preparation, m: &TableModel, t: &TableTrain) -> Result<Sequential> {
+    let regression_loss = t.regression_loss;
     let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
     match (m.kind, prep.features.as_slice()) {
         (ModelKind::Mlp, _) => {
@@ -377,7 +387,11 @@ pub fn build_model(prep: &Preparation, m: &TableModel, lr: f32, regression_loss:
     };
     let out = reg(out);
     model.add(out)?;
-    model.compile(Adam::new(lr), loss, &metrics)?;
+    if t.weight_decay > 0.0 {
+        model.compile(AdamW::new(t.learning_rate, t.weight_decay), loss, &metrics)?;
+    } else {
+        model.compile(Adam::new(t.learning_rate), loss, &metrics)?;
+    }
     model.set_preparation(prep.clone());
     Ok(model)
 }
@@ -461,7 +475,7 @@ pub fn fit_rows(
     let val = train.split_off(train.len() - n_val);
     let mut prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
     prep.classes = cfg.data.classes.clone();
-    let mut model = build_model(&prep, &cfg.model, cfg.train.learning_rate, cfg.train.regression_loss)?;
+    let mut model = build_model(&prep, &cfg.model, &cfg.train)?;
     init_from_glove(&mut model, &prep)?;
     if cfg.train.oversample && prep.task != Task::Regression {
         train = oversampled(&prep, table, &train, cfg.train.seed)?;
@@ -540,6 +554,32 @@ fn init_from_glove(model: &mut Sequential, prep: &Preparation) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The learned vector of every single-word term of the model's first text column (the rows of its
+/// embedding table), to start another model's embeddings from (`glove = "file"`): what `kiln
+/// export-vectors` writes in GloVe's text format.
+pub fn term_vectors(model: &Sequential) -> Result<Vec<(String, Vec<f32>)>> {
+    let prep = model.preparation().ok_or_else(|| Error::Config("the model was not trained on a table".into()))?;
+    let texts: Vec<usize> =
+        (0..prep.features.len()).filter(|&i| matches!(prep.features[i].kind, FeatureKind::Text { .. })).collect();
+    let Some(&first) = texts.first() else {
+        return Err(Error::Config("the model has no text column".into()));
+    };
+    let FeatureKind::Text { vocab, opts, .. } = &prep.features[first].kind else { unreachable!() };
+    // The first layer holds the tables: text columns come after embedded categories in its parameters.
+    let layer = &model.layers()[0];
+    let pid = layer.params()[layer.params().len() - texts.len()];
+    let table = &model.graph().param(pid).value;
+    if table.len() != (vocab.len() + 2) * opts.dim {
+        return Err(Error::Config("the model's first layer is not the text column's embedding table".into()));
+    }
+    Ok(vocab
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !t.contains(' '))
+        .map(|(k, t)| (t.clone(), table[(k + 2) * opts.dim..(k + 3) * opts.dim].to_vec()))
+        .collect())
 }
 
 /// `rows` with rows of the smaller classes repeated (drawn at random) until each class has as many as the

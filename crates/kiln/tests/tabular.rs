@@ -233,7 +233,13 @@ fn class_weights_by_class_name() {
     let r = tabular::score(&mut model, &table, &test).unwrap().report.unwrap();
     assert_eq!(r.per_class[0].1, 0.0, "neg recall with neg weighted 0: {r:?}");
     cfg.train.class_weight = Some(ClassWeight::balanced());
+    // With weight decay the optimizer is AdamW.
+    cfg.train.weight_decay = 0.001;
     let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    assert!(matches!(
+        model.compile_config().unwrap().optimizer,
+        kiln::optim::OptimizerConfig::Adamw(ref o) if o.weight_decay == 0.001
+    ));
     let s = tabular::score(&mut model, &table, &test).unwrap();
     assert!(s.accuracy.unwrap() > 0.95, "{s}");
     cfg.train.class_weight = Some(ClassWeight::PerClass([("negative".to_string(), 2.0)].into()));
