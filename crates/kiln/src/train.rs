@@ -507,7 +507,7 @@ impl Sequential {
                     (x.rows() as f64 * (1.0 - opts.validation_split)).floor() as usize
                 };
                 let classes = row_classes(&targets, out, n_train);
-                Some(cw.resolve(&classes, if out == 1 { 2 } else { out })?)
+                Some(cw.resolve(&classes, crate::metrics::class_count(out))?)
             }
             None => None,
         };
@@ -741,10 +741,33 @@ impl Sequential {
 /// Class weights: `"balanced"`, or a weight per class (by index here; by class name in table configs),
 /// classes not listed weighing 1.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "RawClassWeight")]
 pub enum ClassWeight {
     Rule(WeightRule),
     PerClass(std::collections::BTreeMap<String, f32>),
+}
+
+/// What a config may hold for `class_weight`, read before checking it, so a wrong value gets a message
+/// saying what is expected.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawClassWeight {
+    Text(String),
+    PerClass(std::collections::BTreeMap<String, f32>),
+    Other(serde::de::IgnoredAny),
+}
+
+impl TryFrom<RawClassWeight> for ClassWeight {
+    type Error = String;
+    fn try_from(raw: RawClassWeight) -> std::result::Result<Self, String> {
+        const EXPECTED: &str = "expected \"balanced\" or a weight per class, e.g. { 0 = 1.0, 1 = 5.0 }";
+        match raw {
+            RawClassWeight::Text(t) if t == "balanced" => Ok(ClassWeight::balanced()),
+            RawClassWeight::Text(t) => Err(format!("class_weight `{t}`: {EXPECTED}")),
+            RawClassWeight::PerClass(m) => Ok(ClassWeight::PerClass(m)),
+            RawClassWeight::Other(_) => Err(format!("class_weight: {EXPECTED}")),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -819,6 +842,8 @@ const INFERENCE_CHUNK: usize = 256;
 /// Runs `f` on a thread of rayon's pool, so that the joins inside ops go to that thread's own queue: from
 /// outside the pool each join would go through the shared queue (slower, and it allocates as it grows).
 fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static RESERVED: std::sync::Once = std::sync::Once::new();
+    RESERVED.call_once(kiln_core::ops::reserve_thread_buffers);
     rayon::scope(|_| f())
 }
 

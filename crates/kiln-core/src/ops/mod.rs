@@ -53,3 +53,10 @@ pub(crate) fn backward_node<T: Float>(ctx: &mut BackCtx<T>, i: usize, gy: &[T]) 
         Op::Loss(kind, x, t) => loss::backward(ctx, i, kind, x, t, gy),
     }
 }
+
+/// Reserves every thread's working buffers of rayon's pool (the matrix kernel's packing space), so that
+/// training and inference steps never allocate them later, whichever thread a product lands on. Call once
+/// before work starts; later calls cost a broadcast.
+pub fn reserve_thread_buffers() {
+    rayon::broadcast(|_| sgemm::reserve());
+}

@@ -41,6 +41,16 @@ thread_local! {
     static PACKED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
+/// Gives the calling thread its packing buffer at full size now, rather than at its first product (or a
+/// larger one) in the middle of training.
+pub(crate) fn reserve() {
+    if available() {
+        let mut pb = PACKED.take();
+        pb.resize(KC * NC, 0.0);
+        PACKED.set(pb);
+    }
+}
+
 /// Where the kernel reads an operand panel: element (row or k, column or k) at ptr[i·rs + j·cs].
 #[derive(Clone, Copy)]
 struct Panel {
