@@ -138,7 +138,8 @@ pub struct TableTrain {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f32,
-    /// Fraction of the training rows held out to pick the epoch (early stopping restores the best).
+    /// Fraction of the training rows held out (stratified by class) to pick the epoch (early stopping
+    /// restores the best).
     pub validation_split: f64,
     /// Epochs without improvement of the validation loss before stopping.
     pub patience: usize,
@@ -465,14 +466,7 @@ pub fn fit_rows(
         let dups = duplicate_rows(table, &train);
         train.retain(|r| !dups.contains(r));
     }
-    // Shuffle once, then hold out the last `validation_split` of the rows (a random sample) to pick the epoch.
-    Rng::new(cfg.train.seed ^ 0x7AB1E).shuffle(&mut train);
-    let vs = cfg.train.validation_split;
-    if !(0.0..1.0).contains(&vs) {
-        return Err(Error::Config(format!("train.validation_split must be in [0, 1), got {vs}")));
-    }
-    let n_val = train.len() - (train.len() as f64 * (1.0 - vs)).floor() as usize;
-    let val = train.split_off(train.len() - n_val);
+    let (mut train, val) = hold_out_validation(cfg, table, types, train)?;
     let mut prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
     prep.classes = cfg.data.classes.clone();
     let mut model = build_model(&prep, &cfg.model, &cfg.train)?;
@@ -525,6 +519,34 @@ fn class_weight_by_index(cw: Option<&ClassWeight>, task: &Task) -> Result<Option
         }
         other => Ok(other.cloned()),
     }
+}
+
+/// Splits training rows into (training, validation): shuffled with the training seed, then the last
+/// `train.validation_split` of each class's rows held out (stratified, as the test split), to pick the epoch.
+pub fn hold_out_validation(
+    cfg: &TableConfig,
+    table: &Table,
+    types: &[ColumnType],
+    mut rows: Vec<usize>,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    Rng::new(cfg.train.seed ^ 0x7AB1E).shuffle(&mut rows);
+    let vs = cfg.train.validation_split;
+    if !(0.0..1.0).contains(&vs) {
+        return Err(Error::Config(format!("train.validation_split must be in [0, 1), got {vs}")));
+    }
+    let keys = strata(table, types, &cfg.data.target)?;
+    let mut by_class: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for &r in &rows {
+        by_class.entry(keys[r].as_str()).or_default().push(r);
+    }
+    let mut held = vec![false; table.rows()];
+    for class_rows in by_class.values() {
+        let n_val = class_rows.len() - (class_rows.len() as f64 * (1.0 - vs)).floor() as usize;
+        class_rows[class_rows.len() - n_val..].iter().for_each(|&r| held[r] = true);
+    }
+    let val: Vec<usize> = rows.iter().copied().filter(|&r| held[r]).collect();
+    rows.retain(|&r| !held[r]);
+    Ok((rows, val))
 }
 
 /// Copies GloVe vectors into the embedding rows of the terms they cover (the first layer's tables, in the
@@ -633,6 +655,14 @@ pub fn split(cfg: &TableConfig, table: &Table, types: &[ColumnType]) -> Result<(
     Ok((test, train))
 }
 
+/// Each row's stratum for splitting: its class, or one stratum for all when the target is a number.
+fn strata(table: &Table, types: &[ColumnType], target: &str) -> Result<Vec<String>> {
+    let ti = table.columns.iter().position(|c| c.name == target).ok_or_else(|| table.column(target).err().unwrap())?;
+    let col = &table.columns[ti];
+    let numeric = types[ti] == ColumnType::Number && col.distinct() > 2;
+    Ok(col.cells.iter().map(|c| if numeric { String::new() } else { c.clone().unwrap_or_default() }).collect())
+}
+
 /// `k` folds of the rows, each with about the same share of every class (random order within a class).
 pub fn stratified_folds(
     table: &Table,
@@ -641,17 +671,11 @@ pub fn stratified_folds(
     k: usize,
     seed: u64,
 ) -> Result<Vec<Vec<usize>>> {
-    let ti = table.columns.iter().position(|c| c.name == target).ok_or_else(|| table.column(target).err().unwrap())?;
-    let col = &table.columns[ti];
+    let keys = strata(table, types, target)?;
     let mut rng = Rng::new(seed ^ 0xF01D);
-    let mut by_class: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for r in 0..table.rows() {
-        let key = if types[ti] == ColumnType::Number && col.distinct() > 2 {
-            String::new()
-        } else {
-            col.cells[r].clone().unwrap_or_default()
-        };
-        by_class.entry(key).or_default().push(r);
+    let mut by_class: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (r, key) in keys.iter().enumerate() {
+        by_class.entry(key.as_str()).or_default().push(r);
     }
     let mut folds = vec![Vec::new(); k];
     let mut next = 0;

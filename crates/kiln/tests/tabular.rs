@@ -254,3 +254,20 @@ fn class_weights_by_class_name() {
     assert!(matches!(parsed.train.class_weight, Some(ClassWeight::PerClass(m)) if m["neg"] == 3.0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn validation_rows_are_stratified_like_the_test_rows() {
+    let dir = std::env::temp_dir().join(format!("kiln-tab7-{}", std::process::id()));
+    let (mut cfg, table, types, (test, train)) = word_setup(&dir, 0.01);
+    cfg.train.validation_split = 0.25;
+    let (fit, val) = tabular::hold_out_validation(&cfg, &table, &types, train.clone()).unwrap();
+    assert_eq!(fit.len() + val.len(), train.len());
+    assert!(val.iter().all(|r| train.contains(r) && !fit.contains(r)));
+    let label = table.column("label").unwrap();
+    let neg = |rows: &[usize]| rows.iter().filter(|&&r| label.cells[r].as_deref() == Some("neg")).count();
+    // One row in five is "neg": in the training rows, and to the row in the validation rows and the test rows.
+    let want = |rows: &[usize]| rows.len() as f64 / 5.0;
+    assert!((neg(&val) as f64 - want(&val)).abs() <= 1.0, "{} neg of {}", neg(&val), val.len());
+    assert!((neg(&test) as f64 - want(&test)).abs() <= 1.0, "{} neg of {}", neg(&test), test.len());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
