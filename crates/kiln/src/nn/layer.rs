@@ -463,8 +463,39 @@ pub(crate) fn conv_pool_forward(
     Some(g.conv2d_max_pool(x, w, b, s, c.padding.into(), c.activation.unary(), size))
 }
 
-/// An LSTM over x [n, steps, features] from a zero state; returns the last h [n, units]. With `mask`, a
-/// masked step keeps h and c as they were.
+/// Runs `cell` over the steps of x [n, steps, features], last to first when `reverse`, from a zero state:
+/// `cell` gets the step's input [n, features], the state h [n, units] and the step's index, and returns the
+/// new h; a step masked by `mask` keeps h. With `states`, h after every step is pushed there. Returns the last h.
+#[allow(clippy::too_many_arguments)]
+fn unroll(
+    g: &mut Graph<f32>,
+    x: Var,
+    u: usize,
+    mask: Option<&[f32]>,
+    reverse: bool,
+    mut states: Option<&mut Vec<Var>>,
+    mut cell: impl FnMut(&mut Graph<f32>, Var, Var, usize) -> kiln_core::Result<Var>,
+) -> kiln_core::Result<Var> {
+    let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
+    let mut h = g.input(&[n, u], &vec![0.0f32; n * u])?;
+    for k in 0..steps {
+        let t = if reverse { steps - 1 - k } else { k };
+        let xt = g.slice(x, 1, t, t + 1)?;
+        let xt = g.reshape(xt, &[n, f])?;
+        let h_new = cell(g, xt, h, t)?;
+        h = match mask {
+            Some(m) => keep_masked(g, h_new, h, m, steps, t)?,
+            None => h_new,
+        };
+        if let Some(s) = states.as_mut() {
+            s.push(h);
+        }
+    }
+    Ok(h)
+}
+
+/// An LSTM over x [n, steps, features]; returns the last h [n, units]. With `mask`, a masked step keeps h
+/// and c as they were.
 fn lstm(
     g: &mut Graph<f32>,
     x: Var,
@@ -472,16 +503,12 @@ fn lstm(
     u: usize,
     mask: Option<&[f32]>,
     reverse: bool,
-    mut states: Option<&mut Vec<Var>>,
+    states: Option<&mut Vec<Var>>,
 ) -> kiln_core::Result<Var> {
-    let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
+    let (n, steps) = (g.shape(x).dim(0), g.shape(x).dim(1));
     let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
-    let zeros = vec![0.0f32; n * u];
-    let (mut h, mut c) = (g.input(&[n, u], &zeros)?, g.input(&[n, u], &zeros)?);
-    for k in 0..steps {
-        let t = if reverse { steps - 1 - k } else { k };
-        let xt = g.slice(x, 1, t, t + 1)?;
-        let xt = g.reshape(xt, &[n, f])?;
+    let mut c = g.input(&[n, u], &vec![0.0f32; n * u])?;
+    unroll(g, x, u, mask, reverse, states, |g, xt, h, t| {
         let zx = g.linear(xt, w, Some(b), None)?;
         let zh = g.matmul(h, r)?;
         let z = g.add(zx, zh)?;
@@ -492,20 +519,15 @@ fn lstm(
         let add = g.mul(i, cc)?;
         let c_new = g.add(keep, add)?;
         let tc = g.tanh(c_new)?;
-        let h_new = g.mul(o, tc)?;
-        (h, c) = match mask {
-            Some(m) => (keep_masked(g, h_new, h, m, steps, t)?, keep_masked(g, c_new, c, m, steps, t)?),
-            None => (h_new, c_new),
+        c = match mask {
+            Some(m) => keep_masked(g, c_new, c, m, steps, t)?,
+            None => c_new,
         };
-        if let Some(s) = states.as_mut() {
-            s.push(h);
-        }
-    }
-    Ok(h)
+        g.mul(o, tc)
+    })
 }
 
-/// A GRU over x [n, steps, features] from a zero state; returns the last h [n, units]. With `mask`, a masked
-/// step keeps h as it was.
+/// A GRU over x [n, steps, features]; returns the last h [n, units]. With `mask`, a masked step keeps h.
 fn gru(
     g: &mut Graph<f32>,
     x: Var,
@@ -513,19 +535,14 @@ fn gru(
     u: usize,
     mask: Option<&[f32]>,
     reverse: bool,
-    mut states: Option<&mut Vec<Var>>,
+    states: Option<&mut Vec<Var>>,
 ) -> kiln_core::Result<Var> {
-    let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
     let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
     let b_in = g.slice(b, 0, 0, 1)?;
     let b_in = g.reshape(b_in, &[3 * u])?;
     let b_rec = g.slice(b, 0, 1, 2)?;
     let b_rec = g.reshape(b_rec, &[3 * u])?;
-    let mut h = g.input(&[n, u], &vec![0.0f32; n * u])?;
-    for k in 0..steps {
-        let t = if reverse { steps - 1 - k } else { k };
-        let xt = g.slice(x, 1, t, t + 1)?;
-        let xt = g.reshape(xt, &[n, f])?;
+    unroll(g, x, u, mask, reverse, states, |g, xt, h, _| {
         let zx = g.linear(xt, w, Some(b_in), None)?;
         let zh = g.linear(h, r, Some(b_rec), None)?;
         let part = |g: &mut Graph<f32>, v: Var, k: usize| g.slice(v, 1, k * u, (k + 1) * u);
@@ -541,16 +558,8 @@ fn gru(
         // h' = z·h + (1 − z)·cand = cand + z·(h − cand)
         let d = g.sub(h, cand)?;
         let zd = g.mul(z, d)?;
-        let h_new = g.add(cand, zd)?;
-        h = match mask {
-            Some(m) => keep_masked(g, h_new, h, m, steps, t)?,
-            None => h_new,
-        };
-        if let Some(s) = states.as_mut() {
-            s.push(h);
-        }
-    }
-    Ok(h)
+        g.add(cand, zd)
+    })
 }
 
 /// new·m + old·(1 − m) per row, with m the mask of step t ([batch, steps]): a padded step keeps the state.
@@ -601,28 +610,15 @@ fn simple_rnn(
     u: usize,
     mask: Option<&[f32]>,
     reverse: bool,
-    mut states: Option<&mut Vec<Var>>,
+    states: Option<&mut Vec<Var>>,
 ) -> kiln_core::Result<Var> {
-    let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
     let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
-    let mut h = g.input(&[n, u], &vec![0.0f32; n * u])?;
-    for k in 0..steps {
-        let t = if reverse { steps - 1 - k } else { k };
-        let xt = g.slice(x, 1, t, t + 1)?;
-        let xt = g.reshape(xt, &[n, f])?;
+    unroll(g, x, u, mask, reverse, states, |g, xt, h, _| {
         let zx = g.linear(xt, w, Some(b), None)?;
         let zh = g.matmul(h, r)?;
         let z = g.add(zx, zh)?;
-        let h_new = g.tanh(z)?;
-        h = match mask {
-            Some(m) => keep_masked(g, h_new, h, m, steps, t)?,
-            None => h_new,
-        };
-        if let Some(s) = states.as_mut() {
-            s.push(h);
-        }
-    }
-    Ok(h)
+        g.tanh(z)
+    })
 }
 
 /// Keras's Embedding default start: uniform in [−0.05, 0.05].
