@@ -341,7 +341,7 @@ impl Sequential {
         totals: &mut Totals,
         scratch: &mut Scratch,
         augment: Option<(&Augment, &mut Rng)>,
-        class_weight: Option<&[f32]>,
+        sample_weights: Option<&[f32]>,
     ) -> Result<f64> {
         let loss_kind = self.compiled_loss("fit")?;
         let fused = loss_kind.fuses(self.last_activation());
@@ -380,17 +380,8 @@ impl Sequential {
             }
         };
         scratch.weights.clear();
-        if let (true, Some(cw)) = (train, class_weight) {
-            let tv = target.map(|t| g.value(t)).unwrap_or(&[]);
-            let c = out_dims.dims()[1..].iter().product::<usize>().max(1);
-            scratch.weights.extend((0..n).map(|r| {
-                let class = match (scratch.labels.get(r), c) {
-                    (Some(&l), _) => l as usize,
-                    (None, 1) => (tv[r] > 0.5) as usize,
-                    (None, _) => kiln_core::argmax(&tv[r * c..(r + 1) * c]),
-                };
-                cw[class]
-            }));
+        if let (true, Some(sw)) = (train, sample_weights) {
+            scratch.weights.extend(idx.iter().map(|&i| sw[i]));
         }
         let loss = loss_kind.compute(g, out, fused, target, &scratch.labels, &scratch.weights)?;
         let mut loss_value = g.scalar(loss) as f64;
@@ -492,7 +483,8 @@ impl Sequential {
         }
         self.check_x(x, "fit")?;
         let targets = self.check_targets(loss, x, y, "fit")?;
-        let class_weight = match &opts.class_weight {
+        // Each training sample's weight, from its class's.
+        let sample_weights = match &opts.class_weight {
             Some(cw) => {
                 if !loss.classifies() {
                     return Err(Error::Config(format!(
@@ -507,7 +499,8 @@ impl Sequential {
                     (x.rows() as f64 * (1.0 - opts.validation_split)).floor() as usize
                 };
                 let classes = row_classes(&targets, out, n_train);
-                Some(cw.resolve(&classes, crate::metrics::class_count(out))?)
+                let per_class = cw.resolve(&classes, crate::metrics::class_count(out))?;
+                Some(classes.iter().map(|&c| per_class[c]).collect::<Vec<f32>>())
             }
             None => None,
         };
@@ -571,8 +564,8 @@ impl Sequential {
             let bar = opts.verbose.then(|| progress_bar(epoch, opts.epochs, steps));
             for (step, idx) in order.chunks(opts.batch_size).enumerate().skip(skip) {
                 let aug = augment.map(|a| (a, &mut aug_rng));
-                let cw = class_weight.as_deref();
-                let batch_loss = match self.run_batch(x, &targets, idx, true, &mut totals, &mut scratch, aug, cw) {
+                let sw = sample_weights.as_deref();
+                let batch_loss = match self.run_batch(x, &targets, idx, true, &mut totals, &mut scratch, aug, sw) {
                     Ok(l) => l,
                     Err(Error::Stopped(m)) => {
                         let kept = match &last_checkpoint {
