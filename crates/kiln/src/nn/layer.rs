@@ -494,72 +494,67 @@ fn unroll(
     Ok(h)
 }
 
-/// An LSTM over x [n, steps, features]; returns the last h [n, units]. With `mask`, a masked step keeps h
-/// and c as they were.
-fn lstm(
+/// One LSTM step (Keras's gate order i, f, c, o; one bias): the new (h, c).
+#[allow(clippy::too_many_arguments)]
+fn lstm_cell(
     g: &mut Graph<f32>,
-    x: Var,
-    params: &[kiln_core::ParamId],
+    xt: Var,
+    h: Var,
+    c: Var,
+    w: Var,
+    r: Var,
+    b: Var,
     u: usize,
-    mask: Option<&[f32]>,
-    reverse: bool,
-    states: Option<&mut Vec<Var>>,
-) -> kiln_core::Result<Var> {
-    let (n, steps) = (g.shape(x).dim(0), g.shape(x).dim(1));
-    let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
-    let mut c = g.input(&[n, u], &vec![0.0f32; n * u])?;
-    unroll(g, x, u, mask, reverse, states, |g, xt, h, t| {
-        let zx = g.linear(xt, w, Some(b), None)?;
-        let zh = g.matmul(h, r)?;
-        let z = g.add(zx, zh)?;
-        let gate = |g: &mut Graph<f32>, k: usize| g.slice(z, 1, k * u, (k + 1) * u);
-        let (i, fg, cc, o) = (gate(g, 0)?, gate(g, 1)?, gate(g, 2)?, gate(g, 3)?);
-        let (i, fg, cc, o) = (g.sigmoid(i)?, g.sigmoid(fg)?, g.tanh(cc)?, g.sigmoid(o)?);
-        let keep = g.mul(fg, c)?;
-        let add = g.mul(i, cc)?;
-        let c_new = g.add(keep, add)?;
-        let tc = g.tanh(c_new)?;
-        c = match mask {
-            Some(m) => keep_masked(g, c_new, c, m, steps, t)?,
-            None => c_new,
-        };
-        g.mul(o, tc)
-    })
+) -> kiln_core::Result<(Var, Var)> {
+    let zx = g.linear(xt, w, Some(b), None)?;
+    let zh = g.matmul(h, r)?;
+    let z = g.add(zx, zh)?;
+    let gate = |g: &mut Graph<f32>, k: usize| g.slice(z, 1, k * u, (k + 1) * u);
+    let (i, fg, cc, o) = (gate(g, 0)?, gate(g, 1)?, gate(g, 2)?, gate(g, 3)?);
+    let (i, fg, cc, o) = (g.sigmoid(i)?, g.sigmoid(fg)?, g.tanh(cc)?, g.sigmoid(o)?);
+    let keep = g.mul(fg, c)?;
+    let add = g.mul(i, cc)?;
+    let c_new = g.add(keep, add)?;
+    let tc = g.tanh(c_new)?;
+    Ok((g.mul(o, tc)?, c_new))
 }
 
-/// A GRU over x [n, steps, features]; returns the last h [n, units]. With `mask`, a masked step keeps h.
-fn gru(
+/// One GRU step (Keras's reset_after = true, gates z, r, h; input and recurrent biases): the new h.
+#[allow(clippy::too_many_arguments)]
+fn gru_cell(
     g: &mut Graph<f32>,
-    x: Var,
-    params: &[kiln_core::ParamId],
+    xt: Var,
+    h: Var,
+    w: Var,
+    r: Var,
+    b_in: Var,
+    b_rec: Var,
     u: usize,
-    mask: Option<&[f32]>,
-    reverse: bool,
-    states: Option<&mut Vec<Var>>,
 ) -> kiln_core::Result<Var> {
-    let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
-    let b_in = g.slice(b, 0, 0, 1)?;
-    let b_in = g.reshape(b_in, &[3 * u])?;
-    let b_rec = g.slice(b, 0, 1, 2)?;
-    let b_rec = g.reshape(b_rec, &[3 * u])?;
-    unroll(g, x, u, mask, reverse, states, |g, xt, h, _| {
-        let zx = g.linear(xt, w, Some(b_in), None)?;
-        let zh = g.linear(h, r, Some(b_rec), None)?;
-        let part = |g: &mut Graph<f32>, v: Var, k: usize| g.slice(v, 1, k * u, (k + 1) * u);
-        let (zx0, zx1, zx2) = (part(g, zx, 0)?, part(g, zx, 1)?, part(g, zx, 2)?);
-        let (zh0, zh1, zh2) = (part(g, zh, 0)?, part(g, zh, 1)?, part(g, zh, 2)?);
-        let z = g.add(zx0, zh0)?;
-        let z = g.sigmoid(z)?;
-        let rr = g.add(zx1, zh1)?;
-        let rr = g.sigmoid(rr)?;
-        let gated = g.mul(rr, zh2)?;
-        let cand = g.add(zx2, gated)?;
-        let cand = g.tanh(cand)?;
-        // h' = z·h + (1 − z)·cand = cand + z·(h − cand)
-        let d = g.sub(h, cand)?;
-        let zd = g.mul(z, d)?;
-        g.add(cand, zd)
-    })
+    let zx = g.linear(xt, w, Some(b_in), None)?;
+    let zh = g.linear(h, r, Some(b_rec), None)?;
+    let part = |g: &mut Graph<f32>, v: Var, k: usize| g.slice(v, 1, k * u, (k + 1) * u);
+    let (zx0, zx1, zx2) = (part(g, zx, 0)?, part(g, zx, 1)?, part(g, zx, 2)?);
+    let (zh0, zh1, zh2) = (part(g, zh, 0)?, part(g, zh, 1)?, part(g, zh, 2)?);
+    let z = g.add(zx0, zh0)?;
+    let z = g.sigmoid(z)?;
+    let rr = g.add(zx1, zh1)?;
+    let rr = g.sigmoid(rr)?;
+    let gated = g.mul(rr, zh2)?;
+    let cand = g.add(zx2, gated)?;
+    let cand = g.tanh(cand)?;
+    // h' = z·h + (1 − z)·cand = cand + z·(h − cand)
+    let d = g.sub(h, cand)?;
+    let zd = g.mul(z, d)?;
+    g.add(cand, zd)
+}
+
+/// One SimpleRNN step, h' = tanh(x·W + h·U + b) (PyTorch's RNN with tanh).
+fn simple_rnn_cell(g: &mut Graph<f32>, xt: Var, h: Var, w: Var, r: Var, b: Var) -> kiln_core::Result<Var> {
+    let zx = g.linear(xt, w, Some(b), None)?;
+    let zh = g.matmul(h, r)?;
+    let z = g.add(zx, zh)?;
+    g.tanh(z)
 }
 
 /// new·m + old·(1 − m) per row, with m the mask of step t ([batch, steps]): a padded step keeps the state.
@@ -601,26 +596,6 @@ fn rnn_params(
     }
 }
 
-/// h = tanh(x·W + h·U + b) over x [n, steps, features] (Keras's SimpleRNN, PyTorch's RNN with tanh); returns
-/// the last h. With `mask`, a masked step keeps h.
-fn simple_rnn(
-    g: &mut Graph<f32>,
-    x: Var,
-    params: &[kiln_core::ParamId],
-    u: usize,
-    mask: Option<&[f32]>,
-    reverse: bool,
-    states: Option<&mut Vec<Var>>,
-) -> kiln_core::Result<Var> {
-    let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
-    unroll(g, x, u, mask, reverse, states, |g, xt, h, _| {
-        let zx = g.linear(xt, w, Some(b), None)?;
-        let zh = g.matmul(h, r)?;
-        let z = g.add(zx, zh)?;
-        g.tanh(z)
-    })
-}
-
 /// Keras's Embedding default start: uniform in [−0.05, 0.05].
 fn embedding_init(n: usize, rng: &mut Rng) -> Vec<f32> {
     (0..n).map(|_| rng.uniform_range(-0.05, 0.05) as f32).collect()
@@ -638,11 +613,31 @@ fn recurrent(
     reverse: bool,
     seq: bool,
 ) -> kiln_core::Result<Var> {
+    let (n, steps) = (g.shape(x).dim(0), g.shape(x).dim(1));
+    let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
     let mut states = Vec::new();
+    let st = seq.then_some(&mut states);
     let last = match kind {
-        RnnKind::Lstm => lstm(g, x, params, units, mask, reverse, seq.then_some(&mut states)),
-        RnnKind::Gru => gru(g, x, params, units, mask, reverse, seq.then_some(&mut states)),
-        RnnKind::SimpleRnn => simple_rnn(g, x, params, units, mask, reverse, seq.then_some(&mut states)),
+        RnnKind::Lstm => {
+            // c is the LSTM's second state: kept through masked steps as h is.
+            let mut c = g.input(&[n, units], &vec![0.0f32; n * units])?;
+            unroll(g, x, units, mask, reverse, st, |g, xt, h, t| {
+                let (h_new, c_new) = lstm_cell(g, xt, h, c, w, r, b, units)?;
+                c = match mask {
+                    Some(m) => keep_masked(g, c_new, c, m, steps, t)?,
+                    None => c_new,
+                };
+                Ok(h_new)
+            })
+        }
+        RnnKind::Gru => {
+            let b_in = g.slice(b, 0, 0, 1)?;
+            let b_in = g.reshape(b_in, &[3 * units])?;
+            let b_rec = g.slice(b, 0, 1, 2)?;
+            let b_rec = g.reshape(b_rec, &[3 * units])?;
+            unroll(g, x, units, mask, reverse, st, |g, xt, h, _| gru_cell(g, xt, h, w, r, b_in, b_rec, units))
+        }
+        RnnKind::SimpleRnn => unroll(g, x, units, mask, reverse, st, |g, xt, h, _| simple_rnn_cell(g, xt, h, w, r, b)),
     }?;
     if !seq {
         return Ok(last);
@@ -651,7 +646,6 @@ fn recurrent(
     if reverse {
         states.reverse();
     }
-    let n = g.shape(last).dim(0);
     let cols: Vec<Var> = states.iter().map(|&h| g.reshape(h, &[n, 1, units])).collect::<kiln_core::Result<_>>()?;
     g.concat(&cols, 1)
 }
