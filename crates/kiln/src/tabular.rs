@@ -149,7 +149,7 @@ pub struct TableTrain {
     #[serde(default)]
     pub oversample: bool,
     /// AdamW's decoupled weight decay on every weight, embeddings included (0: plain Adam).
-    #[serde(skip_serializing_if = "is_zero_f32")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub weight_decay: f32,
     /// The loss for a numeric target: mean_squared_error (default), mean_absolute_error or huber.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,12 +177,8 @@ impl Default for TableTrain {
     }
 }
 
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
-}
-
-fn is_zero_f32(v: &f32) -> bool {
-    *v == 0.0
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn fifth() -> f64 {
@@ -552,24 +548,10 @@ pub fn hold_out_validation(
 /// Copies GloVe vectors into the embedding rows of the terms they cover (the first layer's tables, in the
 /// order of the text features).
 fn init_from_glove(model: &mut Sequential, prep: &Preparation) -> Result<()> {
-    let texts: Vec<(&Vec<String>, &crate::data::text::TextOptions)> = prep
-        .features
-        .iter()
-        .filter_map(|f| match &f.kind {
-            FeatureKind::Text { vocab, opts, .. } => Some((vocab, opts)),
-            _ => None,
-        })
-        .collect();
-    if texts.iter().all(|(_, o)| o.glove.is_none()) {
-        return Ok(());
-    }
-    // The first layer's embedding tables: text features come after embedded categories in its parameters.
-    let first = model.layers()[0].params().to_vec();
-    let skip = first.len() - texts.len();
-    for ((vocab, opts), pid) in texts.iter().zip(&first[skip..]) {
+    for (vocab, opts, pid) in text_tables(model, prep) {
         let Some(path) = &opts.glove else { continue };
         let found = crate::data::text::read_glove(path, vocab, opts.dim)?;
-        let table = &mut model.graph_mut().param_mut(*pid).value;
+        let table = &mut model.graph_mut().param_mut(pid).value;
         for (k, v) in found {
             // Ids are 2 + vocabulary position (0 padding, 1 out of vocabulary).
             table[(k + 2) * opts.dim..(k + 3) * opts.dim].copy_from_slice(&v);
@@ -578,20 +560,33 @@ fn init_from_glove(model: &mut Sequential, prep: &Preparation) -> Result<()> {
     Ok(())
 }
 
+/// Each text column's vocabulary, options and embedding table: the first layer's parameters, where text
+/// columns come after embedded categories.
+fn text_tables<'a>(
+    model: &Sequential,
+    prep: &'a Preparation,
+) -> Vec<(&'a [String], &'a crate::data::text::TextOptions, kiln_core::ParamId)> {
+    let texts: Vec<(&[String], &crate::data::text::TextOptions)> = prep
+        .features
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FeatureKind::Text { vocab, opts, .. } => Some((vocab.as_slice(), opts)),
+            _ => None,
+        })
+        .collect();
+    let first = model.layers().first().map_or(&[][..], |l| l.params());
+    let skip = first.len().saturating_sub(texts.len());
+    texts.into_iter().zip(&first[skip..]).map(|((v, o), &pid)| (v, o, pid)).collect()
+}
+
 /// The learned vector of every single-word term of the model's first text column (the rows of its
 /// embedding table), to start another model's embeddings from (`glove = "file"`): what `kiln
 /// export-vectors` writes in GloVe's text format.
 pub fn term_vectors(model: &Sequential) -> Result<Vec<(String, Vec<f32>)>> {
     let prep = model.preparation().ok_or_else(|| Error::Config("the model was not trained on a table".into()))?;
-    let texts: Vec<usize> =
-        (0..prep.features.len()).filter(|&i| matches!(prep.features[i].kind, FeatureKind::Text { .. })).collect();
-    let Some(&first) = texts.first() else {
+    let Some(&(vocab, opts, pid)) = text_tables(model, prep).first() else {
         return Err(Error::Config("the model has no text column".into()));
     };
-    let FeatureKind::Text { vocab, opts, .. } = &prep.features[first].kind else { unreachable!() };
-    // The first layer holds the tables: text columns come after embedded categories in its parameters.
-    let layer = &model.layers()[0];
-    let pid = layer.params()[layer.params().len() - texts.len()];
     let table = &model.graph().param(pid).value;
     if table.len() != (vocab.len() + 2) * opts.dim {
         return Err(Error::Config("the model's first layer is not the text column's embedding table".into()));
