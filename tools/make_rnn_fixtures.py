@@ -10,6 +10,25 @@ import os
 
 import torch
 
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures")
+
+
+def save(name, out):
+    path = os.path.join(FIXTURES, name)
+    with open(path, "w") as f:
+        json.dump(out, f)
+    print("wrote", os.path.normpath(path))
+
+
+def cell_fixture(W, U, b, R, h):
+    """One recurrent cell's fixture: the inputs, its weights, the last states and every gradient."""
+    return {
+        "torch": torch.__version__, "ids": ids.tolist(), "E": E.tolist(), "W": W.tolist(), "U": U.tolist(),
+        "b": b.tolist(), "R": R.tolist(), "h": h.tolist(),
+        "dE": E.grad.tolist(), "dW": W.grad.tolist(), "dU": U.grad.tolist(), "db": b.grad.tolist(),
+    }
+
+
 torch.manual_seed(0)
 vocab, dim, units = 7, 3, 4
 ids = torch.tensor([[1, 2, 3, 4, 5], [6, 2, 0, 0, 0]])
@@ -32,15 +51,7 @@ _, (h, _) = torch.func.functional_call(
     (packed,))
 h = h[0]
 (h * R).sum().backward()
-out = {
-    "torch": torch.__version__, "ids": ids.tolist(), "E": E.tolist(), "W": W.tolist(), "U": U.tolist(),
-    "b": b.tolist(), "R": R.tolist(), "h": h.tolist(),
-    "dE": E.grad.tolist(), "dW": W.grad.tolist(), "dU": U.grad.tolist(), "db": b.grad.tolist(),
-}
-path = os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "lstm.json")
-with open(path, "w") as f:
-    json.dump(out, f)
-print("wrote", os.path.normpath(path))
+save("lstm.json", cell_fixture(W, U, b, R, h))
 
 # GRU: Keras layout (kernel [features, 3 units], gates z, r, h; bias [2, 3 units]: input, recurrent) against
 # PyTorch's (weight_ih [3 units, features], gates r, z, n; bias_ih, bias_hh), reset applied after the matmul
@@ -65,15 +76,7 @@ _, hg = torch.func.functional_call(
           "bias_hh_l0": to_torch(bg[1])}, (packed,))
 hg = hg[0]
 (hg * R).sum().backward()
-out = {
-    "torch": torch.__version__, "ids": ids.tolist(), "E": E.tolist(), "W": Wg.tolist(), "U": Ug.tolist(),
-    "b": bg.tolist(), "R": R.tolist(), "h": hg.tolist(),
-    "dE": E.grad.tolist(), "dW": Wg.grad.tolist(), "dU": Ug.grad.tolist(), "db": bg.grad.tolist(),
-}
-path = os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "gru.json")
-with open(path, "w") as f:
-    json.dump(out, f)
-print("wrote", os.path.normpath(path))
+save("gru.json", cell_fixture(Wg, Ug, bg, R, hg))
 
 # Conv1D (Keras layout: kernel [kernel_size, channels, filters]) + ReLU + GlobalMaxPooling1D, against
 # torch.nn.functional.conv1d (weight [filters, channels, kernel_size]) and a max over time.
@@ -86,10 +89,7 @@ y = torch.nn.functional.conv1d(x.transpose(1, 2), Wc.permute(2, 1, 0), bc).relu(
 (y * Rc).sum().backward()
 out = {"torch": torch.__version__, "x": x.tolist(), "W": Wc.tolist(), "b": bc.tolist(), "R": Rc.tolist(),
        "y": y.tolist(), "dW": Wc.grad.tolist(), "db": bc.grad.tolist()}
-path = os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "conv1d.json")
-with open(path, "w") as f:
-    json.dump(out, f)
-print("wrote", os.path.normpath(path))
+save("conv1d.json", out)
 
 # SimpleRNN (Keras layout: kernel [features, units], recurrent [units, units], bias [units]) and a
 # bidirectional LSTM (Keras: forward and backward cells, outputs concatenated), after the same masked
@@ -106,10 +106,7 @@ _, hs = torch.func.functional_call(
     (packed,))
 hs = hs[0]
 (hs * R).sum().backward()
-out = {"E": E.tolist(), "W": Ws.tolist(), "U": Us.tolist(), "b": bs.tolist(), "R": R.tolist(), "h": hs.tolist(),
-       "ids": ids.tolist(), "dE": E.grad.tolist(), "dW": Ws.grad.tolist(), "dU": Us.grad.tolist(), "db": bs.grad.tolist()}
-with open(os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "simple_rnn.json"), "w") as f:
-    json.dump(out, f)
+save("simple_rnn.json", cell_fixture(Ws, Us, bs, R, hs))
 
 torch.manual_seed(4)
 cells = [[(torch.randn(*s) * 0.5).requires_grad_(True) for s in [(dim, 4 * units), (units, 4 * units)]]
@@ -131,6 +128,4 @@ for d, name in enumerate(["forward", "backward"]):
     for k, t in zip(["W", "U", "b"], cells[d]):
         out[f"{name}_{k}"] = t.tolist()
         out[f"d{name}_{k}"] = t.grad.tolist()
-with open(os.path.join(os.path.dirname(__file__), "..", "crates", "kiln", "tests", "fixtures", "bilstm.json"), "w") as f:
-    json.dump(out, f)
-print("wrote simple_rnn.json and bilstm.json")
+save("bilstm.json", out)
