@@ -241,6 +241,20 @@ fn text_models_predict_raw_text_as_they_predict_files() {
     let o = kiln(&["train", &t.s("gru.toml"), "--run-dir", &t.s("run5"), "--quiet", "--epochs", "3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_fails(&kiln(&["export-vectors", &t.s("r.csv"), "--output", &t.s("v2.txt")]), &["r.csv"]);
+    // Or from vectors learned first on the training texts (not both); a bad setting is named.
+    let pre = cfg.replace("dim = 8\n", "dim = 8\npretrain = { epochs = 2 }\n") + "[model]\nkind = \"gru\"\nunits = 8\n";
+    std::fs::write(t.path("pre.toml"), pre).unwrap();
+    let o = kiln(&["train", &t.s("pre.toml"), "--run-dir", &t.s("run6"), "--epochs", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("word vectors for `review`: skip-gram on 480 training and validation texts"));
+    assert_fails(
+        &kiln(&["train", &t.s("gru.toml"), "--set", "data.prepare.text.pretrain={}"]),
+        &["`glove` and `pretrain` both start the embeddings"],
+    );
+    assert_fails(
+        &kiln(&["train", &t.s("pre.toml"), "--set", "data.prepare.text.pretrain={ window = 0 }"]),
+        &["data.prepare.text.pretrain.window must be at least 1"],
+    );
     // The run folder says which file rows were test rows (for baselines on the same split).
     let split = std::fs::read_to_string(t.path("run/split.csv")).unwrap();
     assert_eq!(split.lines().next(), Some("row,part"));
@@ -278,4 +292,12 @@ fn text_models_predict_raw_text_as_they_predict_files() {
         &kiln(&["train", &t.s("badw.toml"), "--run-dir", &t.s("run3")]),
         &["train.class_weight", "no class `neutral`", "negative, positive"],
     );
+}
+
+#[test]
+fn the_review_examples_configs_parse() {
+    for name in ["sentiment", "sentiment_gru", "recommend"] {
+        let o = kiln(&["train", &format!("{ROOT}/examples/reviews/{name}.toml"), "--print-config"]);
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+    }
 }

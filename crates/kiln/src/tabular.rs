@@ -466,7 +466,9 @@ pub fn fit_rows(
     let mut prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
     prep.classes = cfg.data.classes.clone();
     let mut model = build_model(&prep, &cfg.model, &cfg.train)?;
-    init_from_glove(&mut model, &prep)?;
+    // Pretraining reads texts, not labels: the validation rows' texts are fair game.
+    let texts: Vec<usize> = train.iter().chain(&val).copied().collect();
+    init_embeddings(&mut model, &prep, table, &texts, cfg.model.seed, verbose)?;
     if cfg.train.oversample && prep.task != Task::Regression {
         train = oversampled(&prep, table, &train, cfg.train.seed)?;
     }
@@ -545,38 +547,81 @@ pub fn hold_out_validation(
     Ok((rows, val))
 }
 
-/// Copies GloVe vectors into the embedding rows of the terms they cover (the first layer's tables, in the
-/// order of the text features).
-fn init_from_glove(model: &mut Sequential, prep: &Preparation) -> Result<()> {
-    for (vocab, opts, pid) in text_tables(model, prep) {
-        let Some(path) = &opts.glove else { continue };
-        let found = crate::data::text::read_glove(path, vocab, opts.dim)?;
+/// Starts the text embeddings (the first layer's tables, in the order of the text features) from a GloVe
+/// file's vectors for the terms it covers, or from skip-gram vectors trained on the texts of the `rows`.
+fn init_embeddings(
+    model: &mut Sequential,
+    prep: &Preparation,
+    table: &Table,
+    rows: &[usize],
+    seed: u64,
+    verbose: bool,
+) -> Result<()> {
+    let todo: Vec<(Vec<(usize, Vec<f32>)>, usize, kiln_core::ParamId)> = text_tables(model, prep)
+        .into_iter()
+        .map(|(name, vocab, opts, pid)| {
+            let found = match (&opts.glove, &opts.pretrain) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::Config(
+                        "data.prepare.text: `glove` and `pretrain` both start the embeddings; keep one".into(),
+                    ));
+                }
+                (Some(path), None) => crate::data::text::read_glove(path, vocab, opts.dim)?,
+                (None, Some(sg)) => {
+                    sg.validate("data.prepare.text.pretrain")?;
+                    let col = table.column(name)?;
+                    let texts: Vec<Vec<u32>> = rows
+                        .iter()
+                        .map(|&r| {
+                            let text = col.cells.get(r).and_then(|c| c.as_deref()).unwrap_or("");
+                            let terms = crate::data::text::terms(text, opts);
+                            terms.iter().filter_map(|t| vocab.binary_search(t).ok().map(|k| k as u32)).collect()
+                        })
+                        .collect();
+                    let start = std::time::Instant::now();
+                    let v = sg.train(&texts, vocab.len(), opts.dim, seed);
+                    if verbose {
+                        println!(
+                            "word vectors for `{name}`: skip-gram on {} training and validation texts, {} epochs, {:.1} s",
+                            texts.len(),
+                            sg.epochs,
+                            start.elapsed().as_secs_f64()
+                        );
+                    }
+                    v.chunks(opts.dim).map(|c| c.to_vec()).enumerate().collect()
+                }
+                (None, None) => Vec::new(),
+            };
+            Ok((found, opts.dim, pid))
+        })
+        .collect::<Result<_>>()?;
+    for (found, dim, pid) in todo {
         let table = &mut model.graph_mut().param_mut(pid).value;
         for (k, v) in found {
             // Ids are 2 + vocabulary position (0 padding, 1 out of vocabulary).
-            table[(k + 2) * opts.dim..(k + 3) * opts.dim].copy_from_slice(&v);
+            table[(k + 2) * dim..(k + 3) * dim].copy_from_slice(&v);
         }
     }
     Ok(())
 }
 
-/// Each text column's vocabulary, options and embedding table: the first layer's parameters, where text
-/// columns come after embedded categories.
+/// Each text column's name, vocabulary, options and embedding table: the first layer's parameters, where
+/// text columns come after embedded categories.
 fn text_tables<'a>(
     model: &Sequential,
     prep: &'a Preparation,
-) -> Vec<(&'a [String], &'a crate::data::text::TextOptions, kiln_core::ParamId)> {
-    let texts: Vec<(&[String], &crate::data::text::TextOptions)> = prep
+) -> Vec<(&'a str, &'a [String], &'a crate::data::text::TextOptions, kiln_core::ParamId)> {
+    let texts: Vec<(&str, &[String], &crate::data::text::TextOptions)> = prep
         .features
         .iter()
         .filter_map(|f| match &f.kind {
-            FeatureKind::Text { vocab, opts, .. } => Some((vocab.as_slice(), opts)),
+            FeatureKind::Text { vocab, opts, .. } => Some((f.name.as_str(), vocab.as_slice(), opts)),
             _ => None,
         })
         .collect();
     let first = model.layers().first().map_or(&[][..], |l| l.params());
     let skip = first.len().saturating_sub(texts.len());
-    texts.into_iter().zip(&first[skip..]).map(|((v, o), &pid)| (v, o, pid)).collect()
+    texts.into_iter().zip(&first[skip..]).map(|((n, v, o), &pid)| (n, v, o, pid)).collect()
 }
 
 /// The learned vector of every single-word term of the model's first text column (the rows of its
@@ -584,7 +629,7 @@ fn text_tables<'a>(
 /// export-vectors` writes in GloVe's text format.
 pub fn term_vectors(model: &Sequential) -> Result<Vec<(String, Vec<f32>)>> {
     let prep = model.preparation().ok_or_else(|| Error::Config("the model was not trained on a table".into()))?;
-    let Some(&(vocab, opts, pid)) = text_tables(model, prep).first() else {
+    let Some(&(_, vocab, opts, pid)) = text_tables(model, prep).first() else {
         return Err(Error::Config("the model has no text column".into()));
     };
     let table = &model.graph().param(pid).value;

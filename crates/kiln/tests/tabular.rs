@@ -159,6 +159,58 @@ fn glove_vectors_start_the_embeddings_of_the_words_they_cover() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Texts of two topics whose words never meet: after skip-gram pretraining (and no supervised epoch) a
+/// word's embedding is nearer the words it shares texts with than the other topic's; the settings travel
+/// in the saved model; `glove` with `pretrain` and a bad setting are errors naming the key.
+#[test]
+fn skip_gram_pretraining_starts_the_embeddings_from_the_training_texts() {
+    let dir = std::env::temp_dir().join(format!("kiln-tab7-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let topics = [["soft", "cozy", "warm", "comfy", "lovely"], ["tight", "itchy", "scratchy", "small", "thin"]];
+    let mut rng = kiln::core::Rng::new(3);
+    let mut csv = String::from("text,label\n");
+    for i in 0..300 {
+        let words: Vec<&str> = (0..10).map(|_| topics[i % 2][rng.below(5)]).collect();
+        csv += &format!("{},{}\n", words.join(" "), i % 2);
+    }
+    std::fs::write(dir.join("t.csv"), csv).unwrap();
+    let mut cfg = TableConfig::new(dir.join("t.csv"), "label");
+    cfg.data.columns.insert("text".into(), ColumnType::Text);
+    let pretrain: kiln::data::text::TextOptions =
+        toml::from_str("ngrams = 1\ndim = 8\npretrain = { sample = 0.0 }").unwrap();
+    cfg.data.prepare.text = pretrain;
+    cfg.train.epochs = 0;
+    let table = cfg.read_table().unwrap();
+    let types = cfg.types(&table).unwrap();
+    let rows: Vec<usize> = (0..300).collect();
+    let model = tabular::fit_rows(&cfg, &table, &types, &rows, false).unwrap();
+    let vectors: std::collections::HashMap<String, Vec<f32>> =
+        tabular::term_vectors(&model).unwrap().into_iter().collect();
+    let cos = |a: &str, b: &str| {
+        let (x, y) = (&vectors[a], &vectors[b]);
+        let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+        dot / (x.iter().map(|p| p * p).sum::<f32>() * y.iter().map(|q| q * q).sum::<f32>()).sqrt()
+    };
+    for (a, b, c) in [("soft", "cozy", "itchy"), ("warm", "lovely", "thin"), ("tight", "small", "comfy")] {
+        assert!(cos(a, b) > cos(a, c) + 0.5, "{a}~{b} {} vs {a}~{c} {}", cos(a, b), cos(a, c));
+    }
+    let path = dir.join("m.safetensors");
+    model.save(&path).unwrap();
+    let loaded = Sequential::load(&path).unwrap();
+    assert_eq!(loaded.preparation(), model.preparation());
+
+    cfg.data.prepare.text.glove = Some(dir.join("glove.txt"));
+    let e = tabular::fit_rows(&cfg, &table, &types, &rows, false).err().unwrap().to_string();
+    assert!(e.contains("`glove` and `pretrain` both start the embeddings"), "{e}");
+    cfg.data.prepare.text.glove = None;
+    cfg.data.prepare.text.pretrain.as_mut().unwrap().epochs = 0;
+    let e = tabular::fit_rows(&cfg, &table, &types, &rows, false).err().unwrap().to_string();
+    assert!(e.contains("data.prepare.text.pretrain.epochs must be at least 1"), "{e}");
+    let e = toml::from_str::<kiln::data::text::TextOptions>("pretrain = { epoch = 3 }").unwrap_err().to_string();
+    assert!(e.contains("unknown field `epoch`"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Reviews whose label is carried by a word anywhere in them ("bad" → neg), one class rare.
 fn word_reviews(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::create_dir_all(dir).unwrap();

@@ -8,6 +8,7 @@ pub mod mnist;
 pub mod prepare;
 pub mod table;
 pub mod text;
+pub mod word_vectors;
 
 use kiln_core::{Result, Tensor};
 

@@ -37,6 +37,11 @@ pub struct TextOptions {
     /// `dim` numbers, per line) from those vectors; other terms start random. A path relative to the config.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub glove: Option<std::path::PathBuf>,
+    /// Start the embeddings from word vectors learned first from the training rows' texts, validation rows
+    /// included (no labels: word2vec's skip-gram, see `data::word_vectors`): `pretrain = {}` for its
+    /// defaults, or e.g. `pretrain = { epochs = 20, window = 3 }`. For sequence models trained from scratch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrain: Option<super::word_vectors::SkipGram>,
 }
 
 impl Default for TextOptions {
@@ -51,6 +56,7 @@ impl Default for TextOptions {
             dim: 32,
             output: TextOutput::Ids,
             glove: None,
+            pretrain: None,
         }
     }
 }
