@@ -574,8 +574,8 @@ fn init_embeddings(
                         .iter()
                         .map(|&r| {
                             let text = col.cells.get(r).and_then(|c| c.as_deref()).unwrap_or("");
-                            let terms = crate::data::text::terms(text, opts);
-                            terms.iter().filter_map(|t| vocab.binary_search(t).ok().map(|k| k as u32)).collect()
+                            let ids = crate::data::text::term_ids(text, vocab, opts);
+                            ids.filter(|&id| id >= 2).map(|id| (id - 2) as u32).collect()
                         })
                         .collect();
                     let start = std::time::Instant::now();

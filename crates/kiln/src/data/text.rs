@@ -162,8 +162,7 @@ pub fn bag(text: &str, vocab: &[String], idf: &[f32], opts: &TextOptions, out: &
     out.fill(0.0);
     let len = opts.length;
     let mut slot: HashMap<usize, usize> = HashMap::new();
-    for t in terms(text, opts) {
-        let id = vocab.binary_search(&t).map_or(1, |i| i + 2);
+    for id in term_ids(text, vocab, opts) {
         if id == 1 && opts.output == TextOutput::TfIdf {
             continue;
         }
@@ -193,12 +192,15 @@ pub fn bag(text: &str, vocab: &[String], idf: &[f32], opts: &TextOptions, out: &
 /// Term ids of `text` (2 + position in the sorted `vocab`; 1 out of vocabulary; 0 padding), `opts.length` of them.
 pub fn ids(text: &str, vocab: &[String], opts: &TextOptions, out: &mut [f32]) {
     out.fill(0.0);
-    for (slot, t) in out.iter_mut().zip(terms(text, opts)) {
-        *slot = match vocab.binary_search(&t) {
-            Ok(i) => (i + 2) as f32,
-            Err(_) => 1.0,
-        };
+    for (slot, id) in out.iter_mut().zip(term_ids(text, vocab, opts)) {
+        *slot = id as f32;
     }
+}
+
+/// The id of each term of `text` in reading order: 2 + its position in the sorted `vocab`, or 1 out of
+/// vocabulary (0 is left for padding).
+pub fn term_ids<'a>(text: &str, vocab: &'a [String], opts: &TextOptions) -> impl Iterator<Item = usize> + 'a {
+    terms(text, opts).into_iter().map(|t| vocab.binary_search(&t).map_or(1, |i| i + 2))
 }
 
 /// Vectors for the words of `vocab` found in a GloVe text file (`word v1 ... v_dim` per line): (vocab index,

@@ -73,7 +73,7 @@ impl SkipGram {
             .map(|&c| if t == 0.0 || c == 0 { 1.0 } else { ((c as f64 / t).sqrt() + 1.0) * t / c as f64 })
             .collect();
         let noise = Alias::new(&counts.iter().map(|&c| (c as f64).powf(0.75)).collect::<Vec<_>>());
-        let steps = (self.epochs as u64 * total) as f64;
+        let steps = (self.epochs as u64 * total) as f32;
         let mut done = 0u64;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         let mut kept = Vec::new();
@@ -85,7 +85,7 @@ impl SkipGram {
                 kept.clear();
                 kept.extend(text.iter().copied().filter(|&w| rng.uniform() < keep[w as usize]));
                 for (pos, &center) in kept.iter().enumerate() {
-                    let lr = self.learning_rate * (1.0 - done as f32 / steps as f32).max(1e-4);
+                    let lr = self.learning_rate * (1.0 - done as f32 / steps).max(1e-4);
                     let reach = 1 + (rng.next_u64() % self.window as u64) as usize;
                     let lo = pos.saturating_sub(reach);
                     let hi = (pos + reach).min(kept.len() - 1);
