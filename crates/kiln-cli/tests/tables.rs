@@ -255,6 +255,10 @@ fn text_models_predict_raw_text_as_they_predict_files() {
         &kiln(&["train", &t.s("pre.toml"), "--set", "data.prepare.text.pretrain={ window = 0 }"]),
         &["data.prepare.text.pretrain.window must be at least 1"],
     );
+    assert_fails(
+        &kiln(&["train", &t.s("pre.toml"), "--set", "data.prepare.text.pretrain=3"]),
+        &["data.prepare.text.pretrain = 3", "a table of skip-gram settings: {} for the defaults"],
+    );
     // The run folder says which file rows were test rows (for baselines on the same split).
     let split = std::fs::read_to_string(t.path("run/split.csv")).unwrap();
     assert_eq!(split.lines().next(), Some("row,part"));

@@ -7,7 +7,11 @@ use kiln_core::{Error, Result, Rng};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a table of skip-gram settings: {} for the defaults, or e.g. { epochs = 20 }"
+)]
 pub struct SkipGram {
     /// Passes over the texts (word2vec's default is 5; small corpora gain from more).
     pub epochs: usize,
