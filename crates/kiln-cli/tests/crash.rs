@@ -39,13 +39,7 @@ activation = "softmax"
 "#;
 
 fn spawn(args: &[&str]) -> Child {
-    Command::new(KILN)
-        .args(args)
-        .current_dir(env!("CARGO_TARGET_TMPDIR"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kiln starts")
+    Command::new(KILN).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("kiln starts")
 }
 
 /// Epochs done according to the run's checkpoint (0 while there is none).

@@ -3,13 +3,26 @@
 //! slower on this kind of machine.
 
 use crate::ops::gemm::num_threads;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Below this many element-operations an op runs on the calling thread.
 pub const MIN_PARALLEL_WORK: usize = 200_000;
 
+static MIN_WORK: AtomicUsize = AtomicUsize::new(MIN_PARALLEL_WORK);
+
+/// Sets the work below which ops run on the calling thread (`MIN_PARALLEL_WORK` by default). Tests set it to
+/// 1 so that shapes small enough to check against a reference still take the threaded paths.
+pub fn set_min_parallel_work(work: usize) {
+    MIN_WORK.store(work, Ordering::Relaxed);
+}
+
 /// How many parts to cut `items` of `work_per_item` each into.
 pub fn parts_for(items: usize, work_per_item: usize) -> usize {
-    if items.saturating_mul(work_per_item) < MIN_PARALLEL_WORK { 1 } else { num_threads().min(items).max(1) }
+    if items.saturating_mul(work_per_item) < MIN_WORK.load(Ordering::Relaxed) {
+        1
+    } else {
+        num_threads().min(items).max(1)
+    }
 }
 
 /// Runs `f(items, out_part, acc_part)` on `parts` contiguous ranges of `0..n` in parallel. `out` holds

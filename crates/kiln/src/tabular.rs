@@ -878,3 +878,41 @@ pub fn search(
     out.sort_by(|a, b| rank_score(&b.2).total_cmp(&rank_score(&a.2)));
     Ok(out)
 }
+
+#[cfg(test)]
+mod oversample_tests {
+    use super::*;
+    use crate::data::csv::parse_csv;
+
+    /// How often each row occurs in `rows`.
+    fn counts(rows: &[usize], n: usize) -> Vec<usize> {
+        let mut c = vec![0; n];
+        rows.iter().for_each(|&r| c[r] += 1);
+        c
+    }
+
+    #[test]
+    fn oversampling_repeats_only_minority_rows_until_every_class_has_as_many_as_the_largest() {
+        // Rows 0-5 class a, 6-8 class b, 9 class c; rows 10 (b) and 11 (c) are not given (validation rows).
+        let csv = "x,y\n0,a\n1,a\n2,a\n3,a\n4,a\n5,a\n6,b\n7,b\n8,b\n9,c\n10,b\n11,c\n";
+        let t = parse_csv(csv, std::path::Path::new("t.csv"), &CsvOptions::default()).unwrap();
+        let types = t.infer_types().unwrap();
+        let rows: Vec<usize> = (0..10).collect();
+        let prep = Preparation::fit(&t, &types, "y", &rows, &[], &PrepareOptions::default()).unwrap();
+        for seed in [0, 1, 7] {
+            let out = oversampled(&prep, &t, &rows, seed).unwrap();
+            let c = counts(&out, t.rows());
+            assert_eq!(out.len(), 18, "3 classes × 6 rows (the largest class)");
+            assert!(c[..6].iter().all(|&k| k == 1), "the largest class's rows once each: {c:?}");
+            assert!(c[..10].iter().all(|&k| k >= 1), "every given row kept: {c:?}");
+            assert_eq!((c[6..9].iter().sum::<usize>(), c[9]), (6, 6), "b's 3 rows and c's 1 row make 6 each");
+            assert_eq!(c[10..], [0, 0], "rows not given are never drawn");
+            assert_eq!(out, oversampled(&prep, &t, &rows, seed).unwrap(), "the same seed, the same rows");
+            assert_ne!(out[..6], [0, 1, 2, 3, 4, 5], "shuffled, not grouped by class");
+        }
+        // Balanced classes: each row once, in some order.
+        let even = [0, 1, 6, 7];
+        let out = oversampled(&prep, &t, &even, 3).unwrap();
+        assert_eq!(counts(&out, t.rows()), counts(&even, t.rows()));
+    }
+}

@@ -101,8 +101,8 @@ fn data() -> (Tensor, Tensor) {
 
 #[test]
 fn early_stopping_checkpoint_and_logs_inside_fit() {
-    let dir = std::env::temp_dir().join(format!("kiln-cb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let (x, y) = data();
     let mut m = Sequential::new(&[2]).seed(1);
     m.add(Dense::new(64).activation(Activation::Relu)).unwrap();
@@ -132,7 +132,6 @@ fn early_stopping_checkpoint_and_logs_inside_fit() {
     let last: Value = serde_json::from_str(json.lines().last().unwrap()).unwrap();
     assert_eq!(last["epoch"].as_u64().unwrap() as usize, stopped);
     assert!((last["val_loss"].as_f64().unwrap() - h.epochs[stopped - 1].val_loss.unwrap()).abs() < 1e-12);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -48,10 +48,9 @@ fn opts(epochs: usize, ckpt: &std::path::Path) -> FitOptions<'static> {
     }
 }
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("kiln-ckpt-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A test's own temporary folder, removed when dropped.
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 /// Sets the stop flag after `at` steps, as the CLI's signal handler does.
@@ -71,7 +70,8 @@ impl Callback for StopAt {
 // One test, so the process-wide stop flag is not shared between tests running at once.
 #[test]
 fn resumed_runs_end_bit_identical_to_uninterrupted_ones() {
-    let dir = tmp("resume");
+    let tmp = tmp();
+    let dir = tmp.path();
     let (x, y) = images(200);
     // Uninterrupted: 6 epochs, with early stopping (patience large enough not to fire) whose state must
     // carry over too.
@@ -120,7 +120,6 @@ fn resumed_runs_end_bit_identical_to_uninterrupted_ones() {
     let (m, p) = Sequential::load_checkpoint(dir.join("d.ckpt")).unwrap();
     assert_eq!(p.epoch, 1);
     assert!(m.get_weights().iter().flatten().all(|v| v.is_finite()));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -138,10 +137,10 @@ fn nan_in_the_data_is_refused_before_any_step() {
 
 #[test]
 fn a_plain_model_file_is_not_a_checkpoint() {
-    let dir = tmp("plain");
+    let tmp = tmp();
+    let dir = tmp.path();
     let m = model();
     m.save(dir.join("m.safetensors")).unwrap();
     let err = Sequential::load_checkpoint(dir.join("m.safetensors")).err().unwrap().to_string();
     assert!(err.contains("not a training checkpoint"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

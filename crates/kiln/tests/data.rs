@@ -2,13 +2,10 @@
 
 use kiln::data::{idx::read_idx, mnist};
 use std::io::Write;
-use std::path::PathBuf;
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kiln-data-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A test's own temporary folder, removed when dropped.
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 fn idx_bytes(kind: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
@@ -28,7 +25,8 @@ fn gzip(b: &[u8]) -> Vec<u8> {
 
 #[test]
 fn reads_raw_and_gzip_and_scales_pixels() {
-    let d = dir("ok");
+    let tmp = dir();
+    let d = tmp.path();
     let pixels: Vec<u8> = (0..2 * 4 * 4).map(|i| (i * 8) as u8).collect();
     std::fs::write(d.join("train-images-idx3-ubyte"), idx_bytes(8, &[2, 4, 4], &pixels)).unwrap();
     std::fs::write(d.join("train-labels-idx1-ubyte.gz"), gzip(&idx_bytes(8, &[2], &[3, 9]))).unwrap();
@@ -51,7 +49,8 @@ fn the_shipped_mnist_files_load() {
 
 #[test]
 fn damaged_files_are_named_with_the_problem() {
-    let d = dir("bad");
+    let tmp = dir();
+    let d = tmp.path();
     let path = d.join("t.idx");
     let check = |bytes: Vec<u8>, want: &str| {
         std::fs::write(&path, bytes).unwrap();
@@ -70,7 +69,8 @@ fn damaged_files_are_named_with_the_problem() {
 
 #[test]
 fn mismatched_or_missing_files_are_reported() {
-    let d = dir("mismatch");
+    let tmp = dir();
+    let d = tmp.path();
     std::fs::write(d.join("train-images-idx3-ubyte"), idx_bytes(8, &[2, 2, 2], &[0; 8])).unwrap();
     let e = mnist::load_split(&d, "train").err().unwrap().to_string();
     assert!(e.contains("train-labels-idx1-ubyte"), "{e}");

@@ -125,8 +125,8 @@ fn saved_model_predicts_exactly_the_same() {
     let x = Tensor::new(&[20, 8, 8, 2], (0..2560).map(|_| rng.uniform() as f32).collect()).unwrap();
     let y = kiln::data::one_hot(&(0..20).map(|i| (i % 5) as u8).collect::<Vec<_>>(), 5).unwrap();
     m.fit(&x, &y, FitOptions { epochs: 2, batch_size: 8, ..Default::default() }).unwrap();
-    let dir = std::env::temp_dir().join(format!("kiln-test-save-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("m.safetensors");
     m.save(&path).unwrap();
     let mut back = Sequential::load(&path).unwrap();
@@ -136,13 +136,12 @@ fn saved_model_predicts_exactly_the_same() {
     // No temporary file is left beside it.
     let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 1, "{names:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn loading_something_else_fails_with_a_clear_error() {
-    let dir = std::env::temp_dir().join(format!("kiln-test-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let junk = dir.join("junk.safetensors");
     std::fs::write(&junk, b"definitely not a model").unwrap();
     let e = Sequential::load(&junk).err().unwrap().to_string();
@@ -156,7 +155,6 @@ fn loading_something_else_fails_with_a_clear_error() {
     assert!(e.contains("not a kiln model") && e.contains("metadata"), "{e}");
     let e = Sequential::load(dir.join("missing.safetensors")).err().unwrap();
     assert!(matches!(e, Error::Io { .. }), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A minimal safetensors file holding one F32 tensor of two values, no metadata.

@@ -9,8 +9,8 @@ use kiln::tabular::{self, TableConfig};
 
 #[test]
 fn embedded_categories_learn_save_and_load() {
-    let dir = std::env::temp_dir().join(format!("kiln-tab-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     // The label is set by the city (30 levels, as a category would be) and nudged by a number.
     let mut csv = String::from("city,amount,label\n");
     let mut seed = 9u64;
@@ -43,13 +43,12 @@ fn embedded_categories_learn_save_and_load() {
     assert_eq!(p.data().to_vec(), model.predict(&x, 3).unwrap().data().to_vec(), "loaded model predicts the same");
     assert!(p.data()[0] > 0.5 && p.data()[1] < 0.5, "c3 is a `yes` city, c4 is not: {:?}", p.data());
     assert!(p.data()[2].is_finite(), "an unseen city still gets a prediction");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_class_training_never_saw_is_named() {
-    let dir = std::env::temp_dir().join(format!("kiln-tab2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let mut csv = String::from("x,y\n");
     for i in 0..40 {
         csv += &format!("{i},{}\n", if i % 2 == 0 { "a" } else { "b" });
@@ -65,14 +64,13 @@ fn a_class_training_never_saw_is_named() {
     let new = read_table(&dir.join("new.csv"), &CsvOptions::default()).unwrap();
     let err = tabular::score(&mut model, &new, &[0, 1]).unwrap_err().to_string();
     assert!(err.contains("row 2 has class `c` in `y`, which training never saw (classes: a, b)"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn sequence_models_read_a_text_column_in_order() {
     use kiln::tabular::ModelKind;
-    let dir = std::env::temp_dir().join(format!("kiln-tab3-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     // The label depends on word order: "not good" is negative, "good" alone positive.
     let mut csv = String::from("text,label\n");
     for i in 0..400 {
@@ -123,13 +121,12 @@ fn sequence_models_read_a_text_column_in_order() {
     cfg.data.prepare.text.output = kiln::data::text::TextOutput::TfIdf;
     let err = tabular::fit_rows(&cfg, &table, &types, &train, false).err().unwrap().to_string();
     assert!(err.contains("output = \"ids\""), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn glove_vectors_start_the_embeddings_of_the_words_they_cover() {
-    let dir = std::env::temp_dir().join(format!("kiln-tab4-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let mut csv = String::from("text,label\n");
     for i in 0..40 {
         csv += &format!("{},{}\n", if i % 2 == 0 { "good fit" } else { "bad fit" }, i % 2);
@@ -156,7 +153,6 @@ fn glove_vectors_start_the_embeddings_of_the_words_they_cover() {
     assert_eq!(&table[3 * 2..4 * 2], &[0.5, 0.25]);
     assert_eq!(&table[4 * 2..5 * 2], &[1.0, -1.0]);
     assert!(table[2 * 2..3 * 2].iter().all(|v| v.abs() <= 0.05), "bad: no vector, a small random start");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Texts of two topics whose words never meet: after skip-gram pretraining (and no supervised epoch) a
@@ -164,8 +160,8 @@ fn glove_vectors_start_the_embeddings_of_the_words_they_cover() {
 /// in the saved model; `glove` with `pretrain` and a bad setting are errors naming the key.
 #[test]
 fn skip_gram_pretraining_starts_the_embeddings_from_the_training_texts() {
-    let dir = std::env::temp_dir().join(format!("kiln-tab7-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let topics = [["soft", "cozy", "warm", "comfy", "lovely"], ["tight", "itchy", "scratchy", "small", "thin"]];
     let mut rng = kiln::core::Rng::new(3);
     let mut csv = String::from("text,label\n");
@@ -208,7 +204,6 @@ fn skip_gram_pretraining_starts_the_embeddings_from_the_training_texts() {
     assert!(e.contains("data.prepare.text.pretrain.epochs must be at least 1"), "{e}");
     let e = toml::from_str::<kiln::data::text::TextOptions>("pretrain = { epoch = 3 }").unwrap_err().to_string();
     assert!(e.contains("unknown field `epoch`"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Reviews whose label is carried by a word anywhere in them ("bad" → neg), one class rare.
@@ -247,7 +242,8 @@ type Rows = (Vec<usize>, Vec<usize>);
 #[test]
 fn multi_hot_count_and_tf_idf_bags_train_save_and_predict() {
     use kiln::data::text::TextOutput;
-    let dir = std::env::temp_dir().join(format!("kiln-tab5-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let (mut cfg, table, types, (test, train)) = word_setup(&dir, 0.02);
     cfg.data.prepare.text.length = 10;
     cfg.model.hidden = vec![];
@@ -271,13 +267,13 @@ fn multi_hot_count_and_tf_idf_bags_train_save_and_predict() {
         let all = prep.transform(&table, &test).unwrap();
         assert_eq!(model.predict(&all, 64).unwrap().data(), loaded.predict(&all, 64).unwrap().data());
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn class_weights_by_class_name() {
     use kiln::prelude::ClassWeight;
-    let dir = std::env::temp_dir().join(format!("kiln-tab6-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let (mut cfg, table, types, (test, train)) = word_setup(&dir, 0.01);
     // Weight 0 for "neg": its rows teach nothing, so the model predicts "pos" for every row.
     cfg.train.class_weight = Some(ClassWeight::PerClass([("neg".to_string(), 0.0)].into()));
@@ -304,12 +300,12 @@ fn class_weights_by_class_name() {
     let parsed: TableConfig =
         toml::from_str("[data]\npath = \"x.csv\"\ntarget = \"y\"\n[train]\nclass_weight = { neg = 3.0 }\n").unwrap();
     assert!(matches!(parsed.train.class_weight, Some(ClassWeight::PerClass(m)) if m["neg"] == 3.0));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn validation_rows_are_stratified_like_the_test_rows() {
-    let dir = std::env::temp_dir().join(format!("kiln-tab7-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let (mut cfg, table, types, (test, train)) = word_setup(&dir, 0.01);
     cfg.train.validation_split = 0.25;
     let (fit, val) = tabular::hold_out_validation(&cfg, &table, &types, train.clone()).unwrap();
@@ -321,5 +317,4 @@ fn validation_rows_are_stratified_like_the_test_rows() {
     let want = |rows: &[usize]| rows.len() as f64 / 5.0;
     assert!((neg(&val) as f64 - want(&val)).abs() <= 1.0, "{} neg of {}", neg(&val), val.len());
     assert!((neg(&test) as f64 - want(&test)).abs() <= 1.0, "{} neg of {}", neg(&test), test.len());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

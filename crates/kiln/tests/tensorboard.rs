@@ -95,8 +95,8 @@ fn the_fixture_tensorboard_read_decodes_to_what_it_showed() {
 
 #[test]
 fn files_written_now_have_the_fixture_structure() {
-    let dir = std::env::temp_dir().join(format!("kiln-tb-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let mut rng = kiln::core::Rng::new(2);
     let x = Tensor::new(&[64, 4], (0..256).map(|_| rng.uniform() as f32).collect()).unwrap();
     let y = Tensor::new(&[64], (0..64).map(|i| (i % 2) as f32).collect()).unwrap();
@@ -126,7 +126,6 @@ fn files_written_now_have_the_fixture_structure() {
     let bad = dir.join("bad.tfevents");
     std::fs::write(&bad, &bytes).unwrap();
     assert!(event_file(&bad).unwrap_err().to_string().contains("bad data CRC"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -7,9 +7,11 @@ use std::process::{Command, Output};
 
 pub const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
-/// Runs kiln in Cargo's scratch folder for tests, so default run folders (runs/...) land there.
+/// Runs kiln in a working folder of its own, so default run folders (runs/NAME-TIMESTAMP) of tests running at
+/// once never meet, and are removed afterwards.
 pub fn kiln(args: &[&str]) -> Output {
-    Command::new(KILN).args(args).current_dir(env!("CARGO_TARGET_TMPDIR")).output().expect("kiln runs")
+    let cwd = tempfile::tempdir().expect("a temporary folder");
+    Command::new(KILN).args(args).current_dir(cwd.path()).output().expect("kiln runs")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -28,26 +30,19 @@ pub fn assert_fails(o: &Output, want: &[&str]) {
     }
 }
 
-pub struct Tmp(pub PathBuf);
+/// A test's own temporary folder (unique, so tests can run at once), removed when dropped.
+pub struct Tmp(pub PathBuf, tempfile::TempDir);
 
 impl Tmp {
     pub fn new(name: &str) -> Tmp {
-        let d = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Tmp(d)
+        let d = tempfile::Builder::new().prefix(&format!("kiln-cli-{name}-")).tempdir().expect("a temporary folder");
+        Tmp(d.path().to_path_buf(), d)
     }
     pub fn path(&self, p: &str) -> PathBuf {
         self.0.join(p)
     }
     pub fn s(&self, p: &str) -> String {
         self.path(p).display().to_string()
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

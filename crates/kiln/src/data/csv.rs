@@ -324,7 +324,8 @@ mod tests {
                 .to_string()
                 .contains("line 1")
         );
-        let dir = std::env::temp_dir().join(format!("kiln-imdb-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         for (class, i, text) in [("pos", 0, "great film"), ("pos", 1, "loved it"), ("neg", 0, "dull")] {
             std::fs::create_dir_all(dir.join(class)).unwrap();
             std::fs::write(dir.join(class).join(format!("{i}_7.txt")), text).unwrap();
@@ -332,7 +333,6 @@ mod tests {
         let t = read_table(&dir, &CsvOptions::default()).unwrap();
         assert_eq!(t.columns[0].cells, vec![Some("dull".into()), Some("great film".into()), Some("loved it".into())]);
         assert_eq!(t.columns[1].cells, vec![Some("neg".into()), Some("pos".into()), Some("pos".into())]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

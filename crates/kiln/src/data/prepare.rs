@@ -195,7 +195,10 @@ fn skewness(v: &[f64]) -> f64 {
     if var <= 0.0 { 0.0 } else { v.iter().map(|x| (x - m).powi(3)).sum::<f64>() / n / var.powf(1.5) }
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+/// The q-quantile of sorted values, interpolated linearly between neighbours (numpy's and pandas' default,
+/// as scikit-learn's RobustScaler uses it). The audit counts outliers with the same quartiles that IQR
+/// clipping clips at.
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -270,10 +270,10 @@ mod tests {
         let norm = (g * g + d * d).sqrt();
         assert_eq!(out[..3], [5.0, 3.0, 0.0]);
         assert!((out[3] - g / norm).abs() < 1e-6 && (out[4] - d / norm).abs() < 1e-6 && out[5] == 0.0);
-        let path = std::env::temp_dir().join(format!("kiln-glove-{}.txt", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("glove.txt");
         std::fs::write(&path, "good 0.5 -1\nunused 1 2\ndress 3 4\n").unwrap();
         assert_eq!(read_glove(&path, &v, 2).unwrap(), vec![(1, vec![0.5, -1.0]), (0, vec![3.0, 4.0])]);
         assert!(read_glove(&path, &v, 3).unwrap_err().to_string().contains("line 1: `good` has 2 numbers"));
-        std::fs::remove_file(&path).unwrap();
     }
 }
