@@ -388,14 +388,19 @@ impl Sequential {
         if train {
             // Gradients start at zero: each step ends with zero_grads.
             g.backward(loss)?;
-            for layer in &self.layers {
-                if let Some(r) = layer.regularizer {
-                    let pid = layer.params[0];
-                    let (params, grads) = self.graph.params_and_grads_mut();
-                    loss_value += r.penalty(&params[pid.0].value);
+        }
+        // Kernel penalties count in every loss, evaluation and validation included, as in Keras's test_step.
+        for layer in &self.layers {
+            if let Some(r) = layer.regularizer {
+                let pid = layer.params[0];
+                let (params, grads) = self.graph.params_and_grads_mut();
+                loss_value += r.penalty(&params[pid.0].value);
+                if train {
                     r.add_gradient(&params[pid.0].value, &mut grads[pid.0]);
                 }
             }
+        }
+        if train {
             if !loss_value.is_finite() {
                 self.graph.zero_grads();
                 return Err(Error::Stopped(format!(
