@@ -50,10 +50,13 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// FLOPs of one training step per sample: forward, and the backward matrix products (weight gradients,
-/// and input gradients where the input needs one).
+/// and input gradients where the input needs one). The first layer with weights reads the data, which needs
+/// no gradient, whatever layers without weights (Flatten) come before it: forward + weight gradient, ×2; the
+/// others ×3. For the MLP (Flatten, Dense 784→128, ...) that first layer is at index 1.
 fn train_flops_per_sample(model: &Sequential) -> f64 {
     let mut f = 0.0;
-    for (i, l) in model.layers().iter().enumerate() {
+    let mut first = true;
+    for l in model.layers() {
         let out: usize = l.output_shape().iter().product();
         let fan_in = match l.config() {
             kiln::nn::LayerConfig::Dense(_) => l.input_shape()[0],
@@ -61,7 +64,8 @@ fn train_flops_per_sample(model: &Sequential) -> f64 {
             _ => continue,
         };
         let fwd = 2.0 * (out * fan_in) as f64;
-        f += fwd * if i == 0 { 2.0 } else { 3.0 };
+        f += fwd * if first { 2.0 } else { 3.0 };
+        first = false;
     }
     f
 }

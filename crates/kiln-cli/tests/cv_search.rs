@@ -40,7 +40,10 @@ fn summary(s: &str) -> BTreeMap<String, (f64, f64)> {
 }
 
 /// The fold lines and the summary of `kiln cv`'s output.
-fn cv_output(out: &str, k: usize) -> (Vec<(BTreeMap<String, f64>, usize)>, BTreeMap<String, (f64, f64)>) {
+type Folds = Vec<(BTreeMap<String, f64>, usize)>;
+type Summary = BTreeMap<String, (f64, f64)>;
+
+fn cv_output(out: &str, k: usize) -> (Folds, Summary) {
     let folds: Vec<_> = out.lines().filter(|l| l.starts_with("fold ")).map(fold_line).collect();
     assert_eq!(folds.len(), k, "{out}");
     let head = format!("{k}-fold cross-validation: ");

@@ -28,7 +28,7 @@ fn audit_reports_missing_values_balance_and_a_planted_leak() {
     let mut seed = 1u64;
     for i in 0..2000 {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let label = if (seed >> 40) % 3 == 0 { "yes" } else { "no" };
+        let label = if (seed >> 40).is_multiple_of(3) { "yes" } else { "no" };
         let flip = i % 100 == 0;
         let flag = if (label == "yes") != flip { "A" } else { "B" };
         csv += &format!("{},{},{flag},{label}\n", 20 + (seed >> 50) % 50, 30 + (seed >> 20) % 20);

@@ -25,6 +25,9 @@ pub fn parts_for(items: usize, work_per_item: usize) -> usize {
     }
 }
 
+/// The work of one part: (its items, its slice of the output, its accumulator).
+pub type PartFn<'a, T, A> = dyn Fn(std::ops::Range<usize>, &mut [T], &mut [A]) + Sync + 'a;
+
 /// Runs `f(items, out_part, acc_part)` on `parts` contiguous ranges of `0..n` in parallel. `out` holds
 /// `stride` elements per item and is cut at the same item boundaries; `acc` holds `acc_len` elements per
 /// part (scratch or partial sums private to each part).
@@ -36,7 +39,7 @@ pub fn for_parts<T: Send, A: Send>(
     stride: usize,
     acc: &mut [A],
     acc_len: usize,
-    f: &(dyn Fn(std::ops::Range<usize>, &mut [T], &mut [A]) + Sync),
+    f: &PartFn<'_, T, A>,
 ) {
     fn go<T: Send, A: Send>(
         lo: usize,
@@ -46,7 +49,7 @@ pub fn for_parts<T: Send, A: Send>(
         stride: usize,
         acc: &mut [A],
         acc_len: usize,
-        f: &(dyn Fn(std::ops::Range<usize>, &mut [T], &mut [A]) + Sync),
+        f: &PartFn<'_, T, A>,
     ) {
         if parts <= 1 {
             f(lo..hi, out, &mut acc[..acc_len]);

@@ -28,7 +28,8 @@ fn pos(shape: &[usize], r: &mut Rng) -> Input {
 #[test]
 fn unary_ops() {
     let mut r = rng();
-    let cases: [(UnaryOp, fn(&[usize], &mut Rng) -> Input); 11] = [
+    type Case = (UnaryOp, fn(&[usize], &mut Rng) -> Input);
+    let cases: [Case; 11] = [
         (UnaryOp::Neg, u),
         (UnaryOp::Exp, u),
         (UnaryOp::Log, pos),

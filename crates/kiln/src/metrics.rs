@@ -54,7 +54,7 @@ impl Metric {
     }
 
     /// Whether the metric is computed from the confusion matrix of the whole epoch (not a mean of rows).
-    pub(crate) fn from_confusion(self) -> bool {
+    pub(crate) fn needs_confusion(self) -> bool {
         matches!(self, Metric::Precision(_) | Metric::Recall(_) | Metric::F1(_))
     }
 
@@ -62,7 +62,8 @@ impl Metric {
     /// scikit-learn with zero_division=0).
     pub(crate) fn of_confusion(self, cm: &[f64], k: usize) -> f64 {
         let per = per_class(cm, k);
-        let (avg, pick): (Average, fn(&(f64, f64, f64, f64)) -> f64) = match self {
+        type Pick = fn(&(f64, f64, f64, f64)) -> f64;
+        let (avg, pick): (Average, Pick) = match self {
             Metric::Precision(a) => (a, |c| c.0),
             Metric::Recall(a) => (a, |c| c.1),
             Metric::F1(a) => (a, |c| c.2),
@@ -166,7 +167,7 @@ pub(crate) fn class_count(cols: usize) -> usize {
 /// metric reads one.
 pub(crate) fn state_len(metrics: &[Metric], cols: usize) -> usize {
     let k = class_count(cols);
-    metrics.len() + if metrics.iter().any(|m| m.from_confusion()) { k * k } else { 0 }
+    metrics.len() + if metrics.iter().any(|m| m.needs_confusion()) { k * k } else { 0 }
 }
 
 /// Adds one batch to the confusion matrix `cm` (k × k): the true class from `labels` (sparse) or `targets`,
@@ -309,9 +310,8 @@ impl ClassificationReport {
             per_class(&flat, k).into_iter().map(|(p, r, f, s)| (p, r, f, s as usize)).collect();
         let avg = |w: &dyn Fn(usize) -> f64| {
             let total: f64 = (0..k).map(w).sum::<f64>().max(1e-300);
-            let s = |f: &dyn Fn(&(f64, f64, f64, usize)) -> f64| {
-                (0..k).map(|c| w(c) * f(&per_class[c])).sum::<f64>() / total
-            };
+            type Stat = dyn Fn(&(f64, f64, f64, usize)) -> f64;
+            let s = |f: &Stat| (0..k).map(|c| w(c) * f(&per_class[c])).sum::<f64>() / total;
             (s(&|x| x.0), s(&|x| x.1), s(&|x| x.2))
         };
         let accuracy = (0..k).map(|c| cm[c][c]).sum::<usize>() as f64 / n;

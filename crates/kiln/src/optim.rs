@@ -299,15 +299,11 @@ impl Optimizer {
     }
 }
 
+/// One optimizer update over (weights, gradients, first slot, second slot).
+type Update<'a> = dyn Fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) + Sync + 'a;
+
 /// Runs `f` on `parts` aligned pieces of four equally long buffers, in parallel.
-fn split4(
-    w: &mut [f32],
-    g: &mut [f32],
-    s1: &mut [f32],
-    s2: &mut [f32],
-    parts: usize,
-    f: &(dyn Fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) + Sync),
-) {
+fn split4(w: &mut [f32], g: &mut [f32], s1: &mut [f32], s2: &mut [f32], parts: usize, f: &Update) {
     if parts <= 1 {
         f(w, g, s1, s2);
         return;

@@ -557,7 +557,9 @@ fn init_embeddings(
     seed: u64,
     verbose: bool,
 ) -> Result<()> {
-    let todo: Vec<(Vec<(usize, Vec<f32>)>, usize, kiln_core::ParamId)> = text_tables(model, prep)
+    // Per text column: (vocabulary row, vector) pairs found, the vector width, the embedding table.
+    type Found = (Vec<(usize, Vec<f32>)>, usize, kiln_core::ParamId);
+    let todo: Vec<Found> = text_tables(model, prep)
         .into_iter()
         .map(|(name, vocab, opts, pid)| {
             let found = match (&opts.glove, &opts.pretrain) {
@@ -757,7 +759,8 @@ pub fn summarize(folds: &[TableScores]) -> String {
         let m = v.iter().sum::<f64>() / v.len() as f64;
         Some((m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()))
     };
-    let rows: [(&str, &dyn Fn(&TableScores) -> Option<f64>); 8] = [
+    type Score<'a> = (&'a str, &'a dyn Fn(&TableScores) -> Option<f64>);
+    let rows: [Score; 8] = [
         ("accuracy", &|s| s.accuracy),
         ("f1", &|s| s.f1),
         ("macro_f1", &|s| s.macro_f1),
@@ -842,15 +845,13 @@ pub fn rank_score(folds: &[TableScores]) -> f64 {
         .unwrap_or(f64::NEG_INFINITY)
 }
 
+/// One search trial: its settings, the config they make, and its fold scores.
+pub type Trial = (Vec<(String, toml::Value)>, TableConfig, Vec<TableScores>);
+
 /// Grid search (every combination) or, with `random = Some(n)`, n combinations drawn without
 /// replacement; each config is cross-validated on `folds` folds. Returns (settings, config, fold scores),
 /// best first.
-pub fn search(
-    cfg: &TableConfig,
-    axes: &[Axis],
-    folds: usize,
-    random: Option<usize>,
-) -> Result<Vec<(Vec<(String, toml::Value)>, TableConfig, Vec<TableScores>)>> {
+pub fn search(cfg: &TableConfig, axes: &[Axis], folds: usize, random: Option<usize>) -> Result<Vec<Trial>> {
     // Every value is checked before any training, so a typo fails at once.
     for a in axes {
         for v in &a.values {

@@ -200,7 +200,7 @@ impl Totals {
             .iter()
             .zip(&self.metrics)
             .map(|(m, s)| {
-                let v = if m.from_confusion() { m.of_confusion(cm, k) } else { s / self.seen.max(1) as f64 };
+                let v = if m.needs_confusion() { m.of_confusion(cm, k) } else { s / self.seen.max(1) as f64 };
                 (m.name().to_string(), v)
             })
             .collect()

@@ -7,10 +7,13 @@ use kiln::prelude::*;
 use kiln::train::EpochLog;
 use std::path::{Path, PathBuf};
 
+/// (epoch, the model's weights, the checkpoint's weights if it exists).
+type Seen = (usize, Vec<Vec<f32>>, Option<Vec<Vec<f32>>>);
+
 /// At each epoch's end: the model's weights, and the checkpoint file's weights if it exists.
 struct Spy {
     path: PathBuf,
-    seen: Vec<(usize, Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)>,
+    seen: Vec<Seen>,
 }
 
 impl Callback for Spy {

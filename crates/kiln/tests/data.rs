@@ -30,7 +30,7 @@ fn reads_raw_and_gzip_and_scales_pixels() {
     let pixels: Vec<u8> = (0..2 * 4 * 4).map(|i| (i * 8) as u8).collect();
     std::fs::write(d.join("train-images-idx3-ubyte"), idx_bytes(8, &[2, 4, 4], &pixels)).unwrap();
     std::fs::write(d.join("train-labels-idx1-ubyte.gz"), gzip(&idx_bytes(8, &[2], &[3, 9]))).unwrap();
-    let s = mnist::load_split(&d, "train").unwrap();
+    let s = mnist::load_split(d, "train").unwrap();
     assert_eq!(s.x.shape(), [2, 4, 4, 1]);
     assert_eq!(s.x.data()[1], 8.0 / 255.0);
     assert_eq!(s.labels, [3, 9]);
@@ -72,13 +72,13 @@ fn mismatched_or_missing_files_are_reported() {
     let tmp = dir();
     let d = tmp.path();
     std::fs::write(d.join("train-images-idx3-ubyte"), idx_bytes(8, &[2, 2, 2], &[0; 8])).unwrap();
-    let e = mnist::load_split(&d, "train").err().unwrap().to_string();
+    let e = mnist::load_split(d, "train").err().unwrap().to_string();
     assert!(e.contains("train-labels-idx1-ubyte"), "{e}");
     std::fs::write(d.join("train-labels-idx1-ubyte"), idx_bytes(8, &[3], &[1, 2, 3])).unwrap();
-    let e = mnist::load_split(&d, "train").err().unwrap().to_string();
+    let e = mnist::load_split(d, "train").err().unwrap().to_string();
     assert!(e.contains("3 labels for 2 images"), "{e}");
     std::fs::write(d.join("train-labels-idx1-ubyte"), idx_bytes(8, &[2], &[1, 12])).unwrap();
-    let e = mnist::load_split(&d, "train").err().unwrap().to_string();
+    let e = mnist::load_split(d, "train").err().unwrap().to_string();
     assert!(e.contains("label 12"), "{e}");
     let e = mnist::load_split(d.join("absent"), "train").err().unwrap().to_string();
     assert!(e.contains("absent") && e.contains("no such folder"), "{e}");

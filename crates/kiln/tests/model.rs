@@ -134,7 +134,7 @@ fn saved_model_predicts_exactly_the_same() {
     assert_eq!(back.summary(), m.summary());
     assert_eq!(back.compile_config(), m.compile_config());
     // No temporary file is left beside it.
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
 

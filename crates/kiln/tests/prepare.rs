@@ -178,7 +178,7 @@ fn ln_1p_is_taken_of_non_negative_columns_skewed_beyond_2() {
         assert_eq!(number(&p, "x").0, want, "n = {n}, skewness {}", skew(&v));
     }
     // A missing value (row 10, not training) in a logged column: the fill is in the log scale; fill_value 3 → ln 4.
-    let mut d = a[..10].to_vec().into_iter().map(Some).collect::<Vec<_>>();
+    let mut d = a[..10].iter().copied().map(Some).collect::<Vec<_>>();
     d.push(None);
     let t = table(&[("x", &d)]);
     let p = fit(&t, &train, &PrepareOptions { impute: Impute::Constant, fill_value: 3.0, ..opts });

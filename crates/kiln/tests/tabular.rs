@@ -18,7 +18,7 @@ fn embedded_categories_learn_save_and_load() {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let city = (seed >> 33) % 30;
         let amount = ((seed >> 13) % 1000) as f64 / 10.0;
-        let label = if (city % 3 == 0) ^ (amount > 95.0) { "yes" } else { "no" };
+        let label = if city.is_multiple_of(3) ^ (amount > 95.0) { "yes" } else { "no" };
         csv += &format!("c{city},{amount},{label}\n");
     }
     std::fs::write(dir.join("t.csv"), csv).unwrap();
@@ -244,7 +244,7 @@ fn multi_hot_count_and_tf_idf_bags_train_save_and_predict() {
     use kiln::data::text::TextOutput;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (mut cfg, table, types, (test, train)) = word_setup(&dir, 0.02);
+    let (mut cfg, table, types, (test, train)) = word_setup(dir, 0.02);
     cfg.data.prepare.text.length = 10;
     cfg.model.hidden = vec![];
     for output in [TextOutput::MultiHot, TextOutput::Count, TextOutput::TfIdf] {
@@ -274,7 +274,7 @@ fn class_weights_by_class_name() {
     use kiln::prelude::ClassWeight;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (mut cfg, table, types, (test, train)) = word_setup(&dir, 0.01);
+    let (mut cfg, table, types, (test, train)) = word_setup(dir, 0.01);
     // Weight 0 for "neg": its rows teach nothing, so the model predicts "pos" for every row.
     cfg.train.class_weight = Some(ClassWeight::PerClass([("neg".to_string(), 0.0)].into()));
     let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
@@ -306,7 +306,7 @@ fn class_weights_by_class_name() {
 fn validation_rows_are_stratified_like_the_test_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (mut cfg, table, types, (test, train)) = word_setup(&dir, 0.01);
+    let (mut cfg, table, types, (test, train)) = word_setup(dir, 0.01);
     cfg.train.validation_split = 0.25;
     let (fit, val) = tabular::hold_out_validation(&cfg, &table, &types, train.clone()).unwrap();
     assert_eq!(fit.len() + val.len(), train.len());

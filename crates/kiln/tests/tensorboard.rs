@@ -7,7 +7,9 @@ use std::path::Path;
 
 /// (step, tag, simple value) of each scalar event and (step, tag, count) of each histogram in a file,
 /// decoded from the protocol buffers: Event{2: step, 5: Summary{1: Value{1: tag, 2: float, 5: histo{3: num}}}}.
-fn decode(path: &Path) -> (Vec<(u64, String, f32)>, Vec<(u64, String, f64)>, Option<String>) {
+type Decoded = (Vec<(u64, String, f32)>, Vec<(u64, String, f64)>, Option<String>);
+
+fn decode(path: &Path) -> Decoded {
     fn varint(b: &[u8], at: &mut usize) -> u64 {
         let (mut v, mut shift) = (0u64, 0);
         loop {
@@ -104,7 +106,7 @@ fn files_written_now_have_the_fixture_structure() {
     m.add(Dense::new(8).activation(Activation::Relu)).unwrap();
     m.add(Dense::new(2).activation(Activation::Softmax)).unwrap();
     m.compile(Adam::default(), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
-    let mut tb = TensorBoard::new(&dir).every_n_steps(2);
+    let mut tb = TensorBoard::new(dir).every_n_steps(2);
     let opts = FitOptions { epochs: 3, batch_size: 16, validation_split: 0.25, ..Default::default() };
     let h = m.fit_with(&x, &y, opts, &mut [&mut tb as &mut dyn Callback]).unwrap();
     let file = |sub: &str| std::fs::read_dir(dir.join(sub)).unwrap().next().unwrap().unwrap().path();

@@ -21,7 +21,7 @@ fn data() -> (Tensor, Tensor) {
             if t < len {
                 // Zipf-like ids: small ids are common; ids below 50 carry the label.
                 let id = 2 + ((rng.uniform().powi(3)) * (VOCAB - 2) as f64) as usize;
-                score += if id < 50 { if id % 2 == 0 { 1 } else { -1 } } else { 0 };
+                score += if id < 50 { if id.is_multiple_of(2) { 1 } else { -1 } } else { 0 };
                 x.push(id as f32);
             } else {
                 x.push(0.0);

@@ -46,10 +46,10 @@ impl BinaryOp {
 pub fn broadcast_shape(a: Shape, b: Shape, op: &str) -> Result<Shape> {
     let r = a.rank().max(b.rank());
     let mut out = [0usize; MAX_RANK];
-    for i in 0..r {
+    for (i, o) in out.iter_mut().enumerate().take(r) {
         let da = if i + a.rank() >= r { a.dim(i + a.rank() - r) } else { 1 };
         let db = if i + b.rank() >= r { b.dim(i + b.rank() - r) } else { 1 };
-        out[i] = match (da, db) {
+        *o = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,

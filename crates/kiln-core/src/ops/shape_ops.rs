@@ -14,7 +14,7 @@ impl<T: Float> Graph<T> {
         }
         d[..dims.len()].copy_from_slice(dims);
         if let Some(i) = dims.iter().position(|&x| x == usize::MAX) {
-            if known == 0 || s.numel() % known != 0 {
+            if known == 0 || !s.numel().is_multiple_of(known) {
                 return Err(Error::Shape(format!("reshape: cannot reshape {s} to {dims:?}")));
             }
             d[i] = s.numel() / known;

@@ -83,7 +83,7 @@ pub fn audit(table: &Table, types: &[ColumnType], target: Option<&str>) -> Resul
         for (k, n) in names.iter().enumerate() {
             balance.push((n.to_string(), idx.iter().filter(|&&i| i == k).count()));
         }
-        balance.sort_by(|a, b| b.1.cmp(&a.1));
+        balance.sort_by_key(|b| std::cmp::Reverse(b.1));
         classes = Some(idx);
     }
     let majority = balance.first().map_or(1.0, |b| b.1 as f64 / rows.max(1) as f64);

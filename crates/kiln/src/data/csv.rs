@@ -330,7 +330,7 @@ mod tests {
             std::fs::create_dir_all(dir.join(class)).unwrap();
             std::fs::write(dir.join(class).join(format!("{i}_7.txt")), text).unwrap();
         }
-        let t = read_table(&dir, &CsvOptions::default()).unwrap();
+        let t = read_table(dir, &CsvOptions::default()).unwrap();
         assert_eq!(t.columns[0].cells, vec![Some("dull".into()), Some("great film".into()), Some("loved it".into())]);
         assert_eq!(t.columns[1].cells, vec![Some("neg".into()), Some("pos".into()), Some("pos".into())]);
     }

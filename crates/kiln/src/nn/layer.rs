@@ -603,6 +603,7 @@ fn embedding_init(n: usize, rng: &mut Rng) -> Vec<f32> {
 
 /// One recurrent layer of `kind` over x, forwards or (`reverse`) backwards; the last state, or with `seq`
 /// the state after every step.
+#[allow(clippy::too_many_arguments)]
 fn recurrent(
     kind: RnnKind,
     g: &mut Graph<f32>,
