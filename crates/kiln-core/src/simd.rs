@@ -48,3 +48,16 @@ pub fn as_f32_mut<T: 'static>(s: &mut [T]) -> Option<&mut [f32]> {
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The vectorized copies run wherever the processor has the features: a dispatch that never chose them
+    /// would leave every result right and every loop slow.
+    #[test]
+    fn the_vectorized_copies_run_where_the_processor_has_avx2_and_fma() {
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(super::has_avx2(), is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+        #[cfg(not(target_arch = "x86_64"))]
+        assert!(!super::has_avx2());
+    }
+}

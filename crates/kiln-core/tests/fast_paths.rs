@@ -512,6 +512,21 @@ fn conv2d_max_pool_direct_and_tiled_paths_match_f64() {
         ] {
             check_conv(&mut rng, cv(x, k, f), act, Some(pool), false, mode);
         }
+        // Strides on the direct path; and same padding that adds a bottom/right row only (pt = pl = 0 but the
+        // last window hangs over the edge), which must go to the tiled path rather than read past the image.
+        for (x, k, stride, same) in [
+            ([3, 13, 12, 1], (3, 3), (2, 2), false),
+            ([3, 12, 13, 1], (3, 2), (1, 3), false),
+            ([3, 9, 9, 1], (2, 2), (2, 2), true),
+            ([3, 9, 8, 1], (2, 3), (1, 1), true),
+            ([3, 9, 8, 1], (2, 1), (1, 1), true),
+            ([3, 8, 9, 1], (1, 2), (1, 1), true),
+            ([3, 9, 8, 1], (2, 1), (2, 1), true),
+            ([3, 8, 9, 1], (1, 2), (1, 2), true),
+        ] {
+            let conv = Conv { x, k, f: 16, stride, same };
+            check_conv(&mut rng, conv, Some(UnaryOp::Relu), Some((2, 2)), false, mode);
+        }
         // The tiled path: an input that needs its gradient, padding, or filters not in blocks of 16.
         let same = Conv { x: [4, 13, 11, 3], k: (3, 3), f: 5, stride: (1, 1), same: true };
         check_conv(&mut rng, same, Some(UnaryOp::Relu), Some((2, 2)), true, mode);

@@ -73,5 +73,13 @@ fn training_steps_after_the_first_do_not_allocate() {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") && std::env::var_os("KILN_GEMM_CRATE").is_none() {
         assert_eq!(kernel, 0, "kiln's own kernel runs every f32 product here, so nothing may reach the gemm crate");
+    } else {
+        // Straight to the terminal (the harness captures print!): this part was not checked here.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTICE: products go to the gemm crate here (no AVX-512, or KILN_GEMM_CRATE set): its own allocations \
+             were counted apart, not required to be zero"
+        );
     }
 }

@@ -290,3 +290,95 @@ mod avx2 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Padding, Shape};
+
+    /// Whether the direct kernels take `x` (NHWC) convolved with a k kernel of `f` filters and pooled.
+    fn takes<T: Float>(
+        x: [usize; 4],
+        k: (usize, usize),
+        f: usize,
+        s: (usize, usize),
+        p: Padding,
+        pool: (usize, usize),
+    ) -> bool {
+        let g = Window::new(Shape::new(&x).unwrap(), k, s, p, "conv2d").unwrap();
+        applies::<T>(&g, f, pool)
+    }
+
+    /// The direct kernels are a speed-up only: a wrong `false` leaves results right (tests/fast_paths.rs cannot
+    /// see it), so the cases they must take are listed here, with those they must leave to the tiled path.
+    #[test]
+    fn the_direct_kernels_take_the_shapes_they_are_for() {
+        // The processor's own answer, not `has_avx2()`: a dispatch that wrongly said no would pass otherwise.
+        #[cfg(target_arch = "x86_64")]
+        let cpu = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let cpu = false;
+        if !cpu {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "NOTICE: no AVX2+FMA here; the direct conv+pool kernels are off");
+            return;
+        }
+        let v = Padding::Valid;
+        assert!(takes::<f32>([64, 28, 28, 1], (3, 3), 32, (1, 1), v, (2, 2)), "the MNIST CNN's first layer");
+        assert!(takes::<f32>([2, 13, 12, 1], (3, 3), 16, (2, 2), v, (2, 2)), "strided");
+        assert!(takes::<f32>([2, 10, 10, 3], (2, 2), 48, (1, 1), v, (1, 1)), "12 values, no pooling");
+        assert!(
+            takes::<f32>([2, 9, 9, 1], (1, 1), 16, (1, 1), Padding::Same, (2, 2)),
+            "same padding that pads nothing"
+        );
+        // The last window of `same` padding that pads only the bottom/right hangs over the edge.
+        assert!(!takes::<f32>([2, 9, 9, 1], (2, 2), 16, (2, 2), Padding::Same, (2, 2)));
+        assert!(!takes::<f32>([2, 9, 8, 1], (2, 3), 16, (1, 1), Padding::Same, (2, 2)));
+        assert!(!takes::<f32>([2, 9, 9, 1], (3, 3), 16, (1, 1), Padding::Same, (2, 2)), "top/left padding");
+        assert!(!takes::<f32>([2, 9, 9, 2], (3, 3), 16, (1, 1), v, (2, 2)), "18 values a patch");
+        assert!(!takes::<f32>([2, 9, 9, 1], (3, 3), 24, (1, 1), v, (2, 2)), "filters not in blocks of 16");
+        assert!(!takes::<f32>([2, 9, 9, 1], (3, 3), 16, (1, 1), v, (3, 2)), "6 pixels a window");
+        assert!(takes::<f32>([2, 9, 9, 1], (3, 3), 16, (1, 1), v, (1, 4)), "4 pixels a window, in a row");
+        // Windows inside along one axis only: both must be.
+        assert!(!takes::<f32>([2, 9, 8, 1], (2, 1), 16, (1, 1), Padding::Same, (2, 2)));
+        assert!(!takes::<f32>([2, 8, 9, 1], (1, 2), 16, (1, 1), Padding::Same, (2, 2)));
+        assert!(!takes::<f32>([2, 9, 8, 1], (2, 1), 16, (2, 1), Padding::Same, (2, 2)));
+        assert!(!takes::<f32>([2, 8, 9, 1], (1, 2), 16, (1, 2), Padding::Same, (2, 2)));
+        assert!(!takes::<f64>([2, 9, 9, 1], (3, 3), 16, (1, 1), v, (2, 2)), "f64");
+    }
+
+    /// The kernels read and write through raw pointers, bounded by the asserts at their top: a buffer one
+    /// element too short must panic there, never reach the SIMD code.
+    #[test]
+    fn buffers_too_short_are_refused_before_the_kernels_run() {
+        #[cfg(target_arch = "x86_64")]
+        let cpu = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let cpu = false;
+        if !cpu {
+            return;
+        }
+        let (n, f, pool) = (2, 16, (2, 2));
+        let g = Window::new(Shape::new(&[n, 10, 8, 1]).unwrap(), (3, 3), (1, 1), Padding::Valid, "conv2d").unwrap();
+        let outs = n * (g.oh / 2) * (g.ow / 2) * f;
+        let (x, w, b) = (vec![0.5f32; n * 10 * 8], vec![0.25f32; 9 * f], vec![0.0f32; f]);
+        let refused = |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+        let fwd = |xl: usize, yl: usize, al: usize, zl: usize| {
+            let (mut y, mut arg, mut zs) = (vec![0f32; yl], vec![0u32; al], vec![0f32; zl]);
+            forward(&g, pool, 0, n, &x[..xl], &w, Some(&b), None, &mut y, &mut arg, &mut zs);
+        };
+        fwd(x.len(), outs, outs, outs);
+        assert!(refused(&|| fwd(x.len() - 1, outs, outs, outs)), "x");
+        assert!(refused(&|| fwd(x.len(), outs - 1, outs, outs)), "y");
+        assert!(refused(&|| fwd(x.len(), outs, outs - 1, outs)), "arg");
+        assert!(refused(&|| fwd(x.len(), outs, outs, outs - 1)), "zs");
+        let grad = |xl: usize, dl: usize, al: usize| {
+            let (d, arg, mut dw) = (vec![1f32; dl], vec![0u32; al], vec![0f32; 9 * f]);
+            weight_grad(&g, pool, 0, n, &x[..xl], &d, &arg, &mut dw);
+        };
+        grad(x.len(), outs, outs);
+        assert!(refused(&|| grad(x.len() - 1, outs, outs)), "x");
+        assert!(refused(&|| grad(x.len(), outs - 1, outs)), "d");
+        assert!(refused(&|| grad(x.len(), outs, outs - 1)), "arg");
+    }
+}

@@ -226,3 +226,70 @@ mod avx512 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel runs wherever the processor has AVX-512F: a check that wrongly said no would leave every
+    /// product right (the `gemm` crate takes over) and twice as slow.
+    #[test]
+    fn the_kernel_runs_where_the_processor_has_avx512() {
+        #[cfg(target_arch = "x86_64")]
+        if std::env::var_os("KILN_GEMM_CRATE").is_none() {
+            assert_eq!(available(), is_x86_feature_detected!("avx512f"));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        assert!(!available());
+    }
+
+    /// `reserve` gives the thread the largest packing buffer any product asks for (KC x NC), so that no
+    /// product in a training step grows it later (the allocation tests of the `kiln` crate rely on it).
+    #[test]
+    fn reserve_sizes_the_packing_buffer_for_every_product() {
+        if !available() {
+            return;
+        }
+        std::thread::spawn(|| {
+            reserve();
+            let pb = PACKED.take();
+            assert_eq!(pb.len(), KC * NC);
+            // The widest product then packs into it without growing it.
+            PACKED.set(pb);
+            let (m, n, k) = (40, 3 * NC, KC + 3);
+            let (a, b) = (vec![1.0f32; m * k], vec![0.5f32; k * n]);
+            let mut c = vec![0.0f32; m * n];
+            // SAFETY: available() holds; a, b and c hold their m x k, k x n and m x n extents.
+            unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, Mat::rows(&a, k), Mat::rows(&b, n), false) };
+            assert!(c.iter().all(|&v| v == 0.5 * k as f32));
+            let pb = PACKED.take();
+            assert_eq!((pb.len(), pb.capacity() >= KC * NC), (KC * NC, true));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// B with neither stride 1 (every other column of a wider transposed matrix), packed element by element:
+    /// kiln's own operands have rs = 1 whenever cs != 1, which would hide a stride used the wrong way.
+    #[test]
+    fn a_b_strided_both_ways_is_packed_right() {
+        if !available() {
+            return;
+        }
+        let (m, n, k) = (20, 70, 300);
+        let mut rng = crate::Rng::new(5);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
+        // B(p, j) = data[p·2 + j·2k]: the transpose of an [n, 2k] matrix, every other column.
+        let data: Vec<f32> = (0..n * 2 * k).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
+        let b = Mat { data: &data, rs: 2, cs: 2 * k };
+        let mut c = vec![0.0f32; m * n];
+        // SAFETY: available() holds; a holds m x k, b's last element (k-1)·2 + (n-1)·2k is inside data.
+        unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, Mat::rows(&a, k), b, false) };
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * data[p * 2 + j * 2 * k] as f64).sum();
+                assert!((c[i * n + j] as f64 - want).abs() < 1e-4, "({i}, {j}): {} vs {want}", c[i * n + j]);
+            }
+        }
+    }
+}
