@@ -296,6 +296,13 @@ mod tests {
     use super::*;
     use crate::{Padding, Shape};
 
+    fn cpu_has_avx2_fma() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     /// Whether the direct kernels take `x` (NHWC) convolved with a k kernel of `f` filters and pooled.
     fn takes<T: Float>(
         x: [usize; 4],
@@ -314,11 +321,7 @@ mod tests {
     #[test]
     fn the_direct_kernels_take_the_shapes_they_are_for() {
         // The processor's own answer, not `has_avx2()`: a dispatch that wrongly said no would pass otherwise.
-        #[cfg(target_arch = "x86_64")]
-        let cpu = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let cpu = false;
-        if !cpu {
+        if !cpu_has_avx2_fma() {
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "NOTICE: no AVX2+FMA here; the direct conv+pool kernels are off");
             return;
@@ -351,11 +354,7 @@ mod tests {
     /// element too short must panic there, never reach the SIMD code.
     #[test]
     fn buffers_too_short_are_refused_before_the_kernels_run() {
-        #[cfg(target_arch = "x86_64")]
-        let cpu = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let cpu = false;
-        if !cpu {
+        if !cpu_has_avx2_fma() {
             return;
         }
         let (n, f, pool) = (2, 16, (2, 2));
