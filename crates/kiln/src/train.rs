@@ -393,9 +393,9 @@ impl Sequential {
         for layer in &self.layers {
             if let Some(r) = layer.regularizer {
                 let pid = layer.params[0];
-                let (params, grads) = self.graph.params_and_grads_mut();
-                loss_value += r.penalty(&params[pid.0].value);
+                loss_value += r.penalty(&self.graph.param(pid).value);
                 if train {
+                    let (params, grads) = self.graph.params_and_grads_mut();
                     r.add_gradient(&params[pid.0].value, &mut grads[pid.0]);
                 }
             }

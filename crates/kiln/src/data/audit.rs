@@ -3,7 +3,7 @@
 //! balance; and columns that almost determine the target (leakage suspects: a column filled in after the
 //! fact, or a copy of the label).
 
-use super::prepare::quantile;
+use super::prepare::iqr_fences;
 use super::table::{ColumnType, Table};
 use kiln_core::Result;
 use serde::Serialize;
@@ -117,8 +117,7 @@ pub fn audit(table: &Table, types: &[ColumnType], target: Option<&str>) -> Resul
             let mut v: Vec<f64> = present.iter().filter_map(|s| s.parse().ok()).collect();
             v.sort_by(f64::total_cmp);
             if !v.is_empty() {
-                let (q1, q3) = (quantile(&v, 0.25), quantile(&v, 0.75));
-                let (lo, hi) = (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1));
+                let (lo, hi) = iqr_fences(&v);
                 let n = v.iter().filter(|&&x| x < lo || x > hi).count();
                 if n > 0 {
                     notes.push(format!("{n} outliers outside [{lo:.4}, {hi:.4}]"));

@@ -196,15 +196,21 @@ fn skewness(v: &[f64]) -> f64 {
 }
 
 /// The q-quantile of sorted values, interpolated linearly between neighbours (numpy's and pandas' default,
-/// as scikit-learn's RobustScaler uses it). The audit counts outliers with the same quartiles that IQR
-/// clipping clips at.
-pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+/// as scikit-learn's RobustScaler uses it).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     let pos = q * (sorted.len() - 1) as f64;
     let (i, f) = (pos.floor() as usize, pos.fract());
     sorted[i] + (sorted[(i + 1).min(sorted.len() - 1)] - sorted[i]) * f
+}
+
+/// Tukey's fences of sorted values, Q1 − 1.5·IQR and Q3 + 1.5·IQR: where IQR clipping clips, and so what the
+/// audit counts as outliers.
+pub(crate) fn iqr_fences(sorted: &[f64]) -> (f64, f64) {
+    let (q1, q3) = (quantile(sorted, 0.25), quantile(sorted, 0.75));
+    (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1))
 }
 
 impl Preparation {
@@ -292,7 +298,7 @@ impl Preparation {
                     let (q1, med, q3) = (quantile(&v, 0.25), quantile(&v, 0.5), quantile(&v, 0.75));
                     let (lo, hi) = match opts.outliers {
                         Outliers::Keep => (f64::NEG_INFINITY, f64::INFINITY),
-                        Outliers::Iqr => (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)),
+                        Outliers::Iqr => iqr_fences(&v),
                         Outliers::Zscore => (mean - 3.0 * std, mean + 3.0 * std),
                     };
                     let fill = match opts.impute {
