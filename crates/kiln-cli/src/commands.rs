@@ -6,15 +6,6 @@ use kiln::prelude::*;
 use kiln::{Error, Result};
 use std::path::Path;
 
-/// Targets as the loss wants them: class indices for the sparse loss, one-hot rows otherwise.
-pub fn labels_or_one_hot(cfg: &RunConfig, s: &mnist::Split) -> Result<Tensor> {
-    if cfg.train.loss.sparse() {
-        Tensor::new(&[s.labels.len()], s.labels.iter().map(|&l| l as f32).collect())
-    } else {
-        Ok(s.y.clone())
-    }
-}
-
 pub fn evaluate(model_path: &Path, data: &Path, split: &str, batch_size: usize) -> Result<()> {
     let prefix = match split {
         "test" => "t10k",
@@ -23,7 +14,7 @@ pub fn evaluate(model_path: &Path, data: &Path, split: &str, batch_size: usize) 
             return Err(Error::Invalid(format!("--split must be `test` or `train`, got `{other}`")));
         }
     };
-    let mut model = Sequential::load(model_path)?;
+    let model = Sequential::load(model_path)?;
     if model.preparation().is_some() {
         return crate::table::evaluate(model, data);
     }
@@ -45,7 +36,7 @@ pub fn evaluate(model_path: &Path, data: &Path, split: &str, batch_size: usize) 
 }
 
 pub fn predict(model_path: &Path, input: &Path, index: Option<usize>) -> Result<()> {
-    let mut model = Sequential::load(model_path)?;
+    let model = Sequential::load(model_path)?;
     let want = model.input_shape().to_vec();
     let x = if is_png(input)? {
         if index.is_some() {
@@ -123,7 +114,9 @@ fn read_png(path: &Path, want: &[usize]) -> Result<Tensor> {
 }
 
 pub fn summary(path: &Path) -> Result<()> {
-    let model = if path.extension().is_some_and(|e| e == "toml") {
+    let model = if crate::table::is_table_config(path) {
+        kiln::tabular::untrained_model(&crate::table::read_config(path)?)?
+    } else if path.extension().is_some_and(|e| e == "toml") {
         RunConfig::from_file(path)?.build_model()?
     } else {
         Sequential::load(path)?

@@ -6,6 +6,7 @@ mod commands;
 mod font;
 mod plot;
 mod report;
+mod run_dir;
 mod table;
 mod train;
 
@@ -17,6 +18,9 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads to compute on (default: the KILN_THREADS environment variable, else every core).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -47,8 +51,8 @@ enum Command {
         /// Tables: the first N rows are the test set.
         #[arg(long, value_name = "N")]
         test_rows: Option<usize>,
-        /// Tables: change one config value, KEY=VALUE with a dotted key and a TOML value (repeatable), e.g.
-        /// --set train.class_weight=balanced --set model.hidden=[64].
+        /// Change one config value, KEY=VALUE with a dotted key and a TOML value (repeatable), e.g.
+        /// --set train.batch_size=64 --set train.class_weight=balanced --set model.hidden=[64].
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
         /// Print the config with every default filled in, and exit.
@@ -167,6 +171,10 @@ enum DataCommand {
 
 fn main() {
     let cli = Cli::parse();
+    if let Err(e) = kiln::threads::configure(cli.threads) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Train {
             config,
@@ -181,9 +189,11 @@ fn main() {
             print_config,
             quiet,
         } => {
-            if data.is_some() || config.as_deref().is_some_and(table::is_table_config) {
+            let table_run = resume.as_ref().is_some_and(|d| table::is_table_config(&d.join(run_dir::CONFIG)));
+            if data.is_some() || config.as_deref().is_some_and(table::is_table_config) || table_run {
                 table::train(table::TableArgs {
                     config,
+                    resume,
                     data,
                     target,
                     test_rows,
@@ -194,15 +204,14 @@ fn main() {
                     print_config,
                     quiet,
                 })
-            } else if !set.is_empty() {
-                Err(kiln::Error::Invalid("--set applies to table configs (with [data] target)".into()))
             } else {
-                train::train(train::TrainArgs { config, resume, epochs, output, run_dir, print_config, quiet })
+                train::train(train::TrainArgs { config, resume, epochs, output, run_dir, set, print_config, quiet })
             }
         }
         Command::Cv { config, data, target, folds, set } => table::cv(
             table::TableArgs {
                 config,
+                resume: None,
                 data,
                 target,
                 test_rows: None,

@@ -3,9 +3,8 @@
 //! test metrics and, for a classifier, its confusion matrix as a table and as a picture
 //! (`confusion.svg`).
 
-use crate::commands::labels_or_one_hot;
 use crate::plot;
-use crate::train::{CONFIG, MODEL};
+use crate::run_dir::{CONFIG, MODEL};
 use kiln::config::{DataFormat, RunConfig};
 use kiln::data::mnist;
 use kiln::prelude::*;
@@ -16,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub fn report(run_dir: &Path) -> Result<PathBuf> {
     let cfg_path = run_dir.join(CONFIG);
     let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, &e))?;
-    let cfg = RunConfig::from_file(&cfg_path)?;
+    let table_run = crate::table::is_table_config(&cfg_path);
     plot::plot(run_dir)?;
     let panels = plot::panels(run_dir)?;
     let mut md = format!("# Run `{}`\n\n", run_dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
@@ -28,12 +27,15 @@ pub fn report(run_dir: &Path) -> Result<PathBuf> {
     }
     let _ = writeln!(md, "\n{epochs} epochs logged.\n");
     let model_path = run_dir.join(MODEL);
-    if model_path.exists() {
-        let mut model = Sequential::load(&model_path)?;
+    if model_path.exists() && table_run {
+        md += &table_scores(run_dir, &cfg_path, &model_path)?;
+    } else if model_path.exists() {
+        let cfg = RunConfig::from_file(&cfg_path)?;
+        let model = Sequential::load(&model_path)?;
         let test = match cfg.data.format {
             DataFormat::Mnist => mnist::load_split(&cfg.data.path, "t10k")?,
         };
-        let y = labels_or_one_hot(&cfg, &test)?;
+        let y = cfg.targets(&test)?;
         let scores = model.evaluate(&test.x, &y, 1000)?;
         let _ = writeln!(md, "## Final model on the test set ({} samples)\n\n{scores}\n", test.x.rows());
         let classes = model.output_shape().last().copied().unwrap_or(1);
@@ -64,6 +66,33 @@ pub fn report(run_dir: &Path) -> Result<PathBuf> {
     let out = run_dir.join("report.md");
     kiln::io::write_atomic(&out, md.as_bytes())?;
     Ok(out)
+}
+
+/// A table run's final model on its test rows (the rows `split.csv` marks `test`): its scores and, for
+/// classes, the per-class report and confusion matrix.
+fn table_scores(run_dir: &Path, cfg_path: &Path, model_path: &Path) -> Result<String> {
+    let cfg = crate::table::read_config(cfg_path)?;
+    let model = Sequential::load(model_path)?;
+    let (table, file_rows) = cfg.read_table_rows()?;
+    let split_path = run_dir.join("split.csv");
+    let split = std::fs::read_to_string(&split_path).map_err(|e| Error::io(&split_path, &e))?;
+    let test_file_rows: std::collections::HashSet<usize> = split
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(',').filter(|(_, p)| *p == "test").and_then(|(r, _)| r.parse().ok()))
+        .collect();
+    let test: Vec<usize> = (0..table.rows()).filter(|&r| test_file_rows.contains(&file_rows[r])).collect();
+    if test.is_empty() {
+        return Ok("No test rows in the run's split: no test metrics.\n\n".into());
+    }
+    let s = kiln::tabular::score(&model, &table, &test)?;
+    let mut md = format!("## Final model on the test rows ({} rows)\n\n{s}\n\n", s.rows);
+    if let Some(r) = &s.report {
+        md += &format!("```\n{}```\n\n", r.render());
+        kiln::io::write_atomic(&run_dir.join("confusion.svg"), confusion_svg(&r.confusion).as_bytes())?;
+        md += "## Confusion matrix (rows: true class, columns: predicted)\n\n![confusion matrix](confusion.svg)\n\n";
+    }
+    Ok(md)
 }
 
 /// Counts as a heat map: darker blue for larger shares of the row.

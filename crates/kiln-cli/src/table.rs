@@ -1,6 +1,7 @@
 //! The table commands: `kiln data audit`, training on a CSV or ARFF file (`kiln train TABLE.toml`, or with
 //! no config at all: `kiln train --data FILE --target COL`), `kiln cv`, and `kiln predict` on raw rows.
 
+use crate::run_dir::{CHECKPOINT, CONFIG, MODEL};
 use kiln::data::audit::audit;
 use kiln::data::csv::{CsvOptions, read_table};
 use kiln::data::prepare::Task;
@@ -20,15 +21,8 @@ pub fn is_table_config(path: &Path) -> bool {
 
 pub fn read_config(path: &Path) -> Result<TableConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
-    let mut cfg: TableConfig = toml::from_str(&text).map_err(|e| {
-        let msg = e.message().to_string();
-        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
-        let nice = kiln::config::explain_unknown(&msg).unwrap_or(msg);
-        Error::Config(match line {
-            Some(l) => format!("{}: line {l}: {nice}", path.display()),
-            None => format!("{}: {nice}", path.display()),
-        })
-    })?;
+    let mut cfg: TableConfig =
+        kiln::config::parse_toml(&text).map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
     let base = path.parent().unwrap_or(Path::new(""));
     cfg.data.path = base.join(&cfg.data.path);
     if let Some(g) = &cfg.data.prepare.text.glove {
@@ -39,6 +33,8 @@ pub fn read_config(path: &Path) -> Result<TableConfig> {
 
 pub struct TableArgs {
     pub config: Option<PathBuf>,
+    /// Continue the table run in this folder from its checkpoint.
+    pub resume: Option<PathBuf>,
     pub data: Option<PathBuf>,
     pub target: Option<String>,
     pub test_rows: Option<usize>,
@@ -53,6 +49,10 @@ pub struct TableArgs {
 
 fn config_of(a: &TableArgs) -> Result<TableConfig> {
     let mut cfg = match (&a.config, &a.data, &a.target) {
+        (None, None, None) if a.resume.is_some() => {
+            let dir = a.resume.as_deref().expect("checked");
+            read_config(&dir.join(CONFIG))?
+        }
         (Some(c), None, None) => read_config(c)?,
         (None, Some(d), Some(t)) => TableConfig::new(d, t),
         (None, Some(_), None) => {
@@ -86,49 +86,88 @@ pub fn train(a: TableArgs) -> Result<()> {
     let (table, file_rows) = cfg.read_table_rows()?;
     let types = cfg.types(&table)?;
     let (test, train) = tabular::split(&cfg, &table, &types)?;
-    if a.config.is_none() && !a.quiet {
+    if a.config.is_none() && a.resume.is_none() && !a.quiet {
         println!("config used (save it and edit it to change anything):\n\n{text}");
     }
-    let run_dir = a.run_dir.clone().unwrap_or_else(|| {
-        let stem =
-            cfg.data.path.file_name().map(|n| n.to_string_lossy().split('.').next().unwrap_or("table").to_string());
-        PathBuf::from("runs").join(format!("{}-{}", stem.unwrap_or_default(), crate::train::timestamp()))
-    });
-    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, &e))?;
-    let mut resolved = cfg.clone();
-    resolved.data.path = std::fs::canonicalize(&cfg.data.path).unwrap_or(cfg.data.path.clone());
-    kiln::io::write_atomic(
-        &run_dir.join("config.toml"),
-        toml::to_string_pretty(&resolved).unwrap_or_default().as_bytes(),
-    )?;
-    // Which rows of the file were test rows, so that other tools (examples' baselines) can use the same split.
-    let mut part = vec![""; table.rows()];
-    train.iter().for_each(|&r| part[r] = "train");
-    test.iter().for_each(|&r| part[r] = "test");
-    let split: String = std::iter::once("row,part\n".to_string())
-        .chain(file_rows.iter().zip(&part).map(|(r, p)| format!("{r},{p}\n")))
-        .collect();
-    kiln::io::write_atomic(&run_dir.join("split.csv"), split.as_bytes())?;
+    let run_dir = match (&a.resume, &a.run_dir) {
+        (Some(d), _) | (None, Some(d)) => d.clone(),
+        (None, None) => {
+            let stem =
+                cfg.data.path.file_name().map(|n| n.to_string_lossy().split('.').next().unwrap_or("table").to_string());
+            crate::run_dir::default_for(Path::new("runs"), &stem.unwrap_or_default())
+        }
+    };
+    let resume = match &a.resume {
+        Some(_) => {
+            let (m, p) = Sequential::load_checkpoint(run_dir.join(CHECKPOINT))?;
+            if p.epoch >= cfg.train.epochs {
+                return Err(Error::Invalid(format!(
+                    "{} already finished its {} epochs (use --epochs N to train further)",
+                    run_dir.display(),
+                    cfg.train.epochs
+                )));
+            }
+            if !a.quiet {
+                println!("resuming {} after epoch {} of {}", run_dir.display(), p.epoch, cfg.train.epochs);
+            }
+            Some((m, p))
+        }
+        None => {
+            std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, &e))?;
+            let mut resolved = cfg.clone();
+            resolved.data.path = absolute(&cfg.data.path);
+            resolved.data.prepare.text.glove = cfg.data.prepare.text.glove.as_deref().map(absolute);
+            kiln::io::write_atomic(
+                &run_dir.join(CONFIG),
+                toml::to_string_pretty(&resolved).unwrap_or_default().as_bytes(),
+            )?;
+            // Which rows of the file were test rows, so that other tools (examples' baselines) can use the same
+            // split.
+            let mut part = vec![""; table.rows()];
+            train.iter().for_each(|&r| part[r] = "train");
+            test.iter().for_each(|&r| part[r] = "test");
+            let split: String = std::iter::once("row,part\n".to_string())
+                .chain(file_rows.iter().zip(&part).map(|(r, p)| format!("{r},{p}\n")))
+                .collect();
+            kiln::io::write_atomic(&run_dir.join("split.csv"), split.as_bytes())?;
+            None
+        }
+    };
+    crate::run_dir::write_run_info(&run_dir)?;
+    let files = tabular::RunFiles {
+        callbacks: crate::run_dir::loggers(&run_dir),
+        checkpoint: Some(run_dir.join(CHECKPOINT)),
+        resume,
+    };
+    crate::run_dir::on_signal_stop();
     let start = std::time::Instant::now();
-    let mut model = tabular::fit_rows(&cfg, &table, &types, &train, !a.quiet)?;
+    let model = tabular::fit_rows_in(&cfg, &table, &types, &train, !a.quiet, files).map_err(|e| match e {
+        Error::Stopped(m) => Error::Stopped(format!("{m}; continue with: kiln train --resume {}", run_dir.display())),
+        e => e,
+    })?;
     let secs = start.elapsed().as_secs_f64();
     let prep = model.preparation().cloned().expect("set by fit_rows");
     if !a.quiet {
         println!("{} training rows, {} inputs after preparation, {:.1} s", train.len(), prep.width(), secs);
     }
     if !test.is_empty() {
-        let s = tabular::score(&mut model, &table, &test)?;
+        let s = tabular::score(&model, &table, &test)?;
         println!("test {s} ({} rows)", s.rows);
         if let (Some(r), false) = (&s.report, a.quiet) {
             print!("\n{}\n", r.render());
         }
     }
-    model.save(run_dir.join("model.safetensors"))?;
+    model.save(run_dir.join(MODEL))?;
     if let Some(o) = &a.output {
         model.save(o)?;
     }
-    println!("saved model to {}", a.output.clone().unwrap_or(run_dir.join("model.safetensors")).display());
+    println!("saved model to {}", a.output.clone().unwrap_or(run_dir.join(MODEL)).display());
     Ok(())
+}
+
+/// `p` as an absolute path where it exists (a run folder's config then reads the same data from anywhere).
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or(p.to_path_buf())
 }
 
 pub fn cv(a: TableArgs, folds: usize) -> Result<()> {
@@ -179,7 +218,7 @@ pub fn predict_rows(model_path: &Path, input: &Path, output: Option<&Path>) -> R
 }
 
 /// Writes the predictions for every row of `table` as CSV (to `output`, or standard output).
-fn write_predictions(mut model: Sequential, table: &kiln::data::table::Table, output: Option<&Path>) -> Result<()> {
+fn write_predictions(model: Sequential, table: &kiln::data::table::Table, output: Option<&Path>) -> Result<()> {
     let prep = model.preparation().cloned().expect("checked by the callers");
     let rows: Vec<usize> = (0..table.rows()).collect();
     let x = prep.transform(table, &rows)?;
@@ -271,12 +310,12 @@ pub fn predict_text(model_path: &Path, text: &str, output: Option<&Path>) -> Res
 
 /// Scores a table or text model on every row of `data` (with the target column; the training config's
 /// class mapping applied): the test line and the per-class report `kiln train` prints.
-pub fn evaluate(mut model: Sequential, data: &Path) -> Result<()> {
+pub fn evaluate(model: Sequential, data: &Path) -> Result<()> {
     let prep = model.preparation().cloned().expect("checked by the caller");
     let table = read_table(data, &CsvOptions::default())?;
     let (table, _) = tabular::map_classes(table, &prep.target, &prep.classes)?;
     let rows: Vec<usize> = (0..table.rows()).collect();
-    let s = tabular::score(&mut model, &table, &rows)?;
+    let s = tabular::score(&model, &table, &rows)?;
     println!("{s} ({} rows)", s.rows);
     if let Some(r) = &s.report {
         print!("\n{}", r.render());

@@ -4,17 +4,14 @@
 //! TensorBoard files) and the final model (`model.safetensors`). `kiln train --resume RUN_DIR` continues a
 //! run from its checkpoint; SIGINT or SIGTERM makes training finish its step and checkpoint before exiting.
 
-use crate::commands::labels_or_one_hot;
-use kiln::callbacks::{Callback, CsvLogger, JsonLogger};
+use kiln::callbacks::Callback;
 use kiln::config::{DataFormat, RunConfig};
 use kiln::data::mnist;
 use kiln::prelude::*;
 use kiln::{Error, Result};
 use std::path::{Path, PathBuf};
 
-pub const CONFIG: &str = "config.toml";
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
-pub const MODEL: &str = "model.safetensors";
+use crate::run_dir::{CHECKPOINT, CONFIG, MODEL, on_signal_stop};
 
 pub struct TrainArgs {
     pub config: Option<PathBuf>,
@@ -22,6 +19,8 @@ pub struct TrainArgs {
     pub epochs: Option<usize>,
     pub output: Option<PathBuf>,
     pub run_dir: Option<PathBuf>,
+    /// KEY=VALUE overrides of config values.
+    pub set: Vec<String>,
     pub print_config: bool,
     pub quiet: bool,
 }
@@ -47,6 +46,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if let Some(e) = a.epochs {
         cfg.train.epochs = e;
     }
+    for s in &a.set {
+        let axis = kiln::tabular::parse_axis(s)?;
+        let [value] = axis.values.as_slice() else {
+            return Err(Error::Invalid(format!("--set {s}: one value (a list of settings is for `kiln search`)")));
+        };
+        cfg = cfg.with_setting(&axis.key, value)?;
+    }
     if a.print_config {
         print!("{}", cfg.to_toml());
         return Ok(());
@@ -58,7 +64,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let (train, test) = match cfg.data.format {
         DataFormat::Mnist => (mnist::load_split(&cfg.data.path, "train")?, mnist::load_split(&cfg.data.path, "t10k")?),
     };
-    let (ytrain, ytest) = (labels_or_one_hot(&cfg, &train)?, labels_or_one_hot(&cfg, &test)?);
+    let (ytrain, ytest) = (cfg.targets(&train)?, cfg.targets(&test)?);
     let output = a.output.clone().or_else(|| cfg.output.model.clone());
     if let Some(o) = &output {
         check_writable(o)?;
@@ -66,7 +72,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let run_dir = match (run_dir, a.run_dir) {
         (Some(d), _) => d,
         (None, Some(d)) => d,
-        (None, None) => cfg.output.runs_dir.join(format!("{}-{}", cfg.model.name, timestamp())),
+        (None, None) => crate::run_dir::default_for(&cfg.output.runs_dir, &cfg.model.name),
     };
     let mut progress = None;
     if resume {
@@ -84,8 +90,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, &e))?;
         kiln::io::write_atomic(&run_dir.join(CONFIG), cfg.to_toml().as_bytes())?;
     }
-    let mut built: Vec<Box<dyn Callback>> =
-        vec![Box::new(CsvLogger::new(run_dir.join("log.csv"))), Box::new(JsonLogger::new(run_dir.join("log.jsonl")))];
+    crate::run_dir::write_run_info(&run_dir)?;
+    let mut built: Vec<Box<dyn Callback>> = crate::run_dir::loggers(&run_dir);
     for c in &callbacks_cfg {
         built.push(c.build(&run_dir)?);
     }
@@ -126,22 +132,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// SIGINT and SIGTERM ask training to stop after its current step (it then writes its checkpoint); a
-/// second signal exits at once.
-fn on_signal_stop() {
-    #[cfg(unix)]
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
-        let _ = unsafe {
-            signal_hook::low_level::register(sig, move || {
-                if kiln::train::stop_flag().swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    signal_hook::low_level::exit(128 + sig);
-                }
-            })
-        };
-    }
-}
-
 /// Fails before training, not after, when the model could not be saved where asked.
 fn check_writable(path: &Path) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -152,21 +142,4 @@ fn check_writable(path: &Path) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// The current UTC time as YYYYMMDD-HHMMSS.
-pub fn timestamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
 }

@@ -145,3 +145,101 @@ fn run_folder_plot_and_report() {
     assert_fails(&kiln(&["plot", &t.s("data")]), &["log.jsonl", "no such file"]);
     assert_fails(&kiln(&["report", &t.s("data")]), &["config.toml", "no such file"]);
 }
+
+/// A graph model from TOML: `[[model.nodes]]` naming what each layer reads, with a residual `add`; trained,
+/// saved, summarized and evaluated as any other model. A node reading a missing layer is one error line.
+#[test]
+fn a_residual_graph_from_toml_trains_and_round_trips() {
+    let t = Tmp::new("graph");
+    write_mnist(&t.path("data"), 300, 100);
+    let nodes = r#"
+[[model.nodes]]
+type = "flatten"
+
+[[model.nodes]]
+type = "dense"
+name = "h"
+units = 32
+activation = "relu"
+
+[[model.nodes]]
+type = "dense"
+name = "f"
+units = 32
+activation = "relu"
+
+[[model.nodes]]
+type = "add"
+name = "skip"
+inputs = ["h", "f"]
+
+[[model.nodes]]
+type = "dense"
+units = 10
+activation = "softmax"
+"#;
+    std::fs::write(t.path("run.toml"), config(nodes, "")).unwrap();
+    let o = kiln(&["train", &t.s("run.toml"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trained = scores(&stdout(&o));
+    let acc: f64 = trained.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(acc > 0.9, "the bars are easy to learn: {trained}");
+    let o = kiln(&["evaluate", &t.s("model.safetensors"), "--data", &t.s("data")]);
+    assert_eq!(scores(&stdout(&o)), trained, "the saved graph evaluates as trained");
+    // 784·32+32 + 32·32+32 + 32·10+10
+    for target in [t.s("model.safetensors"), t.s("run.toml")] {
+        let o = kiln(&["summary", &target]);
+        assert!(stdout(&o).contains("Total params: 26,506") && stdout(&o).contains("skip (Add)"), "{}", stdout(&o));
+    }
+
+    let bad = nodes.replace(r#"inputs = ["h", "f"]"#, r#"inputs = ["h", "g"]"#);
+    std::fs::write(t.path("bad.toml"), config(&bad, "")).unwrap();
+    assert_fails(&kiln(&["train", &t.s("bad.toml"), "--quiet"]), &["bad.toml", "model.nodes[3]", "`g`", "h, f"]);
+    let both = format!("{nodes}\n[[model.layers]]\ntype = \"flatten\"\n");
+    std::fs::write(t.path("both.toml"), config(&both, "")).unwrap();
+    assert_fails(&kiln(&["train", &t.s("both.toml"), "--quiet"]), &["`layers`", "`nodes`", "not both"]);
+}
+
+/// One thread-count setting for every command: `--threads N`, else `KILN_THREADS`; the run folder records
+/// what the run used (run.json), and a bad value is one error line.
+#[test]
+fn threads_come_from_the_flag_or_the_environment_and_are_recorded() {
+    let t = Tmp::new("threads");
+    write_mnist(&t.path("data"), 100, 50);
+    std::fs::write(t.path("run.toml"), config(LAYERS_OK, "").replace("epochs = 2", "epochs = 1")).unwrap();
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut c = std::process::Command::new(KILN);
+        c.args(args).current_dir(&t.0);
+        match env {
+            Some(v) => c.env("KILN_THREADS", v),
+            None => c.env_remove("KILN_THREADS"),
+        };
+        c.output().unwrap()
+    };
+    let threads_of = |dir: &str| -> u64 {
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(t.path(dir).join("run.json")).unwrap()).unwrap();
+        info["threads"].as_u64().unwrap()
+    };
+    let o = run(&["train", "run.toml", "--quiet", "--threads", "1", "--run-dir", "a"], Some("2"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(threads_of("a"), 1, "the flag wins over the environment");
+    let o = run(&["train", "run.toml", "--quiet", "--run-dir", "b"], Some("2"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(threads_of("b"), 2);
+    assert_fails(&run(&["train", "run.toml", "--quiet"], Some("many")), &["KILN_THREADS=many", "positive number"]);
+    assert_fails(&run(&["--threads", "0", "train", "run.toml"], None), &["--threads must be positive"]);
+}
+
+/// `--set` changes any config's values, image configs included, checked as the file is.
+#[test]
+fn set_changes_an_image_config_and_checks_the_key() {
+    let t = Tmp::new("set");
+    std::fs::write(t.path("run.toml"), config(LAYERS_OK, "")).unwrap();
+    let o =
+        kiln(&["train", &t.s("run.toml"), "--set", "train.batch_size=128", "--set", "model.seed=7", "--print-config"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("batch_size = 128") && stdout(&o).contains("seed = 7"), "{}", stdout(&o));
+    assert_fails(&kiln(&["train", &t.s("run.toml"), "--set", "train.bach_size=128"]), &["bach_size", "batch_size"]);
+    assert_fails(&kiln(&["train", &t.s("run.toml"), "--set", "train.epochs=1,2"]), &["one value"]);
+}

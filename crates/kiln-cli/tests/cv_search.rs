@@ -142,7 +142,7 @@ fn cv_folds_and_scores_match_a_recomputation_from_each_folds_predictions() {
     for (i, test) in folds.iter().enumerate() {
         let train: Vec<usize> =
             folds.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
-        let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+        let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
         let prep = model.preparation().cloned().unwrap();
         let Task::Binary { classes } = &prep.task else { panic!("two classes: {:?}", prep.task) };
         let p = model.predict(&prep.transform(&table, test).unwrap(), 1024).unwrap();

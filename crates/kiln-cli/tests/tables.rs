@@ -68,13 +68,19 @@ fn adult_trains_on_its_split_and_predicts_raw_rows_with_the_saved_preparation() 
     assert!(rows[1].starts_with("1,>50K,") && rows[2].starts_with("2,<=50K,"), "{p}");
 
     // The same probabilities as the library computes in-process for those rows.
-    let mut model = kiln::prelude::Sequential::load(t.path("run/model.safetensors")).unwrap();
+    let model = kiln::prelude::Sequential::load(t.path("run/model.safetensors")).unwrap();
     let table = kiln::data::csv::read_table(&t.path("rows.csv"), &Default::default()).unwrap();
     let x = model.preparation().unwrap().transform(&table, &[0, 1]).unwrap();
     let probs = model.predict(&x, 2).unwrap();
     for (line, q) in rows[1..].iter().zip(probs.data()) {
         assert_eq!(line.rsplit(',').next().unwrap(), format!("{q:.6}"));
     }
+
+    // `kiln summary` reads a table config as it reads an image config: the model it would train.
+    let o = kiln(&["summary", &cfg]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let total = |s: &str| s.lines().find(|l| l.contains("Total params")).map(str::to_string);
+    assert_eq!(total(&stdout(&o)), total(&model.summary()), "{}", stdout(&o));
 }
 
 #[test]
@@ -304,4 +310,51 @@ fn the_review_examples_configs_parse() {
         let o = kiln(&["train", &format!("{ROOT}/examples/reviews/{name}.toml"), "--print-config"]);
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
     }
+}
+
+/// A table run gets the run folder an image run gets: logs, a checkpoint every epoch, run.json; `kiln plot`
+/// and `kiln report` read it; and a run continued with `--resume` ends with the very weights of a run that
+/// was never stopped (early stopping's best weights travel in the checkpoint).
+#[test]
+fn a_table_run_has_logs_checkpoints_report_and_resumes_bit_identically() {
+    let t = Tmp::new("table-run");
+    let mut csv = String::from("x1,x2,color,label\n");
+    let mut seed = 7u64;
+    for _ in 0..400 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let (a, b) = (((seed >> 33) % 1000) as f64 / 100.0, ((seed >> 13) % 1000) as f64 / 100.0);
+        let color = ["red", "green", "blue"][(seed >> 50) as usize % 3];
+        let label = if a + b + if color == "red" { 3.0 } else { 0.0 } > 11.0 { "yes" } else { "no" };
+        csv += &format!("{a},{b},{color},{label}\n");
+    }
+    std::fs::write(t.path("t.csv"), csv).unwrap();
+    std::fs::write(
+        t.path("t.toml"),
+        "[data]\npath = \"t.csv\"\ntarget = \"label\"\n\n[model]\nhidden = [16]\n\n[train]\nepochs = 6\npatience = 2\n",
+    )
+    .unwrap();
+    let o = kiln(&["train", &t.s("t.toml"), "--run-dir", &t.s("full"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in
+        ["config.toml", "run.json", "split.csv", "log.csv", "log.jsonl", "checkpoint.safetensors", "model.safetensors"]
+    {
+        assert!(t.path("full").join(f).exists(), "the table run folder lacks {f}");
+    }
+    let o = kiln(&["plot", &t.s("full")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = kiln(&["report", &t.s("full")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(t.path("full/report.md")).unwrap();
+    assert!(md.contains("## Final model on the test rows (80 rows)") && md.contains("roc_auc"), "{md}");
+
+    // Two epochs, then continued to six from the checkpoint.
+    let o = kiln(&["train", &t.s("t.toml"), "--run-dir", &t.s("cut"), "--quiet", "--epochs", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = kiln(&["train", "--resume", &t.s("cut"), "--epochs", "6", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let weights =
+        |dir: &str| kiln::prelude::Sequential::load(t.path(dir).join("model.safetensors")).unwrap().get_weights();
+    assert_eq!(weights("cut"), weights("full"), "the resumed run ends where the uninterrupted one does");
+    let log = |dir: &str| std::fs::read_to_string(t.path(dir).join("log.csv")).unwrap().lines().count();
+    assert_eq!(log("cut"), log("full"), "one log line per epoch, across the resume");
 }

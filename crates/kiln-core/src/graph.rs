@@ -5,8 +5,10 @@
 //! until the next `reset`. Parameters persist across resets; everything else goes back to the pool.
 
 use crate::ops::{BinaryOp, Conv2dArgs, LossKind, PoolArgs, ReduceOp, UnaryOp, backward_node};
+use crate::params::{Param, ParamId, ParamStore};
 use crate::pool::Pool;
 use crate::{Error, Float, Result, Rng, Shape, Tensor};
+use std::sync::Arc;
 
 /// A handle to a value on the tape of one `Graph`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,18 +18,6 @@ impl Var {
     pub(crate) fn id(self) -> usize {
         self.0 as usize
     }
-}
-
-/// A handle to a parameter of a `Graph`; valid for the graph's whole life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ParamId(pub usize);
-
-pub struct Param<T> {
-    pub name: String,
-    pub shape: Shape,
-    pub value: Vec<T>,
-    /// Non-trainable parameters (batch-norm moving statistics) are saved but never get gradients.
-    pub trainable: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -119,7 +109,8 @@ pub(crate) struct Node {
 }
 
 pub struct Graph<T: Float> {
-    params: Vec<Param<T>>,
+    /// Shared with inference tapes (see params.rs); written only through `Arc::make_mut`.
+    params: Arc<ParamStore<T>>,
     param_grads: Vec<Vec<T>>,
     /// Gradients that are logically zero but not yet written: the first op to write one overwrites it
     /// instead of adding to zeros, which saves a pass over memory per parameter and step.
@@ -145,7 +136,7 @@ impl<T: Float> Default for Graph<T> {
 impl<T: Float> Graph<T> {
     pub fn new() -> Self {
         Graph {
-            params: Vec::new(),
+            params: Arc::new(ParamStore::new()),
             param_grads: Vec::new(),
             param_fresh: Vec::new(),
             nodes: Vec::new(),
@@ -215,26 +206,51 @@ impl<T: Float> Graph<T> {
     // ---- parameters ----
 
     pub fn add_param(&mut self, name: &str, shape: &[usize], value: Vec<T>, trainable: bool) -> Result<ParamId> {
-        let shape = Shape::new(shape)?;
-        if value.len() != shape.numel() {
-            return Err(Error::Shape(format!("parameter {name}: {} values given for shape {shape}", value.len())));
-        }
-        self.param_grads.push(vec![T::ZERO; if trainable { value.len() } else { 0 }]);
-        self.param_fresh.push(false);
-        self.params.push(Param { name: name.to_string(), shape, value, trainable });
-        Ok(ParamId(self.params.len() - 1))
+        let n = value.len();
+        let id = Arc::make_mut(&mut self.params).add(name, shape, value, trainable)?;
+        self.param_grads.resize_with(id.0, Vec::new);
+        self.param_grads.push(vec![T::ZERO; if trainable { n } else { 0 }]);
+        self.param_fresh.resize(id.0 + 1, false);
+        Ok(id)
     }
 
     pub fn params(&self) -> &[Param<T>] {
+        self.params.all()
+    }
+
+    /// The parameter store, by name as well as by id.
+    pub fn store(&self) -> &ParamStore<T> {
         &self.params
     }
 
-    pub fn param(&self, p: ParamId) -> &Param<T> {
-        &self.params[p.0]
+    /// Another handle on this graph's parameters, for an inference tape (`attach`).
+    pub fn shared_params(&self) -> Arc<ParamStore<T>> {
+        Arc::clone(&self.params)
     }
 
+    /// Makes this tape read `params` (another graph's, shared): for inference from several threads at once.
+    /// Parameters get no gradients on such a tape. Call `detach` when done, so that the owner's next
+    /// training step does not have to copy the store.
+    pub fn attach(&mut self, params: Arc<ParamStore<T>>) {
+        self.reset();
+        self.params = params;
+        self.param_grads.clear();
+        self.param_fresh.clear();
+    }
+
+    /// Lets go of an attached store (see `attach`).
+    pub fn detach(&mut self) {
+        self.reset();
+        self.params = Arc::new(ParamStore::new());
+    }
+
+    pub fn param(&self, p: ParamId) -> &Param<T> {
+        self.params.get(p)
+    }
+
+    /// Changes a parameter in place (copy-on-write when an inference tape still shares the store).
     pub fn param_mut(&mut self, p: ParamId) -> &mut Param<T> {
-        &mut self.params[p.0]
+        Arc::make_mut(&mut self.params).get_mut(p)
     }
 
     /// The gradient accumulated for `p` since the last `zero_grads`.
@@ -245,10 +261,10 @@ impl<T: Float> Graph<T> {
 
     /// Parameters and their gradients together, for optimizers.
     pub fn params_and_grads_mut(&mut self) -> (&mut [Param<T>], &mut [Vec<T>]) {
-        for i in 0..self.params.len() {
+        for i in 0..self.param_grads.len() {
             self.settle(i);
         }
-        (&mut self.params, &mut self.param_grads)
+        (Arc::make_mut(&mut self.params).all_mut(), &mut self.param_grads)
     }
 
     /// Makes every gradient zero. Cheap: the buffers are only marked, and the next backward overwrites them.
@@ -267,8 +283,9 @@ impl<T: Float> Graph<T> {
 
     /// Puts a parameter on the tape without copying it.
     pub fn use_param(&mut self, p: ParamId) -> Var {
-        let param = &self.params[p.0];
-        let (shape, trainable) = (param.shape, param.trainable);
+        let param = self.params.get(p);
+        // Only the store's owner keeps gradients (an attached inference tape has none).
+        let (shape, trainable) = (param.shape, param.trainable && p.0 < self.param_grads.len());
         self.push(Op::Param(p.0), shape, Vec::new(), trainable)
     }
 
@@ -301,7 +318,7 @@ impl<T: Float> Graph<T> {
     }
 
     pub fn value(&self, v: Var) -> &[T] {
-        value_of(&self.nodes, &self.values, &self.params, v.id())
+        value_of(&self.nodes, &self.values, self.params.all(), v.id())
     }
 
     pub fn to_tensor(&self, v: Var) -> Tensor<T> {
@@ -398,7 +415,7 @@ impl<T: Float> Graph<T> {
             let mut ctx = BackCtx {
                 nodes: &self.nodes,
                 values: &self.values,
-                params: &self.params,
+                params: self.params.all(),
                 aux_f: &self.aux_f,
                 aux_i: &self.aux_i,
                 grads: &mut self.grads,

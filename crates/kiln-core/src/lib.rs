@@ -4,22 +4,27 @@
 //! walks the tape in reverse. Buffers come from a pool that is refilled by [`Graph::reset`], so a training
 //! loop that builds the same graph every step stops allocating after its first step.
 
+pub mod dtype;
 mod error;
 mod float;
 mod graph;
 pub mod ops;
 pub mod par;
+mod params;
 mod pool;
+pub mod quant;
 mod rng;
 mod shape;
 pub mod simd;
 mod tensor;
 pub mod testing;
 
+pub use dtype::DType;
 pub use error::{Error, Result};
 pub use float::Float;
-pub use graph::{Graph, Param, ParamId, Profile, Var};
+pub use graph::{Graph, Profile, Var};
 pub use ops::{BinaryOp, LossKind, Padding, ReduceOp, UnaryOp};
+pub use params::{Param, ParamId, ParamStore};
 pub use rng::Rng;
 pub use shape::{MAX_RANK, Shape};
 pub use tensor::{Tensor, argmax};

@@ -40,6 +40,13 @@ pub struct Progress {
     pub partial_loss: f64,
     pub partial_seen: usize,
     pub partial_metrics: Vec<f64>,
+    /// Arrays callbacks keep (early stopping's best weights), by callback name: stored as the checkpoint's
+    /// tensors `callback.<i>`, listed in `callback_tensor_names`.
+    #[serde(skip)]
+    pub callback_tensors: BTreeMap<String, Vec<(String, Vec<f32>)>>,
+    /// (callback, array) for each `callback.<i>` tensor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callback_tensor_names: Vec<(String, String)>,
 }
 
 impl Sequential {
@@ -56,8 +63,16 @@ impl Sequential {
                 }
             }
         }
+        let mut progress = progress.clone();
+        progress.callback_tensor_names.clear();
+        for (cb, arrays) in &progress.callback_tensors {
+            for (name, v) in arrays {
+                extra.push((format!("callback.{}", progress.callback_tensor_names.len()), &v[..]));
+                progress.callback_tensor_names.push((cb.clone(), name.clone()));
+            }
+        }
         let steps = self.compiled.as_ref().map_or(0, |c| c.1.iterations());
-        let json = serde_json::to_string(&(progress, steps))
+        let json = serde_json::to_string(&(&progress, steps))
             .map_err(|e| Error::Invalid(format!("cannot describe the training state: {e}")))?;
         let bytes = self.to_safetensors(path, &extra, vec![(PROGRESS_KEY.to_string(), json)])?;
         write_atomic(path, &bytes)
@@ -75,9 +90,19 @@ impl Sequential {
             meta.metadata().as_ref().and_then(|m| m.get(PROGRESS_KEY)).ok_or_else(|| {
                 bad("a model file without training state (saved by `save`, not by a checkpoint)".into())
             })?;
-        let (progress, steps): (Progress, u64) =
+        let (mut progress, steps): (Progress, u64) =
             serde_json::from_str(json).map_err(|e| bad(format!("unreadable training state ({e})")))?;
         let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("corrupt tensor data ({e})")))?;
+        for (i, (cb, name)) in progress.callback_tensor_names.iter().enumerate() {
+            let key = format!("callback.{i}");
+            let v: Vec<f32> = match tensors.tensor(&key) {
+                Ok(t) if t.dtype() == Dtype::F32 => {
+                    t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                }
+                _ => return Err(bad(format!("no callback array `{key}` ({cb}: {name})"))),
+            };
+            progress.callback_tensors.entry(cb.clone()).or_default().push((name.clone(), v));
+        }
         let params: Vec<(String, usize, bool)> =
             model.graph().params().iter().map(|p| (p.name.clone(), p.value.len(), p.trainable)).collect();
         let mut slots = [Vec::new(), Vec::new()];

@@ -5,7 +5,7 @@ use crate::callbacks::CallbackConfig;
 use crate::data::augment::Augment;
 use crate::loss::Loss;
 use crate::metrics::Metric;
-use crate::model::{CompileConfig, Sequential};
+use crate::model::{CompileConfig, InputSpec, NodeSpec, Sequential};
 use crate::nn::LayerConfig;
 use crate::optim::OptimizerConfig;
 use crate::schedule::{Clip, Schedule};
@@ -53,7 +53,14 @@ pub struct ModelConfig {
     /// Seeds the weight initializers.
     #[serde(default)]
     pub seed: u64,
+    /// Layers in a line, each reading the one before (a Sequential model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerConfig>,
+    /// Or a graph: layers that name what they read (`inputs = ["input"]`, earlier layers' names), for
+    /// residual connections and merges (`add`, `multiply`, `concatenate`, `dot`). The data's input is
+    /// called `input`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeSpec>,
 }
 
 fn default_name() -> String {
@@ -138,7 +145,14 @@ impl RunConfig {
 
     /// Parses config text; the error is one line naming the line, the key and the nearest valid key.
     pub fn parse(text: &str) -> std::result::Result<RunConfig, String> {
-        toml::from_str(text).map_err(|e| explain_toml_error(&e, text))
+        parse_toml(text)
+    }
+
+    /// This config with the dotted `key` set to `value` (`--set train.epochs=3`), checked as a file is.
+    pub fn with_setting(&self, key: &str, value: &toml::Value) -> Result<RunConfig> {
+        let mut c = with_setting(self, key, value)?;
+        c.source = self.source.clone();
+        Ok(c)
     }
 
     pub fn compile_config(&self) -> CompileConfig {
@@ -151,15 +165,36 @@ impl RunConfig {
         }
     }
 
+    /// A split's targets as the loss wants them: class indices for the sparse loss, one-hot rows otherwise.
+    pub fn targets(&self, s: &crate::data::mnist::Split) -> Result<kiln_core::Tensor> {
+        if self.train.loss.sparse() {
+            kiln_core::Tensor::new(&[s.labels.len()], s.labels.iter().map(|&l| l as f32).collect())
+        } else {
+            Ok(s.y.clone())
+        }
+    }
+
     /// The model the config describes, built and compiled.
     pub fn build_model(&self) -> Result<Sequential> {
-        let mut m = Sequential::new(&self.model.input_shape).seed(self.model.seed).named(&self.model.name);
-        for (i, l) in self.model.layers.iter().enumerate() {
-            m.add(l.clone()).map_err(|e| match e {
-                Error::Shape(msg) | Error::Config(msg) => {
-                    let file = self.source.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
-                    Error::Config(format!("{file}model.layers[{i}]: {msg}"))
-                }
+        let file = self.source.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
+        let (layers, nodes) = (&self.model.layers, &self.model.nodes);
+        if layers.is_empty() == nodes.is_empty() {
+            return Err(Error::Config(format!(
+                "{file}[model] needs `layers` (a line of layers) or `nodes` (a graph), {}",
+                if layers.is_empty() { "and has neither" } else { "not both" }
+            )));
+        }
+        let input = InputSpec { name: "input".into(), shape: self.model.input_shape.clone() };
+        let mut m = Sequential::from_spec(&[input], &[], self.model.seed)?.named(&self.model.name);
+        let (what, specs): (&str, Vec<NodeSpec>) = if nodes.is_empty() {
+            ("layers", layers.iter().map(|l| NodeSpec { inputs: Vec::new(), layer: l.clone() }).collect())
+        } else {
+            ("nodes", nodes.clone())
+        };
+        for (i, n) in specs.into_iter().enumerate() {
+            let from: Vec<&str> = n.inputs.iter().map(String::as_str).collect();
+            m.apply(n.layer, &from).map_err(|e| match e {
+                Error::Shape(msg) | Error::Config(msg) => Error::Config(format!("{file}model.{what}[{i}]: {msg}")),
                 other => other,
             })?;
         }
@@ -190,7 +225,35 @@ impl RunConfig {
 }
 
 /// "line 7: unknown key `filtrs`; did you mean `filters`? (valid: filters, kernel_size, ...)"
-fn explain_toml_error(e: &toml::de::Error, text: &str) -> String {
+/// Any config type from TOML text, with errors as `explain_toml_error` words them: every config reader of
+/// kiln (runs, tables) goes through here, so every TOML mistake reads the same.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
+    toml::from_str(text).map_err(|e| explain_toml_error(&e, text))
+}
+
+/// `cfg` with the dotted `key` set to `value`; an unknown key or a value of the wrong kind is an error naming
+/// the key (and the nearest valid one).
+pub fn with_setting<T: Serialize + serde::de::DeserializeOwned>(cfg: &T, key: &str, value: &toml::Value) -> Result<T> {
+    let mut doc = toml::Value::try_from(cfg).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut at = &mut doc;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, p) in parts.iter().enumerate() {
+        let table = at.as_table_mut().ok_or_else(|| Error::Config(format!("`{key}`: `{p}` is not a table")))?;
+        if i + 1 == parts.len() {
+            table.insert(p.to_string(), value.clone());
+            break;
+        }
+        at = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    doc.try_into().map_err(|e: toml::de::Error| {
+        let msg = e.message().to_string();
+        Error::Config(format!("`{key} = {value}`: {}", explain_unknown(&msg).unwrap_or(msg)))
+    })
+}
+
+/// "line 12: unknown key `epohcs`; did you mean `epochs`?": the line from the error's span, the message with
+/// serde's list of expected keys turned into the nearest one.
+pub fn explain_toml_error(e: &toml::de::Error, text: &str) -> String {
     let msg = e.message().trim().replace('\n', " ");
     let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
     let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();

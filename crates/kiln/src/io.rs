@@ -3,7 +3,7 @@
 //! `safetensors.safe_open`. Files are written to a temporary name and renamed, so a crash mid-write never
 //! leaves a half-written model where a good one was.
 
-use crate::model::{CompileConfig, Sequential};
+use crate::model::{CompileConfig, InputSpec, NodeSpec, Sequential};
 use crate::nn::LayerConfig;
 use kiln_core::Error;
 use kiln_core::Result;
@@ -14,7 +14,11 @@ use std::path::Path;
 
 const FORMAT_KEY: &str = "kiln.format";
 const MODEL_KEY: &str = "kiln.model";
-const FORMAT: &str = "kiln-sequential-1";
+/// The format version: 2 holds graph models (named inputs, nodes naming what they read).
+const FORMAT: &str = "kiln-model-2";
+/// Version 1 (before graph models): one input shape and a chain of layers; still read, with the same
+/// parameter names.
+const FORMAT_1: &str = "kiln-sequential-1";
 /// How table rows are prepared (models trained on tables only).
 const PREP_KEY: &str = "kiln.preparation";
 
@@ -23,9 +27,30 @@ const PREP_KEY: &str = "kiln.preparation";
 #[serde(deny_unknown_fields)]
 struct ModelSpec {
     name: String,
+    inputs: Vec<InputSpec>,
+    nodes: Vec<NodeSpec>,
+    compile: Option<CompileConfig>,
+}
+
+/// The architecture as format 1 stored it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSpec1 {
+    name: String,
     input_shape: Vec<usize>,
     layers: Vec<LayerConfig>,
     compile: Option<CompileConfig>,
+}
+
+impl From<ModelSpec1> for ModelSpec {
+    fn from(s: ModelSpec1) -> ModelSpec {
+        ModelSpec {
+            name: s.name,
+            inputs: vec![InputSpec { name: "input".into(), shape: s.input_shape }],
+            nodes: s.layers.into_iter().map(|layer| NodeSpec { inputs: Vec::new(), layer }).collect(),
+            compile: s.compile,
+        }
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
@@ -72,12 +97,8 @@ impl Sequential {
         extra: &[(String, &[f32])],
         extra_meta: Vec<(String, String)>,
     ) -> Result<Vec<u8>> {
-        let spec = ModelSpec {
-            name: self.name.clone(),
-            input_shape: self.input_shape.clone(),
-            layers: self.layers.iter().map(|l| l.config.clone()).collect(),
-            compile: self.compile_config().cloned(),
-        };
+        let (inputs, nodes) = self.spec();
+        let spec = ModelSpec { name: self.name.clone(), inputs, nodes, compile: self.compile_config().cloned() };
         let json =
             serde_json::to_string(&spec).map_err(|e| Error::Invalid(format!("cannot describe the model: {e}")))?;
         let mut meta = HashMap::from([(FORMAT_KEY.to_string(), FORMAT.to_string()), (MODEL_KEY.to_string(), json)]);
@@ -112,20 +133,22 @@ impl Sequential {
             SafeTensors::read_metadata(&bytes).map_err(|e| not_kiln(format!("not a safetensors file ({e})")))?;
         let info = meta.metadata().as_ref();
         let format = info.and_then(|m| m.get(FORMAT_KEY));
-        if format.map(String::as_str) != Some(FORMAT) {
-            return Err(not_kiln(match format {
-                Some(f) => format!("unsupported format `{f}` (this kiln reads {FORMAT})"),
-                None => "a safetensors file without kiln's architecture metadata".into(),
-            }));
-        }
         let json =
-            info.and_then(|m| m.get(MODEL_KEY)).ok_or_else(|| not_kiln("no architecture in the metadata".into()))?;
-        let spec: ModelSpec =
-            serde_json::from_str(json).map_err(|e| not_kiln(format!("unreadable architecture ({e})")))?;
-        let mut model = Sequential::new(&spec.input_shape).named(&spec.name);
-        for l in spec.layers {
-            model.add(l).map_err(|e| not_kiln(format!("its architecture does not build: {e}")))?;
-        }
+            || info.and_then(|m| m.get(MODEL_KEY)).ok_or_else(|| not_kiln("no architecture in the metadata".into()));
+        let unreadable = |e: serde_json::Error| not_kiln(format!("unreadable architecture ({e})"));
+        let spec: ModelSpec = match format.map(String::as_str) {
+            Some(FORMAT) => serde_json::from_str(json()?).map_err(unreadable)?,
+            Some(FORMAT_1) => serde_json::from_str::<ModelSpec1>(json()?).map_err(unreadable)?.into(),
+            Some(f) => {
+                return Err(not_kiln(format!(
+                    "unsupported format `{f}` (this kiln reads {FORMAT} and {FORMAT_1}; a newer kiln wrote it?)"
+                )));
+            }
+            None => return Err(not_kiln("a safetensors file without kiln's architecture metadata".into())),
+        };
+        let mut model = Sequential::from_spec(&spec.inputs, &spec.nodes, 0)
+            .map_err(|e| not_kiln(format!("its architecture does not build: {e}")))?
+            .named(&spec.name);
         if let Some(c) = spec.compile {
             model.compile_with(c)?;
         }

@@ -18,8 +18,11 @@
 
 pub mod callbacks;
 pub mod checkpoint;
+pub mod class_weight;
 pub mod config;
 pub mod data;
+pub mod history;
+pub mod inputs;
 pub mod io;
 pub mod loss;
 pub mod metrics;
@@ -28,7 +31,9 @@ pub mod nn;
 pub mod optim;
 pub mod schedule;
 pub mod tabular;
+pub mod threads;
 pub mod train;
+pub mod weights;
 
 pub use kiln_core as core;
 pub use kiln_core::{Error, Result, Tensor};
@@ -37,14 +42,16 @@ pub mod prelude {
     pub use crate::loss::Loss;
     pub use crate::metrics::{Average, ClassificationReport, Metric};
     pub use crate::model::CompileConfig;
-    pub use crate::model::Sequential;
+    pub use crate::model::{Model, Sequential};
     pub use crate::nn::{
-        Activation, ActivationLayer, AveragePooling2D, BatchNormalization, Bidirectional, CategoryEmbedding, Conv1D,
-        Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru, Initializer, Lstm,
-        MaxPooling2D, PaddingConfig, Regularizer, RnnKind, SimpleRnn,
+        Activation, ActivationLayer, Add, AveragePooling2D, BatchNormalization, Bidirectional, CategoryEmbedding,
+        Concatenate, Conv1D, Conv2D, Dense, Dot, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
+        GlobalMaxPooling1D, Gru, Initializer, Lstm, MaxPooling2D, Multiply, PaddingConfig, Regularizer, RnnKind,
+        SimpleRnn,
     };
     pub use crate::optim::{Adagrad, Adam, AdamW, RmsProp, Sgd};
     pub use crate::schedule::{Clip, Schedule};
-    pub use crate::train::{ClassWeight, Evaluation, FitOptions, History, balanced_class_weights};
+    pub use crate::train::{ClassWeight, Evaluation, FitOptions, History, Inputs, balanced_class_weights};
+    pub use crate::weights::{NameMap, Transform};
     pub use kiln_core::Tensor;
 }

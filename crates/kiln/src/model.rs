@@ -1,13 +1,16 @@
-//! `Sequential`: layers in a line, built as they are added (so a misfit is reported at once), with
-//! Keras's `compile` / `fit` / `evaluate` / `predict` / `save` (the last four in train.rs and io.rs).
+//! `Model`: named inputs and layers that each read inputs or earlier layers (Keras's functional API), built
+//! as they are added so a misfit is reported at once; `Sequential` is the same type grown with `add`.
+//! Keras's `compile` here; `fit` / `evaluate` / `predict` in train.rs, `save` / `load` in io.rs.
 
 use crate::loss::Loss;
 use crate::metrics::Metric;
-use crate::nn::{Activation, Layer, LayerConfig, fmt_shape};
+use crate::nn::spec::MaskRule;
+use crate::nn::{Layer, LayerConfig, Src, fmt_shape};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::schedule::{Clip, Schedule};
 use kiln_core::{Error, Graph, Result, Rng, Var};
 use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 
 /// What `compile` was given; saved with the model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,33 +49,91 @@ impl CompileConfig {
     }
 }
 
-pub struct Sequential {
+/// One named input of a model and its per-sample shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// One layer of a graph model and the names of what it reads (model inputs or earlier layers); no `inputs`
+/// means the layer before it (or the only model input), as in a `Sequential` model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    #[serde(flatten)]
+    pub layer: LayerConfig,
+}
+
+/// Buffers one forward pass reuses: every node's value (model inputs first, then each layer's output) with
+/// the ids its padding mask comes from, and the values a merge reads.
+#[derive(Default)]
+pub(crate) struct Flows {
+    pub(crate) outs: Vec<(Var, Option<Var>)>,
+    ins: Vec<Var>,
+}
+
+/// An inference tape: lent to one `predict` or `evaluate` call at a time, reading the model's parameters.
+#[derive(Default)]
+pub(crate) struct Tape {
+    pub(crate) graph: Graph<f32>,
+    pub(crate) flows: Flows,
+}
+
+/// A model: named inputs, then layers in order, each reading model inputs or earlier layers (a graph, as
+/// Keras's functional API); the last layer is the output. `Sequential` is the same type, built by `add`.
+pub struct Model {
     pub(crate) name: String,
-    pub(crate) input_shape: Vec<usize>,
-    pub(crate) layers: Vec<Layer>,
+    pub(crate) net: Net,
+    /// The training tape; it owns the parameter store, which inference tapes share.
     pub(crate) graph: Graph<f32>,
     rng: Rng,
     pub(crate) compiled: Option<(CompileConfig, Optimizer)>,
     pub(crate) scratch: crate::train::Scratch,
-    fuse: bool,
     /// How raw table rows become inputs (saved with the model; `predict_table` applies it).
     pub(crate) preparation: Option<crate::data::prepare::Preparation>,
+    /// Warm inference tapes, so `predict(&self)` can run on several threads at once without allocating anew.
+    tapes: Mutex<Vec<Tape>>,
 }
 
-impl Sequential {
+/// The architecture: inputs and layers, apart from the parameters and training state, so that a forward pass
+/// can borrow it while the model's tape is borrowed mutably.
+pub(crate) struct Net {
+    pub(crate) inputs: Vec<InputSpec>,
+    pub(crate) layers: Vec<Layer>,
+    /// How many later layers read each layer's output (a conv feeding only the pool after it may fuse).
+    readers: Vec<usize>,
+    fuse: bool,
+}
+
+/// The Keras name for a model built layer by layer with `add`.
+pub type Sequential = Model;
+
+impl Model {
     /// An empty model taking samples of `input_shape` (without the batch axis), e.g. `&[28, 28, 1]`.
     /// Weights are initialized from seed 0 unless `seed` is called before the first `add`.
     pub fn new(input_shape: &[usize]) -> Self {
-        Sequential {
-            name: "sequential".into(),
-            input_shape: input_shape.to_vec(),
-            layers: Vec::new(),
+        Model::with_inputs(&[("input", input_shape)])
+    }
+
+    /// An empty graph model with named inputs (name, per-sample shape); layers join it with `apply`.
+    pub fn with_inputs(inputs: &[(&str, &[usize])]) -> Self {
+        Model {
+            name: if inputs.len() == 1 { "sequential".into() } else { "model".into() },
+            net: Net {
+                inputs: inputs.iter().map(|(n, s)| InputSpec { name: n.to_string(), shape: s.to_vec() }).collect(),
+                layers: Vec::new(),
+                readers: Vec::new(),
+                fuse: true,
+            },
             graph: Graph::new(),
             rng: Rng::new(0),
             compiled: None,
             scratch: Default::default(),
-            fuse: true,
             preparation: None,
+            tapes: Mutex::new(Vec::new()),
         }
     }
 
@@ -96,47 +157,164 @@ impl Sequential {
         Ok(m)
     }
 
-    /// Appends a layer, building it on the current output shape.
+    /// A graph model from its inputs and nodes (what a TOML file's `[model] inputs` and `nodes` hold).
+    pub fn from_spec(inputs: &[InputSpec], nodes: &[NodeSpec], seed: u64) -> Result<Self> {
+        if inputs.is_empty() {
+            return Err(Error::Config("a model needs at least one input".into()));
+        }
+        let named: Vec<(&str, &[usize])> = inputs.iter().map(|i| (i.name.as_str(), &i.shape[..])).collect();
+        let mut m = Model::with_inputs(&named).seed(seed);
+        for n in nodes {
+            let from: Vec<&str> = n.inputs.iter().map(String::as_str).collect();
+            m.apply(n.layer.clone(), &from)?;
+        }
+        Ok(m)
+    }
+
+    /// Appends a layer reading the last layer's output (or the model's only input), as Keras's
+    /// `Sequential.add`.
     pub fn add(&mut self, layer: impl Into<LayerConfig>) -> Result<&mut Self> {
+        self.apply(layer, &[])?;
+        Ok(self)
+    }
+
+    /// Adds a layer reading the outputs named in `from` (model inputs or earlier layers; empty: the last
+    /// layer, as `add`), and returns the new layer's name: Keras's `layer(x)` in the functional API.
+    pub fn apply(&mut self, layer: impl Into<LayerConfig>, from: &[&str]) -> Result<String> {
         let mut config = layer.into();
-        if self.input_shape.is_empty() || self.input_shape.contains(&0) {
-            return Err(Error::Config(format!("input_shape {:?} must list positive sizes", self.input_shape)));
+        for i in &self.net.inputs {
+            if i.shape.is_empty() || i.shape.contains(&0) {
+                return Err(Error::Config(format!("input `{}`: shape {:?} must list positive sizes", i.name, i.shape)));
+            }
         }
         let name = match config.name() {
             Some(n) => n.to_string(),
             None => {
                 let base = config.base_name();
-                let taken = self.layers.iter().filter(|l| l.config.base_name() == base).count();
+                let taken = self.net.layers.iter().filter(|l| l.config.base_name() == base).count();
                 if taken == 0 { base.to_string() } else { format!("{base}_{taken}") }
             }
         };
-        if self.layers.iter().any(|l| l.name() == name) {
-            return Err(Error::Config(format!("two layers are named `{name}`: layer names must be unique")));
+        if self.net.layers.iter().any(|l| l.name() == name) || self.net.inputs.iter().any(|i| i.name == name) {
+            return Err(Error::Config(format!("two layers or inputs are named `{name}`: names must be unique")));
         }
+        let srcs: Vec<Src> = if from.is_empty() {
+            match (self.net.layers.len(), self.net.inputs.len()) {
+                (0, 1) => vec![Src::Input(0)],
+                (0, _) => {
+                    return Err(Error::Config(format!(
+                        "layer `{name}`: the model has {} inputs; name the ones it reads",
+                        self.net.inputs.len()
+                    )));
+                }
+                (n, _) => vec![Src::Layer(n - 1)],
+            }
+        } else {
+            from.iter().map(|f| self.source(f, &name)).collect::<Result<_>>()?
+        };
         config.set_name(name);
-        let input = self.output_shape().to_vec();
-        let layer = Layer::build(config, &input, self.layers.last(), &mut self.graph, &mut self.rng)?;
-        self.layers.push(layer);
-        Ok(self)
+        let shapes: Vec<Vec<usize>> = srcs.iter().map(|&s| self.src_shape(s).to_vec()).collect();
+        let sources: Vec<String> = srcs.iter().map(|&s| self.describe(s)).collect();
+        let layer = Layer::build(config, srcs, &shapes, &sources, &mut self.graph, &mut self.rng)?;
+        for s in &layer.inputs {
+            if let Src::Layer(j) = s {
+                self.net.readers[*j] += 1;
+            }
+        }
+        let name = layer.name().to_string();
+        self.net.layers.push(layer);
+        self.net.readers.push(0);
+        Ok(name)
+    }
+
+    /// The input or layer called `name`, for the layer `reader`.
+    fn source(&self, name: &str, reader: &str) -> Result<Src> {
+        if let Some(i) = self.net.inputs.iter().position(|i| i.name == name) {
+            return Ok(Src::Input(i));
+        }
+        if let Some(j) = self.net.layers.iter().position(|l| l.name() == name) {
+            return Ok(Src::Layer(j));
+        }
+        let known: Vec<&str> =
+            self.net.inputs.iter().map(|i| i.name.as_str()).chain(self.net.layers.iter().map(|l| l.name())).collect();
+        Err(Error::Config(format!(
+            "layer `{reader}` reads `{name}`, which is no input or earlier layer (there are: {})",
+            known.join(", ")
+        )))
+    }
+
+    fn src_shape(&self, s: Src) -> &[usize] {
+        match s {
+            Src::Input(i) => &self.net.inputs[i].shape,
+            Src::Layer(j) => &self.net.layers[j].output_shape,
+        }
+    }
+
+    /// "`conv2d` (Conv2D) outputs (26, 26, 32)" or "the model input is (28, 28, 1)", for error messages.
+    fn describe(&self, s: Src) -> String {
+        let shape = fmt_shape(self.src_shape(s));
+        match s {
+            Src::Input(_) if self.net.inputs.len() == 1 => format!("the model input is {shape}"),
+            Src::Input(i) => format!("input `{}` is {shape}", self.net.inputs[i].name),
+            Src::Layer(j) => {
+                let l = &self.net.layers[j];
+                format!("`{}` ({}) outputs {shape}", l.name(), l.config.class_name())
+            }
+        }
+    }
+
+    /// The inputs and nodes that rebuild this model (`from_spec`).
+    pub fn spec(&self) -> (Vec<InputSpec>, Vec<NodeSpec>) {
+        let nodes = self
+            .net
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(j, l)| {
+                let chain = match l.inputs[..] {
+                    [Src::Input(0)] => j == 0 && self.net.inputs.len() == 1,
+                    [Src::Layer(p)] => p + 1 == j,
+                    _ => false,
+                };
+                let inputs = if chain {
+                    Vec::new()
+                } else {
+                    l.inputs
+                        .iter()
+                        .map(|&s| match s {
+                            Src::Input(i) => self.net.inputs[i].name.clone(),
+                            Src::Layer(p) => self.net.layers[p].name().to_string(),
+                        })
+                        .collect()
+                };
+                NodeSpec { inputs, layer: l.config.clone() }
+            })
+            .collect();
+        (self.net.inputs.clone(), nodes)
     }
 
     /// Whether layer pairs with a fused op run as one (Conv2D followed by a non-overlapping MaxPooling2D).
     /// On by default; the results are the same within float rounding, and off is the reference.
     pub fn set_fusion(&mut self, on: bool) {
-        self.fuse = on;
+        self.net.fuse = on;
     }
 
     pub fn layers(&self) -> &[Layer] {
-        &self.layers
+        &self.net.layers
     }
 
+    /// The per-sample shape of the (first) input.
     pub fn input_shape(&self) -> &[usize] {
-        &self.input_shape
+        &self.net.inputs[0].shape
+    }
+
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.net.inputs
     }
 
     /// Per-sample output shape.
     pub fn output_shape(&self) -> &[usize] {
-        self.layers.last().map_or(&self.input_shape, |l| &l.output_shape)
+        self.net.layers.last().map_or(&self.net.inputs[0].shape, |l| &l.output_shape)
     }
 
     pub fn graph(&self) -> &Graph<f32> {
@@ -172,7 +350,7 @@ impl Sequential {
             s.validate()?;
         }
         config.clip.validate()?;
-        if self.layers.is_empty() {
+        if self.net.layers.is_empty() {
             return Err(Error::Config("compile: the model has no layers".into()));
         }
         self.compiled = Some((config.clone(), Optimizer::new(config.optimizer)));
@@ -221,59 +399,52 @@ impl Sequential {
         Ok(())
     }
 
-    /// The last layer's activation, which the loss may take over.
-    pub(crate) fn last_activation(&self) -> Activation {
-        self.layers.last().map_or(Activation::Linear, |l| l.config.activation())
+    /// Lends a warm inference tape reading this model's parameters to `f`, then takes it back.
+    pub(crate) fn with_tape<R>(&self, f: impl FnOnce(&mut Tape) -> R) -> R {
+        let mut tape = self.tapes.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+        tape.graph.attach(self.graph.shared_params());
+        tape.graph.set_recording(false);
+        let r = f(&mut tape);
+        tape.graph.detach();
+        self.tapes.lock().unwrap_or_else(|e| e.into_inner()).push(tape);
+        r
     }
 
-    /// Runs every layer on the batch `x`. `logits`: the last layer leaves out its softmax/sigmoid.
-    pub(crate) fn forward(&mut self, x: Var, training: bool, logits: bool) -> Result<Var> {
-        let n = self.layers.len();
-        let (mut h, mut i) = (x, 0);
-        // Padding steps of an Embedding(mask_zero), for the recurrent layer that reads its output.
-        let mut mask: Option<Vec<f32>> = None;
-        while i < n {
-            if let LayerConfig::Embedding(e) = &self.layers[i].config
-                && e.mask_zero
-            {
-                mask = Some(self.graph.value(h).iter().map(|&id| (id != 0.0) as u8 as f32).collect());
-            }
-            if self.fuse
-                && i + 1 < n
-                && let Some(y) = crate::nn::conv_pool_forward(&self.layers[i], &self.layers[i + 1], &mut self.graph, h)
-            {
-                (h, i) = (y?, i + 2);
-                continue;
-            }
-            h = self.layers[i].forward(&mut self.graph, h, training, logits && i + 1 == n, mask.as_deref())?;
-            // The mask holds while the steps are the embedding's: through dropout and sequence outputs.
-            let c = &self.layers[i].config;
-            if !(matches!(c, LayerConfig::Embedding(_) | LayerConfig::Dropout(_)) || c.returns_sequences()) {
-                mask = None;
-            }
-            i += 1;
-        }
-        Ok(h)
-    }
-
-    /// A Keras-style table: layer (type), output shape, parameter count; then the totals.
+    /// A Keras-style table: layer (type), output shape, parameter count, and for graph models what each
+    /// layer reads ("Connected to"); then the totals.
     pub fn summary(&self) -> String {
-        let mut rows = vec![("Layer (type)".to_string(), "Output Shape".to_string(), "Param #".to_string())];
-        for l in &self.layers {
-            let n: usize = l.params.iter().map(|&p| self.graph.param(p).value.len()).sum();
+        let (inputs, nodes) = self.spec();
+        let graph = inputs.len() > 1 || nodes.iter().any(|n| !n.inputs.is_empty());
+        let mut rows =
+            vec![["Layer (type)".to_string(), "Output Shape".into(), "Param #".into(), "Connected to".into()]];
+        for (l, node) in self.net.layers.iter().zip(&nodes) {
+            let n: usize = l.params().map(|p| self.graph.param(p).value.len()).sum();
             let mut shape = vec![0];
             shape.extend_from_slice(&l.output_shape);
             let shape = fmt_shape(&shape).replacen('0', "None", 1);
-            rows.push((format!("{} ({})", l.name(), l.config.class_name()), shape, group(n)));
+            let from = if node.inputs.is_empty() {
+                match l.inputs[0] {
+                    Src::Input(i) => self.net.inputs[i].name.clone(),
+                    Src::Layer(j) => self.net.layers[j].name().to_string(),
+                }
+            } else {
+                node.inputs.join(", ")
+            };
+            rows.push([format!("{} ({})", l.name(), l.config.class_name()), shape, group(n), from]);
         }
-        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(28);
-        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(22);
-        let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(10);
-        let line = |c: char| c.to_string().repeat(w0 + w1 + w2 + 6) + "\n";
+        let cols = if graph { 4 } else { 3 };
+        let mins = [28, 22, 10, 16];
+        let w: Vec<usize> =
+            (0..cols).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0).max(mins[c])).collect();
+        let line = |c: char| c.to_string().repeat(w.iter().sum::<usize>() + 2 * cols) + "\n";
         let mut s = format!("Model: \"{}\"\n", self.name);
         s += &line('━');
         for (i, r) in rows.iter().enumerate() {
-            s += &format!(" {:<w0$}  {:<w1$}  {:>w2$}\n", r.0, r.1, r.2);
+            s += &format!(" {:<w0$}  {:<w1$}  {:>w2$}", r[0], r[1], r[2], w0 = w[0], w1 = w[1], w2 = w[2]);
+            if graph {
+                s += &format!("  {}", r[3]);
+            }
+            s += "\n";
             s += &line(if i == 0 { '━' } else { '─' });
         }
         let (t, nt) = self.param_counts();
@@ -282,6 +453,55 @@ impl Sequential {
         s += &format!(" Trainable params: {} ({:.2} MiB)\n", group(t), mib(t));
         s += &format!(" Non-trainable params: {} ({:.2} MiB)\n", group(nt), mib(nt));
         s
+    }
+}
+
+impl Net {
+    /// Runs every layer on a batch whose model inputs are already in `flows.outs` (one per input, in order);
+    /// appends each layer's output there and returns the last. `logits`: the last layer leaves out its
+    /// softmax/sigmoid. Takes `&self`: the tape `g` is the caller's (the model's own when training, a lent
+    /// one when predicting).
+    pub(crate) fn forward(&self, g: &mut Graph<f32>, flows: &mut Flows, training: bool, logits: bool) -> Result<Var> {
+        let (n, base) = (self.layers.len(), self.inputs.len());
+        debug_assert_eq!(flows.outs.len(), base);
+        let at = |s: Src| match s {
+            Src::Input(i) => i,
+            Src::Layer(j) => base + j,
+        };
+        let mut i = 0;
+        while i < n {
+            let layer = &self.layers[i];
+            let (x, mask_ids) = flows.outs[at(layer.inputs[0])];
+            // Conv2D feeding only the MaxPooling2D right after it runs as one fused op.
+            if self.fuse
+                && i + 1 < n
+                && self.readers[i] == 1
+                && self.layers[i + 1].inputs[..] == [Src::Layer(i)]
+                && let Some(y) = layer.fuse_next(&self.layers[i + 1], g, x)
+            {
+                let y = y?;
+                flows.outs.push((y, None));
+                flows.outs.push((y, None));
+                i += 2;
+                continue;
+            }
+            flows.ins.clear();
+            flows.ins.extend(layer.inputs.iter().map(|&s| flows.outs[at(s)].0));
+            // The padding mask of an Embedding(mask_zero)'s ids, for the layers that read its steps.
+            let mask: Option<Vec<f32>> = mask_ids
+                .filter(|_| layer.reads_mask())
+                .map(|ids| g.value(ids).iter().map(|&id| (id != 0.0) as u8 as f32).collect());
+            let y = layer.forward(g, &flows.ins, training, logits && i + 1 == n, mask.as_deref())?;
+            // The mask holds while the steps are the embedding's: through dropout and sequence outputs.
+            let mask_ids = match layer.mask_rule() {
+                MaskRule::Starts => Some(x),
+                MaskRule::Keeps => mask_ids,
+                MaskRule::Drops => None,
+            };
+            flows.outs.push((y, mask_ids));
+            i += 1;
+        }
+        flows.outs.last().map(|o| o.0).ok_or_else(|| Error::Config("the model has no layers".into()))
     }
 }
 

@@ -409,7 +409,7 @@ fn loss_targets(prep: &Preparation, y: Tensor) -> Result<Tensor> {
 }
 
 /// Scores of `model` on `rows` of `table`.
-pub fn score(model: &mut Sequential, table: &Table, rows: &[usize]) -> Result<TableScores> {
+pub fn score(model: &Sequential, table: &Table, rows: &[usize]) -> Result<TableScores> {
     let prep =
         model.preparation().cloned().ok_or_else(|| Error::Config("the model was not trained on a table".into()))?;
     let (x, y) = (prep.transform(table, rows)?, prep.targets(table, rows)?);
@@ -457,18 +457,47 @@ pub fn fit_rows(
     train: &[usize],
     verbose: bool,
 ) -> Result<Sequential> {
-    let mut train = train.to_vec();
-    if cfg.data.prepare.drop_duplicates {
-        let dups = duplicate_rows(table, &train);
-        train.retain(|r| !dups.contains(r));
-    }
-    let (mut train, val) = hold_out_validation(cfg, table, types, train)?;
-    let mut prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
-    prep.classes = cfg.data.classes.clone();
-    let mut model = build_model(&prep, &cfg.model, &cfg.train)?;
-    // Pretraining reads texts, not labels: the validation rows' texts are fair game.
-    let texts: Vec<usize> = train.iter().chain(&val).copied().collect();
-    init_embeddings(&mut model, &prep, table, &texts, cfg.model.seed, verbose)?;
+    fit_rows_in(cfg, table, types, train, verbose, RunFiles::default())
+}
+
+/// What a table run writes as it trains (`fit_rows_in`): callbacks besides early stopping (the run folder's
+/// logs), a checkpoint after every epoch and on interrupt, and the checkpoint to continue from.
+#[derive(Default)]
+pub struct RunFiles {
+    pub callbacks: Vec<Box<dyn Callback>>,
+    pub checkpoint: Option<PathBuf>,
+    /// A checkpoint of this run (`Sequential::load_checkpoint`): training continues from it, on the same
+    /// rows, as if it had never stopped.
+    pub resume: Option<(Sequential, crate::checkpoint::Progress)>,
+}
+
+/// `fit_rows` in a run folder: see `RunFiles`.
+pub fn fit_rows_in(
+    cfg: &TableConfig,
+    table: &Table,
+    types: &[ColumnType],
+    train: &[usize],
+    verbose: bool,
+    run: RunFiles,
+) -> Result<Sequential> {
+    let (prep, mut train, val) = prepared(cfg, table, types, train)?;
+    let (mut model, progress) = match run.resume {
+        Some((m, p)) => {
+            if m.preparation() != Some(&prep) {
+                return Err(Error::Config(
+                    "the checkpoint was trained on other data or settings than its run's config now gives".into(),
+                ));
+            }
+            (m, Some(p))
+        }
+        None => {
+            let mut model = build_model(&prep, &cfg.model, &cfg.train)?;
+            // Pretraining reads texts, not labels: the validation rows' texts are fair game.
+            let texts: Vec<usize> = train.iter().chain(&val).copied().collect();
+            init_embeddings(&mut model, &prep, table, &texts, cfg.model.seed, verbose)?;
+            (model, None)
+        }
+    };
     if cfg.train.oversample && prep.task != Task::Regression {
         train = oversampled(&prep, table, &train, cfg.train.seed)?;
     }
@@ -479,17 +508,51 @@ pub fn fit_rows(
         seed: cfg.train.seed,
         verbose,
         class_weight: class_weight_by_index(cfg.train.class_weight.as_ref(), &prep.task)?,
+        checkpoint: run.checkpoint,
+        resume: progress,
         ..Default::default()
     };
+    let mut given = run.callbacks;
+    let mut callbacks: Vec<&mut dyn Callback> = given.iter_mut().map(|b| b.as_mut() as &mut dyn Callback).collect();
     if val.is_empty() {
-        model.fit(&x, &y, opts)?;
+        model.fit_with(&x, &y, opts, &mut callbacks)?;
     } else {
         let (vx, vy) = (prep.transform(table, &val)?, loss_targets(&prep, prep.targets(table, &val)?)?);
         let mut stop = EarlyStopping::new("val_loss").patience(cfg.train.patience).restore_best_weights(true);
-        let opts = FitOptions { validation_data: Some((&vx, &vy)), ..opts };
-        model.fit_with(&x, &y, opts, &mut [&mut stop as &mut dyn Callback])?;
+        callbacks.push(&mut stop);
+        let opts = FitOptions { validation_data: Some(((&vx).into(), &vy)), ..opts };
+        model.fit_with(&x, &y, opts, &mut callbacks)?;
     }
     Ok(model)
+}
+
+/// The preparation fitted on the training rows (duplicates dropped if asked, validation rows held out), with
+/// the training and validation rows.
+fn prepared(
+    cfg: &TableConfig,
+    table: &Table,
+    types: &[ColumnType],
+    train: &[usize],
+) -> Result<(Preparation, Vec<usize>, Vec<usize>)> {
+    let mut train = train.to_vec();
+    if cfg.data.prepare.drop_duplicates {
+        let dups = duplicate_rows(table, &train);
+        train.retain(|r| !dups.contains(r));
+    }
+    let (train, val) = hold_out_validation(cfg, table, types, train)?;
+    let mut prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
+    prep.classes = cfg.data.classes.clone();
+    Ok((prep, train, val))
+}
+
+/// The model a table config trains, built but not trained (its input width comes from the preparation of the
+/// training rows): what `kiln summary TABLE.toml` shows.
+pub fn untrained_model(cfg: &TableConfig) -> Result<Sequential> {
+    let table = cfg.read_table()?;
+    let types = cfg.types(&table)?;
+    let (_, train) = split(cfg, &table, &types)?;
+    let (prep, _, _) = prepared(cfg, &table, &types, &train)?;
+    build_model(&prep, &cfg.model, &cfg.train)
 }
 
 /// The config's class weights with class names turned into the output's class indices.
@@ -607,23 +670,31 @@ fn init_embeddings(
     Ok(())
 }
 
-/// Each text column's name, vocabulary, options and embedding table: the first layer's parameters, where
-/// text columns come after embedded categories.
+/// Each text column's name, vocabulary, options and embedding table, found by name in the first layer: a
+/// CategoryEmbedding's `embeddings_{j}` (j counting the embedded columns in feature order), or an
+/// Embedding's `embeddings` (sequence models of one text column).
 fn text_tables<'a>(
     model: &Sequential,
     prep: &'a Preparation,
 ) -> Vec<(&'a str, &'a [String], &'a crate::data::text::TextOptions, kiln_core::ParamId)> {
-    let texts: Vec<(&str, &[String], &crate::data::text::TextOptions)> = prep
-        .features
-        .iter()
-        .filter_map(|f| match &f.kind {
-            FeatureKind::Text { vocab, opts, .. } => Some((f.name.as_str(), vocab.as_slice(), opts)),
-            _ => None,
-        })
-        .collect();
-    let first = model.layers().first().map_or(&[][..], |l| l.params());
-    let skip = first.len().saturating_sub(texts.len());
-    texts.into_iter().zip(&first[skip..]).map(|((n, v, o), &pid)| (n, v, o, pid)).collect()
+    let Some(first) = model.layers().first() else { return Vec::new() };
+    let mut j = 0;
+    let mut out = Vec::new();
+    for f in &prep.features {
+        match &f.kind {
+            FeatureKind::Category { embed: Some(_), .. } => j += 1,
+            FeatureKind::Text { vocab, opts, .. } => {
+                let table =
+                    first.param(&crate::nn::CategoryEmbedding::table_name(j)).or_else(|| first.param("embeddings"));
+                if let Some(pid) = table {
+                    out.push((f.name.as_str(), vocab.as_slice(), opts, pid));
+                }
+                j += 1;
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The learned vector of every single-word term of the model's first text column (the rows of its
@@ -743,8 +814,8 @@ pub fn cross_validate(cfg: &TableConfig, k: usize) -> Result<Vec<TableScores>> {
     for (i, test) in folds.iter().enumerate() {
         let train: Vec<usize> =
             folds.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
-        let mut model = fit_rows(cfg, &table, &types, &train, false)?;
-        out.push(score(&mut model, &table, test)?);
+        let model = fit_rows(cfg, &table, &types, &train, false)?;
+        out.push(score(&model, &table, test)?);
     }
     Ok(out)
 }
@@ -816,21 +887,7 @@ pub fn parse_axis(s: &str) -> Result<Axis> {
 
 /// `cfg` with `key` (dotted) set to `value`; an unknown key or a value of the wrong kind is an error.
 pub fn with_setting(cfg: &TableConfig, key: &str, value: &toml::Value) -> Result<TableConfig> {
-    let mut doc = toml::Value::try_from(cfg).map_err(|e| Error::Invalid(e.to_string()))?;
-    let mut at = &mut doc;
-    let parts: Vec<&str> = key.split('.').collect();
-    for (i, p) in parts.iter().enumerate() {
-        let table = at.as_table_mut().ok_or_else(|| Error::Config(format!("`{key}`: `{p}` is not a table")))?;
-        if i + 1 == parts.len() {
-            table.insert(p.to_string(), value.clone());
-            break;
-        }
-        at = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
-    }
-    doc.try_into().map_err(|e: toml::de::Error| {
-        let msg = e.message().to_string();
-        Error::Config(format!("`{key} = {value}`: {}", crate::config::explain_unknown(&msg).unwrap_or(msg)))
-    })
+    crate::config::with_setting(cfg, key, value)
 }
 
 /// What ranks configs: ROC-AUC for two classes, accuracy for more, −RMSE for numbers (mean over folds).

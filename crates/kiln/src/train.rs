@@ -3,13 +3,17 @@
 
 use crate::callbacks::{Callback, Signal};
 use crate::checkpoint::{Progress, RngStates};
+pub use crate::class_weight::{ClassWeight, WeightRule, balanced_class_weights};
 use crate::data::augment::Augment;
+use crate::history::progress_bar;
+pub use crate::history::{EpochLog, Evaluation, History, epoch_line};
+pub use crate::inputs::Inputs;
 use crate::loss::Loss;
 use crate::metrics::Metric;
-use crate::model::Sequential;
+use crate::model::{CompileConfig, Flows, Model, Net, Sequential};
 use crate::nn::fmt_shape;
-use kiln_core::{Error, MAX_RANK, Result, Rng, Tensor};
-use serde::{Deserialize, Serialize};
+use crate::optim::Optimizer;
+use kiln_core::{Error, Graph, MAX_RANK, Result, Rng, Tensor};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -39,7 +43,7 @@ pub struct FitOptions<'a> {
     /// Fraction of the samples, taken from the end before shuffling (as Keras), held out for validation.
     pub validation_split: f64,
     /// Explicit validation samples; wins over `validation_split`.
-    pub validation_data: Option<(&'a Tensor, &'a Tensor)>,
+    pub validation_data: Option<(Inputs<'a>, &'a Tensor)>,
     pub shuffle: bool,
     /// Seeds shuffling, dropout and augmentation; each epoch draws from streams of its own, derived from
     /// the seed and the epoch number, so a resumed run draws what the uninterrupted run would have.
@@ -77,83 +81,6 @@ impl Default for FitOptions<'_> {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochLog {
-    pub epoch: usize,
-    pub loss: f64,
-    pub metrics: Vec<(String, f64)>,
-    pub val_loss: Option<f64>,
-    pub val_metrics: Vec<(String, f64)>,
-    /// The learning rate at the end of the epoch.
-    #[serde(default)]
-    pub learning_rate: f32,
-    pub seconds: f64,
-    pub samples_per_second: f64,
-}
-
-impl EpochLog {
-    /// A logged value by its Keras name: "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate".
-    pub fn get(&self, name: &str) -> Option<f64> {
-        match name {
-            "loss" => Some(self.loss),
-            "val_loss" => self.val_loss,
-            "learning_rate" => Some(self.learning_rate as f64),
-            _ => match name.strip_prefix("val_") {
-                Some(m) => self.val_metrics.iter().find(|(n, _)| n == m).map(|p| p.1),
-                None => self.metrics.iter().find(|(n, _)| n == name).map(|p| p.1),
-            },
-        }
-    }
-
-    /// The names `get` answers, in Keras's order.
-    pub fn names(&self) -> Vec<String> {
-        let mut n = vec!["loss".to_string()];
-        n.extend(self.metrics.iter().map(|m| m.0.clone()));
-        if self.val_loss.is_some() {
-            n.push("val_loss".into());
-            n.extend(self.val_metrics.iter().map(|m| format!("val_{}", m.0)));
-        }
-        n.push("learning_rate".into());
-        n
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct History {
-    pub epochs: Vec<EpochLog>,
-}
-
-impl History {
-    pub fn last(&self) -> Option<&EpochLog> {
-        self.epochs.last()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Evaluation {
-    pub loss: f64,
-    pub metrics: Vec<(String, f64)>,
-}
-
-impl Evaluation {
-    pub fn get(&self, name: &str) -> Option<f64> {
-        if name == "loss" {
-            return Some(self.loss);
-        }
-        self.metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
-    }
-}
-
-impl std::fmt::Display for Evaluation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "loss: {:.4}", self.loss)?;
-        for (n, v) in &self.metrics {
-            write!(f, " - {n}: {v:.4}")?;
-        }
-        Ok(())
-    }
-}
-
 /// Targets checked against the loss: class indices for the sparse loss, else arrays shaped like the output.
 enum Targets<'a> {
     Labels(Vec<u32>),
@@ -170,6 +97,7 @@ pub(crate) struct Scratch {
     weights: Vec<f32>,
     augment: Vec<f32>,
     trainable: Vec<bool>,
+    flows: Flows,
 }
 
 /// Sums over the samples seen so far.
@@ -220,34 +148,41 @@ fn check_finite(t: &Tensor, what: &str, name: &str) -> Result<()> {
 impl Sequential {
     /// One optimizer step on one batch (all of `x`); returns the batch's loss. Once a batch shape has been
     /// seen, a call with dense targets makes no heap allocation of kiln's own.
-    pub fn train_on_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<f64> {
+    pub fn train_on_batch<'a>(&mut self, x: impl Into<Inputs<'a>>, y: &Tensor) -> Result<f64> {
+        let x = x.into();
         in_pool(|| self.train_on_batch_inner(x, y))
     }
 
     /// Trains for `opts.epochs` passes over (x, y). Returns the per-epoch history.
-    pub fn fit(&mut self, x: &Tensor, y: &Tensor, opts: FitOptions) -> Result<History> {
+    pub fn fit<'a>(&mut self, x: impl Into<Inputs<'a>>, y: &Tensor, opts: FitOptions) -> Result<History> {
+        let x = x.into();
         in_pool(|| self.fit_inner(x, y, opts, &mut []))
     }
 
     /// `fit` with callbacks, called in order at each point of training.
-    pub fn fit_with(
+    pub fn fit_with<'a>(
         &mut self,
-        x: &Tensor,
+        x: impl Into<Inputs<'a>>,
         y: &Tensor,
         opts: FitOptions,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
+        let x = x.into();
         in_pool(|| self.fit_inner(x, y, opts, callbacks))
     }
 
     /// Loss and metrics over (x, y), in batches of `batch_size`, without dropout and with batch-norm's moving
-    /// statistics.
-    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
+    /// statistics. Takes `&self`: several threads may evaluate one model at once.
+    pub fn evaluate<'a>(&self, x: impl Into<Inputs<'a>>, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
+        let x = x.into();
         in_pool(|| self.evaluate_inner(x, y, batch_size))
     }
 
     /// The model's outputs (probabilities where it ends in softmax or sigmoid) for every sample of `x`.
-    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+    /// Takes `&self`: one model can answer from several threads at once, each on a tape of its own, with
+    /// results bit-identical to one thread's.
+    pub fn predict<'a>(&self, x: impl Into<Inputs<'a>>, batch_size: usize) -> Result<Tensor> {
+        let x = x.into();
         // A handful of samples is faster on the calling thread than after a hop into the pool.
         if x.rows() < 16 {
             return self.predict_inner(x, batch_size);
@@ -273,21 +208,45 @@ impl Sequential {
         }
     }
 
-    fn check_x(&self, x: &Tensor, what: &str) -> Result<()> {
-        if x.shape().get(1..) != Some(&self.input_shape[..]) {
-            let mut want = vec![x.rows()];
-            want.extend_from_slice(&self.input_shape);
+    /// One tensor per model input, each shaped (samples, the input's shape), all with the same samples.
+    fn check_x(&self, x: &Inputs, what: &str) -> Result<()> {
+        let inputs = &self.net.inputs;
+        if x.all().len() != inputs.len() {
+            let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
             return Err(Error::Shape(format!(
-                "{what}: x has shape {} but the model takes {} (samples, {})",
-                fmt_shape(x.shape()),
-                fmt_shape(&want),
-                fmt_shape(&self.input_shape).trim_matches(|c| c == '(' || c == ')')
+                "{what}: {} arrays given for x, the model has {} inputs ({})",
+                x.all().len(),
+                inputs.len(),
+                names.join(", ")
             )));
         }
-        check_finite(x, what, "x")
+        for (t, input) in x.all().iter().zip(inputs) {
+            // Borrowed for one input: a training step with train_on_batch makes no allocation.
+            let name: std::borrow::Cow<str> =
+                if inputs.len() == 1 { "x".into() } else { format!("x for input `{}`", input.name).into() };
+            if t.shape().get(1..) != Some(&input.shape[..]) {
+                let mut want = vec![t.rows()];
+                want.extend_from_slice(&input.shape);
+                return Err(Error::Shape(format!(
+                    "{what}: {name} has shape {} but the model takes {} (samples, {})",
+                    fmt_shape(t.shape()),
+                    fmt_shape(&want),
+                    fmt_shape(&input.shape).trim_matches(|c| c == '(' || c == ')')
+                )));
+            }
+            if t.rows() != x.rows() {
+                return Err(Error::Shape(format!(
+                    "{what}: {name} has {} samples but the first input has {}",
+                    t.rows(),
+                    x.rows()
+                )));
+            }
+            check_finite(t, what, &name)?;
+        }
+        Ok(())
     }
 
-    fn check_targets<'a>(&self, loss: Loss, x: &Tensor, y: &'a Tensor, what: &str) -> Result<Targets<'a>> {
+    fn check_targets<'a>(&self, loss: Loss, x: &Inputs, y: &'a Tensor, what: &str) -> Result<Targets<'a>> {
         check_finite(y, what, "y")?;
         if y.rows() != x.rows() {
             return Err(Error::Shape(format!("{what}: x has {} samples but y has {}", x.rows(), y.rows())));
@@ -329,44 +288,49 @@ impl Sequential {
         Ok(Targets::Dense(y))
     }
 
-    /// One batch: forward, loss, and when `train`, backward and an optimizer step. Adds to `totals` and
-    /// returns the batch's loss. `augment` changes the gathered images first.
+    /// One batch on the tape `g`: forward, loss, and with an optimizer, backward and a step. Adds to
+    /// `totals` and returns the batch's loss. `augment` changes the gathered images first. Takes the
+    /// model's parts rather than the model, so that training runs on the model's own tape and evaluation
+    /// on a lent one through the same code.
     #[allow(clippy::too_many_arguments)]
     fn run_batch(
-        &mut self,
-        x: &Tensor,
+        net: &Net,
+        g: &mut Graph<f32>,
+        config: &CompileConfig,
+        opt: Option<&mut Optimizer>,
+        x: &Inputs,
         y: &Targets,
         idx: &[usize],
-        train: bool,
         totals: &mut Totals,
         scratch: &mut Scratch,
         augment: Option<(&Augment, &mut Rng)>,
         sample_weights: Option<&[f32]>,
     ) -> Result<f64> {
-        let loss_kind = self.compiled_loss("fit")?;
-        let fused = loss_kind.fuses(self.last_activation());
+        let train = opt.is_some();
+        let loss_kind = config.loss;
+        let last_act = net.layers.last().map(|l| l.config.activation());
+        let fused = loss_kind.fuses(last_act.unwrap_or(crate::nn::Activation::Linear));
         let n = idx.len();
-        let mut dims = [0usize; MAX_RANK];
-        dims[0] = n;
-        dims[1..=self.input_shape.len()].copy_from_slice(&self.input_shape);
-        let in_dims = &dims[..=self.input_shape.len()];
-        let g = &mut self.graph;
         g.reset();
         g.set_recording(train);
-        let w = x.row_len();
-        let hwc = (
-            self.input_shape[0],
-            self.input_shape.get(1).copied().unwrap_or(1),
-            self.input_shape.get(2).copied().unwrap_or(1),
-        );
-        let xv = g.input_with(in_dims, |buf| {
-            gather(x.data(), w, idx, buf);
-            if let Some((a, rng)) = augment {
-                a.apply(buf, hwc, rng, &mut scratch.augment);
-            }
-        })?;
-        let out = self.forward(xv, train, fused)?;
-        let g = &mut self.graph;
+        scratch.flows.outs.clear();
+        let mut augment = augment;
+        for (t, input) in x.all().iter().zip(&net.inputs) {
+            let shape = &input.shape;
+            let mut dims = [0usize; MAX_RANK];
+            dims[0] = n;
+            dims[1..=shape.len()].copy_from_slice(shape);
+            let hwc = (shape[0], shape.get(1).copied().unwrap_or(1), shape.get(2).copied().unwrap_or(1));
+            let w = t.row_len();
+            let xv = g.input_with(&dims[..=shape.len()], |buf| {
+                gather(t.data(), w, idx, buf);
+                if let Some((a, rng)) = augment.as_mut() {
+                    a.apply(buf, hwc, rng, &mut scratch.augment);
+                }
+            })?;
+            scratch.flows.outs.push((xv, None));
+        }
+        let out = net.forward(g, &mut scratch.flows, train, fused)?;
         let out_dims = g.shape(out);
         scratch.labels.clear();
         let target = match y {
@@ -390,26 +354,24 @@ impl Sequential {
             g.backward(loss)?;
         }
         // Kernel penalties count in every loss, evaluation and validation included, as in Keras's test_step.
-        for layer in &self.layers {
-            if let Some(r) = layer.regularizer {
-                let pid = layer.params[0];
-                loss_value += r.penalty(&self.graph.param(pid).value);
+        for layer in &net.layers {
+            if let (Some(r), Some(pid)) = (layer.regularizer, layer.param("kernel")) {
+                loss_value += r.penalty(&g.param(pid).value);
                 if train {
-                    let (params, grads) = self.graph.params_and_grads_mut();
+                    let (params, grads) = g.params_and_grads_mut();
                     r.add_gradient(&params[pid.0].value, &mut grads[pid.0]);
                 }
             }
         }
-        if train {
+        if let Some(opt) = opt {
             if !loss_value.is_finite() {
-                self.graph.zero_grads();
+                g.zero_grads();
                 return Err(Error::Stopped(format!(
                     "the loss became {loss_value} at step {} (not applied): lower the learning rate or check the data",
-                    self.compiled.as_ref().map_or(0, |c| c.1.iterations()) + 1
+                    opt.iterations() + 1
                 )));
             }
-            let (params, grads) = self.graph.params_and_grads_mut();
-            let (config, opt) = self.compiled.as_mut().expect("checked above");
+            let (params, grads) = g.params_and_grads_mut();
             if let Some(s) = &config.schedule {
                 opt.config.set_learning_rate(s.at(config.optimizer.learning_rate(), opt.iterations()));
             }
@@ -419,16 +381,16 @@ impl Sequential {
                 trainable.extend(params.iter().map(|p| p.trainable));
                 config.clip.apply(grads, trainable);
             }
+            // Here, between backward and the step, is where data-parallel training reduces the gradients.
             opt.step(params, grads);
-            self.graph.zero_grads();
+            g.zero_grads();
         }
-        let g = &self.graph;
         let (cols, ov) = (out_dims.dims()[1..].iter().product::<usize>(), g.value(out));
         let tv = target.map(|t| g.value(t)).unwrap_or(&[]);
-        let metrics = self.compiled.as_ref().map(|c| &c.0.metrics[..]).unwrap_or(&[]);
+        let metrics = &config.metrics[..];
         for (k, m) in metrics.iter().enumerate() {
             let vals = if fused && m.needs_probabilities() {
-                to_probabilities(ov, cols, self.layers.last().map(|l| l.config.activation()), &mut scratch.probs);
+                to_probabilities(ov, cols, last_act, &mut scratch.probs);
                 &scratch.probs[..]
             } else {
                 ov
@@ -444,17 +406,36 @@ impl Sequential {
         Ok(loss_value)
     }
 
-    fn train_on_batch_inner(&mut self, x: &Tensor, y: &Tensor) -> Result<f64> {
+    /// `run_batch` on the model's own tape with its optimizer (a training step).
+    #[allow(clippy::too_many_arguments)]
+    fn train_batch(
+        &mut self,
+        x: &Inputs,
+        y: &Targets,
+        idx: &[usize],
+        totals: &mut Totals,
+        scratch: &mut Scratch,
+        augment: Option<(&Augment, &mut Rng)>,
+        sample_weights: Option<&[f32]>,
+    ) -> Result<f64> {
+        let Some((config, opt)) = self.compiled.as_mut() else {
+            return Err(Error::Config("fit: call compile(optimizer, loss, metrics) first".into()));
+        };
+        let (net, g) = (&self.net, &mut self.graph);
+        Model::run_batch(net, g, config, Some(opt), x, y, idx, totals, scratch, augment, sample_weights)
+    }
+
+    fn train_on_batch_inner(&mut self, x: Inputs, y: &Tensor) -> Result<f64> {
         let loss = self.compiled_loss("train_on_batch")?;
-        self.check_x(x, "train_on_batch")?;
-        let targets = self.check_targets(loss, x, y, "train_on_batch")?;
+        self.check_x(&x, "train_on_batch")?;
+        let targets = self.check_targets(loss, &x, y, "train_on_batch")?;
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut idx = std::mem::take(&mut scratch.idx);
         idx.clear();
         idx.extend(0..x.rows());
         let n_metrics = self.state_len();
         let mut totals = Totals::reusing(std::mem::take(&mut scratch.totals), n_metrics);
-        let result = self.run_batch(x, &targets, &idx, true, &mut totals, &mut scratch, None, None);
+        let result = self.train_batch(&x, &targets, &idx, &mut totals, &mut scratch, None, None);
         let loss = totals.loss();
         scratch.idx = idx;
         scratch.totals = totals.metrics;
@@ -464,7 +445,7 @@ impl Sequential {
 
     fn fit_inner(
         &mut self,
-        x: &Tensor,
+        x: Inputs,
         y: &Tensor,
         opts: FitOptions,
         callbacks: &mut [&mut dyn Callback],
@@ -479,15 +460,15 @@ impl Sequential {
         let augment = opts.augment.as_ref().filter(|a| !a.is_identity());
         if let Some(a) = augment {
             a.validate()?;
-            if self.input_shape.len() != 3 {
+            if self.net.inputs.len() != 1 || self.input_shape().len() != 3 {
                 return Err(Error::Config(format!(
-                    "augment: needs image inputs [height, width, channels], the model takes {}",
-                    fmt_shape(&self.input_shape)
+                    "augment: needs one image input [height, width, channels], the model takes {}",
+                    self.net.inputs.iter().map(|i| fmt_shape(&i.shape)).collect::<Vec<_>>().join(", ")
                 )));
             }
         }
-        self.check_x(x, "fit")?;
-        let targets = self.check_targets(loss, x, y, "fit")?;
+        self.check_x(&x, "fit")?;
+        let targets = self.check_targets(loss, &x, y, "fit")?;
         // Each training sample's weight, from its class's.
         let sample_weights = match &opts.class_weight {
             Some(cw) => {
@@ -519,10 +500,10 @@ impl Sequential {
             return Err(Error::Data("fit: no training samples".into()));
         }
         let val_targets;
-        let val: Option<(&Tensor, &Targets, std::ops::Range<usize>)> = match opts.validation_data {
+        let val: Option<(Inputs, &Targets, std::ops::Range<usize>)> = match opts.validation_data {
             Some((vx, vy)) => {
-                self.check_x(vx, "fit validation_data")?;
-                val_targets = self.check_targets(loss, vx, vy, "fit validation_data")?;
+                self.check_x(&vx, "fit validation_data")?;
+                val_targets = self.check_targets(loss, &vx, vy, "fit validation_data")?;
                 Some((vx, &val_targets, 0..vx.rows()))
             }
             None if n_val > 0 => Some((x, &targets, n_train..x.rows())),
@@ -539,6 +520,9 @@ impl Sequential {
             for cb in callbacks.iter_mut() {
                 if let Some(state) = p.callbacks.get(&cb.name()) {
                     cb.load_state(state)?;
+                }
+                if let Some(arrays) = p.callback_tensors.get(&cb.name()) {
+                    cb.load_tensors(arrays)?;
                 }
             }
         }
@@ -570,7 +554,7 @@ impl Sequential {
             for (step, idx) in order.chunks(opts.batch_size).enumerate().skip(skip) {
                 let aug = augment.map(|a| (a, &mut aug_rng));
                 let sw = sample_weights.as_deref();
-                let batch_loss = match self.run_batch(x, &targets, idx, true, &mut totals, &mut scratch, aug, sw) {
+                let batch_loss = match self.train_batch(&x, &targets, idx, &mut totals, &mut scratch, aug, sw) {
                     Ok(l) => l,
                     Err(Error::Stopped(m)) => {
                         let kept = match &last_checkpoint {
@@ -683,127 +667,83 @@ impl Sequential {
             learning_rate: self.learning_rate().unwrap_or(0.0),
             history: history.clone(),
             callbacks: cbs.iter().map(|c| (c.name(), c.state())).collect(),
+            callback_tensors: cbs.iter().map(|c| (c.name(), c.tensors())).filter(|(_, t)| !t.is_empty()).collect(),
             ..Default::default()
         }
     }
 
+    /// Loss and metrics over the samples `idx`, on a lent tape (training's tape and state stay as they are).
     fn evaluate_indices(
-        &mut self,
-        x: &Tensor,
+        &self,
+        x: &Inputs,
         y: &Targets,
         idx: &[usize],
         batch: usize,
         scratch: &mut Scratch,
     ) -> Result<Evaluation> {
         let (_, metrics) = self.compiled_parts("evaluate")?;
+        let config = &self.compiled.as_ref().expect("checked by compiled_parts").0;
         let mut totals = Totals::new(self.state_len());
-        for chunk in idx.chunks(inference_chunk(batch)) {
-            self.run_batch(x, y, chunk, false, &mut totals, scratch, None, None)?;
-        }
-        self.graph.reset();
-        self.graph.set_recording(true);
+        self.with_tape(|tape| {
+            std::mem::swap(&mut scratch.flows, &mut tape.flows);
+            let mut run = || {
+                for chunk in idx.chunks(inference_chunk(batch)) {
+                    Model::run_batch(
+                        &self.net,
+                        &mut tape.graph,
+                        config,
+                        None,
+                        x,
+                        y,
+                        chunk,
+                        &mut totals,
+                        scratch,
+                        None,
+                        None,
+                    )?;
+                }
+                Ok::<_, Error>(())
+            };
+            let r = run();
+            std::mem::swap(&mut scratch.flows, &mut tape.flows);
+            r
+        })?;
         Ok(Evaluation { loss: totals.loss(), metrics: totals.named(&metrics) })
     }
 
-    fn evaluate_inner(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
+    fn evaluate_inner(&self, x: Inputs, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
         let (loss, _) = self.compiled_parts("evaluate")?;
-        self.check_x(x, "evaluate")?;
-        let targets = self.check_targets(loss, x, y, "evaluate")?;
+        self.check_x(&x, "evaluate")?;
+        let targets = self.check_targets(loss, &x, y, "evaluate")?;
         let idx: Vec<usize> = (0..x.rows()).collect();
-        self.evaluate_indices(x, &targets, &idx, batch_size, &mut Scratch::default())
+        self.evaluate_indices(&x, &targets, &idx, batch_size, &mut Scratch::default())
     }
 
-    fn predict_inner(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
-        self.check_x(x, "predict")?;
+    fn predict_inner(&self, x: Inputs, batch_size: usize) -> Result<Tensor> {
+        self.check_x(&x, "predict")?;
         let mut out = Vec::with_capacity(x.rows() * self.output_shape().iter().product::<usize>());
         let idx: Vec<usize> = (0..x.rows()).collect();
-        let mut dims = vec![0];
-        dims.extend_from_slice(&self.input_shape);
-        for chunk in idx.chunks(inference_chunk(batch_size)) {
-            self.graph.reset();
-            self.graph.set_recording(false);
-            dims[0] = chunk.len();
-            let w = x.row_len();
-            let xv = self.graph.input_with(&dims, |buf| gather(x.data(), w, chunk, buf))?;
-            let y = self.forward(xv, false, false)?;
-            out.extend_from_slice(self.graph.value(y));
-        }
-        self.graph.reset();
-        self.graph.set_recording(true);
+        self.with_tape(|tape| {
+            let g = &mut tape.graph;
+            for chunk in idx.chunks(inference_chunk(batch_size)) {
+                g.reset();
+                tape.flows.outs.clear();
+                for (t, input) in x.all().iter().zip(&self.net.inputs) {
+                    let mut dims = [0usize; MAX_RANK];
+                    dims[0] = chunk.len();
+                    dims[1..=input.shape.len()].copy_from_slice(&input.shape);
+                    let w = t.row_len();
+                    let xv = g.input_with(&dims[..=input.shape.len()], |buf| gather(t.data(), w, chunk, buf))?;
+                    tape.flows.outs.push((xv, None));
+                }
+                let y = self.net.forward(g, &mut tape.flows, false, false)?;
+                out.extend_from_slice(g.value(y));
+            }
+            Ok::<_, Error>(())
+        })?;
         let mut shape = vec![x.rows()];
         shape.extend_from_slice(self.output_shape());
         Tensor::new(&shape, out)
-    }
-}
-
-/// Class weights: `"balanced"`, or a weight per class (by index here; by class name in table configs),
-/// classes not listed weighing 1.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged, try_from = "RawClassWeight")]
-pub enum ClassWeight {
-    Rule(WeightRule),
-    PerClass(std::collections::BTreeMap<String, f32>),
-}
-
-/// What a config may hold for `class_weight`, read before checking it, so a wrong value gets a message
-/// saying what is expected.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawClassWeight {
-    Text(String),
-    PerClass(std::collections::BTreeMap<String, f32>),
-    Other(serde::de::IgnoredAny),
-}
-
-impl TryFrom<RawClassWeight> for ClassWeight {
-    type Error = String;
-    fn try_from(raw: RawClassWeight) -> std::result::Result<Self, String> {
-        const EXPECTED: &str = "expected \"balanced\" or a weight per class, e.g. { 0 = 1.0, 1 = 5.0 }";
-        match raw {
-            RawClassWeight::Text(t) if t == "balanced" => Ok(ClassWeight::balanced()),
-            RawClassWeight::Text(t) => Err(format!("class_weight `{t}`: {EXPECTED}")),
-            RawClassWeight::PerClass(m) => Ok(ClassWeight::PerClass(m)),
-            RawClassWeight::Other(_) => Err(format!("class_weight: {EXPECTED}")),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WeightRule {
-    /// See `balanced_class_weights`.
-    Balanced,
-}
-
-impl ClassWeight {
-    pub fn balanced() -> Self {
-        ClassWeight::Rule(WeightRule::Balanced)
-    }
-
-    /// Weights by class index, e.g. `[(0, 4.0)]`.
-    pub fn per_class(w: &[(usize, f32)]) -> Self {
-        ClassWeight::PerClass(w.iter().map(|(c, v)| (c.to_string(), *v)).collect())
-    }
-
-    /// One weight per class, for samples of classes `classes` (indices below `n`).
-    pub fn resolve(&self, classes: &[usize], n: usize) -> Result<Vec<f32>> {
-        match self {
-            ClassWeight::Rule(WeightRule::Balanced) => Ok(balanced_class_weights(classes, n)),
-            ClassWeight::PerClass(m) => {
-                let mut w = vec![1.0; n];
-                for (k, &v) in m {
-                    let c =
-                        k.parse::<usize>().ok().filter(|&c| c < n).ok_or_else(|| {
-                            Error::Config(format!("class_weight: `{k}` is not a class index in 0..{n}"))
-                        })?;
-                    if !v.is_finite() || v < 0.0 {
-                        return Err(Error::Config(format!("class_weight: {v} for class {k} is not a weight >= 0")));
-                    }
-                    w[c] = v;
-                }
-                Ok(w)
-            }
-        }
     }
 }
 
@@ -814,16 +754,6 @@ fn row_classes(t: &Targets, cols: usize, n: usize) -> Vec<usize> {
         Targets::Dense(y) if cols == 1 => y.data()[..n].iter().map(|&v| (v > 0.5) as usize).collect(),
         Targets::Dense(y) => y.data().chunks(cols).take(n).map(kiln_core::argmax).collect(),
     }
-}
-
-/// Keras's and scikit-learn's "balanced" class weights: samples / (classes × samples of the class), so that
-/// every class weighs as much in the loss as it would with the classes even. A class with no samples gets 1.
-pub fn balanced_class_weights(classes: &[usize], n_classes: usize) -> Vec<f32> {
-    let mut count = vec![0usize; n_classes];
-    for &c in classes {
-        count[c] += 1;
-    }
-    count.iter().map(|&k| if k == 0 { 1.0 } else { classes.len() as f32 / (n_classes as f32 * k as f32) }).collect()
 }
 
 /// Samples per forward pass at inference. Without dropout and with batch norm's moving statistics, the
@@ -872,32 +802,4 @@ fn to_probabilities(logits: &[f32], cols: usize, act: Option<crate::nn::Activati
             }
         }
     }
-}
-
-fn progress_bar(epoch: usize, epochs: usize, steps: usize) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(steps as u64);
-    let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-        .expect("valid template")
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(format!("Epoch {epoch}/{epochs}"));
-    bar
-}
-
-/// "Epoch 3/10 - 2.1s - 25714 samples/s - loss: 0.0432 - accuracy: 0.9866 - val_loss: ..."
-pub fn epoch_line(log: &EpochLog, epochs: usize) -> String {
-    let mut s = format!(
-        "Epoch {}/{epochs} - {:.1}s - {:.0} samples/s - loss: {:.4}",
-        log.epoch, log.seconds, log.samples_per_second, log.loss
-    );
-    for (n, v) in &log.metrics {
-        s += &format!(" - {n}: {v:.4}");
-    }
-    if let Some(vl) = log.val_loss {
-        s += &format!(" - val_loss: {vl:.4}");
-    }
-    for (n, v) in &log.val_metrics {
-        s += &format!(" - val_{n}: {v:.4}");
-    }
-    s
 }

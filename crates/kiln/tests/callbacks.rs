@@ -119,7 +119,7 @@ fn early_stopping_checkpoint_and_logs_inside_fit() {
     assert_eq!(stopped, best_epoch + 2, "patience 2: stops two epochs after the best");
     // Restored weights are the best epoch's: the saved best model and the model agree, and re-evaluating
     // the validation part gives the best validation loss.
-    let mut saved = Sequential::load(dir.join("best.safetensors")).unwrap();
+    let saved = Sequential::load(dir.join("best.safetensors")).unwrap();
     assert_eq!(saved.get_weights(), m.get_weights());
     let (vx, vy) = (x.slice_rows(210, 300), y.slice_rows(210, 300));
     let e = m.evaluate(&vx, &vy, 1000).unwrap();

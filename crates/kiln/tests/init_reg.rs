@@ -202,7 +202,7 @@ fn l1_adds_l1_times_sum_abs_w_to_the_training_loss_and_l1_sign_w_to_the_gradient
 fn evaluate_and_val_loss_include_the_penalty_as_in_keras() {
     let (data_loss, _, _) = by_hand();
     let penalty = 0.01 * 0.75;
-    let (mut m, x, y) = l1_model(0.01);
+    let (m, x, y) = l1_model(0.01);
     let e = m.evaluate(&x, &y, 2).unwrap();
     assert!(
         (e.loss - (data_loss + penalty)).abs() < 1e-5,

@@ -129,7 +129,7 @@ fn saved_model_predicts_exactly_the_same() {
     let dir = tmp.path();
     let path = dir.join("m.safetensors");
     m.save(&path).unwrap();
-    let mut back = Sequential::load(&path).unwrap();
+    let back = Sequential::load(&path).unwrap();
     assert_eq!(m.predict(&x, 7).unwrap(), back.predict(&x, 7).unwrap());
     assert_eq!(back.summary(), m.summary());
     assert_eq!(back.compile_config(), m.compile_config());

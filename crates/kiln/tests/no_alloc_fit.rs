@@ -55,8 +55,12 @@ fn allocations_per_step(steps: usize) -> Vec<Vec<usize>> {
     m.add(Dense::new(3).activation(Activation::Softmax)).unwrap();
     m.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
     let mut marks = Marks(Vec::with_capacity(EPOCHS * steps + 1));
-    let opts =
-        FitOptions { epochs: EPOCHS, batch_size: BATCH, validation_data: Some((&vx, &vy)), ..Default::default() };
+    let opts = FitOptions {
+        epochs: EPOCHS,
+        batch_size: BATCH,
+        validation_data: Some(((&vx).into(), &vy)),
+        ..Default::default()
+    };
     OURS.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
     let h = m.fit_with(&x, &y, opts, &mut [&mut marks]);
@@ -82,11 +86,16 @@ fn fit_allocates_nothing_per_step_after_the_first_epoch() {
             assert!(busy.is_empty(), "{steps} steps: epoch {} allocates at (step, times) {busy:?}", e + 1);
         }
     }
-    // What the epochs' first steps carry does not grow with the steps, and stays small.
+    // What the epochs' first steps carry does not grow with the steps, and stays small. The second epoch's
+    // also carries the first validation pass, which warms the inference tape it borrows (its buffers are
+    // reused by every later pass): from the third epoch on, each boundary costs the same.
     for e in 1..EPOCHS {
         let (a, b) = (short[e][0], long[e][0]);
         assert_eq!(a, b, "epoch {}: {a} allocations at the boundary with 8 steps, {b} with 32", e + 1);
-        assert!(a < 40, "epoch {}: {a} allocations at the epoch boundary", e + 1);
+        assert!(a < if e == 1 { 80 } else { 40 }, "epoch {}: {a} allocations at the epoch boundary", e + 1);
+        if e > 1 {
+            assert_eq!(a, short[2][0], "epoch {}: boundaries from the third epoch on cost the same", e + 1);
+        }
     }
     let kernel = KERNEL.load(Ordering::SeqCst);
     println!("{kernel} allocations inside the gemm crate's calls in all");

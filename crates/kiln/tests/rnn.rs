@@ -161,7 +161,7 @@ fn return_sequences_agree_with_the_last_state() {
             m.add(Bidirectional::new(rnn, 4).return_sequences(seq)).unwrap();
             m
         };
-        let (mut last, mut seq) = (build(false), build(true));
+        let (last, seq) = (build(false), build(true));
         assert_eq!(seq.output_shape(), [5, 8]);
         let (l, s) = (last.predict(&ids, 2).unwrap(), seq.predict(&ids, 2).unwrap());
         for (row, real) in [(0, 3), (1, 5)] {

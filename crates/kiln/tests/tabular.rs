@@ -28,13 +28,13 @@ fn embedded_categories_learn_save_and_load() {
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let (test, train) = tabular::split(&cfg, &table, &types).unwrap();
-    let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
     assert_eq!(model.layers()[0].config().class_name(), "CategoryEmbedding");
-    let scores = tabular::score(&mut model, &table, &test).unwrap();
+    let scores = tabular::score(&model, &table, &test).unwrap();
     assert!(scores.accuracy.unwrap() > 0.95, "{scores}");
 
     model.save(dir.join("m.safetensors")).unwrap();
-    let mut loaded = Sequential::load(dir.join("m.safetensors")).unwrap();
+    let loaded = Sequential::load(dir.join("m.safetensors")).unwrap();
     std::fs::write(dir.join("new.csv"), "amount,city\n50,c3\n50,c4\n99,atlantis\n").unwrap();
     let rows = read_table(&dir.join("new.csv"), &CsvOptions::default()).unwrap();
     let prep = loaded.preparation().unwrap().clone();
@@ -59,10 +59,10 @@ fn a_class_training_never_saw_is_named() {
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let rows: Vec<usize> = (0..40).collect();
-    let mut model = tabular::fit_rows(&cfg, &table, &types, &rows, false).unwrap();
+    let model = tabular::fit_rows(&cfg, &table, &types, &rows, false).unwrap();
     std::fs::write(dir.join("new.csv"), "x,y\n3,a\n4,c\n").unwrap();
     let new = read_table(&dir.join("new.csv"), &CsvOptions::default()).unwrap();
-    let err = tabular::score(&mut model, &new, &[0, 1]).unwrap_err().to_string();
+    let err = tabular::score(&model, &new, &[0, 1]).unwrap_err().to_string();
     assert!(err.contains("row 2 has class `c` in `y`, which training never saw (classes: a, b)"), "{err}");
 }
 
@@ -109,13 +109,13 @@ fn sequence_models_read_a_text_column_in_order() {
         (cfg.model.kind, cfg.model.bidirectional, cfg.model.pooling) = (kind, bidirectional, pooling);
         // One case with dropout on the term vectors: a Dropout layer after the embedding.
         cfg.model.embedding_dropout = if pooling == Some(Pooling::Average) { 0.2 } else { 0.0 };
-        let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+        let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
         let at = 1 + (cfg.model.embedding_dropout > 0.0) as usize;
         assert_eq!(model.layers()[at].config().class_name(), layer);
         if pooling.is_some() {
             assert_eq!(model.layers().len(), 3 + at, "{layer} then a pooling layer and the output");
         }
-        let s = tabular::score(&mut model, &table, &test).unwrap();
+        let s = tabular::score(&model, &table, &test).unwrap();
         assert!(s.accuracy.unwrap() > 0.95, "{layer} {pooling:?}: {s}");
     }
     cfg.data.prepare.text.output = kiln::data::text::TextOutput::TfIdf;
@@ -249,7 +249,7 @@ fn multi_hot_count_and_tf_idf_bags_train_save_and_predict() {
     cfg.model.hidden = vec![];
     for output in [TextOutput::MultiHot, TextOutput::Count, TextOutput::TfIdf] {
         cfg.data.prepare.text.output = output;
-        let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+        let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
         let prep = model.preparation().unwrap().clone();
         // Ten ids, then ten weights.
         assert_eq!(prep.width(), 20);
@@ -259,11 +259,11 @@ fn multi_hot_count_and_tf_idf_bags_train_save_and_predict() {
             TextOutput::TfIdf => assert!((w.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-5, "{w:?}"),
             _ => assert!(w.iter().all(|&v| v == v.round() && v >= 0.0), "{w:?}"),
         }
-        let s = tabular::score(&mut model, &table, &test).unwrap();
+        let s = tabular::score(&model, &table, &test).unwrap();
         assert!(s.accuracy.unwrap() > 0.97, "{output:?}: {s}");
         let path = dir.join("bag.safetensors");
         model.save(&path).unwrap();
-        let mut loaded = Sequential::load(&path).unwrap();
+        let loaded = Sequential::load(&path).unwrap();
         let all = prep.transform(&table, &test).unwrap();
         assert_eq!(model.predict(&all, 64).unwrap().data(), loaded.predict(&all, 64).unwrap().data());
     }
@@ -277,18 +277,18 @@ fn class_weights_by_class_name() {
     let (mut cfg, table, types, (test, train)) = word_setup(dir, 0.01);
     // Weight 0 for "neg": its rows teach nothing, so the model predicts "pos" for every row.
     cfg.train.class_weight = Some(ClassWeight::PerClass([("neg".to_string(), 0.0)].into()));
-    let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
-    let r = tabular::score(&mut model, &table, &test).unwrap().report.unwrap();
+    let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    let r = tabular::score(&model, &table, &test).unwrap().report.unwrap();
     assert_eq!(r.per_class[0].1, 0.0, "neg recall with neg weighted 0: {r:?}");
     cfg.train.class_weight = Some(ClassWeight::balanced());
     // With weight decay the optimizer is AdamW.
     cfg.train.weight_decay = 0.001;
-    let mut model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
     assert!(matches!(
         model.compile_config().unwrap().optimizer,
         kiln::optim::OptimizerConfig::Adamw(ref o) if o.weight_decay == 0.001
     ));
-    let s = tabular::score(&mut model, &table, &test).unwrap();
+    let s = tabular::score(&model, &table, &test).unwrap();
     assert!(s.accuracy.unwrap() > 0.95, "{s}");
     cfg.train.class_weight = Some(ClassWeight::PerClass([("negative".to_string(), 2.0)].into()));
     let err = tabular::fit_rows(&cfg, &table, &types, &train, false).err().unwrap().to_string();

@@ -109,8 +109,18 @@ impl Callback for EarlyStopping {
         Ok(())
     }
 
-    // The best weights themselves are not kept across a resumed run (only where the best was); a resumed
-    // run restores the best weights it has seen since resuming.
+    // The best weights go in the checkpoint as arrays, so a resumed run restores the same weights as an
+    // uninterrupted one.
+    fn tensors(&self) -> Vec<(String, Vec<f32>)> {
+        let weights = self.best_weights.iter().flatten();
+        weights.enumerate().map(|(i, w)| (format!("best_weights.{i}"), w.clone())).collect()
+    }
+    fn load_tensors(&mut self, arrays: &[(String, Vec<f32>)]) -> Result<()> {
+        if self.restore_best_weights && !arrays.is_empty() {
+            self.best_weights = Some(arrays.iter().map(|(_, v)| v.clone()).collect());
+        }
+        Ok(())
+    }
     fn state(&self) -> serde_json::Value {
         serde_json::to_value(&self.state).unwrap_or_default()
     }

@@ -49,6 +49,14 @@ pub trait Callback: Send {
     fn state(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+    /// Arrays to keep in a checkpoint beside `state`, by name (early stopping's best weights).
+    fn tensors(&self) -> Vec<(String, Vec<f32>)> {
+        Vec::new()
+    }
+    /// What `tensors` returned, when a run resumes.
+    fn load_tensors(&mut self, _arrays: &[(String, Vec<f32>)]) -> Result<()> {
+        Ok(())
+    }
     fn load_state(&mut self, _state: &serde_json::Value) -> Result<()> {
         Ok(())
     }

@@ -1,16 +1,24 @@
-//! Layers: configs (shared by TOML and Rust), initializers, regularizers, and the built form.
+//! Layers: one file per family under layers/, the registry that lists them (registry.rs), the trait they
+//! implement (spec.rs), the built form (layer.rs), and initializers, regularizers and activations.
 
 mod activation;
-pub mod config;
 mod init;
 mod layer;
+pub mod layers;
+mod registry;
+pub(crate) mod spec;
 
 pub use activation::Activation;
-pub use config::{
-    ActivationLayer, AveragePooling2D, BatchNormalization, Bidirectional, CategoryEmbedding, Conv1D, Conv2D, Dense,
-    Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru, LayerConfig, Lstm, MaxPooling2D,
-    PaddingConfig, Pair, RnnKind, SimpleRnn,
-};
 pub use init::{Initializer, Regularizer, fans};
-pub use layer::Layer;
-pub(crate) use layer::{conv_pool_forward, fmt_shape};
+pub(crate) use layer::fmt_shape;
+pub use layer::{Layer, Src};
+pub use layers::*;
+pub use registry::LayerConfig;
+pub use spec::{PaddingConfig, Pair};
+
+/// The configs under their former path (`kiln::nn::config::Dense`).
+pub mod config {
+    pub use super::layers::*;
+    pub use super::registry::LayerConfig;
+    pub use super::spec::{PaddingConfig, Pair};
+}

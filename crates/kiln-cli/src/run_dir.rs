@@ -1,0 +1,71 @@
+//! Run folders: every run, of any kind, gets `RUNS/NAME-YYYYMMDD-HHMMSS` unless the user names one.
+
+use std::path::{Path, PathBuf};
+
+/// The config with every default filled in and absolute paths.
+pub const CONFIG: &str = "config.toml";
+/// The training checkpoint, written after every epoch and on SIGINT/SIGTERM.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// The final model.
+pub const MODEL: &str = "model.safetensors";
+/// The per-epoch logs (`kiln plot` and `kiln report` read the second).
+pub const LOG_CSV: &str = "log.csv";
+pub const LOG_JSONL: &str = "log.jsonl";
+
+/// The loggers every run has: `log.csv` and `log.jsonl` in `dir`.
+pub fn loggers(dir: &Path) -> Vec<Box<dyn kiln::callbacks::Callback>> {
+    vec![
+        Box::new(kiln::callbacks::CsvLogger::new(dir.join(LOG_CSV))),
+        Box::new(kiln::callbacks::JsonLogger::new(dir.join(LOG_JSONL))),
+    ]
+}
+
+/// SIGINT and SIGTERM ask training to stop after its current step (it then writes its checkpoint); a
+/// second signal exits at once.
+pub fn on_signal_stop() {
+    #[cfg(unix)]
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+        let _ = unsafe {
+            signal_hook::low_level::register(sig, move || {
+                if kiln::train::stop_flag().swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    signal_hook::low_level::exit(128 + sig);
+                }
+            })
+        };
+    }
+}
+
+/// What the run ran on, beside its config: `run.json` (threads, kiln's version, the command line).
+pub fn write_run_info(dir: &Path) -> kiln::Result<()> {
+    let info = serde_json::json!({
+        "threads": kiln::threads::current(),
+        "kiln": env!("CARGO_PKG_VERSION"),
+        "command": std::env::args().collect::<Vec<_>>(),
+        "started": timestamp(),
+    });
+    let text = serde_json::to_string_pretty(&info).unwrap_or_default() + "\n";
+    kiln::io::write_atomic(&dir.join("run.json"), text.as_bytes())
+}
+
+/// The default run folder for a run called `name` under `runs`.
+pub fn default_for(runs: &Path, name: &str) -> PathBuf {
+    runs.join(format!("{name}-{}", timestamp()))
+}
+
+/// The current UTC time as YYYYMMDD-HHMMSS.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}

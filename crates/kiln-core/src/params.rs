@@ -1,0 +1,89 @@
+//! The parameter store: every weight of a model, by name (`dense_1.kernel`), apart from the tape.
+//!
+//! A `Graph` (one tape) reads its parameters through an `Arc<ParamStore>`, so one trained model can lend
+//! the same store to several inference tapes at once (a server answering from many threads) without a copy
+//! and without a lock. Training changes values through `Arc::make_mut`, which copies nothing while the
+//! training tape is the only holder (always, since `fit` takes the model by `&mut`).
+
+use crate::{Error, Float, Result, Shape};
+use std::collections::HashMap;
+
+/// One named parameter.
+#[derive(Clone, Debug)]
+pub struct Param<T> {
+    pub name: String,
+    pub shape: Shape,
+    pub value: Vec<T>,
+    /// Non-trainable parameters (batch-norm moving statistics) are saved but never get gradients.
+    pub trainable: bool,
+}
+
+/// A handle to a parameter of a store; valid for the store's whole life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamId(pub usize);
+
+/// Parameters in the order they were added, with a name index. Names are unique.
+#[derive(Clone, Debug)]
+pub struct ParamStore<T> {
+    params: Vec<Param<T>>,
+    by_name: HashMap<String, usize>,
+}
+
+impl<T> Default for ParamStore<T> {
+    fn default() -> Self {
+        ParamStore { params: Vec::new(), by_name: HashMap::new() }
+    }
+}
+
+impl<T: Float> ParamStore<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a parameter; the name must be new and `value` must fill `shape`.
+    pub fn add(&mut self, name: &str, shape: &[usize], value: Vec<T>, trainable: bool) -> Result<ParamId> {
+        let shape = Shape::new(shape)?;
+        if value.len() != shape.numel() {
+            return Err(Error::Shape(format!("parameter {name}: {} values given for shape {shape}", value.len())));
+        }
+        if self.by_name.contains_key(name) {
+            return Err(Error::Invalid(format!("a parameter named `{name}` exists already: names must be unique")));
+        }
+        self.by_name.insert(name.to_string(), self.params.len());
+        self.params.push(Param { name: name.to_string(), shape, value, trainable });
+        Ok(ParamId(self.params.len() - 1))
+    }
+
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    pub fn all(&self) -> &[Param<T>] {
+        &self.params
+    }
+
+    pub(crate) fn all_mut(&mut self) -> &mut [Param<T>] {
+        &mut self.params
+    }
+
+    pub fn get(&self, p: ParamId) -> &Param<T> {
+        &self.params[p.0]
+    }
+
+    pub fn get_mut(&mut self, p: ParamId) -> &mut Param<T> {
+        &mut self.params[p.0]
+    }
+
+    /// The parameter called `name`, if any.
+    pub fn id(&self, name: &str) -> Option<ParamId> {
+        self.by_name.get(name).map(|&i| ParamId(i))
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Param<T>> {
+        self.id(name).map(|p| &self.params[p.0])
+    }
+}

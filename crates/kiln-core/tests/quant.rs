@@ -1,0 +1,256 @@
+//! GGML block quantization against ggml's own Python package, and the quantized matmul against exact products.
+//!
+//! tools/make_quant_fixtures.py wrote tests/fixtures/quant/quant.json with gguf-py (`gguf.quants`, bit-exact
+//! with ggml's reference quantizers): kiln must give the same bytes and the same dequantized values exactly.
+//! The matmul checks bound |x · Wᵀ - exact| by what the format allows: per weight, half a quantization step
+//! (a whole step where Q4_0 clamps at +7), plus the f16 rounding of the stored scale (and minimum).
+
+use kiln_core::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, QBlocks, QK, QMatrix};
+use kiln_core::{DType, Error, Rng};
+use serde_json::Value;
+
+const TYPES: [DType; 3] = [DType::Q8_0, DType::Q4_0, DType::Q4_1];
+
+fn fixture() -> Value {
+    let path = format!("{}/tests/fixtures/quant/quant.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// One fixture case quantized to one type, as gguf computed it.
+struct Case {
+    name: String,
+    dtype: DType,
+    input: Vec<f32>,
+    bytes: Vec<u8>,
+    dequantized: Vec<f32>,
+}
+
+fn fixture_cases() -> Vec<Case> {
+    let f = fixture();
+    let mut out = Vec::new();
+    for case in f["cases"].as_array().unwrap() {
+        for dtype in TYPES {
+            let t = &case[dtype.name()];
+            out.push(Case {
+                name: case["name"].as_str().unwrap().to_string(),
+                dtype,
+                input: floats(&case["input"]),
+                bytes: unhex(t["bytes"].as_str().unwrap()),
+                dequantized: floats(&t["dequantized"]),
+            });
+        }
+    }
+    assert_eq!(out.len(), 27, "9 cases x 3 types in the fixture");
+    out
+}
+
+#[test]
+fn quantized_bytes_equal_gguf_exactly() {
+    for Case { name, dtype, input, bytes: want, .. } in fixture_cases() {
+        let got = QMatrix::quantize(dtype, 1, input.len(), &input).unwrap().to_bytes();
+        let bb = dtype.block_bytes();
+        assert_eq!(got.len(), want.len(), "{name} {dtype}: byte count");
+        for (k, (g, w)) in got.chunks(bb).zip(want.chunks(bb)).enumerate() {
+            assert_eq!(hex(g), hex(w), "{name} {dtype}: block {k} differs from gguf's");
+        }
+        // The row functions give the same blocks as the matrix.
+        let row = match dtype {
+            DType::Q8_0 => quant::blocks_to_bytes(&quant::quantize_row::<BlockQ8_0>(&input).unwrap()),
+            DType::Q4_0 => quant::blocks_to_bytes(&quant::quantize_row::<BlockQ4_0>(&input).unwrap()),
+            _ => quant::blocks_to_bytes(&quant::quantize_row::<BlockQ4_1>(&input).unwrap()),
+        };
+        assert_eq!(row, want, "{name} {dtype}: quantize_row");
+    }
+}
+
+#[test]
+fn dequantized_values_equal_gguf_exactly() {
+    for Case { name, dtype, input, bytes, dequantized: want } in fixture_cases() {
+        // Two rows where the blocks split evenly, to read a matrix and not only a row.
+        let rows = if input.len() % (2 * QK) == 0 { 2 } else { 1 };
+        let cols = input.len() / rows;
+        let m = QMatrix::from_bytes(dtype, rows, cols, &bytes).unwrap();
+        assert_eq!(m.to_bytes(), bytes, "{name} {dtype}: bytes survive reading and writing");
+        let got = m.dequantize();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{name} {dtype}: element {i}: {g} vs gguf {w}");
+        }
+        // matmul_t with one-hot vectors reads single weights through the blocked path.
+        for c in [0, 15, 16, 31, 33, cols - 1].into_iter().filter(|&c| c < cols) {
+            let mut x = vec![0.0f32; cols];
+            x[c] = 1.0;
+            let mut out = vec![0.0f32; rows];
+            m.matmul_t(&x, 1, &mut out).unwrap();
+            let column: Vec<f32> = (0..rows).map(|r| want[r * cols + c]).collect();
+            assert_eq!(out, column, "{name} {dtype}: column {c}");
+        }
+    }
+}
+
+/// Per-weight error bound of `w` (one block of 32) quantized to `dtype` and stored with f16 scales.
+fn block_error_bounds(dtype: DType, w: &[f32]) -> Vec<f64> {
+    let w: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+    // |f16(s) - s|: half an f16 ulp (2^-11 relative), or half the smallest subnormal.
+    let f16_err = |s: f64| (s.abs() * 2f64.powi(-11)).max(2f64.powi(-25));
+    let amax = w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let slack = 8.0 * f32::EPSILON as f64 * amax;
+    match dtype {
+        DType::Q8_0 => {
+            let d = amax / 127.0;
+            w.iter().map(|_| d / 2.0 + 127.0 * f16_err(d) + slack).collect()
+        }
+        DType::Q4_0 => {
+            // The grid is -8..=7 steps of d = max / -8: values past 7.5 steps clamp to 7.
+            let max = w.iter().copied().fold(0.0f64, |m, v| if v.abs() > m.abs() { v } else { m });
+            let d = max / -8.0;
+            let e = |v: f64| if d != 0.0 && v / d > 7.5 { (v / d - 7.0) * d.abs() } else { d.abs() / 2.0 };
+            w.iter().map(|&v| e(v) + 8.0 * f16_err(d) + slack).collect()
+        }
+        _ => {
+            let (min, max) = w.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let d = (max - min) / 15.0;
+            w.iter().map(|_| d / 2.0 + 15.0 * f16_err(d) + f16_err(min) + slack).collect()
+        }
+    }
+}
+
+fn random(rng: &mut Rng, len: usize, scale: f64) -> Vec<f32> {
+    (0..len).map(|_| (rng.normal() * scale) as f32).collect()
+}
+
+fn check_matmul_within_format_error(dtype: DType) {
+    let (rows, cols) = (64, 256);
+    let mut rng = Rng::new(7);
+    let mut w = random(&mut rng, rows * cols, 0.05);
+    w[5 * cols + 77] = 3.0; // one outlier makes its block's step large
+    let m = QMatrix::quantize(dtype, rows, cols, &w).unwrap();
+    let deq = m.dequantize();
+    let bounds: Vec<f64> = w.chunks(QK).flat_map(|b| block_error_bounds(dtype, b)).collect();
+    let mut tightest = 0.0f64;
+    for (i, ((&a, &q), &e)) in w.iter().zip(&deq).zip(&bounds).enumerate() {
+        assert!((a as f64 - q as f64).abs() <= e, "{dtype} weight {i}: {a} became {q}, bound {e}");
+        tightest = tightest.max((a as f64 - q as f64).abs() / e);
+    }
+    // The bound is not vacuous: some weight is nearly half a step away from its grid point.
+    assert!(tightest > 0.75, "{dtype}: largest weight error only {tightest} of its bound");
+
+    let n = 4;
+    let mut x = random(&mut rng, n * cols, 1.0);
+    x[3 * cols..].fill(1.0); // all ones: every weight's error adds up with its sign
+    for (c, v) in x[2 * cols..3 * cols].iter_mut().enumerate() {
+        *v = if c % 3 == 0 { -10.0 } else { 0.01 };
+    }
+    let mut out = vec![0.0f32; n * rows];
+    m.matmul_t(&x, n, &mut out).unwrap();
+    for b in 0..n {
+        // One row of x on its own gives the same values as in the batch.
+        let mut one = vec![0.0f32; rows];
+        m.matmul_t(&x[b * cols..(b + 1) * cols], 1, &mut one).unwrap();
+        assert_eq!(one, out[b * rows..(b + 1) * rows], "{dtype}: batch row {b} alone");
+        for r in 0..rows {
+            let (xs, ws, qs) = (&x[b * cols..][..cols], &w[r * cols..][..cols], &deq[r * cols..][..cols]);
+            let exact: f64 = xs.iter().zip(ws).map(|(&a, &c)| a as f64 * c as f64).sum();
+            let of_deq: f64 = xs.iter().zip(qs).map(|(&a, &c)| a as f64 * c as f64).sum();
+            let scale: f64 = xs.iter().zip(qs).map(|(&a, &c)| (a as f64 * c as f64).abs()).sum();
+            let fmt_bound: f64 = xs.iter().zip(&bounds[r * cols..][..cols]).map(|(&a, &e)| a.abs() as f64 * e).sum();
+            let got = out[b * rows + r] as f64;
+            assert!(
+                (got - of_deq).abs() <= 1e-5 * scale,
+                "{dtype} out[{b}, {r}] = {got}, product of the dequantized weights {of_deq} (scale {scale})"
+            );
+            let bound = fmt_bound + 1e-5 * scale;
+            assert!((got - exact).abs() <= bound, "{dtype} out[{b}, {r}] = {got}, exact {exact}, bound {bound}");
+        }
+    }
+}
+
+#[test]
+fn q8_0_matmul_equals_the_f32_product_within_the_format_error() {
+    check_matmul_within_format_error(DType::Q8_0);
+}
+
+#[test]
+fn q4_0_matmul_equals_the_f32_product_within_the_format_error() {
+    check_matmul_within_format_error(DType::Q4_0);
+}
+
+#[test]
+fn q4_1_matmul_equals_the_f32_product_within_the_format_error() {
+    check_matmul_within_format_error(DType::Q4_1);
+}
+
+/// Splitting output rows across threads gives the same bits as one thread (each output has one owner).
+#[test]
+fn threaded_matmul_equals_single_threaded() {
+    let (rows, cols, n) = (37, 96, 3);
+    let mut rng = Rng::new(11);
+    let w = random(&mut rng, rows * cols, 1.0);
+    let x = random(&mut rng, n * cols, 1.0);
+    for dtype in TYPES {
+        let m = QMatrix::quantize(dtype, rows, cols, &w).unwrap();
+        let (mut serial, mut threaded) = (vec![0.0f32; n * rows], vec![0.0f32; n * rows]);
+        kiln_core::par::set_min_parallel_work(usize::MAX);
+        m.matmul_t(&x, n, &mut serial).unwrap();
+        kiln_core::ops::set_num_threads(4);
+        kiln_core::par::set_min_parallel_work(1);
+        m.matmul_t(&x, n, &mut threaded).unwrap();
+        kiln_core::ops::set_num_threads(0);
+        kiln_core::par::set_min_parallel_work(kiln_core::par::MIN_PARALLEL_WORK);
+        assert_eq!(serial, threaded, "{dtype}");
+        assert!(serial.iter().any(|&v| v != 0.0));
+    }
+}
+
+fn message(r: Result<impl std::fmt::Debug, Error>) -> String {
+    r.unwrap_err().to_string()
+}
+
+#[test]
+fn errors_name_the_sizes() {
+    let w = vec![0.5f32; 2 * 64];
+    let m = QMatrix::quantize(DType::Q4_0, 2, 64, &w).unwrap();
+    let e = message(m.matmul_t(&[0.0; 63], 1, &mut [0.0; 2]));
+    assert!(e.contains("[2, 64]") && e.contains("x [1, 64]") && e.contains("63"), "{e}");
+    let e = message(m.matmul_t(&[0.0; 128], 2, &mut [0.0; 2]));
+    assert!(e.contains("out [2, 2]") && e.contains("out of 2"), "{e}");
+
+    let e = message(QMatrix::quantize(DType::Q8_0, 3, 33, &[0.0; 99]));
+    assert!(e.contains("q8_0") && e.contains("[3, 33]") && e.contains("33") && e.contains("32"), "{e}");
+    let e = message(QMatrix::quantize(DType::Q4_1, 2, 64, &[0.0; 100]));
+    assert!(e.contains("[2, 64]") && e.contains("128") && e.contains("100"), "{e}");
+    let e = message(QMatrix::quantize(DType::F16, 1, 32, &[0.0; 32]));
+    assert!(e.contains("f16"), "{e}");
+    let e = message(QMatrix::from_bytes(DType::Q4_1, 2, 64, &[0u8; 79]));
+    assert!(e.contains("[2, 64]") && e.contains("80") && e.contains("79"), "{e}");
+
+    let e = message(quant::quantize_row::<BlockQ8_0>(&[0.0; 40]));
+    assert!(e.contains("40") && e.contains("32"), "{e}");
+    let e = message(quant::blocks_from_bytes::<BlockQ4_0>(&[0u8; 35]));
+    assert!(e.contains("35") && e.contains("18"), "{e}");
+    let e = message(DType::Q4_0.bytes_for(48));
+    assert!(e.contains("48") && e.contains("32"), "{e}");
+}
+
+#[test]
+fn matrix_keeps_its_shape_and_type() {
+    let w: Vec<f32> = (0..3 * 64).map(|i| i as f32 / 7.0).collect();
+    let m = QMatrix::quantize(DType::Q4_1, 3, 64, &w).unwrap();
+    assert_eq!((m.dtype(), m.rows(), m.cols()), (DType::Q4_1, 3, 64));
+    assert!(matches!(m.blocks(), QBlocks::Q4_1(b) if b.len() == 6));
+    assert_eq!(m.to_bytes().len(), DType::Q4_1.bytes_for(3 * 64).unwrap());
+    let mut empty: [f32; 0] = [];
+    m.matmul_t(&[], 0, &mut empty).unwrap();
+}

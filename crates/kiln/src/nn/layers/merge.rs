@@ -1,0 +1,229 @@
+//! Merge layers, the joints of a graph model: `Add`, `Multiply`, `Concatenate`, `Dot` (Keras's names and
+//! defaults). Each takes two or more earlier outputs and has no parameters; this file holds their configs,
+//! their shape rule and their forward (the engine's add, mul, concat and sum supply the backward).
+
+use crate::nn::Layer;
+use crate::nn::spec::{BuildCx, Fwd, LayerSpec};
+use kiln_core::{Error, Graph, Result, Var};
+use serde::{Deserialize, Serialize};
+
+/// Elementwise sum of inputs of one shape (a residual connection: `add(x, f(x))`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Add {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Elementwise product of inputs of one shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Multiply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn last_axis() -> i64 {
+    -1
+}
+
+/// Joins inputs along `axis` (Keras's count: 1 is the first axis after the batch, -1 the last); the other
+/// axes must agree.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concatenate {
+    #[serde(default = "last_axis")]
+    pub axis: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The dot product of two flat inputs of one width, per sample: output (1,). With `normalize`, of their
+/// L2-normalized forms (the cosine similarity), as Keras's `Dot(axes=1, normalize=True)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dot {
+    #[serde(default = "last_axis")]
+    pub axes: i64,
+    #[serde(default)]
+    pub normalize: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Add {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Multiply {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Default for Concatenate {
+    fn default() -> Self {
+        Concatenate { axis: -1, name: None }
+    }
+}
+
+impl Concatenate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn axis(mut self, axis: i64) -> Self {
+        self.axis = axis;
+        self
+    }
+}
+
+impl Default for Dot {
+    fn default() -> Self {
+        Dot { axes: -1, normalize: false, name: None }
+    }
+}
+
+impl Dot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn normalize(mut self, on: bool) -> Self {
+        self.normalize = on;
+        self
+    }
+}
+
+/// A per-sample axis from Keras's count (which includes the batch axis).
+fn sample_axis(axis: i64, rank: usize, layer: &str) -> Result<usize> {
+    let a = if axis < 0 { rank as i64 + 1 + axis } else { axis };
+    if a < 1 || a > rank as i64 {
+        return Err(Error::Config(format!(
+            "layer `{layer}`: axis {axis} is outside inputs of rank {} (with the batch axis)",
+            rank + 1
+        )));
+    }
+    Ok(a as usize - 1)
+}
+
+/// The inputs described for a message: "`dense` (Dense) outputs (4,); input `item` is (3,)".
+fn listed(cx: &BuildCx) -> String {
+    cx.sources.join("; ")
+}
+
+/// Two or more inputs, and for Add and Multiply all of one shape.
+fn check_merge(cx: &BuildCx, same_shape: bool) -> Result<Vec<usize>> {
+    if cx.inputs.len() < 2 {
+        return Err(Error::Config(format!(
+            "layer `{}` ({}) merges two or more inputs, got {}: list them in its `inputs`",
+            cx.name,
+            cx.class,
+            cx.inputs.len()
+        )));
+    }
+    if same_shape && cx.inputs.iter().any(|s| s != &cx.inputs[0]) {
+        return Err(Error::Shape(format!(
+            "layer `{}` ({}) needs inputs of one shape, got {}",
+            cx.name,
+            cx.class,
+            listed(cx)
+        )));
+    }
+    Ok(cx.inputs[0].clone())
+}
+
+impl LayerSpec for Add {
+    fn merges(&self) -> bool {
+        true
+    }
+    fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
+        check_merge(cx, true)
+    }
+    fn forward(&self, _l: &Layer, f: &mut Fwd, xs: &[Var]) -> Result<Var> {
+        xs[1..].iter().try_fold(xs[0], |acc, &x| f.g.add(acc, x))
+    }
+}
+
+impl LayerSpec for Multiply {
+    fn merges(&self) -> bool {
+        true
+    }
+    fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
+        check_merge(cx, true)
+    }
+    fn forward(&self, _l: &Layer, f: &mut Fwd, xs: &[Var]) -> Result<Var> {
+        xs[1..].iter().try_fold(xs[0], |acc, &x| f.g.mul(acc, x))
+    }
+}
+
+impl LayerSpec for Concatenate {
+    fn merges(&self) -> bool {
+        true
+    }
+    fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
+        let first = check_merge(cx, false)?;
+        let rank = first.len();
+        let ax = sample_axis(self.axis, rank, cx.name)?;
+        let fits =
+            |s: &Vec<usize>| s.len() == rank && s.iter().zip(&first).enumerate().all(|(i, (a, b))| i == ax || a == b);
+        if !cx.inputs.iter().all(fits) {
+            return Err(Error::Shape(format!(
+                "layer `{}` (Concatenate) on axis {}: the other axes must agree, got {}",
+                cx.name,
+                self.axis,
+                listed(cx)
+            )));
+        }
+        let mut out = first;
+        out[ax] = cx.inputs.iter().map(|s| s[ax]).sum();
+        Ok(out)
+    }
+    fn forward(&self, l: &Layer, f: &mut Fwd, xs: &[Var]) -> Result<Var> {
+        // The engine's axes count the batch axis, as Keras's do.
+        let ax = sample_axis(self.axis, l.output_shape().len(), l.name())? + 1;
+        f.g.concat(xs, ax)
+    }
+}
+
+impl LayerSpec for Dot {
+    fn merges(&self) -> bool {
+        true
+    }
+    fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
+        let first = check_merge(cx, false)?;
+        if cx.inputs.len() != 2 || first.len() != 1 || cx.inputs[1] != first {
+            return Err(Error::Shape(format!(
+                "layer `{}` (Dot) takes two flat inputs of one width, got {}",
+                cx.name,
+                listed(cx)
+            )));
+        }
+        if !matches!(self.axes, -1 | 1) {
+            return Err(Error::Config(format!(
+                "layer `{}` (Dot): axes = {} is not supported, only the feature axis (1 or -1)",
+                cx.name, self.axes
+            )));
+        }
+        Ok(vec![1])
+    }
+    fn forward(&self, _l: &Layer, f: &mut Fwd, xs: &[Var]) -> Result<Var> {
+        let (mut a, mut b) = (xs[0], xs[1]);
+        if self.normalize {
+            a = l2_normalize(f.g, a)?;
+            b = l2_normalize(f.g, b)?;
+        }
+        let p = f.g.mul(a, b)?;
+        f.g.sum(p, Some(1), true)
+    }
+}
+
+/// x / sqrt(Σx² + 1e-12) per row (Keras's `l2_normalize` takes max(Σx², 1e-12): equal but at zero).
+fn l2_normalize(g: &mut Graph<f32>, x: Var) -> Result<Var> {
+    let sq = g.mul(x, x)?;
+    let s = g.sum(sq, Some(1), true)?;
+    let eps = g.input(&[1, 1], &[1e-12])?;
+    let s = g.add(s, eps)?;
+    let norm = g.sqrt(s)?;
+    g.div(x, norm)
+}

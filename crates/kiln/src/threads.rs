@@ -1,0 +1,49 @@
+//! One setting for how many threads kiln computes on: `--threads N` on the command line, or the
+//! `KILN_THREADS` environment variable, or else every core. It sizes rayon's pool (where every parallel
+//! kernel runs) and the number of parts kernels split their work into.
+
+use kiln_core::{Error, Result};
+
+/// The environment variable read when no count is given.
+pub const ENV: &str = "KILN_THREADS";
+
+/// Sets the thread count from `n`, else from `KILN_THREADS`, else every core; returns the count in effect.
+/// Call it once, before any training or prediction (rayon's pool can be sized only before its first use;
+/// a later call with another count is an error naming both).
+pub fn configure(n: Option<usize>) -> Result<usize> {
+    let from_env = || -> Result<Option<usize>> {
+        match std::env::var(ENV) {
+            Ok(v) if v.trim().is_empty() => Ok(None),
+            Ok(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .map(Some)
+                .ok_or_else(|| Error::Config(format!("{ENV}={v}: expected a positive number of threads"))),
+            Err(_) => Ok(None),
+        }
+    };
+    let want = match n {
+        Some(0) => return Err(Error::Config("--threads must be positive".into())),
+        Some(n) => Some(n),
+        None => from_env()?,
+    };
+    let Some(want) = want else {
+        return Ok(rayon::current_num_threads());
+    };
+    if rayon::ThreadPoolBuilder::new().num_threads(want).build_global().is_err() && rayon::current_num_threads() != want
+    {
+        return Err(Error::Config(format!(
+            "cannot use {want} threads: the thread pool already runs {} (set the count before training)",
+            rayon::current_num_threads()
+        )));
+    }
+    kiln_core::ops::set_num_threads(want);
+    Ok(want)
+}
+
+/// The number of threads kiln computes on now.
+pub fn current() -> usize {
+    rayon::current_num_threads()
+}
