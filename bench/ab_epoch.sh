@@ -22,9 +22,15 @@ b="$root/target/release/kiln-bench"
 # s/epoch, inference img/s at batch 1 and at batch 1000
 row() { "$1" --models cnn --epochs 1 --data "$root/data/mnist" | awk -F'|' '/^\| *cnn/ {gsub(/[ ,]/,""); print $3, $6, $7}'; }
 ae=(); be=(); a1=(); b1=(); ak=(); bk=()
+# The order alternates too (A B, B A, ...), so that a drift of the machine does not favour one side.
 for i in $(seq "$n"); do
-  read -r e one k < <(row "$a"); ae+=("$e"); a1+=("$one"); ak+=("$k")
-  read -r e one k < <(row "$b"); be+=("$e"); b1+=("$one"); bk+=("$k")
+  if (( i % 2 )); then
+    read -r e one k < <(row "$a"); ae+=("$e"); a1+=("$one"); ak+=("$k")
+    read -r e one k < <(row "$b"); be+=("$e"); b1+=("$one"); bk+=("$k")
+  else
+    read -r e one k < <(row "$b"); be+=("$e"); b1+=("$one"); bk+=("$k")
+    read -r e one k < <(row "$a"); ae+=("$e"); a1+=("$one"); ak+=("$k")
+  fi
   echo "run $i: A ${ae[-1]} s/epoch ${a1[-1]} ${ak[-1]} img/s; B ${be[-1]} s/epoch ${b1[-1]} ${bk[-1]} img/s"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }

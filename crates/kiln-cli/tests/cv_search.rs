@@ -113,7 +113,7 @@ fn cv_folds_and_scores_match_a_recomputation_from_each_folds_predictions() {
     let (data, cfg_path) = (tmp.path().join("mixed.csv"), tmp.path().join("mixed.toml"));
     let n = 157;
     write_mixed(&data, n);
-    write_config(&cfg_path, &data, "epochs = 8\nlearning_rate = 0.02\nseed = 5");
+    write_config(&cfg_path, &data, "epochs = 8\noptimizer = { type = \"adam\", learning_rate = 0.02 }\nseed = 5");
     let k = 4;
     let out = run_ok(&["cv", cfg_path.to_str().unwrap(), "--folds", &k.to_string()]);
     let (printed, summ) = cv_output(&out, k);
@@ -205,7 +205,7 @@ fn a_copy_of_the_label_scores_1_and_random_labels_score_chance() {
         "--folds",
         "5",
         "--set",
-        "train.learning_rate=0.02",
+        "train.optimizer.learning_rate=0.02",
         "--set",
         "train.epochs=15",
     ]);
@@ -225,7 +225,7 @@ fn a_copy_of_the_label_scores_1_and_random_labels_score_chance() {
     assert!((0.36..0.64).contains(&acc) && (0.34..0.66).contains(&auc), "chance expected: {out}");
 }
 
-/// The settings of a search line ("  accuracy: ... | model.hidden = [4], train.learning_rate = 0.1").
+/// The settings of a search line ("  accuracy: ... | model.hidden = [4], train.optimizer.learning_rate = 0.1").
 fn settings(line: &str) -> (String, Vec<(String, String)>) {
     let (scores, set) = line.trim().split_once(" | ").unwrap_or_else(|| panic!("{line}"));
     let mut out = Vec::new();
@@ -254,7 +254,7 @@ fn search_tries_exactly_the_grid_ranks_by_roc_auc_and_writes_the_best() {
         "--set",
         "model.hidden=[4],[6, 3]",
         "--set",
-        "train.learning_rate=0.001,0.02,0.3",
+        "train.optimizer.learning_rate=0.001,0.02,0.3",
         "--folds",
         "2",
     ]);
@@ -266,7 +266,7 @@ fn search_tries_exactly_the_grid_ranks_by_roc_auc_and_writes_the_best() {
         .iter()
         .map(|(_, s)| {
             assert_eq!(s.len(), 2, "{s:?}");
-            assert_eq!((s[0].0.as_str(), s[1].0.as_str()), ("model.hidden", "train.learning_rate"));
+            assert_eq!((s[0].0.as_str(), s[1].0.as_str()), ("model.hidden", "train.optimizer.learning_rate"));
             (s[0].1.clone(), s[1].1.clone())
         })
         .collect();
@@ -285,7 +285,10 @@ fn search_tries_exactly_the_grid_ranks_by_roc_auc_and_writes_the_best() {
     let (h, lr) = (&trials[0].1[0].1, &trials[0].1[1].1);
     let want_hidden: Vec<usize> =
         h.trim_matches(|c| c == '[' || c == ']').split(", ").map(|v| v.parse().unwrap()).collect();
-    assert_eq!((best.model.hidden.clone(), best.train.learning_rate), (want_hidden, lr.parse::<f32>().unwrap()));
+    assert_eq!(
+        (best.model.hidden.clone(), best.train.optimizer.learning_rate()),
+        (want_hidden, lr.parse::<f32>().unwrap())
+    );
     assert_eq!((best.train.epochs, best.model.dropout), (4, 0.0), "the rest is the config's");
     for (scores, s) in [&trials[0], &trials[5]] {
         let sets: Vec<String> = s.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -301,7 +304,7 @@ fn search_tries_exactly_the_grid_ranks_by_roc_auc_and_writes_the_best() {
         "--set",
         "model.hidden=[4],[6, 3]",
         "--set",
-        "train.learning_rate=0.001,0.02,0.3",
+        "train.optimizer.learning_rate=0.001,0.02,0.3",
         "--folds",
         "2",
         "--random",

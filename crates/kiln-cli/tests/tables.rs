@@ -141,7 +141,7 @@ fn a_numeric_target_is_regression_scored_by_rmse_mae_and_r2() {
     std::fs::write(t.path("r.csv"), csv).unwrap();
     std::fs::write(
         t.path("r.toml"),
-        "[data]\npath = \"r.csv\"\ntarget = \"y\"\n[train]\nepochs = 60\nregression_loss = \"huber\"\n",
+        "[data]\npath = \"r.csv\"\ntarget = \"y\"\n[train]\nepochs = 60\nloss = \"huber\"\n",
     )
     .unwrap();
     let o = kiln(&["train", &t.s("r.toml"), "--run-dir", &t.s("run"), "--quiet"]);
@@ -357,4 +357,33 @@ fn a_table_run_has_logs_checkpoints_report_and_resumes_bit_identically() {
     assert_eq!(weights("cut"), weights("full"), "the resumed run ends where the uninterrupted one does");
     let log = |dir: &str| std::fs::read_to_string(t.path(dir).join("log.csv")).unwrap().lines().count();
     assert_eq!(log("cut"), log("full"), "one log line per epoch, across the resume");
+}
+
+/// `[train]` is spelled as in every config: the optimizer and its rate in `optimizer`, the loss in `loss`;
+/// the older table spellings get a line saying where the setting went.
+#[test]
+fn table_train_keys_are_the_common_ones_and_old_spellings_are_redirected() {
+    let t = Tmp::new("train-keys");
+    let csv: String = std::iter::once("x,y\n".to_string())
+        .chain((0..60).map(|i| format!("{i},{}\n", ["no", "yes"][i % 2])))
+        .collect();
+    std::fs::write(t.path("t.csv"), csv).unwrap();
+    let cfg = |train: &str| format!("[data]\npath = \"t.csv\"\ntarget = \"y\"\n\n[train]\nepochs = 1\n{train}\n");
+    for (train, want) in [
+        ("learning_rate = 0.01", "it is set with the optimizer: optimizer = { type = \"adam\", learning_rate"),
+        ("weight_decay = 0.01", "type = \"adamw\""),
+        ("regression_loss = \"huber\"", "write loss = \"huber\""),
+        ("loss = \"mean_squared_error\"", "train.loss: mean_squared_error does not fit this target"),
+    ] {
+        std::fs::write(t.path("t.toml"), cfg(train)).unwrap();
+        assert_fails(&kiln(&["train", &t.s("t.toml"), "--quiet", "--run-dir", &t.s("r")]), &[want]);
+    }
+    std::fs::write(
+        t.path("t.toml"),
+        cfg("optimizer = { type = \"adamw\", learning_rate = 0.01, weight_decay = 0.01 }"),
+    )
+    .unwrap();
+    let o = kiln(&["train", &t.s("t.toml"), "--print-config"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("type = \"adamw\""), "{}", stdout(&o));
 }

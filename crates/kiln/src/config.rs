@@ -224,7 +224,6 @@ impl RunConfig {
     }
 }
 
-/// "line 7: unknown key `filtrs`; did you mean `filters`? (valid: filters, kernel_size, ...)"
 /// Any config type from TOML text, with errors as `explain_toml_error` words them: every config reader of
 /// kiln (runs, tables) goes through here, so every TOML mistake reads the same.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
@@ -274,6 +273,18 @@ pub fn explain_unknown(msg: &str) -> Option<String> {
     let valid: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
     if valid.is_empty() {
         return Some(format!("unknown {what} `{given}`: {}", rest.trim_start_matches([',', ' '])));
+    }
+    // Keys that moved: one spelling for a setting in every config.
+    let moved = match given {
+        "learning_rate" | "weight_decay" if valid.contains(&"optimizer") => Some(
+            "; it is set with the optimizer: optimizer = { type = \"adam\", learning_rate = 0.001 }, or \
+             { type = \"adamw\", learning_rate = 0.001, weight_decay = 0.004 }",
+        ),
+        "regression_loss" if valid.contains(&"loss") => Some("; write loss = \"huber\" (or mean_absolute_error)"),
+        _ => None,
+    };
+    if let Some(m) = moved {
+        return Some(format!("unknown {what} `{given}`{m}"));
     }
     let best = valid.iter().min_by_key(|v| edit_distance(given, v)).expect("non-empty");
     let hint = if edit_distance(given, best) <= given.len().max(best.len()) / 2 + 1 {

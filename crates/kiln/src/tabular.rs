@@ -16,7 +16,7 @@ use crate::nn::{
     Activation, Bidirectional, Conv1D, Dense, Dropout, Embedding, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru,
     Lstm, Regularizer, RnnKind, SimpleRnn,
 };
-use crate::optim::{Adam, AdamW};
+use crate::optim::OptimizerConfig;
 use crate::train::{ClassWeight, FitOptions};
 use kiln_core::{Error, Result, Rng, Tensor};
 use serde::{Deserialize, Serialize};
@@ -137,7 +137,8 @@ impl Default for TableModel {
 pub struct TableTrain {
     pub epochs: usize,
     pub batch_size: usize,
-    pub learning_rate: f32,
+    /// The optimizer and its learning rate, spelled as in every config (default Adam at 0.001).
+    pub optimizer: OptimizerConfig,
     /// Fraction of the training rows held out (stratified by class) to pick the epoch (early stopping
     /// restores the best).
     pub validation_split: f64,
@@ -148,12 +149,10 @@ pub struct TableTrain {
     /// the largest, against imbalanced labels. The validation rows are set aside first and not repeated.
     #[serde(default)]
     pub oversample: bool,
-    /// AdamW's decoupled weight decay on every weight, embeddings included (0: plain Adam).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub weight_decay: f32,
-    /// The loss for a numeric target: mean_squared_error (default), mean_absolute_error or huber.
+    /// The loss. Classes get binary or sparse categorical cross-entropy (what they need; naming another is
+    /// an error); a numeric target mean_squared_error (default), mean_absolute_error or huber.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub regression_loss: Option<Loss>,
+    pub loss: Option<Loss>,
     /// Weights of the classes in the loss: `"balanced"` (rows / (classes × rows of the class), from the
     /// training rows) or by class name, e.g. `{ negative = 3.0 }` (unlisted classes weigh 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,13 +164,12 @@ impl Default for TableTrain {
         TableTrain {
             epochs: 30,
             batch_size: 64,
-            learning_rate: 1e-3,
+            optimizer: OptimizerConfig::default(),
             validation_split: 0.1,
             patience: 4,
             seed: 0,
             oversample: false,
-            weight_decay: 0.0,
-            regression_loss: None,
+            loss: None,
             class_weight: None,
         }
     }
@@ -307,9 +305,8 @@ impl std::fmt::Display for TableScores {
 }
 
 /// A network for the prepared table: hidden ReLU layers with dropout, and the output the task needs.
-/// Trained with Adam at `t.learning_rate`, or AdamW when `t.weight_decay` is set.
+/// Compiled with `t.optimizer` and the loss the task needs (`t.loss` may choose among regression losses).
 pub fn build_model(prep: &Preparation, m: &TableModel, t: &TableTrain) -> Result<Sequential> {
-    let regression_loss = t.regression_loss;
     let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
     match (m.kind, prep.features.as_slice()) {
         (ModelKind::Mlp, _) => {
@@ -365,6 +362,13 @@ pub fn build_model(prep: &Preparation, m: &TableModel, t: &TableTrain) -> Result
             model.add(Dropout::new(m.dropout))?;
         }
     }
+    let wrong_loss = |want: Loss, given: Loss| {
+        Error::Config(format!(
+            "train.loss: {} does not fit this target; its classes take {} (leave train.loss out)",
+            given.name(),
+            want.name()
+        ))
+    };
     let (out, loss, metrics) = match &prep.task {
         Task::Binary { .. } => {
             (Dense::new(1).activation(Activation::Sigmoid), Loss::BinaryCrossentropy, classification_metrics())
@@ -375,20 +379,25 @@ pub fn build_model(prep: &Preparation, m: &TableModel, t: &TableTrain) -> Result
             classification_metrics(),
         ),
         Task::Regression => {
-            let loss = regression_loss.unwrap_or(Loss::MeanSquaredError);
+            let loss = t.loss.unwrap_or(Loss::MeanSquaredError);
             if !matches!(loss, Loss::MeanSquaredError | Loss::MeanAbsoluteError | Loss::Huber) {
-                return Err(Error::Config(format!("train.regression_loss: {} is not a regression loss", loss.name())));
+                return Err(Error::Config(format!(
+                    "train.loss: {} is not a loss for a numeric target (mean_squared_error, mean_absolute_error \
+                     or huber)",
+                    loss.name()
+                )));
             }
             (Dense::new(1), loss, vec![Metric::MeanAbsoluteError])
         }
     };
+    if let Some(given) = t.loss
+        && given != loss
+    {
+        return Err(wrong_loss(loss, given));
+    }
     let out = reg(out);
     model.add(out)?;
-    if t.weight_decay > 0.0 {
-        model.compile(AdamW::new(t.learning_rate, t.weight_decay), loss, &metrics)?;
-    } else {
-        model.compile(Adam::new(t.learning_rate), loss, &metrics)?;
-    }
+    model.compile(t.optimizer.clone(), loss, &metrics)?;
     model.set_preparation(prep.clone());
     Ok(model)
 }
@@ -847,7 +856,7 @@ pub fn summarize(folds: &[TableScores]) -> String {
         .join(" - ")
 }
 
-/// One setting a search varies: a dotted config key (`model.hidden`, `train.learning_rate`) and the values
+/// One setting a search varies: a dotted config key (`model.hidden`, `train.optimizer.learning_rate`) and the values
 /// to try.
 #[derive(Clone, Debug)]
 pub struct Axis {

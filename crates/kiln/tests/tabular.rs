@@ -92,7 +92,7 @@ fn sequence_models_read_a_text_column_in_order() {
     cfg.model.units = 8;
     cfg.model.hidden = vec![];
     cfg.train.epochs = 30;
-    cfg.train.learning_rate = 0.01;
+    cfg.train.optimizer.set_learning_rate(0.01);
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let (test, train) = tabular::split(&cfg, &table, &types).unwrap();
@@ -230,7 +230,7 @@ fn word_setup(dir: &std::path::Path, lr: f32) -> (TableConfig, kiln::data::table
     cfg.data.prepare.text.ngrams = 1;
     cfg.data.prepare.text.dim = 8;
     cfg.train.epochs = 20;
-    cfg.train.learning_rate = lr;
+    cfg.train.optimizer.set_learning_rate(lr);
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let split = tabular::split(&cfg, &table, &types).unwrap();
@@ -281,8 +281,8 @@ fn class_weights_by_class_name() {
     let r = tabular::score(&model, &table, &test).unwrap().report.unwrap();
     assert_eq!(r.per_class[0].1, 0.0, "neg recall with neg weighted 0: {r:?}");
     cfg.train.class_weight = Some(ClassWeight::balanced());
-    // With weight decay the optimizer is AdamW.
-    cfg.train.weight_decay = 0.001;
+    // AdamW, named in train.optimizer as in every config.
+    cfg.train.optimizer = kiln::optim::AdamW::new(0.001, 0.001).into();
     let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
     assert!(matches!(
         model.compile_config().unwrap().optimizer,
