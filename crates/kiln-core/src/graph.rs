@@ -438,6 +438,17 @@ impl<T: Float> Graph<T> {
     }
 }
 
+impl Graph<f32> {
+    /// Stores the kernel `p` block-quantized as `dtype` (see `ParamStore::quantize`): inference only.
+    pub fn quantize_param(&mut self, p: ParamId, dtype: crate::DType) -> Result<()> {
+        Arc::make_mut(&mut self.params).quantize(p, dtype)?;
+        if let Some(g) = self.param_grads.get_mut(p.0) {
+            *g = Vec::new();
+        }
+        Ok(())
+    }
+}
+
 fn value_of<'a, T: Float>(nodes: &[Node], values: &'a [Vec<T>], params: &'a [Param<T>], id: usize) -> &'a [T] {
     match nodes[id].op {
         Op::Param(p) => &params[p].value,

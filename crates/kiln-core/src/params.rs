@@ -5,6 +5,8 @@
 //! and without a lock. Training changes values through `Arc::make_mut`, which copies nothing while the
 //! training tape is the only holder (always, since `fit` takes the model by `&mut`).
 
+use crate::dtype::DType;
+use crate::quant::QMatrix;
 use crate::{Error, Float, Result, Shape};
 use std::collections::HashMap;
 
@@ -13,9 +15,34 @@ use std::collections::HashMap;
 pub struct Param<T> {
     pub name: String,
     pub shape: Shape,
+    /// The values, row-major; empty when the parameter is quantized (`quant`).
     pub value: Vec<T>,
     /// Non-trainable parameters (batch-norm moving statistics) are saved but never get gradients.
     pub trainable: bool,
+    /// A matrix kernel [in, out] held block-quantized instead (GGUF's Q8_0, Q4_0, Q4_1), as its transpose
+    /// [out, in] quantized along `in`, the layout GGUF files use: for inference only.
+    pub quant: Option<QMatrix>,
+}
+
+impl<T> Param<T> {
+    /// The storage type: f32/f64 as `T`, or the quantized one.
+    pub fn dtype(&self) -> DType
+    where
+        T: Float,
+    {
+        match &self.quant {
+            Some(q) => q.dtype(),
+            None => T::DTYPE.parse().expect("f32 and f64 are dtypes"),
+        }
+    }
+
+    /// Bytes the values take (quantized blocks when quantized).
+    pub fn bytes(&self) -> usize {
+        match &self.quant {
+            Some(q) => q.dtype().bytes_for(q.rows() * q.cols()).unwrap_or(0),
+            None => self.value.len() * std::mem::size_of::<T>(),
+        }
+    }
 }
 
 /// A handle to a parameter of a store; valid for the store's whole life.
@@ -50,7 +77,7 @@ impl<T: Float> ParamStore<T> {
             return Err(Error::Invalid(format!("a parameter named `{name}` exists already: names must be unique")));
         }
         self.by_name.insert(name.to_string(), self.params.len());
-        self.params.push(Param { name: name.to_string(), shape, value, trainable });
+        self.params.push(Param { name: name.to_string(), shape, value, trainable, quant: None });
         Ok(ParamId(self.params.len() - 1))
     }
 
@@ -85,5 +112,34 @@ impl<T: Float> ParamStore<T> {
 
     pub fn by_name(&self, name: &str) -> Option<&Param<T>> {
         self.id(name).map(|p| &self.params[p.0])
+    }
+}
+
+impl ParamStore<f32> {
+    /// Stores the matrix kernel `p` ([in, out], `in` a multiple of 32) block-quantized as `dtype`, for
+    /// inference: its f32 values are dropped and it is no longer trainable.
+    pub fn quantize(&mut self, p: ParamId, dtype: DType) -> Result<()> {
+        let param = &mut self.params[p.0];
+        let &[n_in, n_out] = param.shape.dims() else {
+            return Err(Error::Shape(format!(
+                "quantizing `{}`: only matrix kernels [in, out] are quantized, it is {}",
+                param.name, param.shape
+            )));
+        };
+        if param.quant.is_some() {
+            return Err(Error::Invalid(format!("`{}` is quantized already", param.name)));
+        }
+        let mut t = vec![0.0f32; n_in * n_out];
+        for i in 0..n_in {
+            for o in 0..n_out {
+                t[o * n_in + i] = param.value[i * n_out + o];
+            }
+        }
+        let q = QMatrix::quantize(dtype, n_out, n_in, &t)
+            .map_err(|e| Error::Invalid(format!("quantizing `{}` [{n_in}, {n_out}]: {e}", param.name)))?;
+        param.quant = Some(q);
+        param.value = Vec::new();
+        param.trainable = false;
+        Ok(())
     }
 }

@@ -97,6 +97,11 @@ impl Sequential {
         extra: &[(String, &[f32])],
         extra_meta: Vec<(String, String)>,
     ) -> Result<Vec<u8>> {
+        if let Some((name, dtype)) = self.quantized_param() {
+            return Err(Error::Invalid(format!(
+                "save: `{name}` is quantized ({dtype}); kiln files hold f32 weights (save before quantizing)"
+            )));
+        }
         let (inputs, nodes) = self.spec();
         let spec = ModelSpec { name: self.name.clone(), inputs, nodes, compile: self.compile_config().cloned() };
         let json =

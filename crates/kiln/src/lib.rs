@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod optim;
+pub mod quantize;
 pub mod schedule;
 pub mod tabular;
 pub mod threads;

@@ -333,7 +333,8 @@ impl Model {
     pub fn param_counts(&self) -> (usize, usize) {
         let mut t = (0, 0);
         for p in self.graph.params() {
-            if p.trainable { t.0 += p.value.len() } else { t.1 += p.value.len() }
+            // A quantized kernel is not trainable but is counted with the weights it stands for.
+            if p.trainable || p.quant.is_some() { t.0 += p.shape.numel() } else { t.1 += p.shape.numel() }
         }
         t
     }
@@ -418,7 +419,7 @@ impl Model {
         let mut rows =
             vec![["Layer (type)".to_string(), "Output Shape".into(), "Param #".into(), "Connected to".into()]];
         for (l, node) in self.net.layers.iter().zip(&nodes) {
-            let n: usize = l.params().map(|p| self.graph.param(p).value.len()).sum();
+            let n: usize = l.params().map(|p| self.graph.param(p).shape.numel()).sum();
             let mut shape = vec![0];
             shape.extend_from_slice(&l.output_shape);
             let shape = fmt_shape(&shape).replacen('0', "None", 1);
@@ -452,6 +453,10 @@ impl Model {
         s += &format!(" Total params: {} ({:.2} MiB)\n", group(t + nt), mib(t + nt));
         s += &format!(" Trainable params: {} ({:.2} MiB)\n", group(t), mib(t));
         s += &format!(" Non-trainable params: {} ({:.2} MiB)\n", group(nt), mib(nt));
+        if let Some((_, dtype)) = self.quantized_param() {
+            let bytes: usize = self.graph.params().iter().map(|p| p.bytes()).sum();
+            s += &format!(" Stored in {:.2} MiB: Dense kernels quantized as {dtype}\n", bytes as f64 / 1024.0 / 1024.0);
+        }
         s
     }
 }

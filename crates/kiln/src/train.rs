@@ -418,6 +418,11 @@ impl Sequential {
         augment: Option<(&Augment, &mut Rng)>,
         sample_weights: Option<&[f32]>,
     ) -> Result<f64> {
+        if let Some((name, dtype)) = self.quantized_param() {
+            return Err(Error::Config(format!(
+                "fit: `{name}` is quantized ({dtype}), for inference only: train the f32 model, then quantize it"
+            )));
+        }
         let Some((config, opt)) = self.compiled.as_mut() else {
             return Err(Error::Config("fit: call compile(optimizer, loss, metrics) first".into()));
         };

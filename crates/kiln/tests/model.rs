@@ -183,8 +183,13 @@ fn optimizers_follow_keras_update_rules() {
     use kiln::core::{Param, Shape};
     use kiln::optim::{Optimizer, OptimizerConfig};
     let step = |c: OptimizerConfig| {
-        let mut p =
-            vec![Param { name: "w".into(), shape: Shape::new(&[1]).unwrap(), value: vec![1.0f32], trainable: true }];
+        let mut p = vec![Param {
+            name: "w".into(),
+            shape: Shape::new(&[1]).unwrap(),
+            value: vec![1.0f32],
+            trainable: true,
+            quant: None,
+        }];
         let mut g = vec![vec![0.5f32]];
         let mut o = Optimizer::new(c);
         o.step(&mut p, &mut g);

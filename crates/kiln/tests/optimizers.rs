@@ -51,6 +51,7 @@ fn check(fx: &Value, case: &str, config: OptimizerConfig, schedule: Option<Sched
             shape: Shape::new(&shape(init)).unwrap(),
             value: data(init),
             trainable: true,
+            quant: None,
         });
         if i == 0 {
             params.push(Param {
@@ -58,6 +59,7 @@ fn check(fx: &Value, case: &str, config: OptimizerConfig, schedule: Option<Sched
                 shape: Shape::new(&[2]).unwrap(),
                 value: frozen.clone(),
                 trainable: false,
+                quant: None,
             });
         }
     }

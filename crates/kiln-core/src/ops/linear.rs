@@ -81,6 +81,46 @@ impl<T: Float> Graph<T> {
     }
 }
 
+impl Graph<f32> {
+    /// y[n, o] = act(x[n, i] · w[i, o] + b[o]) with `w` a block-quantized kernel (`Param::quant`), dequantized
+    /// 32 weights at a time (`QMatrix::matmul_t`). Inference only: nothing flows back through it, so it is an
+    /// error while recording for a trainable `x`.
+    pub fn linear_q(&mut self, x: Var, w: crate::ParamId, b: Option<Var>, act: Option<UnaryOp>) -> Result<Var> {
+        let params = self.shared_params();
+        let p = params.get(w);
+        let Some(q) = p.quant.as_ref() else {
+            return Err(Error::Invalid(format!("linear_q: `{}` is not quantized (use linear)", p.name)));
+        };
+        if self.is_recording() && self.requires_grad(x) {
+            return Err(Error::Invalid(format!(
+                "linear_q: `{}` is {}: quantized weights are for inference, no gradient passes through them",
+                p.name,
+                q.dtype()
+            )));
+        }
+        let sx = self.shape(x);
+        if sx.rank() != 2 || sx.dim(1) != q.cols() {
+            return Err(Error::Shape(format!(
+                "linear_q: input {sx} does not fit `{}` [{}, {}] (want [n, {}])",
+                p.name,
+                q.cols(),
+                q.rows(),
+                q.cols()
+            )));
+        }
+        let (n, o) = (sx.dim(0), q.rows());
+        if let Some(b) = b
+            && self.shape(b).dims() != [o]
+        {
+            return Err(Error::Shape(format!("linear_q: bias {} does not fit {o} outputs", self.shape(b))));
+        }
+        let mut y = self.pool.scratch(n * o);
+        q.matmul_t(self.value(x), n, &mut y)?;
+        bias_act(&mut y, o, b.map(|b| self.value(b)), act, None);
+        Ok(self.push(Op::Leaf, sx.with_dim(1, o), y, false))
+    }
+}
+
 /// dz = dy ⊙ act'(z); db += Σₙ dz; dw += xᵀ · dz; dx += dz · wᵀ
 pub(crate) fn backward<T: Float>(
     ctx: &mut BackCtx<T>,

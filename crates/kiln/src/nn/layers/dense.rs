@@ -73,10 +73,16 @@ impl LayerSpec for Dense {
     }
 
     fn forward(&self, l: &Layer, f: &mut Fwd, xs: &[Var]) -> Result<Var> {
-        let w = f.g.use_param(l.must("kernel"));
+        let kernel = l.must("kernel");
         let b = l.param("bias").map(|b| f.g.use_param(b));
         let act = f.fused(self.activation);
-        let y = f.g.linear(xs[0], w, b, act)?;
+        // A kernel quantized for inference (`Model::quantize`) takes the block-quantized product.
+        let y = if f.g.param(kernel).quant.is_some() {
+            f.g.linear_q(xs[0], kernel, b, act)?
+        } else {
+            let w = f.g.use_param(kernel);
+            f.g.linear(xs[0], w, b, act)?
+        };
         f.finish(y, self.activation, 1)
     }
 
