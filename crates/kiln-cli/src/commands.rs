@@ -113,6 +113,26 @@ fn read_png(path: &Path, want: &[usize]) -> Result<Tensor> {
     Tensor::new(&[1, h, w, channels], data)
 }
 
+/// `kiln cv` on an image config: k folds of the training images, each scored by a model trained on the others.
+pub fn cv(path: &Path, folds: usize, set: &[String]) -> Result<()> {
+    let mut cfg = RunConfig::from_file(path)?;
+    for s in set {
+        let axis = kiln::tabular::parse_axis(s)?;
+        let [value] = axis.values.as_slice() else {
+            return Err(Error::Invalid(format!("--set {s}: one value (a list of settings is for `kiln search`)")));
+        };
+        cfg = cfg.with_setting(&axis.key, value)?;
+    }
+    let start = std::time::Instant::now();
+    let scores = cfg.cross_validate(folds)?;
+    for (i, s) in scores.iter().enumerate() {
+        println!("fold {}: {s}", i + 1);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{folds}-fold cross-validation: {} ({secs:.1} s)", kiln::cv::summarize(&scores));
+    Ok(())
+}
+
 pub fn summary(path: &Path) -> Result<()> {
     let model = if crate::table::is_table_config(path) {
         kiln::tabular::untrained_model(&crate::table::read_config(path)?)?

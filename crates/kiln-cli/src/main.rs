@@ -102,9 +102,10 @@ enum Command {
         /// A run folder made by `kiln train`.
         run_dir: PathBuf,
     },
-    /// Cross-validate a table model: k stratified folds, mean ± std of every metric.
+    /// Cross-validate a config: k stratified folds (of a table's rows, or of the training images), mean ±
+    /// std of every metric.
     Cv {
-        /// A table config (a [data] with a target), or use --data and --target.
+        /// A config (an image config, or a table config: a [data] with a target), or use --data and --target.
         config: Option<PathBuf>,
         #[arg(long, value_name = "FILE")]
         data: Option<PathBuf>,
@@ -208,6 +209,15 @@ fn main() {
                 train::train(train::TrainArgs { config, resume, epochs, output, run_dir, set, print_config, quiet })
             }
         }
+        Command::Cv { config: Some(c), data: None, target: None, folds, set } if !table::is_table_config(&c) => {
+            commands::cv(&c, folds, &set)
+        }
+        Command::Search { config, .. } if !table::is_table_config(&config) => Err(kiln::Error::Invalid(format!(
+            "kiln search takes a table config ([data] with a target); {} is an image config: compare settings \
+             with `kiln cv {} --set KEY=VALUE`",
+            config.display(),
+            config.display()
+        ))),
         Command::Cv { config, data, target, folds, set } => table::cv(
             table::TableArgs {
                 config,

@@ -243,3 +243,25 @@ fn set_changes_an_image_config_and_checks_the_key() {
     assert_fails(&kiln(&["train", &t.s("run.toml"), "--set", "train.bach_size=128"]), &["bach_size", "batch_size"]);
     assert_fails(&kiln(&["train", &t.s("run.toml"), "--set", "train.epochs=1,2"]), &["one value"]);
 }
+
+/// `kiln cv` takes an image config too: stratified folds of the training images; `kiln search` says it
+/// takes table configs.
+#[test]
+fn cv_cross_validates_an_image_config() {
+    let t = Tmp::new("cv-images");
+    write_mnist(&t.path("data"), 300, 50);
+    std::fs::write(t.path("run.toml"), config(LAYERS_OK, "")).unwrap();
+    let o = kiln(&["cv", &t.s("run.toml"), "--folds", "3", "--set", "train.epochs=2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert_eq!(out.lines().filter(|l| l.starts_with("fold ")).count(), 3, "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with("3-fold cross-validation: loss: ") && last.contains("accuracy: "), "{out}");
+    let acc: f64 = last.split("accuracy: ").nth(1).unwrap()[..6].parse().unwrap();
+    assert!(acc > 0.8, "the bars are easy to learn: {last}");
+    assert_fails(&kiln(&["cv", &t.s("run.toml"), "--folds", "1"]), &["at least 2 folds"]);
+    assert_fails(
+        &kiln(&["search", &t.s("run.toml"), "--set", "train.epochs=1,2"]),
+        &["takes a table config", "kiln cv"],
+    );
+}

@@ -20,6 +20,7 @@ pub mod callbacks;
 pub mod checkpoint;
 pub mod class_weight;
 pub mod config;
+pub mod cv;
 pub mod data;
 pub mod history;
 pub mod inputs;
