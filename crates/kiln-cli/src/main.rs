@@ -177,6 +177,22 @@ fn main() {
         std::process::exit(1);
     }
     let result = match cli.command {
+        Command::Train { config, resume, run_dir, data, target, test_rows, set, print_config, .. }
+            if resume.is_some()
+                && (config.is_some()
+                    || run_dir.is_some()
+                    || data.is_some()
+                    || target.is_some()
+                    || test_rows.is_some()
+                    || !set.is_empty()
+                    || print_config) =>
+        {
+            Err(kiln::Error::Invalid(
+                "--resume continues a run as its folder's config.toml describes it: it takes --epochs, --output \
+                 and --quiet, not a config, --run-dir, --data, --target, --test-rows, --set or --print-config"
+                    .into(),
+            ))
+        }
         Command::Train {
             config,
             resume,

@@ -36,16 +36,67 @@ pub fn on_signal_stop() {
     }
 }
 
-/// What the run ran on, beside its config: `run.json` (threads, kiln's version, the command line).
+/// What the run ran on, beside its config: `run.json` (threads, kiln's version, the command line, when),
+/// with one entry per session: the first run, then each `--resume`.
 pub fn write_run_info(dir: &Path) -> kiln::Result<()> {
-    let info = serde_json::json!({
+    let path = dir.join("run.json");
+    let mut sessions: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("sessions").and_then(|s| s.as_array()).cloned())
+        .unwrap_or_default();
+    let this = serde_json::json!({
         "threads": kiln::threads::current(),
         "kiln": env!("CARGO_PKG_VERSION"),
         "command": std::env::args().collect::<Vec<_>>(),
         "started": timestamp(),
     });
+    sessions.push(this.clone());
+    let mut info = this;
+    info["sessions"] = serde_json::Value::Array(sessions);
     let text = serde_json::to_string_pretty(&info).unwrap_or_default() + "\n";
-    kiln::io::write_atomic(&dir.join("run.json"), text.as_bytes())
+    kiln::io::write_atomic(&path, text.as_bytes())
+}
+
+/// Makes a new run folder. A folder the user named must not hold files already (a run would be overwritten:
+/// continue it with --resume instead); a default one that exists (two runs in one second) gets a suffix.
+pub fn create(dir: PathBuf, named: bool) -> kiln::Result<PathBuf> {
+    let holds_files = |d: &Path| std::fs::read_dir(d).map(|mut r| r.next().is_some()).unwrap_or(false);
+    let dir = if named {
+        if holds_files(&dir) {
+            return Err(kiln::Error::Invalid(format!(
+                "{} already holds files (a run folder?); continue that run with --resume {}, or choose another \
+                 --run-dir",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        dir
+    } else {
+        let mut d = dir.clone();
+        let mut k = 2;
+        while d.exists() {
+            d = PathBuf::from(format!("{}-{k}", dir.display()));
+            k += 1;
+        }
+        d
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| kiln::Error::io(&dir, &e))?;
+    Ok(dir)
+}
+
+/// The settings of `[train]` that `fit` would reject, checked before a run folder is made.
+pub fn check_train(epochs: usize, batch_size: usize, validation_split: f64) -> kiln::Result<()> {
+    if epochs == 0 {
+        return Err(kiln::Error::Config("train.epochs must be at least 1 (with --epochs too)".into()));
+    }
+    if batch_size == 0 {
+        return Err(kiln::Error::Config("train.batch_size must be at least 1".into()));
+    }
+    if !(0.0..1.0).contains(&validation_split) {
+        return Err(kiln::Error::Config(format!("train.validation_split must be in [0, 1), got {validation_split}")));
+    }
+    Ok(())
 }
 
 /// The default run folder for a run called `name` under `runs`.

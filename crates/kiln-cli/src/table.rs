@@ -83,28 +83,31 @@ pub fn train(a: TableArgs) -> Result<()> {
         print!("{text}");
         return Ok(());
     }
+    crate::run_dir::check_train(cfg.train.epochs, cfg.train.batch_size, cfg.train.validation_split)?;
     let (table, file_rows) = cfg.read_table_rows()?;
     let types = cfg.types(&table)?;
     let (test, train) = tabular::split(&cfg, &table, &types)?;
     if a.config.is_none() && a.resume.is_none() && !a.quiet {
         println!("config used (save it and edit it to change anything):\n\n{text}");
     }
-    let run_dir = match (&a.resume, &a.run_dir) {
-        (Some(d), _) | (None, Some(d)) => d.clone(),
+    let (run_dir, named) = match (&a.resume, &a.run_dir) {
+        (Some(d), _) | (None, Some(d)) => (d.clone(), true),
         (None, None) => {
             let stem =
                 cfg.data.path.file_name().map(|n| n.to_string_lossy().split('.').next().unwrap_or("table").to_string());
-            crate::run_dir::default_for(Path::new("runs"), &stem.unwrap_or_default())
+            (crate::run_dir::default_for(Path::new("runs"), &stem.unwrap_or_default()), false)
         }
     };
+    let run_dir = if a.resume.is_some() { run_dir } else { crate::run_dir::create(run_dir, named)? };
     let resume = match &a.resume {
         Some(_) => {
             let (m, p) = Sequential::load_checkpoint(run_dir.join(CHECKPOINT))?;
             if p.epoch >= cfg.train.epochs {
                 return Err(Error::Invalid(format!(
-                    "{} already finished its {} epochs (use --epochs N to train further)",
+                    "{} has trained {} epochs already: give --epochs above {} to train further",
                     run_dir.display(),
-                    cfg.train.epochs
+                    p.epoch,
+                    p.epoch
                 )));
             }
             if !a.quiet {
@@ -113,7 +116,6 @@ pub fn train(a: TableArgs) -> Result<()> {
             Some((m, p))
         }
         None => {
-            std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, &e))?;
             let mut resolved = cfg.clone();
             resolved.data.path = absolute(&cfg.data.path);
             resolved.data.prepare.text.glove = cfg.data.prepare.text.glove.as_deref().map(absolute);

@@ -59,6 +59,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     let cfg = cfg.resolved();
     // Everything that can be wrong with the config or the data is found before the run folder is made.
+    crate::run_dir::check_train(cfg.train.epochs, cfg.train.batch_size, cfg.train.validation_split)?;
     let mut model = cfg.build_model()?;
     let callbacks_cfg = cfg.callbacks.clone();
     let (train, test) = match cfg.data.format {
@@ -69,25 +70,27 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if let Some(o) = &output {
         check_writable(o)?;
     }
-    let run_dir = match (run_dir, a.run_dir) {
-        (Some(d), _) => d,
-        (None, Some(d)) => d,
-        (None, None) => crate::run_dir::default_for(&cfg.output.runs_dir, &cfg.model.name),
+    let (run_dir, named) = match (run_dir, a.run_dir) {
+        (Some(d), _) => (d, true),
+        (None, Some(d)) => (d, true),
+        (None, None) => (crate::run_dir::default_for(&cfg.output.runs_dir, &cfg.model.name), false),
     };
     let mut progress = None;
     if resume {
         let (m, p) = Sequential::load_checkpoint(run_dir.join(CHECKPOINT))?;
         if p.epoch >= cfg.train.epochs {
             return Err(Error::Invalid(format!(
-                "{} already finished its {} epochs (use --epochs N to train further)",
+                "{} has trained {} epochs already: give --epochs above {} to train further",
                 run_dir.display(),
-                cfg.train.epochs
+                p.epoch,
+                p.epoch
             )));
         }
         model = m;
         progress = Some(p);
-    } else {
-        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, &e))?;
+    }
+    let run_dir = if resume { run_dir } else { crate::run_dir::create(run_dir, named)? };
+    if !resume {
         kiln::io::write_atomic(&run_dir.join(CONFIG), cfg.to_toml().as_bytes())?;
     }
     crate::run_dir::write_run_info(&run_dir)?;

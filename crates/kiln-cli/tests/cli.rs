@@ -265,3 +265,30 @@ fn cv_cross_validates_an_image_config() {
         &["takes a table config", "kiln cv"],
     );
 }
+
+/// What a review as a new user found: a named run folder that holds a run is not overwritten, zero epochs
+/// trains nothing and writes nothing, --resume takes no second config, and an absurd thread count is refused.
+#[test]
+fn runs_are_not_overwritten_and_contradictory_flags_are_refused() {
+    let t = Tmp::new("guards");
+    write_mnist(&t.path("data"), 100, 50);
+    std::fs::write(t.path("run.toml"), config(LAYERS_OK, "").replace("epochs = 2", "epochs = 1")).unwrap();
+    let o = kiln(&["train", &t.s("run.toml"), "--quiet", "--run-dir", &t.s("r")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = std::fs::read(t.path("r/model.safetensors")).unwrap();
+    assert_fails(
+        &kiln(&["train", &t.s("run.toml"), "--quiet", "--run-dir", &t.s("r")]),
+        &["already holds files", "--resume"],
+    );
+    assert_eq!(std::fs::read(t.path("r/model.safetensors")).unwrap(), before, "the first run's model is kept");
+    let saved = std::fs::read(t.path("model.safetensors")).unwrap();
+    assert_fails(&kiln(&["train", &t.s("run.toml"), "--epochs", "0", "--run-dir", &t.s("z")]), &["at least 1"]);
+    assert!(!t.path("z").exists(), "no run folder for a run that cannot start");
+    assert_eq!(std::fs::read(t.path("model.safetensors")).unwrap(), saved, "[output] model untouched");
+    assert_fails(&kiln(&["train", &t.s("run.toml"), "--resume", &t.s("r")]), &["--resume", "not a config"]);
+    assert_fails(&kiln(&["train", "--resume", &t.s("r"), "--run-dir", &t.s("x")]), &["--run-dir"]);
+    assert_fails(&kiln(&["--threads", "100000", "summary", &t.s("run.toml")]), &["100000 threads", "cores"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path("r/run.json")).unwrap()).unwrap();
+    assert_eq!(info["sessions"].as_array().unwrap().len(), 1);
+}

@@ -213,6 +213,7 @@ impl RunConfig {
         c.data.path = abs(&c.data.path);
         c.output.model = c.output.model.as_deref().map(|m| match (m.parent(), m.file_name()) {
             (Some(d), Some(f)) if !d.as_os_str().is_empty() => abs(d).join(f),
+            (_, Some(f)) => abs(Path::new(".")).join(f),
             _ => m.to_path_buf(),
         });
         c
@@ -285,6 +286,14 @@ pub fn explain_unknown(msg: &str) -> Option<String> {
     };
     if let Some(m) = moved {
         return Some(format!("unknown {what} `{given}`{m}"));
+    }
+    // `inputs` is a key of graph nodes only (it sits beside the layer's own keys).
+    if what == "key" && !valid.contains(&"inputs") && edit_distance(given, "inputs") <= 2 {
+        let hint = if given == "inputs" { "" } else { "did you mean `inputs`? " };
+        return Some(format!(
+            "unknown key `{given}`; {hint}`inputs` names what a layer reads in [[model.nodes]] (a graph); in \
+             [[model.layers]] each layer reads the one before"
+        ));
     }
     let best = valid.iter().min_by_key(|v| edit_distance(given, v)).expect("non-empty");
     let hint = if edit_distance(given, best) <= given.len().max(best.len()) / 2 + 1 {

@@ -7,6 +7,9 @@ use kiln_core::{Error, Result};
 /// The environment variable read when no count is given.
 pub const ENV: &str = "KILN_THREADS";
 
+/// The most threads kiln starts (each holds its own kernel buffers), unless the machine has more cores.
+pub const MAX: usize = 256;
+
 /// Sets the thread count from `n`, else from `KILN_THREADS`, else every core; returns the count in effect.
 /// Call it once, before any training or prediction (rayon's pool can be sized only before its first use;
 /// a later call with another count is an error naming both).
@@ -32,6 +35,13 @@ pub fn configure(n: Option<usize>) -> Result<usize> {
     let Some(want) = want else {
         return Ok(rayon::current_num_threads());
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if want > MAX.max(cores) {
+        return Err(Error::Config(format!(
+            "{want} threads is more than kiln runs on (at most {}; this machine has {cores} cores)",
+            MAX.max(cores)
+        )));
+    }
     if rayon::ThreadPoolBuilder::new().num_threads(want).build_global().is_err() && rayon::current_num_threads() != want
     {
         return Err(Error::Config(format!(

@@ -97,6 +97,11 @@ impl Dot {
 
 /// A per-sample axis from Keras's count (which includes the batch axis).
 fn sample_axis(axis: i64, rank: usize, layer: &str) -> Result<usize> {
+    if axis == 0 {
+        return Err(Error::Config(format!(
+            "layer `{layer}`: axis 0 is the batch axis; count from 1 (a sample's first axis) or from the end (-1)"
+        )));
+    }
     let a = if axis < 0 { rank as i64 + 1 + axis } else { axis };
     if a < 1 || a > rank as i64 {
         return Err(Error::Config(format!(
@@ -107,16 +112,28 @@ fn sample_axis(axis: i64, rank: usize, layer: &str) -> Result<usize> {
     Ok(a as usize - 1)
 }
 
-/// The inputs described for a message: "`dense` (Dense) outputs (4,); input `item` is (3,)".
+/// The inputs for a message: "(4,) from `dense` (Dense), (3,) from input `item`".
 fn listed(cx: &BuildCx) -> String {
-    cx.sources.join("; ")
+    let from = |s: &str| {
+        // The sources read "`dense` (Dense) outputs (4,)" or "input `item` is (3,)": keep who, not the shape.
+        let who = s.rsplit_once(" outputs ").or_else(|| s.rsplit_once(" is ")).map_or(s, |(w, _)| w);
+        who.trim_start_matches("the ").to_string()
+    };
+    let parts: Vec<String> = cx
+        .inputs
+        .iter()
+        .zip(cx.sources)
+        .map(|(shape, s)| format!("{} from {}", crate::nn::fmt_shape(shape), from(s)))
+        .collect();
+    parts.join(", ")
 }
 
 /// Two or more inputs, and for Add and Multiply all of one shape.
 fn check_merge(cx: &BuildCx, same_shape: bool) -> Result<Vec<usize>> {
     if cx.inputs.len() < 2 {
         return Err(Error::Config(format!(
-            "layer `{}` ({}) merges two or more inputs, got {}: list them in its `inputs`",
+            "layer `{}` ({}) merges two or more inputs, got {}: name them in its `inputs` (a [[model.nodes]] \
+             table; in Rust, Model::apply)",
             cx.name,
             cx.class,
             cx.inputs.len()
