@@ -54,6 +54,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         cfg = cfg.with_setting(&axis.key, value)?;
     }
     if a.print_config {
+        // A config that prints must also build.
+        cfg.build_model()?;
         print!("{}", cfg.to_toml());
         return Ok(());
     }

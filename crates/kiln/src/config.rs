@@ -255,10 +255,73 @@ pub fn with_setting<T: Serialize + serde::de::DeserializeOwned>(cfg: &T, key: &s
 /// serde's list of expected keys turned into the nearest one.
 pub fn explain_toml_error(e: &toml::de::Error, text: &str) -> String {
     let msg = e.message().trim().replace('\n', " ");
-    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    // Inside `[[model.layers]]` the span covers the whole array of tables: point at the key or value named.
+    let start = e.span().map(|s| {
+        let at = within(text, s.start);
+        named_in_table(text, at, s.end, &msg).unwrap_or(at)
+    });
+    let line = start.map(|at| text[..at].matches('\n').count() + 1);
     let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
     let explained = explain_unknown(&msg).unwrap_or(msg);
     format!("{at}{explained}")
+}
+
+/// The nearest char boundary at or before `at`.
+fn within(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Where the key (`x = ...`) or value (`"x"`) that an "unknown field `x`" or "unknown variant `x`" message
+/// names is written, in the array of tables whose first header is at `from`..`to` (the span toml gives). Of the tables
+/// there that hold it, the one whose other keys are all in the message's list of valid keys (the table that
+/// failed, not an earlier one of another type where the key is valid).
+fn named_in_table(text: &str, from: usize, to: usize, msg: &str) -> Option<usize> {
+    let (is_key, rest) = match (msg.strip_prefix("unknown field `"), msg.strip_prefix("unknown variant `")) {
+        (Some(r), _) => (true, r),
+        (_, Some(r)) => (false, r),
+        _ => return None,
+    };
+    let (name, after) = rest.split_once('`')?;
+    let valid: Vec<&str> = after.split('`').skip(1).step_by(2).collect();
+    let key_of = |t: &str| t.split_once('=').map(|(k, _)| k.trim().to_string());
+    // The span is the array's first header (`[[model.layers]]`): its tables run until another header.
+    let header = text[from..within(text, to.max(from))].trim();
+    let mut offset = from;
+    let mut table: Vec<(usize, &str)> = Vec::new();
+    let mut tables: Vec<Vec<(usize, &str)>> = Vec::new();
+    for line in text[from..].split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with('[') && !table.is_empty() {
+            if t.trim_end() != header {
+                break;
+            }
+            tables.push(std::mem::take(&mut table));
+        }
+        table.push((offset + (line.len() - t.len()), t));
+        offset += line.len();
+    }
+    tables.push(table);
+    for t in &tables {
+        let hit = t.iter().find(|(_, l)| {
+            if is_key {
+                l.strip_prefix(name).is_some_and(|r| r.trim_start().starts_with('='))
+            } else {
+                l.contains(&format!("\"{name}\"")) || l.contains(&format!("'{name}'"))
+            }
+        });
+        let fits = !is_key
+            || t.iter()
+                .filter_map(|(_, l)| key_of(l))
+                .all(|k| k == name || k == "type" || k == "inputs" || valid.contains(&k.as_str()));
+        if let (Some(&(at, _)), true) = (hit, fits) {
+            return Some(at);
+        }
+    }
+    None
 }
 
 /// Rewrites serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant") with a suggestion.

@@ -52,3 +52,22 @@ fn optimizer_by_name_or_by_table() {
     let bad = RunConfig::parse(&minimal("", "optimizer = { type = \"adam\", learning_rate = -1.0 }")).unwrap();
     assert!(bad.build_model().err().unwrap().to_string().contains("learning_rate"));
 }
+
+/// A mistake inside a `[[model.layers]]` or `[[model.nodes]]` table is reported at its own line, not at the
+/// table's header.
+#[test]
+fn a_typo_inside_a_layer_table_names_its_own_line() {
+    let layers = "[[model.layers]]\ntype = \"flatten\"\n\n[[model.layers]]\ntype = \"dense\"\nactivation = \"relu\"\nunitz = 3\n";
+    let text = minimal(layers, "");
+    let want = text.lines().position(|l| l.starts_with("unitz")).unwrap() + 1;
+    let e = RunConfig::parse(&text).err().unwrap();
+    assert!(e.starts_with(&format!("line {want}: unknown key `unitz`")), "{e}");
+    let nodes = "[[model.nodes]]\ntype = \"flatten\"\n\n[[model.nodes]]\ntype = \"concat\"\ninputs = [\"flatten\"]\n";
+    let text = minimal(nodes, "");
+    let want = text.lines().position(|l| l.contains("\"concat\"")).unwrap() + 1;
+    let e = RunConfig::parse(&text).err().unwrap();
+    assert!(e.starts_with(&format!("line {want}: unknown value `concat`")), "{e}");
+    let nodes = "[[model.nodes]]\ntype = \"dense\"\nunits = 3\ninput = [\"x\"]\n";
+    let e = RunConfig::parse(&minimal(nodes, "")).err().unwrap();
+    assert!(e.contains("did you mean `inputs`?"), "{e}");
+}
