@@ -354,6 +354,16 @@ impl Model {
         if self.net.layers.is_empty() {
             return Err(Error::Config("compile: the model has no layers".into()));
         }
+        // A layer whose output no later layer reads, and that is not the model's output, would train nothing.
+        let last = self.net.layers.len() - 1;
+        if let Some(j) = (0..last).find(|&j| self.net.readers[j] == 0) {
+            return Err(Error::Config(format!(
+                "compile: the output of layer `{}` is read by no later layer and is not the model's output (the \
+                 last layer, `{}`): connect it (a merge) or remove it",
+                self.net.layers[j].name(),
+                self.net.layers[last].name()
+            )));
+        }
         self.compiled = Some((config.clone(), Optimizer::new(config.optimizer)));
         Ok(())
     }

@@ -168,6 +168,13 @@ fn a_wrong_graph_is_reported_naming_the_layer() {
     let e = m.apply(Dense::new(2).name("user"), &["c"]).unwrap_err().to_string();
     assert!(e.contains("named `user`"), "{e}");
 
+    // A branch nothing reads would train nothing: compile says which.
+    let mut dead = Model::with_inputs(&[("x", &[4])]);
+    dead.apply(Dense::new(3).name("side"), &["x"]).unwrap();
+    dead.apply(Dense::new(2).name("main"), &["x"]).unwrap();
+    let e = dead.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[]).unwrap_err().to_string();
+    assert!(e.contains("layer `side` is read by no later layer") && e.contains("`main`"), "{e}");
+
     // Data that does not match the inputs: how many arrays, and each one's shape.
     m.add(Dense::new(1)).unwrap();
     m.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[]).unwrap();
