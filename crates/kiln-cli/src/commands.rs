@@ -115,14 +115,7 @@ fn read_png(path: &Path, want: &[usize]) -> Result<Tensor> {
 
 /// `kiln cv` on an image config: k folds of the training images, each scored by a model trained on the others.
 pub fn cv(path: &Path, folds: usize, set: &[String]) -> Result<()> {
-    let mut cfg = RunConfig::from_file(path)?;
-    for s in set {
-        let axis = kiln::tabular::parse_axis(s)?;
-        let [value] = axis.values.as_slice() else {
-            return Err(Error::Invalid(format!("--set {s}: one value (a list of settings is for `kiln search`)")));
-        };
-        cfg = cfg.with_setting(&axis.key, value)?;
-    }
+    let cfg = RunConfig::from_file(path)?.with_settings(set)?;
     let start = std::time::Instant::now();
     let scores = cfg.cross_validate(folds)?;
     for (i, s) in scores.iter().enumerate() {

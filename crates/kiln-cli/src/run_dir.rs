@@ -1,5 +1,6 @@
 //! Run folders: every run, of any kind, gets `RUNS/NAME-YYYYMMDD-HHMMSS` unless the user names one.
 
+use kiln::checkpoint::Progress;
 use std::path::{Path, PathBuf};
 
 /// The config with every default filled in and absolute paths.
@@ -83,6 +84,20 @@ pub fn create(dir: PathBuf, named: bool) -> kiln::Result<PathBuf> {
     };
     std::fs::create_dir_all(&dir).map_err(|e| kiln::Error::io(&dir, &e))?;
     Ok(dir)
+}
+
+/// The run's checkpoint, to continue it to `epochs` epochs (which must be more than it has trained).
+pub fn checkpoint_to_resume(dir: &Path, epochs: usize) -> kiln::Result<(kiln::model::Model, Progress)> {
+    let (m, p) = kiln::model::Model::load_checkpoint(dir.join(CHECKPOINT))?;
+    if p.epoch >= epochs {
+        return Err(kiln::Error::Invalid(format!(
+            "{} has trained {} epochs already: give --epochs above {} to train further",
+            dir.display(),
+            p.epoch,
+            p.epoch
+        )));
+    }
+    Ok((m, p))
 }
 
 /// The settings of `[train]` that `fit` would reject, checked before a run folder is made.

@@ -66,14 +66,7 @@ fn config_of(a: &TableArgs) -> Result<TableConfig> {
     if let Some(e) = a.epochs {
         cfg.train.epochs = e;
     }
-    for s in &a.set {
-        let axis = tabular::parse_axis(s)?;
-        let [value] = axis.values.as_slice() else {
-            return Err(Error::Invalid(format!("--set {s}: one value (a list of settings is for `kiln search`)")));
-        };
-        cfg = tabular::with_setting(&cfg, &axis.key, value)?;
-    }
-    Ok(cfg)
+    kiln::config::with_settings(cfg, &a.set)
 }
 
 pub fn train(a: TableArgs) -> Result<()> {
@@ -101,15 +94,7 @@ pub fn train(a: TableArgs) -> Result<()> {
     let run_dir = if a.resume.is_some() { run_dir } else { crate::run_dir::create(run_dir, named)? };
     let resume = match &a.resume {
         Some(_) => {
-            let (m, p) = Sequential::load_checkpoint(run_dir.join(CHECKPOINT))?;
-            if p.epoch >= cfg.train.epochs {
-                return Err(Error::Invalid(format!(
-                    "{} has trained {} epochs already: give --epochs above {} to train further",
-                    run_dir.display(),
-                    p.epoch,
-                    p.epoch
-                )));
-            }
+            let (m, p) = crate::run_dir::checkpoint_to_resume(&run_dir, cfg.train.epochs)?;
             if !a.quiet {
                 println!("resuming {} after epoch {} of {}", run_dir.display(), p.epoch, cfg.train.epochs);
             }

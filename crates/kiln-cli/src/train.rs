@@ -46,13 +46,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if let Some(e) = a.epochs {
         cfg.train.epochs = e;
     }
-    for s in &a.set {
-        let axis = kiln::tabular::parse_axis(s)?;
-        let [value] = axis.values.as_slice() else {
-            return Err(Error::Invalid(format!("--set {s}: one value (a list of settings is for `kiln search`)")));
-        };
-        cfg = cfg.with_setting(&axis.key, value)?;
-    }
+    let cfg = cfg.with_settings(&a.set)?;
     if a.print_config {
         // A config that prints must also build.
         cfg.build_model()?;
@@ -79,15 +73,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     let mut progress = None;
     if resume {
-        let (m, p) = Sequential::load_checkpoint(run_dir.join(CHECKPOINT))?;
-        if p.epoch >= cfg.train.epochs {
-            return Err(Error::Invalid(format!(
-                "{} has trained {} epochs already: give --epochs above {} to train further",
-                run_dir.display(),
-                p.epoch,
-                p.epoch
-            )));
-        }
+        let (m, p) = crate::run_dir::checkpoint_to_resume(&run_dir, cfg.train.epochs)?;
         model = m;
         progress = Some(p);
     }

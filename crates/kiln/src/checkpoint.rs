@@ -95,12 +95,8 @@ impl Sequential {
         let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("corrupt tensor data ({e})")))?;
         for (i, (cb, name)) in progress.callback_tensor_names.iter().enumerate() {
             let key = format!("callback.{i}");
-            let v: Vec<f32> = match tensors.tensor(&key) {
-                Ok(t) if t.dtype() == Dtype::F32 => {
-                    t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-                }
-                _ => return Err(bad(format!("no callback array `{key}` ({cb}: {name})"))),
-            };
+            let v =
+                f32_tensor(&tensors, &key).ok_or_else(|| bad(format!("no callback array `{key}` ({cb}: {name})")))?;
             progress.callback_tensors.entry(cb.clone()).or_default().push((name.clone(), v));
         }
         let params: Vec<(String, usize, bool)> =
@@ -110,12 +106,7 @@ impl Sequential {
             for (k, slot) in ["slot1", "slot2"].iter().enumerate() {
                 for (name, len, trainable) in &params {
                     let key = format!("optimizer.{slot}.{name}");
-                    let v: Vec<f32> = match tensors.tensor(&key) {
-                        Ok(t) if t.dtype() == Dtype::F32 => {
-                            t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-                        }
-                        _ => return Err(bad(format!("no optimizer state `{key}`"))),
-                    };
+                    let v = f32_tensor(&tensors, &key).ok_or_else(|| bad(format!("no optimizer state `{key}`")))?;
                     if v.len() != if *trainable { *len } else { 0 } {
                         return Err(bad(format!("optimizer state `{key}` has {} values for {len} weights", v.len())));
                     }
@@ -131,4 +122,10 @@ impl Sequential {
         model.set_learning_rate(progress.learning_rate);
         Ok((model, progress))
     }
+}
+
+/// The values of the f32 tensor `key`, if the file has one.
+fn f32_tensor(tensors: &SafeTensors, key: &str) -> Option<Vec<f32>> {
+    let t = tensors.tensor(key).ok().filter(|t| t.dtype() == Dtype::F32)?;
+    Some(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }

@@ -148,10 +148,11 @@ impl RunConfig {
         parse_toml(text)
     }
 
-    /// This config with the dotted `key` set to `value` (`--set train.epochs=3`), checked as a file is.
-    pub fn with_setting(&self, key: &str, value: &toml::Value) -> Result<RunConfig> {
-        let mut c = with_setting(self, key, value)?;
-        c.source = self.source.clone();
+    /// This config with each `KEY=VALUE` of `sets` applied (`--set train.epochs=3`), checked as a file is.
+    pub fn with_settings(self, sets: &[String]) -> Result<RunConfig> {
+        let source = self.source.clone();
+        let mut c = with_settings(self, sets)?;
+        c.source = source;
         Ok(c)
     }
 
@@ -249,6 +250,57 @@ pub fn with_setting<T: Serialize + serde::de::DeserializeOwned>(cfg: &T, key: &s
         let msg = e.message().to_string();
         Error::Config(format!("`{key} = {value}`: {}", explain_unknown(&msg).unwrap_or(msg)))
     })
+}
+
+/// One setting a search varies: a dotted config key (`model.hidden`, `train.optimizer.learning_rate`) and the values
+/// to try.
+#[derive(Clone, Debug)]
+pub struct Axis {
+    pub key: String,
+    pub values: Vec<toml::Value>,
+}
+
+/// Parses `KEY=V1,V2,...` (values in TOML syntax; commas inside brackets belong to the value).
+pub fn parse_axis(s: &str) -> Result<Axis> {
+    let (key, vals) =
+        s.split_once('=').ok_or_else(|| Error::Invalid(format!("`{s}`: expected KEY=VALUE,VALUE,...")))?;
+    let (mut parts, mut depth, mut cur) = (Vec::new(), 0i32, String::new());
+    for c in vals.chars() {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    let values = parts
+        .iter()
+        .map(|p| {
+            let t: toml::Table = toml::from_str(&format!("v = {}", p.trim()))
+                .or_else(|_| toml::from_str(&format!("v = \"{}\"", p.trim())))
+                .map_err(|e| Error::Invalid(format!("`{p}` is not a value for {key} ({})", e.message())))?;
+            Ok(t["v"].clone())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Axis { key: key.trim().to_string(), values })
+}
+
+/// `cfg` with each `KEY=VALUE` of `sets` applied in turn (`--set`); a list of values is for `kiln search`.
+pub fn with_settings<T: Serialize + serde::de::DeserializeOwned>(cfg: T, sets: &[String]) -> Result<T> {
+    let mut cfg = cfg;
+    for s in sets {
+        let axis = parse_axis(s)?;
+        let [value] = axis.values.as_slice() else {
+            return Err(Error::Invalid(format!("--set {s}: one value (a list of settings is for `kiln search`)")));
+        };
+        cfg = with_setting(&cfg, &axis.key, value)?;
+    }
+    Ok(cfg)
 }
 
 /// "line 12: unknown key `epohcs`; did you mean `epochs`?": the line from the error's span, the message with

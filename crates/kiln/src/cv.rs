@@ -5,7 +5,7 @@
 use crate::config::{DataFormat, RunConfig};
 use crate::data::mnist;
 use crate::train::{Evaluation, FitOptions};
-use kiln_core::{Error, Result, Rng};
+use kiln_core::{Error, Result};
 
 impl RunConfig {
     /// Each fold's evaluation (loss and the configured metrics) by a model trained on the other folds.
@@ -20,7 +20,7 @@ impl RunConfig {
             return Err(Error::Data(format!("{} training images cannot make {k} folds", train.labels.len())));
         }
         let y = self.targets(&train)?;
-        let folds = stratified(&train.labels, k, self.train.seed);
+        let folds = crate::tabular::stratify(&train.labels, k, self.train.seed);
         let mut scores = Vec::with_capacity(k);
         for held in &folds {
             let mut keep = vec![true; train.labels.len()];
@@ -41,25 +41,6 @@ impl RunConfig {
         }
         Ok(scores)
     }
-}
-
-/// k folds with each class spread evenly over them (shuffled with `seed`).
-fn stratified(labels: &[u8], k: usize, seed: u64) -> Vec<Vec<usize>> {
-    let mut rng = Rng::new(seed ^ 0xF01D);
-    let mut by_class: std::collections::BTreeMap<u8, Vec<usize>> = Default::default();
-    for (i, &l) in labels.iter().enumerate() {
-        by_class.entry(l).or_default().push(i);
-    }
-    let mut folds = vec![Vec::new(); k];
-    let mut next = 0;
-    for rows in by_class.values_mut() {
-        rng.shuffle(rows);
-        for &r in rows.iter() {
-            folds[next % k].push(r);
-            next += 1;
-        }
-    }
-    folds
 }
 
 /// "loss: 0.0812 ± 0.0040 - accuracy: 0.9751 ± 0.0020": the mean and standard deviation over folds.

@@ -5,6 +5,7 @@
 //! The config (`TableConfig`) is what `kiln train` reads for tables and prints for `--data FILE --target COL`.
 
 use crate::callbacks::{Callback, EarlyStopping};
+pub use crate::config::{Axis, parse_axis};
 use crate::data::csv::{CsvOptions, read_table};
 use crate::data::prepare::{Feature, FeatureKind, Preparation, PrepareOptions, Task, duplicate_rows};
 use crate::data::table::{ColumnType, Table};
@@ -794,10 +795,16 @@ pub fn stratified_folds(
     seed: u64,
 ) -> Result<Vec<Vec<usize>>> {
     let keys = strata(table, types, target)?;
+    Ok(stratify(&keys, k, seed))
+}
+
+/// k folds of the indices of `keys` with each key's indices spread evenly over them: per key in order,
+/// shuffled with `seed`, dealt round-robin. Tables fold by their target's strata, images by label.
+pub fn stratify<K: Ord>(keys: &[K], k: usize, seed: u64) -> Vec<Vec<usize>> {
     let mut rng = Rng::new(seed ^ 0xF01D);
-    let mut by_class: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_class: BTreeMap<&K, Vec<usize>> = BTreeMap::new();
     for (r, key) in keys.iter().enumerate() {
-        by_class.entry(key.as_str()).or_default().push(r);
+        by_class.entry(key).or_default().push(r);
     }
     let mut folds = vec![Vec::new(); k];
     let mut next = 0;
@@ -808,7 +815,7 @@ pub fn stratified_folds(
             next += 1;
         }
     }
-    Ok(folds)
+    folds
 }
 
 /// Trains and scores on k stratified folds; returns each fold's test scores.
@@ -854,44 +861,6 @@ pub fn summarize(folds: &[TableScores]) -> String {
         .filter_map(|(n, g)| stat(g).map(|(m, sd)| format!("{n}: {m:.4} ± {sd:.4}")))
         .collect::<Vec<_>>()
         .join(" - ")
-}
-
-/// One setting a search varies: a dotted config key (`model.hidden`, `train.optimizer.learning_rate`) and the values
-/// to try.
-#[derive(Clone, Debug)]
-pub struct Axis {
-    pub key: String,
-    pub values: Vec<toml::Value>,
-}
-
-/// Parses `KEY=V1,V2,...` (values in TOML syntax; commas inside brackets belong to the value).
-pub fn parse_axis(s: &str) -> Result<Axis> {
-    let (key, vals) =
-        s.split_once('=').ok_or_else(|| Error::Invalid(format!("`{s}`: expected KEY=VALUE,VALUE,...")))?;
-    let (mut parts, mut depth, mut cur) = (Vec::new(), 0i32, String::new());
-    for c in vals.chars() {
-        match c {
-            '[' | '{' => depth += 1,
-            ']' | '}' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    parts.push(cur);
-    let values = parts
-        .iter()
-        .map(|p| {
-            let t: toml::Table = toml::from_str(&format!("v = {}", p.trim()))
-                .or_else(|_| toml::from_str(&format!("v = \"{}\"", p.trim())))
-                .map_err(|e| Error::Invalid(format!("`{p}` is not a value for {key} ({})", e.message())))?;
-            Ok(t["v"].clone())
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Axis { key: key.trim().to_string(), values })
 }
 
 /// `cfg` with `key` (dotted) set to `value`; an unknown key or a value of the wrong kind is an error.

@@ -418,11 +418,6 @@ impl Sequential {
         augment: Option<(&Augment, &mut Rng)>,
         sample_weights: Option<&[f32]>,
     ) -> Result<f64> {
-        if let Some((name, dtype)) = self.quantized_param() {
-            return Err(Error::Config(format!(
-                "fit: `{name}` is quantized ({dtype}), for inference only: train the f32 model, then quantize it"
-            )));
-        }
         let Some((config, opt)) = self.compiled.as_mut() else {
             return Err(Error::Config("fit: call compile(optimizer, loss, metrics) first".into()));
         };
@@ -430,7 +425,18 @@ impl Sequential {
         Model::run_batch(net, g, config, Some(opt), x, y, idx, totals, scratch, augment, sample_weights)
     }
 
+    /// Quantized weights are for inference: training refuses them before its first step.
+    fn check_trainable(&self, what: &str) -> Result<()> {
+        match self.quantized_param() {
+            Some((name, dtype)) => Err(Error::Config(format!(
+                "{what}: `{name}` is quantized ({dtype}), for inference only: train the f32 model, then quantize it"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn train_on_batch_inner(&mut self, x: Inputs, y: &Tensor) -> Result<f64> {
+        self.check_trainable("train_on_batch")?;
         let loss = self.compiled_loss("train_on_batch")?;
         self.check_x(&x, "train_on_batch")?;
         let targets = self.check_targets(loss, &x, y, "train_on_batch")?;
@@ -456,6 +462,7 @@ impl Sequential {
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
         let (loss, metrics) = self.compiled_parts("fit")?;
+        self.check_trainable("fit")?;
         if opts.batch_size == 0 {
             return Err(Error::Config("fit: batch_size must be positive".into()));
         }
