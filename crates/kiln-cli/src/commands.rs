@@ -1,10 +1,10 @@
 //! The subcommands. Each returns the library's error; `main` prints it as one line.
 
-use kiln::config::RunConfig;
+use kiln::config::Config;
 use kiln::data::mnist;
 use kiln::prelude::*;
 use kiln::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn evaluate(model_path: &Path, data: &Path, split: &str, batch_size: usize) -> Result<()> {
     let prefix = match split {
@@ -113,24 +113,75 @@ fn read_png(path: &Path, want: &[usize]) -> Result<Tensor> {
     Tensor::new(&[1, h, w, channels], data)
 }
 
-/// `kiln cv` on an image config: k folds of the training images, each scored by a model trained on the others.
-pub fn cv(path: &Path, folds: usize, set: &[String]) -> Result<()> {
-    let cfg = RunConfig::from_file(path)?.with_settings(set)?;
+/// `kiln cv`: k folds of any config (a table's rows, or the training images), each scored by a model
+/// trained on the others; each fold's line printed as it finishes.
+pub fn cv(
+    config: Option<&Path>,
+    data: Option<&Path>,
+    target: Option<&str>,
+    folds: usize,
+    set: &[String],
+) -> Result<()> {
+    let cfg = crate::train::config_of(config, None, data, target, set)?;
+    check_folds(folds)?;
     let start = std::time::Instant::now();
-    let scores = cfg.cross_validate(folds)?;
-    for (i, s) in scores.iter().enumerate() {
-        println!("fold {}: {s}", i + 1);
-    }
+    let scores = cfg.cross_validate_with(folds, &mut |i, f| println!("fold {}/{folds}: {}", i + 1, f.line(i)))?;
     let secs = start.elapsed().as_secs_f64();
-    println!("{folds}-fold cross-validation: {} ({secs:.1} s)", kiln::cv::summarize(&scores));
+    println!("{folds}-fold cross-validation: {} ({secs:.1} s)", scores.summary());
     Ok(())
 }
 
+fn check_folds(folds: usize) -> Result<()> {
+    if !(2..=1000).contains(&folds) {
+        return Err(Error::Invalid(format!(
+            "--folds {folds}: cross-validation needs at least 2 folds, and at most 1000"
+        )));
+    }
+    Ok(())
+}
+
+/// `kiln search`: every combination of the settings (or `random` of them), each cross-validated; the best
+/// config is written (default: best.toml beside the config).
+pub fn search(
+    config: &Path,
+    set: &[String],
+    random: Option<usize>,
+    folds: usize,
+    output: Option<PathBuf>,
+) -> Result<()> {
+    let cfg = Config::from_file(config)?;
+    check_folds(folds)?;
+    let axes = set.iter().map(|s| kiln::config::parse_axis(s)).collect::<Result<Vec<_>>>()?;
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    let show = |settings: &[(String, toml::Value)]| -> String {
+        settings.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")
+    };
+    let results = kiln::search::search(&cfg, &axes, folds, random, &mut |(settings, _, scores), of| {
+        n += 1;
+        println!("config {n}/{of}: {} | {}", scores.summary(), show(settings));
+    })?;
+    println!("{} configs, {folds}-fold cross-validation each, best first:", results.len());
+    for (settings, _, scores) in &results {
+        println!("  {} | {}", scores.summary(), show(settings));
+    }
+    let (_, best, _) = &results[0];
+    let out = output.unwrap_or_else(|| config.with_file_name("best.toml"));
+    let text = format!(
+        "# The best of {} configs found by kiln search ({folds}-fold cross-validation, {:.1} s)\n{}",
+        results.len(),
+        start.elapsed().as_secs_f64(),
+        best.resolved().to_toml()
+    );
+    kiln::io::write_atomic(&out, text.as_bytes())?;
+    println!("wrote the best config to {}", out.display());
+    Ok(())
+}
+
+/// The layer table of a saved model, or of the model a config builds (a table's is sized by its data).
 pub fn summary(path: &Path) -> Result<()> {
-    let model = if crate::table::is_table_config(path) {
-        kiln::tabular::untrained_model(&crate::table::read_config(path)?)?
-    } else if path.extension().is_some_and(|e| e == "toml") {
-        RunConfig::from_file(path)?.build_model()?
+    let model = if path.extension().is_some_and(|e| e == "toml") {
+        Config::from_file(path)?.build_model()?
     } else {
         Sequential::load(path)?
     };

@@ -105,7 +105,7 @@ enum Command {
     /// Cross-validate a config: k stratified folds (of a table's rows, or of the training images), mean ±
     /// std of every metric.
     Cv {
-        /// A config (an image config, or a table config: a [data] with a target), or use --data and --target.
+        /// A config (images, tables or text), or use --data and --target for a table.
         config: Option<PathBuf>,
         #[arg(long, value_name = "FILE")]
         data: Option<PathBuf>,
@@ -117,9 +117,9 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
-    /// Grid or random search over table config values, each cross-validated; writes the best config.
+    /// Grid or random search over config values, each cross-validated; writes the best config.
     Search {
-        /// A table config to start from.
+        /// A config to start from (images, tables or text).
         config: PathBuf,
         /// A setting to vary: KEY=V1,V2,... in TOML syntax (e.g. model.hidden=[64],[128,64]); repeat it.
         #[arg(long = "set", value_name = "KEY=VALUES", required = true)]
@@ -205,52 +205,25 @@ fn main() {
             set,
             print_config,
             quiet,
-        } => {
-            let table_run = resume.as_ref().is_some_and(|d| table::is_table_config(&d.join(run_dir::CONFIG)));
-            if data.is_some() || config.as_deref().is_some_and(table::is_table_config) || table_run {
-                table::train(table::TableArgs {
-                    config,
-                    resume,
-                    data,
-                    target,
-                    test_rows,
-                    epochs,
-                    run_dir,
-                    output,
-                    set,
-                    print_config,
-                    quiet,
-                })
-            } else {
-                train::train(train::TrainArgs { config, resume, epochs, output, run_dir, set, print_config, quiet })
-            }
+        } => train::train(train::TrainArgs {
+            config,
+            resume,
+            data,
+            target,
+            test_rows,
+            epochs,
+            output,
+            run_dir,
+            set,
+            print_config,
+            quiet,
+        }),
+        Command::Cv { config, data, target, folds, set } => {
+            commands::cv(config.as_deref(), data.as_deref(), target.as_deref(), folds, &set)
         }
-        Command::Cv { config: Some(c), data: None, target: None, folds, set } if !table::is_table_config(&c) => {
-            commands::cv(&c, folds, &set)
+        Command::Search { config, set, random, folds, output } => {
+            commands::search(&config, &set, random, folds, output)
         }
-        Command::Search { config, .. } if !table::is_table_config(&config) => Err(kiln::Error::Invalid(format!(
-            "kiln search takes a table config ([data] with a target); {} is an image config: compare settings \
-             with `kiln cv {} --set KEY=VALUE`",
-            config.display(),
-            config.display()
-        ))),
-        Command::Cv { config, data, target, folds, set } => table::cv(
-            table::TableArgs {
-                config,
-                resume: None,
-                data,
-                target,
-                test_rows: None,
-                epochs: None,
-                run_dir: None,
-                output: None,
-                set,
-                print_config: false,
-                quiet: true,
-            },
-            folds,
-        ),
-        Command::Search { config, set, random, folds, output } => table::search(&config, &set, random, folds, output),
         Command::ExportVectors { model, output } => table::export_vectors(&model, &output),
         Command::Data { command: DataCommand::Audit { file, target, json, html } } => {
             table::audit_cmd(&file, target.as_deref(), json.as_deref(), html.as_deref())

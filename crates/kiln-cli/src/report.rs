@@ -5,7 +5,7 @@
 
 use crate::plot;
 use crate::run_dir::{CONFIG, MODEL};
-use kiln::config::{DataFormat, RunConfig};
+use kiln::config::{Config, DataKind};
 use kiln::data::mnist;
 use kiln::prelude::*;
 use kiln::{Error, Result};
@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 pub fn report(run_dir: &Path) -> Result<PathBuf> {
     let cfg_path = run_dir.join(CONFIG);
     let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, &e))?;
-    let table_run = crate::table::is_table_config(&cfg_path);
+    let cfg = Config::from_file(&cfg_path)?;
+    let table_run = cfg.kind()? == DataKind::Table;
     plot::plot(run_dir)?;
     let panels = plot::panels(run_dir)?;
     let mut md = format!("# Run `{}`\n\n", run_dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
@@ -28,13 +29,10 @@ pub fn report(run_dir: &Path) -> Result<PathBuf> {
     let _ = writeln!(md, "\n{epochs} epochs logged.\n");
     let model_path = run_dir.join(MODEL);
     if model_path.exists() && table_run {
-        md += &table_scores(run_dir, &cfg_path, &model_path)?;
+        md += &table_scores(run_dir, &cfg, &model_path)?;
     } else if model_path.exists() {
-        let cfg = RunConfig::from_file(&cfg_path)?;
         let model = Sequential::load(&model_path)?;
-        let test = match cfg.data.format {
-            DataFormat::Mnist => mnist::load_split(&cfg.data.path, "t10k")?,
-        };
+        let test = mnist::load_split(&cfg.data.path, "t10k")?;
         let y = cfg.targets(&test)?;
         let scores = model.evaluate(&test.x, &y, 1000)?;
         let _ = writeln!(md, "## Final model on the test set ({} samples)\n\n{scores}\n", test.x.rows());
@@ -70,8 +68,7 @@ pub fn report(run_dir: &Path) -> Result<PathBuf> {
 
 /// A table run's final model on its test rows (the rows `split.csv` marks `test`): its scores and, for
 /// classes, the per-class report and confusion matrix.
-fn table_scores(run_dir: &Path, cfg_path: &Path, model_path: &Path) -> Result<String> {
-    let cfg = crate::table::read_config(cfg_path)?;
+fn table_scores(run_dir: &Path, cfg: &Config, model_path: &Path) -> Result<String> {
     let model = Sequential::load(model_path)?;
     let (table, file_rows) = cfg.read_table_rows()?;
     let split_path = run_dir.join("split.csv");

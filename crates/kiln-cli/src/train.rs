@@ -1,11 +1,15 @@
-//! `kiln train`: every run gets a folder, `runs/NAME-YYYYMMDD-HHMMSS/`, holding the config with every
-//! default filled in (`config.toml`), the per-epoch logs (`log.csv`, `log.jsonl`), a training checkpoint
-//! after every epoch (`checkpoint.safetensors`), whatever the configured callbacks write (best model,
-//! TensorBoard files) and the final model (`model.safetensors`). `kiln train --resume RUN_DIR` continues a
-//! run from its checkpoint; SIGINT or SIGTERM makes training finish its step and checkpoint before exiting.
+//! `kiln train`: one path for every kind of run. The config is read by the one reader (a file, a run
+//! folder's config.toml with --resume, or `--data FILE --target COL` for a table with no config), and every
+//! run gets a folder, `runs/NAME-YYYYMMDD-HHMMSS/`, holding the config with every default filled in
+//! (`config.toml`), `run.json`, the per-epoch logs (`log.csv`, `log.jsonl`), a training checkpoint after
+//! every epoch (`checkpoint.safetensors`), whatever the configured callbacks write (best model, TensorBoard
+//! files) and the final model (`model.safetensors`); a table run also `split.csv`. `kiln train --resume
+//! RUN_DIR` continues a run from its checkpoint; SIGINT or SIGTERM makes training finish its step and
+//! checkpoint before exiting.
 
 use kiln::callbacks::Callback;
-use kiln::config::{DataFormat, RunConfig};
+use kiln::checkpoint::Progress;
+use kiln::config::{Config, DataKind};
 use kiln::data::mnist;
 use kiln::prelude::*;
 use kiln::{Error, Result};
@@ -16,6 +20,10 @@ use crate::run_dir::{CHECKPOINT, CONFIG, MODEL, on_signal_stop};
 pub struct TrainArgs {
     pub config: Option<PathBuf>,
     pub resume: Option<PathBuf>,
+    /// A table with no config: `--data FILE --target COL`.
+    pub data: Option<PathBuf>,
+    pub target: Option<String>,
+    pub test_rows: Option<usize>,
     pub epochs: Option<usize>,
     pub output: Option<PathBuf>,
     pub run_dir: Option<PathBuf>,
@@ -25,102 +33,168 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-pub fn train(a: TrainArgs) -> Result<()> {
-    let (mut cfg, run_dir, resume) = match (&a.config, &a.resume) {
-        (Some(_), Some(_)) => return Err(Error::Invalid("give a config or --resume RUN_DIR, not both".into())),
-        (None, None) => return Err(Error::Invalid("give a config file, or --resume RUN_DIR".into())),
-        (Some(c), None) => {
-            let cfg = RunConfig::from_file(c)?;
-            (cfg, None, false)
+/// The config a command names: a file, a run folder's (`--resume`), or a table's defaults (`--data FILE
+/// --target COL`), with `--set` applied. Every command that takes a config reads it here.
+pub fn config_of(
+    config: Option<&Path>,
+    resume: Option<&Path>,
+    data: Option<&Path>,
+    target: Option<&str>,
+    set: &[String],
+) -> Result<Config> {
+    let cfg = match (config, resume, data, target) {
+        (Some(c), None, None, None) => Config::from_file(c)?,
+        (None, Some(dir), None, None) => Config::from_file(dir.join(CONFIG)).map_err(|e| match e {
+            Error::Io { path, message } => {
+                Error::Io { path, message: format!("{message} (is {} a run folder?)", dir.display()) }
+            }
+            e => e,
+        })?,
+        (None, None, Some(d), Some(t)) => Config::for_table(d, t),
+        (None, None, Some(_), None) => {
+            return Err(Error::Invalid("--data needs --target COLUMN (the column to predict)".into()));
         }
-        (None, Some(dir)) => {
-            let cfg = RunConfig::from_file(dir.join(CONFIG)).map_err(|e| match e {
-                Error::Io { path, message } => {
-                    Error::Io { path, message: format!("{message} (is {} a run folder?)", dir.display()) }
-                }
-                e => e,
-            })?;
-            (cfg, Some(dir.clone()), true)
+        (Some(_), _, Some(_), _) => {
+            return Err(Error::Invalid("give a config file or --data FILE --target COLUMN, not both".into()));
         }
+        _ => return Err(Error::Invalid("give a config file, or --data FILE --target COLUMN".into())),
     };
-    if let Some(e) = a.epochs {
-        cfg.train.epochs = e;
+    cfg.with_settings(set)
+}
+
+/// What a run writes as it trains, made once its config and data have been checked.
+pub struct Run {
+    pub dir: PathBuf,
+    /// The checkpoint to continue from (`--resume`).
+    pub resume: Option<(Sequential, Progress)>,
+    /// The run folder's loggers and the config's `[[callbacks]]`.
+    pub callbacks: Vec<Box<dyn Callback>>,
+    pub output: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+impl Run {
+    pub fn checkpoint(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT)
     }
-    let cfg = cfg.with_settings(&a.set)?;
+
+    /// An interrupted fit's error with the command that continues it.
+    pub fn stopped(&self, e: Error) -> Error {
+        match e {
+            Error::Stopped(m) => {
+                Error::Stopped(format!("{m}; continue with: kiln train --resume {}", self.dir.display()))
+            }
+            e => e,
+        }
+    }
+
+    /// Saves the model in the run folder and where `--output`/`[output] model` asks.
+    pub fn save(&self, model: &Sequential) -> Result<()> {
+        model.save(self.dir.join(MODEL))?;
+        if let Some(o) = &self.output {
+            model.save(o)?;
+        }
+        println!("saved model to {}", self.output.clone().unwrap_or(self.dir.join(MODEL)).display());
+        Ok(())
+    }
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let mut cfg = config_of(a.config.as_deref(), a.resume.as_deref(), a.data.as_deref(), a.target.as_deref(), &a.set)?;
+    if let Some(e) = a.epochs {
+        cfg.train.epochs = Some(e);
+    }
+    if let Some(t) = a.test_rows {
+        if cfg.kind()? != DataKind::Table {
+            return Err(Error::Invalid("--test-rows splits a table; MNIST has its own test split".into()));
+        }
+        cfg.data.test_rows = Some(t);
+    }
     if a.print_config {
         // A config that prints must also build.
         cfg.build_model()?;
-        print!("{}", cfg.to_toml());
+        print!("{}", cfg.resolved().to_toml());
         return Ok(());
     }
     let cfg = cfg.resolved();
-    // Everything that can be wrong with the config or the data is found before the run folder is made.
-    crate::run_dir::check_train(cfg.train.epochs, cfg.train.batch_size, cfg.train.validation_split)?;
-    let mut model = cfg.build_model()?;
-    let callbacks_cfg = cfg.callbacks.clone();
-    let (train, test) = match cfg.data.format {
-        DataFormat::Mnist => (mnist::load_split(&cfg.data.path, "train")?, mnist::load_split(&cfg.data.path, "t10k")?),
-    };
-    let (ytrain, ytest) = (cfg.targets(&train)?, cfg.targets(&test)?);
+    let t = &cfg.train;
+    crate::run_dir::check_train(t.epochs(), t.batch_size(), t.validation_split())?;
+    if a.config.is_none() && a.resume.is_none() && !a.quiet {
+        println!("config used (save it and edit it to change anything):\n\n{}", cfg.to_toml());
+    }
+    match cfg.kind()? {
+        DataKind::Images => images(&cfg, &a),
+        DataKind::Table => crate::table::train(&cfg, &a),
+    }
+    .map_err(|e| cfg.in_file(e))
+}
+
+/// Makes (or, with --resume, reopens) the run folder: the config, `run.json`, the loggers, the configured
+/// callbacks and the checkpoint to continue from. Called once the config and data have been checked, so a
+/// mistake leaves no folder behind.
+pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
     let output = a.output.clone().or_else(|| cfg.output.model.clone());
     if let Some(o) = &output {
         check_writable(o)?;
     }
-    let (run_dir, named) = match (run_dir, a.run_dir) {
-        (Some(d), _) => (d, true),
-        (None, Some(d)) => (d, true),
-        (None, None) => (crate::run_dir::default_for(&cfg.output.runs_dir, &cfg.model.name), false),
+    let (dir, named) = match (&a.resume, &a.run_dir) {
+        (Some(d), _) | (None, Some(d)) => (d.clone(), true),
+        (None, None) => (crate::run_dir::default_for(&cfg.output.runs_dir, &cfg.run_name()), false),
     };
+    let resume = match &a.resume {
+        Some(_) => Some(crate::run_dir::checkpoint_to_resume(&dir, cfg.train.epochs())?),
+        None => None,
+    };
+    let dir = if resume.is_some() { dir } else { crate::run_dir::create(dir, named)? };
+    if resume.is_none() {
+        kiln::io::write_atomic(&dir.join(CONFIG), cfg.to_toml().as_bytes())?;
+    }
+    crate::run_dir::write_run_info(&dir)?;
+    let mut callbacks = crate::run_dir::loggers(&dir);
+    for c in &cfg.callbacks {
+        callbacks.push(c.build(&dir)?);
+    }
+    if !a.quiet {
+        if let Some((_, p)) = &resume {
+            println!("resuming {} after epoch {} of {}", dir.display(), p.epoch, cfg.train.epochs());
+        }
+        println!("run folder: {}", dir.display());
+    }
+    on_signal_stop();
+    Ok(Run { dir, resume, callbacks, output, quiet: a.quiet })
+}
+
+/// An image run: MNIST's training images (the last `validation_split` held out), its test images scored.
+fn images(cfg: &Config, a: &TrainArgs) -> Result<()> {
+    let mut model = cfg.build_model()?;
+    let (train, test) = (mnist::load_split(&cfg.data.path, "train")?, mnist::load_split(&cfg.data.path, "t10k")?);
+    let (ytrain, ytest) = (cfg.targets(&train)?, cfg.targets(&test)?);
+    let mut run = open_run(cfg, a)?;
     let mut progress = None;
-    if resume {
-        let (m, p) = crate::run_dir::checkpoint_to_resume(&run_dir, cfg.train.epochs)?;
+    if let Some((m, p)) = run.resume.take() {
         model = m;
         progress = Some(p);
+    } else if !a.quiet {
+        print!("{}", model.summary());
     }
-    let run_dir = if resume { run_dir } else { crate::run_dir::create(run_dir, named)? };
-    if !resume {
-        kiln::io::write_atomic(&run_dir.join(CONFIG), cfg.to_toml().as_bytes())?;
-    }
-    crate::run_dir::write_run_info(&run_dir)?;
-    let mut built: Vec<Box<dyn Callback>> = crate::run_dir::loggers(&run_dir);
-    for c in &callbacks_cfg {
-        built.push(c.build(&run_dir)?);
-    }
-    let mut callbacks: Vec<&mut dyn Callback> = built.iter_mut().map(|b| b.as_mut() as &mut dyn Callback).collect();
-    if !a.quiet {
-        match &progress {
-            Some(p) => println!("resuming {} after epoch {} of {}", run_dir.display(), p.epoch, cfg.train.epochs),
-            None => print!("{}", model.summary()),
-        }
-        println!("run folder: {}", run_dir.display());
+    let mut stop = cfg.early_stopping();
+    let mut given = std::mem::take(&mut run.callbacks);
+    let mut callbacks: Vec<&mut dyn Callback> = given.iter_mut().map(|b| b.as_mut() as &mut dyn Callback).collect();
+    if let Some(s) = &mut stop {
+        callbacks.push(s);
     }
     let opts = FitOptions {
-        epochs: cfg.train.epochs,
-        batch_size: cfg.train.batch_size,
-        validation_split: cfg.train.validation_split,
-        shuffle: cfg.train.shuffle,
-        seed: cfg.train.seed,
         verbose: !a.quiet,
-        augment: cfg.train.augment.clone(),
-        checkpoint: Some(run_dir.join(CHECKPOINT)),
+        checkpoint: Some(run.dir.join(CHECKPOINT)),
         resume: progress,
-        class_weight: cfg.train.class_weight.clone(),
-        ..Default::default()
+        ..cfg.fit_options()
     };
-    on_signal_stop();
-    let history = model.fit_with(&train.x, &ytrain, opts, &mut callbacks).map_err(|e| match e {
-        Error::Stopped(m) => Error::Stopped(format!("{m}; continue with: kiln train --resume {}", run_dir.display())),
-        e => e,
-    })?;
+    let history = model.fit_with(&train.x, &ytrain, opts, &mut callbacks).map_err(|e| run.stopped(e))?;
+    drop(callbacks);
     let scores = model.evaluate(&test.x, &ytest, 1000)?;
-    model.save(run_dir.join(MODEL))?;
-    if let Some(o) = &output {
-        model.save(o)?;
-    }
     let secs: f64 = history.epochs.iter().map(|e| e.seconds).sum::<f64>() / history.epochs.len().max(1) as f64;
     println!("test {scores} ({} samples, {secs:.1} s per epoch)", test.x.rows());
-    println!("saved model to {}", output.unwrap_or_else(|| run_dir.join(MODEL)).display());
-    Ok(())
+    run.save(&model)
 }
 
 /// Fails before training, not after, when the model could not be saved where asked.

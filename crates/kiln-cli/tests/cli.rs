@@ -244,8 +244,8 @@ fn set_changes_an_image_config_and_checks_the_key() {
     assert_fails(&kiln(&["train", &t.s("run.toml"), "--set", "train.epochs=1,2"]), &["one value"]);
 }
 
-/// `kiln cv` takes an image config too: stratified folds of the training images; `kiln search` says it
-/// takes table configs.
+/// `kiln cv` and `kiln search` take an image config as they take a table's: stratified folds of the
+/// training images, configs ranked by accuracy.
 #[test]
 fn cv_cross_validates_an_image_config() {
     let t = Tmp::new("cv-images");
@@ -260,10 +260,17 @@ fn cv_cross_validates_an_image_config() {
     let acc: f64 = last.split("accuracy: ").nth(1).unwrap()[..6].parse().unwrap();
     assert!(acc > 0.8, "the bars are easy to learn: {last}");
     assert_fails(&kiln(&["cv", &t.s("run.toml"), "--folds", "1"]), &["at least 2 folds"]);
-    assert_fails(
-        &kiln(&["search", &t.s("run.toml"), "--set", "train.epochs=1,2"]),
-        &["takes a table config", "kiln cv"],
-    );
+    let o = kiln(&["search", &t.s("run.toml"), "--set", "train.epochs=1,3", "--folds", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let ranking: Vec<&str> = out.lines().skip_while(|l| l.starts_with("config ")).collect();
+    assert_eq!(ranking[0], "2 configs, 2-fold cross-validation each, best first:", "{out}");
+    let acc = |l: &str| -> f64 { l.split("accuracy: ").nth(1).unwrap()[..6].parse().unwrap() };
+    assert!(acc(ranking[1]) >= acc(ranking[2]), "ranked by accuracy: {out}");
+    let best = std::fs::read_to_string(t.path("best.toml")).unwrap();
+    assert!(best.contains("format = \"mnist\""), "{best}");
+    assert_fails(&kiln(&["search", &t.s("run.toml"), "--set", "train.epochs=1,2", "--random", "0"]), &["--random"]);
+    assert_fails(&kiln(&["search", &t.s("run.toml"), "--set", "train.oversample=true,false"]), &["train.oversample"]);
 }
 
 /// What a review as a new user found: a named run folder that holds a run is not overwritten, zero epochs

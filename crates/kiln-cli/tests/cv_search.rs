@@ -6,12 +6,13 @@
 
 mod common;
 use common::{kiln, stdout};
+use kiln::config::Config;
 use kiln::data::prepare::Task;
-use kiln::tabular::{self, TableConfig};
+use kiln::tabular;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// name → value of the "name: value" parts of a fold line ("fold 2: accuracy: 0.8000 - ... (30 rows)"),
+/// name → value of the "name: value" parts of a fold line ("fold 2/5: accuracy: 0.8000 - ... (30 rows)"),
 /// and its row count.
 fn fold_line(line: &str) -> (BTreeMap<String, f64>, usize) {
     let rest = line.split_once(": ").unwrap().1;
@@ -120,7 +121,7 @@ fn cv_folds_and_scores_match_a_recomputation_from_each_folds_predictions() {
 
     // The folds, as cross-validation draws them: every row in exactly one, sizes n/k rounded either way,
     // each class spread as evenly (within one row).
-    let cfg: TableConfig = toml::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let cfg: Config = toml::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let folds = tabular::stratified_folds(&table, &types, "label", k, cfg.train.seed).unwrap();
@@ -258,7 +259,11 @@ fn search_tries_exactly_the_grid_ranks_by_roc_auc_and_writes_the_best() {
         "--folds",
         "2",
     ]);
-    let mut lines = out.lines();
+    // A line per config as it finishes, then the ranking.
+    let progress: Vec<&str> = out.lines().take_while(|l| l.starts_with("config ")).collect();
+    assert_eq!(progress.len(), 6, "{out}");
+    assert!(progress[5].starts_with("config 6/6: "), "{out}");
+    let mut lines = out.lines().skip(6);
     assert_eq!(lines.next(), Some("6 configs, 2-fold cross-validation each, best first:"), "{out}");
     let trials: Vec<(String, Vec<(String, String)>)> = lines.by_ref().take(6).map(settings).collect();
     // Exactly the grid, each combination once, nothing else changed.
@@ -281,7 +286,7 @@ fn search_tries_exactly_the_grid_ranks_by_roc_auc_and_writes_the_best() {
 
     // The best config written is the first line's, and a trial's scores are those of `kiln cv` with its
     // settings (the same folds and training).
-    let best: TableConfig = toml::from_str(&std::fs::read_to_string(tmp.path().join("best.toml")).unwrap()).unwrap();
+    let best: Config = toml::from_str(&std::fs::read_to_string(tmp.path().join("best.toml")).unwrap()).unwrap();
     let (h, lr) = (&trials[0].1[0].1, &trials[0].1[1].1);
     let want_hidden: Vec<usize> =
         h.trim_matches(|c| c == '[' || c == ']').split(", ").map(|v| v.parse().unwrap()).collect();
@@ -289,7 +294,7 @@ fn search_tries_exactly_the_grid_ranks_by_roc_auc_and_writes_the_best() {
         (best.model.hidden.clone(), best.train.optimizer.learning_rate()),
         (want_hidden, lr.parse::<f32>().unwrap())
     );
-    assert_eq!((best.train.epochs, best.model.dropout), (4, 0.0), "the rest is the config's");
+    assert_eq!((best.train.epochs, best.model.dropout), (Some(4), 0.0), "the rest is the config's");
     for (scores, s) in [&trials[0], &trials[5]] {
         let sets: Vec<String> = s.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let cv = run_ok(&["cv", cfg, "--folds", "2", "--set", &sets[0], "--set", &sets[1]]);
@@ -312,9 +317,10 @@ fn search_tries_exactly_the_grid_ranks_by_roc_auc_and_writes_the_best() {
         "--output",
         tmp.path().join("best3.toml").to_str().unwrap(),
     ]);
-    assert!(out.starts_with("3 configs, 2-fold cross-validation each"), "{out}");
+    let ranking: Vec<&str> = out.lines().skip_while(|l| l.starts_with("config ")).collect();
+    assert!(ranking[0].starts_with("3 configs, 2-fold cross-validation each"), "{out}");
     let drawn: BTreeSet<(String, String)> =
-        out.lines().skip(1).take(3).map(settings).map(|(_, s)| (s[0].1.clone(), s[1].1.clone())).collect();
+        ranking.iter().skip(1).take(3).copied().map(settings).map(|(_, s)| (s[0].1.clone(), s[1].1.clone())).collect();
     assert_eq!(drawn.len(), 3, "distinct: {out}");
     assert!(drawn.is_subset(&grid), "{drawn:?} within the grid");
     assert!(tmp.path().join("best3.toml").exists());

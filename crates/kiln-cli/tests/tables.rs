@@ -170,9 +170,10 @@ fn search_cross_validates_each_setting_and_writes_the_best_config() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = stdout(&o);
-    assert!(out.starts_with("2 configs, 3-fold cross-validation each"), "{out}");
+    let ranking: Vec<&str> = out.lines().skip_while(|l| l.starts_with("config ")).collect();
+    assert!(ranking[0].starts_with("2 configs, 3-fold cross-validation each"), "{out}");
     let best = std::fs::read_to_string(t.path("best.toml")).unwrap();
-    let first = out.lines().nth(1).unwrap();
+    let first = ranking[1];
     let hidden = if first.contains("[16, 8]") { "hidden = [\n    16,\n    8,\n]" } else { "hidden = [8]" };
     assert!(best.contains(hidden) && best.contains("epochs = 5"), "{first}\n{best}");
     assert_fails(&kiln(&["search", &t.s("c.toml"), "--set", "model.l2=0.1,abc"]), &["model.l2 = \"abc\""]);

@@ -2,211 +2,23 @@
 //! (overridable), fit the preparation on the training rows, build a multi-layer network sized for the task
 //! (sigmoid for two classes, softmax for more, linear for a number), train it, and score it: accuracy and
 //! ROC-AUC for classes, RMSE, MAE and R² for numbers. `cross_validate` does the same over k stratified folds.
-//! The config (`TableConfig`) is what `kiln train` reads for tables and prints for `--data FILE --target COL`.
+//! The config is the one every run reads (config.rs); `Config::for_table` is what `kiln train --data FILE
+//! --target COL` uses.
 
 use crate::callbacks::{Callback, EarlyStopping};
-pub use crate::config::{Axis, parse_axis};
+use crate::config::Config;
 use crate::data::csv::{CsvOptions, read_table};
-use crate::data::prepare::{Feature, FeatureKind, Preparation, PrepareOptions, Task, duplicate_rows};
+use crate::data::prepare::{FeatureKind, Preparation, Task, duplicate_rows};
 use crate::data::table::{ColumnType, Table};
-use crate::data::text::TextOutput;
-use crate::loss::Loss;
-use crate::metrics::{ClassificationReport, Metric, pr_auc, regression_scores, roc_auc};
+use crate::metrics::{ClassificationReport, pr_auc, regression_scores, roc_auc};
 use crate::model::Sequential;
-use crate::nn::{
-    Activation, Bidirectional, Conv1D, Dense, Dropout, Embedding, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru,
-    Lstm, Regularizer, RnnKind, SimpleRnn,
-};
-use crate::optim::OptimizerConfig;
 use crate::train::{ClassWeight, FitOptions};
 use kiln_core::{Error, Result, Rng, Tensor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TableConfig {
-    pub data: TableData,
-    #[serde(default)]
-    pub model: TableModel,
-    #[serde(default)]
-    pub train: TableTrain,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TableData {
-    /// A CSV (any delimiter, quoted fields, header row; .gz too) or ARFF file.
-    pub path: PathBuf,
-    /// The column to predict.
-    pub target: String,
-    /// The first `test_rows` rows are the test set (a file's official split)...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_rows: Option<usize>,
-    /// ...or else this fraction of rows, drawn at random (stratified by class) with the training seed.
-    #[serde(default = "fifth")]
-    pub test_fraction: f64,
-    /// Columns left out.
-    #[serde(default)]
-    pub ignore: Vec<String>,
-    /// Cells read as missing besides the empty one.
-    #[serde(default = "missing_markers")]
-    pub missing: Vec<String>,
-    /// Column types that override the inferred ones (number, category, boolean, text).
-    #[serde(default)]
-    pub columns: BTreeMap<String, ColumnType>,
-    /// Target values to classes, e.g. ratings 1-2 to "negative" and 4-5 to "positive"; rows whose target
-    /// is not listed are dropped. Empty: the target's values are the classes.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub classes: BTreeMap<String, String>,
-    #[serde(default)]
-    pub prepare: PrepareOptions,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TableModel {
-    /// `mlp` (default): embeddings and numbers into Dense layers. `lstm`, `gru` or `simple_rnn`: a model
-    /// for one text column, its terms in order through Embedding(mask_zero) and a recurrent layer of `units`,
-    /// then the Dense layers. `cnn`: Conv1D over the terms.
-    pub kind: ModelKind,
-    /// Recurrent width (per direction), or Conv1D filters.
-    pub units: usize,
-    /// Run the recurrent layer both ways (Bidirectional), concatenating the two.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub bidirectional: bool,
-    /// What the Dense layers get from the sequence: `last` (the recurrent layer's last state; the default
-    /// for recurrent kinds), `max` or `average` over the steps (the states at every step, padding left out
-    /// of the average; `max` is the default for cnn).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pooling: Option<Pooling>,
-    /// Dropout on the term vectors before the sequence layer (sequence kinds): against the early
-    /// overfitting of models whose embedding table holds most of the weights.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub embedding_dropout: f64,
-    /// Conv1D window in terms (kind = "cnn").
-    pub kernel_size: usize,
-    /// Widths of the hidden Dense layers (ReLU).
-    pub hidden: Vec<usize>,
-    /// Dropout after each hidden layer.
-    pub dropout: f64,
-    /// L2 penalty on every kernel (Keras's kernel_regularizer=l2(...)); helps on small tables.
-    pub l2: f32,
-    pub seed: u64,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    #[default]
-    Mlp,
-    Lstm,
-    Gru,
-    SimpleRnn,
-    /// Embedding → Conv1D(units filters of `kernel_size` terms, ReLU) → GlobalMaxPooling1D.
-    Cnn,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Pooling {
-    Last,
-    Max,
-    Average,
-}
-
-impl Default for TableModel {
-    fn default() -> Self {
-        TableModel {
-            kind: ModelKind::Mlp,
-            units: 64,
-            bidirectional: false,
-            pooling: None,
-            embedding_dropout: 0.0,
-            kernel_size: 3,
-            hidden: vec![64, 32],
-            dropout: 0.1,
-            l2: 0.0,
-            seed: 0,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TableTrain {
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// The optimizer and its learning rate, spelled as in every config (default Adam at 0.001).
-    pub optimizer: OptimizerConfig,
-    /// Fraction of the training rows held out (stratified by class) to pick the epoch (early stopping
-    /// restores the best).
-    pub validation_split: f64,
-    /// Epochs without improvement of the validation loss before stopping.
-    pub patience: usize,
-    pub seed: u64,
-    /// Repeat training rows of the smaller classes (drawn at random) until every class has as many rows as
-    /// the largest, against imbalanced labels. The validation rows are set aside first and not repeated.
-    #[serde(default)]
-    pub oversample: bool,
-    /// The loss. Classes get binary or sparse categorical cross-entropy (what they need; naming another is
-    /// an error); a numeric target mean_squared_error (default), mean_absolute_error or huber.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub loss: Option<Loss>,
-    /// Weights of the classes in the loss: `"balanced"` (rows / (classes × rows of the class), from the
-    /// training rows) or by class name, e.g. `{ negative = 3.0 }` (unlisted classes weigh 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class_weight: Option<ClassWeight>,
-}
-
-impl Default for TableTrain {
-    fn default() -> Self {
-        TableTrain {
-            epochs: 30,
-            batch_size: 64,
-            optimizer: OptimizerConfig::default(),
-            validation_split: 0.1,
-            patience: 4,
-            seed: 0,
-            oversample: false,
-            loss: None,
-            class_weight: None,
-        }
-    }
-}
-
-fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
-    *v == T::default()
-}
-
-fn fifth() -> f64 {
-    0.2
-}
-fn missing_markers() -> Vec<String> {
-    CsvOptions::default().missing
-}
-
-impl TableConfig {
-    /// The defaults for a file and a target (what `kiln train --data FILE --target COL` uses).
-    pub fn new(path: impl Into<PathBuf>, target: &str) -> Self {
-        TableConfig {
-            data: TableData {
-                path: path.into(),
-                target: target.into(),
-                test_rows: None,
-                test_fraction: fifth(),
-                ignore: Vec::new(),
-                missing: missing_markers(),
-                columns: BTreeMap::new(),
-                classes: BTreeMap::new(),
-                prepare: PrepareOptions::default(),
-            },
-            model: TableModel::default(),
-            train: TableTrain::default(),
-        }
-    }
-
+impl Config {
     /// The file's rows, with `data.classes` applied to the target.
     pub fn read_table(&self) -> Result<Table> {
         Ok(self.read_table_rows()?.0)
@@ -216,7 +28,7 @@ impl TableConfig {
     /// that a split can be reproduced elsewhere.
     pub fn read_table_rows(&self) -> Result<(Table, Vec<usize>)> {
         let t = read_table(&self.data.path, &CsvOptions { delimiter: None, missing: self.data.missing.clone() })?;
-        map_classes(t, &self.data.target, &self.data.classes)
+        map_classes(t, self.data.target(), &self.data.classes)
     }
 
     /// Column types: inferred, then the config's overrides (each must name a column).
@@ -305,108 +117,6 @@ impl std::fmt::Display for TableScores {
     }
 }
 
-/// A network for the prepared table: hidden ReLU layers with dropout, and the output the task needs.
-/// Compiled with `t.optimizer` and the loss the task needs (`t.loss` may choose among regression losses).
-pub fn build_model(prep: &Preparation, m: &TableModel, t: &TableTrain) -> Result<Sequential> {
-    let mut model = Sequential::new(&[prep.width()]).seed(m.seed);
-    match (m.kind, prep.features.as_slice()) {
-        (ModelKind::Mlp, _) => {
-            if let Some(layer) = prep.embedding_layer() {
-                model.add(layer)?;
-            }
-        }
-        (_, [Feature { kind: FeatureKind::Text { vocab, opts, .. }, .. }]) if opts.output == TextOutput::Ids => {
-            model.add(Embedding::new(vocab.len() + 2, opts.dim).mask_zero(m.kind != ModelKind::Cnn))?;
-            if m.embedding_dropout > 0.0 {
-                model.add(Dropout::new(m.embedding_dropout))?;
-            }
-            let pooling = m.pooling.unwrap_or(if m.kind == ModelKind::Cnn { Pooling::Max } else { Pooling::Last });
-            let rnn = match m.kind {
-                ModelKind::Lstm => Some(RnnKind::Lstm),
-                ModelKind::Gru => Some(RnnKind::Gru),
-                ModelKind::SimpleRnn => Some(RnnKind::SimpleRnn),
-                _ => None,
-            };
-            let seq = pooling != Pooling::Last;
-            match rnn {
-                Some(kind) if m.bidirectional => model.add(Bidirectional::new(kind, m.units).return_sequences(seq))?,
-                Some(RnnKind::Lstm) => model.add(Lstm::new(m.units).return_sequences(seq))?,
-                Some(RnnKind::Gru) => model.add(Gru::new(m.units).return_sequences(seq))?,
-                Some(RnnKind::SimpleRnn) => model.add(SimpleRnn::new(m.units).return_sequences(seq))?,
-                None if pooling == Pooling::Last => {
-                    return Err(Error::Config("model.pooling = \"last\" is for recurrent kinds, not cnn".into()));
-                }
-                None => model.add(Conv1D::new(m.units, m.kernel_size).activation(Activation::Relu))?,
-            };
-            match pooling {
-                Pooling::Max => {
-                    model.add(GlobalMaxPooling1D::new())?;
-                }
-                Pooling::Average => {
-                    model.add(GlobalAveragePooling1D::new())?;
-                }
-                Pooling::Last => {}
-            }
-        }
-        _ => {
-            return Err(Error::Config(
-                "model.kind = \"lstm\", \"gru\", \"simple_rnn\" or \"cnn\" reads one text column as term ids: \
-                 ignore the other columns (data.ignore) and keep data.prepare.text.output = \"ids\""
-                    .into(),
-            ));
-        }
-    }
-    let reg = |d: Dense| if m.l2 > 0.0 { d.kernel_regularizer(Regularizer::l2(m.l2)) } else { d };
-    for &h in &m.hidden {
-        model.add(reg(Dense::new(h).activation(Activation::Relu)))?;
-        if m.dropout > 0.0 {
-            model.add(Dropout::new(m.dropout))?;
-        }
-    }
-    let wrong_loss = |want: Loss, given: Loss| {
-        Error::Config(format!(
-            "train.loss: {} does not fit this target; its classes take {} (leave train.loss out)",
-            given.name(),
-            want.name()
-        ))
-    };
-    let (out, loss, metrics) = match &prep.task {
-        Task::Binary { .. } => {
-            (Dense::new(1).activation(Activation::Sigmoid), Loss::BinaryCrossentropy, classification_metrics())
-        }
-        Task::Multiclass { classes } => (
-            Dense::new(classes.len()).activation(Activation::Softmax),
-            Loss::SparseCategoricalCrossentropy,
-            classification_metrics(),
-        ),
-        Task::Regression => {
-            let loss = t.loss.unwrap_or(Loss::MeanSquaredError);
-            if !matches!(loss, Loss::MeanSquaredError | Loss::MeanAbsoluteError | Loss::Huber) {
-                return Err(Error::Config(format!(
-                    "train.loss: {} is not a loss for a numeric target (mean_squared_error, mean_absolute_error \
-                     or huber)",
-                    loss.name()
-                )));
-            }
-            (Dense::new(1), loss, vec![Metric::MeanAbsoluteError])
-        }
-    };
-    if let Some(given) = t.loss
-        && given != loss
-    {
-        return Err(wrong_loss(loss, given));
-    }
-    let out = reg(out);
-    model.add(out)?;
-    model.compile(t.optimizer.clone(), loss, &metrics)?;
-    model.set_preparation(prep.clone());
-    Ok(model)
-}
-
-fn classification_metrics() -> Vec<Metric> {
-    vec![Metric::Accuracy, Metric::F1(crate::metrics::Average::Macro)]
-}
-
 /// Targets shaped for the loss: a column for binary and regression, class indices otherwise.
 fn loss_targets(prep: &Preparation, y: Tensor) -> Result<Tensor> {
     match prep.task {
@@ -461,7 +171,7 @@ pub fn score(model: &Sequential, table: &Table, rows: &[usize]) -> Result<TableS
 
 /// Fits the preparation and a model on `train` rows; `verbose` prints a line per epoch.
 pub fn fit_rows(
-    cfg: &TableConfig,
+    cfg: &Config,
     table: &Table,
     types: &[ColumnType],
     train: &[usize],
@@ -483,13 +193,14 @@ pub struct RunFiles {
 
 /// `fit_rows` in a run folder: see `RunFiles`.
 pub fn fit_rows_in(
-    cfg: &TableConfig,
+    cfg: &Config,
     table: &Table,
     types: &[ColumnType],
     train: &[usize],
     verbose: bool,
     run: RunFiles,
 ) -> Result<Sequential> {
+    let cfg = &cfg.filled();
     let (prep, mut train, val) = prepared(cfg, table, types, train)?;
     let (mut model, progress) = match run.resume {
         Some((m, p)) => {
@@ -501,7 +212,7 @@ pub fn fit_rows_in(
             (m, Some(p))
         }
         None => {
-            let mut model = build_model(&prep, &cfg.model, &cfg.train)?;
+            let mut model = cfg.table_model(&prep)?;
             // Pretraining reads texts, not labels: the validation rows' texts are fair game.
             let texts: Vec<usize> = train.iter().chain(&val).copied().collect();
             init_embeddings(&mut model, &prep, table, &texts, cfg.model.seed, verbose)?;
@@ -513,8 +224,9 @@ pub fn fit_rows_in(
     }
     let (x, y) = (prep.transform(table, &train)?, loss_targets(&prep, prep.targets(table, &train)?)?);
     let opts = FitOptions {
-        epochs: cfg.train.epochs,
-        batch_size: cfg.train.batch_size,
+        epochs: cfg.train.epochs(),
+        batch_size: cfg.train.batch_size(),
+        shuffle: cfg.train.shuffle,
         seed: cfg.train.seed,
         verbose,
         class_weight: class_weight_by_index(cfg.train.class_weight.as_ref(), &prep.task)?,
@@ -528,8 +240,11 @@ pub fn fit_rows_in(
         model.fit_with(&x, &y, opts, &mut callbacks)?;
     } else {
         let (vx, vy) = (prep.transform(table, &val)?, loss_targets(&prep, prep.targets(table, &val)?)?);
-        let mut stop = EarlyStopping::new("val_loss").patience(cfg.train.patience).restore_best_weights(true);
-        callbacks.push(&mut stop);
+        let mut stop =
+            cfg.train.patience.map(|p| EarlyStopping::new("val_loss").patience(p).restore_best_weights(true));
+        if let Some(stop) = &mut stop {
+            callbacks.push(stop);
+        }
         let opts = FitOptions { validation_data: Some(((&vx).into(), &vy)), ..opts };
         model.fit_with(&x, &y, opts, &mut callbacks)?;
     }
@@ -539,7 +254,7 @@ pub fn fit_rows_in(
 /// The preparation fitted on the training rows (duplicates dropped if asked, validation rows held out), with
 /// the training and validation rows.
 fn prepared(
-    cfg: &TableConfig,
+    cfg: &Config,
     table: &Table,
     types: &[ColumnType],
     train: &[usize],
@@ -550,19 +265,19 @@ fn prepared(
         train.retain(|r| !dups.contains(r));
     }
     let (train, val) = hold_out_validation(cfg, table, types, train)?;
-    let mut prep = Preparation::fit(table, types, &cfg.data.target, &train, &cfg.data.ignore, &cfg.data.prepare)?;
+    let mut prep = Preparation::fit(table, types, cfg.data.target(), &train, &cfg.data.ignore, &cfg.data.prepare)?;
     prep.classes = cfg.data.classes.clone();
     Ok((prep, train, val))
 }
 
 /// The model a table config trains, built but not trained (its input width comes from the preparation of the
 /// training rows): what `kiln summary TABLE.toml` shows.
-pub fn untrained_model(cfg: &TableConfig) -> Result<Sequential> {
+pub fn untrained_model(cfg: &Config) -> Result<Sequential> {
     let table = cfg.read_table()?;
     let types = cfg.types(&table)?;
     let (_, train) = split(cfg, &table, &types)?;
     let (prep, _, _) = prepared(cfg, &table, &types, &train)?;
-    build_model(&prep, &cfg.model, &cfg.train)
+    cfg.table_model(&prep)
 }
 
 /// The config's class weights with class names turned into the output's class indices.
@@ -595,17 +310,17 @@ fn class_weight_by_index(cw: Option<&ClassWeight>, task: &Task) -> Result<Option
 /// Splits training rows into (training, validation): shuffled with the training seed, then the last
 /// `train.validation_split` of each class's rows held out (stratified, as the test split), to pick the epoch.
 pub fn hold_out_validation(
-    cfg: &TableConfig,
+    cfg: &Config,
     table: &Table,
     types: &[ColumnType],
     mut rows: Vec<usize>,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
     Rng::new(cfg.train.seed ^ 0x7AB1E).shuffle(&mut rows);
-    let vs = cfg.train.validation_split;
+    let vs = cfg.filled().train.validation_split();
     if !(0.0..1.0).contains(&vs) {
         return Err(Error::Config(format!("train.validation_split must be in [0, 1), got {vs}")));
     }
-    let keys = strata(table, types, &cfg.data.target)?;
+    let keys = strata(table, types, cfg.data.target())?;
     let mut by_class: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for &r in &rows {
         by_class.entry(keys[r].as_str()).or_default().push(r);
@@ -747,7 +462,7 @@ fn oversampled(prep: &Preparation, table: &Table, rows: &[usize], seed: u64) -> 
 }
 
 /// The test rows and training rows of the table, as the config splits them.
-pub fn split(cfg: &TableConfig, table: &Table, types: &[ColumnType]) -> Result<(Vec<usize>, Vec<usize>)> {
+pub fn split(cfg: &Config, table: &Table, types: &[ColumnType]) -> Result<(Vec<usize>, Vec<usize>)> {
     let n = table.rows();
     if n == 0 {
         return Err(Error::Data(format!("{}: no rows", table.source)));
@@ -765,7 +480,7 @@ pub fn split(cfg: &TableConfig, table: &Table, types: &[ColumnType]) -> Result<(
     let folds = stratified_folds(
         table,
         types,
-        &cfg.data.target,
+        cfg.data.target(),
         ((1.0 / f.max(1e-9)).round() as usize).max(2),
         cfg.train.seed,
     )?;
@@ -818,103 +533,6 @@ pub fn stratify<K: Ord>(keys: &[K], k: usize, seed: u64) -> Vec<Vec<usize>> {
     folds
 }
 
-/// Trains and scores on k stratified folds; returns each fold's test scores.
-pub fn cross_validate(cfg: &TableConfig, k: usize) -> Result<Vec<TableScores>> {
-    if k < 2 {
-        return Err(Error::Config(format!("cross-validation needs at least 2 folds, got {k}")));
-    }
-    let table = cfg.read_table()?;
-    let types = cfg.types(&table)?;
-    let folds = stratified_folds(&table, &types, &cfg.data.target, k, cfg.train.seed)?;
-    let mut out = Vec::new();
-    for (i, test) in folds.iter().enumerate() {
-        let train: Vec<usize> =
-            folds.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
-        let model = fit_rows(cfg, &table, &types, &train, false)?;
-        out.push(score(&model, &table, test)?);
-    }
-    Ok(out)
-}
-
-/// Mean and standard deviation of each score over folds, e.g. "roc_auc: 0.7912 ± 0.0231".
-pub fn summarize(folds: &[TableScores]) -> String {
-    let stat = |get: &dyn Fn(&TableScores) -> Option<f64>| -> Option<(f64, f64)> {
-        let v: Vec<f64> = folds.iter().filter_map(get).collect();
-        if v.is_empty() {
-            return None;
-        }
-        let m = v.iter().sum::<f64>() / v.len() as f64;
-        Some((m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()))
-    };
-    type Score<'a> = (&'a str, &'a dyn Fn(&TableScores) -> Option<f64>);
-    let rows: [Score; 8] = [
-        ("accuracy", &|s| s.accuracy),
-        ("f1", &|s| s.f1),
-        ("macro_f1", &|s| s.macro_f1),
-        ("weighted_f1", &|s| s.weighted_f1),
-        ("roc_auc", &|s| s.roc_auc),
-        ("rmse", &|s| s.rmse),
-        ("mae", &|s| s.mae),
-        ("r2", &|s| s.r2),
-    ];
-    rows.iter()
-        .filter_map(|(n, g)| stat(g).map(|(m, sd)| format!("{n}: {m:.4} ± {sd:.4}")))
-        .collect::<Vec<_>>()
-        .join(" - ")
-}
-
-/// `cfg` with `key` (dotted) set to `value`; an unknown key or a value of the wrong kind is an error.
-pub fn with_setting(cfg: &TableConfig, key: &str, value: &toml::Value) -> Result<TableConfig> {
-    crate::config::with_setting(cfg, key, value)
-}
-
-/// What ranks configs: ROC-AUC for two classes, accuracy for more, −RMSE for numbers (mean over folds).
-pub fn rank_score(folds: &[TableScores]) -> f64 {
-    let mean = |f: &dyn Fn(&TableScores) -> Option<f64>| {
-        let v: Vec<f64> = folds.iter().filter_map(f).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    mean(&|s| s.roc_auc)
-        .or_else(|| mean(&|s| s.accuracy))
-        .or_else(|| mean(&|s| s.rmse.map(|r| -r)))
-        .unwrap_or(f64::NEG_INFINITY)
-}
-
-/// One search trial: its settings, the config they make, and its fold scores.
-pub type Trial = (Vec<(String, toml::Value)>, TableConfig, Vec<TableScores>);
-
-/// Grid search (every combination) or, with `random = Some(n)`, n combinations drawn without
-/// replacement; each config is cross-validated on `folds` folds. Returns (settings, config, fold scores),
-/// best first.
-pub fn search(cfg: &TableConfig, axes: &[Axis], folds: usize, random: Option<usize>) -> Result<Vec<Trial>> {
-    // Every value is checked before any training, so a typo fails at once.
-    for a in axes {
-        for v in &a.values {
-            with_setting(cfg, &a.key, v)?;
-        }
-    }
-    let total: usize = axes.iter().map(|a| a.values.len()).product();
-    let mut combos: Vec<usize> = (0..total).collect();
-    if let Some(n) = random {
-        Rng::new(cfg.train.seed ^ 0x5EA4C4).shuffle(&mut combos);
-        combos.truncate(n.min(total));
-    }
-    let mut out = Vec::new();
-    for c in combos {
-        let (mut rest, mut settings, mut conf) = (c, Vec::new(), cfg.clone());
-        for a in axes {
-            let v = &a.values[rest % a.values.len()];
-            rest /= a.values.len();
-            conf = with_setting(&conf, &a.key, v)?;
-            settings.push((a.key.clone(), v.clone()));
-        }
-        let scores = cross_validate(&conf, folds)?;
-        out.push((settings, conf, scores));
-    }
-    out.sort_by(|a, b| rank_score(&b.2).total_cmp(&rank_score(&a.2)));
-    Ok(out)
-}
-
 #[cfg(test)]
 mod oversample_tests {
     use super::*;
@@ -934,7 +552,8 @@ mod oversample_tests {
         let t = parse_csv(csv, std::path::Path::new("t.csv"), &CsvOptions::default()).unwrap();
         let types = t.infer_types().unwrap();
         let rows: Vec<usize> = (0..10).collect();
-        let prep = Preparation::fit(&t, &types, "y", &rows, &[], &PrepareOptions::default()).unwrap();
+        let prep =
+            Preparation::fit(&t, &types, "y", &rows, &[], &crate::data::prepare::PrepareOptions::default()).unwrap();
         for seed in [0, 1, 7] {
             let out = oversampled(&prep, &t, &rows, seed).unwrap();
             let c = counts(&out, t.rows());

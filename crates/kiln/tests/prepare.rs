@@ -3,10 +3,11 @@
 //! the was-missing indicator, ln(1 + x) of skewed columns, all fitted on the training rows only; duplicate rows
 //! (`duplicate_rows`, `drop_duplicates` in training, the audit's count) and the audit's outlier count.
 
+use kiln::config::Config;
 use kiln::data::audit::audit;
 use kiln::data::prepare::{FeatureKind, Impute, Outliers, Preparation, PrepareOptions, Scale, duplicate_rows};
 use kiln::data::table::{Column, ColumnType, Table};
-use kiln::tabular::{self, TableConfig};
+use kiln::tabular;
 
 const TOL: f64 = 1e-6;
 
@@ -282,10 +283,10 @@ fn drop_duplicates_fits_the_preparation_on_the_rows_left() {
     let csv = "x,y\n1,a\n1,a\n1,a\n10,b\n3,b\n3,a\n";
     let t = kiln::data::csv::parse_csv(csv, std::path::Path::new("t.csv"), &Default::default()).unwrap();
     let types = t.infer_types().unwrap();
-    let mut cfg = TableConfig::new("t.csv", "y");
-    (cfg.train.validation_split, cfg.train.epochs, cfg.model.hidden) = (0.0, 1, vec![2]);
+    let mut cfg = Config::for_table("t.csv", "y");
+    (cfg.train.validation_split, cfg.train.epochs, cfg.model.hidden) = (Some(0.0), Some(1), vec![2]);
     cfg.data.prepare.log_skewed = false;
-    let center = |cfg: &TableConfig, rows: &[usize]| {
+    let center = |cfg: &Config, rows: &[usize]| {
         let model = tabular::fit_rows(cfg, &t, &types, rows, false).unwrap();
         number(model.preparation().unwrap(), "x").4
     };

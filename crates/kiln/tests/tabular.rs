@@ -1,11 +1,12 @@
 //! Table models from the library: categories as learned embeddings train, save and load with their
 //! preparation, and unseen categories at prediction go to the reserved slot.
 
+use kiln::config::Config;
 use kiln::data::csv::{CsvOptions, read_table};
 use kiln::data::prepare::CategoryEncoding;
 use kiln::data::table::ColumnType;
 use kiln::prelude::*;
-use kiln::tabular::{self, TableConfig};
+use kiln::tabular;
 
 #[test]
 fn embedded_categories_learn_save_and_load() {
@@ -22,9 +23,9 @@ fn embedded_categories_learn_save_and_load() {
         csv += &format!("c{city},{amount},{label}\n");
     }
     std::fs::write(dir.join("t.csv"), csv).unwrap();
-    let mut cfg = TableConfig::new(dir.join("t.csv"), "label");
+    let mut cfg = Config::for_table(dir.join("t.csv"), "label");
     cfg.data.prepare.categories = CategoryEncoding::Embedding;
-    cfg.train.epochs = 40;
+    cfg.train.epochs = Some(40);
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let (test, train) = tabular::split(&cfg, &table, &types).unwrap();
@@ -32,6 +33,26 @@ fn embedded_categories_learn_save_and_load() {
     assert_eq!(model.layers()[0].config().class_name(), "CategoryEmbedding");
     let scores = tabular::score(&model, &table, &test).unwrap();
     assert!(scores.accuracy.unwrap() > 0.95, "{scores}");
+
+    // The same table with its layers written out in TOML: they read the category embeddings' output and
+    // give the one sigmoid unit two classes need; a head of another width is refused before training.
+    let layers = "[[model.layers]]\ntype = \"dense\"\nunits = 32\nactivation = \"relu\"\n\
+                  [[model.layers]]\ntype = \"dense\"\nunits = 1\nactivation = \"sigmoid\"\n";
+    let text = format!(
+        "[data]\npath = \"t.csv\"\ntarget = \"label\"\n[data.prepare]\ncategories = \"embedding\"\n\
+         [train]\nepochs = 40\n{layers}"
+    );
+    std::fs::write(dir.join("layers.toml"), &text).unwrap();
+    let written = Config::from_file(dir.join("layers.toml")).unwrap();
+    let m = tabular::fit_rows(&written, &table, &types, &train, false).unwrap();
+    let names: Vec<&str> = m.layers().iter().map(|l| l.config().class_name()).collect();
+    assert_eq!(names, ["CategoryEmbedding", "Dense", "Dense"]);
+    let s = tabular::score(&m, &table, &test).unwrap();
+    assert!(s.accuracy.unwrap() > 0.95, "written-out layers: {s}");
+    std::fs::write(dir.join("wide.toml"), text.replace("units = 1\n", "units = 2\n")).unwrap();
+    let wide = Config::from_file(dir.join("wide.toml")).unwrap();
+    let e = tabular::fit_rows(&wide, &table, &types, &train, false).err().unwrap().to_string();
+    assert!(e.contains("output is [2] per row, but the target `label` needs [1]"), "{e}");
 
     model.save(dir.join("m.safetensors")).unwrap();
     let loaded = Sequential::load(dir.join("m.safetensors")).unwrap();
@@ -54,8 +75,8 @@ fn a_class_training_never_saw_is_named() {
         csv += &format!("{i},{}\n", if i % 2 == 0 { "a" } else { "b" });
     }
     std::fs::write(dir.join("t.csv"), &csv).unwrap();
-    let mut cfg = TableConfig::new(dir.join("t.csv"), "y");
-    cfg.train.epochs = 2;
+    let mut cfg = Config::for_table(dir.join("t.csv"), "y");
+    cfg.train.epochs = Some(2);
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let rows: Vec<usize> = (0..40).collect();
@@ -68,7 +89,7 @@ fn a_class_training_never_saw_is_named() {
 
 #[test]
 fn sequence_models_read_a_text_column_in_order() {
-    use kiln::tabular::ModelKind;
+    use kiln::config::ModelKind;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // The label depends on word order: "not good" is negative, "good" alone positive.
@@ -83,7 +104,7 @@ fn sequence_models_read_a_text_column_in_order() {
         csv += &format!("{text},{label}\n");
     }
     std::fs::write(dir.join("t.csv"), csv).unwrap();
-    let mut cfg = TableConfig::new(dir.join("t.csv"), "label");
+    let mut cfg = Config::for_table(dir.join("t.csv"), "label");
     cfg.data.prepare.text.ngrams = 1;
     cfg.data.prepare.text.length = 8;
     cfg.data.prepare.text.dim = 8;
@@ -91,12 +112,12 @@ fn sequence_models_read_a_text_column_in_order() {
     cfg.data.columns.insert("text".into(), kiln::data::table::ColumnType::Text);
     cfg.model.units = 8;
     cfg.model.hidden = vec![];
-    cfg.train.epochs = 30;
+    cfg.train.epochs = Some(30);
     cfg.train.optimizer.set_learning_rate(0.01);
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let (test, train) = tabular::split(&cfg, &table, &types).unwrap();
-    use kiln::tabular::Pooling;
+    use kiln::config::Pooling;
     let cases = [
         (ModelKind::Lstm, false, None, "LSTM"),
         (ModelKind::Gru, false, None, "GRU"),
@@ -106,7 +127,7 @@ fn sequence_models_read_a_text_column_in_order() {
         (ModelKind::Lstm, false, Some(Pooling::Average), "LSTM"),
     ];
     for (kind, bidirectional, pooling, layer) in cases {
-        (cfg.model.kind, cfg.model.bidirectional, cfg.model.pooling) = (kind, bidirectional, pooling);
+        (cfg.model.kind, cfg.model.bidirectional, cfg.model.pooling) = (Some(kind), bidirectional, pooling);
         // One case with dropout on the term vectors: a Dropout layer after the embedding.
         cfg.model.embedding_dropout = if pooling == Some(Pooling::Average) { 0.2 } else { 0.0 };
         let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
@@ -133,7 +154,7 @@ fn glove_vectors_start_the_embeddings_of_the_words_they_cover() {
     }
     std::fs::write(dir.join("t.csv"), csv).unwrap();
     std::fs::write(dir.join("glove.txt"), "fit 0.5 0.25\ngood 1 -1\nother 9 9\n").unwrap();
-    let mut cfg = TableConfig::new(dir.join("t.csv"), "label");
+    let mut cfg = Config::for_table(dir.join("t.csv"), "label");
     cfg.data.columns.insert("text".into(), kiln::data::table::ColumnType::Text);
     cfg.data.prepare.text = kiln::data::text::TextOptions {
         ngrams: 1,
@@ -143,7 +164,7 @@ fn glove_vectors_start_the_embeddings_of_the_words_they_cover() {
         glove: Some(dir.join("glove.txt")),
         ..Default::default()
     };
-    cfg.train.epochs = 0;
+    cfg.train.epochs = Some(0);
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let rows: Vec<usize> = (0..40).collect();
@@ -170,12 +191,12 @@ fn skip_gram_pretraining_starts_the_embeddings_from_the_training_texts() {
         csv += &format!("{},{}\n", words.join(" "), i % 2);
     }
     std::fs::write(dir.join("t.csv"), csv).unwrap();
-    let mut cfg = TableConfig::new(dir.join("t.csv"), "label");
+    let mut cfg = Config::for_table(dir.join("t.csv"), "label");
     cfg.data.columns.insert("text".into(), ColumnType::Text);
     let pretrain: kiln::data::text::TextOptions =
         toml::from_str("ngrams = 1\ndim = 8\npretrain = { sample = 0.0 }").unwrap();
     cfg.data.prepare.text = pretrain;
-    cfg.train.epochs = 0;
+    cfg.train.epochs = Some(0);
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
     let rows: Vec<usize> = (0..300).collect();
@@ -225,11 +246,11 @@ fn word_reviews(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// A config for `word_reviews` (unigrams, 8-wide vectors, 20 epochs at `lr`), the table, its column types,
 /// and the (test, train) rows.
-fn word_setup(dir: &std::path::Path, lr: f32) -> (TableConfig, kiln::data::table::Table, Vec<ColumnType>, Rows) {
-    let mut cfg = TableConfig::new(word_reviews(dir), "label");
+fn word_setup(dir: &std::path::Path, lr: f32) -> (Config, kiln::data::table::Table, Vec<ColumnType>, Rows) {
+    let mut cfg = Config::for_table(word_reviews(dir), "label");
     cfg.data.prepare.text.ngrams = 1;
     cfg.data.prepare.text.dim = 8;
-    cfg.train.epochs = 20;
+    cfg.train.epochs = Some(20);
     cfg.train.optimizer.set_learning_rate(lr);
     let table = cfg.read_table().unwrap();
     let types = cfg.types(&table).unwrap();
@@ -294,10 +315,10 @@ fn class_weights_by_class_name() {
     let err = tabular::fit_rows(&cfg, &table, &types, &train, false).err().unwrap().to_string();
     assert!(err.contains("no class `negative`; the classes are: neg, pos"), "{err}");
     // From TOML.
-    let parsed: TableConfig =
+    let parsed: Config =
         toml::from_str("[data]\npath = \"x.csv\"\ntarget = \"y\"\n[train]\nclass_weight = \"balanced\"\n").unwrap();
     assert_eq!(parsed.train.class_weight, Some(ClassWeight::balanced()));
-    let parsed: TableConfig =
+    let parsed: Config =
         toml::from_str("[data]\npath = \"x.csv\"\ntarget = \"y\"\n[train]\nclass_weight = { neg = 3.0 }\n").unwrap();
     assert!(matches!(parsed.train.class_weight, Some(ClassWeight::PerClass(m)) if m["neg"] == 3.0));
 }
@@ -307,7 +328,7 @@ fn validation_rows_are_stratified_like_the_test_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (mut cfg, table, types, (test, train)) = word_setup(dir, 0.01);
-    cfg.train.validation_split = 0.25;
+    cfg.train.validation_split = Some(0.25);
     let (fit, val) = tabular::hold_out_validation(&cfg, &table, &types, train.clone()).unwrap();
     assert_eq!(fit.len() + val.len(), train.len());
     assert!(val.iter().all(|r| train.contains(r) && !fit.contains(r)));

@@ -4,8 +4,8 @@
 //! LSTM (Embedding 64 with mask → LSTM 32 → 1) and prints seconds per epoch as one JSON line per model.
 //! bench/text_side_by_side.py runs the same shapes in PyTorch next to it.
 
+use kiln::config::ModelKind;
 use kiln::prelude::*;
-use kiln::tabular::ModelKind;
 
 const N: usize = 20_000;
 const LEN: usize = 100;

@@ -1,0 +1,619 @@
+//! The one config every run reads (`kiln train`, `cv`, `search`, `summary`), for images, tables and text
+//! alike: `[data]` (what to read), `[model]` (a built-in recipe by `kind`, or `[[model.layers]]`, or a graph of
+//! `[[model.nodes]]`), `[train]` (the same keys for every kind of data), `[output]` and `[[callbacks]]`.
+//! Every table rejects unknown keys naming the nearest valid one, and a key that does not apply to the
+//! config's kind of data (`data.target` for MNIST, `train.augment` for a table) is an error naming it.
+//! Relative paths are taken from the config file's folder, so a config runs from anywhere.
+//!
+//! Where a key is left out, a table or text run gets a recipe that works as it is (30 epochs of batches of
+//! 64, a tenth of the training rows held out, early stopping after 4 epochs without progress), an image run
+//! Keras's `fit` defaults (1 epoch, batches of 32, no validation); `--print-config` and the run folder's
+//! config.toml show every value used.
+
+mod settings;
+
+pub use settings::{
+    Axis, edit_distance, explain_toml_error, explain_unknown, parse_axis, parse_toml, with_setting, with_settings,
+};
+
+use crate::callbacks::CallbackConfig;
+use crate::data::augment::Augment;
+use crate::data::csv::CsvOptions;
+use crate::data::prepare::PrepareOptions;
+use crate::data::table::ColumnType;
+use crate::loss::Loss;
+use crate::metrics::Metric;
+use crate::model::{CompileConfig, NodeSpec};
+use crate::nn::LayerConfig;
+use crate::optim::OptimizerConfig;
+use crate::schedule::{Clip, Schedule};
+use crate::train::ClassWeight;
+use kiln_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data: DataConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// Callbacks, in the order they run (`[[callbacks]]` tables with a `type`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callbacks: Vec<CallbackConfig>,
+    /// The file this config was read from, for error messages.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// What `[data]` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// A folder with the four MNIST IDX files (raw or .gz): images, with its own test split.
+    Mnist,
+    /// Rows with a `target` column: a CSV/TSV (any delimiter, quoted fields, header row; .gz too), ARFF or
+    /// JSON-lines file, or a folder of class folders of text files; numbers, categories and text columns.
+    /// (`csv`, `arff` and `jsonl` are read as `table`: the file's name tells them apart.)
+    #[serde(alias = "csv", alias = "arff", alias = "jsonl")]
+    Table,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `mnist` or `table`; left out, `table` when a `target` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DataFormat>,
+    pub path: PathBuf,
+    /// The column to predict (tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The first `test_rows` rows are the test set (a file's official split)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_rows: Option<usize>,
+    /// ...or else this fraction of rows, drawn at random (stratified by class) with the training seed.
+    #[serde(default = "fifth")]
+    pub test_fraction: f64,
+    /// Columns left out.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// Cells read as missing besides the empty one.
+    #[serde(default = "missing_markers")]
+    pub missing: Vec<String>,
+    /// Column types that override the inferred ones (number, category, boolean, text).
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnType>,
+    /// Target values to classes, e.g. ratings 1-2 to "negative" and 4-5 to "positive"; rows whose target
+    /// is not listed are dropped. Empty: the target's values are the classes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub prepare: PrepareOptions,
+}
+
+/// The kind of run a config makes, from its `[data]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataKind {
+    Images,
+    Table,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// The model's name (summary, saved file); the run folder's name too (default: the data file's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Seeds the weight initializers.
+    pub seed: u64,
+    /// One sample's shape, without the batch axis (images; left out, the data's). A table's input is its
+    /// prepared row, sized by the preparation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub input_shape: Vec<usize>,
+    /// A built-in recipe: `mlp` (tables: embeddings and numbers into Dense layers; images: flattened
+    /// pixels), `cnn` (images: Conv2D of `units` filters and max pooling; text: Conv1D over the terms),
+    /// `lstm`, `gru` or `simple_rnn` (one text column, its terms in order through Embedding(mask_zero) and a
+    /// recurrent layer of `units`); then the Dense layers of `hidden` and the output the task needs. Left
+    /// out: `mlp` for tables; images need it or `layers`/`nodes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ModelKind>,
+    /// Layers in a line, each reading the one before (a Sequential model); the last gives the output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerConfig>,
+    /// Or a graph: layers that name what they read (`inputs = ["input"]`, earlier layers' names), for
+    /// residual connections and merges (`add`, `multiply`, `concatenate`, `dot`). The data's input is
+    /// called `input`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeSpec>,
+    // The recipes' settings (with `kind`; an error beside `layers` or `nodes`):
+    /// Recurrent width (per direction), or Conv1D/Conv2D filters.
+    pub units: usize,
+    /// Run the recurrent layer both ways (Bidirectional), concatenating the two.
+    pub bidirectional: bool,
+    /// What the Dense layers get from the sequence: `last` (the recurrent layer's last state; the default
+    /// for recurrent kinds), `max` or `average` over the steps (the states at every step, padding left out
+    /// of the average; `max` is the default for cnn).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
+    /// Dropout on the term vectors before the sequence layer (sequence kinds): against the early
+    /// overfitting of models whose embedding table holds most of the weights.
+    pub embedding_dropout: f64,
+    /// Conv1D window in terms, or Conv2D window in pixels (kind = "cnn").
+    pub kernel_size: usize,
+    /// Widths of the hidden Dense layers (ReLU).
+    pub hidden: Vec<usize>,
+    /// Dropout after each hidden layer.
+    pub dropout: f64,
+    /// L2 penalty on every kernel (Keras's kernel_regularizer=l2(...)); helps on small tables.
+    pub l2: f32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    #[default]
+    Mlp,
+    Lstm,
+    Gru,
+    SimpleRnn,
+    /// Text: Embedding → Conv1D(units filters of `kernel_size` terms, ReLU) → GlobalMaxPooling1D. Images:
+    /// Conv2D(units filters, kernel_size², ReLU) → MaxPooling2D(2) → Flatten.
+    Cnn,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Mlp => "mlp",
+            ModelKind::Lstm => "lstm",
+            ModelKind::Gru => "gru",
+            ModelKind::SimpleRnn => "simple_rnn",
+            ModelKind::Cnn => "cnn",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    Last,
+    Max,
+    Average,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            name: None,
+            seed: 0,
+            input_shape: Vec::new(),
+            kind: None,
+            layers: Vec::new(),
+            nodes: Vec::new(),
+            units: 64,
+            bidirectional: false,
+            pooling: None,
+            embedding_dropout: 0.0,
+            kernel_size: 3,
+            hidden: vec![64, 32],
+            dropout: 0.1,
+            l2: 0.0,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The model's name: the configured one, or Keras's default.
+    pub fn model_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("sequential")
+    }
+
+    /// Whether the model is written out (`layers` or `nodes`) rather than a recipe.
+    pub fn explicit(&self) -> bool {
+        !self.layers.is_empty() || !self.nodes.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// The optimizer and its learning rate (default Adam at 0.001).
+    pub optimizer: OptimizerConfig,
+    /// Left out: what the task needs (sparse categorical cross-entropy for classes, binary for two classes
+    /// of a table, mean squared error for a number; a number may take mean_absolute_error or huber).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<Loss>,
+    /// Logged each epoch (default: accuracy, and macro F1 for table classes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<Metric>,
+    /// Default 30 for tables, 1 for images (Keras's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Default 64 for tables, 32 for images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Fraction of the training rows held out to pick the epoch (tables: stratified by class; images: the
+    /// last ones, as Keras). Default 0.1 for tables, 0 for images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_split: Option<f64>,
+    /// Stop after this many epochs without a lower validation loss, and keep the best epoch's weights
+    /// (needs validation rows). Default 4 for tables, none for images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
+    pub shuffle: bool,
+    /// Seeds shuffling, dropout, augmentation and the table's splits.
+    pub seed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    pub clip: Clip,
+    /// Random changes to each training image (images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
+    /// Repeat training rows of the smaller classes (drawn at random) until every class has as many rows as
+    /// the largest, against imbalanced labels (tables). The validation rows are set aside first.
+    pub oversample: bool,
+    /// Weights of the classes in the loss: `"balanced"` (rows / (classes × rows of the class)) or by class,
+    /// e.g. `{ negative = 3.0 }` (a table's class names; an image's class index, `{ 7 = 2.0 }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_weight: Option<ClassWeight>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            optimizer: OptimizerConfig::default(),
+            loss: None,
+            metrics: Vec::new(),
+            epochs: None,
+            batch_size: None,
+            validation_split: None,
+            patience: None,
+            shuffle: true,
+            seed: 0,
+            schedule: None,
+            clip: Clip::default(),
+            augment: None,
+            oversample: false,
+            class_weight: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn epochs(&self) -> usize {
+        self.epochs.unwrap_or(1)
+    }
+    pub fn batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(32)
+    }
+    pub fn validation_split(&self) -> f64 {
+        self.validation_split.unwrap_or(0.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Where the trained model is saved (safetensors), besides the run folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    /// The folder that holds run folders (`NAME-YYYYMMDD-HHMMSS`), relative to the working directory.
+    #[serde(default = "runs")]
+    pub runs_dir: PathBuf,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { model: None, runs_dir: runs() }
+    }
+}
+
+fn runs() -> PathBuf {
+    "runs".into()
+}
+fn fifth() -> f64 {
+    0.2
+}
+fn missing_markers() -> Vec<String> {
+    CsvOptions::default().missing
+}
+
+impl DataConfig {
+    /// A table file and its target column, every other key at its default.
+    pub fn table(path: impl Into<PathBuf>, target: &str) -> DataConfig {
+        DataConfig {
+            format: Some(DataFormat::Table),
+            path: path.into(),
+            target: Some(target.into()),
+            test_rows: None,
+            test_fraction: fifth(),
+            ignore: Vec::new(),
+            missing: missing_markers(),
+            columns: BTreeMap::new(),
+            classes: BTreeMap::new(),
+            prepare: PrepareOptions::default(),
+        }
+    }
+
+    /// Images or a table: the `format`, or else a table when a `target` is named.
+    pub fn kind(&self) -> Result<DataKind> {
+        match (self.format, &self.target) {
+            (Some(DataFormat::Mnist), _) => Ok(DataKind::Images),
+            (Some(DataFormat::Table), Some(_)) | (None, Some(_)) => Ok(DataKind::Table),
+            (Some(DataFormat::Table), None) => {
+                Err(Error::Config("[data] needs `target`: the column to predict".into()))
+            }
+            (None, None) => Err(Error::Config(
+                "[data] needs `format = \"mnist\"` (a folder of MNIST files), or `target` (the column of a table \
+                 to predict)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The target column (tables).
+    pub fn target(&self) -> &str {
+        self.target.as_deref().unwrap_or_default()
+    }
+}
+
+impl Config {
+    /// The defaults for a table file and a target (what `kiln train --data FILE --target COL` uses).
+    pub fn for_table(path: impl Into<PathBuf>, target: &str) -> Config {
+        let mut c = Config {
+            data: DataConfig::table(path, target),
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            output: OutputConfig::default(),
+            callbacks: Vec::new(),
+            source: None,
+        };
+        c.fill_defaults();
+        c
+    }
+
+    /// Reads and checks a config file; relative paths in it become relative to its folder.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+        let mut c: Config = parse_toml(&text).map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        c.data.path = base.join(&c.data.path);
+        if let Some(g) = &c.data.prepare.text.glove {
+            c.data.prepare.text.glove = Some(base.join(g));
+        }
+        if let Some(m) = &c.output.model {
+            c.output.model = Some(base.join(m));
+        }
+        c.source = Some(path.to_path_buf());
+        c.check().map_err(|e| c.in_file(e))?;
+        c.fill_defaults();
+        Ok(c)
+    }
+
+    /// Parses and checks config text (paths as written); the error is one line naming the line, the key
+    /// and the nearest valid key.
+    pub fn parse(text: &str) -> std::result::Result<Config, String> {
+        let mut c: Config = parse_toml(text)?;
+        c.check().map_err(|e| e.to_string())?;
+        c.fill_defaults();
+        Ok(c)
+    }
+
+    /// This config with each `KEY=VALUE` of `sets` applied (`--set train.epochs=3`), checked as a file is.
+    pub fn with_settings(self, sets: &[String]) -> Result<Config> {
+        let source = self.source.clone();
+        let mut c = with_settings(self, sets)?;
+        c.source = source;
+        c.check().map_err(|e| c.in_file(e))?;
+        Ok(c)
+    }
+
+    /// `e` with the config file's name in front (config errors; once).
+    pub fn in_file(&self, e: Error) -> Error {
+        match (e, &self.source) {
+            (Error::Config(m), Some(p)) if !m.starts_with(&format!("{}: ", p.display())) => {
+                Error::Config(format!("{}: {m}", p.display()))
+            }
+            (e, _) => e,
+        }
+    }
+
+    pub fn kind(&self) -> Result<DataKind> {
+        self.data.kind()
+    }
+
+    /// Keys that the config's kind of data does not use are errors, not silently ignored.
+    pub fn check(&self) -> Result<()> {
+        let kind = self.kind()?;
+        let d = &self.data;
+        let m = &self.model;
+        let t = &self.train;
+        let recipe_default = ModelConfig::default();
+        let mut unused: Vec<&str> = Vec::new();
+        if kind == DataKind::Images {
+            let blank = DataConfig::table(&d.path, "");
+            for (key, set) in [
+                ("data.target", d.target.is_some()),
+                ("data.test_rows", d.test_rows.is_some()),
+                ("data.test_fraction", d.test_fraction != blank.test_fraction),
+                ("data.ignore", d.ignore != blank.ignore),
+                ("data.missing", d.missing != blank.missing),
+                ("data.columns", d.columns != blank.columns),
+                ("data.classes", d.classes != blank.classes),
+                ("data.prepare", d.prepare != blank.prepare),
+                ("train.oversample", t.oversample),
+            ] {
+                if set {
+                    unused.push(key);
+                }
+            }
+            if let Some(k) = unused.first() {
+                return Err(Error::Config(format!(
+                    "{k} is a key of tables (format = \"table\"); MNIST images come with their own test split and \
+                     labels"
+                )));
+            }
+        } else {
+            if t.augment.is_some() {
+                return Err(Error::Config("train.augment changes images; this config reads a table".into()));
+            }
+            if !m.input_shape.is_empty() {
+                return Err(Error::Config(
+                    "model.input_shape: a table's input is its prepared row, sized by [data.prepare]; leave it out"
+                        .into(),
+                ));
+            }
+        }
+        if m.explicit() {
+            if !m.layers.is_empty() && !m.nodes.is_empty() {
+                return Err(Error::Config(
+                    "[model] needs `layers` (a line of layers) or `nodes` (a graph), not both".into(),
+                ));
+            }
+            for (key, set) in [
+                ("model.kind", m.kind.is_some()),
+                ("model.units", m.units != recipe_default.units),
+                ("model.bidirectional", m.bidirectional),
+                ("model.pooling", m.pooling.is_some()),
+                ("model.embedding_dropout", m.embedding_dropout != 0.0),
+                ("model.kernel_size", m.kernel_size != recipe_default.kernel_size),
+                ("model.hidden", m.hidden != recipe_default.hidden),
+                ("model.dropout", m.dropout != recipe_default.dropout),
+                ("model.l2", m.l2 != 0.0),
+            ] {
+                if set {
+                    return Err(Error::Config(format!(
+                        "{key} is a setting of the built-in recipes (`kind`); a model written as [[model.{}]] \
+                         says it in its layers",
+                        if m.layers.is_empty() { "nodes" } else { "layers" }
+                    )));
+                }
+            }
+        } else if kind == DataKind::Images && m.kind.is_none() {
+            return Err(Error::Config(
+                "[model] needs `kind` (\"mlp\" or \"cnn\"), `layers` (a line of layers) or `nodes` (a graph)".into(),
+            ));
+        }
+        if let (Some(_), Some(0.0) | None) = (t.patience, t.validation_split)
+            && kind == DataKind::Images
+        {
+            return Err(Error::Config("train.patience needs validation rows: set train.validation_split".into()));
+        }
+        Ok(())
+    }
+
+    /// Fills the training keys left out with the defaults of the config's kind of data (see the header).
+    pub fn fill_defaults(&mut self) {
+        let t = &mut self.train;
+        match self.data.kind() {
+            Ok(DataKind::Table) => {
+                t.epochs.get_or_insert(30);
+                t.batch_size.get_or_insert(64);
+                t.validation_split.get_or_insert(0.1);
+                t.patience.get_or_insert(4);
+                self.model.kind = self.model.kind.or((!self.model.explicit()).then_some(ModelKind::Mlp));
+                self.data.format.get_or_insert(DataFormat::Table);
+            }
+            _ => {
+                t.epochs.get_or_insert(1);
+                t.batch_size.get_or_insert(32);
+                t.validation_split.get_or_insert(0.0);
+            }
+        }
+    }
+
+    /// A copy with the defaults filled in (`fill_defaults`): what the fit loops read, so a config made in
+    /// code or by serde alone trains as the same file read by `from_file` does.
+    pub fn filled(&self) -> Config {
+        let mut c = self.clone();
+        c.fill_defaults();
+        c
+    }
+
+    /// The loss: the configured one, or what the task needs (images: sparse categorical cross-entropy).
+    pub fn image_loss(&self) -> Loss {
+        self.train.loss.unwrap_or(Loss::SparseCategoricalCrossentropy)
+    }
+
+    /// The metrics logged each epoch: the configured ones, or accuracy.
+    pub fn metrics_or(&self, default: Vec<Metric>) -> Vec<Metric> {
+        if self.train.metrics.is_empty() { default } else { self.train.metrics.clone() }
+    }
+
+    /// How the model is compiled, with the loss given (it depends on the task).
+    pub fn compile_config(&self, loss: Loss, metrics: Vec<Metric>) -> CompileConfig {
+        CompileConfig {
+            optimizer: self.train.optimizer.clone(),
+            loss,
+            metrics,
+            schedule: self.train.schedule.clone(),
+            clip: self.train.clip.clone(),
+        }
+    }
+
+    /// The run folder's name when none is given: the model's name, or the data file's.
+    pub fn run_name(&self) -> String {
+        if let Some(n) = &self.model.name {
+            return n.clone();
+        }
+        let stem = self.data.path.file_name().map(|n| n.to_string_lossy().split('.').next().unwrap_or("").to_string());
+        stem.filter(|s| !s.is_empty()).unwrap_or_else(|| "run".into())
+    }
+
+    /// The config as a run folder keeps it: every default filled in and every path absolute, so that
+    /// `kiln train --resume` reads the same data from anywhere.
+    pub fn resolved(&self) -> Config {
+        let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut c = self.clone();
+        c.fill_defaults();
+        c.data.path = abs(&c.data.path);
+        c.data.prepare.text.glove = c.data.prepare.text.glove.as_deref().map(abs);
+        c.output.model = c.output.model.as_deref().map(|m| match (m.parent(), m.file_name()) {
+            (Some(d), Some(f)) if !d.as_os_str().is_empty() => abs(d).join(f),
+            (_, Some(f)) => abs(Path::new(".")).join(f),
+            _ => m.to_path_buf(),
+        });
+        c
+    }
+
+    /// The config as TOML, without the keys its kind of data or model does not use.
+    pub fn to_toml(&self) -> String {
+        let mut doc = match toml::Value::try_from(self) {
+            Ok(d) => d,
+            Err(e) => return format!("# cannot print config: {e}"),
+        };
+        let drop = |doc: &mut toml::Value, section: &str, keys: &[&str]| {
+            if let Some(t) = doc.get_mut(section).and_then(|s| s.as_table_mut()) {
+                keys.iter().for_each(|k| {
+                    t.remove(*k);
+                });
+            }
+        };
+        if self.data.kind().ok() == Some(DataKind::Images) {
+            let keys = ["test_fraction", "ignore", "missing", "columns", "prepare"];
+            drop(&mut doc, "data", &keys);
+            drop(&mut doc, "train", &["oversample"]);
+        }
+        if self.model.explicit() {
+            let keys = ["units", "bidirectional", "embedding_dropout", "kernel_size", "hidden", "dropout", "l2"];
+            drop(&mut doc, "model", &keys);
+        }
+        toml::to_string_pretty(&doc).unwrap_or_else(|e| format!("# cannot print config: {e}"))
+    }
+
+    /// A split's targets as the loss wants them: class indices for the sparse loss, one-hot rows otherwise.
+    pub fn targets(&self, s: &crate::data::mnist::Split) -> Result<kiln_core::Tensor> {
+        if self.image_loss().sparse() {
+            kiln_core::Tensor::new(&[s.labels.len()], s.labels.iter().map(|&l| l as f32).collect())
+        } else {
+            Ok(s.y.clone())
+        }
+    }
+}

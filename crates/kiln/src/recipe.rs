@@ -1,0 +1,246 @@
+//! The model a config describes, for any kind of data: its written-out layers (`[[model.layers]]`) or graph
+//! (`[[model.nodes]]`) over the data's input, or a built-in recipe (`[model] kind`): mlp, cnn, lstm, gru,
+//! simple_rnn. A recipe ends in the output the task needs (softmax over the classes, sigmoid for a table's
+//! two classes, linear for a number); a written-out model gives its own, and a table's is checked against
+//! the task before training. A table's written-out layers read its prepared row, after the embeddings of
+//! its text and embedded category columns when it has them (their sizes come from the data).
+
+use crate::config::{Config, DataKind, ModelKind, Pooling};
+use crate::data::prepare::{Feature, FeatureKind, Preparation, Task};
+use crate::data::text::TextOutput;
+use crate::loss::Loss;
+use crate::metrics::{Average, Metric};
+use crate::model::{InputSpec, NodeSpec, Sequential};
+use crate::nn::{
+    Activation, Bidirectional, Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
+    GlobalMaxPooling1D, Gru, LayerConfig, Lstm, MaxPooling2D, Regularizer, RnnKind, SimpleRnn,
+};
+use kiln_core::{Error, Result};
+
+/// MNIST's images and classes (the only image format so far): known without reading the files.
+const MNIST_SHAPE: [usize; 3] = [28, 28, 1];
+const MNIST_CLASSES: usize = 10;
+
+impl Config {
+    /// The model the config describes, built and compiled. A table's input width comes from the preparation
+    /// fitted on its training rows, so this reads the table (`kiln summary`, `--print-config`).
+    pub fn build_model(&self) -> Result<Sequential> {
+        match self.kind()? {
+            DataKind::Images => self.image_model(),
+            DataKind::Table => crate::tabular::untrained_model(self),
+        }
+        .map_err(|e| self.in_file(e))
+    }
+
+    /// An image model (`build_model` for images).
+    pub fn image_model(&self) -> Result<Sequential> {
+        let m = &self.model;
+        let shape = if m.input_shape.is_empty() { MNIST_SHAPE.to_vec() } else { m.input_shape.clone() };
+        if shape != MNIST_SHAPE {
+            return Err(Error::Config(format!(
+                "model.input_shape is {shape:?}, but MNIST images are {MNIST_SHAPE:?} (leave it out to take the \
+                 data's)"
+            )));
+        }
+        let mut net = if m.explicit() {
+            self.written_out(&shape, None)?
+        } else {
+            let mut net = Sequential::new(&shape).seed(m.seed).named(m.model_name());
+            match m.kind.unwrap_or_default() {
+                ModelKind::Mlp => {}
+                ModelKind::Cnn => {
+                    net.add(Conv2D::new(m.units, m.kernel_size).activation(Activation::Relu))?;
+                    net.add(MaxPooling2D::new(2))?;
+                }
+                k => {
+                    return Err(Error::Config(format!(
+                        "model.kind = \"{}\" reads a text column; images take \"mlp\" or \"cnn\"",
+                        k.name()
+                    )));
+                }
+            }
+            net.add(Flatten::new())?;
+            self.head(&mut net, Dense::new(MNIST_CLASSES).activation(Activation::Softmax))?;
+            net
+        };
+        net.compile_with(self.compile_config(self.image_loss(), self.metrics_or(vec![Metric::Accuracy])))?;
+        if let Some(a) = &self.train.augment {
+            a.validate()?;
+        }
+        Ok(net)
+    }
+
+    /// `[[model.layers]]` or `[[model.nodes]]` over one input called `input` (after `first`, a table's
+    /// category embeddings, when given); a layer's error names it.
+    fn written_out(&self, shape: &[usize], first: Option<LayerConfig>) -> Result<Sequential> {
+        let m = &self.model;
+        let input = InputSpec { name: "input".into(), shape: shape.to_vec() };
+        let mut net = Sequential::from_spec(&[input], &[], m.seed)?.named(m.model_name());
+        if let Some(first) = first {
+            if !m.nodes.is_empty() {
+                return Err(Error::Config(
+                    "[[model.nodes]] read the prepared row as it is, but this table has embedded columns (text, \
+                     or data.prepare.categories = \"embedding\"): write [[model.layers]], which read the \
+                     embeddings, or use one-hot categories"
+                        .into(),
+                ));
+            }
+            net.add(first)?;
+        }
+        let (what, specs): (&str, Vec<NodeSpec>) = if m.nodes.is_empty() {
+            ("layers", m.layers.iter().map(|l| NodeSpec { inputs: Vec::new(), layer: l.clone() }).collect())
+        } else {
+            ("nodes", m.nodes.clone())
+        };
+        for (i, n) in specs.into_iter().enumerate() {
+            let from: Vec<&str> = n.inputs.iter().map(String::as_str).collect();
+            net.apply(n.layer, &from).map_err(|e| match e {
+                Error::Shape(msg) | Error::Config(msg) => Error::Config(format!("model.{what}[{i}]: {msg}")),
+                other => other,
+            })?;
+        }
+        Ok(net)
+    }
+
+    /// The recipes' hidden Dense layers (ReLU, dropout, L2) and then `out`.
+    fn head(&self, net: &mut Sequential, out: Dense) -> Result<()> {
+        let m = &self.model;
+        let reg = |d: Dense| if m.l2 > 0.0 { d.kernel_regularizer(Regularizer::l2(m.l2)) } else { d };
+        for &h in &m.hidden {
+            net.add(reg(Dense::new(h).activation(Activation::Relu)))?;
+            if m.dropout > 0.0 {
+                net.add(Dropout::new(m.dropout))?;
+            }
+        }
+        net.add(reg(out))?;
+        Ok(())
+    }
+
+    /// A network for the prepared table, compiled with the loss its task needs (`train.loss` may choose among
+    /// the losses of a number): the recipe (embeddings and numbers into Dense layers, or one text column
+    /// through a sequence layer), or the written-out layers over the prepared row.
+    pub fn table_model(&self, prep: &Preparation) -> Result<Sequential> {
+        let m = &self.model;
+        let (out, loss, metrics) = self.task_head(&prep.task)?;
+        let mut net = if m.explicit() {
+            let first = prep.embedding_layer().map(LayerConfig::from);
+            let net = self.written_out(&[prep.width()], first)?;
+            let want = out.units;
+            if net.output_shape() != [want] {
+                let task = match &prep.task {
+                    Task::Binary { .. } => "two classes: one sigmoid unit".to_string(),
+                    Task::Multiclass { classes } => format!("{} classes: a softmax of {}", classes.len(), want),
+                    Task::Regression => "a number: one linear unit".to_string(),
+                };
+                return Err(Error::Config(format!(
+                    "the model's output is {:?} per row, but the target `{}` needs [{want}] ({task})",
+                    net.output_shape(),
+                    self.data.target()
+                )));
+            }
+            net
+        } else {
+            let mut net = Sequential::new(&[prep.width()]).seed(m.seed).named(m.model_name());
+            self.sequence_layers(&mut net, prep)?;
+            self.head(&mut net, out)?;
+            net
+        };
+        net.compile_with(self.compile_config(loss, self.metrics_or(metrics)))?;
+        net.set_preparation(prep.clone());
+        Ok(net)
+    }
+
+    /// The output layer, loss and default metrics of a table's task; a `train.loss` that does not fit it is
+    /// an error.
+    fn task_head(&self, task: &Task) -> Result<(Dense, Loss, Vec<Metric>)> {
+        let classification = || vec![Metric::Accuracy, Metric::F1(Average::Macro)];
+        let (out, loss, metrics) = match task {
+            Task::Binary { .. } => {
+                (Dense::new(1).activation(Activation::Sigmoid), Loss::BinaryCrossentropy, classification())
+            }
+            Task::Multiclass { classes } => (
+                Dense::new(classes.len()).activation(Activation::Softmax),
+                Loss::SparseCategoricalCrossentropy,
+                classification(),
+            ),
+            Task::Regression => {
+                let loss = self.train.loss.unwrap_or(Loss::MeanSquaredError);
+                if !matches!(loss, Loss::MeanSquaredError | Loss::MeanAbsoluteError | Loss::Huber) {
+                    return Err(Error::Config(format!(
+                        "train.loss: {} is not a loss for a numeric target (mean_squared_error, \
+                         mean_absolute_error or huber)",
+                        loss.name()
+                    )));
+                }
+                (Dense::new(1), loss, vec![Metric::MeanAbsoluteError])
+            }
+        };
+        if let Some(given) = self.train.loss
+            && given != loss
+        {
+            return Err(Error::Config(format!(
+                "train.loss: {} does not fit this target; its classes take {} (leave train.loss out)",
+                given.name(),
+                loss.name()
+            )));
+        }
+        Ok((out, loss, metrics))
+    }
+
+    /// The recipe's layers before the Dense ones: the category embeddings (mlp), or one text column's
+    /// terms through Embedding and a recurrent or convolutional layer, pooled.
+    fn sequence_layers(&self, net: &mut Sequential, prep: &Preparation) -> Result<()> {
+        let m = &self.model;
+        let kind = m.kind.unwrap_or_default();
+        match (kind, prep.features.as_slice()) {
+            (ModelKind::Mlp, _) => {
+                if let Some(layer) = prep.embedding_layer() {
+                    net.add(layer)?;
+                }
+            }
+            (_, [Feature { kind: FeatureKind::Text { vocab, opts, .. }, .. }]) if opts.output == TextOutput::Ids => {
+                net.add(Embedding::new(vocab.len() + 2, opts.dim).mask_zero(kind != ModelKind::Cnn))?;
+                if m.embedding_dropout > 0.0 {
+                    net.add(Dropout::new(m.embedding_dropout))?;
+                }
+                let pooling = m.pooling.unwrap_or(if kind == ModelKind::Cnn { Pooling::Max } else { Pooling::Last });
+                let rnn = match kind {
+                    ModelKind::Lstm => Some(RnnKind::Lstm),
+                    ModelKind::Gru => Some(RnnKind::Gru),
+                    ModelKind::SimpleRnn => Some(RnnKind::SimpleRnn),
+                    _ => None,
+                };
+                let seq = pooling != Pooling::Last;
+                match rnn {
+                    Some(kind) if m.bidirectional => {
+                        net.add(Bidirectional::new(kind, m.units).return_sequences(seq))?
+                    }
+                    Some(RnnKind::Lstm) => net.add(Lstm::new(m.units).return_sequences(seq))?,
+                    Some(RnnKind::Gru) => net.add(Gru::new(m.units).return_sequences(seq))?,
+                    Some(RnnKind::SimpleRnn) => net.add(SimpleRnn::new(m.units).return_sequences(seq))?,
+                    None if pooling == Pooling::Last => {
+                        return Err(Error::Config("model.pooling = \"last\" is for recurrent kinds, not cnn".into()));
+                    }
+                    None => net.add(Conv1D::new(m.units, m.kernel_size).activation(Activation::Relu))?,
+                };
+                match pooling {
+                    Pooling::Max => {
+                        net.add(GlobalMaxPooling1D::new())?;
+                    }
+                    Pooling::Average => {
+                        net.add(GlobalAveragePooling1D::new())?;
+                    }
+                    Pooling::Last => {}
+                }
+            }
+            _ => {
+                return Err(Error::Config(
+                    "model.kind = \"lstm\", \"gru\", \"simple_rnn\" or \"cnn\" reads one text column as term ids: \
+                     ignore the other columns (data.ignore) and keep data.prepare.text.output = \"ids\""
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! Cross-validation and hyperparameter search for any config (`kiln cv`, `kiln search`). Images: k folds of
+//! the training images, stratified by class, each scored by a model trained on the others (loss and the
+//! configured metrics). Tables: k stratified folds of the rows, scored with table metrics (tabular.rs). A
+//! search tries every combination of the settings given (or n of them drawn at random), cross-validates each
+//! config, and ranks them: ROC-AUC for two classes, accuracy for more, −RMSE for numbers, −loss otherwise.
+
+use crate::callbacks::{Callback, EarlyStopping};
+use crate::config::{Axis, Config, DataKind, with_setting};
+use crate::data::mnist;
+use crate::tabular::{TableScores, fit_rows, score, stratified_folds, stratify};
+use crate::train::{Evaluation, FitOptions};
+use kiln_core::{Error, Result, Rng};
+
+/// Each fold's scores, as the config's kind of data scores them.
+#[derive(Clone, Debug)]
+pub enum Folds {
+    Images(Vec<Evaluation>),
+    Table(Vec<TableScores>),
+}
+
+impl Folds {
+    pub fn len(&self) -> usize {
+        match self {
+            Folds::Images(f) => f.len(),
+            Folds::Table(f) => f.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fold `i`'s scores in a line.
+    pub fn line(&self, i: usize) -> String {
+        match self {
+            Folds::Images(f) => f[i].to_string(),
+            Folds::Table(f) => format!("{} ({} rows)", f[i], f[i].rows),
+        }
+    }
+
+    /// The named scores of each fold.
+    fn named(&self) -> Vec<Vec<(String, f64)>> {
+        match self {
+            Folds::Images(f) => f
+                .iter()
+                .map(|e| std::iter::once(("loss".to_string(), e.loss)).chain(e.metrics.iter().cloned()).collect())
+                .collect(),
+            Folds::Table(f) => f
+                .iter()
+                .map(|s| {
+                    [
+                        ("accuracy", s.accuracy),
+                        ("f1", s.f1),
+                        ("macro_f1", s.macro_f1),
+                        ("weighted_f1", s.weighted_f1),
+                        ("roc_auc", s.roc_auc),
+                        ("rmse", s.rmse),
+                        ("mae", s.mae),
+                        ("r2", s.r2),
+                    ]
+                    .into_iter()
+                    .filter_map(|(n, v)| v.map(|v| (n.to_string(), v)))
+                    .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// The mean and standard deviation of `name` over the folds that have it.
+    pub fn stat(&self, name: &str) -> Option<(f64, f64)> {
+        let v: Vec<f64> =
+            self.named().iter().filter_map(|f| f.iter().find(|(n, _)| n == name).map(|(_, v)| *v)).collect();
+        if v.is_empty() {
+            return None;
+        }
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        Some((m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()))
+    }
+
+    /// "accuracy: 0.9751 ± 0.0020 - roc_auc: ...": each score's mean and standard deviation over the folds.
+    pub fn summary(&self) -> String {
+        let names: Vec<String> =
+            self.named().first().map(|f| f.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
+        names
+            .iter()
+            .filter_map(|n| self.stat(n).map(|(m, sd)| format!("{n}: {m:.4} ± {sd:.4}")))
+            .collect::<Vec<_>>()
+            .join(" - ")
+    }
+
+    /// What ranks configs (higher is better): ROC-AUC for two classes, accuracy for more, −RMSE for numbers,
+    /// −loss when the config logs no accuracy.
+    pub fn rank(&self) -> f64 {
+        let mean = |n: &str| self.stat(n).map(|s| s.0);
+        mean("roc_auc")
+            .or_else(|| mean("accuracy"))
+            .or_else(|| mean("rmse").map(|r| -r))
+            .or_else(|| mean("loss").map(|l| -l))
+            .unwrap_or(f64::NEG_INFINITY)
+    }
+}
+
+impl Config {
+    /// Each of `k` folds scored by a model trained on the others as the config trains.
+    pub fn cross_validate(&self, k: usize) -> Result<Folds> {
+        self.cross_validate_with(k, &mut |_, _| {})
+    }
+
+    /// `cross_validate`, calling `done(i, folds so far)` as each fold finishes (progress, or keeping results).
+    pub fn cross_validate_with(&self, k: usize, done: &mut dyn FnMut(usize, &Folds)) -> Result<Folds> {
+        if k < 2 {
+            return Err(Error::Config(format!("cross-validation needs at least 2 folds, got {k}")));
+        }
+        match self.kind()? {
+            DataKind::Images => self.image_folds(k, done),
+            DataKind::Table => self.table_folds(k, done),
+        }
+    }
+
+    fn table_folds(&self, k: usize, done: &mut dyn FnMut(usize, &Folds)) -> Result<Folds> {
+        let table = self.read_table()?;
+        let types = self.types(&table)?;
+        if table.rows() < k {
+            return Err(Error::Data(format!("{} rows cannot make {k} folds", table.rows())));
+        }
+        let folds = stratified_folds(&table, &types, self.data.target(), k, self.train.seed)?;
+        let mut out = Folds::Table(Vec::new());
+        for (i, test) in folds.iter().enumerate() {
+            let train: Vec<usize> =
+                folds.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
+            let model = fit_rows(self, &table, &types, &train, false)?;
+            if let Folds::Table(v) = &mut out {
+                v.push(score(&model, &table, test)?);
+            }
+            done(i, &out);
+        }
+        Ok(out)
+    }
+
+    fn image_folds(&self, k: usize, done: &mut dyn FnMut(usize, &Folds)) -> Result<Folds> {
+        let train = mnist::load_split(&self.data.path, "train")?;
+        if train.labels.len() < k {
+            return Err(Error::Data(format!("{} training images cannot make {k} folds", train.labels.len())));
+        }
+        let y = self.targets(&train)?;
+        let folds = stratify(&train.labels, k, self.train.seed);
+        let mut out = Folds::Images(Vec::new());
+        for (i, held) in folds.iter().enumerate() {
+            let mut keep = vec![true; train.labels.len()];
+            held.iter().for_each(|&i| keep[i] = false);
+            let rest: Vec<usize> = (0..keep.len()).filter(|&i| keep[i]).collect();
+            let mut model = self.image_model()?;
+            let mut stop = self.early_stopping();
+            let mut callbacks: Vec<&mut dyn Callback> = stop.iter_mut().map(|s| s as &mut dyn Callback).collect();
+            model.fit_with(&train.x.select_rows(&rest), &y.select_rows(&rest), self.fit_options(), &mut callbacks)?;
+            if let Folds::Images(v) = &mut out {
+                v.push(model.evaluate(&train.x.select_rows(held), &y.select_rows(held), 1000)?);
+            }
+            done(i, &out);
+        }
+        Ok(out)
+    }
+
+    /// How an image run fits (the `[train]` keys), without run-folder files.
+    pub fn fit_options(&self) -> FitOptions<'static> {
+        let t = &self.train;
+        FitOptions {
+            epochs: t.epochs(),
+            batch_size: t.batch_size(),
+            validation_split: t.validation_split(),
+            shuffle: t.shuffle,
+            seed: t.seed,
+            augment: t.augment.clone(),
+            class_weight: t.class_weight.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// `train.patience` as a callback: stop when the validation loss has not fallen for that many epochs,
+    /// keeping the best epoch's weights.
+    pub fn early_stopping(&self) -> Option<EarlyStopping> {
+        self.train.patience.map(|p| EarlyStopping::new("val_loss").patience(p).restore_best_weights(true))
+    }
+}
+
+/// One search trial: its settings, the config they make, and its fold scores.
+pub type Trial = (Vec<(String, toml::Value)>, Config, Folds);
+
+/// Grid search (every combination) or, with `random = Some(n)`, n combinations drawn without replacement;
+/// each config is cross-validated on `folds` folds, `done(trial, of)` called after each. Returns the trials
+/// best first.
+pub fn search(
+    cfg: &Config,
+    axes: &[Axis],
+    folds: usize,
+    random: Option<usize>,
+    done: &mut dyn FnMut(&Trial, usize),
+) -> Result<Vec<Trial>> {
+    if axes.is_empty() {
+        return Err(Error::Invalid("a search needs at least one KEY=VALUE,VALUE,... to vary".into()));
+    }
+    if random == Some(0) {
+        return Err(Error::Invalid("--random needs at least 1 config to try".into()));
+    }
+    if folds < 2 {
+        return Err(Error::Config(format!("cross-validation needs at least 2 folds, got {folds}")));
+    }
+    // Every value is checked before any training, so a typo fails at once.
+    for a in axes {
+        for v in &a.values {
+            with_setting(cfg, &a.key, v)?.check()?;
+        }
+    }
+    let total: usize = axes.iter().map(|a| a.values.len()).product();
+    let mut combos: Vec<usize> = (0..total).collect();
+    if let Some(n) = random {
+        Rng::new(cfg.train.seed ^ 0x5EA4C4).shuffle(&mut combos);
+        combos.truncate(n.min(total));
+    }
+    let mut out = Vec::new();
+    let of = combos.len();
+    for c in combos {
+        let (mut rest, mut settings, mut conf) = (c, Vec::new(), cfg.clone());
+        for a in axes {
+            let v = &a.values[rest % a.values.len()];
+            rest /= a.values.len();
+            conf = with_setting(&conf, &a.key, v)?;
+            settings.push((a.key.clone(), v.clone()));
+        }
+        let scores = conf.cross_validate(folds)?;
+        out.push((settings, conf, scores));
+        done(out.last().expect("pushed"), of);
+    }
+    out.sort_by(|a, b| b.2.rank().total_cmp(&a.2.rank()));
+    Ok(out)
+}
