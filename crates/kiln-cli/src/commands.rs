@@ -151,6 +151,8 @@ pub fn search(
 ) -> Result<()> {
     let cfg = Config::from_file(config)?;
     check_folds(folds)?;
+    let out = output.unwrap_or_else(|| config.with_file_name("best.toml"));
+    crate::train::check_writable(&out)?;
     let axes = set.iter().map(|s| kiln::config::parse_axis(s)).collect::<Result<Vec<_>>>()?;
     let start = std::time::Instant::now();
     let mut n = 0;
@@ -166,7 +168,6 @@ pub fn search(
         println!("  {} | {}", scores.summary(), show(settings));
     }
     let (_, best, _) = &results[0];
-    let out = output.unwrap_or_else(|| config.with_file_name("best.toml"));
     let text = format!(
         "# The best of {} configs found by kiln search ({folds}-fold cross-validation, {:.1} s)\n{}",
         results.len(),

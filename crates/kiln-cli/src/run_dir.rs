@@ -100,20 +100,6 @@ pub fn checkpoint_to_resume(dir: &Path, epochs: usize) -> kiln::Result<(kiln::mo
     Ok((m, p))
 }
 
-/// The settings of `[train]` that `fit` would reject, checked before a run folder is made.
-pub fn check_train(epochs: usize, batch_size: usize, validation_split: f64) -> kiln::Result<()> {
-    if epochs == 0 {
-        return Err(kiln::Error::Config("train.epochs must be at least 1 (with --epochs too)".into()));
-    }
-    if batch_size == 0 {
-        return Err(kiln::Error::Config("train.batch_size must be at least 1".into()));
-    }
-    if !(0.0..1.0).contains(&validation_split) {
-        return Err(kiln::Error::Config(format!("train.validation_split must be in [0, 1), got {validation_split}")));
-    }
-    Ok(())
-}
-
 /// The default run folder for a run called `name` under `runs`.
 pub fn default_for(runs: &Path, name: &str) -> PathBuf {
     runs.join(format!("{name}-{}", timestamp()))

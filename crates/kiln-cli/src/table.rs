@@ -91,7 +91,8 @@ pub fn predict_rows(model_path: &Path, input: &Path, output: Option<&Path>) -> R
 fn write_predictions(model: Sequential, table: &kiln::data::table::Table, output: Option<&Path>) -> Result<()> {
     let prep = model.preparation().cloned().expect("checked by the callers");
     let rows: Vec<usize> = (0..table.rows()).collect();
-    let x = prep.transform(table, &rows)?;
+    let x = prep.transform_inputs(table, &rows)?;
+    let x: Vec<&Tensor> = x.iter().collect();
     let p = model.predict(&x, 1024)?;
     let mut out = String::new();
     match &prep.task {

@@ -43,14 +43,21 @@ pub fn config_of(
     set: &[String],
 ) -> Result<Config> {
     let cfg = match (config, resume, data, target) {
-        (Some(c), None, None, None) => Config::from_file(c)?,
+        (Some(c), None, None, None) => return Config::from_file_with(c, set),
         (None, Some(dir), None, None) => Config::from_file(dir.join(CONFIG)).map_err(|e| match e {
             Error::Io { path, message } => {
                 Error::Io { path, message: format!("{message} (is {} a run folder?)", dir.display()) }
             }
             e => e,
         })?,
-        (None, None, Some(d), Some(t)) => Config::for_table(d, t),
+        (None, None, Some(d), Some(t)) => {
+            let mut c = Config::for_table(d, t);
+            // --set before the kind's defaults, as for a file.
+            (c.train.epochs, c.train.batch_size, c.train.validation_split, c.train.patience) = (None, None, None, None);
+            let mut c = c.with_settings(set)?;
+            c.fill_defaults();
+            return Ok(c);
+        }
         (None, None, Some(_), None) => {
             return Err(Error::Invalid("--data needs --target COLUMN (the column to predict)".into()));
         }
@@ -78,14 +85,30 @@ impl Run {
         self.dir.join(CHECKPOINT)
     }
 
-    /// An interrupted fit's error with the command that continues it.
+    /// A fit's error: an interrupted one with the command that continues it; any other, before the first
+    /// checkpoint, leaves no run folder (`abandon`).
     pub fn stopped(&self, e: Error) -> Error {
         match e {
             Error::Stopped(m) => {
                 Error::Stopped(format!("{m}; continue with: kiln train --resume {}", self.dir.display()))
             }
-            e => e,
+            e => {
+                self.abandon();
+                e
+            }
         }
+    }
+
+    /// A run that failed before its first checkpoint (a mistake found once the data was read) leaves no
+    /// folder behind: the files it wrote are removed, and the folder if that empties it.
+    pub fn abandon(&self) {
+        if self.dir.join(CHECKPOINT).exists() {
+            return;
+        }
+        for f in [CONFIG, "run.json", "split.csv", crate::run_dir::LOG_CSV, crate::run_dir::LOG_JSONL] {
+            let _ = std::fs::remove_file(self.dir.join(f));
+        }
+        let _ = std::fs::remove_dir(&self.dir);
     }
 
     /// Saves the model in the run folder and where `--output`/`[output] model` asks.
@@ -117,11 +140,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         return Ok(());
     }
     let cfg = cfg.resolved();
-    let t = &cfg.train;
-    crate::run_dir::check_train(t.epochs(), t.batch_size(), t.validation_split())?;
-    if a.config.is_none() && a.resume.is_none() && !a.quiet {
-        println!("config used (save it and edit it to change anything):\n\n{}", cfg.to_toml());
-    }
+    cfg.check_train().map_err(|e| cfg.in_file(e))?;
     match cfg.kind()? {
         DataKind::Images => images(&cfg, &a),
         DataKind::Table => crate::table::train(&cfg, &a),
@@ -133,6 +152,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
 /// callbacks and the checkpoint to continue from. Called once the config and data have been checked, so a
 /// mistake leaves no folder behind.
 pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
+    if a.config.is_none() && a.resume.is_none() && !a.quiet {
+        println!("config used (save it and edit it to change anything):\n\n{}", cfg.to_toml());
+    }
     let output = a.output.clone().or_else(|| cfg.output.model.clone());
     if let Some(o) = &output {
         check_writable(o)?;
@@ -146,9 +168,8 @@ pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
         None => None,
     };
     let dir = if resume.is_some() { dir } else { crate::run_dir::create(dir, named)? };
-    if resume.is_none() {
-        kiln::io::write_atomic(&dir.join(CONFIG), cfg.to_toml().as_bytes())?;
-    }
+    // On --resume too: `--epochs` may have changed what the run trains to.
+    kiln::io::write_atomic(&dir.join(CONFIG), cfg.to_toml().as_bytes())?;
     crate::run_dir::write_run_info(&dir)?;
     let mut callbacks = crate::run_dir::loggers(&dir);
     for c in &cfg.callbacks {
@@ -198,7 +219,7 @@ fn images(cfg: &Config, a: &TrainArgs) -> Result<()> {
 }
 
 /// Fails before training, not after, when the model could not be saved where asked.
-fn check_writable(path: &Path) -> Result<()> {
+pub fn check_writable(path: &Path) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
         return Err(Error::Io {

@@ -388,3 +388,115 @@ fn table_train_keys_are_the_common_ones_and_old_spellings_are_redirected() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("type = \"adamw\""), "{}", stdout(&o));
 }
+
+/// A two-input graph from TOML: `[[model.inputs]]` give a table's graph two named inputs, each reading its own
+/// columns; the label is an XOR of one half-plane per input, so a model that ignores either input stays at
+/// chance. Trained, summarized with both inputs, predicting raw rows; wrong column splits are refused.
+#[test]
+fn a_two_input_table_graph_from_toml_learns_a_rule_needing_both() {
+    let t = Tmp::new("two-inputs");
+    let mut csv = String::from("a1,a2,b1,b2,label\n");
+    let mut seed = 3u64;
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    };
+    for _ in 0..1500 {
+        let (a1, a2, b1, b2) = (next(), next(), next(), next());
+        let label = if (a1 + a2 > 0.0) != (b1 - b2 > 0.0) { "yes" } else { "no" };
+        csv += &format!("{a1:.4},{a2:.4},{b1:.4},{b2:.4},{label}\n");
+    }
+    std::fs::write(t.path("pairs.csv"), csv).unwrap();
+    let graph = r#"
+[data]
+path = "pairs.csv"
+target = "label"
+
+[train]
+epochs = 80
+patience = 20
+optimizer = { type = "adam", learning_rate = 0.01 }
+
+[[model.inputs]]
+name = "left"
+columns = ["a1", "a2"]
+
+[[model.inputs]]
+name = "right"
+columns = ["b1", "b2"]
+
+[[model.nodes]]
+type = "dense"
+name = "l"
+units = 8
+activation = "tanh"
+inputs = ["left"]
+
+[[model.nodes]]
+type = "dense"
+name = "r"
+units = 8
+activation = "tanh"
+inputs = ["right"]
+
+[[model.nodes]]
+type = "concatenate"
+name = "both"
+inputs = ["l", "r"]
+
+[[model.nodes]]
+type = "dense"
+units = 16
+activation = "relu"
+inputs = ["both"]
+
+[[model.nodes]]
+type = "dense"
+units = 1
+activation = "sigmoid"
+"#;
+    std::fs::write(t.path("g.toml"), graph).unwrap();
+    let o = kiln(&["summary", &t.s("g.toml")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = stdout(&o);
+    assert!(
+        summary.contains("left") && summary.contains("right") && summary.contains("both (Concatenate)"),
+        "{summary}"
+    );
+    let o = kiln(&["train", &t.s("g.toml"), "--quiet", "--run-dir", &t.s("run")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.starts_with("test ")).unwrap_or_else(|| panic!("{out}"));
+    let acc: f64 = line.split("accuracy: ").nth(1).unwrap()[..6].parse().unwrap();
+    assert!(acc > 0.9, "an XOR of the two inputs' half-planes: {line}");
+    // Raw rows go to the two inputs as in training.
+    std::fs::write(t.path("rows.csv"), "b2,b1,a2,a1\n0.5,-0.5,0.9,0.9\n0.5,-0.5,-0.9,-0.9\n").unwrap();
+    let o = kiln(&["predict", &t.s("run/model.safetensors"), "--input", &t.s("rows.csv")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let preds: Vec<String> = stdout(&o).lines().skip(1).map(|l| l.split(',').nth(1).unwrap().to_string()).collect();
+    assert_eq!(preds, ["yes", "no"], "a1 + a2 > 0 with b1 - b2 < 0 is `yes`, both false `no`: {}", stdout(&o));
+    // Every prepared column in exactly one input; named inputs go with a graph.
+    let cases = [
+        (graph.replace("columns = [\"b1\", \"b2\"]", "columns = [\"b1\"]"), "column `b2` is read by no input"),
+        (graph.replace("columns = [\"b1\", \"b2\"]", "columns = [\"b1\", \"b2\", \"a1\"]"), "`a1` is read by both"),
+        (
+            graph.replace("columns = [\"b1\", \"b2\"]", "columns = [\"b1\", \"b3\"]"),
+            "reads `b3`, which is not a column",
+        ),
+        (
+            graph
+                .replace("[[model.nodes]]", "[[model.layers]]")
+                .lines()
+                .filter(|l| !l.starts_with("inputs = "))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "model.inputs names the inputs of a table's graph",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let name = format!("bad{i}.toml");
+        std::fs::write(t.path(&name), text).unwrap();
+        assert_fails(&kiln(&["train", &t.s(&name), "--quiet", "--run-dir", &t.s(&format!("bad{i}"))]), &[want]);
+        assert!(!t.path(&format!("bad{i}")).exists(), "a refused config leaves no run folder");
+    }
+}

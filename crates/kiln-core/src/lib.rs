@@ -8,6 +8,7 @@ pub mod dtype;
 mod error;
 mod float;
 mod graph;
+pub mod mem;
 pub mod ops;
 pub mod par;
 mod params;

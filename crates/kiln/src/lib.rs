@@ -22,6 +22,7 @@ pub mod class_weight;
 pub mod config;
 pub mod data;
 pub mod history;
+pub mod infer;
 pub mod inputs;
 pub mod io;
 pub mod loss;

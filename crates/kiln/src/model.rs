@@ -96,6 +96,8 @@ pub struct Model {
     pub(crate) preparation: Option<crate::data::prepare::Preparation>,
     /// Warm inference tapes, so `predict(&self)` can run on several threads at once without allocating anew.
     tapes: Mutex<Vec<Tape>>,
+    /// While the model is built: where parameters come from before their initializers (`weights_from`).
+    source: Option<Box<dyn crate::weights::ParamSource>>,
 }
 
 /// The architecture: inputs and layers, apart from the parameters and training state, so that a forward pass
@@ -134,10 +136,19 @@ impl Model {
             scratch: Default::default(),
             preparation: None,
             tapes: Mutex::new(Vec::new()),
+            source: None,
         }
     }
 
     /// Seeds the weight initializers of the layers added after this call.
+    pub(crate) fn set_weights_source(&mut self, s: Box<dyn crate::weights::ParamSource>) {
+        self.source = Some(s);
+    }
+
+    pub(crate) fn take_weights_source(&mut self) -> Option<Box<dyn crate::weights::ParamSource>> {
+        self.source.take()
+    }
+
     pub fn seed(mut self, seed: u64) -> Self {
         self.rng = Rng::new(seed);
         self
@@ -215,7 +226,8 @@ impl Model {
         config.set_name(name);
         let shapes: Vec<Vec<usize>> = srcs.iter().map(|&s| self.src_shape(s).to_vec()).collect();
         let sources: Vec<String> = srcs.iter().map(|&s| self.describe(s)).collect();
-        let layer = Layer::build(config, srcs, &shapes, &sources, &mut self.graph, &mut self.rng)?;
+        let source = self.source.as_deref_mut();
+        let layer = Layer::build(config, srcs, &shapes, &sources, &mut self.graph, &mut self.rng, source)?;
         for s in &layer.inputs {
             if let Src::Layer(j) = s {
                 self.net.readers[*j] += 1;

@@ -3,7 +3,8 @@
 //! simple_rnn. A recipe ends in the output the task needs (softmax over the classes, sigmoid for a table's
 //! two classes, linear for a number); a written-out model gives its own, and a table's is checked against
 //! the task before training. A table's written-out layers read its prepared row, after the embeddings of
-//! its text and embedded category columns when it has them (their sizes come from the data).
+//! its text and embedded category columns when it has them (their sizes come from the data); a table's
+//! graph may instead name several inputs, each reading its own columns (`[[model.inputs]]`).
 
 use crate::config::{Config, DataKind, ModelKind, Pooling};
 use crate::data::prepare::{Feature, FeatureKind, Preparation, Task};
@@ -15,6 +16,7 @@ use crate::nn::{
     Activation, Bidirectional, Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
     GlobalMaxPooling1D, Gru, LayerConfig, Lstm, MaxPooling2D, Regularizer, RnnKind, SimpleRnn,
 };
+use crate::weights::{NameMap, WeightFile};
 use kiln_core::{Error, Result};
 
 /// MNIST's images and classes (the only image format so far): known without reading the files.
@@ -43,9 +45,10 @@ impl Config {
             )));
         }
         let mut net = if m.explicit() {
-            self.written_out(&shape, None)?
+            self.written_out(&[InputSpec { name: "input".into(), shape: shape.clone() }], None)?
         } else {
             let mut net = Sequential::new(&shape).seed(m.seed).named(m.model_name());
+            self.start_weights(&mut net)?;
             match m.kind.unwrap_or_default() {
                 ModelKind::Mlp => {}
                 ModelKind::Cnn => {
@@ -61,8 +64,17 @@ impl Config {
             }
             net.add(Flatten::new())?;
             self.head(&mut net, Dense::new(MNIST_CLASSES).activation(Activation::Softmax))?;
+            self.end_weights(&mut net)?;
             net
         };
+        if net.output_shape() != [MNIST_CLASSES] {
+            return Err(Error::Config(format!(
+                "the model's output is {:?} per image, but MNIST has {MNIST_CLASSES} classes: end [[model.{}]] \
+                 with a Dense of {MNIST_CLASSES} units and softmax",
+                net.output_shape(),
+                if m.nodes.is_empty() { "layers" } else { "nodes" }
+            )));
+        }
         net.compile_with(self.compile_config(self.image_loss(), self.metrics_or(vec![Metric::Accuracy])))?;
         if let Some(a) = &self.train.augment {
             a.validate()?;
@@ -70,12 +82,12 @@ impl Config {
         Ok(net)
     }
 
-    /// `[[model.layers]]` or `[[model.nodes]]` over one input called `input` (after `first`, a table's
-    /// category embeddings, when given); a layer's error names it.
-    fn written_out(&self, shape: &[usize], first: Option<LayerConfig>) -> Result<Sequential> {
+    /// `[[model.layers]]` or `[[model.nodes]]` over the inputs (one called `input`, or a table's named
+    /// inputs), after `first` (a table's category embeddings) when given; a layer's error names it.
+    fn written_out(&self, inputs: &[InputSpec], first: Option<LayerConfig>) -> Result<Sequential> {
         let m = &self.model;
-        let input = InputSpec { name: "input".into(), shape: shape.to_vec() };
-        let mut net = Sequential::from_spec(&[input], &[], m.seed)?.named(m.model_name());
+        let mut net = Sequential::from_spec(inputs, &[], m.seed)?.named(m.model_name());
+        self.start_weights(&mut net)?;
         if let Some(first) = first {
             if !m.nodes.is_empty() {
                 return Err(Error::Config(
@@ -99,7 +111,33 @@ impl Config {
                 other => other,
             })?;
         }
+        self.end_weights(&mut net)?;
         Ok(net)
+    }
+
+    /// With `model.weights`: the layers built from here take their parameters from that file.
+    fn start_weights(&self, net: &mut Sequential) -> Result<()> {
+        if let Some(path) = &self.model.weights {
+            net.set_weights_source(Box::new(WeightFile::open(path, NameMap::new())?));
+        }
+        Ok(())
+    }
+
+    /// Every parameter must have come from `model.weights` (no half-loaded model).
+    fn end_weights(&self, net: &mut Sequential) -> Result<()> {
+        if let (Some(src), Some(path)) = (net.take_weights_source(), &self.model.weights) {
+            let missing = src.missing();
+            if !missing.is_empty() {
+                return Err(Error::Config(format!(
+                    "model.weights: {} lacks {} of this model's parameters: {} (it must hold all of them, by \
+                     kiln's names)",
+                    path.display(),
+                    missing.len(),
+                    missing.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The recipes' hidden Dense layers (ReLU, dropout, L2) and then `out`.
@@ -124,7 +162,9 @@ impl Config {
         let (out, loss, metrics) = self.task_head(&prep.task)?;
         let mut net = if m.explicit() {
             let first = prep.embedding_layer().map(LayerConfig::from);
-            let net = self.written_out(&[prep.width()], first)?;
+            let inputs: Vec<InputSpec> =
+                prep.input_widths().into_iter().map(|(name, w)| InputSpec { name, shape: vec![w] }).collect();
+            let net = self.written_out(&inputs, first)?;
             let want = out.units;
             if net.output_shape() != [want] {
                 let task = match &prep.task {
@@ -141,8 +181,10 @@ impl Config {
             net
         } else {
             let mut net = Sequential::new(&[prep.width()]).seed(m.seed).named(m.model_name());
+            self.start_weights(&mut net)?;
             self.sequence_layers(&mut net, prep)?;
             self.head(&mut net, out)?;
+            self.end_weights(&mut net)?;
             net
         };
         net.compile_with(self.compile_config(loss, self.metrics_or(metrics)))?;

@@ -50,10 +50,13 @@ impl Folds {
                 .map(|s| {
                     [
                         ("accuracy", s.accuracy),
+                        ("precision", s.precision),
+                        ("recall", s.recall),
                         ("f1", s.f1),
                         ("macro_f1", s.macro_f1),
                         ("weighted_f1", s.weighted_f1),
                         ("roc_auc", s.roc_auc),
+                        ("pr_auc", s.pr_auc),
                         ("rmse", s.rmse),
                         ("mae", s.mae),
                         ("r2", s.r2),
@@ -111,6 +114,7 @@ impl Config {
         if k < 2 {
             return Err(Error::Config(format!("cross-validation needs at least 2 folds, got {k}")));
         }
+        self.check_train()?;
         match self.kind()? {
             DataKind::Images => self.image_folds(k, done),
             DataKind::Table => self.table_folds(k, done),
@@ -205,10 +209,18 @@ pub fn search(
     if folds < 2 {
         return Err(Error::Config(format!("cross-validation needs at least 2 folds, got {folds}")));
     }
+    for (i, a) in axes.iter().enumerate() {
+        if axes[..i].iter().any(|b| b.key == a.key) {
+            return Err(Error::Invalid(format!("{} is given twice: list all its values in one --set", a.key)));
+        }
+    }
     // Every value is checked before any training, so a typo fails at once.
     for a in axes {
         for v in &a.values {
-            with_setting(cfg, &a.key, v)?.check()?;
+            let c = with_setting(cfg, &a.key, v)?;
+            c.check()?;
+            c.check_key(&a.key)?;
+            c.check_train()?;
         }
     }
     let total: usize = axes.iter().map(|a| a.values.len()).product();

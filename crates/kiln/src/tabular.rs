@@ -132,7 +132,8 @@ fn loss_targets(prep: &Preparation, y: Tensor) -> Result<Tensor> {
 pub fn score(model: &Sequential, table: &Table, rows: &[usize]) -> Result<TableScores> {
     let prep =
         model.preparation().cloned().ok_or_else(|| Error::Config("the model was not trained on a table".into()))?;
-    let (x, y) = (prep.transform(table, rows)?, prep.targets(table, rows)?);
+    let (x, y) = (prep.transform_inputs(table, rows)?, prep.targets(table, rows)?);
+    let x: Vec<&Tensor> = x.iter().collect();
     let p = model.predict(&x, 1024)?;
     let mut s = TableScores { rows: rows.len(), ..Default::default() };
     match &prep.task {
@@ -215,14 +216,18 @@ pub fn fit_rows_in(
             let mut model = cfg.table_model(&prep)?;
             // Pretraining reads texts, not labels: the validation rows' texts are fair game.
             let texts: Vec<usize> = train.iter().chain(&val).copied().collect();
-            init_embeddings(&mut model, &prep, table, &texts, cfg.model.seed, verbose)?;
+            // Weights from a file (`model.weights`) are the start; GloVe or skip-gram vectors otherwise.
+            if cfg.model.weights.is_none() {
+                init_embeddings(&mut model, &prep, table, &texts, cfg.model.seed, verbose)?;
+            }
             (model, None)
         }
     };
     if cfg.train.oversample && prep.task != Task::Regression {
         train = oversampled(&prep, table, &train, cfg.train.seed)?;
     }
-    let (x, y) = (prep.transform(table, &train)?, loss_targets(&prep, prep.targets(table, &train)?)?);
+    let (x, y) = (prep.transform_inputs(table, &train)?, loss_targets(&prep, prep.targets(table, &train)?)?);
+    let x: Vec<&Tensor> = x.iter().collect();
     let opts = FitOptions {
         epochs: cfg.train.epochs(),
         batch_size: cfg.train.batch_size(),
@@ -239,7 +244,8 @@ pub fn fit_rows_in(
     if val.is_empty() {
         model.fit_with(&x, &y, opts, &mut callbacks)?;
     } else {
-        let (vx, vy) = (prep.transform(table, &val)?, loss_targets(&prep, prep.targets(table, &val)?)?);
+        let (vx, vy) = (prep.transform_inputs(table, &val)?, loss_targets(&prep, prep.targets(table, &val)?)?);
+        let vx: Vec<&Tensor> = vx.iter().collect();
         let mut stop =
             cfg.train.patience.map(|p| EarlyStopping::new("val_loss").patience(p).restore_best_weights(true));
         if let Some(stop) = &mut stop {
@@ -267,6 +273,7 @@ fn prepared(
     let (train, val) = hold_out_validation(cfg, table, types, train)?;
     let mut prep = Preparation::fit(table, types, cfg.data.target(), &train, &cfg.data.ignore, &cfg.data.prepare)?;
     prep.classes = cfg.data.classes.clone();
+    prep.set_inputs(&cfg.model.inputs)?;
     Ok((prep, train, val))
 }
 

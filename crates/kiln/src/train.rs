@@ -82,7 +82,7 @@ impl Default for FitOptions<'_> {
 }
 
 /// Targets checked against the loss: class indices for the sparse loss, else arrays shaped like the output.
-enum Targets<'a> {
+pub(crate) enum Targets<'a> {
     Labels(Vec<u32>),
     Dense(&'a Tensor),
 }
@@ -97,7 +97,7 @@ pub(crate) struct Scratch {
     weights: Vec<f32>,
     augment: Vec<f32>,
     trainable: Vec<bool>,
-    flows: Flows,
+    pub(crate) flows: Flows,
 }
 
 /// Sums over the samples seen so far.
@@ -108,7 +108,7 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         Totals::reusing(Vec::new(), n)
     }
     /// Starts from zero in a buffer from an earlier batch.
@@ -117,11 +117,11 @@ impl Totals {
         buf.resize(n, 0.0);
         Totals { loss: 0.0, metrics: buf, seen: 0 }
     }
-    fn loss(&self) -> f64 {
+    pub(crate) fn loss(&self) -> f64 {
         self.loss / self.seen.max(1) as f64
     }
     /// Each metric's value: a mean over samples, or read from the confusion matrix kept after the sums.
-    fn named(&self, metrics: &[Metric]) -> Vec<(String, f64)> {
+    pub(crate) fn named(&self, metrics: &[Metric]) -> Vec<(String, f64)> {
         let cm = &self.metrics[metrics.len().min(self.metrics.len())..];
         let k = (cm.len() as f64).sqrt().round() as usize;
         metrics
@@ -190,13 +190,13 @@ impl Sequential {
         in_pool(|| self.predict_inner(x, batch_size))
     }
 
-    fn compiled_parts(&self, what: &str) -> Result<(Loss, Vec<Metric>)> {
+    pub(crate) fn compiled_parts(&self, what: &str) -> Result<(Loss, Vec<Metric>)> {
         let loss = self.compiled_loss(what)?;
         Ok((loss, self.compiled.as_ref().map(|c| c.0.metrics.clone()).unwrap_or_default()))
     }
 
     /// Slots of metric state (see `metrics::state_len`).
-    fn state_len(&self) -> usize {
+    pub(crate) fn state_len(&self) -> usize {
         let metrics = self.compiled.as_ref().map(|c| &c.0.metrics[..]).unwrap_or(&[]);
         crate::metrics::state_len(metrics, self.output_shape().iter().product())
     }
@@ -209,7 +209,7 @@ impl Sequential {
     }
 
     /// One tensor per model input, each shaped (samples, the input's shape), all with the same samples.
-    fn check_x(&self, x: &Inputs, what: &str) -> Result<()> {
+    pub(crate) fn check_x(&self, x: &Inputs, what: &str) -> Result<()> {
         let inputs = &self.net.inputs;
         if x.all().len() != inputs.len() {
             let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
@@ -246,7 +246,7 @@ impl Sequential {
         Ok(())
     }
 
-    fn check_targets<'a>(&self, loss: Loss, x: &Inputs, y: &'a Tensor, what: &str) -> Result<Targets<'a>> {
+    pub(crate) fn check_targets<'a>(&self, loss: Loss, x: &Inputs, y: &'a Tensor, what: &str) -> Result<Targets<'a>> {
         check_finite(y, what, "y")?;
         if y.rows() != x.rows() {
             return Err(Error::Shape(format!("{what}: x has {} samples but y has {}", x.rows(), y.rows())));
@@ -293,7 +293,7 @@ impl Sequential {
     /// model's parts rather than the model, so that training runs on the model's own tape and evaluation
     /// on a lent one through the same code.
     #[allow(clippy::too_many_arguments)]
-    fn run_batch(
+    pub(crate) fn run_batch(
         net: &Net,
         g: &mut Graph<f32>,
         config: &CompileConfig,
@@ -683,80 +683,6 @@ impl Sequential {
             ..Default::default()
         }
     }
-
-    /// Loss and metrics over the samples `idx`, on a lent tape (training's tape and state stay as they are).
-    fn evaluate_indices(
-        &self,
-        x: &Inputs,
-        y: &Targets,
-        idx: &[usize],
-        batch: usize,
-        scratch: &mut Scratch,
-    ) -> Result<Evaluation> {
-        let (_, metrics) = self.compiled_parts("evaluate")?;
-        let config = &self.compiled.as_ref().expect("checked by compiled_parts").0;
-        let mut totals = Totals::new(self.state_len());
-        self.with_tape(|tape| {
-            std::mem::swap(&mut scratch.flows, &mut tape.flows);
-            let mut run = || {
-                for chunk in idx.chunks(inference_chunk(batch)) {
-                    Model::run_batch(
-                        &self.net,
-                        &mut tape.graph,
-                        config,
-                        None,
-                        x,
-                        y,
-                        chunk,
-                        &mut totals,
-                        scratch,
-                        None,
-                        None,
-                    )?;
-                }
-                Ok::<_, Error>(())
-            };
-            let r = run();
-            std::mem::swap(&mut scratch.flows, &mut tape.flows);
-            r
-        })?;
-        Ok(Evaluation { loss: totals.loss(), metrics: totals.named(&metrics) })
-    }
-
-    fn evaluate_inner(&self, x: Inputs, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
-        let (loss, _) = self.compiled_parts("evaluate")?;
-        self.check_x(&x, "evaluate")?;
-        let targets = self.check_targets(loss, &x, y, "evaluate")?;
-        let idx: Vec<usize> = (0..x.rows()).collect();
-        self.evaluate_indices(&x, &targets, &idx, batch_size, &mut Scratch::default())
-    }
-
-    fn predict_inner(&self, x: Inputs, batch_size: usize) -> Result<Tensor> {
-        self.check_x(&x, "predict")?;
-        let mut out = Vec::with_capacity(x.rows() * self.output_shape().iter().product::<usize>());
-        let idx: Vec<usize> = (0..x.rows()).collect();
-        self.with_tape(|tape| {
-            let g = &mut tape.graph;
-            for chunk in idx.chunks(inference_chunk(batch_size)) {
-                g.reset();
-                tape.flows.outs.clear();
-                for (t, input) in x.all().iter().zip(&self.net.inputs) {
-                    let mut dims = [0usize; MAX_RANK];
-                    dims[0] = chunk.len();
-                    dims[1..=input.shape.len()].copy_from_slice(&input.shape);
-                    let w = t.row_len();
-                    let xv = g.input_with(&dims[..=input.shape.len()], |buf| gather(t.data(), w, chunk, buf))?;
-                    tape.flows.outs.push((xv, None));
-                }
-                let y = self.net.forward(g, &mut tape.flows, false, false)?;
-                out.extend_from_slice(g.value(y));
-            }
-            Ok::<_, Error>(())
-        })?;
-        let mut shape = vec![x.rows()];
-        shape.extend_from_slice(self.output_shape());
-        Tensor::new(&shape, out)
-    }
 }
 
 /// The class of each of the first `n` samples (see `FitOptions::class_weight`).
@@ -768,17 +694,6 @@ fn row_classes(t: &Targets, cols: usize, n: usize) -> Vec<usize> {
     }
 }
 
-/// Samples per forward pass at inference. Without dropout and with batch norm's moving statistics, the
-/// result does not depend on how a batch is cut, so large batches run in pieces whose activations stay in
-/// cache while the dense layers' products stay large enough to run at full speed. Measured on the MNIST CNN
-/// at batch 1000 (kiln-bench, medians): 58-64k images/s in pieces of 128, 66-67k at 256, 68-73k in one piece
-/// of 1000, which costs 35 MiB more peak memory.
-fn inference_chunk(batch_size: usize) -> usize {
-    batch_size.clamp(1, INFERENCE_CHUNK)
-}
-
-const INFERENCE_CHUNK: usize = 256;
-
 /// Runs `f` on a thread of rayon's pool, so that the joins inside ops go to that thread's own queue: from
 /// outside the pool each join would go through the shared queue (slower, and it allocates as it grows).
 fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
@@ -788,7 +703,7 @@ fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// buf[k] = rows idx[k] of `src` (rows of `w` values).
-fn gather(src: &[f32], w: usize, idx: &[usize], buf: &mut [f32]) {
+pub(crate) fn gather(src: &[f32], w: usize, idx: &[usize], buf: &mut [f32]) {
     for (k, &i) in idx.iter().enumerate() {
         buf[k * w..(k + 1) * w].copy_from_slice(&src[i * w..(i + 1) * w]);
     }

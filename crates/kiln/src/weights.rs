@@ -1,6 +1,8 @@
-//! Weights by name from another framework's safetensors file (PyTorch's, Hugging Face's): a `NameMap`
-//! says which file tensor fills which kiln parameter and how its layout differs, and `Model::load_weights`
-//! reads them, checking every shape.
+//! Weights by name from a safetensors file (kiln's, PyTorch's, Hugging Face's): a `NameMap` says which file
+//! tensor fills which kiln parameter and how its layout differs. One lookup (`WeightFile`, a `ParamSource`)
+//! serves both ways in: while a model is built (`Model::weights_from`: each parameter comes from the file
+//! when it holds it, else from its initializer, the way fresh and pretrained weights take one path) and
+//! into a built model (`Model::load_weights`, where every parameter must be found).
 //!
 //! PyTorch keeps a linear weight as [out, in] (kiln and Keras: [in, out]) and a convolution's as
 //! [out, in, kh, kw] (kiln: [kh, kw, in, out]); `NameMap::pytorch` knows this per kiln layer type, so a
@@ -36,6 +38,9 @@ pub struct Rule {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NameMap {
     rules: Vec<Rule>,
+    /// PyTorch modules to kiln layers whose layouts are decided when a layer of that name is built
+    /// (`pytorch_modules`).
+    modules: Vec<(String, String)>,
 }
 
 impl NameMap {
@@ -62,29 +67,7 @@ impl NameMap {
                 let names: Vec<&str> = model.layers().iter().map(|l| l.name()).collect();
                 Error::Config(format!("NameMap::pytorch: no layer `{layer}` (the model has {})", names.join(", ")))
             })?;
-            let parts: &[(&str, &str, Transform)] = match l.config() {
-                LayerConfig::Dense(_) => {
-                    &[("weight", "kernel", Transform::Transpose), ("bias", "bias", Transform::None)]
-                }
-                LayerConfig::Conv2d(_) => {
-                    &[("weight", "kernel", Transform::OihwToHwio), ("bias", "bias", Transform::None)]
-                }
-                LayerConfig::Embedding(_) => &[("weight", "embeddings", Transform::None)],
-                LayerConfig::BatchNormalization(_) => &[
-                    ("weight", "gamma", Transform::None),
-                    ("bias", "beta", Transform::None),
-                    ("running_mean", "moving_mean", Transform::None),
-                    ("running_var", "moving_variance", Transform::None),
-                ],
-                other => {
-                    return Err(Error::Config(format!(
-                        "NameMap::pytorch: layer `{layer}` is a {}, whose PyTorch layout is not mapped yet; \
-                         map its tensors with `rename`",
-                        other.class_name()
-                    )));
-                }
-            };
-            for &(from, to, t) in parts {
+            for &(from, to, t) in pytorch_parts(l.config(), layer)? {
                 if l.param(to).is_some() {
                     map = map.rename(&format!("{module}.{from}"), &format!("{layer}.{to}"), t);
                 }
@@ -93,11 +76,128 @@ impl NameMap {
         Ok(map)
     }
 
-    fn rule_for(&self, param: &str) -> (String, Transform) {
-        match self.rules.iter().find(|r| r.to == param) {
-            Some(r) => (r.from.clone(), r.transform),
-            None => (param.to_string(), Transform::None),
+    /// `pytorch` for a model not built yet (`Model::weights_from`): each module's tensors are mapped when
+    /// the layer of that name is built, by its type.
+    pub fn pytorch_modules(mut self, modules: &[(&str, &str)]) -> Self {
+        self.modules.extend(modules.iter().map(|&(m, l)| (m.to_string(), l.to_string())));
+        self
+    }
+
+    /// The file tensor and layout for kiln's `param` of a layer configured as `layer`.
+    fn rule_for(&self, layer: &LayerConfig, param: &str) -> Result<(String, Transform)> {
+        if let Some(r) = self.rules.iter().find(|r| r.to == param) {
+            return Ok((r.from.clone(), r.transform));
         }
+        let (layer_name, suffix) = param.split_once('.').unwrap_or((param, ""));
+        if let Some((module, _)) = self.modules.iter().find(|(_, l)| l == layer_name)
+            && let Some(&(from, _, t)) = pytorch_parts(layer, layer_name)?.iter().find(|p| p.1 == suffix)
+        {
+            return Ok((format!("{module}.{from}"), t));
+        }
+        Ok((param.to_string(), Transform::None))
+    }
+}
+
+/// PyTorch's tensors of a layer type, kiln's parameters they fill, and their layouts.
+fn pytorch_parts(cfg: &LayerConfig, layer: &str) -> Result<&'static [(&'static str, &'static str, Transform)]> {
+    Ok(match cfg {
+        LayerConfig::Dense(_) => &[("weight", "kernel", Transform::Transpose), ("bias", "bias", Transform::None)],
+        LayerConfig::Conv2d(_) => &[("weight", "kernel", Transform::OihwToHwio), ("bias", "bias", Transform::None)],
+        LayerConfig::Embedding(_) => &[("weight", "embeddings", Transform::None)],
+        LayerConfig::BatchNormalization(_) => &[
+            ("weight", "gamma", Transform::None),
+            ("bias", "beta", Transform::None),
+            ("running_mean", "moving_mean", Transform::None),
+            ("running_var", "moving_variance", Transform::None),
+        ],
+        other => {
+            return Err(Error::Config(format!(
+                "NameMap::pytorch: layer `{layer}` is a {}, whose PyTorch layout is not mapped yet; map its \
+                 tensors with `rename`",
+                other.class_name()
+            )));
+        }
+    })
+}
+
+/// Where a model's parameters come from as it is built, before their initializers (candle's VarBuilder,
+/// Burn's record): `take` gives a parameter's values in kiln's layout, or `None` to let the initializer
+/// choose them.
+pub trait ParamSource: Send + Sync {
+    /// The values of `name` (`dense_1.kernel`) of a layer configured as `layer`, of `shape`; an error when
+    /// the source holds it with another shape.
+    fn take(&mut self, layer: &LayerConfig, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>>;
+
+    /// The parameters asked for that the source did not hold (they kept their initializers' values).
+    fn missing(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A safetensors file read through a `NameMap`, remembering which of its tensors were used.
+pub struct WeightFile {
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+    map: NameMap,
+    used: std::collections::BTreeSet<String>,
+    /// kiln parameters filled from the file, and those it did not hold.
+    pub loaded: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+impl WeightFile {
+    pub fn open(path: impl AsRef<Path>, map: NameMap) -> Result<WeightFile> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+        SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, format!("not a safetensors file ({e})")))?;
+        Ok(WeightFile {
+            path: path.to_path_buf(),
+            bytes,
+            map,
+            used: Default::default(),
+            loaded: Vec::new(),
+            missing: Vec::new(),
+        })
+    }
+
+    /// The file's tensors that no parameter used, sorted.
+    pub fn unused(&self) -> Vec<String> {
+        let st = SafeTensors::deserialize(&self.bytes).expect("checked by open");
+        let mut names: Vec<String> =
+            st.names().into_iter().filter(|n| !self.used.contains(*n)).map(str::to_string).collect();
+        names.sort();
+        names
+    }
+}
+
+impl ParamSource for WeightFile {
+    fn take(&mut self, layer: &LayerConfig, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
+        let (from, t) = self.map.rule_for(layer, name)?;
+        let st = SafeTensors::deserialize(&self.bytes).expect("checked by open");
+        let Ok(tensor) = st.tensor(&from) else {
+            self.missing.push(if from == name { format!("`{from}`") } else { format!("`{from}` (for `{name}`)") });
+            return Ok(None);
+        };
+        let file_shape = tensor.shape().to_vec();
+        if transformed_shape(&file_shape, t).as_deref() != Some(shape) {
+            let hint = match (t, file_shape.len()) {
+                (Transform::None, 2) if file_shape.iter().rev().eq(shape.iter()) => ": add a transpose",
+                (Transform::None, 4) => ": a PyTorch convolution needs Transform::OihwToHwio",
+                _ => "",
+            };
+            return Err(Error::format(
+                &self.path,
+                format!("`{name}` wants {shape:?}, the file's `{from}` is {file_shape:?} ({t:?}){hint}"),
+            ));
+        }
+        let values = apply(floats(&tensor, &from, &self.path)?, &file_shape, t);
+        self.used.insert(from);
+        self.loaded.push(name.to_string());
+        Ok(Some(values))
+    }
+
+    fn missing(&self) -> Vec<String> {
+        self.missing.clone()
     }
 }
 
@@ -161,44 +261,35 @@ impl Model {
     /// Sets every parameter from the safetensors file at `path`, found through `map`; returns the file's
     /// tensors that no parameter used. Nothing changes unless every parameter is found with its shape.
     pub fn load_weights(&mut self, path: impl AsRef<Path>, map: &NameMap) -> Result<Vec<String>> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::format(path, format!("not a safetensors file ({e})")))?;
-        let mut used = std::collections::HashSet::new();
+        let mut file = WeightFile::open(path, map.clone())?;
         let mut values = Vec::new();
-        let mut missing = Vec::new();
-        for p in self.graph.params() {
-            let (from, t) = map.rule_for(&p.name);
-            let Ok(tensor) = st.tensor(&from) else {
-                missing.push(if from == p.name { format!("`{from}`") } else { format!("`{from}` (for `{}`)", p.name) });
-                continue;
-            };
-            let file_shape = tensor.shape().to_vec();
-            let want = p.shape.dims();
-            if transformed_shape(&file_shape, t).as_deref() != Some(want) {
-                let hint = match (t, file_shape.len()) {
-                    (Transform::None, 2) if file_shape.iter().rev().eq(want.iter()) => ": add a transpose",
-                    (Transform::None, 4) => ": a PyTorch convolution needs Transform::OihwToHwio",
-                    _ => "",
-                };
-                return Err(Error::format(
-                    path,
-                    format!("`{}` wants {want:?}, the file's `{from}` is {file_shape:?} ({t:?}){hint}", p.name),
-                ));
+        for layer in self.layers() {
+            for id in layer.params() {
+                let p = self.graph.param(id);
+                if let Some(v) = file.take(layer.config(), &p.name, p.shape.dims())? {
+                    values.push((id, v));
+                }
             }
-            values.push(apply(floats(&tensor, &from, path)?, &file_shape, t));
-            used.insert(from);
         }
-        if !missing.is_empty() {
-            return Err(Error::format(path, format!("no tensor {} in the file", missing.join(", "))));
+        if !file.missing.is_empty() {
+            return Err(Error::format(&file.path, format!("no tensor {} in the file", file.missing.join(", "))));
         }
-        for (i, v) in values.into_iter().enumerate() {
-            self.graph.param_mut(kiln_core::ParamId(i)).value = v;
+        for (id, v) in values {
+            self.graph.param_mut(id).value = v;
         }
-        let mut unused: Vec<String> =
-            st.names().into_iter().filter(|n| !used.contains(*n)).map(str::to_string).collect();
-        unused.sort();
-        Ok(unused)
+        Ok(file.unused())
+    }
+
+    /// Builds the layers added from now on with their parameters from `source` where it holds them (a
+    /// pretrained file: `WeightFile`), else from their initializers; `finish_weights` ends it.
+    pub fn weights_from(mut self, source: impl ParamSource + 'static) -> Self {
+        self.set_weights_source(Box::new(source));
+        self
+    }
+
+    /// The weight source set by `weights_from`, taken back once the layers are built (to report what it
+    /// filled).
+    pub fn finish_weights(&mut self) -> Option<Box<dyn ParamSource>> {
+        self.take_weights_source()
     }
 }

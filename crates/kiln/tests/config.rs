@@ -84,16 +84,18 @@ fn images_and_tables_share_one_schema() {
     assert_eq!(c.model.kind, Some(kiln::config::ModelKind::Mlp));
     let printed = c.to_toml();
     assert!(printed.contains("epochs = 30") && printed.contains("target = \"y\""), "{printed}");
+    assert!(!printed.contains("units") && printed.contains("learning_rate = 0.001\n"), "{printed}");
     assert_eq!(Config::parse(&printed).unwrap(), c, "the printed config reads back as itself");
     let images = "[data]\nformat = \"mnist\"\npath = \"d\"\n[model]\nkind = \"cnn\"\n";
     let c = Config::parse(images).unwrap();
     assert_eq!((c.train.epochs, c.train.batch_size, c.train.patience), (Some(1), Some(32), None));
     let printed = c.to_toml();
     assert!(!printed.contains("test_fraction") && !printed.contains("oversample"), "{printed}");
+    assert!(!printed.contains("bidirectional") && printed.contains("kernel_size = 3"), "only what cnn uses: {printed}");
     assert_eq!(Config::parse(&printed).unwrap(), c);
     // Keys of the other kind, and written-out layers beside a recipe's settings.
     for (text, want) in [
-        (format!("{images}[train]\noversample = true\n"), "train.oversample is a key of tables"),
+        (format!("{images}[train]\noversample = true\n"), "train.oversample repeats a table's rows"),
         (
             format!("{}target = \"y\"\n", images.replace("[model]\nkind = \"cnn\"\n", "")),
             "data.target is a key of tables",
@@ -106,7 +108,23 @@ fn images_and_tables_share_one_schema() {
         ),
         ("[data]\npath = \"d\"\n".to_string(), "needs `format = \"mnist\"`"),
         ("[data]\nformat = \"mnist\"\npath = \"d\"\n".to_string(), "[model] needs `kind`"),
-        (format!("{images}[train]\npatience = 2\n"), "train.patience needs validation rows"),
+        (format!("{images}[train]\npatience = 2\n"), "train.patience = 2 needs validation rows"),
+        (format!("{table}[train]\npatience = 2\nvalidation_split = 0.0\n"), "train.patience = 2 needs validation rows"),
+        // Written keys are checked whatever their value: these are the defaults, still refused.
+        (
+            "[data]\nformat = \"mnist\"\npath = \"d\"\ntest_fraction = 0.2\n[model]\nkind = \"cnn\"\n".to_string(),
+            "data.test_fraction is a key of tables",
+        ),
+        (
+            format!("{table}[model]\ndropout = 0.1\n[[model.layers]]\ntype = \"dense\"\nunits = 1\n"),
+            "model.dropout is a setting of the built-in recipes",
+        ),
+        // Recipe settings the chosen recipe does not use.
+        (format!("{table}[model]\nkind = \"mlp\"\nunits = 64\n"), "model.units does not apply to kind = \"mlp\""),
+        (format!("{table}[model]\nkind = \"lstm\"\nkernel_size = 3\n"), "model.kernel_size does not apply"),
+        (format!("{images}bidirectional = true\n"), "model.bidirectional does not apply to kind = \"cnn\" for images"),
+        (format!("{table}[model]\nhidden = [8, 0]\n"), "must be at least 1"),
+        (format!("{table}[model]\ndropout = 1.0\n"), "model.dropout must be in [0, 1)"),
     ] {
         let e = Config::parse(&text).err().unwrap_or_else(|| panic!("accepted:\n{text}"));
         assert!(e.contains(want), "{e}\n(wanted `{want}`)");
@@ -133,4 +151,22 @@ fn image_recipes_build_the_models_they_name() {
     let c = Config::parse(&format!("{base}kind = \"mlp\"\ninput_shape = [28, 28]\n")).unwrap();
     let e = c.build_model().err().unwrap().to_string();
     assert!(e.contains("MNIST images are [28, 28, 1]"), "{e}");
+}
+
+/// A size mistake is one error naming the layer and the memory it would need, before the allocation (not
+/// the process aborting after growing for minutes).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_layer_too_large_for_memory_is_refused_before_allocating() {
+    let text = "[data]\nformat = \"mnist\"\npath = \"d\"\n[[model.layers]]\ntype = \"flatten\"\n\
+                [[model.layers]]\ntype = \"dense\"\nunits = 10000000000\n";
+    let e = Config::parse(text).unwrap().build_model().err().unwrap().to_string();
+    assert!(e.contains("layer `dense` (Dense): a weight of shape [784, 10000000000] needs 28.5 TiB"), "{e}");
+    assert!(e.contains("of memory available"), "{e}");
+    let text = text.replace(
+        "type = \"dense\"\nunits = 10000000000",
+        "type = \"embedding\"\ninput_dim = 100000\noutput_dim = 100000000",
+    );
+    let e = Config::parse(&text).unwrap().build_model().err().unwrap().to_string();
+    assert!(e.contains("an embedding table of 10000000000000 values needs"), "{e}");
 }

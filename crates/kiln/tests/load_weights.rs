@@ -4,7 +4,7 @@
 use kiln::model::Model;
 use kiln::nn::Concatenate;
 use kiln::prelude::*;
-use kiln::weights::{NameMap, Transform};
+use kiln::weights::{NameMap, Transform, WeightFile};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
@@ -29,7 +29,15 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
 
 /// The kiln twin of the fixture's PyTorch `Net`, layer names as its modules.
 fn twin(eps: f64) -> Model {
+    twin_from(eps, None)
+}
+
+/// `twin`, its parameters taken from `source` as the layers are built when one is given.
+fn twin_from(eps: f64, source: Option<WeightFile>) -> Model {
     let mut m = Model::with_inputs(&[("image", &[4, 4, 2]), ("id", &[1])]);
+    if let Some(s) = source {
+        m = m.weights_from(s);
+    }
     m.apply(Conv2D::new(3, 3).name("conv"), &["image"]).unwrap();
     m.add(BatchNormalization::new().epsilon(eps).name("bn")).unwrap();
     m.add(ActivationLayer::new(Activation::Relu)).unwrap();
@@ -65,6 +73,35 @@ fn a_pytorch_state_dict_loads_by_name_and_gives_pytorchs_outputs() {
     // Random weights are far from PyTorch's answer: the comparison above can fail.
     let off = fresh.data().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(off > 1e-2, "{off}");
+}
+
+/// The builder path: the same file read while the model is built (`weights_from`, the way a fresh model
+/// takes its initializers) gives the very model `load_weights` gives; the PyTorch map is decided per layer
+/// as each is built.
+#[test]
+fn building_from_the_file_gives_the_model_loading_into_it_gives() {
+    let ex = expected();
+    let n = ex["ids"].as_array().unwrap().len();
+    let image = Tensor::new(&[n, 4, 4, 2], floats(&ex["image_nhwc"])).unwrap();
+    let ids = Tensor::new(&[n, 1], floats(&ex["ids"])).unwrap();
+    let eps = ex["bn_eps"].as_f64().unwrap();
+    let file = WeightFile::open(fixture("model.safetensors"), NameMap::new().pytorch_modules(&MODULES)).unwrap();
+    let mut built = twin_from(eps, Some(file));
+    let src = built.finish_weights().unwrap();
+    assert!(src.missing().is_empty(), "{:?}", src.missing());
+    let mut loaded = twin(eps);
+    loaded.load_weights(fixture("model.safetensors"), &NameMap::pytorch(&loaded, &MODULES).unwrap()).unwrap();
+    assert_eq!(built.get_weights(), loaded.get_weights());
+    let got = built.predict(&[&image, &ids], 8).unwrap();
+    let want = floats(&ex["output"]);
+    let worst = got.data().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "largest difference from PyTorch {worst}");
+    // Without the map only the biases fit (PyTorch's `fc1.bias` is kiln's name too): the other eight
+    // parameters keep their initializers' values, and the source says which it did not hold.
+    let file = WeightFile::open(fixture("model.safetensors"), NameMap::new()).unwrap();
+    let mut fresh = twin_from(eps, Some(file));
+    let missing = fresh.finish_weights().unwrap().missing();
+    assert!(missing.contains(&"`fc2.kernel`".to_string()) && missing.len() == 8, "{missing:?}");
 }
 
 #[test]

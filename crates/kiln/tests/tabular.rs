@@ -55,6 +55,17 @@ fn embedded_categories_learn_save_and_load() {
     assert!(e.contains("output is [2] per row, but the target `label` needs [1]"), "{e}");
 
     model.save(dir.join("m.safetensors")).unwrap();
+    // `model.weights`: the same config started from the saved model's weights builds that very model (its
+    // parameters come from the file as the layers are built); a file that does not fit is refused, naming
+    // the parameter and both shapes.
+    let mut warm = cfg.clone();
+    warm.model.weights = Some(dir.join("m.safetensors"));
+    let prep = model.preparation().unwrap();
+    assert_eq!(warm.table_model(prep).unwrap().get_weights(), model.get_weights());
+    warm.model.hidden = vec![64, 32, 16];
+    let e = warm.table_model(prep).err().unwrap().to_string();
+    assert!(e.contains("`dense_2.kernel` wants [32, 16], the file's `dense_2.kernel` is [32, 1]"), "{e}");
+
     let loaded = Sequential::load(dir.join("m.safetensors")).unwrap();
     std::fs::write(dir.join("new.csv"), "amount,city\n50,c3\n50,c4\n99,atlantis\n").unwrap();
     let rows = read_table(&dir.join("new.csv"), &CsvOptions::default()).unwrap();

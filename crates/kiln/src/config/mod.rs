@@ -19,7 +19,7 @@ pub use settings::{
 use crate::callbacks::CallbackConfig;
 use crate::data::augment::Augment;
 use crate::data::csv::CsvOptions;
-use crate::data::prepare::PrepareOptions;
+use crate::data::prepare::{InputColumns, PrepareOptions};
 use crate::data::table::ColumnType;
 use crate::loss::Loss;
 use crate::metrics::Metric;
@@ -131,6 +131,15 @@ pub struct ModelConfig {
     /// called `input`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSpec>,
+    /// A table graph's named inputs, each reading its own columns (`[[model.inputs]]` with `name` and
+    /// `columns`; nodes read them by name): two towers, or one branch per group of columns.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputColumns>,
+    /// Start from these weights instead of the initializers: a safetensors file with kiln's parameter names
+    /// (a model kiln saved), which must hold every parameter of this model with its shape (it may hold
+    /// more). Fine-tuning, or training on from a saved model with other settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
     // The recipes' settings (with `kind`; an error beside `layers` or `nodes`):
     /// Recurrent width (per direction), or Conv1D/Conv2D filters.
     pub units: usize,
@@ -196,6 +205,8 @@ impl Default for ModelConfig {
             kind: None,
             layers: Vec::new(),
             nodes: Vec::new(),
+            inputs: Vec::new(),
+            weights: None,
             units: 64,
             bidirectional: false,
             pooling: None,
@@ -209,9 +220,9 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// The model's name: the configured one, or Keras's default.
+    /// The model's name: the configured one, or Keras's default (`functional` for a graph).
     pub fn model_name(&self) -> &str {
-        self.name.as_deref().unwrap_or("sequential")
+        self.name.as_deref().unwrap_or(if self.nodes.is_empty() { "sequential" } else { "functional" })
     }
 
     /// Whether the model is written out (`layers` or `nodes`) rather than a recipe.
@@ -314,6 +325,42 @@ impl Default for OutputConfig {
     }
 }
 
+/// Numbers that are f32 settings (learning rates) printed as written (0.001), not as their f64 widening
+/// (0.0010000000474974513); they read back as the same f32.
+fn short_floats(v: &mut toml::Value) {
+    match v {
+        toml::Value::Float(f) if (*f as f32) as f64 == *f => {
+            if let Ok(short) = (*f as f32).to_string().parse::<f64>() {
+                *f = short;
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(short_floats),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| short_floats(v)),
+        _ => {}
+    }
+}
+
+/// `[data]` keys that only tables use.
+const TABLE_DATA_KEYS: [&str; 8] =
+    ["target", "test_rows", "test_fraction", "ignore", "missing", "columns", "classes", "prepare"];
+
+/// `[model]` keys of the built-in recipes.
+const RECIPE_KEYS: [&str; 8] =
+    ["units", "bidirectional", "pooling", "embedding_dropout", "kernel_size", "hidden", "dropout", "l2"];
+
+/// Whether the recipe `kind` on this kind of data uses the `[model]` setting `key`.
+fn recipe_uses(data: DataKind, kind: ModelKind, key: &str) -> bool {
+    let sequence = ["units", "pooling", "embedding_dropout"];
+    matches!(key, "hidden" | "dropout" | "l2")
+        || match (data, kind) {
+            (_, ModelKind::Mlp) => false,
+            (DataKind::Images, ModelKind::Cnn) => matches!(key, "units" | "kernel_size"),
+            (DataKind::Images, _) => false,
+            (DataKind::Table, ModelKind::Cnn) => sequence.contains(&key) || key == "kernel_size",
+            (DataKind::Table, _) => sequence.contains(&key) || key == "bidirectional",
+        }
+}
+
 fn runs() -> PathBuf {
     "runs".into()
 }
@@ -380,9 +427,16 @@ impl Config {
 
     /// Reads and checks a config file; relative paths in it become relative to its folder.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Config> {
+        Config::from_file_with(path, &[])
+    }
+
+    /// `from_file` with `--set KEY=VALUE` settings applied before the defaults of the config's kind of
+    /// data are filled in (so `--set train.validation_split=0` leaves no default patience behind).
+    pub fn from_file_with(path: impl AsRef<Path>, sets: &[String]) -> Result<Config> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
-        let mut c: Config = parse_toml(&text).map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
+        let in_file = |m: String| Error::Config(format!("{}: {m}", path.display()));
+        let mut c = Config::parse_unfilled(&text).map_err(in_file)?;
         let base = path.parent().unwrap_or(Path::new(""));
         c.data.path = base.join(&c.data.path);
         if let Some(g) = &c.data.prepare.text.glove {
@@ -391,8 +445,11 @@ impl Config {
         if let Some(m) = &c.output.model {
             c.output.model = Some(base.join(m));
         }
+        if let Some(w) = &c.model.weights {
+            c.model.weights = Some(base.join(w));
+        }
         c.source = Some(path.to_path_buf());
-        c.check().map_err(|e| c.in_file(e))?;
+        let mut c = c.with_settings(sets)?;
         c.fill_defaults();
         Ok(c)
     }
@@ -400,18 +457,42 @@ impl Config {
     /// Parses and checks config text (paths as written); the error is one line naming the line, the key
     /// and the nearest valid key.
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
-        let mut c: Config = parse_toml(text)?;
-        c.check().map_err(|e| e.to_string())?;
+        let mut c = Config::parse_unfilled(text)?;
         c.fill_defaults();
         Ok(c)
     }
 
-    /// This config with each `KEY=VALUE` of `sets` applied (`--set train.epochs=3`), checked as a file is.
+    /// Parses and checks config text, every key written checked against the config's kind of data and
+    /// model; no defaults filled in.
+    fn parse_unfilled(text: &str) -> std::result::Result<Config, String> {
+        let c: Config = parse_toml(text)?;
+        let msg = |e: Error| match e {
+            Error::Config(m) => m,
+            e => e.to_string(),
+        };
+        c.check().map_err(msg)?;
+        let raw: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().to_string())?;
+        for section in ["data", "model", "train"] {
+            if let Some(t) = raw.get(section).and_then(|v| v.as_table()) {
+                for key in t.keys() {
+                    c.check_key(&format!("{section}.{key}")).map_err(msg)?;
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// This config with each `KEY=VALUE` of `sets` applied (`--set train.epochs=3`), checked as a file is:
+    /// a key that does not apply to the config is an error even at its default value.
     pub fn with_settings(self, sets: &[String]) -> Result<Config> {
         let source = self.source.clone();
         let mut c = with_settings(self, sets)?;
         c.source = source;
         c.check().map_err(|e| c.in_file(e))?;
+        for s in sets {
+            let key = s.split_once('=').map_or(s.as_str(), |(k, _)| k).trim();
+            c.check_key(key).map_err(|e| c.in_file(e))?;
+        }
         Ok(c)
     }
 
@@ -435,41 +516,38 @@ impl Config {
         let d = &self.data;
         let m = &self.model;
         let t = &self.train;
-        let recipe_default = ModelConfig::default();
-        let mut unused: Vec<&str> = Vec::new();
-        if kind == DataKind::Images {
-            let blank = DataConfig::table(&d.path, "");
-            for (key, set) in [
-                ("data.target", d.target.is_some()),
-                ("data.test_rows", d.test_rows.is_some()),
-                ("data.test_fraction", d.test_fraction != blank.test_fraction),
-                ("data.ignore", d.ignore != blank.ignore),
-                ("data.missing", d.missing != blank.missing),
-                ("data.columns", d.columns != blank.columns),
-                ("data.classes", d.classes != blank.classes),
-                ("data.prepare", d.prepare != blank.prepare),
-                ("train.oversample", t.oversample),
-            ] {
-                if set {
-                    unused.push(key);
-                }
+        // Keys set away from their defaults (a config made in code; a file's keys are checked as written).
+        let (blank, md) = (DataConfig::table(&d.path, ""), ModelConfig::default());
+        for (key, set) in [
+            ("data.target", d.target.is_some()),
+            ("data.test_rows", d.test_rows.is_some()),
+            ("data.test_fraction", d.test_fraction != blank.test_fraction),
+            ("data.ignore", d.ignore != blank.ignore),
+            ("data.missing", d.missing != blank.missing),
+            ("data.columns", d.columns != blank.columns),
+            ("data.classes", d.classes != blank.classes),
+            ("data.prepare", d.prepare != blank.prepare),
+            ("train.oversample", t.oversample),
+            ("train.augment", t.augment.is_some()),
+            ("model.input_shape", !m.input_shape.is_empty()),
+            ("model.kind", m.kind.is_some()),
+            ("model.units", m.units != md.units),
+            ("model.bidirectional", m.bidirectional),
+            ("model.pooling", m.pooling.is_some()),
+            ("model.embedding_dropout", m.embedding_dropout != 0.0),
+            ("model.kernel_size", m.kernel_size != md.kernel_size),
+            ("model.hidden", m.hidden != md.hidden),
+            ("model.dropout", m.dropout != md.dropout),
+            ("model.l2", m.l2 != 0.0),
+        ] {
+            if set && !(key == "data.target" && kind == DataKind::Table) {
+                self.check_key(key)?;
             }
-            if let Some(k) = unused.first() {
-                return Err(Error::Config(format!(
-                    "{k} is a key of tables (format = \"table\"); MNIST images come with their own test split and \
-                     labels"
-                )));
-            }
-        } else {
-            if t.augment.is_some() {
-                return Err(Error::Config("train.augment changes images; this config reads a table".into()));
-            }
-            if !m.input_shape.is_empty() {
-                return Err(Error::Config(
-                    "model.input_shape: a table's input is its prepared row, sized by [data.prepare]; leave it out"
-                        .into(),
-                ));
-            }
+        }
+        if !m.inputs.is_empty() && (kind != DataKind::Table || m.nodes.is_empty()) {
+            return Err(Error::Config(
+                "model.inputs names the inputs of a table's graph: it goes with [[model.nodes]] and a table".into(),
+            ));
         }
         if m.explicit() {
             if !m.layers.is_empty() && !m.nodes.is_empty() {
@@ -477,36 +555,79 @@ impl Config {
                     "[model] needs `layers` (a line of layers) or `nodes` (a graph), not both".into(),
                 ));
             }
-            for (key, set) in [
-                ("model.kind", m.kind.is_some()),
-                ("model.units", m.units != recipe_default.units),
-                ("model.bidirectional", m.bidirectional),
-                ("model.pooling", m.pooling.is_some()),
-                ("model.embedding_dropout", m.embedding_dropout != 0.0),
-                ("model.kernel_size", m.kernel_size != recipe_default.kernel_size),
-                ("model.hidden", m.hidden != recipe_default.hidden),
-                ("model.dropout", m.dropout != recipe_default.dropout),
-                ("model.l2", m.l2 != 0.0),
-            ] {
-                if set {
-                    return Err(Error::Config(format!(
-                        "{key} is a setting of the built-in recipes (`kind`); a model written as [[model.{}]] \
-                         says it in its layers",
-                        if m.layers.is_empty() { "nodes" } else { "layers" }
-                    )));
-                }
-            }
         } else if kind == DataKind::Images && m.kind.is_none() {
             return Err(Error::Config(
                 "[model] needs `kind` (\"mlp\" or \"cnn\"), `layers` (a line of layers) or `nodes` (a graph)".into(),
             ));
         }
-        if let (Some(_), Some(0.0) | None) = (t.patience, t.validation_split)
-            && kind == DataKind::Images
+        if let Some(p) = t.patience
+            && t.validation_split.unwrap_or(if kind == DataKind::Table { 0.1 } else { 0.0 }) <= 0.0
         {
-            return Err(Error::Config("train.patience needs validation rows: set train.validation_split".into()));
+            return Err(Error::Config(format!(
+                "train.patience = {p} needs validation rows: set train.validation_split above 0, or leave \
+                 patience out"
+            )));
+        }
+        for (key, v) in [("model.dropout", m.dropout), ("model.embedding_dropout", m.embedding_dropout)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(Error::Config(format!("{key} must be in [0, 1), got {v}")));
+            }
+        }
+        if m.hidden.contains(&0) || m.units == 0 || m.kernel_size == 0 {
+            return Err(Error::Config(
+                "model.hidden, model.units and model.kernel_size must be at least 1 (a layer of 0 units)".into(),
+            ));
         }
         Ok(())
+    }
+
+    /// Whether the dotted `key` (written in the file, or given to `--set`) applies to this config: a key of
+    /// the other kind of data, or a recipe setting the model does not use, is an error naming it, whatever
+    /// its value.
+    pub fn check_key(&self, key: &str) -> Result<()> {
+        let kind = self.kind()?;
+        let mut parts = key.split('.');
+        let (section, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let err = |m: String| Err(Error::Config(m));
+        match (section, name) {
+            ("data", k) if kind == DataKind::Images && TABLE_DATA_KEYS.contains(&k) => err(format!(
+                "data.{k} is a key of tables (format = \"table\"); MNIST images come with their own test split and \
+                 labels"
+            )),
+            ("train", "oversample") if kind == DataKind::Images => {
+                err("train.oversample repeats a table's rows; this config reads images".into())
+            }
+            ("train", "augment") if kind == DataKind::Table => {
+                err("train.augment changes images; this config reads a table".into())
+            }
+            ("model", "input_shape") if kind == DataKind::Table => {
+                err("model.input_shape: a table's input is its prepared row, sized by [data.prepare]; leave it out"
+                    .into())
+            }
+            ("model", k) if RECIPE_KEYS.contains(&k) && self.model.explicit() => err(format!(
+                "model.{k} is a setting of the built-in recipes (`kind`); a model written as [[model.{}]] says it \
+                 in its layers",
+                if self.model.layers.is_empty() { "nodes" } else { "layers" }
+            )),
+            ("model", "kind") if self.model.explicit() => {
+                err("model.kind is a built-in recipe: give it, or [[model.layers]] / [[model.nodes]], not both".into())
+            }
+            ("model", k) if RECIPE_KEYS.contains(&k) => {
+                let recipe = self.model.kind.unwrap_or_default();
+                let uses: Vec<&str> = RECIPE_KEYS.iter().copied().filter(|r| recipe_uses(kind, recipe, r)).collect();
+                if uses.contains(&k) {
+                    Ok(())
+                } else {
+                    err(format!(
+                        "model.{k} does not apply to kind = \"{}\"{}; it uses: {}",
+                        recipe.name(),
+                        if kind == DataKind::Images { " for images" } else { "" },
+                        uses.join(", ")
+                    ))
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Fills the training keys left out with the defaults of the config's kind of data (see the header).
@@ -516,9 +637,15 @@ impl Config {
             Ok(DataKind::Table) => {
                 t.epochs.get_or_insert(30);
                 t.batch_size.get_or_insert(64);
-                t.validation_split.get_or_insert(0.1);
-                t.patience.get_or_insert(4);
+                if *t.validation_split.get_or_insert(0.1) > 0.0 {
+                    t.patience.get_or_insert(4);
+                }
                 self.model.kind = self.model.kind.or((!self.model.explicit()).then_some(ModelKind::Mlp));
+                if let Some(k) = self.model.kind
+                    && recipe_uses(DataKind::Table, k, "pooling")
+                {
+                    self.model.pooling.get_or_insert(if k == ModelKind::Cnn { Pooling::Max } else { Pooling::Last });
+                }
                 self.data.format.get_or_insert(DataFormat::Table);
             }
             _ => {
@@ -575,6 +702,7 @@ impl Config {
         c.fill_defaults();
         c.data.path = abs(&c.data.path);
         c.data.prepare.text.glove = c.data.prepare.text.glove.as_deref().map(abs);
+        c.model.weights = c.model.weights.as_deref().map(abs);
         c.output.model = c.output.model.as_deref().map(|m| match (m.parent(), m.file_name()) {
             (Some(d), Some(f)) if !d.as_os_str().is_empty() => abs(d).join(f),
             (_, Some(f)) => abs(Path::new(".")).join(f),
@@ -583,29 +711,35 @@ impl Config {
         c
     }
 
-    /// The config as TOML, without the keys its kind of data or model does not use.
+    /// The config as TOML, without the keys its kind of data or model does not use (`check_key`).
     pub fn to_toml(&self) -> String {
         let mut doc = match toml::Value::try_from(self) {
             Ok(d) => d,
             Err(e) => return format!("# cannot print config: {e}"),
         };
-        let drop = |doc: &mut toml::Value, section: &str, keys: &[&str]| {
+        for section in ["data", "model", "train"] {
             if let Some(t) = doc.get_mut(section).and_then(|s| s.as_table_mut()) {
-                keys.iter().for_each(|k| {
-                    t.remove(*k);
-                });
+                t.retain(|k, _| self.check_key(&format!("{section}.{k}")).is_ok());
             }
-        };
-        if self.data.kind().ok() == Some(DataKind::Images) {
-            let keys = ["test_fraction", "ignore", "missing", "columns", "prepare"];
-            drop(&mut doc, "data", &keys);
-            drop(&mut doc, "train", &["oversample"]);
         }
-        if self.model.explicit() {
-            let keys = ["units", "bidirectional", "embedding_dropout", "kernel_size", "hidden", "dropout", "l2"];
-            drop(&mut doc, "model", &keys);
-        }
+        short_floats(&mut doc);
         toml::to_string_pretty(&doc).unwrap_or_else(|e| format!("# cannot print config: {e}"))
+    }
+
+    /// The `[train]` settings that `fit` would reject, checked before a run folder is made or a fold trained.
+    pub fn check_train(&self) -> Result<()> {
+        let t = &self.train;
+        if t.epochs() == 0 {
+            return Err(Error::Config("train.epochs must be at least 1 (with --epochs too)".into()));
+        }
+        if t.batch_size() == 0 {
+            return Err(Error::Config("train.batch_size must be at least 1".into()));
+        }
+        let vs = t.validation_split();
+        if !(0.0..1.0).contains(&vs) {
+            return Err(Error::Config(format!("train.validation_split must be in [0, 1), got {vs}")));
+        }
+        Ok(())
     }
 
     /// A split's targets as the loss wants them: class indices for the sparse loss, one-hot rows otherwise.

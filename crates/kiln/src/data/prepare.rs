@@ -173,6 +173,18 @@ pub struct Preparation {
     /// Target values to classes as the config mapped them (`data.classes`), for scoring files later.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub classes: std::collections::BTreeMap<String, String>,
+    /// The model's named inputs and the columns each reads (`[[model.inputs]]`); empty: one input, the whole
+    /// prepared row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputColumns>,
+}
+
+/// One named input of a table model and the columns it reads (`[[model.inputs]]`: `name`, `columns`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputColumns {
+    pub name: String,
+    pub columns: Vec<String>,
 }
 
 /// The most frequent of sorted values (the smallest on a tie).
@@ -340,12 +352,111 @@ impl Preparation {
             FeatureKind::Text { .. } => 2,
             _ => 0,
         });
-        Ok(Preparation { target: target.to_string(), task, features, classes: Default::default() })
+        Ok(Preparation { target: target.to_string(), task, features, classes: Default::default(), inputs: Vec::new() })
     }
 
     /// Values per row after preparation.
     pub fn width(&self) -> usize {
         self.features.iter().map(Feature::width).sum()
+    }
+
+    /// Splits the prepared row among named inputs, each reading its own columns: every prepared column in
+    /// exactly one input, none of them embedded (an embedded column's ids need the `CategoryEmbedding`
+    /// that reads the whole row). Empty `inputs`: one input, the whole row.
+    pub fn set_inputs(&mut self, inputs: &[InputColumns]) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(format!("model.inputs: {m}")));
+        let mut owner: Vec<Option<&str>> = vec![None; self.features.len()];
+        for i in inputs {
+            if inputs.iter().filter(|j| j.name == i.name).count() > 1 {
+                return bad(format!("two inputs are called `{}`", i.name));
+            }
+            if i.columns.is_empty() {
+                return bad(format!("`{}` reads no columns", i.name));
+            }
+            for c in &i.columns {
+                let Some(f) = self.features.iter().position(|f| &f.name == c) else {
+                    let names: Vec<&str> = self.features.iter().map(|f| f.name.as_str()).collect();
+                    return bad(format!(
+                        "`{}` reads `{c}`, which is not a column the model gets (the target, ignored or absent; \
+                         the columns are: {})",
+                        i.name,
+                        names.join(", ")
+                    ));
+                };
+                if let Some(o) = owner[f] {
+                    return bad(format!("`{c}` is read by both `{o}` and `{}`", i.name));
+                }
+                if matches!(
+                    self.features[f].kind,
+                    FeatureKind::Category { embed: Some(_), .. } | FeatureKind::Text { .. }
+                ) {
+                    return bad(format!(
+                        "`{c}` is embedded (a text column, or data.prepare.categories = \"embedding\"); named \
+                         inputs take numbers and one-hot categories"
+                    ));
+                }
+                owner[f] = Some(&i.name);
+            }
+        }
+        if !inputs.is_empty()
+            && let Some(f) = owner.iter().position(Option::is_none)
+        {
+            return bad(format!(
+                "column `{}` is read by no input: add it to one, or to data.ignore",
+                self.features[f].name
+            ));
+        }
+        self.inputs = inputs.to_vec();
+        Ok(())
+    }
+
+    /// Each named input's name and width (one input, `input`, of the whole row when none are named).
+    pub fn input_widths(&self) -> Vec<(String, usize)> {
+        if self.inputs.is_empty() {
+            return vec![("input".to_string(), self.width())];
+        }
+        self.inputs
+            .iter()
+            .map(|i| {
+                let w = self.features.iter().filter(|f| i.columns.contains(&f.name)).map(Feature::width).sum();
+                (i.name.clone(), w)
+            })
+            .collect()
+    }
+
+    /// The model's x for `rows`: the prepared row (`transform`), split among the named inputs.
+    pub fn transform_inputs(&self, table: &Table, rows: &[usize]) -> Result<Vec<Tensor>> {
+        let x = self.transform(table, rows)?;
+        if self.inputs.is_empty() {
+            return Ok(vec![x]);
+        }
+        let w = self.width();
+        let mut at = Vec::with_capacity(self.features.len());
+        let mut off = 0;
+        for f in &self.features {
+            at.push((off, f.width()));
+            off += f.width();
+        }
+        self.inputs
+            .iter()
+            .map(|i| {
+                let spans: Vec<(usize, usize)> = self
+                    .features
+                    .iter()
+                    .zip(&at)
+                    .filter(|(f, _)| i.columns.contains(&f.name))
+                    .map(|(_, &s)| s)
+                    .collect();
+                let iw: usize = spans.iter().map(|s| s.1).sum();
+                let mut data = Vec::with_capacity(rows.len() * iw);
+                for row in x.data().chunks_exact(w) {
+                    for &(o, n) in &spans {
+                        data.extend_from_slice(&row[o..o + n]);
+                    }
+                }
+                Tensor::new(&[rows.len(), iw], data)
+            })
+            .collect()
     }
 
     /// With embedded categories or texts: the model's `CategoryEmbedding` first layer, which reads the

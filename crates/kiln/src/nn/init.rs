@@ -34,8 +34,15 @@ pub fn fans(shape: &[usize]) -> (usize, usize) {
 }
 
 impl Initializer {
-    pub fn fill(self, shape: &[usize], rng: &mut Rng) -> Vec<f32> {
+    /// `shape`'s values drawn as this initializer draws them; an error, before allocating, when they would
+    /// not fit in the memory available.
+    pub fn fill(self, shape: &[usize], rng: &mut Rng) -> kiln_core::Result<Vec<f32>> {
         let n: usize = shape.iter().product();
+        kiln_core::mem::check(n as u128, 4, &format!("a weight of shape {shape:?}"))?;
+        Ok(self.fill_unchecked(shape, n, rng))
+    }
+
+    fn fill_unchecked(self, shape: &[usize], n: usize, rng: &mut Rng) -> Vec<f32> {
         let (fi, fo) = fans(shape);
         let (fi, fo) = (fi as f64, fo as f64);
         // Keras divides by this so the truncated normal keeps the intended standard deviation.

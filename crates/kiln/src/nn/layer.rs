@@ -79,6 +79,7 @@ impl Layer {
         sources: &[String],
         g: &mut Graph<f32>,
         rng: &mut Rng,
+        source: Option<&mut (dyn crate::weights::ParamSource + 'static)>,
     ) -> kiln_core::Result<Layer> {
         let name = config.name().unwrap_or("").to_string();
         let class = config.class_name();
@@ -90,8 +91,29 @@ impl Layer {
                 sources.join("; ")
             )));
         }
-        let mut cx = BuildCx { name: &name, class, inputs, sources, g, rng, params: Vec::new(), regularizer: None };
-        let output_shape = spec.build(&mut cx)?;
+        let mut cx = BuildCx {
+            name: &name,
+            class,
+            inputs,
+            sources,
+            g,
+            rng,
+            params: Vec::new(),
+            regularizer: None,
+            layer: &config,
+            source,
+        };
+        let named = |e: Error| match e {
+            Error::Config(m) if !m.contains(&format!("`{name}`")) => {
+                Error::Config(format!("layer `{name}` ({class}): {m}"))
+            }
+            e => e,
+        };
+        let output_shape = spec.build(&mut cx).map_err(named)?;
+        // Training keeps a value and a gradient of each layer's output per sample.
+        let per_sample: u128 = output_shape.iter().map(|&d| d as u128).product();
+        kiln_core::mem::check(per_sample, 8, &format!("one sample's output {output_shape:?} (value and gradient)"))
+            .map_err(named)?;
         let (params, regularizer) = (cx.params, cx.regularizer);
         Ok(Layer { config, inputs: srcs, input_shapes: inputs.to_vec(), output_shape, params, regularizer })
     }

@@ -72,6 +72,10 @@ pub(crate) struct BuildCx<'a> {
     pub(crate) params: Vec<(String, ParamId)>,
     /// The penalty on the layer's `kernel`, if any.
     pub regularizer: Option<Regularizer>,
+    /// The layer's config (what a weight source needs to know its layouts).
+    pub(crate) layer: &'a crate::nn::LayerConfig,
+    /// Where parameters come from before their initializers: a pretrained file (`Model::weights_from`).
+    pub(crate) source: Option<&'a mut (dyn crate::weights::ParamSource + 'static)>,
 }
 
 impl BuildCx<'_> {
@@ -99,9 +103,16 @@ impl BuildCx<'_> {
         Ok(())
     }
 
-    /// Adds the parameter `{layer}.{suffix}` with its starting values.
+    /// Adds the parameter `{layer}.{suffix}`: from the model's weight source when it holds it (a pretrained
+    /// file, layouts converted and the shape checked), else with `value`, its initializer's. Fresh and
+    /// pretrained parameters take this one path.
     pub fn param(&mut self, suffix: &str, shape: &[usize], value: Vec<f32>, trainable: bool) -> Result<()> {
-        let id = self.g.add_param(&format!("{}.{suffix}", self.name), shape, value, trainable)?;
+        let name = format!("{}.{suffix}", self.name);
+        let value = match self.source.as_deref_mut().map(|s| s.take(self.layer, &name, shape)).transpose()? {
+            Some(Some(v)) => v,
+            _ => value,
+        };
+        let id = self.g.add_param(&name, shape, value, trainable)?;
         self.params.push((suffix.to_string(), id));
         Ok(())
     }

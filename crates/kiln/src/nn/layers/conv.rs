@@ -88,10 +88,10 @@ impl LayerSpec for Conv2D {
             return Err(cx.misfit(&format!("an input of at least {kh}x{kw} pixels with valid padding")));
         };
         let ks = [kh, kw, ch, self.filters];
-        let kernel = self.kernel_initializer.fill(&ks, cx.rng);
+        let kernel = self.kernel_initializer.fill(&ks, cx.rng)?;
         cx.param("kernel", &ks, kernel, true)?;
         if self.use_bias {
-            let bias = self.bias_initializer.fill(&[self.filters], cx.rng);
+            let bias = self.bias_initializer.fill(&[self.filters], cx.rng)?;
             cx.param("bias", &[self.filters], bias, true)?;
         }
         cx.regularizer = self.kernel_regularizer;
@@ -159,7 +159,7 @@ impl LayerSpec for Conv1D {
             return Err(cx.misfit(&format!("at least {} steps", self.kernel_size)));
         }
         let ks = [1, self.kernel_size, ch, self.filters];
-        let kernel = Initializer::GlorotUniform.fill(&ks, cx.rng);
+        let kernel = Initializer::GlorotUniform.fill(&ks, cx.rng)?;
         cx.param("kernel", &ks, kernel, true)?;
         cx.param("bias", &[self.filters], vec![0.0; self.filters], true)?;
         Ok(vec![steps - self.kernel_size + 1, self.filters])

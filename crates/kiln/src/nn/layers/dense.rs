@@ -62,10 +62,10 @@ impl LayerSpec for Dense {
             return Err(cx.misfit("a flat input (features,)"));
         };
         let ks = [features, self.units];
-        let kernel = self.kernel_initializer.fill(&ks, cx.rng);
+        let kernel = self.kernel_initializer.fill(&ks, cx.rng)?;
         cx.param("kernel", &ks, kernel, true)?;
         if self.use_bias {
-            let bias = self.bias_initializer.fill(&[self.units], cx.rng);
+            let bias = self.bias_initializer.fill(&[self.units], cx.rng)?;
             cx.param("bias", &[self.units], bias, true)?;
         }
         cx.regularizer = self.kernel_regularizer;

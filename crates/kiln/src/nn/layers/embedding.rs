@@ -8,8 +8,9 @@ use kiln_core::{Error, Result, Rng, Var};
 use serde::{Deserialize, Serialize};
 
 /// Keras's Embedding default start: uniform in [−0.05, 0.05].
-fn embedding_init(n: usize, rng: &mut Rng) -> Vec<f32> {
-    (0..n).map(|_| rng.uniform_range(-0.05, 0.05) as f32).collect()
+fn embedding_init(n: usize, rng: &mut Rng) -> kiln_core::Result<Vec<f32>> {
+    kiln_core::mem::check(n as u128, 4, &format!("an embedding table of {n} values"))?;
+    Ok((0..n).map(|_| rng.uniform_range(-0.05, 0.05) as f32).collect())
 }
 
 /// Ids (0..input_dim) to learned vectors (Keras's Embedding): input (length,), output (length, output_dim).
@@ -41,7 +42,7 @@ impl LayerSpec for Embedding {
         let &[steps] = cx.input() else {
             return Err(cx.misfit("a sequence of ids (length,)"));
         };
-        let table = embedding_init(self.input_dim * self.output_dim, cx.rng);
+        let table = embedding_init(self.input_dim.saturating_mul(self.output_dim), cx.rng)?;
         cx.param("embeddings", &[self.input_dim, self.output_dim], table, true)?;
         Ok(vec![steps, self.output_dim])
     }
@@ -137,7 +138,7 @@ impl LayerSpec for CategoryEmbedding {
         let mut out = self.numeric;
         for (i, &(vocab, dim)) in self.columns.iter().enumerate() {
             cx.positive(vocab.min(dim), "vocabulary and width")?;
-            let table = embedding_init(vocab * dim, cx.rng);
+            let table = embedding_init(vocab.saturating_mul(dim), cx.rng)?;
             cx.param(&Self::table_name(i), &[vocab, dim], table, true)?;
             out += dim;
         }

@@ -178,9 +178,9 @@ fn rnn_params(cx: &mut BuildCx, prefix: &str, kind: RnnKind, f: usize, u: usize)
         RnnKind::SimpleRnn => 1,
     };
     let glorot = Initializer::GlorotUniform;
-    let kernel = glorot.fill(&[f, gates * u], cx.rng);
+    let kernel = glorot.fill(&[f, gates * u], cx.rng)?;
     cx.param(&format!("{prefix}kernel"), &[f, gates * u], kernel, true)?;
-    let recurrent = glorot.fill(&[u, gates * u], cx.rng);
+    let recurrent = glorot.fill(&[u, gates * u], cx.rng)?;
     cx.param(&format!("{prefix}recurrent_kernel"), &[u, gates * u], recurrent, true)?;
     match kind {
         RnnKind::Lstm => {
