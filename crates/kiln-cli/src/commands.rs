@@ -149,7 +149,7 @@ pub fn search(
     folds: usize,
     output: Option<PathBuf>,
 ) -> Result<()> {
-    let cfg = Config::from_file(config)?;
+    let cfg = Config::from_file_unfilled(config)?;
     check_folds(folds)?;
     let out = output.unwrap_or_else(|| config.with_file_name("best.toml"));
     crate::train::check_writable(&out)?;

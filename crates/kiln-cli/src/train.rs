@@ -54,6 +54,7 @@ pub fn config_of(
             let mut c = Config::for_table(d, t);
             // --set before the kind's defaults, as for a file.
             (c.train.epochs, c.train.batch_size, c.train.validation_split, c.train.patience) = (None, None, None, None);
+            (c.model.kind, c.model.pooling) = (None, None);
             let mut c = c.with_settings(set)?;
             c.fill_defaults();
             return Ok(c);

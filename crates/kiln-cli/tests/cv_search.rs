@@ -324,4 +324,11 @@ fn search_tries_exactly_the_grid_ranks_by_roc_auc_and_writes_the_best() {
     assert_eq!(drawn.len(), 3, "distinct: {out}");
     assert!(drawn.is_subset(&grid), "{drawn:?} within the grid");
     assert!(tmp.path().join("best3.toml").exists());
+    let progress: Vec<&str> = out.lines().take_while(|l| l.starts_with("config ")).collect();
+    assert!(progress.len() == 3 && progress[2].starts_with("config 3/3: "), "{out}");
+
+    // A trial's defaults follow its settings, as for a file that had them: without validation rows no default
+    // patience is left behind to refuse (the config never named one).
+    let out = run_ok(&["search", cfg, "--set", "train.validation_split=0.0,0.2", "--folds", "2"]);
+    assert!(out.contains("2 configs, 2-fold cross-validation each"), "{out}");
 }

@@ -395,16 +395,17 @@ fn table_train_keys_are_the_common_ones_and_old_spellings_are_redirected() {
 #[test]
 fn a_two_input_table_graph_from_toml_learns_a_rule_needing_both() {
     let t = Tmp::new("two-inputs");
-    let mut csv = String::from("a1,a2,b1,b2,label\n");
+    // `left` reads three columns (a3 is noise), `right` two: inputs wired to the wrong columns would not fit.
+    let mut csv = String::from("a1,a2,a3,b1,b2,label\n");
     let mut seed = 3u64;
     let mut next = || {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     };
     for _ in 0..1500 {
-        let (a1, a2, b1, b2) = (next(), next(), next(), next());
-        let label = if (a1 + a2 > 0.0) != (b1 - b2 > 0.0) { "yes" } else { "no" };
-        csv += &format!("{a1:.4},{a2:.4},{b1:.4},{b2:.4},{label}\n");
+        let (a1, a2, a3, b1, b2) = (next(), next(), next(), next(), next());
+        let label = if (a1 + 2.0 * a2 > 0.0) != (b1 - b2 > 0.0) { "yes" } else { "no" };
+        csv += &format!("{a1:.4},{a2:.4},{a3:.4},{b1:.4},{b2:.4},{label}\n");
     }
     std::fs::write(t.path("pairs.csv"), csv).unwrap();
     let graph = r#"
@@ -419,7 +420,7 @@ optimizer = { type = "adam", learning_rate = 0.01 }
 
 [[model.inputs]]
 name = "left"
-columns = ["a1", "a2"]
+columns = ["a1", "a2", "a3"]
 
 [[model.inputs]]
 name = "right"
@@ -470,11 +471,13 @@ activation = "sigmoid"
     let acc: f64 = line.split("accuracy: ").nth(1).unwrap()[..6].parse().unwrap();
     assert!(acc > 0.9, "an XOR of the two inputs' half-planes: {line}");
     // Raw rows go to the two inputs as in training.
-    std::fs::write(t.path("rows.csv"), "b2,b1,a2,a1\n0.5,-0.5,0.9,0.9\n0.5,-0.5,-0.9,-0.9\n").unwrap();
+    // a1 + 2·a2: 0.9 - 0.3 > 0 in the first row, -0.9 + 0.6 < 0 in the second (a1 and a2 swapped would flip
+    // both); b1 - b2 < 0 in both.
+    std::fs::write(t.path("rows.csv"), "b2,b1,a3,a2,a1\n0.5,-0.5,0.0,-0.15,0.9\n0.5,-0.5,0.0,0.3,-0.9\n").unwrap();
     let o = kiln(&["predict", &t.s("run/model.safetensors"), "--input", &t.s("rows.csv")]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let preds: Vec<String> = stdout(&o).lines().skip(1).map(|l| l.split(',').nth(1).unwrap().to_string()).collect();
-    assert_eq!(preds, ["yes", "no"], "a1 + a2 > 0 with b1 - b2 < 0 is `yes`, both false `no`: {}", stdout(&o));
+    assert_eq!(preds, ["yes", "no"], "a1 + 2·a2 > 0 with b1 - b2 < 0 is `yes`, both false `no`: {}", stdout(&o));
     // Every prepared column in exactly one input; named inputs go with a graph.
     let cases = [
         (graph.replace("columns = [\"b1\", \"b2\"]", "columns = [\"b1\"]"), "column `b2` is read by no input"),

@@ -192,7 +192,8 @@ pub type Trial = (Vec<(String, toml::Value)>, Config, Folds);
 
 /// Grid search (every combination) or, with `random = Some(n)`, n combinations drawn without replacement;
 /// each config is cross-validated on `folds` folds, `done(trial, of)` called after each. Returns the trials
-/// best first.
+/// best first. `cfg` is best as written (`Config::from_file_unfilled`): each trial's defaults are filled
+/// in after its settings, as they would be for a file that had them.
 pub fn search(
     cfg: &Config,
     axes: &[Axis],
@@ -217,9 +218,10 @@ pub fn search(
     // Every value is checked before any training, so a typo fails at once.
     for a in axes {
         for v in &a.values {
-            let c = with_setting(cfg, &a.key, v)?;
+            let mut c = with_setting(cfg, &a.key, v)?;
             c.check()?;
             c.check_key(&a.key)?;
+            c.fill_defaults();
             c.check_train()?;
         }
     }
@@ -239,6 +241,7 @@ pub fn search(
             conf = with_setting(&conf, &a.key, v)?;
             settings.push((a.key.clone(), v.clone()));
         }
+        conf.fill_defaults();
         let scores = conf.cross_validate(folds)?;
         out.push((settings, conf, scores));
         done(out.last().expect("pushed"), of);

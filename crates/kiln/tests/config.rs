@@ -140,11 +140,14 @@ fn image_recipes_build_the_models_they_name() {
     let m = c.build_model().unwrap();
     assert_eq!(m.output_shape(), [10]);
     assert_eq!(m.param_counts().0, 784 * 16 + 16 + 16 * 10 + 10);
-    let c = Config::parse(&format!("{base}kind = \"cnn\"\nunits = 4\nhidden = []\n")).unwrap();
+    let c = Config::parse(&format!("{base}kind = \"cnn\"\nunits = 4\nkernel_size = 5\nhidden = []\n")).unwrap();
     let m = c.build_model().unwrap();
     let classes: Vec<&str> = m.layers().iter().map(|l| l.config().class_name()).collect();
     assert_eq!(classes, ["Conv2D", "MaxPooling2D", "Flatten", "Dense"]);
-    assert_eq!(m.param_counts().0, (9 + 1) * 4 + 13 * 13 * 4 * 10 + 10);
+    // 5×5 windows: 24×24 after the convolution, 12×12 after pooling.
+    assert_eq!(m.param_counts().0, (25 + 1) * 4 + 12 * 12 * 4 * 10 + 10);
+    let spec = format!("{:?}", m.layers().iter().map(|l| l.config().clone()).collect::<Vec<_>>());
+    assert!(spec.contains("Relu") && spec.contains("Softmax"), "ReLU convolution, softmax output: {spec}");
     let c = Config::parse(&format!("{base}kind = \"lstm\"\n")).unwrap();
     let e = c.build_model().err().unwrap().to_string();
     assert!(e.contains("images take \"mlp\" or \"cnn\""), "{e}");

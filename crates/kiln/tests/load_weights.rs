@@ -29,25 +29,26 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
 
 /// The kiln twin of the fixture's PyTorch `Net`, layer names as its modules.
 fn twin(eps: f64) -> Model {
-    twin_from(eps, None)
+    twin_from(eps, None, "")
 }
 
-/// `twin`, its parameters taken from `source` as the layers are built when one is given.
-fn twin_from(eps: f64, source: Option<WeightFile>) -> Model {
+/// `twin`, its parameters taken from `source` as the layers are built when one is given, its layers named
+/// `prefix` + the module's name.
+fn twin_from(eps: f64, source: Option<WeightFile>, prefix: &str) -> Model {
     let mut m = Model::with_inputs(&[("image", &[4, 4, 2]), ("id", &[1])]);
     if let Some(s) = source {
         m = m.weights_from(s);
     }
-    m.apply(Conv2D::new(3, 3).name("conv"), &["image"]).unwrap();
-    m.add(BatchNormalization::new().epsilon(eps).name("bn")).unwrap();
+    m.apply(Conv2D::new(3, 3).name(&format!("{prefix}conv")), &["image"]).unwrap();
+    m.add(BatchNormalization::new().epsilon(eps).name(&format!("{prefix}bn"))).unwrap();
     m.add(ActivationLayer::new(Activation::Relu)).unwrap();
     m.add(MaxPooling2D::new(2)).unwrap();
     let img = m.apply(Flatten::new(), &[]).unwrap();
-    let e = m.apply(Embedding::new(10, 4).name("emb"), &["id"]).unwrap();
+    let e = m.apply(Embedding::new(10, 4).name(&format!("{prefix}emb")), &["id"]).unwrap();
     let e = m.apply(Flatten::new(), &[&e]).unwrap();
     m.apply(Concatenate::new(), &[&img, &e]).unwrap();
-    m.add(Dense::new(5).activation(Activation::Relu).name("fc1")).unwrap();
-    m.add(Dense::new(2).name("fc2")).unwrap();
+    m.add(Dense::new(5).activation(Activation::Relu).name(&format!("{prefix}fc1"))).unwrap();
+    m.add(Dense::new(2).name(&format!("{prefix}fc2"))).unwrap();
     m
 }
 
@@ -85,8 +86,11 @@ fn building_from_the_file_gives_the_model_loading_into_it_gives() {
     let image = Tensor::new(&[n, 4, 4, 2], floats(&ex["image_nhwc"])).unwrap();
     let ids = Tensor::new(&[n, 1], floats(&ex["ids"])).unwrap();
     let eps = ex["bn_eps"].as_f64().unwrap();
-    let file = WeightFile::open(fixture("model.safetensors"), NameMap::new().pytorch_modules(&MODULES)).unwrap();
-    let mut built = twin_from(eps, Some(file));
+    // kiln's layers named apart from PyTorch's modules (`k_conv` for `conv`): the map must join them.
+    let modules: Vec<(&str, String)> = MODULES.iter().map(|(m, l)| (*m, format!("k_{l}"))).collect();
+    let modules: Vec<(&str, &str)> = modules.iter().map(|(m, l)| (*m, l.as_str())).collect();
+    let file = WeightFile::open(fixture("model.safetensors"), NameMap::new().pytorch_modules(&modules)).unwrap();
+    let mut built = twin_from(eps, Some(file), "k_");
     let src = built.finish_weights().unwrap();
     assert!(src.missing().is_empty(), "{:?}", src.missing());
     let mut loaded = twin(eps);
@@ -99,9 +103,13 @@ fn building_from_the_file_gives_the_model_loading_into_it_gives() {
     // Without the map only the biases fit (PyTorch's `fc1.bias` is kiln's name too): the other eight
     // parameters keep their initializers' values, and the source says which it did not hold.
     let file = WeightFile::open(fixture("model.safetensors"), NameMap::new()).unwrap();
-    let mut fresh = twin_from(eps, Some(file));
-    let missing = fresh.finish_weights().unwrap().missing();
+    let mut partial = twin_from(eps, Some(file), "");
+    let missing = partial.finish_weights().unwrap().missing();
     assert!(missing.contains(&"`fc2.kernel`".to_string()) && missing.len() == 8, "{missing:?}");
+    let fresh = twin(eps);
+    let (p, f, l) = (partial.get_weights(), fresh.get_weights(), loaded.get_weights());
+    let fc2 = p.len() - 2;
+    assert_eq!((&p[fc2], &p[fc2 + 1]), (&f[fc2], &l[fc2 + 1]), "fc2: the initializer's kernel, the file's bias");
 }
 
 #[test]

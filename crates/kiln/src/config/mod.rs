@@ -433,6 +433,14 @@ impl Config {
     /// `from_file` with `--set KEY=VALUE` settings applied before the defaults of the config's kind of
     /// data are filled in (so `--set train.validation_split=0` leaves no default patience behind).
     pub fn from_file_with(path: impl AsRef<Path>, sets: &[String]) -> Result<Config> {
+        let mut c = Config::from_file_unfilled(path)?.with_settings(sets)?;
+        c.fill_defaults();
+        Ok(c)
+    }
+
+    /// A config file read and checked as written, the defaults of its kind of data not filled in yet (what
+    /// `kiln search` varies, so that a setting it tries gets the defaults a file with it would get).
+    pub fn from_file_unfilled(path: impl AsRef<Path>) -> Result<Config> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
         let in_file = |m: String| Error::Config(format!("{}: {m}", path.display()));
@@ -449,8 +457,6 @@ impl Config {
             c.model.weights = Some(base.join(w));
         }
         c.source = Some(path.to_path_buf());
-        let mut c = c.with_settings(sets)?;
-        c.fill_defaults();
         Ok(c)
     }
 

@@ -37,9 +37,9 @@ impl Initializer {
     /// `shape`'s values drawn as this initializer draws them; an error, before allocating, when they would
     /// not fit in the memory available.
     pub fn fill(self, shape: &[usize], rng: &mut Rng) -> kiln_core::Result<Vec<f32>> {
-        let n: usize = shape.iter().product();
-        kiln_core::mem::check(n as u128, 4, &format!("a weight of shape {shape:?}"))?;
-        Ok(self.fill_unchecked(shape, n, rng))
+        let count = shape.iter().fold(1u128, |n, &d| n.saturating_mul(d as u128));
+        kiln_core::mem::check(count, 4, &format!("a weight of shape {shape:?}"))?;
+        Ok(self.fill_unchecked(shape, count as usize, rng))
     }
 
     fn fill_unchecked(self, shape: &[usize], n: usize, rng: &mut Rng) -> Vec<f32> {

@@ -111,7 +111,7 @@ impl Layer {
         };
         let output_shape = spec.build(&mut cx).map_err(named)?;
         // Training keeps a value and a gradient of each layer's output per sample.
-        let per_sample: u128 = output_shape.iter().map(|&d| d as u128).product();
+        let per_sample = output_shape.iter().fold(1u128, |n, &d| n.saturating_mul(d as u128));
         kiln_core::mem::check(per_sample, 8, &format!("one sample's output {output_shape:?} (value and gradient)"))
             .map_err(named)?;
         let (params, regularizer) = (cx.params, cx.regularizer);
