@@ -275,12 +275,22 @@ impl Config {
                     Pooling::Last => {}
                 }
             }
+            (_, features) if !features.iter().any(|f| matches!(f.kind, FeatureKind::Text { .. })) => {
+                let names: Vec<&str> = features.iter().map(|f| f.name.as_str()).collect();
+                return Err(Error::Config(format!(
+                    "model.kind = \"{}\" reads a text column's words in order, and this table has no text column \
+                     (its columns: {}; a column of free text can be declared under [data.columns]); for numbers \
+                     and categories use kind = \"mlp\"",
+                    kind.name(),
+                    names.join(", ")
+                )));
+            }
             _ => {
-                return Err(Error::Config(
-                    "model.kind = \"lstm\", \"gru\", \"simple_rnn\" or \"cnn\" reads one text column as term ids: \
-                     ignore the other columns (data.ignore) and keep data.prepare.text.output = \"ids\""
-                        .into(),
-                ));
+                return Err(Error::Config(format!(
+                    "model.kind = \"{}\" reads one text column as term ids: ignore the other columns \
+                     (data.ignore) and keep data.prepare.text.output = \"ids\"",
+                    kind.name()
+                )));
             }
         }
         Ok(())

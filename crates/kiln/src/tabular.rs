@@ -306,6 +306,11 @@ fn class_weight_by_index(cw: Option<&ClassWeight>, task: &Task) -> Result<Option
                         classes.join(", ")
                     ))
                 })?;
+                if !w.is_finite() || w < 0.0 {
+                    return Err(Error::Config(format!(
+                        "train.class_weight: {w} for class `{name}` is not a weight >= 0"
+                    )));
+                }
                 out.insert(i.to_string(), w);
             }
             Ok(Some(ClassWeight::PerClass(out)))
