@@ -1,8 +1,6 @@
-//! The table commands: training on a CSV or ARFF file (the table half of `kiln train`), `kiln data
-//! audit`, and `kiln predict`/`evaluate` on raw rows and texts.
+//! The table commands: `kiln data audit`, and `kiln predict`/`evaluate` on raw rows and texts (a table run
+//! itself is in train.rs, beside the image run).
 
-use crate::train::{TrainArgs, open_run};
-use kiln::config::Config;
 use kiln::data::audit::audit;
 use kiln::data::csv::{CsvOptions, read_table};
 use kiln::data::prepare::Task;
@@ -10,46 +8,6 @@ use kiln::prelude::*;
 use kiln::tabular;
 use kiln::{Error, Result};
 use std::path::Path;
-
-/// A table run: the file read and split (test rows set aside) before the run folder is made, `split.csv`
-/// written beside the config, the model fitted and scored on the test rows.
-pub fn train(cfg: &Config, a: &TrainArgs) -> Result<()> {
-    let (table, file_rows) = cfg.read_table_rows()?;
-    let types = cfg.types(&table)?;
-    let (test, train) = tabular::split(cfg, &table, &types)?;
-    let mut run = open_run(cfg, a)?;
-    if run.resume.is_none() {
-        // Which rows of the file were test rows, so that other tools (examples' baselines) can use the same
-        // split.
-        let mut part = vec![""; table.rows()];
-        train.iter().for_each(|&r| part[r] = "train");
-        test.iter().for_each(|&r| part[r] = "test");
-        let split: String = std::iter::once("row,part\n".to_string())
-            .chain(file_rows.iter().zip(&part).map(|(r, p)| format!("{r},{p}\n")))
-            .collect();
-        kiln::io::write_atomic(&run.dir.join("split.csv"), split.as_bytes())?;
-    }
-    let files = tabular::RunFiles {
-        callbacks: std::mem::take(&mut run.callbacks),
-        checkpoint: Some(run.checkpoint()),
-        resume: run.resume.take(),
-    };
-    let start = std::time::Instant::now();
-    let model = tabular::fit_rows_in(cfg, &table, &types, &train, !run.quiet, files).map_err(|e| run.stopped(e))?;
-    let secs = start.elapsed().as_secs_f64();
-    let prep = model.preparation().cloned().expect("set by fit_rows");
-    if !run.quiet {
-        println!("{} training rows, {} inputs after preparation, {:.1} s", train.len(), prep.width(), secs);
-    }
-    if !test.is_empty() {
-        let s = tabular::score(&model, &table, &test)?;
-        println!("test {s} ({} rows)", s.rows);
-        if let (Some(r), false) = (&s.report, run.quiet) {
-            print!("\n{}\n", r.render());
-        }
-    }
-    run.save(&model)
-}
 
 pub fn audit_cmd(file: &Path, target: Option<&str>, json: Option<&Path>, html: Option<&Path>) -> Result<()> {
     let table = read_table(file, &CsvOptions::default())?;

@@ -12,6 +12,7 @@ use kiln::checkpoint::Progress;
 use kiln::config::{Config, DataKind};
 use kiln::data::mnist;
 use kiln::prelude::*;
+use kiln::tabular;
 use kiln::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -144,7 +145,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     cfg.check_train().map_err(|e| cfg.in_file(e))?;
     match cfg.kind()? {
         DataKind::Images => images(&cfg, &a),
-        DataKind::Table => crate::table::train(&cfg, &a),
+        DataKind::Table => table(&cfg, &a),
     }
     .map_err(|e| cfg.in_file(e))
 }
@@ -216,6 +217,46 @@ fn images(cfg: &Config, a: &TrainArgs) -> Result<()> {
     let scores = model.evaluate(&test.x, &ytest, 1000)?;
     let secs: f64 = history.epochs.iter().map(|e| e.seconds).sum::<f64>() / history.epochs.len().max(1) as f64;
     println!("test {scores} ({} samples, {secs:.1} s per epoch)", test.x.rows());
+    run.save(&model)
+}
+
+/// A table run: the file read and split (test rows set aside) before the run folder is made, `split.csv`
+/// written beside the config, the model fitted and scored on the test rows.
+fn table(cfg: &Config, a: &TrainArgs) -> Result<()> {
+    let (table, file_rows) = cfg.read_table_rows()?;
+    let types = cfg.types(&table)?;
+    let (test, train) = tabular::split(cfg, &table, &types)?;
+    let mut run = open_run(cfg, a)?;
+    if run.resume.is_none() {
+        // Which rows of the file were test rows, so that other tools (examples' baselines) can use the same
+        // split.
+        let mut part = vec![""; table.rows()];
+        train.iter().for_each(|&r| part[r] = "train");
+        test.iter().for_each(|&r| part[r] = "test");
+        let split: String = std::iter::once("row,part\n".to_string())
+            .chain(file_rows.iter().zip(&part).map(|(r, p)| format!("{r},{p}\n")))
+            .collect();
+        kiln::io::write_atomic(&run.dir.join("split.csv"), split.as_bytes())?;
+    }
+    let files = tabular::RunFiles {
+        callbacks: std::mem::take(&mut run.callbacks),
+        checkpoint: Some(run.checkpoint()),
+        resume: run.resume.take(),
+    };
+    let start = std::time::Instant::now();
+    let model = tabular::fit_rows_in(cfg, &table, &types, &train, !run.quiet, files).map_err(|e| run.stopped(e))?;
+    let secs = start.elapsed().as_secs_f64();
+    let prep = model.preparation().cloned().expect("set by fit_rows");
+    if !run.quiet {
+        println!("{} training rows, {} inputs after preparation, {:.1} s", train.len(), prep.width(), secs);
+    }
+    if !test.is_empty() {
+        let s = tabular::score(&model, &table, &test)?;
+        println!("test {s} ({} rows)", s.rows);
+        if let (Some(r), false) = (&s.report, run.quiet) {
+            print!("\n{}\n", r.render());
+        }
+    }
     run.save(&model)
 }
 
