@@ -325,3 +325,16 @@ fn the_audit_and_iqr_clipping_agree_on_what_is_an_outlier() {
     let a = audit(&t, &t.infer_types().unwrap(), Some("y")).unwrap();
     assert_eq!(a.columns[0].outliers, Some(1));
 }
+
+/// `bins` beyond the training values separates nothing more: a hundred million bins on ten values gives the
+/// bins ten would (and is not a hundred million edges allocated first).
+#[test]
+fn more_bins_than_training_values_cost_nothing_more() {
+    let x: Vec<f64> = (0..10).map(|i| (i * i) as f64).collect();
+    let t = table(&[("x", &some(&x))]);
+    let rows: Vec<usize> = (0..10).collect();
+    let opts = |bins| PrepareOptions { bins, ..plain() };
+    let (huge, ten) = (fit(&t, &rows, &opts(100_000_000)), fit(&t, &rows, &opts(10)));
+    assert_eq!(huge, ten);
+    assert!(huge.width() <= 1 + 1 + 10, "value, indicator and at most ten bins: {}", huge.width());
+}

@@ -334,8 +334,10 @@ impl Preparation {
                         Scale::Robust => (med.clamp(lo, hi), (q3 - q1)),
                     };
                     let scale = if scale > 1e-12 { scale } else { 1.0 };
-                    let mut edges: Vec<f64> =
-                        (1..opts.bins).map(|k| quantile(&v, k as f64 / opts.bins as f64)).collect();
+                    // More bins than training values cannot separate anything more (and `bins = 100000000`
+                    // would allocate its edges before they dedup).
+                    let nb = opts.bins.min(v.len().max(1));
+                    let mut edges: Vec<f64> = (1..nb).map(|k| quantile(&v, k as f64 / nb as f64)).collect();
                     edges.dedup();
                     let clip = (opts.outliers != Outliers::Keep).then_some((lo, hi));
                     FeatureKind::Number { log, fill, indicator, clip, center, scale, edges }
@@ -494,6 +496,18 @@ impl Preparation {
     /// categories not seen in training go to the extra slot.
     pub fn transform(&self, table: &Table, rows: &[usize]) -> Result<Tensor> {
         let w = self.width();
+        kiln_core::mem::check(
+            rows.len() as u128 * w as u128,
+            4,
+            &format!("{} rows of {w} prepared inputs", rows.len()),
+        )
+        .map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!(
+                "data.prepare: {m} (quantile bins and one-hot categories widen each row; lower data.prepare.bins or \
+                     ignore wide columns)"
+            )),
+            e => e,
+        })?;
         let mut x = vec![0f32; rows.len() * w];
         let mut off = 0;
         for f in &self.features {
