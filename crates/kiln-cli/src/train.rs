@@ -52,11 +52,8 @@ pub fn config_of(
             e => e,
         })?,
         (None, None, Some(d), Some(t)) => {
-            let mut c = Config::for_table(d, t);
             // --set before the kind's defaults, as for a file.
-            (c.train.epochs, c.train.batch_size, c.train.validation_split, c.train.patience) = (None, None, None, None);
-            (c.model.kind, c.model.pooling) = (None, None);
-            let mut c = c.with_settings(set)?;
+            let mut c = Config::for_table_unfilled(d, t).with_settings(set)?;
             c.fill_defaults();
             return Ok(c);
         }

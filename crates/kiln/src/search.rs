@@ -45,27 +45,9 @@ impl Folds {
                 .iter()
                 .map(|e| std::iter::once(("loss".to_string(), e.loss)).chain(e.metrics.iter().cloned()).collect())
                 .collect(),
-            Folds::Table(f) => f
-                .iter()
-                .map(|s| {
-                    [
-                        ("accuracy", s.accuracy),
-                        ("precision", s.precision),
-                        ("recall", s.recall),
-                        ("f1", s.f1),
-                        ("macro_f1", s.macro_f1),
-                        ("weighted_f1", s.weighted_f1),
-                        ("roc_auc", s.roc_auc),
-                        ("pr_auc", s.pr_auc),
-                        ("rmse", s.rmse),
-                        ("mae", s.mae),
-                        ("r2", s.r2),
-                    ]
-                    .into_iter()
-                    .filter_map(|(n, v)| v.map(|v| (n.to_string(), v)))
-                    .collect()
-                })
-                .collect(),
+            Folds::Table(f) => {
+                f.iter().map(|s| s.named().into_iter().map(|(n, v)| (n.to_string(), v)).collect()).collect()
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 //! The config is the one every run reads (config.rs); `Config::for_table` is what `kiln train --data FILE
 //! --target COL` uses.
 
-use crate::callbacks::{Callback, EarlyStopping};
+use crate::callbacks::Callback;
 use crate::config::Config;
 use crate::data::csv::{CsvOptions, read_table};
 use crate::data::prepare::{FeatureKind, Preparation, Task, duplicate_rows};
@@ -95,9 +95,10 @@ pub struct TableScores {
     pub report: Option<ClassificationReport>,
 }
 
-impl std::fmt::Display for TableScores {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = [
+impl TableScores {
+    /// The scores present, by name, in the order they print.
+    pub fn named(&self) -> Vec<(&'static str, f64)> {
+        [
             ("accuracy", self.accuracy),
             ("precision", self.precision),
             ("recall", self.recall),
@@ -110,9 +111,15 @@ impl std::fmt::Display for TableScores {
             ("mae", self.mae),
             ("r2", self.r2),
         ]
-        .iter()
-        .filter_map(|(n, v)| v.map(|v| format!("{n}: {v:.4}")))
-        .collect();
+        .into_iter()
+        .filter_map(|(n, v)| v.map(|v| (n, v)))
+        .collect()
+    }
+}
+
+impl std::fmt::Display for TableScores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.named().iter().map(|(n, v)| format!("{n}: {v:.4}")).collect();
         write!(f, "{}", parts.join(" - "))
     }
 }
@@ -229,15 +236,13 @@ pub fn fit_rows_in(
     let (x, y) = (prep.transform_inputs(table, &train)?, loss_targets(&prep, prep.targets(table, &train)?)?);
     let x: Vec<&Tensor> = x.iter().collect();
     let opts = FitOptions {
-        epochs: cfg.train.epochs(),
-        batch_size: cfg.train.batch_size(),
-        shuffle: cfg.train.shuffle,
-        seed: cfg.train.seed,
+        // The validation rows are held out above, stratified (`hold_out_validation`).
+        validation_split: 0.0,
         verbose,
         class_weight: class_weight_by_index(cfg.train.class_weight.as_ref(), &prep.task)?,
         checkpoint: run.checkpoint,
         resume: progress,
-        ..Default::default()
+        ..cfg.fit_options()
     };
     let mut given = run.callbacks;
     let mut callbacks: Vec<&mut dyn Callback> = given.iter_mut().map(|b| b.as_mut() as &mut dyn Callback).collect();
@@ -246,8 +251,7 @@ pub fn fit_rows_in(
     } else {
         let (vx, vy) = (prep.transform_inputs(table, &val)?, loss_targets(&prep, prep.targets(table, &val)?)?);
         let vx: Vec<&Tensor> = vx.iter().collect();
-        let mut stop =
-            cfg.train.patience.map(|p| EarlyStopping::new("val_loss").patience(p).restore_best_weights(true));
+        let mut stop = cfg.early_stopping();
         if let Some(stop) = &mut stop {
             callbacks.push(stop);
         }

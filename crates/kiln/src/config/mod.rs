@@ -297,14 +297,33 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    // Unfilled keys read as images' defaults (Keras's); `Config::fill_defaults` fills a table's.
     pub fn epochs(&self) -> usize {
-        self.epochs.unwrap_or(1)
+        self.epochs.unwrap_or(TrainDefaults::of(DataKind::Images).epochs)
     }
     pub fn batch_size(&self) -> usize {
-        self.batch_size.unwrap_or(32)
+        self.batch_size.unwrap_or(TrainDefaults::of(DataKind::Images).batch_size)
     }
     pub fn validation_split(&self) -> f64 {
-        self.validation_split.unwrap_or(0.0)
+        self.validation_split.unwrap_or(TrainDefaults::of(DataKind::Images).validation_split)
+    }
+}
+
+/// The `[train]` values a kind of data gets where the config leaves them out (see the header).
+struct TrainDefaults {
+    epochs: usize,
+    batch_size: usize,
+    validation_split: f64,
+    /// Early stopping's patience, when there are validation rows.
+    patience: Option<usize>,
+}
+
+impl TrainDefaults {
+    fn of(kind: DataKind) -> TrainDefaults {
+        match kind {
+            DataKind::Table => TrainDefaults { epochs: 30, batch_size: 64, validation_split: 0.1, patience: Some(4) },
+            DataKind::Images => TrainDefaults { epochs: 1, batch_size: 32, validation_split: 0.0, patience: None },
+        }
     }
 }
 
@@ -413,16 +432,22 @@ impl DataConfig {
 impl Config {
     /// The defaults for a table file and a target (what `kiln train --data FILE --target COL` uses).
     pub fn for_table(path: impl Into<PathBuf>, target: &str) -> Config {
-        let mut c = Config {
+        let mut c = Config::for_table_unfilled(path, target);
+        c.fill_defaults();
+        c
+    }
+
+    /// `for_table` before the table defaults are filled in (`--data` with `--set`: the settings first, as
+    /// for a file).
+    pub fn for_table_unfilled(path: impl Into<PathBuf>, target: &str) -> Config {
+        Config {
             data: DataConfig::table(path, target),
             model: ModelConfig::default(),
             train: TrainConfig::default(),
             output: OutputConfig::default(),
             callbacks: Vec::new(),
             source: None,
-        };
-        c.fill_defaults();
-        c
+        }
     }
 
     /// Reads and checks a config file; relative paths in it become relative to its folder.
@@ -567,7 +592,7 @@ impl Config {
             ));
         }
         if let Some(p) = t.patience
-            && t.validation_split.unwrap_or(if kind == DataKind::Table { 0.1 } else { 0.0 }) <= 0.0
+            && t.validation_split.unwrap_or(TrainDefaults::of(kind).validation_split) <= 0.0
         {
             return Err(Error::Config(format!(
                 "train.patience = {p} needs validation rows: set train.validation_split above 0, or leave \
@@ -638,14 +663,15 @@ impl Config {
 
     /// Fills the training keys left out with the defaults of the config's kind of data (see the header).
     pub fn fill_defaults(&mut self) {
-        let t = &mut self.train;
-        match self.data.kind() {
-            Ok(DataKind::Table) => {
-                t.epochs.get_or_insert(30);
-                t.batch_size.get_or_insert(64);
-                if *t.validation_split.get_or_insert(0.1) > 0.0 {
-                    t.patience.get_or_insert(4);
-                }
+        let kind = self.data.kind().unwrap_or(DataKind::Images);
+        let (t, d) = (&mut self.train, TrainDefaults::of(kind));
+        t.epochs.get_or_insert(d.epochs);
+        t.batch_size.get_or_insert(d.batch_size);
+        if *t.validation_split.get_or_insert(d.validation_split) > 0.0 {
+            t.patience = t.patience.or(d.patience);
+        }
+        match kind {
+            DataKind::Table => {
                 self.model.kind = self.model.kind.or((!self.model.explicit()).then_some(ModelKind::Mlp));
                 if let Some(k) = self.model.kind
                     && recipe_uses(DataKind::Table, k, "pooling")
@@ -654,11 +680,7 @@ impl Config {
                 }
                 self.data.format.get_or_insert(DataFormat::Table);
             }
-            _ => {
-                t.epochs.get_or_insert(1);
-                t.batch_size.get_or_insert(32);
-                t.validation_split.get_or_insert(0.0);
-            }
+            DataKind::Images => {}
         }
     }
 
