@@ -53,22 +53,27 @@ impl Folds {
 
     /// The mean and standard deviation of `name` over the folds that have it.
     pub fn stat(&self, name: &str) -> Option<(f64, f64)> {
-        let v: Vec<f64> =
-            self.named().iter().filter_map(|f| f.iter().find(|(n, _)| n == name).map(|(_, v)| *v)).collect();
-        if v.is_empty() {
-            return None;
-        }
-        let m = v.iter().sum::<f64>() / v.len() as f64;
-        Some((m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()))
+        mean_sd(&self.named(), name)
     }
 
-    /// "accuracy: 0.9751 ± 0.0020 - roc_auc: ...": each score's mean and standard deviation over the folds.
+    /// "accuracy: 0.9751 ± 0.0020 - roc_auc: ...": each score any fold has, its mean and standard deviation
+    /// over the folds that have it ("over 3 of 5 folds" when some lack it: ROC-AUC of a fold with one class).
     pub fn summary(&self) -> String {
-        let names: Vec<String> =
-            self.named().first().map(|f| f.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
+        let folds = self.named();
+        let mut names: Vec<&str> = Vec::new();
+        for (n, _) in folds.iter().flatten() {
+            if !names.contains(&n.as_str()) {
+                names.push(n);
+            }
+        }
         names
             .iter()
-            .filter_map(|n| self.stat(n).map(|(m, sd)| format!("{n}: {m:.4} ± {sd:.4}")))
+            .filter_map(|n| {
+                let have = folds.iter().filter(|f| f.iter().any(|(m, _)| m == n)).count();
+                let part =
+                    if have < folds.len() { format!(" (over {have} of {} folds)", folds.len()) } else { String::new() };
+                mean_sd(&folds, n).map(|(m, sd)| format!("{n}: {m:.4} ± {sd:.4}{part}"))
+            })
             .collect::<Vec<_>>()
             .join(" - ")
     }
@@ -76,13 +81,24 @@ impl Folds {
     /// What ranks configs (higher is better): ROC-AUC for two classes, accuracy for more, −RMSE for numbers,
     /// −loss when the config logs no accuracy.
     pub fn rank(&self) -> f64 {
-        let mean = |n: &str| self.stat(n).map(|s| s.0);
+        let folds = self.named();
+        let mean = |n: &str| mean_sd(&folds, n).map(|s| s.0);
         mean("roc_auc")
             .or_else(|| mean("accuracy"))
             .or_else(|| mean("rmse").map(|r| -r))
             .or_else(|| mean("loss").map(|l| -l))
             .unwrap_or(f64::NEG_INFINITY)
     }
+}
+
+/// The mean and standard deviation of `name` over the folds (named scores each) that have it.
+fn mean_sd(folds: &[Vec<(String, f64)>], name: &str) -> Option<(f64, f64)> {
+    let v: Vec<f64> = folds.iter().filter_map(|f| f.iter().find(|(n, _)| n == name).map(|(_, v)| *v)).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    Some((m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()))
 }
 
 impl Config {
@@ -230,4 +246,18 @@ pub fn search(
     }
     out.sort_by(|a, b| b.2.rank().total_cmp(&a.2.rank()));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every score any fold has is summarized, over the folds that have it, and says so when some lack it.
+    #[test]
+    fn the_summary_covers_every_score_and_names_folds_without_it() {
+        let fold = |acc, auc| TableScores { rows: 10, accuracy: Some(acc), roc_auc: auc, ..Default::default() };
+        let folds = Folds::Table(vec![fold(0.5, None), fold(0.7, Some(0.8)), fold(0.9, Some(0.6))]);
+        assert_eq!(folds.summary(), "accuracy: 0.7000 ± 0.1633 - roc_auc: 0.7000 ± 0.1000 (over 2 of 3 folds)");
+        assert_eq!(folds.rank(), 0.7, "ROC-AUC ranks, over the folds that have it");
+    }
 }
