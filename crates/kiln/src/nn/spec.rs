@@ -5,7 +5,7 @@
 //! `build` checks the input shapes and asks `BuildCx` for named parameters; `forward` reads them back by
 //! name from the built `Layer`. The dispatch over the closed set of types is generated in registry.rs.
 
-use super::{Activation, Layer, Regularizer};
+use super::{Activation, Initializer, Layer, Regularizer};
 use kiln_core::{Error, Graph, Padding, ParamId, Result, Rng, UnaryOp, Var};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -100,6 +100,26 @@ impl BuildCx<'_> {
         if n == 0 {
             return Err(Error::Config(format!("layer `{}`: {what} must be positive", self.name)));
         }
+        Ok(())
+    }
+
+    /// The usual weights of a layer: `kernel` of shape `ks` from `kernel`, with `bias` a `bias` the size of
+    /// the kernel's last axis from its initializer, and `regularizer` on the kernel (Dense, Conv1D, Conv2D).
+    pub fn kernel_and_bias(
+        &mut self,
+        ks: &[usize],
+        kernel: Initializer,
+        bias: Option<Initializer>,
+        regularizer: Option<Regularizer>,
+    ) -> Result<()> {
+        let values = kernel.fill(ks, self.rng)?;
+        self.param("kernel", ks, values, true)?;
+        if let Some(b) = bias {
+            let n = ks.last().copied().unwrap_or(1);
+            let values = b.fill(&[n], self.rng)?;
+            self.param("bias", &[n], values, true)?;
+        }
+        self.regularizer = regularizer;
         Ok(())
     }
 

@@ -87,14 +87,8 @@ impl LayerSpec for Conv2D {
         else {
             return Err(cx.misfit(&format!("an input of at least {kh}x{kw} pixels with valid padding")));
         };
-        let ks = [kh, kw, ch, self.filters];
-        let kernel = self.kernel_initializer.fill(&ks, cx.rng)?;
-        cx.param("kernel", &ks, kernel, true)?;
-        if self.use_bias {
-            let bias = self.bias_initializer.fill(&[self.filters], cx.rng)?;
-            cx.param("bias", &[self.filters], bias, true)?;
-        }
-        cx.regularizer = self.kernel_regularizer;
+        let bias = self.use_bias.then_some(self.bias_initializer);
+        cx.kernel_and_bias(&[kh, kw, ch, self.filters], self.kernel_initializer, bias, self.kernel_regularizer)?;
         Ok(vec![oh, ow, self.filters])
     }
 
@@ -159,9 +153,7 @@ impl LayerSpec for Conv1D {
             return Err(cx.misfit(&format!("at least {} steps", self.kernel_size)));
         }
         let ks = [1, self.kernel_size, ch, self.filters];
-        let kernel = Initializer::GlorotUniform.fill(&ks, cx.rng)?;
-        cx.param("kernel", &ks, kernel, true)?;
-        cx.param("bias", &[self.filters], vec![0.0; self.filters], true)?;
+        cx.kernel_and_bias(&ks, Initializer::GlorotUniform, Some(Initializer::Zeros), None)?;
         Ok(vec![steps - self.kernel_size + 1, self.filters])
     }
 

@@ -61,14 +61,8 @@ impl LayerSpec for Dense {
         let &[features] = cx.input() else {
             return Err(cx.misfit("a flat input (features,)"));
         };
-        let ks = [features, self.units];
-        let kernel = self.kernel_initializer.fill(&ks, cx.rng)?;
-        cx.param("kernel", &ks, kernel, true)?;
-        if self.use_bias {
-            let bias = self.bias_initializer.fill(&[self.units], cx.rng)?;
-            cx.param("bias", &[self.units], bias, true)?;
-        }
-        cx.regularizer = self.kernel_regularizer;
+        let bias = self.use_bias.then_some(self.bias_initializer);
+        cx.kernel_and_bias(&[features, self.units], self.kernel_initializer, bias, self.kernel_regularizer)?;
         Ok(vec![self.units])
     }
 
