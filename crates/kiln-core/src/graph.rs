@@ -4,6 +4,7 @@
 //! Values and gradients live in flat arenas indexed by node id. A `Var` is a `Copy` handle into them, valid
 //! until the next `reset`. Parameters persist across resets; everything else goes back to the pool.
 
+use crate::backend::{Backend, Buf, BufMut, Cpu};
 use crate::ops::{BinaryOp, Conv2dArgs, LossKind, PoolArgs, ReduceOp, UnaryOp, backward_node};
 use crate::params::{Param, ParamId, ParamStore};
 use crate::pool::Pool;
@@ -125,6 +126,8 @@ pub struct Graph<T: Float> {
     record: bool,
     pub(crate) rng: Rng,
     profile: Option<(Profile, Option<std::time::Instant>)>,
+    /// The kernels the ops behind the seam call (see backend/mod.rs).
+    pub(crate) backend: Arc<dyn Backend<T>>,
 }
 
 impl<T: Float> Default for Graph<T> {
@@ -149,7 +152,17 @@ impl<T: Float> Graph<T> {
             record: true,
             rng: Rng::new(0),
             profile: None,
+            backend: Arc::new(Cpu),
         }
+    }
+
+    /// Runs the ops behind the device seam on `backend` from now on (a new graph uses [`Cpu`]).
+    pub fn set_backend(&mut self, backend: Arc<dyn Backend<T>>) {
+        self.backend = backend;
+    }
+
+    pub fn backend(&self) -> &dyn Backend<T> {
+        &*self.backend
     }
 
     /// Whether new ops are recorded for `backward`. With recording off (inference), no op keeps what only
@@ -321,6 +334,11 @@ impl<T: Float> Graph<T> {
         value_of(&self.nodes, &self.values, self.params.all(), v.id())
     }
 
+    /// The value of `v` as a buffer view, for a `Backend` call.
+    pub(crate) fn buf(&self, v: Var) -> Buf<'_, T> {
+        Buf::Host(self.value(v))
+    }
+
     pub fn to_tensor(&self, v: Var) -> Tensor<T> {
         Tensor::new(self.shape(v).dims(), self.value(v).to_vec()).expect("node shape matches its value")
     }
@@ -413,6 +431,7 @@ impl<T: Float> Graph<T> {
             }
             let gy = std::mem::take(&mut self.grads[i]);
             let mut ctx = BackCtx {
+                backend: &*self.backend,
                 nodes: &self.nodes,
                 values: &self.values,
                 params: self.params.all(),
@@ -459,6 +478,7 @@ fn value_of<'a, T: Float>(nodes: &[Node], values: &'a [Vec<T>], params: &'a [Par
 
 /// What an op's backward sees: values read-only, gradients writable.
 pub(crate) struct BackCtx<'a, T: Float> {
+    pub backend: &'a dyn Backend<T>,
     pub nodes: &'a [Node],
     values: &'a [Vec<T>],
     params: &'a [Param<T>],
@@ -477,6 +497,35 @@ impl<'a, T: Float> BackCtx<'a, T> {
 
     pub fn out(&self, node: usize) -> &'a [T] {
         value_of(self.nodes, self.values, self.params, node)
+    }
+
+    pub fn buf(&self, v: Var) -> Buf<'a, T> {
+        Buf::Host(self.value(v))
+    }
+
+    pub fn out_buf(&self, node: usize) -> Buf<'a, T> {
+        Buf::Host(self.out(node))
+    }
+
+    /// What the op of `node` kept for its backward (`keep_aux_f`).
+    pub fn aux_buf(&self, node: usize) -> Buf<'a, T> {
+        Buf::Host(&self.aux_f[node])
+    }
+
+    /// The indices the op of `node` kept for its backward (`keep_aux_i`).
+    pub fn aux_i_buf(&self, node: usize) -> Buf<'a, u32> {
+        Buf::Host(&self.aux_i[node])
+    }
+
+    /// `grad` as a buffer view.
+    pub fn grad_buf(&mut self, v: Var) -> BufMut<'_, T> {
+        BufMut::Host(self.grad(v))
+    }
+
+    /// `grad_overwrite` as a buffer view.
+    pub fn grad_overwrite_buf(&mut self, v: Var) -> (BufMut<'_, T>, bool) {
+        let (g, fresh) = self.grad_overwrite(v);
+        (BufMut::Host(g), fresh)
     }
 
     pub fn shape(&self, v: Var) -> Shape {

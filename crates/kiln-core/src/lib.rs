@@ -4,6 +4,7 @@
 //! walks the tape in reverse. Buffers come from a pool that is refilled by [`Graph::reset`], so a training
 //! loop that builds the same graph every step stops allocating after its first step.
 
+pub mod backend;
 pub mod dtype;
 mod error;
 mod float;
@@ -20,6 +21,7 @@ pub mod simd;
 mod tensor;
 pub mod testing;
 
+pub use backend::{Backend, Cpu};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use float::Float;

@@ -2,7 +2,7 @@
 //! thread (never more), small ones run on the calling thread, since small ops split across threads get
 //! slower on this kind of machine.
 
-use crate::ops::gemm::num_threads;
+use crate::backend::cpu::gemm::num_threads;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Below this many element-operations an op runs on the calling thread.

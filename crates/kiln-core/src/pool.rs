@@ -8,6 +8,12 @@ pub(crate) struct Pool<E> {
     bytes: usize,
 }
 
+impl<E: Copy + Default> Default for Pool<E> {
+    fn default() -> Self {
+        Pool::new()
+    }
+}
+
 impl<E: Copy + Default> Pool<E> {
     pub fn new() -> Self {
         Pool { free: std::collections::BTreeMap::new(), bytes: 0 }

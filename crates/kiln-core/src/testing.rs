@@ -1,6 +1,7 @@
 //! Gradient checking: the analytic gradient of every op against central finite differences, in f64.
 
-use crate::{Graph, Result, Rng, Var};
+use crate::{Backend, Graph, Result, Rng, Var};
+use std::sync::Arc;
 
 /// An input of a checked function: its shape and values.
 pub struct Input {
@@ -43,10 +44,20 @@ pub fn check_gradients(
     inputs: &[Input],
     f: impl Fn(&mut Graph<f64>, &[Var]) -> Result<Var>,
 ) -> std::result::Result<(), Mismatch> {
+    check_gradients_on(Arc::new(crate::Cpu), inputs, f)
+}
+
+/// [`check_gradients`] with the ops behind the device seam running on `backend`.
+pub fn check_gradients_on(
+    backend: Arc<dyn Backend<f64>>,
+    inputs: &[Input],
+    f: impl Fn(&mut Graph<f64>, &[Var]) -> Result<Var>,
+) -> std::result::Result<(), Mismatch> {
     const EPS: f64 = 1e-6;
     const RTOL: f64 = 1e-5;
     const ATOL: f64 = 1e-7;
     let mut g = Graph::<f64>::new();
+    g.set_backend(backend);
     let params: Vec<_> = inputs
         .iter()
         .enumerate()

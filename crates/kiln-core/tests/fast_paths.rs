@@ -1,6 +1,6 @@
 //! The f32 paths users run, against plain f64 recomputations written here from each op's formula (not from
-//! kiln's code): the AVX-512 matrix kernel (`ops/sgemm.rs`) in every blocking case, the direct conv+pool
-//! kernels (`ops/conv_pool_direct.rs`) forward and weight gradient, the tiled convolution with fused
+//! kiln's code): the AVX-512 matrix kernel (`backend/cpu/sgemm.rs`) in every blocking case, the direct conv+pool
+//! kernels (`backend/cpu/conv_pool_direct.rs`) forward and weight gradient, the tiled convolution with fused
 //! activations, max pooling's 2x2 fast path, and the AVX2 elementwise loops. Every check runs twice: with
 //! the default threading, and with four threads forced and `par`'s work threshold at 1, so that each
 //! threaded path (bands of rows or columns, split-k partial sums, per-thread partial dw/db and their merge)
@@ -215,7 +215,7 @@ fn check_dense(rng: &mut Rng, (m, k, n): (usize, usize, usize), act: Option<Unar
 
 #[test]
 fn dense_products_and_gradients_match_f64_in_every_blocking_case() {
-    notice_unless(has("avx512f"), "AVX-512F (kiln's own f32 matrix kernel, ops/sgemm.rs)");
+    notice_unless(has("avx512f"), "AVX-512F (kiln's own f32 matrix kernel, backend/cpu/sgemm.rs)");
     both_threadings(|mode| {
         let mut rng = Rng::new(11);
         // (m, k, n): register tiles of every row count 1..8 and ragged column tiles; k past one packed
@@ -488,7 +488,7 @@ fn conv2d_with_fused_activations_matches_f64() {
 
 #[test]
 fn conv2d_max_pool_direct_and_tiled_paths_match_f64() {
-    notice_unless(has("avx2+fma"), "AVX2+FMA (the direct conv+pool kernels, ops/conv_pool_direct.rs)");
+    notice_unless(has("avx2+fma"), "AVX2+FMA (the direct conv+pool kernels, backend/cpu/conv_pool_direct.rs)");
     both_threadings(|mode| {
         let mut rng = Rng::new(14);
         let cv = |x, k, f| Conv { x, k, f, stride: (1, 1), same: false };

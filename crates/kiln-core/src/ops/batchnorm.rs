@@ -1,5 +1,7 @@
-//! Batch normalization over every axis but the last (channels last).
+//! Batch normalization over every axis but the last (channels last); the arithmetic is the backend's
+//! (CPU: backend/cpu/norm.rs).
 
+use crate::backend::{Buf, BufMut};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result};
 
@@ -25,41 +27,11 @@ impl<T: Float> Graph<T> {
                 )));
             }
         }
-        let m = s.numel() / c;
-        let mut saved = self.pool.zeroed(3 * c);
-        let mut y = self.pool.zeroed(s.numel());
-        let xv = self.value(x);
-        let (mean, rest) = saved.split_at_mut(c);
-        let (var, inv) = rest.split_at_mut(c);
-        match stats {
-            Some((mm, mv)) => {
-                mean.copy_from_slice(self.value(mm));
-                var.copy_from_slice(self.value(mv));
-            }
-            None => {
-                for row in xv.chunks(c) {
-                    for (a, &v) in mean.iter_mut().zip(row) {
-                        *a += v;
-                    }
-                }
-                mean.iter_mut().for_each(|a| *a /= T::from_usize(m));
-                for row in xv.chunks(c) {
-                    for ((a, &v), &mu) in var.iter_mut().zip(row).zip(mean.iter()) {
-                        *a += (v - mu) * (v - mu);
-                    }
-                }
-                var.iter_mut().for_each(|a| *a /= T::from_usize(m));
-            }
-        }
-        for (i, v) in inv.iter_mut().zip(var.iter()) {
-            *i = T::ONE / (*v + T::from_f64(eps)).sqrt();
-        }
-        let (g, b) = (self.value(gamma), self.value(beta));
-        for (yr, xr) in y.chunks_mut(c).zip(xv.chunks(c)) {
-            for j in 0..c {
-                yr[j] = g[j] * (xr[j] - mean[j]) * inv[j] + b[j];
-            }
-        }
+        let mut saved = self.pool.scratch(3 * c);
+        let mut y = self.pool.scratch(s.numel());
+        let st = stats.map(|(m, v)| (self.buf(m), self.buf(v)));
+        let (xv, g, b) = (self.buf(x), self.buf(gamma), self.buf(beta));
+        self.backend.batch_norm(xv, g, b, st, eps, c, BufMut::Host(&mut saved), BufMut::Host(&mut y));
         let rg = self.requires_grad(x) || self.requires_grad(gamma) || self.requires_grad(beta);
         let node = self.push(Op::BatchNorm(x, gamma, beta, stats, eps), s, y, rg);
         // Kept even without recording: the layer reads the batch statistics to update its moving averages.
@@ -69,7 +41,9 @@ impl<T: Float> Graph<T> {
 }
 
 /// x̂ = (x − μ)·inv; dβ += Σ dy; dγ += Σ dy·x̂;
-/// training: dx += γ·inv/m · (m·dy − Σ dy − x̂·Σ dy·x̂); inference: dx += γ·inv·dy (and see below)
+/// training: dx += γ·inv/m · (m·dy − Σ dy − x̂·Σ dy·x̂); inference: dx += γ·inv·dy;
+/// inference with statistics that are themselves differentiated (they are non-trainable in layers):
+/// dμ += −γ·inv·Σ dy; dσ² += −½·γ·inv³·Σ dy·(x − μ)
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Float>(
     ctx: &mut BackCtx<T>,
@@ -79,60 +53,29 @@ pub(crate) fn backward<T: Float>(
     beta: Var,
     stats: Option<(Var, Var)>,
     _eps: f64,
-    gy: &[T],
+    gy: Buf<T>,
 ) {
-    let s = ctx.shape(x);
-    let c = *s.dims().last().expect("checked in forward");
-    let m = s.numel() / c;
-    let saved = ctx.aux_f[node].as_slice();
-    let (mean, inv) = (&saved[..c], &saved[2 * c..]);
-    let xv = ctx.value(x);
-    let g = ctx.value(gamma);
-    let mut sums = ctx.pool.zeroed(2 * c);
-    let (sdy, sdyx) = sums.split_at_mut(c);
-    for (xr, dr) in xv.chunks(c).zip(gy.chunks(c)) {
-        for j in 0..c {
-            sdy[j] += dr[j];
-            sdyx[j] += dr[j] * (xr[j] - mean[j]) * inv[j];
-        }
-    }
+    let c = *ctx.shape(x).dims().last().expect("checked in forward");
+    let (be, saved, xv, g) = (ctx.backend, ctx.aux_buf(node), ctx.buf(x), ctx.buf(gamma));
+    let mut sums = ctx.pool.scratch(2 * c);
+    be.batch_norm_sums(xv, gy, saved, c, BufMut::Host(&mut sums));
+    let (sdy, sdyx) = (Buf::Host(&sums[..c]), Buf::Host(&sums[c..]));
     if ctx.needs(beta) {
-        for (a, &v) in ctx.grad(beta).iter_mut().zip(sdy.iter()) {
-            *a += v;
-        }
+        be.copy_blocks(sdy, (0, 0), ctx.grad_buf(beta), (0, 0), 1, c, true);
     }
     if ctx.needs(gamma) {
-        for (a, &v) in ctx.grad(gamma).iter_mut().zip(sdyx.iter()) {
-            *a += v;
-        }
+        be.copy_blocks(sdyx, (0, 0), ctx.grad_buf(gamma), (0, 0), 1, c, true);
     }
+    let sums_buf = Buf::Host(&sums[..]);
     if ctx.needs(x) {
-        let gx = ctx.grad(x);
-        let mf = T::from_usize(m);
-        for ((gr, xr), dr) in gx.chunks_mut(c).zip(xv.chunks(c)).zip(gy.chunks(c)) {
-            for j in 0..c {
-                gr[j] += match stats {
-                    Some(_) => g[j] * inv[j] * dr[j],
-                    None => {
-                        let xhat = (xr[j] - mean[j]) * inv[j];
-                        g[j] * inv[j] / mf * (mf * dr[j] - sdy[j] - xhat * sdyx[j])
-                    }
-                };
-            }
-        }
+        be.batch_norm_backward_x(xv, gy, g, saved, sums_buf, c, stats.is_some(), ctx.grad_buf(x));
     }
-    // Inference mode with statistics that are themselves differentiated (they are non-trainable in layers):
-    // dμ += −γ·inv·Σ dy; dσ² += −½·γ·inv³·Σ dy·(x − μ)
     if let Some((mm, mv)) = stats {
         if ctx.needs(mm) {
-            for (j, a) in ctx.grad(mm).iter_mut().enumerate() {
-                *a -= g[j] * inv[j] * sdy[j];
-            }
+            be.batch_norm_backward_stat(false, g, saved, sums_buf, c, ctx.grad_buf(mm));
         }
         if ctx.needs(mv) {
-            for (j, a) in ctx.grad(mv).iter_mut().enumerate() {
-                *a -= T::from_f64(0.5) * g[j] * inv[j] * inv[j] * sdyx[j];
-            }
+            be.batch_norm_backward_stat(true, g, saved, sums_buf, c, ctx.grad_buf(mv));
         }
     }
     ctx.pool.put(sums);

@@ -1,6 +1,7 @@
 //! add, sub, mul, div with NumPy broadcasting. Backward sums each input's gradient over the axes it was
 //! broadcast along.
 
+use crate::backend::{Buf, BufMut};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, MAX_RANK, Result, Shape};
 
@@ -13,7 +14,7 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             BinaryOp::Add => "add",
             BinaryOp::Sub => "sub",
@@ -22,7 +23,7 @@ impl BinaryOp {
         }
     }
     #[inline]
-    fn apply<T: Float>(self, a: T, b: T) -> T {
+    pub fn apply<T: Float>(self, a: T, b: T) -> T {
         match self {
             BinaryOp::Add => a + b,
             BinaryOp::Sub => a - b,
@@ -32,7 +33,7 @@ impl BinaryOp {
     }
     /// (∂y/∂a, ∂y/∂b)
     #[inline]
-    fn partials<T: Float>(self, a: T, b: T) -> (T, T) {
+    pub fn partials<T: Float>(self, a: T, b: T) -> (T, T) {
         match self {
             BinaryOp::Add => (T::ONE, T::ONE),
             BinaryOp::Sub => (T::ONE, -T::ONE),
@@ -61,59 +62,12 @@ pub fn broadcast_shape(a: Shape, b: Shape, op: &str) -> Result<Shape> {
     Shape::new(&out[..r])
 }
 
-/// Calls `f(i, ia, ib)` for every output element `i` and the elements of `a` and `b` it reads.
-fn for_each_broadcast(out: Shape, a: Shape, b: Shape, mut f: impl FnMut(usize, usize, usize)) {
-    let n = out.numel();
-    if a == b {
-        (0..n).for_each(|i| f(i, i, i));
-        return;
-    }
-    let (na, nb) = (a.numel(), b.numel());
-    if na == n && out.dims().ends_with(b.dims()) {
-        (0..n).for_each(|i| f(i, i, i % nb));
-        return;
-    }
-    if nb == n && out.dims().ends_with(a.dims()) {
-        (0..n).for_each(|i| f(i, i % na, i));
-        return;
-    }
-    let r = out.rank();
-    let strides = |s: Shape| {
-        let st = s.strides();
-        let mut res = [0usize; MAX_RANK];
-        for i in 0..s.rank() {
-            if s.dim(i) != 1 {
-                res[i + r - s.rank()] = st[i];
-            }
-        }
-        res
-    };
-    let (sa, sb) = (strides(a), strides(b));
-    let mut idx = [0usize; MAX_RANK];
-    let (mut ia, mut ib) = (0usize, 0usize);
-    for i in 0..n {
-        f(i, ia, ib);
-        for d in (0..r).rev() {
-            idx[d] += 1;
-            ia += sa[d];
-            ib += sb[d];
-            if idx[d] < out.dim(d) {
-                break;
-            }
-            ia -= sa[d] * idx[d];
-            ib -= sb[d] * idx[d];
-            idx[d] = 0;
-        }
-    }
-}
-
 impl<T: Float> Graph<T> {
     pub fn binary(&mut self, a: Var, b: Var, op: BinaryOp) -> Result<Var> {
         let (sa, sb) = (self.shape(a), self.shape(b));
         let out = broadcast_shape(sa, sb, op.name())?;
         let mut y = self.pool.scratch(out.numel());
-        let (va, vb) = (self.value(a), self.value(b));
-        for_each_broadcast(out, sa, sb, |i, ia, ib| y[i] = op.apply(va[ia], vb[ib]));
+        self.backend.binary(op, out, self.buf(a), sa, self.buf(b), sb, BufMut::Host(&mut y));
         let rg = self.requires_grad(a) || self.requires_grad(b);
         Ok(self.push(Op::Binary(a, b, op), out, y, rg))
     }
@@ -133,16 +87,14 @@ impl<T: Float> Graph<T> {
 }
 
 /// da += Σ_broadcast dy · ∂y/∂a, and likewise for b.
-pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, b: Var, op: BinaryOp, gy: &[T]) {
-    let out = ctx.nodes[node].shape;
+pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, b: Var, op: BinaryOp, gy: Buf<T>) {
+    let (out, be) = (ctx.nodes[node].shape, ctx.backend);
     let (sa, sb) = (ctx.shape(a), ctx.shape(b));
-    let (va, vb) = (ctx.value(a), ctx.value(b));
+    let (va, vb) = (ctx.buf(a), ctx.buf(b));
     if ctx.needs(a) {
-        let ga = ctx.grad(a);
-        for_each_broadcast(out, sa, sb, |i, ia, ib| ga[ia] += gy[i] * op.partials(va[ia], vb[ib]).0);
+        be.binary_backward(op, false, out, gy, va, sa, vb, sb, ctx.grad_buf(a));
     }
     if ctx.needs(b) {
-        let gb = ctx.grad(b);
-        for_each_broadcast(out, sa, sb, |i, ia, ib| gb[ib] += gy[i] * op.partials(va[ia], vb[ib]).1);
+        be.binary_backward(op, true, out, gy, va, sa, vb, sb, ctx.grad_buf(b));
     }
 }

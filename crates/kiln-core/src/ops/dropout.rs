@@ -1,5 +1,7 @@
 //! Inverted dropout: kept values are scaled by 1/(1 − rate) during training, so inference is the identity.
 
+use super::BinaryOp;
+use crate::backend::{Buf, BufMut};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result};
 
@@ -15,10 +17,9 @@ impl<T: Float> Graph<T> {
         for m in mask.iter_mut() {
             *m = if self.rng.uniform() < rate { T::ZERO } else { keep };
         }
+        // The mask is drawn on the host, from the graph's generator, whatever the backend.
         let mut y = self.pool.scratch(s.numel());
-        for ((y, &v), &m) in y.iter_mut().zip(self.value(x)).zip(&mask) {
-            *y = v * m;
-        }
+        self.backend.binary(BinaryOp::Mul, s, self.buf(x), s, Buf::Host(&mask), s, BufMut::Host(&mut y));
         let rg = self.requires_grad(x);
         let node = self.push(Op::Dropout(x), s, y, rg);
         self.keep_aux_f(node, mask);
@@ -27,12 +28,10 @@ impl<T: Float> Graph<T> {
 }
 
 /// dx += dy ⊙ mask
-pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, x: Var, gy: &[T]) {
+pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, x: Var, gy: Buf<T>) {
     if !ctx.needs(x) {
         return;
     }
-    let mask = ctx.aux_f[node].as_slice();
-    for ((g, &d), &m) in ctx.grad(x).iter_mut().zip(gy).zip(mask) {
-        *g += d * m;
-    }
+    let (s, be, mask) = (ctx.shape(x), ctx.backend, ctx.aux_buf(node));
+    be.binary_backward(BinaryOp::Mul, false, s, gy, ctx.buf(x), s, mask, s, ctx.grad_buf(x));
 }

@@ -1,57 +1,9 @@
 //! The dense layer's op, with bias and activation fused into one pass over the output.
 
-use super::gemm::{Mat, gemm};
 use super::unary::UnaryOp;
+use crate::backend::{Buf, BufMut, MatView};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result};
-
-/// y = z + b (per column), then y = act(y) in place; returns z when the activation's derivative needs it.
-pub(crate) fn bias_act<T: Float>(
-    y: &mut [T],
-    cols: usize,
-    bias: Option<&[T]>,
-    act: Option<UnaryOp>,
-    keep_z: Option<&mut Vec<T>>,
-) {
-    if let Some(b) = bias {
-        crate::simd::vectorized(
-            #[inline(always)]
-            || {
-                for row in y.chunks_exact_mut(cols) {
-                    for (v, &bb) in row.iter_mut().zip(b) {
-                        *v += bb;
-                    }
-                }
-            },
-        );
-    }
-    if let Some(op) = act {
-        if let Some(z) = keep_z {
-            z.extend_from_slice(y);
-        }
-        op.apply_in_place(y);
-    }
-}
-
-/// dz = dy ⊙ act'(z), written into `dz`; z is `saved_z` when kept, else y stands in for it.
-pub(crate) fn act_backward<T: Float>(dz: &mut [T], gy: &[T], y: &[T], saved_z: &[T], act: UnaryOp) {
-    let x = if act.needs_input() { saved_z } else { y };
-    act.deriv_slice(gy, x, y, dz, false);
-}
-
-/// gb[j] += Σ_rows dz[row, j]
-pub(crate) fn add_column_sums<T: Float>(gb: &mut [T], dz: &[T], cols: usize) {
-    crate::simd::vectorized(
-        #[inline(always)]
-        || {
-            for row in dz.chunks_exact(cols) {
-                for (g, &d) in gb.iter_mut().zip(row) {
-                    *g += d;
-                }
-            }
-        },
-    )
-}
 
 impl<T: Float> Graph<T> {
     /// y[n, o] = act(x[n, i] · w[i, o] + b[o])
@@ -68,11 +20,13 @@ impl<T: Float> Graph<T> {
         }
         let out = sx.with_dim(1, o);
         let mut y = self.pool.scratch(n * o);
-        gemm(n, o, k, &mut y, Mat::rows(self.value(x), k), Mat::rows(self.value(w), o), false);
+        let (be, y_buf) = (&self.backend, BufMut::Host(&mut y));
+        be.gemm(n, o, k, y_buf, 0, MatView::rows(self.buf(x), 0, k), MatView::rows(self.buf(w), 0, o), false);
         let rg = self.requires_grad(x) || self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
         let keep = rg && self.is_recording() && act.is_some_and(|a| a.needs_input());
-        let mut z = if keep { Some(self.pool.zeroed(0)) } else { None };
-        bias_act(&mut y, o, b.map(|b| self.value(b)), act, z.as_mut());
+        let mut z = if keep { Some(self.pool.scratch(n * o)) } else { None };
+        let bias = b.map(|b| self.buf(b));
+        self.backend.bias_act(BufMut::Host(&mut y), o, bias, act, z.as_deref_mut().map(BufMut::Host));
         let v = self.push(Op::Linear(x, w, b, act), out, y, rg);
         if let Some(z) = z {
             self.keep_aux_f(v, z);
@@ -115,8 +69,9 @@ impl Graph<f32> {
             return Err(Error::Shape(format!("linear_q: bias {} does not fit {o} outputs", self.shape(b))));
         }
         let mut y = self.pool.scratch(n * o);
-        q.matmul_t(self.value(x), n, &mut y)?;
-        bias_act(&mut y, o, b.map(|b| self.value(b)), act, None);
+        self.backend.matmul_q(q, self.buf(x), n, BufMut::Host(&mut y))?;
+        let bias = b.map(|b| self.buf(b));
+        self.backend.bias_act(BufMut::Host(&mut y), o, bias, act, None);
         Ok(self.push(Op::Leaf, sx.with_dim(1, o), y, false))
     }
 }
@@ -129,32 +84,35 @@ pub(crate) fn backward<T: Float>(
     w: Var,
     b: Option<Var>,
     act: Option<UnaryOp>,
-    gy: &[T],
+    gy: Buf<T>,
 ) {
     let (n, k) = (ctx.shape(x).dim(0), ctx.shape(x).dim(1));
     let o = ctx.shape(w).dim(1);
+    let be = ctx.backend;
     let mut tmp = Vec::new();
-    let dz: &[T] = match act {
+    let dz = match act {
         None => gy,
         Some(a) => {
-            tmp = ctx.pool.scratch(gy.len());
-            act_backward(&mut tmp, gy, ctx.out(node), &ctx.aux_f[node], a);
-            &tmp
+            tmp = ctx.pool.scratch(n * o);
+            // The activation's derivative at z when it needs z (kept in forward), else at y.
+            let at = if a.needs_input() { ctx.aux_buf(node) } else { ctx.out_buf(node) };
+            be.unary_backward(a, gy, at, ctx.out_buf(node), BufMut::Host(&mut tmp), false);
+            Buf::Host(&tmp[..])
         }
     };
     if let Some(b) = b
         && ctx.needs(b)
     {
-        add_column_sums(ctx.grad(b), dz, o);
+        be.col_sum_add(ctx.grad_buf(b), dz, o);
     }
-    let (vx, vw) = (ctx.value(x), ctx.value(w));
+    let (vx, vw) = (ctx.buf(x), ctx.buf(w));
     if ctx.needs(w) {
-        let (gw, fresh) = ctx.grad_overwrite(w);
-        gemm(k, o, n, gw, Mat::rows_t(vx, k), Mat::rows(dz, o), !fresh);
+        let (gw, fresh) = ctx.grad_overwrite_buf(w);
+        be.gemm(k, o, n, gw, 0, MatView::rows_t(vx, 0, k), MatView::rows(dz, 0, o), !fresh);
     }
     if ctx.needs(x) {
-        let (gx, fresh) = ctx.grad_overwrite(x);
-        gemm(n, k, o, gx, Mat::rows(dz, o), Mat::rows_t(vw, o), !fresh);
+        let (gx, fresh) = ctx.grad_overwrite_buf(x);
+        be.gemm(n, k, o, gx, 0, MatView::rows(dz, 0, o), MatView::rows_t(vw, 0, o), !fresh);
     }
     ctx.pool.put(tmp);
 }

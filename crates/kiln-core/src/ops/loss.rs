@@ -3,13 +3,9 @@
 //! The weighted forms scale each row's loss by its weight and still divide by the row (or element) count,
 //! as Keras does with sample and class weights.
 
-use super::softmax::softmax_lanes;
-use super::unary::sigmoid;
+use crate::backend::{Buf, BufMut};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result, Shape};
-
-/// Keras's clipping constant for losses on probabilities.
-const EPS: f64 = 1e-7;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LossKind {
@@ -51,61 +47,15 @@ impl<T: Float> Graph<T> {
         }
         let (n, c) = rows_cols(sx);
         check_weights(w, n)?;
-        let wt = |r: usize| if w.is_empty() { T::ONE } else { w[r] };
-        let mut saved = if kind == LossKind::SoftmaxCrossEntropy { self.pool.zeroed(sx.numel()) } else { Vec::new() };
-        let (xv, tv) = (self.value(x), self.value(t));
-        // Sum of each row's loss times its weight.
-        let mut total = T::ZERO;
-        let rows = xv.chunks(c).zip(tv.chunks(c)).enumerate();
-        match kind {
-            LossKind::SoftmaxCrossEntropy => {
-                softmax_lanes(xv, &mut saved, n, c, 1, true);
-                for (r, (lp, tr)) in saved.chunks(c).zip(tv.chunks(c)).enumerate() {
-                    total += wt(r) * lp.iter().zip(tr).map(|(&lp, &t)| -t * lp).sum::<T>();
-                }
-                // Backward wants the probabilities, so exponentiate the log-probabilities in place.
-                saved.iter_mut().for_each(|v| *v = v.exp());
-            }
-            LossKind::SigmoidBinaryCrossEntropy => {
-                for (r, (zr, tr)) in rows {
-                    let s: T = zr
-                        .iter()
-                        .zip(tr)
-                        .map(|(&z, &t)| z.max(T::ZERO) - z * t + (T::ONE + (-z.abs()).exp()).ln())
-                        .sum();
-                    total += wt(r) * s;
-                }
-            }
-            LossKind::BinaryCrossEntropy => {
-                for (r, (pr, tr)) in rows {
-                    let s: T = pr
-                        .iter()
-                        .zip(tr)
-                        .map(|(&p, &t)| {
-                            let p = clip(p);
-                            -(t * p.ln() + (T::ONE - t) * (T::ONE - p).ln())
-                        })
-                        .sum();
-                    total += wt(r) * s;
-                }
-            }
-            LossKind::CategoricalCrossEntropy => {
-                for (r, (pr, tr)) in rows {
-                    let sum: T = pr.iter().copied().sum();
-                    let s: T = pr.iter().zip(tr).map(|(&p, &t)| -t * clip(p / sum).ln()).sum();
-                    total += wt(r) * s;
-                }
-            }
-            LossKind::MeanSquaredError => {
-                for (r, (pr, tr)) in rows {
-                    total += wt(r) * pr.iter().zip(tr).map(|(&p, &t)| (p - t) * (p - t)).sum::<T>();
-                }
-            }
-            LossKind::SparseSoftmaxCrossEntropy => unreachable!(),
-        }
-        let per_row = matches!(kind, LossKind::SoftmaxCrossEntropy | LossKind::CategoricalCrossEntropy);
-        let mean = total / T::from_usize(if per_row { n } else { sx.numel() });
-        saved.extend_from_slice(w);
+        // aux_f: the probabilities (softmax kinds), then the row weights if any.
+        let n_probs = if kind == LossKind::SoftmaxCrossEntropy { sx.numel() } else { 0 };
+        let mut saved = self.pool.scratch(n_probs + w.len());
+        saved[n_probs..].copy_from_slice(w);
+        let (probs, wv) = saved.split_at_mut(n_probs);
+        let probs = (n_probs > 0).then_some(BufMut::Host(probs));
+        let wv = (!w.is_empty()).then_some(Buf::Host(&wv[..]));
+        let t_buf = Some(self.buf(t));
+        let mean = self.backend.loss(kind, self.buf(x), t_buf, None, wv, (n, c), probs);
         self.finish_loss(kind, x, Some(t), mean, saved, Vec::new())
     }
 
@@ -125,17 +75,15 @@ impl<T: Float> Graph<T> {
             return Err(Error::Data(format!("label {bad} is out of range for {c} classes")));
         }
         check_weights(w, n)?;
-        let mut saved = self.pool.zeroed(sx.numel());
-        softmax_lanes(self.value(x), &mut saved, n, c, 1, true);
-        let total: T = labels
-            .iter()
-            .enumerate()
-            .map(|(r, &l)| -saved[r * c + l as usize] * if w.is_empty() { T::ONE } else { w[r] })
-            .sum();
-        saved.iter_mut().for_each(|v| *v = v.exp());
-        saved.extend_from_slice(w);
+        let mut saved = self.pool.scratch(sx.numel() + w.len());
+        saved[sx.numel()..].copy_from_slice(w);
         let lab = self.ipool.copied(labels);
-        self.finish_loss(LossKind::SparseSoftmaxCrossEntropy, x, None, total / T::from_usize(n), saved, lab)
+        let (probs, wv) = saved.split_at_mut(sx.numel());
+        let wv = (!w.is_empty()).then_some(Buf::Host(&wv[..]));
+        let kind = LossKind::SparseSoftmaxCrossEntropy;
+        let labs = Some(Buf::Host(&lab[..]));
+        let mean = self.backend.loss(kind, self.buf(x), None, labs, wv, (n, c), Some(BufMut::Host(probs)));
+        self.finish_loss(kind, x, None, mean, saved, lab)
     }
 
     fn finish_loss(
@@ -164,85 +112,22 @@ fn check_weights<T: Float>(w: &[T], n: usize) -> Result<()> {
     Ok(())
 }
 
-#[inline]
-fn clip<T: Float>(p: T) -> T {
-    p.max(T::from_f64(EPS)).min(T::from_f64(1.0 - EPS))
-}
-
-/// Gradients with respect to the predictions; targets get none.
+/// Gradients with respect to the predictions; targets get none. Each kind's derivative is written beside
+/// its loss in the backend (CPU: backend/cpu/loss.rs). `gy` is the loss's own gradient, a scalar.
 pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, kind: LossKind, x: Var, t: Option<Var>, gy: &[T]) {
     if !ctx.needs(x) {
         return;
     }
     let sx = ctx.shape(x);
-    let (n, c) = rows_cols(sx);
-    let g0 = gy[0];
-    let xv = ctx.value(x);
-    let tv = t.map(|t| ctx.value(t)).unwrap_or(&[]);
-    // aux_f: the probabilities (softmax kinds), then the row weights if any.
-    let labels = ctx.aux_i[node].as_slice();
     let n_probs = if matches!(kind, LossKind::SoftmaxCrossEntropy | LossKind::SparseSoftmaxCrossEntropy) {
         sx.numel()
     } else {
         0
     };
-    let (probs, w) = ctx.aux_f[node].split_at(n_probs);
-    let wt = |r: usize| if w.is_empty() { T::ONE } else { w[r] };
-    let gx = ctx.grad(x);
-    let per_row = |r: usize| g0 / T::from_usize(n) * wt(r);
-    let per_elem = |i: usize| g0 / T::from_usize(sx.numel()) * wt(i / c);
-    let lo = T::from_f64(EPS);
-    let hi = T::from_f64(1.0 - EPS);
-    match kind {
-        // d/dz = softmax(z)·Σt − t
-        LossKind::SoftmaxCrossEntropy => {
-            for (r, ((gr, pr), tr)) in gx.chunks_mut(c).zip(probs.chunks(c)).zip(tv.chunks(c)).enumerate() {
-                let ts: T = tr.iter().copied().sum();
-                for j in 0..c {
-                    gr[j] += per_row(r) * (pr[j] * ts - tr[j]);
-                }
-            }
-        }
-        LossKind::SparseSoftmaxCrossEntropy => {
-            for (r, (gr, pr)) in gx.chunks_mut(c).zip(probs.chunks(c)).enumerate() {
-                for j in 0..c {
-                    let t = if j == labels[r] as usize { T::ONE } else { T::ZERO };
-                    gr[j] += per_row(r) * (pr[j] - t);
-                }
-            }
-        }
-        // d/dz = σ(z) − t
-        LossKind::SigmoidBinaryCrossEntropy => {
-            for i in 0..gx.len() {
-                gx[i] += per_elem(i) * (sigmoid(xv[i]) - tv[i]);
-            }
-        }
-        // d/dp = (p − t) / (p(1 − p)) where p is not clipped
-        LossKind::BinaryCrossEntropy => {
-            for i in 0..gx.len() {
-                let p = xv[i];
-                if p > lo && p < hi {
-                    gx[i] += per_elem(i) * (p - tv[i]) / (p * (T::ONE - p));
-                }
-            }
-        }
-        // q = p / Σp; L = −Σ t·log q; dL/dp_j = (Σ_unclipped t − t_j/q_j·[j unclipped]) / Σp
-        LossKind::CategoricalCrossEntropy => {
-            for (r, ((gr, pr), tr)) in gx.chunks_mut(c).zip(xv.chunks(c)).zip(tv.chunks(c)).enumerate() {
-                let sum: T = pr.iter().copied().sum();
-                let inside = |q: T| q > lo && q < hi;
-                let tin: T = pr.iter().zip(tr).filter(|(p, _)| inside(**p / sum)).map(|(_, &t)| t).sum();
-                for j in 0..c {
-                    let q = pr[j] / sum;
-                    let own = if inside(q) { tr[j] / q } else { T::ZERO };
-                    gr[j] += per_row(r) * (tin - own) / sum;
-                }
-            }
-        }
-        LossKind::MeanSquaredError => {
-            for i in 0..gx.len() {
-                gx[i] += per_elem(i) * T::from_f64(2.0) * (xv[i] - tv[i]);
-            }
-        }
-    }
+    let aux = ctx.aux_buf(node);
+    let all = aux.len();
+    let (probs, w) = (aux.slice(0..n_probs), (all > n_probs).then(|| aux.slice(n_probs..all)));
+    let labels = (kind == LossKind::SparseSoftmaxCrossEntropy).then(|| ctx.aux_i_buf(node));
+    let (be, xv, tv) = (ctx.backend, ctx.buf(x), t.map(|t| ctx.buf(t)));
+    be.loss_backward(kind, gy[0], xv, tv, labels, probs, w, rows_cols(sx), ctx.grad_buf(x));
 }

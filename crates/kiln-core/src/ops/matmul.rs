@@ -1,6 +1,6 @@
 //! Batched matrix product.
 
-use super::gemm::{Mat, gemm};
+use crate::backend::{Buf, BufMut, MatView};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result, Shape};
 
@@ -31,10 +31,11 @@ impl<T: Float> Graph<T> {
         let (batch, m, k, n, shared) = dims(sa, sb)?;
         let out = sa.with_dim(sa.rank() - 1, n);
         let mut y = self.pool.scratch(out.numel());
-        let (va, vb) = (self.value(a), self.value(b));
+        let (va, vb) = (self.buf(a), self.buf(b));
         for i in 0..batch {
             let bi = if shared { 0 } else { i };
-            gemm(m, n, k, &mut y[i * m * n..], Mat::rows(&va[i * m * k..], k), Mat::rows(&vb[bi * k * n..], n), false);
+            let (ai, bi) = (MatView::rows(va, i * m * k, k), MatView::rows(vb, bi * k * n, n));
+            self.backend.gemm(m, n, k, BufMut::Host(&mut y), i * m * n, ai, bi, false);
         }
         let rg = self.requires_grad(a) || self.requires_grad(b);
         Ok(self.push(Op::MatMul(a, b), out, y, rg))
@@ -42,23 +43,21 @@ impl<T: Float> Graph<T> {
 }
 
 /// da[i] += dy[i] · b[i]ᵀ ; db[i] += a[i]ᵀ · dy[i] (summed over the batch when b is shared)
-pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, a: Var, b: Var, gy: &[T]) {
+pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, a: Var, b: Var, gy: Buf<T>) {
     let (batch, m, k, n, shared) = dims(ctx.shape(a), ctx.shape(b)).expect("checked in forward");
-    let (va, vb) = (ctx.value(a), ctx.value(b));
+    let (be, va, vb) = (ctx.backend, ctx.buf(a), ctx.buf(b));
     if ctx.needs(a) {
-        let ga = ctx.grad(a);
         for i in 0..batch {
             let bi = if shared { 0 } else { i };
-            let dy = Mat::rows(&gy[i * m * n..], n);
-            gemm(m, k, n, &mut ga[i * m * k..], dy, Mat::rows_t(&vb[bi * k * n..], n), true);
+            let (dy, bt) = (MatView::rows(gy, i * m * n, n), MatView::rows_t(vb, bi * k * n, n));
+            be.gemm(m, k, n, ctx.grad_buf(a), i * m * k, dy, bt, true);
         }
     }
     if ctx.needs(b) {
-        let gb = ctx.grad(b);
         for i in 0..batch {
             let bi = if shared { 0 } else { i };
-            let dy = Mat::rows(&gy[i * m * n..], n);
-            gemm(k, n, m, &mut gb[bi * k * n..], Mat::rows_t(&va[i * m * k..], k), dy, true);
+            let (at, dy) = (MatView::rows_t(va, i * m * k, k), MatView::rows(gy, i * m * n, n));
+            be.gemm(k, n, m, ctx.grad_buf(b), bi * k * n, at, dy, true);
         }
     }
 }

@@ -4,52 +4,52 @@ mod batchnorm;
 mod binary;
 mod conv;
 mod conv_pool;
-mod conv_pool_direct;
 mod dropout;
-pub(crate) mod gemm;
 mod linear;
 mod loss;
 mod matmul;
 mod pool;
 mod reduce;
-mod sgemm;
 mod shape_ops;
 mod softmax;
-mod unary;
+pub(crate) mod unary;
 
+pub use crate::backend::cpu::gemm::{in_matmul_kernel, set_num_threads};
 pub use binary::BinaryOp;
-pub use conv::{Conv2dArgs, Padding};
-pub use gemm::{in_matmul_kernel, set_num_threads};
+pub use conv::{Conv2dArgs, Padding, Window};
 pub use loss::LossKind;
 pub use pool::PoolArgs;
 pub use reduce::ReduceOp;
 pub use unary::UnaryOp;
 
 use crate::Float;
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op};
 
-/// Adds the input gradients of node `i`, whose output gradient is `gy`.
+/// Adds the input gradients of node `i`, whose output gradient is `gy`. Every op computes through the
+/// graph's `Backend` (see backend/mod.rs); the loss reads its own gradient, a scalar, on the host.
 pub(crate) fn backward_node<T: Float>(ctx: &mut BackCtx<T>, i: usize, gy: &[T]) {
+    let g = Buf::Host(gy);
     match ctx.nodes[i].op {
         Op::Leaf | Op::Param(_) => {}
-        Op::Unary(a, op) => unary::backward(ctx, i, a, op, gy),
-        Op::Binary(a, b, op) => binary::backward(ctx, i, a, b, op, gy),
-        Op::MatMul(a, b) => matmul::backward(ctx, a, b, gy),
-        Op::Reduce(a, op, axis) => reduce::backward(ctx, i, a, op, axis, gy),
-        Op::Reshape(a) => shape_ops::backward_reshape(ctx, a, gy),
-        Op::Permute(a, perm) => shape_ops::backward_permute(ctx, i, a, perm, gy),
-        Op::Concat(axis) => shape_ops::backward_concat(ctx, i, axis, gy),
-        Op::Slice(a, axis, start) => shape_ops::backward_slice(ctx, i, a, axis, start, gy),
-        Op::IndexSelect(a, axis) => shape_ops::backward_index_select(ctx, i, a, axis, gy),
-        Op::Softmax(a, axis) => softmax::backward_softmax(ctx, i, a, axis, gy),
-        Op::LogSoftmax(a, axis) => softmax::backward_log_softmax(ctx, i, a, axis, gy),
-        Op::Linear(x, w, b, act) => linear::backward(ctx, i, x, w, b, act, gy),
-        Op::Conv2d(args) => conv::backward(ctx, i, args, gy),
-        Op::Conv2dMaxPool(args, pool) => conv_pool::backward(ctx, i, args, pool, gy),
-        Op::MaxPool2d(x, args) => pool::backward_max(ctx, i, x, args, gy),
-        Op::AvgPool2d(x, args) => pool::backward_avg(ctx, x, args, gy),
-        Op::Dropout(x) => dropout::backward(ctx, i, x, gy),
-        Op::BatchNorm(x, g, b, stats, eps) => batchnorm::backward(ctx, i, x, g, b, stats, eps, gy),
+        Op::Unary(a, op) => unary::backward(ctx, i, a, op, g),
+        Op::Binary(a, b, op) => binary::backward(ctx, i, a, b, op, g),
+        Op::MatMul(a, b) => matmul::backward(ctx, a, b, g),
+        Op::Reduce(a, op, axis) => reduce::backward(ctx, i, a, op, axis, g),
+        Op::Reshape(a) => shape_ops::backward_reshape(ctx, a, g),
+        Op::Permute(a, perm) => shape_ops::backward_permute(ctx, a, perm, g),
+        Op::Concat(axis) => shape_ops::backward_concat(ctx, i, axis, g),
+        Op::Slice(a, axis, start) => shape_ops::backward_slice(ctx, i, a, axis, start, g),
+        Op::IndexSelect(a, axis) => shape_ops::backward_index_select(ctx, i, a, axis, g),
+        Op::Softmax(a, axis) => softmax::backward(ctx, i, a, axis, false, g),
+        Op::LogSoftmax(a, axis) => softmax::backward(ctx, i, a, axis, true, g),
+        Op::Linear(x, w, b, act) => linear::backward(ctx, i, x, w, b, act, g),
+        Op::Conv2d(args) => conv::backward(ctx, i, args, g),
+        Op::Conv2dMaxPool(args, pool) => conv_pool::backward(ctx, i, args, pool, g),
+        Op::MaxPool2d(x, args) => pool::backward_max(ctx, i, x, args, g),
+        Op::AvgPool2d(x, args) => pool::backward_avg(ctx, x, args, g),
+        Op::Dropout(x) => dropout::backward(ctx, i, x, g),
+        Op::BatchNorm(x, gm, b, stats, eps) => batchnorm::backward(ctx, i, x, gm, b, stats, eps, g),
         Op::Loss(kind, x, t) => loss::backward(ctx, i, kind, x, t, gy),
     }
 }
@@ -58,5 +58,5 @@ pub(crate) fn backward_node<T: Float>(ctx: &mut BackCtx<T>, i: usize, gy: &[T]) 
 /// training and inference steps never allocate them later, whichever thread a product lands on. Call once
 /// before work starts; later calls cost a broadcast.
 pub fn reserve_thread_buffers() {
-    rayon::broadcast(|_| sgemm::reserve());
+    rayon::broadcast(|_| crate::backend::cpu::sgemm::reserve());
 }

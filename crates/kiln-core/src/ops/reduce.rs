@@ -1,5 +1,6 @@
 //! sum, mean and max over one axis or over everything.
 
+use crate::backend::{Buf, BufMut};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Float, Graph, Result, Shape};
 
@@ -38,34 +39,10 @@ impl<T: Float> Graph<T> {
                 Shape::new(&d[..s.rank() - 1])?
             }
         };
-        let mut y = self.pool.zeroed(outer * inner);
-        let mut arg = if op == ReduceOp::Max { self.ipool.zeroed(outer * inner) } else { Vec::new() };
-        let x = self.value(a);
-        for o in 0..outer {
-            for j in 0..inner {
-                let at = |k: usize| x[(o * n + k) * inner + j];
-                let r = o * inner + j;
-                match op {
-                    ReduceOp::Sum | ReduceOp::Mean => {
-                        let mut acc = T::ZERO;
-                        for k in 0..n {
-                            acc += at(k);
-                        }
-                        y[r] = if op == ReduceOp::Mean { acc / T::from_usize(n) } else { acc };
-                    }
-                    ReduceOp::Max => {
-                        let mut best = 0;
-                        for k in 1..n {
-                            if at(k) > at(best) {
-                                best = k;
-                            }
-                        }
-                        y[r] = at(best);
-                        arg[r] = best as u32;
-                    }
-                }
-            }
-        }
+        let mut y = self.pool.scratch(outer * inner);
+        let mut arg = if op == ReduceOp::Max { self.ipool.scratch(outer * inner) } else { Vec::new() };
+        let arg_buf = (op == ReduceOp::Max).then_some(BufMut::Host(&mut arg[..]));
+        self.backend.reduce(op, self.buf(a), BufMut::Host(&mut y), arg_buf, (outer, n, inner));
         let rg = self.requires_grad(a);
         let v = self.push(Op::Reduce(a, op, axis), out_shape, y, rg);
         if op == ReduceOp::Max {
@@ -92,26 +69,11 @@ pub(crate) fn backward<T: Float>(
     a: Var,
     op: ReduceOp,
     axis: Option<usize>,
-    gy: &[T],
+    gy: Buf<T>,
 ) {
     if !ctx.needs(a) {
         return;
     }
-    let (outer, n, inner) = split(ctx.shape(a), axis);
-    let arg = ctx.aux_i[node].as_slice();
-    let scale = if op == ReduceOp::Mean { T::ONE / T::from_usize(n) } else { T::ONE };
-    let gx = ctx.grad(a);
-    for o in 0..outer {
-        for j in 0..inner {
-            let r = o * inner + j;
-            match op {
-                ReduceOp::Max => gx[(o * n + arg[r] as usize) * inner + j] += gy[r],
-                _ => {
-                    for k in 0..n {
-                        gx[(o * n + k) * inner + j] += gy[r] * scale;
-                    }
-                }
-            }
-        }
-    }
+    let (dims, be, arg) = (split(ctx.shape(a), axis), ctx.backend, ctx.aux_i_buf(node));
+    be.reduce_backward(op, gy, arg, ctx.grad_buf(a), dims);
 }

@@ -1,5 +1,6 @@
 //! Movement ops: reshape (a view, no copy), permute, concat, slice, index-select.
 
+use crate::backend::{Buf, BufMut};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, MAX_RANK, Result, Shape};
 
@@ -51,8 +52,7 @@ impl<T: Float> Graph<T> {
         }
         let out = Shape::new(&od[..s.rank()])?;
         let mut y = self.pool.scratch(out.numel());
-        let x = self.value(a);
-        permute_walk(s, &p, |o, i| y[o] = x[i]);
+        self.backend.permute(self.buf(a), s, p, BufMut::Host(&mut y));
         let rg = self.requires_grad(a);
         Ok(self.push(Op::Permute(a, p), out, y, rg))
     }
@@ -93,11 +93,8 @@ impl<T: Float> Graph<T> {
         let mut off = 0;
         for &x in xs {
             let n = self.shape(x).dim(axis);
-            let v = self.value(x);
-            for o in 0..outer {
-                let dst = (o * total + off) * inner;
-                y[dst..dst + n * inner].copy_from_slice(&v[o * n * inner..(o + 1) * n * inner]);
-            }
+            let (src, dst) = ((0, n * inner), (off * inner, total * inner));
+            self.backend.copy_blocks(self.buf(x), src, BufMut::Host(&mut y), dst, outer, n * inner, false);
             off += n;
             ids.push(x.0);
         }
@@ -118,11 +115,8 @@ impl<T: Float> Graph<T> {
         let out = s.with_dim(axis, len);
         let (outer, n, inner) = s.split_at_axis(axis);
         let mut y = self.pool.scratch(out.numel());
-        let x = self.value(a);
-        for o in 0..outer {
-            let src = (o * n + start) * inner;
-            y[o * len * inner..(o + 1) * len * inner].copy_from_slice(&x[src..src + len * inner]);
-        }
+        let (src, dst) = ((start * inner, n * inner), (0, len * inner));
+        self.backend.copy_blocks(self.buf(a), src, BufMut::Host(&mut y), dst, outer, len * inner, false);
         let rg = self.requires_grad(a);
         Ok(self.push(Op::Slice(a, axis, start), out, y, rg))
     }
@@ -139,15 +133,8 @@ impl<T: Float> Graph<T> {
         let len = indices.len();
         let out = s.with_dim(axis, len);
         let mut y = self.pool.scratch(out.numel());
-        let x = self.value(a);
-        for o in 0..outer {
-            for (k, &ix) in indices.iter().enumerate() {
-                let src = (o * n + ix as usize) * inner;
-                let dst = (o * len + k) * inner;
-                y[dst..dst + inner].copy_from_slice(&x[src..src + inner]);
-            }
-        }
         let idx = self.ipool.copied(indices);
+        self.backend.gather(self.buf(a), Buf::Host(&idx), (outer, n, inner), BufMut::Host(&mut y));
         let rg = self.requires_grad(a);
         let v = self.push(Op::IndexSelect(a, axis), out, y, rg);
         self.keep_aux_i(v, idx);
@@ -155,100 +142,61 @@ impl<T: Float> Graph<T> {
     }
 }
 
-/// Calls f(out_index, in_index) over every element of the permuted output.
-fn permute_walk(s: Shape, perm: &[u8; MAX_RANK], mut f: impl FnMut(usize, usize)) {
-    let r = s.rank();
-    let st = s.strides();
-    let mut dims = [0usize; MAX_RANK];
-    let mut strides = [0usize; MAX_RANK];
-    for i in 0..r {
-        dims[i] = s.dim(perm[i] as usize);
-        strides[i] = st[perm[i] as usize];
-    }
-    let mut idx = [0usize; MAX_RANK];
-    let mut src = 0;
-    for o in 0..s.numel() {
-        f(o, src);
-        for d in (0..r).rev() {
-            idx[d] += 1;
-            src += strides[d];
-            if idx[d] < dims[d] {
-                break;
-            }
-            src -= strides[d] * idx[d];
-            idx[d] = 0;
-        }
-    }
-}
-
-pub(crate) fn backward_reshape<T: Float>(ctx: &mut BackCtx<T>, a: Var, gy: &[T]) {
+/// dx += dy (the same values in x's shape)
+pub(crate) fn backward_reshape<T: Float>(ctx: &mut BackCtx<T>, a: Var, gy: Buf<T>) {
     if ctx.needs(a) {
-        for (g, &d) in ctx.grad(a).iter_mut().zip(gy) {
-            *g += d;
-        }
+        let (n, be) = (ctx.shape(a).numel(), ctx.backend);
+        be.copy_blocks(gy, (0, 0), ctx.grad_buf(a), (0, 0), 1, n, true);
     }
 }
 
-pub(crate) fn backward_permute<T: Float>(ctx: &mut BackCtx<T>, _node: usize, a: Var, perm: [u8; MAX_RANK], gy: &[T]) {
-    if !ctx.needs(a) {
-        return;
+/// dx += dy with the permutation undone
+pub(crate) fn backward_permute<T: Float>(ctx: &mut BackCtx<T>, a: Var, perm: [u8; MAX_RANK], gy: Buf<T>) {
+    if ctx.needs(a) {
+        let (s, be) = (ctx.shape(a), ctx.backend);
+        be.permute_backward(gy, s, perm, ctx.grad_buf(a));
     }
-    let s = ctx.shape(a);
-    let gx = ctx.grad(a);
-    permute_walk(s, &perm, |o, i| gx[i] += gy[o]);
 }
 
-pub(crate) fn backward_concat<T: Float>(ctx: &mut BackCtx<T>, node: usize, axis: usize, gy: &[T]) {
-    let out = ctx.nodes[node].shape;
-    let (outer, total, inner) = out.split_at_axis(axis);
-    let ids = ctx.aux_i[node].as_slice();
+/// dxᵢ += dy's block of input i along `axis`
+pub(crate) fn backward_concat<T: Float>(ctx: &mut BackCtx<T>, node: usize, axis: usize, gy: Buf<T>) {
+    let (outer, total, inner) = ctx.nodes[node].shape.split_at_axis(axis);
+    let be = ctx.backend;
     let mut off = 0;
-    for &id in ids {
+    for &id in ctx.aux_i[node].as_slice() {
         let x = Var(id);
         let n = ctx.shape(x).dim(axis);
         if ctx.needs(x) {
-            let gx = ctx.grad(x);
-            for o in 0..outer {
-                let src = (o * total + off) * inner;
-                for (g, &d) in gx[o * n * inner..(o + 1) * n * inner].iter_mut().zip(&gy[src..src + n * inner]) {
-                    *g += d;
-                }
-            }
+            let (src, dst) = ((off * inner, total * inner), (0, n * inner));
+            be.copy_blocks(gy, src, ctx.grad_buf(x), dst, outer, n * inner, true);
         }
         off += n;
     }
 }
 
-pub(crate) fn backward_slice<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, axis: usize, start: usize, gy: &[T]) {
+/// dx[start..end along axis] += dy
+pub(crate) fn backward_slice<T: Float>(
+    ctx: &mut BackCtx<T>,
+    node: usize,
+    a: Var,
+    axis: usize,
+    start: usize,
+    gy: Buf<T>,
+) {
     if !ctx.needs(a) {
         return;
     }
     let len = ctx.nodes[node].shape.dim(axis);
-    let (outer, n, inner) = ctx.shape(a).split_at_axis(axis);
-    let gx = ctx.grad(a);
-    for o in 0..outer {
-        let dst = (o * n + start) * inner;
-        for (g, &d) in gx[dst..dst + len * inner].iter_mut().zip(&gy[o * len * inner..(o + 1) * len * inner]) {
-            *g += d;
-        }
-    }
+    let ((outer, n, inner), be) = (ctx.shape(a).split_at_axis(axis), ctx.backend);
+    let (src, dst) = ((0, len * inner), (start * inner, n * inner));
+    be.copy_blocks(gy, src, ctx.grad_buf(a), dst, outer, len * inner, true);
 }
 
-pub(crate) fn backward_index_select<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, axis: usize, gy: &[T]) {
+/// dx[indices[k] along axis] += dy[k along axis]
+pub(crate) fn backward_index_select<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, axis: usize, gy: Buf<T>) {
     if !ctx.needs(a) {
         return;
     }
-    let idx = ctx.aux_i[node].as_slice();
-    let len = idx.len();
-    let (outer, n, inner) = ctx.shape(a).split_at_axis(axis);
-    let gx = ctx.grad(a);
-    for o in 0..outer {
-        for (k, &ix) in idx.iter().enumerate() {
-            let dst = (o * n + ix as usize) * inner;
-            let src = (o * len + k) * inner;
-            for j in 0..inner {
-                gx[dst + j] += gy[src + j];
-            }
-        }
-    }
+    let (dims, be, idx) = (ctx.shape(a).split_at_axis(axis), ctx.backend, ctx.aux_i_buf(node));
+    be.scatter_add(gy, idx, dims, ctx.grad_buf(a));
 }

@@ -1,6 +1,7 @@
 //! Elementwise functions of one input. Each is defined once, as a value and a derivative, and the same
 //! definitions serve the fused bias+activation in `linear` and `conv`.
 
+use crate::backend::{Buf, BufMut};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Float, Graph, Result};
 
@@ -184,7 +185,7 @@ impl<T: Float> Graph<T> {
     pub fn unary(&mut self, a: Var, op: UnaryOp) -> Result<Var> {
         let shape = self.shape(a);
         let mut y = self.pool.scratch(shape.numel());
-        op.apply_slice(self.value(a), &mut y);
+        self.backend.unary(op, self.buf(a), BufMut::Host(&mut y));
         let rg = self.requires_grad(a);
         Ok(self.push(Op::Unary(a, op), shape, y, rg))
     }
@@ -225,11 +226,11 @@ impl<T: Float> Graph<T> {
 }
 
 /// dx += dy · op'(x)
-pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, op: UnaryOp, gy: &[T]) {
+pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, a: Var, op: UnaryOp, gy: Buf<T>) {
     if !ctx.needs(a) {
         return;
     }
-    let (x, y) = (ctx.value(a), ctx.out(node));
-    let (gx, fresh) = ctx.grad_overwrite(a);
-    op.deriv_slice(gy, x, y, gx, !fresh);
+    let (be, x, y) = (ctx.backend, ctx.buf(a), ctx.out_buf(node));
+    let (gx, fresh) = ctx.grad_overwrite_buf(a);
+    be.unary_backward(op, gy, x, y, gx, !fresh);
 }

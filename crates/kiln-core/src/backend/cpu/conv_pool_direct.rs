@@ -9,9 +9,8 @@
 
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
-use super::conv::Window;
-use super::unary::UnaryOp;
 use crate::Float;
+use crate::ops::{UnaryOp, Window};
 use crate::simd::{as_f32, as_f32_mut, has_avx2};
 
 /// Output channels per forward block: two AVX2 vectors of f32.

@@ -1,0 +1,381 @@
+//! The device seam: the kernels an op's forward and backward call, behind one object-safe trait.
+//!
+//! An op file keeps what is the same on every device: its shape checks, which buffers it needs, and its
+//! backward formula (linear's "dz = dy ⊙ act'(z); db += Σₙ dz; dw += xᵀ·dz; dx += dz·wᵀ"). Each step of
+//! the formula is one [`Backend`] call on buffer views ([`Buf`], [`BufMut`]) that say nothing about where
+//! the memory is. [`Cpu`] is the backend every graph starts with; a second one (CUDA, issue 17) implements
+//! these methods and adds its variant to the views, and no op's formula changes. The test
+//! `tests/backend.rs` runs the converted ops' forward and backward on a second, deliberately naive backend
+//! written outside this crate, gradient-checks them there and compares them with [`Cpu`].
+//!
+//! Not behind the seam yet (they read host slices directly, each a mechanical change to this shape):
+//! convolution, pooling, batch norm, dropout, reductions, losses, shape ops, and the quantized product
+//! (`linear_q`); the tape's own buffers (`graph.rs`, `pool.rs`) and parameters are host `Vec`s.
+
+pub(crate) mod cpu;
+
+pub use cpu::Cpu;
+
+pub use crate::ops::Window;
+use crate::ops::{BinaryOp, LossKind, ReduceOp, UnaryOp};
+use crate::pool::Pool;
+use crate::quant::QMatrix;
+use crate::{Float, MAX_RANK, Result, Shape};
+
+/// A read-only view of a buffer, wherever it lives (only on the host today).
+#[derive(Clone, Copy, Debug)]
+pub enum Buf<'a, T> {
+    Host(&'a [T]),
+}
+
+/// A writable view of a buffer.
+#[derive(Debug)]
+pub enum BufMut<'a, T> {
+    Host(&'a mut [T]),
+}
+
+impl<'a, T> Buf<'a, T> {
+    /// The host slice; a device backend's views never reach a host kernel.
+    pub fn host(self) -> &'a [T] {
+        match self {
+            Buf::Host(s) => s,
+        }
+    }
+
+    /// Elements `r` of the view.
+    pub fn slice(self, r: std::ops::Range<usize>) -> Self {
+        match self {
+            Buf::Host(s) => Buf::Host(&s[r]),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Buf::Host(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a, T> BufMut<'a, T> {
+    pub fn host(self) -> &'a mut [T] {
+        match self {
+            BufMut::Host(s) => s,
+        }
+    }
+
+    /// Elements `r` of the view.
+    pub fn slice(self, r: std::ops::Range<usize>) -> Self {
+        match self {
+            BufMut::Host(s) => BufMut::Host(&mut s[r]),
+        }
+    }
+}
+
+/// A strided matrix operand of a product: element (r, c) is at `offset + r * rs + c * cs` of `buf`, so a
+/// transpose or one matrix of a batch is a view, not a copy.
+#[derive(Clone, Copy, Debug)]
+pub struct MatView<'a, T> {
+    pub buf: Buf<'a, T>,
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a, T> MatView<'a, T> {
+    /// The row-major [rows, cols] matrix starting at `offset`.
+    pub fn rows(buf: Buf<'a, T>, offset: usize, cols: usize) -> Self {
+        MatView { buf, offset, rs: cols, cs: 1 }
+    }
+
+    /// The transpose of the row-major [rows, cols] matrix starting at `offset`.
+    pub fn rows_t(buf: Buf<'a, T>, offset: usize, cols: usize) -> Self {
+        MatView { buf, offset, rs: 1, cs: cols }
+    }
+}
+
+/// Host memory a kernel may borrow for one call (patch tiles, per-thread partial sums), recycled between
+/// steps from the graph's pool so that a training step stops allocating after its first. A device
+/// backend keeps its own workspace instead.
+pub struct Workspace<'a, T>(pub(crate) &'a mut Pool<T>);
+
+impl<T: Float> Workspace<'_, T> {
+    /// `len` elements with unspecified contents.
+    pub fn scratch(&mut self, len: usize) -> Vec<T> {
+        self.0.scratch(len)
+    }
+
+    /// `len` zeros.
+    pub fn zeroed(&mut self, len: usize) -> Vec<T> {
+        self.0.zeroed(len)
+    }
+
+    /// Gives a buffer back.
+    pub fn put(&mut self, v: Vec<T>) {
+        self.0.put(v)
+    }
+}
+
+/// The kernels of one device. Shapes are checked by the op before it calls; a kernel may assume them.
+/// Every method writes only its `BufMut` arguments.
+pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
+    /// A short name for messages ("cpu").
+    fn name(&self) -> &'static str;
+
+    /// out[m, n] = a[m, k] · b[k, n] (or += when `accumulate`), `out` row-major from `out_offset`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        out: BufMut<T>,
+        out_offset: usize,
+        a: MatView<T>,
+        b: MatView<T>,
+        accumulate: bool,
+    );
+
+    /// y[r, j] += bias[j] for rows of `cols`, then z = y (when `keep_z`) and y = act(y).
+    fn bias_act(
+        &self,
+        y: BufMut<T>,
+        cols: usize,
+        bias: Option<Buf<T>>,
+        act: Option<UnaryOp>,
+        keep_z: Option<BufMut<T>>,
+    );
+
+    /// y = op(x), elementwise.
+    fn unary(&self, op: UnaryOp, x: Buf<T>, y: BufMut<T>);
+
+    /// gx = gy ⊙ op'(x, y), or += when `accumulate`; `x` is the op's input, `y` its output.
+    fn unary_backward(&self, op: UnaryOp, gy: Buf<T>, x: Buf<T>, y: Buf<T>, gx: BufMut<T>, accumulate: bool);
+
+    /// out[j] += Σ_r x[r, j] over rows of `cols`.
+    fn col_sum_add(&self, out: BufMut<T>, x: Buf<T>, cols: usize);
+
+    /// y = a op b, with a of shape `sa` and b of `sb` broadcast (NumPy rules) to `out`.
+    fn binary(&self, op: BinaryOp, out: Shape, a: Buf<T>, sa: Shape, b: Buf<T>, sb: Shape, y: BufMut<T>);
+
+    /// g += Σ_broadcast gy ⊙ ∂(a op b)/∂a (or /∂b when `wrt_b`), g shaped as that input.
+    #[allow(clippy::too_many_arguments)]
+    fn binary_backward(
+        &self,
+        op: BinaryOp,
+        wrt_b: bool,
+        out: Shape,
+        gy: Buf<T>,
+        a: Buf<T>,
+        sa: Shape,
+        b: Buf<T>,
+        sb: Shape,
+        g: BufMut<T>,
+    );
+
+    /// y = softmax (or log_softmax) of x along the middle axis of [outer, n, inner].
+    fn softmax(&self, x: Buf<T>, y: BufMut<T>, dims: (usize, usize, usize), log: bool);
+
+    /// gx += dy ⊙ ... for softmax: y ⊙ (dy − Σ dy⊙y); for log_softmax: dy − exp(y) ⊙ Σ dy.
+    fn softmax_backward(&self, gy: Buf<T>, y: Buf<T>, gx: BufMut<T>, dims: (usize, usize, usize), log: bool);
+
+    // ---- movement ----
+
+    /// `blocks` runs of `len` elements: dst[d0 + i·ds ..][..len] = src[s0 + i·ss ..][..len] (or +=), with
+    /// (s0, ss) = `src_at` and (d0, ds) = `dst_at`. Concat, slice and a reshape's gradient are this.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_blocks(
+        &self,
+        src: Buf<T>,
+        src_at: (usize, usize),
+        dst: BufMut<T>,
+        dst_at: (usize, usize),
+        blocks: usize,
+        len: usize,
+        accumulate: bool,
+    );
+
+    /// y = x (of shape `s`) with its axes permuted: output axis i is input axis perm[i].
+    fn permute(&self, x: Buf<T>, s: Shape, perm: [u8; MAX_RANK], y: BufMut<T>);
+
+    /// gx += the gradient of `permute` (gy put back in x's layout).
+    fn permute_backward(&self, gy: Buf<T>, s: Shape, perm: [u8; MAX_RANK], gx: BufMut<T>);
+
+    /// y[o, k, j] = x[o, idx[k], j] over x viewed as [outer, n, inner].
+    fn gather(&self, x: Buf<T>, idx: Buf<u32>, dims: (usize, usize, usize), y: BufMut<T>);
+
+    /// gx[o, idx[k], j] += gy[o, k, j] (repeated indices add up).
+    fn scatter_add(&self, gy: Buf<T>, idx: Buf<u32>, dims: (usize, usize, usize), gx: BufMut<T>);
+
+    // ---- reductions and losses ----
+
+    /// y[o, j] = sum, mean or max over k of x[o, k, j] (x viewed as [outer, n, inner]); max also writes
+    /// the position k of each maximum into `arg`.
+    fn reduce(&self, op: ReduceOp, x: Buf<T>, y: BufMut<T>, arg: Option<BufMut<u32>>, dims: (usize, usize, usize));
+
+    /// gx += dy broadcast over k (sum), dy / n (mean), or dy at the maximum's position (max, from `arg`).
+    fn reduce_backward(&self, op: ReduceOp, gy: Buf<T>, arg: Buf<u32>, gx: BufMut<T>, dims: (usize, usize, usize));
+
+    /// The mean loss of predictions `x` [rows, cols] against dense targets `t` or class `labels`, each row's
+    /// loss times `w[row]` when given. The softmax kinds write the probabilities into `probs`.
+    #[allow(clippy::too_many_arguments)]
+    fn loss(
+        &self,
+        kind: LossKind,
+        x: Buf<T>,
+        t: Option<Buf<T>>,
+        labels: Option<Buf<u32>>,
+        w: Option<Buf<T>>,
+        rows_cols: (usize, usize),
+        probs: Option<BufMut<T>>,
+    ) -> T;
+
+    /// gx += dy · ∂loss/∂x, `dy` the loss's own gradient; `probs` as `loss` wrote them.
+    #[allow(clippy::too_many_arguments)]
+    fn loss_backward(
+        &self,
+        kind: LossKind,
+        dy: T,
+        x: Buf<T>,
+        t: Option<Buf<T>>,
+        labels: Option<Buf<u32>>,
+        probs: Buf<T>,
+        w: Option<Buf<T>>,
+        rows_cols: (usize, usize),
+        gx: BufMut<T>,
+    );
+
+    // ---- images (NHWC) ----
+
+    /// y = the maximum of each window of x; `arg` the flat index in x of each maximum.
+    fn max_pool2d(&self, g: &Window, x: Buf<T>, y: BufMut<T>, arg: BufMut<u32>);
+
+    /// gx[arg[o]] += gy[o]; with `overwrite`, gx holds no gradient yet and is written whole.
+    fn max_pool2d_backward(&self, g: &Window, gy: Buf<T>, arg: Buf<u32>, gx: BufMut<T>, overwrite: bool);
+
+    /// y = the mean of each window of x over the positions inside the input.
+    fn avg_pool2d(&self, g: &Window, x: Buf<T>, y: BufMut<T>);
+
+    /// gx[i] += gy[o] / count(o) for every i in window o.
+    fn avg_pool2d_backward(&self, g: &Window, gy: Buf<T>, gx: BufMut<T>);
+
+    /// y = γ·(x − μ)·inv + β per channel (the last axis, `c` wide), inv = 1/√(σ² + eps); μ and σ² from
+    /// `stats` or else the batch's (biased) ones. `saved` gets [μ (c), σ² (c), inv (c)].
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm(
+        &self,
+        x: Buf<T>,
+        gamma: Buf<T>,
+        beta: Buf<T>,
+        stats: Option<(Buf<T>, Buf<T>)>,
+        eps: f64,
+        c: usize,
+        saved: BufMut<T>,
+        y: BufMut<T>,
+    );
+
+    /// sums = [Σ dy (c), Σ dy·x̂ (c)] over rows, x̂ = (x − μ)·inv from `saved`; overwritten.
+    fn batch_norm_sums(&self, x: Buf<T>, gy: Buf<T>, saved: Buf<T>, c: usize, sums: BufMut<T>);
+
+    /// gx += γ·inv/m · (m·dy − Σ dy − x̂·Σ dy·x̂) with batch statistics, γ·inv·dy with given ones.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward_x(
+        &self,
+        x: Buf<T>,
+        gy: Buf<T>,
+        gamma: Buf<T>,
+        saved: Buf<T>,
+        sums: Buf<T>,
+        c: usize,
+        given_stats: bool,
+        gx: BufMut<T>,
+    );
+
+    /// For given statistics that need gradients: dμ −= γ·inv·Σ dy, or (`variance`) dσ² −= ½·γ·inv³·Σ dy·x̂·…
+    /// (see ops/batchnorm.rs).
+    fn batch_norm_backward_stat(
+        &self,
+        variance: bool,
+        gamma: Buf<T>,
+        saved: Buf<T>,
+        sums: Buf<T>,
+        c: usize,
+        g: BufMut<T>,
+    );
+
+    /// y = act(conv2d(x, w) + b): x [n, h, w, c], w [kh, kw, c, f], y [n, oh, ow, f] (ops/conv.rs).
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d(
+        &self,
+        g: &Window,
+        x: Buf<T>,
+        w: Buf<T>,
+        b: Option<Buf<T>>,
+        act: Option<UnaryOp>,
+        y: BufMut<T>,
+        ws: &mut Workspace<T>,
+    );
+
+    /// The gradients of `conv2d` from gy: gx += dx when given; dwb [k·f + f] += [dw, db] (only the parts
+    /// `need_w_b` asks for need be right).
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &self,
+        g: &Window,
+        x: Buf<T>,
+        w: Buf<T>,
+        b: Option<Buf<T>>,
+        act: Option<UnaryOp>,
+        y: Buf<T>,
+        gy: Buf<T>,
+        gx: Option<BufMut<T>>,
+        dwb: BufMut<T>,
+        need_w_b: (bool, bool),
+        ws: &mut Workspace<T>,
+    );
+
+    /// max_pool2d(act(conv2d(x, w) + b)) with windows `pool` = strides: y, the conv-output index
+    /// (row·f + channel) of each maximum in `arg`, and z there in `zs` when given.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_max_pool(
+        &self,
+        g: &Window,
+        pool: (usize, usize),
+        x: Buf<T>,
+        w: Buf<T>,
+        b: Option<Buf<T>>,
+        act: Option<UnaryOp>,
+        y: BufMut<T>,
+        arg: BufMut<u32>,
+        zs: Option<BufMut<T>>,
+        ws: &mut Workspace<T>,
+    );
+
+    /// The gradients of `conv2d_max_pool`, as `conv2d_backward`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_max_pool_backward(
+        &self,
+        g: &Window,
+        pool: (usize, usize),
+        x: Buf<T>,
+        w: Buf<T>,
+        b: Option<Buf<T>>,
+        act: Option<UnaryOp>,
+        y: Buf<T>,
+        arg: Buf<u32>,
+        zs: Buf<T>,
+        gy: Buf<T>,
+        gx: Option<BufMut<T>>,
+        dwb: BufMut<T>,
+        need_w_b: (bool, bool),
+        ws: &mut Workspace<T>,
+    );
+
+    // ---- quantized weights ----
+
+    /// y[n, rows] = x[n, cols] · Wᵀ for a block-quantized W (`QMatrix`); f32 only.
+    fn matmul_q(&self, w: &QMatrix, x: Buf<T>, n: usize, y: BufMut<T>) -> Result<()>;
+}
