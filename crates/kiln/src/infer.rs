@@ -3,7 +3,8 @@
 
 use crate::inputs::Inputs;
 use crate::model::{Model, Sequential};
-use crate::train::{Evaluation, Scratch, Targets, Totals, gather};
+use crate::step::{Scratch, Totals, gather};
+use crate::train::{Evaluation, Targets};
 use kiln_core::{Error, MAX_RANK, Result, Tensor};
 
 impl Sequential {
@@ -11,7 +12,7 @@ impl Sequential {
     pub(crate) fn evaluate_indices(
         &self,
         x: &Inputs,
-        y: &Targets,
+        y: &[Targets],
         idx: &[usize],
         batch: usize,
         scratch: &mut Scratch,
@@ -43,20 +44,22 @@ impl Sequential {
             std::mem::swap(&mut scratch.flows, &mut tape.flows);
             r
         })?;
-        Ok(Evaluation { loss: totals.loss(), metrics: totals.named(&metrics) })
+        Ok(Evaluation { loss: totals.loss(), metrics: totals.named(&metrics, &self.output_widths()) })
     }
 
-    pub(crate) fn evaluate_inner(&self, x: Inputs, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
-        let (loss, _) = self.compiled_parts("evaluate")?;
+    pub(crate) fn evaluate_inner(&self, x: Inputs, y: Inputs, batch_size: usize) -> Result<Evaluation> {
+        self.compiled_parts("evaluate")?;
         self.check_x(&x, "evaluate")?;
-        let targets = self.check_targets(loss, &x, y, "evaluate")?;
+        let targets = self.check_targets(&x, &y, "evaluate")?;
         let idx: Vec<usize> = (0..x.rows()).collect();
         self.evaluate_indices(&x, &targets, &idx, batch_size, &mut Scratch::default())
     }
 
-    pub(crate) fn predict_inner(&self, x: Inputs, batch_size: usize) -> Result<Tensor> {
+    pub(crate) fn predict_inner(&self, x: Inputs, batch_size: usize) -> Result<Vec<Tensor>> {
         self.check_x(&x, "predict")?;
-        let mut out = Vec::with_capacity(x.rows() * self.output_shape().iter().product::<usize>());
+        let shapes = self.output_shapes();
+        let mut outs: Vec<Vec<f32>> =
+            shapes.iter().map(|s| Vec::with_capacity(x.rows() * s.iter().product::<usize>())).collect();
         let idx: Vec<usize> = (0..x.rows()).collect();
         self.with_tape(|tape| {
             let g = &mut tape.graph;
@@ -71,14 +74,21 @@ impl Sequential {
                     let xv = g.input_with(&dims[..=input.shape.len()], |buf| gather(t.data(), w, chunk, buf))?;
                     tape.flows.outs.push((xv, None));
                 }
-                let y = self.net.forward(g, &mut tape.flows, false, false)?;
-                out.extend_from_slice(g.value(y));
+                self.net.forward(g, &mut tape.flows, false, &[])?;
+                for (k, out) in outs.iter_mut().enumerate() {
+                    out.extend_from_slice(g.value(self.net.output(&tape.flows, k)));
+                }
             }
             Ok::<_, Error>(())
         })?;
-        let mut shape = vec![x.rows()];
-        shape.extend_from_slice(self.output_shape());
-        Tensor::new(&shape, out)
+        outs.into_iter()
+            .zip(shapes)
+            .map(|(out, s)| {
+                let mut shape = vec![x.rows()];
+                shape.extend_from_slice(s);
+                Tensor::new(&shape, out)
+            })
+            .collect()
     }
 }
 

@@ -29,6 +29,9 @@ struct ModelSpec {
     name: String,
     inputs: Vec<InputSpec>,
     nodes: Vec<NodeSpec>,
+    /// The layers that are the model's outputs, when not just the last one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    outputs: Vec<String>,
     compile: Option<CompileConfig>,
 }
 
@@ -48,6 +51,7 @@ impl From<ModelSpec1> for ModelSpec {
             name: s.name,
             inputs: vec![InputSpec { name: "input".into(), shape: s.input_shape }],
             nodes: s.layers.into_iter().map(|layer| NodeSpec { inputs: Vec::new(), layer }).collect(),
+            outputs: Vec::new(),
             compile: s.compile,
         }
     }
@@ -103,7 +107,8 @@ impl Sequential {
             )));
         }
         let (inputs, nodes) = self.spec();
-        let spec = ModelSpec { name: self.name.clone(), inputs, nodes, compile: self.compile_config().cloned() };
+        let (name, outputs, compile) = (self.name.clone(), self.outputs_set(), self.compile_config().cloned());
+        let spec = ModelSpec { name, inputs, nodes, outputs, compile };
         let json =
             serde_json::to_string(&spec).map_err(|e| Error::Invalid(format!("cannot describe the model: {e}")))?;
         let mut meta = HashMap::from([(FORMAT_KEY.to_string(), FORMAT.to_string()), (MODEL_KEY.to_string(), json)]);
@@ -154,6 +159,10 @@ impl Sequential {
         let mut model = Sequential::from_spec(&spec.inputs, &spec.nodes, 0)
             .map_err(|e| not_kiln(format!("its architecture does not build: {e}")))?
             .named(&spec.name);
+        if !spec.outputs.is_empty() {
+            let outputs: Vec<&str> = spec.outputs.iter().map(String::as_str).collect();
+            model.set_outputs(&outputs).map_err(|e| not_kiln(format!("its outputs do not fit its layers: {e}")))?;
+        }
         if let Some(c) = spec.compile {
             model.compile_with(c)?;
         }

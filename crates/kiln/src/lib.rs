@@ -34,6 +34,7 @@ pub mod quantize;
 pub mod recipe;
 pub mod schedule;
 pub mod search;
+pub mod step;
 pub mod tabular;
 pub mod threads;
 pub mod train;

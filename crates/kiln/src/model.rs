@@ -17,7 +17,15 @@ use std::sync::Mutex;
 #[serde(deny_unknown_fields)]
 pub struct CompileConfig {
     pub optimizer: OptimizerConfig,
+    /// The loss of the output, or of every output when `losses` is empty.
     pub loss: Loss,
+    /// One loss per output, in the order of `Model::outputs` (several outputs only; empty: `loss` for each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub losses: Vec<Loss>,
+    /// Each output's loss is multiplied by its weight before they are added (Keras's `loss_weights`; empty:
+    /// all 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loss_weights: Vec<f32>,
     #[serde(default)]
     pub metrics: Vec<Metric>,
     /// A learning-rate schedule over the optimizer's steps; the optimizer's rate is its starting point.
@@ -32,6 +40,8 @@ impl CompileConfig {
         CompileConfig {
             optimizer: optimizer.into(),
             loss,
+            losses: Vec::new(),
+            loss_weights: Vec::new(),
             metrics: metrics.to_vec(),
             schedule: None,
             clip: Clip::default(),
@@ -46,6 +56,28 @@ impl CompileConfig {
     pub fn clip(mut self, c: Clip) -> Self {
         self.clip = c;
         self
+    }
+
+    /// One loss per output (a model with several outputs), in the order of `Model::outputs`.
+    pub fn losses(mut self, losses: &[Loss]) -> Self {
+        self.losses = losses.to_vec();
+        self
+    }
+
+    /// Weights of the outputs' losses in the total that is minimized.
+    pub fn loss_weights(mut self, weights: &[f32]) -> Self {
+        self.loss_weights = weights.to_vec();
+        self
+    }
+
+    /// The loss of output `k`.
+    pub(crate) fn loss_of(&self, k: usize) -> Loss {
+        self.losses.get(k).copied().unwrap_or(self.loss)
+    }
+
+    /// The weight of output `k`'s loss.
+    pub(crate) fn weight_of(&self, k: usize) -> f32 {
+        self.loss_weights.get(k).copied().unwrap_or(1.0)
     }
 }
 
@@ -91,7 +123,7 @@ pub struct Model {
     pub(crate) graph: Graph<f32>,
     rng: Rng,
     pub(crate) compiled: Option<(CompileConfig, Optimizer)>,
-    pub(crate) scratch: crate::train::Scratch,
+    pub(crate) scratch: crate::step::Scratch,
     /// How raw table rows become inputs (saved with the model; `predict_table` applies it).
     pub(crate) preparation: Option<crate::data::prepare::Preparation>,
     /// Warm inference tapes, so `predict(&self)` can run on several threads at once without allocating anew.
@@ -106,8 +138,11 @@ pub(crate) struct Net {
     pub(crate) inputs: Vec<InputSpec>,
     pub(crate) layers: Vec<Layer>,
     /// How many later layers read each layer's output (a conv feeding only the pool after it may fuse).
-    readers: Vec<usize>,
+    pub(crate) readers: Vec<usize>,
     fuse: bool,
+    /// The layers whose outputs are the model's, in order: the last layer unless `set_outputs` said otherwise.
+    pub(crate) outputs: Vec<usize>,
+    outputs_set: bool,
 }
 
 /// The Keras name for a model built layer by layer with `add`.
@@ -129,6 +164,8 @@ impl Model {
                 layers: Vec::new(),
                 readers: Vec::new(),
                 fuse: true,
+                outputs: Vec::new(),
+                outputs_set: false,
             },
             graph: Graph::new(),
             rng: Rng::new(0),
@@ -236,7 +273,51 @@ impl Model {
         let name = layer.name().to_string();
         self.net.layers.push(layer);
         self.net.readers.push(0);
+        if !self.net.outputs_set {
+            self.net.outputs = vec![self.net.layers.len() - 1];
+        }
         Ok(name)
+    }
+
+    /// Makes the layers `names` the model's outputs, in that order (Keras's `Model(inputs, outputs)`):
+    /// `fit` and `evaluate` then take one target array per output, `predict_outputs` returns one array per
+    /// output, and `compile` may give each its own loss (`CompileConfig::losses`).
+    pub fn set_outputs(&mut self, names: &[&str]) -> Result<()> {
+        if names.is_empty() {
+            return Err(Error::Config("set_outputs: name at least one layer".into()));
+        }
+        let mut outputs = Vec::with_capacity(names.len());
+        for &n in names {
+            let Some(j) = self.net.layers.iter().position(|l| l.name() == n) else {
+                let known: Vec<&str> = self.net.layers.iter().map(|l| l.name()).collect();
+                return Err(Error::Config(format!(
+                    "set_outputs: `{n}` is no layer of the model (there are: {})",
+                    known.join(", ")
+                )));
+            };
+            if outputs.contains(&j) {
+                return Err(Error::Config(format!("set_outputs: `{n}` is named twice")));
+            }
+            outputs.push(j);
+        }
+        self.net.outputs = outputs;
+        self.net.outputs_set = true;
+        Ok(())
+    }
+
+    /// The outputs `set_outputs` chose (empty when the model's output is its last layer), as saved.
+    pub(crate) fn outputs_set(&self) -> Vec<String> {
+        if self.net.outputs_set { self.outputs().iter().map(|n| n.to_string()).collect() } else { Vec::new() }
+    }
+
+    /// The names of the layers whose outputs are the model's.
+    pub fn outputs(&self) -> Vec<&str> {
+        self.net.outputs.iter().map(|&j| self.net.layers[j].name()).collect()
+    }
+
+    /// Per-sample shape of each output.
+    pub fn output_shapes(&self) -> Vec<&[usize]> {
+        self.net.outputs.iter().map(|&j| &self.net.layers[j].output_shape[..]).collect()
     }
 
     /// The input or layer called `name`, for the layer `reader`.
@@ -324,9 +405,9 @@ impl Model {
         &self.net.inputs
     }
 
-    /// Per-sample output shape.
+    /// Per-sample output shape (of the first output, when there are several).
     pub fn output_shape(&self) -> &[usize] {
-        self.net.layers.last().map_or(&self.net.inputs[0].shape, |l| &l.output_shape)
+        self.net.outputs.first().map_or(&self.net.inputs[0].shape, |&j| &self.net.layers[j].output_shape)
     }
 
     pub fn graph(&self) -> &Graph<f32> {
@@ -366,15 +447,33 @@ impl Model {
         if self.net.layers.is_empty() {
             return Err(Error::Config("compile: the model has no layers".into()));
         }
-        // A layer whose output no later layer reads, and that is not the model's output, would train nothing.
-        let last = self.net.layers.len() - 1;
-        if let Some(j) = (0..last).find(|&j| self.net.readers[j] == 0) {
+        // A layer whose output no later layer reads, and that is not one of the model's outputs, would train
+        // nothing.
+        let outs = &self.net.outputs;
+        if let Some(j) = (0..self.net.layers.len()).find(|&j| self.net.readers[j] == 0 && !outs.contains(&j)) {
+            let names = self.outputs().iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+            let (what, how) = if outs.len() == 1 {
+                (format!("the model's output (the last layer, {names})"), "connect it (a merge) or remove it")
+            } else {
+                (format!("one of the model's outputs ({names})"), "connect it, remove it or make it an output")
+            };
             return Err(Error::Config(format!(
-                "compile: the output of layer `{}` is read by no later layer and is not the model's output (the \
-                 last layer, `{}`): connect it (a merge) or remove it",
-                self.net.layers[j].name(),
-                self.net.layers[last].name()
+                "compile: the output of layer `{}` is read by no later layer and is not {what}: {how}",
+                self.net.layers[j].name()
             )));
+        }
+        let n = outs.len();
+        for (key, len) in [("losses", config.losses.len()), ("loss_weights", config.loss_weights.len())] {
+            if len != 0 && len != n {
+                return Err(Error::Config(format!(
+                    "compile: {len} {key} given for {n} output{} ({})",
+                    if n == 1 { "" } else { "s" },
+                    self.outputs().join(", ")
+                )));
+            }
+        }
+        if let Some(w) = config.loss_weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+            return Err(Error::Config(format!("compile: loss weight {w} must be a number >= 0")));
         }
         self.compiled = Some((config.clone(), Optimizer::new(config.optimizer)));
         Ok(())
@@ -470,6 +569,9 @@ impl Model {
             s += "\n";
             s += &line(if i == 0 { '━' } else { '─' });
         }
+        if self.net.outputs.len() > 1 {
+            s += &format!(" Outputs: {}\n", self.outputs().join(", "));
+        }
         let (t, nt) = self.param_counts();
         let mib = |n: usize| n as f64 * 4.0 / 1024.0 / 1024.0;
         s += &format!(" Total params: {} ({:.2} MiB)\n", group(t + nt), mib(t + nt));
@@ -484,11 +586,17 @@ impl Model {
 }
 
 impl Net {
-    /// Runs every layer on a batch whose model inputs are already in `flows.outs` (one per input, in order);
-    /// appends each layer's output there and returns the last. `logits`: the last layer leaves out its
-    /// softmax/sigmoid. Takes `&self`: the tape `g` is the caller's (the model's own when training, a lent
-    /// one when predicting).
-    pub(crate) fn forward(&self, g: &mut Graph<f32>, flows: &mut Flows, training: bool, logits: bool) -> Result<Var> {
+    /// Runs every layer on a batch whose model inputs are already in `flows.outs` (one per input, in order)
+    /// and appends each layer's output there (`output` reads the model's outputs from it). The layers in
+    /// `logits` leave out their softmax/sigmoid (outputs whose loss takes logits). Takes `&self`: the tape `g`
+    /// is the caller's (the model's own when training, a lent one when predicting).
+    pub(crate) fn forward(
+        &self,
+        g: &mut Graph<f32>,
+        flows: &mut Flows,
+        training: bool,
+        logits: &[usize],
+    ) -> Result<()> {
         let (n, base) = (self.layers.len(), self.inputs.len());
         debug_assert_eq!(flows.outs.len(), base);
         let at = |s: Src| match s {
@@ -503,6 +611,7 @@ impl Net {
             if self.fuse
                 && i + 1 < n
                 && self.readers[i] == 1
+                && !self.outputs.contains(&i)
                 && self.layers[i + 1].inputs[..] == [Src::Layer(i)]
                 && let Some(y) = layer.fuse_next(&self.layers[i + 1], g, x)
             {
@@ -518,7 +627,7 @@ impl Net {
             let mask: Option<Vec<f32>> = mask_ids
                 .filter(|_| layer.reads_mask())
                 .map(|ids| g.value(ids).iter().map(|&id| (id != 0.0) as u8 as f32).collect());
-            let y = layer.forward(g, &flows.ins, training, logits && i + 1 == n, mask.as_deref())?;
+            let y = layer.forward(g, &flows.ins, training, logits.contains(&i), mask.as_deref())?;
             // The mask holds while the steps are the embedding's: through dropout and sequence outputs.
             let mask_ids = match layer.mask_rule() {
                 MaskRule::Starts => Some(x),
@@ -528,7 +637,15 @@ impl Net {
             flows.outs.push((y, mask_ids));
             i += 1;
         }
-        flows.outs.last().map(|o| o.0).ok_or_else(|| Error::Config("the model has no layers".into()))
+        if n == 0 {
+            return Err(Error::Config("the model has no layers".into()));
+        }
+        Ok(())
+    }
+
+    /// The value of output `k` after `forward`.
+    pub(crate) fn output(&self, flows: &Flows, k: usize) -> Var {
+        flows.outs[self.inputs.len() + self.outputs[k]].0
     }
 }
 

@@ -16,7 +16,7 @@ use crate::nn::{
     Activation, Bidirectional, Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
     GlobalMaxPooling1D, Gru, LayerConfig, Lstm, MaxPooling2D, Regularizer, RnnKind, SimpleRnn,
 };
-use crate::weights::{NameMap, WeightFile};
+use crate::weights::{NameMap, TermVectors, WeightFile};
 use kiln_core::{Error, Result};
 
 /// MNIST's images and classes (the only image format so far): known without reading the files.
@@ -45,10 +45,10 @@ impl Config {
             )));
         }
         let mut net = if m.explicit() {
-            self.written_out(&[InputSpec { name: "input".into(), shape: shape.clone() }], None)?
+            self.written_out(&[InputSpec { name: "input".into(), shape: shape.clone() }], None, None)?
         } else {
             let mut net = Sequential::new(&shape).seed(m.seed).named(m.model_name());
-            self.start_weights(&mut net)?;
+            self.start_weights(&mut net, None)?;
             match m.kind.unwrap_or_default() {
                 ModelKind::Mlp => {}
                 ModelKind::Cnn => {
@@ -84,10 +84,15 @@ impl Config {
 
     /// `[[model.layers]]` or `[[model.nodes]]` over the inputs (one called `input`, or a table's named
     /// inputs), after `first` (a table's category embeddings) when given; a layer's error names it.
-    fn written_out(&self, inputs: &[InputSpec], first: Option<LayerConfig>) -> Result<Sequential> {
+    fn written_out(
+        &self,
+        inputs: &[InputSpec],
+        first: Option<LayerConfig>,
+        vectors: Option<TermVectors>,
+    ) -> Result<Sequential> {
         let m = &self.model;
         let mut net = Sequential::from_spec(inputs, &[], m.seed)?.named(m.model_name());
-        self.start_weights(&mut net)?;
+        self.start_weights(&mut net, vectors)?;
         if let Some(first) = first {
             if !m.nodes.is_empty() {
                 return Err(Error::Config(
@@ -115,10 +120,13 @@ impl Config {
         Ok(net)
     }
 
-    /// With `model.weights`: the layers built from here take their parameters from that file.
-    fn start_weights(&self, net: &mut Sequential) -> Result<()> {
+    /// With `model.weights`: the layers built from here take their parameters from that file; else text
+    /// embedding tables start from `vectors` (GloVe or skip-gram) where given. One path: `BuildCx::param`.
+    fn start_weights(&self, net: &mut Sequential, vectors: Option<TermVectors>) -> Result<()> {
         if let Some(path) = &self.model.weights {
             net.set_weights_source(Box::new(WeightFile::open(path, NameMap::new())?));
+        } else if let Some(v) = vectors {
+            net.set_weights_source(Box::new(v));
         }
         Ok(())
     }
@@ -158,13 +166,19 @@ impl Config {
     /// the losses of a number): the recipe (embeddings and numbers into Dense layers, or one text column
     /// through a sequence layer), or the written-out layers over the prepared row.
     pub fn table_model(&self, prep: &Preparation) -> Result<Sequential> {
+        self.table_model_with(prep, None)
+    }
+
+    /// `table_model` with the text embedding tables started from word vectors (ignored when `model.weights`
+    /// gives every parameter).
+    pub fn table_model_with(&self, prep: &Preparation, vectors: Option<TermVectors>) -> Result<Sequential> {
         let m = &self.model;
         let (out, loss, metrics) = self.task_head(&prep.task)?;
         let mut net = if m.explicit() {
             let first = prep.embedding_layer().map(LayerConfig::from);
             let inputs: Vec<InputSpec> =
                 prep.input_widths().into_iter().map(|(name, w)| InputSpec { name, shape: vec![w] }).collect();
-            let net = self.written_out(&inputs, first)?;
+            let net = self.written_out(&inputs, first, vectors)?;
             let want = out.units;
             if net.output_shape() != [want] {
                 let task = match &prep.task {
@@ -181,7 +195,7 @@ impl Config {
             net
         } else {
             let mut net = Sequential::new(&[prep.width()]).seed(m.seed).named(m.model_name());
-            self.start_weights(&mut net)?;
+            self.start_weights(&mut net, vectors)?;
             self.sequence_layers(&mut net, prep)?;
             self.head(&mut net, out)?;
             self.end_weights(&mut net)?;

@@ -13,6 +13,7 @@ use crate::data::table::{ColumnType, Table};
 use crate::metrics::{ClassificationReport, pr_auc, regression_scores, roc_auc};
 use crate::model::Sequential;
 use crate::train::{ClassWeight, FitOptions};
+use crate::weights::TermVectors;
 use kiln_core::{Error, Result, Rng, Tensor};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -220,14 +221,14 @@ pub fn fit_rows_in(
             (m, Some(p))
         }
         None => {
-            let mut model = cfg.table_model(&prep)?;
             // Pretraining reads texts, not labels: the validation rows' texts are fair game.
             let texts: Vec<usize> = train.iter().chain(&val).copied().collect();
             // Weights from a file (`model.weights`) are the start; GloVe or skip-gram vectors otherwise.
-            if cfg.model.weights.is_none() {
-                init_embeddings(&mut model, &prep, table, &texts, cfg.model.seed, verbose)?;
-            }
-            (model, None)
+            let vectors = match cfg.model.weights {
+                None => word_vectors(&prep, table, &texts, cfg.model.seed, verbose)?,
+                Some(_) => None,
+            };
+            (cfg.table_model_with(&prep, vectors)?, None)
         }
     };
     if cfg.train.oversample && prep.task != Task::Regression {
@@ -255,7 +256,7 @@ pub fn fit_rows_in(
         if let Some(stop) = &mut stop {
             callbacks.push(stop);
         }
-        let opts = FitOptions { validation_data: Some(((&vx).into(), &vy)), ..opts };
+        let opts = FitOptions { validation_data: Some(((&vx).into(), (&vy).into())), ..opts };
         model.fit_with(&x, &y, opts, &mut callbacks)?;
     }
     Ok(model)
@@ -351,21 +352,19 @@ pub fn hold_out_validation(
     Ok((rows, val))
 }
 
-/// Starts the text embeddings (the first layer's tables, in the order of the text features) from a GloVe
-/// file's vectors for the terms it covers, or from skip-gram vectors trained on the texts of the `rows`.
-fn init_embeddings(
-    model: &mut Sequential,
+/// The vectors the text embedding tables start from (built with them: `TermVectors`): a GloVe file's for
+/// the terms it covers, or skip-gram vectors trained on the texts of the `rows`; None when no text column
+/// asks for either.
+fn word_vectors(
     prep: &Preparation,
     table: &Table,
     rows: &[usize],
     seed: u64,
     verbose: bool,
-) -> Result<()> {
-    // Per text column: (vocabulary row, vector) pairs found, the vector width, the embedding table.
-    type Found = (Vec<(usize, Vec<f32>)>, usize, kiln_core::ParamId);
-    let todo: Vec<Found> = text_tables(model, prep)
+) -> Result<Option<TermVectors>> {
+    let tables = text_columns(prep)
         .into_iter()
-        .map(|(name, vocab, opts, pid)| {
+        .map(|(j, name, vocab, opts)| {
             let found = match (&opts.glove, &opts.pretrain) {
                 (Some(_), Some(_)) => {
                     return Err(Error::Config(
@@ -398,17 +397,29 @@ fn init_embeddings(
                 }
                 (None, None) => Vec::new(),
             };
-            Ok((found, opts.dim, pid))
+            Ok((j, opts.dim, found))
         })
-        .collect::<Result<_>>()?;
-    for (found, dim, pid) in todo {
-        let table = &mut model.graph_mut().param_mut(pid).value;
-        for (k, v) in found {
-            // Ids are 2 + vocabulary position (0 padding, 1 out of vocabulary).
-            table[(k + 2) * dim..(k + 3) * dim].copy_from_slice(&v);
+        .collect::<Result<Vec<_>>>()?;
+    let any = tables.iter().any(|(_, _, found)| !found.is_empty());
+    Ok(any.then(|| TermVectors::new(tables)))
+}
+
+/// Each text column's index among the embedded columns (a CategoryEmbedding's table `embeddings_{j}`),
+/// name, vocabulary and options, in feature order.
+fn text_columns(prep: &Preparation) -> Vec<(usize, &str, &[String], &crate::data::text::TextOptions)> {
+    let mut j = 0;
+    let mut out = Vec::new();
+    for f in &prep.features {
+        match &f.kind {
+            FeatureKind::Category { embed: Some(_), .. } => j += 1,
+            FeatureKind::Text { vocab, opts, .. } => {
+                out.push((j, f.name.as_str(), vocab.as_slice(), opts));
+                j += 1;
+            }
+            _ => {}
         }
     }
-    Ok(())
+    out
 }
 
 /// Each text column's name, vocabulary, options and embedding table, found by name in the first layer: a
@@ -419,23 +430,13 @@ fn text_tables<'a>(
     prep: &'a Preparation,
 ) -> Vec<(&'a str, &'a [String], &'a crate::data::text::TextOptions, kiln_core::ParamId)> {
     let Some(first) = model.layers().first() else { return Vec::new() };
-    let mut j = 0;
-    let mut out = Vec::new();
-    for f in &prep.features {
-        match &f.kind {
-            FeatureKind::Category { embed: Some(_), .. } => j += 1,
-            FeatureKind::Text { vocab, opts, .. } => {
-                let table =
-                    first.param(&crate::nn::CategoryEmbedding::table_name(j)).or_else(|| first.param("embeddings"));
-                if let Some(pid) = table {
-                    out.push((f.name.as_str(), vocab.as_slice(), opts, pid));
-                }
-                j += 1;
-            }
-            _ => {}
-        }
-    }
-    out
+    text_columns(prep)
+        .into_iter()
+        .filter_map(|(j, name, vocab, opts)| {
+            let table = first.param(&crate::nn::CategoryEmbedding::table_name(j)).or_else(|| first.param("embeddings"));
+            table.map(|pid| (name, vocab, opts, pid))
+        })
+        .collect()
 }
 
 /// The learned vector of every single-word term of the model's first text column (the rows of its

@@ -10,10 +10,10 @@ pub use crate::history::{EpochLog, Evaluation, History, epoch_line};
 pub use crate::inputs::Inputs;
 use crate::loss::Loss;
 use crate::metrics::Metric;
-use crate::model::{CompileConfig, Flows, Model, Net, Sequential};
+use crate::model::{Model, Sequential};
 use crate::nn::fmt_shape;
-use crate::optim::Optimizer;
-use kiln_core::{Error, Graph, MAX_RANK, Result, Rng, Tensor};
+use crate::step::{Scratch, Totals};
+use kiln_core::{Error, Result, Rng, Tensor};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -42,8 +42,8 @@ pub struct FitOptions<'a> {
     pub batch_size: usize,
     /// Fraction of the samples, taken from the end before shuffling (as Keras), held out for validation.
     pub validation_split: f64,
-    /// Explicit validation samples; wins over `validation_split`.
-    pub validation_data: Option<(Inputs<'a>, &'a Tensor)>,
+    /// Explicit validation samples (x, and y: one array per output); wins over `validation_split`.
+    pub validation_data: Option<(Inputs<'a>, Inputs<'a>)>,
     pub shuffle: bool,
     /// Seeds shuffling, dropout and augmentation; each epoch draws from streams of its own, derived from
     /// the seed and the epoch number, so a resumed run draws what the uninterrupted run would have.
@@ -81,58 +81,26 @@ impl Default for FitOptions<'_> {
     }
 }
 
+/// The targets of every output (one output's without a heap allocation, as `Inputs`).
+pub(crate) enum TargetList<'a> {
+    One([Targets<'a>; 1]),
+    Many(Vec<Targets<'a>>),
+}
+
+impl<'a> std::ops::Deref for TargetList<'a> {
+    type Target = [Targets<'a>];
+    fn deref(&self) -> &[Targets<'a>] {
+        match self {
+            TargetList::One(t) => t,
+            TargetList::Many(t) => t,
+        }
+    }
+}
+
 /// Targets checked against the loss: class indices for the sparse loss, else arrays shaped like the output.
 pub(crate) enum Targets<'a> {
     Labels(Vec<u32>),
     Dense(&'a Tensor),
-}
-
-/// Buffers reused from batch to batch (kept in the model, so steady-state steps do not allocate).
-#[derive(Default)]
-pub(crate) struct Scratch {
-    labels: Vec<u32>,
-    probs: Vec<f32>,
-    idx: Vec<usize>,
-    totals: Vec<f64>,
-    weights: Vec<f32>,
-    augment: Vec<f32>,
-    trainable: Vec<bool>,
-    pub(crate) flows: Flows,
-}
-
-/// Sums over the samples seen so far.
-pub(crate) struct Totals {
-    loss: f64,
-    metrics: Vec<f64>,
-    seen: usize,
-}
-
-impl Totals {
-    pub(crate) fn new(n: usize) -> Self {
-        Totals::reusing(Vec::new(), n)
-    }
-    /// Starts from zero in a buffer from an earlier batch.
-    fn reusing(mut buf: Vec<f64>, n: usize) -> Self {
-        buf.clear();
-        buf.resize(n, 0.0);
-        Totals { loss: 0.0, metrics: buf, seen: 0 }
-    }
-    pub(crate) fn loss(&self) -> f64 {
-        self.loss / self.seen.max(1) as f64
-    }
-    /// Each metric's value: a mean over samples, or read from the confusion matrix kept after the sums.
-    pub(crate) fn named(&self, metrics: &[Metric]) -> Vec<(String, f64)> {
-        let cm = &self.metrics[metrics.len().min(self.metrics.len())..];
-        let k = (cm.len() as f64).sqrt().round() as usize;
-        metrics
-            .iter()
-            .zip(&self.metrics)
-            .map(|(m, s)| {
-                let v = if m.needs_confusion() { m.of_confusion(cm, k) } else { s / self.seen.max(1) as f64 };
-                (m.name().to_string(), v)
-            })
-            .collect()
-    }
 }
 
 /// `what` and `name` ("fit", "x") are joined only when there is something to report.
@@ -148,14 +116,15 @@ fn check_finite(t: &Tensor, what: &str, name: &str) -> Result<()> {
 impl Sequential {
     /// One optimizer step on one batch (all of `x`); returns the batch's loss. Once a batch shape has been
     /// seen, a call with dense targets makes no heap allocation of kiln's own.
-    pub fn train_on_batch<'a>(&mut self, x: impl Into<Inputs<'a>>, y: &Tensor) -> Result<f64> {
-        let x = x.into();
+    pub fn train_on_batch<'a>(&mut self, x: impl Into<Inputs<'a>>, y: impl Into<Inputs<'a>>) -> Result<f64> {
+        let (x, y) = (x.into(), y.into());
         in_pool(|| self.train_on_batch_inner(x, y))
     }
 
-    /// Trains for `opts.epochs` passes over (x, y). Returns the per-epoch history.
-    pub fn fit<'a>(&mut self, x: impl Into<Inputs<'a>>, y: &Tensor, opts: FitOptions) -> Result<History> {
-        let x = x.into();
+    /// Trains for `opts.epochs` passes over (x, y). Returns the per-epoch history. `y` is one array per
+    /// output (a single `&Tensor` for a model with one output).
+    pub fn fit<'a>(&mut self, x: impl Into<Inputs<'a>>, y: impl Into<Inputs<'a>>, opts: FitOptions) -> Result<History> {
+        let (x, y) = (x.into(), y.into());
         in_pool(|| self.fit_inner(x, y, opts, &mut []))
     }
 
@@ -163,25 +132,42 @@ impl Sequential {
     pub fn fit_with<'a>(
         &mut self,
         x: impl Into<Inputs<'a>>,
-        y: &Tensor,
+        y: impl Into<Inputs<'a>>,
         opts: FitOptions,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
-        let x = x.into();
+        let (x, y) = (x.into(), y.into());
         in_pool(|| self.fit_inner(x, y, opts, callbacks))
     }
 
     /// Loss and metrics over (x, y), in batches of `batch_size`, without dropout and with batch-norm's moving
     /// statistics. Takes `&self`: several threads may evaluate one model at once.
-    pub fn evaluate<'a>(&self, x: impl Into<Inputs<'a>>, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
-        let x = x.into();
+    pub fn evaluate<'a>(
+        &self,
+        x: impl Into<Inputs<'a>>,
+        y: impl Into<Inputs<'a>>,
+        batch_size: usize,
+    ) -> Result<Evaluation> {
+        let (x, y) = (x.into(), y.into());
         in_pool(|| self.evaluate_inner(x, y, batch_size))
     }
 
-    /// The model's outputs (probabilities where it ends in softmax or sigmoid) for every sample of `x`.
+    /// The model's output (probabilities where it ends in softmax or sigmoid) for every sample of `x`.
     /// Takes `&self`: one model can answer from several threads at once, each on a tape of its own, with
-    /// results bit-identical to one thread's.
+    /// results bit-identical to one thread's. A model with several outputs answers with `predict_outputs`.
     pub fn predict<'a>(&self, x: impl Into<Inputs<'a>>, batch_size: usize) -> Result<Tensor> {
+        if self.net.outputs.len() > 1 {
+            return Err(Error::Config(format!(
+                "predict: the model has {} outputs ({}): use predict_outputs",
+                self.net.outputs.len(),
+                self.outputs().join(", ")
+            )));
+        }
+        Ok(self.predict_outputs(x, batch_size)?.swap_remove(0))
+    }
+
+    /// `predict` for every output: one array per output, in the order of `outputs()`.
+    pub fn predict_outputs<'a>(&self, x: impl Into<Inputs<'a>>, batch_size: usize) -> Result<Vec<Tensor>> {
         let x = x.into();
         // A handful of samples is faster on the calling thread than after a hop into the pool.
         if x.rows() < 16 {
@@ -195,10 +181,19 @@ impl Sequential {
         Ok((loss, self.compiled.as_ref().map(|c| c.0.metrics.clone()).unwrap_or_default()))
     }
 
-    /// Slots of metric state (see `metrics::state_len`).
+    /// Each output's name and width (values per sample), for naming scores.
+    pub(crate) fn output_widths(&self) -> Vec<(&str, usize)> {
+        self.outputs().into_iter().zip(self.output_shapes()).map(|(n, s)| (n, s.iter().product())).collect()
+    }
+
+    /// Slots of metric state (see `metrics::state_len`), for every output (after their losses when several).
     pub(crate) fn state_len(&self) -> usize {
         let metrics = self.compiled.as_ref().map(|c| &c.0.metrics[..]).unwrap_or(&[]);
-        crate::metrics::state_len(metrics, self.output_shape().iter().product())
+        // No `output_shapes()` here: a training step calls this, and must not allocate.
+        let outs = &self.net.outputs;
+        let width = |&j: &usize| self.net.layers[j].output_shape.iter().product();
+        let per: usize = outs.iter().map(|j| crate::metrics::state_len(metrics, width(j))).sum();
+        per + if outs.len() > 1 { outs.len() } else { 0 }
     }
 
     fn compiled_loss(&self, what: &str) -> Result<Loss> {
@@ -246,164 +241,30 @@ impl Sequential {
         Ok(())
     }
 
-    pub(crate) fn check_targets<'a>(&self, loss: Loss, x: &Inputs, y: &'a Tensor, what: &str) -> Result<Targets<'a>> {
-        check_finite(y, what, "y")?;
-        if y.rows() != x.rows() {
-            return Err(Error::Shape(format!("{what}: x has {} samples but y has {}", x.rows(), y.rows())));
-        }
-        let out = self.output_shape();
-        if loss.sparse() {
-            let classes = out.last().copied().unwrap_or(1);
-            if !(y.shape().len() == 1 || y.shape() == [y.rows(), 1]) {
-                return Err(Error::Shape(format!(
-                    "{what}: {} takes class indices of shape (samples,), got y of shape {}",
-                    loss.name(),
-                    fmt_shape(y.shape())
-                )));
-            }
-            let mut labels = Vec::with_capacity(y.len());
-            for (i, &v) in y.data().iter().enumerate() {
-                if v < 0.0 || v.fract() != 0.0 || v as usize >= classes {
-                    return Err(Error::Data(format!("{what}: y[{i}] = {v} is not a class index in 0..{classes}")));
-                }
-                labels.push(v as u32);
-            }
-            return Ok(Targets::Labels(labels));
-        }
-        if y.shape().get(1..) != Some(out) {
-            let mut want = vec![y.rows()];
-            want.extend_from_slice(out);
-            let hint = if loss == Loss::CategoricalCrossentropy && y.shape().len() == 1 {
-                "; for class indices use sparse_categorical_crossentropy, or one-hot encode y"
-            } else {
-                ""
-            };
+    /// One target array per output, each checked against its output and loss. One output's make no heap
+    /// allocation (dense targets), so that `train_on_batch` stays allocation-free.
+    pub(crate) fn check_targets<'a>(&self, x: &Inputs, y: &Inputs<'a>, what: &str) -> Result<TargetList<'a>> {
+        let config = &self.compiled.as_ref().ok_or_else(|| Error::Config(format!("{what}: call compile first")))?.0;
+        let outs = &self.net.outputs;
+        if y.all().len() != outs.len() {
             return Err(Error::Shape(format!(
-                "{what}: y has shape {} but {} needs targets shaped like the output, {}{hint}",
-                fmt_shape(y.shape()),
-                loss.name(),
-                fmt_shape(&want)
+                "{what}: {} arrays given for y, the model has {} output{} ({})",
+                y.all().len(),
+                outs.len(),
+                if outs.len() == 1 { "" } else { "s" },
+                self.outputs().join(", ")
             )));
         }
-        Ok(Targets::Dense(y))
-    }
-
-    /// One batch on the tape `g`: forward, loss, and with an optimizer, backward and a step. Adds to
-    /// `totals` and returns the batch's loss. `augment` changes the gathered images first. Takes the
-    /// model's parts rather than the model, so that training runs on the model's own tape and evaluation
-    /// on a lent one through the same code.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run_batch(
-        net: &Net,
-        g: &mut Graph<f32>,
-        config: &CompileConfig,
-        opt: Option<&mut Optimizer>,
-        x: &Inputs,
-        y: &Targets,
-        idx: &[usize],
-        totals: &mut Totals,
-        scratch: &mut Scratch,
-        augment: Option<(&Augment, &mut Rng)>,
-        sample_weights: Option<&[f32]>,
-    ) -> Result<f64> {
-        let train = opt.is_some();
-        let loss_kind = config.loss;
-        let last_act = net.layers.last().map(|l| l.config.activation());
-        let fused = loss_kind.fuses(last_act.unwrap_or(crate::nn::Activation::Linear));
-        let n = idx.len();
-        g.reset();
-        g.set_recording(train);
-        scratch.flows.outs.clear();
-        let mut augment = augment;
-        for (t, input) in x.all().iter().zip(&net.inputs) {
-            let shape = &input.shape;
-            let mut dims = [0usize; MAX_RANK];
-            dims[0] = n;
-            dims[1..=shape.len()].copy_from_slice(shape);
-            let hwc = (shape[0], shape.get(1).copied().unwrap_or(1), shape.get(2).copied().unwrap_or(1));
-            let w = t.row_len();
-            let xv = g.input_with(&dims[..=shape.len()], |buf| {
-                gather(t.data(), w, idx, buf);
-                if let Some((a, rng)) = augment.as_mut() {
-                    a.apply(buf, hwc, rng, &mut scratch.augment);
-                }
-            })?;
-            scratch.flows.outs.push((xv, None));
-        }
-        let out = net.forward(g, &mut scratch.flows, train, fused)?;
-        let out_dims = g.shape(out);
-        scratch.labels.clear();
-        let target = match y {
-            Targets::Labels(l) => {
-                scratch.labels.extend(idx.iter().map(|&i| l[i]));
-                None
-            }
-            Targets::Dense(t) => {
-                let tw = t.row_len();
-                Some(g.input_with(out_dims.dims(), |buf| gather(t.data(), tw, idx, buf))?)
-            }
+        let check = |k: usize| {
+            let layer = &self.net.layers[outs[k]];
+            let name: std::borrow::Cow<str> =
+                if outs.len() == 1 { "y".into() } else { format!("y for output `{}`", layer.name()).into() };
+            check_target(config.loss_of(k), x, y.all()[k], &layer.output_shape, what, &name)
         };
-        scratch.weights.clear();
-        if let (true, Some(sw)) = (train, sample_weights) {
-            scratch.weights.extend(idx.iter().map(|&i| sw[i]));
+        if outs.len() == 1 {
+            return Ok(TargetList::One([check(0)?]));
         }
-        let loss = loss_kind.compute(g, out, fused, target, &scratch.labels, &scratch.weights)?;
-        let mut loss_value = g.scalar(loss) as f64;
-        if train {
-            // Gradients start at zero: each step ends with zero_grads.
-            g.backward(loss)?;
-        }
-        // Kernel penalties count in every loss, evaluation and validation included, as in Keras's test_step.
-        for layer in &net.layers {
-            if let (Some(r), Some(pid)) = (layer.regularizer, layer.param("kernel")) {
-                loss_value += r.penalty(&g.param(pid).value);
-                if train {
-                    let (params, grads) = g.params_and_grads_mut();
-                    r.add_gradient(&params[pid.0].value, &mut grads[pid.0]);
-                }
-            }
-        }
-        if let Some(opt) = opt {
-            if !loss_value.is_finite() {
-                g.zero_grads();
-                return Err(Error::Stopped(format!(
-                    "the loss became {loss_value} at step {} (not applied): lower the learning rate or check the data",
-                    opt.iterations() + 1
-                )));
-            }
-            let (params, grads) = g.params_and_grads_mut();
-            if let Some(s) = &config.schedule {
-                opt.config.set_learning_rate(s.at(config.optimizer.learning_rate(), opt.iterations()));
-            }
-            if !config.clip.is_none() {
-                let trainable: &mut Vec<bool> = &mut scratch.trainable;
-                trainable.clear();
-                trainable.extend(params.iter().map(|p| p.trainable));
-                config.clip.apply(grads, trainable);
-            }
-            // Here, between backward and the step, is where data-parallel training reduces the gradients.
-            opt.step(params, grads);
-            g.zero_grads();
-        }
-        let (cols, ov) = (out_dims.dims()[1..].iter().product::<usize>(), g.value(out));
-        let tv = target.map(|t| g.value(t)).unwrap_or(&[]);
-        let metrics = &config.metrics[..];
-        for (k, m) in metrics.iter().enumerate() {
-            let vals = if fused && m.needs_probabilities() {
-                to_probabilities(ov, cols, last_act, &mut scratch.probs);
-                &scratch.probs[..]
-            } else {
-                ov
-            };
-            totals.metrics[k] += m.batch_sum(loss_kind, vals, cols, tv, &scratch.labels, fused);
-        }
-        if totals.metrics.len() > metrics.len() {
-            let cm = &mut totals.metrics[metrics.len()..];
-            crate::metrics::add_to_confusion(cm, ov, cols, tv, &scratch.labels, fused);
-        }
-        totals.loss += loss_value * n as f64;
-        totals.seen += n;
-        Ok(loss_value)
+        Ok(TargetList::Many((0..outs.len()).map(check).collect::<Result<_>>()?))
     }
 
     /// `run_batch` on the model's own tape with its optimizer (a training step).
@@ -411,7 +272,7 @@ impl Sequential {
     fn train_batch(
         &mut self,
         x: &Inputs,
-        y: &Targets,
+        y: &[Targets],
         idx: &[usize],
         totals: &mut Totals,
         scratch: &mut Scratch,
@@ -435,11 +296,11 @@ impl Sequential {
         }
     }
 
-    fn train_on_batch_inner(&mut self, x: Inputs, y: &Tensor) -> Result<f64> {
+    fn train_on_batch_inner(&mut self, x: Inputs, y: Inputs) -> Result<f64> {
         self.check_trainable("train_on_batch")?;
-        let loss = self.compiled_loss("train_on_batch")?;
+        self.compiled_loss("train_on_batch")?;
         self.check_x(&x, "train_on_batch")?;
-        let targets = self.check_targets(loss, &x, y, "train_on_batch")?;
+        let targets = self.check_targets(&x, &y, "train_on_batch")?;
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut idx = std::mem::take(&mut scratch.idx);
         idx.clear();
@@ -457,7 +318,7 @@ impl Sequential {
     fn fit_inner(
         &mut self,
         x: Inputs,
-        y: &Tensor,
+        y: Inputs,
         opts: FitOptions,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
@@ -480,9 +341,16 @@ impl Sequential {
             }
         }
         self.check_x(&x, "fit")?;
-        let targets = self.check_targets(loss, &x, y, "fit")?;
+        let targets = self.check_targets(&x, &y, "fit")?;
         // Each training sample's weight, from its class's.
         let sample_weights = match &opts.class_weight {
+            Some(_) if targets.len() > 1 => {
+                return Err(Error::Config(format!(
+                    "fit: class_weight reads one output's classes, the model has {} outputs ({})",
+                    targets.len(),
+                    self.outputs().join(", ")
+                )));
+            }
             Some(cw) => {
                 if !loss.classifies() {
                     return Err(Error::Config(format!(
@@ -496,7 +364,7 @@ impl Sequential {
                 } else {
                     (x.rows() as f64 * (1.0 - opts.validation_split)).floor() as usize
                 };
-                let classes = row_classes(&targets, out, n_train);
+                let classes = row_classes(&targets[0], out, n_train);
                 let per_class = cw.resolve(&classes, crate::metrics::class_count(out))?;
                 Some(classes.iter().map(|&c| per_class[c]).collect::<Vec<f32>>())
             }
@@ -512,10 +380,10 @@ impl Sequential {
             return Err(Error::Data("fit: no training samples".into()));
         }
         let val_targets;
-        let val: Option<(Inputs, &Targets, std::ops::Range<usize>)> = match opts.validation_data {
+        let val: Option<(Inputs, &[Targets], std::ops::Range<usize>)> = match opts.validation_data {
             Some((vx, vy)) => {
                 self.check_x(&vx, "fit validation_data")?;
-                val_targets = self.check_targets(loss, &vx, vy, "fit validation_data")?;
+                val_targets = self.check_targets(&vx, &vy, "fit validation_data")?;
                 Some((vx, &val_targets, 0..vx.rows()))
             }
             None if n_val > 0 => Some((x, &targets, n_train..x.rows())),
@@ -543,6 +411,8 @@ impl Sequential {
         }
         let mut order: Vec<usize> = Vec::with_capacity(n_train);
         let mut scratch = Scratch::default();
+        let widths: Vec<(String, usize)> = self.output_widths().into_iter().map(|(n, w)| (n.to_string(), w)).collect();
+        let widths: Vec<(&str, usize)> = widths.iter().map(|(n, w)| (n.as_str(), *w)).collect();
         let steps = n_train.div_ceil(opts.batch_size);
         for epoch in first_epoch..=opts.epochs {
             let start = Instant::now();
@@ -588,7 +458,7 @@ impl Sequential {
                     if step % 20 == 0 || step + 1 == steps {
                         let rate = totals.seen as f64 / start.elapsed().as_secs_f64();
                         let mut msg = format!("loss: {:.4}", totals.loss());
-                        for (n, v) in totals.named(&metrics) {
+                        for (n, v) in totals.named(&metrics, &widths) {
                             msg += &format!(" - {n}: {v:.4}");
                         }
                         bar.set_message(format!("{msg} - {rate:.0} samples/s"));
@@ -631,7 +501,7 @@ impl Sequential {
             let log = EpochLog {
                 epoch,
                 loss: totals.loss(),
-                metrics: totals.named(&metrics),
+                metrics: totals.named(&metrics, &widths),
                 val_loss,
                 val_metrics,
                 learning_rate: self.learning_rate().unwrap_or(0.0),
@@ -702,31 +572,51 @@ fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
-/// buf[k] = rows idx[k] of `src` (rows of `w` values).
-pub(crate) fn gather(src: &[f32], w: usize, idx: &[usize], buf: &mut [f32]) {
-    for (k, &i) in idx.iter().enumerate() {
-        buf[k * w..(k + 1) * w].copy_from_slice(&src[i * w..(i + 1) * w]);
+/// Targets for one output of per-sample shape `out`, checked against its loss.
+fn check_target<'a>(
+    loss: Loss,
+    x: &Inputs,
+    y: &'a Tensor,
+    out: &[usize],
+    what: &str,
+    name: &str,
+) -> Result<Targets<'a>> {
+    check_finite(y, what, name)?;
+    if y.rows() != x.rows() {
+        return Err(Error::Shape(format!("{what}: x has {} samples but {name} has {}", x.rows(), y.rows())));
     }
-}
-
-/// Logits to probabilities for metrics that read probabilities.
-fn to_probabilities(logits: &[f32], cols: usize, act: Option<crate::nn::Activation>, out: &mut Vec<f32>) {
-    out.clear();
-    out.extend_from_slice(logits);
-    match act {
-        Some(crate::nn::Activation::Sigmoid) => out.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
-        _ => {
-            for row in out.chunks_mut(cols.max(1)) {
-                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let s: f32 = row
-                    .iter_mut()
-                    .map(|v| {
-                        *v = (*v - m).exp();
-                        *v
-                    })
-                    .sum();
-                row.iter_mut().for_each(|v| *v /= s);
-            }
+    if loss.sparse() {
+        let classes = out.last().copied().unwrap_or(1);
+        if !(y.shape().len() == 1 || y.shape() == [y.rows(), 1]) {
+            return Err(Error::Shape(format!(
+                "{what}: {} takes class indices of shape (samples,), got {name} of shape {}",
+                loss.name(),
+                fmt_shape(y.shape())
+            )));
         }
+        let mut labels = Vec::with_capacity(y.len());
+        for (i, &v) in y.data().iter().enumerate() {
+            if v < 0.0 || v.fract() != 0.0 || v as usize >= classes {
+                return Err(Error::Data(format!("{what}: {name}[{i}] = {v} is not a class index in 0..{classes}")));
+            }
+            labels.push(v as u32);
+        }
+        return Ok(Targets::Labels(labels));
     }
+    if y.shape().get(1..) != Some(out) {
+        let mut want = vec![y.rows()];
+        want.extend_from_slice(out);
+        let hint = if loss == Loss::CategoricalCrossentropy && y.shape().len() == 1 {
+            "; for class indices use sparse_categorical_crossentropy, or one-hot encode y"
+        } else {
+            ""
+        };
+        return Err(Error::Shape(format!(
+            "{what}: {name} has shape {} but {} needs targets shaped like the output, {}{hint}",
+            fmt_shape(y.shape()),
+            loss.name(),
+            fmt_shape(&want)
+        )));
+    }
+    Ok(Targets::Dense(y))
 }

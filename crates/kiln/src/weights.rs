@@ -124,9 +124,10 @@ fn pytorch_parts(cfg: &LayerConfig, layer: &str) -> Result<&'static [(&'static s
 /// Burn's record): `take` gives a parameter's values in kiln's layout, or `None` to let the initializer
 /// choose them.
 pub trait ParamSource: Send + Sync {
-    /// The values of `name` (`dense_1.kernel`) of a layer configured as `layer`, of `shape`; an error when
-    /// the source holds it with another shape.
-    fn take(&mut self, layer: &LayerConfig, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>>;
+    /// The values of `name` (`dense_1.kernel`) of a layer configured as `layer`, of `shape`, given what its
+    /// initializer drew (`init`, which a source may keep in part); None when the source does not hold it; an
+    /// error when it holds it with another shape.
+    fn take(&mut self, layer: &LayerConfig, name: &str, shape: &[usize], init: &[f32]) -> Result<Option<Vec<f32>>>;
 
     /// The parameters asked for that the source did not hold (they kept their initializers' values).
     fn missing(&self) -> Vec<String> {
@@ -171,7 +172,7 @@ impl WeightFile {
 }
 
 impl ParamSource for WeightFile {
-    fn take(&mut self, layer: &LayerConfig, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
+    fn take(&mut self, layer: &LayerConfig, name: &str, shape: &[usize], _init: &[f32]) -> Result<Option<Vec<f32>>> {
         let (from, t) = self.map.rule_for(layer, name)?;
         let st = SafeTensors::deserialize(&self.bytes).expect("checked by open");
         let Ok(tensor) = st.tensor(&from) else {
@@ -198,6 +199,58 @@ impl ParamSource for WeightFile {
 
     fn missing(&self) -> Vec<String> {
         self.missing.clone()
+    }
+}
+
+/// One text column's vectors: its table's index among a CategoryEmbedding's tables, the vector width, and
+/// (vocabulary position, vector) pairs.
+pub type TableVectors = (usize, usize, Vec<(usize, Vec<f32>)>);
+
+/// Word vectors for the rows of text embedding tables (GloVe's, or skip-gram's trained on the texts), as a
+/// source the tables are built from: term k of a text column's vocabulary is row k + 2 of its table (0 is
+/// padding, 1 out of vocabulary); rows without a vector keep what the initializer drew.
+#[derive(Debug, Default)]
+pub struct TermVectors {
+    /// Per text column: its table's index among a CategoryEmbedding's tables, the vector width, and
+    /// (vocabulary position, vector) pairs.
+    pub tables: Vec<TableVectors>,
+    /// An Embedding layer (sequence models read one text column) takes the first column's vectors, once.
+    embedded: bool,
+}
+
+impl TermVectors {
+    /// Per text column: (its table's index among a CategoryEmbedding's tables, vector width, pairs).
+    pub fn new(tables: Vec<TableVectors>) -> Self {
+        TermVectors { tables, embedded: false }
+    }
+}
+
+impl ParamSource for TermVectors {
+    fn take(&mut self, layer: &LayerConfig, name: &str, shape: &[usize], init: &[f32]) -> Result<Option<Vec<f32>>> {
+        let table = match layer {
+            LayerConfig::CategoryEmbedding(_) => self.tables.iter().find(|(j, ..)| {
+                name.strip_suffix(&crate::nn::CategoryEmbedding::table_name(*j)).is_some_and(|n| n.ends_with('.'))
+            }),
+            LayerConfig::Embedding(_) if !self.embedded && name.ends_with(".embeddings") => {
+                self.embedded = true;
+                self.tables.first()
+            }
+            _ => None,
+        };
+        let Some((_, dim, rows)) = table else { return Ok(None) };
+        if shape.len() != 2 || shape[1] != *dim {
+            return Err(Error::Config(format!(
+                "word vectors of width {dim} do not fit `{name}` of shape {shape:?} (set the text column's dim to {})",
+                shape.last().copied().unwrap_or(0)
+            )));
+        }
+        let mut values = init.to_vec();
+        for (k, v) in rows {
+            if let Some(row) = values.get_mut((k + 2) * dim..(k + 3) * dim) {
+                row.copy_from_slice(v);
+            }
+        }
+        Ok(Some(values))
     }
 }
 
@@ -266,7 +319,7 @@ impl Model {
         for layer in self.layers() {
             for id in layer.params() {
                 let p = self.graph.param(id);
-                if let Some(v) = file.take(layer.config(), &p.name, p.shape.dims())? {
+                if let Some(v) = file.take(layer.config(), &p.name, p.shape.dims(), &p.value)? {
                     values.push((id, v));
                 }
             }

@@ -58,7 +58,7 @@ fn allocations_per_step(steps: usize) -> Vec<Vec<usize>> {
     let opts = FitOptions {
         epochs: EPOCHS,
         batch_size: BATCH,
-        validation_data: Some(((&vx).into(), &vy)),
+        validation_data: Some(((&vx).into(), (&vy).into())),
         ..Default::default()
     };
     OURS.store(0, Ordering::SeqCst);

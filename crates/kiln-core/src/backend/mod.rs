@@ -159,6 +159,7 @@ pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
     fn col_sum_add(&self, out: BufMut<T>, x: Buf<T>, cols: usize);
 
     /// y = a op b, with a of shape `sa` and b of `sb` broadcast (NumPy rules) to `out`.
+    #[allow(clippy::too_many_arguments)]
     fn binary(&self, op: BinaryOp, out: Shape, a: Buf<T>, sa: Shape, b: Buf<T>, sb: Shape, y: BufMut<T>);
 
     /// g += Σ_broadcast gy ⊙ ∂(a op b)/∂a (or /∂b when `wrt_b`), g shaped as that input.

@@ -707,6 +707,8 @@ impl Config {
         CompileConfig {
             optimizer: self.train.optimizer.clone(),
             loss,
+            losses: Vec::new(),
+            loss_weights: Vec::new(),
             metrics,
             schedule: self.train.schedule.clone(),
             clip: self.train.clip.clone(),

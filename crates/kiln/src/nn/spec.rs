@@ -128,7 +128,7 @@ impl BuildCx<'_> {
     /// pretrained parameters take this one path.
     pub fn param(&mut self, suffix: &str, shape: &[usize], value: Vec<f32>, trainable: bool) -> Result<()> {
         let name = format!("{}.{suffix}", self.name);
-        let value = match self.source.as_deref_mut().map(|s| s.take(self.layer, &name, shape)).transpose()? {
+        let value = match self.source.as_deref_mut().map(|s| s.take(self.layer, &name, shape, &value)).transpose()? {
             Some(Some(v)) => v,
             _ => value,
         };
