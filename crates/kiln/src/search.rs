@@ -7,7 +7,7 @@
 use crate::callbacks::{Callback, EarlyStopping};
 use crate::config::{Axis, Config, DataKind, with_setting};
 use crate::data::mnist;
-use crate::tabular::{TableScores, fit_rows, score, stratified_folds, stratify};
+use crate::tabular::{TableScores, fit_rows, score, strata, stratified_folds, stratify};
 use crate::train::{Evaluation, FitOptions};
 use kiln_core::{Error, Result, Rng};
 
@@ -101,6 +101,31 @@ fn mean_sd(folds: &[Vec<(String, f64)>], name: &str) -> Option<(f64, f64)> {
     Some((m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()))
 }
 
+/// Classes with fewer rows than there are folds, so that some folds test none of them (scikit-learn's
+/// StratifiedKFold warns the same): one line naming them, or None. `strata` is each row's class (one
+/// stratum for a numeric target).
+fn thin_classes(strata: &[String], target: &str, k: usize) -> Option<String> {
+    let mut count: std::collections::BTreeMap<&str, usize> = Default::default();
+    for c in strata {
+        *count.entry(c.as_str()).or_default() += 1;
+    }
+    let thin: Vec<String> = count
+        .iter()
+        .filter(|&(_, &n)| n < k)
+        .map(|(c, &n)| format!("`{c}` ({n} row{})", if n == 1 { "" } else { "s" }))
+        .collect();
+    let (one, list) = (thin.len() == 1, thin.join(", "));
+    (!thin.is_empty()).then(|| {
+        format!(
+            "{} {list} of target `{target}` {} fewer rows than the {k} folds, so some folds test none of {}: \
+             scores that need every class (AUC) are left out there",
+            if one { "class" } else { "classes" },
+            if one { "has" } else { "have" },
+            if one { "it" } else { "them" }
+        )
+    })
+}
+
 impl Config {
     /// Each of `k` folds scored by a model trained on the others as the config trains.
     pub fn cross_validate(&self, k: usize) -> Result<Folds> {
@@ -126,6 +151,15 @@ impl Config {
             return Err(Error::Data(format!("{} rows cannot make {k} folds", table.rows())));
         }
         let folds = stratified_folds(&table, &types, self.data.target(), k, self.train.seed)?;
+        if let Some(w) = thin_classes(&strata(&table, &types, self.data.target())?, self.data.target(), k) {
+            // Once per process: a search cross-validates every trial on the same folds.
+            static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+            let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+            if !warned.contains(&w) {
+                eprintln!("warning: {w}");
+                warned.push(w);
+            }
+        }
         let mut out = Folds::Table(Vec::new());
         for (i, test) in folds.iter().enumerate() {
             let train: Vec<usize> =
@@ -259,5 +293,23 @@ mod tests {
         let folds = Folds::Table(vec![fold(0.5, None), fold(0.7, Some(0.8)), fold(0.9, Some(0.6))]);
         assert_eq!(folds.summary(), "accuracy: 0.7000 ± 0.1633 - roc_auc: 0.7000 ± 0.1000 (over 2 of 3 folds)");
         assert_eq!(folds.rank(), 0.7, "ROC-AUC ranks, over the folds that have it");
+    }
+
+    #[test]
+    fn classes_with_fewer_rows_than_folds_are_named_and_numbers_are_not() {
+        let keys = |spec: &[(&str, usize)]| -> Vec<String> {
+            spec.iter().flat_map(|&(c, n)| std::iter::repeat_n(c.to_string(), n)).collect()
+        };
+        let w = super::thin_classes(&keys(&[("no", 40), ("yes", 2)]), "label", 5).unwrap();
+        assert_eq!(
+            w,
+            "class `yes` (2 rows) of target `label` has fewer rows than the 5 folds, so some folds test none of \
+             it: scores that need every class (AUC) are left out there"
+        );
+        let w = super::thin_classes(&keys(&[("a", 1), ("b", 3), ("c", 9)]), "y", 4).unwrap();
+        assert!(w.starts_with("classes `a` (1 row), `b` (3 rows) of target `y` have fewer rows than the 4"), "{w}");
+        assert_eq!(super::thin_classes(&keys(&[("a", 5), ("b", 5)]), "y", 5), None);
+        // A numeric target is one stratum.
+        assert_eq!(super::thin_classes(&keys(&[("", 30)]), "price", 5), None);
     }
 }

@@ -511,7 +511,7 @@ pub fn split(cfg: &Config, table: &Table, types: &[ColumnType]) -> Result<(Vec<u
 }
 
 /// Each row's stratum for splitting: its class, or one stratum for all when the target is a number.
-fn strata(table: &Table, types: &[ColumnType], target: &str) -> Result<Vec<String>> {
+pub(crate) fn strata(table: &Table, types: &[ColumnType], target: &str) -> Result<Vec<String>> {
     let ti = table.columns.iter().position(|c| c.name == target).ok_or_else(|| table.column(target).err().unwrap())?;
     let col = &table.columns[ti];
     let numeric = types[ti] == ColumnType::Number && col.distinct() > 2;

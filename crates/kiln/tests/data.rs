@@ -82,4 +82,7 @@ fn mismatched_or_missing_files_are_reported() {
     assert!(e.contains("label 12"), "{e}");
     let e = mnist::load_split(d.join("absent"), "train").err().unwrap().to_string();
     assert!(e.contains("absent") && e.contains("no such folder"), "{e}");
+    // A file where the folder should be (the images file itself, say) is told apart.
+    let e = mnist::load_split(d.join("train-labels-idx1-ubyte"), "train").err().unwrap().to_string();
+    assert!(e.contains("train-labels-idx1-ubyte") && e.contains("is a file, not a folder"), "{e}");
 }

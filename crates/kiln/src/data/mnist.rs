@@ -52,10 +52,12 @@ pub fn load_labels(path: impl AsRef<Path>) -> Result<Vec<u8>> {
 pub fn load_split(dir: impl AsRef<Path>, prefix: &str) -> Result<Split> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
-        return Err(Error::Io {
-            path: dir.display().to_string(),
-            message: "no such folder (expected the MNIST IDX files in it)".into(),
-        });
+        let message = if dir.exists() {
+            "is a file, not a folder: give the folder that holds the MNIST IDX files".into()
+        } else {
+            "no such folder (expected the MNIST IDX files in it)".into()
+        };
+        return Err(Error::Io { path: dir.display().to_string(), message });
     }
     let img_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let lab_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
