@@ -458,7 +458,7 @@ impl<T: Float> Graph<T> {
 }
 
 impl Graph<f32> {
-    /// Stores the kernel `p` block-quantized as `dtype` (see `ParamStore::quantize`): inference only.
+    /// Stores the kernel `p` as `dtype`, block-quantized or halves (see `ParamStore::quantize`): inference only.
     pub fn quantize_param(&mut self, p: ParamId, dtype: crate::DType) -> Result<()> {
         Arc::make_mut(&mut self.params).quantize(p, dtype)?;
         if let Some(g) = self.param_grads.get_mut(p.0) {

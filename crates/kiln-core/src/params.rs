@@ -19,8 +19,8 @@ pub struct Param<T> {
     pub value: Vec<T>,
     /// Non-trainable parameters (batch-norm moving statistics) are saved but never get gradients.
     pub trainable: bool,
-    /// A matrix kernel [in, out] held block-quantized instead (GGUF's Q8_0, Q4_0, Q4_1), as its transpose
-    /// [out, in] quantized along `in`, the layout GGUF files use: for inference only.
+    /// A matrix kernel [in, out] held block-quantized instead (GGUF's Q8_0, Q4_0, Q4_1, or f16/bf16), as its
+    /// transpose [out, in] quantized along `in`, the layout GGUF files use: for inference only.
     pub quant: Option<QMatrix>,
 }
 
@@ -116,7 +116,7 @@ impl<T: Float> ParamStore<T> {
 }
 
 impl ParamStore<f32> {
-    /// Stores the matrix kernel `p` ([in, out], `in` a multiple of 32) block-quantized as `dtype`, for
+    /// Stores the matrix kernel `p` ([in, out], `in` a multiple of 32) as `dtype` (block-quantized or halves), for
     /// inference: its f32 values are dropped and it is no longer trainable.
     pub fn quantize(&mut self, p: ParamId, dtype: DType) -> Result<()> {
         let param = &mut self.params[p.0];

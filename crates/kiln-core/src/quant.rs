@@ -17,6 +17,8 @@
 //!
 //! [`QMatrix`] is a weight [rows, cols] quantized along cols, as GGUF stores a linear layer [out, in];
 //! [`QMatrix::matmul_t`] multiplies by it dequantizing one block of 32 at a time, never the whole matrix.
+//! It holds f16 and bf16 weights the same way ([`BlockHalf`]: runs of 32 halves, the bytes of a GGUF F16 or
+//! BF16 tensor), rounded to nearest (ties to even) and widened exactly.
 
 use crate::dtype::DType;
 use crate::par::{Disjoint, for_parts, parts_for};
@@ -243,12 +245,14 @@ pub fn blocks_to_bytes<B: QuantBlock>(blocks: &[B]) -> Vec<u8> {
     out
 }
 
-/// The blocks of a [`QMatrix`], one variant per quantized dtype.
+/// The blocks of a [`QMatrix`], one variant per stored dtype.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QBlocks {
     Q8_0(Vec<BlockQ8_0>),
     Q4_0(Vec<BlockQ4_0>),
     Q4_1(Vec<BlockQ4_1>),
+    F16(Vec<BlockHalf<f16>>),
+    BF16(Vec<BlockHalf<bf16>>),
 }
 
 /// Runs `$body` with `$b` bound to the typed block vector of a [`QBlocks`].
@@ -258,6 +262,8 @@ macro_rules! with_blocks {
             QBlocks::Q8_0($b) => $body,
             QBlocks::Q4_0($b) => $body,
             QBlocks::Q4_1($b) => $body,
+            QBlocks::F16($b) => $body,
+            QBlocks::BF16($b) => $body,
         }
     };
 }
@@ -274,10 +280,15 @@ pub struct QMatrix {
 
 impl QMatrix {
     fn check(dtype: DType, rows: usize, cols: usize) -> Result<()> {
-        if !dtype.is_quantized() {
-            return Err(Error::Invalid(format!("a QMatrix holds q8_0, q4_0 or q4_1 weights, not {dtype}")));
+        if !QMatrix::holds(dtype) {
+            return Err(Error::Invalid(format!("a QMatrix holds q8_0, q4_0, q4_1, f16 or bf16 weights, not {dtype}")));
         }
         check_whole_blocks(dtype, &format!("a weight [{rows}, {cols}] row"), cols)
+    }
+
+    /// Whether a weight may be stored as `dtype`: the block-quantized types and the halves.
+    pub fn holds(dtype: DType) -> bool {
+        dtype.is_quantized() || matches!(dtype, DType::F16 | DType::BF16)
     }
 
     /// Quantizes `w[rows, cols]` (row-major); cols must be a multiple of 32.
@@ -293,6 +304,8 @@ impl QMatrix {
         let blocks = match dtype {
             DType::Q8_0 => QBlocks::Q8_0(quantize_row(w)?),
             DType::Q4_0 => QBlocks::Q4_0(quantize_row(w)?),
+            DType::F16 => QBlocks::F16(quantize_row(w)?),
+            DType::BF16 => QBlocks::BF16(quantize_row(w)?),
             _ => QBlocks::Q4_1(quantize_row(w)?),
         };
         Ok(QMatrix { dtype, rows, cols, blocks })
@@ -312,6 +325,8 @@ impl QMatrix {
         let blocks = match dtype {
             DType::Q8_0 => QBlocks::Q8_0(blocks_from_bytes(bytes)?),
             DType::Q4_0 => QBlocks::Q4_0(blocks_from_bytes(bytes)?),
+            DType::F16 => QBlocks::F16(blocks_from_bytes(bytes)?),
+            DType::BF16 => QBlocks::BF16(blocks_from_bytes(bytes)?),
             _ => QBlocks::Q4_1(blocks_from_bytes(bytes)?),
         };
         Ok(QMatrix { dtype, rows, cols, blocks })
@@ -403,11 +418,43 @@ fn matmul_t_blocks<B: QuantBlock>(blocks: &[B], rows: usize, cols: usize, x: &[f
     });
 }
 
+/// 32 weights stored as halves (f16 or bf16), so that half-precision weights go through `QMatrix` and its
+/// product like the quantized ones: 64 bytes, the little-endian halves themselves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockHalf<H>(pub [H; QK]);
+
+impl<H: Half + std::fmt::Debug + PartialEq> QuantBlock for BlockHalf<H> {
+    const DTYPE: DType = H::DTYPE;
+    const BYTES: usize = 2 * QK;
+
+    fn quantize(x: &[f32; QK]) -> Self {
+        let mut h = [H::default(); QK];
+        H::slice_from_f32(x, &mut h);
+        BlockHalf(h)
+    }
+
+    fn dequantize(&self, out: &mut [f32; QK]) {
+        H::slice_to_f32(&self.0, out);
+    }
+
+    fn read(b: &[u8]) -> Self {
+        BlockHalf(std::array::from_fn(|j| H::from_le_bytes([b[2 * j], b[2 * j + 1]])))
+    }
+
+    fn write(&self, out: &mut [u8]) {
+        for (o, h) in out[..Self::BYTES].chunks_exact_mut(2).zip(&self.0) {
+            o.copy_from_slice(&h.to_le_bytes());
+        }
+    }
+}
+
 /// A stored half type: f16 or bf16. Kernels convert it to f32, compute in f32, and round results back.
 pub trait Half: Copy + Default + Send + Sync + 'static {
     const DTYPE: DType;
     fn slice_to_f32(src: &[Self], dst: &mut [f32]);
     fn slice_from_f32(src: &[f32], dst: &mut [Self]);
+    fn from_le_bytes(b: [u8; 2]) -> Self;
+    fn to_le_bytes(self) -> [u8; 2];
 }
 
 impl Half for f16 {
@@ -418,6 +465,12 @@ impl Half for f16 {
     fn slice_from_f32(src: &[f32], dst: &mut [Self]) {
         dst.convert_from_f32_slice(src)
     }
+    fn from_le_bytes(b: [u8; 2]) -> Self {
+        f16::from_le_bytes(b)
+    }
+    fn to_le_bytes(self) -> [u8; 2] {
+        f16::to_le_bytes(self)
+    }
 }
 
 impl Half for bf16 {
@@ -427,6 +480,12 @@ impl Half for bf16 {
     }
     fn slice_from_f32(src: &[f32], dst: &mut [Self]) {
         dst.convert_from_f32_slice(src)
+    }
+    fn from_le_bytes(b: [u8; 2]) -> Self {
+        bf16::from_le_bytes(b)
+    }
+    fn to_le_bytes(self) -> [u8; 2] {
+        bf16::to_le_bytes(self)
     }
 }
 

@@ -108,6 +108,9 @@ fn block_error_bounds(dtype: DType, w: &[f32]) -> Vec<f64> {
     let amax = w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let slack = 8.0 * f32::EPSILON as f64 * amax;
     match dtype {
+        // Halves: half an ulp of each weight (f16 keeps 11 significant bits, bf16 8).
+        DType::F16 => w.iter().map(|v| f16_err(*v) + slack).collect(),
+        DType::BF16 => w.iter().map(|v| (v.abs() * 2f64.powi(-8)).max(2f64.powi(-134)) + slack).collect(),
         DType::Q8_0 => {
             let d = amax / 127.0;
             w.iter().map(|_| d / 2.0 + 127.0 * f16_err(d) + slack).collect()
@@ -194,6 +197,34 @@ fn q4_1_matmul_equals_the_f32_product_within_the_format_error() {
 
 /// Splitting output rows across threads gives the same bits as one thread (each output has one owner).
 #[test]
+fn f16_matmul_equals_the_f32_product_within_the_format_error() {
+    check_matmul_within_format_error(DType::F16);
+}
+
+#[test]
+fn bf16_matmul_equals_the_f32_product_within_the_format_error() {
+    check_matmul_within_format_error(DType::BF16);
+}
+
+/// f16 and bf16 weights are stored as the bytes of a GGUF F16 / BF16 tensor: each weight rounded to the
+/// nearest half (ties to even), little-endian, row after row.
+#[test]
+fn half_weights_are_the_bytes_of_a_gguf_half_tensor() {
+    let w: Vec<f32> = (0..2 * QK).map(|i| (i as f32 - 20.0) * 0.3127 + 1e-3).collect();
+    let want_f16: Vec<u8> = w.iter().flat_map(|&v| quant::f16::from_f32(v).to_le_bytes()).collect();
+    let want_bf16: Vec<u8> = w.iter().flat_map(|&v| quant::bf16::from_f32(v).to_le_bytes()).collect();
+    for (dtype, want) in [(DType::F16, want_f16), (DType::BF16, want_bf16)] {
+        let m = QMatrix::quantize(dtype, 2, QK, &w).unwrap();
+        assert_eq!((m.dtype(), m.to_bytes()), (dtype, want.clone()), "{dtype}");
+        let back = QMatrix::from_bytes(dtype, 2, QK, &want).unwrap();
+        assert_eq!(back, m, "{dtype}: read back from its bytes");
+        assert_eq!(want.len(), dtype.bytes_for(w.len()).unwrap());
+    }
+    let e = QMatrix::quantize(DType::F32, 2, QK, &w).unwrap_err().to_string();
+    assert!(e.contains("q8_0, q4_0, q4_1, f16 or bf16 weights, not f32"), "{e}");
+}
+
+#[test]
 fn threaded_matmul_equals_single_threaded() {
     let (rows, cols, n) = (37, 96, 3);
     let mut rng = Rng::new(11);
@@ -231,8 +262,10 @@ fn errors_name_the_sizes() {
     assert!(e.contains("q8_0") && e.contains("[3, 33]") && e.contains("33") && e.contains("32"), "{e}");
     let e = message(QMatrix::quantize(DType::Q4_1, 2, 64, &[0.0; 100]));
     assert!(e.contains("[2, 64]") && e.contains("128") && e.contains("100"), "{e}");
-    let e = message(QMatrix::quantize(DType::F16, 1, 32, &[0.0; 32]));
-    assert!(e.contains("f16"), "{e}");
+    let e = message(QMatrix::quantize(DType::F64, 1, 32, &[0.0; 32]));
+    assert!(e.contains("not f64"), "{e}");
+    let e = message(QMatrix::quantize(DType::F16, 1, 40, &[0.0; 40]));
+    assert!(e.contains("f16") && e.contains("40") && e.contains("32"), "{e}");
     let e = message(QMatrix::from_bytes(DType::Q4_1, 2, 64, &[0u8; 79]));
     assert!(e.contains("[2, 64]") && e.contains("80") && e.contains("79"), "{e}");
 

@@ -579,7 +579,7 @@ impl Model {
         s += &format!(" Non-trainable params: {} ({:.2} MiB)\n", group(nt), mib(nt));
         if let Some((_, dtype)) = self.quantized_param() {
             let bytes: usize = self.graph.params().iter().map(|p| p.bytes()).sum();
-            s += &format!(" Stored in {:.2} MiB: Dense kernels quantized as {dtype}\n", bytes as f64 / 1024.0 / 1024.0);
+            s += &format!(" Stored in {:.2} MiB: Dense kernels stored as {dtype}\n", bytes as f64 / 1024.0 / 1024.0);
         }
         s
     }

@@ -1,5 +1,6 @@
 //! `Model::quantize`: the Dense kernels of a trained model stored block-quantized (GGUF's Q8_0, Q4_0,
-//! Q4_1) for inference, about 3.8x (Q8_0) to 6.4x (Q4_0) smaller than f32. The product dequantizes 32 weights
+//! Q4_1) or as halves (f16, bf16) for inference, about 3.8x (Q8_0) to 6.4x (Q4_0) and 2x (halves) smaller
+//! than f32. The product dequantizes 32 weights
 //! at a time (kiln-core's quant.rs); a quantized model predicts and evaluates, and refuses to train or to be
 //! saved (saving quantized weights comes with GGUF files).
 
@@ -17,8 +18,10 @@ pub struct QuantizeReport {
 impl Model {
     /// Quantizes every Dense kernel whose input width is a multiple of 32 (GGUF's block size) as `dtype`.
     pub fn quantize(&mut self, dtype: DType) -> Result<QuantizeReport> {
-        if !dtype.is_quantized() {
-            return Err(Error::Config(format!("quantize: {dtype} is not a block-quantized type (q8_0, q4_0, q4_1)")));
+        if !kiln_core::quant::QMatrix::holds(dtype) {
+            return Err(Error::Config(format!(
+                "quantize: Dense kernels are stored as q8_0, q4_0, q4_1, f16 or bf16, not {dtype}"
+            )));
         }
         let mut report = QuantizeReport::default();
         let kernels: Vec<_> = self
