@@ -196,9 +196,10 @@ impl Sequential {
         per + if outs.len() > 1 { outs.len() } else { 0 }
     }
 
+    /// The loss of the (first) output.
     fn compiled_loss(&self, what: &str) -> Result<Loss> {
         match &self.compiled {
-            Some((c, _)) => Ok(c.loss),
+            Some((c, _)) => Ok(c.loss_of(0)),
             None => Err(Error::Config(format!("{what}: call compile(optimizer, loss, metrics) first"))),
         }
     }

@@ -17,6 +17,10 @@ fn training_steps_after_the_first_do_not_allocate() {
     let mut m = Sequential::new(&[28, 28, 1]);
     m.add(Conv2D::new(32, 3).activation(Activation::Relu)).unwrap();
     m.add(MaxPooling2D::new(2)).unwrap();
+    // Convolutions whose input needs a gradient too: alone, and fused with the pooling after it.
+    m.add(Conv2D::new(16, 3).activation(Activation::Relu)).unwrap();
+    m.add(Conv2D::new(16, 3).activation(Activation::Relu)).unwrap();
+    m.add(MaxPooling2D::new(2)).unwrap();
     m.add(Flatten::new()).unwrap();
     m.add(Dense::new(128).activation(Activation::Relu)).unwrap();
     m.add(Dropout::new(0.5)).unwrap();

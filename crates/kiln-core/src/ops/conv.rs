@@ -163,6 +163,10 @@ pub(crate) fn conv_backward<T: Float>(
     let bv = a.b.map(|b| ctx.buf(b));
     let (arg, zs) = (ctx.aux_i_buf(node), ctx.aux_buf(node));
     let mut dwb = ctx.pool.zeroed(kf + f);
+    if need_x {
+        // x's gradient comes from the graph's pool (the workspace below borrows the pool whole).
+        ctx.grad(a.x);
+    }
     let mut ws = std::mem::take(&mut *ctx.pool);
     {
         let gx = if need_x { Some(ctx.grad_buf(a.x)) } else { None };
