@@ -630,6 +630,23 @@ fn cases() -> Vec<Case> {
                 )
             },
         ),
+        ("one input read twice", vec![vec![3, 4]], &["unary_backward"], |g, v| {
+            // Its gradient gets two contributions: the second must add to the first, not overwrite it.
+            let (a, b) = (g.tanh(v[0])?, g.sigmoid(v[0])?);
+            g.mul(a, b)
+        }),
+        (
+            "batch norm, given statistics",
+            vec![vec![4, 3], vec![3], vec![3], vec![3], vec![3]],
+            &["batch_norm_backward_stat"],
+            |g, v| {
+                // The variance must stay positive: square it (plus a floor) before use.
+                let var = g.mul(v[4], v[4])?;
+                let floor = g.input(&[1], &[0.5])?;
+                let var = g.add(var, floor)?;
+                g.batch_norm(v[0], v[1], v[2], Some((v[3], var)), 1e-3)
+            },
+        ),
         (
             "batch norm",
             vec![vec![4, 3], vec![3], vec![3]],
@@ -679,6 +696,46 @@ fn run(
     let mut out = vec![g.value(y).to_vec()];
     out.extend(ps.iter().map(|&p| g.param_grad(p).to_vec()));
     out
+}
+
+/// The backward pass goes through the backend too: the listed kernels are called again by `backward`
+/// (after the forward pass's calls), so an op whose backward bypassed the seam would fail here.
+#[test]
+fn backward_passes_call_the_backend() {
+    let backward: [(&str, &[&str]); 11] = [
+        ("linear+tanh", &["gemm", "unary_backward", "col_sum_add"]),
+        ("batched matmul", &["gemm"]),
+        ("sigmoid", &["unary_backward"]),
+        ("mul broadcast", &["binary_backward"]),
+        ("softmax axis 1", &["softmax_backward"]),
+        ("permute", &["permute_backward"]),
+        ("concat", &["copy_blocks"]),
+        ("index_select", &["scatter_add"]),
+        ("mean axis 1", &["reduce_backward"]),
+        ("conv2d + gelu", &["conv2d_backward", "copy_blocks"]),
+        ("batch norm", &["batch_norm_sums", "batch_norm_backward_x", "copy_blocks"]),
+    ];
+    let all = cases();
+    for (name, kernels) in backward {
+        let (_, shapes, _, f) = all.iter().find(|c| c.0 == name).unwrap_or_else(|| panic!("no case {name}"));
+        let naive = Arc::new(Naive::default());
+        let mut g = Graph::<f64>::new();
+        g.set_backend(naive.clone());
+        let ps: Vec<_> = inputs(shapes, 1)
+            .into_iter()
+            .enumerate()
+            .map(|(i, inp)| g.add_param(&format!("in{i}"), &inp.shape, inp.values, true).unwrap())
+            .collect();
+        let vars: Vec<Var> = ps.iter().map(|&p| g.use_param(p)).collect();
+        let y = f(&mut g, &vars).unwrap();
+        let loss = g.sum(y, None, false).unwrap();
+        let before: Vec<usize> = kernels.iter().map(|k| naive.count(k)).collect();
+        g.zero_grads();
+        g.backward(loss).unwrap();
+        for (k, b) in kernels.iter().zip(before) {
+            assert!(naive.count(k) > b, "{name}: backward did not call the backend's `{k}`");
+        }
+    }
 }
 
 #[test]

@@ -195,7 +195,6 @@ fn q4_1_matmul_equals_the_f32_product_within_the_format_error() {
     check_matmul_within_format_error(DType::Q4_1);
 }
 
-/// Splitting output rows across threads gives the same bits as one thread (each output has one owner).
 #[test]
 fn f16_matmul_equals_the_f32_product_within_the_format_error() {
     check_matmul_within_format_error(DType::F16);
@@ -220,10 +219,20 @@ fn half_weights_are_the_bytes_of_a_gguf_half_tensor() {
         assert_eq!(back, m, "{dtype}: read back from its bytes");
         assert_eq!(want.len(), dtype.bytes_for(w.len()).unwrap());
     }
+    // Rounding to nearest, ties to even, written out: 1 + 2^-11 is halfway between two f16s (and 1 + 2^-8
+    // between two bf16s), and goes down to 1.0; a little more goes up.
+    let mut tie = vec![0.0f32; QK];
+    tie[..3].copy_from_slice(&[1.0 + 2f32.powi(-11), 1.0 + 2f32.powi(-11) + 2f32.powi(-20), -2.0]);
+    let b = QMatrix::quantize(DType::F16, 1, QK, &tie).unwrap().to_bytes();
+    assert_eq!(b[..6], [0x00, 0x3c, 0x01, 0x3c, 0x00, 0xc0]);
+    tie[..2].copy_from_slice(&[1.0 + 2f32.powi(-8), 1.0 + 2f32.powi(-8) + 2f32.powi(-20)]);
+    let b = QMatrix::quantize(DType::BF16, 1, QK, &tie).unwrap().to_bytes();
+    assert_eq!(b[..6], [0x80, 0x3f, 0x81, 0x3f, 0x00, 0xc0]);
     let e = QMatrix::quantize(DType::F32, 2, QK, &w).unwrap_err().to_string();
     assert!(e.contains("q8_0, q4_0, q4_1, f16 or bf16 weights, not f32"), "{e}");
 }
 
+/// Splitting output rows across threads gives the same bits as one thread (each output has one owner).
 #[test]
 fn threaded_matmul_equals_single_threaded() {
     let (rows, cols, n) = (37, 96, 3);

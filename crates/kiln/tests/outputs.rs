@@ -40,7 +40,7 @@ fn compiled(seed: u64, weights: &[f32]) -> Model {
 #[test]
 fn two_heads_learn_both_tasks_and_name_their_scores() {
     let (x, c, v) = data(3000, 1);
-    let mut m = compiled(2, &[1.0, 0.5]);
+    let mut m = compiled(2, &[2.0, 0.5]);
     assert_eq!(m.outputs(), ["class", "value"]);
     assert!(m.summary().contains("Outputs: class, value"), "{}", m.summary());
     let before = m.evaluate(&x, &[&c, &v], 500).unwrap();
@@ -54,7 +54,7 @@ fn two_heads_learn_both_tasks_and_name_their_scores() {
     let after = m.evaluate(&x, &[&c, &v], 500).unwrap();
     // The loss minimized is Σ weight · loss; each head's own loss fell.
     let (cl, vl) = (after.get("class_loss").unwrap(), after.get("value_loss").unwrap());
-    assert!((after.loss - (cl + 0.5 * vl)).abs() < 1e-4 * after.loss.max(1.0), "{after:?}");
+    assert!((after.loss - (2.0 * cl + 0.5 * vl)).abs() < 1e-4 * after.loss.max(1.0), "{after:?}");
     assert!(vl < before.get("value_loss").unwrap() / 10.0, "value loss {before:?} -> {after:?}");
     assert!(cl < before.get("class_loss").unwrap() / 3.0, "class loss {before:?} -> {after:?}");
 
@@ -109,9 +109,13 @@ fn an_output_that_feeds_another_layer_keeps_its_activation() {
     assert!(loss(&after, "class_loss") < loss(&before, "class_loss") * 0.7, "{before:?} -> {after:?}");
     assert!(loss(&after, "class_accuracy") > 0.85, "{after:?}");
     assert!(loss(&after, "score_loss") < loss(&before, "score_loss"), "{before:?} -> {after:?}");
-    for row in m.predict_outputs(&x, 100).unwrap()[0].data().chunks(3) {
+    let p = m.predict_outputs(&x, 100).unwrap();
+    for row in p[0].data().chunks(3) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
     }
+    // The loss evaluated is the MSE of what predict gives: `score` read probabilities while training too.
+    let mse = p[1].data().iter().zip(v.data()).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / 1000.0;
+    assert!((loss(&after, "score_loss") - mse).abs() < 1e-4 * mse.max(1.0), "{after:?} against {mse}");
 }
 
 #[test]

@@ -58,7 +58,7 @@ fn quantized_kernels_predict_close_to_f32_and_q8_closer_than_q4() {
     // Closer to f32 with more bits: f16 (11 significant bits) than Q8_0 than Q4_0; bf16 (8) than Q4_0.
     let w = |d: DType| worst[dtypes.iter().position(|&x| x == d).unwrap()];
     assert!(w(DType::F16) < w(DType::Q8_0) && w(DType::Q8_0) < w(DType::Q4_0), "{worst:?}");
-    assert!(w(DType::BF16) < w(DType::Q4_0), "{worst:?}");
+    assert!(w(DType::BF16) < w(DType::Q4_0) && w(DType::F16) < w(DType::BF16), "{worst:?}");
     assert!(w(DType::Q8_0) < 0.05, "Q8_0 changes no probability by more than 0.05: {worst:?}");
 }
 
