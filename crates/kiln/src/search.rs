@@ -7,7 +7,7 @@
 use crate::callbacks::{Callback, EarlyStopping};
 use crate::config::{Axis, Config, DataKind, with_setting};
 use crate::data::mnist;
-use crate::tabular::{TableScores, fit_rows, score, strata, stratified_folds, stratify};
+use crate::tabular::{TableScores, fit_rows, score, strata, stratify};
 use crate::train::{Evaluation, FitOptions};
 use kiln_core::{Error, Result, Rng};
 
@@ -150,8 +150,9 @@ impl Config {
         if table.rows() < k {
             return Err(Error::Data(format!("{} rows cannot make {k} folds", table.rows())));
         }
-        let folds = stratified_folds(&table, &types, self.data.target(), k, self.train.seed)?;
-        if let Some(w) = thin_classes(&strata(&table, &types, self.data.target())?, self.data.target(), k) {
+        let keys = strata(&table, &types, self.data.target())?;
+        let folds = stratify(&keys, k, self.train.seed);
+        if let Some(w) = thin_classes(&keys, self.data.target(), k) {
             // Once per process: a search cross-validates every trial on the same folds.
             static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
             let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());

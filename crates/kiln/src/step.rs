@@ -51,21 +51,27 @@ impl Totals {
     /// Each metric's value: a mean over samples, or read from the confusion matrix kept after the sums.
     /// With several outputs the slots hold each output's loss first, then each output's metrics, and the
     /// names are prefixed with the output's (`age_loss`, `age_mae`), as Keras names them.
-    pub(crate) fn named(&self, metrics: &[Metric], outputs: &[(&str, usize)]) -> Vec<(String, f64)> {
+    pub(crate) fn named(&self, metrics: &[Metric], outputs: &[(String, usize)]) -> Vec<(String, f64)> {
         let seen = self.seen.max(1) as f64;
         if outputs.len() <= 1 {
             return named_metrics(metrics, &self.metrics, seen, "");
         }
         let mut out: Vec<(String, f64)> =
             outputs.iter().zip(&self.metrics).map(|((name, _), s)| (format!("{name}_loss"), s / seen)).collect();
-        let mut at = outputs.len();
-        for &(name, cols) in outputs {
-            let len = crate::metrics::state_len(metrics, cols);
+        let mut at = loss_slots(outputs.len());
+        for (name, cols) in outputs {
+            let len = crate::metrics::state_len(metrics, *cols);
             out.extend(named_metrics(metrics, &self.metrics[at..at + len], seen, &format!("{name}_")));
             at += len;
         }
         out
     }
+}
+
+/// Slots before the metrics' (see `Totals::named`): with several outputs, each output's loss first; with one,
+/// none (the loss is `Totals::loss`).
+pub(crate) fn loss_slots(outputs: usize) -> usize {
+    if outputs > 1 { outputs } else { 0 }
 }
 
 /// The metrics of one output from its slots (sums, then a confusion matrix if any metric reads one).
@@ -215,7 +221,7 @@ impl Sequential {
         }
         // Each output's metrics, in slots after the outputs' losses (several outputs).
         let metrics = &config.metrics[..];
-        let mut at = if several { net.outputs.len() } else { 0 };
+        let mut at = loss_slots(net.outputs.len());
         for (k, &(out, target)) in scratch.outs.iter().enumerate() {
             let l = net.outputs[k];
             let (fused, act, loss_kind) =

@@ -182,8 +182,9 @@ impl Sequential {
     }
 
     /// Each output's name and width (values per sample), for naming scores.
-    pub(crate) fn output_widths(&self) -> Vec<(&str, usize)> {
-        self.outputs().into_iter().zip(self.output_shapes()).map(|(n, s)| (n, s.iter().product())).collect()
+    pub(crate) fn output_widths(&self) -> Vec<(String, usize)> {
+        let shapes = self.output_shapes();
+        self.outputs().into_iter().zip(shapes).map(|(n, s)| (n.to_string(), s.iter().product())).collect()
     }
 
     /// Slots of metric state (see `metrics::state_len`), for every output (after their losses when several).
@@ -193,7 +194,7 @@ impl Sequential {
         let outs = &self.net.outputs;
         let width = |&j: &usize| self.net.layers[j].output_shape.iter().product();
         let per: usize = outs.iter().map(|j| crate::metrics::state_len(metrics, width(j))).sum();
-        per + if outs.len() > 1 { outs.len() } else { 0 }
+        crate::step::loss_slots(outs.len()) + per
     }
 
     /// The loss of the (first) output.
@@ -412,8 +413,7 @@ impl Sequential {
         }
         let mut order: Vec<usize> = Vec::with_capacity(n_train);
         let mut scratch = Scratch::default();
-        let widths: Vec<(String, usize)> = self.output_widths().into_iter().map(|(n, w)| (n.to_string(), w)).collect();
-        let widths: Vec<(&str, usize)> = widths.iter().map(|(n, w)| (n.as_str(), *w)).collect();
+        let widths = self.output_widths();
         let steps = n_train.div_ceil(opts.batch_size);
         for epoch in first_epoch..=opts.epochs {
             let start = Instant::now();

@@ -23,6 +23,11 @@ use gemm::{Mat, gemm};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
 
+/// The host slice of an optional view, empty when there is none (the loss kernels' "not given").
+fn host_or_empty<T>(b: Option<Buf<'_, T>>) -> &[T] {
+    b.map_or(&[][..], Buf::host)
+}
+
 fn mat<'a, T>(v: MatView<'a, T>) -> Mat<'a, T> {
     Mat { data: &v.buf.host()[v.offset..], rs: v.rs, cs: v.cs }
 }
@@ -174,8 +179,7 @@ impl<T: Float> Backend<T> for Cpu {
         rows_cols: (usize, usize),
         probs: Option<BufMut<T>>,
     ) -> T {
-        let (t, labels, w) =
-            (t.map_or(&[][..], Buf::host), labels.map_or(&[][..], Buf::host), w.map_or(&[][..], Buf::host));
+        let (t, labels, w) = (host_or_empty(t), host_or_empty(labels), host_or_empty(w));
         loss::forward(kind, x.host(), t, labels, w, rows_cols, probs.map(BufMut::host))
     }
 
@@ -191,8 +195,7 @@ impl<T: Float> Backend<T> for Cpu {
         rows_cols: (usize, usize),
         gx: BufMut<T>,
     ) {
-        let (t, labels, w) =
-            (t.map_or(&[][..], Buf::host), labels.map_or(&[][..], Buf::host), w.map_or(&[][..], Buf::host));
+        let (t, labels, w) = (host_or_empty(t), host_or_empty(labels), host_or_empty(w));
         loss::backward(kind, dy, x.host(), t, labels, probs.host(), w, rows_cols, gx.host());
     }
 
