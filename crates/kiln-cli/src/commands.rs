@@ -124,6 +124,9 @@ pub fn cv(
 ) -> Result<()> {
     let cfg = crate::train::config_of(config, None, data, target, set)?;
     check_folds(folds)?;
+    for n in &cfg.notes {
+        println!("note: {n}");
+    }
     let start = std::time::Instant::now();
     let scores = cfg.cross_validate_with(folds, &mut |i, f| println!("fold {}/{folds}: {}", i + 1, f.line(i)))?;
     let secs = start.elapsed().as_secs_f64();

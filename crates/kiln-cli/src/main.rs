@@ -171,6 +171,13 @@ enum DataCommand {
 }
 
 fn main() {
+    // Output cut short by a closed pipe (`kiln predict ... | head -1`) ends the process quietly, as other
+    // command-line tools do, instead of a panic on the next print (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = kiln::threads::configure(cli.threads) {
         eprintln!("error: {e}");
@@ -234,6 +241,13 @@ fn main() {
             (Some(input), None) if !input.exists() && table::text_model(&model) => {
                 table::predict_text(&model, &input.to_string_lossy(), output.as_deref())
             }
+            (Some(input), None) if input.is_file() && table::table_model(&model) => Err(kiln::Error::Invalid(format!(
+                "{} is a file, and {} was trained on a table: give its rows with --input {}{}",
+                input.display(),
+                model.display(),
+                input.display(),
+                if table::text_model(&model) { " (or one text, in quotes, as the argument)" } else { "" }
+            ))),
             (Some(input), None) => commands::predict(&model, &input, index),
             (None, None) => {
                 Err(kiln::Error::Invalid("give an input: a PNG, an IDX file with --index, or --input ROWS.csv".into()))

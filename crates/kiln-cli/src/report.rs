@@ -82,12 +82,23 @@ fn table_scores(run_dir: &Path, cfg: &Config, model_path: &Path) -> Result<Strin
     if test.is_empty() {
         return Ok("No test rows in the run's split: no test metrics.\n\n".into());
     }
-    let s = kiln::tabular::score(&model, &table, &test)?;
-    let mut md = format!("## Final model on the test rows ({} rows)\n\n{s}\n\n", s.rows);
-    if let Some(r) = &s.report {
-        md += &format!("```\n{}```\n\n", r.render());
-        kiln::io::write_atomic(&run_dir.join("confusion.svg"), confusion_svg(&r.confusion).as_bytes())?;
-        md += "## Confusion matrix (rows: true class, columns: predicted)\n\n![confusion matrix](confusion.svg)\n\n";
+    let scores = kiln::tabular::scores(&model, &table, &test)?;
+    let mut md = String::new();
+    // Several targets: a section each; the first classifier's matrix is `confusion.svg`, the next ones'
+    // `confusion_2.svg`...
+    let mut drawn = 0;
+    for (target, s) in &scores {
+        let of = if scores.len() == 1 { String::new() } else { format!(": `{target}`") };
+        md += &format!("## Final model on the test rows{of} ({} rows)\n\n{s}\n\n", s.rows);
+        if let Some(r) = &s.report {
+            drawn += 1;
+            let svg = if drawn == 1 { "confusion.svg".to_string() } else { format!("confusion_{drawn}.svg") };
+            md += &format!("```\n{}```\n\n", r.render());
+            kiln::io::write_atomic(&run_dir.join(&svg), confusion_svg(&r.confusion).as_bytes())?;
+            md += &format!(
+                "## Confusion matrix{of} (rows: true class, columns: predicted)\n\n![confusion matrix]({svg})\n\n"
+            );
+        }
     }
     Ok(md)
 }

@@ -42,39 +42,68 @@ pub fn predict_rows(model_path: &Path, input: &Path, output: Option<&Path>) -> R
         )));
     }
     let table = read_table(input, &CsvOptions::default())?;
+    if table.rows() == 0 {
+        return Err(Error::Data(format!("{}: no rows to predict (only a header)", input.display())));
+    }
     write_predictions(model, &table, output)
 }
 
-/// Writes the predictions for every row of `table` as CSV (to `output`, or standard output).
+/// Writes the predictions for every row of `table` as CSV (to `output`, or standard output). With several
+/// targets, each target's columns in turn, named after it (`churn`, `churn_p_yes`, `spend`).
 fn write_predictions(model: Sequential, table: &kiln::data::table::Table, output: Option<&Path>) -> Result<()> {
     let prep = model.preparation().cloned().expect("checked by the callers");
     let rows: Vec<usize> = (0..table.rows()).collect();
     let x = prep.transform_inputs(table, &rows)?;
     let x: Vec<&Tensor> = x.iter().collect();
-    let p = model.predict(&x, 1024)?;
-    let mut out = String::new();
-    match &prep.task {
-        Task::Binary { classes } => {
-            out += &format!("row,prediction,p_{}\n", classes[1]);
-            for (i, &q) in p.data().iter().enumerate() {
-                out += &format!("{},{},{q:.6}\n", i + 1, classes[(q > 0.5) as usize]);
+    let p = model.predict_outputs(&x, 1024)?;
+    for (col, n) in prep.rows_without_known_terms(table, &rows)? {
+        let so = if prep.features.len() == 1 {
+            "their predictions tell nothing about them"
+        } else {
+            "their predictions rest on the other columns"
+        };
+        eprintln!(
+            "warning: {n} of {} rows have no word the model knows in `{col}` (empty, or every word unseen in \
+             training): {so}",
+            rows.len()
+        );
+    }
+    let several = prep.targets.len() > 1;
+    // Each target's header cells and, per row, its cells.
+    let mut header = vec!["row".to_string()];
+    let mut cells: Vec<Vec<String>> = (1..=rows.len()).map(|r| vec![r.to_string()]).collect();
+    for (t, p) in prep.targets.iter().zip(&p) {
+        let (pred, prob) = if several {
+            (t.name.clone(), format!("{}_p_", t.name))
+        } else {
+            ("prediction".to_string(), "p_".to_string())
+        };
+        match &t.task {
+            Task::Binary { classes } => {
+                header.extend([pred, format!("{prob}{}", classes[1])]);
+                for (row, &q) in cells.iter_mut().zip(p.data()) {
+                    row.extend([classes[(q > 0.5) as usize].clone(), format!("{q:.6}")]);
+                }
+            }
+            Task::Multiclass { classes } => {
+                header.push(pred);
+                header.extend(classes.iter().map(|c| format!("{prob}{c}")));
+                for (row, probs) in cells.iter_mut().zip(p.data().chunks(classes.len())) {
+                    row.push(classes[kiln::core::argmax(probs)].clone());
+                    row.extend(probs.iter().map(|v| format!("{v:.6}")));
+                }
+            }
+            Task::Regression => {
+                header.push(t.name.clone());
+                for (row, v) in cells.iter_mut().zip(p.data()) {
+                    row.push(v.to_string());
+                }
             }
         }
-        Task::Multiclass { classes } => {
-            out +=
-                &format!("row,prediction,{}\n", classes.iter().map(|c| format!("p_{c}")).collect::<Vec<_>>().join(","));
-            for (i, row) in p.data().chunks(classes.len()).enumerate() {
-                let best = kiln::core::argmax(row);
-                let probs: Vec<String> = row.iter().map(|v| format!("{v:.6}")).collect();
-                out += &format!("{},{},{}\n", i + 1, classes[best], probs.join(","));
-            }
-        }
-        Task::Regression => {
-            out += &format!("row,{}\n", prep.target);
-            for (i, v) in p.data().iter().enumerate() {
-                out += &format!("{},{v}\n", i + 1);
-            }
-        }
+    }
+    let mut out = header.join(",") + "\n";
+    for row in cells {
+        out += &(row.join(",") + "\n");
     }
     match output {
         Some(o) => {
@@ -84,6 +113,11 @@ fn write_predictions(model: Sequential, table: &kiln::data::table::Table, output
         None => print!("{out}"),
     }
     Ok(())
+}
+
+/// Whether the model at `path` was trained on a table (or text).
+pub fn table_model(path: &Path) -> bool {
+    Sequential::load(path).ok().is_some_and(|m| m.preparation().is_some())
 }
 
 /// Whether the model at `path` was trained on a table whose only input is one text column.
@@ -111,13 +145,16 @@ pub fn predict_text(model_path: &Path, text: &str, output: Option<&Path>) -> Res
 pub fn evaluate(model: Sequential, data: &Path) -> Result<()> {
     let prep = model.preparation().cloned().expect("checked by the caller");
     let table = read_table(data, &CsvOptions::default())?;
-    let (table, _) = tabular::map_classes(table, &prep.target, &prep.classes)?;
-    let rows: Vec<usize> = (0..table.rows()).collect();
-    let s = tabular::score(&model, &table, &rows)?;
-    println!("{s} ({} rows)", s.rows);
-    if let Some(r) = &s.report {
-        print!("\n{}", r.render());
+    let (table, _) = tabular::map_classes(table, &prep.targets[0].name, &prep.classes)?;
+    if table.rows() == 0 {
+        return Err(Error::Data(format!(
+            "{}: no rows to score ({})",
+            data.display(),
+            if prep.classes.is_empty() { "only a header" } else { "none has a class data.classes maps" }
+        )));
     }
+    let rows: Vec<usize> = (0..table.rows()).collect();
+    print!("{}", tabular::render_scores(&tabular::scores(&model, &table, &rows)?, "", true));
     Ok(())
 }
 

@@ -55,6 +55,9 @@ pub fn config_of(
             // --set before the kind's defaults, as for a file.
             let mut c = Config::for_table_unfilled(d, t).with_settings(set)?;
             c.fill_defaults();
+            if !set.iter().any(|s| s.trim_start().starts_with("data.ignore")) {
+                leave_out_identifiers(&mut c)?;
+            }
             return Ok(c);
         }
         (None, None, Some(_), None) => {
@@ -66,6 +69,24 @@ pub fn config_of(
         _ => return Err(Error::Invalid("give a config file, or --data FILE --target COLUMN".into())),
     };
     cfg.with_settings(set)
+}
+
+/// A config inferred from the data alone (`--data FILE --target COL`) leaves out the columns that look like
+/// identifiers (`kiln data audit` names them: a row id, a name, a code), which a model could only memorize,
+/// and says so.
+fn leave_out_identifiers(c: &mut Config) -> Result<()> {
+    let table = c.read_table()?;
+    let types = c.types(&table)?;
+    let ids = kiln::data::audit::identifier_columns(&table, &types, &c.data.targets());
+    if !ids.is_empty() {
+        c.notes.push(format!(
+            "leaving out identifier columns: {} (a different value on nearly every row, which a model can only \
+             memorize; keep them with --set 'data.ignore=[]')",
+            ids.join(", ")
+        ));
+        c.data.ignore.extend(ids);
+    }
+    Ok(())
 }
 
 /// What a run writes as it trains, made once its config and data have been checked.
@@ -88,8 +109,13 @@ impl Run {
     /// checkpoint, leaves no run folder (`abandon`).
     pub fn stopped(&self, e: Error) -> Error {
         match e {
-            Error::Stopped(m) => {
+            Error::Stopped(m) if self.dir.join(CHECKPOINT).exists() => {
                 Error::Stopped(format!("{m}; continue with: kiln train --resume {}", self.dir.display()))
+            }
+            // Stopped before the first checkpoint (a loss that became NaN in epoch 1): nothing to resume.
+            Error::Stopped(m) => {
+                self.abandon();
+                Error::Stopped(format!("{m}; no epoch had finished, so nothing was saved"))
             }
             e => {
                 self.abandon();
@@ -153,11 +179,17 @@ pub fn train(a: TrainArgs) -> Result<()> {
 pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
     if a.config.is_none() && a.resume.is_none() && !a.quiet {
         println!("config used (save it and edit it to change anything):\n\n{}", cfg.to_toml());
+        for n in &cfg.notes {
+            println!("note: {n}");
+        }
     }
     let output = a.output.clone().or_else(|| cfg.output.model.clone());
     if let Some(o) = &output {
         check_writable(o)?;
     }
+    // The run's config records where its model goes (`--output` too), so `--resume` writes there again.
+    let mut recorded = cfg.clone();
+    recorded.output.model = output.as_ref().map(|o| std::path::absolute(o).unwrap_or_else(|_| o.clone()));
     let (dir, named) = match (&a.resume, &a.run_dir) {
         (Some(d), _) | (None, Some(d)) => (d.clone(), true),
         (None, None) => (crate::run_dir::default_for(&cfg.output.runs_dir, &cfg.run_name()), false),
@@ -168,7 +200,7 @@ pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
     };
     let dir = if resume.is_some() { dir } else { crate::run_dir::create(dir, named)? };
     // On --resume too: `--epochs` may have changed what the run trains to.
-    kiln::io::write_atomic(&dir.join(CONFIG), cfg.to_toml().as_bytes())?;
+    kiln::io::write_atomic(&dir.join(CONFIG), recorded.to_toml().as_bytes())?;
     crate::run_dir::write_run_info(&dir)?;
     let mut callbacks = crate::run_dir::loggers(&dir);
     for c in &cfg.callbacks {
@@ -248,11 +280,7 @@ fn table(cfg: &Config, a: &TrainArgs) -> Result<()> {
         println!("{} training rows, {} inputs after preparation, {:.1} s", train.len(), prep.width(), secs);
     }
     if !test.is_empty() {
-        let s = tabular::score(&model, &table, &test)?;
-        println!("test {s} ({} rows)", s.rows);
-        if let (Some(r), false) = (&s.report, run.quiet) {
-            print!("\n{}\n", r.render());
-        }
+        print!("{}", tabular::render_scores(&tabular::scores(&model, &table, &test)?, "test ", !run.quiet));
     }
     run.save(&model)
 }

@@ -174,3 +174,58 @@ fn a_nan_loss_stops_with_the_step_and_the_last_good_checkpoint() {
     assert!(m.get_weights().iter().flatten().all(|v| v.is_finite()));
     assert!(!t.path("run/model.safetensors").exists(), "no final model from a failed run");
 }
+
+/// A loss that becomes NaN before any epoch finished leaves nothing to resume: the line says so instead of
+/// advising `--resume`, and no half-made run folder stays behind.
+#[test]
+fn a_nan_loss_in_the_first_epoch_advises_no_resume_and_leaves_no_folder() {
+    let t = Tmp::new("nan1");
+    write_mnist(&t.path("data"), 640, 10);
+    let cfg = config(LAYERS, "").replace(
+        "\n\n[output]",
+        "\n[train.schedule]\ntype = \"piecewise\"\nboundaries = [3]\nvalues = [0.01, 1e30]\n\n[output]",
+    );
+    std::fs::write(t.path("run.toml"), cfg).unwrap();
+    let o = kiln(&["train", &t.s("run.toml"), "--run-dir", &t.s("run"), "--quiet"]);
+    assert_fails(&o, &["training stopped: epoch 1, batch ", "no epoch had finished, so nothing was saved"]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    assert!(!t.path("run").exists(), "the empty run folder is removed");
+}
+
+/// `--resume` writes the final model where the run's `--output` said, not only into the run folder.
+#[test]
+fn resume_keeps_the_output_the_run_was_started_with() {
+    let t = Tmp::new("resume-output");
+    write_mnist(&t.path("data"), 320, 10);
+    std::fs::write(t.path("run.toml"), config(LAYERS, "").replace("epochs = 2", "epochs = 1")).unwrap();
+    let out = t.s("best.safetensors");
+    let o = kiln(&["train", &t.s("run.toml"), "--run-dir", &t.s("run"), "--output", &out, "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let first = weights(Path::new(&out));
+    let recorded = std::fs::read_to_string(t.path("run/config.toml")).unwrap();
+    assert!(recorded.contains(&format!("model = \"{out}\"")), "the run's config records --output: {recorded}");
+    let o = kiln(&["train", "--resume", &t.s("run"), "--epochs", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains(&format!("saved model to {out}")), "{}", stdout(&o));
+    assert_eq!(weights(Path::new(&out)), weights(&t.path("run/model.safetensors")));
+    assert_ne!(weights(Path::new(&out)), first, "the second epoch's model replaced the first's");
+}
+
+/// Output cut short by a closed pipe ends the process quietly, without a panic.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let t = Tmp::new("pipe");
+    write_mnist(&t.path("data"), 320, 10);
+    std::fs::write(t.path("run.toml"), config(LAYERS, "")).unwrap();
+    let mut child = Command::new(KILN)
+        .args(["summary", &t.s("run.toml")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(o.status.code(), Some(101), "not a panic's exit code: {:?} {err}", o.status);
+}

@@ -145,7 +145,7 @@ fn cv_folds_and_scores_match_a_recomputation_from_each_folds_predictions() {
             folds.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
         let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
         let prep = model.preparation().cloned().unwrap();
-        let Task::Binary { classes } = &prep.task else { panic!("two classes: {:?}", prep.task) };
+        let Task::Binary { classes } = prep.task() else { panic!("two classes: {:?}", prep.task()) };
         let p = model.predict(&prep.transform(&table, test).unwrap(), 1024).unwrap();
         let pos: Vec<bool> = test.iter().map(|&r| labels[r] == classes[1]).collect();
         let correct = p.data().iter().zip(&pos).filter(|&(&q, &l)| (q > 0.5) == l).count();

@@ -226,10 +226,8 @@ fn text_models_predict_raw_text_as_they_predict_files() {
     let o = kiln(&["cv", "--data", &t.s("r.jsonl"), "--target", "stars", "--folds", "2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::write(t.path("bad.csv"), b"review,stars\n\xff\xfe,1\n").unwrap();
-    assert_fails(
-        &kiln(&["train", "--data", &t.s("bad.csv"), "--target", "stars"]),
-        &["bad.csv", "not UTF-8", "offset 13"],
-    );
+    let o = kiln(&["train", "--data", &t.s("bad.csv"), "--target", "stars", "--set", "data.encoding=\"utf-8\""]);
+    assert_fails(&o, &["bad.csv", "not valid UTF-8 (line 2, byte 13)"]);
     std::fs::write(t.path("other.csv"), "comment\nnice\n").unwrap();
     assert_fails(&kiln(&["predict", &model, "--input", &t.s("other.csv")]), &["no column `review`", "comment"]);
     // `kiln evaluate` scores a file with the config's class mapping (stars 1 and 5 to negative/positive).
@@ -374,7 +372,7 @@ fn table_train_keys_are_the_common_ones_and_old_spellings_are_redirected() {
         ("learning_rate = 0.01", "it is set with the optimizer: optimizer = { type = \"adam\", learning_rate"),
         ("weight_decay = 0.01", "type = \"adamw\""),
         ("regression_loss = \"huber\"", "write loss = \"huber\""),
-        ("loss = \"mean_squared_error\"", "train.loss: mean_squared_error does not fit this target"),
+        ("loss = \"mean_squared_error\"", "train.loss: mean_squared_error does not fit the target `y`"),
     ] {
         std::fs::write(t.path("t.toml"), cfg(train)).unwrap();
         assert_fails(&kiln(&["train", &t.s("t.toml"), "--quiet", "--run-dir", &t.s("r")]), &[want]);
@@ -502,4 +500,255 @@ activation = "sigmoid"
         assert_fails(&kiln(&["train", &t.s(&name), "--quiet", "--run-dir", &t.s(&format!("bad{i}"))]), &[want]);
         assert!(!t.path(&format!("bad{i}")).exists(), "a refused config leaves no run folder");
     }
+}
+
+/// Two targets from one config: `kiln train` prints a test line per target, `kiln predict` writes each
+/// target's columns, `kiln evaluate` and `kiln report` score each, and `kiln cv` names each score after its
+/// target.
+#[test]
+fn two_targets_train_predict_evaluate_report_and_cross_validate() {
+    let t = Tmp::new("targets");
+    let mut csv = String::from("a,b,spend,churn\n");
+    let mut seed = 3u64;
+    for _ in 0..600 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let (a, b) = (((seed >> 20) % 1000) as f64 / 500.0 - 1.0, ((seed >> 40) % 1000) as f64 / 500.0 - 1.0);
+        csv += &format!("{a},{b},{:.3},{}\n", 1.0 + 3.0 * a, if b > 0.0 { "yes" } else { "no" });
+    }
+    std::fs::write(t.path("t.csv"), csv).unwrap();
+    let toml =
+        "[data]\npath = \"t.csv\"\ntarget = [\"spend\", \"churn\"]\n[model]\nhidden = [16]\n[train]\nepochs = 60\n";
+    std::fs::write(t.path("c.toml"), toml).unwrap();
+    let o = kiln(&["train", &t.s("c.toml"), "--run-dir", &t.s("run"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.contains("test spend: rmse: ") && out.contains("test churn: accuracy: "), "{out}");
+    let log = std::fs::read_to_string(t.path("run/log.csv")).unwrap();
+    let head = log.lines().next().unwrap();
+    for col in ["spend_loss", "churn_loss", "spend_mae", "churn_accuracy", "val_churn_accuracy"] {
+        assert!(head.split(',').any(|c| c == col), "log.csv lacks {col}: {head}");
+    }
+
+    std::fs::write(t.path("rows.csv"), "b,a\n0.5,0.0\n-0.5,1.0\n").unwrap();
+    let o = kiln(&["predict", &t.s("run/model.safetensors"), "--input", &t.s("rows.csv"), "--output", &t.s("p.csv")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p = std::fs::read_to_string(t.path("p.csv")).unwrap();
+    let lines: Vec<Vec<&str>> = p.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(lines[0], ["row", "spend", "churn", "churn_p_yes"], "{p}");
+    let spend = |r: usize| lines[r][1].parse::<f64>().unwrap();
+    assert!((spend(1) - 1.0).abs() < 0.5 && (spend(2) - 4.0).abs() < 0.5, "spend 1 + 3a: {p}");
+    assert_eq!((lines[1][2], lines[2][2]), ("yes", "no"), "churn when b > 0: {p}");
+
+    let o = kiln(&["evaluate", &t.s("run/model.safetensors"), "--data", &t.s("t.csv")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.starts_with("spend: rmse: ") && out.contains("\nchurn: accuracy: "), "{out}");
+    let o = kiln(&["report", &t.s("run")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(t.path("run/report.md")).unwrap();
+    assert!(md.contains("## Final model on the test rows: `spend`") && md.contains("test rows: `churn`"), "{md}");
+    assert!(md.contains("![confusion matrix](confusion.svg)"), "churn, the only classifier, is drawn: {md}");
+
+    let o = kiln(&["cv", &t.s("c.toml"), "--folds", "2", "--set", "train.epochs=5"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.contains("spend_rmse: ") && out.contains("churn_accuracy: "), "{out}");
+}
+
+/// Table inputs that used to pass in silence, or crash: each is one clear line, or a warning on stderr.
+#[test]
+fn silent_table_inputs_get_words() {
+    let t = Tmp::new("silent");
+    let write = |name: &str, text: &str| std::fs::write(t.path(name), text).unwrap();
+    let rows = |n: usize, f: &dyn Fn(usize) -> String| (0..n).map(f).collect::<String>();
+    // One class everywhere (numbers): nothing to learn, for train and cv alike.
+    write("one.csv", &format!("x,y\n{}", rows(50, &|i| format!("{i},1\n"))));
+    let want = ["one.csv: target `y` has 1 distinct value in the", "nothing to learn"];
+    assert_fails(&kiln(&["train", "--data", &t.s("one.csv"), "--target", "y"]), &want);
+    assert_fails(&kiln(&["cv", "--data", &t.s("one.csv"), "--target", "y"]), &want);
+    // A target empty on every row, one row, a column without a name.
+    write("none.csv", &format!("x,y\n{}", rows(20, &|i| format!("{i},\n"))));
+    assert_fails(&kiln(&["train", "--data", &t.s("none.csv"), "--target", "y"]), &["target `y` is empty on every one"]);
+    write("onerow.csv", "x,y\n1,a\n");
+    assert_fails(
+        &kiln(&["train", "--data", &t.s("onerow.csv"), "--target", "y"]),
+        &["onerow.csv: 1 rows leave no training rows"],
+    );
+    write("blank.csv", &format!("a,,y\n{}", rows(20, &|i| format!("{i},{},{}\n", i % 3, ["p", "q"][i % 2]))));
+    assert_fails(
+        &kiln(&["train", "--data", &t.s("blank.csv"), "--target", "y"]),
+        &["a column has no name in the header (column 2 of 3)"],
+    );
+    // Words settings of 0.
+    write(
+        "w.csv",
+        &format!("text,y\n{}", rows(40, &|i| format!("word{} other{},{}\n", i % 7, i % 5, ["p", "q"][i % 2]))),
+    );
+    for key in ["ngrams", "min_freq", "max_tokens"] {
+        let set = format!("data.prepare.text.{key}=0");
+        let o = kiln(&["train", "--data", &t.s("w.csv"), "--target", "y", "--set", &set]);
+        assert_fails(&o, &[&format!("data.prepare.text.{key} must be at least 1")]);
+    }
+    // A blank column is left out, with a warning.
+    write("extra.csv", &format!("x,extra,y\n{}", rows(60, &|i| format!("{},,{}\n", i % 17, ["p", "q"][(i / 7) % 2]))));
+    let o = kiln(&[
+        "train",
+        "--data",
+        &t.s("extra.csv"),
+        "--target",
+        "y",
+        "--run-dir",
+        &t.s("r1"),
+        "--quiet",
+        "--epochs",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("column `extra` is empty in every training row; it is left out")
+    );
+
+    // A text model: a header-only file to score or predict, a file given where a text goes, unknown words.
+    // Texts of 4 to 7 words drawn from each class's 8 (nearly every text distinct: free text, not a category).
+    let good = ["good", "great", "lovely", "nice", "fine", "super", "neat", "grand"];
+    let bad = ["bad", "awful", "poor", "ugly", "sad", "worse", "dull", "grim"];
+    let texts = rows(200, &|i| {
+        let pos = i % 2 == 0;
+        let mut x = i as u64 * 2654435761 + 12345;
+        let w: Vec<&str> = (0..4 + i % 4)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let k = (x >> 33) as usize % 8;
+                if pos { good[k] } else { bad[k] }
+            })
+            .collect();
+        format!("{},{}\n", w.join(" "), if pos { "pos" } else { "neg" })
+    });
+    write("txt.csv", &format!("review,label\n{texts}"));
+    let o = kiln(&[
+        "train",
+        "--data",
+        &t.s("txt.csv"),
+        "--target",
+        "label",
+        "--run-dir",
+        &t.s("rt"),
+        "--quiet",
+        "--epochs",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = t.s("rt/model.safetensors");
+    write("head.csv", "review,label\n");
+    assert_fails(
+        &kiln(&["evaluate", &model, "--data", &t.s("head.csv")]),
+        &["head.csv: no rows to score (only a header)"],
+    );
+    assert_fails(&kiln(&["predict", &model, "--input", &t.s("head.csv")]), &["head.csv: no rows to predict"]);
+    assert_fails(&kiln(&["predict", &model, &t.s("head.csv")]), &["is a file, and", "give its rows with --input"]);
+    // Quoted empty texts are rows (4 in, 4 out), and texts with no known word are counted on stderr.
+    write("in.csv", "review\n\"good great\"\n\"\"\n\"\"\nzzz qqq\n");
+    let o = kiln(&["predict", &model, "--input", &t.s("in.csv")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o).lines().count(), 5, "a header and 4 rows: {}", stdout(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("warning: 3 of 4 rows have no word the model knows in `review`"), "{err}");
+}
+
+/// A Latin-1/Windows-1252 file (a spreadsheet export) is read, with a warning naming the encoding used;
+/// `data.encoding` says which it is; an unknown one is an error naming the key.
+#[test]
+fn files_in_other_encodings_are_read_and_say_so() {
+    let t = Tmp::new("encoding");
+    let mut bytes = b"city,amount,y\n".to_vec();
+    for i in 0..60 {
+        let city: &[u8] = if i % 2 == 0 { b"Z\xfcrich" } else { b"M\xe1laga" };
+        bytes.extend_from_slice(city);
+        bytes.extend_from_slice(format!(",{i},{}\n", ["p", "q"][i % 2]).as_bytes());
+    }
+    std::fs::write(t.path("latin.csv"), &bytes).unwrap();
+    let o = kiln(&["data", "audit", &t.s("latin.csv"), "--target", "y"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("latin.csv: not UTF-8 (line 2); read as Windows-1252 (Latin-1)"), "{err}");
+    let json = t.s("audit.json");
+    let o = kiln(&["data", "audit", &t.s("latin.csv"), "--json", &json]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let top = j["columns"][0]["top"][0].as_str().unwrap().to_string();
+    assert!(top == "Zürich" || top == "Málaga", "decoded: {top}");
+    let cfg = "[data]\npath = \"latin.csv\"\ntarget = \"y\"\nencoding = \"latin1\"\n[train]\nepochs = 1\n";
+    std::fs::write(t.path("c.toml"), cfg).unwrap();
+    let o = kiln(&["train", &t.s("c.toml"), "--run-dir", &t.s("run"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"), "an encoding given: no warning");
+    std::fs::write(t.path("bad.toml"), cfg.replace("latin1", "klingon")).unwrap();
+    assert_fails(&kiln(&["train", &t.s("bad.toml")]), &["data.encoding: `klingon` is not an encoding kiln knows"]);
+}
+
+/// `data.positive` names the class the binary metrics are about, and the test line says which it is.
+#[test]
+fn the_positive_class_is_chosen_and_named() {
+    let t = Tmp::new("positive");
+    let mut csv = String::from("x,risk\n");
+    for i in 0..200 {
+        csv += &format!("{i},{}\n", if i % 4 == 0 { "bad" } else { "good" });
+    }
+    std::fs::write(t.path("t.csv"), csv).unwrap();
+    let run = |extra: &str, dir: &str| {
+        std::fs::write(
+            t.path("c.toml"),
+            format!("[data]\npath = \"t.csv\"\ntarget = \"risk\"\n{extra}[train]\nepochs = 2\n"),
+        )
+        .unwrap();
+        kiln(&["train", &t.s("c.toml"), "--run-dir", &t.s(dir), "--quiet"])
+    };
+    let o = run("", "a");
+    let about = |c: &str| format!("\n(precision, recall, f1 and pr_auc are of class `{c}`; data.positive chooses it)");
+    assert!(stdout(&o).contains(&about("good")), "the last in order by default: {}", stdout(&o));
+    let o = run("positive = \"bad\"\n", "b");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains(&about("bad")), "{}", stdout(&o));
+    assert_fails(
+        &run("positive = \"ugly\"\n", "c"),
+        &["data.positive: `ugly` is not a class of the target (`risk` has bad, good)"],
+    );
+}
+
+/// The audit names identifier columns (and a zero-config run leaves them out, saying so), reads a 0/1
+/// target's balance, notes a capped target, and does not call every non-zero value of a zero-heavy column
+/// an outlier.
+#[test]
+fn the_audit_flags_identifiers_caps_and_zero_heavy_columns() {
+    let t = Tmp::new("audit-ids");
+    let mut csv = String::from("id,name,gain,x,flag,price\n");
+    for i in 0..300 {
+        let gain = if i % 5 == 0 { (i * 37) % 900 + 1 } else { 0 };
+        let price = if i % 10 == 0 { 500001 } else { 1000 + (i * 7919) % 90000 };
+        csv +=
+            &format!("{},Person {},{gain},{:.3},{},{price}\n", i + 1, i * 7 % 1000, (i as f64 * 0.37).sin(), i % 3 % 2);
+    }
+    std::fs::write(t.path("t.csv"), &csv).unwrap();
+    let o = kiln(&["data", "audit", &t.s("t.csv"), "--target", "price"]);
+    let out = stdout(&o);
+    let line = |c: &str| {
+        out.lines().find(|l| l.starts_with(&format!("{c} "))).unwrap_or_else(|| panic!("{c}: {out}")).to_string()
+    };
+    assert!(line("id").contains("IDENTIFIER?") && line("name").contains("IDENTIFIER?"), "{out}");
+    assert!(!line("x").contains("IDENTIFIER?"), "a measurement with distinct values is no identifier: {out}");
+    assert!(line("gain").contains("80.0% are `0`") && !line("gain").contains("outliers"), "{out}");
+    assert!(line("price").contains("capped? 30 rows (10.0%) at exactly the maximum 500001"), "{out}");
+    assert!(
+        out.contains(
+            "identifier columns (a different value on nearly every row; zero-config runs leave them out): id, name"
+        ),
+        "{out}"
+    );
+    let o = kiln(&["data", "audit", &t.s("t.csv"), "--target", "flag"]);
+    assert!(stdout(&o).contains("target `flag` balance: 0: 200 (66.7%), 1: 100 (33.3%)"), "{}", stdout(&o));
+
+    let o = kiln(&["train", "--data", &t.s("t.csv"), "--target", "flag", "--run-dir", &t.s("run"), "--epochs", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("\nnote: leaving out identifier columns: id, name"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("ignore = [\n    \"id\",\n    \"name\",\n]"), "the printed config: {}", stdout(&o));
 }

@@ -26,8 +26,14 @@ pub struct CompileConfig {
     /// all 1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loss_weights: Vec<f32>,
+    /// The metrics of the output, or of every output when `output_metrics` is empty.
     #[serde(default)]
     pub metrics: Vec<Metric>,
+    /// One list of metrics per output, in the order of `Model::outputs` (Keras's `metrics=[[...], [...]]`):
+    /// an output predicting a number and one predicting classes need different ones. Empty: `metrics` for
+    /// each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_metrics: Vec<Vec<Metric>>,
     /// A learning-rate schedule over the optimizer's steps; the optimizer's rate is its starting point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
@@ -43,6 +49,7 @@ impl CompileConfig {
             losses: Vec::new(),
             loss_weights: Vec::new(),
             metrics: metrics.to_vec(),
+            output_metrics: Vec::new(),
             schedule: None,
             clip: Clip::default(),
         }
@@ -68,6 +75,17 @@ impl CompileConfig {
     pub fn loss_weights(mut self, weights: &[f32]) -> Self {
         self.loss_weights = weights.to_vec();
         self
+    }
+
+    /// One list of metrics per output (several outputs), in the order of `Model::outputs`.
+    pub fn output_metrics(mut self, metrics: &[&[Metric]]) -> Self {
+        self.output_metrics = metrics.iter().map(|m| m.to_vec()).collect();
+        self
+    }
+
+    /// The metrics of output `k`.
+    pub(crate) fn metrics_of(&self, k: usize) -> &[Metric] {
+        self.output_metrics.get(k).unwrap_or(&self.metrics)
     }
 
     /// The loss of output `k`.
@@ -463,7 +481,11 @@ impl Model {
             )));
         }
         let n = outs.len();
-        for (key, len) in [("losses", config.losses.len()), ("loss_weights", config.loss_weights.len())] {
+        for (key, len) in [
+            ("losses", config.losses.len()),
+            ("loss_weights", config.loss_weights.len()),
+            ("output_metrics", config.output_metrics.len()),
+        ] {
             if len != 0 && len != n {
                 return Err(Error::Config(format!(
                     "compile: {len} {key} given for {n} output{} ({})",

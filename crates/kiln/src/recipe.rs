@@ -7,7 +7,7 @@
 //! graph may instead name several inputs, each reading its own columns (`[[model.inputs]]`).
 
 use crate::config::{Config, DataKind, ModelKind, Pooling};
-use crate::data::prepare::{Feature, FeatureKind, Preparation, Task};
+use crate::data::prepare::{Feature, FeatureKind, Preparation, Target, Task};
 use crate::data::text::TextOutput;
 use crate::loss::Loss;
 use crate::metrics::{Average, Metric};
@@ -150,16 +150,26 @@ impl Config {
 
     /// The recipes' hidden Dense layers (ReLU, dropout, L2) and then `out`.
     fn head(&self, net: &mut Sequential, out: Dense) -> Result<()> {
+        self.hidden(net)?;
+        net.add(self.regularized(out))?;
+        Ok(())
+    }
+
+    /// The recipes' hidden Dense layers (ReLU, dropout after each, L2).
+    fn hidden(&self, net: &mut Sequential) -> Result<()> {
         let m = &self.model;
-        let reg = |d: Dense| if m.l2 > 0.0 { d.kernel_regularizer(Regularizer::l2(m.l2)) } else { d };
         for &h in &m.hidden {
-            net.add(reg(Dense::new(h).activation(Activation::Relu)))?;
+            net.add(self.regularized(Dense::new(h).activation(Activation::Relu)))?;
             if m.dropout > 0.0 {
                 net.add(Dropout::new(m.dropout))?;
             }
         }
-        net.add(reg(out))?;
         Ok(())
+    }
+
+    /// `d` with the recipe's L2 penalty on its kernel (`model.l2`).
+    fn regularized(&self, d: Dense) -> Dense {
+        if self.model.l2 > 0.0 { d.kernel_regularizer(Regularizer::l2(self.model.l2)) } else { d }
     }
 
     /// A network for the prepared table, compiled with the loss its task needs (`train.loss` may choose among
@@ -170,47 +180,87 @@ impl Config {
     }
 
     /// `table_model` with the text embedding tables started from word vectors (ignored when `model.weights`
-    /// gives every parameter).
+    /// gives every parameter). One output per target: a recipe's hidden layers are shared and each target
+    /// gets its own output layer (named after it, when there are several); a written-out model names its
+    /// outputs (`model.outputs`), each checked against its target.
     pub fn table_model_with(&self, prep: &Preparation, vectors: Option<TermVectors>) -> Result<Sequential> {
         let m = &self.model;
-        let (out, loss, metrics) = self.task_head(&prep.task)?;
+        let heads = prep.targets.iter().map(|t| self.task_head(t)).collect::<Result<Vec<_>>>()?;
+        let several = heads.len() > 1;
         let mut net = if m.explicit() {
             let first = prep.embedding_layer().map(LayerConfig::from);
             let inputs: Vec<InputSpec> =
                 prep.input_widths().into_iter().map(|(name, w)| InputSpec { name, shape: vec![w] }).collect();
-            let net = self.written_out(&inputs, first, vectors)?;
-            let want = out.units;
-            if net.output_shape() != [want] {
-                let task = match &prep.task {
-                    Task::Binary { .. } => "two classes: one sigmoid unit".to_string(),
-                    Task::Multiclass { classes } => format!("{} classes: a softmax of {}", classes.len(), want),
-                    Task::Regression => "a number: one linear unit".to_string(),
-                };
-                return Err(Error::Config(format!(
-                    "the model's output is {:?} per row, but the target `{}` needs [{want}] ({task})",
-                    net.output_shape(),
-                    self.data.target()
-                )));
+            let mut net = self.written_out(&inputs, first, vectors)?;
+            if !m.outputs.is_empty() {
+                let names: Vec<&str> = m.outputs.iter().map(String::as_str).collect();
+                net.set_outputs(&names).map_err(|e| match e {
+                    Error::Config(msg) => Error::Config(format!("model.outputs: {}", msg.replace("set_outputs: ", ""))),
+                    e => e,
+                })?;
+            }
+            for ((t, (out, _, _)), (name, shape)) in
+                prep.targets.iter().zip(&heads).zip(net.outputs().iter().zip(net.output_shapes()))
+            {
+                let want = out.units;
+                if shape != [want] {
+                    let task = match &t.task {
+                        Task::Binary { .. } => "two classes: one sigmoid unit".to_string(),
+                        Task::Multiclass { classes } => format!("{} classes: a softmax of {}", classes.len(), want),
+                        Task::Regression => "a number: one linear unit".to_string(),
+                    };
+                    let which = if several { format!("output `{name}`") } else { "the model's output".into() };
+                    return Err(Error::Config(format!(
+                        "{which} is {shape:?} per row, but the target `{}` needs [{want}] ({task})",
+                        t.name
+                    )));
+                }
             }
             net
         } else {
             let mut net = Sequential::new(&[prep.width()]).seed(m.seed).named(m.model_name());
             self.start_weights(&mut net, vectors)?;
             self.sequence_layers(&mut net, prep)?;
-            self.head(&mut net, out)?;
+            if several {
+                self.hidden(&mut net)?;
+                // Every output reads the last shared layer (the input itself when there is none).
+                let body = match net.layers().last() {
+                    Some(l) => l.name().to_string(),
+                    None => net.inputs()[0].name.clone(),
+                };
+                let mut names = Vec::new();
+                for (t, (out, _, _)) in prep.targets.iter().zip(&heads) {
+                    let mut name = output_name(&t.name);
+                    if net.layers().iter().any(|l| l.name() == name) || name == body {
+                        name += "_output";
+                    }
+                    names.push(net.apply(self.regularized(out.clone().name(&name)), &[&body])?);
+                }
+                net.set_outputs(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
+            } else {
+                self.head(&mut net, heads[0].0.clone())?;
+            }
             self.end_weights(&mut net)?;
             net
         };
-        net.compile_with(self.compile_config(loss, self.metrics_or(metrics)))?;
+        let first = &heads[0];
+        let mut compile = self.compile_config(first.1, self.metrics_or(first.2.clone()));
+        if several {
+            compile = compile.losses(&heads.iter().map(|h| h.1).collect::<Vec<_>>());
+            if self.train.metrics.is_empty() {
+                compile.output_metrics = heads.iter().map(|h| h.2.clone()).collect();
+            }
+        }
+        net.compile_with(compile)?;
         net.set_preparation(prep.clone());
         Ok(net)
     }
 
     /// The output layer, loss and default metrics of a table's task; a `train.loss` that does not fit it is
     /// an error.
-    fn task_head(&self, task: &Task) -> Result<(Dense, Loss, Vec<Metric>)> {
+    fn task_head(&self, target: &Target) -> Result<(Dense, Loss, Vec<Metric>)> {
         let classification = || vec![Metric::Accuracy, Metric::F1(Average::Macro)];
-        let (out, loss, metrics) = match task {
+        let (out, loss, metrics) = match &target.task {
             Task::Binary { .. } => {
                 (Dense::new(1).activation(Activation::Sigmoid), Loss::BinaryCrossentropy, classification())
             }
@@ -223,9 +273,10 @@ impl Config {
                 let loss = self.train.loss.unwrap_or(Loss::MeanSquaredError);
                 if !matches!(loss, Loss::MeanSquaredError | Loss::MeanAbsoluteError | Loss::Huber) {
                     return Err(Error::Config(format!(
-                        "train.loss: {} is not a loss for a numeric target (mean_squared_error, \
+                        "train.loss: {} is not a loss for the numeric target `{}` (mean_squared_error, \
                          mean_absolute_error or huber)",
-                        loss.name()
+                        loss.name(),
+                        target.name
                     )));
                 }
                 (Dense::new(1), loss, vec![Metric::MeanAbsoluteError])
@@ -235,8 +286,9 @@ impl Config {
             && given != loss
         {
             return Err(Error::Config(format!(
-                "train.loss: {} does not fit this target; its classes take {} (leave train.loss out)",
+                "train.loss: {} does not fit the target `{}`; its classes take {} (leave train.loss out)",
                 given.name(),
+                target.name,
                 loss.name()
             )));
         }
@@ -309,4 +361,20 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The output layer of a target when a recipe has several: the column's name in lower case, each run of
+/// other characters than letters and digits one `_` ("Monthly Spend" → `monthly_spend`), so that its scores
+/// read `monthly_spend_loss`.
+fn output_name(target: &str) -> String {
+    let mut out = String::new();
+    for c in target.chars() {
+        if c.is_alphanumeric() {
+            out.extend(c.to_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let out = out.trim_end_matches('_');
+    if out.is_empty() { "output".to_string() } else { out.to_string() }
 }

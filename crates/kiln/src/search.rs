@@ -7,15 +7,15 @@
 use crate::callbacks::{Callback, EarlyStopping};
 use crate::config::{Axis, Config, DataKind, with_setting};
 use crate::data::mnist;
-use crate::tabular::{TableScores, fit_rows, score, strata, stratify};
+use crate::tabular::{TableScores, fit_rows, scores, strata, stratify};
 use crate::train::{Evaluation, FitOptions};
 use kiln_core::{Error, Result, Rng};
 
-/// Each fold's scores, as the config's kind of data scores them.
+/// Each fold's scores, as the config's kind of data scores them: a table's per target, by name.
 #[derive(Clone, Debug)]
 pub enum Folds {
     Images(Vec<Evaluation>),
-    Table(Vec<TableScores>),
+    Table(Vec<Vec<(String, TableScores)>>),
 }
 
 impl Folds {
@@ -34,7 +34,13 @@ impl Folds {
     pub fn line(&self, i: usize) -> String {
         match self {
             Folds::Images(f) => f[i].to_string(),
-            Folds::Table(f) => format!("{} ({} rows)", f[i], f[i].rows),
+            Folds::Table(f) => match &f[i][..] {
+                [(_, s)] => format!("{s} ({} rows)", s.rows),
+                many => {
+                    let parts: Vec<String> = many.iter().map(|(t, s)| format!("{t}: {s}")).collect();
+                    format!("{} ({} rows)", parts.join("; "), many[0].1.rows)
+                }
+            },
         }
     }
 
@@ -45,9 +51,17 @@ impl Folds {
                 .iter()
                 .map(|e| std::iter::once(("loss".to_string(), e.loss)).chain(e.metrics.iter().cloned()).collect())
                 .collect(),
-            Folds::Table(f) => {
-                f.iter().map(|s| s.named().into_iter().map(|(n, v)| (n.to_string(), v)).collect()).collect()
-            }
+            // Several targets: `{target}_{score}`.
+            Folds::Table(f) => f
+                .iter()
+                .map(|targets| {
+                    let prefix = |t: &str| if targets.len() > 1 { format!("{t}_") } else { String::new() };
+                    targets
+                        .iter()
+                        .flat_map(|(t, s)| s.named().into_iter().map(move |(n, v)| (format!("{}{n}", prefix(t)), v)))
+                        .collect()
+                })
+                .collect(),
         }
     }
 
@@ -79,10 +93,14 @@ impl Folds {
     }
 
     /// What ranks configs (higher is better): ROC-AUC for two classes, accuracy for more, −RMSE for numbers,
-    /// −loss when the config logs no accuracy.
+    /// −loss when the config logs no accuracy. With several targets, the first target's.
     pub fn rank(&self) -> f64 {
         let folds = self.named();
-        let mean = |n: &str| mean_sd(&folds, n).map(|s| s.0);
+        let prefix = match self {
+            Folds::Table(f) if f.first().is_some_and(|t| t.len() > 1) => format!("{}_", f[0][0].0),
+            _ => String::new(),
+        };
+        let mean = |n: &str| mean_sd(&folds, &format!("{prefix}{n}")).map(|s| s.0);
         mean("roc_auc")
             .or_else(|| mean("accuracy"))
             .or_else(|| mean("rmse").map(|r| -r))
@@ -167,7 +185,7 @@ impl Config {
                 folds.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
             let model = fit_rows(self, &table, &types, &train, false)?;
             if let Folds::Table(v) = &mut out {
-                v.push(score(&model, &table, test)?);
+                v.push(scores(&model, &table, test)?);
             }
             done(i, &out);
         }
@@ -291,9 +309,24 @@ mod tests {
     #[test]
     fn the_summary_covers_every_score_and_names_folds_without_it() {
         let fold = |acc, auc| TableScores { rows: 10, accuracy: Some(acc), roc_auc: auc, ..Default::default() };
-        let folds = Folds::Table(vec![fold(0.5, None), fold(0.7, Some(0.8)), fold(0.9, Some(0.6))]);
+        let one = |acc, auc| vec![("y".to_string(), fold(acc, auc))];
+        let folds = Folds::Table(vec![one(0.5, None), one(0.7, Some(0.8)), one(0.9, Some(0.6))]);
         assert_eq!(folds.summary(), "accuracy: 0.7000 ± 0.1633 - roc_auc: 0.7000 ± 0.1000 (over 2 of 3 folds)");
         assert_eq!(folds.rank(), 0.7, "ROC-AUC ranks, over the folds that have it");
+        assert_eq!(folds.line(1), "accuracy: 0.7000 - roc_auc: 0.8000 (10 rows)");
+    }
+
+    /// With several targets each score is named after its target, and the first target ranks.
+    #[test]
+    fn several_targets_are_scored_each_and_the_first_ranks() {
+        let num = |rmse| TableScores { rows: 10, rmse: Some(rmse), ..Default::default() };
+        let cls = |acc| TableScores { rows: 10, accuracy: Some(acc), ..Default::default() };
+        let two = |rmse, acc| vec![("spend".to_string(), num(rmse)), ("churn".to_string(), cls(acc))];
+        let folds = Folds::Table(vec![two(2.0, 0.6), two(4.0, 0.8)]);
+        assert_eq!(folds.summary(), "spend_rmse: 3.0000 ± 1.0000 - churn_accuracy: 0.7000 ± 0.1000");
+        assert_eq!(folds.rank(), -3.0, "the first target's −RMSE, not the second's accuracy");
+        assert_eq!(folds.line(0), "spend: rmse: 2.0000; churn: accuracy: 0.6000 (10 rows)");
+        assert_eq!(folds.stat("churn_accuracy").map(|s| s.0), Some(0.7));
     }
 
     #[test]

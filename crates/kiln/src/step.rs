@@ -51,15 +51,16 @@ impl Totals {
     /// Each metric's value: a mean over samples, or read from the confusion matrix kept after the sums.
     /// With several outputs the slots hold each output's loss first, then each output's metrics, and the
     /// names are prefixed with the output's (`age_loss`, `age_mae`), as Keras names them.
-    pub(crate) fn named(&self, metrics: &[Metric], outputs: &[(String, usize)]) -> Vec<(String, f64)> {
+    /// `metrics` holds each output's list.
+    pub(crate) fn named(&self, metrics: &[Vec<Metric>], outputs: &[(String, usize)]) -> Vec<(String, f64)> {
         let seen = self.seen.max(1) as f64;
         if outputs.len() <= 1 {
-            return named_metrics(metrics, &self.metrics, seen, "");
+            return named_metrics(metrics.first().map_or(&[], |m| &m[..]), &self.metrics, seen, "");
         }
         let mut out: Vec<(String, f64)> =
             outputs.iter().zip(&self.metrics).map(|((name, _), s)| (format!("{name}_loss"), s / seen)).collect();
         let mut at = loss_slots(outputs.len());
-        for (name, cols) in outputs {
+        for ((name, cols), metrics) in outputs.iter().zip(metrics) {
             let len = crate::metrics::state_len(metrics, *cols);
             out.extend(named_metrics(metrics, &self.metrics[at..at + len], seen, &format!("{name}_")));
             at += len;
@@ -220,9 +221,9 @@ impl Sequential {
             g.zero_grads();
         }
         // Each output's metrics, in slots after the outputs' losses (several outputs).
-        let metrics = &config.metrics[..];
         let mut at = loss_slots(net.outputs.len());
         for (k, &(out, target)) in scratch.outs.iter().enumerate() {
+            let metrics = config.metrics_of(k);
             let l = net.outputs[k];
             let (fused, act, loss_kind) =
                 (scratch.logits.contains(&l), net.layers[l].config.activation(), config.loss_of(k));

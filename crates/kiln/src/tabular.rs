@@ -1,7 +1,8 @@
 //! Models for tables in one call: read a CSV or ARFF file, split off the test rows, infer column types
 //! (overridable), fit the preparation on the training rows, build a multi-layer network sized for the task
 //! (sigmoid for two classes, softmax for more, linear for a number), train it, and score it: accuracy and
-//! ROC-AUC for classes, RMSE, MAE and R² for numbers. `cross_validate` does the same over k stratified folds.
+//! ROC-AUC for classes, RMSE, MAE and R² for numbers. Several targets make one output each, scored each
+//! (`scores`); splits are stratified by the first. `cross_validate` does the same over k stratified folds.
 //! The config is the one every run reads (config.rs); `Config::for_table` is what `kiln train --data FILE
 //! --target COL` uses.
 
@@ -28,7 +29,9 @@ impl Config {
     /// `read_table`, and for each of its rows the row of the file it came from (0 = the first data row), so
     /// that a split can be reproduced elsewhere.
     pub fn read_table_rows(&self) -> Result<(Table, Vec<usize>)> {
-        let t = read_table(&self.data.path, &CsvOptions { delimiter: None, missing: self.data.missing.clone() })?;
+        let opts =
+            CsvOptions { delimiter: None, missing: self.data.missing.clone(), encoding: self.data.encoding.clone() };
+        let t = read_table(&self.data.path, &opts)?;
         map_classes(t, self.data.target(), &self.data.classes)
     }
 
@@ -94,6 +97,9 @@ pub struct TableScores {
     /// Per-class precision, recall, F1 and the confusion matrix (classification).
     #[serde(skip)]
     pub report: Option<ClassificationReport>,
+    /// The class that precision, recall, F1 and PR-AUC are about (binary targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub positive: Option<String>,
 }
 
 impl TableScores {
@@ -125,35 +131,73 @@ impl std::fmt::Display for TableScores {
     }
 }
 
-/// Targets shaped for the loss: a column for binary and regression, class indices otherwise.
-fn loss_targets(prep: &Preparation, y: Tensor) -> Result<Tensor> {
-    match prep.task {
-        Task::Multiclass { .. } => Ok(y),
-        _ => {
-            let n = y.rows();
-            Tensor::new(&[n, 1], y.data().to_vec())
+/// Scores as `kiln train` and `kiln evaluate` print them: a line per target, `{lead}{scores} ({rows} rows)`
+/// (after the target's name when there are several), each followed by its classification report when
+/// `reports`.
+pub fn render_scores(scores: &[(String, TableScores)], lead: &str, reports: bool) -> String {
+    let mut out = String::new();
+    for (t, s) in scores {
+        let name = if scores.len() > 1 { format!("{t}: ") } else { String::new() };
+        out += &format!("{lead}{name}{s} ({} rows)\n", s.rows);
+        if let Some(p) = &s.positive {
+            out += &format!("(precision, recall, f1 and pr_auc are of class `{p}`; data.positive chooses it)\n");
+        }
+        if let (Some(r), true) = (&s.report, reports) {
+            out += &format!("\n{}\n", r.render());
         }
     }
+    out
 }
 
-/// Scores of `model` on `rows` of `table`.
+/// Each target's values on `rows`, shaped for its loss: a column for binary and regression, class indices
+/// otherwise.
+fn loss_targets(prep: &Preparation, table: &Table, rows: &[usize]) -> Result<Vec<Tensor>> {
+    prep.targets
+        .iter()
+        .map(|t| {
+            let y = t.values(table, rows)?;
+            match t.task {
+                Task::Multiclass { .. } => Ok(y),
+                _ => Tensor::new(&[rows.len(), 1], y.into_data()),
+            }
+        })
+        .collect()
+}
+
+/// Scores of `model` on `rows` of `table`: its first target's (`scores` gives every target's).
 pub fn score(model: &Sequential, table: &Table, rows: &[usize]) -> Result<TableScores> {
-    let prep =
-        model.preparation().cloned().ok_or_else(|| Error::Config("the model was not trained on a table".into()))?;
-    let (x, y) = (prep.transform_inputs(table, rows)?, prep.targets(table, rows)?);
+    Ok(scores(model, table, rows)?.swap_remove(0).1)
+}
+
+/// Each target's scores of `model` on `rows` of `table`, with the target's name, in the order of the
+/// model's outputs.
+pub fn scores(model: &Sequential, table: &Table, rows: &[usize]) -> Result<Vec<(String, TableScores)>> {
+    let prep = model.preparation().ok_or_else(|| Error::Config("the model was not trained on a table".into()))?;
+    let x = prep.transform_inputs(table, rows)?;
     let x: Vec<&Tensor> = x.iter().collect();
-    let p = model.predict(&x, 1024)?;
-    let mut s = TableScores { rows: rows.len(), ..Default::default() };
-    match &prep.task {
+    let p = model.predict_outputs(&x, 1024)?;
+    prep.targets
+        .iter()
+        .zip(&p)
+        .map(|(t, p)| Ok((t.name.clone(), score_target(&t.task, p, &t.values(table, rows)?))))
+        .collect()
+}
+
+/// The scores of one target's predictions `p` (probabilities, or numbers) against its values `y`.
+fn score_target(task: &Task, p: &Tensor, y: &Tensor) -> TableScores {
+    let rows = y.len();
+    let mut s = TableScores { rows, ..Default::default() };
+    match task {
         Task::Binary { .. } => {
             let labels: Vec<bool> = y.data().iter().map(|&v| v > 0.5).collect();
             let correct = p.data().iter().zip(&labels).filter(|(q, l)| (**q > 0.5) == **l).count();
-            s.accuracy = Some(correct as f64 / rows.len().max(1) as f64);
+            s.accuracy = Some(correct as f64 / rows.max(1) as f64);
             s.roc_auc = roc_auc(p.data(), &labels);
             s.pr_auc = pr_auc(p.data(), &labels);
             let pred: Vec<usize> = p.data().iter().map(|&q| (q > 0.5) as usize).collect();
             let truth: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
-            if let Task::Binary { classes } = &prep.task {
+            if let Task::Binary { classes } = task {
+                s.positive = Some(classes[1].clone());
                 let r = ClassificationReport::new(&pred, &truth, classes);
                 (s.precision, s.recall, s.f1) =
                     (Some(r.per_class[1].0), Some(r.per_class[1].1), Some(r.per_class[1].2));
@@ -164,7 +208,7 @@ pub fn score(model: &Sequential, table: &Table, rows: &[usize]) -> Result<TableS
         Task::Multiclass { classes } => {
             let pred = p.argmax_rows();
             let correct = pred.iter().zip(y.data()).filter(|(a, b)| **a == **b as usize).count();
-            s.accuracy = Some(correct as f64 / rows.len().max(1) as f64);
+            s.accuracy = Some(correct as f64 / rows.max(1) as f64);
             let truth: Vec<usize> = y.data().iter().map(|&v| v as usize).collect();
             let r = ClassificationReport::new(&pred, &truth, classes);
             (s.macro_f1, s.weighted_f1) = (Some(r.macro_avg.2), Some(r.weighted_avg.2));
@@ -175,7 +219,7 @@ pub fn score(model: &Sequential, table: &Table, rows: &[usize]) -> Result<TableS
             (s.rmse, s.mae, s.r2) = (Some(rmse), Some(mae), Some(r2));
         }
     }
-    Ok(s)
+    s
 }
 
 /// Fits the preparation and a model on `train` rows; `verbose` prints a line per epoch.
@@ -231,16 +275,16 @@ pub fn fit_rows_in(
             (cfg.table_model_with(&prep, vectors)?, None)
         }
     };
-    if cfg.train.oversample && prep.task != Task::Regression {
+    if cfg.train.oversample && *prep.task() != Task::Regression {
         train = oversampled(&prep, table, &train, cfg.train.seed)?;
     }
-    let (x, y) = (prep.transform_inputs(table, &train)?, loss_targets(&prep, prep.targets(table, &train)?)?);
-    let x: Vec<&Tensor> = x.iter().collect();
+    let (x, y) = (prep.transform_inputs(table, &train)?, loss_targets(&prep, table, &train)?);
+    let (x, y): (Vec<&Tensor>, Vec<&Tensor>) = (x.iter().collect(), y.iter().collect());
     let opts = FitOptions {
         // The validation rows are held out above, stratified (`hold_out_validation`).
         validation_split: 0.0,
         verbose,
-        class_weight: class_weight_by_index(cfg.train.class_weight.as_ref(), &prep.task)?,
+        class_weight: class_weight_by_index(cfg.train.class_weight.as_ref(), prep.task())?,
         checkpoint: run.checkpoint,
         resume: progress,
         ..cfg.fit_options()
@@ -250,8 +294,8 @@ pub fn fit_rows_in(
     if val.is_empty() {
         model.fit_with(&x, &y, opts, &mut callbacks)?;
     } else {
-        let (vx, vy) = (prep.transform_inputs(table, &val)?, loss_targets(&prep, prep.targets(table, &val)?)?);
-        let vx: Vec<&Tensor> = vx.iter().collect();
+        let (vx, vy) = (prep.transform_inputs(table, &val)?, loss_targets(&prep, table, &val)?);
+        let (vx, vy): (Vec<&Tensor>, Vec<&Tensor>) = (vx.iter().collect(), vy.iter().collect());
         let mut stop = cfg.early_stopping();
         if let Some(stop) = &mut stop {
             callbacks.push(stop);
@@ -276,8 +320,19 @@ fn prepared(
         train.retain(|r| !dups.contains(r));
     }
     let (train, val) = hold_out_validation(cfg, table, types, train)?;
-    let mut prep = Preparation::fit(table, types, cfg.data.target(), &train, &cfg.data.ignore, &cfg.data.prepare)?;
+    if train.is_empty() {
+        return Err(Error::Data(format!(
+            "{}: {} rows leave no training rows once the test rows (data.test_fraction or data.test_rows) and \
+             validation rows (train.validation_split) are set aside",
+            table.source,
+            table.rows()
+        )));
+    }
+    let mut prep = Preparation::fit(table, types, &cfg.data.targets(), &train, &cfg.data.ignore, &cfg.data.prepare)?;
     prep.classes = cfg.data.classes.clone();
+    if let Some(p) = &cfg.data.positive {
+        prep.set_positive(p)?;
+    }
     prep.set_inputs(&cfg.model.inputs)?;
     Ok((prep, train, val))
 }
@@ -462,7 +517,7 @@ pub fn term_vectors(model: &Sequential) -> Result<Vec<(String, Vec<f32>)>> {
 /// `rows` with rows of the smaller classes repeated (drawn at random) until each class has as many as the
 /// largest, shuffled.
 fn oversampled(prep: &Preparation, table: &Table, rows: &[usize], seed: u64) -> Result<Vec<usize>> {
-    let y = prep.targets(table, rows)?;
+    let y = prep.targets[0].values(table, rows)?;
     let mut by_class: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (&r, &c) in rows.iter().zip(y.data()) {
         by_class.entry(c as u32).or_default().push(r);
@@ -570,7 +625,7 @@ mod oversample_tests {
         let types = t.infer_types().unwrap();
         let rows: Vec<usize> = (0..10).collect();
         let prep =
-            Preparation::fit(&t, &types, "y", &rows, &[], &crate::data::prepare::PrepareOptions::default()).unwrap();
+            Preparation::fit(&t, &types, &["y"], &rows, &[], &crate::data::prepare::PrepareOptions::default()).unwrap();
         for seed in [0, 1, 7] {
             let out = oversampled(&prep, &t, &rows, seed).unwrap();
             let c = counts(&out, t.rows());

@@ -176,9 +176,11 @@ impl Sequential {
         in_pool(|| self.predict_inner(x, batch_size))
     }
 
-    pub(crate) fn compiled_parts(&self, what: &str) -> Result<(Loss, Vec<Metric>)> {
+    /// The (first output's) loss and each output's metrics.
+    pub(crate) fn compiled_parts(&self, what: &str) -> Result<(Loss, Vec<Vec<Metric>>)> {
         let loss = self.compiled_loss(what)?;
-        Ok((loss, self.compiled.as_ref().map(|c| c.0.metrics.clone()).unwrap_or_default()))
+        let c = &self.compiled.as_ref().expect("checked by compiled_loss").0;
+        Ok((loss, (0..self.net.outputs.len()).map(|k| c.metrics_of(k).to_vec()).collect()))
     }
 
     /// Each output's name and width (values per sample), for naming scores.
@@ -189,11 +191,11 @@ impl Sequential {
 
     /// Slots of metric state (see `metrics::state_len`), for every output (after their losses when several).
     pub(crate) fn state_len(&self) -> usize {
-        let metrics = self.compiled.as_ref().map(|c| &c.0.metrics[..]).unwrap_or(&[]);
+        let metrics = |k: usize| self.compiled.as_ref().map(|c| c.0.metrics_of(k)).unwrap_or(&[]);
         // No `output_shapes()` here: a training step calls this, and must not allocate.
         let outs = &self.net.outputs;
-        let width = |&j: &usize| self.net.layers[j].output_shape.iter().product();
-        let per: usize = outs.iter().map(|j| crate::metrics::state_len(metrics, width(j))).sum();
+        let width = |j: usize| self.net.layers[j].output_shape.iter().product();
+        let per: usize = outs.iter().enumerate().map(|(k, &j)| crate::metrics::state_len(metrics(k), width(j))).sum();
         crate::step::loss_slots(outs.len()) + per
     }
 

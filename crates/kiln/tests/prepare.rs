@@ -32,7 +32,7 @@ fn some(v: &[f64]) -> Vec<Option<f64>> {
 }
 
 fn fit(t: &Table, rows: &[usize], opts: &PrepareOptions) -> Preparation {
-    Preparation::fit(t, &t.infer_types().unwrap(), "y", rows, &[], opts).unwrap()
+    Preparation::fit(t, &t.infer_types().unwrap(), &["y"], rows, &[], opts).unwrap()
 }
 
 /// Options without the ln(1 + x) of skewed columns, so that values stay as written.

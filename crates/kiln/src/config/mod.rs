@@ -10,6 +10,8 @@
 //! Keras's `fit` defaults (1 epoch, batches of 32, no validation); `--print-config` and the run folder's
 //! config.toml show every value used.
 
+mod check;
+use check::recipe_uses;
 mod settings;
 
 pub use settings::{
@@ -49,6 +51,10 @@ pub struct Config {
     /// The file this config was read from, for error messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// What was decided for the user when the config was inferred from the data (`--data`), to say once the
+    /// run starts.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// What `[data]` reads.
@@ -71,9 +77,15 @@ pub struct DataConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DataFormat>,
     pub path: PathBuf,
-    /// The column to predict (tables).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    /// The column to predict (tables), or several (`target = ["churn", "spend"]`): a model with one output
+    /// per target, in this order, each with the loss and metrics its column needs.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many",
+        serialize_with = "write_one_or_many"
+    )]
+    pub target: Vec<String>,
     /// The first `test_rows` rows are the test set (a file's official split)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_rows: Option<usize>,
@@ -86,6 +98,14 @@ pub struct DataConfig {
     /// Cells read as missing besides the empty one.
     #[serde(default = "missing_markers")]
     pub missing: Vec<String>,
+    /// The class that binary metrics (precision, recall, F1, PR-AUC) are about, and that the sigmoid's 1
+    /// means: e.g. `positive = "bad"` for credit risk. Left out: the value that sorts last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive: Option<String>,
+    /// The file's text encoding (`windows-1252`, `latin1`, `iso-8859-15`, `shift_jis`...; any WHATWG
+    /// label). Left out: UTF-8, or Windows-1252 with a warning when the file is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
     /// Column types that override the inferred ones (number, category, boolean, text).
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnType>,
@@ -135,6 +155,10 @@ pub struct ModelConfig {
     /// `columns`; nodes read them by name): two towers, or one branch per group of columns.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<InputColumns>,
+    /// The layers whose outputs are the model's, one per target in `data.target`'s order (Keras's
+    /// `Model(inputs, outputs)`); left out, the last layer. A recipe (`kind`) makes one output per target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
     /// Start from these weights instead of the initializers: a safetensors file with kiln's parameter names
     /// (a model kiln saved), which must hold every parameter of this model with its shape (it may hold
     /// more). Fine-tuning, or training on from a saved model with other settings.
@@ -206,6 +230,7 @@ impl Default for ModelConfig {
             layers: Vec::new(),
             nodes: Vec::new(),
             inputs: Vec::new(),
+            outputs: Vec::new(),
             weights: None,
             units: 64,
             bidirectional: false,
@@ -273,6 +298,10 @@ pub struct TrainConfig {
     /// e.g. `{ negative = 3.0 }` (a table's class names; an image's class index, `{ 7 = 2.0 }`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class_weight: Option<ClassWeight>,
+    /// With several targets, each output's loss is multiplied by its weight before they are added
+    /// (Keras's `loss_weights`), in `data.target`'s order. Empty: all 1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loss_weights: Vec<f32>,
 }
 
 impl Default for TrainConfig {
@@ -292,6 +321,7 @@ impl Default for TrainConfig {
             augment: None,
             oversample: false,
             class_weight: None,
+            loss_weights: Vec::new(),
         }
     }
 }
@@ -359,27 +389,6 @@ fn short_floats(v: &mut toml::Value) {
     }
 }
 
-/// `[data]` keys that only tables use.
-const TABLE_DATA_KEYS: [&str; 8] =
-    ["target", "test_rows", "test_fraction", "ignore", "missing", "columns", "classes", "prepare"];
-
-/// `[model]` keys of the built-in recipes.
-const RECIPE_KEYS: [&str; 8] =
-    ["units", "bidirectional", "pooling", "embedding_dropout", "kernel_size", "hidden", "dropout", "l2"];
-
-/// Whether the recipe `kind` on this kind of data uses the `[model]` setting `key`.
-fn recipe_uses(data: DataKind, kind: ModelKind, key: &str) -> bool {
-    let sequence = ["units", "pooling", "embedding_dropout"];
-    matches!(key, "hidden" | "dropout" | "l2")
-        || match (data, kind) {
-            (_, ModelKind::Mlp) => false,
-            (DataKind::Images, ModelKind::Cnn) => matches!(key, "units" | "kernel_size"),
-            (DataKind::Images, _) => false,
-            (DataKind::Table, ModelKind::Cnn) => sequence.contains(&key) || key == "kernel_size",
-            (DataKind::Table, _) => sequence.contains(&key) || key == "bidirectional",
-        }
-}
-
 fn runs() -> PathBuf {
     "runs".into()
 }
@@ -396,11 +405,13 @@ impl DataConfig {
         DataConfig {
             format: Some(DataFormat::Table),
             path: path.into(),
-            target: Some(target.into()),
+            target: vec![target.into()],
             test_rows: None,
             test_fraction: fifth(),
             ignore: Vec::new(),
             missing: missing_markers(),
+            encoding: None,
+            positive: None,
             columns: BTreeMap::new(),
             classes: BTreeMap::new(),
             prepare: PrepareOptions::default(),
@@ -409,7 +420,7 @@ impl DataConfig {
 
     /// Images or a table: the `format`, or else a table when a `target` is named.
     pub fn kind(&self) -> Result<DataKind> {
-        match (self.format, &self.target) {
+        match (self.format, self.target.first()) {
             (Some(DataFormat::Mnist), _) => Ok(DataKind::Images),
             (Some(DataFormat::Table), Some(_)) | (None, Some(_)) => Ok(DataKind::Table),
             (Some(DataFormat::Table), None) => {
@@ -423,9 +434,44 @@ impl DataConfig {
         }
     }
 
-    /// The target column (tables).
+    /// The (first) target column (tables): the one the rows are stratified by.
     pub fn target(&self) -> &str {
-        self.target.as_deref().unwrap_or_default()
+        self.target.first().map_or("", String::as_str)
+    }
+
+    /// Every target column, in the order of the model's outputs.
+    pub fn targets(&self) -> Vec<&str> {
+        self.target.iter().map(String::as_str).collect()
+    }
+}
+
+/// `target = "col"` or `target = ["a", "b"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a column name, or a list of column names")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> std::result::Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = a.next_element::<String>()? {
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// One target as a string (as it was written), several as a list.
+fn write_one_or_many<S: serde::Serializer>(v: &[String], s: S) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        [one] => s.serialize_str(one),
+        many => serde::Serialize::serialize(many, s),
     }
 }
 
@@ -447,6 +493,7 @@ impl Config {
             output: OutputConfig::default(),
             callbacks: Vec::new(),
             source: None,
+            notes: Vec::new(),
         }
     }
 
@@ -541,126 +588,6 @@ impl Config {
         self.data.kind()
     }
 
-    /// Keys that the config's kind of data does not use are errors, not silently ignored.
-    pub fn check(&self) -> Result<()> {
-        let kind = self.kind()?;
-        let d = &self.data;
-        let m = &self.model;
-        let t = &self.train;
-        // Keys set away from their defaults (a config made in code; a file's keys are checked as written).
-        let (blank, md) = (DataConfig::table(&d.path, ""), ModelConfig::default());
-        for (key, set) in [
-            ("data.target", d.target.is_some()),
-            ("data.test_rows", d.test_rows.is_some()),
-            ("data.test_fraction", d.test_fraction != blank.test_fraction),
-            ("data.ignore", d.ignore != blank.ignore),
-            ("data.missing", d.missing != blank.missing),
-            ("data.columns", d.columns != blank.columns),
-            ("data.classes", d.classes != blank.classes),
-            ("data.prepare", d.prepare != blank.prepare),
-            ("train.oversample", t.oversample),
-            ("train.augment", t.augment.is_some()),
-            ("model.input_shape", !m.input_shape.is_empty()),
-            ("model.kind", m.kind.is_some()),
-            ("model.units", m.units != md.units),
-            ("model.bidirectional", m.bidirectional),
-            ("model.pooling", m.pooling.is_some()),
-            ("model.embedding_dropout", m.embedding_dropout != 0.0),
-            ("model.kernel_size", m.kernel_size != md.kernel_size),
-            ("model.hidden", m.hidden != md.hidden),
-            ("model.dropout", m.dropout != md.dropout),
-            ("model.l2", m.l2 != 0.0),
-        ] {
-            if set && !(key == "data.target" && kind == DataKind::Table) {
-                self.check_key(key)?;
-            }
-        }
-        if !m.inputs.is_empty() && (kind != DataKind::Table || m.nodes.is_empty()) {
-            return Err(Error::Config(
-                "model.inputs names the inputs of a table's graph: it goes with [[model.nodes]] and a table".into(),
-            ));
-        }
-        if m.explicit() {
-            if !m.layers.is_empty() && !m.nodes.is_empty() {
-                return Err(Error::Config(
-                    "[model] needs `layers` (a line of layers) or `nodes` (a graph), not both".into(),
-                ));
-            }
-        } else if kind == DataKind::Images && m.kind.is_none() {
-            return Err(Error::Config(
-                "[model] needs `kind` (\"mlp\" or \"cnn\"), `layers` (a line of layers) or `nodes` (a graph)".into(),
-            ));
-        }
-        if let Some(p) = t.patience
-            && t.validation_split.unwrap_or(TrainDefaults::of(kind).validation_split) <= 0.0
-        {
-            return Err(Error::Config(format!(
-                "train.patience = {p} needs validation rows: set train.validation_split above 0, or leave \
-                 patience out"
-            )));
-        }
-        for (key, v) in [("model.dropout", m.dropout), ("model.embedding_dropout", m.embedding_dropout)] {
-            if !(0.0..1.0).contains(&v) {
-                return Err(Error::Config(format!("{key} must be in [0, 1), got {v}")));
-            }
-        }
-        if m.hidden.contains(&0) || m.units == 0 || m.kernel_size == 0 {
-            return Err(Error::Config(
-                "model.hidden, model.units and model.kernel_size must be at least 1 (a layer of 0 units)".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Whether the dotted `key` (written in the file, or given to `--set`) applies to this config: a key of
-    /// the other kind of data, or a recipe setting the model does not use, is an error naming it, whatever
-    /// its value.
-    pub fn check_key(&self, key: &str) -> Result<()> {
-        let kind = self.kind()?;
-        let mut parts = key.split('.');
-        let (section, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let err = |m: String| Err(Error::Config(m));
-        match (section, name) {
-            ("data", k) if kind == DataKind::Images && TABLE_DATA_KEYS.contains(&k) => err(format!(
-                "data.{k} is a key of tables (format = \"table\"); MNIST images come with their own test split and \
-                 labels"
-            )),
-            ("train", "oversample") if kind == DataKind::Images => {
-                err("train.oversample repeats a table's rows; this config reads images".into())
-            }
-            ("train", "augment") if kind == DataKind::Table => {
-                err("train.augment changes images; this config reads a table".into())
-            }
-            ("model", "input_shape") if kind == DataKind::Table => {
-                err("model.input_shape: a table's input is its prepared row, sized by [data.prepare]; leave it out"
-                    .into())
-            }
-            ("model", k) if RECIPE_KEYS.contains(&k) && self.model.explicit() => err(format!(
-                "model.{k} is a setting of the built-in recipes (`kind`); a model written as [[model.{}]] says it \
-                 in its layers",
-                if self.model.layers.is_empty() { "nodes" } else { "layers" }
-            )),
-            ("model", "kind") if self.model.explicit() => {
-                err("model.kind is a built-in recipe: give it, or [[model.layers]] / [[model.nodes]], not both".into())
-            }
-            ("model", k) if RECIPE_KEYS.contains(&k) => {
-                let recipe = self.model.kind.unwrap_or_default();
-                let uses: Vec<&str> = RECIPE_KEYS.iter().copied().filter(|r| recipe_uses(kind, recipe, r)).collect();
-                if uses.contains(&k) {
-                    Ok(())
-                } else {
-                    err(format!(
-                        "model.{k} does not apply to kind = \"{}\"{}; it uses: {}",
-                        recipe.name(),
-                        if kind == DataKind::Images { " for images" } else { "" },
-                        uses.join(", ")
-                    ))
-                }
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Fills the training keys left out with the defaults of the config's kind of data (see the header).
     pub fn fill_defaults(&mut self) {
         let kind = self.data.kind().unwrap_or(DataKind::Images);
@@ -708,8 +635,9 @@ impl Config {
             optimizer: self.train.optimizer.clone(),
             loss,
             losses: Vec::new(),
-            loss_weights: Vec::new(),
+            loss_weights: self.train.loss_weights.clone(),
             metrics,
+            output_metrics: Vec::new(),
             schedule: self.train.schedule.clone(),
             clip: self.train.clip.clone(),
         }

@@ -1,7 +1,8 @@
 //! What is wrong with a table before training on it (`kiln data audit`): per column its type, missing
 //! rate, distinct values, constant or near-constant columns, outliers; duplicate rows; the target's class
-//! balance; and columns that almost determine the target (leakage suspects: a column filled in after the
-//! fact, or a copy of the label).
+//! balance; columns that almost determine the target (leakage suspects: a column filled in after the
+//! fact, or a copy of the label); and identifier columns (a row id, a file or person's name, a product code:
+//! a different value on nearly every row, which a model can only memorize; zero-config runs leave them out).
 
 use super::prepare::iqr_fences;
 use super::table::{ColumnType, Table};
@@ -36,6 +37,50 @@ pub struct Audit {
     pub columns: Vec<ColumnAudit>,
     /// Columns whose value alone almost determines the target.
     pub leakage_suspects: Vec<String>,
+    /// Columns that look like identifiers (`identifier_columns`).
+    pub identifiers: Vec<String>,
+}
+
+/// Whether a column looks like an identifier: at least 20 values, 95% or more of them distinct, and either
+/// short strings (three words at most on average: codes, file names, people's names; longer text is free
+/// text) or whole numbers spread densely over their range (a row number: at most twice as many possible
+/// values as rows), not a measurement.
+pub fn identifier_like(col: &super::table::Column, kind: ColumnType) -> bool {
+    let present: Vec<&str> = col.present().map(|(_, v)| v).collect();
+    let n = present.len();
+    if n < 20 {
+        return false;
+    }
+    let mut distinct = present.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if (distinct.len() as f64) < 0.95 * n as f64 {
+        return false;
+    }
+    match kind {
+        ColumnType::Number => {
+            let v: Vec<f64> = present.iter().filter_map(|s| s.parse().ok()).collect();
+            let whole = v.len() == n && v.iter().all(|x| x.fract() == 0.0);
+            let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            whole && hi - lo + 1.0 <= 2.0 * n as f64
+        }
+        ColumnType::Boolean => false,
+        _ => {
+            let words: usize = present.iter().map(|s| s.split_whitespace().count()).sum();
+            words as f64 <= 3.0 * n as f64
+        }
+    }
+}
+
+/// The columns of `table` that look like identifiers (`identifier_like`), besides `skip` (the targets).
+pub fn identifier_columns(table: &Table, types: &[ColumnType], skip: &[&str]) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .zip(types)
+        .filter(|(c, k)| !skip.contains(&c.name.as_str()) && identifier_like(c, **k))
+        .map(|(c, _)| c.name.clone())
+        .collect()
 }
 
 /// Share of rows whose target is the most common one among rows with the same key.
@@ -71,8 +116,9 @@ pub fn audit(table: &Table, types: &[ColumnType], target: Option<&str>) -> Resul
     let tcol = target.and_then(|t| table.columns.iter().position(|c| c.name == t));
     let mut balance = Vec::new();
     let mut classes: Option<Vec<usize>> = None;
+    // Classes: a category, or a number with two values (0/1), as training reads them.
     if let Some(ti) = tcol
-        && types[ti] != ColumnType::Number
+        && (types[ti] != ColumnType::Number || table.columns[ti].distinct() <= 2)
     {
         let col = &table.columns[ti];
         let mut names: Vec<&str> = col.present().map(|(_, v)| v).collect();
@@ -89,7 +135,11 @@ pub fn audit(table: &Table, types: &[ColumnType], target: Option<&str>) -> Resul
     let majority = balance.first().map_or(1.0, |b| b.1 as f64 / rows.max(1) as f64);
     let mut columns = Vec::new();
     let mut leakage_suspects = Vec::new();
+    let mut identifiers = Vec::new();
     for (ci, (c, &kind)) in table.columns.iter().zip(types).enumerate() {
+        if Some(ci) != tcol && identifier_like(c, kind) {
+            identifiers.push(c.name.clone());
+        }
         let present: Vec<&str> = c.present().map(|(_, v)| v).collect();
         let missing = rows - present.len();
         let mut counts: std::collections::HashMap<&str, usize> = Default::default();
@@ -119,13 +169,32 @@ pub fn audit(table: &Table, types: &[ColumnType], target: Option<&str>) -> Resul
             if !v.is_empty() {
                 let (lo, hi) = iqr_fences(&v);
                 let n = v.iter().filter(|&&x| x < lo || x > hi).count();
-                if n > 0 {
-                    notes.push(format!("{n} outliers outside [{lo:.4}, {hi:.4}]"));
+                match (&top, counts.len()) {
+                    // Half the values or more are one value (zero-heavy amounts, 0/1 flags): the fences
+                    // collapse onto it and every other value would be an "outlier".
+                    (Some((t, share)), 2..) if lo == hi && *share < 0.99 => {
+                        notes.push(format!("{:.1}% are `{t}`", share * 100.0));
+                    }
+                    _ if n > 0 => notes.push(format!("{n} outliers outside [{lo:.4}, {hi:.4}]")),
+                    _ => {}
+                }
+                let last = v[v.len() - 1];
+                let at_max = v.iter().rev().take_while(|&&x| x == last).count();
+                let below = v[..v.len() - at_max].last().map_or(0, |&b| v.iter().filter(|&&x| x == b).count());
+                if Some(ci) == tcol && counts.len() > 2 && at_max * 100 >= v.len() && at_max >= 5 && at_max > 3 * below
+                {
+                    notes.push(format!(
+                        "capped? {at_max} rows ({:.1}%) at exactly the maximum {last}: the true values there may be \
+                         higher",
+                        100.0 * at_max as f64 / v.len() as f64
+                    ));
                 }
                 (outliers, min, max) = (Some(n), v.first().copied(), v.last().copied());
             }
         }
-        if kind == ColumnType::Text {
+        if identifiers.last() == Some(&c.name) {
+            notes.push("IDENTIFIER? a different value on nearly every row: leave it out (data.ignore)".into());
+        } else if kind == ColumnType::Text {
             notes.push("free text: a bag-of-terms embedding in table models".into());
         }
         if let (Some(cls), Some(ti)) = (&classes, tcol)
@@ -181,6 +250,7 @@ pub fn audit(table: &Table, types: &[ColumnType], target: Option<&str>) -> Resul
         balance,
         columns,
         leakage_suspects,
+        identifiers,
     })
 }
 
@@ -205,6 +275,12 @@ impl Audit {
                 c.missing_rate * 100.0,
                 c.distinct,
                 c.notes.join("; ")
+            );
+        }
+        if !self.identifiers.is_empty() {
+            s += &format!(
+                "\nidentifier columns (a different value on nearly every row; zero-config runs leave them out): {}\n",
+                self.identifiers.join(", ")
             );
         }
         if let Some(t) = &self.target {

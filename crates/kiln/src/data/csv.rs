@@ -14,6 +14,9 @@ pub struct CsvOptions {
     pub delimiter: Option<char>,
     /// Cells that mean "missing" (compared after trimming spaces). The empty cell always does.
     pub missing: Vec<String>,
+    /// The file's text encoding (a WHATWG label: `utf-8`, `windows-1252`, `latin1`, `iso-8859-15`,
+    /// `shift_jis`...); None: UTF-8, or Windows-1252 with a warning when the bytes are not UTF-8.
+    pub encoding: Option<String>,
 }
 
 impl Default for CsvOptions {
@@ -21,12 +24,21 @@ impl Default for CsvOptions {
         CsvOptions {
             delimiter: None,
             missing: vec!["?".into(), "NA".into(), "N/A".into(), "NaN".into(), "null".into()],
+            encoding: None,
         }
     }
 }
 
 /// The file's text, decompressed when it ends in .gz; invalid UTF-8 is an error naming the byte offset.
 pub fn read_text(path: &Path) -> Result<String> {
+    read_text_as(path, None)
+}
+
+/// The text of a file (gunzipped when .gz) in `encoding` (a WHATWG label), or else UTF-8 (a byte-order
+/// mark says UTF-8 or UTF-16 and wins). Bytes that are not UTF-8, with no encoding given, are read as
+/// Windows-1252 (what spreadsheets export in western Europe and the Americas; Latin-1's printable characters
+/// and more), with a warning on stderr that says so and how to choose another.
+pub fn read_text_as(path: &Path, encoding: Option<&str>) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
     let bytes = if path.extension().is_some_and(|e| e == "gz") {
         let mut out = Vec::new();
@@ -37,9 +49,54 @@ pub fn read_text(path: &Path) -> Result<String> {
     } else {
         bytes
     };
-    String::from_utf8(bytes).map_err(|e| {
-        Error::format(path, format!("not UTF-8 text: invalid byte at offset {}", e.utf8_error().valid_up_to()))
-    })
+    let given = match encoding {
+        Some(label) => Some(encoding_rs::Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
+            Error::Config(format!(
+                "data.encoding: `{label}` is not an encoding kiln knows (e.g. utf-8, windows-1252, latin1, \
+                 iso-8859-15, shift_jis, gbk)"
+            ))
+        })?),
+        None => None,
+    };
+    let enc = match given {
+        Some(e) => e,
+        None => match std::str::from_utf8(&bytes) {
+            Ok(_) => encoding_rs::UTF_8,
+            Err(e) => {
+                let utf16 = bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]);
+                // Once per file in a process (a run reads its table more than once).
+                static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+                let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+                if !utf16 && !warned.iter().any(|p| p == path) {
+                    warned.push(path.to_path_buf());
+                    let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+                    eprintln!(
+                        "warning: {}: not UTF-8 (line {line}); read as Windows-1252 (Latin-1); set data.encoding \
+                         if it is another",
+                        path.display()
+                    );
+                }
+                encoding_rs::WINDOWS_1252
+            }
+        },
+    };
+    if enc == encoding_rs::UTF_8
+        && let Err(e) = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes))
+    {
+        let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+        return Err(Error::format(
+            path,
+            format!("not valid UTF-8 (line {line}, byte {}); set data.encoding to the file's", e.valid_up_to()),
+        ));
+    }
+    let (text, used, bad) = enc.decode(&bytes);
+    if bad {
+        return Err(Error::format(
+            path,
+            format!("not valid {} text; set data.encoding to the file's encoding", used.name()),
+        ));
+    }
+    Ok(text.into_owned())
 }
 
 /// A table from a CSV file; an ARFF file (.arff); a JSON-lines file (.jsonl, .ndjson: one object per line);
@@ -49,7 +106,7 @@ pub fn read_table(path: &Path, opts: &CsvOptions) -> Result<Table> {
     if path.is_dir() {
         return read_class_folders(path);
     }
-    let text = read_text(path)?;
+    let text = read_text_as(path, opts.encoding.as_deref())?;
     let name = path.to_string_lossy();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     if name.ends_with(".arff") {
@@ -149,9 +206,6 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
     let mut cols: Vec<Column> =
         header.iter().map(|h| Column { name: h.clone(), cells: Vec::new(), declared: None }).collect();
     for (line, rec) in it {
-        if rec.len() == 1 && rec[0].trim().is_empty() {
-            continue;
-        }
         if rec.len() != cols.len() {
             return Err(Error::format(
                 path,
@@ -177,6 +231,9 @@ fn split_records(text: &str, delim: char, quote: char, path: &Path) -> Result<Ve
     let (mut line, mut start_line) = (1, 1);
     let mut in_quotes = false;
     let mut at_field_start = true;
+    // Whether this record has a quoted field: `""` alone on a line is a row with one empty cell, a blank
+    // line is no row.
+    let mut quoted = false;
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         if in_quotes {
@@ -198,6 +255,7 @@ fn split_records(text: &str, delim: char, quote: char, path: &Path) -> Result<Ve
         match c {
             c if c == quote && at_field_start => {
                 in_quotes = true;
+                quoted = true;
                 at_field_start = false;
             }
             c if c == delim => {
@@ -206,8 +264,13 @@ fn split_records(text: &str, delim: char, quote: char, path: &Path) -> Result<Ve
             }
             '\r' => {}
             '\n' => {
-                rec.push(std::mem::take(&mut field));
-                out.push((start_line, std::mem::take(&mut rec)));
+                if rec.is_empty() && field.trim().is_empty() && !quoted {
+                    field.clear();
+                } else {
+                    rec.push(std::mem::take(&mut field));
+                    out.push((start_line, std::mem::take(&mut rec)));
+                }
+                quoted = false;
                 line += 1;
                 start_line = line;
                 at_field_start = true;
@@ -223,7 +286,7 @@ fn split_records(text: &str, delim: char, quote: char, path: &Path) -> Result<Ve
     if in_quotes {
         return Err(Error::format(path, format!("a quoted field opened on line {start_line} never closes")));
     }
-    if !field.is_empty() || !rec.is_empty() {
+    if !field.trim().is_empty() || !rec.is_empty() || quoted {
         rec.push(field);
         out.push((start_line, rec));
     }

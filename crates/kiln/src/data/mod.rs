@@ -7,6 +7,7 @@ pub mod idx;
 pub mod mnist;
 pub mod prepare;
 pub mod table;
+pub mod target;
 pub mod text;
 pub mod word_vectors;
 

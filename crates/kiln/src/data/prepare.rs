@@ -9,6 +9,8 @@ use super::text::{TextOptions, TextOutput, bag, ids, vocabulary_and_idf};
 use kiln_core::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+pub use super::target::{Target, Task};
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Impute {
@@ -151,24 +153,11 @@ impl Feature {
     }
 }
 
-/// What is predicted: one of two classes (a sigmoid output), one of several, or a number.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Task {
-    /// classes[1] is the positive class (output 1).
-    Binary {
-        classes: Vec<String>,
-    },
-    Multiclass {
-        classes: Vec<String>,
-    },
-    Regression,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "PreparationFile")]
 pub struct Preparation {
-    pub target: String,
-    pub task: Task,
+    /// The columns predicted, in the order of the model's outputs (`data.target`); at least one.
+    pub targets: Vec<Target>,
     pub features: Vec<Feature>,
     /// Target values to classes as the config mapped them (`data.classes`), for scoring files later.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -177,6 +166,34 @@ pub struct Preparation {
     /// prepared row.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<InputColumns>,
+}
+
+/// A preparation as saved: `targets`, or (models saved before several targets) one `target` and its `task`.
+#[derive(Deserialize)]
+struct PreparationFile {
+    #[serde(default)]
+    targets: Vec<Target>,
+    target: Option<String>,
+    task: Option<Task>,
+    features: Vec<Feature>,
+    #[serde(default)]
+    classes: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    inputs: Vec<InputColumns>,
+}
+
+impl TryFrom<PreparationFile> for Preparation {
+    type Error = String;
+    fn try_from(f: PreparationFile) -> std::result::Result<Self, String> {
+        let mut targets = f.targets;
+        if let (Some(name), Some(task)) = (f.target, f.task) {
+            targets.insert(0, Target { name, task });
+        }
+        if targets.is_empty() {
+            return Err("the preparation names no target".into());
+        }
+        Ok(Preparation { targets, features: f.features, classes: f.classes, inputs: f.inputs })
+    }
 }
 
 /// One named input of a table model and the columns it reads (`[[model.inputs]]`: `name`, `columns`).
@@ -226,63 +243,109 @@ pub(crate) fn iqr_fences(sorted: &[f64]) -> (f64, f64) {
 }
 
 impl Preparation {
-    /// Fits on `rows` of `table` (the training rows), with `types` per column; `ignore` lists columns left out.
+    /// Fits on `rows` of `table` (the training rows), with `types` per column, to predict the `targets`
+    /// columns (one model output each); `ignore` lists columns left out.
     pub fn fit(
         table: &Table,
         types: &[ColumnType],
-        target: &str,
+        targets: &[&str],
         rows: &[usize],
         ignore: &[String],
         opts: &PrepareOptions,
     ) -> Result<Preparation> {
-        let t_idx =
-            table.columns.iter().position(|c| c.name == target).ok_or_else(|| table.column(target).err().unwrap())?;
-        let tcol = &table.columns[t_idx];
-        if let Some(r) = rows.iter().find(|&&r| tcol.cells[r].is_none()) {
-            return Err(Error::Data(format!("{}: target `{target}` is missing on row {}", table.source, r + 1)));
+        if targets.is_empty() {
+            return Err(Error::Config("data.target: name the column to predict".into()));
         }
-        let task = match types[t_idx] {
-            ColumnType::Number => {
-                let mut v: Vec<&str> = rows.iter().filter_map(|&r| tcol.cells[r].as_deref()).collect();
-                v.sort_unstable();
-                v.dedup();
-                if v.len() <= 2 {
-                    Task::Binary { classes: v.iter().map(|s| s.to_string()).collect() }
-                } else {
-                    Task::Regression
-                }
+        let targets = targets.iter().map(|t| Target::fit(table, types, t, rows)).collect::<Result<Vec<_>>>()?;
+        let features = Self::fit_features(table, types, &targets, rows, ignore, opts)?;
+        Ok(Preparation { targets, features, classes: Default::default(), inputs: Vec::new() })
+    }
+
+    /// Makes `positive` the positive class (classes[1], the sigmoid's 1) of every two-class target that has
+    /// it (`data.positive`); a class no two-class target has is an error listing theirs.
+    pub fn set_positive(&mut self, positive: &str) -> Result<()> {
+        let mut found = false;
+        for t in &mut self.targets {
+            if let Task::Binary { classes } = &mut t.task
+                && let Some(i) = classes.iter().position(|c| c == positive)
+            {
+                classes.swap(i, 1);
+                found = true;
             }
-            ColumnType::Text => {
-                return Err(Error::Config(format!(
-                    "target `{target}` looks like free text ({} distinct values); declare it a category to classify",
-                    tcol.distinct()
-                )));
-            }
-            _ => {
-                let mut v: Vec<String> = rows.iter().filter_map(|&r| tcol.cells[r].clone()).collect();
-                v.sort_unstable();
-                v.dedup();
-                match v.len() {
-                    0 | 1 => {
-                        return Err(Error::Data(format!(
-                            "target `{target}` has {} class in the training rows; there is nothing to learn",
-                            v.len()
-                        )));
-                    }
-                    2 => Task::Binary { classes: v },
-                    _ => Task::Multiclass { classes: v },
-                }
-            }
-        };
+        }
+        if found {
+            return Ok(());
+        }
+        let have: Vec<String> = self
+            .targets
+            .iter()
+            .filter_map(|t| match &t.task {
+                Task::Binary { classes } => Some(format!("`{}` has {}", t.name, classes.join(", "))),
+                _ => None,
+            })
+            .collect();
+        Err(Error::Config(if have.is_empty() {
+            format!("data.positive = \"{positive}\": no target has two classes")
+        } else {
+            format!("data.positive: `{positive}` is not a class of the target ({})", have.join("; "))
+        }))
+    }
+
+    /// The first target's task (what class weights, oversampling and stratified splits read).
+    pub fn task(&self) -> &Task {
+        &self.targets[0].task
+    }
+
+    /// The target columns' names, in the order of the model's outputs.
+    pub fn target_names(&self) -> Vec<&str> {
+        self.targets.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// Every column but the targets and the ignored ones, fitted on `rows`.
+    fn fit_features(
+        table: &Table,
+        types: &[ColumnType],
+        targets: &[Target],
+        rows: &[usize],
+        ignore: &[String],
+        opts: &PrepareOptions,
+    ) -> Result<Vec<Feature>> {
         let mut features = Vec::new();
         for (c, &ty) in table.columns.iter().zip(types) {
-            if c.name == target || ignore.contains(&c.name) {
+            if targets.iter().any(|t| t.name == c.name) || ignore.contains(&c.name) {
+                continue;
+            }
+            if c.name.trim().is_empty() {
+                return Err(Error::Data(format!(
+                    "{}: a column has no name in the header (column {} of {}): name it, or drop it from the file",
+                    table.source,
+                    table.columns.iter().position(|d| std::ptr::eq(d, c)).map_or(0, |i| i + 1),
+                    table.columns.len()
+                )));
+            }
+            if rows.iter().all(|&r| c.cells[r].is_none()) {
+                // A blank column (common in exported spreadsheets) carries nothing: left out, and said.
+                eprintln!(
+                    "warning: {}: column `{}` is empty in every training row; it is left out (data.ignore \
+                     silences this)",
+                    table.source, c.name
+                );
                 continue;
             }
             let kind = match ty {
                 ColumnType::Text => {
                     let docs = rows.iter().filter_map(|&r| c.cells[r].as_deref());
                     let (vocab, idf) = vocabulary_and_idf(docs, &opts.text);
+                    if vocab.is_empty() {
+                        return Err(Error::Data(format!(
+                            "{}: text column `{}` has no term in {} or more of the {} training rows (empty \
+                             everywhere?): ignore it (data.ignore), or lower data.prepare.text.min_freq",
+                            table.source,
+                            c.name,
+                            opts.text.min_freq,
+                            rows.len()
+                        )));
+                    }
                     let idf = if opts.text.output == TextOutput::TfIdf { idf } else { Vec::new() };
                     FeatureKind::Text { vocab, opts: opts.text.clone(), idf }
                 }
@@ -346,7 +409,12 @@ impl Preparation {
             features.push(Feature { name: c.name.clone(), kind });
         }
         if features.is_empty() {
-            return Err(Error::Config(format!("{}: no usable input columns besides `{target}`", table.source)));
+            let names: Vec<String> = targets.iter().map(|t| format!("`{}`", t.name)).collect();
+            return Err(Error::Config(format!(
+                "{}: no usable input columns besides {}",
+                table.source,
+                names.join(", ")
+            )));
         }
         // Embedded categories go last: the embedding layer reads the numbers first, then one index per column.
         features.sort_by_key(|f| match f.kind {
@@ -354,7 +422,7 @@ impl Preparation {
             FeatureKind::Text { .. } => 2,
             _ => 0,
         });
-        Ok(Preparation { target: target.to_string(), task, features, classes: Default::default(), inputs: Vec::new() })
+        Ok(features)
     }
 
     /// Values per row after preparation.
@@ -484,14 +552,6 @@ impl Preparation {
         })
     }
 
-    /// Outputs of the network: 1 for binary and regression, the class count otherwise.
-    pub fn outputs(&self) -> usize {
-        match &self.task {
-            Task::Multiclass { classes } => classes.len(),
-            _ => 1,
-        }
-    }
-
     /// The prepared inputs of `rows`. Every feature column must be in the table (by name, any order);
     /// categories not seen in training go to the extra slot.
     pub fn transform(&self, table: &Table, rows: &[usize]) -> Result<Tensor> {
@@ -560,43 +620,31 @@ impl Preparation {
         Tensor::new(&[rows.len(), w], x)
     }
 
-    /// The targets of `rows`: 0/1 for binary, class indices for multiclass, numbers for regression. A class
-    /// training never saw is an error naming it.
-    pub fn targets(&self, table: &Table, rows: &[usize]) -> Result<Tensor> {
-        let col = table.column(&self.target)?;
-        let mut y = Vec::with_capacity(rows.len());
-        for &r in rows {
-            let Some(v) = col.cells[r].as_deref() else {
-                return Err(Error::Data(format!(
-                    "{}: target `{}` is missing on row {}",
-                    table.source,
-                    self.target,
-                    r + 1
-                )));
-            };
-            y.push(match &self.task {
-                Task::Regression => v.parse::<f64>().map_err(|_| {
-                    Error::Data(format!(
-                        "{}: target `{}` row {} has `{v}`, not a number",
-                        table.source,
-                        self.target,
-                        r + 1
-                    ))
-                })? as f32,
-                Task::Binary { classes } | Task::Multiclass { classes } => {
-                    classes.iter().position(|c| c == v).ok_or_else(|| {
-                        Error::Data(format!(
-                            "{}: row {} has class `{v}` in `{}`, which training never saw (classes: {})",
-                            table.source,
-                            r + 1,
-                            self.target,
-                            classes.join(", ")
-                        ))
-                    })? as f32
-                }
-            });
+    /// For each text column, how many of `rows` hold no term of its vocabulary (empty, or every word unseen
+    /// in training): the model knows nothing of their text, so what it predicts for them rests on the other
+    /// columns, or on nothing. Columns with none are left out.
+    pub fn rows_without_known_terms(&self, table: &Table, rows: &[usize]) -> Result<Vec<(&str, usize)>> {
+        let mut out = Vec::new();
+        for f in &self.features {
+            let FeatureKind::Text { vocab, opts, .. } = &f.kind else { continue };
+            let col = table.column(&f.name)?;
+            let n = rows
+                .iter()
+                .filter(|&&r| {
+                    let text = col.cells.get(r).and_then(|c| c.as_deref()).unwrap_or("");
+                    !crate::data::text::term_ids(text, vocab, opts).any(|id| id >= 2)
+                })
+                .count();
+            if n > 0 {
+                out.push((f.name.as_str(), n));
+            }
         }
-        Tensor::new(&[rows.len()], y)
+        Ok(out)
+    }
+
+    /// Each target's values on `rows` (`Target::values`), in the order of the model's outputs.
+    pub fn target_values(&self, table: &Table, rows: &[usize]) -> Result<Vec<Tensor>> {
+        self.targets.iter().map(|t| t.values(table, rows)).collect()
     }
 }
 
@@ -622,8 +670,8 @@ mod tests {
         let types = t.infer_types().unwrap();
         let opts = PrepareOptions { impute: Impute::MostFrequent, log_skewed: false, ..Default::default() };
         // Fitted on rows 0-3: `green` (row 4) is unseen, the missing `n` (row 3) gets the indicator.
-        let p = Preparation::fit(&t, &types, "y", &[0, 1, 2, 3], &[], &opts).unwrap();
-        assert_eq!(p.task, Task::Binary { classes: vec!["a".into(), "b".into()] });
+        let p = Preparation::fit(&t, &types, &["y"], &[0, 1, 2, 3], &[], &opts).unwrap();
+        assert_eq!(p.targets[0].task, Task::Binary { classes: vec!["a".into(), "b".into()] });
         assert_eq!(p.width(), 2 + 3 + 1, "number + indicator, blue/red + unseen, boolean");
         let x = p.transform(&t, &[3, 4]).unwrap();
         let FeatureKind::Number { fill, center, scale, .. } = p.features[0].kind else { panic!() };
@@ -635,7 +683,7 @@ mod tests {
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<Preparation>(&json).unwrap(), p, "survives saving in a model file");
         let with_clip = PrepareOptions { outliers: Outliers::Iqr, ..opts };
-        let p2 = Preparation::fit(&t, &types, "y", &[0, 1, 2, 3, 4], &[], &with_clip).unwrap();
+        let p2 = Preparation::fit(&t, &types, &["y"], &[0, 1, 2, 3, 4], &[], &with_clip).unwrap();
         assert_eq!(serde_json::from_str::<Preparation>(&serde_json::to_string(&p2).unwrap()).unwrap(), p2);
     }
 }
