@@ -114,24 +114,68 @@ fn read_png(path: &Path, want: &[usize]) -> Result<Tensor> {
 }
 
 /// `kiln cv`: k folds of any config (a table's rows, or the training images), each scored by a model
-/// trained on the others; each fold's line printed as it finishes.
+/// trained on the others; each fold's line printed (and with `output`, written) as it finishes. Ctrl-C or
+/// SIGTERM stops after the current step, with the finished folds' summary.
 pub fn cv(
     config: Option<&Path>,
     data: Option<&Path>,
     target: Option<&str>,
     folds: usize,
     set: &[String],
+    output: Option<&Path>,
 ) -> Result<()> {
     let cfg = crate::train::config_of(config, None, data, target, set)?;
     check_folds(folds)?;
+    if let Some(o) = output {
+        crate::train::check_writable(o)?;
+        kiln::io::write_atomic(o, b"")?;
+    }
     for n in &cfg.notes {
         println!("note: {n}");
     }
+    crate::run_dir::on_signal_stop();
     let start = std::time::Instant::now();
-    let scores = cfg.cross_validate_with(folds, &mut |i, f| println!("fold {}/{folds}: {}", i + 1, f.line(i)))?;
+    let mut finished: Option<kiln::search::Folds> = None;
+    let mut written = Ok(());
+    let r = cfg.cross_validate_with(folds, &mut |i, f| {
+        println!("fold {}/{folds}: {}", i + 1, f.line(i));
+        if let Some(o) = output {
+            let scores: serde_json::Map<String, serde_json::Value> =
+                f.fold(i).into_iter().map(|(n, v)| (n, serde_json::json!(v))).collect();
+            let line = serde_json::json!({ "fold": i + 1, "of": folds, "scores": scores });
+            if written.is_ok() {
+                written = append_line(o, &line.to_string());
+            }
+        }
+        finished = Some(f.clone());
+    });
+    written?;
+    let scores = match r {
+        Ok(s) => s,
+        Err(Error::Stopped(m)) => {
+            let kept = match &finished {
+                Some(f) => format!("; {} of {folds} folds had finished: {}", f.len(), f.summary()),
+                None => "; no fold had finished".to_string(),
+            };
+            let file = output.map(|o| format!(" (in {})", o.display())).unwrap_or_default();
+            return Err(Error::Stopped(format!("{m}{kept}{file}")));
+        }
+        Err(e) => return Err(e),
+    };
     let secs = start.elapsed().as_secs_f64();
     println!("{folds}-fold cross-validation: {} ({secs:.1} s)", scores.summary());
+    if let Some(o) = output {
+        append_line(o, &serde_json::json!({ "summary": scores.summary(), "seconds": secs }).to_string())?;
+        println!("wrote each fold's scores to {}", o.display());
+    }
     Ok(())
+}
+
+/// Adds a line to a file, flushed before returning (a JSON-lines log that survives an interrupted run).
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path).map_err(|e| Error::io(path, &e))?;
+    writeln!(f, "{line}").and_then(|_| f.sync_data()).map_err(|e| Error::io(path, &e))
 }
 
 fn check_folds(folds: usize) -> Result<()> {
@@ -156,16 +200,55 @@ pub fn search(
     check_folds(folds)?;
     let out = output.unwrap_or_else(|| config.with_file_name("best.toml"));
     crate::train::check_writable(&out)?;
+    // Every finished config's scores, as each finishes: nothing is lost to an interrupted search.
+    let trials = out.with_extension("trials.jsonl");
+    kiln::io::write_atomic(&trials, b"")?;
+    crate::run_dir::on_signal_stop();
     let axes = set.iter().map(|s| kiln::config::parse_axis(s)).collect::<Result<Vec<_>>>()?;
     let start = std::time::Instant::now();
     let mut n = 0;
     let show = |settings: &[(String, toml::Value)]| -> String {
         settings.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")
     };
-    let results = kiln::search::search(&cfg, &axes, folds, random, &mut |(settings, _, scores), of| {
+    let mut best_so_far: Option<(f64, String, Config)> = None;
+    let mut written = Ok(());
+    let r = kiln::search::search(&cfg, &axes, folds, random, &mut |(settings, conf, scores), of| {
         n += 1;
         println!("config {n}/{of}: {} | {}", scores.summary(), show(settings));
-    })?;
+        let set: serde_json::Map<String, serde_json::Value> =
+            settings.iter().map(|(k, v)| (k.clone(), serde_json::json!(v.to_string()))).collect();
+        let line = serde_json::json!({ "config": n, "of": of, "settings": set, "summary": scores.summary(),
+            "rank": scores.rank() });
+        if written.is_ok() {
+            written = append_line(&trials, &line.to_string());
+        }
+        if best_so_far.as_ref().is_none_or(|b| scores.rank() > b.0) {
+            best_so_far = Some((scores.rank(), show(settings), conf.clone()));
+        }
+    });
+    written?;
+    let results = match r {
+        Ok(r) => r,
+        Err(Error::Stopped(m)) => {
+            let kept = match &best_so_far {
+                Some((_, settings, conf)) => {
+                    let text = format!(
+                        "# The best of the {n} configs kiln search finished before it was interrupted ({folds}-fold \
+                         cross-validation)\n{}",
+                        conf.resolved().to_toml()
+                    );
+                    kiln::io::write_atomic(&out, text.as_bytes())?;
+                    format!("; the best of the {n} finished configs ({settings}) is in {}", out.display())
+                }
+                None => "; no config had finished".to_string(),
+            };
+            return Err(Error::Stopped(format!(
+                "{m}{kept}; every finished config's scores are in {}",
+                trials.display()
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     println!("{} configs, {folds}-fold cross-validation each, best first:", results.len());
     for (settings, _, scores) in &results {
         println!("  {} | {}", scores.summary(), show(settings));

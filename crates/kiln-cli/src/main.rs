@@ -116,6 +116,9 @@ enum Command {
         /// Change one config value, KEY=VALUE (repeatable), as for train.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Also write each fold's scores here as it finishes (JSON lines), and the summary last.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Grid or random search over config values, each cross-validated; writes the best config.
     Search {
@@ -225,8 +228,8 @@ fn main() {
             print_config,
             quiet,
         }),
-        Command::Cv { config, data, target, folds, set } => {
-            commands::cv(config.as_deref(), data.as_deref(), target.as_deref(), folds, &set)
+        Command::Cv { config, data, target, folds, set, output } => {
+            commands::cv(config.as_deref(), data.as_deref(), target.as_deref(), folds, &set, output.as_deref())
         }
         Command::Search { config, set, random, folds, output } => {
             commands::search(&config, &set, random, folds, output)

@@ -229,3 +229,65 @@ fn a_closed_pipe_ends_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(o.status.code(), Some(101), "not a panic's exit code: {:?} {err}", o.status);
 }
+
+/// A table of 300 rows whose folds each take a while (many epochs, no early stopping).
+fn slow_table(t: &Tmp) -> String {
+    let mut csv = String::from("a,b,y\n");
+    for i in 0..300 {
+        csv += &format!("{},{},{}\n", (i * 37) % 101, (i * 53) % 89, ["p", "q"][(i * 7 / 5) % 2]);
+    }
+    std::fs::write(t.path("t.csv"), csv).unwrap();
+    let cfg = "[data]\npath = \"t.csv\"\ntarget = \"y\"\n[model]\nhidden = [8]\n[train]\nepochs = 20000\nvalidation_split = 0.0\n";
+    std::fs::write(t.path("c.toml"), cfg).unwrap();
+    t.s("c.toml")
+}
+
+/// Ctrl-C during `kiln cv` stops with the finished folds' summary, and `--output` keeps each finished fold.
+#[test]
+fn an_interrupted_cross_validation_keeps_its_finished_folds() {
+    let t = Tmp::new("cv-int");
+    let cfg = slow_table(&t);
+    let out = t.path("cv.jsonl");
+    let mut child = spawn(&["cv", &cfg, "--folds", "5", "--output", &t.s("cv.jsonl"), "--set", "train.epochs=2000"]);
+    let lines = || std::fs::read_to_string(&out).map(|s| s.lines().count()).unwrap_or(0);
+    wait_for("fold 1", &mut child, || lines() >= 1);
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("interrupted at epoch") && err.contains("of 5 folds had finished: accuracy: "), "{err}");
+    let kept = std::fs::read_to_string(&out).unwrap();
+    let first: serde_json::Value = serde_json::from_str(kept.lines().next().unwrap()).unwrap();
+    assert_eq!((first["fold"].as_u64(), first["of"].as_u64()), (Some(1), Some(5)), "{kept}");
+    assert!(first["scores"]["accuracy"].as_f64().is_some(), "{kept}");
+}
+
+/// Ctrl-C during `kiln search` writes the best finished config and keeps every finished config's scores.
+#[test]
+fn an_interrupted_search_keeps_the_best_finished_config() {
+    let t = Tmp::new("search-int");
+    let cfg = slow_table(&t);
+    let trials = t.path("best.trials.jsonl");
+    let mut child = spawn(&[
+        "search",
+        &cfg,
+        "--folds",
+        "2",
+        "--set",
+        "model.l2=0.0,0.001,0.002,0.003",
+        "--set",
+        "train.epochs=1,3000",
+    ]);
+    let lines = || std::fs::read_to_string(&trials).map(|s| s.lines().count()).unwrap_or(0);
+    wait_for("a config", &mut child, || lines() >= 1);
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the best of the") && err.contains("finished configs"), "{err}");
+    let best = std::fs::read_to_string(t.path("best.toml")).unwrap();
+    assert!(best.starts_with("# The best of the ") && best.contains("before it was interrupted"), "{best}");
+    let kept = std::fs::read_to_string(&trials).unwrap();
+    assert!(kept.lines().count() >= 1 && kept.contains("\"summary\""), "{kept}");
+}

@@ -65,6 +65,11 @@ impl Folds {
         }
     }
 
+    /// Fold `i`'s scores by name (a table's several targets as `{target}_{score}`).
+    pub fn fold(&self, i: usize) -> Vec<(String, f64)> {
+        self.named().swap_remove(i)
+    }
+
     /// The mean and standard deviation of `name` over the folds that have it.
     pub fn stat(&self, name: &str) -> Option<(f64, f64)> {
         mean_sd(&self.named(), name)
