@@ -202,7 +202,6 @@ pub fn search(
     crate::train::check_writable(&out)?;
     // Every finished config's scores, as each finishes: nothing is lost to an interrupted search.
     let trials = out.with_extension("trials.jsonl");
-    kiln::io::write_atomic(&trials, b"")?;
     crate::run_dir::on_signal_stop();
     let axes = set.iter().map(|s| kiln::config::parse_axis(s)).collect::<Result<Vec<_>>>()?;
     let start = std::time::Instant::now();
@@ -220,7 +219,9 @@ pub fn search(
         let line = serde_json::json!({ "config": n, "of": of, "settings": set, "summary": scores.summary(),
             "rank": scores.rank() });
         if written.is_ok() {
-            written = append_line(&trials, &line.to_string());
+            // Started afresh by the first finished config (a search refused before that writes nothing).
+            let fresh = if n == 1 { kiln::io::write_atomic(&trials, b"") } else { Ok(()) };
+            written = fresh.and_then(|_| append_line(&trials, &line.to_string()));
         }
         if best_so_far.as_ref().is_none_or(|b| scores.rank() > b.0) {
             best_so_far = Some((scores.rank(), show(settings), conf.clone()));

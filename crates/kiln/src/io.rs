@@ -188,6 +188,17 @@ impl Sequential {
             for (d, c) in dst.iter_mut().zip(t.data().chunks_exact(4)) {
                 *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
+            // A model whose weights went NaN predicts NaN for everything: refuse it by name.
+            if let Some(k) = dst.iter().position(|v| !v.is_finite()) {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "weights `{name}` hold {} at index {k}: the model is broken (a run that diverged?); use an \
+                         earlier checkpoint or train again",
+                        dst[k]
+                    ),
+                ));
+            }
         }
         Ok(model)
     }

@@ -92,8 +92,88 @@ pub fn explain_toml_error(e: &toml::de::Error, text: &str) -> String {
     });
     let line = start.map(|at| text[..at].matches('\n').count() + 1);
     let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+    if let (Some(l), Some(plain)) = (line, explain_type(&msg)) {
+        if let Some((l, key)) = key_on_line(text, l, &msg) {
+            return format!("line {l}: {key}: {plain}");
+        }
+        return format!("{at}{plain}");
+    }
     let explained = explain_unknown(&msg).unwrap_or(msg);
     format!("{at}{explained}")
+}
+
+/// serde's "invalid type: string \"x\", expected usize" in a user's words: "expected a whole number (0 or
+/// more), not the string \"x\"".
+fn explain_type(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("invalid type: ").or_else(|| msg.strip_prefix("invalid value: "))?;
+    let (got, expected) = rest.rsplit_once(", expected ")?;
+    let want = match expected.trim() {
+        "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number (0 or more), e.g. 10",
+        "i64" | "i32" => "a whole number",
+        "f32" | "f64" => "a number, e.g. 0.001",
+        "a boolean" => "true or false",
+        "a sequence" => "a list in brackets, e.g. [\"a\", \"b\"]",
+        "a string" | "path string" => "text in quotes",
+        "a map" => "a table, e.g. { key = 1 }",
+        other => other,
+    };
+    let got = got.replace('`', "");
+    Some(format!("expected {want}, not {got}"))
+}
+
+/// The line and dotted key written on line `line` of `text` (its `[section]` in front), or the key inside an inline
+/// table on that line whose value the message quotes (`optimizer = { learning_rate = "x" }` →
+/// `train.optimizer.learning_rate`).
+fn key_on_line(text: &str, line: usize, msg: &str) -> Option<(usize, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    // The value the message quotes ("string \"x\"", "integer `-1`").
+    let quoted = msg.split_once(": ").map(|(_, r)| r).and_then(|r| r.split_once(", expected")).map(|(g, _)| g);
+    let token = quoted.and_then(|g| g.split_once(' ')).map(|(_, t)| t.trim_matches('`').to_string());
+    let mut line = line;
+    if lines.get(line - 1)?.trim_start().starts_with('[') {
+        // An array of tables (`[[model.layers]]`): toml points at its header; find the key whose value the
+        // message quotes in the tables after it.
+        let token = token.as_deref()?;
+        let found = lines[line..].iter().position(|l| {
+            l.split_once('=')
+                .is_some_and(|(_, v)| v.trim() == token || v.trim().trim_matches('"') == token.trim_matches('"'))
+        })?;
+        line += found + 1;
+    }
+    let here = lines.get(line - 1)?.trim();
+    let (key, value) = here.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let section = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let mut full = match section {
+        Some(s) if !s.is_empty() => format!("{s}.{key}"),
+        _ => key.to_string(),
+    };
+    // Inside an inline table: the inner `name =` before the quoted value.
+    if let Some(token) = token
+        && value.trim_start().starts_with('{')
+        && let Some(pos) = value.find(&token)
+    {
+        let before = value[..pos].trim_end().strip_suffix('=')?;
+        let inner: String = before
+            .chars()
+            .rev()
+            .skip_while(|c| c.is_whitespace())
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let inner: String = inner.chars().rev().collect();
+        if !inner.is_empty() {
+            full = format!("{full}.{inner}");
+        }
+    }
+    Some((line, full))
 }
 
 /// The nearest char boundary at or before `at`.
