@@ -15,11 +15,22 @@ pub fn audit_cmd(file: &Path, target: Option<&str>, json: Option<&Path>, html: O
         return Err(Error::Data(format!("{}: no rows", file.display())));
     }
     let mut types = Vec::new();
+    let mut problems = Vec::new();
     for c in &table.columns {
-        // A column that will not parse as its likely type is reported, not fatal, in an audit.
-        types.push(c.infer(&table.source).unwrap_or(kiln::data::table::ColumnType::Category));
+        // A column that will not parse as its likely type is reported, not fatal, in an audit: its note says
+        // what `kiln train` will refuse.
+        let t = c.infer(&table.source);
+        problems.push(t.as_ref().err().map(|e| {
+            let m = e.to_string();
+            let m = m.split_once(&format!("{}: ", table.source)).map_or(m.clone(), |(_, r)| r.to_string());
+            format!("TRAINING REFUSES IT: {m}")
+        }));
+        types.push(t.unwrap_or(kiln::data::table::ColumnType::Category));
     }
-    let report = audit(&table, &types, target)?;
+    let mut report = audit(&table, &types, target)?;
+    for (c, p) in report.columns.iter_mut().zip(problems) {
+        c.notes.extend(p);
+    }
     print!("{}", report.render());
     if let Some(j) = json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -160,8 +171,10 @@ pub fn evaluate(model: Sequential, data: &Path) -> Result<()> {
 
 /// Writes the term vectors of a text model (see `tabular::term_vectors`) as GloVe text: a word, then its numbers.
 pub fn export_vectors(model: &Path, output: &Path) -> Result<()> {
-    let vectors = tabular::term_vectors(&Sequential::load(model)?)
-        .map_err(|e| Error::Config(format!("{}: {e}", model.display())))?;
+    let vectors = tabular::term_vectors(&Sequential::load(model)?).map_err(|e| match e {
+        Error::Config(m) => Error::Config(format!("{}: {m}", model.display())),
+        e => e,
+    })?;
     let mut text = String::new();
     for (word, v) in &vectors {
         text += word;

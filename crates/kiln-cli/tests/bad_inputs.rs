@@ -141,6 +141,17 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
         ("not_gzip.csv.gz", b"a,y\n1,p\n".to_vec(), "gzip"),
         ("bad.jsonl", b"{\"a\": 1, \"y\": \"p\"}\n{\"a\": 2, \"y\": \n".to_vec(), "bad.jsonl"),
         ("bad.arff", b"@relation x\n@attribute a numeric\n@data\n1,2,3\n".to_vec(), "bad.arff"),
+        (
+            "decimal.csv",
+            (0..40).map(|i| format!("{},{};{};{}\n", i % 9, i % 7, i % 5, ["p", "q"][i % 2])).fold(
+                b"a;b;y\n".to_vec(),
+                |mut v, l| {
+                    v.extend(l.bytes());
+                    v
+                },
+            ),
+            "decimal commas",
+        ),
     ];
     for (name, bytes, want) in &tables {
         write(name, bytes);
@@ -355,6 +366,7 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
     }
     add(&["evaluate", &p("short.safetensors"), "--data", &p("t.csv")], &["short.safetensors"]);
     add(&["predict", &p("mnist"), "x"], &["mnist"]);
+    add(&["predict", &t.s("made"), "--input", &p("t.csv")], &["a run folder: its model is", "made/model.safetensors"]);
 
     // --- Inputs to a saved model.
     write("rows_missing_col.csv", b"a,b\n1,2\n");

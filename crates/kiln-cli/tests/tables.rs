@@ -738,6 +738,15 @@ fn the_audit_flags_identifiers_caps_and_zero_heavy_columns() {
     assert!(!line("x").contains("IDENTIFIER?"), "a measurement with distinct values is no identifier: {out}");
     assert!(line("gain").contains("80.0% are `0`") && !line("gain").contains("outliers"), "{out}");
     assert!(line("price").contains("capped? 30 rows (10.0%) at exactly the maximum 500001"), "{out}");
+    // A numeric column with one stray string: the audit says what training will refuse.
+    let stray: String = (0..100).map(|i| if i == 42 { "oops,p\n".to_string() } else { format!("{i},p\n") }).collect();
+    std::fs::write(t.path("stray.csv"), format!("n,y\n{stray}")).unwrap();
+    let o = kiln(&["data", "audit", &t.s("stray.csv")]);
+    assert!(
+        stdout(&o).contains("TRAINING REFUSES IT: column `n` holds numbers but row 43 has `oops`"),
+        "{}",
+        stdout(&o)
+    );
     assert!(
         out.contains(
             "identifier columns (a different value on nearly every row; zero-config runs leave them out): id, name"

@@ -137,6 +137,15 @@ impl Sequential {
     /// Loads a model saved by `save`: same architecture, same weights, same predictions.
     pub fn load(path: impl AsRef<Path>) -> Result<Sequential> {
         let path = path.as_ref();
+        if path.is_dir() {
+            let inside = path.join("model.safetensors");
+            let hint = if inside.is_file() {
+                format!("a run folder: its model is {}", inside.display())
+            } else {
+                "a folder, not a model file (.safetensors)".to_string()
+            };
+            return Err(Error::format(path, hint));
+        }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
         let not_kiln = |why: String| Error::format(path, format!("not a kiln model: {why}"));
         let (_, meta) =

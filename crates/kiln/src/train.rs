@@ -393,7 +393,8 @@ impl Sequential {
             None if n_val > 0 => Some((x, &targets, n_train..x.rows())),
             None => None,
         };
-        STOP.store(false, Ordering::SeqCst);
+        // The stop flag is not cleared here: a signal that came between two fits (cross-validation's folds)
+        // stops the next one. It is cleared when a stop is carried out.
         let mut history = History::default();
         let mut first_epoch = 1;
         let mut last_checkpoint = None;
@@ -467,7 +468,7 @@ impl Sequential {
                         bar.set_message(format!("{msg} - {rate:.0} samples/s"));
                     }
                 }
-                if STOP.load(Ordering::SeqCst) && step + 1 < steps {
+                if step + 1 < steps && STOP.swap(false, Ordering::SeqCst) {
                     if let Some(bar) = &bar {
                         bar.finish_and_clear();
                     }
@@ -523,6 +524,14 @@ impl Sequential {
                 let p = self.progress(&opts, epoch, &history, callbacks);
                 self.save_checkpoint(path, &p)?;
                 last_checkpoint = Some((path.clone(), epoch));
+            }
+            // A stop asked for during the epoch's last step is carried out here, after its checkpoint.
+            if !stop && epoch < opts.epochs && STOP.swap(false, Ordering::SeqCst) {
+                let kept = match &opts.checkpoint {
+                    Some(path) => format!("; saved {} (resume from there)", path.display()),
+                    None => String::new(),
+                };
+                return Err(Error::Stopped(format!("interrupted after epoch {epoch}{kept}")));
             }
             if stop {
                 if opts.verbose {

@@ -90,6 +90,19 @@ impl Column {
                 if bad.len() > 1 { format!(" ({} such values)", bad.len()) } else { String::new() }
             )));
         }
+        // Numbers written with decimal commas (`2,5`, as European spreadsheets export them) would otherwise
+        // become a category of as many levels as values.
+        let comma =
+            |v: &str| v.matches(',').count() == 1 && v.replace(',', ".").parse::<f64>().is_ok_and(f64::is_finite);
+        if bad.len() * 2 > present.len() && bad.iter().all(|(_, v)| comma(v)) {
+            let (row, v) = bad[0];
+            return Err(Error::Data(format!(
+                "{source}: column `{}` holds numbers written with decimal commas (`{v}` on row {}); write them with \
+                 points, or declare the column a category (data.columns)",
+                self.name,
+                row + 1
+            )));
+        }
         let mut words: Vec<String> = present.iter().map(|(_, v)| v.to_ascii_lowercase()).collect();
         words.sort_unstable();
         words.dedup();
