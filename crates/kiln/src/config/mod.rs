@@ -190,7 +190,10 @@ pub struct ModelConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
+    /// Dense layers over the prepared row; a text column there is an embedding bag (its terms' vectors
+    /// averaged, fastText's model), so `bag` names the same recipe.
     #[default]
+    #[serde(alias = "bag")]
     Mlp,
     Lstm,
     Gru,
