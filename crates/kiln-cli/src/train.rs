@@ -179,9 +179,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
 pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
     if a.config.is_none() && a.resume.is_none() && !a.quiet {
         println!("config used (save it and edit it to change anything):\n\n{}", cfg.to_toml());
-        for n in &cfg.notes {
-            println!("note: {n}");
-        }
+    }
+    // What was decided for the user is said even with --quiet (it changes what the model reads).
+    for n in &cfg.notes {
+        println!("note: {n}");
     }
     let output = a.output.clone().or_else(|| cfg.output.model.clone());
     if let Some(o) = &output {

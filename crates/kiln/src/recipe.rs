@@ -230,9 +230,17 @@ impl Config {
                 };
                 let mut names = Vec::new();
                 for (t, (out, _, _)) in prep.targets.iter().zip(&heads) {
-                    let mut name = output_name(&t.name);
-                    if net.layers().iter().any(|l| l.name() == name) || name == body {
-                        name += "_output";
+                    // Unique among the layers, the inputs and the other heads: `dense` → `dense_output`,
+                    // `a_b` after `a.b` → `a_b_output`, then `_output_2`...
+                    let base = output_name(&t.name);
+                    let taken = |n: &str| {
+                        net.layers().iter().any(|l| l.name() == n) || net.inputs().iter().any(|i| i.name == n)
+                    };
+                    let mut name = base.clone();
+                    let mut k = 1;
+                    while taken(&name) {
+                        name = if k == 1 { format!("{base}_output") } else { format!("{base}_output_{k}") };
+                        k += 1;
                     }
                     names.push(net.apply(self.regularized(out.clone().name(&name)), &[&body])?);
                 }

@@ -151,6 +151,7 @@ fn settings_that_cannot_apply_to_several_targets_are_refused_with_one_line() {
     refused(&format!("{two}[train]\nclass_weight = \"balanced\"\n"), "train.class_weight weighs one target's");
     refused(&format!("{two}[train]\nloss_weights = [1.0]\n"), "train.loss_weights gives 1 weights for 2 targets");
     refused(&format!("{two}[train]\nloss_weights = [1.0, -1.0]\n"), "train.loss_weights: -1 is not a weight");
+    refused(&format!("{two}[train]\nloss_weights = [0.0, 0.0]\n"), "train.loss_weights are all 0");
     refused(
         &format!("{two}[[model.layers]]\ntype = \"dense\"\nunits = 1\n"),
         "name one output layer for each, in that order, with model.outputs",
@@ -180,4 +181,21 @@ fn a_preparation_saved_with_one_target_still_loads() {
     let none = r#"{"features":[]}"#;
     let e = serde_json::from_str::<Preparation>(none).unwrap_err().to_string();
     assert!(e.contains("the preparation names no target"), "{e}");
+}
+
+/// Heads are named after their targets and never collide: with a layer, the model's input or each other.
+#[test]
+fn head_names_stay_unique_whatever_the_targets_are_called() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut csv = String::from("x,input,a.b,a_b,dense\n");
+    for i in 0..200 {
+        let x = i as f64 / 100.0;
+        csv += &format!("{x},{},{},{},{}\n", 2.0 * x, 1.0 - x, x * x, ["p", "q"][(i / 10) % 2]);
+    }
+    std::fs::write(dir.join("t.csv"), csv).unwrap();
+    let toml = "[data]\npath = \"t.csv\"\ntarget = [\"input\", \"a.b\", \"a_b\", \"dense\"]\n[train]\nepochs = 1\n";
+    let (cfg, table, types, _, train) = load(dir, toml);
+    let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    assert_eq!(model.outputs(), ["input_output", "a_b", "a_b_output", "dense_output"]);
 }

@@ -185,6 +185,9 @@ impl Config {
         if let Some(w) = lw.iter().find(|w| !w.is_finite() || **w < 0.0) {
             return Err(Error::Config(format!("train.loss_weights: {w} is not a weight >= 0")));
         }
+        if !lw.is_empty() && lw.iter().all(|w| *w == 0.0) {
+            return Err(Error::Config("train.loss_weights are all 0: nothing would be learned".into()));
+        }
         if m.explicit() && !m.outputs.is_empty() && m.outputs.len() != ts.len() {
             return Err(Error::Config(format!(
                 "model.outputs names {} layers for {} target{}: one output per target, in data.target's order",

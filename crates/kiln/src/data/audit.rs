@@ -285,11 +285,20 @@ impl Audit {
         }
         if let Some(t) = &self.target {
             if !self.balance.is_empty() {
-                let parts: Vec<String> = self
+                // The 20 largest classes; a target of hundreds of values is more likely a number or an
+                // identifier than classes, and says so.
+                let mut parts: Vec<String> = self
                     .balance
                     .iter()
+                    .take(20)
                     .map(|(c, n)| format!("{c}: {n} ({:.1}%)", 100.0 * *n as f64 / self.rows.max(1) as f64))
                     .collect();
+                if self.balance.len() > 20 {
+                    parts.push(format!(
+                        "... and {} more classes (a number or an identifier rather than classes?)",
+                        self.balance.len() - 20
+                    ));
+                }
                 s += &format!("\ntarget `{t}` balance: {}\n", parts.join(", "));
             }
             s += &match self.leakage_suspects.len() {

@@ -86,7 +86,10 @@ pub fn read_text_as(path: &Path, encoding: Option<&str>) -> Result<String> {
         let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
         return Err(Error::format(
             path,
-            format!("not valid UTF-8 (line {line}, byte {}); set data.encoding to the file's", e.valid_up_to()),
+            format!(
+                "not valid UTF-8 (line {line}, byte {}); set data.encoding to the file's encoding",
+                e.valid_up_to()
+            ),
         ));
     }
     let (text, used, bad) = enc.decode(&bytes);
