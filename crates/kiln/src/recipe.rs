@@ -215,6 +215,23 @@ impl Config {
                         t.name
                     )));
                 }
+                // The loss of classes reads probabilities: a sigmoid for two, a softmax for more.
+                let act = net.layers().iter().find(|l| l.name() == *name).map(|l| l.config().activation());
+                let needs = match &t.task {
+                    Task::Binary { .. } => Some(("sigmoid", Activation::Sigmoid)),
+                    Task::Multiclass { .. } => Some(("softmax", Activation::Softmax)),
+                    Task::Regression => None,
+                };
+                if let (Some(act), Some((word, want))) = (act, needs)
+                    && act != want
+                {
+                    return Err(Error::Config(format!(
+                        "layer `{name}` ends in {}, but the target `{}` is classes, whose loss reads \
+                         probabilities: give it activation = \"{word}\"",
+                        format!("{act:?}").to_lowercase(),
+                        t.name
+                    )));
+                }
             }
             net
         } else {

@@ -129,6 +129,14 @@ fn a_graph_names_its_outputs_and_each_is_checked_against_its_target() {
     let (cfg, ..) = load(dir, &format!("{data}{}", nodes.replace("\"tier_out\"]", "\"tier_head\"]")));
     let e = tabular::fit_rows(&cfg, &table, &types, &train, false).err().unwrap().to_string();
     assert!(e.contains("model.outputs: `tier_head` is no layer of the model"), "{e}");
+    // Outputs matched to the wrong targets: shapes fit, but classes need probabilities.
+    let swapped = "[data]\npath = \"t.csv\"\ntarget = [\"spend\", \"churn\"]\nignore = [\"tier\"]\n\
+                   [model]\noutputs = [\"p\", \"v\"]\n\
+                   [[model.nodes]]\ntype = \"dense\"\nname = \"p\"\nunits = 1\nactivation = \"sigmoid\"\ninputs = [\"input\"]\n\
+                   [[model.nodes]]\ntype = \"dense\"\nname = \"v\"\nunits = 1\ninputs = [\"input\"]\n";
+    let (cfg, table, types, _, train) = load(dir, swapped);
+    let e = tabular::fit_rows(&cfg, &table, &types, &train, false).err().unwrap().to_string();
+    assert!(e.contains("layer `v` ends in linear, but the target `churn` is classes"), "{e}");
 }
 
 #[test]
