@@ -58,40 +58,45 @@ pub fn read_text_as(path: &Path, encoding: Option<&str>) -> Result<String> {
         })?),
         None => None,
     };
-    let enc = match given {
-        Some(e) => e,
-        None => match std::str::from_utf8(&bytes) {
-            Ok(_) => encoding_rs::UTF_8,
+    // UTF-8, given or assumed, is validated once and kept without a copy (a byte-order mark dropped).
+    let bytes = if given.is_none_or(|e| e == encoding_rs::UTF_8) {
+        match String::from_utf8(bytes) {
+            Ok(mut text) => {
+                if text.starts_with('\u{feff}') {
+                    text.drain(..'\u{feff}'.len_utf8());
+                }
+                return Ok(text);
+            }
             Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let bytes = e.into_bytes();
+                let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+                if given.is_some() {
+                    return Err(Error::format(
+                        path,
+                        format!("not valid UTF-8 (line {line}, byte {at}); set data.encoding to the file's encoding"),
+                    ));
+                }
                 let utf16 = bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]);
                 // Once per file in a process (a run reads its table more than once).
                 static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
                 let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
                 if !utf16 && !warned.iter().any(|p| p == path) {
                     warned.push(path.to_path_buf());
-                    let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
                     eprintln!(
                         "warning: {}: not UTF-8 (line {line}); read as Windows-1252 (Latin-1); set data.encoding \
                          if it is another",
                         path.display()
                     );
                 }
-                encoding_rs::WINDOWS_1252
+                bytes
             }
-        },
+        }
+    } else {
+        bytes
     };
-    if enc == encoding_rs::UTF_8
-        && let Err(e) = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes))
-    {
-        let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-        return Err(Error::format(
-            path,
-            format!(
-                "not valid UTF-8 (line {line}, byte {}); set data.encoding to the file's encoding",
-                e.valid_up_to()
-            ),
-        ));
-    }
+    // Not UTF-8 and no encoding given: Windows-1252 (a UTF-16 byte-order mark still wins in `decode`).
+    let enc = given.unwrap_or(encoding_rs::WINDOWS_1252);
     let (text, used, bad) = enc.decode(&bytes);
     if bad {
         return Err(Error::format(
