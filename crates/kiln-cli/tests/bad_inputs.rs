@@ -71,11 +71,18 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
     // Valid pieces the bad ones are made from: a table, MNIST-format folders, a trained model of each kind.
     write("t.csv", table_csv().as_bytes());
     write_mnist(&c.join("mnist"), 64, 16);
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mnist/mnist_model.safetensors"),
-        c.join("image_model.safetensors"),
-    )
-    .unwrap();
+    // The image model is trained here (one epoch on the small folder): a fresh clone has no example model.
+    std::fs::write(t.path("image.toml"), image_config(&p("mnist"), LAYERS_OK)).unwrap();
+    let o = kiln(&[
+        "train",
+        &t.s("image.toml"),
+        "--output",
+        &p("image_model.safetensors"),
+        "--run-dir",
+        &t.s("made_image"),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o =
         kiln(&["train", "--data", &p("t.csv"), "--target", "y", "--epochs", "1", "--run-dir", &t.s("made"), "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
