@@ -35,8 +35,8 @@ pub fn evaluate(model_path: &Path, data: &Path, split: &str, batch_size: usize) 
     Ok(())
 }
 
-pub fn predict(model_path: &Path, input: &Path, index: Option<usize>) -> Result<()> {
-    let model = Sequential::load(model_path)?;
+/// An image model's prediction for a PNG, or for image `index` of an IDX file.
+pub fn predict(model: Sequential, input: &Path, index: Option<usize>) -> Result<()> {
     let want = model.input_shape().to_vec();
     let x = if is_png(input)? {
         if index.is_some() {

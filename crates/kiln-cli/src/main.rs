@@ -239,23 +239,9 @@ fn main() {
             table::audit_cmd(&file, target.as_deref(), json.as_deref(), html.as_deref())
         }
         Command::Evaluate { model, data, split, batch_size } => commands::evaluate(&model, &data, &split, batch_size),
-        Command::Predict { model, input, index, rows, output } => match (input, rows) {
-            (_, Some(rows)) => table::predict_rows(&model, &rows, output.as_deref()),
-            (Some(input), None) if !input.exists() && table::text_model(&model) => {
-                table::predict_text(&model, &input.to_string_lossy(), output.as_deref())
-            }
-            (Some(input), None) if input.is_file() && table::table_model(&model) => Err(kiln::Error::Invalid(format!(
-                "{} is a file, and {} was trained on a table: give its rows with --input {}{}",
-                input.display(),
-                model.display(),
-                input.display(),
-                if table::text_model(&model) { " (or one text, in quotes, as the argument)" } else { "" }
-            ))),
-            (Some(input), None) => commands::predict(&model, &input, index),
-            (None, None) => {
-                Err(kiln::Error::Invalid("give an input: a PNG, an IDX file with --index, or --input ROWS.csv".into()))
-            }
-        },
+        Command::Predict { model, input, index, rows, output } => {
+            table::predict(&model, input.as_deref(), index, rows.as_deref(), output.as_deref())
+        }
         Command::Summary { path } => commands::summary(&path),
         Command::Plot { run_dir } => plot::plot(&run_dir).map(|(svg, png)| {
             println!("wrote {} and {}", svg.display(), png.display());
@@ -264,6 +250,8 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
-        std::process::exit(1);
+        // Stopped by a signal: 128 + its number, as shells report an interrupted command.
+        let sig = run_dir::SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
+        std::process::exit(if matches!(e, kiln::Error::Stopped(_)) && sig > 0 { 128 + sig } else { 1 });
     }
 }

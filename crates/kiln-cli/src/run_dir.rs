@@ -21,14 +21,19 @@ pub fn loggers(dir: &Path) -> Vec<Box<dyn kiln::callbacks::Callback>> {
     ]
 }
 
+/// The signal that stopped the run (0: none), so that the process exits 128 + its number (130 for Ctrl-C)
+/// as shells expect of an interrupted command.
+pub static SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 /// SIGINT and SIGTERM ask training to stop after its current step (it then writes its checkpoint); a
 /// second signal exits at once.
 pub fn on_signal_stop() {
     #[cfg(unix)]
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+        // SAFETY: the handler only touches atomics and calls _exit, both async-signal-safe.
         let _ = unsafe {
             signal_hook::low_level::register(sig, move || {
+                SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
                 if kiln::train::stop_flag().swap(true, std::sync::atomic::Ordering::SeqCst) {
                     signal_hook::low_level::exit(128 + sig);
                 }

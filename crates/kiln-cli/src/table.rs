@@ -42,10 +42,40 @@ pub fn audit_cmd(file: &Path, target: Option<&str>, json: Option<&Path>, html: O
     Ok(())
 }
 
+/// `kiln predict MODEL ...`, the model loaded once: rows (`--input FILE`) for a table or text model, one text
+/// in quotes for a text model, or an image (a PNG, or an IDX file with `--index`).
+pub fn predict(
+    model_path: &Path,
+    input: Option<&Path>,
+    index: Option<usize>,
+    rows: Option<&Path>,
+    output: Option<&Path>,
+) -> Result<()> {
+    let model = Sequential::load(model_path)?;
+    // A model trained on a table whose only input is one text column takes a text as its argument.
+    let text = model.preparation().is_some_and(|p| {
+        p.features.len() == 1 && matches!(p.features[0].kind, kiln::data::prepare::FeatureKind::Text { .. })
+    });
+    match (input, rows) {
+        (_, Some(rows)) => predict_rows(model, model_path, rows, output),
+        (Some(input), None) if !input.exists() && text => predict_text(model, &input.to_string_lossy(), output),
+        (Some(input), None) if input.is_file() && model.preparation().is_some() => Err(Error::Invalid(format!(
+            "{} is a file, and {} was trained on a table: give its rows with --input {}{}",
+            input.display(),
+            model_path.display(),
+            input.display(),
+            if text { " (or one text, in quotes, as the argument)" } else { "" }
+        ))),
+        (Some(input), None) => crate::commands::predict(model, input, index),
+        (None, None) => {
+            Err(Error::Invalid("give an input: a PNG, an IDX file with --index, or --input ROWS.csv".into()))
+        }
+    }
+}
+
 /// Predictions for every row of a CSV/ARFF file, written as CSV: row, prediction, and the probability of
 /// each class (classification) or the predicted value (regression).
-pub fn predict_rows(model_path: &Path, input: &Path, output: Option<&Path>) -> Result<()> {
-    let model = Sequential::load(model_path)?;
+fn predict_rows(model: Sequential, model_path: &Path, input: &Path, output: Option<&Path>) -> Result<()> {
     if model.preparation().is_none() {
         return Err(Error::Invalid(format!(
             "{} was not trained on a table; --input takes table rows",
@@ -126,22 +156,9 @@ fn write_predictions(model: Sequential, table: &kiln::data::table::Table, output
     Ok(())
 }
 
-/// Whether the model at `path` was trained on a table (or text).
-pub fn table_model(path: &Path) -> bool {
-    Sequential::load(path).ok().is_some_and(|m| m.preparation().is_some())
-}
-
-/// Whether the model at `path` was trained on a table whose only input is one text column.
-pub fn text_model(path: &Path) -> bool {
-    Sequential::load(path).ok().and_then(|m| m.preparation().cloned()).is_some_and(|p| {
-        p.features.len() == 1 && matches!(p.features[0].kind, kiln::data::prepare::FeatureKind::Text { .. })
-    })
-}
-
 /// Predictions for one raw text, for a model trained on a single text column.
-pub fn predict_text(model_path: &Path, text: &str, output: Option<&Path>) -> Result<()> {
-    let model = Sequential::load(model_path)?;
-    let prep = model.preparation().cloned().expect("checked by text_model");
+fn predict_text(model: Sequential, text: &str, output: Option<&Path>) -> Result<()> {
+    let prep = model.preparation().cloned().ok_or_else(|| Error::Invalid("not a text model".into()))?;
     let column = kiln::data::table::Column {
         name: prep.features[0].name.clone(),
         cells: vec![Some(text.to_string())],

@@ -54,10 +54,17 @@ pub fn config_of(
         (None, None, Some(d), Some(t)) => {
             // --set before the kind's defaults, as for a file.
             let mut c = Config::for_table_unfilled(d, t).with_settings(set)?;
-            c.fill_defaults();
-            if !set.iter().any(|s| s.trim_start().starts_with("data.ignore")) {
-                leave_out_identifiers(&mut c)?;
+            let given = |key: &str| set.iter().any(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+            if !given("train.epochs") && c.train.validation_split.is_none_or(|v| v > 0.0) {
+                c.train.epochs = Some(EPOCH_CAP);
+                c.notes.push(format!(
+                    "training until the validation loss has not improved for {} epochs, at most {EPOCH_CAP} \
+                     (--epochs N for a fixed number)",
+                    c.train.patience.unwrap_or(4)
+                ));
             }
+            c.fill_defaults();
+            infer_from_data(&mut c, !given("data.ignore"), !given("data.prepare.text.length"))?;
             return Ok(c);
         }
         (None, None, Some(_), None) => {
@@ -71,20 +78,50 @@ pub fn config_of(
     cfg.with_settings(set)
 }
 
-/// A config inferred from the data alone (`--data FILE --target COL`) leaves out the columns that look like
-/// identifiers (`kiln data audit` names them: a row id, a name, a code), which a model could only memorize,
-/// and says so.
-fn leave_out_identifiers(c: &mut Config) -> Result<()> {
+/// The most epochs a config inferred from the data trains (`--data FILE --target COL`): it trains until early
+/// stopping ends it, and this only bounds a loss that keeps creeping down.
+const EPOCH_CAP: usize = 200;
+
+/// What a config inferred from the data alone (`--data FILE --target COL`) decides from the file, each said
+/// in a note: the columns that look like identifiers (`kiln data audit` names them: a row id, a name, a code)
+/// are left out, since a model could only memorize them; and the text length is the 95th percentile of the
+/// texts' term counts (`text::length_from_data`) instead of a fixed 200 that cuts long articles.
+fn infer_from_data(c: &mut Config, identifiers: bool, text_length: bool) -> Result<()> {
     let table = c.read_table()?;
     let types = c.types(&table)?;
-    let ids = kiln::data::audit::identifier_columns(&table, &types, &c.data.targets());
-    if !ids.is_empty() {
+    let owned: Vec<String> = c.data.targets().iter().map(|t| t.to_string()).collect();
+    let targets: Vec<&str> = owned.iter().map(String::as_str).collect();
+    if identifiers {
+        let ids = kiln::data::audit::identifier_columns(&table, &types, &targets);
+        if !ids.is_empty() {
+            c.notes.push(format!(
+                "leaving out identifier columns: {} (a different value on nearly every row, which a model can \
+                 only memorize; keep them with --set 'data.ignore=[]')",
+                ids.join(", ")
+            ));
+            c.data.ignore.extend(ids);
+        }
+    }
+    let texts: Vec<&kiln::data::table::Column> = (table.columns.iter().zip(&types))
+        .filter(|(col, t)| {
+            **t == kiln::data::table::ColumnType::Text
+                && !targets.contains(&col.name.as_str())
+                && !c.data.ignore.contains(&col.name)
+        })
+        .map(|(col, _)| col)
+        .collect();
+    if text_length && !texts.is_empty() {
+        let opts = &c.data.prepare.text;
+        let docs = texts.iter().flat_map(|col| col.cells.iter().flatten().map(|s| s.as_str()));
+        let (length, p95) = kiln::data::text::length_from_data(docs, opts);
+        let names: Vec<&str> = texts.iter().map(|col| col.name.as_str()).collect();
         c.notes.push(format!(
-            "leaving out identifier columns: {} (a different value on nearly every row, which a model can only \
-             memorize; keep them with --set 'data.ignore=[]')",
-            ids.join(", ")
+            "text length {length}: 95% of the texts in {} have at most {p95} terms ({}){}",
+            names.join(", "),
+            if opts.ngrams > 1 { format!("words and runs of up to {} words", opts.ngrams) } else { "words".into() },
+            if length == p95 { String::new() } else { format!(", bounded to {length}") }
         ));
-        c.data.ignore.extend(ids);
+        c.data.prepare.text.length = length;
     }
     Ok(())
 }
@@ -148,10 +185,10 @@ impl Run {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
-    let mut cfg = config_of(a.config.as_deref(), a.resume.as_deref(), a.data.as_deref(), a.target.as_deref(), &a.set)?;
-    if let Some(e) = a.epochs {
-        cfg.train.epochs = Some(e);
-    }
+    // `--epochs N` is a setting like the others, so a config inferred from the data knows it was given.
+    let mut set = a.set.clone();
+    set.extend(a.epochs.map(|e| format!("train.epochs={e}")));
+    let mut cfg = config_of(a.config.as_deref(), a.resume.as_deref(), a.data.as_deref(), a.target.as_deref(), &set)?;
     if let Some(t) = a.test_rows {
         if cfg.kind()? != DataKind::Table {
             return Err(Error::Invalid("--test-rows splits a table; MNIST has its own test split".into()));

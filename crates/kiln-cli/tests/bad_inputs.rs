@@ -289,6 +289,19 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
             "model.outputs",
         ),
         ("target_twice.toml", b"[data]\npath = \"t.csv\"\ntarget = [\"y\", \"y\"]\n".to_vec(), "twice"),
+        // `a` is a number (13 values): classes' metrics and a softmax output do not fit it.
+        (
+            "metric_on_number.toml",
+            b"[data]\npath = \"t.csv\"\ntarget = \"a\"\n[train]\nmetrics = [\"accuracy\"]\n".to_vec(),
+            "train.metrics: accuracy scores classes",
+        ),
+        (
+            "softmax_on_number.toml",
+            b"[data]\npath = \"t.csv\"\ntarget = \"a\"\n[[model.layers]]\ntype = \"dense\"\nunits = 1\n\
+              activation = \"softmax\"\n"
+                .to_vec(),
+            "always 1",
+        ),
     ];
     for (name, bytes, want) in &whole_files {
         write(name, bytes);

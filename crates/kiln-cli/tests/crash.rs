@@ -94,7 +94,7 @@ fn killed_or_interrupted_runs_resume_bit_identical() {
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(130), "Ctrl-C exits 128 + SIGINT: {err}");
     assert!(err.starts_with("error: training stopped: interrupted ") && err.lines().count() == 1, "{err}");
     assert!(err.contains(&format!("continue with: kiln train --resume {}", t.s("int"))), "{err}");
     let o = kiln(&["train", "--resume", &t.s("int"), "--quiet"]);
@@ -254,7 +254,7 @@ fn an_interrupted_cross_validation_keeps_its_finished_folds() {
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(o.status.code(), Some(130), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains("training stopped: interrupted ") && err.contains("of 5 folds had finished: accuracy: "),
@@ -287,7 +287,7 @@ fn an_interrupted_search_keeps_the_best_finished_config() {
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(o.status.code(), Some(130), "{err}");
     assert!(err.contains("the best of the") && err.contains("finished configs"), "{err}");
     let best = std::fs::read_to_string(t.path("best.toml")).unwrap();
     assert!(best.starts_with("# The best of the ") && best.contains("before it was interrupted"), "{best}");

@@ -684,6 +684,20 @@ fn files_in_other_encodings_are_read_and_say_so() {
     assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"), "an encoding given: no warning");
     std::fs::write(t.path("bad.toml"), cfg.replace("latin1", "klingon")).unwrap();
     assert_fails(&kiln(&["train", &t.s("bad.toml")]), &["data.encoding: `klingon` is not an encoding kiln knows"]);
+    // UTF-16 without a byte-order mark (valid UTF-8, NULs between the characters) is found and said.
+    let text: String = (0..60).map(|i| format!("Zürich,{i},{}\n", ["p", "q"][i % 2])).collect();
+    let utf16: Vec<u8> = format!("city,amount,y\n{text}").encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    std::fs::write(t.path("utf16.csv"), &utf16).unwrap();
+    let o = kiln(&["data", "audit", &t.s("utf16.csv"), "--json", &json]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("utf16.csv: no byte-order mark, but read as UTF-16LE"), "{err}");
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(j["columns"][0]["top"][0].as_str(), Some("Zürich"));
+    // An encoding that does not fit the file: named, not "no rows".
+    std::fs::write(t.path("t.csv"), format!("city,amount,y\n{text}")).unwrap();
+    std::fs::write(t.path("wrong.toml"), cfg.replace("latin1", "utf-16le").replace("latin.csv", "t.csv")).unwrap();
+    assert_fails(&kiln(&["train", &t.s("wrong.toml")]), &["t.csv", "UTF-16LE", "set data.encoding"]);
 }
 
 /// `data.positive` names the class the binary metrics are about, and the test line says which it is.
@@ -760,4 +774,53 @@ fn the_audit_flags_identifiers_caps_and_zero_heavy_columns() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("\nnote: leaving out identifier columns: id, name"), "{}", stdout(&o));
     assert!(stdout(&o).contains("ignore = [\n    \"id\",\n    \"name\",\n]"), "the printed config: {}", stdout(&o));
+}
+
+#[test]
+fn zero_config_chooses_text_length_from_the_data_and_trains_until_early_stopping() {
+    let t = Tmp::new("zero-text");
+    // Articles of 100 to 399 words: 200 terms (the fixed default) would cut most of them.
+    let words = ["market", "shares", "match", "goal", "season", "prices", "team", "bank"];
+    let mut csv = String::from("text,topic\n");
+    for i in 0..200usize {
+        let n = 100 + (i * 37) % 300;
+        let body: Vec<&str> = (0..n).map(|k| words[(i % 2) * 4 + (k * 7 + i) % 4]).collect();
+        // A quarter of the labels are noise no word can predict: the validation loss bottoms out, and early
+        // stopping ends the run.
+        let topic = if i % 4 == 0 { 1 } else { i % 2 };
+        csv += &format!("{},{}\n", body.join(" "), ["finance", "sport"][topic]);
+    }
+    std::fs::write(t.path("news.csv"), csv).unwrap();
+    let data = t.s("news.csv");
+    let o = kiln(&["train", "--data", &data, "--target", "topic", "--print-config"]);
+    let printed = stdout(&o);
+    // Term counts (words and word pairs) are 2n - 1; the 95th percentile of n over these rows is 385.
+    assert!(printed.contains("length = 769\n"), "{printed}");
+    assert!(printed.contains("epochs = 200\n") && printed.contains("patience = 4\n"), "{printed}");
+    // What the user sets is kept, and --epochs is a fixed number of epochs.
+    let o = kiln(&[
+        "train",
+        "--data",
+        &data,
+        "--target",
+        "topic",
+        "--print-config",
+        "--epochs",
+        "3",
+        "--set",
+        "data.prepare.text.length=50",
+    ]);
+    let printed = stdout(&o);
+    assert!(printed.contains("length = 50\n") && printed.contains("epochs = 3\n"), "{printed}");
+    // A run says both decisions, and early stopping ends it long before the cap.
+    let o = kiln(&["train", "--data", &data, "--target", "topic", "--run-dir", &t.s("run"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.contains("note: text length 769: 95% of the texts in text have at most 769 terms"), "{out}");
+    assert!(
+        out.contains("note: training until the validation loss has not improved for 4 epochs, at most 200"),
+        "{out}"
+    );
+    let log = std::fs::read_to_string(t.path("run/log.csv")).unwrap();
+    assert!(log.lines().count() - 1 < 200, "early stopping ended the run: {log}");
 }

@@ -222,6 +222,29 @@ impl Config {
                     Task::Multiclass { .. } => Some(("softmax", Activation::Softmax)),
                     Task::Regression => None,
                 };
+                // A number: a softmax of one unit is always 1, and a sigmoid or tanh bounds what it can reach.
+                if let (Some(act), Task::Regression) = (act, &t.task) {
+                    let bound = match act {
+                        Activation::Softmax => {
+                            return Err(Error::Config(format!(
+                                "layer `{name}` ends in softmax, which over one unit is always 1, but the target \
+                                 `{}` is a number: give it activation = \"linear\" (or leave activation out)",
+                                t.name
+                            )));
+                        }
+                        Activation::Sigmoid => Some("(0, 1)"),
+                        Activation::Tanh => Some("(-1, 1)"),
+                        _ => None,
+                    };
+                    if let Some(range) = bound {
+                        eprintln!(
+                            "warning: layer `{name}` ends in {}, whose outputs lie in {range}, and the target `{}` \
+                             is a number: if its values fall outside that, use activation = \"linear\"",
+                            format!("{act:?}").to_lowercase(),
+                            t.name
+                        );
+                    }
+                }
                 if let (Some(act), Some((word, want))) = (act, needs)
                     && act != want
                 {
@@ -301,6 +324,20 @@ impl Config {
                         "train.loss: {} is not a loss for the numeric target `{}` (mean_squared_error, \
                          mean_absolute_error or huber)",
                         loss.name(),
+                        target.name
+                    )));
+                }
+                // Classes' metrics on a number would score its values as labels.
+                if let Some(m) = self
+                    .train
+                    .metrics
+                    .iter()
+                    .find(|m| !matches!(m, Metric::MeanAbsoluteError | Metric::MeanSquaredError))
+                {
+                    return Err(Error::Config(format!(
+                        "train.metrics: {} scores classes, but the target `{}` is a number: use mae or mse (or \
+                         leave train.metrics out)",
+                        m.name(),
                         target.name
                     )));
                 }

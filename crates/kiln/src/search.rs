@@ -91,7 +91,11 @@ impl Folds {
                 let have = folds.iter().filter(|f| f.iter().any(|(m, _)| m == n)).count();
                 let part =
                     if have < folds.len() { format!(" (over {have} of {} folds)", folds.len()) } else { String::new() };
-                mean_sd(&folds, n).map(|(m, sd)| format!("{n}: {m:.4} ± {sd:.4}{part}"))
+                // One fold (an interrupted run) has no spread to show.
+                mean_sd(&folds, n).map(|(m, sd)| match have {
+                    1 => format!("{n}: {m:.4}{part}"),
+                    _ => format!("{n}: {m:.4} ± {sd:.4}{part}"),
+                })
             })
             .collect::<Vec<_>>()
             .join(" - ")

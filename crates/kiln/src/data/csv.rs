@@ -58,6 +58,19 @@ pub fn read_text_as(path: &Path, encoding: Option<&str>) -> Result<String> {
         })?),
         None => None,
     };
+    // UTF-16 without a byte-order mark is valid UTF-8 (a NUL beside each ASCII byte), so it is found by its
+    // NULs: said, and decoded as UTF-16.
+    let given = match (given, utf16_without_bom(&bytes)) {
+        (None, Some(enc)) => {
+            eprintln!(
+                "warning: {}: no byte-order mark, but read as {} (NUL bytes between the characters)",
+                path.display(),
+                enc.name()
+            );
+            Some(enc)
+        }
+        (given, _) => given,
+    };
     // UTF-8, given or assumed, is validated once and kept without a copy (a byte-order mark dropped).
     let bytes = if given.is_none_or(|e| e == encoding_rs::UTF_8) {
         match String::from_utf8(bytes) {
@@ -104,7 +117,37 @@ pub fn read_text_as(path: &Path, encoding: Option<&str>) -> Result<String> {
             format!("not valid {} text; set data.encoding to the file's encoding", used.name()),
         ));
     }
+    // A wrong encoding can decode without an error into one long line (UTF-16 read from a UTF-8 file).
+    if bytes.contains(&b'\n') && !text.contains('\n') {
+        return Err(Error::format(
+            path,
+            format!(
+                "read as {} the file has no line breaks, but its bytes have: set data.encoding to the file's \
+                 encoding (or leave it out for UTF-8)",
+                used.name()
+            ),
+        ));
+    }
     Ok(text.into_owned())
+}
+
+/// UTF-16LE or BE by its NULs, for a file without a byte-order mark: in the first 4 KiB (16 bytes at
+/// least), half or more of the bytes at odd (LE) or even (BE) offsets are 0 and almost none at the others,
+/// as in text that is mostly ASCII.
+fn utf16_without_bom(bytes: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+    let head = &bytes[..bytes.len().min(4096) & !1];
+    if head.len() < 16 {
+        return None;
+    }
+    let zeros = |start: usize| head.iter().skip(start).step_by(2).filter(|&&b| b == 0).count();
+    let (even, odd, half) = (zeros(0), zeros(1), head.len() / 2);
+    if odd * 2 >= half && even * 20 < half {
+        Some(encoding_rs::UTF_16LE)
+    } else if even * 2 >= half && odd * 20 < half {
+        Some(encoding_rs::UTF_16BE)
+    } else {
+        None
+    }
 }
 
 /// A table from a CSV file; an ARFF file (.arff); a JSON-lines file (.jsonl, .ndjson: one object per line);

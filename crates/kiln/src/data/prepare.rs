@@ -4,7 +4,7 @@
 //! scaled (standard, min-max or robust). Categories: one-hot, with one more slot for missing and unseen
 //! values, or learned embeddings. Booleans: 0/1. Free text: term ids for a bag-of-terms embedding (data::text).
 
-use super::table::{ColumnType, Table, truthy};
+use super::table::{Column, ColumnType, Table, truthy};
 use super::text::{TextOptions, TextOutput, bag, ids, vocabulary_and_idf};
 use kiln_core::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -311,8 +311,19 @@ impl Preparation {
         opts: &PrepareOptions,
     ) -> Result<Vec<Feature>> {
         let mut features = Vec::new();
+        let used = |c: &&Column| !targets.iter().any(|t| t.name == c.name) && !ignore.contains(&c.name);
+        let numbers = table.columns.iter().zip(types).any(|(c, &t)| t == ColumnType::Number && used(&c));
+        if opts.bins > rows.len() && numbers {
+            // Not an error (the bins are capped before anything is allocated), but not what was asked.
+            eprintln!(
+                "warning: data.prepare.bins = {} is more than the {} training rows; each number gets at most one \
+                 bin per distinct value",
+                opts.bins,
+                rows.len()
+            );
+        }
         for (c, &ty) in table.columns.iter().zip(types) {
-            if targets.iter().any(|t| t.name == c.name) || ignore.contains(&c.name) {
+            if !used(&c) {
                 continue;
             }
             if c.name.trim().is_empty() {

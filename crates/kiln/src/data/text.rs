@@ -129,6 +129,31 @@ pub fn terms(text: &str, opts: &TextOptions) -> Vec<String> {
     t
 }
 
+/// A `length` for `docs` chosen from the data, for configs inferred from a file (`kiln train --data`): the
+/// 95th percentile of the number of terms per text (words and, with `ngrams`, word runs; distinct terms for
+/// the bag outputs), at least 8, and at most what keeps the prepared texts under 1 GiB of f32s (the rows
+/// times `width`) and at most 5,000. Returns the length and the percentile before those bounds.
+pub fn length_from_data<'a>(docs: impl Iterator<Item = &'a str>, opts: &TextOptions) -> (usize, usize) {
+    let mut counts: Vec<usize> = docs
+        .map(|d| {
+            let mut t = terms(d, opts);
+            if opts.output != TextOutput::Ids {
+                t.sort_unstable();
+                t.dedup();
+            }
+            t.len()
+        })
+        .collect();
+    if counts.is_empty() {
+        return (opts.length, 0);
+    }
+    counts.sort_unstable();
+    let p95 = counts[((counts.len() - 1) as f64 * 0.95).round() as usize];
+    let per_term = if opts.output == TextOutput::Ids { 1 } else { 2 };
+    let memory_cap = (1usize << 28) / (counts.len() * per_term).max(1);
+    (p95.clamp(8, 5_000.min(memory_cap).max(8)), p95)
+}
+
 /// The vocabulary of `docs`: terms in at least min_freq documents, the max_tokens most frequent (ties by
 /// term, so the result does not depend on hashing).
 pub fn vocabulary<'a>(docs: impl Iterator<Item = &'a str>, opts: &TextOptions) -> Vec<String> {
@@ -234,6 +259,24 @@ pub fn read_glove(path: &std::path::Path, vocab: &[String], dim: usize) -> kiln_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn length_from_data_is_the_95th_percentile_within_bounds() {
+        let o = TextOptions { ngrams: 1, ..Default::default() };
+        // 100 texts of 1..=100 words: the 95th percentile (index 94 of 0..99, rounded) is 95 words.
+        let docs: Vec<String> = (1..=100).map(|n| vec!["w"; n].join(" ")).collect();
+        assert_eq!(length_from_data(docs.iter().map(|s| s.as_str()), &o), (95, 95));
+        // Bigrams count too; distinct terms only for the bags ("w" and "w w" whatever the length).
+        let bi = TextOptions { ngrams: 2, ..o.clone() };
+        assert_eq!(length_from_data(docs.iter().map(|s| s.as_str()), &bi).1, 95 + 94);
+        let bag = TextOptions { output: TextOutput::Count, ..bi.clone() };
+        assert_eq!(length_from_data(docs.iter().map(|s| s.as_str()), &bag), (8, 2));
+        // Short texts get 8; none at all keep the option's length.
+        assert_eq!(length_from_data(["a b"].into_iter(), &o), (8, 2));
+        assert_eq!(length_from_data(std::iter::empty(), &o), (o.length, 0));
+        let long = vec!["w"; 9_000].join(" ");
+        assert_eq!(length_from_data([long.as_str()].into_iter(), &o), (5_000, 9_000));
+    }
 
     #[test]
     fn words_terms_vocabulary_and_ids() {
