@@ -4,8 +4,9 @@
 
 Same shapes in both (kiln's crates/kiln-bench/src/bin/textbench.rs): 20,000 synthetic sequences of 100 term ids
 (vocabulary 20,000, a third of each row padding on average), batch 64, Adam, binary cross-entropy; an
-embedding bag (mean of 64-wide vectors, padding excluded → Dense 32 ReLU → 1) and an LSTM (Embedding 64,
-padding masked via packed sequences → LSTM 32 → 1). PyTorch runs with 1 and with 2 threads, in .bench-venv
+embedding bag (mean of 64-wide vectors, padding excluded → Dense 32 ReLU → 1), the same bag updating only the
+table rows a batch uses (PyTorch: sparse=True and SparseAdam; kiln: Adam with lazy = true), an LSTM and a GRU
+(Embedding 64, padding masked via packed sequences → LSTM or GRU 32 → 1). PyTorch runs with 1 and with 2 threads, in .bench-venv
 (made by bench/side_by_side.py). Seconds per epoch are medians over --epochs.
 """
 import argparse
@@ -35,28 +36,37 @@ def torch_child(threads, epochs):
     x, lens = torch.from_numpy(ids), torch.from_numpy(lens)
 
     class Bag(nn.Module):
-        def __init__(self):
+        def __init__(self, sparse=False):
             super().__init__()
-            self.e = nn.EmbeddingBag(VOCAB, 64, mode="mean", padding_idx=0)
+            self.e = nn.EmbeddingBag(VOCAB, 64, mode="mean", padding_idx=0, sparse=sparse)
             self.d = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 1))
 
         def forward(self, x, lens):
             return self.d(self.e(x))
 
     class Rnn(nn.Module):
-        def __init__(self):
+        def __init__(self, gru):
             super().__init__()
+            self.gru = gru
             self.e = nn.Embedding(VOCAB, 64, padding_idx=0)
-            self.l = nn.LSTM(64, 32, batch_first=True)
+            self.l = nn.GRU(64, 32, batch_first=True) if gru else nn.LSTM(64, 32, batch_first=True)
             self.d = nn.Linear(32, 1)
 
         def forward(self, x, lens):
             p = nn.utils.rnn.pack_padded_sequence(self.e(x), lens, batch_first=True, enforce_sorted=False)
-            return self.d(self.l(p)[1][0][0])
+            state = self.l(p)[1]
+            return self.d(state[0] if self.gru else state[0][0])
 
     out = {}
-    for name, model in [("embedding_bag", Bag()), ("lstm", Rnn())]:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    for name, model in [("embedding_bag", Bag()), ("embedding_bag_sparse", Bag(True)), ("lstm", Rnn(False)),
+                        ("gru", Rnn(True))]:
+        if name.endswith("sparse"):
+            # Sparse gradients for the table (SparseAdam: only the rows used are updated), Adam for the rest.
+            dense = [p for n, p in model.named_parameters() if not n.startswith("e.")]
+            opts = [torch.optim.SparseAdam(list(model.e.parameters()), lr=1e-3, eps=1e-7),
+                    torch.optim.Adam(dense, lr=1e-3, eps=1e-7)]
+        else:
+            opts = [torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)]
         loss_fn = nn.BCEWithLogitsLoss()
         times = []
         for _ in range(epochs):
@@ -64,9 +74,11 @@ def torch_child(threads, epochs):
             perm = torch.randperm(N)
             for i in range(0, N, 64):
                 idx = perm[i:i + 64]
-                opt.zero_grad()
+                for opt in opts:
+                    opt.zero_grad()
                 loss_fn(model(x[idx], lens[idx]), y[idx]).backward()
-                opt.step()
+                for opt in opts:
+                    opt.step()
             times.append(time.perf_counter() - t)
         out[name] = statistics.median(times)
     print(json.dumps(out))
@@ -92,11 +104,13 @@ def main():
                            capture_output=True, text=True, check=True)
         results[f"PyTorch, {t} thread{'s' if t > 1 else ''}"] = json.loads(o.stdout.strip().splitlines()[-1])
     print(f"20,000 sequences of 100 ids, batch 64, Adam; seconds per epoch, median of {a.epochs}\n")
-    print("| framework | embedding bag s/epoch | LSTM s/epoch | kiln time / theirs (bag, LSTM) |")
-    print("|---|---|---|---|")
+    models = ["embedding_bag", "embedding_bag_sparse", "lstm", "gru"]
+    print("| framework | embedding bag s/epoch | bag, sparse rows s/epoch | LSTM s/epoch | GRU s/epoch | "
+          "kiln time / theirs (bag, sparse bag, LSTM, GRU) |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        ratio = "-" if name == "kiln" else f"{kiln['embedding_bag'] / r['embedding_bag']:.2f}x, {kiln['lstm'] / r['lstm']:.2f}x"
-        print(f"| {name} | {r['embedding_bag']:.2f} | {r['lstm']:.2f} | {ratio} |")
+        ratio = "-" if name == "kiln" else ", ".join(f"{kiln[m] / r[m]:.2f}x" for m in models)
+        print(f"| {name} | " + " | ".join(f"{r[m]:.2f}" for m in models) + f" | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 //! until the next `reset`. Parameters persist across resets; everything else goes back to the pool.
 
 use crate::backend::{Backend, Buf, BufMut, Cpu};
-use crate::ops::{BinaryOp, Conv2dArgs, LossKind, PoolArgs, ReduceOp, UnaryOp, backward_node};
+use crate::ops::{BinaryOp, Conv2dArgs, LossKind, PoolArgs, ReduceOp, RnnArgs, UnaryOp, backward_node};
 use crate::params::{Param, ParamId, ParamStore};
 use crate::pool::Pool;
 use crate::{Error, Float, Result, Rng, Shape, Tensor};
@@ -49,6 +49,10 @@ pub(crate) enum Op {
     /// x, gamma, beta, and in inference mode the moving mean and variance.
     BatchNorm(Var, Var, Var, Option<(Var, Var)>, f64),
     Loss(LossKind, Var, Option<Var>),
+    /// A recurrent layer over a whole sequence; states and saved gates in `aux_f`.
+    Rnn(RnnArgs),
+    /// The table and the bag length; ids in `aux_i`, weights in `aux_f`.
+    EmbeddingBag(Var, usize),
 }
 
 impl Op {
@@ -76,11 +80,13 @@ impl Op {
             Op::BatchNorm(..) => (18, "batch_norm"),
             Op::Loss(..) => (19, "loss"),
             Op::Conv2dMaxPool(..) => (20, "conv2d+max_pool2d"),
+            Op::Rnn(a) => (21, a.cell.name()),
+            Op::EmbeddingBag(..) => (22, "embedding_bag"),
         }
     }
 }
 
-const OP_KINDS: usize = 21;
+const OP_KINDS: usize = 23;
 
 /// Seconds spent per kind of op, forward and backward, while profiling is on.
 #[derive(Clone, Debug, Default)]

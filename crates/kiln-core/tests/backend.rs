@@ -6,6 +6,7 @@
 
 use kiln_core::backend::Window;
 use kiln_core::backend::{Backend, Buf, BufMut, MatView, Workspace};
+use kiln_core::ops::{RnnCell, RnnDims, RnnStep, RnnStepGrad, RnnStepOut};
 use kiln_core::quant::QMatrix;
 use kiln_core::testing::{Input, check_gradients_on};
 use kiln_core::{BinaryOp, Cpu, Graph, LossKind, MAX_RANK, ReduceOp, Result, Rng, Shape, UnaryOp, Var};
@@ -13,12 +14,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Kernel calls by name, so a test can tell that an op went through the backend.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Naive {
     calls: [AtomicUsize; NAMES.len()],
 }
 
-const NAMES: [&str; 31] = [
+// By hand: the standard library derives Default for arrays of at most 32.
+impl Default for Naive {
+    fn default() -> Self {
+        Naive { calls: std::array::from_fn(|_| AtomicUsize::new(0)) }
+    }
+}
+
+const NAMES: [&str; 35] = [
     "gemm",
     "bias_act",
     "unary",
@@ -50,6 +58,10 @@ const NAMES: [&str; 31] = [
     "conv2d_backward",
     "conv2d_max_pool",
     "conv2d_max_pool_backward",
+    "rnn_step",
+    "rnn_step_backward",
+    "embedding_bag",
+    "embedding_bag_backward",
 ];
 
 /// The CPU backend, for the kernels `Naive` hands on (losses, pooling, batch norm, convolution: their
@@ -384,6 +396,45 @@ impl Backend<f64> for Naive {
         }
     }
 
+    fn embedding_bag(&self, table: Buf<f64>, ids: Buf<u32>, w: Buf<f64>, dims: (usize, usize, usize), y: BufMut<f64>) {
+        self.hit("embedding_bag");
+        let (n, len, d) = dims;
+        let (table, ids, w, y) = (table.host(), ids.host(), w.host(), y.host());
+        for b in 0..n {
+            for j in 0..d {
+                y[b * d + j] = (0..len).map(|l| w[b * len + l] * table[ids[b * len + l] as usize * d + j]).sum();
+            }
+        }
+    }
+
+    fn embedding_bag_backward(
+        &self,
+        gy: Buf<f64>,
+        ids: Buf<u32>,
+        w: Buf<f64>,
+        dims: (usize, usize, usize),
+        gtable: BufMut<f64>,
+    ) {
+        self.hit("embedding_bag_backward");
+        let (n, len, d) = dims;
+        let (gy, ids, w, gt) = (gy.host(), ids.host(), w.host(), gtable.host());
+        for k in 0..n * len {
+            for j in 0..d {
+                gt[ids[k] as usize * d + j] += w[k] * gy[(k / len) * d + j];
+            }
+        }
+    }
+
+    fn rnn_step(&self, d: RnnDims, step: RnnStep<f64>, out: RnnStepOut<f64>) {
+        self.hit("rnn_step");
+        CPU.rnn_step(d, step, out)
+    }
+
+    fn rnn_step_backward(&self, d: RnnDims, grad: RnnStepGrad<f64>) {
+        self.hit("rnn_step_backward");
+        CPU.rnn_step_backward(d, grad)
+    }
+
     fn loss(
         &self,
         kind: LossKind,
@@ -630,6 +681,24 @@ fn cases() -> Vec<Case> {
                 )
             },
         ),
+        (
+            "lstm, masked, reversed",
+            vec![vec![2, 3, 2], vec![2, 12], vec![3, 12], vec![12]],
+            &["gemm", "bias_act", "rnn_step", "rnn_step_backward", "col_sum_add"],
+            |g, v| {
+                let m = g.input(&[2, 3], &[1.0, 1.0, 0.0, 1.0, 1.0, 1.0])?;
+                g.rnn(RnnCell::Lstm, v[0], v[1], v[2], v[3], Some(m), true, false)
+            },
+        ),
+        (
+            "gru, every state",
+            vec![vec![2, 3, 2], vec![2, 9], vec![3, 9], vec![2, 9]],
+            &["gemm", "bias_act", "rnn_step", "rnn_step_backward", "col_sum_add"],
+            |g, v| g.rnn(RnnCell::Gru, v[0], v[1], v[2], v[3], None, false, true),
+        ),
+        ("embedding bag", vec![vec![5, 3]], &["embedding_bag", "embedding_bag_backward"], |g, v| {
+            g.embedding_bag(v[0], &[3, 1, 3, 0, 2, 2], &[0.5, 1.5, 2.0, 0.0, 1.0, -0.7], 3)
+        }),
         ("one input read twice", vec![vec![3, 4]], &["unary_backward"], |g, v| {
             // Its gradient gets two contributions: the second must add to the first, not overwrite it.
             let (a, b) = (g.tanh(v[0])?, g.sigmoid(v[0])?);

@@ -68,3 +68,114 @@ fn conv2d_max_pool_equals_conv2d_then_max_pool2d() {
         }
     }
 }
+
+/// The fused recurrent op against the same cells written with the engine's small ops (`rnn_unrolled`, the
+/// code the layers ran before): values and every gradient, in f32 with its fast sigmoid and tanh, over
+/// masks, both directions and both outputs.
+#[test]
+fn recurrent_op_equals_the_cells_written_op_by_op() {
+    use kiln_core::ops::RnnCell;
+    let mut rng = Rng::new(11);
+    let (n, steps, f, u) = (5, 7, 6, 8);
+    // Row k has 7 - k real steps, then padding (as an Embedding's mask_zero gives).
+    let mask: Vec<f32> = (0..n * steps).map(|i| if i % steps < steps - i / steps { 1.0 } else { 0.0 }).collect();
+    for cell in [RnnCell::Lstm, RnnCell::Gru, RnnCell::Simple] {
+        let gu = cell.gates() * u;
+        let bias_shape = if cell == RnnCell::Gru { vec![2, gu] } else { vec![gu] };
+        let x = rand(n * steps * f, &mut rng);
+        let w = rand(f * gu, &mut rng);
+        let rk = rand(u * gu, &mut rng);
+        let b = rand(bias_shape.iter().product(), &mut rng);
+        for (masked, reverse, seq) in
+            [(false, false, false), (true, false, false), (true, true, true), (false, true, true)]
+        {
+            let run = |fused: bool| {
+                let mut g = Graph::<f32>::new();
+                let px = g.add_param("x", &[n, steps, f], x.clone(), true).unwrap();
+                let pw = g.add_param("w", &[f, gu], w.clone(), true).unwrap();
+                let pr = g.add_param("r", &[u, gu], rk.clone(), true).unwrap();
+                let pb = g.add_param("b", &bias_shape, b.clone(), true).unwrap();
+                let (xv, wv, rv, bv) = (g.use_param(px), g.use_param(pw), g.use_param(pr), g.use_param(pb));
+                let y = if fused {
+                    let m = masked.then(|| g.input(&[n, steps], &mask).unwrap());
+                    g.rnn(cell, xv, wv, rv, bv, m, reverse, seq).unwrap()
+                } else {
+                    g.rnn_unrolled(cell, xv, wv, rv, bv, masked.then_some(&mask[..]), reverse, seq).unwrap()
+                };
+                let out = g.value(y).to_vec();
+                let shape = g.shape(y);
+                let weights: Vec<f32> = (0..shape.numel()).map(|i| (i % 7) as f32 - 3.0).collect();
+                let r = g.input(shape.dims(), &weights).unwrap();
+                let p = g.mul(y, r).unwrap();
+                let l = g.sum(p, None, false).unwrap();
+                g.backward(l).unwrap();
+                [
+                    out,
+                    g.param_grad(px).to_vec(),
+                    g.param_grad(pw).to_vec(),
+                    g.param_grad(pr).to_vec(),
+                    g.param_grad(pb).to_vec(),
+                ]
+            };
+            // The fused op with the rows in one part, and cut into one part per thread (the products of
+            // fewer rows may round differently in the last bit).
+            let one_part = run(true);
+            kiln_core::par::set_min_parallel_work(1);
+            let parts = run(true);
+            kiln_core::par::set_min_parallel_work(kiln_core::par::MIN_PARALLEL_WORK);
+            let reference = run(false);
+            for (how, a) in [("one part", &one_part), ("parts", &parts)] {
+                for (name, p, q) in
+                    ["y", "dx", "dw", "dr", "db"].iter().zip(a).zip(&reference).map(|((n, p), q)| (n, p, q))
+                {
+                    assert_eq!(p.len(), q.len(), "{cell:?} {name}");
+                    for (i, (p, q)) in p.iter().zip(q).enumerate() {
+                        assert!(
+                            (p - q).abs() <= 1e-4 * p.abs().max(q.abs()) + 2e-5,
+                            "{cell:?} ({how}) masked {masked} reverse {reverse} seq {seq}: {name}[{i}]: fused {p} vs \
+                             op by op {q}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The embedding bag against the ops it replaced (gather the rows, multiply by the weights, sum the bag):
+/// values and the table's gradient, padding (weight 0) and repeated ids included.
+#[test]
+fn embedding_bag_equals_gather_multiply_sum() {
+    let mut rng = Rng::new(5);
+    let (vocab, d, n, len) = (30, 7, 6, 9);
+    let table = rand(vocab * d, &mut rng);
+    let ids: Vec<u32> = (0..n * len).map(|i| if i % len > 6 { 0 } else { (i * 7 % vocab) as u32 }).collect();
+    let weights: Vec<f32> =
+        ids.iter().enumerate().map(|(i, &id)| if id == 0 { 0.0 } else { 0.5 + (i % 3) as f32 }).collect();
+    let run = |fused: bool| {
+        let mut g = Graph::<f32>::new();
+        let p = g.add_param("table", &[vocab, d], table.clone(), true).unwrap();
+        let t = g.use_param(p);
+        let y = if fused {
+            g.embedding_bag(t, &ids, &weights, len).unwrap()
+        } else {
+            let e = g.index_select(t, 0, &ids).unwrap();
+            let e = g.reshape(e, &[n, len, d]).unwrap();
+            let w = g.input(&[n, len, 1], &weights).unwrap();
+            let m = g.mul(e, w).unwrap();
+            g.sum(m, Some(1), false).unwrap()
+        };
+        let out = g.value(y).to_vec();
+        let r = g.input(&[n, d], &(0..n * d).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>()).unwrap();
+        let p2 = g.mul(y, r).unwrap();
+        let l = g.sum(p2, None, false).unwrap();
+        g.backward(l).unwrap();
+        (out, g.param_grad(p).to_vec())
+    };
+    let (a, b) = (run(true), run(false));
+    for (name, p, q) in [("y", &a.0, &b.0), ("dtable", &a.1, &b.1)] {
+        for (i, (p, q)) in p.iter().zip(q).enumerate() {
+            assert!((p - q).abs() <= 1e-5 * p.abs().max(q.abs()) + 1e-6, "{name}[{i}]: fused {p} vs unfused {q}");
+        }
+    }
+}

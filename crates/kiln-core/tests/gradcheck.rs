@@ -288,3 +288,47 @@ fn conv2d_max_pool_fused() {
         });
     }
 }
+
+/// The fused recurrent op, each cell forwards and backwards, with and without a mask (a padded step keeps
+/// the state) and with every state as output.
+#[test]
+fn recurrent_cells_fused() {
+    use kiln_core::ops::RnnCell;
+    let mut r = rng();
+    // Rows of 4 steps: all real; the last two padding; the first padding (a reversed layer's view).
+    let mask = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+    // Rows in one part, then cut into one part per thread (each runs its rows through every step).
+    for (cell, min_work) in [RnnCell::Lstm, RnnCell::Gru, RnnCell::Simple]
+        .into_iter()
+        .flat_map(|c| [(c, kiln_core::par::MIN_PARALLEL_WORK), (c, 1)])
+    {
+        kiln_core::par::set_min_parallel_work(min_work);
+        let (f, units) = (2, 3);
+        let gu = cell.gates() * units;
+        let bias = if cell == RnnCell::Gru { vec![2, gu] } else { vec![gu] };
+        for (masked, reverse, seq) in
+            [(false, false, false), (true, false, true), (true, true, false), (false, true, true)]
+        {
+            let inputs = vec![
+                u(&[3, 4, f], &mut r),
+                Input::uniform(&[f, gu], -0.8, 0.8, &mut r),
+                Input::uniform(&[units, gu], -0.8, 0.8, &mut r),
+                Input::uniform(&bias, -0.5, 0.5, &mut r),
+            ];
+            check(inputs, |g, v| {
+                let m = if masked { Some(g.input(&[3, 4], &mask)?) } else { None };
+                g.rnn(cell, v[0], v[1], v[2], v[3], m, reverse, seq)
+            });
+        }
+    }
+    kiln_core::par::set_min_parallel_work(kiln_core::par::MIN_PARALLEL_WORK);
+}
+
+/// The embedding bag's gradient with respect to its table (ids repeat; weight 0 is padding).
+#[test]
+fn embedding_bag() {
+    let mut r = rng();
+    let ids = [3u32, 1, 3, 0, 2, 2, 4, 0];
+    let weights = [0.5, 1.5, 2.0, 0.0, 1.0, -0.7, 0.3, 0.0];
+    check(vec![u(&[5, 3], &mut r)], |g, v| g.embedding_bag(v[0], &ids, &weights, 4));
+}

@@ -32,6 +32,12 @@ pub struct Adam {
     pub beta_1: f64,
     pub beta_2: f64,
     pub epsilon: f32,
+    /// Rows of a matrix (an embedding table, a kernel) whose gradient is zero in a step keep their weights
+    /// and moments, as TensorFlow's LazyAdam and PyTorch's SparseAdam leave the rows a batch did not use.
+    /// Much faster with large embedding tables (a batch touches a few of their rows), but not Adam's
+    /// numbers: Adam moves every row each step, by its decaying moments. Off by default.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lazy: bool,
 }
 
 /// Adam with decoupled weight decay (Loshchilov & Hutter; Keras's AdamW): before each Adam step,
@@ -72,7 +78,7 @@ impl Default for Sgd {
 }
 impl Default for Adam {
     fn default() -> Self {
-        Adam { learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }
+        Adam { learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, lazy: false }
     }
 }
 impl Default for AdamW {
@@ -107,6 +113,11 @@ impl Sgd {
 impl Adam {
     pub fn new(learning_rate: f32) -> Self {
         Adam { learning_rate, ..Default::default() }
+    }
+    /// See `lazy`.
+    pub fn lazy(mut self, on: bool) -> Self {
+        self.lazy = on;
+        self
     }
 }
 impl RmsProp {
@@ -286,15 +297,28 @@ impl Optimizer {
                 OptimizerConfig::Adamw(o) => {
                     let decay = 1.0 - o.learning_rate * o.weight_decay;
                     w.iter_mut().for_each(|w| *w *= decay);
-                    let a =
-                        Adam { learning_rate: o.learning_rate, beta_1: o.beta_1, beta_2: o.beta_2, epsilon: o.epsilon };
+                    let a = Adam {
+                        learning_rate: o.learning_rate,
+                        beta_1: o.beta_1,
+                        beta_2: o.beta_2,
+                        epsilon: o.epsilon,
+                        lazy: false,
+                    };
                     adam(&a, t, w, g, s1, s2)
                 }
                 OptimizerConfig::Rmsprop(o) => rmsprop(o, w, g, s1, s2),
                 OptimizerConfig::Adagrad(o) => adagrad(o, w, g, s1),
             };
             let parts = kiln_core::par::parts_for(p.value.len(), 8);
-            split4(&mut p.value, &mut grads[i], &mut self.slot1[i], &mut self.slot2[i], parts, &update);
+            let (w, g, s1, s2) = (&mut p.value, &mut grads[i], &mut self.slot1[i], &mut self.slot2[i]);
+            match config {
+                // Row by row, skipping the rows no gradient reached; parts cut between rows.
+                OptimizerConfig::Adam(o) if o.lazy && p.shape.rank() == 2 => {
+                    let cols = p.shape.dim(1).max(1);
+                    split4(w, g, s1, s2, parts, cols, &|w, g, m, v| adam_rows(o, t, cols, w, g, m, v))
+                }
+                _ => split4(w, g, s1, s2, parts, 1, &update),
+            }
         }
     }
 }
@@ -302,18 +326,21 @@ impl Optimizer {
 /// One optimizer update over (weights, gradients, first slot, second slot).
 type Update<'a> = dyn Fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) + Sync + 'a;
 
-/// Runs `f` on `parts` aligned pieces of four equally long buffers, in parallel.
-fn split4(w: &mut [f32], g: &mut [f32], s1: &mut [f32], s2: &mut [f32], parts: usize, f: &Update) {
-    if parts <= 1 {
+/// Runs `f` on `parts` aligned pieces of four equally long buffers, in parallel, cut at multiples of `align`.
+fn split4(w: &mut [f32], g: &mut [f32], s1: &mut [f32], s2: &mut [f32], parts: usize, align: usize, f: &Update) {
+    let mid = w.len() * (parts / 2) / parts.max(1) / align * align;
+    if parts <= 1 || mid == 0 {
         f(w, g, s1, s2);
         return;
     }
-    let mid = w.len() * (parts / 2) / parts;
     let (w1, w2) = w.split_at_mut(mid);
     let (g1, g2) = g.split_at_mut(mid);
     let (s1a, s1b) = s1.split_at_mut(mid);
     let (s2a, s2b) = s2.split_at_mut(mid);
-    rayon::join(|| split4(w1, g1, s1a, s2a, parts / 2, f), || split4(w2, g2, s1b, s2b, parts - parts / 2, f));
+    rayon::join(
+        || split4(w1, g1, s1a, s2a, parts / 2, align, f),
+        || split4(w2, g2, s1b, s2b, parts - parts / 2, align, f),
+    );
 }
 
 /// Zero for subnormal values. A moment whose gradient stays zero decays geometrically into the subnormal
@@ -341,17 +368,43 @@ fn sgd(o: &Sgd, w: &mut [f32], g: &[f32], v: &mut [f32]) {
     )
 }
 
-fn adam(o: &Adam, t: u64, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+/// Adam's step size and moment rates at step t: (α_t, 1 − β₁, 1 − β₂).
+fn adam_rates(o: &Adam, t: u64) -> (f32, f32, f32) {
     let (b1, b2) = (o.beta_1, o.beta_2);
     let alpha = (o.learning_rate as f64 * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32))) as f32;
-    let (c1, c2, eps) = ((1.0 - b1) as f32, (1.0 - b2) as f32, o.epsilon);
+    (alpha, (1.0 - b1) as f32, (1.0 - b2) as f32)
+}
+
+#[inline(always)]
+fn adam_update(rates: (f32, f32, f32), eps: f32, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    let (alpha, c1, c2) = rates;
+    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        *m = flush(*m + (g - *m) * c1);
+        *v = flush(*v + (g * g - *v) * c2);
+        *w -= alpha * *m / (v.sqrt() + eps);
+    }
+}
+
+fn adam(o: &Adam, t: u64, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    let rates = adam_rates(o, t);
+    kiln_core::simd::vectorized(
+        #[inline(always)]
+        || adam_update(rates, o.epsilon, w, g, m, v),
+    )
+}
+
+/// Lazy Adam (`Adam::lazy`) over rows of `cols`: the rows whose gradient is all zero are left as they are.
+fn adam_rows(o: &Adam, t: u64, cols: usize, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    let rates = adam_rates(o, t);
     kiln_core::simd::vectorized(
         #[inline(always)]
         || {
-            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                *m = flush(*m + (g - *m) * c1);
-                *v = flush(*v + (g * g - *v) * c2);
-                *w -= alpha * *m / (v.sqrt() + eps);
+            let rows = w.chunks_mut(cols).zip(g.chunks(cols)).zip(m.chunks_mut(cols).zip(v.chunks_mut(cols)));
+            for ((w, g), (m, v)) in rows {
+                // Any non-zero (−0 counts as zero) by OR-ing the bits: a loop that vectorizes, unlike `any`.
+                if g.iter().fold(0u32, |acc, &x| acc | (x.to_bits() << 1)) != 0 {
+                    adam_update(rates, o.epsilon, w, g, m, v);
+                }
             }
         },
     )

@@ -102,7 +102,7 @@ fn sgd_plain_momentum_and_nesterov_match_keras() {
 fn adam_moments_and_bias_correction_match_keras() {
     let fx = load();
     check(&fx, "adam", Adam::new(0.1).into(), None);
-    let custom = Adam { learning_rate: 0.05, beta_1: 0.5, beta_2: 0.9, epsilon: 1e-3 };
+    let custom = Adam { learning_rate: 0.05, beta_1: 0.5, beta_2: 0.9, epsilon: 1e-3, lazy: false };
     check(&fx, "adam_betas", custom.into(), None);
 }
 
@@ -131,4 +131,41 @@ fn schedules_over_steps_match_keras() {
     check(&fx, "adam_cosine_warmup", Adam::new(0.1).into(), Some(cosine));
     let exponential = Schedule::Exponential { decay_steps: 2, decay_rate: 0.5, staircase: false };
     check(&fx, "sgd_momentum_exponential", Sgd::new(0.1).momentum(0.9).into(), Some(exponential));
+}
+
+/// Lazy Adam leaves the rows of a matrix that a step's gradient did not reach (weights and moments), and
+/// moves the others exactly as Adam does; Adam itself moves an untouched row by its momentum.
+#[test]
+fn lazy_adam_skips_rows_without_gradient_and_matches_adam_elsewhere() {
+    let table = || Param {
+        name: "table".into(),
+        shape: Shape::new(&[3, 2]).unwrap(),
+        value: vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        trainable: true,
+        quant: None,
+    };
+    // Step 1 reaches every row; step 2 leaves row 1 out.
+    let grads = [vec![0.5f32, -1.0, 0.25, 0.75, -0.5, 1.0], vec![0.3f32, 0.1, 0.0, 0.0, -0.2, 0.4]];
+    let run = |lazy: bool| {
+        let mut params = vec![table()];
+        let mut opt = Optimizer::new(Adam::new(0.1).lazy(lazy).into());
+        let mut after = Vec::new();
+        for g in &grads {
+            let mut gs = vec![g.clone()];
+            opt.step(&mut params, &mut gs);
+            after.push(params[0].value.clone());
+        }
+        let (m, v, _) = opt.state();
+        (after, m[0].clone(), v[0].clone())
+    };
+    let ((dense, dm, dv), (lazy, lm, lv)) = (run(false), run(true));
+    assert_eq!(dense[0], lazy[0], "a step that reaches every row is Adam's");
+    assert_eq!(lazy[1][2..4], lazy[0][2..4], "row 1 kept its weights");
+    // Its moments are still step 1's: m = (1 − β₁)·g, v = (1 − β₂)·g².
+    for (k, g) in [(2, 0.25f32), (3, 0.75)] {
+        assert!((lm[k] - 0.1 * g).abs() < 1e-7 && (lv[k] - 0.001 * g * g).abs() < 1e-8, "{k}: {} {}", lm[k], lv[k]);
+    }
+    assert_ne!(dense[1][2..4], dense[0][2..4], "Adam moves the untouched row by its momentum");
+    assert_eq!((dense[1][..2].to_vec(), dense[1][4..].to_vec()), (lazy[1][..2].to_vec(), lazy[1][4..].to_vec()));
+    assert!(dm[2] != lm[2] && dv[2] != lv[2], "Adam decays the untouched row's moments; lazy Adam keeps them");
 }

@@ -1,7 +1,9 @@
-//! Text models' training speed: `cargo run --release -p kiln-bench --bin textbench [-- --epochs N]`.
+//! Text models' training speed: `cargo run --release -p kiln-bench --bin textbench [-- --epochs N --models
+//! lstm,gru --profile]` (`--profile`: seconds per kind of op on stderr).
 //! Synthetic reviews of 100 term ids (vocabulary 20,000, about a third of each row padding), 20,000 of them,
-//! batch 64, Adam, binary labels; trains an embedding bag (mean of 64-wide vectors → Dense 32 → 1) and an
-//! LSTM (Embedding 64 with mask → LSTM 32 → 1) and prints seconds per epoch as one JSON line per model.
+//! batch 64, Adam, binary labels; trains an embedding bag (mean of 64-wide vectors → Dense 32 → 1), the same
+//! with lazy Adam (`embedding_bag_sparse`: only the table rows a batch uses are updated), an LSTM and a GRU
+//! (Embedding 64 with mask → LSTM or GRU 32 → 1) and prints seconds per epoch as one JSON line per model.
 //! bench/text_side_by_side.py runs the same shapes in PyTorch next to it.
 
 use kiln::config::ModelKind;
@@ -32,12 +34,16 @@ fn data() -> (Tensor, Tensor) {
     (Tensor::new(&[N, LEN], x).unwrap(), Tensor::new(&[N, 1], y).unwrap())
 }
 
-fn model(kind: ModelKind) -> Sequential {
+fn model(kind: ModelKind, lazy: bool) -> Sequential {
     let mut m = Sequential::new(&[LEN]).seed(1);
     match kind {
         ModelKind::Lstm => {
             m.add(Embedding::new(VOCAB, 64).mask_zero(true)).unwrap();
             m.add(Lstm::new(32)).unwrap();
+        }
+        ModelKind::Gru => {
+            m.add(Embedding::new(VOCAB, 64).mask_zero(true)).unwrap();
+            m.add(Gru::new(32)).unwrap();
         }
         _ => {
             m.add(CategoryEmbedding::new(0, &[(VOCAB, 64)]).lengths(&[LEN])).unwrap();
@@ -45,16 +51,28 @@ fn model(kind: ModelKind) -> Sequential {
         }
     }
     m.add(Dense::new(1).activation(Activation::Sigmoid)).unwrap();
-    m.compile(Adam::default(), Loss::BinaryCrossentropy, &[Metric::Accuracy]).unwrap();
+    m.compile(Adam::default().lazy(lazy), Loss::BinaryCrossentropy, &[Metric::Accuracy]).unwrap();
     m
 }
 
 fn main() {
     let epochs: usize =
         std::env::args().skip_while(|a| a != "--epochs").nth(1).map(|v| v.parse().expect("--epochs N")).unwrap_or(1);
+    let profile = std::env::args().any(|a| a == "--profile");
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--models").nth(1);
     let (x, y) = data();
-    for (name, kind) in [("embedding_bag", ModelKind::Mlp), ("lstm", ModelKind::Lstm)] {
-        let mut m = model(kind);
+    let models = [
+        ("embedding_bag", ModelKind::Mlp, false),
+        ("embedding_bag_sparse", ModelKind::Mlp, true),
+        ("lstm", ModelKind::Lstm, false),
+        ("gru", ModelKind::Gru, false),
+    ];
+    for (name, kind, lazy) in models {
+        if only.as_ref().is_some_and(|o| !o.split(',').any(|m| m == name)) {
+            continue;
+        }
+        let mut m = model(kind, lazy);
+        m.graph_mut().set_profiling(profile);
         let mut secs = Vec::new();
         for e in 0..epochs {
             let h =
@@ -64,5 +82,9 @@ fn main() {
         secs.sort_by(f64::total_cmp);
         let s = secs[secs.len() / 2];
         println!("{}", serde_json::json!({"model": name, "epoch_s": s, "samples_per_s": N as f64 / s}));
+        // Where the time went, per kind of op (forward, backward seconds over every epoch), on stderr.
+        for (op, fwd, bwd, calls) in m.graph().profile().map(|p| p.rows()).unwrap_or_default() {
+            eprintln!("{name} {op:>16}: forward {fwd:7.3} s, backward {bwd:7.3} s, {calls} calls");
+        }
     }
 }

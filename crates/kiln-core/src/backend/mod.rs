@@ -17,7 +17,7 @@ pub(crate) mod cpu;
 pub use cpu::Cpu;
 
 pub use crate::ops::Window;
-use crate::ops::{BinaryOp, LossKind, ReduceOp, UnaryOp};
+use crate::ops::{BinaryOp, LossKind, ReduceOp, RnnDims, RnnStep, RnnStepGrad, RnnStepOut, UnaryOp};
 use crate::pool::Pool;
 use crate::quant::QMatrix;
 use crate::{Float, MAX_RANK, Result, Shape};
@@ -155,6 +155,14 @@ pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
     /// gx = gy ⊙ op'(x, y), or += when `accumulate`; `x` is the op's input, `y` its output.
     fn unary_backward(&self, op: UnaryOp, gy: Buf<T>, x: Buf<T>, y: Buf<T>, gx: BufMut<T>, accumulate: bool);
 
+    /// One step of a recurrent cell on every row (equations and layouts in ops/recurrent.rs): the gates
+    /// from the step's projections, the new state, and what the backward needs.
+    fn rnn_step(&self, d: RnnDims, step: RnnStep<T>, out: RnnStepOut<T>);
+
+    /// The backward of `rnn_step`: gate gradients from the state's, which become the gradients before the
+    /// step (a masked row passes them through unchanged).
+    fn rnn_step_backward(&self, d: RnnDims, grad: RnnStepGrad<T>);
+
     /// out[j] += Σ_r x[r, j] over rows of `cols`.
     fn col_sum_add(&self, out: BufMut<T>, x: Buf<T>, cols: usize);
 
@@ -210,6 +218,19 @@ pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
 
     /// gx[o, idx[k], j] += gy[o, k, j] (repeated indices add up).
     fn scatter_add(&self, gy: Buf<T>, idx: Buf<u32>, dims: (usize, usize, usize), gx: BufMut<T>);
+
+    /// y[b, j] = Σ_l w[b, l] · table[ids[b, l], j] for dims (n, L, D).
+    fn embedding_bag(&self, table: Buf<T>, ids: Buf<u32>, w: Buf<T>, dims: (usize, usize, usize), y: BufMut<T>);
+
+    /// gtable[ids[b, l], j] += w[b, l] · gy[b, j] (ids with weight 0 skipped).
+    fn embedding_bag_backward(
+        &self,
+        gy: Buf<T>,
+        ids: Buf<u32>,
+        w: Buf<T>,
+        dims: (usize, usize, usize),
+        gtable: BufMut<T>,
+    );
 
     // ---- reductions and losses ----
 

@@ -5,10 +5,12 @@ mod binary;
 mod conv;
 mod conv_pool;
 mod dropout;
+mod embedding_bag;
 mod linear;
 mod loss;
 mod matmul;
 mod pool;
+pub(crate) mod recurrent;
 mod reduce;
 mod shape_ops;
 mod softmax;
@@ -19,6 +21,7 @@ pub use binary::BinaryOp;
 pub use conv::{Conv2dArgs, Padding, Window};
 pub use loss::LossKind;
 pub use pool::PoolArgs;
+pub use recurrent::{RnnArgs, RnnCell, RnnDims, RnnStep, RnnStepGrad, RnnStepOut};
 pub use reduce::ReduceOp;
 pub use unary::UnaryOp;
 
@@ -51,6 +54,8 @@ pub(crate) fn backward_node<T: Float>(ctx: &mut BackCtx<T>, i: usize, gy: &[T]) 
         Op::Dropout(x) => dropout::backward(ctx, i, x, g),
         Op::BatchNorm(x, gm, b, stats, eps) => batchnorm::backward(ctx, i, x, gm, b, stats, eps, g),
         Op::Loss(kind, x, t) => loss::backward(ctx, i, kind, x, t, gy),
+        Op::Rnn(args) => recurrent::backward(ctx, i, args, g),
+        Op::EmbeddingBag(table, len) => embedding_bag::backward(ctx, i, table, len, g),
     }
 }
 

@@ -11,10 +11,11 @@ mod loss;
 mod movement;
 mod norm;
 mod pool;
+mod recurrent;
 pub(crate) mod sgemm;
 
 use super::{Backend, Buf, BufMut, MatView, Workspace};
-use crate::ops::{BinaryOp, LossKind, ReduceOp, UnaryOp, Window};
+use crate::ops::{BinaryOp, LossKind, ReduceOp, RnnDims, RnnStep, RnnStepGrad, RnnStepOut, UnaryOp, Window};
 use crate::quant::QMatrix;
 use crate::{Error, Float, MAX_RANK, Result, Shape};
 use gemm::{Mat, gemm};
@@ -68,6 +69,14 @@ impl<T: Float> Backend<T> for Cpu {
 
     fn unary_backward(&self, op: UnaryOp, gy: Buf<T>, x: Buf<T>, y: Buf<T>, gx: BufMut<T>, accumulate: bool) {
         op.deriv_slice(gy.host(), x.host(), y.host(), gx.host(), accumulate);
+    }
+
+    fn rnn_step(&self, d: RnnDims, step: RnnStep<T>, out: RnnStepOut<T>) {
+        recurrent::step(d, step, out);
+    }
+
+    fn rnn_step_backward(&self, d: RnnDims, grad: RnnStepGrad<T>) {
+        recurrent::step_backward(d, grad);
     }
 
     fn col_sum_add(&self, out: BufMut<T>, x: Buf<T>, cols: usize) {
@@ -159,6 +168,21 @@ impl<T: Float> Backend<T> for Cpu {
 
     fn scatter_add(&self, gy: Buf<T>, idx: Buf<u32>, dims: (usize, usize, usize), gx: BufMut<T>) {
         movement::scatter_add(gy.host(), idx.host(), dims, gx.host());
+    }
+
+    fn embedding_bag(&self, table: Buf<T>, ids: Buf<u32>, w: Buf<T>, dims: (usize, usize, usize), y: BufMut<T>) {
+        movement::embedding_bag(table.host(), ids.host(), w.host(), dims, y.host());
+    }
+
+    fn embedding_bag_backward(
+        &self,
+        gy: Buf<T>,
+        ids: Buf<u32>,
+        w: Buf<T>,
+        dims: (usize, usize, usize),
+        gtable: BufMut<T>,
+    ) {
+        movement::embedding_bag_backward(gy.host(), ids.host(), w.host(), dims, gtable.host());
     }
 
     fn reduce(&self, op: ReduceOp, x: Buf<T>, y: BufMut<T>, arg: Option<BufMut<u32>>, dims: (usize, usize, usize)) {

@@ -80,6 +80,55 @@ pub(super) fn scatter_add<T: Float>(gy: &[T], idx: &[u32], (outer, n, inner): (u
     }
 }
 
+/// y[b] = Σ_l w[b, l] · table[ids[b, l]]: each row's vectors added in place, weight-0 ids skipped.
+pub(super) fn embedding_bag<T: Float>(
+    table: &[T],
+    ids: &[u32],
+    w: &[T],
+    (n, len, d): (usize, usize, usize),
+    y: &mut [T],
+) {
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for b in 0..n {
+                let out = &mut y[b * d..][..d];
+                out.fill(T::ZERO);
+                for (&id, &wt) in ids[b * len..][..len].iter().zip(&w[b * len..][..len]) {
+                    if wt != T::ZERO {
+                        let row = &table[id as usize * d..][..d];
+                        out.iter_mut().zip(row).for_each(|(o, &v)| *o += wt * v);
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// gtable[ids[b, l]] += w[b, l] · gy[b]
+pub(super) fn embedding_bag_backward<T: Float>(
+    gy: &[T],
+    ids: &[u32],
+    w: &[T],
+    (n, len, d): (usize, usize, usize),
+    gtable: &mut [T],
+) {
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for b in 0..n {
+                let g = &gy[b * d..][..d];
+                for (&id, &wt) in ids[b * len..][..len].iter().zip(&w[b * len..][..len]) {
+                    if wt != T::ZERO {
+                        let row = &mut gtable[id as usize * d..][..d];
+                        row.iter_mut().zip(g).for_each(|(o, &v)| *o += wt * v);
+                    }
+                }
+            }
+        },
+    )
+}
+
 /// y[o, j] = sum, mean or max over k of x[o, k, j]; max also writes where.
 pub(super) fn reduce<T: Float>(
     op: ReduceOp,

@@ -149,7 +149,6 @@ impl LayerSpec for CategoryEmbedding {
         // The indices are data (the batch's input), read from the graph; the embeddings take the gradient.
         let (g, x) = (&mut *f.g, xs[0]);
         let width = self.numeric + self.ids();
-        let n = g.shape(x).dim(0);
         let mut cols: Vec<Vec<u32>> = Vec::with_capacity(self.columns.len());
         let mut weights: Vec<Vec<f32>> = Vec::with_capacity(self.columns.len());
         {
@@ -172,7 +171,7 @@ impl LayerSpec for CategoryEmbedding {
             parts.push(g.slice(x, 1, 0, self.numeric)?);
         }
         for (j, idx) in cols.iter().enumerate() {
-            let (vocab, dim) = self.columns[j];
+            let (vocab, _) = self.columns[j];
             if let Some(bad) = idx.iter().find(|&&i| i as usize >= vocab) {
                 return Err(Error::Data(format!(
                     "layer `{}`: index {bad} of column {j} is outside its vocabulary of {vocab}",
@@ -180,28 +179,24 @@ impl LayerSpec for CategoryEmbedding {
                 )));
             }
             let w = g.use_param(l.must(&Self::table_name(j)));
-            let e = g.index_select(w, 0, idx)?;
             let len = self.length(j);
             if len == 1 {
-                parts.push(e);
+                parts.push(g.index_select(w, 0, idx)?);
                 continue;
             }
-            let e = g.reshape(e, &[n, len, dim])?;
+            // Several ids: one fused bag op (`Graph::embedding_bag`), the weighted sum of their vectors.
             if self.is_weighted(j) {
-                // The weighted sum: padding has weight 0.
-                let wv = g.input(&[n, len, 1], &weights[j])?;
-                let weighted = g.mul(e, wv)?;
-                parts.push(g.sum(weighted, Some(1), false)?);
+                // Weights given with the ids: padding has weight 0.
+                parts.push(g.embedding_bag(w, idx, &weights[j], len)?);
                 continue;
             }
-            // A bag: the mean of the vectors of the non-padding ids.
-            let mask: Vec<f32> = idx.iter().map(|&i| (i != 0) as u8 as f32).collect();
-            let counts: Vec<f32> = mask.chunks(len).map(|m| 1.0 / m.iter().sum::<f32>().max(1.0)).collect();
-            let m = g.input(&[n, len, 1], &mask)?;
-            let masked = g.mul(e, m)?;
-            let sum = g.sum(masked, Some(1), false)?;
-            let inv = g.input(&[n, 1], &counts)?;
-            parts.push(g.mul(sum, inv)?);
+            // The mean of the vectors of the non-padding ids: weight 1/count each.
+            let mut mean = Vec::with_capacity(idx.len());
+            for bag in idx.chunks(len) {
+                let inv = 1.0 / bag.iter().filter(|&&i| i != 0).count().max(1) as f32;
+                mean.extend(bag.iter().map(|&i| if i != 0 { inv } else { 0.0 }));
+            }
+            parts.push(g.embedding_bag(w, idx, &mean, len)?);
         }
         g.concat(&parts, 1)
     }

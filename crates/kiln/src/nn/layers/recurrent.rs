@@ -1,10 +1,11 @@
 //! Recurrent layers: LSTM, GRU and SimpleRNN over a sequence, and Bidirectional (one of them run both
-//! ways). The cells are written with the engine's ops, so their gradients come from the ops' own backward;
-//! a padding mask makes a padded step keep the state.
+//! ways). Each runs as one op of the engine over the whole sequence (`Graph::rnn`, forward and backward
+//! through time fused); a padding mask makes a padded step keep the state.
 
 use crate::nn::Initializer;
 use crate::nn::Layer;
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec};
+use kiln_core::ops::RnnCell;
 use kiln_core::{Graph, ParamId, Result, Var};
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +93,7 @@ macro_rules! rnn_builders {
 
             fn forward(&self, l: &Layer, f: &mut Fwd, xs: &[Var]) -> Result<Var> {
                 let p = l.rnn_params(RNN_NAMES[0]);
-                recurrent(RnnKind::$kind, f.g, xs[0], p, self.units, f.mask, false, self.return_sequences)
+                recurrent(RnnKind::$kind, f.g, xs[0], p, f.mask, false, self.return_sequences)
             }
 
             fn returns_sequences(&self) -> bool {
@@ -131,8 +132,8 @@ impl LayerSpec for Bidirectional {
     fn forward(&self, l: &Layer, f: &mut Fwd, xs: &[Var]) -> Result<Var> {
         let seq = self.return_sequences;
         let (fp, bp) = (l.rnn_params(RNN_NAMES[1]), l.rnn_params(RNN_NAMES[2]));
-        let fwd = recurrent(self.rnn, f.g, xs[0], fp, self.units, f.mask, false, seq)?;
-        let bwd = recurrent(self.rnn, f.g, xs[0], bp, self.units, f.mask, true, seq)?;
+        let fwd = recurrent(self.rnn, f.g, xs[0], fp, f.mask, false, seq)?;
+        let bwd = recurrent(self.rnn, f.g, xs[0], bp, f.mask, true, seq)?;
         f.g.concat(&[fwd, bwd], if seq { 2 } else { 1 })
     }
 
@@ -192,138 +193,35 @@ fn rnn_params(cx: &mut BuildCx, prefix: &str, kind: RnnKind, f: usize, u: usize)
     }
 }
 
-/// Runs `cell` over the steps of x [n, steps, features], last to first when `reverse`, from a zero state:
-/// `cell` gets the step's input [n, features], the state h [n, units] and the step's index, and returns the
-/// new h; a step masked by `mask` keeps h. With `states`, h after every step is pushed there. Returns the last h.
-#[allow(clippy::too_many_arguments)]
-fn unroll(
-    g: &mut Graph<f32>,
-    x: Var,
-    u: usize,
-    mask: Option<&[f32]>,
-    reverse: bool,
-    mut states: Option<&mut Vec<Var>>,
-    mut cell: impl FnMut(&mut Graph<f32>, Var, Var, usize) -> Result<Var>,
-) -> Result<Var> {
-    let (n, steps, f) = (g.shape(x).dim(0), g.shape(x).dim(1), g.shape(x).dim(2));
-    let mut h = g.input(&[n, u], &vec![0.0f32; n * u])?;
-    for k in 0..steps {
-        let t = if reverse { steps - 1 - k } else { k };
-        let xt = g.slice(x, 1, t, t + 1)?;
-        let xt = g.reshape(xt, &[n, f])?;
-        let h_new = cell(g, xt, h, t)?;
-        h = match mask {
-            Some(m) => keep_masked(g, h_new, h, m, steps, t)?,
-            None => h_new,
-        };
-        if let Some(s) = states.as_mut() {
-            s.push(h);
+impl RnnKind {
+    /// The engine's cell for this layer kind.
+    fn cell(self) -> RnnCell {
+        match self {
+            RnnKind::Lstm => RnnCell::Lstm,
+            RnnKind::Gru => RnnCell::Gru,
+            RnnKind::SimpleRnn => RnnCell::Simple,
         }
     }
-    Ok(h)
 }
 
-/// One LSTM step (Keras's gate order i, f, c, o; one bias): the new (h, c).
-#[allow(clippy::too_many_arguments)]
-fn lstm_cell(g: &mut Graph<f32>, xt: Var, h: Var, c: Var, w: Var, r: Var, b: Var, u: usize) -> Result<(Var, Var)> {
-    let zx = g.linear(xt, w, Some(b), None)?;
-    let zh = g.matmul(h, r)?;
-    let z = g.add(zx, zh)?;
-    let gate = |g: &mut Graph<f32>, k: usize| g.slice(z, 1, k * u, (k + 1) * u);
-    let (i, fg, cc, o) = (gate(g, 0)?, gate(g, 1)?, gate(g, 2)?, gate(g, 3)?);
-    let (i, fg, cc, o) = (g.sigmoid(i)?, g.sigmoid(fg)?, g.tanh(cc)?, g.sigmoid(o)?);
-    let keep = g.mul(fg, c)?;
-    let add = g.mul(i, cc)?;
-    let c_new = g.add(keep, add)?;
-    let tc = g.tanh(c_new)?;
-    Ok((g.mul(o, tc)?, c_new))
-}
-
-/// One GRU step (Keras's reset_after = true, gates z, r, h; input and recurrent biases): the new h.
-#[allow(clippy::too_many_arguments)]
-fn gru_cell(g: &mut Graph<f32>, xt: Var, h: Var, w: Var, r: Var, b_in: Var, b_rec: Var, u: usize) -> Result<Var> {
-    let zx = g.linear(xt, w, Some(b_in), None)?;
-    let zh = g.linear(h, r, Some(b_rec), None)?;
-    let part = |g: &mut Graph<f32>, v: Var, k: usize| g.slice(v, 1, k * u, (k + 1) * u);
-    let (zx0, zx1, zx2) = (part(g, zx, 0)?, part(g, zx, 1)?, part(g, zx, 2)?);
-    let (zh0, zh1, zh2) = (part(g, zh, 0)?, part(g, zh, 1)?, part(g, zh, 2)?);
-    let z = g.add(zx0, zh0)?;
-    let z = g.sigmoid(z)?;
-    let rr = g.add(zx1, zh1)?;
-    let rr = g.sigmoid(rr)?;
-    let gated = g.mul(rr, zh2)?;
-    let cand = g.add(zx2, gated)?;
-    let cand = g.tanh(cand)?;
-    // h' = z·h + (1 − z)·cand = cand + z·(h − cand)
-    let d = g.sub(h, cand)?;
-    let zd = g.mul(z, d)?;
-    g.add(cand, zd)
-}
-
-/// One SimpleRNN step, h' = tanh(x·W + h·U + b) (PyTorch's RNN with tanh).
-fn simple_rnn_cell(g: &mut Graph<f32>, xt: Var, h: Var, w: Var, r: Var, b: Var) -> Result<Var> {
-    let zx = g.linear(xt, w, Some(b), None)?;
-    let zh = g.matmul(h, r)?;
-    let z = g.add(zx, zh)?;
-    g.tanh(z)
-}
-
-/// new·m + old·(1 − m) per row, with m the mask of step t ([batch, steps]): a padded step keeps the state.
-fn keep_masked(g: &mut Graph<f32>, new: Var, old: Var, mask: &[f32], steps: usize, t: usize) -> Result<Var> {
-    let n = mask.len() / steps;
-    let m: Vec<f32> = (0..n).map(|row| mask[row * steps + t]).collect();
-    let inv: Vec<f32> = m.iter().map(|v| 1.0 - v).collect();
-    let (mv, iv) = (g.input(&[n, 1], &m)?, g.input(&[n, 1], &inv)?);
-    let (a, b) = (g.mul(new, mv)?, g.mul(old, iv)?);
-    g.add(a, b)
-}
-
-/// One recurrent layer of `kind` over x, forwards or (`reverse`) backwards; the last state, or with `seq`
-/// the state after every step.
-#[allow(clippy::too_many_arguments)]
+/// One recurrent layer of `kind` over x [n, steps, features], forwards or (`reverse`) backwards, as the
+/// engine's fused op (`Graph::rnn`; `Graph::rnn_unrolled` is the same layer op by op, its tested
+/// reference): the last state, or with `seq` the state after every step. A step masked by `mask`
+/// ([n, steps], 0 for padding) keeps the state.
 fn recurrent(
     kind: RnnKind,
     g: &mut Graph<f32>,
     x: Var,
     params: [ParamId; 3],
-    units: usize,
     mask: Option<&[f32]>,
     reverse: bool,
     seq: bool,
 ) -> Result<Var> {
     let (n, steps) = (g.shape(x).dim(0), g.shape(x).dim(1));
     let (w, r, b) = (g.use_param(params[0]), g.use_param(params[1]), g.use_param(params[2]));
-    let mut states = Vec::new();
-    let st = seq.then_some(&mut states);
-    let last = match kind {
-        RnnKind::Lstm => {
-            // c is the LSTM's second state: kept through masked steps as h is.
-            let mut c = g.input(&[n, units], &vec![0.0f32; n * units])?;
-            unroll(g, x, units, mask, reverse, st, |g, xt, h, t| {
-                let (h_new, c_new) = lstm_cell(g, xt, h, c, w, r, b, units)?;
-                c = match mask {
-                    Some(m) => keep_masked(g, c_new, c, m, steps, t)?,
-                    None => c_new,
-                };
-                Ok(h_new)
-            })
-        }
-        RnnKind::Gru => {
-            let b_in = g.slice(b, 0, 0, 1)?;
-            let b_in = g.reshape(b_in, &[3 * units])?;
-            let b_rec = g.slice(b, 0, 1, 2)?;
-            let b_rec = g.reshape(b_rec, &[3 * units])?;
-            unroll(g, x, units, mask, reverse, st, |g, xt, h, _| gru_cell(g, xt, h, w, r, b_in, b_rec, units))
-        }
-        RnnKind::SimpleRnn => unroll(g, x, units, mask, reverse, st, |g, xt, h, _| simple_rnn_cell(g, xt, h, w, r, b)),
-    }?;
-    if !seq {
-        return Ok(last);
-    }
-    // The states in step order (a backward pass made them last step first), as (n, steps, units).
-    if reverse {
-        states.reverse();
-    }
-    let cols: Vec<Var> = states.iter().map(|&h| g.reshape(h, &[n, 1, units])).collect::<Result<_>>()?;
-    g.concat(&cols, 1)
+    let mask = match mask {
+        Some(m) => Some(g.input(&[n, steps], m)?),
+        None => None,
+    };
+    g.rnn(kind.cell(), x, w, r, b, mask, reverse, seq)
 }
