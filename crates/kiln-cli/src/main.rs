@@ -3,6 +3,7 @@
 //! Every failure is one line on stderr starting with "error:", and a non-zero exit.
 
 mod commands;
+mod cv;
 mod font;
 mod plot;
 mod report;
@@ -119,6 +120,9 @@ enum Command {
         /// Also write each fold's scores here as it finishes (JSON lines), and the summary last.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Continue an interrupted run: read the folds --output holds, and run only the others.
+        #[arg(long)]
+        resume: bool,
     },
     /// Grid or random search over config values, each cross-validated; writes the best config.
     Search {
@@ -132,9 +136,13 @@ enum Command {
         random: Option<usize>,
         #[arg(long, default_value_t = 5)]
         folds: usize,
-        /// Where to write the best config (default: best.toml beside the config).
+        /// Where to write the best config (default: best.toml beside the config; every finished config's
+        /// scores go beside it, in best.trials.jsonl).
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Continue an interrupted search: read the finished configs from its trials file, run the others.
+        #[arg(long)]
+        resume: bool,
     },
     /// The learned vector of every word of a text model's vocabulary, in GloVe's text format, to start
     /// another model's embeddings from (`glove = "FILE"` under [data.prepare.text]).
@@ -228,11 +236,11 @@ fn main() {
             print_config,
             quiet,
         }),
-        Command::Cv { config, data, target, folds, set, output } => {
-            commands::cv(config.as_deref(), data.as_deref(), target.as_deref(), folds, &set, output.as_deref())
+        Command::Cv { config, data, target, folds, set, output, resume } => {
+            cv::cv(config.as_deref(), data.as_deref(), target.as_deref(), folds, &set, output.as_deref(), resume)
         }
-        Command::Search { config, set, random, folds, output } => {
-            commands::search(&config, &set, random, folds, output)
+        Command::Search { config, set, random, folds, output, resume } => {
+            cv::search(&config, &set, random, folds, output, resume)
         }
         Command::ExportVectors { model, output } => table::export_vectors(&model, &output),
         Command::Data { command: DataCommand::Audit { file, target, json, html } } => {

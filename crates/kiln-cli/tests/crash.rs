@@ -242,9 +242,10 @@ fn slow_table(t: &Tmp) -> String {
     t.s("c.toml")
 }
 
-/// Ctrl-C during `kiln cv` stops with the finished folds' summary, and `--output` keeps each finished fold.
+/// Ctrl-C during `kiln cv` stops with the finished folds' summary, `--output` keeps each finished fold, and
+/// `--resume` runs the rest to the numbers of an uninterrupted run.
 #[test]
-fn an_interrupted_cross_validation_keeps_its_finished_folds() {
+fn an_interrupted_cross_validation_keeps_its_finished_folds_and_resumes() {
     let t = Tmp::new("cv-int");
     let cfg = slow_table(&t);
     let out = t.path("cv.jsonl");
@@ -264,11 +265,35 @@ fn an_interrupted_cross_validation_keeps_its_finished_folds() {
     let first: serde_json::Value = serde_json::from_str(kept.lines().next().unwrap()).unwrap();
     assert_eq!((first["fold"].as_u64(), first["of"].as_u64()), (Some(1), Some(5)), "{kept}");
     assert!(first["scores"]["accuracy"].as_f64().is_some(), "{kept}");
+
+    // --resume runs the other folds only, and ends with what an uninterrupted run prints.
+    let summary = |file: &str| {
+        let text = std::fs::read_to_string(t.path(file)).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        last["summary"].as_str().unwrap_or_else(|| panic!("no summary in {text}")).to_string()
+    };
+    let resume = ["cv", &cfg, "--folds", "5", "--output", &t.s("cv.jsonl"), "--set", "train.epochs=2000", "--resume"];
+    let o = kiln(&resume);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed = stdout(&o);
+    let earlier = printed.lines().filter(|l| l.ends_with("(finished earlier)")).count();
+    assert!(earlier >= 1 && printed.lines().filter(|l| l.starts_with("fold ")).count() == 5, "{printed}");
+    let o = kiln(&["cv", &cfg, "--folds", "5", "--output", &t.s("whole.jsonl"), "--set", "train.epochs=2000"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(summary("cv.jsonl"), summary("whole.jsonl"));
+    // A finished run, another fold count or no file are refused by name.
+    assert_fails(&kiln(&resume), &["cv.jsonl", "finished cross-validation"]);
+    std::fs::write(t.path("part.jsonl"), kept.lines().next().unwrap()).unwrap();
+    assert_fails(
+        &kiln(&["cv", &cfg, "--folds", "4", "--output", &t.s("part.jsonl"), "--resume"]),
+        &["part.jsonl", "fold 1 of 5", "--folds 5"],
+    );
+    assert_fails(&kiln(&["cv", &cfg, "--resume"]), &["--output"]);
 }
 
 /// Ctrl-C during `kiln search` writes the best finished config and keeps every finished config's scores.
 #[test]
-fn an_interrupted_search_keeps_the_best_finished_config() {
+fn an_interrupted_search_keeps_the_best_finished_config_and_resumes() {
     let t = Tmp::new("search-int");
     let cfg = slow_table(&t);
     let trials = t.path("best.trials.jsonl");
@@ -293,4 +318,33 @@ fn an_interrupted_search_keeps_the_best_finished_config() {
     assert!(best.starts_with("# The best of the ") && best.contains("before it was interrupted"), "{best}");
     let kept = std::fs::read_to_string(&trials).unwrap();
     assert!(kept.lines().count() >= 1 && kept.contains("\"summary\""), "{kept}");
+
+    // --resume runs the configs not yet finished and ranks them with the earlier ones: the same ranking and
+    // best config as a search never interrupted.
+    let args = |out: &str, resume: bool| {
+        let mut a = vec!["search", &cfg, "--folds", "2", "--set", "model.l2=0.0,0.001,0.002,0.003"];
+        a.extend(["--set", "train.epochs=1,3000", "--output"]);
+        let mut a: Vec<String> = a.into_iter().map(String::from).collect();
+        a.push(t.s(out));
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let run = |out: &str, resume: bool| {
+        let a = args(out, resume);
+        let o = kiln(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ranking: Vec<String> = stdout(&o).lines().filter(|l| l.starts_with("  ")).map(String::from).collect();
+        let best = std::fs::read_to_string(t.path(out)).unwrap();
+        (ranking, best.lines().skip(1).collect::<Vec<_>>().join("\n"), stdout(&o))
+    };
+    let (ranking, best, printed) = run("best.toml", true);
+    assert!(printed.contains("(finished earlier)") && ranking.len() == 8, "{printed}");
+    let (whole_ranking, whole_best, _) = run("whole.toml", false);
+    assert_eq!((ranking, best), (whole_ranking, whole_best));
+    assert_fails(
+        &kiln(&["search", &cfg, "--set", "model.l2=0.5", "--set", "train.epochs=1,3000", "--resume"]),
+        &["best.trials.jsonl", "model.l2 = 0.0", "does not try"],
+    );
 }

@@ -16,6 +16,9 @@ use kiln_core::{Error, Result, Rng};
 pub enum Folds {
     Images(Vec<Evaluation>),
     Table(Vec<Vec<(String, TableScores)>>),
+    /// Folds known by their named scores alone (`fold`): those of an interrupted run, read back from its
+    /// file to be summarized with the rest (`kiln cv --resume`).
+    Named(Vec<Vec<(String, f64)>>),
 }
 
 impl Folds {
@@ -23,6 +26,7 @@ impl Folds {
         match self {
             Folds::Images(f) => f.len(),
             Folds::Table(f) => f.len(),
+            Folds::Named(f) => f.len(),
         }
     }
 
@@ -41,6 +45,7 @@ impl Folds {
                     format!("{} ({} rows)", parts.join("; "), many[0].1.rows)
                 }
             },
+            Folds::Named(f) => f[i].iter().map(|(n, v)| format!("{n}: {v:.4}")).collect::<Vec<_>>().join(" - "),
         }
     }
 
@@ -62,6 +67,7 @@ impl Folds {
                         .collect()
                 })
                 .collect(),
+            Folds::Named(f) => f.clone(),
         }
     }
 
@@ -161,17 +167,28 @@ impl Config {
 
     /// `cross_validate`, calling `done(i, folds so far)` as each fold finishes (progress, or keeping results).
     pub fn cross_validate_with(&self, k: usize, done: &mut dyn FnMut(usize, &Folds)) -> Result<Folds> {
+        self.cross_validate_skipping(k, &[], done)
+    }
+
+    /// `cross_validate_with` without the folds in `skip` (0-based; finished by an earlier, interrupted run):
+    /// the folds are the same whatever is skipped, and the result holds the others, in order.
+    pub fn cross_validate_skipping(
+        &self,
+        k: usize,
+        skip: &[usize],
+        done: &mut dyn FnMut(usize, &Folds),
+    ) -> Result<Folds> {
         if k < 2 {
             return Err(Error::Config(format!("cross-validation needs at least 2 folds, got {k}")));
         }
         self.check_train()?;
         match self.kind()? {
-            DataKind::Images => self.image_folds(k, done),
-            DataKind::Table => self.table_folds(k, done),
+            DataKind::Images => self.image_folds(k, skip, done),
+            DataKind::Table => self.table_folds(k, skip, done),
         }
     }
 
-    fn table_folds(&self, k: usize, done: &mut dyn FnMut(usize, &Folds)) -> Result<Folds> {
+    fn table_folds(&self, k: usize, skip: &[usize], done: &mut dyn FnMut(usize, &Folds)) -> Result<Folds> {
         let table = self.read_table()?;
         let types = self.types(&table)?;
         if table.rows() < k {
@@ -189,7 +206,7 @@ impl Config {
             }
         }
         let mut out = Folds::Table(Vec::new());
-        for (i, test) in folds.iter().enumerate() {
+        for (i, test) in folds.iter().enumerate().filter(|(i, _)| !skip.contains(i)) {
             let train: Vec<usize> =
                 folds.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, f)| f.iter().copied()).collect();
             let model = fit_rows(self, &table, &types, &train, false)?;
@@ -201,7 +218,7 @@ impl Config {
         Ok(out)
     }
 
-    fn image_folds(&self, k: usize, done: &mut dyn FnMut(usize, &Folds)) -> Result<Folds> {
+    fn image_folds(&self, k: usize, skip: &[usize], done: &mut dyn FnMut(usize, &Folds)) -> Result<Folds> {
         let train = mnist::load_split(&self.data.path, "train")?;
         if train.labels.len() < k {
             return Err(Error::Data(format!("{} training images cannot make {k} folds", train.labels.len())));
@@ -209,7 +226,7 @@ impl Config {
         let y = self.targets(&train)?;
         let folds = stratify(&train.labels, k, self.train.seed);
         let mut out = Folds::Images(Vec::new());
-        for (i, held) in folds.iter().enumerate() {
+        for (i, held) in folds.iter().enumerate().filter(|(i, _)| !skip.contains(i)) {
             let mut keep = vec![true; train.labels.len()];
             held.iter().for_each(|&i| keep[i] = false);
             let rest: Vec<usize> = (0..keep.len()).filter(|&i| keep[i]).collect();
@@ -250,15 +267,21 @@ impl Config {
 /// One search trial: its settings, the config they make, and its fold scores.
 pub type Trial = (Vec<(String, toml::Value)>, Config, Folds);
 
+/// The settings of one combination of a search, key and value.
+pub type Settings = [(String, toml::Value)];
+
 /// Grid search (every combination) or, with `random = Some(n)`, n combinations drawn without replacement;
 /// each config is cross-validated on `folds` folds, `done(trial, of)` called after each. Returns the trials
 /// best first. `cfg` is best as written (`Config::from_file_unfilled`): each trial's defaults are filled
-/// in after its settings, as they would be for a file that had them.
+/// in after its settings, as they would be for a file that had them. The combinations `skip` says yes to
+/// (finished by an earlier, interrupted search: `kiln search --resume`) are not run; the others are drawn
+/// and run in the same order as without it.
 pub fn search(
     cfg: &Config,
     axes: &[Axis],
     folds: usize,
     random: Option<usize>,
+    skip: &dyn Fn(&Settings) -> bool,
     done: &mut dyn FnMut(&Trial, usize),
 ) -> Result<Vec<Trial>> {
     if axes.is_empty() {
@@ -300,6 +323,9 @@ pub fn search(
             rest /= a.values.len();
             conf = with_setting(&conf, &a.key, v)?;
             settings.push((a.key.clone(), v.clone()));
+        }
+        if skip(&settings) {
+            continue;
         }
         conf.fill_defaults();
         let scores = conf.cross_validate(folds)?;
