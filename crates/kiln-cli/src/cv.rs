@@ -32,6 +32,8 @@ struct FoldOut<'a> {
     fold: usize,
     of: usize,
     scores: Ordered<'a, f64>,
+    /// `fingerprint` of the config and fold count.
+    made_by: &'a str,
 }
 
 /// A line of a search's trials file, as written: one finished config.
@@ -42,6 +44,8 @@ struct TrialOut<'a> {
     settings: Ordered<'a, String>,
     summary: String,
     rank: f64,
+    /// `fingerprint` of the config, folds, --random and the settings varied.
+    made_by: &'a str,
 }
 
 /// The same line read back.
@@ -51,6 +55,7 @@ struct TrialLine {
     summary: String,
     /// `null` when no score ranked it (JSON has no −∞).
     rank: Option<f64>,
+    made_by: Option<String>,
 }
 
 /// The JSON lines of a log an earlier run wrote, for `--resume`, each read as `L`; a line that does not
@@ -64,12 +69,19 @@ fn read_lines<L: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<L>> {
         Err(e) => return Err(Error::io(path, &e)),
     };
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        out.push(
-            serde_json::from_str(line).map_err(|e| {
-                Error::Data(format!("{}: line {} is not a line kiln wrote ({e})", path.display(), i + 1))
-            })?,
-        );
+    let lines: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
+    for (k, &(i, line)) in lines.iter().enumerate() {
+        match serde_json::from_str(line) {
+            Ok(l) => out.push(l),
+            // A last line cut short (the process killed while writing it, with no newline after it) is what
+            // was being written: left out, and said.
+            Err(_) if k + 1 == lines.len() && !text.ends_with('\n') => {
+                eprintln!("warning: {}: line {} was cut short; it is left out", path.display(), i + 1)
+            }
+            Err(e) => {
+                return Err(Error::Data(format!("{}: line {} is not a line kiln wrote ({e})", path.display(), i + 1)));
+            }
+        }
     }
     Ok(out)
 }
@@ -81,6 +93,18 @@ struct FoldLine {
     of: Option<usize>,
     scores: Option<InOrder<f64>>,
     summary: Option<String>,
+    made_by: Option<String>,
+}
+
+/// What a log's lines were made by, so that `--resume` refuses another run's file: FNV-1a of the config
+/// as run (every default filled in, paths absolute) and the run's own parameters, in hex.
+fn fingerprint(cfg: &Config, run: &str) -> String {
+    let text = format!("{}\n{run}", cfg.resolved().to_toml());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 fn check_folds(folds: usize) -> Result<()> {
@@ -120,7 +144,7 @@ impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for InOrder<V> {
 type Scores = Vec<(String, f64)>;
 
 /// The folds an earlier `kiln cv --output FILE` finished: (fold index from 0, its scores).
-fn finished_folds(path: &Path, folds: usize) -> Result<Vec<(usize, Scores)>> {
+fn finished_folds(path: &Path, folds: usize, made_by: &str) -> Result<Vec<(usize, Scores)>> {
     let mut out: Vec<(usize, Scores)> = Vec::new();
     for (i, line) in read_lines::<FoldLine>(path)?.into_iter().enumerate() {
         if line.summary.is_some() {
@@ -132,12 +156,22 @@ fn finished_folds(path: &Path, folds: usize) -> Result<Vec<(usize, Scores)>> {
         let (Some(fold), Some(of), Some(InOrder(named))) = (line.fold, line.of, line.scores) else {
             return Err(Error::Data(format!("{}: line {} is not a fold kiln cv wrote", path.display(), i + 1)));
         };
-        if of != folds || fold == 0 || fold > folds || out.iter().any(|(j, _)| *j == fold - 1) {
+        if out.iter().any(|(j, _)| *j + 1 == fold) {
+            return Err(Error::Data(format!("{}: fold {fold} appears twice (line {})", path.display(), i + 1)));
+        }
+        if of != folds || fold == 0 || fold > folds {
             return Err(Error::Invalid(format!(
                 "--resume: {} holds fold {fold} of {of} (line {}), which a {folds}-fold run does not continue{}",
                 path.display(),
                 i + 1,
                 if of != folds { format!(" (give --folds {of})") } else { String::new() }
+            )));
+        }
+        if line.made_by.as_deref() != Some(made_by) {
+            return Err(Error::Invalid(format!(
+                "--resume: {} was written by another cross-validation (another config, or other settings): \
+                 its folds cannot be summarized with this one's",
+                path.display()
             )));
         }
         out.push((fold - 1, named));
@@ -160,13 +194,25 @@ pub fn cv(
 ) -> Result<()> {
     let cfg = crate::train::config_of(config, None, data, target, set)?;
     check_folds(folds)?;
+    let made_by = fingerprint(&cfg, &format!("cv, {folds} folds"));
     let earlier = match (output, resume) {
-        (Some(o), true) => finished_folds(o, folds)?,
+        (Some(o), true) => finished_folds(o, folds, &made_by)?,
         (None, true) => {
             return Err(Error::Invalid("--resume continues from the folds of --output FILE: give it".into()));
         }
         (Some(o), false) => {
             crate::train::check_writable(o)?;
+            // The folds of an interrupted run are not written over without a word.
+            if let Ok(text) = std::fs::read_to_string(o)
+                && !text.contains("\"summary\"")
+                && text.contains("\"fold\"")
+            {
+                return Err(Error::Invalid(format!(
+                    "{} holds the finished folds of an interrupted cross-validation: continue it with --resume, or \
+                     remove the file to start again",
+                    o.display()
+                )));
+            }
             kiln::io::write_atomic(o, b"")?;
             Vec::new()
         }
@@ -191,7 +237,7 @@ pub fn cv(
         let scores = f.fold(f.len() - 1);
         println!("fold {}/{folds}: {}", i + 1, f.line(f.len() - 1));
         if let (Some(o), true) = (output, written.is_ok()) {
-            written = append_line(o, &FoldOut { fold: i + 1, of: folds, scores: Ordered(&scores) });
+            written = append_line(o, &FoldOut { fold: i + 1, of: folds, scores: Ordered(&scores), made_by: &made_by });
         }
         all[i] = Some(scores);
     });
@@ -229,10 +275,17 @@ struct Finished {
 }
 
 /// The configs an earlier search finished, from its trials file; each must be one this search tries.
-fn finished_trials(path: &Path, axes: &[kiln::config::Axis]) -> Result<Vec<Finished>> {
+fn finished_trials(path: &Path, axes: &[kiln::config::Axis], made_by: &str) -> Result<Vec<Finished>> {
     let keys: Vec<String> = axes.iter().map(|a| a.key.clone()).collect();
     let mut out = Vec::new();
     for line in read_lines::<TrialLine>(path)? {
+        if line.made_by.as_deref() != Some(made_by) {
+            return Err(Error::Invalid(format!(
+                "--resume: {} was written by another search (another config, settings, --folds or --random): its \
+                 scores do not rank with this one's",
+                path.display()
+            )));
+        }
         let settings = line.settings.0;
         let mut have: Vec<&String> = settings.iter().map(|(k, _)| k).collect();
         let mut want: Vec<&String> = keys.iter().collect();
@@ -303,7 +356,8 @@ pub fn search(
     crate::train::check_writable(&out)?;
     let trials = out.with_extension("trials.jsonl");
     let axes = set.iter().map(|s| kiln::config::parse_axis(s)).collect::<Result<Vec<_>>>()?;
-    let earlier = if resume { finished_trials(&trials, &axes)? } else { Vec::new() };
+    let made_by = fingerprint(&cfg, &format!("search, {folds} folds, random {random:?}, {}", set.join(" ")));
+    let earlier = if resume { finished_trials(&trials, &axes, &made_by)? } else { Vec::new() };
     crate::run_dir::on_signal_stop();
     let start = std::time::Instant::now();
     let show = |settings: &[(String, String)]| -> String {
@@ -322,7 +376,8 @@ pub fn search(
         n += 1;
         let text = as_text(settings);
         println!("config {n}/{of}: {} | {}", scores.summary(), show(&text));
-        let line = TrialOut { config: n, of, settings: Ordered(&text), summary: scores.summary(), rank: scores.rank() };
+        let (summary, rank) = (scores.summary(), scores.rank());
+        let line = TrialOut { config: n, of, settings: Ordered(&text), summary, rank, made_by: &made_by };
         if written.is_ok() {
             // A fresh search starts the file with its first finished config (one refused before writes nothing).
             let fresh = if n == 1 { kiln::io::write_atomic(&trials, b"") } else { Ok(()) };
@@ -351,12 +406,15 @@ pub fn search(
                     )?;
                     format!("; the best of the {n} finished configs ({}) is in {}", show(settings), out.display())
                 }
-                None => "; no config had finished".to_string(),
+                None => "; no config had finished, so there is nothing to resume".to_string(),
             };
-            return Err(Error::Stopped(format!(
-                "{m}{kept}; every finished config's scores are in {} (continue with --resume)",
-                trials.display()
-            )));
+            let file = match &best {
+                Some(_) => {
+                    format!("; every finished config's scores are in {} (continue with --resume)", trials.display())
+                }
+                None => String::new(),
+            };
+            return Err(Error::Stopped(format!("{m}{kept}{file}")));
         }
         Err(e) => return Err(e),
     };

@@ -59,6 +59,16 @@ pub fn predict(
     match (input, rows) {
         (_, Some(rows)) => predict_rows(model, model_path, rows, output),
         (Some(input), None) if !input.exists() && text => predict_text(model, &input.to_string_lossy(), output),
+        (Some(input), None) if !input.exists() && model.preparation().is_some() => {
+            let cols: Vec<&str> =
+                model.preparation().map(|p| p.features.iter().map(|f| f.name.as_str()).collect()).unwrap_or_default();
+            Err(Error::Invalid(format!(
+                "`{}` is not a file, and {} reads the columns {}, not one text: give its rows with --input FILE",
+                input.display(),
+                model_path.display(),
+                cols.join(", ")
+            )))
+        }
         (Some(input), None) if input.is_file() && model.preparation().is_some() => Err(Error::Invalid(format!(
             "{} is a file, and {} was trained on a table: give its rows with --input {}{}",
             input.display(),

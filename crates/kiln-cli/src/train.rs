@@ -64,6 +64,13 @@ pub fn config_of(
                 ));
             }
             c.fill_defaults();
+            if !given("train.epochs") && c.train.validation_split() == 0.0 {
+                c.notes.push(format!(
+                    "no validation rows (train.validation_split = 0), so no early stopping: {} epochs (--epochs N \
+                     for another number)",
+                    c.train.epochs()
+                ));
+            }
             infer_from_data(&mut c, !given("data.ignore"), !given("data.prepare.text.length"))?;
             return Ok(c);
         }
@@ -196,8 +203,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
         cfg.data.test_rows = Some(t);
     }
     if a.print_config {
-        // A config that prints must also build.
+        // A config that prints must also build and train.
         cfg.build_model()?;
+        cfg.check_train().map_err(|e| cfg.in_file(e))?;
+        // What was decided for the user, as comments: the printed config stays a config.
+        for n in &cfg.notes {
+            println!("# note: {n}");
+        }
         print!("{}", cfg.resolved().to_toml());
         return Ok(());
     }

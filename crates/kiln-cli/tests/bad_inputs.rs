@@ -393,6 +393,10 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
     add(&["predict", &p("table_model.safetensors"), "--input", &p("rows_missing_col.csv")], &["no column `c`"]);
     add(&["predict", &p("table_model.safetensors"), "--input", &p("header_only.csv")], &["header_only.csv"]);
     add(&["predict", &p("table_model.safetensors"), &p("t.csv")], &["--input"]);
+    add(
+        &["predict", &p("table_model.safetensors"), "good dress"],
+        &["not a file", "reads the columns a, b, c", "--input"],
+    );
     add(&["predict", &p("table_model.safetensors"), "--input", &p("missing.csv")], &["missing.csv"]);
     add(&["evaluate", &p("table_model.safetensors"), "--data", &p("no_target.csv")], &["no_target.csv", "no column"]);
     add(&["evaluate", &p("table_model.safetensors"), "--data", &p("mnist")], &["mnist"]);

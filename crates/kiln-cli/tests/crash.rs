@@ -289,6 +289,23 @@ fn an_interrupted_cross_validation_keeps_its_finished_folds_and_resumes() {
         &["part.jsonl", "fold 1 of 5", "--folds 5"],
     );
     assert_fails(&kiln(&["cv", &cfg, "--resume"]), &["--output"]);
+    // Another config's folds are not mixed in; an interrupted run's file is not written over without --resume.
+    assert_fails(
+        &kiln(&["cv", &cfg, "--folds", "5", "--output", &t.s("part.jsonl"), "--resume"]),
+        &["part.jsonl", "another cross-validation"],
+    );
+    assert_fails(
+        &kiln(&["cv", &cfg, "--folds", "5", "--output", &t.s("part.jsonl"), "--set", "train.epochs=2000"]),
+        &["part.jsonl", "interrupted cross-validation", "--resume"],
+    );
+    // A last line cut short by a crash is left out, with a warning, and its fold run again.
+    let cut = format!("{}\n{}", kept.lines().next().unwrap(), &kept.lines().nth(1).unwrap_or("{\"fold\":2")[..9]);
+    std::fs::write(t.path("cut.jsonl"), cut).unwrap();
+    let o =
+        kiln(&["cv", &cfg, "--folds", "5", "--output", &t.s("cut.jsonl"), "--set", "train.epochs=2000", "--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("line 2 was cut short; it is left out"));
+    assert_eq!(summary("cut.jsonl"), summary("whole.jsonl"));
 }
 
 /// Ctrl-C during `kiln search` writes the best finished config and keeps every finished config's scores.
@@ -343,8 +360,10 @@ fn an_interrupted_search_keeps_the_best_finished_config_and_resumes() {
     assert!(printed.contains("(finished earlier)") && ranking.len() == 8, "{printed}");
     let (whole_ranking, whole_best, _) = run("whole.toml", false);
     assert_eq!((ranking, best), (whole_ranking, whole_best));
+    let mut other = args("best.toml", true);
+    other[3] = "3".into();
     assert_fails(
-        &kiln(&["search", &cfg, "--set", "model.l2=0.5", "--set", "train.epochs=1,3000", "--resume"]),
-        &["best.trials.jsonl", "model.l2 = 0.0", "does not try"],
+        &kiln(&other.iter().map(String::as_str).collect::<Vec<_>>()),
+        &["best.trials.jsonl", "another search"],
     );
 }

@@ -694,6 +694,15 @@ fn files_in_other_encodings_are_read_and_say_so() {
     assert!(err.contains("utf16.csv: no byte-order mark, but read as UTF-16LE"), "{err}");
     let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(j["columns"][0]["top"][0].as_str(), Some("Zürich"));
+    // Said once per file, whichever path reads it; with a byte-order mark there is nothing to say.
+    let o = kiln(&["train", "--data", &t.s("utf16.csv"), "--target", "y", "--epochs", "1", "--run-dir", &t.s("r16")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).matches("no byte-order mark").count(), 1);
+    let mut with_bom = vec![0xFF, 0xFE];
+    with_bom.extend(&utf16);
+    std::fs::write(t.path("bom.csv"), &with_bom).unwrap();
+    let o = kiln(&["data", "audit", &t.s("bom.csv")]);
+    assert!(o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("warning"), "{o:?}");
     // An encoding that does not fit the file: named, not "no rows".
     std::fs::write(t.path("t.csv"), format!("city,amount,y\n{text}")).unwrap();
     std::fs::write(t.path("wrong.toml"), cfg.replace("latin1", "utf-16le").replace("latin.csv", "t.csv")).unwrap();

@@ -60,7 +60,20 @@ pub fn read_text_as(path: &Path, encoding: Option<&str>) -> Result<String> {
     };
     // UTF-16 without a byte-order mark is valid UTF-8 (a NUL beside each ASCII byte), so it is found by its
     // NULs: said, and decoded as UTF-16.
+    // Each warning once per file in a process (a run reads its table more than once, by relative and by
+    // absolute path).
+    static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let first_time = || {
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !warned.contains(&key);
+        if first {
+            warned.push(key);
+        }
+        first
+    };
     let given = match (given, utf16_without_bom(&bytes)) {
+        (None, Some(enc)) if !first_time() => Some(enc),
         (None, Some(enc)) => {
             eprintln!(
                 "warning: {}: no byte-order mark, but read as {} (NUL bytes between the characters)",
@@ -91,11 +104,7 @@ pub fn read_text_as(path: &Path, encoding: Option<&str>) -> Result<String> {
                     ));
                 }
                 let utf16 = bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]);
-                // Once per file in a process (a run reads its table more than once).
-                static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
-                let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
-                if !utf16 && !warned.iter().any(|p| p == path) {
-                    warned.push(path.to_path_buf());
+                if !utf16 && first_time() {
                     eprintln!(
                         "warning: {}: not UTF-8 (line {line}); read as Windows-1252 (Latin-1); set data.encoding \
                          if it is another",
@@ -136,7 +145,8 @@ pub fn read_text_as(path: &Path, encoding: Option<&str>) -> Result<String> {
 /// as in text that is mostly ASCII.
 fn utf16_without_bom(bytes: &[u8]) -> Option<&'static encoding_rs::Encoding> {
     let head = &bytes[..bytes.len().min(4096) & !1];
-    if head.len() < 16 {
+    // With a byte-order mark, `decode` knows the encoding and nothing needs saying.
+    if head.len() < 16 || head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
         return None;
     }
     let zeros = |start: usize| head.iter().skip(start).step_by(2).filter(|&&b| b == 0).count();
