@@ -426,7 +426,9 @@ pub fn search(
         rank: scores.rank(),
     }));
     all.sort_by(|a, b| b.rank.total_cmp(&a.rank));
-    println!("{} configs, {folds}-fold cross-validation each, best first:", all.len());
+    // Which score ranked them (the same for every config of a search).
+    let by = results.first().and_then(|(_, _, f)| f.ranked_by()).map(|(n, _)| format!(" by mean {n}"));
+    println!("{} configs, {folds}-fold cross-validation each, best first{}:", all.len(), by.unwrap_or_default());
     for f in &all {
         println!("  {} | {}", f.summary, show(&f.settings));
     }

@@ -264,7 +264,7 @@ fn cv_cross_validates_an_image_config() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = stdout(&o);
     let ranking: Vec<&str> = out.lines().skip_while(|l| l.starts_with("config ")).collect();
-    assert_eq!(ranking[0], "2 configs, 2-fold cross-validation each, best first:", "{out}");
+    assert_eq!(ranking[0], "2 configs, 2-fold cross-validation each, best first by mean accuracy:", "{out}");
     let acc = |l: &str| -> f64 { l.split("accuracy: ").nth(1).unwrap()[..6].parse().unwrap() };
     assert!(acc(ranking[1]) >= acc(ranking[2]), "ranked by accuracy: {out}");
     let best = std::fs::read_to_string(t.path("best.toml")).unwrap();

@@ -264,7 +264,7 @@ fn search_tries_exactly_the_grid_ranks_by_roc_auc_and_writes_the_best() {
     assert_eq!(progress.len(), 6, "{out}");
     assert!(progress[5].starts_with("config 6/6: "), "{out}");
     let mut lines = out.lines().skip(6);
-    assert_eq!(lines.next(), Some("6 configs, 2-fold cross-validation each, best first:"), "{out}");
+    assert_eq!(lines.next(), Some("6 configs, 2-fold cross-validation each, best first by mean roc_auc:"), "{out}");
     let trials: Vec<(String, Vec<(String, String)>)> = lines.by_ref().take(6).map(settings).collect();
     // Exactly the grid, each combination once, nothing else changed.
     let tried: BTreeSet<(String, String)> = trials

@@ -110,17 +110,24 @@ impl Folds {
     /// What ranks configs (higher is better): ROC-AUC for two classes, accuracy for more, −RMSE for numbers,
     /// −loss when the config logs no accuracy. With several targets, the first target's.
     pub fn rank(&self) -> f64 {
+        self.ranked_by().map_or(f64::NEG_INFINITY, |(_, v)| v)
+    }
+
+    /// The score that ranks (`rank`) and its value, higher better: ("roc_auc", 0.91), ("rmse", −3.2).
+    pub fn ranked_by(&self) -> Option<(String, f64)> {
         let folds = self.named();
         let prefix = match self {
             Folds::Table(f) if f.first().is_some_and(|t| t.len() > 1) => format!("{}_", f[0][0].0),
             _ => String::new(),
         };
-        let mean = |n: &str| mean_sd(&folds, &format!("{prefix}{n}")).map(|s| s.0);
-        mean("roc_auc")
-            .or_else(|| mean("accuracy"))
-            .or_else(|| mean("rmse").map(|r| -r))
-            .or_else(|| mean("loss").map(|l| -l))
-            .unwrap_or(f64::NEG_INFINITY)
+        let mean = |n: &str, sign: f64| {
+            let name = format!("{prefix}{n}");
+            mean_sd(&folds, &name).map(|s| (name, sign * s.0))
+        };
+        mean("roc_auc", 1.0)
+            .or_else(|| mean("accuracy", 1.0))
+            .or_else(|| mean("rmse", -1.0))
+            .or_else(|| mean("loss", -1.0))
     }
 }
 
