@@ -6,7 +6,9 @@ use std::time::Instant;
 
 fn param(g: &mut Graph<f32>, shape: &[usize], rng: &mut Rng, trainable: bool) -> ParamId {
     let n = shape.iter().product();
-    g.add_param("p", shape, (0..n).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect(), trainable).unwrap()
+    // Names must be unique in a graph's store.
+    let name = format!("p{}", g.params().len());
+    g.add_param(&name, shape, (0..n).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect(), trainable).unwrap()
 }
 
 /// Median milliseconds of `f` over repeated runs (after warm-up).
