@@ -302,6 +302,13 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
                 .to_vec(),
             "always 1",
         ),
+        (
+            "softmax_then_dropout.toml",
+            b"[data]\npath = \"t.csv\"\ntarget = \"a\"\n[[model.layers]]\ntype = \"dense\"\nunits = 1\n\
+              activation = \"softmax\"\n[[model.layers]]\ntype = \"dropout\"\nrate = 0.1\n"
+                .to_vec(),
+            "always 1",
+        ),
     ];
     for (name, bytes, want) in &whole_files {
         write(name, bytes);

@@ -14,7 +14,7 @@ use crate::metrics::{Average, Metric};
 use crate::model::{InputSpec, NodeSpec, Sequential};
 use crate::nn::{
     Activation, Bidirectional, Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
-    GlobalMaxPooling1D, Gru, LayerConfig, Lstm, MaxPooling2D, Regularizer, RnnKind, SimpleRnn,
+    GlobalMaxPooling1D, Gru, LayerConfig, Lstm, MaxPooling2D, Regularizer, RnnKind, SimpleRnn, Src,
 };
 use crate::weights::{NameMap, TermVectors, WeightFile};
 use kiln_core::{Error, Result};
@@ -216,7 +216,11 @@ impl Config {
                     )));
                 }
                 // The loss of classes reads probabilities: a sigmoid for two, a softmax for more.
-                let act = net.layers().iter().find(|l| l.name() == *name).map(|l| l.config().activation());
+                // The layer whose activation makes the output (through trailing Dropout layers).
+                let (layer, act) = match output_activation(&net, name) {
+                    Some((l, a)) => (l, Some(a)),
+                    None => (name.to_string(), None),
+                };
                 let needs = match &t.task {
                     Task::Binary { .. } => Some(("sigmoid", Activation::Sigmoid)),
                     Task::Multiclass { .. } => Some(("softmax", Activation::Softmax)),
@@ -227,7 +231,7 @@ impl Config {
                     let bound = match act {
                         Activation::Softmax => {
                             return Err(Error::Config(format!(
-                                "layer `{name}` ends in softmax, which over one unit is always 1, but the target \
+                                "layer `{layer}` ends in softmax, which over one unit is always 1, but the target \
                                  `{}` is a number: give it activation = \"linear\" (or leave activation out)",
                                 t.name
                             )));
@@ -238,7 +242,7 @@ impl Config {
                     };
                     if let Some(range) = bound {
                         eprintln!(
-                            "warning: layer `{name}` ends in {}, whose outputs lie in {range}, and the target `{}` \
+                            "warning: layer `{layer}` ends in {}, whose outputs lie in {range}, and the target `{}` \
                              is a number: if its values fall outside that, use activation = \"linear\"",
                             format!("{act:?}").to_lowercase(),
                             t.name
@@ -249,7 +253,7 @@ impl Config {
                     && act != want
                 {
                     return Err(Error::Config(format!(
-                        "layer `{name}` ends in {}, but the target `{}` is classes, whose loss reads \
+                        "layer `{layer}` ends in {}, but the target `{}` is classes, whose loss reads \
                          probabilities: give it activation = \"{word}\"",
                         format!("{act:?}").to_lowercase(),
                         t.name
@@ -439,4 +443,15 @@ fn output_name(target: &str) -> String {
     }
     let out = out.trim_end_matches('_');
     if out.is_empty() { "output".to_string() } else { out.to_string() }
+}
+
+/// The layer whose activation makes the model output `name`, and that activation: the output layer's own,
+/// or, through Dropout layers (which keep the values' range), that of the layer before them.
+fn output_activation(net: &Sequential, name: &str) -> Option<(String, Activation)> {
+    let layers = net.layers();
+    let mut l = layers.iter().find(|l| l.name() == name)?;
+    while let (LayerConfig::Dropout(_), [Src::Layer(i)]) = (l.config(), l.inputs()) {
+        l = layers.get(*i)?;
+    }
+    Some((l.name().to_string(), l.config().activation()))
 }
