@@ -74,6 +74,9 @@ pub struct RnnArgs {
     pub mask: Option<Var>,
     pub reverse: bool,
     pub seq: bool,
+    /// The parts the forward cut the rows into (`Chunks`): its `aux_f` blocks are laid out by them, so the
+    /// backward reads them with the same count, whatever the threading settings are by then.
+    pub parts: usize,
 }
 
 /// The sizes of one recurrent op: rows, steps, units; `t` the step being computed.
@@ -206,7 +209,8 @@ impl<T: Float> Graph<T> {
         self.pool.put(zh);
         self.pool.put(xw);
         let shape = if seq { sx.with_dim(2, u) } else { crate::Shape::new(&[n, u])? };
-        let v = self.push(Op::Rnn(RnnArgs { cell, x, w, r, b, mask, reverse, seq }), shape, y, rg);
+        let args = RnnArgs { cell, x, w, r, b, mask, reverse, seq, parts: chunks.parts };
+        let v = self.push(Op::Rnn(args), shape, y, rg);
         self.keep_aux_f(v, aux);
         Ok(v)
     }
@@ -238,9 +242,7 @@ impl Chunks {
 
     /// Length of the `aux_f` block of `nc` rows.
     fn aux_len(&self, nc: usize) -> usize {
-        let (steps, ns) = (self.steps, nc * self.units);
-        let cells = if self.cell == RnnCell::Lstm { (steps + 1) * ns } else { 0 };
-        (steps + 1) * ns + cells + steps * self.cell.saved() * ns
+        block_lens(self.cell, self.steps, nc * self.units).iter().sum()
     }
 
     /// `buf` cut into one piece per part, `len(nc)` long for a part of nc rows.
@@ -276,6 +278,14 @@ impl Chunks {
     }
 }
 
+/// The lengths of the three runs of a part's `aux_f` block, for `ns` = its rows × units: the states after
+/// each step (slot 0 the zero state), the LSTM's cell states likewise (none for other cells), what each
+/// step saved for the backward.
+fn block_lens(cell: RnnCell, steps: usize, ns: usize) -> [usize; 3] {
+    let states = (steps + 1) * ns;
+    [states, if cell == RnnCell::Lstm { states } else { 0 }, steps * cell.saved() * ns]
+}
+
 /// The forward of one part's rows (`d.n` of them; `xw`, `mask` and `y` are theirs), into its `aux_f` block.
 #[allow(clippy::too_many_arguments)]
 fn forward_rows<T: Float>(
@@ -294,8 +304,9 @@ fn forward_rows<T: Float>(
     let RnnDims { cell, n, steps, units: u, .. } = d;
     let (gu, ns) = (cell.gates() * u, n * u);
     let sv = cell.saved() * ns;
-    let (hs, rest) = block.split_at_mut((steps + 1) * ns);
-    let (cs, saved) = rest.split_at_mut(if cell == RnnCell::Lstm { (steps + 1) * ns } else { 0 });
+    let [states, cells, _] = block_lens(cell, steps, ns);
+    let (hs, rest) = block.split_at_mut(states);
+    let (cs, saved) = rest.split_at_mut(cells);
     // The zero state; every step writes all of its own slot.
     hs[..ns].fill(T::ZERO);
     if cell == RnnCell::Lstm {
@@ -333,11 +344,11 @@ fn forward_rows<T: Float>(
 
 /// The backward of `Graph::rnn` (see the file header).
 pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, i: usize, a: RnnArgs, gy: Buf<T>) {
-    let RnnArgs { cell, x, w, r, b, mask, reverse, seq } = a;
+    let RnnArgs { cell, x, w, r, b, mask, reverse, seq, parts } = a;
     let (sx, sr) = (ctx.shape(x), ctx.shape(r));
     let (n, steps, f, u) = (sx.dim(0), sx.dim(1), sx.dim(2), sr.dim(0));
     let gu = cell.gates() * u;
-    let chunks = Chunks::new(cell, n, steps, u);
+    let chunks = Chunks { cell, n, steps, units: u, parts };
     let blocks = chunks.split_ref(ctx.aux_f[i].as_slice(), |nc| chunks.aux_len(nc));
     let gy = gy.host();
     // dh, dc: the gradients at the current state, per row. dzx and dzh: every row of both is written by its
@@ -443,8 +454,9 @@ fn backward_rows<T: Float>(
     let RnnDims { cell, n, steps, units: u, .. } = d;
     let (gu, ns) = (cell.gates() * u, n * u);
     let sv = cell.saved() * ns;
-    let (hs, rest) = block.split_at((steps + 1) * ns);
-    let (cs, saved) = rest.split_at(if cell == RnnCell::Lstm { (steps + 1) * ns } else { 0 });
+    let [states, cells, _] = block_lens(cell, steps, ns);
+    let (hs, rest) = block.split_at(states);
+    let (cs, saved) = rest.split_at(cells);
     if !seq {
         dh.copy_from_slice(gy);
     }
