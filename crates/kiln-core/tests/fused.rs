@@ -20,7 +20,7 @@ fn conv2d_max_pool_equals_conv2d_then_max_pool2d() {
     let mut rng = Rng::new(3);
     // Sizes chosen so tiles span several pooled rows and images split across threads.
     // The last rows take the direct kernels (no padding, a small patch, channels in blocks of 16, an input
-    // that needs no gradient); the others the tiled path.
+    // that needs no gradient: AVX-512 for blocks of 32, AVX2 otherwise); the others the tiled path.
     for (xs, c_out, act, pad, pool, x_grad) in [
         ([5, 28, 28, 1], 8, Some(UnaryOp::Relu), Padding::Valid, (2, 2), true),
         ([3, 13, 11, 3], 5, Some(UnaryOp::Gelu), Padding::Same, (2, 2), true),
@@ -30,6 +30,10 @@ fn conv2d_max_pool_equals_conv2d_then_max_pool2d() {
         ([2, 12, 9, 1], 16, Some(UnaryOp::Tanh), Padding::Valid, (3, 1), false),
         ([2, 10, 10, 1], 48, None, Padding::Valid, (1, 1), false),
         ([4, 9, 9, 1], 32, Some(UnaryOp::Sigmoid), Padding::Valid, (2, 2), true),
+        // Channels in blocks of 32 take the AVX-512 kernels where the processor has them: every pool size.
+        ([2, 10, 10, 1], 64, Some(UnaryOp::Tanh), Padding::Valid, (1, 2), false),
+        ([2, 12, 9, 1], 32, Some(UnaryOp::Relu), Padding::Valid, (3, 1), false),
+        ([2, 8, 8, 1], 32, None, Padding::Valid, (1, 1), false),
     ] {
         let n: usize = xs.iter().product();
         let (x, w, b) = (rand(n, &mut rng), rand(9 * xs[3] * c_out, &mut rng), rand(c_out, &mut rng));

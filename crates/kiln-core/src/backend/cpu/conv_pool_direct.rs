@@ -82,6 +82,19 @@ pub(crate) fn forward<T: Float>(
     let outs = (n1 - n0) * poh * pow * f;
     assert!(y.len() >= outs && arg.len() >= outs && (zs.is_empty() || zs.len() >= outs));
     #[cfg(target_arch = "x86_64")]
+    if wide(f) {
+        // SAFETY: as below, with AVX-512F checked by `wide`.
+        unsafe {
+            match pool.0 * pool.1 {
+                1 => avx512::forward::<1>(g, pool, n0, n1, x, w, b, act, y, arg, zs),
+                2 => avx512::forward::<2>(g, pool, n0, n1, x, w, b, act, y, arg, zs),
+                3 => avx512::forward::<3>(g, pool, n0, n1, x, w, b, act, y, arg, zs),
+                _ => avx512::forward::<4>(g, pool, n0, n1, x, w, b, act, y, arg, zs),
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     // SAFETY: `applies` checked the processor's features; the asserts above bound every access, as every
     // window lies inside its image (checked by `applies`).
     unsafe {
@@ -112,20 +125,208 @@ pub(crate) fn weight_grad<T: Float>(
     let outs = (n1 - n0) * (g.oh / pool.0) * (g.ow / pool.1) * f;
     assert!(x.len() >= (n1 - n0) * g.h * g.w * g.c && d.len() >= outs && arg.len() >= outs);
     macro_rules! by_k_m {
-        ($($k:literal)*) => {
+        ($isa:ident; $($k:literal)*) => {
             match (g.patch(), pool.0 * pool.1) {
-                $(($k, 1) => avx2::weight_grad::<$k, 1>(g, pool, n0, n1, x, d, arg, dw),
-                  ($k, 2) => avx2::weight_grad::<$k, 2>(g, pool, n0, n1, x, d, arg, dw),
-                  ($k, 3) => avx2::weight_grad::<$k, 3>(g, pool, n0, n1, x, d, arg, dw),
-                  ($k, _) => avx2::weight_grad::<$k, 4>(g, pool, n0, n1, x, d, arg, dw),)*
+                $(($k, 1) => $isa::weight_grad::<$k, 1>(g, pool, n0, n1, x, d, arg, dw),
+                  ($k, 2) => $isa::weight_grad::<$k, 2>(g, pool, n0, n1, x, d, arg, dw),
+                  ($k, 3) => $isa::weight_grad::<$k, 3>(g, pool, n0, n1, x, d, arg, dw),
+                  ($k, _) => $isa::weight_grad::<$k, 4>(g, pool, n0, n1, x, d, arg, dw),)*
                 _ => unreachable!("applies() admits patches of at most {MAX_K} values"),
             }
         };
     }
     #[cfg(target_arch = "x86_64")]
+    if wide(f) {
+        // SAFETY: as in `forward`.
+        unsafe { by_k_m!(avx512; 1 2 3 4 5 6 7 8 9 10 11 12) }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     // SAFETY: as in `forward`.
     unsafe {
-        by_k_m!(1 2 3 4 5 6 7 8 9 10 11 12)
+        by_k_m!(avx2; 1 2 3 4 5 6 7 8 9 10 11 12)
+    }
+}
+
+/// Whether `f` output channels take the AVX-512 kernels: in blocks of 32 (two vectors), on a processor
+/// that has them. They do the same work in half the instructions of the AVX2 ones (measured on the reference
+/// CNN's first layer: forward 0.54 -> 0.25 ms, weight gradient 0.5 -> 0.2 ms per batch of 64, opbench);
+/// other channel counts keep the AVX2 kernels, so the tests (32 and 16 or 48 channels) run both.
+#[cfg(target_arch = "x86_64")]
+fn wide(f: usize) -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    f.is_multiple_of(avx512::NC) && *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
+/// The kernels of `avx2` with 32 channels per block in two AVX-512 vectors, masks in mask registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Window, WindowPixels, patch_offsets};
+    use crate::ops::unary::UnaryOp;
+    use std::arch::x86_64::*;
+
+    /// Output channels per block, in both kernels: two vectors of 16.
+    pub(super) const NC: usize = 32;
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn forward<const M: usize>(
+        g: &Window,
+        pool: (usize, usize),
+        n0: usize,
+        n1: usize,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        act: Option<UnaryOp>,
+        y: &mut [f32],
+        arg: &mut [u32],
+        zs: &mut [f32],
+    ) {
+        let (k, f) = (g.patch(), w.len() / g.patch());
+        let (poh, pow) = (g.oh / pool.0, g.ow / pool.1);
+        let img = g.h * g.w * g.c;
+        let off = patch_offsets(g);
+        let keep_z = !zs.is_empty();
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let lanes_hi = _mm512_add_epi32(lanes, _mm512_set1_epi32(16));
+        let relu = act == Some(UnaryOp::Relu);
+        for n in n0..n1 {
+            let xs = unsafe { x.as_ptr().add((n - n0) * img) };
+            for pr in 0..poh {
+                for pc in 0..pow {
+                    let px = WindowPixels::<M>::new(g, pool, n, pr, pc);
+                    for c0 in (0..f).step_by(NC) {
+                        let (mut lo, mut hi) = match b {
+                            Some(b) => unsafe {
+                                ([_mm512_loadu_ps(&b[c0]); M], [_mm512_loadu_ps(b.as_ptr().add(c0 + 16)); M])
+                            },
+                            None => ([_mm512_setzero_ps(); M], [_mm512_setzero_ps(); M]),
+                        };
+                        for (j, &o) in off.iter().enumerate().take(k) {
+                            let wj = unsafe { w.as_ptr().add(j * f + c0) };
+                            let (w0, w1) = unsafe { (_mm512_loadu_ps(wj), _mm512_loadu_ps(wj.add(16))) };
+                            for i in 0..M {
+                                let v = _mm512_set1_ps(unsafe { *xs.add(px.base[i] + o) });
+                                lo[i] = _mm512_fmadd_ps(v, w0, lo[i]);
+                                hi[i] = _mm512_fmadd_ps(v, w1, hi[i]);
+                            }
+                        }
+                        let (zlo, zhi) = (lo, hi);
+                        if relu {
+                            for i in 0..M {
+                                lo[i] = _mm512_max_ps(lo[i], _mm512_setzero_ps());
+                                hi[i] = _mm512_max_ps(hi[i], _mm512_setzero_ps());
+                            }
+                        } else if let Some(op) = act {
+                            let mut buf = [[0f32; NC]; M];
+                            for i in 0..M {
+                                unsafe {
+                                    _mm512_storeu_ps(buf[i].as_mut_ptr(), lo[i]);
+                                    _mm512_storeu_ps(buf[i].as_mut_ptr().add(16), hi[i]);
+                                }
+                            }
+                            op.apply_in_place(buf.as_flattened_mut());
+                            for i in 0..M {
+                                unsafe {
+                                    lo[i] = _mm512_loadu_ps(buf[i].as_ptr());
+                                    hi[i] = _mm512_loadu_ps(buf[i].as_ptr().add(16));
+                                }
+                            }
+                        }
+                        // Strictly greater replaces, so the first maximum wins, as in max_pool2d.
+                        let first = _mm512_set1_epi32((px.row[0] * f + c0) as i32);
+                        let (mut blo, mut bhi, mut zblo, mut zbhi) = (lo[0], hi[0], zlo[0], zhi[0]);
+                        let (mut alo, mut ahi) = (_mm512_add_epi32(first, lanes), _mm512_add_epi32(first, lanes_hi));
+                        for i in 1..M {
+                            let at = _mm512_set1_epi32((px.row[i] * f + c0) as i32);
+                            let mlo = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(lo[i], blo);
+                            let mhi = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(hi[i], bhi);
+                            blo = _mm512_mask_blend_ps(mlo, blo, lo[i]);
+                            bhi = _mm512_mask_blend_ps(mhi, bhi, hi[i]);
+                            zblo = _mm512_mask_blend_ps(mlo, zblo, zlo[i]);
+                            zbhi = _mm512_mask_blend_ps(mhi, zbhi, zhi[i]);
+                            alo = _mm512_mask_blend_epi32(mlo, alo, _mm512_add_epi32(at, lanes));
+                            ahi = _mm512_mask_blend_epi32(mhi, ahi, _mm512_add_epi32(at, lanes_hi));
+                        }
+                        let o = (((n - n0) * poh + pr) * pow + pc) * f + c0;
+                        unsafe {
+                            _mm512_storeu_ps(y.as_mut_ptr().add(o), blo);
+                            _mm512_storeu_ps(y.as_mut_ptr().add(o + 16), bhi);
+                            _mm512_storeu_si512(arg.as_mut_ptr().add(o).cast(), alo);
+                            _mm512_storeu_si512(arg.as_mut_ptr().add(o + 16).cast(), ahi);
+                            if keep_z {
+                                _mm512_storeu_ps(zs.as_mut_ptr().add(o), zblo);
+                                _mm512_storeu_ps(zs.as_mut_ptr().add(o + 16), zbhi);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn weight_grad<const K: usize, const M: usize>(
+        g: &Window,
+        pool: (usize, usize),
+        n0: usize,
+        n1: usize,
+        x: &[f32],
+        d: &[f32],
+        arg: &[u32],
+        dw: &mut [f32],
+    ) {
+        let f = dw.len() / K;
+        let (poh, pow) = (g.oh / pool.0, g.ow / pool.1);
+        let img = g.h * g.w * g.c;
+        let off = patch_offsets(g);
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let lanes_hi = _mm512_add_epi32(lanes, _mm512_set1_epi32(16));
+        for n in n0..n1 {
+            let xs = unsafe { x.as_ptr().add((n - n0) * img) };
+            for c0 in (0..f).step_by(NC) {
+                // 2K accumulators (18 of the 32 registers for a 3x3 patch), so each broadcast pixel value
+                // serves both halves of the block.
+                let mut lo = [_mm512_setzero_ps(); K];
+                let mut hi = [_mm512_setzero_ps(); K];
+                for pr in 0..poh {
+                    for pc in 0..pow {
+                        let px = WindowPixels::<M>::new(g, pool, n, pr, pc);
+                        let o = (((n - n0) * poh + pr) * pow + pc) * f + c0;
+                        let (d0, d1, a0, a1) = unsafe {
+                            (
+                                _mm512_loadu_ps(d.as_ptr().add(o)),
+                                _mm512_loadu_ps(d.as_ptr().add(o + 16)),
+                                _mm512_loadu_si512(arg.as_ptr().add(o).cast()),
+                                _mm512_loadu_si512(arg.as_ptr().add(o + 16).cast()),
+                            )
+                        };
+                        for i in 0..M {
+                            // The gradient reaches this pixel only in the channels whose maximum it was.
+                            let at = _mm512_set1_epi32((px.row[i] * f + c0) as i32);
+                            let z0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(a0, _mm512_add_epi32(at, lanes)), d0);
+                            let z1 =
+                                _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(a1, _mm512_add_epi32(at, lanes_hi)), d1);
+                            for j in 0..K {
+                                let v = _mm512_set1_ps(unsafe { *xs.add(px.base[i] + off[j]) });
+                                lo[j] = _mm512_fmadd_ps(v, z0, lo[j]);
+                                hi[j] = _mm512_fmadd_ps(v, z1, hi[j]);
+                            }
+                        }
+                    }
+                }
+                for j in 0..K {
+                    unsafe {
+                        let p = dw.as_mut_ptr().add(j * f + c0);
+                        _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), lo[j]));
+                        _mm512_storeu_ps(p.add(16), _mm512_add_ps(_mm512_loadu_ps(p.add(16)), hi[j]));
+                    }
+                }
+            }
+        }
     }
 }
 

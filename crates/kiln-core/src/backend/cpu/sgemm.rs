@@ -130,6 +130,14 @@ fn pack_b(b: Mat<f32>, p0: usize, kc: usize, j0: usize, nc: usize, buf: &mut [f3
     for (jp, panel) in buf[..nc.div_ceil(NR) * NR * kc].chunks_exact_mut(NR * kc).enumerate() {
         let c0 = j0 + jp * NR;
         let cols = NR.min(j0 + nc - c0);
+        #[cfg(target_arch = "x86_64")]
+        if b.cs == 1 {
+            // Rows of B are contiguous: one run per k, two vector loads and stores (a call of `memcpy` per
+            // run was 5% of a training epoch of the reference CNN).
+            // SAFETY: as for pack_transposed.
+            unsafe { avx512::pack_rows(b, p0, kc, c0, cols, panel) };
+            continue;
+        }
         if b.cs == 1 {
             // Rows of B are contiguous: one run per k.
             for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
@@ -137,6 +145,16 @@ fn pack_b(b: Mat<f32>, p0: usize, kc: usize, j0: usize, nc: usize, buf: &mut [f3
                 dst[..cols].copy_from_slice(&b.data[s..s + cols]);
                 dst[cols..].fill(0.0);
             }
+            continue;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if b.rs == 1 {
+            // Columns of B are contiguous (B is a transposed row-major matrix: the dense layer's weights in
+            // its input gradient): 16x16 blocks are transposed in registers, four times faster here than
+            // the element-by-element copy below (opbench linear, forward+backward).
+            // SAFETY: available() holds wherever sgemm runs; columns c0..c0+cols over p0..p0+kc lie inside
+            // b (asserted by gemm::checked) and the panel holds NR x kc values.
+            unsafe { avx512::pack_transposed(b, p0, kc, c0, cols, panel) };
             continue;
         }
         for col in 0..NR {
@@ -154,7 +172,7 @@ fn pack_b(b: Mat<f32>, p0: usize, kc: usize, j0: usize, nc: usize, buf: &mut [f3
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Panel, Tile};
+    use super::{Mat, NR, Panel, Tile};
     use std::arch::x86_64::*;
 
     /// One tile of c (t.rows <= MR rows, t.cols <= NR columns) from t.rows rows of A and a B panel over kc
@@ -174,6 +192,92 @@ mod avx512 {
                 3 => rows::<3, 2>(kc, a, b, c, ldc, t),
                 2 => rows::<2, 4>(kc, a, b, c, ldc, t),
                 _ => rows::<1, 4>(kc, a, b, c, ldc, t),
+            }
+        }
+    }
+
+    /// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose rows are
+    /// contiguous (cs = 1); columns past `cols` are zero.
+    ///
+    /// # Safety
+    /// AVX-512F present; b.cs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data;
+    /// `panel` holds NR x kc values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_rows(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
+        assert!(panel.len() >= NR * kc);
+        let (mlo, mhi) =
+            (((1u32 << cols.min(16)) - 1) as __mmask16, ((1u32 << cols.saturating_sub(16)) - 1) as __mmask16);
+        for p in 0..kc {
+            // SAFETY: the first `cols` values of the row are inside b (caller's contract), the rest are
+            // masked off and not read; the panel holds NR values at p·NR (asserted above).
+            unsafe {
+                let src = b.data.as_ptr().add((p0 + p) * b.rs + c0);
+                let dst = panel.as_mut_ptr().add(p * NR);
+                _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(mlo, src));
+                _mm512_storeu_ps(dst.add(16), _mm512_maskz_loadu_ps(mhi, src.add(16)));
+            }
+        }
+    }
+
+    /// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose columns are
+    /// contiguous (rs = 1): each 16 columns x 16 k steps are loaded as 16 rows, transposed in registers (two
+    /// rounds of in-lane unpacks, two of 128-bit lane shuffles) and stored as 16 k steps of 16 columns.
+    /// Columns past `cols` are zero.
+    ///
+    /// # Safety
+    /// AVX-512F present; b.rs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data;
+    /// `panel` holds NR x kc values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_transposed(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
+        assert!(panel.len() >= NR * kc);
+        let (ps, pd) = (_mm512_castps_pd, _mm512_castpd_ps);
+        for h in 0..NR / 16 {
+            let here = cols.saturating_sub(h * 16).min(16);
+            for p in (0..kc).step_by(16) {
+                let len = (kc - p).min(16);
+                let pmask = ((1u32 << len) - 1) as __mmask16;
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, ri) in r.iter_mut().enumerate().take(here) {
+                    let at = (c0 + h * 16 + i) * b.cs + p0 + p;
+                    // SAFETY: the first `len` values from `at` are inside b (caller's contract); the rest
+                    // are masked off and not read.
+                    *ri = unsafe { _mm512_maskz_loadu_ps(pmask, b.data.as_ptr().add(at)) };
+                }
+                let mut t = [_mm512_setzero_ps(); 16];
+                for i in 0..8 {
+                    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                }
+                // u[4g + c], lane l: rows 4g..4g+4 of column 4l + c.
+                let mut u = [_mm512_setzero_ps(); 16];
+                for g in 0..4 {
+                    let (a0, a1, a2, a3) = (ps(t[4 * g]), ps(t[4 * g + 1]), ps(t[4 * g + 2]), ps(t[4 * g + 3]));
+                    u[4 * g] = pd(_mm512_unpacklo_pd(a0, a2));
+                    u[4 * g + 1] = pd(_mm512_unpackhi_pd(a0, a2));
+                    u[4 * g + 2] = pd(_mm512_unpacklo_pd(a1, a3));
+                    u[4 * g + 3] = pd(_mm512_unpackhi_pd(a1, a3));
+                }
+                for c in 0..4 {
+                    let v = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+                    let w = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+                    let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+                    let w2 = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
+                    let out = [
+                        _mm512_shuffle_f32x4::<0x88>(v, v2),
+                        _mm512_shuffle_f32x4::<0x88>(w, w2),
+                        _mm512_shuffle_f32x4::<0xdd>(v, v2),
+                        _mm512_shuffle_f32x4::<0xdd>(w, w2),
+                    ];
+                    // Column 4l + c of the block is k step p + 4l + c.
+                    for (l, o) in out.iter().enumerate() {
+                        let j = 4 * l + c;
+                        if j < len {
+                            let at = (p + j) * NR + h * 16;
+                            // SAFETY: (p + j) < kc, so the 16 values lie inside the panel (asserted above).
+                            unsafe { _mm512_storeu_ps(panel.as_mut_ptr().add(at), *o) };
+                        }
+                    }
+                }
             }
         }
     }
@@ -267,6 +371,33 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// B with contiguous columns (the transpose of a row-major matrix), packed by 16x16 register transposes:
+    /// widths and depths that are not multiples of 16 (a last half-panel, a last short k block, a panel
+    /// with no second half) and an offset start, against a plain loop.
+    #[test]
+    fn a_transposed_b_is_packed_right() {
+        if !available() {
+            return;
+        }
+        let mut rng = crate::Rng::new(6);
+        for (m, n, k) in [(9, 70, 300), (17, 5, 19), (3, 33, KC + 17), (8, 16, 16)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
+            // B(p, j) = data[1 + p + j·(k + 3)]: the transpose of an [n, k + 3] matrix, from its second value.
+            let data: Vec<f32> = (0..n * (k + 3) + 1).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
+            let b = Mat { data: &data[1..], rs: 1, cs: k + 3 };
+            let mut c = vec![0.0f32; m * n];
+            // SAFETY: available() holds; a holds m x k, b's last element (k-1) + (n-1)(k+3) is inside data[1..].
+            unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, Mat::rows(&a, k), b, false) };
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * data[1 + p + j * (k + 3)] as f64).sum();
+                    let got = c[i * n + j] as f64;
+                    assert!((got - want).abs() < 1e-4, "{m}x{n}x{k} ({i}, {j}): {got} vs {want}");
+                }
+            }
+        }
     }
 
     /// B with neither stride 1 (every other column of a wider transposed matrix), packed element by element:
