@@ -4,6 +4,7 @@
 
 mod commands;
 mod cv;
+mod embed;
 mod font;
 mod plot;
 mod report;
@@ -151,6 +152,27 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// One vector per text from a pretrained text encoder (a Hugging Face BERT-family folder such as
+    /// sentence-transformers' all-MiniLM-L6-v2), written as CSV or NumPy .npy.
+    Embed {
+        /// The model folder (config.json, model.safetensors, tokenizer.json).
+        model: PathBuf,
+        /// A CSV (any delimiter, .gz too) or JSON-lines file with the texts.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// The column holding the texts.
+        #[arg(long, value_name = "NAME")]
+        column: String,
+        /// Where to write the vectors: FILE.csv or FILE.npy.
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        /// Texts per batch (sentence-transformers' default).
+        #[arg(long, default_value_t = 32, value_name = "N")]
+        batch_size: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Look at data before training on it.
     Data {
         #[command(subcommand)]
@@ -243,6 +265,9 @@ fn main() {
             cv::search(&config, &set, random, folds, output, resume)
         }
         Command::ExportVectors { model, output } => table::export_vectors(&model, &output),
+        Command::Embed { model, input, column, output, batch_size, quiet } => {
+            embed::embed(&model, &input, &column, &output, batch_size, quiet)
+        }
         Command::Data { command: DataCommand::Audit { file, target, json, html } } => {
             table::audit_cmd(&file, target.as_deref(), json.as_deref(), html.as_deref())
         }

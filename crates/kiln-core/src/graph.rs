@@ -53,6 +53,8 @@ pub(crate) enum Op {
     Rnn(RnnArgs),
     /// The table and the bag length; ids in `aux_i`, weights in `aux_f`.
     EmbeddingBag(Var, usize),
+    /// x, gamma, beta; each row's mean and 1/std in `aux_f`.
+    LayerNorm(Var, Var, Var),
 }
 
 impl Op {
@@ -82,6 +84,7 @@ impl Op {
             Op::Conv2dMaxPool(..) => (20, "conv2d+max_pool2d"),
             Op::Rnn(a) => (21, a.cell.name()),
             Op::EmbeddingBag(..) => (22, "embedding_bag"),
+            Op::LayerNorm(..) => (23, "layer_norm"),
         }
     }
 }

@@ -26,7 +26,7 @@ impl Default for Naive {
     }
 }
 
-const NAMES: [&str; 35] = [
+const NAMES: [&str; 38] = [
     "gemm",
     "bias_act",
     "unary",
@@ -62,6 +62,9 @@ const NAMES: [&str; 35] = [
     "rnn_step_backward",
     "embedding_bag",
     "embedding_bag_backward",
+    "layer_norm",
+    "layer_norm_sums",
+    "layer_norm_backward_x",
 ];
 
 /// The CPU backend, for the kernels `Naive` hands on (losses, pooling, batch norm, convolution: their
@@ -500,6 +503,22 @@ impl Backend<f64> for Naive {
         CPU.batch_norm(x, gamma, beta, stats, eps, c, saved, y)
     }
 
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm(&self, x: Buf<f64>, g: Buf<f64>, b: Buf<f64>, eps: f64, d: usize, s: BufMut<f64>, y: BufMut<f64>) {
+        self.hit("layer_norm");
+        CPU.layer_norm(x, g, b, eps, d, s, y)
+    }
+
+    fn layer_norm_sums(&self, x: Buf<f64>, gy: Buf<f64>, saved: Buf<f64>, d: usize, sums: BufMut<f64>) {
+        self.hit("layer_norm_sums");
+        CPU.layer_norm_sums(x, gy, saved, d, sums)
+    }
+
+    fn layer_norm_backward_x(&self, x: Buf<f64>, gy: Buf<f64>, g: Buf<f64>, s: Buf<f64>, d: usize, gx: BufMut<f64>) {
+        self.hit("layer_norm_backward_x");
+        CPU.layer_norm_backward_x(x, gy, g, s, d, gx)
+    }
+
     fn batch_norm_sums(&self, x: Buf<f64>, gy: Buf<f64>, saved: Buf<f64>, c: usize, sums: BufMut<f64>) {
         self.hit("batch_norm_sums");
         CPU.batch_norm_sums(x, gy, saved, c, sums)
@@ -721,6 +740,12 @@ fn cases() -> Vec<Case> {
             vec![vec![4, 3], vec![3], vec![3]],
             &["batch_norm", "batch_norm_sums", "batch_norm_backward_x"],
             |g, v| g.batch_norm(v[0], v[1], v[2], None, 1e-3),
+        ),
+        (
+            "layer norm",
+            vec![vec![2, 3, 5], vec![5], vec![5]],
+            &["layer_norm", "layer_norm_sums", "layer_norm_backward_x"],
+            |g, v| g.layer_norm(v[0], v[1], v[2], 1e-5),
         ),
     ]
 }

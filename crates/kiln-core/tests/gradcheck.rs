@@ -177,6 +177,36 @@ fn batch_norm_training_and_inference() {
     check(inputs, |g, v| g.batch_norm(v[0], v[1], v[2], Some((v[3], v[4])), 1e-3));
 }
 
+#[test]
+fn layer_norm() {
+    let mut r = rng();
+    check(vec![u(&[4, 6], &mut r), u(&[6], &mut r), u(&[6], &mut r)], |g, v| g.layer_norm(v[0], v[1], v[2], 1e-5));
+    check(vec![u(&[2, 3, 5], &mut r), u(&[5], &mut r), u(&[5], &mut r)], |g, v| g.layer_norm(v[0], v[1], v[2], 1e-3));
+    // One value per row: x̂ is 0 whatever x is, so only β reaches y and x gets no gradient.
+    check(vec![u(&[3, 1], &mut r), u(&[1], &mut r), u(&[1], &mut r)], |g, v| g.layer_norm(v[0], v[1], v[2], 1e-3));
+}
+
+/// Enough rows that the kernel splits them across threads: every row still gets its own statistics.
+#[test]
+fn layer_norm_of_many_rows_is_each_rows_formula() {
+    let (rows, d) = (300, 384);
+    let mut r = rng();
+    let x: Vec<f64> = (0..rows * d).map(|i| r.uniform_range(-2.0, 2.0) + (i / d) as f64 * 0.01).collect();
+    let (gm, bt): (Vec<f64>, Vec<f64>) = (0..d).map(|j| (1.0 + j as f64 * 1e-3, j as f64 * -1e-3)).unzip();
+    let mut g = Graph::<f64>::new();
+    let (xv, gv, bv) = (g.input(&[rows, d], &x).unwrap(), g.input(&[d], &gm).unwrap(), g.input(&[d], &bt).unwrap());
+    let y = g.layer_norm(xv, gv, bv, 1e-12).unwrap();
+    let y = g.value(y).to_vec();
+    for (row, (xr, yr)) in x.chunks(d).zip(y.chunks(d)).enumerate() {
+        let mu = xr.iter().sum::<f64>() / d as f64;
+        let sd = (xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / d as f64 + 1e-12).sqrt();
+        for j in 0..d {
+            let want = (xr[j] - mu) / sd * gm[j] + bt[j];
+            assert!((yr[j] - want).abs() < 1e-12, "row {row}, {j}: {} vs {want}", yr[j]);
+        }
+    }
+}
+
 fn one_hot_rows(n: usize, c: usize, r: &mut Rng) -> Vec<f64> {
     let mut t = vec![0.0; n * c];
     for i in 0..n {

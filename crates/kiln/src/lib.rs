@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod optim;
+pub mod pretrained;
 pub mod quantize;
 pub mod recipe;
 pub mod schedule;

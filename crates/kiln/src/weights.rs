@@ -255,6 +255,32 @@ impl ParamSource for TermVectors {
 }
 
 /// The file's shape as kiln will see it after `t`.
+/// The tensor `name` of a safetensors file in kiln's layout (after `t`), which must have `shape` there: for
+/// models read straight from their own files (pretrained::bert), where every tensor is required.
+pub(crate) fn read_tensor(
+    st: &SafeTensors,
+    name: &str,
+    shape: &[usize],
+    t: Transform,
+    path: &Path,
+) -> Result<Vec<f32>> {
+    let tensor = st
+        .tensor(name)
+        .map_err(|_| Error::format(path, format!("has no tensor `{name}`, which the model's config.json implies")))?;
+    let file_shape = tensor.shape().to_vec();
+    if transformed_shape(&file_shape, t).as_deref() != Some(shape) {
+        let want: Vec<usize> = match (t, shape) {
+            (Transform::Transpose, &[a, b]) => vec![b, a],
+            _ => shape.to_vec(),
+        };
+        return Err(Error::format(
+            path,
+            format!("`{name}` is {file_shape:?}, the model's config.json implies {want:?}"),
+        ));
+    }
+    Ok(apply(floats(&tensor, name, path)?, &file_shape, t))
+}
+
 fn transformed_shape(shape: &[usize], t: Transform) -> Option<Vec<usize>> {
     match (t, shape) {
         (Transform::None, s) => Some(s.to_vec()),

@@ -328,6 +328,17 @@ pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
         g: BufMut<T>,
     );
 
+    /// y = γ·(x − μ)·r + β per row of `d` values, r = 1/√(σ² + eps) (biased σ²); `saved` gets [μ, r] per
+    /// row (ops/layer_norm.rs).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm(&self, x: Buf<T>, gamma: Buf<T>, beta: Buf<T>, eps: f64, d: usize, saved: BufMut<T>, y: BufMut<T>);
+
+    /// sums = [Σ dy·x̂ (d), Σ dy (d)] over rows, x̂ from `saved`; overwritten.
+    fn layer_norm_sums(&self, x: Buf<T>, gy: Buf<T>, saved: Buf<T>, d: usize, sums: BufMut<T>);
+
+    /// gx += r·(g − mean(g) − x̂·mean(g·x̂)) per row, g = γ·dy.
+    fn layer_norm_backward_x(&self, x: Buf<T>, gy: Buf<T>, gamma: Buf<T>, saved: Buf<T>, d: usize, gx: BufMut<T>);
+
     /// y = act(conv2d(x, w) + b): x [n, h, w, c], w [kh, kw, c, f], y [n, oh, ow, f] (ops/conv.rs).
     #[allow(clippy::too_many_arguments)]
     fn conv2d(

@@ -6,6 +6,7 @@ mod conv;
 mod conv_pool;
 mod dropout;
 mod embedding_bag;
+mod layer_norm;
 mod linear;
 mod loss;
 mod matmul;
@@ -56,6 +57,7 @@ pub(crate) fn backward_node<T: Float>(ctx: &mut BackCtx<T>, i: usize, gy: &[T]) 
         Op::Loss(kind, x, t) => loss::backward(ctx, i, kind, x, t, gy),
         Op::Rnn(args) => recurrent::backward(ctx, i, args, g),
         Op::EmbeddingBag(table, len) => embedding_bag::backward(ctx, i, table, len, g),
+        Op::LayerNorm(x, gm, b) => layer_norm::backward(ctx, i, x, gm, b, g),
     }
 }
 

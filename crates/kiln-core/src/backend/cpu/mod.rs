@@ -7,6 +7,7 @@ mod conv;
 mod conv_pool;
 mod conv_pool_direct;
 pub(crate) mod gemm;
+mod layer_norm;
 mod loss;
 mod movement;
 mod norm;
@@ -252,6 +253,18 @@ impl<T: Float> Backend<T> for Cpu {
     ) {
         let stats = stats.map(|(m, v)| (m.host(), v.host()));
         norm::forward(x.host(), gamma.host(), beta.host(), stats, eps, c, saved.host(), y.host());
+    }
+
+    fn layer_norm(&self, x: Buf<T>, gamma: Buf<T>, beta: Buf<T>, eps: f64, d: usize, saved: BufMut<T>, y: BufMut<T>) {
+        layer_norm::forward(x.host(), gamma.host(), beta.host(), eps, d, saved.host(), y.host());
+    }
+
+    fn layer_norm_sums(&self, x: Buf<T>, gy: Buf<T>, saved: Buf<T>, d: usize, sums: BufMut<T>) {
+        layer_norm::sums(x.host(), gy.host(), saved.host(), d, sums.host());
+    }
+
+    fn layer_norm_backward_x(&self, x: Buf<T>, gy: Buf<T>, gamma: Buf<T>, saved: Buf<T>, d: usize, gx: BufMut<T>) {
+        layer_norm::backward_x(x.host(), gy.host(), gamma.host(), saved.host(), d, gx.host());
     }
 
     fn batch_norm_sums(&self, x: Buf<T>, gy: Buf<T>, saved: Buf<T>, c: usize, sums: BufMut<T>) {

@@ -1,0 +1,160 @@
+//! BERT-family encoders from Hugging Face folders (kiln::pretrained): all-MiniLM-L6-v2's token ids and
+//! sentence embeddings against sentence-transformers' own (fixtures/minilm_reference.json, made by
+//! tools/make_minilm_reference.py from the same files), and each kind of bad folder refused with a line
+//! naming the file. The model comes from tools/fetch_models.sh (CI runs it); without it the comparison
+//! skips with a printed notice.
+
+use kiln::pretrained::Encoder;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+fn model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+}
+
+/// The fetched model, or None after a notice on the terminal (the harness captures print!).
+fn model() -> Option<Encoder> {
+    let dir = model_dir();
+    if !dir.join("model.safetensors").is_file() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTICE: {} is absent (run tools/fetch_models.sh); the MiniLM comparison was skipped",
+            dir.display()
+        );
+        return None;
+    }
+    Some(Encoder::open(&dir).expect("the fetched model opens"))
+}
+
+struct Reference {
+    sentences: Vec<String>,
+    ids: Vec<Vec<u32>>,
+    embeddings: Vec<Vec<f32>>,
+    max_seq_length: usize,
+}
+
+fn reference() -> Reference {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let list = |k: &str| v[k].as_array().unwrap().clone();
+    Reference {
+        sentences: list("sentences").iter().map(|s| s.as_str().unwrap().to_string()).collect(),
+        ids: list("ids")
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+            .collect(),
+        embeddings: list("embeddings")
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+            .collect(),
+        max_seq_length: v["max_seq_length"].as_u64().unwrap() as usize,
+    }
+}
+
+#[test]
+fn minilm_tokens_and_embeddings_equal_sentence_transformers() {
+    let Some(mut enc) = model() else { return };
+    let r = reference();
+    assert_eq!(enc.max_tokens, r.max_seq_length);
+    let texts: Vec<&str> = r.sentences.iter().map(String::as_str).collect();
+    let tokens = enc.tokenize(&texts).unwrap();
+    for (i, (got, want)) in tokens.ids.iter().zip(&r.ids).enumerate() {
+        assert_eq!(got, want, "token ids of sentence {i} ({:?})", r.sentences[i]);
+    }
+    // The last sentence is longer than the model's limit.
+    assert_eq!(tokens.truncated, 1);
+    // Batches of 3 after sorting by length, so padding is exercised as in the reference.
+    let (vecs, truncated) = enc.embed(&texts, 3, &mut |_| {}).unwrap();
+    assert_eq!(truncated, 1);
+    for (i, (a, b)) in vecs.iter().zip(&r.embeddings).enumerate() {
+        assert_eq!(a.len(), 384);
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let na = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let nb = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let cos = dot / (na * nb);
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(cos >= 0.9999 && worst <= 1e-4, "sentence {i}: cosine {cos}, max abs difference {worst}");
+        // Normalized, as the folder's Normalize module says.
+        assert!((na - 1.0).abs() < 1e-5, "sentence {i}: norm {na}");
+    }
+    // One text alone (no padding) gives the same vector as in a padded batch.
+    let alone = enc.embed(&texts[..1], 1, &mut |_| {}).unwrap().0;
+    let worst = alone[0].iter().zip(&vecs[0]).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "alone vs in a batch: {worst}");
+}
+
+/// A folder with the files given (name, contents).
+fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn open_err(dir: &Path) -> String {
+    match Encoder::open(dir) {
+        Ok(_) => panic!("{} opened", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+const BERT_CONFIG: &str = r#"{"model_type": "bert", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "intermediate_size": 8, "max_position_embeddings": 16}"#;
+
+#[test]
+fn bad_model_folders_are_refused_with_a_line_naming_the_file() {
+    // Not a folder; a folder missing files (every missing one named).
+    let e = open_err(Path::new("/nonexistent/minilm"));
+    assert!(e.contains("not a folder"), "{e}");
+    let dir = folder(&[("config.json", BERT_CONFIG)]);
+    let e = open_err(dir.path());
+    assert!(e.contains("incomplete model folder") && e.contains("model.safetensors, tokenizer.json"), "{e}");
+
+    // A config.json of another architecture, one that does not parse, one missing a key.
+    let gpt2 = r#"{"model_type": "gpt2", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 8, "max_position_embeddings": 16}"#;
+    for (config, want) in [
+        (gpt2, "model_type `gpt2` is not a BERT-family encoder"),
+        ("{not json", "does not parse"),
+        (r#"{"model_type": "bert"}"#, "missing field `vocab_size`"),
+        (&BERT_CONFIG.replace("\"num_attention_heads\": 2", "\"num_attention_heads\": 3"), "splits into the heads"),
+    ] {
+        let dir = folder(&[("config.json", config), ("model.safetensors", ""), ("tokenizer.json", "{}")]);
+        let e = open_err(dir.path());
+        assert!(e.contains("config.json") && e.contains(want), "{config}: {e}");
+    }
+
+    // A tokenizer.json that does not parse.
+    let dir = folder(&[("config.json", BERT_CONFIG), ("model.safetensors", ""), ("tokenizer.json", "{\"version\": 1")]);
+    let e = open_err(dir.path());
+    assert!(e.contains("tokenizer.json") && e.contains("is not a tokenizer"), "{e}");
+}
+
+/// A weights file without a tensor the config implies, or with one of another shape: named, with the shapes.
+#[test]
+fn weights_that_do_not_fit_the_config_are_named() {
+    let Some(_) = model() else { return };
+    let src = model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(src.join("config.json")).unwrap();
+    // One more layer than the file holds.
+    std::fs::write(
+        dir.path().join("config.json"),
+        config.replace("\"num_hidden_layers\": 6", "\"num_hidden_layers\": 7"),
+    )
+    .unwrap();
+    let e = open_err(dir.path());
+    assert!(e.contains("model.safetensors") && e.contains("encoder.layer.6.attention.self.query.weight"), "{e}");
+    // A wider model than the file's.
+    std::fs::write(
+        dir.path().join("config.json"),
+        config.replace("\"intermediate_size\": 1536", "\"intermediate_size\": 1024"),
+    )
+    .unwrap();
+    let e = open_err(dir.path());
+    assert!(e.contains("encoder.layer.0.intermediate.dense.weight") && e.contains("[1536, 384]"), "{e}");
+}

