@@ -47,6 +47,9 @@ pub trait Float:
     fn sigmoid_fast(self) -> Self;
     /// tanh(x) = 2σ(2x) − 1, likewise (absolute error under 3e-7 for f32).
     fn tanh_fast(self) -> Self;
+    /// e^x, vectorizable for f32 (`fast_exp_f32`: relative error about 1e-7, and e^x for x < −87 is
+    /// e^−87 rather than 0); exact for f64.
+    fn exp_fast(self) -> Self;
 
     fn from_usize(n: usize) -> Self {
         Self::from_f64(n as f64)
@@ -54,7 +57,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $erf:path, $name:literal, $sigmoid:path, $tanh:path) => {
+    ($t:ty, $erf:path, $name:literal, $sigmoid:path, $tanh:path, $exp_fast:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -116,12 +119,16 @@ macro_rules! impl_float {
             fn tanh_fast(self) -> Self {
                 $tanh(self)
             }
+            #[inline(always)]
+            fn exp_fast(self) -> Self {
+                $exp_fast(self)
+            }
         }
     };
 }
 
-impl_float!(f32, libm::erff, "F32", sigmoid_f32, tanh_f32);
-impl_float!(f64, libm::erf, "F64", crate::ops::unary::sigmoid, f64::tanh);
+impl_float!(f32, libm::erff, "F32", sigmoid_f32, tanh_f32, fast_exp_f32);
+impl_float!(f64, libm::erf, "F64", crate::ops::unary::sigmoid, f64::tanh, f64::exp);
 
 /// e^x for f32 without a branch or a call, so that a loop of it vectorizes: x = n·ln2 + r with |r| ≤ ln2/2,
 /// e^r by Cephes' degree-6 polynomial (relative error about 1e-7), 2^n put into the exponent bits. x is

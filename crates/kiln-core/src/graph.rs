@@ -55,6 +55,8 @@ pub(crate) enum Op {
     EmbeddingBag(Var, usize),
     /// x, gamma, beta; each row's mean and 1/std in `aux_f`.
     LayerNorm(Var, Var, Var),
+    /// q, k, v; the attention weights in `aux_f` when recorded.
+    Attention(Var, Var, Var, crate::ops::AttentionDims),
 }
 
 impl Op {
@@ -85,11 +87,12 @@ impl Op {
             Op::Rnn(a) => (21, a.cell.name()),
             Op::EmbeddingBag(..) => (22, "embedding_bag"),
             Op::LayerNorm(..) => (23, "layer_norm"),
+            Op::Attention(..) => (24, "attention"),
         }
     }
 }
 
-const OP_KINDS: usize = 23;
+const OP_KINDS: usize = 25;
 
 /// Seconds spent per kind of op, forward and backward, while profiling is on.
 #[derive(Clone, Debug, Default)]

@@ -6,7 +6,7 @@
 
 use kiln_core::backend::Window;
 use kiln_core::backend::{Backend, Buf, BufMut, MatView, Workspace};
-use kiln_core::ops::{RnnCell, RnnDims, RnnStep, RnnStepGrad, RnnStepOut};
+use kiln_core::ops::{AttentionDims, RnnCell, RnnDims, RnnStep, RnnStepGrad, RnnStepOut};
 use kiln_core::quant::QMatrix;
 use kiln_core::testing::{Input, check_gradients_on};
 use kiln_core::{BinaryOp, Cpu, Graph, LossKind, MAX_RANK, ReduceOp, Result, Rng, Shape, UnaryOp, Var};
@@ -26,7 +26,7 @@ impl Default for Naive {
     }
 }
 
-const NAMES: [&str; 38] = [
+const NAMES: [&str; 40] = [
     "gemm",
     "bias_act",
     "unary",
@@ -65,6 +65,8 @@ const NAMES: [&str; 38] = [
     "layer_norm",
     "layer_norm_sums",
     "layer_norm_backward_x",
+    "attention",
+    "attention_backward",
 ];
 
 /// The CPU backend, for the kernels `Naive` hands on (losses, pooling, batch norm, convolution: their
@@ -504,6 +506,36 @@ impl Backend<f64> for Naive {
     }
 
     #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: Buf<f64>,
+        k: Buf<f64>,
+        v: Buf<f64>,
+        bias: Buf<f64>,
+        dims: AttentionDims,
+        p: Option<BufMut<f64>>,
+        y: BufMut<f64>,
+    ) {
+        self.hit("attention");
+        CPU.attention(q, k, v, bias, dims, p, y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        q: Buf<f64>,
+        k: Buf<f64>,
+        v: Buf<f64>,
+        p: Buf<f64>,
+        gy: Buf<f64>,
+        dims: AttentionDims,
+        grads: BufMut<f64>,
+    ) {
+        self.hit("attention_backward");
+        CPU.attention_backward(q, k, v, p, gy, dims, grads)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn layer_norm(&self, x: Buf<f64>, g: Buf<f64>, b: Buf<f64>, eps: f64, d: usize, s: BufMut<f64>, y: BufMut<f64>) {
         self.hit("layer_norm");
         CPU.layer_norm(x, g, b, eps, d, s, y)
@@ -747,6 +779,9 @@ fn cases() -> Vec<Case> {
             &["layer_norm", "layer_norm_sums", "layer_norm_backward_x"],
             |g, v| g.layer_norm(v[0], v[1], v[2], 1e-5),
         ),
+        ("attention", vec![vec![6, 4], vec![6, 4], vec![6, 4]], &["attention", "attention_backward"], |g, v| {
+            g.attention(v[0], v[1], v[2], 2, 3, 2, Some(&[1.0, 1.0, 0.0, 1.0, 1.0, 1.0]), false)
+        }),
     ]
 }
 

@@ -183,3 +183,88 @@ fn embedding_bag_equals_gather_multiply_sum() {
         }
     }
 }
+
+/// Multi-head attention written with the engine's small ops (split heads by permutes, batched products, a
+/// broadcast scale and mask bias, softmax): the reference the fused `Graph::attention` replaces.
+#[allow(clippy::too_many_arguments)]
+fn attention_op_by_op(
+    g: &mut Graph<f32>,
+    (q, k, v): (kiln_core::Var, kiln_core::Var, kiln_core::Var),
+    b: usize,
+    t: usize,
+    heads: usize,
+    keep: &[f32],
+    causal: bool,
+) -> kiln_core::Var {
+    let width = g.shape(q).dim(1);
+    let dh = width / heads;
+    let mut split = |x, perm: &[usize]| {
+        let x = g.reshape(x, &[b, t, heads, dh]).unwrap();
+        g.permute(x, perm).unwrap()
+    };
+    let (qh, kt, vh) = (split(q, &[0, 2, 1, 3]), split(k, &[0, 2, 3, 1]), split(v, &[0, 2, 1, 3]));
+    let s = g.matmul(qh, kt).unwrap();
+    let scale = g.input(&[1], &[1.0 / (dh as f32).sqrt()]).unwrap();
+    let s = g.mul(s, scale).unwrap();
+    let masked = kiln_core::ops::MASKED as f32;
+    let pad: Vec<f32> = keep.iter().map(|&m| if m > 0.0 { 0.0 } else { masked }).collect();
+    let pad = g.input(&[b, 1, 1, t], &pad).unwrap();
+    let mut s = g.add(s, pad).unwrap();
+    if causal {
+        let later: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { masked } else { 0.0 }).collect();
+        let later = g.input(&[1, 1, t, t], &later).unwrap();
+        s = g.add(s, later).unwrap();
+    }
+    let p = g.softmax(s, 3).unwrap();
+    let o = g.matmul(p, vh).unwrap();
+    let o = g.permute(o, &[0, 2, 1, 3]).unwrap();
+    g.reshape(o, &[b * t, width]).unwrap()
+}
+
+#[test]
+fn attention_equals_the_op_by_op_version() {
+    let mut rng = Rng::new(11);
+    // MiniLM's heads (12 of 32) over padded texts; a causal case; one head; more pairs than threads.
+    for (b, t, heads, dh, causal) in
+        [(3, 7, 12, 32, false), (2, 9, 4, 8, true), (1, 5, 1, 16, false), (5, 4, 3, 4, true)]
+    {
+        let w = heads * dh;
+        let keep: Vec<f32> = (0..b * t).map(|i| if i % t < t - (i / t) % 3 { 1.0 } else { 0.0 }).collect();
+        let (q, k, v) = (rand(b * t * w, &mut rng), rand(b * t * w, &mut rng), rand(b * t * w, &mut rng));
+        let r = rand(b * t * w, &mut rng);
+        let run = |fused: bool| {
+            let mut g = Graph::<f32>::new();
+            // Profiled, so the op's kind has its row in the profile's table.
+            g.set_profiling(true);
+            let ps: Vec<_> = [("q", &q), ("k", &k), ("v", &v)]
+                .iter()
+                .map(|(n, x)| g.add_param(n, &[b * t, w], x.to_vec(), true).unwrap())
+                .collect();
+            let vars = (g.use_param(ps[0]), g.use_param(ps[1]), g.use_param(ps[2]));
+            let y = if fused {
+                g.attention(vars.0, vars.1, vars.2, b, t, heads, Some(&keep), causal).unwrap()
+            } else {
+                attention_op_by_op(&mut g, vars, b, t, heads, &keep, causal)
+            };
+            let out = g.value(y).to_vec();
+            let rv = g.input(&[b * t, w], &r).unwrap();
+            let l = g.mul(y, rv).unwrap();
+            let l = g.sum(l, None, false).unwrap();
+            g.backward(l).unwrap();
+            let grads: Vec<Vec<f32>> = ps.iter().map(|&p| g.param_grad(p).to_vec()).collect();
+            (out, grads)
+        };
+        let (a, bb) = (run(true), run(false));
+        let pairs =
+            [("y", &a.0, &bb.0), ("dq", &a.1[0], &bb.1[0]), ("dk", &a.1[1], &bb.1[1]), ("dv", &a.1[2], &bb.1[2])];
+        for (name, u, v) in pairs {
+            assert_eq!(u.len(), v.len());
+            for (i, (x, y)) in u.iter().zip(v.iter()).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-4 * x.abs().max(y.abs()) + 1e-5,
+                    "{name}[{i}] ({b},{t},{heads},{dh},{causal}): fused {x} vs {y}"
+                );
+            }
+        }
+    }
+}

@@ -186,6 +186,21 @@ fn layer_norm() {
     check(vec![u(&[3, 1], &mut r), u(&[1], &mut r), u(&[1], &mut r)], |g, v| g.layer_norm(v[0], v[1], v[2], 1e-3));
 }
 
+#[test]
+fn attention() {
+    let mut r = rng();
+    // Two sequences of 3 steps, 2 heads of 2; the first sequence's last step is padding.
+    let keep = [1.0, 1.0, 0.0, 1.0, 1.0, 1.0];
+    for causal in [false, true] {
+        let inputs = vec![u(&[6, 4], &mut r), u(&[6, 4], &mut r), u(&[6, 4], &mut r)];
+        check(inputs, |g, v| g.attention(v[0], v[1], v[2], 2, 3, 2, Some(&keep), causal));
+    }
+    // One head, no mask, a longer sequence.
+    check(vec![u(&[5, 3], &mut r), u(&[5, 3], &mut r), u(&[5, 3], &mut r)], |g, v| {
+        g.attention(v[0], v[1], v[2], 1, 5, 1, None, false)
+    });
+}
+
 /// Enough rows that the kernel splits them across threads: every row still gets its own statistics.
 #[test]
 fn layer_norm_of_many_rows_is_each_rows_formula() {
@@ -194,6 +209,8 @@ fn layer_norm_of_many_rows_is_each_rows_formula() {
     let x: Vec<f64> = (0..rows * d).map(|i| r.uniform_range(-2.0, 2.0) + (i / d) as f64 * 0.01).collect();
     let (gm, bt): (Vec<f64>, Vec<f64>) = (0..d).map(|j| (1.0 + j as f64 * 1e-3, j as f64 * -1e-3)).unzip();
     let mut g = Graph::<f64>::new();
+    // Profiled, so the op's kind has its row in the profile's table.
+    g.set_profiling(true);
     let (xv, gv, bv) = (g.input(&[rows, d], &x).unwrap(), g.input(&[d], &gm).unwrap(), g.input(&[d], &bt).unwrap());
     let y = g.layer_norm(xv, gv, bv, 1e-12).unwrap();
     let y = g.value(y).to_vec();

@@ -54,6 +54,14 @@ fn main() {
             let (x, w, b) = (g.use_param(p[0]), g.use_param(p[1]), g.use_param(p[2]));
             g.linear(x, w, Some(b), Some(UnaryOp::Relu))
         }),
+        ("attention 32 texts x 128 tokens, 12 heads of 32", vec![vec![4096, 384]; 3], |g, p| {
+            let (q, k, v) = (g.use_param(p[0]), g.use_param(p[1]), g.use_param(p[2]));
+            g.attention(q, k, v, 32, 128, 12, None, false)
+        }),
+        ("linear 384->384 on 32 texts x 128 tokens", vec![vec![4096, 384], vec![384, 384], vec![384]], |g, p| {
+            let (x, w, b) = (g.use_param(p[0]), g.use_param(p[1]), g.use_param(p[2]));
+            g.linear(x, w, Some(b), None)
+        }),
         ("relu on 64x26x26x32", vec![vec![64, 26, 26, 32]], |g, p| {
             let x = g.use_param(p[0]);
             g.relu(x)

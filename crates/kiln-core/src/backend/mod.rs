@@ -339,6 +339,33 @@ pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
     /// gx += r·(g − mean(g) − x̂·mean(g·x̂)) per row, g = γ·dy.
     fn layer_norm_backward_x(&self, x: Buf<T>, gy: Buf<T>, gamma: Buf<T>, saved: Buf<T>, d: usize, gx: BufMut<T>);
 
+    /// y = softmax(Q·Kᵀ/√dh + bias)·V per sequence and head, q, k, v and y [b·t, heads·dh], bias [b·t] per
+    /// key; the weights P [b, heads, t, t] into `p` when given (ops/attention.rs).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: Buf<T>,
+        k: Buf<T>,
+        v: Buf<T>,
+        bias: Buf<T>,
+        dims: crate::ops::AttentionDims,
+        p: Option<BufMut<T>>,
+        y: BufMut<T>,
+    );
+
+    /// grads = [dQ, dK, dV] (overwritten) from dO = gy and the kept weights P.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        q: Buf<T>,
+        k: Buf<T>,
+        v: Buf<T>,
+        p: Buf<T>,
+        gy: Buf<T>,
+        dims: crate::ops::AttentionDims,
+        grads: BufMut<T>,
+    );
+
     /// y = act(conv2d(x, w) + b): x [n, h, w, c], w [kh, kw, c, f], y [n, oh, ow, f] (ops/conv.rs).
     #[allow(clippy::too_many_arguments)]
     fn conv2d(

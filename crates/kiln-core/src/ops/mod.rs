@@ -1,5 +1,6 @@
 //! Every op: its forward (a method on `Graph`) and its backward, side by side in one file each.
 
+pub(crate) mod attention;
 mod batchnorm;
 mod binary;
 mod conv;
@@ -18,6 +19,7 @@ mod softmax;
 pub(crate) mod unary;
 
 pub use crate::backend::cpu::gemm::{in_matmul_kernel, set_num_threads};
+pub use attention::{AttentionDims, MASKED};
 pub use binary::BinaryOp;
 pub use conv::{Conv2dArgs, Padding, Window};
 pub use loss::LossKind;
@@ -58,6 +60,7 @@ pub(crate) fn backward_node<T: Float>(ctx: &mut BackCtx<T>, i: usize, gy: &[T]) 
         Op::Rnn(args) => recurrent::backward(ctx, i, args, g),
         Op::EmbeddingBag(table, len) => embedding_bag::backward(ctx, i, table, len, g),
         Op::LayerNorm(x, gm, b) => layer_norm::backward(ctx, i, x, gm, b, g),
+        Op::Attention(q, k, v, dims) => attention::backward(ctx, i, (q, k, v), dims, g),
     }
 }
 

@@ -85,7 +85,7 @@ impl UnaryOp {
             UnaryOp::Tanh => T::ONE - y * y,
             UnaryOp::Gelu => {
                 let cdf = T::from_f64(0.5) * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
-                let pdf = (-(x * x) * T::from_f64(0.5)).exp() * T::from_f64(0.398_942_280_401_432_7);
+                let pdf = (-(x * x) * T::from_f64(0.5)).exp_fast() * T::from_f64(0.398_942_280_401_432_7);
                 cdf + x * pdf
             }
         }

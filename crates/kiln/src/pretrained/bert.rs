@@ -10,7 +10,6 @@
 //! the longest text of a batch, truncated at the model's token limit, pooled (mean over real tokens, or
 //! the [CLS] token) and normalized to unit length when the folder's modules say so.
 
-use super::attention;
 use crate::weights::{Transform, read_tensor};
 use kiln_core::{Error, Graph, ParamId, Result, UnaryOp};
 use safetensors::SafeTensors;
@@ -288,6 +287,11 @@ impl Encoder {
         })
     }
 
+    /// The graph the encoder runs on (its parameters, and `set_profiling` for seconds per op).
+    pub fn graph_mut(&mut self) -> &mut Graph<f32> {
+        &mut self.graph
+    }
+
     /// Width of the vectors `embed` returns.
     pub fn dim(&self) -> usize {
         self.config.hidden_size
@@ -342,7 +346,6 @@ impl Encoder {
         let x = g.add(x, seg)?;
         let (lg, lb) = (g.use_param(self.ln.0), g.use_param(self.ln.1));
         let mut x = g.layer_norm(x, lg, lb, eps)?;
-        let bias = attention::key_padding_bias(g, &keep, b, t)?;
         for blk in &self.blocks {
             let dense = |g: &mut Graph<f32>, x, (w, bb): (ParamId, ParamId), act| {
                 let (w, bb) = (g.use_param(w), g.use_param(bb));
@@ -351,7 +354,7 @@ impl Encoder {
             let q = dense(g, x, blk.q, None)?;
             let k = dense(g, x, blk.k, None)?;
             let v = dense(g, x, blk.v, None)?;
-            let a = attention::multi_head(g, q, k, v, b, t, heads, Some(bias))?;
+            let a = g.attention(q, k, v, b, t, heads, Some(&keep), false)?;
             let a = dense(g, a, blk.out, None)?;
             let a = g.add(a, x)?;
             let (g1, b1) = (g.use_param(blk.ln1.0), g.use_param(blk.ln1.1));

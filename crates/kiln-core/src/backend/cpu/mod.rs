@@ -3,6 +3,7 @@
 //! f32, the `gemm` crate otherwise); the elementwise loops run under `simd::vectorized`, so they are
 //! compiled for AVX-512 where the processor has it.
 
+mod attention;
 mod conv;
 mod conv_pool;
 mod conv_pool_direct;
@@ -253,6 +254,32 @@ impl<T: Float> Backend<T> for Cpu {
     ) {
         let stats = stats.map(|(m, v)| (m.host(), v.host()));
         norm::forward(x.host(), gamma.host(), beta.host(), stats, eps, c, saved.host(), y.host());
+    }
+
+    fn attention(
+        &self,
+        q: Buf<T>,
+        k: Buf<T>,
+        v: Buf<T>,
+        bias: Buf<T>,
+        dims: crate::ops::AttentionDims,
+        p: Option<BufMut<T>>,
+        y: BufMut<T>,
+    ) {
+        attention::forward(q.host(), k.host(), v.host(), bias.host(), dims, p.map(|p| p.host()), y.host());
+    }
+
+    fn attention_backward(
+        &self,
+        q: Buf<T>,
+        k: Buf<T>,
+        v: Buf<T>,
+        p: Buf<T>,
+        gy: Buf<T>,
+        dims: crate::ops::AttentionDims,
+        grads: BufMut<T>,
+    ) {
+        attention::backward(q.host(), k.host(), v.host(), p.host(), gy.host(), dims, grads.host());
     }
 
     fn layer_norm(&self, x: Buf<T>, gamma: Buf<T>, beta: Buf<T>, eps: f64, d: usize, saved: BufMut<T>, y: BufMut<T>) {
