@@ -1,8 +1,8 @@
 """Sentence embedding speed, kiln next to sentence-transformers in one run (the issue's measure).
 
-    python3 bench/embed_side_by_side.py [--texts 1000]
+    python3 bench/embed_side_by_side.py [--texts 1000] [--short]
 
-The first --texts non-empty reviews of data/womens-ecommerce-reviews, embedded by all-MiniLM-L6-v2
+The first --texts non-empty reviews (--short: the first sentence of each) of data/womens-ecommerce-reviews, embedded by all-MiniLM-L6-v2
 (models/, from tools/fetch_models.sh) at batch 32, all texts then each of 50 texts alone. sentence-transformers
 (PyTorch, 2 threads) runs in .bench-venv (made by bench/side_by_side.py; `pip install sentence-transformers`
 there); kiln's side is crates/kiln-bench/src/bin/embedbench.rs. Each side runs in its own process, so the peak
@@ -23,10 +23,13 @@ MODEL = os.path.join(ROOT, "models", "all-MiniLM-L6-v2")
 VENV_PY = os.path.join(ROOT, ".bench-venv", "bin", "python")
 
 
-def texts(n):
+def texts(n, short):
     path = os.path.join(ROOT, "data", "womens-ecommerce-reviews", "womens_clothing_reviews.csv.gz")
     with gzip.open(path, "rt", encoding="utf-8") as f:
         rows = [r["Review Text"].replace("\n", " ").strip() for r in csv.DictReader(f)]
+    if short:
+        # The first sentence of each review: short texts, as questions to an FAQ are.
+        rows = [r.split(". ")[0].strip() for r in rows]
     return [r for r in rows if r][:n]
 
 
@@ -57,6 +60,7 @@ def st_child(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--texts", type=int, default=1000)
+    ap.add_argument("--short", action="store_true", help="only the first sentence of each review")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -67,9 +71,10 @@ def main():
     path = os.path.join(ROOT, "target", "embed_bench_texts.txt")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(texts(a.texts)))
+        f.write("\n".join(texts(a.texts, a.short)))
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "kiln-bench", "--bin", "embedbench"], cwd=ROOT, check=True)
-    print(f"all-MiniLM-L6-v2, {a.texts} review texts, batch 32; one text alone: median of 50", file=sys.stderr)
+    kind = "first sentences of reviews" if a.short else "review texts"
+    print(f"all-MiniLM-L6-v2, {a.texts} {kind}, batch 32; one text alone: median of 50", file=sys.stderr)
     out = {}
     env = dict(os.environ, OMP_NUM_THREADS="2")
     print("running sentence-transformers...", file=sys.stderr)
