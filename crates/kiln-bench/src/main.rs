@@ -6,6 +6,7 @@
 //! Each model runs in a child process of its own, so its peak RSS is its own.
 
 use kiln::prelude::*;
+use kiln_bench::{median, peak_rss_mib};
 use std::process::Command;
 use std::time::Instant;
 
@@ -94,21 +95,6 @@ fn build(name: &str) -> kiln::Result<Sequential> {
     }
     m.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     Ok(m)
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
 /// Runs one model in this process and prints its results as one JSON line.

@@ -149,8 +149,7 @@ pub struct WeightFile {
 impl WeightFile {
     pub fn open(path: impl AsRef<Path>, map: NameMap) -> Result<WeightFile> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-        SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, format!("not a safetensors file ({e})")))?;
+        let bytes = read_safetensors(path)?;
         Ok(WeightFile {
             path: path.to_path_buf(),
             bytes,
@@ -255,6 +254,14 @@ impl ParamSource for TermVectors {
 }
 
 /// The file's shape as kiln will see it after `t`.
+/// A safetensors file's bytes, checked to parse as one (each later `SafeTensors::deserialize` of them cannot
+/// fail).
+pub(crate) fn read_safetensors(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, format!("not a safetensors file ({e})")))?;
+    Ok(bytes)
+}
+
 /// The tensor `name` of a safetensors file in kiln's layout (after `t`), which must have `shape` there: for
 /// models read straight from their own files (pretrained::bert), where every tensor is required.
 pub(crate) fn read_tensor(

@@ -4,22 +4,8 @@
 //! sentence-transformers does), the median milliseconds of one text alone (50 texts), and peak RSS.
 
 use kiln::pretrained::Encoder;
+use kiln_bench::{median, peak_rss_mib};
 use std::time::Instant;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn main() -> kiln::Result<()> {
     let args: Vec<String> = std::env::args().collect();

@@ -10,7 +10,7 @@
 //! the longest text of a batch, truncated at the model's token limit, pooled (mean over real tokens, or
 //! the [CLS] token) and normalized to unit length when the folder's modules say so.
 
-use crate::weights::{Transform, read_tensor};
+use crate::weights::{Transform, read_safetensors, read_tensor};
 use kiln_core::{Error, Graph, ParamId, Result, UnaryOp};
 use safetensors::SafeTensors;
 use serde::Deserialize;
@@ -244,9 +244,8 @@ impl Encoder {
         let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
 
         let w_path = dir.join("model.safetensors");
-        let bytes = std::fs::read(&w_path).map_err(|e| Error::io(&w_path, &e))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::format(&w_path, format!("not a safetensors file ({e})")))?;
+        let bytes = read_safetensors(&w_path)?;
+        let st = SafeTensors::deserialize(&bytes).expect("checked by read_safetensors");
         let prefix = if st.tensor("embeddings.word_embeddings.weight").is_ok() { "" } else { "bert." };
         let h = config.hidden_size;
         let mut ld = Loader { st: &st, path: &w_path, prefix, g: Graph::<f32>::new() };
@@ -307,12 +306,12 @@ impl Encoder {
 
     /// One vector per text, of `dim()` values, from token ids (`tokenize`): the texts of one batch, padded
     /// to the longest.
-    pub fn embed_ids(&mut self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+    pub fn embed_ids(&mut self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let b = ids.len();
         if b == 0 {
             return Ok(Vec::new());
         }
-        let t = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let t = ids.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
         if t > self.config.max_position_embeddings {
             return Err(Error::Invalid(format!(
                 "a text of {t} tokens is longer than the model's {} positions",
@@ -409,7 +408,7 @@ impl Encoder {
         let mut out = vec![Vec::new(); texts.len()];
         let mut done = 0;
         for chunk in order.chunks(batch.max(1)) {
-            let ids: Vec<Vec<u32>> = chunk.iter().map(|&i| tokens.ids[i].clone()).collect();
+            let ids: Vec<&[u32]> = chunk.iter().map(|&i| &tokens.ids[i][..]).collect();
             for (&i, v) in chunk.iter().zip(self.embed_ids(&ids)?) {
                 out[i] = v;
             }

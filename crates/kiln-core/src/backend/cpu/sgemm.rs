@@ -134,17 +134,9 @@ fn pack_b(b: Mat<f32>, p0: usize, kc: usize, j0: usize, nc: usize, buf: &mut [f3
         if b.cs == 1 {
             // Rows of B are contiguous: one run per k, two vector loads and stores (a call of `memcpy` per
             // run was 5% of a training epoch of the reference CNN).
-            // SAFETY: as for pack_transposed.
+            // SAFETY: available() holds wherever sgemm runs; columns c0..c0+cols over p0..p0+kc lie inside
+            // b (asserted by gemm::checked) and the panel holds NR x kc values.
             unsafe { avx512::pack_rows(b, p0, kc, c0, cols, panel) };
-            continue;
-        }
-        if b.cs == 1 {
-            // Rows of B are contiguous: one run per k.
-            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-                let s = (p0 + p) * b.rs + c0;
-                dst[..cols].copy_from_slice(&b.data[s..s + cols]);
-                dst[cols..].fill(0.0);
-            }
             continue;
         }
         #[cfg(target_arch = "x86_64")]
@@ -152,8 +144,7 @@ fn pack_b(b: Mat<f32>, p0: usize, kc: usize, j0: usize, nc: usize, buf: &mut [f3
             // Columns of B are contiguous (B is a transposed row-major matrix: the dense layer's weights in
             // its input gradient): 16x16 blocks are transposed in registers, four times faster here than
             // the element-by-element copy below (opbench linear, forward+backward).
-            // SAFETY: available() holds wherever sgemm runs; columns c0..c0+cols over p0..p0+kc lie inside
-            // b (asserted by gemm::checked) and the panel holds NR x kc values.
+            // SAFETY: as for pack_rows.
             unsafe { avx512::pack_transposed(b, p0, kc, c0, cols, panel) };
             continue;
         }
