@@ -6,7 +6,9 @@ Same shapes in both (kiln's crates/kiln-bench/src/bin/textbench.rs): 20,000 synt
 (vocabulary 20,000, a third of each row padding on average), batch 64, Adam, binary cross-entropy; an
 embedding bag (mean of 64-wide vectors, padding excluded → Dense 32 ReLU → 1), the same bag updating only the
 table rows a batch uses (PyTorch: sparse=True and SparseAdam; kiln: Adam with lazy = true), an LSTM and a GRU
-(Embedding 64, padding masked via packed sequences → LSTM or GRU 32 → 1). PyTorch runs with 1 and with 2 threads, in .bench-venv
+(Embedding 64, padding masked via packed sequences → LSTM or GRU 32 → 1), and a transformer (Embedding 64 +
+learned positions → 2 pre-norm GELU encoder blocks of 4 heads, feed-forward 128, dropout 0.1, padding masked as
+keys → LayerNorm → mean over the real steps → 1; PyTorch: nn.TransformerEncoder). PyTorch runs with 1 and with 2 threads, in .bench-venv
 (made by bench/side_by_side.py). Seconds per epoch are medians over --epochs.
 """
 import argparse
@@ -57,9 +59,25 @@ def torch_child(threads, epochs):
             state = self.l(p)[1]
             return self.d(state[0] if self.gru else state[0][0])
 
+    class Transformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e = nn.Embedding(VOCAB, 64, padding_idx=0)
+            self.pos = nn.Parameter(torch.randn(LEN, 64) * 0.05)
+            block = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.1, activation="gelu", batch_first=True,
+                                               norm_first=True)
+            self.enc = nn.TransformerEncoder(block, 2, norm=nn.LayerNorm(64), enable_nested_tensor=False)
+            self.d = nn.Linear(64, 1)
+
+        def forward(self, x, lens):
+            pad = x == 0
+            h = self.enc(self.e(x) + self.pos, src_key_padding_mask=pad)
+            keep = (~pad).unsqueeze(-1).float()
+            return self.d((h * keep).sum(1) / keep.sum(1))
+
     out = {}
     for name, model in [("embedding_bag", Bag()), ("embedding_bag_sparse", Bag(True)), ("lstm", Rnn(False)),
-                        ("gru", Rnn(True))]:
+                        ("gru", Rnn(True)), ("transformer", Transformer())]:
         if name.endswith("sparse"):
             # Sparse gradients for the table (SparseAdam: only the rows used are updated), Adam for the rest.
             dense = [p for n, p in model.named_parameters() if not n.startswith("e.")]
@@ -104,10 +122,10 @@ def main():
                            capture_output=True, text=True, check=True)
         results[f"PyTorch, {t} thread{'s' if t > 1 else ''}"] = json.loads(o.stdout.strip().splitlines()[-1])
     print(f"20,000 sequences of 100 ids, batch 64, Adam; seconds per epoch, median of {a.epochs}\n")
-    models = ["embedding_bag", "embedding_bag_sparse", "lstm", "gru"]
+    models = ["embedding_bag", "embedding_bag_sparse", "lstm", "gru", "transformer"]
     print("| framework | embedding bag s/epoch | bag, sparse rows s/epoch | LSTM s/epoch | GRU s/epoch | "
-          "kiln time / theirs (bag, sparse bag, LSTM, GRU) |")
-    print("|---|---|---|---|---|---|")
+          "transformer s/epoch | kiln time / theirs (bag, sparse bag, LSTM, GRU, transformer) |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         ratio = "-" if name == "kiln" else ", ".join(f"{kiln[m] / r[m]:.2f}x" for m in models)
         print(f"| {name} | " + " | ".join(f"{r[m]:.2f}" for m in models) + f" | {ratio} |")

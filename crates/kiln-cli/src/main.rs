@@ -6,6 +6,7 @@ mod commands;
 mod cv;
 mod embed;
 mod font;
+mod index;
 mod plot;
 mod report;
 mod run_dir;
@@ -23,6 +24,45 @@ struct Cli {
     /// Threads to compute on (default: the KILN_THREADS environment variable, else every core).
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Embed every text of a column once and save the vectors and texts in an index folder.
+    Build {
+        /// The encoder folder (config.json, model.safetensors, tokenizer.json), e.g. all-MiniLM-L6-v2.
+        model: PathBuf,
+        /// A CSV (any delimiter, .gz too) or JSON-lines file with the texts.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// The column holding the texts.
+        #[arg(long, value_name = "NAME")]
+        column: String,
+        /// The index folder to write (an index already there is replaced).
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+        /// Texts per batch.
+        #[arg(long, default_value_t = 32, value_name = "N")]
+        batch_size: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// The texts closest to a question, by cosine similarity of their vectors (exact search).
+    Query {
+        /// The index folder `index build` wrote.
+        index: PathBuf,
+        question: String,
+        /// How many texts to print.
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        k: usize,
+        /// The encoder folder, when it has moved since the index was built.
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// Print the hits as JSON (score, row, text).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,6 +213,11 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Semantic search over a column of texts with a pretrained encoder: `index build`, then `index query`.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
     /// Look at data before training on it.
     Data {
         #[command(subcommand)]
@@ -267,6 +312,12 @@ fn main() {
         Command::ExportVectors { model, output } => table::export_vectors(&model, &output),
         Command::Embed { model, input, column, output, batch_size, quiet } => {
             embed::embed(&model, &input, &column, &output, batch_size, quiet)
+        }
+        Command::Index { command: IndexCommand::Build { model, input, column, output, batch_size, quiet } } => {
+            index::build(&model, &input, &column, &output, batch_size, quiet)
+        }
+        Command::Index { command: IndexCommand::Query { index, question, k, model, json } } => {
+            index::query(&index, &question, k, model.as_deref(), json)
         }
         Command::Data { command: DataCommand::Audit { file, target, json, html } } => {
             table::audit_cmd(&file, target.as_deref(), json.as_deref(), html.as_deref())

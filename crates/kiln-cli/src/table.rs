@@ -54,7 +54,11 @@ pub fn predict(
     let model = Sequential::load(model_path)?;
     // A model trained on a table whose only input is one text column takes a text as its argument.
     let text = model.preparation().is_some_and(|p| {
-        p.features.len() == 1 && matches!(p.features[0].kind, kiln::data::prepare::FeatureKind::Text { .. })
+        p.features.len() == 1
+            && matches!(
+                p.features[0].kind,
+                kiln::data::prepare::FeatureKind::Text { .. } | kiln::data::prepare::FeatureKind::Tokens { .. }
+            )
     });
     match (input, rows) {
         (_, Some(rows)) => predict_rows(model, model_path, rows, output),

@@ -246,6 +246,27 @@ fn text_models_predict_raw_text_as_they_predict_files() {
     let o = kiln(&["train", &t.s("gru.toml"), "--run-dir", &t.s("run5"), "--quiet", "--epochs", "3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_fails(&kiln(&["export-vectors", &t.s("r.csv"), "--output", &t.s("v2.txt")]), &["r.csv"]);
+    // A transformer over the terms in order learns it too and predicts raw text as the file's rows; its heads
+    // must split the term vectors.
+    let tf = cfg.to_string() + "[model]\nkind = \"transformer\"\nblocks = 1\nheads = 2\nunits = 16\n";
+    std::fs::write(t.path("tf.toml"), &tf).unwrap();
+    let o = kiln(&["train", &t.s("tf.toml"), "--run-dir", &t.s("run7"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let acc: f64 = stdout(&o).split("test accuracy: ").nth(1).unwrap()[..6].parse().unwrap();
+    assert!(acc > 0.95, "{}", stdout(&o));
+    let model7 = t.s("run7/model.safetensors");
+    let one = stdout(&kiln(&["predict", &model7, "what a lovely dress"]));
+    assert!(one.contains("1,positive,"), "{one}");
+    let many = stdout(&kiln(&["predict", &model7, "--input", &t.s("in.csv")]));
+    assert_eq!(many.lines().nth(1), one.lines().nth(1));
+    assert_fails(
+        &kiln(&["train", &t.s("tf.toml"), "--set", "model.heads=3"]),
+        &["model.heads = 3 must divide", "data.prepare.text.dim = 8"],
+    );
+    assert_fails(
+        &kiln(&["train", &t.s("tf.toml"), "--set", "model.kernel_size=3"]),
+        &["model.kernel_size", "blocks, heads"],
+    );
     // Or from vectors learned first on the training texts (not both); a bad setting is named.
     let pre = cfg.replace("dim = 8\n", "dim = 8\npretrain = { epochs = 2 }\n") + "[model]\nkind = \"gru\"\nunits = 8\n";
     std::fs::write(t.path("pre.toml"), pre).unwrap();
@@ -305,7 +326,7 @@ fn text_models_predict_raw_text_as_they_predict_files() {
 
 #[test]
 fn the_review_examples_configs_parse() {
-    for name in ["sentiment", "sentiment_gru", "recommend"] {
+    for name in ["sentiment", "sentiment_gru", "sentiment_transformer", "recommend"] {
         let o = kiln(&["train", &format!("{ROOT}/examples/reviews/{name}.toml"), "--print-config"]);
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
     }

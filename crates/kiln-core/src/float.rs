@@ -47,8 +47,8 @@ pub trait Float:
     fn sigmoid_fast(self) -> Self;
     /// tanh(x) = 2σ(2x) − 1, likewise (absolute error under 3e-7 for f32).
     fn tanh_fast(self) -> Self;
-    /// e^x, vectorizable for f32 (`fast_exp_f32`: relative error about 1e-7, and e^x for x < −87 is
-    /// e^−87 rather than 0); exact for f64.
+    /// e^x, vectorizable for f32 (`fast_exp_f32`: relative error about 1e-7, and 0 for x < −87); exact
+    /// for f64.
     fn exp_fast(self) -> Self;
 
     fn from_usize(n: usize) -> Self {
@@ -132,9 +132,13 @@ impl_float!(f64, libm::erf, "F64", crate::ops::unary::sigmoid, f64::tanh, f64::e
 
 /// e^x for f32 without a branch or a call, so that a loop of it vectorizes: x = n·ln2 + r with |r| ≤ ln2/2,
 /// e^r by Cephes' degree-6 polynomial (relative error about 1e-7), 2^n put into the exponent bits. x is
-/// clamped to [−87, 88], where e^x is a normal f32.
+/// clamped to [−87, 88], where e^x is a normal f32, and below −87 the result is 0: e^−87 would turn into
+/// subnormal numbers in what follows (a masked attention weight divided by its row's sum, and every
+/// gradient through it), which x86 computes on about a hundred times slower (measured: a transformer's
+/// training step 2.5x slower with the clamped value).
 #[inline(always)]
 pub fn fast_exp_f32(x: f32) -> f32 {
+    let under = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
     // Rounded to the nearest integer by adding 1.5·2^23, whose bits then hold n + 0x4B40_0000: both the
     // float n and the exponent bits come without a float-to-int cast (Rust's saturating `as i32` did not
@@ -151,7 +155,8 @@ pub fn fast_exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(kn.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23)
+    let y = e * f32::from_bits(kn.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
+    if under { 0.0 } else { y }
 }
 
 #[inline(always)]

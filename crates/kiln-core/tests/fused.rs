@@ -184,50 +184,45 @@ fn embedding_bag_equals_gather_multiply_sum() {
     }
 }
 
-/// Multi-head attention written with the engine's small ops (split heads by permutes, batched products, a
-/// broadcast scale and mask bias, softmax): the reference the fused `Graph::attention` replaces.
-#[allow(clippy::too_many_arguments)]
-fn attention_op_by_op(
-    g: &mut Graph<f32>,
-    (q, k, v): (kiln_core::Var, kiln_core::Var, kiln_core::Var),
-    b: usize,
-    t: usize,
-    heads: usize,
-    keep: &[f32],
-    causal: bool,
-) -> kiln_core::Var {
-    let width = g.shape(q).dim(1);
-    let dh = width / heads;
-    let mut split = |x, perm: &[usize]| {
-        let x = g.reshape(x, &[b, t, heads, dh]).unwrap();
-        g.permute(x, perm).unwrap()
-    };
-    let (qh, kt, vh) = (split(q, &[0, 2, 1, 3]), split(k, &[0, 2, 3, 1]), split(v, &[0, 2, 1, 3]));
-    let s = g.matmul(qh, kt).unwrap();
-    let scale = g.input(&[1], &[1.0 / (dh as f32).sqrt()]).unwrap();
-    let s = g.mul(s, scale).unwrap();
-    let masked = kiln_core::ops::MASKED as f32;
-    let pad: Vec<f32> = keep.iter().map(|&m| if m > 0.0 { 0.0 } else { masked }).collect();
-    let pad = g.input(&[b, 1, 1, t], &pad).unwrap();
-    let mut s = g.add(s, pad).unwrap();
-    if causal {
-        let later: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { masked } else { 0.0 }).collect();
-        let later = g.input(&[1, 1, t, t], &later).unwrap();
-        s = g.add(s, later).unwrap();
+/// The dropout mask drops its rate of the weights, scales the rest by 1/(1 − rate), and differs by seed.
+#[test]
+fn attention_dropout_drops_its_rate_of_weights() {
+    use kiln_core::ops::{AttentionDims, AttentionDropout};
+    for rate in [0.1, 0.5] {
+        let dims = |seed| AttentionDims {
+            b: 1,
+            t: 1,
+            heads: 1,
+            dh: 1,
+            causal: false,
+            drop: AttentionDropout::threshold(rate),
+            seed,
+        };
+        let (a, b) = (dims(1), dims(2));
+        let n = 200_000;
+        let zeros = (0..n).filter(|&i| a.mask::<f64>(i) == 0.0).count() as f64 / n as f64;
+        assert!((zeros - rate).abs() < 0.005, "rate {rate}: dropped {zeros}");
+        let mean = (0..n).map(|i| a.mask::<f64>(i)).sum::<f64>() / n as f64;
+        assert!((mean - 1.0).abs() < 0.01, "rate {rate}: mean {mean}");
+        let same = (0..n).filter(|&i| a.mask::<f64>(i) == b.mask::<f64>(i)).count() as f64 / n as f64;
+        assert!(same < 1.0 - rate * (1.0 - rate), "seeds 1 and 2 agree on {same} of the weights");
     }
-    let p = g.softmax(s, 3).unwrap();
-    let o = g.matmul(p, vh).unwrap();
-    let o = g.permute(o, &[0, 2, 1, 3]).unwrap();
-    g.reshape(o, &[b * t, width]).unwrap()
 }
 
 #[test]
 fn attention_equals_the_op_by_op_version() {
     let mut rng = Rng::new(11);
-    // MiniLM's heads (12 of 32) over padded texts; a causal case; one head; more pairs than threads.
-    for (b, t, heads, dh, causal) in
-        [(3, 7, 12, 32, false), (2, 9, 4, 8, true), (1, 5, 1, 16, false), (5, 4, 3, 4, true)]
-    {
+    // MiniLM's heads (12 of 32) over padded texts; a causal case; one head; more pairs than threads; dropout
+    // on the weights (the same mask both ways, from its seed).
+    for (b, t, heads, dh, causal, rate) in [
+        (3, 7, 12, 32, false, 0.0),
+        (2, 9, 4, 8, true, 0.0),
+        (1, 5, 1, 16, false, 0.0),
+        (5, 4, 3, 4, true, 0.0),
+        (3, 7, 4, 8, false, 0.3),
+        (2, 9, 2, 4, true, 0.5),
+    ] {
+        let dropout = (rate > 0.0).then_some(kiln_core::ops::AttentionDropout { rate, seed: 99 });
         let w = heads * dh;
         let keep: Vec<f32> = (0..b * t).map(|i| if i % t < t - (i / t) % 3 { 1.0 } else { 0.0 }).collect();
         let (q, k, v) = (rand(b * t * w, &mut rng), rand(b * t * w, &mut rng), rand(b * t * w, &mut rng));
@@ -242,9 +237,9 @@ fn attention_equals_the_op_by_op_version() {
                 .collect();
             let vars = (g.use_param(ps[0]), g.use_param(ps[1]), g.use_param(ps[2]));
             let y = if fused {
-                g.attention(vars.0, vars.1, vars.2, b, t, heads, Some(&keep), causal).unwrap()
+                g.attention_dropout(vars.0, vars.1, vars.2, b, t, heads, Some(&keep), causal, dropout).unwrap()
             } else {
-                attention_op_by_op(&mut g, vars, b, t, heads, &keep, causal)
+                g.attention_unfused(vars.0, vars.1, vars.2, b, t, heads, Some(&keep), causal, dropout).unwrap()
             };
             let out = g.value(y).to_vec();
             let rv = g.input(&[b * t, w], &r).unwrap();

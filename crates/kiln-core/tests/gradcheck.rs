@@ -199,6 +199,11 @@ fn attention() {
     check(vec![u(&[5, 3], &mut r), u(&[5, 3], &mut r), u(&[5, 3], &mut r)], |g, v| {
         g.attention(v[0], v[1], v[2], 1, 5, 1, None, false)
     });
+    // Dropout on the weights: the mask is fixed by its seed, so the function is smooth in q, k, v.
+    let drop = Some(kiln_core::ops::AttentionDropout { rate: 0.4, seed: 3 });
+    check(vec![u(&[6, 4], &mut r), u(&[6, 4], &mut r), u(&[6, 4], &mut r)], |g, v| {
+        g.attention_dropout(v[0], v[1], v[2], 2, 3, 2, Some(&keep), true, drop)
+    });
 }
 
 /// Enough rows that the kernel splits them across threads: every row still gets its own statistics.

@@ -22,6 +22,7 @@ pub mod class_weight;
 pub mod config;
 pub mod data;
 pub mod history;
+pub mod index;
 pub mod infer;
 pub mod inputs;
 pub mod io;
@@ -52,8 +53,8 @@ pub mod prelude {
     pub use crate::nn::{
         Activation, ActivationLayer, Add, AveragePooling2D, BatchNormalization, Bidirectional, CategoryEmbedding,
         Concatenate, Conv1D, Conv2D, Dense, Dot, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
-        GlobalMaxPooling1D, Gru, Initializer, Lstm, MaxPooling2D, Multiply, PaddingConfig, Regularizer, RnnKind,
-        SimpleRnn,
+        GlobalMaxPooling1D, Gru, Initializer, LayerNormalization, Lstm, MaxPooling2D, MultiHeadAttention, Multiply,
+        PaddingConfig, PositionEmbedding, Regularizer, RnnKind, SimpleRnn, TransformerEncoder,
     };
     pub use crate::optim::{Adagrad, Adam, AdamW, RmsProp, Sgd};
     pub use crate::schedule::{Clip, Schedule};

@@ -14,8 +14,10 @@ use crate::metrics::{Average, Metric};
 use crate::model::{InputSpec, NodeSpec, Sequential};
 use crate::nn::{
     Activation, Bidirectional, Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
-    GlobalMaxPooling1D, Gru, LayerConfig, Lstm, MaxPooling2D, Regularizer, RnnKind, SimpleRnn, Src,
+    GlobalMaxPooling1D, Gru, LayerConfig, LayerNormalization, Lstm, MaxPooling2D, PositionEmbedding, Regularizer,
+    RnnKind, SimpleRnn, Src, TransformerEncoder,
 };
+use crate::pretrained::Folder;
 use crate::weights::{NameMap, TermVectors, WeightFile};
 use kiln_core::{Error, Result};
 
@@ -361,12 +363,73 @@ impl Config {
         Ok((out, loss, metrics))
     }
 
+    /// model.pretrained: the folder's encoder as a `BertEncoder` layer (its lowest `freeze` parts fixed),
+    /// filled from the folder's weights unless model.weights gives every parameter; each of its tensors must
+    /// be there.
+    fn pretrained_encoder(&self, net: &mut Sequential, length: usize) -> Result<()> {
+        let m = &self.model;
+        let Some(dir) = &m.pretrained else {
+            return Err(Error::Config(
+                "the data holds token ids of a pretrained tokenizer, but model.pretrained is not set".into(),
+            ));
+        };
+        let folder = Folder::read(dir)?;
+        let layer = folder.layer().freeze(m.freeze);
+        if length > layer.max_position_embeddings {
+            return Err(Error::Config(format!(
+                "data.prepare.text.length = {length} tokens, but {} has {} positions",
+                dir.display(),
+                layer.max_position_embeddings
+            )));
+        }
+        if m.weights.is_some() {
+            net.add(layer)?;
+            return Ok(());
+        }
+        let kept = net.take_weights_source();
+        net.set_weights_source(Box::new(folder.weights()?));
+        let added = net.add(layer).map(|_| ());
+        let source = net.take_weights_source();
+        if let Some(k) = kept {
+            net.set_weights_source(k);
+        }
+        added?;
+        let missing = source.map(|s| s.missing()).unwrap_or_default();
+        if !missing.is_empty() {
+            return Err(Error::Config(format!(
+                "model.pretrained: {} lacks {} of the encoder's tensors: {}",
+                dir.join("model.safetensors").display(),
+                missing.len(),
+                missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// kind = "transformer": `blocks` pre-norm encoder blocks over term vectors `dim` wide, and the final
+    /// LayerNormalization that pre-norm stacks end with (PyTorch's `TransformerEncoder(norm=...)`).
+    fn transformer_blocks<'n>(&self, net: &'n mut Sequential, dim: usize) -> Result<&'n mut Sequential> {
+        let m = &self.model;
+        if m.blocks == 0 || m.heads == 0 || !dim.is_multiple_of(m.heads) {
+            return Err(Error::Config(format!(
+                "model.heads = {} must divide the term vectors' width data.prepare.text.dim = {dim} (and \
+                 model.blocks = {} be at least 1)",
+                m.heads, m.blocks
+            )));
+        }
+        for _ in 0..m.blocks {
+            net.add(TransformerEncoder::new(m.heads, m.units).norm_first(true).activation(Activation::Gelu))?;
+        }
+        net.add(LayerNormalization::new().epsilon(1e-5))
+    }
+
     /// The recipe's layers before the Dense ones: the category embeddings (mlp), or one text column's
     /// terms through Embedding and a recurrent or convolutional layer, pooled.
     fn sequence_layers(&self, net: &mut Sequential, prep: &Preparation) -> Result<()> {
         let m = &self.model;
         let kind = m.kind.unwrap_or_default();
         match (kind, prep.features.as_slice()) {
+            (_, [Feature { kind: FeatureKind::Tokens { length, .. }, .. }]) => self.pretrained_encoder(net, *length)?,
             (ModelKind::Mlp, _) => {
                 if let Some(layer) = prep.embedding_layer() {
                     net.add(layer)?;
@@ -374,10 +437,13 @@ impl Config {
             }
             (_, [Feature { kind: FeatureKind::Text { vocab, opts, .. }, .. }]) if opts.output == TextOutput::Ids => {
                 net.add(Embedding::new(vocab.len() + 2, opts.dim).mask_zero(kind != ModelKind::Cnn))?;
+                if kind == ModelKind::Transformer {
+                    net.add(PositionEmbedding::new())?;
+                }
                 if m.embedding_dropout > 0.0 {
                     net.add(Dropout::new(m.embedding_dropout))?;
                 }
-                let pooling = m.pooling.unwrap_or(if kind == ModelKind::Cnn { Pooling::Max } else { Pooling::Last });
+                let pooling = m.pooling.unwrap_or(kind.default_pooling());
                 let rnn = match kind {
                     ModelKind::Lstm => Some(RnnKind::Lstm),
                     ModelKind::Gru => Some(RnnKind::Gru),
@@ -393,8 +459,12 @@ impl Config {
                     Some(RnnKind::Gru) => net.add(Gru::new(m.units).return_sequences(seq))?,
                     Some(RnnKind::SimpleRnn) => net.add(SimpleRnn::new(m.units).return_sequences(seq))?,
                     None if pooling == Pooling::Last => {
-                        return Err(Error::Config("model.pooling = \"last\" is for recurrent kinds, not cnn".into()));
+                        return Err(Error::Config(format!(
+                            "model.pooling = \"last\" is for recurrent kinds, not {}: use \"max\" or \"average\"",
+                            kind.name()
+                        )));
                     }
+                    None if kind == ModelKind::Transformer => self.transformer_blocks(net, opts.dim)?,
                     None => net.add(Conv1D::new(m.units, m.kernel_size).activation(Activation::Relu))?,
                 };
                 match pooling {

@@ -330,6 +330,25 @@ fn prepared(
     }
     let mut prep = Preparation::fit(table, types, &cfg.data.targets(), &train, &cfg.data.ignore, &cfg.data.prepare)?;
     prep.classes = cfg.data.classes.clone();
+    if let Some(dir) = &cfg.model.pretrained {
+        let folder = crate::pretrained::bert::Folder::read(dir)?;
+        // A column of few distinct texts reads as categories; the tokenizer reads it as text all the same.
+        let texts = prep
+            .features
+            .iter()
+            .filter(|f| matches!(f.kind, FeatureKind::Text { .. } | FeatureKind::Category { .. }))
+            .count();
+        if texts != 1 || prep.features.len() != 1 {
+            let names: Vec<&str> = prep.features.iter().map(|f| f.name.as_str()).collect();
+            return Err(Error::Config(format!(
+                "model.pretrained reads one text column, and the inputs here are {} ({} of them text): ignore the \
+                 others (data.ignore), or declare the text column under [data.columns]",
+                names.join(", "),
+                texts
+            )));
+        }
+        prep.use_tokenizer(&folder.tokenizer_json, cfg.data.prepare.text.length.min(folder.max_tokens))?;
+    }
     if let Some(p) = &cfg.data.positive {
         prep.set_positive(p)?;
     }

@@ -86,6 +86,52 @@ fn minilm_tokens_and_embeddings_equal_sentence_transformers() {
     assert!(worst <= 1e-5, "alone vs in a batch: {worst}");
 }
 
+/// The encoder as a model layer (`BertEncoder`, filled from the folder through the one loading path) gives
+/// sentence-transformers' vectors too, from the padded id rows a table's preparation makes; a frozen part
+/// is not trainable; and a fine-tuning step moves only what is not frozen.
+#[test]
+fn the_encoder_as_a_layer_equals_sentence_transformers_and_freezes_its_lower_parts() {
+    use kiln::prelude::*;
+    if !fetched() {
+        return;
+    }
+    let folder = kiln::pretrained::Folder::read(model_dir()).unwrap();
+    let enc = Encoder::open(model_dir()).unwrap();
+    let r = reference();
+    let texts: Vec<&str> = r.sentences.iter().map(String::as_str).collect();
+    let tokens = enc.tokenize(&texts).unwrap();
+    let steps = 300; // past the longest: the layer runs only to the batch's longest text.
+    let mut ids = vec![0f32; texts.len() * steps];
+    for (row, t) in tokens.ids.iter().enumerate() {
+        for (j, &id) in t.iter().enumerate() {
+            ids[row * steps + j] = id as f32;
+        }
+    }
+    let ids = Tensor::new(&[texts.len(), steps], ids).unwrap();
+    let mut m = Sequential::new(&[steps]).weights_from(folder.weights().unwrap());
+    m.add(folder.layer().freeze(3).name("bert")).unwrap();
+    assert!(m.finish_weights().unwrap().missing().is_empty());
+    let vecs = m.predict(&ids, 3).unwrap();
+    for (i, (a, b)) in vecs.data().chunks(384).zip(&r.embeddings).enumerate() {
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-4, "sentence {i}: max abs difference {worst}");
+    }
+    // One SGD step: the embeddings (5 tensors) and the first two layers (16 each) stay; the rest moves.
+    m.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[]).unwrap();
+    let before = m.get_weights();
+    let target = Tensor::new(&[texts.len(), 384], vec![0.5; texts.len() * 384]).unwrap();
+    m.train_on_batch(&ids, &target).unwrap();
+    let after = m.get_weights();
+    let moved: Vec<bool> = before.iter().zip(&after).map(|(b, a)| b != a).collect();
+    assert_eq!(moved.len(), 5 + 6 * 16);
+    assert!(moved[..37].iter().all(|m| !m), "a frozen part moved: {moved:?}");
+    assert!(moved[37..].iter().filter(|&&m| m).count() >= 60, "{moved:?}");
+    // A token id outside the vocabulary is one clear error.
+    let bad = Tensor::new(&[1, steps], (0..steps).map(|i| if i == 3 { 40000.0 } else { 1.0 }).collect()).unwrap();
+    let e = m.predict(&bad, 1).unwrap_err().to_string();
+    assert!(e.contains("token id 40000 is outside the model's 30522 words"), "{e}");
+}
+
 /// A folder with the files given (name, contents).
 fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,9 @@
 //! Synthetic reviews of 100 term ids (vocabulary 20,000, about a third of each row padding), 20,000 of them,
 //! batch 64, Adam, binary labels; trains an embedding bag (mean of 64-wide vectors → Dense 32 → 1), the same
 //! with lazy Adam (`embedding_bag_sparse`: only the table rows a batch uses are updated), an LSTM and a GRU
-//! (Embedding 64 with mask → LSTM or GRU 32 → 1) and prints seconds per epoch as one JSON line per model.
+//! (Embedding 64 with mask → LSTM or GRU 32 → 1), and a transformer (Embedding 64 with mask → learned
+//! positions → 2 pre-norm GELU encoder blocks of 4 heads, feed-forward 128, dropout 0.1 → LayerNorm → masked
+//! average → 1), and prints seconds per epoch as one JSON line per model.
 //! bench/text_side_by_side.py runs the same shapes in PyTorch next to it.
 
 use kiln::config::ModelKind;
@@ -45,6 +47,15 @@ fn model(kind: ModelKind, lazy: bool) -> Sequential {
             m.add(Embedding::new(VOCAB, 64).mask_zero(true)).unwrap();
             m.add(Gru::new(32)).unwrap();
         }
+        ModelKind::Transformer => {
+            m.add(Embedding::new(VOCAB, 64).mask_zero(true)).unwrap();
+            m.add(PositionEmbedding::new()).unwrap();
+            for _ in 0..2 {
+                m.add(TransformerEncoder::new(4, 128).norm_first(true).activation(Activation::Gelu)).unwrap();
+            }
+            m.add(LayerNormalization::new().epsilon(1e-5)).unwrap();
+            m.add(GlobalAveragePooling1D::new()).unwrap();
+        }
         _ => {
             m.add(CategoryEmbedding::new(0, &[(VOCAB, 64)]).lengths(&[LEN])).unwrap();
             m.add(Dense::new(32).activation(Activation::Relu)).unwrap();
@@ -66,6 +77,7 @@ fn main() {
         ("embedding_bag_sparse", ModelKind::Mlp, true),
         ("lstm", ModelKind::Lstm, false),
         ("gru", ModelKind::Gru, false),
+        ("transformer", ModelKind::Transformer, false),
     ];
     for (name, kind, lazy) in models {
         if only.as_ref().is_some_and(|o| !o.split(',').any(|m| m == name)) {

@@ -19,7 +19,7 @@ mod softmax;
 pub(crate) mod unary;
 
 pub use crate::backend::cpu::gemm::{in_matmul_kernel, set_num_threads};
-pub use attention::{AttentionDims, MASKED};
+pub use attention::{AttentionDims, AttentionDropout, MASKED, dropout_hash};
 pub use binary::BinaryOp;
 pub use conv::{Conv2dArgs, Padding, Window};
 pub use loss::LossKind;

@@ -21,8 +21,18 @@ const TABLE_DATA_KEYS: [&str; 10] = [
 ];
 
 /// `[model]` keys of the built-in recipes.
-const RECIPE_KEYS: [&str; 8] =
-    ["units", "bidirectional", "pooling", "embedding_dropout", "kernel_size", "hidden", "dropout", "l2"];
+const RECIPE_KEYS: [&str; 10] = [
+    "units",
+    "bidirectional",
+    "pooling",
+    "embedding_dropout",
+    "kernel_size",
+    "blocks",
+    "heads",
+    "hidden",
+    "dropout",
+    "l2",
+];
 
 /// Whether the recipe `kind` on this kind of data uses the `[model]` setting `key`.
 pub(super) fn recipe_uses(data: DataKind, kind: ModelKind, key: &str) -> bool {
@@ -33,6 +43,7 @@ pub(super) fn recipe_uses(data: DataKind, kind: ModelKind, key: &str) -> bool {
             (DataKind::Images, ModelKind::Cnn) => matches!(key, "units" | "kernel_size"),
             (DataKind::Images, _) => false,
             (DataKind::Table, ModelKind::Cnn) => sequence.contains(&key) || key == "kernel_size",
+            (DataKind::Table, ModelKind::Transformer) => sequence.contains(&key) || matches!(key, "blocks" | "heads"),
             (DataKind::Table, _) => sequence.contains(&key) || key == "bidirectional",
         }
 }
@@ -66,12 +77,35 @@ impl Config {
             ("model.pooling", m.pooling.is_some()),
             ("model.embedding_dropout", m.embedding_dropout != 0.0),
             ("model.kernel_size", m.kernel_size != md.kernel_size),
+            ("model.blocks", m.blocks != md.blocks),
+            ("model.heads", m.heads != md.heads),
             ("model.hidden", m.hidden != md.hidden),
             ("model.dropout", m.dropout != md.dropout),
             ("model.l2", m.l2 != 0.0),
         ] {
             if set && !(key == "data.target" && kind == DataKind::Table) {
                 self.check_key(key)?;
+            }
+        }
+        if m.freeze > 0 && m.pretrained.is_none() {
+            return Err(Error::Config(
+                "model.freeze keeps parts of a pretrained encoder fixed: it goes with model.pretrained".into(),
+            ));
+        }
+        if let Some(p) = &m.pretrained {
+            let why = if kind != DataKind::Table {
+                Some("a table with a text column; MNIST images are not text")
+            } else if m.explicit() {
+                Some(
+                    "its own recipe (the encoder, then `hidden` Dense layers); leave out [[model.layers]] and [[model.nodes]]",
+                )
+            } else if m.kind.is_some_and(|k| k != ModelKind::Mlp) {
+                Some("its own recipe (the encoder, then `hidden` Dense layers); leave model.kind out")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Error::Config(format!("model.pretrained = {}: fine-tuning takes {why}", p.display())));
             }
         }
         if !m.inputs.is_empty() && (kind != DataKind::Table || m.nodes.is_empty()) {

@@ -139,8 +139,10 @@ pub struct ModelConfig {
     /// A built-in recipe: `mlp` (tables: embeddings and numbers into Dense layers; images: flattened
     /// pixels), `cnn` (images: Conv2D of `units` filters and max pooling; text: Conv1D over the terms),
     /// `lstm`, `gru` or `simple_rnn` (one text column, its terms in order through Embedding(mask_zero) and a
-    /// recurrent layer of `units`); then the Dense layers of `hidden` and the output the task needs. Left
-    /// out: `mlp` for tables; images need it or `layers`/`nodes`.
+    /// recurrent layer of `units`), `transformer` (the terms with learned positions through `blocks`
+    /// TransformerEncoder blocks of `heads` heads, as wide as the term vectors); then the Dense layers of
+    /// `hidden` and the output the task needs. Left out: `mlp` for tables; images need it or
+    /// `layers`/`nodes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<ModelKind>,
     /// Layers in a line, each reading the one before (a Sequential model); the last gives the output.
@@ -164,9 +166,24 @@ pub struct ModelConfig {
     /// more). Fine-tuning, or training on from a saved model with other settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
+    /// Fine-tune a pretrained text encoder: a Hugging Face BERT-family folder (config.json,
+    /// model.safetensors, tokenizer.json), e.g. models/all-MiniLM-L6-v2. The table's one text column is read
+    /// by the folder's tokenizer (up to data.prepare.text.length tokens, or the folder's limit), the encoder
+    /// starts from the folder's weights, and the Dense layers of `hidden` and the output follow. The saved
+    /// model holds the tokenizer: it predicts raw text without the folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
+    /// With `pretrained`: keep the lowest parts of the encoder fixed while training (1: the embeddings; 2:
+    /// they and the first encoder layer; ...). 0 trains it all.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub freeze: usize,
     // The recipes' settings (with `kind`; an error beside `layers` or `nodes`):
-    /// Recurrent width (per direction), or Conv1D/Conv2D filters.
+    /// Recurrent width (per direction), Conv1D/Conv2D filters, or a transformer block's feed-forward width.
     pub units: usize,
+    /// Transformer blocks (kind = "transformer").
+    pub blocks: usize,
+    /// Attention heads per transformer block; they split the term vectors (data.prepare.text.dim) evenly.
+    pub heads: usize,
     /// Run the recurrent layer both ways (Bidirectional), concatenating the two.
     pub bidirectional: bool,
     /// What the Dense layers get from the sequence: `last` (the recurrent layer's last state; the default
@@ -201,6 +218,10 @@ pub enum ModelKind {
     /// Text: Embedding → Conv1D(units filters of `kernel_size` terms, ReLU) → GlobalMaxPooling1D. Images:
     /// Conv2D(units filters, kernel_size², ReLU) → MaxPooling2D(2) → Flatten.
     Cnn,
+    /// Text: Embedding(mask_zero) → PositionEmbedding (learned) → `blocks` × TransformerEncoder (pre-norm,
+    /// GELU, `heads` heads, feed-forward `units`, dropout 0.1) → LayerNormalization → pooled over the real
+    /// steps (average by default, or max).
+    Transformer,
 }
 
 impl ModelKind {
@@ -211,6 +232,16 @@ impl ModelKind {
             ModelKind::Gru => "gru",
             ModelKind::SimpleRnn => "simple_rnn",
             ModelKind::Cnn => "cnn",
+            ModelKind::Transformer => "transformer",
+        }
+    }
+
+    /// How the sequence kinds pool their steps when model.pooling is left out.
+    pub fn default_pooling(self) -> Pooling {
+        match self {
+            ModelKind::Cnn => Pooling::Max,
+            ModelKind::Transformer => Pooling::Average,
+            _ => Pooling::Last,
         }
     }
 }
@@ -235,7 +266,11 @@ impl Default for ModelConfig {
             inputs: Vec::new(),
             outputs: Vec::new(),
             weights: None,
+            pretrained: None,
+            freeze: 0,
             units: 64,
+            blocks: 2,
+            heads: 4,
             bidirectional: false,
             pooling: None,
             embedding_dropout: 0.0,
@@ -245,6 +280,10 @@ impl Default for ModelConfig {
             l2: 0.0,
         }
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ModelConfig {
@@ -531,6 +570,9 @@ impl Config {
         if let Some(w) = &c.model.weights {
             c.model.weights = Some(base.join(w));
         }
+        if let Some(p) = &c.model.pretrained {
+            c.model.pretrained = Some(base.join(p));
+        }
         c.source = Some(path.to_path_buf());
         Ok(c)
     }
@@ -606,7 +648,7 @@ impl Config {
                 if let Some(k) = self.model.kind
                     && recipe_uses(DataKind::Table, k, "pooling")
                 {
-                    self.model.pooling.get_or_insert(if k == ModelKind::Cnn { Pooling::Max } else { Pooling::Last });
+                    self.model.pooling.get_or_insert(k.default_pooling());
                 }
                 self.data.format.get_or_insert(DataFormat::Table);
             }
@@ -664,6 +706,7 @@ impl Config {
         c.data.path = abs(&c.data.path);
         c.data.prepare.text.glove = c.data.prepare.text.glove.as_deref().map(abs);
         c.model.weights = c.model.weights.as_deref().map(abs);
+        c.model.pretrained = c.model.pretrained.as_deref().map(abs);
         c.output.model = c.output.model.as_deref().map(|m| match (m.parent(), m.file_name()) {
             (Some(d), Some(f)) if !d.as_os_str().is_empty() => abs(d).join(f),
             (_, Some(f)) => abs(Path::new(".")).join(f),

@@ -131,6 +131,22 @@ pub enum FeatureKind {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         idf: Vec<f32>,
     },
+    /// A pretrained encoder's token ids ([CLS] … [SEP], cut at `length`, 0 after), from its tokenizer,
+    /// kept whole (tokenizer.json's text) so that a saved model reads raw text on its own.
+    Tokens {
+        tokenizer: String,
+        length: usize,
+    },
+}
+
+/// A tokenizer.json's text as a tokenizer that pads nothing and cuts at `length` tokens.
+pub fn parse_tokenizer(json: &str, length: usize) -> Result<tokenizers::Tokenizer> {
+    let mut tok: tokenizers::Tokenizer =
+        json.parse().map_err(|e| Error::Data(format!("the saved tokenizer does not parse ({e})")))?;
+    tok.with_padding(None);
+    tok.with_truncation(Some(tokenizers::TruncationParams { max_length: length, ..Default::default() }))
+        .map_err(|e| Error::Data(format!("the tokenizer cannot cut at {length} tokens ({e})")))?;
+    Ok(tok)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,6 +165,7 @@ impl Feature {
             FeatureKind::Category { levels, .. } => levels.len() + 1,
             FeatureKind::Boolean => 1,
             FeatureKind::Text { opts, .. } => opts.width(),
+            FeatureKind::Tokens { length, .. } => *length,
         }
     }
 }
@@ -430,10 +447,22 @@ impl Preparation {
         // Embedded categories go last: the embedding layer reads the numbers first, then one index per column.
         features.sort_by_key(|f| match f.kind {
             FeatureKind::Category { embed: Some(_), .. } => 1,
-            FeatureKind::Text { .. } => 2,
+            FeatureKind::Text { .. } | FeatureKind::Tokens { .. } => 2,
             _ => 0,
         });
         Ok(features)
+    }
+
+    /// Reads the text (and category) columns with a pretrained encoder's tokenizer (`tokenizer.json`'s
+    /// text) instead of the fitted vocabulary or levels: `length` token ids per text.
+    pub fn use_tokenizer(&mut self, tokenizer_json: &str, length: usize) -> Result<()> {
+        parse_tokenizer(tokenizer_json, length)?;
+        for f in &mut self.features {
+            if let FeatureKind::Text { .. } | FeatureKind::Category { .. } = f.kind {
+                f.kind = FeatureKind::Tokens { tokenizer: tokenizer_json.to_string(), length };
+            }
+        }
+        Ok(())
     }
 
     /// Values per row after preparation.
@@ -583,6 +612,21 @@ impl Preparation {
         let mut off = 0;
         for f in &self.features {
             let col = table.column(&f.name)?;
+            if let FeatureKind::Tokens { tokenizer, length } = &f.kind {
+                let tok = parse_tokenizer(tokenizer, *length)?;
+                let texts: Vec<&str> =
+                    rows.iter().map(|&r| col.cells.get(r).and_then(|c| c.as_deref()).unwrap_or("")).collect();
+                let enc =
+                    tok.encode_batch(texts, true).map_err(|e| Error::Data(format!("column `{}`: {e}", f.name)))?;
+                for (i, e) in enc.iter().enumerate() {
+                    let dst = &mut x[i * w + off..i * w + off + length];
+                    for (d, &id) in dst.iter_mut().zip(e.get_ids()) {
+                        *d = id as f32;
+                    }
+                }
+                off += length;
+                continue;
+            }
             for (i, &r) in rows.iter().enumerate() {
                 let dst = &mut x[i * w + off..i * w + off + f.width()];
                 let cell = col.cells.get(r).and_then(|c| c.as_deref());
@@ -624,6 +668,7 @@ impl Preparation {
                         ids(cell.unwrap_or(""), vocab, opts, dst)
                     }
                     FeatureKind::Text { vocab, opts, idf } => bag(cell.unwrap_or(""), vocab, idf, opts, dst),
+                    FeatureKind::Tokens { .. } => unreachable!("tokenized above"),
                 }
             }
             off += f.width();

@@ -83,6 +83,11 @@ layers! {
     Multiply(Multiply) = "multiply", "Multiply";
     Concatenate(Concatenate) = "concatenate", "Concatenate";
     Dot(Dot) = "dot", "Dot";
+    LayerNormalization(LayerNormalization) = "layer_normalization", "LayerNormalization";
+    MultiHeadAttention(MultiHeadAttention) = "multi_head_attention", "MultiHeadAttention";
+    PositionEmbedding(PositionEmbedding) = "position_embedding", "PositionEmbedding";
+    TransformerEncoder(TransformerEncoder) = "transformer_encoder", "TransformerEncoder";
+    BertEncoder(BertEncoder) = "bert_encoder", "BertEncoder";
 }
 
 impl LayerConfig {

@@ -10,10 +10,13 @@
 //! the longest text of a batch, truncated at the model's token limit, pooled (mean over real tokens, or
 //! the [CLS] token) and normalized to unit length when the folder's modules say so.
 
-use crate::weights::{Transform, read_safetensors, read_tensor};
-use kiln_core::{Error, Graph, ParamId, Result, UnaryOp};
+use crate::nn::layers::bert::forward_tokens;
+use crate::nn::{BertEncoder, LayerConfig};
+use crate::weights::{ParamSource, Transform, read_safetensors, read_tensor};
+use kiln_core::{Error, Graph, ParamId, Result};
 use safetensors::SafeTensors;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The keys of config.json kiln reads (others are ignored, as transformers ignores unknown ones).
@@ -47,26 +50,8 @@ fn default_eps() -> f64 {
     1e-12
 }
 
-/// How token vectors become one vector per text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pooling {
-    /// The mean over the text's tokens (padding excluded): sentence-transformers' default.
-    Mean,
-    /// The first token's vector ([CLS]).
-    Cls,
-}
-
-/// One encoder layer's parameters.
-struct Block {
-    q: (ParamId, ParamId),
-    k: (ParamId, ParamId),
-    v: (ParamId, ParamId),
-    out: (ParamId, ParamId),
-    ln1: (ParamId, ParamId),
-    up: (ParamId, ParamId),
-    down: (ParamId, ParamId),
-    ln2: (ParamId, ParamId),
-}
+/// How token vectors become one vector per text (the layer's setting).
+pub use crate::nn::TokenPooling as Pooling;
 
 /// A pretrained BERT-family text encoder and its tokenizer, ready to embed texts.
 pub struct Encoder {
@@ -77,11 +62,10 @@ pub struct Encoder {
     pub max_tokens: usize,
     tokenizer: tokenizers::Tokenizer,
     graph: Graph<f32>,
-    word: ParamId,
-    position: ParamId,
-    token_type: ParamId,
-    ln: (ParamId, ParamId),
-    blocks: Vec<Block>,
+    /// The architecture as kiln's layer (`nn::BertEncoder`), whose forward the encoder runs.
+    arch: BertEncoder,
+    /// The parameters under the layer's names.
+    params: HashMap<String, ParamId>,
     pad_id: u32,
 }
 
@@ -184,42 +168,74 @@ fn read_modules(dir: &Path) -> Result<(Pooling, bool)> {
     Ok((pooling, normalize))
 }
 
-/// Parameters from the weights file into a graph's store, under the file's names (without its prefix),
-/// linear weights turned from PyTorch's [out, in] into kiln's [in, out]; frozen (inference).
-struct Loader<'a> {
-    st: &'a SafeTensors<'a>,
-    path: &'a Path,
-    prefix: &'a str,
-    g: Graph<f32>,
-}
-
-impl Loader<'_> {
-    fn load(&mut self, name: &str, shape: &[usize], t: Transform) -> Result<ParamId> {
-        let values = read_tensor(self.st, &format!("{}{name}", self.prefix), shape, t, self.path)?;
-        self.g.add_param(name, shape, values, false)
-    }
-
-    fn param(&mut self, name: &str, shape: &[usize]) -> Result<ParamId> {
-        self.load(name, shape, Transform::None)
-    }
-
-    /// A linear layer's weight [i, o] and bias [o].
-    fn linear(&mut self, name: &str, i: usize, o: usize) -> Result<(ParamId, ParamId)> {
-        Ok((
-            self.load(&format!("{name}.weight"), &[i, o], Transform::Transpose)?,
-            self.param(&format!("{name}.bias"), &[o])?,
-        ))
-    }
-
-    /// A LayerNorm's γ and β, [h] each.
-    fn norm(&mut self, name: &str, h: usize) -> Result<(ParamId, ParamId)> {
-        Ok((self.param(&format!("{name}.weight"), &[h])?, self.param(&format!("{name}.bias"), &[h])?))
+/// A parameter of `nn::BertEncoder` (`encoder.layer.0.attention.self.query.kernel`) as the weights file
+/// names it (without the file's prefix) and its layout there: kernels are PyTorch's transposed `weight`s.
+fn file_name(param: &str) -> (String, Transform) {
+    match param.strip_suffix(".kernel") {
+        Some(stem) => (format!("{stem}.weight"), Transform::Transpose),
+        None => (param.to_string(), Transform::None),
     }
 }
 
-impl Encoder {
-    /// Opens a Hugging Face model folder of a BERT-family encoder.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Encoder> {
+/// A Hugging Face folder's model.safetensors as a weight source for a model with a `BertEncoder` layer
+/// (the one loading path: `Model::set_weights_source`): the layer's parameters by their Hugging Face
+/// names, any `bert.` prefix of the file's, linear weights transposed.
+pub struct HfBertSource {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    prefix: String,
+    missing: Vec<String>,
+}
+
+impl HfBertSource {
+    pub fn open(path: &Path) -> Result<HfBertSource> {
+        let bytes = read_safetensors(path)?;
+        let st = SafeTensors::deserialize(&bytes).expect("checked by read_safetensors");
+        let prefix = if st.tensor("embeddings.word_embeddings.weight").is_ok() { "" } else { "bert." }.to_string();
+        Ok(HfBertSource { path: path.to_path_buf(), bytes, prefix, missing: Vec::new() })
+    }
+
+    /// The values of the layer parameter `param` (its name within the layer) of `shape`, in kiln's layout.
+    fn read(&self, param: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let st = SafeTensors::deserialize(&self.bytes).expect("checked by read_safetensors");
+        let (name, t) = file_name(param);
+        read_tensor(&st, &format!("{}{name}", self.prefix), shape, t, &self.path)
+    }
+}
+
+impl ParamSource for HfBertSource {
+    fn take(&mut self, layer: &LayerConfig, name: &str, shape: &[usize], _init: &[f32]) -> Result<Option<Vec<f32>>> {
+        let LayerConfig::BertEncoder(_) = layer else { return Ok(None) };
+        let param = name.split_once('.').map_or(name, |(_, p)| p);
+        let st = SafeTensors::deserialize(&self.bytes).expect("checked by read_safetensors");
+        if st.tensor(&format!("{}{}", self.prefix, file_name(param).0)).is_err() {
+            self.missing.push(name.to_string());
+            return Ok(None);
+        }
+        self.read(param, shape).map(Some)
+    }
+
+    fn missing(&self) -> Vec<String> {
+        self.missing.clone()
+    }
+}
+
+/// A model folder read and checked: its architecture, pooling, token limit and tokenizer; the weights are
+/// read by `Encoder::open` (to embed) or by a model that fine-tunes it (`weights`).
+pub struct Folder {
+    pub dir: PathBuf,
+    pub config: BertConfig,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    /// Tokens per text at most ([CLS] and [SEP] included); longer texts are truncated.
+    pub max_tokens: usize,
+    /// tokenizer.json's text (a fine-tuned model keeps it, to read raw text without the folder).
+    pub tokenizer_json: String,
+    tokenizer: tokenizers::Tokenizer,
+}
+
+impl Folder {
+    pub fn read(dir: impl AsRef<Path>) -> Result<Folder> {
         let dir = dir.as_ref();
         require(dir, &["config.json", "model.safetensors", "tokenizer.json"])?;
         let cfg_path = dir.join("config.json");
@@ -231,59 +247,41 @@ impl Encoder {
             _ => None,
         };
         let max_tokens = limit.unwrap_or(config.max_position_embeddings).min(config.max_position_embeddings);
-
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
-            .map_err(|e| Error::format(&tok_path, format!("is not a tokenizer this version reads ({e})")))?;
+        let tokenizer_json = std::fs::read_to_string(&tok_path).map_err(|e| Error::io(&tok_path, &e))?;
         // The file may bake in fixed padding and truncation (all-MiniLM-L6-v2's pads every text to 128):
         // sentence-transformers pads to the longest text of a batch and truncates at its own limit.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(tokenizers::TruncationParams { max_length: max_tokens, ..Default::default() }))
-            .map_err(|e| Error::format(&tok_path, format!("cannot truncate at {max_tokens} tokens ({e})")))?;
-        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+        let tokenizer = crate::data::prepare::parse_tokenizer(&tokenizer_json, max_tokens)
+            .map_err(|e| Error::format(&tok_path, format!("is not a tokenizer this version reads ({e})")))?;
+        Ok(Folder { dir: dir.to_path_buf(), config, pooling, normalize, max_tokens, tokenizer_json, tokenizer })
+    }
 
-        let w_path = dir.join("model.safetensors");
-        let bytes = read_safetensors(&w_path)?;
-        let st = SafeTensors::deserialize(&bytes).expect("checked by read_safetensors");
-        let prefix = if st.tensor("embeddings.word_embeddings.weight").is_ok() { "" } else { "bert." };
-        let h = config.hidden_size;
-        let mut ld = Loader { st: &st, path: &w_path, prefix, g: Graph::<f32>::new() };
-        let word = ld.param("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
-        let position = ld.param("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?;
-        let token_type = ld.param("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?;
-        let ln = ld.norm("embeddings.LayerNorm", h)?;
-        let mut blocks = Vec::new();
-        for l in 0..config.num_hidden_layers {
-            let n = |s: &str| format!("encoder.layer.{l}.{s}");
-            let f = config.intermediate_size;
-            blocks.push(Block {
-                q: ld.linear(&n("attention.self.query"), h, h)?,
-                k: ld.linear(&n("attention.self.key"), h, h)?,
-                v: ld.linear(&n("attention.self.value"), h, h)?,
-                out: ld.linear(&n("attention.output.dense"), h, h)?,
-                ln1: ld.norm(&n("attention.output.LayerNorm"), h)?,
-                up: ld.linear(&n("intermediate.dense"), h, f)?,
-                down: ld.linear(&n("output.dense"), f, h)?,
-                ln2: ld.norm(&n("output.LayerNorm"), h)?,
-            });
+    /// The encoder as kiln's layer, with the folder's pooling and normalization.
+    pub fn layer(&self) -> BertEncoder {
+        layer_of(&self.config, self.pooling, self.normalize)
+    }
+
+    /// The folder's weights as a source for building a model with the encoder's layer.
+    pub fn weights(&self) -> Result<HfBertSource> {
+        HfBertSource::open(&self.dir.join("model.safetensors"))
+    }
+}
+
+impl Encoder {
+    /// Opens a Hugging Face model folder of a BERT-family encoder.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Encoder> {
+        let Folder { config, pooling, normalize, max_tokens, tokenizer, dir, .. } = Folder::read(dir)?;
+        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+        let arch = layer_of(&config, pooling, normalize);
+        let source = HfBertSource::open(&dir.join("model.safetensors"))?;
+        let mut graph = Graph::<f32>::new();
+        let mut params = HashMap::new();
+        for (name, shape, _) in arch.param_shapes() {
+            let values = source.read(&name, &shape)?;
+            params.insert(name.clone(), graph.add_param(&name, &shape, values, false)?);
         }
-        let mut graph = ld.g;
         graph.set_recording(false);
-        Ok(Encoder {
-            config,
-            pooling,
-            normalize,
-            max_tokens,
-            tokenizer,
-            graph,
-            word,
-            position,
-            token_type,
-            ln,
-            blocks,
-            pad_id,
-        })
+        Ok(Encoder { config, pooling, normalize, max_tokens, tokenizer, graph, arch, params, pad_id })
     }
 
     /// The graph the encoder runs on (its parameters, and `set_profiling` for seconds per op).
@@ -330,40 +328,10 @@ impl Encoder {
                 keep[r * t + j] = 1.0;
             }
         }
-        let positions: Vec<u32> = (0..b * t).map(|i| (i % t) as u32).collect();
         let h = self.config.hidden_size;
-        let eps = self.config.layer_norm_eps;
-        let heads = self.config.num_attention_heads;
-        let g = &mut self.graph;
+        let (g, params) = (&mut self.graph, &self.params);
         g.reset();
-        // Embeddings: [b·t, h] each; every text is segment 0.
-        let (wt, pt, tt) = (g.use_param(self.word), g.use_param(self.position), g.use_param(self.token_type));
-        let words = g.index_select(wt, 0, &flat)?;
-        let pos = g.index_select(pt, 0, &positions)?;
-        let seg = g.slice(tt, 0, 0, 1)?;
-        let x = g.add(words, pos)?;
-        let x = g.add(x, seg)?;
-        let (lg, lb) = (g.use_param(self.ln.0), g.use_param(self.ln.1));
-        let mut x = g.layer_norm(x, lg, lb, eps)?;
-        for blk in &self.blocks {
-            let dense = |g: &mut Graph<f32>, x, (w, bb): (ParamId, ParamId), act| {
-                let (w, bb) = (g.use_param(w), g.use_param(bb));
-                g.linear(x, w, Some(bb), act)
-            };
-            let q = dense(g, x, blk.q, None)?;
-            let k = dense(g, x, blk.k, None)?;
-            let v = dense(g, x, blk.v, None)?;
-            let a = g.attention(q, k, v, b, t, heads, Some(&keep), false)?;
-            let a = dense(g, a, blk.out, None)?;
-            let a = g.add(a, x)?;
-            let (g1, b1) = (g.use_param(blk.ln1.0), g.use_param(blk.ln1.1));
-            x = g.layer_norm(a, g1, b1, eps)?;
-            let f = dense(g, x, blk.up, Some(UnaryOp::Gelu))?;
-            let f = dense(g, f, blk.down, None)?;
-            let f = g.add(f, x)?;
-            let (g2, b2) = (g.use_param(blk.ln2.0), g.use_param(blk.ln2.1));
-            x = g.layer_norm(f, g2, b2, eps)?;
-        }
+        let x = forward_tokens(g, &self.arch, &|n: &str| params[n], &flat, &keep, b, t, None)?;
         let out = g.value(x);
         let mut vecs = Vec::with_capacity(b);
         for r in 0..b {
@@ -416,6 +384,25 @@ impl Encoder {
             progress(done);
         }
         Ok((out, tokens.truncated))
+    }
+}
+
+/// config.json's architecture and the folder's pooling as kiln's layer.
+fn layer_of(c: &BertConfig, pooling: Pooling, normalize: bool) -> BertEncoder {
+    BertEncoder {
+        name: None,
+        vocab_size: c.vocab_size,
+        hidden_size: c.hidden_size,
+        num_hidden_layers: c.num_hidden_layers,
+        num_attention_heads: c.num_attention_heads,
+        intermediate_size: c.intermediate_size,
+        max_position_embeddings: c.max_position_embeddings,
+        type_vocab_size: c.type_vocab_size,
+        layer_norm_eps: c.layer_norm_eps,
+        pooling,
+        normalize,
+        dropout: 0.1,
+        freeze: 0,
     }
 }
 

@@ -3,4 +3,4 @@
 
 pub mod bert;
 
-pub use bert::{Encoder, Pooling};
+pub use bert::{Encoder, Folder, HfBertSource, Pooling};

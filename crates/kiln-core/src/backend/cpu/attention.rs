@@ -43,6 +43,15 @@ fn softmax_rows<T: Float>(s: &mut [T], t: usize) {
     )
 }
 
+/// x ⊙= M over one pair's [t, t] block, whose first element is element `start` of [b, heads, t, t].
+fn apply_mask<T: Float>(x: &mut [T], d: AttentionDims, start: usize) {
+    let scale = T::from_f64(d.keep_scale());
+    for (i, x) in x.iter_mut().enumerate() {
+        let kept = crate::ops::attention::dropout_hash(d.seed, (start + i) as u64) >= d.drop;
+        *x = if kept { *x * scale } else { T::ZERO };
+    }
+}
+
 /// The scores of one (text, head) into s [t, t]: Q·Kᵀ·scale + bias, later steps masked when causal.
 fn scores<T: Float>(q: &[T], k: &[T], bias: &[T], d: AttentionDims, bi: usize, h: usize, s: &mut [T]) {
     let (t, w) = (d.t, d.width());
@@ -79,16 +88,20 @@ pub(super) fn forward<T: Float>(
             let (bi, h) = (pair / d.heads, pair % d.heads);
             scores(q, k, bias, d, bi, h, s);
             softmax_rows(s, t);
+            if keep {
+                // SAFETY: pair (bi, h) writes only its own t·t block of p (and, below, its own dh columns of
+                // rows bi·t..(bi+1)·t of y); no two pairs share either.
+                unsafe { ps.part(pair * t * t..(pair + 1) * t * t) }.copy_from_slice(s);
+            }
+            if d.drop > 0 {
+                apply_mask(s, d, pair * t * t);
+            }
             let off = bi * t * w + h * dh;
             gemm_serial(t, dh, t, o, Mat::rows(s, t), Mat { data: &v[off..], rs: w, cs: 1 }, false);
-            // SAFETY: pair (bi, h) writes only its own t·t block of p and its own dh columns of rows
-            // bi·t..(bi+1)·t of y; no two pairs share either.
             for (i, row) in o.chunks_exact(dh).enumerate() {
                 let at = off + i * w;
+                // SAFETY: see above.
                 unsafe { ys.part(at..at + dh) }.copy_from_slice(row);
-            }
-            if keep {
-                unsafe { ps.part(pair * t * t..(pair + 1) * t * t) }.copy_from_slice(s);
             }
         },
     );
@@ -116,11 +129,20 @@ pub(super) fn backward<T: Float>(q: &[T], k: &[T], v: &[T], p: &[T], gy: &[T], d
                     unsafe { gs.part(at..at + dh) }.copy_from_slice(row);
                 }
             };
-            // dV = Pᵀ·dO
-            gemm_serial(t, dh, t, o, Mat::rows_t(pp, t), dout, false);
+            // dV = (P ⊙ M)ᵀ·dO
+            if d.drop > 0 {
+                ds.copy_from_slice(pp);
+                apply_mask(ds, d, pair * t * t);
+                gemm_serial(t, dh, t, o, Mat::rows_t(ds, t), dout, false);
+            } else {
+                gemm_serial(t, dh, t, o, Mat::rows_t(pp, t), dout, false);
+            }
             put(2, o);
-            // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)), scaled by s for both products below.
+            // dP = (dO·Vᵀ) ⊙ M, then dS = P ⊙ (dP − rowsum(dP ⊙ P)), scaled by s for both products below.
             gemm_serial(t, t, dh, ds, dout, Mat { data: &v[off..], rs: 1, cs: w }, false);
+            if d.drop > 0 {
+                apply_mask(ds, d, pair * t * t);
+            }
             for (drow, prow) in ds.chunks_exact_mut(t).zip(pp.chunks_exact(t)) {
                 let dot = drow.iter().zip(prow).fold(T::ZERO, |a, (&x, &y)| a + x * y);
                 for (x, &y) in drow.iter_mut().zip(prow) {

@@ -1,8 +1,9 @@
 //! BatchNormalization over the last axis: the batch's statistics while training (and a moving average of
-//! them, Keras's momentum update), the moving averages at inference.
+//! them, Keras's momentum update), the moving averages at inference; LayerNormalization over each sample's
+//! last axis (`Graph::layer_norm`), the same in both.
 
 use crate::nn::Layer;
-use crate::nn::spec::{BuildCx, Fwd, LayerSpec};
+use crate::nn::spec::{BuildCx, Fwd, LayerSpec, MaskRule};
 use kiln_core::{Error, Graph, Result, Var};
 use serde::{Deserialize, Serialize};
 
@@ -85,5 +86,61 @@ fn update_moving_stats(l: &Layer, g: &mut Graph<f32>, y: Var, momentum: f64) {
             let v = &mut g.param_mut(pid).value[j];
             *v = m * *v + (1.0 - m) * batch;
         }
+    }
+}
+
+fn ln_epsilon() -> f64 {
+    1e-3
+}
+
+/// Normalizes each sample's last axis to mean 0 and variance 1, then scales by `gamma` and shifts by `beta`
+/// (Keras's LayerNormalization, epsilon 1e-3 by default; PyTorch's `nn.LayerNorm` uses 1e-5). The same in
+/// training and inference; a sequence's padding mask passes through.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerNormalization {
+    #[serde(default = "ln_epsilon")]
+    pub epsilon: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl LayerNormalization {
+    pub fn new() -> Self {
+        LayerNormalization { epsilon: ln_epsilon(), name: None }
+    }
+    pub fn epsilon(mut self, e: f64) -> Self {
+        self.epsilon = e;
+        self
+    }
+}
+
+impl Default for LayerNormalization {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LayerSpec for LayerNormalization {
+    fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
+        let Some(&d) = cx.input().last() else {
+            return Err(cx.misfit("an input with at least one axis"));
+        };
+        if self.epsilon <= 0.0 {
+            return Err(Error::Config(format!("layer `{}`: epsilon must be positive", cx.name)));
+        }
+        cx.param("gamma", &[d], vec![1.0; d], true)?;
+        cx.param("beta", &[d], vec![0.0; d], true)?;
+        Ok(cx.input().to_vec())
+    }
+
+    fn forward(&self, l: &Layer, f: &mut Fwd, xs: &[Var]) -> Result<Var> {
+        let g = &mut *f.g;
+        let (gamma, beta) = (g.use_param(l.must("gamma")), g.use_param(l.must("beta")));
+        g.layer_norm(xs[0], gamma, beta, self.epsilon)
+    }
+
+    fn mask_rule(&self) -> MaskRule {
+        MaskRule::Keeps
     }
 }
