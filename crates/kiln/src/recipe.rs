@@ -374,7 +374,10 @@ impl Config {
             ));
         };
         let folder = Folder::read(dir)?;
-        let layer = folder.layer().freeze(m.freeze);
+        // The head reads the pooled vector as it is: scaled to unit length (the folder's Normalize module, for
+        // cosine similarity), its logits would start tiny and learn at fine-tuning's small rates.
+        let mut layer = folder.layer().freeze(m.freeze);
+        layer.normalize = false;
         if length > layer.max_position_embeddings {
             return Err(Error::Config(format!(
                 "data.prepare.text.length = {length} tokens, but {} has {} positions",
