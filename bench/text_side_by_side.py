@@ -1,6 +1,6 @@
 """Text models' training speed, kiln next to PyTorch in one run (the text row of the benchmark suite).
 
-    python3 bench/text_side_by_side.py [--epochs 2]
+    python3 bench/text_side_by_side.py [--epochs 2] [--models lstm,transformer]
 
 Same shapes in both (kiln's crates/kiln-bench/src/bin/textbench.rs): 20,000 synthetic sequences of 100 term ids
 (vocabulary 20,000, a third of each row padding on average), batch 64, Adam, binary cross-entropy; an
@@ -23,7 +23,10 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 N, LEN, VOCAB = 20_000, 100, 20_000
 
 
-def torch_child(threads, epochs):
+ALL = ["embedding_bag", "embedding_bag_sparse", "lstm", "gru", "transformer"]
+
+
+def torch_child(threads, epochs, models):
     import numpy as np
     import torch
     import torch.nn as nn
@@ -78,6 +81,8 @@ def torch_child(threads, epochs):
     out = {}
     for name, model in [("embedding_bag", Bag()), ("embedding_bag_sparse", Bag(True)), ("lstm", Rnn(False)),
                         ("gru", Rnn(True)), ("transformer", Transformer())]:
+        if name not in models:
+            continue
         if name.endswith("sparse"):
             # Sparse gradients for the table (SparseAdam: only the rows used are updated), Adam for the rest.
             dense = [p for n, p in model.named_parameters() if not n.startswith("e.")]
@@ -105,27 +110,32 @@ def torch_child(threads, epochs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--models", default=",".join(ALL), help="comma-separated, of: " + ", ".join(ALL))
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    models = [m for m in ALL if m in a.models.split(",")]
     if a.child:
-        return torch_child(a.child, a.epochs)
+        return torch_child(a.child, a.epochs, models)
     py = os.path.join(ROOT, ".bench-venv", "bin", "python")
     if not os.path.exists(py):
         sys.exit("run bench/side_by_side.py once first: it creates .bench-venv with torch")
     subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "kiln-bench", "--bin", "textbench"], cwd=ROOT)
-    out = subprocess.run([os.path.join(ROOT, "target", "release", "textbench"), "--epochs", str(a.epochs)],
+    out = subprocess.run([os.path.join(ROOT, "target", "release", "textbench"), "--epochs", str(a.epochs),
+                          "--models", ",".join(models)],
                          capture_output=True, text=True, check=True).stdout
     kiln = {r["model"]: r["epoch_s"] for r in map(json.loads, out.strip().splitlines())}
     results = {"kiln": kiln}
     for t in (1, 2):
-        o = subprocess.run([py, os.path.abspath(__file__), "--child", str(t), "--epochs", str(a.epochs)],
+        o = subprocess.run([py, os.path.abspath(__file__), "--child", str(t), "--epochs", str(a.epochs),
+                            "--models", ",".join(models)],
                            capture_output=True, text=True, check=True)
         results[f"PyTorch, {t} thread{'s' if t > 1 else ''}"] = json.loads(o.stdout.strip().splitlines()[-1])
     print(f"20,000 sequences of 100 ids, batch 64, Adam; seconds per epoch, median of {a.epochs}\n")
-    models = ["embedding_bag", "embedding_bag_sparse", "lstm", "gru", "transformer"]
-    print("| framework | embedding bag s/epoch | bag, sparse rows s/epoch | LSTM s/epoch | GRU s/epoch | "
-          "transformer s/epoch | kiln time / theirs (bag, sparse bag, LSTM, GRU, transformer) |")
-    print("|---|---|---|---|---|---|---|")
+    titles = {"embedding_bag": "embedding bag", "embedding_bag_sparse": "bag, sparse rows", "lstm": "LSTM",
+              "gru": "GRU", "transformer": "transformer"}
+    print("| framework | " + " | ".join(f"{titles[m]} s/epoch" for m in models) +
+          f" | kiln time / theirs ({', '.join(titles[m] for m in models)}) |")
+    print("|---" * (len(models) + 2) + "|")
     for name, r in results.items():
         ratio = "-" if name == "kiln" else ", ".join(f"{kiln[m] / r[m]:.2f}x" for m in models)
         print(f"| {name} | " + " | ".join(f"{r[m]:.2f}" for m in models) + f" | {ratio} |")
