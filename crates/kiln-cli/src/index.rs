@@ -25,7 +25,7 @@ pub fn build(model: &Path, input: &Path, column: &str, output: &Path, batch: usi
         return Err(Error::Config("--batch-size 0: want at least 1".into()));
     }
     // Checked before the work: an existing file or folder that is not an index is never replaced.
-    if output.exists() && !output.join("index.json").is_file() {
+    if output.exists() && !kiln::index::is_index(output) {
         return Err(Error::Config(format!(
             "--output {}: exists and is not a kiln index; choose a new folder",
             output.display()

@@ -93,6 +93,11 @@ fn an_index_finds_the_answer_to_a_question_by_meaning() {
     // Rebuilding replaces the index; a folder that is not one is never replaced.
     let o = kiln(&["index", "build", &model, "--input", &faq, "--column", "answer", "--output", &idx, "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = kiln(&["index", "query", &idx, "How can I get my money back?", "--k", "1"]);
+    assert!(stdout(&o).contains("full refund"), "{}", stdout(&o));
+    let left: Vec<String> =
+        std::fs::read_dir(&t.0).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(left.iter().all(|n| !n.starts_with(".faq.index")), "{left:?}");
     std::fs::create_dir(t.path("keep")).unwrap();
     std::fs::write(t.path("keep/notes.txt"), "mine").unwrap();
     assert_fails(

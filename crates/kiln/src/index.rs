@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 const LANES: usize = 16;
 const FORMAT: &str = "kiln-index-1";
+/// Everything an index folder holds: a folder with anything else is not replaced by `save`.
+const FILES: [&str; 3] = ["index.json", "texts.jsonl", "vectors.safetensors"];
 
 /// What index.json holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,10 +79,20 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// Whether `dir` is an index folder `save` may replace: its index.json reads as one, and it holds nothing
+/// but an index's files.
+pub fn is_index(dir: &Path) -> bool {
+    let info = std::fs::read_to_string(dir.join("index.json")).ok();
+    let info: Option<IndexInfo> = info.and_then(|t| serde_json::from_str(&t).ok());
+    let only_ours = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().all(|e| e.file_name().to_str().is_some_and(|n| FILES.contains(&n))));
+    info.is_some_and(|i| i.format == FORMAT) && only_ours.unwrap_or(false)
+}
+
 impl Index {
     /// An index of `docs` from their vectors (one per document, all of `dim` values), normalized here.
     pub fn from_vectors(info: IndexInfo, docs: Vec<Document>, vecs: Vec<Vec<f32>>) -> Result<Index> {
-        if vecs.len() != docs.len() || vecs.iter().any(|v| v.len() != info.dim) {
+        if info.dim == 0 || vecs.len() != docs.len() || vecs.iter().any(|v| v.len() != info.dim) {
             return Err(Error::Shape(format!(
                 "index: {} documents with {} vectors; want one vector of {} values each",
                 docs.len(),
@@ -150,6 +162,8 @@ impl Index {
         });
         let mut order: Vec<usize> = (0..scores.len()).collect();
         let k = k.min(order.len());
+        // A NaN score (a vector of NaN) ranks last, not first as total_cmp would put it.
+        scores.iter_mut().filter(|s| s.is_nan()).for_each(|s| *s = f32::NEG_INFINITY);
         let better = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
         if k < order.len() && k > 0 {
             order.select_nth_unstable_by(k - 1, better);
@@ -160,9 +174,9 @@ impl Index {
     }
 
     /// Writes the index folder `dir` (see the header), replacing an index already there; any other
-    /// existing file or folder at `dir` is an error, left as it is.
+    /// existing file or folder at `dir` (`is_index`) is an error, left as it is.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        if dir.exists() && !dir.join("index.json").is_file() {
+        if dir.exists() && !is_index(dir) {
             return Err(Error::Config(format!(
                 "--output {}: exists and is not a kiln index; choose a new folder",
                 dir.display()
@@ -186,9 +200,9 @@ impl Index {
                 vec![self.docs.len(), self.info.dim],
                 &bytes,
             )
-            .map_err(|e| Error::Invalid(format!("index vectors: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("{}: index vectors: {e}", dir.display())))?;
             let st = safetensors::serialize([("vectors", view)], None)
-                .map_err(|e| Error::Invalid(format!("index vectors: {e}")))?;
+                .map_err(|e| Error::Invalid(format!("{}: index vectors: {e}", dir.display())))?;
             crate::io::write_atomic(&tmp.join("vectors.safetensors"), &st)?;
             let mut lines = String::new();
             for d in &self.docs {
@@ -202,14 +216,18 @@ impl Index {
             return Err(e);
         }
         let had = dir.exists();
-        if had {
-            std::fs::rename(dir, &old).map_err(|e| Error::io(dir, &e))?;
+        if had && let Err(e) = std::fs::rename(dir, &old) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::io(dir, &e));
         }
         if let Err(e) = std::fs::rename(&tmp, dir) {
-            if had {
-                let _ = std::fs::rename(&old, dir);
-            }
             let _ = std::fs::remove_dir_all(&tmp);
+            if had && std::fs::rename(&old, dir).is_err() {
+                return Err(Error::Io {
+                    path: dir.display().to_string(),
+                    message: format!("{e}; the earlier index is kept in {}", old.display()),
+                });
+            }
             return Err(Error::io(dir, &e));
         }
         if had {
@@ -230,7 +248,7 @@ impl Index {
         let text = std::fs::read_to_string(&info_path).map_err(|e| Error::io(&info_path, &e))?;
         let info: IndexInfo =
             serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", info_path.display())))?;
-        if info.format != FORMAT {
+        if info.format != FORMAT || info.dim == 0 {
             return Err(Error::Config(format!(
                 "{}: format `{}`, this kiln reads `{FORMAT}`; rebuild the index",
                 info_path.display(),
@@ -272,5 +290,65 @@ impl Index {
             )));
         }
         Ok(Index { info, docs, vectors })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(vecs: Vec<Vec<f32>>) -> Index {
+        let info = IndexInfo {
+            format: FORMAT.into(),
+            model: PathBuf::from("/m"),
+            source: PathBuf::from("/s.csv"),
+            column: "text".into(),
+            documents: vecs.len(),
+            dim: vecs[0].len(),
+        };
+        let docs = (0..vecs.len()).map(|i| Document { row: i + 1, text: format!("doc {i}") }).collect();
+        Index::from_vectors(info, docs, vecs).unwrap()
+    }
+
+    #[test]
+    fn search_ranks_by_cosine_and_puts_nan_last() {
+        // Scaled copies score as their direction: doc 2 (10·q) ties doc 0 (q) and comes after it.
+        let q = vec![1.0, 2.0, 0.5];
+        let docs = vec![q.clone(), vec![-1.0, 0.0, 0.0], q.iter().map(|x| x * 10.0).collect(), vec![f32::NAN; 3]];
+        let idx = index(docs);
+        let hits = idx.search(&q, 10).unwrap();
+        let rows: Vec<usize> = hits.iter().map(|h| h.doc.row).collect();
+        assert_eq!(rows, [1, 3, 2, 4]);
+        assert!((hits[0].score - 1.0).abs() < 1e-6 && hits[3].score == f32::NEG_INFINITY);
+        assert_eq!(idx.search(&q, 1).unwrap().len(), 1);
+        assert!(idx.search(&[1.0], 1).unwrap_err().to_string().contains("a vector of 1 values; the index holds 3"));
+    }
+
+    #[test]
+    fn save_replaces_an_index_but_never_another_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("faq.index");
+        index(vec![vec![1.0, 0.0], vec![0.0, 1.0]]).save(&path).unwrap();
+        let back = Index::load(&path).unwrap();
+        assert_eq!(back.docs[1].text, "doc 1");
+        assert_eq!(back.search(&[0.0, 2.0], 1).unwrap()[0].doc.row, 2);
+        // Replaced by a new one, nothing left beside it.
+        index(vec![vec![1.0, 1.0]]).save(&path).unwrap();
+        assert_eq!(Index::load(&path).unwrap().docs.len(), 1);
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names, ["faq.index"]);
+        // A folder holding an index.json among other files is someone else's: refused, untouched.
+        let site = dir.path().join("site");
+        std::fs::create_dir(&site).unwrap();
+        std::fs::copy(path.join("index.json"), site.join("index.json")).unwrap();
+        std::fs::write(site.join("page.html"), "mine").unwrap();
+        let e = index(vec![vec![1.0, 1.0]]).save(&site).unwrap_err().to_string();
+        assert!(e.contains("is not a kiln index"), "{e}");
+        assert_eq!(std::fs::read_to_string(site.join("page.html")).unwrap(), "mine");
+        // A damaged index is named on load.
+        std::fs::write(path.join("texts.jsonl"), "{}\n").unwrap();
+        let e = Index::load(&path).err().unwrap().to_string();
+        assert!(e.contains("texts.jsonl"), "{e}");
     }
 }

@@ -95,7 +95,7 @@ fn sinusoidal_positions_follow_vaswani() {
     close("PE[2]", &t[8..12], &want, 1e-6);
 }
 
-/// Training with dropout (attention weights op by op, the rest dropped as PyTorch does) learns a task
+/// Training with dropout (on the attention weights inside the fused op, and where PyTorch drops) learns a task
 /// that needs attention: whether the sequence holds the id 3 anywhere.
 #[test]
 fn encoder_with_dropout_learns_a_task_that_needs_attention() {

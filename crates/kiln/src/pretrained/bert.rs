@@ -253,6 +253,13 @@ impl Folder {
         // sentence-transformers pads to the longest text of a batch and truncates at its own limit.
         let tokenizer = crate::data::prepare::parse_tokenizer(&tokenizer_json, max_tokens)
             .map_err(|e| Error::format(&tok_path, format!("is not a tokenizer this version reads ({e})")))?;
+        // Padding is id 0 wherever kiln pads (the BertEncoder layer masks the zeros of a prepared row).
+        if let Some(pad) = tokenizer.token_to_id("[PAD]").filter(|&p| p != 0) {
+            return Err(Error::format(
+                &tok_path,
+                format!("[PAD] is token {pad}; kiln reads BERT vocabularies with [PAD] = 0"),
+            ));
+        }
         Ok(Folder { dir: dir.to_path_buf(), config, pooling, normalize, max_tokens, tokenizer_json, tokenizer })
     }
 

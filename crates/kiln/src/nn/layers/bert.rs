@@ -198,6 +198,13 @@ impl LayerSpec for BertEncoder {
         let &[steps] = cx.input() else {
             return Err(cx.misfit("token ids (steps,)"));
         };
+        cx.positive(steps, "the token ids per text")?;
+        cx.positive(self.hidden_size, "hidden_size")?;
+        cx.positive(self.type_vocab_size, "type_vocab_size")?;
+        cx.positive(self.max_position_embeddings, "max_position_embeddings")?;
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
+            return Err(Error::Config(format!("layer `{}`: layer_norm_eps must be positive", cx.name)));
+        }
         let heads_fit = self.num_attention_heads > 0 && self.hidden_size.is_multiple_of(self.num_attention_heads);
         if !heads_fit || self.num_hidden_layers == 0 || self.vocab_size == 0 || self.intermediate_size == 0 {
             return Err(Error::Config(format!(

@@ -126,7 +126,7 @@ impl LayerSpec for LayerNormalization {
         let Some(&d) = cx.input().last() else {
             return Err(cx.misfit("an input with at least one axis"));
         };
-        if self.epsilon <= 0.0 {
+        if self.epsilon.is_nan() || self.epsilon <= 0.0 {
             return Err(Error::Config(format!("layer `{}`: epsilon must be positive", cx.name)));
         }
         cx.param("gamma", &[d], vec![1.0; d], true)?;

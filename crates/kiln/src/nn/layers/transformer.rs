@@ -323,7 +323,7 @@ impl LayerSpec for TransformerEncoder {
                 cx.name, self.activation
             )));
         }
-        if self.epsilon <= 0.0 {
+        if self.epsilon.is_nan() || self.epsilon <= 0.0 {
             return Err(Error::Config(format!("layer `{}`: epsilon must be positive", cx.name)));
         }
         attention_params(cx, "attention_", features, self.heads, features / self.heads)?;
