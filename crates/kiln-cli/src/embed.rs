@@ -35,6 +35,27 @@ fn csv(vecs: &[Vec<f32>], d: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// The texts of `column` of the table `input`, one per row. Every cell is text here: "NA" is a text like
+/// any other, an empty cell the empty text.
+pub fn column_texts(input: &Path, column: &str) -> Result<Vec<String>> {
+    let table = read_table(input, &CsvOptions { missing: Vec::new(), ..Default::default() })?;
+    let col = table.column(column)?;
+    Ok(col.cells.iter().map(|c| c.clone().unwrap_or_default()).collect())
+}
+
+/// "embedding [=====>    ] 96/1000 texts, ETA 12s" on stderr, or nothing with `quiet`.
+pub fn progress_bar(n: usize, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(n as u64);
+    let style = indicatif::ProgressStyle::with_template("embedding [{bar:30}] {pos}/{len} texts, ETA {eta}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
 pub fn embed(model: &Path, input: &Path, column: &str, output: &Path, batch: usize, quiet: bool) -> Result<()> {
     let ext = output.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let write: fn(&[Vec<f32>], usize) -> Vec<u8> = match ext.as_deref() {
@@ -48,23 +69,12 @@ pub fn embed(model: &Path, input: &Path, column: &str, output: &Path, batch: usi
         return Err(Error::Config("--batch-size 0: want at least 1".into()));
     }
     let mut encoder = Encoder::open(model)?;
-    // Every cell is text here: "NA" is a text like any other, an empty cell the empty text.
-    let table = read_table(input, &CsvOptions { missing: Vec::new(), ..Default::default() })?;
-    let col = table.column(column)?;
-    let texts: Vec<&str> = col.cells.iter().map(|c| c.as_deref().unwrap_or("")).collect();
+    let owned = column_texts(input, column)?;
+    let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
     if texts.is_empty() {
         return Err(Error::Config(format!("{}: no rows to embed", input.display())));
     }
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(texts.len() as u64);
-        let style = indicatif::ProgressStyle::with_template("embedding [{bar:30}] {pos}/{len} texts, ETA {eta}")
-            .expect("a valid template")
-            .progress_chars("=> ");
-        bar.set_style(style);
-        bar
-    };
+    let bar = progress_bar(texts.len(), quiet);
     let (vecs, truncated) = encoder.embed(&texts, batch, &mut |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     if truncated > 0 {

@@ -2,23 +2,11 @@
 //! encoder (`kiln::index`). Build embeds every text once and saves the index folder; query embeds the
 //! question with the same encoder and prints the closest texts by cosine similarity.
 
-use kiln::data::csv::{CsvOptions, read_table};
+use crate::embed::{column_texts, progress_bar};
 use kiln::index::Index;
 use kiln::pretrained::Encoder;
 use kiln::{Error, Result};
 use std::path::Path;
-
-fn progress_bar(n: usize, quiet: bool) -> indicatif::ProgressBar {
-    if quiet {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(n as u64);
-    let style = indicatif::ProgressStyle::with_template("embedding [{bar:30}] {pos}/{len} texts, ETA {eta}")
-        .expect("a valid template")
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar
-}
 
 pub fn build(model: &Path, input: &Path, column: &str, output: &Path, batch: usize, quiet: bool) -> Result<()> {
     if batch == 0 {
@@ -32,9 +20,8 @@ pub fn build(model: &Path, input: &Path, column: &str, output: &Path, batch: usi
         )));
     }
     let mut encoder = Encoder::open(model)?;
-    let table = read_table(input, &CsvOptions { missing: Vec::new(), ..Default::default() })?;
-    let col = table.column(column)?;
-    let texts: Vec<&str> = col.cells.iter().map(|c| c.as_deref().unwrap_or("")).collect();
+    let owned = column_texts(input, column)?;
+    let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
     let bar = progress_bar(texts.len(), quiet);
     let (index, truncated) =
         Index::build(&mut encoder, model, input, column, &texts, batch, &mut |done| bar.set_position(done as u64))?;

@@ -47,7 +47,13 @@ impl AttentionDims {
     /// The dropout mask's value at element `i` of [b, heads, t, t]: 0, or 1/(1 − rate) for a kept weight.
     #[inline(always)]
     pub fn mask<T: Float>(&self, i: usize) -> T {
-        if dropout_hash(self.seed, i as u64) < self.drop { T::ZERO } else { T::from_f64(self.keep_scale()) }
+        if self.kept(i) { T::from_f64(self.keep_scale()) } else { T::ZERO }
+    }
+
+    /// Whether dropout keeps element `i` of [b, heads, t, t].
+    #[inline(always)]
+    pub fn kept(&self, i: usize) -> bool {
+        dropout_hash(self.seed, i as u64) >= self.drop
     }
 
     /// 1/(1 − rate).

@@ -195,7 +195,19 @@ impl HfBertSource {
         Ok(HfBertSource { path: path.to_path_buf(), bytes, prefix, missing: Vec::new() })
     }
 
-    /// The values of the layer parameter `param` (its name within the layer) of `shape`, in kiln's layout.
+    /// The values of the layer parameter `param` (its name within the layer) of `shape`, in kiln's layout;
+    /// None when the file has no such tensor.
+    fn lookup(&self, param: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
+        let st = SafeTensors::deserialize(&self.bytes).expect("checked by read_safetensors");
+        let (name, t) = file_name(param);
+        let name = format!("{}{name}", self.prefix);
+        if st.tensor(&name).is_err() {
+            return Ok(None);
+        }
+        read_tensor(&st, &name, shape, t, &self.path).map(Some)
+    }
+
+    /// `lookup`, for a tensor the file must have (its absence named by `read_tensor`).
     fn read(&self, param: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let st = SafeTensors::deserialize(&self.bytes).expect("checked by read_safetensors");
         let (name, t) = file_name(param);
@@ -207,12 +219,11 @@ impl ParamSource for HfBertSource {
     fn take(&mut self, layer: &LayerConfig, name: &str, shape: &[usize], _init: &[f32]) -> Result<Option<Vec<f32>>> {
         let LayerConfig::BertEncoder(_) = layer else { return Ok(None) };
         let param = name.split_once('.').map_or(name, |(_, p)| p);
-        let st = SafeTensors::deserialize(&self.bytes).expect("checked by read_safetensors");
-        if st.tensor(&format!("{}{}", self.prefix, file_name(param).0)).is_err() {
+        let found = self.lookup(param, shape)?;
+        if found.is_none() {
             self.missing.push(name.to_string());
-            return Ok(None);
         }
-        self.read(param, shape).map(Some)
+        Ok(found)
     }
 
     fn missing(&self) -> Vec<String> {

@@ -47,8 +47,7 @@ fn softmax_rows<T: Float>(s: &mut [T], t: usize) {
 fn apply_mask<T: Float>(x: &mut [T], d: AttentionDims, start: usize) {
     let scale = T::from_f64(d.keep_scale());
     for (i, x) in x.iter_mut().enumerate() {
-        let kept = crate::ops::attention::dropout_hash(d.seed, (start + i) as u64) >= d.drop;
-        *x = if kept { *x * scale } else { T::ZERO };
+        *x = if d.kept(start + i) { *x * scale } else { T::ZERO };
     }
 }
 
