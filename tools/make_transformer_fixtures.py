@@ -6,6 +6,9 @@ every step, and the gradient of sum(y * R) for every weight, R zero at padded st
 
     .bench-venv/bin/python tools/make_transformer_fixtures.py     # needs torch
 
+Also ColumnTokens, the FT-Transformer's tokens of a table row (Gorishniy et al. 2021; the periodic number
+encoding of Gorishniy et al. 2022), transcribed from the papers' formulas: column_tokens.json.
+
 Writes crates/kiln/tests/fixtures/transformer/*.json, read by crates/kiln/tests/transformer.rs.
 """
 import json
@@ -150,3 +153,40 @@ run("mha.json", make_mha, mha(False), "learned")
 run("mha_causal.json", make_mha, mha(True), "sinusoidal")
 run("encoder_post_relu.json", make_encoder(False, "relu"), encoder, "sinusoidal")
 run("encoder_pre_gelu.json", make_encoder(True, "gelu"), encoder, "learned", layer_norm=True)
+
+
+def column_tokens():
+    """Rows of [a number and its missing indicator (linear), a number and its indicator (periodic), a one-hot
+    category of 3, a boolean] -> one token per column, the [CLS] token first. Weights in kiln's order: per
+    column its frequencies (periodic only), kernel [in, d] and bias [d]; then cls [d]."""
+    torch.manual_seed(2021)
+    widths, periodic, k, d = [2, 2, 3, 1], [False, True, False, False], 3, 4
+    x = torch.tensor([[0.5, 0.0, -1.2, 0.0, 1, 0, 0, 1],
+                      [-0.3, 1.0, 0.7, 0.0, 0, 0, 1, 0],
+                      [1.9, 0.0, 0.1, 1.0, 0, 1, 0, 1]])
+    weights = []
+    for j, (w, p) in enumerate(zip(widths, periodic)):
+        if p:
+            weights.append((f"frequencies_{j}", leaf(k)))
+        weights += [(f"kernel_{j}", leaf(w - 1 + 2 * k if p else w, d)), (f"bias_{j}", leaf(d))]
+    weights.append(("cls", leaf(d)))
+    p_ = dict(weights)
+    tokens, off = [p_["cls"].expand(x.shape[0], 1, d)], 0
+    for j, (w, p) in enumerate(zip(widths, periodic)):
+        part = x[:, off:off + w]
+        off += w
+        if p:
+            angle = 2 * math.pi * part[:, :1] * p_[f"frequencies_{j}"]
+            v = torch.cat([torch.sin(angle), torch.cos(angle), part[:, 1:]], 1)
+            t = torch.relu(v @ p_[f"kernel_{j}"] + p_[f"bias_{j}"])
+        else:
+            t = part @ p_[f"kernel_{j}"] + p_[f"bias_{j}"]
+        tokens.append(t.unsqueeze(1))
+    y = torch.cat(tokens, 1)
+    R = torch.randn(y.shape)
+    out, path = save("column_tokens.json", weights, y, R,
+                     {"x": x.tolist(), "widths": widths, "periodic": periodic, "frequencies": k, "dim": d})
+    write(out, path, weights)
+
+
+column_tokens()

@@ -34,7 +34,8 @@ def splits(text, y, split_files):
         for f in split_files:
             part = pd.read_csv(f).set_index("row")["part"]
             assert part.index.isin(text.index).all(), f"{f} names rows the data does not have"
-            tr, te = part.index[part == "train"], part.index[part == "test"]
+            # Baselines train on all of kiln's training rows (its fit and validation rows).
+            tr, te = part.index[part.isin(["train", "validation"])], part.index[part == "test"]
             out.append((text[tr], text[te], y[tr], y[te]))
         return out
     return [train_test_split(text, y, test_size=0.2, stratify=y, random_state=s) for s in range(5)]

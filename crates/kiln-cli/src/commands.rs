@@ -6,18 +6,19 @@ use kiln::prelude::*;
 use kiln::{Error, Result};
 use std::path::Path;
 
-pub fn evaluate(model_path: &Path, data: &Path, split: &str, batch_size: usize) -> Result<()> {
+pub fn evaluate(model_path: &Path, data: &Path, split: Option<&str>, batch_size: usize) -> Result<()> {
+    let model = Sequential::load(model_path)?;
+    if model.preparation().is_some() {
+        return crate::table::evaluate(model, model_path, data, split);
+    }
+    let split = split.unwrap_or("test");
     let prefix = match split {
         "test" => "t10k",
         "train" => "train",
         other => {
-            return Err(Error::Invalid(format!("--split must be `test` or `train`, got `{other}`")));
+            return Err(Error::Invalid(format!("--split must be `test` or `train` for MNIST, got `{other}`")));
         }
     };
-    let model = Sequential::load(model_path)?;
-    if model.preparation().is_some() {
-        return crate::table::evaluate(model, data);
-    }
     let Some(compiled) = model.compile_config().cloned() else {
         return Err(Error::Config(format!(
             "{}: the model was saved without a loss; cannot evaluate",

@@ -109,12 +109,13 @@ enum Command {
         /// A model saved by `kiln train` (.safetensors).
         model: PathBuf,
         /// The data folder (MNIST IDX files), or for a table or text model a CSV/ARFF/JSON-lines file with
-        /// its target column (every row is scored).
+        /// its target column (every row is scored, unless --split is given).
         #[arg(long)]
         data: PathBuf,
-        /// Which split of the data: test or train.
-        #[arg(long, default_value = "test")]
-        split: String,
+        /// Which split of the data: MNIST's test (the default) or train; for a table or text model saved in
+        /// its run folder, the rows of --data that the run's split.csv marks test, train or validation.
+        #[arg(long)]
+        split: Option<String>,
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
     },
@@ -322,7 +323,9 @@ fn main() {
         Command::Data { command: DataCommand::Audit { file, target, json, html } } => {
             table::audit_cmd(&file, target.as_deref(), json.as_deref(), html.as_deref())
         }
-        Command::Evaluate { model, data, split, batch_size } => commands::evaluate(&model, &data, &split, batch_size),
+        Command::Evaluate { model, data, split, batch_size } => {
+            commands::evaluate(&model, &data, split.as_deref(), batch_size)
+        }
         Command::Predict { model, input, index, rows, output } => {
             table::predict(&model, input.as_deref(), index, rows.as_deref(), output.as_deref())
         }

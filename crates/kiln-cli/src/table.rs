@@ -183,11 +183,12 @@ fn predict_text(model: Sequential, text: &str, output: Option<&Path>) -> Result<
 }
 
 /// Scores a table or text model on every row of `data` (with the target column; the training config's
-/// class mapping applied): the test line and the per-class report `kiln train` prints.
-pub fn evaluate(model: Sequential, data: &Path) -> Result<()> {
+/// class mapping applied), or with `split` on the rows that split.csv beside the model marks so: the test
+/// line and the per-class report `kiln train` prints.
+pub fn evaluate(model: Sequential, model_path: &Path, data: &Path, split: Option<&str>) -> Result<()> {
     let prep = model.preparation().cloned().expect("checked by the caller");
     let table = read_table(data, &CsvOptions::default())?;
-    let (table, _) = tabular::map_classes(table, &prep.targets[0].name, &prep.classes)?;
+    let (table, file_rows) = tabular::map_classes(table, &prep.targets[0].name, &prep.classes)?;
     if table.rows() == 0 {
         return Err(Error::Data(format!(
             "{}: no rows to score ({})",
@@ -195,9 +196,60 @@ pub fn evaluate(model: Sequential, data: &Path) -> Result<()> {
             if prep.classes.is_empty() { "only a header" } else { "none has a class data.classes maps" }
         )));
     }
-    let rows: Vec<usize> = (0..table.rows()).collect();
+    let mut rows: Vec<usize> = (0..table.rows()).collect();
+    if let Some(part) = split {
+        let marked = split_rows(model_path, part)?;
+        if let Some(&last) = marked.iter().max()
+            && last >= file_rows.last().map_or(0, |r| r + 1)
+        {
+            return Err(Error::Data(format!(
+                "{}: split.csv marks row {last}, but the file has {} data rows: is it the file the run trained on?",
+                data.display(),
+                file_rows.last().map_or(0, |r| r + 1)
+            )));
+        }
+        rows.retain(|&r| marked.contains(&file_rows[r]));
+        if rows.is_empty() {
+            let why = if part == "validation" { " (a run with train.validation_split = 0 has none)" } else { "" };
+            return Err(Error::Data(format!("{}: split.csv marks none of its rows `{part}`{why}", data.display())));
+        }
+    }
     print!("{}", tabular::render_scores(&tabular::scores(&model, &table, &rows)?, "", true));
     Ok(())
+}
+
+/// The file rows that the run's split.csv (in the folder of `model_path`) marks `part`.
+fn split_rows(model_path: &Path, part: &str) -> Result<std::collections::HashSet<usize>> {
+    const PARTS: [&str; 3] = ["test", "train", "validation"];
+    if !PARTS.contains(&part) {
+        return Err(Error::Invalid(format!("--split must be one of {}, got `{part}`", PARTS.join(", "))));
+    }
+    let path = model_path.parent().unwrap_or(Path::new(".")).join("split.csv");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Invalid(format!(
+            "--split {part} reads the run's split.csv beside the model, but {} cannot be read ({e}); leave \
+             --split out to score every row of --data",
+            path.display()
+        ))
+    })?;
+    let mut rows = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let row = line.split_once(',').and_then(|(r, p)| r.parse::<usize>().ok().map(|r| (r, p)));
+        match row {
+            Some((r, p)) if p == part => {
+                rows.insert(r);
+            }
+            Some(_) => {}
+            None => {
+                return Err(Error::Data(format!(
+                    "{} line {}: expected `row,part`, got `{line}`",
+                    path.display(),
+                    i + 1
+                )));
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Writes the term vectors of a text model (see `tabular::term_vectors`) as GloVe text: a word, then its numbers.

@@ -307,10 +307,14 @@ fn table(cfg: &Config, a: &TrainArgs) -> Result<()> {
     let (test, train) = tabular::split(cfg, &table, &types)?;
     let mut run = open_run(cfg, a)?;
     if run.resume.is_none() {
-        // Which rows of the file were test rows, so that other tools (examples' baselines) can use the same
-        // split.
+        // Which rows of the file were test, training and validation rows (and repeated rows that
+        // drop_duplicates left out), so that other tools (examples' baselines, scores on the validation rows)
+        // can use the same split.
+        let (fit, val) = tabular::fit_and_validation_rows(cfg, &table, &types, &train).map_err(|e| run.stopped(e))?;
         let mut part = vec![""; table.rows()];
-        train.iter().for_each(|&r| part[r] = "train");
+        train.iter().for_each(|&r| part[r] = "duplicate");
+        fit.iter().for_each(|&r| part[r] = "train");
+        val.iter().for_each(|&r| part[r] = "validation");
         test.iter().for_each(|&r| part[r] = "test");
         let split: String = std::iter::once("row,part\n".to_string())
             .chain(file_rows.iter().zip(&part).map(|(r, p)| format!("{r},{p}\n")))

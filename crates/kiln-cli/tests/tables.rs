@@ -285,11 +285,23 @@ fn text_models_predict_raw_text_as_they_predict_files() {
         &kiln(&["train", &t.s("pre.toml"), "--set", "data.prepare.text.pretrain=3"]),
         &["data.prepare.text.pretrain = 3", "a table of skip-gram settings: {} for the defaults"],
     );
-    // The run folder says which file rows were test rows (for baselines on the same split).
+    // The run folder says which file rows were test, training and validation rows (for baselines on the same
+    // split), and `kiln evaluate --split` scores one part of the file the run trained on.
     let split = std::fs::read_to_string(t.path("run/split.csv")).unwrap();
     assert_eq!(split.lines().next(), Some("row,part"));
     assert_eq!(split.lines().filter(|l| l.ends_with(",test")).count(), 120);
-    assert_eq!(split.lines().filter(|l| l.ends_with(",train")).count(), 480);
+    assert_eq!(split.lines().filter(|l| l.ends_with(",train")).count(), 432);
+    assert_eq!(split.lines().filter(|l| l.ends_with(",validation")).count(), 48);
+    for (part, rows) in [("validation", "(48 rows)"), ("test", "(120 rows)")] {
+        let o = kiln(&["evaluate", &model, "--data", &t.s("r.csv"), "--split", part]);
+        assert!(stdout(&o).contains(rows), "{part}: {}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    }
+    assert_fails(&kiln(&["evaluate", &model, "--data", &t.s("r.csv"), "--split", "dev"]), &["--split", "`dev`"]);
+    std::fs::copy(t.path("run/model.safetensors"), t.path("loose.safetensors")).unwrap();
+    assert_fails(
+        &kiln(&["evaluate", &t.s("loose.safetensors"), "--data", &t.s("r.csv"), "--split", "test"]),
+        &["split.csv", "leave --split out"],
+    );
     // TF-IDF bag with balanced class weights, from the config; raw text and a file row agree.
     let tfidf = cfg.replace("dim = 8\n", "dim = 8\noutput = \"tf_idf\"\n") + "class_weight = \"balanced\"\n";
     std::fs::write(t.path("tfidf.toml"), &tfidf).unwrap();

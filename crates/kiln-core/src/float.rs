@@ -38,6 +38,8 @@ pub trait Float:
     fn powf(self, p: Self) -> Self;
     fn abs(self) -> Self;
     fn tanh(self) -> Self;
+    fn sin(self) -> Self;
+    fn cos(self) -> Self;
     fn erf(self) -> Self;
     fn max(self, other: Self) -> Self;
     fn min(self, other: Self) -> Self;
@@ -94,6 +96,14 @@ macro_rules! impl_float {
             #[inline]
             fn tanh(self) -> Self {
                 <$t>::tanh(self)
+            }
+            #[inline]
+            fn sin(self) -> Self {
+                <$t>::sin(self)
+            }
+            #[inline]
+            fn cos(self) -> Self {
+                <$t>::cos(self)
             }
             #[inline]
             fn erf(self) -> Self {

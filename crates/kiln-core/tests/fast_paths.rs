@@ -84,6 +84,8 @@ fn act64(act: Option<UnaryOp>, z: f64) -> (f64, f64) {
         Some(UnaryOp::Pow(p)) => (z.powf(p), p * z.powf(p - 1.0)),
         Some(UnaryOp::Abs) => (z.abs(), z.signum()),
         Some(UnaryOp::Neg) => (-z, -1.0),
+        Some(UnaryOp::Sin) => (z.sin(), z.cos()),
+        Some(UnaryOp::Cos) => (z.cos(), -z.sin()),
     }
 }
 
@@ -618,6 +620,8 @@ fn elementwise_loops_match_f64() {
             UnaryOp::Sigmoid,
             UnaryOp::Tanh,
             UnaryOp::Gelu,
+            UnaryOp::Sin,
+            UnaryOp::Cos,
         ];
         for op in ops {
             let positive = matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Pow(_));

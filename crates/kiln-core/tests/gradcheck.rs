@@ -29,7 +29,7 @@ fn pos(shape: &[usize], r: &mut Rng) -> Input {
 fn unary_ops() {
     let mut r = rng();
     type Case = (UnaryOp, fn(&[usize], &mut Rng) -> Input);
-    let cases: [Case; 11] = [
+    let cases: [Case; 13] = [
         (UnaryOp::Neg, u),
         (UnaryOp::Exp, u),
         (UnaryOp::Log, pos),
@@ -41,6 +41,8 @@ fn unary_ops() {
         (UnaryOp::LeakyRelu(0.2), nz),
         (UnaryOp::Sigmoid, u),
         (UnaryOp::Tanh, u),
+        (UnaryOp::Sin, u),
+        (UnaryOp::Cos, u),
     ];
     for (op, make) in cases {
         check(vec![make(&[3, 4], &mut r)], |g, v| g.unary(v[0], op));

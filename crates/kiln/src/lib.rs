@@ -52,9 +52,9 @@ pub mod prelude {
     pub use crate::model::{Model, Sequential};
     pub use crate::nn::{
         Activation, ActivationLayer, Add, AveragePooling2D, BatchNormalization, Bidirectional, CategoryEmbedding,
-        Concatenate, Conv1D, Conv2D, Dense, Dot, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
+        ColumnTokens, Concatenate, Conv1D, Conv2D, Dense, Dot, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
         GlobalMaxPooling1D, Gru, Initializer, LayerNormalization, Lstm, MaxPooling2D, MultiHeadAttention, Multiply,
-        PaddingConfig, PositionEmbedding, Regularizer, RnnKind, SimpleRnn, TransformerEncoder,
+        PaddingConfig, PositionEmbedding, Regularizer, RnnKind, SelectToken, SimpleRnn, TransformerEncoder,
     };
     pub use crate::optim::{Adagrad, Adam, AdamW, RmsProp, Sgd};
     pub use crate::schedule::{Clip, Schedule};

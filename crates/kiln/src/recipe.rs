@@ -6,16 +6,16 @@
 //! its text and embedded category columns when it has them (their sizes come from the data); a table's
 //! graph may instead name several inputs, each reading its own columns (`[[model.inputs]]`).
 
-use crate::config::{Config, DataKind, ModelKind, Pooling};
+use crate::config::{Config, DataKind, ModelKind, NumericEmbedding, Pooling};
 use crate::data::prepare::{Feature, FeatureKind, Preparation, Target, Task};
 use crate::data::text::TextOutput;
 use crate::loss::Loss;
 use crate::metrics::{Average, Metric};
 use crate::model::{InputSpec, NodeSpec, Sequential};
 use crate::nn::{
-    Activation, Bidirectional, Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
-    GlobalMaxPooling1D, Gru, LayerConfig, LayerNormalization, Lstm, MaxPooling2D, PositionEmbedding, Regularizer,
-    RnnKind, SimpleRnn, Src, TransformerEncoder,
+    Activation, ActivationLayer, Bidirectional, ColumnTokens, Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten,
+    GlobalAveragePooling1D, GlobalMaxPooling1D, Gru, LayerConfig, LayerNormalization, Lstm, MaxPooling2D,
+    PositionEmbedding, Regularizer, RnnKind, SelectToken, SimpleRnn, Src, TransformerEncoder,
 };
 use crate::pretrained::Folder;
 use crate::weights::{NameMap, TermVectors, WeightFile};
@@ -58,8 +58,9 @@ impl Config {
                     net.add(MaxPooling2D::new(2))?;
                 }
                 k => {
+                    let reads = if k == ModelKind::FtTransformer { "a table's columns" } else { "a text column" };
                     return Err(Error::Config(format!(
-                        "model.kind = \"{}\" reads a text column; images take \"mlp\" or \"cnn\"",
+                        "model.kind = \"{}\" reads {reads}; images take \"mlp\" or \"cnn\"",
                         k.name()
                     )));
                 }
@@ -426,6 +427,51 @@ impl Config {
         net.add(LayerNormalization::new().epsilon(1e-5))
     }
 
+    /// kind = "ft_transformer": every column of the prepared row a token (numbers linear or periodic,
+    /// one-hot categories and booleans linear), `blocks` pre-norm blocks over them and the [CLS] token, then
+    /// the final LayerNormalization and a ReLU (the FT-Transformer's head before its output layer).
+    fn ft_transformer(&self, net: &mut Sequential, features: &[Feature]) -> Result<()> {
+        let m = &self.model;
+        if let Some(f) = features.iter().find(|f| {
+            matches!(
+                f.kind,
+                FeatureKind::Text { .. } | FeatureKind::Tokens { .. } | FeatureKind::Category { embed: Some(_), .. }
+            )
+        }) {
+            let what = if matches!(f.kind, FeatureKind::Category { .. }) {
+                "an embedded category (data.prepare.categories = \"embedding\"; its one-hot is already a \
+                 token's embedding here: leave categories out)"
+            } else {
+                "a text column (ignore it under data.ignore, or use kind = \"transformer\" for text)"
+            };
+            return Err(Error::Config(format!(
+                "model.kind = \"ft_transformer\" makes a token of each number, category and boolean column, but \
+                 `{}` is {what}",
+                f.name
+            )));
+        }
+        if m.blocks == 0 || m.heads == 0 || m.dim == 0 || !m.dim.is_multiple_of(m.heads) {
+            return Err(Error::Config(format!(
+                "model.heads = {} must divide the token width model.dim = {} (and model.blocks = {} be at least 1)",
+                m.heads, m.dim, m.blocks
+            )));
+        }
+        let widths: Vec<usize> = features.iter().map(Feature::width).collect();
+        let mut tokens = ColumnTokens::new(m.dim, &widths);
+        if m.numeric_embedding == NumericEmbedding::Periodic {
+            let numbers: Vec<bool> = features.iter().map(|f| matches!(f.kind, FeatureKind::Number { .. })).collect();
+            tokens = tokens.periodic(&numbers).frequencies(m.frequencies, m.sigma);
+        }
+        net.add(tokens)?;
+        for _ in 0..m.blocks {
+            net.add(TransformerEncoder::new(m.heads, m.units).norm_first(true).dropout(m.dropout))?;
+        }
+        net.add(LayerNormalization::new().epsilon(1e-5))?;
+        net.add(SelectToken::new(0))?;
+        net.add(ActivationLayer::new(Activation::Relu))?;
+        Ok(())
+    }
+
     /// The recipe's layers before the Dense ones: the category embeddings (mlp), or one text column's
     /// terms through Embedding and a recurrent or convolutional layer, pooled.
     fn sequence_layers(&self, net: &mut Sequential, prep: &Preparation) -> Result<()> {
@@ -433,6 +479,7 @@ impl Config {
         let kind = m.kind.unwrap_or_default();
         match (kind, prep.features.as_slice()) {
             (_, [Feature { kind: FeatureKind::Tokens { length, .. }, .. }]) => self.pretrained_encoder(net, *length)?,
+            (ModelKind::FtTransformer, features) => self.ft_transformer(net, features)?,
             (ModelKind::Mlp, _) => {
                 if let Some(layer) = prep.embedding_layer() {
                     net.add(layer)?;

@@ -314,12 +314,7 @@ fn prepared(
     types: &[ColumnType],
     train: &[usize],
 ) -> Result<(Preparation, Vec<usize>, Vec<usize>)> {
-    let mut train = train.to_vec();
-    if cfg.data.prepare.drop_duplicates {
-        let dups = duplicate_rows(table, &train);
-        train.retain(|r| !dups.contains(r));
-    }
-    let (train, val) = hold_out_validation(cfg, table, types, train)?;
+    let (train, val) = fit_and_validation_rows(cfg, table, types, train)?;
     if train.is_empty() {
         return Err(Error::Data(format!(
             "{}: {} rows leave no training rows once the test rows (data.test_fraction or data.test_rows) and \
@@ -396,6 +391,23 @@ fn class_weight_by_index(cw: Option<&ClassWeight>, task: &Task) -> Result<Option
         }
         other => Ok(other.cloned()),
     }
+}
+
+/// The rows a table run fits on and the validation rows it picks the epoch by, from its training rows:
+/// repeated rows dropped (data.prepare.drop_duplicates), then `hold_out_validation`. `kiln train` marks them
+/// in split.csv, so that other tools can score the same validation rows.
+pub fn fit_and_validation_rows(
+    cfg: &Config,
+    table: &Table,
+    types: &[ColumnType],
+    train: &[usize],
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let mut train = train.to_vec();
+    if cfg.data.prepare.drop_duplicates {
+        let dups = duplicate_rows(table, &train);
+        train.retain(|r| !dups.contains(r));
+    }
+    hold_out_validation(cfg, table, types, train)
 }
 
 /// Splits training rows into (training, validation): shuffled with the training seed, then the last

@@ -338,3 +338,27 @@ fn more_bins_than_training_values_cost_nothing_more() {
     assert_eq!(huge, ten);
     assert!(huge.width() <= 1 + 1 + 10, "value, indicator and at most ten bins: {}", huge.width());
 }
+
+/// `bin_encoding = "piecewise_linear"` (Gorishniy et al. 2022, eq. 1): quartile bins of 0..=8 are [0, 2], [2, 4],
+/// [4, 6], [6, 8]; a value is 1 in every bin below it, the fraction it has passed of its own, 0 above; the
+/// first bin continues below the training values and the last above them; a missing value is its fill (the
+/// mean, 4).
+#[test]
+fn piecewise_linear_bins_follow_the_paper() {
+    let mut x: Vec<Option<f64>> = (0..=8).map(|i| Some(i as f64)).collect();
+    x.extend([Some(3.0), Some(-2.0), Some(9.0), Some(6.0), None]);
+    let t = table(&[("x", &x)]);
+    let train: Vec<usize> = (0..9).collect();
+    let opts = PrepareOptions { bins: 4, bin_encoding: kiln::data::prepare::BinEncoding::PiecewiseLinear, ..plain() };
+    let p = fit(&t, &train, &opts);
+    assert_eq!(p.width(), 1 + 4, "the value and four bins (no missing value in training: no indicator)");
+    let got = p.transform(&t, &(9..14).collect::<Vec<_>>()).unwrap();
+    let want: [[f32; 4]; 5] =
+        [[1.0, 0.5, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.5], [1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]];
+    for (r, w) in want.iter().enumerate() {
+        assert_eq!(&got.data()[r * 5 + 1..r * 5 + 5], w, "row {r}");
+    }
+    // One-hot (the default) marks the bin alone.
+    let onehot = fit(&t, &train, &PrepareOptions { bins: 4, ..plain() }).transform(&t, &[9]).unwrap();
+    assert_eq!(&onehot.data()[1..5], &[0.0, 1.0, 0.0, 0.0]);
+}

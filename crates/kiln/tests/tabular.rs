@@ -350,3 +350,66 @@ fn validation_rows_are_stratified_like_the_test_rows() {
     assert!((neg(&val) as f64 - want(&val)).abs() <= 1.0, "{} neg of {}", neg(&val), val.len());
     assert!((neg(&test) as f64 - want(&test)).abs() <= 1.0, "{} neg of {}", neg(&test), test.len());
 }
+
+/// kind = "ft_transformer" (every column a token, a [CLS] token, attention over them): learns a label that
+/// needs a category and a threshold on a number together, with piecewise-linear bins and with the periodic
+/// number encoding; saves, loads and predicts the same; settings it cannot use are one clear error.
+#[test]
+fn ft_transformer_learns_a_table_with_both_number_encodings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut csv = String::from("city,amount,member,label\n");
+    let mut seed = 4u64;
+    for _ in 0..3000 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let city = (seed >> 33) % 12;
+        let amount = ((seed >> 13) % 1000) as f64 / 10.0;
+        let member = (seed >> 45).is_multiple_of(2);
+        let label = if city.is_multiple_of(3) ^ (amount > 70.0) { "yes" } else { "no" };
+        csv += &format!("c{city},{amount},{member},{label}\n");
+    }
+    std::fs::write(dir.join("t.csv"), csv).unwrap();
+    let text = "[data]\npath = \"t.csv\"\ntarget = \"label\"\n[data.prepare]\nbins = 16\n\
+                bin_encoding = \"piecewise_linear\"\n[model]\nkind = \"ft_transformer\"\ndim = 16\nblocks = 1\n\
+                heads = 2\nunits = 32\nhidden = []\n[train]\nepochs = 25\nbatch_size = 64\n\
+                optimizer = { type = \"adamw\", learning_rate = 0.003 }\n";
+    std::fs::write(dir.join("ft.toml"), text).unwrap();
+    let cfg = Config::from_file(dir.join("ft.toml")).unwrap();
+    let table = cfg.read_table().unwrap();
+    let types = cfg.types(&table).unwrap();
+    let (test, train) = tabular::split(&cfg, &table, &types).unwrap();
+    let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    let names: Vec<&str> = model.layers().iter().map(|l| l.config().class_name()).collect();
+    assert_eq!(
+        names,
+        ["ColumnTokens", "TransformerEncoder", "LayerNormalization", "SelectToken", "Activation", "Dense"]
+    );
+    let scores = tabular::score(&model, &table, &test).unwrap();
+    assert!(scores.accuracy.unwrap() > 0.95, "piecewise-linear bins: {scores}");
+    model.save(dir.join("ft.safetensors")).unwrap();
+    let loaded = Sequential::load(dir.join("ft.safetensors")).unwrap();
+    let x = loaded.preparation().unwrap().transform(&table, &test[..50]).unwrap();
+    assert_eq!(loaded.predict(&x, 50).unwrap().data(), model.predict(&x, 50).unwrap().data());
+
+    // Periodic: the number's sines and cosines, no bins.
+    let periodic = text.replace("bins = 16\nbin_encoding = \"piecewise_linear\"\n", "").replace(
+        "kind = \"ft_transformer\"\n",
+        "kind = \"ft_transformer\"\nnumeric_embedding = \"periodic\"\nsigma = 1.0\n",
+    );
+    std::fs::write(dir.join("periodic.toml"), &periodic).unwrap();
+    let cfg = Config::from_file(dir.join("periodic.toml")).unwrap();
+    let model = tabular::fit_rows(&cfg, &table, &types, &train, false).unwrap();
+    assert!(model.get_weights().len() > 2 + 3 + 2 + 1, "frequencies, kernels and biases");
+    let scores = tabular::score(&model, &table, &test).unwrap();
+    assert!(scores.accuracy.unwrap() > 0.95, "periodic numbers: {scores}");
+
+    let bad = |edit: &dyn Fn(&mut Config)| {
+        let mut c = Config::from_file(dir.join("ft.toml")).unwrap();
+        edit(&mut c);
+        tabular::fit_rows(&c, &table, &types, &train, false).err().unwrap().to_string()
+    };
+    let e = bad(&|c| c.model.heads = 3);
+    assert!(e.contains("model.heads = 3 must divide the token width model.dim = 16"), "{e}");
+    let e = bad(&|c| c.data.prepare.categories = CategoryEncoding::Embedding);
+    assert!(e.contains("`city` is an embedded category"), "{e}");
+}

@@ -1,7 +1,8 @@
 //! Embedding(mask_zero) -> PositionEmbedding -> MultiHeadAttention and -> TransformerEncoder against PyTorch's
 //! nn.MultiheadAttention and nn.TransformerEncoderLayer (fixtures from tools/make_transformer_fixtures.py): the
 //! output at every step and the gradient of every weight, with one sequence padded (its padding masked as
-//! keys); padding does not change the real steps' outputs; bad layer settings are one clear error.
+//! keys); padding does not change the real steps' outputs; bad layer settings are one clear error. ColumnTokens
+//! (the FT-Transformer's tokens of a table row, one number periodic) against the papers' formulas in PyTorch.
 
 use kiln::prelude::*;
 use serde_json::Value;
@@ -144,4 +145,63 @@ fn bad_settings_are_one_clear_error() {
     assert!(e.contains("expects a sequence (steps, features)"), "{e}");
     let e = err(TransformerEncoder::new(2, 8).dropout(1.5).into(), &[5]);
     assert!(e.contains("dropout 1.5 must be in [0, 1)"), "{e}");
+}
+
+#[test]
+fn column_tokens_match_pytorch_with_a_periodic_number() {
+    let path = format!("{}/tests/fixtures/transformer/column_tokens.json", env!("CARGO_MANIFEST_DIR"));
+    let f: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let entries = f["weights"].as_array().unwrap();
+    let weights: Vec<Vec<f32>> = entries.iter().map(|w| flat(&w["value"])).collect();
+    let widths: Vec<usize> = f["widths"].as_array().unwrap().iter().map(|w| w.as_u64().unwrap() as usize).collect();
+    let periodic: Vec<bool> = f["periodic"].as_array().unwrap().iter().map(|p| p.as_bool().unwrap()).collect();
+    let layer = ColumnTokens::new(4, &widths).periodic(&periodic).frequencies(3, 0.5);
+    let x = Tensor::new(&[3, 8], flat(&f["x"])).unwrap();
+    let mut m = Sequential::new(&[8]);
+    m.add(layer.clone()).unwrap();
+    m.compile(Sgd::new(1.0), Loss::MeanSquaredError, &[]).unwrap();
+    m.set_weights(&weights).unwrap();
+    let y = m.predict(&x, 3).unwrap();
+    assert_eq!(y.shape(), &[3, 5, 4]);
+    close("column tokens: y", y.data(), &flat(&f["y"]), 1e-5);
+
+    let r = flat(&f["R"]);
+    let half = r.len() as f32 / 2.0;
+    let target = Tensor::new(&[3, 5, 4], y.data().iter().zip(&r).map(|(y, r)| y - half * r).collect()).unwrap();
+    m.train_on_batch(&x, &target).unwrap();
+    for ((entry, before), after) in entries.iter().zip(&weights).zip(m.get_weights()) {
+        let grad: Vec<f32> = before.iter().zip(&after).map(|(b, a)| b - a).collect();
+        close(&format!("column tokens: d{}", entry["name"].as_str().unwrap()), &grad, &flat(&entry["grad"]), 1e-4);
+    }
+
+    // SelectToken(2) reads the second column's token back out.
+    let mut pick = Sequential::new(&[8]);
+    pick.add(layer).unwrap();
+    pick.add(SelectToken::new(2)).unwrap();
+    pick.compile(Sgd::new(1.0), Loss::MeanSquaredError, &[]).unwrap();
+    pick.set_weights(&weights).unwrap();
+    let t = pick.predict(&x, 3).unwrap();
+    let want: Vec<f32> = (0..3).flat_map(|i| y.data()[i * 20 + 8..i * 20 + 12].to_vec()).collect();
+    close("select_token(2)", t.data(), &want, 0.0);
+}
+
+#[test]
+fn column_tokens_bad_settings_are_one_clear_error() {
+    let err = |layer: kiln::nn::LayerConfig| {
+        let mut m = Sequential::new(&[5]);
+        match m.add(layer) {
+            Ok(_) => panic!("built"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let e = err(ColumnTokens::new(4, &[2, 2]).into());
+    assert!(e.contains("expects 4 features in 2 non-empty columns"), "{e}");
+    let e = err(ColumnTokens::new(4, &[2, 3]).periodic(&[true]).into());
+    assert!(e.contains("periodic has 1 flags for 2 columns"), "{e}");
+    let e = err(ColumnTokens::new(4, &[2, 3]).periodic(&[true, false]).frequencies(4, 0.0).into());
+    assert!(e.contains("sigma 0 must be positive"), "{e}");
+    let mut m = Sequential::new(&[5]);
+    m.add(ColumnTokens::new(4, &[2, 3])).unwrap();
+    let e = m.add(SelectToken::new(3)).err().unwrap().to_string();
+    assert!(e.contains("index 3 is past the sequence's 3 steps"), "{e}");
 }

@@ -19,6 +19,9 @@ pub enum UnaryOp {
     Tanh,
     /// The exact form, 0.5·x·(1 + erf(x/√2)), as PyTorch's default and Keras's `approximate=False`.
     Gelu,
+    /// sin and cos: the periodic encoding of numbers (Gorishniy et al. 2022) reads sin(2πc·x), cos(2πc·x).
+    Sin,
+    Cos,
 }
 
 impl UnaryOp {
@@ -45,6 +48,8 @@ impl UnaryOp {
                 let half = T::from_f64(0.5);
                 half * x * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
             }
+            UnaryOp::Sin => x.sin(),
+            UnaryOp::Cos => x.cos(),
         }
     }
 
@@ -88,12 +93,17 @@ impl UnaryOp {
                 let pdf = (-(x * x) * T::from_f64(0.5)).exp_fast() * T::from_f64(0.398_942_280_401_432_7);
                 cdf + x * pdf
             }
+            UnaryOp::Sin => x.cos(),
+            UnaryOp::Cos => -x.sin(),
         }
     }
 
     /// Whether the derivative needs the input itself rather than the output (or the sign they share).
     pub fn needs_input(self) -> bool {
-        matches!(self, UnaryOp::Log | UnaryOp::Pow(_) | UnaryOp::Abs | UnaryOp::Gelu | UnaryOp::Neg)
+        matches!(
+            self,
+            UnaryOp::Log | UnaryOp::Pow(_) | UnaryOp::Abs | UnaryOp::Gelu | UnaryOp::Neg | UnaryOp::Sin | UnaryOp::Cos
+        )
     }
 }
 
@@ -113,6 +123,8 @@ macro_rules! per_op {
             UnaryOp::Sigmoid => $each!(UnaryOp::Sigmoid),
             UnaryOp::Tanh => $each!(UnaryOp::Tanh),
             UnaryOp::Gelu => $each!(UnaryOp::Gelu),
+            UnaryOp::Sin => $each!(UnaryOp::Sin),
+            UnaryOp::Cos => $each!(UnaryOp::Cos),
         }
     };
 }
@@ -219,6 +231,12 @@ impl<T: Float> Graph<T> {
     }
     pub fn tanh(&mut self, a: Var) -> Result<Var> {
         self.unary(a, UnaryOp::Tanh)
+    }
+    pub fn sin(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Sin)
+    }
+    pub fn cos(&mut self, a: Var) -> Result<Var> {
+        self.unary(a, UnaryOp::Cos)
     }
     pub fn gelu(&mut self, a: Var) -> Result<Var> {
         self.unary(a, UnaryOp::Gelu)

@@ -21,7 +21,7 @@ const TABLE_DATA_KEYS: [&str; 10] = [
 ];
 
 /// `[model]` keys of the built-in recipes.
-const RECIPE_KEYS: [&str; 10] = [
+const RECIPE_KEYS: [&str; 14] = [
     "units",
     "bidirectional",
     "pooling",
@@ -29,6 +29,10 @@ const RECIPE_KEYS: [&str; 10] = [
     "kernel_size",
     "blocks",
     "heads",
+    "dim",
+    "numeric_embedding",
+    "frequencies",
+    "sigma",
     "hidden",
     "dropout",
     "l2",
@@ -44,6 +48,9 @@ pub(super) fn recipe_uses(data: DataKind, kind: ModelKind, key: &str) -> bool {
             (DataKind::Images, _) => false,
             (DataKind::Table, ModelKind::Cnn) => sequence.contains(&key) || key == "kernel_size",
             (DataKind::Table, ModelKind::Transformer) => sequence.contains(&key) || matches!(key, "blocks" | "heads"),
+            (DataKind::Table, ModelKind::FtTransformer) => {
+                matches!(key, "units" | "blocks" | "heads" | "dim" | "numeric_embedding" | "frequencies" | "sigma")
+            }
             (DataKind::Table, _) => sequence.contains(&key) || key == "bidirectional",
         }
 }
@@ -79,6 +86,10 @@ impl Config {
             ("model.kernel_size", m.kernel_size != md.kernel_size),
             ("model.blocks", m.blocks != md.blocks),
             ("model.heads", m.heads != md.heads),
+            ("model.dim", m.dim != md.dim),
+            ("model.numeric_embedding", m.numeric_embedding != md.numeric_embedding),
+            ("model.frequencies", m.frequencies != md.frequencies),
+            ("model.sigma", m.sigma != md.sigma),
             ("model.hidden", m.hidden != md.hidden),
             ("model.dropout", m.dropout != md.dropout),
             ("model.l2", m.l2 != 0.0),

@@ -182,8 +182,19 @@ pub struct ModelConfig {
     pub units: usize,
     /// Transformer blocks (kind = "transformer").
     pub blocks: usize,
-    /// Attention heads per transformer block; they split the term vectors (data.prepare.text.dim) evenly.
+    /// Attention heads per transformer block; they split the term vectors (data.prepare.text.dim), or the
+    /// column tokens (`dim`), evenly.
     pub heads: usize,
+    /// The width of every column's token (kind = "ft_transformer").
+    pub dim: usize,
+    /// How kind = "ft_transformer" makes a number's token: `linear` (its scaled value, missing indicator
+    /// and bins times the column's kernel) or `periodic` (sin and cos of `frequencies` trained frequencies
+    /// of the value first, then the kernel and a ReLU: PLR, Gorishniy et al. 2022).
+    pub numeric_embedding: NumericEmbedding,
+    /// The frequencies of `numeric_embedding = "periodic"`, per number.
+    pub frequencies: usize,
+    /// The standard deviation the periodic frequencies start from (the paper tunes it per dataset).
+    pub sigma: f64,
     /// Run the recurrent layer both ways (Bidirectional), concatenating the two.
     pub bidirectional: bool,
     /// What the Dense layers get from the sequence: `last` (the recurrent layer's last state; the default
@@ -222,6 +233,18 @@ pub enum ModelKind {
     /// GELU, `heads` heads, feed-forward `units`, dropout 0.1) → LayerNormalization → pooled over the real
     /// steps (average by default, or max).
     Transformer,
+    /// Tables (FT-Transformer, Gorishniy et al. 2021): every column a token `dim` wide (ColumnTokens) and
+    /// a [CLS] token → `blocks` × TransformerEncoder (pre-norm, ReLU, `heads` heads, feed-forward `units`,
+    /// `dropout`) → LayerNormalization → the [CLS] token → ReLU → `hidden` → the output.
+    FtTransformer,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NumericEmbedding {
+    #[default]
+    Linear,
+    Periodic,
 }
 
 impl ModelKind {
@@ -233,6 +256,7 @@ impl ModelKind {
             ModelKind::SimpleRnn => "simple_rnn",
             ModelKind::Cnn => "cnn",
             ModelKind::Transformer => "transformer",
+            ModelKind::FtTransformer => "ft_transformer",
         }
     }
 
@@ -271,6 +295,10 @@ impl Default for ModelConfig {
             units: 64,
             blocks: 2,
             heads: 4,
+            dim: 64,
+            numeric_embedding: NumericEmbedding::Linear,
+            frequencies: 16,
+            sigma: 0.1,
             bidirectional: false,
             pooling: None,
             embedding_dropout: 0.0,

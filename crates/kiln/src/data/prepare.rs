@@ -75,6 +75,18 @@ pub struct PrepareOptions {
     /// network use thresholds as trees do.
     #[serde(default)]
     pub bins: usize,
+    /// How `bins` encode a number: `one_hot` (its bin), or `piecewise_linear` (Gorishniy et al. 2022's
+    /// PLE: 1 for every bin below the value, the fraction of its own bin it has passed, 0 above).
+    #[serde(default)]
+    pub bin_encoding: BinEncoding,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BinEncoding {
+    #[default]
+    OneHot,
+    PiecewiseLinear,
 }
 
 fn yes() -> bool {
@@ -93,6 +105,7 @@ impl Default for PrepareOptions {
             text: TextOptions::default(),
             log_skewed: true,
             bins: 0,
+            bin_encoding: BinEncoding::OneHot,
         }
     }
 }
@@ -113,6 +126,10 @@ pub enum FeatureKind {
         /// Upper edges of the quantile bins (after the log), one-hot encoded after the value.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         edges: Vec<f64>,
+        /// With piecewise-linear bins: the training values' least and greatest (after the log), the outer
+        /// edges of the first and last bin; the bins then hold `ple` instead of a one-hot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        span: Option<(f64, f64)>,
     },
     /// One-hot over the levels plus a slot for missing/unseen; or, with `embed`, the level's index (the
     /// slot after the last level for missing/unseen) for an embedding `embed` wide.
@@ -219,6 +236,30 @@ impl TryFrom<PreparationFile> for Preparation {
 pub struct InputColumns {
     pub name: String,
     pub columns: Vec<String>,
+}
+
+/// Piecewise-linear encoding of `x` over the bins that `edges` (inner) and `span` (outer) bound: bin t
+/// [b_t, b_t+1] gets 0 when x is below it, 1 when x is past it, (x − b_t) / (b_t+1 − b_t) inside it; the first
+/// bin is not cut below nor the last above, so values outside the training span keep their distance
+/// (Gorishniy et al. 2022, eq. 1). A bin of no width (the least value repeated) is a step at its edge.
+pub(crate) fn ple(x: f64, edges: &[f64], span: (f64, f64), out: &mut [f32]) {
+    let t = edges.len() + 1;
+    for (i, o) in out.iter_mut().take(t).enumerate() {
+        let lower = if i == 0 { span.0.min(edges[0]) } else { edges[i - 1] };
+        let upper = if i == t - 1 { span.1.max(edges[t - 2]) } else { edges[i] };
+        let e = if upper > lower {
+            (x - lower) / (upper - lower)
+        } else if x >= upper {
+            1.0
+        } else {
+            0.0
+        };
+        *o = match i {
+            0 => e.min(1.0),
+            i if i == t - 1 => e.max(0.0),
+            _ => e.clamp(0.0, 1.0),
+        } as f32;
+    }
 }
 
 /// The most frequent of sorted values (the smallest on a tie).
@@ -431,7 +472,9 @@ impl Preparation {
                     let mut edges: Vec<f64> = (1..nb).map(|k| quantile(&v, k as f64 / nb as f64)).collect();
                     edges.dedup();
                     let clip = (opts.outliers != Outliers::Keep).then_some((lo, hi));
-                    FeatureKind::Number { log, fill, indicator, clip, center, scale, edges }
+                    let span = (opts.bin_encoding == BinEncoding::PiecewiseLinear && !edges.is_empty())
+                        .then(|| (v.first().copied().unwrap_or(0.0), v.last().copied().unwrap_or(0.0)));
+                    FeatureKind::Number { log, fill, indicator, clip, center, scale, edges, span }
                 }
             };
             features.push(Feature { name: c.name.clone(), kind });
@@ -631,7 +674,7 @@ impl Preparation {
                 let dst = &mut x[i * w + off..i * w + off + f.width()];
                 let cell = col.cells.get(r).and_then(|c| c.as_deref());
                 match &f.kind {
-                    FeatureKind::Number { log, fill, indicator, clip, center, scale, edges } => {
+                    FeatureKind::Number { log, fill, indicator, clip, center, scale, edges, span } => {
                         let v = match cell {
                             Some(s) => Some(s.parse::<f64>().map_err(|_| {
                                 Error::Data(format!(
@@ -649,9 +692,11 @@ impl Preparation {
                         if *indicator {
                             dst[1] = v.is_none() as u8 as f32;
                         }
-                        if !edges.is_empty() {
-                            let b = edges.partition_point(|e| *e < v.unwrap_or(*fill));
-                            dst[1 + *indicator as usize + b] = 1.0;
+                        let bins = &mut dst[1 + *indicator as usize..];
+                        match span {
+                            _ if edges.is_empty() => {}
+                            Some(span) => ple(v.unwrap_or(*fill), edges, *span, bins),
+                            None => bins[edges.partition_point(|e| *e < v.unwrap_or(*fill))] = 1.0,
                         }
                     }
                     FeatureKind::Category { levels, embed } => {

@@ -88,6 +88,8 @@ layers! {
     PositionEmbedding(PositionEmbedding) = "position_embedding", "PositionEmbedding";
     TransformerEncoder(TransformerEncoder) = "transformer_encoder", "TransformerEncoder";
     BertEncoder(BertEncoder) = "bert_encoder", "BertEncoder";
+    ColumnTokens(ColumnTokens) = "column_tokens", "ColumnTokens";
+    SelectToken(SelectToken) = "select_token", "SelectToken";
 }
 
 impl LayerConfig {

@@ -2,6 +2,7 @@
 //! defaults), their builders, and their `LayerSpec` (shape checks, parameters by name, forward).
 
 pub(crate) mod bert;
+mod column_tokens;
 mod conv;
 mod core;
 mod dense;
@@ -14,6 +15,7 @@ mod transformer;
 
 pub use self::core::{ActivationLayer, Dropout, Flatten};
 pub use bert::{BertEncoder, TokenPooling};
+pub use column_tokens::{ColumnTokens, SelectToken};
 pub use conv::{Conv1D, Conv2D};
 pub use dense::Dense;
 pub use embedding::{CategoryEmbedding, Embedding};
