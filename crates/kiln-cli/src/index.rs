@@ -1,17 +1,34 @@
 //! `kiln index build` and `kiln index query`: semantic search over a column of texts with a pretrained
-//! encoder (`kiln::index`). Build embeds every text once and saves the index folder; query embeds the
-//! question with the same encoder and prints the closest texts by cosine similarity.
+//! encoder (`kiln::index`). Build embeds every text once and saves the index folder (with an HNSW graph for
+//! large collections); query embeds the question with the same encoder and prints the closest texts by
+//! cosine similarity.
 
 use crate::embed::{column_texts, progress_bar};
-use kiln::index::Index;
+use kiln::index::{APPROXIMATE_FROM, HnswSettings, Index};
 use kiln::pretrained::Encoder;
 use kiln::{Error, Result};
 use std::path::Path;
 
-pub fn build(model: &Path, input: &Path, column: &str, output: &Path, batch: usize, quiet: bool) -> Result<()> {
+pub fn build(
+    model: &Path,
+    input: &Path,
+    column: &str,
+    output: &Path,
+    batch: usize,
+    approximate: &str,
+    quiet: bool,
+) -> Result<()> {
     if batch == 0 {
         return Err(Error::Config("--batch-size 0: want at least 1".into()));
     }
+    let graph_from = match approximate {
+        "auto" => APPROXIMATE_FROM,
+        "always" => 0,
+        "never" => usize::MAX,
+        other => {
+            return Err(Error::Config(format!("--approximate `{other}`: want auto, always or never")));
+        }
+    };
     // Checked before the work: an existing file or folder that is not an index is never replaced.
     if output.exists() && !kiln::index::is_index(output) {
         return Err(Error::Config(format!(
@@ -34,12 +51,21 @@ pub fn build(model: &Path, input: &Path, column: &str, output: &Path, batch: usi
             encoder.max_tokens
         );
     }
+    let index = if texts.len() >= graph_from {
+        if !quiet {
+            eprintln!("building the HNSW graph of {} vectors", texts.len());
+        }
+        index.with_graph(HnswSettings::default())?
+    } else {
+        index
+    };
     index.save(output)?;
-    println!("indexed {} texts ({} values each) in {}", texts.len(), index.info.dim, output.display());
+    let how = if index.is_approximate() { ", with an HNSW graph" } else { "" };
+    println!("indexed {} texts ({} values each{how}) in {}", texts.len(), index.info.dim, output.display());
     Ok(())
 }
 
-pub fn query(index: &Path, question: &str, k: usize, model: Option<&Path>, json: bool) -> Result<()> {
+pub fn query(index: &Path, question: &str, k: usize, model: Option<&Path>, json: bool, exact: bool) -> Result<()> {
     if k == 0 {
         return Err(Error::Config("--k 0: want at least 1".into()));
     }
@@ -62,7 +88,7 @@ pub fn query(index: &Path, question: &str, k: usize, model: Option<&Path>, json:
         )));
     }
     let (vecs, _) = encoder.embed(&[question], 1, &mut |_| {})?;
-    let hits = index.search(&vecs[0], k)?;
+    let hits = if exact { index.search_exact(&vecs[0], k)? } else { index.search(&vecs[0], k)? };
     if json {
         let rows: Vec<_> =
             hits.iter().map(|h| serde_json::json!({"score": h.score, "row": h.doc.row, "text": h.doc.text})).collect();

@@ -44,11 +44,16 @@ enum IndexCommand {
         /// Texts per batch.
         #[arg(long, default_value_t = 32, value_name = "N")]
         batch_size: usize,
+        /// Also build an HNSW graph that queries walk instead of scoring every text (approximate): `auto`
+        /// from 100,000 texts on, `always` or `never`.
+        #[arg(long, default_value = "auto", value_name = "WHEN")]
+        approximate: String,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
     },
-    /// The texts closest to a question, by cosine similarity of their vectors (exact search).
+    /// The texts closest to a question, by cosine similarity of their vectors (through the index's HNSW
+    /// graph when it has one, else every text scored).
     Query {
         /// The index folder `index build` wrote.
         index: PathBuf,
@@ -62,6 +67,9 @@ enum IndexCommand {
         /// Print the hits as JSON (score, row, text).
         #[arg(long)]
         json: bool,
+        /// Score every text even when the index has a graph.
+        #[arg(long)]
+        exact: bool,
     },
 }
 
@@ -314,11 +322,11 @@ fn main() {
         Command::Embed { model, input, column, output, batch_size, quiet } => {
             embed::embed(&model, &input, &column, &output, batch_size, quiet)
         }
-        Command::Index { command: IndexCommand::Build { model, input, column, output, batch_size, quiet } } => {
-            index::build(&model, &input, &column, &output, batch_size, quiet)
-        }
-        Command::Index { command: IndexCommand::Query { index, question, k, model, json } } => {
-            index::query(&index, &question, k, model.as_deref(), json)
+        Command::Index {
+            command: IndexCommand::Build { model, input, column, output, batch_size, approximate, quiet },
+        } => index::build(&model, &input, &column, &output, batch_size, &approximate, quiet),
+        Command::Index { command: IndexCommand::Query { index, question, k, model, json, exact } } => {
+            index::query(&index, &question, k, model.as_deref(), json, exact)
         }
         Command::Data { command: DataCommand::Audit { file, target, json, html } } => {
             table::audit_cmd(&file, target.as_deref(), json.as_deref(), html.as_deref())

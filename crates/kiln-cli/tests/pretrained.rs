@@ -112,6 +112,28 @@ fn an_index_finds_the_answer_to_a_question_by_meaning() {
     assert_fails(&kiln(&["index", "query", &idx, "refund"]), &["gone-model", "--model"]);
     let o = kiln(&["index", "query", &idx, "refund", "--model", &model, "--k", "1"]);
     assert!(stdout(&o).contains("full refund"), "{}", String::from_utf8_lossy(&o.stderr));
+    // With an HNSW graph (built from 100,000 texts on unless asked): the same answer, walked or exact.
+    let o = kiln(&[
+        "index",
+        "build",
+        &model,
+        "--input",
+        &faq,
+        "--column",
+        "answer",
+        "--output",
+        &idx,
+        "--quiet",
+        "--approximate",
+        "always",
+    ]);
+    assert!(stdout(&o).contains("indexed 6 texts (384 values each, with an HNSW graph)"), "{}", stdout(&o));
+    for extra in [None, Some("--exact")] {
+        let mut args = vec!["index", "query", &idx, "How can I get my money back?", "--k", "1"];
+        args.extend(extra);
+        let o = kiln(&args);
+        assert!(stdout(&o).contains("full refund"), "{extra:?}: {}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    }
 }
 
 #[test]
@@ -123,6 +145,20 @@ fn bad_indexes_and_settings_are_one_clear_error() {
     std::fs::write(t.path("broken/index.json"), "{\"format\": 3}").unwrap();
     assert_fails(&kiln(&["index", "query", &t.s("broken"), "hello"]), &["broken/index.json"]);
     assert_fails(&kiln(&["index", "query", &t.s("empty"), "hello", "--k", "0"]), &["--k 0"]);
+    let o = kiln(&[
+        "index",
+        "build",
+        &t.s("m"),
+        "--input",
+        &t.s("f.csv"),
+        "--column",
+        "a",
+        "--output",
+        &t.s("i"),
+        "--approximate",
+        "sometimes",
+    ]);
+    assert_fails(&o, &["--approximate `sometimes`", "auto, always or never"]);
 }
 
 /// Short reviews whose label rests on one word of praise or complaint.

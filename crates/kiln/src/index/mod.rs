@@ -1,15 +1,21 @@
 //! Semantic search: a collection of texts embedded once by a pretrained encoder (`pretrained::Encoder`),
-//! kept as unit vectors, and queried by cosine similarity. The search is exact: every document's score is
-//! one dot product, rows in parallel, each product in 16 independent lanes so that it vectorizes (see
-//! `dot`). Measured on 2 cores (`cargo run --release -p kiln-bench --bin indexbench`, 384 values, while
-//! another job ran): 0.7 ms a query over 10,000 documents, 18 ms over 100,000, 175 ms over 1,000,000 (it
-//! reads every vector: 1.5 GB). Up to about 100,000 documents that is the time of embedding the question
-//! itself (7 ms for a short one); past that an approximate index would pay, and none is built yet.
+//! kept as unit vectors, and queried by cosine similarity. The exact search scores every document with one
+//! dot product, rows in parallel, each product in 16 independent lanes so that it vectorizes (see `dot`).
+//! Measured on 2 cores (`cargo run --release -p kiln-bench --bin indexbench`, 384 values, while another job
+//! ran): 0.7 ms a query over 10,000 documents, 18 ms over 100,000, 175 ms over 1,000,000 (it reads every
+//! vector: 1.5 GB). Up to about 100,000 documents that is the time of embedding the question itself (7 ms
+//! for a short one); from `APPROXIMATE_FROM` documents on, `kiln index build` adds an HNSW graph (hnsw.rs)
+//! that queries walk instead.
 //!
 //! On disk an index is a folder: `index.json` (the encoder's folder, the column and file the texts came
-//! from, counts), `vectors.safetensors` (`vectors` [documents, dim], f32, unit length) and `texts.jsonl`
-//! (each document's text and its row in the source file, one JSON object a line). It is written to a
-//! temporary folder beside it and renamed into place, so a failed build leaves any earlier index whole.
+//! from, counts, the graph's settings), `vectors.safetensors` (`vectors` [documents, dim], f32, unit
+//! length), `texts.jsonl` (each document's text and its row in the source file, one JSON object a line) and,
+//! with a graph, `ann.hnsw.graph` and `ann.hnsw.data`. It is written to a temporary folder beside it and
+//! renamed into place, so a failed build leaves any earlier index whole.
+
+mod hnsw;
+
+pub use hnsw::{APPROXIMATE_FROM, HnswSettings, UnitCosine};
 
 use crate::pretrained::Encoder;
 use crate::{Error, Result};
@@ -19,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 const LANES: usize = 16;
 const FORMAT: &str = "kiln-index-1";
-/// Everything an index folder holds: a folder with anything else is not replaced by `save`.
+/// Everything an index folder holds (and `hnsw::FILES`): a folder with anything else is not replaced by
+/// `save`.
 const FILES: [&str; 3] = ["index.json", "texts.jsonl", "vectors.safetensors"];
 
 /// What index.json holds.
@@ -33,6 +40,9 @@ pub struct IndexInfo {
     pub column: String,
     pub documents: usize,
     pub dim: usize,
+    /// The HNSW graph's settings, when the index has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approximate: Option<HnswSettings>,
 }
 
 /// One document: its text and its row in the source file (1 = the first row after the header).
@@ -54,6 +64,7 @@ pub struct Index {
     pub docs: Vec<Document>,
     /// [documents, dim], each row of unit length (or zero, for a text whose vector was zero).
     vectors: Vec<f32>,
+    graph: Option<hnsw::Graph>,
 }
 
 /// v / ‖v‖ (zero stays zero).
@@ -84,8 +95,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn is_index(dir: &Path) -> bool {
     let info = std::fs::read_to_string(dir.join("index.json")).ok();
     let info: Option<IndexInfo> = info.and_then(|t| serde_json::from_str(&t).ok());
-    let only_ours = std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().all(|e| e.file_name().to_str().is_some_and(|n| FILES.contains(&n))));
+    let only_ours = std::fs::read_dir(dir).map(|entries| {
+        let ours = |n: &str| FILES.contains(&n) || hnsw::FILES.contains(&n);
+        entries.flatten().all(|e| e.file_name().to_str().is_some_and(ours))
+    });
     info.is_some_and(|i| i.format == FORMAT) && only_ours.unwrap_or(false)
 }
 
@@ -105,7 +118,20 @@ impl Index {
             normalize(&mut v);
             vectors.extend(v);
         }
-        Ok(Index { info: IndexInfo { documents: docs.len(), ..info }, docs, vectors })
+        let info = IndexInfo { documents: docs.len(), approximate: None, ..info };
+        Ok(Index { info, docs, vectors, graph: None })
+    }
+
+    /// Adds the HNSW graph (built on every core), which `search` then walks.
+    pub fn with_graph(mut self, settings: HnswSettings) -> Result<Index> {
+        self.graph = Some(hnsw::build(&self.vectors, self.info.dim, settings)?);
+        self.info.approximate = Some(settings);
+        Ok(self)
+    }
+
+    /// Whether `search` walks a graph (approximate) rather than scoring every document.
+    pub fn is_approximate(&self) -> bool {
+        self.graph.is_some()
     }
 
     /// Embeds every text of `texts` (rows of `source`'s `column`) with `encoder` (from `model`), `batch`
@@ -133,20 +159,49 @@ impl Index {
             column: column.into(),
             documents: texts.len(),
             dim: encoder.dim(),
+            approximate: None,
         };
         let docs = texts.iter().enumerate().map(|(i, t)| Document { row: i + 1, text: t.to_string() }).collect();
         Ok((Index::from_vectors(info, docs, vecs)?, truncated))
     }
 
-    /// The `k` documents most similar to `query` (a vector of `dim` values), best first; ties keep the
-    /// documents' order.
+    /// The `k` documents most similar to `query` (a vector of `dim` values), best first: found through the
+    /// graph when the index has one (`search_exact` otherwise).
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit<'_>>> {
+        let Some(graph) = &self.graph else {
+            return self.search_exact(query, k);
+        };
+        let q = self.unit_query(query)?;
+        let ef = self.info.approximate.unwrap_or_default().ef_search;
+        let d = self.info.dim;
+        // Each document found is scored by its exact cosine (the graph's distance is 1 minus the same dot).
+        let mut hits: Vec<(usize, f32)> = hnsw::search(graph, &q, k, ef)
+            .into_iter()
+            .map(|(i, _)| {
+                let s = dot(&self.vectors[i * d..(i + 1) * d], &q);
+                (i, if s.is_nan() { f32::NEG_INFINITY } else { s })
+            })
+            .collect();
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(hits.into_iter().map(|(i, score)| Hit { score, doc: &self.docs[i] }).collect())
+    }
+
+    /// `query` as a unit vector, checked against the index's width.
+    fn unit_query(&self, query: &[f32]) -> Result<Vec<f32>> {
         let d = self.info.dim;
         if query.len() != d {
             return Err(Error::Shape(format!("index query: a vector of {} values; the index holds {d}", query.len())));
         }
         let mut q = query.to_vec();
         normalize(&mut q);
+        Ok(q)
+    }
+
+    /// The `k` documents most similar to `query` (a vector of `dim` values), every document scored, best
+    /// first; ties keep the documents' order.
+    pub fn search_exact(&self, query: &[f32], k: usize) -> Result<Vec<Hit<'_>>> {
+        let d = self.info.dim;
+        let q = self.unit_query(query)?;
         let mut scores = vec![0f32; self.docs.len()];
         // Blocks of rows per task: one row is too little work to hand to another thread.
         const BLOCK: usize = 256;
@@ -209,7 +264,11 @@ impl Index {
                 lines += &serde_json::to_string(d).expect("plain data");
                 lines.push('\n');
             }
-            crate::io::write_atomic(&tmp.join("texts.jsonl"), lines.as_bytes())
+            crate::io::write_atomic(&tmp.join("texts.jsonl"), lines.as_bytes())?;
+            match &self.graph {
+                Some(g) => hnsw::save(g, &tmp),
+                None => Ok(()),
+            }
         };
         if let Err(e) = write() {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -289,7 +348,21 @@ impl Index {
                 info.documents
             )));
         }
-        Ok(Index { info, docs, vectors })
+        let graph = match info.approximate {
+            Some(_) => Some(hnsw::load(dir)?),
+            None => None,
+        };
+        if let Some(g) = &graph
+            && g.get_nb_point() != info.documents
+        {
+            return Err(Error::Config(format!(
+                "{}: the HNSW graph holds {} vectors; index.json says {}; rebuild the index",
+                dir.display(),
+                g.get_nb_point(),
+                info.documents
+            )));
+        }
+        Ok(Index { info, docs, vectors, graph })
     }
 }
 
@@ -305,6 +378,7 @@ mod tests {
             column: "text".into(),
             documents: vecs.len(),
             dim: vecs[0].len(),
+            approximate: None,
         };
         let docs = (0..vecs.len()).map(|i| Document { row: i + 1, text: format!("doc {i}") }).collect();
         Index::from_vectors(info, docs, vecs).unwrap()
@@ -322,6 +396,54 @@ mod tests {
         assert!((hits[0].score - 1.0).abs() < 1e-6 && hits[3].score == f32::NEG_INFINITY);
         assert_eq!(idx.search(&q, 1).unwrap().len(), 1);
         assert!(idx.search(&[1.0], 1).unwrap_err().to_string().contains("a vector of 1 values; the index holds 3"));
+    }
+
+    /// The graph finds (nearly) what the exact search finds on clustered vectors, scores its finds exactly,
+    /// and survives save and load; an index with a graph is still an index `save` may replace.
+    #[test]
+    fn graph_search_agrees_with_exact_search_and_is_saved() {
+        let mut rng = kiln_core::Rng::new(7);
+        let (n, d) = (3000, 24);
+        let centers: Vec<Vec<f32>> = (0..30).map(|_| (0..d).map(|_| rng.normal() as f32).collect()).collect();
+        let point = |rng: &mut kiln_core::Rng| -> Vec<f32> {
+            let c = &centers[rng.below(centers.len())];
+            c.iter().map(|x| x + 0.3 * rng.normal() as f32).collect()
+        };
+        let vecs: Vec<Vec<f32>> = (0..n).map(|_| point(&mut rng)).collect();
+        let idx = index(vecs).with_graph(HnswSettings::default()).unwrap();
+        assert!(idx.is_approximate());
+        let (mut found, mut total) = (0, 0);
+        let queries: Vec<Vec<f32>> = (0..50).map(|_| point(&mut rng)).collect();
+        for q in &queries {
+            let exact: Vec<usize> = idx.search_exact(q, 10).unwrap().iter().map(|h| h.doc.row).collect();
+            let approx = idx.search(q, 10).unwrap();
+            assert_eq!(approx.len(), 10);
+            assert!(approx.windows(2).all(|w| w[0].score >= w[1].score), "best first");
+            found += approx.iter().filter(|h| exact.contains(&h.doc.row)).count();
+            total += 10;
+        }
+        assert!(found as f64 / total as f64 >= 0.95, "recall@10 {found}/{total}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.index");
+        idx.save(&path).unwrap();
+        assert!(is_index(&path));
+        let back = Index::load(&path).unwrap();
+        assert!(back.is_approximate() && back.info.approximate == Some(HnswSettings::default()));
+        for q in &queries[..5] {
+            let a: Vec<usize> = idx.search(q, 5).unwrap().iter().map(|h| h.doc.row).collect();
+            let b: Vec<usize> = back.search(q, 5).unwrap().iter().map(|h| h.doc.row).collect();
+            assert_eq!(a, b, "the loaded graph walks as the built one");
+        }
+        index(vec![vec![1.0, 1.0]]).save(&path).unwrap();
+        let names: Vec<String> =
+            std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names.len(), 3, "the graph's files went with the index they belonged to: {names:?}");
+        // A graph file missing is named.
+        idx.save(&path).unwrap();
+        std::fs::remove_file(path.join("ann.hnsw.graph")).unwrap();
+        let e = Index::load(&path).err().unwrap().to_string();
+        assert!(e.contains("ann.hnsw.graph is missing"), "{e}");
     }
 
     #[test]
