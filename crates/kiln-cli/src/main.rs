@@ -6,6 +6,7 @@ mod commands;
 mod cv;
 mod embed;
 mod font;
+mod generate;
 mod index;
 mod plot;
 mod report;
@@ -75,6 +76,27 @@ enum IndexCommand {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Continue a prompt with a GGUF language model (LLaMA family, e.g. SmolLM2), streamed as it is made.
+    Generate {
+        /// The model file (.gguf): Q4_0, Q4_1, Q8_0, F16, BF16 or F32 weights.
+        model: PathBuf,
+        prompt: String,
+        /// Answer the prompt as one user turn through the model's chat template (instruct models).
+        #[arg(long)]
+        chat: bool,
+        #[command(flatten)]
+        sample: generate::SampleArgs,
+        /// No summary line (tokens, speed) on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Talk with a GGUF chat model in the terminal: the conversation is kept, Ctrl-C stops a long answer.
+    Chat {
+        /// The model file (.gguf) with a chat template.
+        model: PathBuf,
+        #[command(flatten)]
+        sample: generate::SampleArgs,
+    },
     /// Train the model a TOML config describes in a run folder (runs/NAME-TIMESTAMP/), report test metrics,
     /// save it; or continue a run with --resume.
     Train {
@@ -338,6 +360,10 @@ fn main() {
             table::predict(&model, input.as_deref(), index, rows.as_deref(), output.as_deref())
         }
         Command::Summary { path } => commands::summary(&path),
+        Command::Generate { model, prompt, chat, sample, quiet } => {
+            generate::generate(&model, &prompt, chat, &sample, quiet)
+        }
+        Command::Chat { model, sample } => generate::chat(&model, &sample),
         Command::Plot { run_dir } => plot::plot(&run_dir).map(|(svg, png)| {
             println!("wrote {} and {}", svg.display(), png.display());
         }),

@@ -15,6 +15,7 @@
 
 use crate::{Error, Result};
 use kiln_core::DType;
+use kiln_core::qdot::Q8Rows;
 use kiln_core::quant::QMatrix;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -418,10 +419,12 @@ impl Matrix {
         }
     }
 
-    /// out[n, rows] = x[n, cols] · Wᵀ.
-    pub fn matmul_t(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    /// out[n, rows] = x[n, cols] · Wᵀ, quantized weights on integer products with x quantized to 8 bits
+    /// per block (`QMatrix::matmul_t_q8`, llama.cpp's arithmetic; `scratch` holds x's blocks).
+    pub fn matmul_t(&self, x: &[f32], n: usize, out: &mut [f32], scratch: &mut Q8Rows) -> Result<()> {
         match self {
-            Matrix::Quantized(q) => q.matmul_t(x, n, out),
+            Matrix::Quantized(q) if scratch.exact => q.matmul_t(x, n, out),
+            Matrix::Quantized(q) => q.matmul_t_q8(x, n, out, scratch),
             Matrix::F32 { rows, cols, w } => {
                 let (rows, cols) = (*rows, *cols);
                 if x.len() != n * cols || out.len() != n * rows {
@@ -433,6 +436,27 @@ impl Matrix {
                         *o = w[r * cols..(r + 1) * cols].iter().zip(xb).map(|(a, b)| a * b).sum();
                     }
                 });
+                Ok(())
+            }
+        }
+    }
+
+    /// `matmul_t` of several matrices with the same input, in one parallel pass when all are quantized.
+    pub fn matmul_t_many(
+        mats: &[&Matrix],
+        x: &[f32],
+        n: usize,
+        outs: &mut [&mut [f32]],
+        scratch: &mut Q8Rows,
+    ) -> Result<()> {
+        let q: Option<Vec<&QMatrix>> =
+            mats.iter().map(|m| if let Matrix::Quantized(q) = m { Some(q) } else { None }).collect();
+        match q {
+            Some(q) if !scratch.exact => QMatrix::matmul_t_q8_many(&q, x, n, outs, scratch),
+            _ => {
+                for (m, out) in mats.iter().zip(outs.iter_mut()) {
+                    m.matmul_t(x, n, out, scratch)?;
+                }
                 Ok(())
             }
         }
