@@ -2,6 +2,7 @@
 //! report a run.
 //! Every failure is one line on stderr starting with "error:", and a non-zero exit.
 
+mod assistant;
 mod commands;
 mod cv;
 mod embed;
@@ -89,6 +90,43 @@ enum Command {
         /// No summary line (tokens, speed) on stderr.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Answer customers from an FAQ: the closest entries (by a sentence encoder) are given to a GGUF model,
+    /// which answers from them and names them; when none is close, it declines and offers a human.
+    Assistant {
+        /// The FAQ: a CSV (or JSON lines) with id, question and answer columns.
+        #[arg(long, value_name = "FILE")]
+        faq: PathBuf,
+        /// The language model (.gguf) with a chat template.
+        #[arg(long, value_name = "FILE")]
+        model: PathBuf,
+        /// The sentence encoder folder, e.g. models/all-MiniLM-L6-v2.
+        #[arg(long, value_name = "DIR")]
+        embedder: PathBuf,
+        /// Answer this one question and exit (otherwise: a conversation on the terminal).
+        #[arg(long)]
+        question: Option<String>,
+        /// Score on labelled questions instead (columns question, answer_id: an FAQ id or `none`, key_fact).
+        #[arg(long, value_name = "FILE")]
+        eval: Option<PathBuf>,
+        /// With --eval: also write the figures and every reply as JSON here.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// FAQ entries given to the model per question.
+        #[arg(long, default_value_t = 3)]
+        k: usize,
+        /// The least cosine similarity of the closest entry to answer at all (below: decline).
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        #[arg(long, default_value = "id")]
+        id_column: String,
+        #[arg(long, default_value = "question")]
+        question_column: String,
+        #[arg(long, default_value = "answer")]
+        answer_column: String,
+        /// Who the assistant is (the system prompt's first sentence).
+        #[arg(long, value_name = "TEXT")]
+        persona: Option<String>,
     },
     /// Talk with a GGUF chat model in the terminal: the conversation is kept, Ctrl-C stops a long answer.
     Chat {
@@ -364,6 +402,34 @@ fn main() {
             generate::generate(&model, &prompt, chat, &sample, quiet)
         }
         Command::Chat { model, sample } => generate::chat(&model, &sample),
+        Command::Assistant {
+            faq,
+            model,
+            embedder,
+            question,
+            eval,
+            json,
+            k,
+            threshold,
+            id_column,
+            question_column,
+            answer_column,
+            persona,
+        } => {
+            let a = assistant::AssistantArgs {
+                faq: &faq,
+                model: &model,
+                embedder: &embedder,
+                columns: [&id_column, &question_column, &answer_column],
+                k,
+                threshold,
+                persona: persona.as_deref(),
+            };
+            match eval {
+                Some(q) => assistant::eval(&a, &q, json.as_deref()),
+                None => assistant::run(&a, question.as_deref()),
+            }
+        }
         Command::Plot { run_dir } => plot::plot(&run_dir).map(|(svg, png)| {
             println!("wrote {} and {}", svg.display(), png.display());
         }),

@@ -344,6 +344,22 @@ fn the_review_examples_configs_parse() {
     }
 }
 
+/// The adult FT-Transformer example builds (its layers from the table) and trains a few epochs through the
+/// binary; its full run's figures are in examples/adult/README.md.
+#[test]
+fn the_adult_ft_transformer_example_trains() {
+    let t = Tmp::new("adult-ft");
+    let cfg = format!("{ROOT}/examples/adult/ft_transformer.toml");
+    let o = kiln(&["train", &cfg, "--run-dir", &t.s("run"), "--quiet", "--epochs", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.starts_with("test ")).unwrap();
+    let auc: f64 = line.split("roc_auc: ").nth(1).unwrap()[..6].parse().unwrap();
+    assert!(auc >= 0.85, "two epochs of the FT-Transformer: {line}");
+    let o = kiln(&["summary", &t.s("run/model.safetensors")]);
+    assert!(stdout(&o).contains("ColumnTokens") && stdout(&o).contains("SelectToken"), "{}", stdout(&o));
+}
+
 /// A table run gets the run folder an image run gets: logs, a checkpoint every epoch, run.json; `kiln plot`
 /// and `kiln report` read it; and a run continued with `--resume` ends with the very weights of a run that
 /// was never stopped (early stopping's best weights travel in the checkpoint).

@@ -128,7 +128,7 @@ fn byte_size(dtype: DType, elements: usize) -> Option<usize> {
         DType::Q4_1 => (32, 20),
         DType::F64 => (1, 8),
     };
-    (elements % block == 0).then(|| elements / block * bytes)
+    elements.is_multiple_of(block).then(|| elements / block * bytes)
 }
 
 /// A GGUF file read into memory.

@@ -131,7 +131,7 @@ impl Llama {
             layers: g.usize(&key("block_count"))?,
             heads,
             kv_heads,
-            head_dim: if heads > 0 { dim / heads } else { 0 },
+            head_dim: dim.checked_div(heads).unwrap_or(0),
             ffn: g.usize(&key("feed_forward_length"))?,
             context: g.usize(&key("context_length"))?,
             rope_base: match g.metadata.contains_key(&key("rope.freq_base")) {
@@ -141,7 +141,12 @@ impl Llama {
             eps: g.f64(&key("attention.layer_norm_rms_epsilon"))? as f32,
         };
         let c = &config;
-        if c.heads == 0 || c.kv_heads == 0 || c.dim % c.heads != 0 || c.heads % c.kv_heads != 0 || c.head_dim % 2 != 0 {
+        if c.heads == 0
+            || c.kv_heads == 0
+            || !c.dim.is_multiple_of(c.heads)
+            || !c.heads.is_multiple_of(c.kv_heads)
+            || !c.head_dim.is_multiple_of(2)
+        {
             return Err(Error::Data(format!(
                 "{}: {} heads of {} key/value heads over width {} do not fit a LLaMA model",
                 g.path.display(),

@@ -2,6 +2,7 @@
 //! (tokenizer.rs), a LLaMA-family decoder on the quantized weights (llama.rs), sampling (sample.rs), the
 //! chat template (chat.rs), and `Lm`, which puts them together to generate text a token at a time.
 
+pub mod assistant;
 pub mod chat;
 pub mod gguf;
 pub mod llama;

@@ -1,0 +1,151 @@
+//! A customer-service assistant that answers from a company's own FAQ: each FAQ entry (its question and
+//! answer) is embedded once with a sentence encoder (`pretrained::Encoder`, e.g. all-MiniLM-L6-v2) into an
+//! index; a customer's question is embedded the same way, the `k` closest entries are retrieved, and the
+//! language model answers from them alone, the entries it was given named after the answer. When no entry
+//! is close enough (cosine below `threshold`), it does not ask the model at all: it says that it does not
+//! know and offers a human colleague, rather than invent an answer.
+
+use super::{GenerateOptions, Lm, Message, SamplerSettings};
+use crate::index::{Document, Index, IndexInfo};
+use crate::pretrained::Encoder;
+use crate::{Error, Result};
+use std::path::Path;
+
+/// One FAQ entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaqEntry {
+    pub id: String,
+    pub question: String,
+    pub answer: String,
+}
+
+/// What the assistant said, and from what.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    /// The entries retrieved (id, cosine), closest first; empty when it declined.
+    pub sources: Vec<(String, f32)>,
+    /// No entry was close enough: the reply is the hand-off, not a model's answer.
+    pub declined: bool,
+}
+
+/// The hand-off when the FAQ does not cover a question.
+pub const DECLINE: &str = "I'm sorry, I don't know the answer to that, and I'd rather not guess. Would you like \
+                           me to pass your question to a colleague from our customer service team?";
+
+pub struct Assistant {
+    pub lm: Lm,
+    pub encoder: Encoder,
+    pub entries: Vec<FaqEntry>,
+    index: Index,
+    /// Entries given to the model per question.
+    pub k: usize,
+    /// The least cosine similarity of the closest entry for the model to answer at all.
+    pub threshold: f32,
+    /// Who the assistant is (the system prompt's first line).
+    pub persona: String,
+    pub max_tokens: usize,
+}
+
+/// Reads `id`, `question` and `answer` columns of a CSV (or JSON lines) FAQ; a missing column or an empty
+/// answer is an error naming the file and row.
+pub fn read_faq(path: &Path, columns: [&str; 3]) -> Result<Vec<FaqEntry>> {
+    let table = crate::data::csv::read_table(
+        path,
+        &crate::data::csv::CsvOptions { missing: Vec::new(), ..Default::default() },
+    )?;
+    let [id, q, a] = columns.map(|c| table.column(c).map(|col| &col.cells));
+    let (id, q, a) = (id?, q?, a?);
+    let mut out = Vec::with_capacity(a.len());
+    for r in 0..a.len() {
+        let cell = |c: &Vec<Option<String>>| c[r].clone().unwrap_or_default().trim().to_string();
+        let entry = FaqEntry { id: cell(id), question: cell(q), answer: cell(a) };
+        if entry.answer.is_empty() || entry.id.is_empty() {
+            return Err(Error::Data(format!(
+                "{} row {}: an FAQ entry needs an id and an answer",
+                path.display(),
+                r + 1
+            )));
+        }
+        out.push(entry);
+    }
+    if out.is_empty() {
+        return Err(Error::Data(format!("{}: no FAQ entries", path.display())));
+    }
+    Ok(out)
+}
+
+impl Assistant {
+    /// Embeds every entry ("question answer") into the index.
+    pub fn new(lm: Lm, mut encoder: Encoder, entries: Vec<FaqEntry>) -> Result<Assistant> {
+        let texts: Vec<String> = entries.iter().map(|e| format!("{} {}", e.question, e.answer)).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let (vecs, _) = encoder.embed(&refs, 32, &mut |_| {})?;
+        let info = IndexInfo {
+            format: String::new(),
+            model: Default::default(),
+            source: Default::default(),
+            column: String::new(),
+            documents: entries.len(),
+            dim: encoder.dim(),
+            approximate: None,
+        };
+        let docs = texts.into_iter().enumerate().map(|(i, text)| Document { row: i + 1, text }).collect();
+        let index = Index::from_vectors(info, docs, vecs)?;
+        Ok(Assistant {
+            lm,
+            encoder,
+            entries,
+            index,
+            k: 3,
+            threshold: 0.5,
+            persona: "You are the customer-service assistant of an online shop.".into(),
+            max_tokens: 96,
+        })
+    }
+
+    /// The `k` entries closest to `question` (index into `entries`, cosine), closest first.
+    pub fn retrieve(&mut self, question: &str) -> Result<Vec<(usize, f32)>> {
+        let (v, _) = self.encoder.embed(&[question], 1, &mut |_| {})?;
+        Ok(self.index.search(&v[0], self.k)?.iter().map(|h| (h.doc.row - 1, h.score)).collect())
+    }
+
+    /// The prompt for `question` given the retrieved entries: the entries in the user's turn, with an
+    /// instruction to answer from them (a 135M model follows that far better than facts in a system prompt).
+    pub fn messages(&self, question: &str, hits: &[(usize, f32)]) -> Vec<Message> {
+        let mut facts = String::new();
+        for &(i, _) in hits {
+            let e = &self.entries[i];
+            facts += &format!("- {} {}\n", e.question, e.answer);
+        }
+        vec![
+            Message::system(&self.persona),
+            Message::user(&format!(
+                "Our FAQ says:\n{facts}\nUsing only the FAQ above, answer this customer question in one or two \
+                 sentences: {question}"
+            )),
+        ]
+    }
+
+    /// Answers `question`, streaming the text to `on_text`.
+    pub fn answer(&mut self, question: &str, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Reply> {
+        let question = question.trim();
+        if question.is_empty() {
+            return Err(Error::Invalid("the question is empty".into()));
+        }
+        let hits = self.retrieve(question)?;
+        let sources: Vec<(String, f32)> = hits.iter().map(|&(i, s)| (self.entries[i].id.clone(), s)).collect();
+        if hits.first().is_none_or(|h| h.1 < self.threshold) {
+            on_text(DECLINE);
+            return Ok(Reply { text: DECLINE.into(), sources: Vec::new(), declined: true });
+        }
+        let prompt = self.lm.chat_prompt(&self.messages(question, &hits))?;
+        let ids = self.lm.encode(&prompt)?;
+        // Greedy, with llama.cpp's repetition penalty: a small model otherwise loops on one sentence.
+        let sampler = SamplerSettings { repeat_penalty: 1.2, ..SamplerSettings::greedy() };
+        let opts = GenerateOptions { max_tokens: self.max_tokens, sampler, stop: vec!["\n\n".into()] };
+        let mut cache = self.lm.model.cache(ids.len() + self.max_tokens + 1);
+        let g = self.lm.generate(&ids, &opts, &mut cache, on_text)?;
+        Ok(Reply { text: g.text.trim().to_string(), sources, declined: false })
+    }
+}
