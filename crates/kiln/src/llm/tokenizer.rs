@@ -19,8 +19,8 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
     let model = g.str("tokenizer.ggml.model")?;
     if model != "gpt2" {
         return Err(Error::Data(format!(
-            "{}: tokenizer.ggml.model is `{model}`; kiln reads GPT-2-style byte-level BPE (`gpt2`) from GGUF, or \
-             give the model's tokenizer.json with --tokenizer",
+            "{}: tokenizer.ggml.model is `{model}`; kiln reads GPT-2-style byte-level BPE (`gpt2`) from GGUF \
+             metadata (a tokenizer.json can be read with kiln::llm::tokenizer::from_file)",
             g.path.display()
         )));
     }
