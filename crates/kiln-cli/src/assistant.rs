@@ -106,14 +106,13 @@ pub fn eval(a: &AssistantArgs, questions: &Path, json: Option<&Path>) -> Result<
     for ((q, id), f) in qs.iter().zip(&ids).zip(&facts) {
         let reply = asst.answer(q, &mut |_| true)?;
         let retrieved: Vec<&str> = reply.sources.iter().map(|s| s.0.as_str()).collect();
-        let retrieved_any = asst.retrieve(q)?.iter().map(|&(i, _)| asst.entries[i].id.clone()).collect::<Vec<_>>();
         if id == "none" {
             none += 1;
             declined += reply.declined as usize;
         } else {
             n += 1;
-            hit1 += (retrieved_any.first() == Some(id)) as usize;
-            hit3 += retrieved_any.iter().take(3).any(|r| r == id) as usize;
+            hit1 += (reply.retrieved.first().map(|r| &r.0) == Some(id)) as usize;
+            hit3 += reply.retrieved.iter().take(3).any(|r| &r.0 == id) as usize;
             fact += (!reply.declined && reply.text.to_lowercase().contains(&f.to_lowercase())) as usize;
             wrongly_declined += reply.declined as usize;
         }

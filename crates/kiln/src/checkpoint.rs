@@ -127,5 +127,5 @@ impl Sequential {
 /// The values of the f32 tensor `key`, if the file has one.
 fn f32_tensor(tensors: &SafeTensors, key: &str) -> Option<Vec<f32>> {
     let t = tensors.tensor(key).ok().filter(|t| t.dtype() == Dtype::F32)?;
-    Some(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Some(crate::io::f32s_le(t.data()))
 }

@@ -216,3 +216,8 @@ impl Sequential {
 pub(crate) fn st_err(path: &Path) -> impl Fn(safetensors::SafeTensorError) -> Error + '_ {
     move |e| Error::format(path, format!("safetensors: {e}"))
 }
+
+/// Little-endian f32 values of `bytes` (a safetensors or GGUF F32 tensor's data).
+pub fn f32s_le(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}

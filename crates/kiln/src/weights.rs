@@ -330,7 +330,7 @@ fn apply(values: Vec<f32>, shape: &[usize], t: Transform) -> Vec<f32> {
 fn floats(t: &safetensors::tensor::TensorView, name: &str, path: &Path) -> Result<Vec<f32>> {
     let d = t.data();
     Ok(match t.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F32 => crate::io::f32s_le(d),
         Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
         Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::BF16 => d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),

@@ -330,8 +330,7 @@ impl Index {
                 info.dim
             )));
         }
-        let vectors: Vec<f32> =
-            t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let vectors = crate::io::f32s_le(t.data());
         let tpath = dir.join("texts.jsonl");
         let lines = std::fs::read_to_string(&tpath).map_err(|e| Error::io(&tpath, &e))?;
         let docs = lines

@@ -23,8 +23,10 @@ pub struct FaqEntry {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
     pub text: String,
-    /// The entries retrieved (id, cosine), closest first; empty when it declined.
+    /// The entries given to the model (id, cosine), closest first; empty when it declined.
     pub sources: Vec<(String, f32)>,
+    /// The entries retrieved, closest first, declined or not (what retrieval is scored on).
+    pub retrieved: Vec<(String, f32)>,
     /// No entry was close enough: the reply is the hand-off, not a model's answer.
     pub declined: bool,
 }
@@ -134,10 +136,10 @@ impl Assistant {
             return Err(Error::Invalid("the question is empty".into()));
         }
         let hits = self.retrieve(question)?;
-        let sources: Vec<(String, f32)> = hits.iter().map(|&(i, s)| (self.entries[i].id.clone(), s)).collect();
+        let retrieved: Vec<(String, f32)> = hits.iter().map(|&(i, s)| (self.entries[i].id.clone(), s)).collect();
         if hits.first().is_none_or(|h| h.1 < self.threshold) {
             on_text(DECLINE);
-            return Ok(Reply { text: DECLINE.into(), sources: Vec::new(), declined: true });
+            return Ok(Reply { text: DECLINE.into(), sources: Vec::new(), retrieved, declined: true });
         }
         let prompt = self.lm.chat_prompt(&self.messages(question, &hits))?;
         let ids = self.lm.encode(&prompt)?;
@@ -146,6 +148,6 @@ impl Assistant {
         let opts = GenerateOptions { max_tokens: self.max_tokens, sampler, stop: vec!["\n\n".into()] };
         let mut cache = self.lm.model.cache(ids.len() + self.max_tokens + 1);
         let g = self.lm.generate(&ids, &opts, &mut cache, on_text)?;
-        Ok(Reply { text: g.text.trim().to_string(), sources, declined: false })
+        Ok(Reply { text: g.text.trim().to_string(), sources: retrieved.clone(), retrieved, declined: false })
     }
 }

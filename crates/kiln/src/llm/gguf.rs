@@ -372,7 +372,7 @@ impl Gguf {
     pub fn f32s(&self, name: &str, dims: &[usize]) -> Result<Vec<f32>> {
         let (dtype, b) = self.tensor_bytes(name, dims)?;
         if dtype == DType::F32 {
-            return Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+            return Ok(crate::io::f32s_le(b));
         }
         let cols = dims[0];
         Ok(QMatrix::from_bytes(dtype, b.len() / byte_size(dtype, cols).unwrap_or(1).max(1), cols, b)?.dequantize())
@@ -383,8 +383,7 @@ impl Gguf {
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let (dtype, b) = self.tensor_bytes(name, &[cols, rows])?;
         if dtype == DType::F32 {
-            let w = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            return Ok(Matrix::F32 { rows, cols, w });
+            return Ok(Matrix::F32 { rows, cols, w: crate::io::f32s_le(b) });
         }
         Ok(Matrix::Quantized(
             QMatrix::from_bytes(dtype, rows, cols, b)
@@ -419,8 +418,9 @@ impl Matrix {
         }
     }
 
-    /// out[n, rows] = x[n, cols] · Wᵀ, quantized weights on integer products with x quantized to 8 bits
-    /// per block (`QMatrix::matmul_t_q8`, llama.cpp's arithmetic; `scratch` holds x's blocks).
+    /// out[n, rows] = x[n, cols] · Wᵀ, quantized weights on integer products with x quantized per block
+    /// (`QMatrix::matmul_t_q8`: 16 or 8 bits as `scratch.wide` says; `scratch` holds x's blocks), or with
+    /// `scratch.exact` the exact product on f32 x.
     pub fn matmul_t(&self, x: &[f32], n: usize, out: &mut [f32], scratch: &mut Q8Rows) -> Result<()> {
         match self {
             Matrix::Quantized(q) if scratch.exact => q.matmul_t(x, n, out),
