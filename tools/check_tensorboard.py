@@ -5,7 +5,7 @@
 
 Used once to check the files kiln writes; the files it read are committed as
 crates/kiln/tests/fixtures/tensorboard/ (from `kiln train` on the MNIST example, 2 epochs, with a
-`tensorboard` callback, every_n_steps = 100), and crates/kiln/tests/tensorboard.rs checks kiln's output
+`tensorboard` callback, every_n_steps = 100), and crates/kiln/tests/suite/tensorboard.rs checks kiln's output
 against them. Output of that check (TensorBoard 2.21):
 
 train scalars: ['batch_loss', 'epoch_loss', 'epoch_accuracy', 'epoch_learning_rate']

@@ -1,5 +1,5 @@
 """Records what Keras's EarlyStopping and ReduceLROnPlateau do on fixed sequences of epoch values, for
-crates/kiln/tests/callbacks.rs to compare kiln's callbacks against.
+crates/kiln/tests/suite/callbacks.rs to compare kiln's callbacks against.
 
     .bench-venv/bin/python tools/make_keras_callback_fixtures.py > crates/kiln/tests/fixtures/keras_callbacks.json
 

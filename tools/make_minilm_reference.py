@@ -1,6 +1,6 @@
 """Reference token ids and sentence embeddings of all-MiniLM-L6-v2, made by sentence-transformers from the
 same files kiln reads (models/all-MiniLM-L6-v2, from tools/fetch_models.sh), for
-crates/kiln/tests/pretrained_bert.rs.
+crates/kiln/tests/suite/pretrained_bert.rs.
 
     .bench-venv/bin/pip install sentence-transformers==6.2.0   # once; torch is already in the bench venv
     .bench-venv/bin/python tools/make_minilm_reference.py

@@ -1,7 +1,7 @@
 """GGML block quantization (Q8_0, Q4_0, Q4_1) computed by ggml's own Python package, written as a JSON fixture.
 
 Run:  .bench-venv/bin/pip install gguf==0.19.0 && .bench-venv/bin/python tools/make_quant_fixtures.py
-Writes crates/kiln-core/tests/fixtures/quant/quant.json, read by crates/kiln-core/tests/quant.rs.
+Writes crates/kiln-core/tests/fixtures/quant/quant.json, read by crates/kiln-core/tests/suite/quant.rs.
 
 gguf-py (`gguf.quants`) reproduces ggml's reference quantizers `quantize_row_*_ref` bit for bit, so the
 fixture holds, for each case and type: the f32 input, the GGUF bytes as hex, and the dequantized f32 values.

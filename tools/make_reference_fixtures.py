@@ -5,8 +5,8 @@ Run from the repository root:
 (needs `pip install torch tensorflow-cpu numpy`; Keras 3 comes with TensorFlow and runs on its backend).
 
 Writes
-    crates/kiln-core/tests/fixtures/reference/*.json   read by crates/kiln-core/tests/reference_forwards.rs
-    crates/kiln/tests/fixtures/optimizers.json          read by crates/kiln/tests/optimizers.rs
+    crates/kiln-core/tests/fixtures/reference/*.json   read by crates/kiln-core/tests/suite/reference_forwards.rs
+    crates/kiln/tests/fixtures/optimizers.json          read by crates/kiln/tests/suite/optimizers.rs
 
 Each file maps a name to {"shape": [...], "data": [...]} (row-major), plus "meta" naming the framework and its
 version that computed it. Which framework made a fixture follows what kiln claims for that op:

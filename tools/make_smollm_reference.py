@@ -9,7 +9,7 @@ and dequantizes block by block, so the two differ only by the order of float sum
     .bench-venv/bin/pip install gguf==0.17.1 accelerate      # beside torch and transformers
     .bench-venv/bin/python tools/make_smollm_reference.py
 
-Writes crates/kiln/tests/fixtures/smollm/reference.json, read by crates/kiln/tests/llm.rs.
+Writes crates/kiln/tests/fixtures/smollm/reference.json, read by crates/kiln/tests/suite/llm.rs.
 """
 import json
 import os

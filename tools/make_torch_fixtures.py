@@ -1,7 +1,7 @@
 """Reference values for kiln's key ops, computed by PyTorch, written as JSON fixtures.
 
 Run:  python3 tools/make_torch_fixtures.py   (needs `pip install torch numpy`)
-Writes crates/kiln-core/tests/fixtures/torch/*.json, read by crates/kiln-core/tests/torch_fixtures.rs.
+Writes crates/kiln-core/tests/fixtures/torch/*.json, read by crates/kiln-core/tests/suite/torch_fixtures.rs.
 
 Every fixture holds the inputs, the forward output, and the gradients of L = sum(y * r) for a fixed random r,
 all in kiln's layouts: images NHWC, conv kernels [kh, kw, c_in, c_out] (Keras), dense kernels [in, out].

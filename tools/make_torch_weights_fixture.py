@@ -5,7 +5,7 @@ Run from the repository root:
 (needs `pip install torch safetensors numpy`).
 
 Writes crates/kiln/tests/fixtures/torch_weights/{model.safetensors,expected.json}, read by
-crates/kiln/tests/load_weights.rs. The model has two inputs, to cover the layouts kiln must convert:
+crates/kiln/tests/suite/load_weights.rs. The model has two inputs, to cover the layouts kiln must convert:
   image [N, 2, 4, 4] -> Conv2d(2, 3, 3) -> BatchNorm2d(3) (eval, with set running statistics) -> ReLU
         -> MaxPool2d(2) -> flatten (1x1x3, so channel order is the same in NCHW and NHWC)
   id [N] -> Embedding(10, 4)

@@ -9,7 +9,7 @@ every step, and the gradient of sum(y * R) for every weight, R zero at padded st
 Also ColumnTokens, the FT-Transformer's tokens of a table row (Gorishniy et al. 2021; the periodic number
 encoding of Gorishniy et al. 2022), transcribed from the papers' formulas: column_tokens.json.
 
-Writes crates/kiln/tests/fixtures/transformer/*.json, read by crates/kiln/tests/transformer.rs.
+Writes crates/kiln/tests/fixtures/transformer/*.json, read by crates/kiln/tests/suite/transformer.rs.
 """
 import json
 import math

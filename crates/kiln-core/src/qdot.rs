@@ -11,7 +11,7 @@
 //! That reads a quarter of the bytes of f32 activations and multiplies 32 pairs in two AVX2 instructions
 //! (`maddubs`, `madd`), where dequantizing each block to f32 (`QMatrix::matmul_t`, the exact path) costs
 //! 32 conversions and 32 FMAs. The rounding of the activations moves results by about 1e-3 of their scale
-//! (tests/quant.rs bounds it against the exact path). An AVX2 path is chosen at run time; the portable one
+//! (tests/suite/quant.rs bounds it against the exact path). An AVX2 path is chosen at run time; the portable one
 //! is the same loop in plain Rust.
 
 use crate::par::Disjoint;

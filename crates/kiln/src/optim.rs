@@ -28,7 +28,7 @@ pub struct Sgd {
 pub struct Adam {
     pub learning_rate: f32,
     /// In f64, as Keras keeps it: 1 − β₂ from an f32 β₂ = 0.999 is 0.00099998713, which shifts the second
-    /// moment by 1.3e-5 relative (tests/optimizers.rs compares with Keras over six steps).
+    /// moment by 1.3e-5 relative (tests/suite/optimizers.rs compares with Keras over six steps).
     pub beta_1: f64,
     pub beta_2: f64,
     pub epsilon: f32,

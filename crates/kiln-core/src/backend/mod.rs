@@ -5,7 +5,7 @@
 //! the formula is one [`Backend`] call on buffer views ([`Buf`], [`BufMut`]) that say nothing about where
 //! the memory is. [`Cpu`] is the backend every graph starts with; a second one (CUDA, issue 17) implements
 //! these methods and adds its variant to the views, and no op's formula changes. The test
-//! `tests/backend.rs` runs the converted ops' forward and backward on a second, deliberately naive backend
+//! `tests/suite/backend.rs` runs the converted ops' forward and backward on a second, deliberately naive backend
 //! written outside this crate, gradient-checks them there and compares them with [`Cpu`].
 //!
 //! Not behind the seam yet (they read host slices directly, each a mechanical change to this shape):

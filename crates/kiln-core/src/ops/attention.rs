@@ -5,7 +5,7 @@
 //! every [b, h, t, t] intermediate (measured: 31 texts/s and 1.7 GB on review texts); here each (text,
 //! head) pair is computed in a cache-sized scratch, pairs in parallel, and only the weights P are kept
 //! (for backward). `Graph::attention_unfused` keeps the op-by-op version as the reference this is tested
-//! against (tests/fused.rs).
+//! against (tests/suite/fused.rs).
 //!
 //! Per text and head, with Q, K, V [t, dh] and a key bias β [t] (0 for a token, `MASKED` for padding):
 //!   S = Q·Kᵀ·s + β (s = 1/√dh; with `causal`, S[i, j] = MASKED for j > i), P = softmax over each row,

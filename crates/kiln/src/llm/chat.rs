@@ -7,7 +7,7 @@
 //! <|im_start|>system\nYou are ...<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n
 //! ```
 //!
-//! tests/llm.rs checks the rendering against transformers' `apply_chat_template` on the same file.
+//! tests/suite/llm.rs checks the rendering against transformers' `apply_chat_template` on the same file.
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -17,7 +17,7 @@
 //!
 //! The products run on integers, the activations quantized per block of 32 (`QMatrix::matmul_t_q8`): to 16
 //! bits by default, or to 8 bits with `fast8` as llama.cpp's kernels do; with `exact`, on f32 activations and
-//! weights dequantized block by block (`QMatrix::matmul_t`), the reference. tests/llm.rs holds the exact and
+//! weights dequantized block by block (`QMatrix::matmul_t`), the reference. tests/suite/llm.rs holds the exact and
 //! the default paths to Hugging Face transformers' float32 reading of the same file (logits within 1e-4 and
 //! 1e-3 of the largest, the same greedy text). 8-bit activations moved the logits by up to 3.6% of the
 //! largest on SmolLM2-135M and changed its first answer token (most of it from the down projection, whose

@@ -2,7 +2,7 @@
 //! (`tokenizer.ggml.model = "gpt2"`: the vocabulary's tokens, the merges in rank order, the token types),
 //! built as the `tokenizers` crate's BPE with GPT-2's pre-tokenizer regex and byte-level decoding, with the
 //! control tokens (`<|im_start|>`, ...) matched whole. This is how Hugging Face transformers converts a
-//! GGUF tokenizer, and tests/llm.rs checks the ids against its own on texts with digits, spaces, accents,
+//! GGUF tokenizer, and tests/suite/llm.rs checks the ids against its own on texts with digits, spaces, accents,
 //! emoji and control tokens. A tokenizer.json beside the model, when given, is read instead.
 
 use super::gguf::Gguf;

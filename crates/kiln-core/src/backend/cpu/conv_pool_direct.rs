@@ -5,7 +5,7 @@
 //! Here each pooling window's pixels are computed together in registers straight from the input, then
 //! activated and reduced to their maximum; backward rebuilds each window's gradient from the saved argmax
 //! the same way. The tiled path in `conv_pool` handles every other case and is the reference these are
-//! tested against (tests/fused.rs).
+//! tested against (tests/suite/fused.rs).
 
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
@@ -516,7 +516,7 @@ mod tests {
         applies::<T>(&g, f, pool)
     }
 
-    /// The direct kernels are a speed-up only: a wrong `false` leaves results right (tests/fast_paths.rs cannot
+    /// The direct kernels are a speed-up only: a wrong `false` leaves results right (tests/suite/fast_paths.rs cannot
     /// see it), so the cases they must take are listed here, with those they must leave to the tiled path.
     #[test]
     fn the_direct_kernels_take_the_shapes_they_are_for() {

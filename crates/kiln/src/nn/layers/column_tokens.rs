@@ -8,7 +8,7 @@
 //! and quantile bins is a linear map of them (the paper's linear numeric embedding; with piecewise-linear
 //! bins, its PLE embedding, Gorishniy et al. 2022). Numbers may instead be encoded periodically first
 //! (that paper's PLR): v = [sin(2πc·x), cos(2πc·x)] with trained frequencies c ~ N(0, σ²), then the linear
-//! map and a ReLU. tests/column_tokens.rs matches a PyTorch transcription on fixtures
+//! map and a ReLU. tests/suite/transformer.rs matches a PyTorch transcription on fixtures
 //! (tools/make_transformer_fixtures.py).
 
 use crate::nn::Layer;

@@ -1,6 +1,6 @@
 //! Attention layers over a sequence (steps, features): MultiHeadAttention (self-attention), position
 //! embeddings (learned or sinusoidal) and the TransformerEncoder block (Vaswani et al. 2017), laid out as
-//! PyTorch's `nn.MultiheadAttention` and `nn.TransformerEncoderLayer` compute them (tests/transformer.rs
+//! PyTorch's `nn.MultiheadAttention` and `nn.TransformerEncoderLayer` compute them (tests/suite/transformer.rs
 //! matches both on fixtures from tools/make_transformer_fixtures.py). Kernels are stored in Keras's layout
 //! [in, out], PyTorch's transposed. A padding mask from an `Embedding(mask_zero)` hides the padded steps
 //! as keys; their own outputs are computed but read by nothing mask-aware after them.

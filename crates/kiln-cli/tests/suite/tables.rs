@@ -1,8 +1,7 @@
 //! Tables through the binary: the audit of adult.csv, a planted leak, training on the official split and
 //! predicting raw rows with the saved preparation, cross-validation, and bad tables.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 

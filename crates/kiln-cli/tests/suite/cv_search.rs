@@ -4,8 +4,7 @@
 //! mean ± std line is the mean and standard deviation of the fold lines, and search tries exactly the grid
 //! asked (or that many draws from it), ranks by ROC-AUC, and writes the first one's settings.
 
-mod common;
-use common::{kiln, stdout};
+use crate::common::{kiln, stdout};
 use kiln::config::Config;
 use kiln::data::prepare::Task;
 use kiln::tabular;

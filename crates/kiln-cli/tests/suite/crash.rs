@@ -3,8 +3,7 @@
 //! checkpoint is being written leaves the previous one loadable; a NaN loss stops with a clear line and
 //! the last good checkpoint.
 
-mod common;
-use common::*;
+use crate::common::*;
 use kiln::prelude::Sequential;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -348,6 +348,7 @@ fn conv2d_max_pool_fused() {
 #[test]
 fn recurrent_cells_fused() {
     use kiln_core::ops::RnnCell;
+    let _turn = crate::settings();
     let mut r = rng();
     // Rows of 4 steps: all real; the last two padding; the first padding (a reversed layer's view).
     let mask = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];

@@ -12,14 +12,9 @@
 
 use kiln_core::{Graph, Padding, ParamId, Rng, UnaryOp, Var};
 use std::io::Write;
-use std::sync::Mutex;
-
-/// Threading settings are process-wide, so the tests of this file take turns.
-static SETTINGS: Mutex<()> = Mutex::new(());
-
 /// Runs `check` with the default threading, then with every op split into at least four parts.
 fn both_threadings(check: impl Fn(&str)) {
-    let _turn = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = crate::settings();
     check("default threading");
     kiln_core::ops::set_num_threads(4);
     kiln_core::par::set_min_parallel_work(1);

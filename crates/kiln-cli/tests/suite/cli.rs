@@ -1,8 +1,7 @@
 //! The `kiln` binary as a user runs it: on a small MNIST-format folder the test writes, and on the real
 //! MNIST example. Every failure must be one "error:" line, a non-zero exit, no panic, and no lost file.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn train_evaluate_predict_summary_round_trip() {

@@ -235,6 +235,7 @@ fn half_weights_are_the_bytes_of_a_gguf_half_tensor() {
 /// Splitting output rows across threads gives the same bits as one thread (each output has one owner).
 #[test]
 fn threaded_matmul_equals_single_threaded() {
+    let _turn = crate::settings();
     let (rows, cols, n) = (37, 96, 3);
     let mut rng = Rng::new(11);
     let w = random(&mut rng, rows * cols, 1.0);

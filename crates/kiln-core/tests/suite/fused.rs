@@ -123,6 +123,7 @@ fn recurrent_op_equals_the_cells_written_op_by_op() {
             };
             // The fused op with the rows in one part, and cut into one part per thread (the products of
             // fewer rows may round differently in the last bit).
+            let _turn = crate::settings();
             let one_part = run(true);
             kiln_core::par::set_min_parallel_work(1);
             let parts = run(true);

@@ -34,12 +34,12 @@ fn model(steps: usize, gru: bool) -> Sequential {
 
 #[test]
 fn lstm_matches_pytorch_values_and_gradients() {
-    check(include_str!("fixtures/lstm.json"), false);
+    check(include_str!("../fixtures/lstm.json"), false);
 }
 
 #[test]
 fn gru_matches_pytorch_values_and_gradients() {
-    check(include_str!("fixtures/gru.json"), true);
+    check(include_str!("../fixtures/gru.json"), true);
 }
 
 fn check(fixture: &str, gru: bool) {
@@ -69,7 +69,7 @@ fn check(fixture: &str, gru: bool) {
 
 #[test]
 fn conv1d_and_global_max_pooling_match_pytorch() {
-    let f: Value = serde_json::from_str(include_str!("fixtures/conv1d.json")).unwrap();
+    let f: Value = serde_json::from_str(include_str!("../fixtures/conv1d.json")).unwrap();
     let mut m = Sequential::new(&[6, 3]);
     m.add(Conv1D::new(4, 3).activation(Activation::Relu)).unwrap();
     m.add(GlobalMaxPooling1D::new()).unwrap();
@@ -108,7 +108,7 @@ fn grads_of_sum_h_r(m: &mut Sequential, ids: &Tensor, r: &[f32]) -> (Vec<f32>, V
 
 #[test]
 fn simple_rnn_and_bidirectional_lstm_match_pytorch() {
-    let f: Value = serde_json::from_str(include_str!("fixtures/simple_rnn.json")).unwrap();
+    let f: Value = serde_json::from_str(include_str!("../fixtures/simple_rnn.json")).unwrap();
     let ids = Tensor::new(&[2, 5], flat(&f["ids"])).unwrap();
     let mut m = Sequential::new(&[5]);
     m.add(Embedding::new(7, 3).mask_zero(true)).unwrap();
@@ -121,7 +121,7 @@ fn simple_rnn_and_bidirectional_lstm_match_pytorch() {
         close(name, &g[k], &flat(&f[*name]), 1e-4);
     }
 
-    let f: Value = serde_json::from_str(include_str!("fixtures/bilstm.json")).unwrap();
+    let f: Value = serde_json::from_str(include_str!("../fixtures/bilstm.json")).unwrap();
     let mut m = Sequential::new(&[5]);
     m.add(Embedding::new(7, 3).mask_zero(true)).unwrap();
     m.add(Bidirectional::new(RnnKind::Lstm, 4)).unwrap();

@@ -2,8 +2,7 @@
 //! inputs. The model comes from tools/fetch_models.sh (CI runs it); without it the tests that need it skip
 //! with a printed notice.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
 

@@ -2,8 +2,7 @@
 //! build`, `kiln index query`) with all-MiniLM-L6-v2, and their bad inputs. The model comes from
 //! tools/fetch_models.sh (CI runs it); without it the tests that need it skip with a printed notice.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Write;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");

@@ -10,7 +10,7 @@ use kiln::train::EpochLog;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    serde_json::from_str(include_str!("fixtures/keras_callbacks.json")).unwrap()
+    serde_json::from_str(include_str!("../fixtures/keras_callbacks.json")).unwrap()
 }
 
 fn one_weight_model() -> Sequential {

@@ -4,10 +4,9 @@
 //! (starting `error:`) that names the culprit (the file, key, column, row or flag), and leave every file
 //! already on disk as it was (the corpus is hashed before and after; a model at `--output` survives a run
 //! that fails). Flags clap rejects exit 2 with its usage text. The in-process fuzz over the readers is in
-//! `crates/kiln/tests/fuzz_readers.rs`.
+//! `crates/kiln/tests/suite/fuzz_readers.rs`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,10 @@
+//! Tests of the `kiln` binary as one test binary (one link instead of seven; see kiln's tests/suite).
+
+mod bad_inputs;
+mod cli;
+mod common;
+mod crash;
+mod cv_search;
+mod generate;
+mod pretrained;
+mod tables;
