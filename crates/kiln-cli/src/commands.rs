@@ -90,9 +90,14 @@ fn is_png(path: &Path) -> Result<bool> {
 /// A PNG as one sample (1, height, width, channels) with values in [0, 1]; color is averaged to gray
 /// for one-channel models.
 fn read_png(path: &Path, want: &[usize]) -> Result<Tensor> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
-    let bad = |m: String| Error::format(path, m);
-    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    decode_png(&bytes, &path.display().to_string(), want)
+}
+
+/// `read_png` for a PNG in memory (`kiln serve`'s base64 images); `source` names it in errors.
+pub fn decode_png(bytes: &[u8], source: &str, want: &[usize]) -> Result<Tensor> {
+    let bad = |m: String| Error::Format { path: source.to_string(), message: m };
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().map_err(|e| bad(format!("not a readable PNG: {e}")))?;
     let size = reader.output_buffer_size().ok_or_else(|| bad("PNG too large".into()))?;

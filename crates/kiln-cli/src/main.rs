@@ -12,6 +12,7 @@ mod index;
 mod plot;
 mod report;
 mod run_dir;
+mod serve;
 mod table;
 mod train;
 
@@ -202,6 +203,30 @@ enum Command {
         /// Where to write the predictions as CSV (default: standard output).
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// Serve saved models over HTTP: POST /v1/models/NAME/predict, GET /v1/models, /healthz, /readyz,
+    /// /metrics, /openapi.json. Stops on SIGTERM or Ctrl-C after the requests in progress.
+    Serve {
+        /// Models as [NAME=]PATH: a model file or a run folder (named after the folder unless NAME= is given).
+        #[arg(required = true, value_name = "[NAME=]MODEL")]
+        models: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// 0 picks a free port (printed at start).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// A file of API keys, one per line: requests must send `Authorization: Bearer KEY`.
+        #[arg(long, value_name = "FILE")]
+        api_key_file: Option<PathBuf>,
+        /// Largest request body accepted (413 beyond).
+        #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
+        max_body_bytes: usize,
+        /// Time limit of one prediction request (504 beyond).
+        #[arg(long, default_value_t = 30_000, value_name = "MS")]
+        timeout_ms: u64,
+        /// Predictions in progress at most; more are refused with 503 and Retry-After.
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        max_in_progress: usize,
     },
     /// Training curves of a run (from its log.jsonl) as curves.svg and curves.png in the run folder.
     Plot {
@@ -398,6 +423,17 @@ fn main() {
             table::predict(&model, input.as_deref(), index, rows.as_deref(), output.as_deref())
         }
         Command::Summary { path } => commands::summary(&path),
+        Command::Serve { models, host, port, api_key_file, max_body_bytes, timeout_ms, max_in_progress } => {
+            serve::serve(serve::ServeArgs {
+                models,
+                host,
+                port,
+                api_key_file,
+                max_body_bytes,
+                timeout_ms,
+                max_in_progress,
+            })
+        }
         Command::Generate { model, prompt, chat, sample, quiet } => {
             generate::generate(&model, &prompt, chat, &sample, quiet)
         }

@@ -7,4 +7,5 @@ mod crash;
 mod cv_search;
 mod generate;
 mod pretrained;
+mod serve;
 mod tables;

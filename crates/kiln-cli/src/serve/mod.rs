@@ -1,0 +1,490 @@
+//! `kiln serve [NAME=]MODEL...`: saved models over HTTP from one process (axum on tokio; no other service).
+//!
+//! Routes: `POST /v1/models/{name}/predict` (instances.rs says what it reads), `GET /v1/models` (OpenAI's
+//! list shape with kiln's fields), `GET /v1/models/{name}`, `POST /v1/models/{name}/reload`, `/healthz`,
+//! `/readyz`, `/metrics` (Prometheus), `/openapi.json`. Every answer that is not a success is JSON in
+//! OpenAI's error shape, `{"error": {"message", "type", "code"}}`, with its status.
+//!
+//! Bounds: `--api-key-file` (one key per line; `Authorization: Bearer KEY`, compared in constant time; 401
+//! without; health and readiness stay open), a body limit (413), a time limit per prediction (504), a bound
+//! on predictions in progress (503 with Retry-After beyond it, rather than a queue that grows without end).
+//! Predictions run on tokio's blocking threads, one model shared by all (`Sequential::predict(&self)`); a
+//! panic in one is a 500, never a dropped connection. SIGTERM or Ctrl-C: readiness turns 503, the listener
+//! closes, requests in progress finish. `POST .../reload` or SIGHUP reads a model file again and swaps it in
+//! whole (a request sees the old model or the new, never a mix); a file that does not load leaves the old
+//! one serving.
+
+mod instances;
+mod metrics;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kiln::model::Sequential;
+use kiln::{Error, Result};
+use metrics::Metrics;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub struct ServeArgs {
+    pub models: Vec<String>,
+    pub host: String,
+    pub port: u16,
+    pub api_key_file: Option<PathBuf>,
+    pub max_body_bytes: usize,
+    pub timeout_ms: u64,
+    pub max_in_progress: usize,
+}
+
+/// One served model: its file, and the model now answering (swapped whole on reload).
+struct Served {
+    name: String,
+    path: PathBuf,
+    model: RwLock<Arc<Sequential>>,
+    /// When the model now serving was loaded (seconds since 1970), OpenAI's `created`.
+    loaded: RwLock<u64>,
+}
+
+impl Served {
+    fn current(&self) -> Arc<Sequential> {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+struct App {
+    models: BTreeMap<String, Arc<Served>>,
+    keys: Vec<Vec<u8>>,
+    metrics: Metrics,
+    /// Permits for predictions in progress.
+    slots: Arc<tokio::sync::Semaphore>,
+    max_in_progress: usize,
+    timeout: Duration,
+    stopping: AtomicBool,
+}
+
+type Shared = Arc<App>;
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `[NAME=]PATH` as a name and a model file: a run folder is its model.safetensors, named after the folder;
+/// a file is named after its folder when it is a run's model.safetensors, else after itself.
+fn parse_model_arg(arg: &str) -> Result<(String, PathBuf)> {
+    let (name, path) = match arg.split_once('=') {
+        Some((n, p)) if !n.is_empty() && !n.contains(['/', '\\']) => (Some(n.to_string()), PathBuf::from(p)),
+        _ => (None, PathBuf::from(arg)),
+    };
+    let file = if path.is_dir() { path.join("model.safetensors") } else { path.clone() };
+    let name = match name {
+        Some(n) => n,
+        None => {
+            let full = std::fs::canonicalize(&path).unwrap_or(path.clone());
+            let from_folder = path.is_dir() || file.file_name().is_some_and(|f| f == "model.safetensors");
+            let named = if from_folder && !path.is_dir() { full.parent().map(Path::to_path_buf) } else { Some(full) };
+            let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned());
+            named.as_deref().and_then(stem).unwrap_or_else(|| "model".into())
+        }
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(Error::Invalid(format!(
+            "`{arg}`: the model name `{name}` may hold only letters, digits, '-', '_' and '.'; name it with \
+             NAME=PATH"
+        )));
+    }
+    Ok((name, file))
+}
+
+fn load_models(args: &[String]) -> Result<BTreeMap<String, Arc<Served>>> {
+    if args.is_empty() {
+        return Err(Error::Invalid("give at least one model to serve: kiln serve [NAME=]MODEL...".into()));
+    }
+    let mut out: BTreeMap<String, Arc<Served>> = BTreeMap::new();
+    for arg in args {
+        let (name, path) = parse_model_arg(arg)?;
+        if let Some(other) = out.get(&name) {
+            return Err(Error::Invalid(format!(
+                "two models are named `{name}` ({} and {}): name them apart with NAME=PATH",
+                other.path.display(),
+                path.display()
+            )));
+        }
+        let model = Sequential::load(&path)?;
+        let served =
+            Served { name: name.clone(), path, model: RwLock::new(Arc::new(model)), loaded: RwLock::new(now()) };
+        out.insert(name, Arc::new(served));
+    }
+    Ok(out)
+}
+
+fn read_keys(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+    let keys: Vec<Vec<u8>> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| l.as_bytes().to_vec()).collect();
+    if keys.is_empty() {
+        return Err(Error::format(path, "holds no API key (one key per line)"));
+    }
+    Ok(keys)
+}
+
+/// Equal bytes, in a time that does not depend on where they first differ.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// An error answer: `{"error": {"message", "type", "code"}}` with its status.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let kind = match status.as_u16() {
+        401 => "authentication_error",
+        404 => "not_found_error",
+        429 | 503 => "overloaded_error",
+        s if s >= 500 => "server_error",
+        _ => "invalid_request_error",
+    };
+    (status, Json(json!({"error": {"message": message.into(), "type": kind, "code": status.as_u16()}}))).into_response()
+}
+
+/// kiln's errors from a request's instances: the caller's (400), except files that could not be read (500).
+fn kiln_error(e: &Error) -> Response {
+    match e {
+        Error::Io { .. } => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        _ => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// The 404 for a model name this server lacks, naming those it has.
+fn unknown(app: &App, name: &str) -> Response {
+    let names: Vec<&str> = app.models.keys().map(String::as_str).collect();
+    error(StatusCode::NOT_FOUND, format!("no model named `{name}` here; this server has {}", names.join(", ")))
+}
+
+/// Every request: the API key (health and readiness excepted), then the route, then its count and time.
+async fn guard(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().map_or("other", |m| m.as_str()).to_string();
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    let response = if !open && !app.keys.is_empty() {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|k| k.trim().as_bytes());
+        // Every key is compared, so the time does not say which one (if any) came close.
+        let ok = given.is_some_and(|g| app.keys.iter().fold(false, |acc, k| same_key(g, k) | acc));
+        if ok {
+            next.run(req).await
+        } else {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong API key: send `Authorization: Bearer KEY`");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    } else {
+        next.run(req).await
+    };
+    app.metrics.request(&route, response.status().as_u16(), start.elapsed().as_secs_f64());
+    response
+}
+
+async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(app): State<Shared>) -> Response {
+    if app.stopping.load(Ordering::Relaxed) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    Json(json!({"status": "ready", "models": app.models.keys().collect::<Vec<_>>()})).into_response()
+}
+
+async fn metrics_route(State(app): State<Shared>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+fn model_card(s: &Served, full: bool) -> Value {
+    let model = s.current();
+    let mut card = json!({
+        "id": s.name,
+        "object": "model",
+        "created": *s.loaded.read().unwrap_or_else(|e| e.into_inner()),
+        "owned_by": "kiln",
+        "path": s.path.display().to_string(),
+    });
+    let about = instances::describe(&model);
+    if let (Some(card), Value::Object(about)) = (card.as_object_mut(), about) {
+        for (k, v) in about {
+            if full || k == "kind" {
+                card.insert(k, v);
+            }
+        }
+    }
+    card
+}
+
+async fn list(State(app): State<Shared>) -> Response {
+    let data: Vec<Value> = app.models.values().map(|s| model_card(s, false)).collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn show(State(app): State<Shared>, UrlPath(name): UrlPath<String>) -> Response {
+    match app.models.get(&name) {
+        Some(s) => Json(model_card(s, true)).into_response(),
+        None => unknown(&app, &name),
+    }
+}
+
+/// Counts a prediction in progress for as long as it lives (the queue-depth gauge).
+struct InProgress(Shared);
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.metrics.in_progress.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn predict(
+    State(app): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    body: std::result::Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let Some(served) = app.models.get(&name).cloned() else {
+        return unknown(&app, &name);
+    };
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    let instances = match body.get("instances") {
+        Some(Value::Array(a)) if !a.is_empty() => a.clone(),
+        Some(Value::Array(_)) => return error(StatusCode::BAD_REQUEST, "`instances` is empty: give one or more"),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON object {\"instances\": [...]}, one instance per prediction",
+            );
+        }
+    };
+    let Ok(permit) = app.slots.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("busy: {} predictions in progress, the server's bound; retry shortly", app.max_in_progress),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    app.metrics.in_progress.fetch_add(1, Ordering::Relaxed);
+    let counted = InProgress(app.clone());
+    app.metrics.batch(instances.len());
+    let model = served.current();
+    let task = tokio::task::spawn_blocking(move || {
+        let _held = (permit, counted);
+        instances::predict(&model, &instances)
+    });
+    match tokio::time::timeout(app.timeout, task).await {
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the prediction took longer than the server's limit of {} ms", app.timeout.as_millis()),
+        ),
+        Ok(Err(_panicked)) => error(StatusCode::INTERNAL_SERVER_ERROR, "the prediction failed inside kiln (a bug)"),
+        Ok(Ok(Err(e))) => kiln_error(&e),
+        Ok(Ok(Ok(predictions))) => Json(json!({"model": name, "predictions": predictions})).into_response(),
+    }
+}
+
+/// Reads a served model's file again and swaps it in; on failure the old model keeps serving.
+fn reload_one(s: &Served) -> Result<()> {
+    let model = Sequential::load(&s.path)?;
+    let old = s.current();
+    if instances::Kind::of(&model) != instances::Kind::of(&old) {
+        return Err(Error::Invalid(format!(
+            "{} now holds a {} model where a {} model was served; restart to serve it",
+            s.path.display(),
+            instances::Kind::of(&model).name(),
+            instances::Kind::of(&old).name()
+        )));
+    }
+    *s.model.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(model);
+    *s.loaded.write().unwrap_or_else(|e| e.into_inner()) = now();
+    Ok(())
+}
+
+async fn reload(State(app): State<Shared>, UrlPath(name): UrlPath<String>) -> Response {
+    let Some(served) = app.models.get(&name).cloned() else {
+        return unknown(&app, &name);
+    };
+    let s = served.clone();
+    match tokio::task::spawn_blocking(move || reload_one(&s)).await {
+        Ok(Ok(())) => Json(model_card(&served, false)).into_response(),
+        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}; the model loaded before keeps serving")),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the reload failed inside kiln (a bug)"),
+    }
+}
+
+async fn not_found(req: Request) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no route {} {} (GET /openapi.json lists them)", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not a method of {}", req.method(), req.uri().path()))
+}
+
+async fn openapi() -> Response {
+    Json(openapi_doc()).into_response()
+}
+
+fn openapi_doc() -> Value {
+    let err = json!({"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let name = json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "kiln serve", "version": env!("CARGO_PKG_VERSION")},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                "message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "integer"}}}}}}
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {"summary": "The process answers", "security": [], "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Models loaded and not shutting down", "security": [],
+                "responses": {"200": {"description": "ready"}, "503": err}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4"}, "401": err}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}, "401": err}}},
+            "/v1/models": {"get": {"summary": "The models served, in OpenAI's list shape", "responses": {"200": {"description": "{\"object\": \"list\", \"data\": [...]}"}, "401": err}}},
+            "/v1/models/{name}": {"get": {"summary": "A model's inputs, outputs, classes and preparation", "parameters": name,
+                "responses": {"200": {"description": "the model"}, "401": err, "404": err}}},
+            "/v1/models/{name}/predict": {"post": {
+                "summary": "Predictions for instances: table rows by column name, texts, or images ({\"b64\": PNG} or nested arrays)",
+                "parameters": name,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                    "required": ["instances"], "properties": {"instances": {"type": "array", "items": {}}}}}}},
+                "responses": {"200": {"description": "{\"model\": name, \"predictions\": [...]}"}, "400": err, "401": err,
+                    "404": err, "413": err, "415": err, "503": err, "504": err}}},
+            "/v1/models/{name}/reload": {"post": {"summary": "Read the model's file again and swap it in", "parameters": name,
+                "responses": {"200": {"description": "the model"}, "401": err, "404": err, "422": err}}}
+        }
+    })
+}
+
+fn router(app: Shared, max_body: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_route))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/models", get(list))
+        .route("/v1/models/{name}", get(show))
+        .route("/v1/models/{name}/predict", post(predict))
+        .route("/v1/models/{name}/reload", post(reload))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
+
+/// Resolves on SIGTERM or Ctrl-C, after saying so and turning readiness off.
+async fn stop_signal(app: Shared) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    app.stopping.store(true, Ordering::Relaxed);
+    eprintln!("stopping: finishing the requests in progress");
+}
+
+/// SIGHUP reloads every model (each as `POST .../reload` does).
+#[cfg(unix)]
+async fn reload_on_hangup(app: Shared) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        for s in app.models.values() {
+            let s2 = s.clone();
+            match tokio::task::spawn_blocking(move || reload_one(&s2)).await {
+                Ok(Ok(())) => eprintln!("reloaded `{}` from {}", s.name, s.path.display()),
+                Ok(Err(e)) => {
+                    eprintln!("warning: `{}` not reloaded: {e}; the model loaded before keeps serving", s.name)
+                }
+                Err(_) => eprintln!("warning: `{}` not reloaded (a bug)", s.name),
+            }
+        }
+    }
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    if args.max_in_progress == 0 || args.timeout_ms == 0 || args.max_body_bytes == 0 {
+        return Err(Error::Invalid("--max-in-progress, --timeout-ms and --max-body-bytes must be positive".into()));
+    }
+    let models = load_models(&args.models)?;
+    let keys = match &args.api_key_file {
+        Some(p) => read_keys(p)?,
+        None => Vec::new(),
+    };
+    let app = Arc::new(App {
+        models,
+        keys,
+        metrics: Metrics::new(),
+        slots: Arc::new(tokio::sync::Semaphore::new(args.max_in_progress)),
+        max_in_progress: args.max_in_progress,
+        timeout: Duration::from_millis(args.timeout_ms),
+        stopping: AtomicBool::new(false),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start the server's runtime: {e}")))?;
+    runtime.block_on(async move {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| Error::Invalid(format!("cannot listen on {addr}: {e} (another --port?)")))?;
+        let local = listener.local_addr().map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
+        let names: Vec<&str> = app.models.keys().map(String::as_str).collect();
+        println!(
+            "serving {} at http://{local} ({}){}",
+            if names.len() == 1 { "1 model".to_string() } else { format!("{} models", names.len()) },
+            names.join(", "),
+            if app.keys.is_empty() { "" } else { " with API keys" }
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        #[cfg(unix)]
+        tokio::spawn(reload_on_hangup(app.clone()));
+        axum::serve(listener, router(app.clone(), args.max_body_bytes))
+            .with_graceful_shutdown(stop_signal(app.clone()))
+            .await
+            .map_err(|e| Error::Invalid(format!("the server stopped: {e}")))?;
+        eprintln!("stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,425 @@
+//! `kiln serve` through real HTTP on loopback: every route, every error status, answers equal to `kiln
+//! predict`'s, garbage and oversized bodies followed each by a good request, reload, and a graceful stop.
+//! The client is a few lines over a TcpStream (one request per connection), so a test can send anything.
+
+use crate::common::*;
+use base64::Engine;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "s3cret-key-for-tests";
+
+/// A running `kiln serve`, stopped when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(KILN)
+            .arg("serve")
+            .args(args)
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kiln serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next());
+        let Some(addr) = addr else {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("no address in `{line}`; stderr: {err}");
+        };
+        Server { addr: addr.to_string(), child }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    /// An error answer in the agreed shape, its message containing `want`.
+    fn error(&self, status: u16, want: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        let e = self.json();
+        assert_eq!(e["error"]["code"], status, "{e}");
+        let m = e["error"]["message"].as_str().unwrap();
+        assert!(m.contains(want), "`{want}` not in: {m}");
+    }
+}
+
+/// One request on its own connection; `body` raw bytes, sent as JSON unless `ctype` says otherwise.
+fn send(addr: &str, method: &str, path: &str, key: Option<&str>, ctype: Option<&str>, body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(k) = key {
+        head += &format!("Authorization: Bearer {k}\r\n");
+    }
+    if let Some(c) = ctype {
+        head += &format!("Content-Type: {c}\r\n");
+    }
+    head += &format!("Content-Length: {}\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) and close before reading a large body; the answer is still there to read.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let status = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // Bodies come whole or chunked; a chunked JSON body is one chunk here: its size line, data, 0.
+    let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out += &after[..n];
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    Reply { status, headers: headers.to_string(), body }
+}
+
+fn get(addr: &str, path: &str) -> Reply {
+    send(addr, "GET", path, Some(KEY), None, b"")
+}
+
+fn post(addr: &str, path: &str, body: &Value) -> Reply {
+    send(addr, "POST", path, Some(KEY), Some("application/json"), body.to_string().as_bytes())
+}
+
+/// A table (churn from age and color; income noise) and a model trained on it; returns the run folder.
+fn table_model(t: &Tmp) -> std::path::PathBuf {
+    let mut csv = String::from("age,color,income,churn\n");
+    let mut seed = 7u32;
+    let colors = ["red", "green", "blue"];
+    for i in 0..300 {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let age = 18 + (seed >> 16) % 60;
+        let color = colors[i % 3];
+        let churn = if (age > 50) ^ (color == "red") { "yes" } else { "no" };
+        csv += &format!("{age},{color},{}.5,{churn}\n", (seed >> 8) % 100);
+    }
+    std::fs::write(t.path("t.csv"), csv).unwrap();
+    let run = t.path("churn");
+    let o = kiln(&[
+        "train",
+        "--data",
+        &t.s("t.csv"),
+        "--target",
+        "churn",
+        "--epochs",
+        "3",
+        "--run-dir",
+        &t.s("churn"),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run
+}
+
+/// The bars model of the CLI tests (digit k: a bright row 2k+4).
+fn image_model(t: &Tmp) -> std::path::PathBuf {
+    write_mnist(&t.path("data"), 300, 100);
+    std::fs::write(t.path("run.toml"), config(LAYERS_OK, "")).unwrap();
+    let o = kiln(&["train", &t.s("run.toml"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    t.path("model.safetensors")
+}
+
+/// Digit `d`'s bar as a 28x28 gray PNG, and as rows of values in [0, 1].
+fn digit(d: usize) -> (Vec<u8>, Vec<Vec<f32>>) {
+    let mut px = vec![0u8; 784];
+    px[(2 * d + 4) * 28..(2 * d + 5) * 28].fill(250);
+    let mut png_bytes = Vec::new();
+    let mut enc = png::Encoder::new(&mut png_bytes, 28, 28);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.write_header().unwrap().write_image_data(&px).unwrap();
+    let rows = px.chunks(28).map(|r| r.iter().map(|&v| v as f32 / 255.0).collect()).collect();
+    (png_bytes, rows)
+}
+
+fn close(a: &Value, b: f64, what: &str) {
+    let a = a.as_f64().unwrap_or_else(|| panic!("{what}: {a} is not a number"));
+    assert!((a - b).abs() < 1e-5, "{what}: served {a}, kiln predict {b}");
+}
+
+#[test]
+fn every_route_answers_as_kiln_predict_does() {
+    let t = Tmp::new("serve");
+    let run = table_model(&t);
+    let image = image_model(&t);
+    std::fs::write(t.path("keys.txt"), format!("other-key\n{KEY}\n")).unwrap();
+    let digits = format!("digits={}", image.display());
+    let srv = Server::start(&[&digits, &run.display().to_string(), "--api-key-file", &t.s("keys.txt")]);
+    let a = &srv.addr;
+
+    // Health and readiness need no key; everything else does.
+    assert_eq!(send(a, "GET", "/healthz", None, None, b"").status, 200);
+    let ready = send(a, "GET", "/readyz", None, None, b"");
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["models"], json!(["churn", "digits"]));
+    let r = send(a, "GET", "/v1/models", None, None, b"");
+    r.error(401, "API key");
+    assert!(r.headers.to_ascii_lowercase().contains("www-authenticate: bearer"), "{}", r.headers);
+    send(a, "GET", "/v1/models", Some("s3cret-key-for-test"), None, b"").error(401, "API key");
+    send(a, "POST", "/v1/models/churn/predict", Some("nope"), Some("application/json"), b"{}").error(401, "API key");
+
+    // The list in OpenAI's shape, and each model's card.
+    let list = get(a, "/v1/models").json();
+    assert_eq!(list["object"], "list");
+    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["churn", "digits"], "a run folder is named after itself");
+    assert!(list["data"].as_array().unwrap().iter().all(|m| m["object"] == "model" && m["owned_by"] == "kiln"));
+    let card = get(a, "/v1/models/churn").json();
+    assert_eq!(card["kind"], "table");
+    let inputs: Vec<&str> = card["inputs"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(inputs, ["age", "color", "income"]);
+    assert_eq!(card["outputs"][0]["classes"], json!(["no", "yes"]));
+    assert!(card["preparation"].is_object());
+    let card = get(a, "/v1/models/digits").json();
+    assert_eq!((card["kind"].as_str(), card["input"]["shape"].clone()), (Some("image"), json!([28, 28, 1])));
+
+    // Table rows by column name: the same probabilities as `kiln predict --input rows.csv`.
+    std::fs::write(t.path("rows.csv"), "age,color,income\n60,red,3.5\n22,blue,\n45,green,80\n").unwrap();
+    let o = kiln(&["predict", &run.join("model.safetensors").display().to_string(), "--input", &t.s("rows.csv")]);
+    assert!(o.status.success());
+    let cli: Vec<(String, f64)> = stdout(&o)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (c[1].to_string(), c[2].parse().unwrap())
+        })
+        .collect();
+    let rows = json!({"instances": [
+        {"age": 60, "color": "red", "income": 3.5},
+        {"age": "22", "color": "blue", "income": null, "churn": "no"},
+        {"age": 45, "color": "green", "income": 80}
+    ]});
+    let r = post(a, "/v1/models/churn/predict", &rows);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let p = r.json();
+    let table_answer = p.clone();
+    assert_eq!(p["model"], "churn");
+    for (i, (class, yes)) in cli.iter().enumerate() {
+        let got = &p["predictions"][i];
+        assert_eq!(got["class"], json!(class), "row {i}: {got}");
+        close(&got["probabilities"]["yes"], *yes, "p(yes)");
+        close(&got["probabilities"]["no"], 1.0 - yes, "p(no)");
+    }
+
+    // Images as base64 PNG and as nested arrays, against `kiln predict image.png`.
+    let (png_bytes, rows3) = digit(3);
+    std::fs::write(t.path("three.png"), &png_bytes).unwrap();
+    let o = kiln(&["predict", &image.display().to_string(), &t.s("three.png")]);
+    let line = stdout(&o).lines().find(|l| l.starts_with("probabilities:")).unwrap().to_string();
+    let cli: Vec<f64> = line["probabilities: ".len()..].split(", ").map(|c| c[3..].parse().unwrap()).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&png_bytes);
+    let r = post(a, "/v1/models/digits/predict", &json!({"instances": [{"b64": b64}, rows3]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let p = r.json();
+    for got in p["predictions"].as_array().unwrap() {
+        assert_eq!(got["class"], 3, "{got}");
+        for (j, &c) in cli.iter().enumerate() {
+            // kiln predict prints four decimals.
+            assert!((got["probabilities"][j].as_f64().unwrap() - c).abs() < 1e-4, "class {j}: {got} vs {line}");
+        }
+    }
+
+    // Every error status, each one JSON naming the problem.
+    post(a, "/v1/models/nope/predict", &rows).error(404, "no model named `nope` here; this server has churn, digits");
+    get(a, "/v1/models/nope").error(404, "no model named `nope`");
+    get(a, "/v2/elsewhere").error(404, "no route GET /v2/elsewhere");
+    send(a, "DELETE", "/v1/models", Some(KEY), None, b"").error(405, "DELETE is not a method of /v1/models");
+    let bad = |body: &[u8]| send(a, "POST", "/v1/models/churn/predict", Some(KEY), Some("application/json"), body);
+    bad(b"{\"instances\": [").error(400, "JSON");
+    bad(b"[1, 2]").error(400, "{\"instances\": [...]}");
+    bad(b"{\"instances\": []}").error(400, "`instances` is empty");
+    send(a, "POST", "/v1/models/churn/predict", Some(KEY), None, br#"{"instances": [{}]}"#).error(415, "Content-Type");
+    let one = |inst: Value| post(a, "/v1/models/churn/predict", &json!({ "instances": [inst] }));
+    one(json!({"age": 30, "color": "red"})).error(400, "instance 1: no `income` (write null for a missing value");
+    one(json!({"age": 30, "colour": "red", "income": 1})).error(400, "no column `colour`; did you mean `color`?");
+    one(json!({"age": "old", "color": "red", "income": 1})).error(400, "`age` row 1 has `old`, not a number");
+    one(json!({"age": [1], "color": "red", "income": 1})).error(400, "`age` is an array");
+    one(json!("a text")).error(400, "a string where the model takes an object of the columns age, color, income");
+    let img = |inst: Value| post(a, "/v1/models/digits/predict", &json!({ "instances": [inst] }));
+    img(json!(vec![vec![0.5; 28]; 27])).error(400, "has 27 values, want 28");
+    img(json!({"b64": "!!!"})).error(400, "not base64");
+    img(json!({"b64": base64::engine::general_purpose::STANDARD.encode(b"not a png")}))
+        .error(400, "not a readable PNG");
+    img(json!({"pixels": 1})).error(400, "where the model takes an image");
+    let big = vec![b' '; 9 << 20];
+    bad(&big).error(413, "");
+
+    // Metrics count what happened; the document lists every route.
+    let m = get(a, "/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m.body.contains("kiln_requests_total{route=\"/v1/models/{name}/predict\",status=\"200\"} 2"), "{}", m.body);
+    assert!(m.body.contains("status=\"401\"} "), "{}", m.body);
+    for w in
+        ["kiln_request_seconds_bucket", "kiln_predict_instances_bucket{le=\"1\"}", "kiln_queue_depth 0", "kiln_errors_total"]
+    {
+        assert!(m.body.contains(w), "{w}: {}", m.body);
+    }
+    let doc = get(a, "/openapi.json").json();
+    for route in ["/healthz", "/readyz", "/metrics", "/v1/models", "/v1/models/{name}", "/v1/models/{name}/predict"] {
+        assert!(doc["paths"][route].is_object(), "{route}");
+    }
+
+    // Reload: a broken file is refused and the old model keeps answering; a good one is swapped in.
+    let file = run.join("model.safetensors");
+    let saved = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"not a model").unwrap();
+    post(a, "/v1/models/churn/reload", &json!({})).error(422, "keeps serving");
+    assert_eq!(post(a, "/v1/models/churn/predict", &rows).json(), table_answer);
+    std::fs::write(&file, &saved).unwrap();
+    let r = post(a, "/v1/models/churn/reload", &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["id"], "churn");
+}
+
+/// Garbage of many kinds, each followed by a good request that must still be answered.
+#[test]
+fn garbage_never_stops_the_server() {
+    let t = Tmp::new("serve-fuzz");
+    let run = table_model(&t);
+    let srv = Server::start(&[&run.display().to_string(), "--max-body-bytes", "65536"]);
+    let a = &srv.addr;
+    let good = json!({"instances": [{"age": 60, "color": "red", "income": 3.5}]});
+    let mut seed = 99u64;
+    let mut garbage: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"null".to_vec(),
+        b"{\"instances\": null}".to_vec(),
+        b"{\"instances\": [null, 1, \"x\", []]}".to_vec(),
+        b"{\"instances\": [{\"age\": 1e999, \"color\": \"red\", \"income\": 1}]}".to_vec(),
+        b"{\"instances\": [{\"age\": -1e308, \"color\": \"\xff\xfe\", \"income\": 1}]}".to_vec(),
+        format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+        vec![b'a'; 70_000],
+        format!("{{\"instances\": [{}]}}", vec!["{\"age\": 1}"; 5000].join(",")).into_bytes(),
+    ];
+    for _ in 0..20 {
+        let n = (seed % 300) as usize;
+        garbage.push(
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (seed >> 56) as u8
+                })
+                .collect(),
+        );
+    }
+    for (i, g) in garbage.iter().enumerate() {
+        let r = send(a, "POST", "/v1/models/churn/predict", None, Some("application/json"), g);
+        assert!((400..500).contains(&r.status), "garbage {i}: {} {}", r.status, r.body);
+        assert!(r.json()["error"]["message"].is_string(), "garbage {i}: {}", r.body);
+        let ok =
+            send(a, "POST", "/v1/models/churn/predict", None, Some("application/json"), good.to_string().as_bytes());
+        assert_eq!(ok.status, 200, "after garbage {i}: {}", ok.body);
+    }
+    // Not HTTP at all, then a good request.
+    let mut s = TcpStream::connect(a).unwrap();
+    let _ = s.write_all(b"\x00\x01\x02 hello\r\n\r\n");
+    drop(s);
+    let ok = send(a, "POST", "/v1/models/churn/predict", None, Some("application/json"), good.to_string().as_bytes());
+    assert_eq!(ok.status, 200);
+}
+
+/// Rows enough to keep a prediction busy for a while (tens of milliseconds or more).
+fn many_rows(n: usize) -> Vec<u8> {
+    let row = json!({"age": 33, "color": "green", "income": 10});
+    json!({ "instances": vec![row; n] }).to_string().into_bytes()
+}
+
+/// 504 past the time limit, 503 with Retry-After past the bound on predictions in progress, and SIGTERM:
+/// the prediction in progress finishes, then the process exits 0.
+#[test]
+fn limits_and_a_graceful_stop() {
+    let t = Tmp::new("serve-limits");
+    let run = table_model(&t);
+    let path = run.display().to_string();
+    let slow = many_rows(200_000);
+    {
+        let srv = Server::start(&[&path, "--timeout-ms", "1", "--max-body-bytes", "100000000"]);
+        let r = send(&srv.addr, "POST", "/v1/models/churn/predict", None, Some("application/json"), &slow);
+        r.error(504, "longer than the server's limit of 1 ms");
+    }
+    let mut srv = Server::start(&[&path, "--max-in-progress", "1", "--max-body-bytes", "100000000"]);
+    let addr = srv.addr.clone();
+    let (a2, body) = (addr.clone(), slow.clone());
+    let busy = std::thread::spawn(move || {
+        send(&a2, "POST", "/v1/models/churn/predict", None, Some("application/json"), &body)
+    });
+    let small = many_rows(1);
+    let start = Instant::now();
+    let mut refused = None;
+    while !busy.is_finished() && start.elapsed() < Duration::from_secs(60) {
+        let r = send(&addr, "POST", "/v1/models/churn/predict", None, Some("application/json"), &small);
+        if r.status == 503 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("a second prediction while the first runs is refused");
+    r.error(503, "busy");
+    assert!(r.headers.to_ascii_lowercase().contains("retry-after: 1"), "{}", r.headers);
+    assert_eq!(busy.join().unwrap().status, 200);
+
+    // SIGTERM while a prediction runs: it is answered, then the server exits cleanly.
+    let (a2, body) = (addr.clone(), slow);
+    let running = std::thread::spawn(move || {
+        send(&a2, "POST", "/v1/models/churn/predict", None, Some("application/json"), &body)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = srv.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(running.join().unwrap().status, 200, "the request in progress finishes");
+    let status = srv.child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}");
+    let mut err = String::new();
+    srv.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("stopping: finishing the requests in progress") && err.contains("stopped"), "{err}");
+}
+
+/// What is wrong before the server starts: one line, exit 1, nothing served.
+#[test]
+fn bad_arguments_are_one_line() {
+    let t = Tmp::new("serve-args");
+    let run = table_model(&t);
+    let p = run.display().to_string();
+    let model = run.join("model.safetensors").display().to_string();
+    assert_fails(&kiln(&["serve", &p, &model, "--port", "0"]), &["two models are named `churn`", "NAME=PATH"]);
+    assert_fails(&kiln(&["serve", &t.s("missing.safetensors"), "--port", "0"]), &["missing.safetensors"]);
+    assert_fails(&kiln(&["serve", &format!("a b={p}"), "--port", "0"]), &["may hold only letters"]);
+    std::fs::write(t.path("empty.txt"), "\n\n").unwrap();
+    assert_fails(&kiln(&["serve", &p, "--api-key-file", &t.s("empty.txt"), "--port", "0"]), &["holds no API key"]);
+    assert_fails(&kiln(&["serve", &p, "--max-in-progress", "0", "--port", "0"]), &["must be positive"]);
+    assert_fails(&kiln(&["serve", &t.s("t.csv"), "--port", "0"]), &["t.csv", "not a kiln model"]);
+}
