@@ -100,6 +100,15 @@ pub fn decode_png(bytes: &[u8], source: &str, want: &[usize]) -> Result<Tensor> 
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+    // The size from the header, before any pixel is decoded: a small file may claim a huge image.
+    let (height, width) = (reader.info().height as usize, reader.info().width as usize);
+    if let [h, w, _] = want
+        && (height, width) != (*h, *w)
+    {
+        return Err(Error::Shape(format!(
+            "{source} is {height}x{width} pixels but the model takes {h}x{w} (height x width)"
+        )));
+    }
     let size = reader.output_buffer_size().ok_or_else(|| bad("PNG too large".into()))?;
     let mut buf = vec![0; size];
     let info = reader.next_frame(&mut buf).map_err(|e| bad(format!("corrupt PNG data: {e}")))?;

@@ -227,6 +227,15 @@ enum Command {
         /// Predictions in progress at most; more are refused with 503 and Retry-After.
         #[arg(long, default_value_t = 64, value_name = "N")]
         max_in_progress: usize,
+        /// Instances in one request at most (413 beyond).
+        #[arg(long, default_value_t = 1024, value_name = "N")]
+        max_instances: usize,
+        /// Dynamic batching: concurrent requests for a model run as one batch of up to N instances (1: off).
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        max_batch: usize,
+        /// How long a request waits for others to join its batch.
+        #[arg(long, default_value_t = 0, value_name = "MICROSECONDS")]
+        batch_wait_us: u64,
     },
     /// Training curves of a run (from its log.jsonl) as curves.svg and curves.png in the run folder.
     Plot {
@@ -423,17 +432,29 @@ fn main() {
             table::predict(&model, input.as_deref(), index, rows.as_deref(), output.as_deref())
         }
         Command::Summary { path } => commands::summary(&path),
-        Command::Serve { models, host, port, api_key_file, max_body_bytes, timeout_ms, max_in_progress } => {
-            serve::serve(serve::ServeArgs {
-                models,
-                host,
-                port,
-                api_key_file,
-                max_body_bytes,
-                timeout_ms,
-                max_in_progress,
-            })
-        }
+        Command::Serve {
+            models,
+            host,
+            port,
+            api_key_file,
+            max_body_bytes,
+            timeout_ms,
+            max_in_progress,
+            max_instances,
+            max_batch,
+            batch_wait_us,
+        } => serve::serve(serve::ServeArgs {
+            models,
+            host,
+            port,
+            api_key_file,
+            max_body_bytes,
+            timeout_ms,
+            max_in_progress,
+            max_instances,
+            max_batch,
+            batch_wait_us,
+        }),
         Command::Generate { model, prompt, chat, sample, quiet } => {
             generate::generate(&model, &prompt, chat, &sample, quiet)
         }

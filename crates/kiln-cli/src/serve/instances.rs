@@ -3,8 +3,8 @@
 //!
 //! - A table model takes rows by column name, `{"age": 39, "workclass": "Private", ...}`; the saved
 //!   preparation turns them into the model's inputs, as `kiln predict --input rows.csv` does. A missing
-//!   column is an error naming it (write `null` for a missing value); a column the model does not read is an
-//!   error with the nearest name, except a target column, which is ignored (rows copied from the training file).
+//!   column is an error naming it (write `null` for a missing value) and the nearest key the model does not
+//!   read; other keys are let be, as a CSV's other columns are (rows copied whole from the training file).
 //! - A text model (one text column) takes the text itself, `"Love this dress!"`, or `{"Review Text": "..."}`.
 //! - An image model takes `{"b64": "<base64 PNG>"}` (TensorFlow Serving's spelling; decoded as `kiln predict
 //!   image.png` decodes a file) or nested arrays of the model's input shape (height, width, channels; a one-channel
@@ -155,25 +155,21 @@ fn rows_to_table(prep: &Preparation, kind: &Kind, instances: &[Value]) -> Result
                 return Err(Error::Invalid(format!("instance {i}: {} where the model takes {want}", type_of(inst))));
             }
         };
-        for key in obj.keys() {
-            if !names.contains(&key.as_str()) && !prep.targets.iter().any(|t| &t.name == key) {
-                let near = names.iter().min_by_key(|n| kiln::config::edit_distance(key, n)).expect("a column");
-                let hint = if kiln::config::edit_distance(key, near) <= key.len().max(near.len()) / 2 {
-                    format!("did you mean `{near}`? ")
-                } else {
-                    String::new()
-                };
-                return Err(Error::Invalid(format!(
-                    "instance {i}: the model reads no column `{key}`; {hint}(it reads {})",
-                    names.join(", ")
-                )));
-            }
-        }
         for col in columns.iter_mut() {
             let cell = match obj.get(&col.name) {
                 None => {
+                    // Keys the model does not read are let be (rows copied whole, ignored columns), but the
+                    // nearest of them is named here: a misspelt column is the likely cause.
+                    let unknown = obj.keys().filter(|k| !names.contains(&k.as_str()));
+                    let near = unknown.min_by_key(|k| kiln::config::edit_distance(k, &col.name));
+                    let hint = match near {
+                        Some(k) if kiln::config::edit_distance(k, &col.name) <= k.len().max(col.name.len()) / 2 => {
+                            format!("; `{k}` is not a column the model reads: did you mean `{}`?", col.name)
+                        }
+                        _ => String::new(),
+                    };
                     return Err(Error::Invalid(format!(
-                        "instance {i}: no `{}` (write null for a missing value; the model reads {})",
+                        "instance {i}: no `{}`{hint} (write null for a missing value; the model reads {})",
                         col.name,
                         names.join(", ")
                     )));

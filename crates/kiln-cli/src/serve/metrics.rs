@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Upper bounds of the latency buckets, in seconds.
-const LATENCY: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const LATENCY: [f64; 15] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0];
 /// Upper bounds of the batch-size buckets, in instances.
 const SIZES: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0];
 
@@ -56,6 +57,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     latency: Histogram,
     batch: Histogram,
+    /// Instances per batch run (several requests gathered by the batcher).
+    executed: Histogram,
     /// Predictions accepted and not yet answered.
     pub in_progress: AtomicUsize,
 }
@@ -66,6 +69,7 @@ impl Metrics {
             requests: Mutex::new(BTreeMap::new()),
             latency: Histogram::new(&LATENCY),
             batch: Histogram::new(&SIZES),
+            executed: Histogram::new(&SIZES),
             in_progress: AtomicUsize::new(0),
         }
     }
@@ -81,6 +85,11 @@ impl Metrics {
         self.batch.observe(n as f64);
     }
 
+    /// One batch of `n` instances run by a batcher.
+    pub fn executed(&self, n: usize) {
+        self.executed.observe(n as f64);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -94,6 +103,7 @@ impl Metrics {
         let _ = writeln!(out, "kiln_errors_total {errors}");
         self.latency.write(&mut out, "kiln_request_seconds", "Time from request to answer.");
         self.batch.write(&mut out, "kiln_predict_instances", "Instances per prediction request.");
+        self.executed.write(&mut out, "kiln_batch_instances", "Instances per batch run (requests gathered).");
         let _ = writeln!(
             out,
             "# HELP kiln_queue_depth Predictions accepted and not yet answered.\n# TYPE kiln_queue_depth gauge\n\

@@ -8,12 +8,14 @@
 //! Bounds: `--api-key-file` (one key per line; `Authorization: Bearer KEY`, compared in constant time; 401
 //! without; health and readiness stay open), a body limit (413), a time limit per prediction (504), a bound
 //! on predictions in progress (503 with Retry-After beyond it, rather than a queue that grows without end).
-//! Predictions run on tokio's blocking threads, one model shared by all (`Sequential::predict(&self)`); a
-//! panic in one is a 500, never a dropped connection. SIGTERM or Ctrl-C: readiness turns 503, the listener
+//! Predictions go through each model's batcher (batch.rs: concurrent requests run as one batch) on tokio's
+//! blocking threads, one model shared by all (`Sequential::predict(&self)`); a panic in one is a 500, never a
+//! dropped connection. SIGTERM or Ctrl-C: readiness turns 503, the listener
 //! closes, requests in progress finish. `POST .../reload` or SIGHUP reads a model file again and swaps it in
 //! whole (a request sees the old model or the new, never a mix); a file that does not load leaves the old
 //! one serving.
 
+mod batch;
 mod instances;
 mod metrics;
 
@@ -42,6 +44,12 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
     pub timeout_ms: u64,
     pub max_in_progress: usize,
+    /// Instances in one request at most (413 beyond).
+    pub max_instances: usize,
+    /// Instances per batch at most (1: every request runs alone).
+    pub max_batch: usize,
+    /// How long a request waits for others to share its batch.
+    pub batch_wait_us: u64,
 }
 
 /// One served model: its file, and the model now answering (swapped whole on reload).
@@ -61,11 +69,14 @@ impl Served {
 
 struct App {
     models: BTreeMap<String, Arc<Served>>,
+    /// Each model's batcher (batch.rs), by name.
+    batchers: BTreeMap<String, tokio::sync::mpsc::UnboundedSender<batch::Job>>,
     keys: Vec<Vec<u8>>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     /// Permits for predictions in progress.
     slots: Arc<tokio::sync::Semaphore>,
     max_in_progress: usize,
+    max_instances: usize,
     timeout: Duration,
     stopping: AtomicBool,
 }
@@ -80,24 +91,35 @@ fn now() -> u64 {
 /// a file is named after its folder when it is a run's model.safetensors, else after itself.
 fn parse_model_arg(arg: &str) -> Result<(String, PathBuf)> {
     let (name, path) = match arg.split_once('=') {
+        // A path that exists is a path, even with '=' in it.
+        _ if Path::new(arg).exists() => (None, PathBuf::from(arg)),
         Some((n, p)) if !n.is_empty() && !n.contains(['/', '\\']) => (Some(n.to_string()), PathBuf::from(p)),
         _ => (None, PathBuf::from(arg)),
     };
+    if path.as_os_str().is_empty() {
+        return Err(Error::Invalid(format!("`{arg}`: no model path after the name (NAME=PATH)")));
+    }
     let file = if path.is_dir() { path.join("model.safetensors") } else { path.clone() };
     let name = match name {
         Some(n) => n,
         None => {
-            let full = std::fs::canonicalize(&path).unwrap_or(path.clone());
-            let from_folder = path.is_dir() || file.file_name().is_some_and(|f| f == "model.safetensors");
-            let named = if from_folder && !path.is_dir() { full.parent().map(Path::to_path_buf) } else { Some(full) };
-            let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned());
-            named.as_deref().and_then(stem).unwrap_or_else(|| "model".into())
+            let base = |p: &Path| p.file_name().map(|s| s.to_string_lossy().into_owned());
+            let named = if path.is_dir() {
+                base(&std::fs::canonicalize(&path).unwrap_or(path.clone()))
+            } else if file.file_name().is_some_and(|f| f == "model.safetensors") {
+                // A run's model file: named after its folder (`./model.safetensors` too).
+                std::fs::canonicalize(&path).ok().and_then(|f| f.parent().and_then(base))
+            } else {
+                path.file_stem().map(|s| s.to_string_lossy().into_owned())
+            };
+            named.unwrap_or_else(|| "model".into())
         }
     };
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    let allowed = name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if name.is_empty() || name.len() > 100 || !allowed || name.chars().all(|c| c == '.') {
         return Err(Error::Invalid(format!(
-            "`{arg}`: the model name `{name}` may hold only letters, digits, '-', '_' and '.'; name it with \
-             NAME=PATH"
+            "`{arg}`: the model name `{name}` may hold only letters, digits, '-', '_' and '.' (100 at most, not \
+             only dots); name it with NAME=PATH"
         )));
     }
     Ok((name, file))
@@ -127,8 +149,13 @@ fn load_models(args: &[String]) -> Result<BTreeMap<String, Arc<Served>>> {
 
 fn read_keys(path: &Path) -> Result<Vec<Vec<u8>>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
-    let keys: Vec<Vec<u8>> =
-        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| l.as_bytes().to_vec()).collect();
+    let keys: Vec<Vec<u8>> = text
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
     if keys.is_empty() {
         return Err(Error::format(path, "holds no API key (one key per line)"));
     }
@@ -180,8 +207,9 @@ async fn guard(State(app): State<Shared>, req: Request, next: Next) -> Response 
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|k| k.trim().as_bytes());
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, k)| k.trim().as_bytes());
         // Every key is compared, so the time does not say which one (if any) came close.
         let ok = given.is_some_and(|g| app.keys.iter().fold(false, |acc, k| same_key(g, k) | acc));
         if ok {
@@ -266,6 +294,12 @@ async fn predict(
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
     let instances = match body.get("instances") {
+        Some(Value::Array(a)) if a.len() > app.max_instances => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{} instances in one request; this server takes {} at most", a.len(), app.max_instances),
+            );
+        }
         Some(Value::Array(a)) if !a.is_empty() => a.clone(),
         Some(Value::Array(_)) => return error(StatusCode::BAD_REQUEST, "`instances` is empty: give one or more"),
         _ => {
@@ -286,15 +320,19 @@ async fn predict(
     app.metrics.in_progress.fetch_add(1, Ordering::Relaxed);
     let counted = InProgress(app.clone());
     app.metrics.batch(instances.len());
-    let model = served.current();
-    let task = tokio::task::spawn_blocking(move || {
-        let _held = (permit, counted);
-        instances::predict(&model, &instances)
-    });
-    match tokio::time::timeout(app.timeout, task).await {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = batch::Job { instances, reply, slot: (permit, counted) };
+    if app.batchers[&served.name].send(job).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match tokio::time::timeout(app.timeout, answer).await {
         Err(_) => error(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("the prediction took longer than the server's limit of {} ms", app.timeout.as_millis()),
+            format!(
+                "the prediction took longer than the server's limit of {} ms (it still holds its place among the \
+                 predictions in progress until it ends)",
+                app.timeout.as_millis()
+            ),
         ),
         Ok(Err(_panicked)) => error(StatusCode::INTERNAL_SERVER_ERROR, "the prediction failed inside kiln (a bug)"),
         Ok(Ok(Err(e))) => kiln_error(&e),
@@ -306,12 +344,21 @@ async fn predict(
 fn reload_one(s: &Served) -> Result<()> {
     let model = Sequential::load(&s.path)?;
     let old = s.current();
-    if instances::Kind::of(&model) != instances::Kind::of(&old) {
+    // What a client sends and gets back must stay the same; the weights and the preparation's numbers may
+    // change (a retrained model).
+    let contract = |m: &Sequential| {
+        let mut d = instances::describe(m);
+        if let Some(o) = d.as_object_mut() {
+            o.remove("preparation");
+        }
+        d
+    };
+    let (new_c, old_c) = (contract(&model), contract(&old));
+    if new_c != old_c {
         return Err(Error::Invalid(format!(
-            "{} now holds a {} model where a {} model was served; restart to serve it",
-            s.path.display(),
-            instances::Kind::of(&model).name(),
-            instances::Kind::of(&old).name()
+            "{} now holds a model with other inputs or outputs ({new_c}) than the one served ({old_c}); restart \
+             the server to serve it",
+            s.path.display()
         )));
     }
     *s.model.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(model);
@@ -397,36 +444,49 @@ fn router(app: Shared, max_body: usize) -> Router {
         .with_state(app)
 }
 
-/// Resolves on SIGTERM or Ctrl-C, after saying so and turning readiness off.
-async fn stop_signal(app: Shared) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGTERM or Ctrl-C: readiness off, the listener closed, the requests in progress answered. A second
+/// signal, or requests still open past the time limit (a client that never finishes sending), ends the
+/// process at once. SIGHUP reloads every model. All are listened for before the address is printed, so a
+/// signal sent as soon as the server says it is up is never the default one (which kills).
+#[cfg(unix)]
+fn signals(app: Shared) -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |k: SignalKind| signal(k).map_err(|e| Error::Invalid(format!("cannot listen for signals: {e}")));
+    let (mut term, mut int, hup) =
+        (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?, listen(SignalKind::hangup())?);
+    tokio::spawn(reload_on_hangup(app.clone(), hup));
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    app.stopping.store(true, Ordering::Relaxed);
-    eprintln!("stopping: finishing the requests in progress");
+        app.stopping.store(true, Ordering::Relaxed);
+        eprintln!("stopping: finishing the requests in progress");
+        let grace = app.timeout + Duration::from_secs(2);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+                _ = tokio::time::sleep(grace) => {},
+            }
+            eprintln!("stopped without waiting for the requests still open");
+            std::process::exit(1);
+        });
+    })
+}
+
+#[cfg(not(unix))]
+fn signals(app: Shared) -> Result<impl std::future::Future<Output = ()>> {
+    Ok(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        app.stopping.store(true, Ordering::Relaxed);
+        eprintln!("stopping: finishing the requests in progress");
+    })
 }
 
 /// SIGHUP reloads every model (each as `POST .../reload` does).
 #[cfg(unix)]
-async fn reload_on_hangup(app: Shared) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return;
-    };
+async fn reload_on_hangup(app: Shared, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
         for s in app.models.values() {
             let s2 = s.clone();
@@ -442,32 +502,46 @@ async fn reload_on_hangup(app: Shared) {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
-    if args.max_in_progress == 0 || args.timeout_ms == 0 || args.max_body_bytes == 0 {
-        return Err(Error::Invalid("--max-in-progress, --timeout-ms and --max-body-bytes must be positive".into()));
+    let sizes =
+        [args.max_in_progress, args.timeout_ms as usize, args.max_body_bytes, args.max_batch, args.max_instances];
+    if sizes.contains(&0) {
+        return Err(Error::Invalid(
+            "--max-in-progress, --timeout-ms, --max-body-bytes, --max-batch and --max-instances must be positive"
+                .into(),
+        ));
     }
     let models = load_models(&args.models)?;
     let keys = match &args.api_key_file {
         Some(p) => read_keys(p)?,
         None => Vec::new(),
     };
-    let app = Arc::new(App {
-        models,
-        keys,
-        metrics: Metrics::new(),
-        slots: Arc::new(tokio::sync::Semaphore::new(args.max_in_progress)),
-        max_in_progress: args.max_in_progress,
-        timeout: Duration::from_millis(args.timeout_ms),
-        stopping: AtomicBool::new(false),
-    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Invalid(format!("cannot start the server's runtime: {e}")))?;
+    let batching = batch::Batching { max: args.max_batch, wait: Duration::from_micros(args.batch_wait_us) };
+    let _inside = runtime.enter();
+    let metrics = Arc::new(Metrics::new());
+    let batchers =
+        models.iter().map(|(n, s)| (n.clone(), batch::spawn(s.clone(), batching, metrics.clone()))).collect();
+    let app = Arc::new(App {
+        models,
+        batchers,
+        keys,
+        metrics,
+        slots: Arc::new(tokio::sync::Semaphore::new(args.max_in_progress)),
+        max_in_progress: args.max_in_progress,
+        max_instances: args.max_instances,
+        timeout: Duration::from_millis(args.timeout_ms),
+        stopping: AtomicBool::new(false),
+    });
     runtime.block_on(async move {
         let addr = format!("{}:{}", args.host, args.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|e| Error::Invalid(format!("cannot listen on {addr}: {e} (another --port?)")))?;
+        let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse { " (another --port?)" } else { "" };
+            Error::Invalid(format!("cannot listen on {addr}: {e}{hint}"))
+        })?;
+        let stop = signals(app.clone())?;
         let local = listener.local_addr().map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
         let names: Vec<&str> = app.models.keys().map(String::as_str).collect();
         println!(
@@ -478,10 +552,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        #[cfg(unix)]
-        tokio::spawn(reload_on_hangup(app.clone()));
         axum::serve(listener, router(app.clone(), args.max_body_bytes))
-            .with_graceful_shutdown(stop_signal(app.clone()))
+            .with_graceful_shutdown(stop)
             .await
             .map_err(|e| Error::Invalid(format!("the server stopped: {e}")))?;
         eprintln!("stopped");
