@@ -569,3 +569,47 @@ fn hostile_and_surprising_inputs() {
     assert_fails(&kiln(&["serve", &format!(".={}", image.display()), "--port", "0"]), &["not only dots"]);
     assert_fails(&kiln(&["serve", "x=", "--port", "0"]), &["no model path after the name"]);
 }
+
+/// A text model takes the text itself or an object of its one column, and answers as `kiln predict MODEL
+/// "text"` does.
+#[test]
+fn text_models_take_raw_text() {
+    let t = Tmp::new("serve-text");
+    let (good, bad, nouns) =
+        (["love", "great", "lovely"], ["awful", "torn", "ugly"], ["dress", "zip", "fabric", "seam"]);
+    let mut csv = String::from("review,label\n");
+    for i in 0..300 {
+        let (w, label) = if i % 2 == 0 { (good[i % 3], "pos") } else { (bad[i % 3], "neg") };
+        csv += &format!("\"the {} is {w}, number {i}\",{label}\n", nouns[i % 4]);
+    }
+    std::fs::write(t.path("reviews.csv"), csv).unwrap();
+    let o = kiln(&[
+        "train",
+        "--data",
+        &t.s("reviews.csv"),
+        "--target",
+        "label",
+        "--epochs",
+        "5",
+        "--run-dir",
+        &t.s("reviews"),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = t.path("reviews/model.safetensors").display().to_string();
+    let srv = Server::start(&[&model]);
+    let card = get(&srv.addr, "/v1/models/reviews").json();
+    assert_eq!(card["kind"], "text", "{card}");
+    let text = "the seam is torn";
+    let o = kiln(&["predict", &model, text]);
+    let line = stdout(&o).lines().nth(1).unwrap().to_string();
+    let cells: Vec<&str> = line.split(',').collect();
+    let r = post(&srv.addr, "/v1/models/reviews/predict", &json!({"instances": [text, {"review": text}]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for got in r.json()["predictions"].as_array().unwrap() {
+        assert_eq!(got["class"], cells[1], "{got} vs {line}");
+        close(&got["probabilities"]["pos"], cells[2].parse().unwrap(), "p(pos)");
+    }
+    post(&srv.addr, "/v1/models/reviews/predict", &json!({"instances": [3]}))
+        .error(400, "instance 1: a number where the model takes a text, or an object {\"review\": text}");
+}
