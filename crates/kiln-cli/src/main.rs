@@ -236,6 +236,12 @@ enum Command {
         /// How long a request waits for others to join its batch.
         #[arg(long, default_value_t = 0, value_name = "MICROSECONDS")]
         batch_wait_us: u64,
+        /// Language models (.gguf): generations at once; more are refused with 503 and Retry-After.
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        max_generations: usize,
+        /// Language models: positions of each generation's cache (prompt and answer together).
+        #[arg(long, default_value_t = 2048, value_name = "N")]
+        context: usize,
     },
     /// Training curves of a run (from its log.jsonl) as curves.svg and curves.png in the run folder.
     Plot {
@@ -443,6 +449,8 @@ fn main() {
             max_instances,
             max_batch,
             batch_wait_us,
+            max_generations,
+            context,
         } => serve::serve(serve::ServeArgs {
             models,
             host,
@@ -454,6 +462,8 @@ fn main() {
             max_instances,
             max_batch,
             batch_wait_us,
+            max_generations,
+            context,
         }),
         Command::Generate { model, prompt, chat, sample, quiet } => {
             generate::generate(&model, &prompt, chat, &sample, quiet)

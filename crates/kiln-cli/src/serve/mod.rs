@@ -18,6 +18,7 @@
 mod batch;
 mod instances;
 mod metrics;
+mod openai;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, Request, State};
@@ -50,6 +51,9 @@ pub struct ServeArgs {
     pub max_batch: usize,
     /// How long a request waits for others to share its batch.
     pub batch_wait_us: u64,
+    /// Language models: generations at once, and positions per generation's cache.
+    pub max_generations: usize,
+    pub context: usize,
 }
 
 /// One served model: its file, and the model now answering (swapped whole on reload).
@@ -69,6 +73,12 @@ impl Served {
 
 struct App {
     models: BTreeMap<String, Arc<Served>>,
+    lms: BTreeMap<String, Arc<openai::LmServed>>,
+    embedders: BTreeMap<String, Arc<openai::EmbedServed>>,
+    /// Permits for generations in progress, and positions per generation.
+    generations: Arc<tokio::sync::Semaphore>,
+    max_generations: usize,
+    context: usize,
     /// Each model's batcher (batch.rs), by name.
     batchers: BTreeMap<String, tokio::sync::mpsc::UnboundedSender<batch::Job>>,
     keys: Vec<Vec<u8>>,
@@ -89,7 +99,7 @@ fn now() -> u64 {
 
 /// `[NAME=]PATH` as a name and a model file: a run folder is its model.safetensors, named after the folder;
 /// a file is named after its folder when it is a run's model.safetensors, else after itself.
-fn parse_model_arg(arg: &str) -> Result<(String, PathBuf)> {
+fn parse_model_arg(arg: &str) -> Result<(String, PathBuf, PathBuf)> {
     let (name, path) = match arg.split_once('=') {
         // A path that exists is a path, even with '=' in it.
         _ if Path::new(arg).exists() => (None, PathBuf::from(arg)),
@@ -122,29 +132,49 @@ fn parse_model_arg(arg: &str) -> Result<(String, PathBuf)> {
              only dots); name it with NAME=PATH"
         )));
     }
-    Ok((name, file))
+    Ok((name, path, file))
 }
 
-fn load_models(args: &[String]) -> Result<BTreeMap<String, Arc<Served>>> {
+/// The models of the command line: saved kiln models, GGUF language models and encoder folders.
+type Loaded = (
+    BTreeMap<String, Arc<Served>>,
+    BTreeMap<String, Arc<openai::LmServed>>,
+    BTreeMap<String, Arc<openai::EmbedServed>>,
+);
+
+fn load_models(args: &[String]) -> Result<Loaded> {
     if args.is_empty() {
         return Err(Error::Invalid("give at least one model to serve: kiln serve [NAME=]MODEL...".into()));
     }
-    let mut out: BTreeMap<String, Arc<Served>> = BTreeMap::new();
+    let (mut saved, mut lms, mut embedders) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let mut paths: BTreeMap<String, PathBuf> = BTreeMap::new();
     for arg in args {
-        let (name, path) = parse_model_arg(arg)?;
-        if let Some(other) = out.get(&name) {
-            return Err(Error::Invalid(format!(
-                "two models are named `{name}` ({} and {}): name them apart with NAME=PATH",
-                other.path.display(),
-                path.display()
-            )));
+        let (name, given, file) = parse_model_arg(arg)?;
+        let shown = if matches!(openai::kind_of(&given), openai::PathKind::Saved) { &file } else { &given };
+        if let Some(other) = paths.get(&name) {
+            return Err(openai::duplicate(&name, other, shown));
         }
-        let model = Sequential::load(&path)?;
-        let served =
-            Served { name: name.clone(), path, model: RwLock::new(Arc::new(model)), loaded: RwLock::new(now()) };
-        out.insert(name, Arc::new(served));
+        paths.insert(name.clone(), shown.clone());
+        match openai::kind_of(&given) {
+            openai::PathKind::Gguf => {
+                lms.insert(name.clone(), Arc::new(openai::open_lm(&name, &given)?));
+            }
+            openai::PathKind::Encoder => {
+                embedders.insert(name.clone(), Arc::new(openai::open_embedder(&name, &given)?));
+            }
+            openai::PathKind::Saved => {
+                let model = Sequential::load(&file)?;
+                let served = Served {
+                    name: name.clone(),
+                    path: file,
+                    model: RwLock::new(Arc::new(model)),
+                    loaded: RwLock::new(now()),
+                };
+                saved.insert(name, Arc::new(served));
+            }
+        }
     }
-    Ok(out)
+    Ok((saved, lms, embedders))
 }
 
 fn read_keys(path: &Path) -> Result<Vec<Vec<u8>>> {
@@ -193,6 +223,12 @@ fn kiln_error(e: &Error) -> Response {
 
 /// The 404 for a model name this server lacks, naming those it has.
 fn unknown(app: &App, name: &str) -> Response {
+    if app.lms.contains_key(name) {
+        return error(StatusCode::NOT_FOUND, format!("`{name}` is a language model: POST /v1/chat/completions"));
+    }
+    if app.embedders.contains_key(name) {
+        return error(StatusCode::NOT_FOUND, format!("`{name}` is an embedder: POST /v1/embeddings"));
+    }
     let names: Vec<&str> = app.models.keys().map(String::as_str).collect();
     error(StatusCode::NOT_FOUND, format!("no model named `{name}` here; this server has {}", names.join(", ")))
 }
@@ -234,7 +270,8 @@ async fn readyz(State(app): State<Shared>) -> Response {
     if app.stopping.load(Ordering::Relaxed) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    Json(json!({"status": "ready", "models": app.models.keys().collect::<Vec<_>>()})).into_response()
+    let names: Vec<&String> = app.models.keys().chain(app.lms.keys()).chain(app.embedders.keys()).collect();
+    Json(json!({"status": "ready", "models": names})).into_response()
 }
 
 async fn metrics_route(State(app): State<Shared>) -> Response {
@@ -262,11 +299,19 @@ fn model_card(s: &Served, full: bool) -> Value {
 }
 
 async fn list(State(app): State<Shared>) -> Response {
-    let data: Vec<Value> = app.models.values().map(|s| model_card(s, false)).collect();
+    let mut data: Vec<Value> = app.models.values().map(|s| model_card(s, false)).collect();
+    data.extend(app.lms.values().map(|s| openai::lm_card(s)));
+    data.extend(app.embedders.values().map(|s| openai::embedder_card(s)));
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn show(State(app): State<Shared>, UrlPath(name): UrlPath<String>) -> Response {
+    if let Some(s) = app.lms.get(&name) {
+        return Json(openai::lm_card(s)).into_response();
+    }
+    if let Some(s) = app.embedders.get(&name) {
+        return Json(openai::embedder_card(s)).into_response();
+    }
     match app.models.get(&name) {
         Some(s) => Json(model_card(s, true)).into_response(),
         None => unknown(&app, &name),
@@ -421,6 +466,15 @@ fn openapi_doc() -> Value {
                     "required": ["instances"], "properties": {"instances": {"type": "array", "items": {}}}}}}},
                 "responses": {"200": {"description": "{\"model\": name, \"predictions\": [...]}"}, "400": err, "401": err,
                     "404": err, "413": err, "415": err, "503": err, "504": err}}},
+            "/v1/chat/completions": {"post": {"summary": "OpenAI's chat completion for a served GGUF model (stream: true for server-sent events)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                    "required": ["model", "messages"]}}}},
+                "responses": {"200": {"description": "chat.completion, or text/event-stream of chat.completion.chunk"},
+                    "400": err, "401": err, "404": err, "503": err}}},
+            "/v1/embeddings": {"post": {"summary": "OpenAI's embeddings for a served encoder folder",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                    "required": ["model", "input"]}}}},
+                "responses": {"200": {"description": "a list of embedding objects"}, "400": err, "401": err, "404": err, "413": err}}},
             "/v1/models/{name}/reload": {"post": {"summary": "Read the model's file again and swap it in", "parameters": name,
                 "responses": {"200": {"description": "the model"}, "401": err, "404": err, "422": err}}}
         }
@@ -437,6 +491,8 @@ fn router(app: Shared, max_body: usize) -> Router {
         .route("/v1/models/{name}", get(show))
         .route("/v1/models/{name}/predict", post(predict))
         .route("/v1/models/{name}/reload", post(reload))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(openai::embeddings))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
@@ -510,7 +566,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 .into(),
         ));
     }
-    let models = load_models(&args.models)?;
+    if args.max_generations == 0 || args.context < 2 {
+        return Err(Error::Invalid("--max-generations must be positive and --context at least 2".into()));
+    }
+    let (models, lms, embedders) = load_models(&args.models)?;
     let keys = match &args.api_key_file {
         Some(p) => read_keys(p)?,
         None => Vec::new(),
@@ -526,6 +585,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         models.iter().map(|(n, s)| (n.clone(), batch::spawn(s.clone(), batching, metrics.clone()))).collect();
     let app = Arc::new(App {
         models,
+        lms,
+        embedders,
+        generations: Arc::new(tokio::sync::Semaphore::new(args.max_generations)),
+        max_generations: args.max_generations,
+        context: args.context,
         batchers,
         keys,
         metrics,
@@ -543,7 +607,15 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         })?;
         let stop = signals(app.clone())?;
         let local = listener.local_addr().map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
-        let names: Vec<&str> = app.models.keys().map(String::as_str).collect();
+        let names: Vec<&str> =
+            app.models.keys().chain(app.lms.keys()).chain(app.embedders.keys()).map(String::as_str).collect();
+        for s in app.lms.values() {
+            let mib = openai::cache_bytes(&s.lm, app.context) as f64 / (1 << 20) as f64;
+            eprintln!(
+                "`{}`: {} generations at once, each with a cache of {} positions ({mib:.0} MiB)",
+                s.name, app.max_generations, app.context
+            );
+        }
         println!(
             "serving {} at http://{local} ({}){}",
             if names.len() == 1 { "1 model".to_string() } else { format!("{} models", names.len()) },

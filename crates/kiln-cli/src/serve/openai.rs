@@ -1,0 +1,364 @@
+//! OpenAI-shaped routes for the language models (GGUF files) and text encoders (Hugging Face folders) that
+//! `kiln serve` serves beside saved models, so that OpenAI's client libraries work against it:
+//! `POST /v1/chat/completions` (the model's chat template; `stream: true` sends server-sent events of
+//! `chat.completion.chunk`s, then `data: [DONE]`) and `POST /v1/embeddings`.
+//!
+//! Bounds: at most `--max-generations` generations at once (503 with Retry-After beyond); each has its own KV
+//! cache of `--context` positions (its memory is printed at start: layers x 2 x positions x kv width x 4
+//! bytes), and the prompt plus `max_tokens` must fit in it. A generation stops when its client goes away:
+//! a stream whose connection closed, or a request whose connection closed before its answer.
+
+// The request readers below return the error answer itself (an axum Response, 128 bytes), once per request.
+#![allow(clippy::result_large_err)]
+
+use super::{Shared, error, kiln_error};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kiln::llm::{Finish, GenerateOptions, Lm, Message, SamplerSettings};
+use kiln::pretrained::Encoder;
+use kiln::{Error, Result};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A language model served: the whole GGUF model, shared by its generations (each with its own cache).
+pub struct LmServed {
+    pub name: String,
+    pub path: PathBuf,
+    pub lm: Lm,
+    pub loaded: u64,
+}
+
+/// A text encoder served; `Encoder::embed` takes `&mut self` (its graph), so requests take turns.
+pub struct EmbedServed {
+    pub name: String,
+    pub path: PathBuf,
+    pub encoder: Mutex<Encoder>,
+    pub dim: usize,
+    pub loaded: u64,
+}
+
+/// What a model path holds.
+pub enum PathKind {
+    Gguf,
+    Encoder,
+    Saved,
+}
+
+pub fn kind_of(path: &Path) -> PathKind {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        PathKind::Gguf
+    } else if path.is_dir() && path.join("config.json").is_file() && path.join("tokenizer.json").is_file() {
+        PathKind::Encoder
+    } else {
+        PathKind::Saved
+    }
+}
+
+/// Bytes of one generation's KV cache at `context` positions.
+pub fn cache_bytes(lm: &Lm, context: usize) -> usize {
+    let c = &lm.model.config;
+    c.layers * 2 * context.min(c.context) * c.kv_heads * c.head_dim * 4
+}
+
+pub fn lm_card(s: &LmServed) -> Value {
+    let c = &s.lm.model.config;
+    json!({"id": s.name, "object": "model", "created": s.loaded, "owned_by": "kiln", "kind": "language_model",
+           "path": s.path.display().to_string(), "context": c.context, "vocab": c.vocab,
+           "chat_template": s.lm.chat_template.is_some()})
+}
+
+pub fn embedder_card(s: &EmbedServed) -> Value {
+    json!({"id": s.name, "object": "model", "created": s.loaded, "owned_by": "kiln", "kind": "embedder",
+           "path": s.path.display().to_string(), "dimensions": s.dim})
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn bad(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+/// The request's `model`, among the served models of one kind (`what`); a 404 names those there are.
+fn model_name(body: &Value, names: Vec<&String>, what: &str) -> std::result::Result<String, Response> {
+    let Some(name) = body.get("model").and_then(Value::as_str) else {
+        return Err(bad("`model` (a string) is required"));
+    };
+    if names.iter().any(|n| *n == name) {
+        return Ok(name.to_string());
+    }
+    let list: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    let have = if list.is_empty() { "none".to_string() } else { list.join(", ") };
+    Err(error(StatusCode::NOT_FOUND, format!("no {what} named `{name}` here; this server has {have}")))
+}
+
+/// A message's content: a string, or OpenAI's list of parts of which the text ones are joined.
+fn content(v: &Value, i: usize) -> std::result::Result<String, Response> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                (Some("text"), Some(t)) => Ok(t.to_string()),
+                _ => Err(bad(format!(
+                    "messages[{i}]: only text parts are understood ({{\"type\": \"text\", \"text\": ...}})"
+                ))),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(|p| p.join("")),
+        _ => Err(bad(format!("messages[{i}].content must be a string"))),
+    }
+}
+
+/// The generation a request asks for: its messages and options.
+fn chat_request(body: &Value, context: usize) -> std::result::Result<(Vec<Message>, GenerateOptions, bool), Response> {
+    let Some(msgs) = body.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()) else {
+        return Err(bad("`messages` must be a non-empty array of {\"role\", \"content\"}"));
+    };
+    let mut messages = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if !["system", "user", "assistant", "developer"].contains(&role) {
+            return Err(bad(format!("messages[{i}].role `{role}`: want system, user or assistant")));
+        }
+        let role = if role == "developer" { "system" } else { role };
+        messages.push(Message::new(role, &content(m.get("content").unwrap_or(&Value::Null), i)?));
+    }
+    if body.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
+        return Err(bad("`n` other than 1 is not supported"));
+    }
+    let num = |k: &str| body.get(k).filter(|v| !v.is_null());
+    let mut sampler = SamplerSettings::default();
+    if let Some(t) = num("temperature") {
+        sampler.temperature = t.as_f64().ok_or_else(|| bad("`temperature` must be a number"))? as f32;
+    }
+    if let Some(p) = num("top_p") {
+        sampler.top_p = p.as_f64().ok_or_else(|| bad("`top_p` must be a number"))? as f32;
+    }
+    if let Some(s) = num("seed") {
+        sampler.seed = s.as_u64().ok_or_else(|| bad("`seed` must be a whole number"))?;
+    }
+    if let Some(p) = num("frequency_penalty") {
+        // OpenAI's additive penalty has no exact match here; a positive one turns on the repeat penalty.
+        let p = p.as_f64().ok_or_else(|| bad("`frequency_penalty` must be a number"))?;
+        sampler.repeat_penalty = (1.0 + p.max(0.0) / 2.0) as f32;
+    }
+    sampler.check().map_err(|e| bad(e.to_string()))?;
+    let max_tokens = match num("max_completion_tokens").or(num("max_tokens")) {
+        Some(v) => {
+            v.as_u64().filter(|&n| n > 0).ok_or_else(|| bad("`max_tokens` must be a positive whole number"))? as usize
+        }
+        None => context,
+    };
+    let stop = match num("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) && a.len() <= 4 => {
+            a.iter().filter_map(|s| s.as_str().map(String::from)).collect()
+        }
+        Some(_) => return Err(bad("`stop` must be a string or up to 4 strings")),
+    };
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    Ok((messages, GenerateOptions { max_tokens, sampler, stop }, stream))
+}
+
+fn finish_reason(f: Finish) -> &'static str {
+    match f {
+        Finish::Length => "length",
+        _ => "stop",
+    }
+}
+
+/// Sets `cancelled` when dropped: the handler's future is dropped when its client goes away.
+struct CancelOnDrop(Arc<AtomicBool>);
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+pub async fn chat_completions(
+    State(app): State<Shared>,
+    body: std::result::Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(r) => return error(r.status(), r.body_text()),
+    };
+    let name = match model_name(&body, app.lms.keys().collect(), "language model") {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let (messages, mut opts, stream) = match chat_request(&body, app.context) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let served = app.lms[&name].clone();
+    let prompt = match served.lm.chat_prompt(&messages).and_then(|p| served.lm.encode(&p)) {
+        Ok(ids) => ids,
+        Err(e) => return kiln_error(&e),
+    };
+    let room = app.context.min(served.lm.model.config.context);
+    if prompt.len() >= room {
+        return bad(format!(
+            "the conversation is {} tokens; this server's context holds {room} (shorten it, or restart with a larger \
+             --context)",
+            prompt.len()
+        ));
+    }
+    opts.max_tokens = opts.max_tokens.min(room - prompt.len());
+    let Ok(permit) = app.generations.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("busy: {} generations in progress, the server's bound; retry shortly", app.max_generations),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let id = format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let created = super::now();
+    let context = room;
+    if stream {
+        let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+        let chunk = move |delta: Value, finish: Option<&str>| {
+            let c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            format!("data: {c}\n\n")
+        };
+        tokio::task::spawn_blocking(move || {
+            let _held = permit;
+            let mut cache = served.lm.model.cache(context);
+            if tx.blocking_send(chunk(json!({"role": "assistant", "content": ""}), None)).is_err() {
+                return;
+            }
+            let mut on_text = |piece: &str| tx.blocking_send(chunk(json!({"content": piece}), None)).is_ok();
+            let last = match served.lm.generate(&prompt, &opts, &mut cache, &mut on_text) {
+                Ok(g) => chunk(json!({}), Some(finish_reason(g.finish))),
+                Err(e) => format!("data: {}\n\n", json!({"error": {"message": e.to_string(), "type": "server_error"}})),
+            };
+            let _ = tx.blocking_send(last);
+            let _ = tx.blocking_send("data: [DONE]\n\n".to_string());
+        });
+        let events = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|s| (Ok::<_, std::convert::Infallible>(s), rx))
+        });
+        return (
+            [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+            Body::from_stream(events),
+        )
+            .into_response();
+    }
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancelled.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        let _held = permit;
+        let mut cache = served.lm.model.cache(context);
+        let mut on_text = |_: &str| !cancelled.load(Ordering::Relaxed);
+        served.lm.generate(&prompt, &opts, &mut cache, &mut on_text)
+    });
+    match task.await {
+        Ok(Ok(g)) => Json(json!({
+            "id": id, "object": "chat.completion", "created": created, "model": name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
+                         "finish_reason": finish_reason(g.finish)}],
+            "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(),
+                      "total_tokens": g.prompt_tokens + g.tokens.len()}
+        }))
+        .into_response(),
+        Ok(Err(e)) => kiln_error(&e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the generation failed inside kiln (a bug)"),
+    }
+}
+
+pub async fn embeddings(State(app): State<Shared>, body: std::result::Result<Json<Value>, JsonRejection>) -> Response {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(r) => return error(r.status(), r.body_text()),
+    };
+    let name = match model_name(&body, app.embedders.keys().collect(), "embedder") {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let texts: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {
+            a.iter().filter_map(|s| s.as_str().map(String::from)).collect()
+        }
+        _ => return bad("`input` must be a string or a non-empty array of strings"),
+    };
+    if texts.len() > app.max_instances {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{} texts in one request; this server takes {} at most", texts.len(), app.max_instances),
+        );
+    }
+    // OpenAI's Python client asks for base64 (little-endian f32 bytes) unless told otherwise.
+    let base64 = match body.get("encoding_format").filter(|v| !v.is_null()) {
+        None => false,
+        Some(v) if v == "float" => false,
+        Some(v) if v == "base64" => true,
+        Some(_) => return bad("`encoding_format` must be \"float\" or \"base64\""),
+    };
+    let served = app.embedders[&name].clone();
+    let task = tokio::task::spawn_blocking(move || -> Result<(Vec<Vec<f32>>, usize)> {
+        let mut enc = served.encoder.lock().unwrap_or_else(|e| e.into_inner());
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let tokens: usize = enc.tokenize(&refs)?.ids.iter().map(Vec::len).sum();
+        let (vectors, _) = enc.embed(&refs, 32, &mut |_| {})?;
+        Ok((vectors, tokens))
+    });
+    match task.await {
+        Ok(Ok((vectors, tokens))) => {
+            let data: Vec<Value> = vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let embedding = if base64 {
+                        use base64::Engine;
+                        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    } else {
+                        json!(v)
+                    };
+                    json!({"object": "embedding", "index": i, "embedding": embedding})
+                })
+                .collect();
+            Json(json!({"object": "list", "data": data, "model": name,
+                        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+            .into_response()
+        }
+        Ok(Err(e)) => kiln_error(&e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the embedding failed inside kiln (a bug)"),
+    }
+}
+
+/// Opens a GGUF model or an encoder folder for serving.
+pub fn open_lm(name: &str, path: &Path) -> Result<LmServed> {
+    Ok(LmServed { name: name.to_string(), path: path.to_path_buf(), lm: Lm::open(path)?, loaded: super::now() })
+}
+
+pub fn open_embedder(name: &str, path: &Path) -> Result<EmbedServed> {
+    let encoder = Encoder::open(path)?;
+    let dim = encoder.dim();
+    Ok(EmbedServed {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        encoder: Mutex::new(encoder),
+        dim,
+        loaded: super::now(),
+    })
+}
+
+/// `Error` for a name given twice across kinds.
+pub fn duplicate(name: &str, a: &Path, b: &Path) -> Error {
+    Error::Invalid(format!(
+        "two models are named `{name}` ({} and {}): name them apart with NAME=PATH",
+        a.display(),
+        b.display()
+    ))
+}
