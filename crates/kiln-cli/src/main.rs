@@ -242,6 +242,16 @@ enum Command {
         /// Language models: positions of each generation's cache (prompt and answer together).
         #[arg(long, default_value_t = 2048, value_name = "N")]
         context: usize,
+        /// Serve the FAQ assistant (as `kiln assistant`: columns id, question, answer) as a chat model of
+        /// this name: POST /v1/chat/completions with "model": NAME.
+        #[arg(long, value_name = "NAME=FAQ.csv", requires_all = ["assistant_model", "assistant_embedder"])]
+        assistant: Option<String>,
+        /// The assistant's language model (.gguf).
+        #[arg(long, value_name = "MODEL.gguf", requires = "assistant")]
+        assistant_model: Option<PathBuf>,
+        /// The assistant's encoder folder (e.g. all-MiniLM-L6-v2).
+        #[arg(long, value_name = "DIR", requires = "assistant")]
+        assistant_embedder: Option<PathBuf>,
     },
     /// Training curves of a run (from its log.jsonl) as curves.svg and curves.png in the run folder.
     Plot {
@@ -451,6 +461,9 @@ fn main() {
             batch_wait_us,
             max_generations,
             context,
+            assistant,
+            assistant_model,
+            assistant_embedder,
         } => serve::serve(serve::ServeArgs {
             models,
             host,
@@ -464,6 +477,7 @@ fn main() {
             batch_wait_us,
             max_generations,
             context,
+            assistant: assistant.zip(assistant_model).zip(assistant_embedder).map(|((a, m), e)| (a, m, e)),
         }),
         Command::Generate { model, prompt, chat, sample, quiet } => {
             generate::generate(&model, &prompt, chat, &sample, quiet)

@@ -54,6 +54,8 @@ pub struct ServeArgs {
     /// Language models: generations at once, and positions per generation's cache.
     pub max_generations: usize,
     pub context: usize,
+    /// The FAQ assistant: NAME=FAQ.csv, its GGUF model and its encoder folder.
+    pub assistant: Option<(String, PathBuf, PathBuf)>,
 }
 
 /// One served model: its file, and the model now answering (swapped whole on reload).
@@ -75,6 +77,7 @@ struct App {
     models: BTreeMap<String, Arc<Served>>,
     lms: BTreeMap<String, Arc<openai::LmServed>>,
     embedders: BTreeMap<String, Arc<openai::EmbedServed>>,
+    assistants: BTreeMap<String, Arc<openai::AssistantServed>>,
     /// Permits for generations in progress, and positions per generation.
     generations: Arc<tokio::sync::Semaphore>,
     max_generations: usize,
@@ -270,7 +273,8 @@ async fn readyz(State(app): State<Shared>) -> Response {
     if app.stopping.load(Ordering::Relaxed) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    let names: Vec<&String> = app.models.keys().chain(app.lms.keys()).chain(app.embedders.keys()).collect();
+    let names: Vec<&String> =
+        app.models.keys().chain(app.lms.keys()).chain(app.embedders.keys()).chain(app.assistants.keys()).collect();
     Json(json!({"status": "ready", "models": names})).into_response()
 }
 
@@ -302,6 +306,7 @@ async fn list(State(app): State<Shared>) -> Response {
     let mut data: Vec<Value> = app.models.values().map(|s| model_card(s, false)).collect();
     data.extend(app.lms.values().map(|s| openai::lm_card(s)));
     data.extend(app.embedders.values().map(|s| openai::embedder_card(s)));
+    data.extend(app.assistants.values().map(|s| openai::assistant_card(s)));
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
@@ -311,6 +316,9 @@ async fn show(State(app): State<Shared>, UrlPath(name): UrlPath<String>) -> Resp
     }
     if let Some(s) = app.embedders.get(&name) {
         return Json(openai::embedder_card(s)).into_response();
+    }
+    if let Some(s) = app.assistants.get(&name) {
+        return Json(openai::assistant_card(s)).into_response();
     }
     match app.models.get(&name) {
         Some(s) => Json(model_card(s, true)).into_response(),
@@ -570,6 +578,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         return Err(Error::Invalid("--max-generations must be positive and --context at least 2".into()));
     }
     let (models, lms, embedders) = load_models(&args.models)?;
+    let mut assistants = BTreeMap::new();
+    if let Some((spec, model, embedder)) = &args.assistant {
+        let a = openai::open_assistant(spec, model, embedder)?;
+        if models.contains_key(&a.name) || lms.contains_key(&a.name) || embedders.contains_key(&a.name) {
+            return Err(Error::Invalid(format!("--assistant: `{}` is already a model's name; name it apart", a.name)));
+        }
+        assistants.insert(a.name.clone(), Arc::new(a));
+    }
     let keys = match &args.api_key_file {
         Some(p) => read_keys(p)?,
         None => Vec::new(),
@@ -587,6 +603,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         models,
         lms,
         embedders,
+        assistants,
         generations: Arc::new(tokio::sync::Semaphore::new(args.max_generations)),
         max_generations: args.max_generations,
         context: args.context,
@@ -607,8 +624,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         })?;
         let stop = signals(app.clone())?;
         let local = listener.local_addr().map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
-        let names: Vec<&str> =
-            app.models.keys().chain(app.lms.keys()).chain(app.embedders.keys()).map(String::as_str).collect();
+        let names: Vec<&str> = app
+            .models
+            .keys()
+            .chain(app.lms.keys())
+            .chain(app.embedders.keys())
+            .chain(app.assistants.keys())
+            .map(String::as_str)
+            .collect();
         for s in app.lms.values() {
             let mib = openai::cache_bytes(&s.lm, app.context) as f64 / (1 << 20) as f64;
             eprintln!(

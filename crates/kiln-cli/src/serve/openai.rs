@@ -43,6 +43,123 @@ pub struct EmbedServed {
     pub loaded: u64,
 }
 
+/// The FAQ assistant (`kiln assistant`) served as a chat model: the last user message is the question; the
+/// answer comes from the retrieved entries (or is the hand-off), with kiln's `sources` and `declined` added.
+/// `Assistant::answer` takes `&mut self` (its encoder), so questions take turns.
+pub struct AssistantServed {
+    pub name: String,
+    pub faq: PathBuf,
+    pub assistant: Mutex<kiln::llm::assistant::Assistant>,
+    pub loaded: u64,
+}
+
+pub fn open_assistant(spec: &str, model: &Path, embedder: &Path) -> Result<AssistantServed> {
+    let (name, faq) = spec.split_once('=').filter(|(n, f)| !n.is_empty() && !f.is_empty()).ok_or_else(|| {
+        Error::Invalid(format!("--assistant `{spec}`: want NAME=FAQ.csv (a name for /v1/chat/completions' model)"))
+    })?;
+    let entries = kiln::llm::assistant::read_faq(Path::new(faq), ["id", "question", "answer"])?;
+    let assistant = kiln::llm::assistant::Assistant::new(Lm::open(model)?, Encoder::open(embedder)?, entries)?;
+    Ok(AssistantServed {
+        name: name.to_string(),
+        faq: PathBuf::from(faq),
+        assistant: Mutex::new(assistant),
+        loaded: super::now(),
+    })
+}
+
+pub fn assistant_card(s: &AssistantServed) -> Value {
+    let a = s.assistant.lock().unwrap_or_else(|e| e.into_inner());
+    json!({"id": s.name, "object": "model", "created": s.loaded, "owned_by": "kiln", "kind": "assistant",
+           "faq": s.faq.display().to_string(), "entries": a.entries.len(), "k": a.k, "threshold": a.threshold})
+}
+
+/// A chat completion from the assistant: the question is the last user message.
+async fn assistant_completion(app: Shared, name: String, body: Value) -> Response {
+    let question = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")))
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .map(String::from);
+    let Some(question) = question else {
+        return bad("`messages` must hold a user message (a string): the customer's question");
+    };
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let Ok(permit) = app.generations.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("busy: {} generations in progress, the server's bound; retry shortly", app.max_generations),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let served = app.assistants[&name].clone();
+    let id = format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let created = super::now();
+    let extra = |r: &kiln::llm::assistant::Reply| {
+        let sources: Vec<Value> = r.sources.iter().map(|(id, s)| json!({"id": id, "similarity": s})).collect();
+        (sources, r.declined)
+    };
+    if stream {
+        let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+        let chunk = move |delta: Value, finish: Option<&str>, more: Value| {
+            let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
+                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            if let (Some(c), Value::Object(more)) = (c.as_object_mut(), more) {
+                c.extend(more);
+            }
+            format!("data: {c}\n\n")
+        };
+        tokio::task::spawn_blocking(move || {
+            let _held = permit;
+            let mut a = served.assistant.lock().unwrap_or_else(|e| e.into_inner());
+            if tx.blocking_send(chunk(json!({"role": "assistant", "content": ""}), None, json!({}))).is_err() {
+                return;
+            }
+            let mut on_text = |piece: &str| tx.blocking_send(chunk(json!({"content": piece}), None, json!({}))).is_ok();
+            let last = match a.answer(&question, &mut on_text) {
+                Ok(r) => {
+                    let (sources, declined) = extra(&r);
+                    chunk(json!({}), Some("stop"), json!({"sources": sources, "declined": declined}))
+                }
+                Err(e) => format!("data: {}\n\n", json!({"error": {"message": e.to_string(), "type": "server_error"}})),
+            };
+            let _ = tx.blocking_send(last);
+            let _ = tx.blocking_send("data: [DONE]\n\n".to_string());
+        });
+        let events = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|s| (Ok::<_, std::convert::Infallible>(s), rx))
+        });
+        return (
+            [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+            Body::from_stream(events),
+        )
+            .into_response();
+    }
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancelled.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        let _held = permit;
+        let mut a = served.assistant.lock().unwrap_or_else(|e| e.into_inner());
+        let mut on_text = |_: &str| !cancelled.load(Ordering::Relaxed);
+        a.answer(&question, &mut on_text)
+    });
+    match task.await {
+        Ok(Ok(r)) => {
+            let (sources, declined) = extra(&r);
+            Json(json!({
+                "id": id, "object": "chat.completion", "created": created, "model": name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text}, "finish_reason": "stop"}],
+                "sources": sources, "declined": declined
+            }))
+            .into_response()
+        }
+        Ok(Err(e)) => kiln_error(&e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the answer failed inside kiln (a bug)"),
+    }
+}
+
 /// What a model path holds.
 pub enum PathKind {
     Gguf,
@@ -190,10 +307,13 @@ pub async fn chat_completions(
         Ok(Json(b)) => b,
         Err(r) => return error(r.status(), r.body_text()),
     };
-    let name = match model_name(&body, app.lms.keys().collect(), "language model") {
+    let name = match model_name(&body, app.lms.keys().chain(app.assistants.keys()).collect(), "language model") {
         Ok(n) => n,
         Err(r) => return r,
     };
+    if app.assistants.contains_key(&name) {
+        return assistant_completion(app.clone(), name, body).await;
+    }
     let (messages, mut opts, stream) = match chat_request(&body, app.context) {
         Ok(x) => x,
         Err(r) => return r,

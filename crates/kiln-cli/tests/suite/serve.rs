@@ -717,3 +717,46 @@ fn openai_routes_serve_language_models_and_embedders() {
     emb(json!({"model": "all-MiniLM-L6-v2", "input": [1, 2]})).error(400, "`input` must be a string");
     emb(json!({"model": "smol", "input": "hi"})).error(404, "no embedder named `smol`");
 }
+
+/// The FAQ assistant as a chat model: an answer naming its entries, the hand-off for a question the FAQ
+/// does not answer, and the same when streamed (sources on the last chunk).
+#[test]
+fn the_assistant_answers_over_http() {
+    let Some((lm, minilm)) = pretrained() else { return };
+    let faq = format!("{ROOT}/examples/assistant/faq.csv");
+    let srv = Server::start(&[
+        "--assistant",
+        &format!("shop={faq}"),
+        "--assistant-model",
+        &lm,
+        "--assistant-embedder",
+        &minilm,
+        &minilm,
+    ]);
+    let a = &srv.addr;
+    let card = get(a, "/v1/models/shop").json();
+    assert_eq!((card["kind"].as_str(), card["entries"].as_u64()), (Some("assistant"), Some(48)), "{card}");
+    let ask = |q: &str, stream: bool| {
+        post(
+            a,
+            "/v1/chat/completions",
+            &json!({"model": "shop", "stream": stream, "messages": [{"role": "user", "content": q}]}),
+        )
+    };
+    let r = ask("How long do I have to send something back?", false);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let c = r.json();
+    assert_eq!(c["declined"], false, "{c}");
+    assert!(!c["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
+    let ids: Vec<&str> = c["sources"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert!(ids.len() == 3 && ids.iter().all(|i| i.starts_with('f')), "{c}");
+    let r = ask("What is the weather on Mars?", false).json();
+    assert_eq!(r["declined"], true, "{r}");
+    assert!(r["choices"][0]["message"]["content"].as_str().unwrap().contains("colleague"));
+    let r = ask("What is the weather on Mars?", true);
+    let last = r.body.split("\n\n").filter(|e| e.starts_with("data: {")).last().unwrap().to_string();
+    let last: Value = serde_json::from_str(&last["data: ".len()..]).unwrap();
+    assert_eq!((last["declined"].as_bool(), last["choices"][0]["finish_reason"].as_str()), (Some(true), Some("stop")));
+    post(a, "/v1/chat/completions", &json!({"model": "shop", "messages": [{"role": "system", "content": "x"}]}))
+        .error(400, "user message");
+}
