@@ -5,7 +5,7 @@
 //!
 //! Bounds: at most `--max-generations` generations at once (503 with Retry-After beyond); each has its own KV
 //! cache of `--context` positions (its memory is printed at start: layers x 2 x positions x kv width x 4
-//! bytes), and the prompt plus `max_tokens` must fit in it. A generation stops when its client goes away:
+//! bytes): a prompt that does not fit is refused, and `max_tokens` is lowered to what fits. A generation stops when its client goes away:
 //! a stream whose connection closed, or a request whose connection closed before its answer.
 
 // The request readers below return the error answer itself (an axum Response, 128 bytes), once per request.
@@ -85,6 +85,9 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
     let Some(question) = question else {
         return bad("`messages` must hold a user message (a string): the customer's question");
     };
+    if question.len() > 4000 {
+        return bad(format!("the question is {} bytes; the assistant takes 4,000 at most", question.len()));
+    }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let Ok(permit) = app.generations.clone().try_acquire_owned() else {
         let mut r = error(
@@ -241,13 +244,20 @@ fn chat_request(body: &Value, context: usize) -> std::result::Result<(Vec<Messag
     for (i, m) in msgs.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
         if !["system", "user", "assistant", "developer"].contains(&role) {
-            return Err(bad(format!("messages[{i}].role `{role}`: want system, user or assistant")));
+            return Err(bad(format!("messages[{i}].role `{role}`: want system, developer, user or assistant")));
         }
         let role = if role == "developer" { "system" } else { role };
         messages.push(Message::new(role, &content(m.get("content").unwrap_or(&Value::Null), i)?));
     }
-    if body.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
+    if body.get("n").is_some_and(|n| !n.is_null() && n.as_u64() != Some(1)) {
         return Err(bad("`n` other than 1 is not supported"));
+    }
+    for field in ["tools", "functions", "logprobs", "top_logprobs", "response_format", "tool_choice"] {
+        let v = body.get(field).filter(|v| !v.is_null() && **v != Value::Bool(false));
+        let plain_text = field == "response_format" && v.and_then(|v| v.get("type")) == Some(&json!("text"));
+        if v.is_some() && !plain_text {
+            return Err(bad(format!("`{field}` is not supported by kiln serve")));
+        }
     }
     let num = |k: &str| body.get(k).filter(|v| !v.is_null());
     let mut sampler = SamplerSettings::default();
@@ -280,6 +290,9 @@ fn chat_request(body: &Value, context: usize) -> std::result::Result<(Vec<Messag
         }
         Some(_) => return Err(bad("`stop` must be a string or up to 4 strings")),
     };
+    if stop.iter().any(String::is_empty) {
+        return Err(bad("`stop` strings must not be empty"));
+    }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     Ok((messages, GenerateOptions { max_tokens, sampler, stop }, stream))
 }
@@ -319,11 +332,18 @@ pub async fn chat_completions(
         Err(r) => return r,
     };
     let served = app.lms[&name].clone();
-    let prompt = match served.lm.chat_prompt(&messages).and_then(|p| served.lm.encode(&p)) {
-        Ok(ids) => ids,
-        Err(e) => return kiln_error(&e),
-    };
     let room = app.context.min(served.lm.model.config.context);
+    // A token holds at most a few dozen characters: a conversation far past that is refused before it is
+    // tokenized (which would take seconds), and tokenizing runs off the threads that answer other requests.
+    let chars: usize = messages.iter().map(|m| m.content.len()).sum();
+    if chars > room * 64 {
+        return bad(format!("the conversation is {chars} bytes, far more than this server's context of {room} tokens"));
+    }
+    let prompt =
+        match tokio::task::block_in_place(|| served.lm.chat_prompt(&messages).and_then(|p| served.lm.encode(&p))) {
+            Ok(ids) => ids,
+            Err(e) => return kiln_error(&e),
+        };
     if prompt.len() >= room {
         return bad(format!(
             "the conversation is {} tokens; this server's context holds {room} (shorten it, or restart with a larger \
@@ -424,8 +444,24 @@ pub async fn embeddings(State(app): State<Shared>, body: std::result::Result<Jso
         Some(v) if v == "base64" => true,
         Some(_) => return bad("`encoding_format` must be \"float\" or \"base64\""),
     };
+    if texts.iter().any(String::is_empty) {
+        return bad("`input` holds an empty string");
+    }
+    // Embedding shares the bound on predictions in progress (503 beyond), and stops when its client goes.
+    let Ok(permit) = app.slots.clone().try_acquire_owned() else {
+        let mut r =
+            error(StatusCode::SERVICE_UNAVAILABLE, "busy: the server's bound on work in progress; retry shortly");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancelled.clone());
     let served = app.embedders[&name].clone();
     let task = tokio::task::spawn_blocking(move || -> Result<(Vec<Vec<f32>>, usize)> {
+        let _held = permit;
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(Error::Invalid("the client went away".into()));
+        }
         let mut enc = served.encoder.lock().unwrap_or_else(|e| e.into_inner());
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let tokens: usize = enc.tokenize(&refs)?.ids.iter().map(Vec::len).sum();
