@@ -42,6 +42,15 @@ pub struct SampleArgs {
     /// A system prompt (with --chat, or in `kiln chat`).
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
+    /// A Hugging Face tokenizer.json to use instead of the one the GGUF file's metadata describes.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// The reference arithmetic: weights dequantized to f32 block by block (slower; transformers' numbers).
+    #[arg(long, conflicts_with = "fast8")]
+    pub exact: bool,
+    /// Activations rounded to 8 bits per block, as llama.cpp does (faster products, logits a few % away).
+    #[arg(long)]
+    pub fast8: bool,
 }
 
 impl SampleArgs {
@@ -65,11 +74,17 @@ impl SampleArgs {
     }
 }
 
-fn open(model: &Path) -> Result<Lm> {
+fn open(model: &Path, a: &SampleArgs) -> Result<Lm> {
     if !model.is_file() {
         return Err(Error::Config(format!("{}: not a file; give a GGUF model (.gguf)", model.display())));
     }
-    Lm::open(model)
+    let mut lm = Lm::open(model)?;
+    if let Some(t) = &a.tokenizer {
+        lm.use_tokenizer_file(t)?;
+    }
+    lm.model.exact = a.exact;
+    lm.model.fast8 = a.fast8;
+    Ok(lm)
 }
 
 /// Prints each piece as it comes; true to go on.
@@ -99,7 +114,7 @@ pub fn generate(model: &Path, prompt: &str, chat: bool, a: &SampleArgs, quiet: b
     if a.system.is_some() && !chat {
         return Err(Error::Config("--system goes with --chat (a plain prompt has no system turn)".into()));
     }
-    let lm = open(model)?;
+    let lm = open(model, a)?;
     let text = if chat {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
@@ -141,7 +156,7 @@ fn on_ctrl_c() {
 
 pub fn chat(model: &Path, a: &SampleArgs) -> Result<()> {
     let opts = a.options()?;
-    let lm = open(model)?;
+    let lm = open(model, a)?;
     if lm.chat_template.is_none() {
         return Err(Error::Data(format!(
             "{}: the model has no chat template (tokenizer.chat_template); use kiln generate with a plain prompt",

@@ -110,3 +110,30 @@ fn the_assistant_answers_from_the_faq_and_declines_the_rest() {
     assert_fails(&ask("hi", &["--threshold", "2"]), &["--threshold 2"]);
     assert_fails(&ask("hi", &["--answer-column", "reply"]), &["faq.csv", "reply"]);
 }
+
+/// --tokenizer (a tokenizer.json in place of the file's metadata), --exact (the reference arithmetic) and
+/// --fast8 (llama.cpp's 8-bit activations) each answer; a tokenizer file that is not one is one line.
+#[test]
+fn tokenizer_file_exact_and_fast8() {
+    let Some(m) = smollm() else { return };
+    let t = Tmp::new("gen-flags");
+    let lm = kiln::llm::Lm::open(std::path::Path::new(&m)).unwrap();
+    lm.tokenizer.save(t.path("tokenizer.json"), false).unwrap();
+    let q = "What is the capital of France?";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["generate", &m, q, "--chat", "--temperature", "0", "-q"];
+        args.extend(extra);
+        let o = kiln(&args);
+        assert!(o.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&o.stderr));
+        stdout(&o).trim().to_string()
+    };
+    let plain = run(&[]);
+    assert_eq!(run(&["--tokenizer", &t.s("tokenizer.json")]), plain, "the same tokenizer from a file");
+    assert_eq!(run(&["--exact"]), plain);
+    assert!(!run(&["--fast8", "--max-tokens", "8"]).is_empty());
+    std::fs::write(t.path("bad.json"), "{").unwrap();
+    let o = kiln(&["generate", &m, q, "--tokenizer", &t.s("bad.json")]);
+    assert_fails(&o, &["bad.json", "not a readable tokenizer.json"]);
+    let o = kiln(&["generate", &m, q, "--exact", "--fast8"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+}

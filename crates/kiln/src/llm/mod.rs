@@ -84,6 +84,29 @@ impl Lm {
         Ok(Lm { model, tokenizer, chat_template, bos, eos, stop_ids })
     }
 
+    /// Tokenizes with a Hugging Face tokenizer.json instead of the one the file's metadata describes (its
+    /// end-of-turn tokens are looked up again); one with more tokens than the model has rows is refused.
+    pub fn use_tokenizer_file(&mut self, path: &Path) -> Result<()> {
+        let tok = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::format(path, format!("not a readable tokenizer.json ({e})")))?;
+        let vocab = tok.get_vocab_size(true);
+        if vocab > self.model.config.vocab {
+            return Err(Error::format(
+                path,
+                format!("has {vocab} tokens, more than the model's {} rows of embeddings", self.model.config.vocab),
+            ));
+        }
+        for t in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>"] {
+            if let Some(i) = tok.token_to_id(t)
+                && !self.stop_ids.contains(&i)
+            {
+                self.stop_ids.push(i);
+            }
+        }
+        self.tokenizer = tok;
+        Ok(())
+    }
+
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         tokenizer::encode(&self.tokenizer, text)
     }
