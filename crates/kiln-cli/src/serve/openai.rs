@@ -90,12 +90,7 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
     }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let Ok(permit) = app.generations.clone().try_acquire_owned() else {
-        let mut r = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("busy: {} generations in progress, the server's bound; retry shortly", app.max_generations),
-        );
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return busy(format!("{} generations in progress, the server's bound", app.max_generations));
     };
     let served = app.assistants[&name].clone();
     let id = format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
@@ -112,7 +107,7 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
             if let (Some(c), Value::Object(more)) = (c.as_object_mut(), more) {
                 c.extend(more);
             }
-            format!("data: {c}\n\n")
+            event(&c)
         };
         tokio::task::spawn_blocking(move || {
             let _held = permit;
@@ -126,19 +121,12 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
                     let (sources, declined) = extra(&r);
                     chunk(json!({}), Some("stop"), json!({"sources": sources, "declined": declined}))
                 }
-                Err(e) => format!("data: {}\n\n", json!({"error": {"message": e.to_string(), "type": "server_error"}})),
+                Err(e) => event(&json!({"error": {"message": e.to_string(), "type": "server_error"}})),
             };
             let _ = tx.blocking_send(last);
             let _ = tx.blocking_send("data: [DONE]\n\n".to_string());
         });
-        let events = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|s| (Ok::<_, std::convert::Infallible>(s), rx))
-        });
-        return (
-            [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
-            Body::from_stream(events),
-        )
-            .into_response();
+        return event_stream(rx);
     }
     let cancelled = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancelled.clone());
@@ -199,6 +187,28 @@ pub fn embedder_card(s: &EmbedServed) -> Value {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// 503 with Retry-After: `why` the request cannot start now.
+fn busy(why: String) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("busy: {why}; retry shortly"));
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// One server-sent event.
+fn event(v: &Value) -> String {
+    format!("data: {v}\n\n")
+}
+
+/// The events a generation sends into `rx`, as a `text/event-stream` answer; the generation sees its
+/// sends fail (and stops) when the client goes away and the stream is dropped.
+fn event_stream(rx: tokio::sync::mpsc::Receiver<String>) -> Response {
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|s| (Ok::<_, std::convert::Infallible>(s), rx))
+    });
+    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(events))
+        .into_response()
+}
 
 fn bad(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message)
@@ -353,12 +363,7 @@ pub async fn chat_completions(
     }
     opts.max_tokens = opts.max_tokens.min(room - prompt.len());
     let Ok(permit) = app.generations.clone().try_acquire_owned() else {
-        let mut r = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("busy: {} generations in progress, the server's bound; retry shortly", app.max_generations),
-        );
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return busy(format!("{} generations in progress, the server's bound", app.max_generations));
     };
     let id = format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let created = super::now();
@@ -368,7 +373,7 @@ pub async fn chat_completions(
         let chunk = move |delta: Value, finish: Option<&str>| {
             let c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-            format!("data: {c}\n\n")
+            event(&c)
         };
         tokio::task::spawn_blocking(move || {
             let _held = permit;
@@ -379,19 +384,12 @@ pub async fn chat_completions(
             let mut on_text = |piece: &str| tx.blocking_send(chunk(json!({"content": piece}), None)).is_ok();
             let last = match served.lm.generate(&prompt, &opts, &mut cache, &mut on_text) {
                 Ok(g) => chunk(json!({}), Some(finish_reason(g.finish))),
-                Err(e) => format!("data: {}\n\n", json!({"error": {"message": e.to_string(), "type": "server_error"}})),
+                Err(e) => event(&json!({"error": {"message": e.to_string(), "type": "server_error"}})),
             };
             let _ = tx.blocking_send(last);
             let _ = tx.blocking_send("data: [DONE]\n\n".to_string());
         });
-        let events = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|s| (Ok::<_, std::convert::Infallible>(s), rx))
-        });
-        return (
-            [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
-            Body::from_stream(events),
-        )
-            .into_response();
+        return event_stream(rx);
     }
     let cancelled = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancelled.clone());
@@ -449,10 +447,7 @@ pub async fn embeddings(State(app): State<Shared>, body: std::result::Result<Jso
     }
     // Embedding shares the bound on predictions in progress (503 beyond), and stops when its client goes.
     let Ok(permit) = app.slots.clone().try_acquire_owned() else {
-        let mut r =
-            error(StatusCode::SERVICE_UNAVAILABLE, "busy: the server's bound on work in progress; retry shortly");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return busy("the server's bound on work in progress".into());
     };
     let cancelled = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancelled.clone());
