@@ -137,3 +137,60 @@ fn tokenizer_file_exact_and_fast8() {
     let o = kiln(&["generate", &m, q, "--exact", "--fast8"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
 }
+
+/// Ctrl-C (SIGINT) during an answer stops that answer and keeps the chat: the next question is answered
+/// and /exit ends it with success.
+#[test]
+fn ctrl_c_stops_an_answer_and_keeps_the_chat() {
+    let Some(m) = smollm() else { return };
+    let mut child = Command::new(KILN)
+        .args(["chat", &m, "--temperature", "0", "--repeat-penalty", "1", "--max-tokens", "2000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Count from 1 to 1000, one number per line.\n").unwrap();
+    // Both outputs read as they come, by a thread each.
+    let collect = |mut from: Box<dyn std::io::Read + Send>| {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                into.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        (seen, reader)
+    };
+    let (seen, reader) = collect(Box::new(child.stdout.take().unwrap()));
+    let (errs, err_reader) = collect(Box::new(child.stderr.take().unwrap()));
+    let start = std::time::Instant::now();
+    while seen.lock().unwrap().len() < 20 {
+        assert!(start.elapsed().as_secs() < 60, "no answer began");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    // The answer ends at "(stopped)"; what comes after on stdout is the next answer.
+    while !String::from_utf8_lossy(&errs.lock().unwrap()).contains("(stopped)") {
+        assert!(start.elapsed().as_secs() < 60, "no (stopped) after Ctrl-C");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let at_stop = seen.lock().unwrap().len();
+    stdin.write_all(b"What is 2 plus 2?\n/exit\n").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    err_reader.join().unwrap();
+    let err = String::from_utf8_lossy(&errs.lock().unwrap()).into_owned();
+    assert!(status.success(), "the chat goes on after Ctrl-C: {status:?} {err}");
+    assert!(err.contains("(stopped)"), "{err}");
+    let out = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(!out.contains("\n1000"), "the count was cut short: {out}");
+    assert!(out[at_stop..].contains('4'), "the next question is answered: {}", &out[at_stop..]);
+    assert!(err.matches("> ").count() >= 3, "the chat read on after the stop: {err}");
+}
