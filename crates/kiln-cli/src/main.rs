@@ -242,6 +242,10 @@ enum Command {
         /// Language models: positions of each generation's cache (prompt and answer together).
         #[arg(long, default_value_t = 2048, value_name = "N")]
         context: usize,
+        /// Close a connection after this long with no traffic either way (a client that never finishes its
+        /// request); keep it above the longest answer that sends nothing until it ends.
+        #[arg(long, default_value_t = 120_000, value_name = "MS")]
+        idle_timeout_ms: u64,
         /// Serve the FAQ assistant (as `kiln assistant`: columns id, question, answer) as a chat model of
         /// this name: POST /v1/chat/completions with "model": NAME.
         #[arg(long, value_name = "NAME=FAQ.csv", requires_all = ["assistant_model", "assistant_embedder"])]
@@ -461,6 +465,7 @@ fn main() {
             batch_wait_us,
             max_generations,
             context,
+            idle_timeout_ms,
             assistant,
             assistant_model,
             assistant_embedder,
@@ -477,6 +482,7 @@ fn main() {
             batch_wait_us,
             max_generations,
             context,
+            idle_timeout_ms,
             assistant: assistant.zip(assistant_model).zip(assistant_embedder).map(|((a, m), e)| (a, m, e)),
         }),
         Command::Generate { model, prompt, chat, sample, quiet } => {

@@ -16,6 +16,7 @@
 //! one serving.
 
 mod batch;
+mod idle;
 mod instances;
 mod metrics;
 mod openai;
@@ -54,6 +55,8 @@ pub struct ServeArgs {
     /// Language models: generations at once, and positions per generation's cache.
     pub max_generations: usize,
     pub context: usize,
+    /// A connection with no traffic either way for this long is closed (idle.rs).
+    pub idle_timeout_ms: u64,
     /// The FAQ assistant: NAME=FAQ.csv, its GGUF model and its encoder folder.
     pub assistant: Option<(String, PathBuf, PathBuf)>,
 }
@@ -566,11 +569,18 @@ async fn reload_on_hangup(app: Shared, mut hup: tokio::signal::unix::Signal) {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
-    let sizes =
-        [args.max_in_progress, args.timeout_ms as usize, args.max_body_bytes, args.max_batch, args.max_instances];
+    let sizes = [
+        args.max_in_progress,
+        args.timeout_ms as usize,
+        args.max_body_bytes,
+        args.max_batch,
+        args.max_instances,
+        args.idle_timeout_ms as usize,
+    ];
     if sizes.contains(&0) {
         return Err(Error::Invalid(
-            "--max-in-progress, --timeout-ms, --max-body-bytes, --max-batch and --max-instances must be positive"
+            "--max-in-progress, --timeout-ms, --max-body-bytes, --max-batch, --max-instances and --idle-timeout-ms \
+             must be positive"
                 .into(),
         ));
     }
@@ -647,6 +657,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
+        let listener = idle::IdleLimited { inner: listener, idle: Duration::from_millis(args.idle_timeout_ms) };
         axum::serve(listener, router(app.clone(), args.max_body_bytes))
             .with_graceful_shutdown(stop)
             .await

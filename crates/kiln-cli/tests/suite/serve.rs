@@ -760,3 +760,30 @@ fn the_assistant_answers_over_http() {
     post(a, "/v1/chat/completions", &json!({"model": "shop", "messages": [{"role": "system", "content": "x"}]}))
         .error(400, "user message");
 }
+
+/// A client that sends part of a request and then nothing is cut off after --idle-timeout-ms, and does not
+/// keep a SIGTERM waiting.
+#[test]
+fn a_stalled_client_is_cut_off() {
+    let t = Tmp::new("serve-idle");
+    let run = table_model(&t);
+    let mut srv = Server::start(&[&run.display().to_string(), "--idle-timeout-ms", "400"]);
+    let mut s = TcpStream::connect(&srv.addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let waited = start.elapsed();
+    assert!(waited < Duration::from_secs(5), "closed after the idle time, not the read timeout: {waited:?}");
+    // A request that keeps moving is answered; then a stalled one does not hold up the stop.
+    assert_eq!(send(&srv.addr, "GET", "/healthz", None, None, b"").status, 200);
+    let mut stalled = TcpStream::connect(&srv.addr).unwrap();
+    stalled.write_all(b"POST /v1/models/churn/predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(Command::new("kill").args(["-TERM", &srv.child.id().to_string()]).status().unwrap().success());
+    let start = Instant::now();
+    let status = srv.child.wait().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5), "the stop waited {:?}", start.elapsed());
+    assert!(status.success(), "{status:?}");
+}
