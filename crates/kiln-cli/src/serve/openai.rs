@@ -115,7 +115,20 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
             if tx.blocking_send(chunk(json!({"role": "assistant", "content": ""}), None, json!({}))).is_err() {
                 return;
             }
-            let mut on_text = |piece: &str| tx.blocking_send(chunk(json!({"content": piece}), None, json!({}))).is_ok();
+            // The whole answer is trimmed (Reply::text), so the stream holds back leading whitespace and any
+            // whitespace not yet followed by text: the pieces join to exactly the answer given whole.
+            let (mut started, mut pending) = (false, String::new());
+            let mut on_text = |piece: &str| {
+                pending.push_str(piece);
+                if !started {
+                    let kept = pending.trim_start().len();
+                    pending.drain(..pending.len() - kept);
+                    started = !pending.is_empty();
+                }
+                let keep = pending.len() - pending.trim_end().len();
+                let send: String = pending.drain(..pending.len() - keep).collect();
+                send.is_empty() || tx.blocking_send(chunk(json!({"content": send}), None, json!({}))).is_ok()
+            };
             let last = match a.answer(&question, &mut on_text) {
                 Ok(r) => {
                     let (sources, declined) = extra(&r);

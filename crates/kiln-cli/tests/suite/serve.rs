@@ -750,6 +750,16 @@ fn the_assistant_answers_over_http() {
     assert!(!c["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
     let ids: Vec<&str> = c["sources"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert!(ids.len() == 3 && ids.iter().all(|i| i.starts_with('f')), "{c}");
+    // Streamed, the pieces join to the same (trimmed) answer.
+    let r2 = ask("How long do I have to send something back?", true);
+    let joined: String = r2
+        .body
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: {"))
+        .map(|e| serde_json::from_str::<Value>(&format!("{{{e}")).unwrap())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .collect();
+    assert_eq!(joined, c["choices"][0]["message"]["content"].as_str().unwrap());
     let r = ask("What is the weather on Mars?", false).json();
     assert_eq!(r["declined"], true, "{r}");
     assert!(r["choices"][0]["message"]["content"].as_str().unwrap().contains("colleague"));
