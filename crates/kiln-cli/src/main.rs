@@ -206,57 +206,7 @@ enum Command {
     },
     /// Serve saved models over HTTP: POST /v1/models/NAME/predict, GET /v1/models, /healthz, /readyz,
     /// /metrics, /openapi.json. Stops on SIGTERM or Ctrl-C after the requests in progress.
-    Serve {
-        /// Models as [NAME=]PATH: a model file or a run folder (named after the folder unless NAME= is given).
-        #[arg(required = true, value_name = "[NAME=]MODEL")]
-        models: Vec<String>,
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
-        /// 0 picks a free port (printed at start).
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
-        /// A file of API keys, one per line: requests must send `Authorization: Bearer KEY`.
-        #[arg(long, value_name = "FILE")]
-        api_key_file: Option<PathBuf>,
-        /// Largest request body accepted (413 beyond).
-        #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
-        max_body_bytes: usize,
-        /// Time limit of one prediction request (504 beyond).
-        #[arg(long, default_value_t = 30_000, value_name = "MS")]
-        timeout_ms: u64,
-        /// Predictions in progress at most; more are refused with 503 and Retry-After.
-        #[arg(long, default_value_t = 64, value_name = "N")]
-        max_in_progress: usize,
-        /// Instances in one request at most (413 beyond).
-        #[arg(long, default_value_t = 1024, value_name = "N")]
-        max_instances: usize,
-        /// Dynamic batching: concurrent requests for a model run as one batch of up to N instances (1: off).
-        #[arg(long, default_value_t = 64, value_name = "N")]
-        max_batch: usize,
-        /// How long a request waits for others to join its batch.
-        #[arg(long, default_value_t = 0, value_name = "MICROSECONDS")]
-        batch_wait_us: u64,
-        /// Language models (.gguf): generations at once; more are refused with 503 and Retry-After.
-        #[arg(long, default_value_t = 2, value_name = "N")]
-        max_generations: usize,
-        /// Language models: positions of each generation's cache (prompt and answer together).
-        #[arg(long, default_value_t = 2048, value_name = "N")]
-        context: usize,
-        /// Close a connection after this long with no traffic either way (a client that never finishes its
-        /// request); keep it above the longest answer that sends nothing until it ends.
-        #[arg(long, default_value_t = 120_000, value_name = "MS")]
-        idle_timeout_ms: u64,
-        /// Serve the FAQ assistant (as `kiln assistant`: columns id, question, answer) as a chat model of
-        /// this name: POST /v1/chat/completions with "model": NAME.
-        #[arg(long, value_name = "NAME=FAQ.csv", requires_all = ["assistant_model", "assistant_embedder"])]
-        assistant: Option<String>,
-        /// The assistant's language model (.gguf).
-        #[arg(long, value_name = "MODEL.gguf", requires = "assistant")]
-        assistant_model: Option<PathBuf>,
-        /// The assistant's encoder folder (e.g. all-MiniLM-L6-v2).
-        #[arg(long, value_name = "DIR", requires = "assistant")]
-        assistant_embedder: Option<PathBuf>,
-    },
+    Serve(serve::ServeArgs),
     /// Training curves of a run (from its log.jsonl) as curves.svg and curves.png in the run folder.
     Plot {
         /// A run folder made by `kiln train`.
@@ -452,39 +402,7 @@ fn main() {
             table::predict(&model, input.as_deref(), index, rows.as_deref(), output.as_deref())
         }
         Command::Summary { path } => commands::summary(&path),
-        Command::Serve {
-            models,
-            host,
-            port,
-            api_key_file,
-            max_body_bytes,
-            timeout_ms,
-            max_in_progress,
-            max_instances,
-            max_batch,
-            batch_wait_us,
-            max_generations,
-            context,
-            idle_timeout_ms,
-            assistant,
-            assistant_model,
-            assistant_embedder,
-        } => serve::serve(serve::ServeArgs {
-            models,
-            host,
-            port,
-            api_key_file,
-            max_body_bytes,
-            timeout_ms,
-            max_in_progress,
-            max_instances,
-            max_batch,
-            batch_wait_us,
-            max_generations,
-            context,
-            idle_timeout_ms,
-            assistant: assistant.zip(assistant_model).zip(assistant_embedder).map(|((a, m), e)| (a, m, e)),
-        }),
+        Command::Serve(args) => serve::serve(args),
         Command::Generate { model, prompt, chat, sample, quiet } => {
             generate::generate(&model, &prompt, chat, &sample, quiet)
         }

@@ -38,27 +38,58 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// `kiln serve`'s options (clap's, flattened into the command).
+#[derive(clap::Args)]
 pub struct ServeArgs {
+    /// Models as [NAME=]PATH: a model file or a run folder (named after the folder unless NAME= is given).
+    #[arg(required = true, value_name = "[NAME=]MODEL")]
     pub models: Vec<String>,
+    #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// 0 picks a free port (printed at start).
+    #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// A file of API keys, one per line: requests must send `Authorization: Bearer KEY`.
+    #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// Largest request body accepted (413 beyond).
+    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
     pub max_body_bytes: usize,
+    /// Time limit of one prediction request (504 beyond).
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
     pub timeout_ms: u64,
+    /// Predictions in progress at most; more are refused with 503 and Retry-After.
+    #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_in_progress: usize,
     /// Instances in one request at most (413 beyond).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_instances: usize,
-    /// Instances per batch at most (1: every request runs alone).
+    /// Dynamic batching: concurrent requests for a model run as one batch of up to N instances (1: off).
+    #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_batch: usize,
-    /// How long a request waits for others to share its batch.
+    /// How long a request waits for others to join its batch.
+    #[arg(long, default_value_t = 0, value_name = "MICROSECONDS")]
     pub batch_wait_us: u64,
-    /// Language models: generations at once, and positions per generation's cache.
+    /// Language models (.gguf): generations at once; more are refused with 503 and Retry-After.
+    #[arg(long, default_value_t = 2, value_name = "N")]
     pub max_generations: usize,
+    /// Language models: positions of each generation's cache (prompt and answer together).
+    #[arg(long, default_value_t = 2048, value_name = "N")]
     pub context: usize,
-    /// A connection with no traffic either way for this long is closed (idle.rs).
+    /// Close a connection after this long with no traffic either way (a client that never finishes its
+    /// request); keep it above the longest answer that sends nothing until it ends.
+    #[arg(long, default_value_t = 120_000, value_name = "MS")]
     pub idle_timeout_ms: u64,
-    /// The FAQ assistant: NAME=FAQ.csv, its GGUF model and its encoder folder.
-    pub assistant: Option<(String, PathBuf, PathBuf)>,
+    /// Serve the FAQ assistant (as `kiln assistant`: columns id, question, answer) as a chat model of
+    /// this name: POST /v1/chat/completions with "model": NAME.
+    #[arg(long, value_name = "NAME=FAQ.csv", requires_all = ["assistant_model", "assistant_embedder"])]
+    pub assistant: Option<String>,
+    /// The assistant's language model (.gguf).
+    #[arg(long, value_name = "MODEL.gguf", requires = "assistant")]
+    pub assistant_model: Option<PathBuf>,
+    /// The assistant's encoder folder (e.g. all-MiniLM-L6-v2).
+    #[arg(long, value_name = "DIR", requires = "assistant")]
+    pub assistant_embedder: Option<PathBuf>,
 }
 
 /// One served model: its file, and the model now answering (swapped whole on reload).
@@ -98,6 +129,14 @@ struct App {
 }
 
 type Shared = Arc<App>;
+
+impl App {
+    /// Every served name: saved models, language models, embedders, assistants.
+    fn names(&self) -> Vec<&str> {
+        let all = self.models.keys().chain(self.lms.keys()).chain(self.embedders.keys()).chain(self.assistants.keys());
+        all.map(String::as_str).collect()
+    }
+}
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -156,12 +195,17 @@ fn load_models(args: &[String]) -> Result<Loaded> {
     let mut paths: BTreeMap<String, PathBuf> = BTreeMap::new();
     for arg in args {
         let (name, given, file) = parse_model_arg(arg)?;
-        let shown = if matches!(openai::kind_of(&given), openai::PathKind::Saved) { &file } else { &given };
+        let kind = openai::kind_of(&given);
+        let shown = if matches!(kind, openai::PathKind::Saved) { &file } else { &given };
         if let Some(other) = paths.get(&name) {
-            return Err(openai::duplicate(&name, other, shown));
+            return Err(Error::Invalid(format!(
+                "two models are named `{name}` ({} and {}): name them apart with NAME=PATH",
+                other.display(),
+                shown.display()
+            )));
         }
         paths.insert(name.clone(), shown.clone());
-        match openai::kind_of(&given) {
+        match kind {
             openai::PathKind::Gguf => {
                 lms.insert(name.clone(), Arc::new(openai::open_lm(&name, &given)?));
             }
@@ -276,9 +320,7 @@ async fn readyz(State(app): State<Shared>) -> Response {
     if app.stopping.load(Ordering::Relaxed) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    let names: Vec<&String> =
-        app.models.keys().chain(app.lms.keys()).chain(app.embedders.keys()).chain(app.assistants.keys()).collect();
-    Json(json!({"status": "ready", "models": names})).into_response()
+    Json(json!({"status": "ready", "models": app.names()})).into_response()
 }
 
 async fn metrics_route(State(app): State<Shared>) -> Response {
@@ -589,7 +631,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     let (models, lms, embedders) = load_models(&args.models)?;
     let mut assistants = BTreeMap::new();
-    if let Some((spec, model, embedder)) = &args.assistant {
+    if let (Some(spec), Some(model), Some(embedder)) =
+        (&args.assistant, &args.assistant_model, &args.assistant_embedder)
+    {
         let a = openai::open_assistant(spec, model, embedder)?;
         if models.contains_key(&a.name) || lms.contains_key(&a.name) || embedders.contains_key(&a.name) {
             return Err(Error::Invalid(format!("--assistant: `{}` is already a model's name; name it apart", a.name)));
@@ -634,14 +678,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         })?;
         let stop = signals(app.clone())?;
         let local = listener.local_addr().map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
-        let names: Vec<&str> = app
-            .models
-            .keys()
-            .chain(app.lms.keys())
-            .chain(app.embedders.keys())
-            .chain(app.assistants.keys())
-            .map(String::as_str)
-            .collect();
+        let names = app.names();
         for s in app.lms.values() {
             let mib = openai::cache_bytes(&s.lm, app.context) as f64 / (1 << 20) as f64;
             eprintln!(

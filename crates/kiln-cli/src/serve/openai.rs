@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// A language model served: the whole GGUF model, shared by its generations (each with its own cache).
 pub struct LmServed {
@@ -93,12 +94,49 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
         return busy(format!("{} generations in progress, the server's bound", app.max_generations));
     };
     let served = app.assistants[&name].clone();
+    complete(name, stream, permit, "answer", move |on_text| {
+        let mut a = served.assistant.lock().unwrap_or_else(|e| e.into_inner());
+        // The whole answer is trimmed (Reply::text), so the pieces hold back leading whitespace and any
+        // whitespace not yet followed by text: streamed, they join to exactly the answer given whole.
+        let (mut started, mut pending) = (false, String::new());
+        let mut trimmed = |piece: &str| {
+            pending.push_str(piece);
+            if !started {
+                let kept = pending.trim_start().len();
+                pending.drain(..pending.len() - kept);
+                started = !pending.is_empty();
+            }
+            let keep = pending.len() - pending.trim_end().len();
+            let send: String = pending.drain(..pending.len() - keep).collect();
+            send.is_empty() || on_text(&send)
+        };
+        let r = a.answer(&question, &mut trimmed)?;
+        let sources: Vec<Value> = r.sources.iter().map(|(id, s)| json!({"id": id, "similarity": s})).collect();
+        let fields = json!({"sources": sources, "declined": r.declined});
+        Ok(Answer { text: r.text, finish: "stop", whole: fields.clone(), last: fields })
+    })
+    .await
+}
+
+/// A finished answer: its text, why it ended, and kiln's fields beside `choices`, in the whole completion
+/// (`whole`: usage, sources) and on the last streamed chunk (`last`).
+struct Answer {
+    text: String,
+    finish: &'static str,
+    whole: Value,
+    last: Value,
+}
+
+/// `run` (a generation, given where its pieces go) on a blocking thread, holding `permit` until it ends:
+/// streamed as `chat.completion.chunk` events then `[DONE]` (it stops when the client goes and a send
+/// fails), or answered whole as one `chat.completion` (it stops when the client goes and the handler's
+/// future is dropped). `what` names it in the 500 of a panic.
+async fn complete<F>(name: String, stream: bool, permit: OwnedSemaphorePermit, what: &str, run: F) -> Response
+where
+    F: FnOnce(&mut dyn FnMut(&str) -> bool) -> Result<Answer> + Send + 'static,
+{
     let id = format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let created = super::now();
-    let extra = |r: &kiln::llm::assistant::Reply| {
-        let sources: Vec<Value> = r.sources.iter().map(|(id, s)| json!({"id": id, "similarity": s})).collect();
-        (sources, r.declined)
-    };
     if stream {
         let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
         let chunk = move |delta: Value, finish: Option<&str>, more: Value| {
@@ -111,29 +149,12 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
         };
         tokio::task::spawn_blocking(move || {
             let _held = permit;
-            let mut a = served.assistant.lock().unwrap_or_else(|e| e.into_inner());
             if tx.blocking_send(chunk(json!({"role": "assistant", "content": ""}), None, json!({}))).is_err() {
                 return;
             }
-            // The whole answer is trimmed (Reply::text), so the stream holds back leading whitespace and any
-            // whitespace not yet followed by text: the pieces join to exactly the answer given whole.
-            let (mut started, mut pending) = (false, String::new());
-            let mut on_text = |piece: &str| {
-                pending.push_str(piece);
-                if !started {
-                    let kept = pending.trim_start().len();
-                    pending.drain(..pending.len() - kept);
-                    started = !pending.is_empty();
-                }
-                let keep = pending.len() - pending.trim_end().len();
-                let send: String = pending.drain(..pending.len() - keep).collect();
-                send.is_empty() || tx.blocking_send(chunk(json!({"content": send}), None, json!({}))).is_ok()
-            };
-            let last = match a.answer(&question, &mut on_text) {
-                Ok(r) => {
-                    let (sources, declined) = extra(&r);
-                    chunk(json!({}), Some("stop"), json!({"sources": sources, "declined": declined}))
-                }
+            let mut on_text = |piece: &str| tx.blocking_send(chunk(json!({"content": piece}), None, json!({}))).is_ok();
+            let last = match run(&mut on_text) {
+                Ok(a) => chunk(json!({}), Some(a.finish), a.last),
                 Err(e) => event(&json!({"error": {"message": e.to_string(), "type": "server_error"}})),
             };
             let _ = tx.blocking_send(last);
@@ -145,22 +166,20 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
     let _guard = CancelOnDrop(cancelled.clone());
     let task = tokio::task::spawn_blocking(move || {
         let _held = permit;
-        let mut a = served.assistant.lock().unwrap_or_else(|e| e.into_inner());
-        let mut on_text = |_: &str| !cancelled.load(Ordering::Relaxed);
-        a.answer(&question, &mut on_text)
+        run(&mut |_: &str| !cancelled.load(Ordering::Relaxed))
     });
     match task.await {
-        Ok(Ok(r)) => {
-            let (sources, declined) = extra(&r);
-            Json(json!({
-                "id": id, "object": "chat.completion", "created": created, "model": name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text}, "finish_reason": "stop"}],
-                "sources": sources, "declined": declined
-            }))
-            .into_response()
+        Ok(Ok(a)) => {
+            let mut c = json!({"id": id, "object": "chat.completion", "created": created, "model": name,
+                               "choices": [{"index": 0, "message": {"role": "assistant", "content": a.text},
+                                            "finish_reason": a.finish}]});
+            if let (Some(c), Value::Object(more)) = (c.as_object_mut(), a.whole) {
+                c.extend(more);
+            }
+            Json(c).into_response()
         }
         Ok(Err(e)) => kiln_error(&e),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the answer failed inside kiln (a bug)"),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the {what} failed inside kiln (a bug)")),
     }
 }
 
@@ -378,52 +397,14 @@ pub async fn chat_completions(
     let Ok(permit) = app.generations.clone().try_acquire_owned() else {
         return busy(format!("{} generations in progress, the server's bound", app.max_generations));
     };
-    let id = format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    let created = super::now();
-    let context = room;
-    if stream {
-        let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
-        let chunk = move |delta: Value, finish: Option<&str>| {
-            let c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
-                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-            event(&c)
-        };
-        tokio::task::spawn_blocking(move || {
-            let _held = permit;
-            let mut cache = served.lm.model.cache(context);
-            if tx.blocking_send(chunk(json!({"role": "assistant", "content": ""}), None)).is_err() {
-                return;
-            }
-            let mut on_text = |piece: &str| tx.blocking_send(chunk(json!({"content": piece}), None)).is_ok();
-            let last = match served.lm.generate(&prompt, &opts, &mut cache, &mut on_text) {
-                Ok(g) => chunk(json!({}), Some(finish_reason(g.finish))),
-                Err(e) => event(&json!({"error": {"message": e.to_string(), "type": "server_error"}})),
-            };
-            let _ = tx.blocking_send(last);
-            let _ = tx.blocking_send("data: [DONE]\n\n".to_string());
-        });
-        return event_stream(rx);
-    }
-    let cancelled = Arc::new(AtomicBool::new(false));
-    let _guard = CancelOnDrop(cancelled.clone());
-    let task = tokio::task::spawn_blocking(move || {
-        let _held = permit;
-        let mut cache = served.lm.model.cache(context);
-        let mut on_text = |_: &str| !cancelled.load(Ordering::Relaxed);
-        served.lm.generate(&prompt, &opts, &mut cache, &mut on_text)
-    });
-    match task.await {
-        Ok(Ok(g)) => Json(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
-                         "finish_reason": finish_reason(g.finish)}],
-            "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(),
-                      "total_tokens": g.prompt_tokens + g.tokens.len()}
-        }))
-        .into_response(),
-        Ok(Err(e)) => kiln_error(&e),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the generation failed inside kiln (a bug)"),
-    }
+    complete(name, stream, permit, "generation", move |on_text| {
+        let g = served.lm.generate(&prompt, &opts, &mut served.lm.model.cache(room), on_text)?;
+        let (prompt_tokens, completion_tokens) = (g.prompt_tokens, g.tokens.len());
+        let usage = json!({"usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                     "total_tokens": prompt_tokens + completion_tokens}});
+        Ok(Answer { text: g.text, finish: finish_reason(g.finish), whole: usage, last: json!({}) })
+    })
+    .await
 }
 
 pub async fn embeddings(State(app): State<Shared>, body: std::result::Result<Json<Value>, JsonRejection>) -> Response {
@@ -516,13 +497,4 @@ pub fn open_embedder(name: &str, path: &Path) -> Result<EmbedServed> {
         dim,
         loaded: super::now(),
     })
-}
-
-/// `Error` for a name given twice across kinds.
-pub fn duplicate(name: &str, a: &Path, b: &Path) -> Error {
-    Error::Invalid(format!(
-        "two models are named `{name}` ({} and {}): name them apart with NAME=PATH",
-        a.display(),
-        b.display()
-    ))
 }
