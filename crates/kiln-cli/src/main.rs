@@ -6,6 +6,7 @@ mod assistant;
 mod commands;
 mod cv;
 mod embed;
+mod export;
 mod font;
 mod generate;
 mod index;
@@ -258,8 +259,21 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
-    /// The learned vector of every word of a text model's vocabulary, in GloVe's text format, to start
-    /// another model's embeddings from (`glove = "FILE"` under [data.prepare.text]).
+    /// A trained model in another format: an ONNX graph (onnxruntime, tract, ...), or a text model's word
+    /// vectors as GloVe text (to start another model's embeddings from: `glove = "FILE"` under
+    /// [data.prepare.text]).
+    Export {
+        /// The model file or run folder.
+        model: PathBuf,
+        /// onnx or glove.
+        #[arg(long)]
+        format: String,
+        /// Where to write it (default: beside the model, as model.onnx or model.vectors.txt).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// The older name of `export --format glove`.
+    #[command(hide = true)]
     ExportVectors {
         model: PathBuf,
         #[arg(long, value_name = "FILE")]
@@ -383,6 +397,7 @@ fn main() {
             cv::search(&config, &set, random, folds, output, resume)
         }
         Command::ExportVectors { model, output } => table::export_vectors(&model, &output),
+        Command::Export { model, format, output } => export::export(&model, &format, output.as_deref()),
         Command::Embed { model, input, column, output, batch_size, quiet } => {
             embed::embed(&model, &input, &column, &output, batch_size, quiet)
         }

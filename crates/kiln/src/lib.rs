@@ -31,6 +31,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod nn;
+pub mod onnx;
 pub mod optim;
 pub mod pretrained;
 pub mod quantize;

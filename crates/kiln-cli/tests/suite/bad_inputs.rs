@@ -417,8 +417,19 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
     add(&["predict", &p("image_model.safetensors"), "--input", &p("t.csv")], &["not trained on a table"]);
     add(&["evaluate", &p("image_model.safetensors"), "--data", &p("magic"), "--split", "train"], &["magic"]);
     add(&["evaluate", &p("image_model.safetensors"), "--data", &p("mnist"), "--split", "nope"], &["nope"]);
-    add(&["export-vectors", &p("table_model.safetensors"), "--output", &t.s("v.txt")], &["no text column"]);
+    add(
+        &["export", &p("table_model.safetensors"), "--format", "glove", "--output", &t.s("v.txt")],
+        &["no text column"],
+    );
+    add(
+        &["export", &p("image_model.safetensors"), "--format", "glove", "--output", &t.s("v.txt")],
+        &["image_model.safetensors"],
+    );
     add(&["export-vectors", &p("image_model.safetensors"), "--output", &t.s("v.txt")], &["image_model.safetensors"]);
+    add(&["export", &p("missing.safetensors"), "--format", "onnx"], &["missing.safetensors"]);
+    add(&["export", &p("t.csv"), "--format", "onnx"], &["t.csv"]);
+    add(&["export", &p("image_model.safetensors"), "--format", "onnx", "--output", &p("nowhere/m.onnx")], &["nowhere"]);
+    add(&["export", &p("image_model.safetensors"), "--format", "tflite"], &["tflite", "onnx"]);
 
     // --- Run folders and flags.
     add(&["train", "--resume", &p("nowhere")], &["nowhere"]);

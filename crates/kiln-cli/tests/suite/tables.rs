@@ -234,7 +234,7 @@ fn text_models_predict_raw_text_as_they_predict_files() {
     let ev = stdout(&o);
     assert!(ev.contains("macro_f1: ") && ev.contains("(600 rows)") && ev.contains("weighted avg"), "{ev}");
     // The bag's learned word vectors, exported in GloVe's format, start a GRU's embeddings.
-    let o = kiln(&["export-vectors", &model, "--output", &t.s("vectors.txt")]);
+    let o = kiln(&["export", &model, "--format", "glove", "--output", &t.s("vectors.txt")]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let vectors = std::fs::read_to_string(t.path("vectors.txt")).unwrap();
     let lovely = vectors.lines().find(|l| l.starts_with("lovely ")).expect("a word of the vocabulary");
@@ -244,7 +244,13 @@ fn text_models_predict_raw_text_as_they_predict_files() {
     std::fs::write(t.path("gru.toml"), gru).unwrap();
     let o = kiln(&["train", &t.s("gru.toml"), "--run-dir", &t.s("run5"), "--quiet", "--epochs", "3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_fails(&kiln(&["export-vectors", &t.s("r.csv"), "--output", &t.s("v2.txt")]), &["r.csv"]);
+    assert_fails(&kiln(&["export", &t.s("r.csv"), "--format", "glove", "--output", &t.s("v2.txt")]), &["r.csv"]);
+    // The same model as ONNX, beside it by default, its preparation in the metadata.
+    let o = kiln(&["export", &model, "--format", "onnx"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("kiln.preparation"), "{}", stdout(&o));
+    let onnx = std::fs::read(std::path::Path::new(&model).with_extension("onnx")).unwrap();
+    assert!(onnx.windows(16).any(|w| w == b"kiln.preparation"), "the preparation travels in the file");
     // A transformer over the terms in order learns it too and predicts raw text as the file's rows; its heads
     // must split the term vectors.
     let tf = cfg.to_string() + "[model]\nkind = \"transformer\"\nblocks = 1\nheads = 2\nunits = 16\n";

@@ -21,7 +21,7 @@ pub(crate) mod unary;
 pub use crate::backend::cpu::gemm::{in_matmul_kernel, set_num_threads};
 pub use attention::{AttentionDims, AttentionDropout, MASKED, dropout_hash};
 pub use binary::BinaryOp;
-pub use conv::{Conv2dArgs, Padding, Window};
+pub use conv::{Conv2dArgs, Padding, Window, out_size};
 pub use loss::LossKind;
 pub use pool::PoolArgs;
 pub use recurrent::{RnnArgs, RnnCell, RnnDims, RnnStep, RnnStepGrad, RnnStepOut};

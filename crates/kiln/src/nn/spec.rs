@@ -6,6 +6,7 @@
 //! name from the built `Layer`. The dispatch over the closed set of types is generated in registry.rs.
 
 use super::{Activation, Initializer, Layer, Regularizer};
+use crate::onnx::OnnxGraph;
 use kiln_core::{Error, Graph, Padding, ParamId, Result, Rng, UnaryOp, Var};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -51,6 +52,11 @@ pub(crate) trait LayerSpec {
     fn mask_rule(&self) -> MaskRule {
         if self.returns_sequences() { MaskRule::Keeps } else { MaskRule::Drops }
     }
+
+    /// Writes the built layer's inference forward as ONNX nodes reading `xs` (one name per input) and
+    /// returns the name of its output: the same values `forward` computes with `training` off, in kiln's
+    /// layouts (onnx/mod.rs).
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String>;
 
     /// Runs `l` and the layer after it (`next`, which reads only `l`) as one fused op, when the pair
     /// qualifies; the unfused path stays the reference.

@@ -16,6 +16,7 @@ mod llm;
 mod load_weights;
 mod model;
 mod model_format;
+mod onnx;
 mod optimizers;
 mod outputs;
 mod prepare;

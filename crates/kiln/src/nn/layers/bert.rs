@@ -11,6 +11,8 @@
 
 use crate::nn::Layer;
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec};
+use crate::onnx::proto::INT64;
+use crate::onnx::{Attention, Attr, OnnxGraph};
 use kiln_core::ops::AttentionDropout;
 use kiln_core::{Error, Graph, ParamId, Result, UnaryOp, Var};
 use serde::{Deserialize, Serialize};
@@ -194,6 +196,73 @@ pub(crate) fn forward_tokens(
 }
 
 impl LayerSpec for BertEncoder {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let (t, h) = (l.input_shape()[0], self.hidden_size);
+        let eps = self.layer_norm_eps;
+        let ids = o.op("Cast", &[&xs[0]], vec![Attr::i("to", INT64 as i64)]);
+        // Words, positions 0..t and segment 0, summed: [batch, t, h].
+        let words = o.param(l, "embeddings.word_embeddings.weight")?;
+        let words = o.op("Gather", &[&words, &ids], vec![Attr::i("axis", 0)]);
+        let positions = o.param(l, "embeddings.position_embeddings.weight")?;
+        let steps = o.ints(&(0..t as i64).collect::<Vec<_>>());
+        let positions = o.op("Gather", &[&positions, &steps], vec![Attr::i("axis", 0)]);
+        let segments = o.param(l, "embeddings.token_type_embeddings.weight")?;
+        let zero = o.scalar(0);
+        let segment = o.op("Gather", &[&segments, &zero], vec![Attr::i("axis", 0)]);
+        let x = o.op("Add", &[&words, &positions], vec![]);
+        let x = o.op("Add", &[&x, &segment], vec![]);
+        let norm = |o: &mut OnnxGraph, x: &str, name: &str| -> Result<String> {
+            let (gamma, beta) = (o.param(l, &format!("{name}.weight"))?, o.param(l, &format!("{name}.bias"))?);
+            Ok(o.layer_norm(x, &gamma, &beta, eps))
+        };
+        let mut x = norm(o, &x, "embeddings.LayerNorm")?;
+        // Padding (id 0) is hidden as a key, as `forward_tokens` does.
+        let keep = o.keep(&xs[0]);
+        o.mask = Some(keep.clone());
+        let shape = Attention { t, heads: self.num_attention_heads, dh: h / self.num_attention_heads, causal: false };
+        for k in 0..self.num_hidden_layers {
+            let n = |s: &str| format!("encoder.layer.{k}.{s}.");
+            let names = [
+                n("attention.self.query"),
+                n("attention.self.key"),
+                n("attention.self.value"),
+                n("attention.output.dense"),
+            ];
+            let a = o.attention(l, &x, [&names[0], &names[1], &names[2], &names[3]], shape)?;
+            let a = o.op("Add", &[&a, &x], vec![]);
+            x = norm(o, &a, &format!("encoder.layer.{k}.attention.output.LayerNorm"))?;
+            let f = o.dense(l, &x, &n("intermediate.dense"), crate::nn::Activation::Gelu)?;
+            let f = o.dense(l, &f, &n("output.dense"), crate::nn::Activation::Linear)?;
+            let f = o.op("Add", &[&f, &x], vec![]);
+            x = norm(o, &f, &format!("encoder.layer.{k}.output.LayerNorm"))?;
+        }
+        let pooled = match self.pooling {
+            TokenPooling::Cls => {
+                let first = o.scalar(0);
+                o.op("Gather", &[&x, &first], vec![Attr::i("axis", 1)])
+            }
+            TokenPooling::Mean => {
+                // Σ h·keep / max(Σ keep, 1e-9) over the steps.
+                let k3 = o.reshape(&keep, &[t, 1]);
+                let masked = o.op("Mul", &[&x, &k3], vec![]);
+                let sum = o.sum(&masked, 1, false);
+                let n = o.sum(&keep, 1, true);
+                let tiny = o.floats(&[], &[1e-9]);
+                let n = o.op("Max", &[&n, &tiny], vec![]);
+                o.op("Div", &[&sum, &n], vec![])
+            }
+        };
+        if !self.normalize {
+            return Ok(pooled);
+        }
+        let sq = o.op("Mul", &[&pooled, &pooled], vec![]);
+        let ss = o.sum(&sq, 1, true);
+        let tiny = o.floats(&[], &[1e-24]);
+        let ss = o.op("Add", &[&ss, &tiny], vec![]);
+        let norm = o.op("Sqrt", &[&ss], vec![]);
+        Ok(o.op("Div", &[&pooled, &norm], vec![]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         let &[steps] = cx.input() else {
             return Err(cx.misfit("token ids (steps,)"));

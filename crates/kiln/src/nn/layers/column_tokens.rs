@@ -13,6 +13,7 @@
 
 use crate::nn::Layer;
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec};
+use crate::onnx::{Attr, OnnxGraph};
 use kiln_core::{Error, Result, UnaryOp, Var};
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +93,50 @@ fn uniform(cx: &mut BuildCx, len: usize, n: usize) -> Vec<f32> {
 }
 
 impl LayerSpec for ColumnTokens {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let (x, d) = (&xs[0], self.dim);
+        let mut tokens = Vec::with_capacity(self.widths.len() + 1);
+        if self.cls {
+            // cls [d] broadcast to [batch, 1, d]: the batch size read from x.
+            let shape = o.op("Shape", &[x], vec![]);
+            let batch = o.slice(&shape, 0, 0, 1);
+            let rest = o.ints(&[1, d as i64]);
+            let shape = o.op("Concat", &[&batch, &rest], vec![Attr::i("axis", 0)]);
+            let cls = o.param(l, "cls")?;
+            tokens.push(o.op("Expand", &[&cls, &shape], vec![]));
+        }
+        let mut off = 0;
+        for (j, &w) in self.widths.iter().enumerate() {
+            let kernel = o.param(l, &format!("kernel_{j}"))?;
+            let bias = o.param(l, &format!("bias_{j}"))?;
+            let v = if self.is_periodic(j) {
+                // [sin 2πc·x, cos 2πc·x, the rest of the slice], as `forward`.
+                let value = o.columns(x, off, off + 1);
+                let c = o.param(l, &format!("frequencies_{j}"))?;
+                let two_pi = o.floats(&[], &[std::f32::consts::TAU]);
+                let cx = o.op("Mul", &[&value, &c], vec![]);
+                let angle = o.op("Mul", &[&cx, &two_pi], vec![]);
+                let mut parts = vec![o.op("Sin", &[&angle], vec![]), o.op("Cos", &[&angle], vec![])];
+                if w > 1 {
+                    parts.push(o.columns(x, off + 1, off + w));
+                }
+                let parts: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
+                o.op("Concat", &parts, vec![Attr::i("axis", 1)])
+            } else {
+                o.columns(x, off, off + w)
+            };
+            off += w;
+            let y = o.op("MatMul", &[&v, &kernel], vec![]);
+            let mut y = o.op("Add", &[&y, &bias], vec![]);
+            if self.is_periodic(j) {
+                y = o.op("Relu", &[&y], vec![]);
+            }
+            tokens.push(o.reshape(&y, &[1, d]));
+        }
+        let tokens: Vec<&str> = tokens.iter().map(|s| s.as_str()).collect();
+        Ok(o.op("Concat", &tokens, vec![Attr::i("axis", 1)]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         let &[width] = cx.input() else {
             return Err(cx.misfit("a flat input (features,), a prepared table row"));
@@ -196,6 +241,11 @@ impl SelectToken {
 }
 
 impl LayerSpec for SelectToken {
+    fn onnx(&self, _l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let i = o.scalar(self.index as i64);
+        Ok(o.op("Gather", &[&xs[0], &i], vec![Attr::i("axis", 1)]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         match *cx.input() {
             [steps, features] if self.index < steps => Ok(vec![features]),

@@ -4,6 +4,7 @@
 
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec, PaddingConfig, Pair, glorot, one_one, window_out, yes, zeros};
 use crate::nn::{Activation, Initializer, Layer, LayerConfig, Regularizer};
+use crate::onnx::{Attr, OnnxGraph, pads};
 use kiln_core::{Graph, Padding, Result, Var};
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +74,39 @@ impl Conv2D {
 }
 
 impl LayerSpec for Conv2D {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        // Keras's kernel [kh, kw, c, f] as ONNX's [f, c, kh, kw].
+        let (dims, k) = o.values(l, "kernel")?;
+        let &[kh, kw, c, f] = &dims[..] else { unreachable!("a Conv2D kernel has 4 axes") };
+        let mut w = vec![0f32; k.len()];
+        for (i, &v) in k.iter().enumerate() {
+            let (fi, ci, kj, ki) = (i % f, i / f % c, i / (f * c) % kw, i / (f * c * kw));
+            w[((fi * c + ci) * kh + ki) * kw + kj] = v;
+        }
+        let w = o.floats(&[f, c, kh, kw], &w);
+        let mut ins = vec![w];
+        if l.param("bias").is_some() {
+            ins.push(o.param(l, "bias")?);
+        }
+        let (s, input) = ([self.strides.0, self.strides.1], l.input_shape());
+        let attrs = || {
+            vec![
+                Attr::ints("kernel_shape", &[kh as i64, kw as i64]),
+                Attr::ints("strides", &[s[0] as i64, s[1] as i64]),
+                Attr::ints("pads", &pads(&input[..2], &[kh, kw], &s, self.padding.into())),
+            ]
+        };
+        let y = o.channels_first(
+            &xs[0],
+            |o, x| {
+                let ins: Vec<&str> = std::iter::once(x).chain(ins.iter().map(|s| s.as_str())).collect();
+                o.op("Conv", &ins, attrs())
+            },
+            4,
+        );
+        Ok(o.activation(&y, self.activation))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         cx.positive(self.filters, "filters")?;
         for (what, p) in [("kernel_size", self.kernel_size), ("strides", self.strides)] {
@@ -144,6 +178,25 @@ impl Conv1D {
 }
 
 impl LayerSpec for Conv1D {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        // The kernel [1, k, c, f] as ONNX's [f, c, k].
+        let (dims, kv) = o.values(l, "kernel")?;
+        let &[_, k, c, f] = &dims[..] else { unreachable!("a Conv1D kernel has 4 axes") };
+        let mut w = vec![0f32; kv.len()];
+        for (i, &v) in kv.iter().enumerate() {
+            let (fi, ci, ki) = (i % f, i / f % c, i / (f * c));
+            w[(fi * c + ci) * k + ki] = v;
+        }
+        let w = o.floats(&[f, c, k], &w);
+        let b = o.param(l, "bias")?;
+        let y = o.channels_first(
+            &xs[0],
+            |o, x| o.op("Conv", &[x, &w, &b], vec![Attr::ints("kernel_shape", &[k as i64])]),
+            3,
+        );
+        Ok(o.activation(&y, self.activation))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         cx.positive(self.filters.min(self.kernel_size), "filters and kernel_size")?;
         let &[steps, ch] = cx.input() else {

@@ -2,6 +2,7 @@
 
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec, MaskRule};
 use crate::nn::{Activation, Layer};
+use crate::onnx::{Attr, OnnxGraph};
 use kiln_core::{Error, Result, Var};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,10 @@ impl Flatten {
 }
 
 impl LayerSpec for Flatten {
+    fn onnx(&self, _l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        Ok(o.op("Flatten", &[&xs[0]], vec![Attr::i("axis", 1)]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         if cx.input().is_empty() {
             return Err(cx.misfit("an input with at least one axis"));
@@ -47,6 +52,10 @@ impl Dropout {
 }
 
 impl LayerSpec for Dropout {
+    fn onnx(&self, _l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        Ok(o.op("Identity", &[&xs[0]], vec![]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         if !(0.0..1.0).contains(&self.rate) {
             return Err(Error::Config(format!("layer `{}`: rate {} must be in [0, 1)", cx.name, self.rate)));
@@ -78,6 +87,10 @@ impl ActivationLayer {
 }
 
 impl LayerSpec for ActivationLayer {
+    fn onnx(&self, _l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        Ok(o.activation(&xs[0], self.activation))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         Ok(cx.input().to_vec())
     }

@@ -3,6 +3,7 @@
 
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec, glorot, yes, zeros};
 use crate::nn::{Activation, Initializer, Layer, Regularizer};
+use crate::onnx::OnnxGraph;
 use kiln_core::{Result, Var};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,10 @@ impl Dense {
 }
 
 impl LayerSpec for Dense {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        o.dense(l, &xs[0], "", self.activation)
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         cx.positive(self.units, "units")?;
         let &[features] = cx.input() else {

@@ -4,6 +4,8 @@
 
 use crate::nn::Layer;
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec, MaskRule};
+use crate::onnx::proto::INT64;
+use crate::onnx::{Attr, OnnxGraph};
 use kiln_core::{Error, Result, Rng, Var};
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +39,12 @@ impl Embedding {
 }
 
 impl LayerSpec for Embedding {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let ids = o.op("Cast", &[&xs[0]], vec![Attr::i("to", INT64 as i64)]);
+        let table = o.param(l, "embeddings")?;
+        Ok(o.op("Gather", &[&table, &ids], vec![Attr::i("axis", 0)]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         cx.positive(self.input_dim.min(self.output_dim), "input_dim and output_dim")?;
         let &[steps] = cx.input() else {
@@ -127,6 +135,46 @@ impl CategoryEmbedding {
 }
 
 impl LayerSpec for CategoryEmbedding {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let x = &xs[0];
+        let mut parts = Vec::with_capacity(self.columns.len() + 1);
+        if self.numeric > 0 {
+            parts.push(o.columns(x, 0, self.numeric));
+        }
+        let mut off = self.numeric;
+        for (j, &(_, dim)) in self.columns.iter().enumerate() {
+            let len = self.length(j);
+            let raw = o.columns(x, off, off + len);
+            off += len;
+            let ids = o.op("Cast", &[&raw], vec![Attr::i("to", INT64 as i64)]);
+            let table = o.param(l, &Self::table_name(j))?;
+            // [batch, len, dim]
+            let e = o.op("Gather", &[&table, &ids], vec![Attr::i("axis", 0)]);
+            if len == 1 {
+                parts.push(o.reshape(&e, &[dim]));
+                continue;
+            }
+            // A bag: the weighted sum of its vectors, with the weights given beside the ids, or 1/count on
+            // each non-padding id.
+            let w = if self.is_weighted(j) {
+                let w = o.columns(x, off, off + len);
+                off += len;
+                w
+            } else {
+                let nz = o.keep(&raw);
+                let n = o.sum(&nz, 1, true);
+                let one = o.floats(&[], &[1.0]);
+                let n = o.op("Max", &[&n, &one], vec![]);
+                o.op("Div", &[&nz, &n], vec![])
+            };
+            let w = o.reshape(&w, &[len, 1]);
+            let weighted = o.op("Mul", &[&e, &w], vec![]);
+            parts.push(o.sum(&weighted, 1, false));
+        }
+        let parts: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
+        Ok(o.op("Concat", &parts, vec![Attr::i("axis", 1)]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         let &[width] = cx.input() else {
             return Err(cx.misfit("a flat input (features,)"));

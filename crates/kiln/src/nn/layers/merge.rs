@@ -4,6 +4,7 @@
 
 use crate::nn::Layer;
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec};
+use crate::onnx::{Attr, OnnxGraph};
 use kiln_core::{Error, Graph, Result, Var};
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +152,14 @@ fn check_merge(cx: &BuildCx, same_shape: bool) -> Result<Vec<usize>> {
 }
 
 impl LayerSpec for Add {
+    fn onnx(&self, _l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let mut acc = xs[0].clone();
+        for x in &xs[1..] {
+            acc = o.op("Add", &[&acc, x], vec![]);
+        }
+        Ok(acc)
+    }
+
     fn merges(&self) -> bool {
         true
     }
@@ -163,6 +172,14 @@ impl LayerSpec for Add {
 }
 
 impl LayerSpec for Multiply {
+    fn onnx(&self, _l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let mut acc = xs[0].clone();
+        for x in &xs[1..] {
+            acc = o.op("Mul", &[&acc, x], vec![]);
+        }
+        Ok(acc)
+    }
+
     fn merges(&self) -> bool {
         true
     }
@@ -175,6 +192,12 @@ impl LayerSpec for Multiply {
 }
 
 impl LayerSpec for Concatenate {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let ax = sample_axis(self.axis, l.output_shape().len(), l.name())? + 1;
+        let xs: Vec<&str> = xs.iter().map(|s| s.as_str()).collect();
+        Ok(o.op("Concat", &xs, vec![Attr::i("axis", ax as i64)]))
+    }
+
     fn merges(&self) -> bool {
         true
     }
@@ -204,6 +227,23 @@ impl LayerSpec for Concatenate {
 }
 
 impl LayerSpec for Dot {
+    fn onnx(&self, _l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let (mut a, mut b) = (xs[0].clone(), xs[1].clone());
+        if self.normalize {
+            // x / √(Σ x² + 1e-12), as `l2_normalize`.
+            for v in [&mut a, &mut b] {
+                let sq = o.op("Mul", &[v, v], vec![]);
+                let s = o.sum(&sq, 1, true);
+                let eps = o.floats(&[], &[1e-12]);
+                let s = o.op("Add", &[&s, &eps], vec![]);
+                let norm = o.op("Sqrt", &[&s], vec![]);
+                *v = o.op("Div", &[v, &norm], vec![]);
+            }
+        }
+        let p = o.op("Mul", &[&a, &b], vec![]);
+        Ok(o.sum(&p, 1, true))
+    }
+
     fn merges(&self) -> bool {
         true
     }

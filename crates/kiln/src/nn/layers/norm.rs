@@ -4,6 +4,7 @@
 
 use crate::nn::Layer;
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec, MaskRule};
+use crate::onnx::OnnxGraph;
 use kiln_core::{Error, Graph, Result, Var};
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,20 @@ impl Default for BatchNormalization {
 }
 
 impl LayerSpec for BatchNormalization {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        // The moving statistics folded into one scale and shift per channel (computed in f64).
+        let get = |n: &str| o.values(l, n).map(|(_, v)| v.to_vec());
+        let (gamma, beta, mean, var) = (get("gamma")?, get("beta")?, get("moving_mean")?, get("moving_variance")?);
+        let scale: Vec<f64> =
+            gamma.iter().zip(&var).map(|(&g, &v)| g as f64 / (v as f64 + self.epsilon).sqrt()).collect();
+        let shift: Vec<f32> =
+            beta.iter().zip(&mean).zip(&scale).map(|((&b, &m), &s)| (b as f64 - m as f64 * s) as f32).collect();
+        let scale: Vec<f32> = scale.iter().map(|&s| s as f32).collect();
+        let (sc, sh) = (o.floats(&[scale.len()], &scale), o.floats(&[shift.len()], &shift));
+        let y = o.op("Mul", &[&xs[0], &sc], vec![]);
+        Ok(o.op("Add", &[&y, &sh], vec![]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         let Some(&ch) = cx.input().last() else {
             return Err(cx.misfit("an input with at least one axis"));
@@ -122,6 +137,11 @@ impl Default for LayerNormalization {
 }
 
 impl LayerSpec for LayerNormalization {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let (gamma, beta) = (o.param(l, "gamma")?, o.param(l, "beta")?);
+        Ok(o.layer_norm(&xs[0], &gamma, &beta, self.epsilon))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         let Some(&d) = cx.input().last() else {
             return Err(cx.misfit("an input with at least one axis"));

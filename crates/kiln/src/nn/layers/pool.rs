@@ -3,6 +3,7 @@
 
 use crate::nn::Layer;
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec, PaddingConfig, Pair, two_two, window_out};
+use crate::onnx::{Attr, OnnxGraph, pads};
 use kiln_core::{Result, Var};
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,16 @@ fn pooled(cx: &BuildCx, pool_size: Pair, strides: Option<Pair>, padding: Padding
 }
 
 impl LayerSpec for MaxPooling2D {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let (k, s) = (self.pool_size, self.strides.unwrap_or(self.pool_size));
+        let attrs = vec![
+            Attr::ints("kernel_shape", &[k.0 as i64, k.1 as i64]),
+            Attr::ints("strides", &[s.0 as i64, s.1 as i64]),
+            Attr::ints("pads", &pads(&l.input_shape()[..2], &[k.0, k.1], &[s.0, s.1], self.padding.into())),
+        ];
+        Ok(o.channels_first(&xs[0], |o, x| o.op("MaxPool", &[x], attrs), 4))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         pooled(cx, self.pool_size, self.strides, self.padding)
     }
@@ -88,6 +99,18 @@ impl LayerSpec for MaxPooling2D {
 }
 
 impl LayerSpec for AveragePooling2D {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let (k, s) = (self.pool_size, self.strides.unwrap_or(self.pool_size));
+        let mut attrs = vec![
+            Attr::ints("kernel_shape", &[k.0 as i64, k.1 as i64]),
+            Attr::ints("strides", &[s.0 as i64, s.1 as i64]),
+            Attr::ints("pads", &pads(&l.input_shape()[..2], &[k.0, k.1], &[s.0, s.1], self.padding.into())),
+        ];
+        // Only the positions inside the input count, as the engine (and TensorFlow) average.
+        attrs.push(Attr::i("count_include_pad", 0));
+        Ok(o.channels_first(&xs[0], |o, x| o.op("AveragePool", &[x], attrs), 4))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         pooled(cx, self.pool_size, self.strides, self.padding)
     }
@@ -137,6 +160,23 @@ fn over_steps(cx: &BuildCx) -> Result<Vec<usize>> {
 }
 
 impl LayerSpec for GlobalMaxPooling1D {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let mut x = xs[0].clone();
+        if let Some(m) = o.mask.clone() {
+            // Padded steps shifted by -1e30 (none in a text with no real step), as `forward`.
+            let any = o.op("ReduceMax", &[&m], vec![Attr::ints("axes", &[1]), Attr::i("keepdims", 1)]);
+            let one = o.floats(&[], &[1.0]);
+            let off = o.op("Sub", &[&one, &m], vec![]);
+            let off = o.op("Mul", &[&off, &any], vec![]);
+            let big = o.floats(&[], &[-1e30]);
+            let shift = o.op("Mul", &[&off, &big], vec![]);
+            let steps = l.input_shape()[0];
+            let shift = o.reshape(&shift, &[steps, 1]);
+            x = o.op("Add", &[&x, &shift], vec![]);
+        }
+        Ok(o.op("ReduceMax", &[&x], vec![Attr::ints("axes", &[1]), Attr::i("keepdims", 0)]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         over_steps(cx)
     }
@@ -169,6 +209,21 @@ impl LayerSpec for GlobalMaxPooling1D {
 }
 
 impl LayerSpec for GlobalAveragePooling1D {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let Some(m) = o.mask.clone() else {
+            return Ok(o.op("ReduceMean", &[&xs[0]], vec![Attr::ints("axes", &[1]), Attr::i("keepdims", 0)]));
+        };
+        // The mean over real steps: Σ x·m / max(Σ m, 1).
+        let steps = l.input_shape()[0];
+        let m3 = o.reshape(&m, &[steps, 1]);
+        let masked = o.op("Mul", &[&xs[0], &m3], vec![]);
+        let sum = o.sum(&masked, 1, false);
+        let n = o.sum(&m, 1, true);
+        let one = o.floats(&[], &[1.0]);
+        let n = o.op("Max", &[&n, &one], vec![]);
+        Ok(o.op("Div", &[&sum, &n], vec![]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         over_steps(cx)
     }

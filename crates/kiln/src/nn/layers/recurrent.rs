@@ -5,6 +5,8 @@
 use crate::nn::Initializer;
 use crate::nn::Layer;
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec};
+use crate::onnx::proto::INT32;
+use crate::onnx::{Attr, OnnxGraph};
 use kiln_core::ops::RnnCell;
 use kiln_core::{Graph, ParamId, Result, Var};
 use serde::{Deserialize, Serialize};
@@ -103,6 +105,10 @@ macro_rules! rnn_builders {
             fn reads_mask(&self) -> bool {
                 true
             }
+
+            fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+                rnn_onnx(o, l, &xs[0], RnnKind::$kind, &[RNN_NAMES[0]], self.return_sequences)
+            }
         }
     )*};
 }
@@ -119,6 +125,10 @@ impl Bidirectional {
 }
 
 impl LayerSpec for Bidirectional {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        rnn_onnx(o, l, &xs[0], self.rnn, &[RNN_NAMES[1], RNN_NAMES[2]], self.return_sequences)
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         cx.positive(self.units, "units")?;
         let &[steps, features] = cx.input() else {
@@ -157,6 +167,81 @@ fn one_way(cx: &mut BuildCx, kind: RnnKind, units: usize, seq: bool) -> Result<V
 }
 
 /// The parameter names of a recurrent cell: alone, and as a Bidirectional's forward and backward halves.
+/// The layer as ONNX's LSTM, GRU or RNN op, one direction per entry of `names` (forward, then backward):
+/// kernels transposed to [gates·units, in] and the gates reordered to ONNX's (LSTM: i, o, f, c for kiln's
+/// i, f, g, o; GRU: z, r, h in both, with `linear_before_reset`, Keras's reset_after). A padding mask
+/// becomes `sequence_lens` (the count of real steps): the same last state for texts padded at the end, as
+/// kiln pads them; with `return_sequences`, the outputs at padded steps are 0 where kiln repeats the state.
+fn rnn_onnx(o: &mut OnnxGraph, l: &Layer, x: &str, kind: RnnKind, names: &[[&str; 3]], seq: bool) -> Result<String> {
+    let (steps, features) = (l.input_shape()[0], l.input_shape()[1]);
+    let g = kind.cell().gates();
+    let u = o.values(l, names[0][1])?.0[0];
+    // ONNX's gate k is kiln's gate order[k].
+    let order: &[usize] = match kind {
+        RnnKind::Lstm => &[0, 3, 1, 2],
+        RnnKind::Gru => &[0, 1, 2],
+        RnnKind::SimpleRnn => &[0],
+    };
+    let (mut w, mut r, mut b) = (Vec::new(), Vec::new(), Vec::new());
+    for n in names {
+        let (kernel, recurrent, bias) = (o.values(l, n[0])?.1, o.values(l, n[1])?.1, o.values(l, n[2])?.1);
+        // [rows, g·u] -> [g·u, rows] with the gates reordered.
+        let t = |m: &[f32], rows: usize, out: &mut Vec<f32>| {
+            for &k in order {
+                for j in 0..u {
+                    out.extend((0..rows).map(|i| m[i * g * u + k * u + j]));
+                }
+            }
+        };
+        t(kernel, features, &mut w);
+        t(recurrent, u, &mut r);
+        // Input bias then recurrent bias, each in ONNX's gate order.
+        let halves: [&[f32]; 2] = match kind {
+            RnnKind::Gru => [&bias[..g * u], &bias[g * u..]],
+            _ => [bias, &[]],
+        };
+        for h in halves {
+            for &k in order {
+                if h.is_empty() {
+                    b.extend(std::iter::repeat_n(0.0, u));
+                } else {
+                    b.extend_from_slice(&h[k * u..(k + 1) * u]);
+                }
+            }
+        }
+    }
+    let d = names.len();
+    let (w, r, b) = (o.floats(&[d, g * u, features], &w), o.floats(&[d, g * u, u], &r), o.floats(&[d, 2 * g * u], &b));
+    let xt = o.transpose(x, &[1, 0, 2]);
+    let lens = match o.mask.clone() {
+        Some(m) => {
+            let n = o.sum(&m, 1, false);
+            o.op("Cast", &[&n], vec![Attr::i("to", INT32 as i64)])
+        }
+        None => String::new(),
+    };
+    let mut attrs =
+        vec![Attr::i("hidden_size", u as i64), Attr::s("direction", if d == 2 { "bidirectional" } else { "forward" })];
+    let op = match kind {
+        RnnKind::Lstm => "LSTM",
+        RnnKind::Gru => {
+            attrs.push(Attr::i("linear_before_reset", 1));
+            "GRU"
+        }
+        RnnKind::SimpleRnn => "RNN",
+    };
+    let outs = o.op_n(op, &[&xt, &w, &r, &b, &lens], attrs, 2);
+    Ok(if seq {
+        // Y [steps, d, batch, u] -> [batch, steps, d·u] (forward then backward, as kiln concatenates).
+        let y = o.transpose(&outs[0], &[2, 0, 1, 3]);
+        o.reshape(&y, &[steps, d * u])
+    } else {
+        // Y_h [d, batch, u] -> [batch, d·u].
+        let y = o.transpose(&outs[1], &[1, 0, 2]);
+        o.reshape(&y, &[d * u])
+    })
+}
+
 pub(crate) const RNN_NAMES: [[&str; 3]; 3] = [
     ["kernel", "recurrent_kernel", "bias"],
     ["forward_kernel", "forward_recurrent_kernel", "forward_bias"],

@@ -9,6 +9,7 @@
 
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec, MaskRule};
 use crate::nn::{Activation, Initializer, Layer};
+use crate::onnx::{Attention, OnnxGraph};
 use kiln_core::ops::AttentionDropout;
 use kiln_core::{Error, Graph, Result, UnaryOp, Var};
 use serde::{Deserialize, Serialize};
@@ -224,6 +225,12 @@ fn rows(g: &mut Graph<f32>, x: Var, l: &Layer) -> Result<(Var, usize, usize, usi
 }
 
 impl LayerSpec for MultiHeadAttention {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let (t, width) = (l.input_shape()[0], o.values(l, "query_kernel")?.0[1]);
+        let shape = Attention { t, heads: self.heads, dh: width / self.heads, causal: self.causal };
+        o.attention(l, &xs[0], ["query_", "key_", "value_", "output_"], shape)
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         let (_, features) = sequence(cx)?;
         cx.positive(self.heads, "heads")?;
@@ -281,6 +288,15 @@ pub fn sinusoidal_table(steps: usize, features: usize) -> Vec<f32> {
 }
 
 impl LayerSpec for PositionEmbedding {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let (steps, features) = (l.input_shape()[0], l.input_shape()[1]);
+        let table = match self.encoding {
+            PositionEncoding::Learned => o.param(l, "embeddings")?,
+            PositionEncoding::Sinusoidal => o.floats(&[steps, features], &sinusoidal_table(steps, features)),
+        };
+        Ok(o.op("Add", &[&xs[0], &table], vec![]))
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         let (steps, features) = sequence(cx)?;
         if self.encoding == PositionEncoding::Learned {
@@ -305,6 +321,36 @@ impl LayerSpec for PositionEmbedding {
 }
 
 impl LayerSpec for TransformerEncoder {
+    fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
+        let (t, f) = (l.input_shape()[0], l.input_shape()[1]);
+        let shape = Attention { t, heads: self.heads, dh: f / self.heads, causal: self.causal };
+        let names = ["attention_query_", "attention_key_", "attention_value_", "attention_output_"];
+        let norm = |o: &mut OnnxGraph, x: &str, k: usize| -> Result<String> {
+            let (gamma, beta) = (o.param(l, &format!("norm{k}_gamma"))?, o.param(l, &format!("norm{k}_beta"))?);
+            Ok(o.layer_norm(x, &gamma, &beta, self.epsilon))
+        };
+        let feed = |o: &mut OnnxGraph, x: &str| -> Result<String> {
+            let h = o.dense(l, x, "ff1_", self.activation)?;
+            o.dense(l, &h, "ff2_", Activation::Linear)
+        };
+        let x = &xs[0];
+        if self.norm_first {
+            let n = norm(o, x, 1)?;
+            let a = o.attention(l, &n, names, shape)?;
+            let x = o.op("Add", &[x, &a], vec![]);
+            let n = norm(o, &x, 2)?;
+            let ff = feed(o, &n)?;
+            Ok(o.op("Add", &[&x, &ff], vec![]))
+        } else {
+            let a = o.attention(l, x, names, shape)?;
+            let s = o.op("Add", &[x, &a], vec![]);
+            let x = norm(o, &s, 1)?;
+            let ff = feed(o, &x)?;
+            let s = o.op("Add", &[&x, &ff], vec![]);
+            norm(o, &s, 2)
+        }
+    }
+
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
         let (_, features) = sequence(cx)?;
         cx.positive(self.heads, "heads")?;

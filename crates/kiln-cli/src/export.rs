@@ -1,0 +1,69 @@
+//! `kiln export MODEL --format onnx|keras|glove`: a trained model in another framework's format. ONNX
+//! (kiln::onnx) runs in onnxruntime, tract and the other runtimes; glove writes a text model's word vectors
+//! (what `export-vectors` wrote before).
+
+use crate::table;
+use kiln::Result;
+use kiln::model::Sequential;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// An ONNX graph (opset 17): inputs and outputs as `kiln predict` takes and gives them.
+    Onnx,
+    /// A text model's word vectors as GloVe text (a word, then its numbers, per line).
+    Glove,
+}
+
+impl Format {
+    const NAMES: [(&str, Format); 2] = [("onnx", Format::Onnx), ("glove", Format::Glove)];
+
+    /// `--format`'s value, or one line naming the formats there are.
+    fn parse(s: &str) -> Result<Format> {
+        Self::NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)).map(|p| p.1).ok_or_else(|| {
+            let names: Vec<&str> = Self::NAMES.iter().map(|p| p.0).collect();
+            kiln::Error::Config(format!("--format {s}: kiln exports {}", names.join(" or ")))
+        })
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Onnx => "onnx",
+            Format::Glove => "vectors.txt",
+        }
+    }
+}
+
+/// The file written: `output`, or the model's path with the format's extension (a run folder's
+/// model.safetensors gives model.onnx beside it).
+fn destination(model: &Path, format: Format, output: Option<&Path>) -> PathBuf {
+    if let Some(o) = output {
+        return o.to_path_buf();
+    }
+    let file = if model.is_dir() { model.join("model.safetensors") } else { model.to_path_buf() };
+    file.with_extension(format.extension())
+}
+
+pub fn export(model: &Path, format: &str, output: Option<&Path>) -> Result<()> {
+    let format = Format::parse(format)?;
+    let out = destination(model, format, output);
+    match format {
+        Format::Glove => table::export_vectors(model, &out),
+        Format::Onnx => {
+            let m = Sequential::load(model)?;
+            m.save_onnx(&out)?;
+            let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "wrote {} ({:.1} MiB): inputs {}, outputs {}",
+                out.display(),
+                bytes as f64 / (1024.0 * 1024.0),
+                m.inputs().iter().map(|i| format!("{} {:?}", i.name, i.shape)).collect::<Vec<_>>().join(", "),
+                m.outputs().join(", ")
+            );
+            if m.preparation().is_some() {
+                println!("the table/text preparation is in the file's metadata (kiln.preparation), to apply before it");
+            }
+            Ok(())
+        }
+    }
+}
