@@ -34,23 +34,15 @@ impl Format {
     }
 }
 
-/// The file written: `output`, or the model's path with the format's extension (a run folder's
-/// model.safetensors gives model.onnx beside it).
-fn destination(model: &Path, format: Format, output: Option<&Path>) -> PathBuf {
-    if let Some(o) = output {
-        return o.to_path_buf();
-    }
-    let file = if model.is_dir() { model.join("model.safetensors") } else { model.to_path_buf() };
-    file.with_extension(format.extension())
-}
-
 pub fn export(model: &Path, format: &str, output: Option<&Path>) -> Result<()> {
     let format = Format::parse(format)?;
-    let out = destination(model, format, output);
+    // A run folder stands for its model.safetensors; the file written goes beside it by default.
+    let model: PathBuf = if model.is_dir() { model.join("model.safetensors") } else { model.to_path_buf() };
+    let out = output.map_or_else(|| model.with_extension(format.extension()), Path::to_path_buf);
     match format {
-        Format::Glove => table::export_vectors(model, &out),
+        Format::Glove => table::export_vectors(&model, &out),
         Format::Onnx => {
-            let m = Sequential::load(model)?;
+            let m = Sequential::load(&model)?;
             m.save_onnx(&out)?;
             let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
             println!(
