@@ -265,7 +265,7 @@ enum Command {
     Export {
         /// The model file or run folder.
         model: PathBuf,
-        /// onnx or glove.
+        /// onnx, keras or glove.
         #[arg(long)]
         format: String,
         /// Where to write it (default: beside the model, as model.onnx or model.vectors.txt).
@@ -309,6 +309,16 @@ enum Command {
     Data {
         #[command(subcommand)]
         command: DataCommand,
+    },
+    /// A Keras model (legacy .h5, as `model.save('mnist_model.h5')` writes it, or Keras 3's .keras) as a kiln
+    /// model file, to predict, serve or fine-tune like one trained here. Needs kiln built with `--features
+    /// keras` (libhdf5).
+    Import {
+        file: PathBuf,
+        /// Where to write the kiln model (default: beside the file, as NAME.safetensors; an existing file there
+        /// is not replaced unless named here).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// The layer table of a saved model or of a config file.
     Summary {
@@ -417,6 +427,7 @@ fn main() {
             table::predict(&model, input.as_deref(), index, rows.as_deref(), output.as_deref())
         }
         Command::Summary { path } => commands::summary(&path),
+        Command::Import { file, output } => export::import(&file, output.as_deref()),
         Command::Serve(args) => serve::serve(args),
         Command::Generate { model, prompt, chat, sample, quiet } => {
             generate::generate(&model, &prompt, chat, &sample, quiet)

@@ -26,6 +26,7 @@ pub mod index;
 pub mod infer;
 pub mod inputs;
 pub mod io;
+pub mod keras;
 pub mod llm;
 pub mod loss;
 pub mod metrics;

@@ -12,6 +12,7 @@ mod data;
 mod fuzz_readers;
 mod graph_model;
 mod init_reg;
+mod keras;
 mod llm;
 mod load_weights;
 mod model;

@@ -1,0 +1,567 @@
+//! Keras models in kiln: a Keras model's config (the JSON both of its file formats hold) becomes kiln
+//! layers, and its weights, per layer in Keras's order, become kiln's parameters through the one loading
+//! path (`KerasWeights`, a `ParamSource`). Reading the files (HDF5) is in h5.rs, behind the `keras` feature;
+//! this part needs no library and is what decides which Keras layer is which kiln layer.
+//!
+//! kiln's layers were made to Keras's conventions, so most layouts are the same: kernels [in, out],
+//! channels-last images with kernels [kh, kw, in, out], LSTM gates (i, f, c, o), GRU's (z, r, h) with
+//! reset_after and a [2, 3·units] bias. Conv1D's kernel [k, in, out] gains kiln's leading 1.
+//!
+//! What kiln cannot run the same way is refused, naming the layer and the setting (a dilated convolution,
+//! a GRU without reset_after, a batch norm without its scale, ...), rather than imported to answer
+//! differently.
+
+#[cfg(feature = "keras")]
+pub mod h5;
+
+use crate::model::Model;
+use crate::nn::{
+    Activation, ActivationLayer, AveragePooling2D, BatchNormalization, Bidirectional, Conv1D, Conv2D, Dense, Dropout,
+    Embedding, Flatten, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru, LayerConfig, LayerNormalization, Lstm,
+    MaxPooling2D, PaddingConfig, Pair, RnnKind, SimpleRnn,
+};
+use crate::weights::ParamSource;
+use kiln_core::{Error, Result};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// One weight as the file holds it: its shape and values (row-major).
+pub type Weight = (Vec<usize>, Vec<f32>);
+
+/// A Keras model's weights in kiln's names and layouts, for the model being built.
+struct KerasWeights {
+    values: HashMap<String, Vec<f32>>,
+    missing: Vec<String>,
+}
+
+impl ParamSource for KerasWeights {
+    fn take(&mut self, _layer: &LayerConfig, name: &str, shape: &[usize], _init: &[f32]) -> Result<Option<Vec<f32>>> {
+        match self.values.remove(name) {
+            Some(v) if v.len() == shape.iter().product::<usize>() => Ok(Some(v)),
+            Some(v) => Err(Error::Shape(format!("`{name}`: kiln wants {shape:?}, the file has {} values", v.len()))),
+            None => {
+                self.missing.push(name.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    fn missing(&self) -> Vec<String> {
+        self.missing.clone()
+    }
+}
+
+/// The model a Keras config describes (`{"class_name": "Sequential", "config": {...}}`), with `weights`
+/// giving each layer's weights in Keras's order by the layer's name. `source` names the file in errors.
+pub fn model_from_config(
+    source: &str,
+    config: &Value,
+    weights: &mut dyn FnMut(&str) -> Result<Vec<Weight>>,
+) -> Result<Model> {
+    let bad = |m: String| Error::Format { path: source.to_string(), message: m };
+    let class = config["class_name"].as_str().unwrap_or("");
+    if class != "Sequential" {
+        return Err(bad(format!(
+            "a Keras {class} model; kiln imports Sequential models (build a graph model in kiln and load the \
+             weights by name)"
+        )));
+    }
+    let cfg = &config["config"];
+    let layers = cfg["layers"].as_array().ok_or_else(|| bad("the model config has no `layers`".into()))?;
+    let mut input_shape: Option<Vec<usize>> = shape_of(&cfg["build_input_shape"]);
+    let mut kiln_layers = Vec::new();
+    let mut values = HashMap::new();
+    for layer in layers {
+        let class = layer["class_name"].as_str().unwrap_or("");
+        let c = &layer["config"];
+        let name = c["name"].as_str().unwrap_or("").to_string();
+        if class == "InputLayer" {
+            input_shape = shape_of(&c["batch_shape"]).or_else(|| shape_of(&c["batch_input_shape"]));
+            continue;
+        }
+        if input_shape.is_none() {
+            input_shape = shape_of(&c["batch_input_shape"]).or_else(|| shape_of(&layer["build_config"]["input_shape"]));
+        }
+        let w = weights(&name)?;
+        let (kiln, params) = convert(class, c, w).map_err(|m| bad(format!("layer `{name}` ({class}): {m}")))?;
+        for (suffix, v) in params {
+            values.insert(format!("{name}.{suffix}"), v);
+        }
+        kiln_layers.push(kiln.named(&name));
+    }
+    let shape = input_shape.ok_or_else(|| bad("the model config gives no input shape".into()))?;
+    let mut m = Model::new(&shape).weights_from(KerasWeights { values, missing: Vec::new() });
+    for l in kiln_layers {
+        m.add(l).map_err(|e| bad(e.to_string()))?;
+    }
+    let missing = m.finish_weights().map(|s| s.missing()).unwrap_or_default();
+    if !missing.is_empty() {
+        return Err(bad(format!("no weights in the file for {}", missing.join(", "))));
+    }
+    if let Some(name) = cfg["name"].as_str() {
+        m.name = name.to_string();
+    }
+    Ok(m)
+}
+
+/// [null, 28, 28, 1] -> [28, 28, 1].
+fn shape_of(v: &Value) -> Option<Vec<usize>> {
+    let a = v.as_array()?;
+    a.iter().skip(1).map(|d| d.as_u64().map(|d| d as usize)).collect()
+}
+
+trait Named {
+    fn named(self, name: &str) -> LayerConfig;
+}
+
+impl Named for LayerConfig {
+    fn named(mut self, name: &str) -> LayerConfig {
+        self.set_name(name.to_string());
+        self
+    }
+}
+
+fn activation(v: &Value) -> std::result::Result<Activation, String> {
+    let name = match v {
+        Value::String(s) => s.as_str(),
+        Value::Null => "linear",
+        // Keras 3 may write {"class_name": ..., "config": {"name": ...}} or a registered function.
+        Value::Object(o) => o
+            .get("config")
+            .and_then(|c| c.get("name").or(c.as_str().map(|_| c)))
+            .and_then(Value::as_str)
+            .or_else(|| o.get("class_name").and_then(Value::as_str))
+            .unwrap_or(""),
+        _ => "",
+    };
+    Ok(match name {
+        "linear" | "" => Activation::Linear,
+        "relu" => Activation::Relu,
+        "sigmoid" => Activation::Sigmoid,
+        "tanh" => Activation::Tanh,
+        "softmax" => Activation::Softmax,
+        "gelu" => Activation::Gelu,
+        "leaky_relu" => Activation::LeakyRelu,
+        other => {
+            return Err(format!(
+                "activation `{other}` is not one kiln has (relu, sigmoid, tanh, softmax, gelu, leaky_relu)"
+            ));
+        }
+    })
+}
+
+fn pair(v: &Value) -> Option<Pair> {
+    match v {
+        Value::Array(a) if a.len() == 2 => Some(Pair(a[0].as_u64()? as usize, a[1].as_u64()? as usize)),
+        Value::Array(a) if a.len() == 1 => Some(Pair::from(a[0].as_u64()? as usize)),
+        Value::Number(n) => Some(Pair::from(n.as_u64()? as usize)),
+        _ => None,
+    }
+}
+
+fn padding(v: &Value) -> std::result::Result<PaddingConfig, String> {
+    match v.as_str().unwrap_or("valid") {
+        "valid" => Ok(PaddingConfig::Valid),
+        "same" => Ok(PaddingConfig::Same),
+        other => Err(format!("padding `{other}`: kiln has valid and same")),
+    }
+}
+
+/// A setting that must have Keras's default for kiln to compute the same thing.
+fn require(c: &Value, key: &str, ok: &[Value]) -> std::result::Result<(), String> {
+    match c.get(key) {
+        None => Ok(()),
+        Some(v) if ok.contains(v) => Ok(()),
+        Some(v) => Err(format!("{key} = {v} is not supported (kiln computes {})", ok[0])),
+    }
+}
+
+fn units(c: &Value) -> std::result::Result<usize, String> {
+    c["units"].as_u64().map(|u| u as usize).ok_or_else(|| "no `units`".to_string())
+}
+
+/// The weights a layer must have, by count.
+fn expect(w: &[Weight], n: usize) -> std::result::Result<(), String> {
+    if w.len() != n {
+        return Err(format!("the file holds {} weights for it, kiln expects {n}", w.len()));
+    }
+    Ok(())
+}
+
+type Converted = (LayerConfig, Vec<(String, Vec<f32>)>);
+
+/// One Keras layer as a kiln layer, with its weights under kiln's parameter names.
+fn convert(class: &str, c: &Value, mut w: Vec<Weight>) -> std::result::Result<Converted, String> {
+    let named = |names: &[&str], w: Vec<Weight>| -> Vec<(String, Vec<f32>)> {
+        names.iter().map(|n| n.to_string()).zip(w.into_iter().map(|p| p.1)).collect()
+    };
+    let channels_last = || require(c, "data_format", &[Value::from("channels_last"), Value::Null]);
+    Ok(match class {
+        "Dense" => {
+            let use_bias = c["use_bias"].as_bool().unwrap_or(true);
+            expect(&w, 1 + use_bias as usize)?;
+            let d = Dense::new(units(c)?).activation(activation(&c["activation"])?).use_bias(use_bias);
+            (d.into(), named(&["kernel", "bias"], w))
+        }
+        "Conv2D" => {
+            channels_last()?;
+            require(c, "dilation_rate", &[serde_json::json!([1, 1]), Value::from(1)])?;
+            require(c, "groups", &[Value::from(1)])?;
+            let use_bias = c["use_bias"].as_bool().unwrap_or(true);
+            expect(&w, 1 + use_bias as usize)?;
+            let filters = c["filters"].as_u64().ok_or("no `filters`")? as usize;
+            let k = pair(&c["kernel_size"]).ok_or("no `kernel_size`")?;
+            let conv = Conv2D::new(filters, k)
+                .strides(pair(&c["strides"]).unwrap_or(Pair(1, 1)))
+                .padding(padding(&c["padding"])?)
+                .activation(activation(&c["activation"])?)
+                .use_bias(use_bias);
+            (conv.into(), named(&["kernel", "bias"], w))
+        }
+        "Conv1D" => {
+            channels_last()?;
+            require(c, "strides", &[serde_json::json!([1]), Value::from(1)])?;
+            require(c, "padding", &[Value::from("valid")])?;
+            require(c, "dilation_rate", &[serde_json::json!([1]), Value::from(1)])?;
+            require(c, "groups", &[Value::from(1)])?;
+            require(c, "use_bias", &[Value::from(true)])?;
+            expect(&w, 2)?;
+            let filters = c["filters"].as_u64().ok_or("no `filters`")? as usize;
+            let k = pair(&c["kernel_size"]).ok_or("no `kernel_size`")?.0;
+            // [k, in, out] is kiln's [1, k, in, out]: the same values.
+            (Conv1D::new(filters, k).activation(activation(&c["activation"])?).into(), named(&["kernel", "bias"], w))
+        }
+        "MaxPooling2D" | "AveragePooling2D" => {
+            channels_last()?;
+            expect(&w, 0)?;
+            let size = pair(&c["pool_size"]).unwrap_or(Pair(2, 2));
+            let strides = pair(&c["strides"]);
+            let pad = padding(&c["padding"])?;
+            let l: LayerConfig = if class == "MaxPooling2D" {
+                let mut p = MaxPooling2D::new(size).padding(pad);
+                p.strides = strides;
+                p.into()
+            } else {
+                let mut p = AveragePooling2D::new(size).padding(pad);
+                p.strides = strides;
+                p.into()
+            };
+            (l, vec![])
+        }
+        "GlobalMaxPooling1D" | "GlobalAveragePooling1D" => {
+            channels_last()?;
+            require(c, "keepdims", &[Value::from(false)])?;
+            let l: LayerConfig = if class == "GlobalMaxPooling1D" {
+                GlobalMaxPooling1D::new().into()
+            } else {
+                GlobalAveragePooling1D::new().into()
+            };
+            (l, vec![])
+        }
+        "Flatten" => {
+            channels_last()?;
+            (Flatten::new().into(), vec![])
+        }
+        "Dropout" => (Dropout::new(c["rate"].as_f64().unwrap_or(0.0)).into(), vec![]),
+        "Activation" => (ActivationLayer::new(activation(&c["activation"])?).into(), vec![]),
+        "BatchNormalization" => {
+            require(c, "axis", &[Value::from(-1), serde_json::json!([-1])])?;
+            require(c, "center", &[Value::from(true)])?;
+            require(c, "scale", &[Value::from(true)])?;
+            expect(&w, 4)?;
+            let mut b = BatchNormalization::new();
+            b.momentum = c["momentum"].as_f64().unwrap_or(0.99);
+            b.epsilon = c["epsilon"].as_f64().unwrap_or(1e-3);
+            (b.into(), named(&["gamma", "beta", "moving_mean", "moving_variance"], w))
+        }
+        "LayerNormalization" => {
+            require(c, "axis", &[Value::from(-1), serde_json::json!([-1])])?;
+            require(c, "center", &[Value::from(true)])?;
+            require(c, "scale", &[Value::from(true)])?;
+            require(c, "rms_scaling", &[Value::from(false)])?;
+            expect(&w, 2)?;
+            let l = LayerNormalization::new().epsilon(c["epsilon"].as_f64().unwrap_or(1e-3));
+            (l.into(), named(&["gamma", "beta"], w))
+        }
+        "Embedding" => {
+            expect(&w, 1)?;
+            let (input_dim, output_dim) = (w[0].0[0], w[0].0[1]);
+            let e = Embedding::new(input_dim, output_dim).mask_zero(c["mask_zero"].as_bool().unwrap_or(false));
+            (e.into(), named(&["embeddings"], w))
+        }
+        "LSTM" | "GRU" | "SimpleRNN" => {
+            let (kind, seq) = recurrent(class, c)?;
+            expect(&w, 3)?;
+            let u = units(c)?;
+            let l: LayerConfig = match kind {
+                RnnKind::Lstm => Lstm::new(u).return_sequences(seq).into(),
+                RnnKind::Gru => Gru::new(u).return_sequences(seq).into(),
+                RnnKind::SimpleRnn => SimpleRnn::new(u).return_sequences(seq).into(),
+            };
+            (l, named(&["kernel", "recurrent_kernel", "bias"], w))
+        }
+        "Bidirectional" => {
+            require(c, "merge_mode", &[Value::from("concat")])?;
+            let inner = &c["layer"];
+            let (kind, seq) = recurrent(inner["class_name"].as_str().unwrap_or(""), &inner["config"])?;
+            expect(&w, 6)?;
+            let back = w.split_off(3);
+            let mut params = named(&["forward_kernel", "forward_recurrent_kernel", "forward_bias"], w);
+            params.extend(named(&["backward_kernel", "backward_recurrent_kernel", "backward_bias"], back));
+            (Bidirectional::new(kind, units(&inner["config"])?).return_sequences(seq).into(), params)
+        }
+        other => {
+            return Err(format!(
+                "kiln has no layer like it (it imports Dense, Conv1D, Conv2D, MaxPooling2D, AveragePooling2D, \
+                 GlobalMaxPooling1D, GlobalAveragePooling1D, Flatten, Dropout, Activation, BatchNormalization, \
+                 LayerNormalization, Embedding, LSTM, GRU, SimpleRNN, Bidirectional); `{other}` is not one"
+            ));
+        }
+    })
+}
+
+/// A recurrent layer's kind and return_sequences, with every setting kiln's cell does not share refused.
+fn recurrent(class: &str, c: &Value) -> std::result::Result<(RnnKind, bool), String> {
+    let kind = match class {
+        "LSTM" => RnnKind::Lstm,
+        "GRU" => RnnKind::Gru,
+        "SimpleRNN" => RnnKind::SimpleRnn,
+        other => return Err(format!("a Bidirectional of {other}: kiln's wraps LSTM, GRU or SimpleRNN")),
+    };
+    require(c, "activation", &[Value::from("tanh")])?;
+    if kind != RnnKind::SimpleRnn {
+        require(c, "recurrent_activation", &[Value::from("sigmoid")])?;
+    }
+    require(c, "use_bias", &[Value::from(true)])?;
+    require(c, "go_backwards", &[Value::from(false)])?;
+    require(c, "return_state", &[Value::from(false)])?;
+    require(c, "stateful", &[Value::from(false)])?;
+    if kind == RnnKind::Gru {
+        require(c, "reset_after", &[Value::from(true)])?;
+    }
+    Ok((kind, c["return_sequences"].as_bool().unwrap_or(false)))
+}
+
+/// A kiln model as Keras 3 describes one: its config (`config.json` of a .keras file) and, per layer, the
+/// weights file's groups (`layers/{key}` and below) with their weights in Keras's order.
+pub struct KerasExport {
+    pub config: Value,
+    pub layers: Vec<KerasLayer>,
+}
+
+/// One layer's place in model.weights.h5: `layers/{key}`, its name, and its weights by sub-group ("" for
+/// its own `vars`, "cell" for a recurrent layer's, "forward_layer/cell" and "backward_layer/cell").
+pub struct KerasLayer {
+    pub key: String,
+    pub name: String,
+    pub vars: Vec<(String, Vec<Weight>)>,
+}
+
+/// Keras's key for a layer class: its snake-case name (`Conv2D` -> conv2d, `SimpleRNN` -> simple_rnn),
+/// numbered from the second of a class on (conv2d, conv2d_1).
+fn snake(class: &str) -> String {
+    let c: Vec<char> = class.chars().collect();
+    let mut out = String::new();
+    for (i, &ch) in c.iter().enumerate() {
+        let next_lower = c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+        let prev = if i > 0 { Some(c[i - 1]) } else { None };
+        if ch.is_ascii_uppercase() && i > 0 && (prev.is_some_and(|p| p.is_ascii_lowercase()) || next_lower) {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
+}
+
+fn layer_json(class: &str, name: &str, mut config: Value, input: &[usize]) -> Value {
+    config["name"] = Value::from(name);
+    config["trainable"] = Value::from(true);
+    config["dtype"] = Value::from("float32");
+    let shape: Vec<Value> = std::iter::once(Value::Null).chain(input.iter().map(|&d| Value::from(d))).collect();
+    serde_json::json!({
+        "module": "keras.layers", "class_name": class, "config": config, "registered_name": null,
+        "build_config": {"input_shape": shape},
+    })
+}
+
+fn act_name(a: Activation) -> &'static str {
+    match a {
+        Activation::Linear => "linear",
+        Activation::Relu => "relu",
+        Activation::Sigmoid => "sigmoid",
+        Activation::Tanh => "tanh",
+        Activation::Softmax => "softmax",
+        Activation::Gelu => "gelu",
+        Activation::LeakyRelu => "leaky_relu",
+    }
+}
+
+fn rnn_class(kind: RnnKind) -> &'static str {
+    match kind {
+        RnnKind::Lstm => "LSTM",
+        RnnKind::Gru => "GRU",
+        RnnKind::SimpleRnn => "SimpleRNN",
+    }
+}
+
+/// The Keras form of `model`: a chain of layers Keras has (a Sequential), else an error naming the layer.
+pub fn to_keras(model: &Model) -> Result<KerasExport> {
+    use serde_json::json;
+    let net = &model.net;
+    let chain =
+        net.inputs.len() == 1
+            && net.outputs == [net.layers.len().saturating_sub(1)]
+            && net.layers.iter().enumerate().all(|(i, l)| {
+                l.inputs() == [if i == 0 { crate::nn::Src::Input(0) } else { crate::nn::Src::Layer(i - 1) }]
+            });
+    if !chain {
+        return Err(Error::Config(
+            "Keras export writes Sequential models (one input, each layer reading the one before); export this \
+             graph model to ONNX instead"
+                .into(),
+        ));
+    }
+    let g = &model.graph;
+    let value = |l: &crate::nn::Layer, n: &str| -> Result<Weight> {
+        let p = g.param(l.must(n));
+        if p.quant.is_some() {
+            return Err(Error::Invalid(format!("`{}` is quantized; export the f32 model", p.name)));
+        }
+        Ok((p.shape.dims().to_vec(), p.value.clone()))
+    };
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut layers_json = vec![json!({
+        "module": "keras.layers", "class_name": "InputLayer", "registered_name": null,
+        "config": {"batch_shape": std::iter::once(Value::Null).chain(net.inputs[0].shape.iter().map(|&d| Value::from(d))).collect::<Vec<_>>(),
+                   "dtype": "float32", "sparse": false, "name": "input_layer"},
+    })];
+    let mut out = Vec::new();
+    for l in &net.layers {
+        let name = l.name();
+        let own = |names: &[&str]| -> Result<Vec<(String, Vec<Weight>)>> {
+            Ok(vec![(
+                String::new(),
+                names.iter().filter(|n| l.param(n).is_some()).map(|n| value(l, n)).collect::<Result<_>>()?,
+            )])
+        };
+        let (class, config, vars): (&str, Value, Vec<(String, Vec<Weight>)>) = match l.config() {
+            LayerConfig::Dense(d) => (
+                "Dense",
+                json!({"units": d.units, "activation": act_name(d.activation), "use_bias": d.use_bias}),
+                own(&["kernel", "bias"])?,
+            ),
+            LayerConfig::Conv2d(c) => (
+                "Conv2D",
+                json!({"filters": c.filters, "kernel_size": [c.kernel_size.0, c.kernel_size.1],
+                       "strides": [c.strides.0, c.strides.1], "padding": padding_name(c.padding),
+                       "activation": act_name(c.activation), "use_bias": c.use_bias}),
+                own(&["kernel", "bias"])?,
+            ),
+            LayerConfig::Conv1d(c) => {
+                let (mut k, b) = (value(l, "kernel")?, value(l, "bias")?);
+                k.0.remove(0);
+                (
+                    "Conv1D",
+                    json!({"filters": c.filters, "kernel_size": [c.kernel_size], "activation": act_name(c.activation)}),
+                    vec![(String::new(), vec![k, b])],
+                )
+            }
+            LayerConfig::MaxPooling2d(p) => (
+                "MaxPooling2D",
+                json!({"pool_size": [p.pool_size.0, p.pool_size.1], "strides": p.strides.map(|s| vec![s.0, s.1]),
+                       "padding": padding_name(p.padding)}),
+                own(&[])?,
+            ),
+            LayerConfig::AveragePooling2d(p) => (
+                "AveragePooling2D",
+                json!({"pool_size": [p.pool_size.0, p.pool_size.1], "strides": p.strides.map(|s| vec![s.0, s.1]),
+                       "padding": padding_name(p.padding)}),
+                own(&[])?,
+            ),
+            LayerConfig::GlobalMaxPooling1d(_) => ("GlobalMaxPooling1D", json!({}), own(&[])?),
+            LayerConfig::GlobalAveragePooling1d(_) => ("GlobalAveragePooling1D", json!({}), own(&[])?),
+            LayerConfig::Flatten(_) => ("Flatten", json!({}), own(&[])?),
+            LayerConfig::Dropout(d) => ("Dropout", json!({"rate": d.rate}), own(&[])?),
+            LayerConfig::Activation(a) => ("Activation", json!({"activation": act_name(a.activation)}), own(&[])?),
+            LayerConfig::BatchNormalization(b) => (
+                "BatchNormalization",
+                json!({"axis": -1, "momentum": b.momentum, "epsilon": b.epsilon}),
+                own(&["gamma", "beta", "moving_mean", "moving_variance"])?,
+            ),
+            LayerConfig::LayerNormalization(n) => {
+                ("LayerNormalization", json!({"axis": -1, "epsilon": n.epsilon}), own(&["gamma", "beta"])?)
+            }
+            LayerConfig::Embedding(e) => (
+                "Embedding",
+                json!({"input_dim": e.input_dim, "output_dim": e.output_dim, "mask_zero": e.mask_zero}),
+                own(&["embeddings"])?,
+            ),
+            LayerConfig::Lstm(r) => rnn_json(RnnKind::Lstm, r.units, r.return_sequences, l, &value)?,
+            LayerConfig::Gru(r) => rnn_json(RnnKind::Gru, r.units, r.return_sequences, l, &value)?,
+            LayerConfig::SimpleRnn(r) => rnn_json(RnnKind::SimpleRnn, r.units, r.return_sequences, l, &value)?,
+            LayerConfig::Bidirectional(b) => {
+                let mut inner = json!({"module": "keras.layers", "class_name": rnn_class(b.rnn), "registered_name": null,
+                    "config": {"name": format!("forward_{name}"), "units": b.units,
+                               "return_sequences": b.return_sequences, "dtype": "float32"}});
+                if b.rnn == RnnKind::Gru {
+                    inner["config"]["reset_after"] = Value::from(true);
+                }
+                let dir = |prefix: &str| -> Result<Vec<Weight>> {
+                    ["kernel", "recurrent_kernel", "bias"].iter().map(|n| value(l, &format!("{prefix}{n}"))).collect()
+                };
+                (
+                    "Bidirectional",
+                    json!({"layer": inner, "merge_mode": "concat"}),
+                    vec![
+                        ("forward_layer/cell".to_string(), dir("forward_")?),
+                        ("backward_layer/cell".to_string(), dir("backward_")?),
+                    ],
+                )
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "layer `{name}` ({}): Keras has no layer like it; export the model to ONNX instead",
+                    other.class_name()
+                )));
+            }
+        };
+        let base = snake(class);
+        let n = counts.entry(base.clone()).or_default();
+        let key = if *n == 0 { base.clone() } else { format!("{base}_{n}") };
+        *n += 1;
+        layers_json.push(layer_json(class, name, config, l.input_shape()));
+        out.push(KerasLayer { key, name: name.to_string(), vars });
+    }
+    let input: Vec<Value> =
+        std::iter::once(Value::Null).chain(net.inputs[0].shape.iter().map(|&d| Value::from(d))).collect();
+    let config = json!({
+        "module": "keras", "class_name": "Sequential", "registered_name": null,
+        "config": {"name": model.name, "trainable": true, "dtype": "float32", "layers": layers_json},
+        "build_config": {"input_shape": input},
+    });
+    Ok(KerasExport { config, layers: out })
+}
+
+fn padding_name(p: PaddingConfig) -> &'static str {
+    match p {
+        PaddingConfig::Valid => "valid",
+        PaddingConfig::Same => "same",
+    }
+}
+
+type LayerJson = (&'static str, Value, Vec<(String, Vec<Weight>)>);
+
+fn rnn_json(
+    kind: RnnKind,
+    units: usize,
+    seq: bool,
+    l: &crate::nn::Layer,
+    value: &dyn Fn(&crate::nn::Layer, &str) -> Result<Weight>,
+) -> Result<LayerJson> {
+    let mut config = serde_json::json!({"units": units, "return_sequences": seq});
+    if kind == RnnKind::Gru {
+        config["reset_after"] = Value::from(true);
+    }
+    let w = ["kernel", "recurrent_kernel", "bias"].iter().map(|n| value(l, n)).collect::<Result<_>>()?;
+    Ok((rnn_class(kind), config, vec![("cell".to_string(), w)]))
+}
