@@ -111,6 +111,8 @@ def main():
         fixtures = ROOT / "crates" / "kiln" / "tests" / "fixtures" / "keras"
         for spec_path in sorted(fixtures.glob("*.json")):
             name = spec_path.stem
+            if name == "functional":
+                continue  # a graph model: kiln imports it (tests/suite/keras.rs) but writes Sequential models only
             spec = json.loads(spec_path.read_text())
             x = np.asarray(spec["inputs"][0]["data"], np.float32).reshape(spec["inputs"][0]["shape"])
             kiln_model = tmp / f"{name}.safetensors"

@@ -83,19 +83,36 @@ def models(rng):
     yield "rnn", rnn, [ids(rng, 4, 5, 12)]
 
 
+def functional(rng):
+    """A graph model (Keras's functional API): two inputs, merges, two outputs."""
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    x = layers.Dense(5, activation="relu", name="da")(a)
+    y = layers.Dense(5, activation="tanh", name="db")(b)
+    s = layers.Add(name="sum")([x, y, x])
+    p = layers.Multiply(name="prod")([x, y])
+    d = layers.Dot(axes=1, normalize=True, name="cos")([s, p])
+    c = layers.Concatenate(name="all")([s, p, d])
+    kind = layers.Dense(3, activation="softmax", name="kind")(c)
+    amount = layers.Dense(1, name="amount")(c)
+    model = keras.Model([a, b], [kind, amount], name="functional")
+    inputs = [rng.uniform(-1, 1, (4, 4)).astype("float32"), rng.uniform(-1, 1, (4, 3)).astype("float32")]
+    return model, inputs
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for name, model, inputs in models(rng):
+    for name, model, inputs in [*models(rng), ("functional", *functional(rng))]:
         randomize(model, rng)
         out = model.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)
+        outs = out if isinstance(out, list) else [out]
         model.save(OUT / f"{name}.h5")
         model.save(OUT / f"{name}.keras")
         (OUT / f"{name}.json").write_text(json.dumps({
             "inputs": [{"shape": list(x.shape), "data": x.ravel().tolist()} for x in inputs],
-            "outputs": [{"shape": list(out.shape), "data": np.asarray(out).ravel().tolist()}],
+            "outputs": [{"shape": list(o.shape), "data": np.asarray(o).ravel().tolist()} for o in outs],
         }))
-        print(f"{name}: {model.count_params()} parameters, outputs {out.shape}")
+        print(f"{name}: {model.count_params()} parameters, outputs {[o.shape for o in outs]}")
 
 
 if __name__ == "__main__":

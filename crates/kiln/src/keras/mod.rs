@@ -16,9 +16,9 @@ pub mod h5;
 
 use crate::model::Model;
 use crate::nn::{
-    Activation, ActivationLayer, AveragePooling2D, BatchNormalization, Bidirectional, Conv1D, Conv2D, Dense, Dropout,
-    Embedding, Flatten, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru, LayerConfig, LayerNormalization, Lstm,
-    MaxPooling2D, PaddingConfig, Pair, RnnKind, SimpleRnn,
+    Activation, ActivationLayer, Add, AveragePooling2D, BatchNormalization, Bidirectional, Concatenate, Conv1D, Conv2D,
+    Dense, Dot, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalMaxPooling1D, Gru, LayerConfig,
+    LayerNormalization, Lstm, MaxPooling2D, Multiply, PaddingConfig, Pair, RnnKind, SimpleRnn,
 };
 use crate::weights::ParamSource;
 use kiln_core::{Error, Result};
@@ -60,11 +60,10 @@ pub fn model_from_config(
 ) -> Result<Model> {
     let bad = |m: String| Error::Format { path: source.to_string(), message: m };
     let class = config["class_name"].as_str().unwrap_or("");
-    if class != "Sequential" {
-        return Err(bad(format!(
-            "a Keras {class} model; kiln imports Sequential models (build a graph model in kiln and load the \
-             weights by name)"
-        )));
+    match class {
+        "Sequential" => {}
+        "Functional" | "Model" => return functional(source, config, weights),
+        other => return Err(bad(format!("a Keras `{other}` model; kiln imports Sequential and functional models"))),
     }
     let cfg = &config["config"];
     let layers = cfg["layers"].as_array().ok_or_else(|| bad("the model config has no `layers`".into()))?;
@@ -102,6 +101,96 @@ pub fn model_from_config(
         m.name = name.to_string();
     }
     Ok(m)
+}
+
+/// A functional (graph) model: its inputs, each layer applied once to the layers it names, its outputs.
+fn functional(source: &str, config: &Value, weights: &mut dyn FnMut(&str) -> Result<Vec<Weight>>) -> Result<Model> {
+    let bad = |m: String| Error::Format { path: source.to_string(), message: m };
+    let cfg = &config["config"];
+    let layers = cfg["layers"].as_array().ok_or_else(|| bad("the model config has no `layers`".into()))?;
+    let name_of = |l: &Value| l["name"].as_str().or(l["config"]["name"].as_str()).unwrap_or("").to_string();
+    let mut inputs: Vec<(String, Vec<usize>)> = Vec::new();
+    for l in layers.iter().filter(|l| l["class_name"] == "InputLayer") {
+        let c = &l["config"];
+        let shape = shape_of(&c["batch_shape"]).or_else(|| shape_of(&c["batch_input_shape"]));
+        inputs.push((name_of(l), shape.ok_or_else(|| bad(format!("input `{}` has no shape", name_of(l))))?));
+    }
+    // The model's inputs in the order it takes them.
+    let order: Vec<String> = cfg["input_layers"].as_array().map_or(Vec::new(), |a| {
+        a.iter().filter_map(|t| t.get(0).and_then(Value::as_str).map(str::to_string)).collect()
+    });
+    inputs.sort_by_key(|(n, _)| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
+    let specs: Vec<(&str, &[usize])> = inputs.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
+    let mut values = HashMap::new();
+    let mut plan = Vec::new();
+    for l in layers.iter().filter(|l| l["class_name"] != "InputLayer") {
+        let (class, c, name) = (l["class_name"].as_str().unwrap_or(""), &l["config"], name_of(l));
+        let srcs = inbound(&l["inbound_nodes"]).map_err(|m| bad(format!("layer `{name}` ({class}): {m}")))?;
+        let (kiln, params) =
+            convert(class, c, weights(&name)?).map_err(|m| bad(format!("layer `{name}` ({class}): {m}")))?;
+        for (suffix, v) in params {
+            values.insert(format!("{name}.{suffix}"), v);
+        }
+        plan.push((kiln.named(&name), srcs));
+    }
+    let mut m = Model::with_inputs(&specs).weights_from(KerasWeights { values, missing: Vec::new() });
+    for (layer, srcs) in plan {
+        let srcs: Vec<&str> = srcs.iter().map(String::as_str).collect();
+        m.apply(layer, &srcs).map_err(|e| bad(e.to_string()))?;
+    }
+    let missing = m.finish_weights().map(|s| s.missing()).unwrap_or_default();
+    if !missing.is_empty() {
+        return Err(bad(format!("no weights in the file for {}", missing.join(", "))));
+    }
+    let outputs: Vec<String> = cfg["output_layers"].as_array().map_or(Vec::new(), |a| {
+        a.iter().filter_map(|t| t.get(0).and_then(Value::as_str).map(str::to_string)).collect()
+    });
+    if !outputs.is_empty() {
+        let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+        m.set_outputs(&outputs).map_err(|e| bad(e.to_string()))?;
+    }
+    if let Some(name) = cfg["name"].as_str() {
+        m.name = name.to_string();
+    }
+    Ok(m)
+}
+
+/// The layers a functional layer reads, from its one call: Keras 3's `{"args": [tensor or [tensors]]}` (each
+/// tensor's `keras_history` names its layer) or Keras 2's `[[name, node, index, kwargs], ...]`.
+fn inbound(nodes: &Value) -> std::result::Result<Vec<String>, String> {
+    let nodes = nodes.as_array().ok_or("no inbound_nodes")?;
+    let [node] = &nodes[..] else {
+        return Err(format!("called {} times; kiln imports layers called once (not shared)", nodes.len()));
+    };
+    let mut out = Vec::new();
+    let mut add = |history: &Value| -> std::result::Result<(), String> {
+        let name = history.get(0).and_then(Value::as_str).ok_or("an input without a layer name")?;
+        if history.get(1).and_then(Value::as_u64).unwrap_or(0) != 0
+            || history.get(2).and_then(Value::as_u64).unwrap_or(0) != 0
+        {
+            return Err(format!("reads a shared layer's second call or output (`{name}`); kiln imports single calls"));
+        }
+        out.push(name.to_string());
+        Ok(())
+    };
+    if let Some(args) = node.get("args").and_then(Value::as_array) {
+        let first = args.first().ok_or("a call without arguments")?;
+        let tensors: Vec<&Value> = match first {
+            Value::Array(a) => a.iter().collect(),
+            t => vec![t],
+        };
+        for t in tensors {
+            add(&t["config"]["keras_history"])?;
+        }
+    } else if let Some(list) = node.as_array() {
+        for entry in list {
+            add(entry)?;
+        }
+    }
+    if out.is_empty() {
+        return Err("reads no layer".into());
+    }
+    Ok(out)
 }
 
 /// [null, 28, 28, 1] -> [28, 28, 1].
@@ -263,6 +352,21 @@ fn convert(class: &str, c: &Value, mut w: Vec<Weight>) -> std::result::Result<Co
             (Flatten::new().into(), vec![])
         }
         "Dropout" => (Dropout::new(c["rate"].as_f64().unwrap_or(0.0)).into(), vec![]),
+        "Add" => (Add::new().into(), vec![]),
+        "Multiply" => (Multiply::new().into(), vec![]),
+        "Concatenate" => (Concatenate::new().axis(c["axis"].as_i64().unwrap_or(-1)).into(), vec![]),
+        "Dot" => {
+            let axes = match &c["axes"] {
+                Value::Array(a) if a.len() == 2 && a[0] == a[1] => a[0].as_i64(),
+                v => v.as_i64(),
+            };
+            let Some(axes @ (1 | -1)) = axes else {
+                return Err(format!("axes = {}: kiln's Dot takes the feature axis (1) of two flat inputs", c["axes"]));
+            };
+            let mut d = Dot::new().normalize(c["normalize"].as_bool().unwrap_or(false));
+            d.axes = axes;
+            (d.into(), vec![])
+        }
         "Activation" => (ActivationLayer::new(activation(&c["activation"])?).into(), vec![]),
         "BatchNormalization" => {
             require(c, "axis", &[Value::from(-1), serde_json::json!([-1])])?;
@@ -314,7 +418,8 @@ fn convert(class: &str, c: &Value, mut w: Vec<Weight>) -> std::result::Result<Co
             return Err(format!(
                 "kiln has no layer like it (it imports Dense, Conv1D, Conv2D, MaxPooling2D, AveragePooling2D, \
                  GlobalMaxPooling1D, GlobalAveragePooling1D, Flatten, Dropout, Activation, BatchNormalization, \
-                 LayerNormalization, Embedding, LSTM, GRU, SimpleRNN, Bidirectional); `{other}` is not one"
+                 LayerNormalization, Embedding, LSTM, GRU, SimpleRNN, Bidirectional, Add, Multiply, Concatenate, \
+                 Dot); `{other}` is not one"
             ));
         }
     })

@@ -1,4 +1,4 @@
-//! Keras models in: small models Keras saved both ways (legacy .h5 and Keras 3's .keras; made by
+//! Keras models in and out: small models Keras saved both ways (legacy .h5 and Keras 3's .keras; made by
 //! tools/make_keras_fixtures.py with random weights) open in kiln and predict what Keras predicted, within
 //! 1e-5, and what kiln cannot import is refused with the layer named. Needs the `keras` feature (libhdf5);
 //! CI enables it.
@@ -28,17 +28,22 @@ mod with_hdf5 {
 
     #[test]
     fn keras_models_in_both_formats_predict_what_keras_predicted() {
-        for name in ["cnn", "text", "bidir", "rnn"] {
+        // The last is a functional model: two inputs, Add, Multiply, Dot, Concatenate, two outputs.
+        for name in ["cnn", "text", "bidir", "rnn", "functional"] {
             let spec: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{name}.json"))).unwrap()).unwrap();
             let (inputs, want) = (tensors(&spec["inputs"]), tensors(&spec["outputs"]));
+            let refs: Vec<&Tensor> = inputs.iter().collect();
             for ext in ["h5", "keras"] {
                 let path = fixture(&format!("{name}.{ext}"));
                 let m = h5::load(&path).unwrap_or_else(|e| panic!("{name}.{ext}: {e}"));
-                let got = m.predict(&inputs[0], 16).unwrap();
-                assert_eq!(got.shape(), want[0].shape(), "{name}.{ext}");
-                let worst = got.data().iter().zip(want[0].data()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(worst <= 1e-5, "{name}.{ext}: {worst:e} from Keras's outputs");
+                let got = m.predict_outputs(&refs, 16).unwrap();
+                assert_eq!(got.len(), want.len(), "{name}.{ext}: outputs");
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(g.shape(), w.shape(), "{name}.{ext}");
+                    let worst = g.data().iter().zip(w.data()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                    assert!(worst <= 1e-5, "{name}.{ext}: {worst:e} from Keras's outputs");
+                }
             }
         }
     }
@@ -59,6 +64,9 @@ mod with_hdf5 {
             assert_eq!(back.predict(x, 16).unwrap().data(), m.predict(x, 16).unwrap().data(), "{name}");
         }
         // A layer Keras lacks, and a graph model, are refused with what to do instead.
+        let graph = h5::load(&fixture("functional.keras")).unwrap();
+        let e = h5::save_keras(&graph, &dir.path().join("g.keras")).unwrap_err().to_string();
+        assert!(e.contains("Sequential") && e.contains("ONNX"), "{e}");
         let mut m = Sequential::new(&[4]);
         m.add(CategoryEmbedding::new(3, &[(5, 2)])).unwrap();
         let e = h5::save_keras(&m, &dir.path().join("c.keras")).unwrap_err().to_string();
