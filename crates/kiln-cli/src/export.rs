@@ -43,6 +43,7 @@ pub fn export(model: &Path, format: &str, output: Option<&Path>) -> Result<()> {
     // A run folder stands for its model.safetensors; the file written goes beside it by default.
     let model: PathBuf = if model.is_dir() { model.join("model.safetensors") } else { model.to_path_buf() };
     let out = output.map_or_else(|| model.with_extension(format.extension()), Path::to_path_buf);
+    refuse_same(&model, &out)?;
     match format {
         Format::Glove => table::export_vectors(&model, &out),
         Format::Keras => {
@@ -52,7 +53,12 @@ pub fn export(model: &Path, format: &str, output: Option<&Path>) -> Result<()> {
         }
         Format::Onnx => {
             let m = Sequential::load(&model)?;
-            m.save_onnx(&out)?;
+            m.save_onnx(&out).map_err(|e| match e {
+                kiln::Error::Invalid(m) | kiln::Error::Config(m) => {
+                    kiln::Error::Format { path: model.display().to_string(), message: m }
+                }
+                e => e,
+            })?;
             let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
             println!(
                 "wrote {} ({:.1} MiB): inputs {}, outputs {}",
@@ -71,6 +77,7 @@ pub fn export(model: &Path, format: &str, output: Option<&Path>) -> Result<()> {
 
 /// `kiln import FILE [--output]`: a Keras model file as a kiln model file.
 pub fn import(file: &Path, output: Option<&Path>) -> Result<()> {
+    let model = keras_load(file)?;
     let out = match output {
         Some(o) => o.to_path_buf(),
         None => {
@@ -84,7 +91,7 @@ pub fn import(file: &Path, output: Option<&Path>) -> Result<()> {
             out
         }
     };
-    let model = keras_load(file)?;
+    refuse_same(file, &out)?;
     model.save(&out)?;
     let (trainable, frozen) = model.param_counts();
     println!(
@@ -95,6 +102,24 @@ pub fn import(file: &Path, output: Option<&Path>) -> Result<()> {
         model.input_shape(),
         file.display()
     );
+    Ok(())
+}
+
+/// Writing `out` would replace `input` itself (the same file, by another spelling or a link): refused.
+fn refuse_same(input: &Path, out: &Path) -> Result<()> {
+    let full = |p: &Path| -> Option<PathBuf> {
+        if let Ok(c) = p.canonicalize() {
+            return Some(c);
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(parent.canonicalize().ok()?.join(p.file_name()?))
+    };
+    if full(input).is_some() && full(input) == full(out) {
+        return Err(kiln::Error::Config(format!(
+            "--output {} is the file being read; name another file to write",
+            out.display()
+        )));
+    }
     Ok(())
 }
 

@@ -59,6 +59,24 @@ impl From<ModelSpec1> for ModelSpec {
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    // A link is written through (the file it names is replaced, the link kept); a folder or a device is not
+    // replaced by a file (renaming over /dev/null would make it one).
+    let linked;
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            linked = std::fs::canonicalize(path).map_err(|e| Error::io(path, &e))?;
+            linked.as_path()
+        }
+        _ => path,
+    };
+    if let Ok(m) = std::fs::metadata(path)
+        && !m.is_file()
+    {
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            message: "exists and is not a regular file (a folder or a device); name a file to write".into(),
+        });
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -430,6 +430,14 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
     add(&["export", &p("t.csv"), "--format", "onnx"], &["t.csv"]);
     add(&["export", &p("image_model.safetensors"), "--format", "onnx", "--output", &p("nowhere/m.onnx")], &["nowhere"]);
     add(&["export", &p("image_model.safetensors"), "--format", "tflite"], &["tflite", "onnx"]);
+    add(
+        &["export", &p("image_model.safetensors"), "--format", "onnx", "--output", &p("image_model.safetensors")],
+        &["image_model.safetensors", "is the file being read"],
+    );
+    add(
+        &["export", &p("image_model.safetensors"), "--format", "onnx", "--output", &p("mnist")],
+        &["not a regular file"],
+    );
 
     // --- Run folders and flags.
     add(&["train", "--resume", &p("nowhere")], &["nowhere"]);

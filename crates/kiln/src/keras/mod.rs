@@ -28,17 +28,19 @@ use std::collections::HashMap;
 /// One weight as the file holds it: its shape and values (row-major).
 pub type Weight = (Vec<usize>, Vec<f32>);
 
-/// A Keras model's weights in kiln's names and layouts, for the model being built.
+/// A Keras model's weights in kiln's names and layouts (with the file's shapes), for the model being built.
 struct KerasWeights {
-    values: HashMap<String, Vec<f32>>,
+    values: HashMap<String, Weight>,
     missing: Vec<String>,
 }
 
 impl ParamSource for KerasWeights {
     fn take(&mut self, _layer: &LayerConfig, name: &str, shape: &[usize], _init: &[f32]) -> Result<Option<Vec<f32>>> {
+        // Shapes agree but for leading 1s (a Conv1D kernel [k, in, out] is kiln's [1, k, in, out]).
+        let core = |s: &[usize]| s.iter().skip_while(|&&d| d == 1).copied().collect::<Vec<_>>();
         match self.values.remove(name) {
-            Some(v) if v.len() == shape.iter().product::<usize>() => Ok(Some(v)),
-            Some(v) => Err(Error::Shape(format!("`{name}`: kiln wants {shape:?}, the file has {} values", v.len()))),
+            Some((file, v)) if core(&file) == core(shape) => Ok(Some(v)),
+            Some((file, _)) => Err(Error::Shape(format!("`{name}`: kiln wants {shape:?}, the file has {file:?}"))),
             None => {
                 self.missing.push(name.to_string());
                 Ok(None)
@@ -277,12 +279,12 @@ fn expect(w: &[Weight], n: usize) -> std::result::Result<(), String> {
     Ok(())
 }
 
-type Converted = (LayerConfig, Vec<(String, Vec<f32>)>);
+type Converted = (LayerConfig, Vec<(String, Weight)>);
 
 /// One Keras layer as a kiln layer, with its weights under kiln's parameter names.
 fn convert(class: &str, c: &Value, mut w: Vec<Weight>) -> std::result::Result<Converted, String> {
-    let named = |names: &[&str], w: Vec<Weight>| -> Vec<(String, Vec<f32>)> {
-        names.iter().map(|n| n.to_string()).zip(w.into_iter().map(|p| p.1)).collect()
+    let named = |names: &[&str], w: Vec<Weight>| -> Vec<(String, Weight)> {
+        names.iter().map(|n| n.to_string()).zip(w).collect()
     };
     let channels_last = || require(c, "data_format", &[Value::from("channels_last"), Value::Null]);
     Ok(match class {
@@ -389,7 +391,9 @@ fn convert(class: &str, c: &Value, mut w: Vec<Weight>) -> std::result::Result<Co
         }
         "Embedding" => {
             expect(&w, 1)?;
-            let (input_dim, output_dim) = (w[0].0[0], w[0].0[1]);
+            let &[input_dim, output_dim] = &w[0].0[..] else {
+                return Err(format!("embeddings of shape {:?}, want [input_dim, output_dim]", w[0].0));
+            };
             let e = Embedding::new(input_dim, output_dim).mask_zero(c["mask_zero"].as_bool().unwrap_or(false));
             (e.into(), named(&["embeddings"], w))
         }

@@ -369,10 +369,16 @@ impl Model {
             };
             outs.push((y, mask_ids));
         }
-        // Each output under its layer's name.
+        // Each output under its layer's name, which must not be a weight's or an input's too.
         let mut outputs = Vec::new();
         for &k in &net.outputs {
             let layer = &net.layers[k];
+            if o.written.contains_key(layer.name()) || net.inputs.iter().any(|i| i.name == layer.name()) {
+                return Err(Error::Invalid(format!(
+                    "export: output layer `{}` has the name of a weight or an input of the model; rename the layer",
+                    layer.name()
+                )));
+            }
             o.scope = layer.name().to_string();
             let name = layer.name().to_string();
             o.nodes.push(NodeProto {

@@ -33,18 +33,22 @@ fn randomize(m: &mut Model, seed: u64) {
     m.set_weights(&w).unwrap();
 }
 
-/// `n` rows of `steps` ids below `vocab`, each padded with zeros at the end after a random length (the
-/// first row at full length, the second a single id).
+/// `n` rows of `steps` ids below `vocab`, with padding (0) wherever a user's ids may have it: row 0 full,
+/// row 1 a single id at the end (padded in front), row 2 with zeros between its words, row 3 no word at all,
+/// the others padded at the end after a random length (as kiln pads texts).
 fn ids(n: usize, steps: usize, vocab: usize, rng: &mut Rng) -> Tensor {
     let mut v = vec![0f32; n * steps];
     for r in 0..n {
-        let len = match r {
-            0 => steps,
-            1 => 1,
-            _ => 1 + (rng.next_u64() as usize % steps),
+        let row = &mut v[r * steps..(r + 1) * steps];
+        let words: Vec<usize> = match r {
+            0 => (0..steps).collect(),
+            1 => vec![steps - 1],
+            2 => (0..steps).filter(|s| s % 3 != 1).collect(),
+            3 => vec![],
+            _ => (0..1 + rng.next_u64() as usize % steps).collect(),
         };
-        for s in 0..len {
-            v[r * steps + s] = (1 + rng.next_u64() as usize % (vocab - 1)) as f32;
+        for s in words {
+            row[s] = (1 + rng.next_u64() as usize % (vocab - 1)) as f32;
         }
     }
     Tensor::new(&[n, steps], v).unwrap()
@@ -171,20 +175,18 @@ fn recurrent_layers_export_with_and_without_a_padding_mask() {
                 RnnKind::Gru => m.add(Gru::new(4).return_sequences(true)).unwrap(),
                 RnnKind::SimpleRnn => m.add(SimpleRnn::new(4).return_sequences(true)).unwrap(),
             };
-            // Masked sequences are read by a masked pooling (the padded steps' outputs differ, see
-            // `rnn_onnx`); unmasked ones by a Flatten, which reads every step.
-            if mask {
-                m.add(GlobalAveragePooling1D::new()).unwrap();
-            } else {
-                m.add(Flatten::new()).unwrap();
-            }
+            // A Flatten reads every step's output, the padded ones' included.
+            m.add(Flatten::new()).unwrap();
             m.add(Dense::new(3).activation(Activation::Softmax)).unwrap();
             randomize(&mut m, 20 + k as u64);
             check_rnn(&format!("{name}_seq_mask{}", mask as u8), &m, &[ids(6, 7, 15, &mut rng)], mask);
 
             let mut m = Sequential::new(&[7]);
             m.add(Embedding::new(15, 5).mask_zero(mask)).unwrap();
-            m.add(Bidirectional::new(kind, 3)).unwrap();
+            m.add(Bidirectional::new(kind, 3).return_sequences(k == 0)).unwrap();
+            if k == 0 {
+                m.add(Flatten::new()).unwrap();
+            }
             m.add(Dense::new(2).activation(Activation::Softmax)).unwrap();
             randomize(&mut m, 30 + k as u64);
             check_rnn(&format!("{name}_bidirectional_mask{}", mask as u8), &m, &[ids(6, 7, 15, &mut rng)], mask);

@@ -5,7 +5,7 @@
 use crate::nn::Initializer;
 use crate::nn::Layer;
 use crate::nn::spec::{BuildCx, Fwd, LayerSpec};
-use crate::onnx::proto::INT32;
+use crate::onnx::proto::{INT32, INT64};
 use crate::onnx::{Attr, OnnxGraph};
 use kiln_core::ops::RnnCell;
 use kiln_core::{Graph, ParamId, Result, Var};
@@ -166,12 +166,10 @@ fn one_way(cx: &mut BuildCx, kind: RnnKind, units: usize, seq: bool) -> Result<V
     Ok(if seq { vec![steps, units] } else { vec![units] })
 }
 
-/// The parameter names of a recurrent cell: alone, and as a Bidirectional's forward and backward halves.
 /// The layer as ONNX's LSTM, GRU or RNN op, one direction per entry of `names` (forward, then backward):
 /// kernels transposed to [gates·units, in] and the gates reordered to ONNX's (LSTM: i, o, f, c for kiln's
-/// i, f, g, o; GRU: z, r, h in both, with `linear_before_reset`, Keras's reset_after). A padding mask
-/// becomes `sequence_lens` (the count of real steps): the same last state for texts padded at the end, as
-/// kiln pads them; with `return_sequences`, the outputs at padded steps are 0 where kiln repeats the state.
+/// i, f, g, o; GRU: z, r, h in both, with `linear_before_reset`, Keras's reset_after). Under a padding mask
+/// the real steps run compacted (`Compact`), so padding anywhere gives kiln's states.
 fn rnn_onnx(o: &mut OnnxGraph, l: &Layer, x: &str, kind: RnnKind, names: &[[&str; 3]], seq: bool) -> Result<String> {
     let (steps, features) = (l.input_shape()[0], l.input_shape()[1]);
     let g = kind.cell().gates();
@@ -212,14 +210,15 @@ fn rnn_onnx(o: &mut OnnxGraph, l: &Layer, x: &str, kind: RnnKind, names: &[[&str
     }
     let d = names.len();
     let (w, r, b) = (o.floats(&[d, g * u, features], &w), o.floats(&[d, g * u, u], &r), o.floats(&[d, 2 * g * u], &b));
-    let xt = o.transpose(x, &[1, 0, 2]);
-    let lens = match o.mask.clone() {
-        Some(m) => {
-            let n = o.sum(&m, 1, false);
-            o.op("Cast", &[&n], vec![Attr::i("to", INT32 as i64)])
-        }
-        None => String::new(),
+    // Under a padding mask, each sequence's real steps are first moved to its front, in order, and run
+    // with `sequence_lens` = their count; the outputs are then put back at kiln's steps (see `Compact`).
+    let compact = o.mask.clone().map(|m| Compact::new(o, &m, steps));
+    let xs = match &compact {
+        Some(c) => c.gather_front(o, x),
+        None => x.to_string(),
     };
+    let xt = o.transpose(&xs, &[1, 0, 2]);
+    let lens = compact.as_ref().map_or(String::new(), |c| c.lens.clone());
     let mut attrs =
         vec![Attr::i("hidden_size", u as i64), Attr::s("direction", if d == 2 { "bidirectional" } else { "forward" })];
     let op = match kind {
@@ -231,17 +230,117 @@ fn rnn_onnx(o: &mut OnnxGraph, l: &Layer, x: &str, kind: RnnKind, names: &[[&str
         RnnKind::SimpleRnn => "RNN",
     };
     let outs = o.op_n(op, &[&xt, &w, &r, &b, &lens], attrs, 2);
-    Ok(if seq {
-        // Y [steps, d, batch, u] -> [batch, steps, d·u] (forward then backward, as kiln concatenates).
-        let y = o.transpose(&outs[0], &[2, 0, 1, 3]);
-        o.reshape(&y, &[steps, d * u])
-    } else {
-        // Y_h [d, batch, u] -> [batch, d·u].
+    if !seq {
+        // Y_h [d, batch, u] -> [batch, d·u]: the state after the last real step (forward) and after the
+        // first (backward), as kiln's.
         let y = o.transpose(&outs[1], &[1, 0, 2]);
-        o.reshape(&y, &[d * u])
-    })
+        return Ok(o.reshape(&y, &[d * u]));
+    }
+    // Y [steps, d, batch, u] -> [batch, steps, d, u].
+    let y = o.transpose(&outs[0], &[2, 0, 1, 3]);
+    let Some(c) = compact else {
+        // Forward then backward per step, as kiln concatenates.
+        return Ok(o.reshape(&y, &[steps, d * u]));
+    };
+    let mut parts = Vec::new();
+    for k in 0..d {
+        let i = o.scalar(k as i64);
+        let yk = o.op("Gather", &[&y, &i], vec![Attr::i("axis", 2)]);
+        parts.push(c.scatter_back(o, &yk, k == 1));
+    }
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    Ok(if d == 1 { parts[0].to_string() } else { o.op("Concat", &parts, vec![Attr::i("axis", 2)]) })
 }
 
+/// A padding mask [batch, steps] as the index arithmetic that runs a recurrent op on the real steps only, so
+/// that the export computes what kiln's cell does wherever the padding is (at the end, at the front, between
+/// words): kiln's cell keeps its state over a padded step, ONNX's `sequence_lens` only cuts a tail.
+/// With c[t] the real steps up to t (inclusive) and n their count: step t goes to position c[t] − 1 when real,
+/// n + (padded steps up to t) − 1 when padded; the forward output at step t is the compacted output at
+/// c[t] − 1 (none before the first real step), the backward one at c[t] − m[t] (none after the last).
+struct Compact {
+    /// The mask as int64 [batch, steps], its running count c, and the count n [batch, 1].
+    keep: String,
+    count: String,
+    total: String,
+    /// `sequence_lens`: n as int32 [batch].
+    lens: String,
+    /// For each position of the compacted sequence, the step it comes from [batch, steps].
+    source: String,
+}
+
+impl Compact {
+    fn new(o: &mut OnnxGraph, mask: &str, steps: usize) -> Compact {
+        let keep = o.op("Cast", &[mask], vec![Attr::i("to", INT64 as i64)]);
+        let axis = o.scalar(1);
+        let count = o.op("CumSum", &[&keep, &axis], vec![]);
+        let axes = o.ints(&[1]);
+        let total = o.op("ReduceSum", &[&keep, &axes], vec![Attr::i("keepdims", 1)]);
+        let flat = o.ints(&[-1]);
+        let n = o.op("Reshape", &[&total, &flat], vec![]);
+        let lens = o.op("Cast", &[&n], vec![Attr::i("to", INT32 as i64)]);
+        // Where each step goes: real ones to c − 1, padded ones after them in order.
+        let one = o.ints(&[1]);
+        let pad = o.op("Sub", &[&one, &keep], vec![]);
+        let pads = o.op("CumSum", &[&pad, &axis], vec![]);
+        let real_at = o.op("Sub", &[&count, &one], vec![]);
+        let pad_at = o.op("Add", &[&total, &pads], vec![]);
+        let pad_at = o.op("Sub", &[&pad_at, &one], vec![]);
+        let a = o.op("Mul", &[&keep, &real_at], vec![]);
+        let b = o.op("Mul", &[&pad, &pad_at], vec![]);
+        let target = o.op("Add", &[&a, &b], vec![]);
+        // Its inverse: source[target[t]] = t.
+        let ar = o.ints(&(0..steps as i64).collect::<Vec<_>>());
+        let zero = o.ints(&[0]);
+        let z = o.op("Mul", &[&target, &zero], vec![]);
+        let steps_b = o.op("Add", &[&z, &ar], vec![]);
+        let source = o.op("ScatterElements", &[&steps_b, &target, &steps_b], vec![Attr::i("axis", 1)]);
+        Compact { keep, count, total, lens, source }
+    }
+
+    /// x [batch, steps, f] with its real steps first.
+    fn gather_front(&self, o: &mut OnnxGraph, x: &str) -> String {
+        let idx = expand_like(o, &self.source, x);
+        o.op("GatherElements", &[x, &idx], vec![Attr::i("axis", 1)])
+    }
+
+    /// The compacted outputs y [batch, steps, u] of one direction at kiln's steps: the state after the real
+    /// steps read so far (forward) or still to read (backward), 0 where there is none yet.
+    fn scatter_back(&self, o: &mut OnnxGraph, y: &str, backward: bool) -> String {
+        let one = o.ints(&[1]);
+        let (at, valid) = if backward {
+            // c − m: the real steps before t; valid while below n.
+            let at = o.op("Sub", &[&self.count, &self.keep], vec![]);
+            let valid = o.op("Less", &[&at, &self.total], vec![]);
+            let last = o.op("Sub", &[&self.total, &one], vec![]);
+            let zero = o.ints(&[0]);
+            let last = o.op("Max", &[&last, &zero], vec![]);
+            (o.op("Min", &[&at, &last], vec![]), valid)
+        } else {
+            // c − 1; valid from the first real step on.
+            let at = o.op("Sub", &[&self.count, &one], vec![]);
+            let zero = o.ints(&[0]);
+            let valid = o.op("Greater", &[&self.count, &zero], vec![]);
+            (o.op("Max", &[&at, &zero], vec![]), valid)
+        };
+        let idx = expand_like(o, &at, y);
+        let picked = o.op("GatherElements", &[y, &idx], vec![Attr::i("axis", 1)]);
+        let valid = o.op("Cast", &[&valid], vec![Attr::i("to", crate::onnx::proto::FLOAT as i64)]);
+        let axes = o.ints(&[2]);
+        let valid = o.op("Unsqueeze", &[&valid, &axes], vec![]);
+        o.op("Mul", &[&picked, &valid], vec![])
+    }
+}
+
+/// Indices [batch, steps] repeated along the last axis of `like` [batch, steps, f], for GatherElements.
+fn expand_like(o: &mut OnnxGraph, idx: &str, like: &str) -> String {
+    let axes = o.ints(&[2]);
+    let i3 = o.op("Unsqueeze", &[idx, &axes], vec![]);
+    let shape = o.op("Shape", &[like], vec![]);
+    o.op("Expand", &[&i3, &shape], vec![])
+}
+
+/// The parameter names of a recurrent cell: alone, and as a Bidirectional's forward and backward halves.
 pub(crate) const RNN_NAMES: [[&str; 3]; 3] = [
     ["kernel", "recurrent_kernel", "bias"],
     ["forward_kernel", "forward_recurrent_kernel", "forward_bias"],
