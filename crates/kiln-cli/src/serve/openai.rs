@@ -90,6 +90,14 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
         return bad(format!("the question is {} bytes; the assistant takes 4,000 at most", question.len()));
     }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    // The answer's length bound, as for a language model (the assistant's own, 96 tokens, without one).
+    let max_tokens = match body.get("max_completion_tokens").or(body.get("max_tokens")) {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().filter(|&n| n > 0 && n as usize <= app.context) {
+            Some(n) => Some(n as usize),
+            None => return bad(format!("`max_tokens` must be a whole number from 1 to {} (--context)", app.context)),
+        },
+    };
     let Ok(permit) = app.generations.clone().try_acquire_owned() else {
         return busy(format!("{} generations in progress, the server's bound", app.max_generations));
     };
@@ -110,7 +118,11 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
             let send: String = pending.drain(..pending.len() - keep).collect();
             send.is_empty() || on_text(&send)
         };
-        let r = a.answer(&question, &mut trimmed)?;
+        let default = a.max_tokens;
+        a.max_tokens = max_tokens.unwrap_or(default);
+        let r = a.answer(&question, &mut trimmed);
+        a.max_tokens = default;
+        let r = r?;
         let sources: Vec<Value> = r.sources.iter().map(|(id, s)| json!({"id": id, "similarity": s})).collect();
         let fields = json!({"sources": sources, "declined": r.declined});
         Ok(Answer { text: r.text, finish: "stop", whole: fields.clone(), last: fields })

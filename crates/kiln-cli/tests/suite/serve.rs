@@ -760,6 +760,19 @@ fn the_assistant_answers_over_http() {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(String::from))
         .collect();
     assert_eq!(joined, c["choices"][0]["message"]["content"].as_str().unwrap());
+    // max_tokens bounds the answer; the next question gets the assistant's own bound back.
+    let short = |n: Value| {
+        let body = json!({"model": "shop", "max_tokens": n,
+                          "messages": [{"role": "user", "content": "How long do I have to send something back?"}]});
+        post(a, "/v1/chat/completions", &body)
+    };
+    let one = short(json!(2)).json();
+    let one = one["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(!one.is_empty() && one.split_whitespace().count() <= 2, "{one}");
+    let again = ask("How long do I have to send something back?", false).json();
+    assert_eq!(again["choices"][0]["message"]["content"], c["choices"][0]["message"]["content"]);
+    short(json!(0)).error(400, "max_tokens");
+    short(json!("ten")).error(400, "max_tokens");
     let r = ask("What is the weather on Mars?", false).json();
     assert_eq!(r["declined"], true, "{r}");
     assert!(r["choices"][0]["message"]["content"].as_str().unwrap().contains("colleague"));
