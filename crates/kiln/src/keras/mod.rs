@@ -57,8 +57,9 @@ impl ParamSource for KerasWeights {
     }
 }
 
-/// The model a Keras config describes (`{"class_name": "Sequential", "config": {...}}`), with `weights`
-/// giving each layer's weights in Keras's order by the layer's name. `source` names the file in errors.
+/// The model a Keras config describes (`{"class_name": "Sequential", "config": {...}}`, or a functional
+/// one), with `weights` giving each layer's weights in Keras's order by the layer's name. `source` names the
+/// file in errors.
 pub fn model_from_config(
     source: &str,
     config: &Value,
@@ -77,36 +78,22 @@ pub fn model_from_config(
     let mut kiln_layers = Vec::new();
     let mut values = HashMap::new();
     for layer in layers {
-        let class = layer["class_name"].as_str().unwrap_or("");
         let c = &layer["config"];
-        let name = c["name"].as_str().unwrap_or("").to_string();
-        if class == "InputLayer" {
+        if layer["class_name"] == "InputLayer" {
             input_shape = shape_of(&c["batch_shape"]).or_else(|| shape_of(&c["batch_input_shape"]));
             continue;
         }
         if input_shape.is_none() {
             input_shape = shape_of(&c["batch_input_shape"]).or_else(|| shape_of(&layer["build_config"]["input_shape"]));
         }
-        let w = weights(&name)?;
-        let (kiln, params) = convert(class, c, w).map_err(|m| bad(format!("layer `{name}` ({class}): {m}")))?;
-        for (suffix, v) in params {
-            values.insert(format!("{name}.{suffix}"), v);
-        }
-        kiln_layers.push(kiln.named(&name));
+        kiln_layers.push(layer_of(layer, weights, &mut values, &bad)?);
     }
     let shape = input_shape.ok_or_else(|| bad("the model config gives no input shape".into()))?;
     let mut m = Model::new(&shape).weights_from(KerasWeights { values, missing: Vec::new() });
     for l in kiln_layers {
         m.add(l).map_err(|e| bad(e.to_string()))?;
     }
-    let missing = m.finish_weights().map(|s| s.missing()).unwrap_or_default();
-    if !missing.is_empty() {
-        return Err(bad(format!("no weights in the file for {}", missing.join(", "))));
-    }
-    if let Some(name) = cfg["name"].as_str() {
-        m.name = name.to_string();
-    }
-    Ok(m)
+    finish(m, cfg, &bad)
 }
 
 /// A functional (graph) model: its inputs, each layer applied once to the layers it names, its outputs.
@@ -114,7 +101,6 @@ fn functional(source: &str, config: &Value, weights: &mut dyn FnMut(&str) -> Res
     let bad = |m: String| Error::Format { path: source.to_string(), message: m };
     let cfg = &config["config"];
     let layers = cfg["layers"].as_array().ok_or_else(|| bad("the model config has no `layers`".into()))?;
-    let name_of = |l: &Value| l["name"].as_str().or(l["config"]["name"].as_str()).unwrap_or("").to_string();
     let mut inputs: Vec<(String, Vec<usize>)> = Vec::new();
     for l in layers.iter().filter(|l| l["class_name"] == "InputLayer") {
         let c = &l["config"];
@@ -122,38 +108,62 @@ fn functional(source: &str, config: &Value, weights: &mut dyn FnMut(&str) -> Res
         inputs.push((name_of(l), shape.ok_or_else(|| bad(format!("input `{}` has no shape", name_of(l))))?));
     }
     // The model's inputs in the order it takes them.
-    let order: Vec<String> = cfg["input_layers"].as_array().map_or(Vec::new(), |a| {
-        a.iter().filter_map(|t| t.get(0).and_then(Value::as_str).map(str::to_string)).collect()
-    });
+    let order = tensor_names(&cfg["input_layers"]);
     inputs.sort_by_key(|(n, _)| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
     let specs: Vec<(&str, &[usize])> = inputs.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
     let mut values = HashMap::new();
     let mut plan = Vec::new();
     for l in layers.iter().filter(|l| l["class_name"] != "InputLayer") {
-        let (class, c, name) = (l["class_name"].as_str().unwrap_or(""), &l["config"], name_of(l));
-        let srcs = inbound(&l["inbound_nodes"]).map_err(|m| bad(format!("layer `{name}` ({class}): {m}")))?;
-        let (kiln, params) =
-            convert(class, c, weights(&name)?).map_err(|m| bad(format!("layer `{name}` ({class}): {m}")))?;
-        for (suffix, v) in params {
-            values.insert(format!("{name}.{suffix}"), v);
-        }
-        plan.push((kiln.named(&name), srcs));
+        let srcs = inbound(&l["inbound_nodes"])
+            .map_err(|m| bad(format!("layer `{}` ({}): {m}", name_of(l), l["class_name"].as_str().unwrap_or(""))))?;
+        plan.push((layer_of(l, weights, &mut values, &bad)?, srcs));
     }
     let mut m = Model::with_inputs(&specs).weights_from(KerasWeights { values, missing: Vec::new() });
     for (layer, srcs) in plan {
         let srcs: Vec<&str> = srcs.iter().map(String::as_str).collect();
         m.apply(layer, &srcs).map_err(|e| bad(e.to_string()))?;
     }
-    let missing = m.finish_weights().map(|s| s.missing()).unwrap_or_default();
-    if !missing.is_empty() {
-        return Err(bad(format!("no weights in the file for {}", missing.join(", "))));
-    }
-    let outputs: Vec<String> = cfg["output_layers"].as_array().map_or(Vec::new(), |a| {
-        a.iter().filter_map(|t| t.get(0).and_then(Value::as_str).map(str::to_string)).collect()
-    });
+    let outputs = tensor_names(&cfg["output_layers"]);
     if !outputs.is_empty() {
         let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
         m.set_outputs(&outputs).map_err(|e| bad(e.to_string()))?;
+    }
+    finish(m, cfg, &bad)
+}
+
+/// A layer's name: beside its config in a functional model, inside it in a Sequential one.
+fn name_of(l: &Value) -> String {
+    l["name"].as_str().or(l["config"]["name"].as_str()).unwrap_or("").to_string()
+}
+
+/// The layer names of `[[name, node, index], ...]` (a functional model's `input_layers`, `output_layers`).
+fn tensor_names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map_or(Vec::new(), |a| a.iter().filter_map(|t| t.get(0).and_then(Value::as_str).map(str::to_string)).collect())
+}
+
+/// One Keras layer as the kiln layer of its name, its weights (from `weights`) put into `values` under
+/// kiln's parameter names; `bad` makes an error naming the file.
+fn layer_of(
+    layer: &Value,
+    weights: &mut dyn FnMut(&str) -> Result<Vec<Weight>>,
+    values: &mut HashMap<String, Weight>,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<LayerConfig> {
+    let (class, name) = (layer["class_name"].as_str().unwrap_or(""), name_of(layer));
+    let (kiln, params) =
+        convert(class, &layer["config"], weights(&name)?).map_err(|m| bad(format!("layer `{name}` ({class}): {m}")))?;
+    for (suffix, v) in params {
+        values.insert(format!("{name}.{suffix}"), v);
+    }
+    Ok(kiln.named(&name))
+}
+
+/// The built model checked for parameters the file did not fill, and named as the config names it.
+fn finish(mut m: Model, cfg: &Value, bad: &dyn Fn(String) -> Error) -> Result<Model> {
+    let missing = m.finish_weights().map(|s| s.missing()).unwrap_or_default();
+    if !missing.is_empty() {
+        return Err(bad(format!("no weights in the file for {}", missing.join(", "))));
     }
     if let Some(name) = cfg["name"].as_str() {
         m.name = name.to_string();

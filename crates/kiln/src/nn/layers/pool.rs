@@ -77,15 +77,28 @@ fn pooled(cx: &BuildCx, pool_size: Pair, strides: Option<Pair>, padding: Padding
     Ok(vec![oh, ow, ch])
 }
 
+/// ONNX's pooling `op` over x in kiln's layout: the window (pool size, strides, padding) as its attributes,
+/// after `attrs`.
+fn pool_onnx(
+    o: &mut OnnxGraph,
+    l: &Layer,
+    x: &str,
+    op: &str,
+    (k, strides, padding): (Pair, Option<Pair>, PaddingConfig),
+    mut attrs: Vec<Attr>,
+) -> String {
+    let s = strides.unwrap_or(k);
+    attrs.extend([
+        Attr::ints("kernel_shape", &[k.0 as i64, k.1 as i64]),
+        Attr::ints("strides", &[s.0 as i64, s.1 as i64]),
+        Attr::ints("pads", &pads(&l.input_shape()[..2], &[k.0, k.1], &[s.0, s.1], padding.into())),
+    ]);
+    o.channels_first(x, |o, x| o.op(op, &[x], attrs), 4)
+}
+
 impl LayerSpec for MaxPooling2D {
     fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
-        let (k, s) = (self.pool_size, self.strides.unwrap_or(self.pool_size));
-        let attrs = vec![
-            Attr::ints("kernel_shape", &[k.0 as i64, k.1 as i64]),
-            Attr::ints("strides", &[s.0 as i64, s.1 as i64]),
-            Attr::ints("pads", &pads(&l.input_shape()[..2], &[k.0, k.1], &[s.0, s.1], self.padding.into())),
-        ];
-        Ok(o.channels_first(&xs[0], |o, x| o.op("MaxPool", &[x], attrs), 4))
+        Ok(pool_onnx(o, l, &xs[0], "MaxPool", (self.pool_size, self.strides, self.padding), vec![]))
     }
 
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
@@ -100,15 +113,9 @@ impl LayerSpec for MaxPooling2D {
 
 impl LayerSpec for AveragePooling2D {
     fn onnx(&self, l: &Layer, o: &mut OnnxGraph, xs: &[String]) -> Result<String> {
-        let (k, s) = (self.pool_size, self.strides.unwrap_or(self.pool_size));
-        let mut attrs = vec![
-            Attr::ints("kernel_shape", &[k.0 as i64, k.1 as i64]),
-            Attr::ints("strides", &[s.0 as i64, s.1 as i64]),
-            Attr::ints("pads", &pads(&l.input_shape()[..2], &[k.0, k.1], &[s.0, s.1], self.padding.into())),
-        ];
         // Only the positions inside the input count, as the engine (and TensorFlow) average.
-        attrs.push(Attr::i("count_include_pad", 0));
-        Ok(o.channels_first(&xs[0], |o, x| o.op("AveragePool", &[x], attrs), 4))
+        let attrs = vec![Attr::i("count_include_pad", 0)];
+        Ok(pool_onnx(o, l, &xs[0], "AveragePool", (self.pool_size, self.strides, self.padding), attrs))
     }
 
     fn build(&self, cx: &mut BuildCx) -> Result<Vec<usize>> {
