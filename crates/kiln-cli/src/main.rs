@@ -11,6 +11,7 @@ mod font;
 mod generate;
 mod index;
 mod plot;
+mod recommend;
 mod report;
 mod run_dir;
 mod serve;
@@ -174,20 +175,51 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
-    /// Loss and metrics of a saved model on a data set.
+    /// Loss and metrics of a saved model on a data set; for a recommender, ranking metrics on its run's
+    /// held-out items.
     Evaluate {
-        /// A model saved by `kiln train` (.safetensors).
+        /// A model saved by `kiln train` (.safetensors), or its run folder.
         model: PathBuf,
         /// The data folder (MNIST IDX files), or for a table or text model a CSV/ARFF/JSON-lines file with
-        /// its target column (every row is scored, unless --split is given).
+        /// its target column (every row is scored, unless --split is given). A recommender: the run folder
+        /// (or its split folder) whose held-out items to rank; left out, the model's own run folder.
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
         /// Which split of the data: MNIST's test (the default) or train; for a table or text model saved in
-        /// its run folder, the rows of --data that the run's split.csv marks test, train or validation.
+        /// its run folder, the rows of --data that the run's split.csv marks test, train or validation; for a
+        /// recommender, test (the default) or validation.
         #[arg(long)]
         split: Option<String>,
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
+        /// Recommenders: rank each held-out item among its sampled negatives (`sampled`, NCF's protocol) or
+        /// among every item the user has not interacted with (`full`).
+        #[arg(long)]
+        protocol: Option<String>,
+        /// Recommenders: the K of HR@K, NDCG@K, recall@K and coverage@K.
+        #[arg(long)]
+        k: Option<usize>,
+    },
+    /// What a recommender trained by `kiln train` suggests: the top items for a user it knows (what they
+    /// already did left out), for a new user described by features (two_tower), or the items most like one.
+    Recommend {
+        /// The recommender (.safetensors) or its run folder.
+        model: PathBuf,
+        /// A user id as the interactions file writes it.
+        #[arg(long, value_name = "ID")]
+        user: Option<String>,
+        /// An item id: the items whose vectors are closest to its.
+        #[arg(long, value_name = "ID")]
+        similar_items: Option<String>,
+        /// A new user's side-table value, NAME=VALUE (repeatable), e.g. --feature age=24 --feature
+        /// occupation=student.
+        #[arg(long = "feature", value_name = "NAME=VALUE")]
+        feature: Vec<String>,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Print JSON ([{"item": ..., "score": ...}]) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Class probabilities for one input: a PNG image, or sample --index of an IDX images file.
     Predict {
@@ -420,9 +452,13 @@ fn main() {
         Command::Data { command: DataCommand::Audit { file, target, json, html } } => {
             table::audit_cmd(&file, target.as_deref(), json.as_deref(), html.as_deref())
         }
-        Command::Evaluate { model, data, split, batch_size } => {
-            commands::evaluate(&model, &data, split.as_deref(), batch_size)
+        Command::Evaluate { model, data, split, batch_size, protocol, k } => {
+            commands::evaluate(&model, data.as_deref(), split.as_deref(), batch_size, protocol.as_deref(), k)
         }
+        Command::Recommend { model, user, similar_items, feature, k, json } => recommend::recommend(
+            &model,
+            recommend::Ask { user: user.as_deref(), similar: similar_items.as_deref(), features: &feature, k, json },
+        ),
         Command::Predict { model, input, index, rows, output } => {
             table::predict(&model, input.as_deref(), index, rows.as_deref(), output.as_deref())
         }

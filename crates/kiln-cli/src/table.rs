@@ -51,6 +51,13 @@ pub fn predict(
     rows: Option<&Path>,
     output: Option<&Path>,
 ) -> Result<()> {
+    if kiln::recommend::is_recommender(model_path) {
+        return Err(Error::Invalid(format!(
+            "{} is a recommender: ask it with `kiln recommend {} --user ID` (or --similar-items ID)",
+            model_path.display(),
+            model_path.display()
+        )));
+    }
     let model = Sequential::load(model_path)?;
     // A model trained on a table whose only input is one text column takes a text as its argument.
     let text = model.preparation().is_some_and(|p| {

@@ -198,7 +198,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let mut cfg = config_of(a.config.as_deref(), a.resume.as_deref(), a.data.as_deref(), a.target.as_deref(), &set)?;
     if let Some(t) = a.test_rows {
         if cfg.kind()? != DataKind::Table {
-            return Err(Error::Invalid("--test-rows splits a table; MNIST has its own test split".into()));
+            return Err(Error::Invalid(
+                "--test-rows splits a table; MNIST has its own test split, interactions are split leave-last-out"
+                    .into(),
+            ));
         }
         cfg.data.test_rows = Some(t);
     }
@@ -218,6 +221,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     match cfg.kind()? {
         DataKind::Images => images(&cfg, &a),
         DataKind::Table => table(&cfg, &a),
+        DataKind::Interactions => crate::recommend::train(&cfg, &a),
     }
     .map_err(|e| cfg.in_file(e))
 }

@@ -37,6 +37,7 @@ pub mod optim;
 pub mod pretrained;
 pub mod quantize;
 pub mod recipe;
+pub mod recommend;
 pub mod schedule;
 pub mod search;
 pub mod step;

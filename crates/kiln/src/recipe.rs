@@ -32,8 +32,19 @@ impl Config {
         match self.kind()? {
             DataKind::Images => self.image_model(),
             DataKind::Table => crate::tabular::untrained_model(self),
+            DataKind::Interactions => self.untrained_recommender().map(|r| r.model),
         }
         .map_err(|e| self.in_file(e))
+    }
+
+    /// The recommender the config describes, untrained: it reads the interactions for their users, items
+    /// and features.
+    pub fn untrained_recommender(&self) -> Result<crate::recommend::Recommender> {
+        use crate::recommend::{Interactions, Recommender, Split};
+        let data = Interactions::read(&self.data.interactions())?;
+        let split = Split::leave_last_out(&data, false, 0, self.train.seed);
+        let config = self.recommender(self.model.kind.unwrap_or(crate::config::ModelKind::Bpr));
+        Recommender::new(config, &data, &split, self.model.seed)
     }
 
     /// An image model (`build_model` for images).

@@ -192,6 +192,11 @@ impl Config {
         match self.kind()? {
             DataKind::Images => self.image_folds(k, skip, done),
             DataKind::Table => self.table_folds(k, skip, done),
+            DataKind::Interactions => Err(Error::Config(
+                "cross-validation takes images or a table; a recommender is scored leave-last-out by `kiln train` \
+                 (its validation items pick the epoch)"
+                    .into(),
+            )),
         }
     }
 

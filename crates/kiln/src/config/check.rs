@@ -20,8 +20,23 @@ const TABLE_DATA_KEYS: [&str; 10] = [
     "prepare",
 ];
 
+/// `[data]` keys that only interactions use.
+const INTERACTION_DATA_KEYS: [&str; 8] =
+    ["user", "item", "timestamp", "rating", "min_rating", "users", "items", "eval_negatives"];
+
+/// `[model]` keys that a recommender (built from its `kind`) does not take.
+const NOT_RECOMMENDER_MODEL_KEYS: [&str; 8] =
+    ["input_shape", "layers", "nodes", "inputs", "outputs", "weights", "pretrained", "freeze"];
+
+/// `[train]` keys that a recommender does not take.
+const NOT_RECOMMENDER_TRAIN_KEYS: [&str; 7] =
+    ["loss", "metrics", "oversample", "augment", "class_weight", "loss_weights", "clip"];
+
+/// The recommender kinds.
+const RECOMMENDERS: [ModelKind; 3] = [ModelKind::Bpr, ModelKind::Ncf, ModelKind::TwoTower];
+
 /// `[model]` keys of the built-in recipes.
-const RECIPE_KEYS: [&str; 14] = [
+const RECIPE_KEYS: [&str; 16] = [
     "units",
     "bidirectional",
     "pooling",
@@ -36,11 +51,21 @@ const RECIPE_KEYS: [&str; 14] = [
     "hidden",
     "dropout",
     "l2",
+    "id_dropout",
+    "history",
 ];
 
 /// Whether the recipe `kind` on this kind of data uses the `[model]` setting `key`.
 pub(super) fn recipe_uses(data: DataKind, kind: ModelKind, key: &str) -> bool {
     let sequence = ["units", "pooling", "embedding_dropout"];
+    if data == DataKind::Interactions || RECOMMENDERS.contains(&kind) {
+        return match kind {
+            ModelKind::Bpr => matches!(key, "dim" | "l2"),
+            ModelKind::Ncf => matches!(key, "dim" | "hidden" | "dropout" | "l2"),
+            ModelKind::TwoTower => matches!(key, "dim" | "hidden" | "dropout" | "l2" | "id_dropout" | "history"),
+            _ => false,
+        };
+    }
     matches!(key, "hidden" | "dropout" | "l2")
         || match (data, kind) {
             (_, ModelKind::Mlp) => false,
@@ -52,6 +77,7 @@ pub(super) fn recipe_uses(data: DataKind, kind: ModelKind, key: &str) -> bool {
                 matches!(key, "units" | "blocks" | "heads" | "dim" | "numeric_embedding" | "frequencies" | "sigma")
             }
             (DataKind::Table, _) => sequence.contains(&key) || key == "bidirectional",
+            (DataKind::Interactions, _) => false,
         }
 }
 
@@ -62,6 +88,23 @@ impl Config {
         let d = &self.data;
         let m = &self.model;
         let t = &self.train;
+        let recommender = m.kind.is_some_and(|k| RECOMMENDERS.contains(&k));
+        if kind == DataKind::Interactions && !recommender {
+            return Err(Error::Config(
+                "[model] needs kind = \"bpr\", \"ncf\" or \"two_tower\": the recommender to train on these \
+                 interactions"
+                    .into(),
+            ));
+        }
+        if kind != DataKind::Interactions && recommender {
+            return Err(Error::Config(format!(
+                "model.kind = \"{}\" is a recommender: it trains on format = \"interactions\"",
+                m.kind.map_or("", |k| k.name())
+            )));
+        }
+        if kind == DataKind::Interactions {
+            return self.check_interactions();
+        }
         // Keys set away from their defaults (a config made in code; a file's keys are checked as written).
         let (blank, md) = (DataConfig::table(&d.path, ""), ModelConfig::default());
         for (key, set) in [
@@ -93,6 +136,9 @@ impl Config {
             ("model.hidden", m.hidden != md.hidden),
             ("model.dropout", m.dropout != md.dropout),
             ("model.l2", m.l2 != 0.0),
+            ("model.id_dropout", m.id_dropout != md.id_dropout),
+            ("model.history", m.history != 0),
+            ("train.negatives", t.negatives.is_some()),
         ] {
             if set && !(key == "data.target" && kind == DataKind::Table) {
                 self.check_key(key)?;
@@ -186,6 +232,81 @@ impl Config {
         Ok(())
     }
 
+    /// A recommendation config: no key of tables or images, and the recommender's settings in range.
+    fn check_interactions(&self) -> Result<()> {
+        let (d, m, t) = (&self.data, &self.model, &self.train);
+        let blank = DataConfig::table(&d.path, "");
+        let md = ModelConfig::default();
+        for (key, set) in [
+            ("data.target", !d.target.is_empty()),
+            ("data.test_rows", d.test_rows.is_some()),
+            ("data.test_fraction", d.test_fraction != blank.test_fraction),
+            ("data.positive", d.positive.is_some()),
+            ("data.columns", d.columns != blank.columns),
+            ("data.classes", d.classes != blank.classes),
+            ("data.prepare", d.prepare != blank.prepare),
+            ("model.input_shape", !m.input_shape.is_empty()),
+            ("model.layers", !m.layers.is_empty()),
+            ("model.nodes", !m.nodes.is_empty()),
+            ("model.inputs", !m.inputs.is_empty()),
+            ("model.outputs", !m.outputs.is_empty()),
+            ("model.weights", m.weights.is_some()),
+            ("model.pretrained", m.pretrained.is_some()),
+            ("model.freeze", m.freeze > 0),
+            ("model.units", m.units != md.units),
+            ("model.blocks", m.blocks != md.blocks),
+            ("model.heads", m.heads != md.heads),
+            ("model.hidden", m.hidden != md.hidden),
+            ("model.dropout", m.dropout != md.dropout),
+            ("model.id_dropout", m.id_dropout != md.id_dropout),
+            ("model.history", m.history != 0),
+            ("train.loss", t.loss.is_some()),
+            ("train.metrics", !t.metrics.is_empty()),
+            ("train.oversample", t.oversample),
+            ("train.augment", t.augment.is_some()),
+            ("train.class_weight", t.class_weight.is_some()),
+            ("train.loss_weights", !t.loss_weights.is_empty()),
+        ] {
+            if set {
+                self.check_key(key)?;
+            }
+        }
+        self.recommender(m.kind.unwrap_or(ModelKind::Bpr)).check()?;
+        if d.eval_negatives == Some(0) {
+            return Err(Error::Config("data.eval_negatives must be at least 1".into()));
+        }
+        if let Some(p) = t.patience
+            && t.validation_split.unwrap_or(0.1) <= 0.0
+        {
+            return Err(Error::Config(format!(
+                "train.patience = {p} needs the validation items: leave train.validation_split above 0, or leave \
+                 patience out"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The recommender a config describes.
+    pub fn recommender(&self, kind: ModelKind) -> crate::recommend::RecommenderConfig {
+        use crate::recommend::{RecommenderConfig, RecommenderKind};
+        let k = match kind {
+            ModelKind::Ncf => RecommenderKind::Ncf,
+            ModelKind::TwoTower => RecommenderKind::TwoTower,
+            _ => RecommenderKind::Bpr,
+        };
+        let (m, base) = (&self.model, RecommenderConfig::new(k));
+        RecommenderConfig {
+            kind: k,
+            dim: m.dim,
+            hidden: m.hidden.clone(),
+            dropout: m.dropout,
+            l2: m.l2,
+            negatives: self.train.negatives.unwrap_or(base.negatives),
+            id_dropout: m.id_dropout,
+            history: m.history,
+        }
+    }
+
     /// A table's targets: each once, not ignored, and with several, no setting that balances one target's
     /// classes; written-out models name one output per target.
     fn check_targets(&self) -> Result<()> {
@@ -253,6 +374,29 @@ impl Config {
         let (section, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let err = |m: String| Err(Error::Config(m));
         match (section, name) {
+            ("data", k) if kind != DataKind::Interactions && INTERACTION_DATA_KEYS.contains(&k) => {
+                err(format!("data.{k} is a key of interactions (format = \"interactions\"), for a recommender"))
+            }
+            ("train", "negatives") if kind != DataKind::Interactions => {
+                err("train.negatives is a recommender's key (format = \"interactions\")".into())
+            }
+            ("data", k)
+                if kind == DataKind::Interactions
+                    && TABLE_DATA_KEYS.contains(&k)
+                    && !matches!(k, "ignore" | "missing" | "encoding") =>
+            {
+                err(format!(
+                    "data.{k} is a key of tables; interactions are split leave-last-out (each user's latest item is \
+                     the test item)"
+                ))
+            }
+            ("model", k) if kind == DataKind::Interactions && NOT_RECOMMENDER_MODEL_KEYS.contains(&k) => err(format!(
+                "model.{k} does not apply to a recommender: kind = \"bpr\", \"ncf\" or \"two_tower\" builds it"
+            )),
+            ("train", k) if kind == DataKind::Interactions && NOT_RECOMMENDER_TRAIN_KEYS.contains(&k) => err(format!(
+                "train.{k} does not apply to a recommender (its loss is the kind's own; its metrics are ranking \
+                 metrics)"
+            )),
             ("data", k) if kind == DataKind::Images && TABLE_DATA_KEYS.contains(&k) => err(format!(
                 "data.{k} is a key of tables (format = \"table\"); MNIST images come with their own test split and \
                  labels"

@@ -11,7 +11,9 @@
 //! config.toml show every value used.
 
 mod check;
+mod data;
 use check::recipe_uses;
+pub use data::{DataConfig, DataFormat, DataKind};
 mod settings;
 
 pub use settings::{
@@ -20,9 +22,7 @@ pub use settings::{
 
 use crate::callbacks::CallbackConfig;
 use crate::data::augment::Augment;
-use crate::data::csv::CsvOptions;
-use crate::data::prepare::{InputColumns, PrepareOptions};
-use crate::data::table::ColumnType;
+use crate::data::prepare::InputColumns;
 use crate::loss::Loss;
 use crate::metrics::Metric;
 use crate::model::{CompileConfig, NodeSpec};
@@ -32,7 +32,6 @@ use crate::schedule::{Clip, Schedule};
 use crate::train::ClassWeight;
 use kiln_core::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,73 +54,6 @@ pub struct Config {
     /// run starts.
     #[serde(skip)]
     pub notes: Vec<String>,
-}
-
-/// What `[data]` reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DataFormat {
-    /// A folder with the four MNIST IDX files (raw or .gz): images, with its own test split.
-    Mnist,
-    /// Rows with a `target` column: a CSV/TSV (any delimiter, quoted fields, header row; .gz too), ARFF or
-    /// JSON-lines file, or a folder of class folders of text files; numbers, categories and text columns.
-    /// (`csv`, `arff` and `jsonl` are read as `table`: the file's name tells them apart.)
-    #[serde(alias = "csv", alias = "arff", alias = "jsonl")]
-    Table,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    /// `mnist` or `table`; left out, `table` when a `target` is given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<DataFormat>,
-    pub path: PathBuf,
-    /// The column to predict (tables), or several (`target = ["churn", "spend"]`): a model with one output
-    /// per target, in this order, each with the loss and metrics its column needs.
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "one_or_many",
-        serialize_with = "write_one_or_many"
-    )]
-    pub target: Vec<String>,
-    /// The first `test_rows` rows are the test set (a file's official split)...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_rows: Option<usize>,
-    /// ...or else this fraction of rows, drawn at random (stratified by class) with the training seed.
-    #[serde(default = "fifth")]
-    pub test_fraction: f64,
-    /// Columns left out.
-    #[serde(default)]
-    pub ignore: Vec<String>,
-    /// Cells read as missing besides the empty one.
-    #[serde(default = "missing_markers")]
-    pub missing: Vec<String>,
-    /// The class that binary metrics (precision, recall, F1, PR-AUC) are about, and that the sigmoid's 1
-    /// means: e.g. `positive = "bad"` for credit risk. Left out: the value that sorts last.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub positive: Option<String>,
-    /// The file's text encoding (`windows-1252`, `latin1`, `iso-8859-15`, `shift_jis`...; any WHATWG
-    /// label). Left out: UTF-8, or Windows-1252 with a warning when the file is not UTF-8.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encoding: Option<String>,
-    /// Column types that override the inferred ones (number, category, boolean, text).
-    #[serde(default)]
-    pub columns: BTreeMap<String, ColumnType>,
-    /// Target values to classes, e.g. ratings 1-2 to "negative" and 4-5 to "positive"; rows whose target
-    /// is not listed are dropped. Empty: the target's values are the classes.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub classes: BTreeMap<String, String>,
-    #[serde(default)]
-    pub prepare: PrepareOptions,
-}
-
-/// The kind of run a config makes, from its `[data]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataKind {
-    Images,
-    Table,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,8 +143,15 @@ pub struct ModelConfig {
     pub hidden: Vec<usize>,
     /// Dropout after each hidden layer.
     pub dropout: f64,
-    /// L2 penalty on every kernel (Keras's kernel_regularizer=l2(...)); helps on small tables.
+    /// L2 penalty on every kernel (Keras's kernel_regularizer=l2(...)); helps on small tables. Recommenders:
+    /// on each embedding row a batch uses, per use (BPR's regularization).
     pub l2: f32,
+    /// kind = "two_tower" with data.users: the share of training rows whose user id is hidden, so the tower
+    /// learns to place a new user from features alone.
+    pub id_dropout: f64,
+    /// kind = "two_tower": the user tower also reads the user's last `history` items (their embeddings
+    /// averaged), each training row's items before it; 0 leaves it out.
+    pub history: usize,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +176,14 @@ pub enum ModelKind {
     /// a [CLS] token → `blocks` × TransformerEncoder (pre-norm, ReLU, `heads` heads, feed-forward `units`,
     /// `dropout`) → LayerNormalization → the [CLS] token → ReLU → `hidden` → the output.
     FtTransformer,
+    /// Interactions: matrix factorization trained with BPR (`dim` factors).
+    Bpr,
+    /// Interactions: NeuMF (GMF beside an MLP of `hidden` over `dim`-wide embeddings), binary cross-entropy
+    /// on sampled negatives.
+    Ncf,
+    /// Interactions: a user tower and an item tower (id embeddings of `dim`, side-table features, `hidden`
+    /// Dense layers, a `dim`-wide output), scored by their dot product, trained with an in-batch softmax.
+    TwoTower,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +204,9 @@ impl ModelKind {
             ModelKind::Cnn => "cnn",
             ModelKind::Transformer => "transformer",
             ModelKind::FtTransformer => "ft_transformer",
+            ModelKind::Bpr => "bpr",
+            ModelKind::Ncf => "ncf",
+            ModelKind::TwoTower => "two_tower",
         }
     }
 
@@ -306,6 +256,8 @@ impl Default for ModelConfig {
             hidden: vec![64, 32],
             dropout: 0.1,
             l2: 0.0,
+            id_dropout: 0.1,
+            history: 0,
         }
     }
 }
@@ -372,6 +324,10 @@ pub struct TrainConfig {
     /// (Keras's `loss_weights`), in `data.target`'s order. Empty: all 1.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub loss_weights: Vec<f32>,
+    /// Recommenders: sampled negatives per positive (bpr 1, ncf 4), or sampled items added to the batch's
+    /// as shared negatives (two_tower, 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negatives: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -392,6 +348,7 @@ impl Default for TrainConfig {
             oversample: false,
             class_weight: None,
             loss_weights: Vec::new(),
+            negatives: None,
         }
     }
 }
@@ -423,6 +380,9 @@ impl TrainDefaults {
         match kind {
             DataKind::Table => TrainDefaults { epochs: 30, batch_size: 64, validation_split: 0.1, patience: Some(4) },
             DataKind::Images => TrainDefaults { epochs: 1, batch_size: 32, validation_split: 0.0, patience: None },
+            DataKind::Interactions => {
+                TrainDefaults { epochs: 20, batch_size: 256, validation_split: 0.1, patience: Some(5) }
+            }
         }
     }
 }
@@ -462,89 +422,6 @@ fn short_floats(v: &mut toml::Value) {
 fn runs() -> PathBuf {
     "runs".into()
 }
-fn fifth() -> f64 {
-    0.2
-}
-fn missing_markers() -> Vec<String> {
-    CsvOptions::default().missing
-}
-
-impl DataConfig {
-    /// A table file and its target column, every other key at its default.
-    pub fn table(path: impl Into<PathBuf>, target: &str) -> DataConfig {
-        DataConfig {
-            format: Some(DataFormat::Table),
-            path: path.into(),
-            target: vec![target.into()],
-            test_rows: None,
-            test_fraction: fifth(),
-            ignore: Vec::new(),
-            missing: missing_markers(),
-            encoding: None,
-            positive: None,
-            columns: BTreeMap::new(),
-            classes: BTreeMap::new(),
-            prepare: PrepareOptions::default(),
-        }
-    }
-
-    /// Images or a table: the `format`, or else a table when a `target` is named.
-    pub fn kind(&self) -> Result<DataKind> {
-        match (self.format, self.target.first()) {
-            (Some(DataFormat::Mnist), _) => Ok(DataKind::Images),
-            (Some(DataFormat::Table), Some(_)) | (None, Some(_)) => Ok(DataKind::Table),
-            (Some(DataFormat::Table), None) => {
-                Err(Error::Config("[data] needs `target`: the column to predict".into()))
-            }
-            (None, None) => Err(Error::Config(
-                "[data] needs `format = \"mnist\"` (a folder of MNIST files), or `target` (the column of a table \
-                 to predict)"
-                    .into(),
-            )),
-        }
-    }
-
-    /// The (first) target column (tables): the one the rows are stratified by.
-    pub fn target(&self) -> &str {
-        self.target.first().map_or("", String::as_str)
-    }
-
-    /// Every target column, in the order of the model's outputs.
-    pub fn targets(&self) -> Vec<&str> {
-        self.target.iter().map(String::as_str).collect()
-    }
-}
-
-/// `target = "col"` or `target = ["a", "b"]`.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Vec<String>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a column name, or a list of column names")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Vec<String>, E> {
-            Ok(vec![v.to_string()])
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> std::result::Result<Vec<String>, A::Error> {
-            let mut out = Vec::new();
-            while let Some(v) = a.next_element::<String>()? {
-                out.push(v);
-            }
-            Ok(out)
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// One target as a string (as it was written), several as a list.
-fn write_one_or_many<S: serde::Serializer>(v: &[String], s: S) -> std::result::Result<S::Ok, S::Error> {
-    match v {
-        [one] => s.serialize_str(one),
-        many => serde::Serialize::serialize(many, s),
-    }
-}
-
 impl Config {
     /// The defaults for a table file and a target (what `kiln train --data FILE --target COL` uses).
     pub fn for_table(path: impl Into<PathBuf>, target: &str) -> Config {
@@ -591,6 +468,11 @@ impl Config {
         c.data.path = base.join(&c.data.path);
         if let Some(g) = &c.data.prepare.text.glove {
             c.data.prepare.text.glove = Some(base.join(g));
+        }
+        for side in [&mut c.data.users, &mut c.data.items] {
+            if let Some(p) = side {
+                *p = base.join(&*p);
+            }
         }
         if let Some(m) = &c.output.model {
             c.output.model = Some(base.join(m));
@@ -681,6 +563,9 @@ impl Config {
                 self.data.format.get_or_insert(DataFormat::Table);
             }
             DataKind::Images => {}
+            DataKind::Interactions => {
+                self.data.format.get_or_insert(DataFormat::Interactions);
+            }
         }
     }
 
@@ -735,6 +620,8 @@ impl Config {
         c.data.prepare.text.glove = c.data.prepare.text.glove.as_deref().map(abs);
         c.model.weights = c.model.weights.as_deref().map(abs);
         c.model.pretrained = c.model.pretrained.as_deref().map(abs);
+        c.data.users = c.data.users.as_deref().map(abs);
+        c.data.items = c.data.items.as_deref().map(abs);
         c.output.model = c.output.model.as_deref().map(|m| match (m.parent(), m.file_name()) {
             (Some(d), Some(f)) if !d.as_os_str().is_empty() => abs(d).join(f),
             (_, Some(f)) => abs(Path::new(".")).join(f),

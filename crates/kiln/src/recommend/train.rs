@@ -1,0 +1,291 @@
+//! Training a recommender: each batch of training positives gets its sampled negatives (never one of the
+//! user's training positives), runs forward on the model's tape, and the kind's loss (`loss.rs`) hands its
+//! gradient to the outputs as the surrogate Σ output ⊙ dL/doutput, whose backward is the true one. After
+//! each epoch the validation items are ranked against their sampled negatives; the epoch with the best
+//! NDCG@K is kept.
+
+use super::loss::{bce_logits, bpr, softmax_candidates};
+use super::ranking::{Protocol, Ranking};
+use super::split::Split;
+use super::{Csr, Recommender, RecommenderKind};
+use crate::loss::Loss;
+use crate::model::CompileConfig;
+use crate::optim::OptimizerConfig;
+use crate::schedule::Schedule;
+use kiln_core::{Error, ParamId, Result, Rng, Tensor, Var};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// How to train (the `[train]` keys of a recommendation config).
+#[derive(Clone, Debug)]
+pub struct RecommenderFit {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Option<Schedule>,
+    pub seed: u64,
+    /// Stop after this many epochs without a better validation NDCG@K (the best epoch's weights kept).
+    pub patience: Option<usize>,
+    /// The K of the validation metrics.
+    pub k: usize,
+}
+
+impl Default for RecommenderFit {
+    fn default() -> Self {
+        RecommenderFit {
+            epochs: 20,
+            batch_size: 256,
+            optimizer: OptimizerConfig::default(),
+            schedule: None,
+            seed: 0,
+            patience: None,
+            k: 10,
+        }
+    }
+}
+
+/// One epoch: the mean training loss and the validation ranking (sampled protocol).
+#[derive(Clone, Debug)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub loss: f64,
+    pub valid: Option<Ranking>,
+    pub seconds: f64,
+}
+
+/// The embedding tables and which ids index them (true: users), for the per-row L2 penalty.
+fn tables(r: &Recommender) -> Vec<(ParamId, bool)> {
+    r.model
+        .layers()
+        .iter()
+        // The history table is indexed by item + 1: it is left to the optimizer alone.
+        .filter(|l| l.name() != "history_items")
+        .filter_map(|l| l.param("embeddings").map(|p| (p, l.name().contains("user"))))
+        .collect()
+}
+
+impl Recommender {
+    /// Trains on `split.train`, ranking `split.valid` after each epoch; `on_epoch` sees each epoch's log.
+    /// Returns the logs; the model ends with the best validation epoch's weights (the last epoch's without
+    /// validation items).
+    pub fn fit(
+        &mut self,
+        split: &Split,
+        o: &RecommenderFit,
+        mut on_epoch: impl FnMut(&EpochLog),
+    ) -> Result<Vec<EpochLog>> {
+        if split.train.is_empty() {
+            return Err(Error::Data("no training interactions".into()));
+        }
+        if o.batch_size == 0 || o.epochs == 0 {
+            return Err(Error::Config("train.epochs and train.batch_size must be at least 1".into()));
+        }
+        let mut compile = CompileConfig::new(o.optimizer.clone(), Loss::BinaryCrossentropy, &[]);
+        if let Some(s) = &o.schedule {
+            compile = compile.schedule(s.clone());
+        }
+        self.model.compile_with(compile)?;
+        self.model.graph_mut().seed(o.seed ^ 0xd50f);
+        let positives = Csr::new(self.users.len(), split.train.iter().copied());
+        let tables = tables(self);
+        let mut rng = Rng::new(o.seed);
+        let mut order: Vec<usize> = (0..split.train.len()).collect();
+        let (mut logs, mut best): (Vec<EpochLog>, Option<(f64, Vec<Vec<f32>>)>) = (Vec::new(), None);
+        let mut since_best = 0;
+        crate::train::stop_flag().store(false, Ordering::SeqCst);
+        for epoch in 1..=o.epochs {
+            let t0 = Instant::now();
+            rng.shuffle(&mut order);
+            let (mut total, mut seen) = (0.0, 0usize);
+            for batch in order.chunks(o.batch_size) {
+                let pairs: Vec<(u32, u32)> = batch.iter().map(|&r| split.train[r]).collect();
+                let loss = self.train_batch(&pairs, &positives, &tables, &mut rng)?;
+                if !loss.is_finite() {
+                    return Err(Error::Stopped(format!(
+                        "the loss became {loss} in epoch {epoch}: lower the learning rate or raise model.l2"
+                    )));
+                }
+                total += loss * pairs.len() as f64;
+                seen += pairs.len();
+                if crate::train::stop_flag().load(Ordering::SeqCst) {
+                    return Err(Error::Stopped(format!("stopped in epoch {epoch}")));
+                }
+            }
+            let valid = if split.valid.is_empty() {
+                None
+            } else {
+                Some(self.evaluate(&split.valid, Protocol::Sampled, o.k)?)
+            };
+            let log = EpochLog { epoch, loss: total / seen.max(1) as f64, valid, seconds: t0.elapsed().as_secs_f64() };
+            on_epoch(&log);
+            let score = log.valid.as_ref().map(|v| v.ndcg);
+            logs.push(log);
+            if let Some(s) = score {
+                if best.as_ref().is_none_or(|(b, _)| s > *b) {
+                    best = Some((s, self.model.get_weights()));
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                    if o.patience.is_some_and(|p| since_best >= p) {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some((_, w)) = best {
+            self.model.set_weights(&w)?;
+        }
+        Ok(logs)
+    }
+
+    /// One optimizer step on a batch of positive (user, item) pairs; returns the batch's loss.
+    fn train_batch(
+        &mut self,
+        pairs: &[(u32, u32)],
+        positives: &Csr,
+        tables: &[(ParamId, bool)],
+        rng: &mut Rng,
+    ) -> Result<f64> {
+        let (b, n_items, c) = (pairs.len(), self.items.len(), self.config.clone());
+        let negative = |u: u32, rng: &mut Rng| -> u32 {
+            let seen = positives.row(u);
+            if seen.len() >= n_items {
+                return rng.below(n_items) as u32;
+            }
+            loop {
+                let j = rng.below(n_items) as u32;
+                if seen.binary_search(&j).is_err() {
+                    return j;
+                }
+            }
+        };
+        let mut users: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        let mut items: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+        match c.kind {
+            RecommenderKind::Bpr | RecommenderKind::Ncf => {
+                for &(u, _) in pairs {
+                    for _ in 0..c.negatives {
+                        users.push(u);
+                        items.push(negative(u, rng));
+                    }
+                }
+                let xs = self.inputs(&users, &items, None, None)?;
+                let per = c.negatives;
+                self.step(&xs, &users, &items, tables, |outs| match c.kind {
+                    RecommenderKind::Bpr => {
+                        let (l, gp, gn) = bpr(&outs[0][..b], &outs[0][b..]);
+                        (l, vec![[gp, gn].concat()])
+                    }
+                    _ => {
+                        let y: Vec<f64> = (0..b * (1 + per)).map(|r| (r < b) as u8 as f64).collect();
+                        let (l, g) = bce_logits(&outs[0], &y);
+                        (l, vec![g])
+                    }
+                })
+            }
+            RecommenderKind::TwoTower => {
+                let extra: Vec<u32> = (0..c.negatives).map(|_| rng.below(n_items) as u32).collect();
+                items.extend_from_slice(&extra);
+                users.extend(std::iter::repeat_n(pairs[0].0, extra.len()));
+                // The ids the towers see: some users hidden behind the unknown slot, when features can stand in.
+                let mut shown = users.clone();
+                if self.user_features.is_some() && c.id_dropout > 0.0 {
+                    for u in &mut shown[..b] {
+                        if rng.uniform() < c.id_dropout {
+                            *u = self.users.len() as u32;
+                        }
+                    }
+                }
+                // Each positive's history: the user's items before it (the extra rows' are unused).
+                let mut hist = Vec::with_capacity(users.len() * c.history);
+                if c.history > 0 {
+                    for (r, (&u, &i)) in users.iter().zip(&items).enumerate() {
+                        self.history_of(u, (r < b).then_some(i), &mut hist);
+                    }
+                }
+                let xs = self.inputs(&shown, &items, None, Some(&hist))?;
+                let total: f64 = self.popularity.iter().map(|&p| p as f64).sum::<f64>().max(1.0);
+                let pop = &self.popularity;
+                let correction: Vec<f64> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &i)| {
+                        if r < b {
+                            (b as f64 * (pop[i as usize].max(1) as f64) / total).ln()
+                        } else {
+                            (extra.len() as f64 / n_items as f64).ln()
+                        }
+                    })
+                    .collect();
+                let (d, rows) = (c.dim, users.len());
+                let (us, its) = (users.clone(), items.clone());
+                self.step(&xs, &shown, &items, tables, move |outs| {
+                    let masked = |q: usize, k: usize| its[k] == its[q] || positives.contains(us[q], its[k]);
+                    let (l, du, dv) = softmax_candidates(&outs[0][..b * d], &outs[1], d, &correction, masked);
+                    let mut gu = du;
+                    gu.resize(rows * d, 0.0);
+                    (l, vec![gu, dv])
+                })
+            }
+        }
+    }
+
+    /// Forward on the model's tape, the loss and its output gradients from `loss`, backward through the
+    /// surrogate, the per-row L2 penalty on the tables' rows `users`/`items` use, and the optimizer step.
+    fn step(
+        &mut self,
+        xs: &[Tensor],
+        users: &[u32],
+        items: &[u32],
+        tables: &[(ParamId, bool)],
+        loss: impl FnOnce(&[Vec<f64>]) -> (f64, Vec<Vec<f64>>),
+    ) -> Result<f64> {
+        let l2 = self.config.l2;
+        let m = &mut self.model;
+        let (config, opt) = m.compiled.as_mut().expect("compiled by fit");
+        let g = &mut m.graph;
+        g.reset();
+        g.set_recording(true);
+        let flows = &mut m.scratch.flows;
+        flows.outs.clear();
+        for t in xs {
+            let v = g.tensor(t)?;
+            flows.outs.push((v, None));
+        }
+        m.net.forward(g, flows, true, &[])?;
+        let outs: Vec<Var> = (0..m.net.outputs.len()).map(|k| m.net.output(flows, k)).collect();
+        let values: Vec<Vec<f64>> = outs.iter().map(|&o| g.value(o).iter().map(|&x| x as f64).collect()).collect();
+        let (value, grads) = loss(&values);
+        let mut total: Option<Var> = None;
+        for (&o, grad) in outs.iter().zip(&grads) {
+            let dims = g.shape(o).dims().to_vec();
+            let gv: Vec<f32> = grad.iter().map(|&x| x as f32).collect();
+            let c = g.input(&dims, &gv)?;
+            let p = g.mul(o, c)?;
+            let s = g.sum(p, None, false)?;
+            total = Some(match total {
+                None => s,
+                Some(t) => g.add(t, s)?,
+            });
+        }
+        g.backward(total.expect("a model has outputs"))?;
+        let (params, grad) = g.params_and_grads_mut();
+        if l2 > 0.0 {
+            let scale = l2 / users.len().max(1) as f32;
+            for &(p, user_side) in tables {
+                let w = params[p.0].shape.dims()[1];
+                let (value, gr) = (&params[p.0].value, &mut grad[p.0]);
+                for &id in if user_side { users } else { items } {
+                    let r = id as usize * w..(id as usize + 1) * w;
+                    gr[r.clone()].iter_mut().zip(&value[r]).for_each(|(g, v)| *g += 2.0 * scale * v);
+                }
+            }
+        }
+        if let Some(s) = &config.schedule {
+            opt.config.set_learning_rate(s.at(config.optimizer.learning_rate(), opt.iterations()));
+        }
+        opt.step(params, grad);
+        g.zero_grads();
+        Ok(value)
+    }
+}
