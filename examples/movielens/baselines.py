@@ -1,5 +1,5 @@
 """Baselines for MovieLens-100K scored on exactly kiln's split: the run folder's split/train.tsv (what the models
-train on), split/test.tsv (each user's held-out item and its 99 sampled negatives) and split/valid.tsv (the
+train on), split/test.tsv (each user's held-out item, then its 99 sampled negatives, tab-separated) and split/valid.tsv (the
 item before it, which the models do not train on but item-kNN counts in the user's history at test time, as
 the two-tower model's history does).
 
@@ -48,7 +48,7 @@ train, valid, test = read("train.tsv"), read("valid.tsv"), read("test.tsv")
 users = {u: i for i, u in enumerate(dict.fromkeys(r[0] for r in train + valid + test))}
 items = {}
 for r in train + valid + test:
-    for it in [r[1]] + (r[2].split() if len(r) > 2 else []):
+    for it in r[1:]:
         items.setdefault(it, len(items))
 nu, ni = len(users), len(items)
 ui = sp.csr_matrix(
@@ -64,8 +64,8 @@ rated = history.tolil()
 for r in test:
     rated[users[r[0]], items[r[1]]] = 1.0
 rated = rated.tocsr()
-held = [(users[r[0]], items[r[1]], [items[x] for x in r[2].split()]) for r in test]
-held_valid = [(users[r[0]], items[r[1]], [items[x] for x in r[2].split()]) for r in valid]
+held = [(users[r[0]], items[r[1]], [items[x] for x in r[2:]]) for r in test]
+held_valid = [(users[r[0]], items[r[1]], [items[x] for x in r[2:]]) for r in valid]
 
 
 def popularity():

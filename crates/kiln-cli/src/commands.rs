@@ -15,7 +15,7 @@ pub fn evaluate(
     k: Option<usize>,
 ) -> Result<()> {
     let file = if model_path.is_dir() { model_path.join(crate::run_dir::MODEL) } else { model_path.to_path_buf() };
-    if kiln::recommend::is_recommender(&file) {
+    if kiln::recommend::is_recommender(&file)? {
         let valid = match split.unwrap_or("test") {
             "test" => false,
             "validation" | "valid" => true,

@@ -26,6 +26,13 @@ pub fn train(cfg: &Config, a: &TrainArgs) -> Result<()> {
     let data = Interactions::read(&cfg.data.interactions())?;
     let validation = cfg.train.validation_split() > 0.0;
     let split = Split::leave_last_out(&data, validation, cfg.data.eval_negatives.unwrap_or(99), cfg.train.seed);
+    if split.test.is_empty() {
+        return Err(Error::Data(format!(
+            "{}: no user has two interactions (or every user has every item): leave-last-out holds out each \
+             user's latest, and needs another to train on",
+            cfg.data.path.display()
+        )));
+    }
     let kind = cfg.model.kind.unwrap_or(ModelKind::Bpr);
     let mut rec = Recommender::new(cfg.recommender(kind), &data, &split, cfg.model.seed)?;
     let output = a.output.clone().or_else(|| cfg.output.model.clone());
@@ -152,6 +159,13 @@ pub fn evaluate(model: &Path, data: Option<&Path>, protocol: &str, k: usize, val
     let rec = Recommender::load(&file)?;
     let folder = match data {
         Some(d) if d.join(SPLIT_DIR).is_dir() => d.join(SPLIT_DIR),
+        Some(d) if !d.join(kiln::recommend::split::TEST).is_file() => {
+            return Err(Error::Invalid(format!(
+                "--data {}: neither a run folder (with split/) nor a split folder (with {})",
+                d.display(),
+                kiln::recommend::split::TEST
+            )));
+        }
         Some(d) => d.to_path_buf(),
         None => {
             let run = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -28,7 +28,9 @@ pub fn report(run_dir: &Path) -> Result<PathBuf> {
     }
     let _ = writeln!(md, "\n{epochs} epochs logged.\n");
     let model_path = run_dir.join(MODEL);
-    if model_path.exists() && table_run {
+    if model_path.exists() && cfg.kind()? == DataKind::Interactions {
+        md += &ranking_scores(run_dir)?;
+    } else if model_path.exists() && table_run {
         md += &table_scores(run_dir, &cfg, &model_path)?;
     } else if model_path.exists() {
         let model = Sequential::load(&model_path)?;
@@ -64,6 +66,35 @@ pub fn report(run_dir: &Path) -> Result<PathBuf> {
     let out = run_dir.join("report.md");
     kiln::io::write_atomic(&out, md.as_bytes())?;
     Ok(out)
+}
+
+/// A recommender run's test ranking on both protocols (its metrics.json).
+fn ranking_scores(run_dir: &Path) -> Result<String> {
+    let path = run_dir.join("metrics.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, &e))?;
+    let m: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(&path, format!("not JSON ({e})")))?;
+    let mut md = String::from(
+        "## Final model on the test items (leave-last-out)\n\n| protocol | users | HR@K | NDCG@K | recall@K | MRR | \
+         coverage@K |\n|---|---|---|---|---|---|---|\n",
+    );
+    for p in ["sampled", "full"] {
+        let r = &m["test"][p];
+        let f = |k: &str| r[k].as_f64().map_or("-".to_string(), |v| format!("{v:.4}"));
+        let _ = writeln!(
+            md,
+            "| {p} (K = {}) | {} | {} | {} | {} | {} | {} |",
+            r["k"],
+            r["users"],
+            f("hr"),
+            f("ndcg"),
+            f("recall"),
+            f("mrr"),
+            f("coverage")
+        );
+    }
+    md.push('\n');
+    Ok(md)
 }
 
 /// A table run's final model on its test rows (the rows `split.csv` marks `test`): its scores and, for

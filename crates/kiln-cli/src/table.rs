@@ -51,7 +51,7 @@ pub fn predict(
     rows: Option<&Path>,
     output: Option<&Path>,
 ) -> Result<()> {
-    if kiln::recommend::is_recommender(model_path) {
+    if kiln::recommend::is_recommender(model_path).unwrap_or(false) {
         return Err(Error::Invalid(format!(
             "{} is a recommender: ask it with `kiln recommend {} --user ID` (or --similar-items ID)",
             model_path.display(),

@@ -149,10 +149,19 @@ impl Interactions {
 
     /// Reads the file and side tables; errors name the file, column and row.
     pub fn read(o: &InteractionOptions) -> Result<Interactions> {
+        if o.path.is_dir() {
+            return Err(Error::format(&o.path, "a folder; data.path names the interactions file (CSV or TSV)"));
+        }
+        if o.user == o.item {
+            return Err(Error::Config(format!("data.item names the same column as data.user (`{}`)", o.user)));
+        }
         let table = typed(read_table(&o.path, &o.csv)?);
         let src = o.path.display().to_string();
         let col = |name: &str, key: &str| -> Result<&Column> {
-            table.0.column(name).map_err(|e| Error::Config(format!("data.{key}: {e}")))
+            table.0.column(name).map_err(|e| match e {
+                Error::Config(m) => Error::Config(format!("data.{key}: {m}")),
+                e => e,
+            })
         };
         let users = col(&o.user, "user")?;
         let items = col(&o.item, "item")?;
@@ -175,10 +184,11 @@ impl Interactions {
                 let which = if users.cells[r].is_none() { &o.user } else { &o.item };
                 return Err(Error::Data(format!("{src}: row {}: the {which} cell is empty", r + 2)));
             };
-            if let (Some(c), Some(min)) = (rating, o.min_rating)
-                && number(c, r, "rating")? < min
-            {
-                continue;
+            if let Some(c) = rating {
+                let v = number(c, r, "rating")?;
+                if o.min_rating.is_some_and(|min| v < min) {
+                    continue;
+                }
             }
             let t = match time {
                 Some(c) => number(c, r, "timestamp")?,
@@ -191,11 +201,29 @@ impl Interactions {
             let why = if o.min_rating.is_some() { " rated at least data.min_rating" } else { "" };
             return Err(Error::Data(format!("{src}: no interactions{why}")));
         }
+        for name in &o.ignore {
+            if name == &o.user || name == &o.item {
+                return Err(Error::Config(format!(
+                    "data.ignore names `{name}`, the id column: the side tables are keyed by it"
+                )));
+            }
+        }
         if let Some(p) = &o.users {
             d.user_features = Some(SideFeatures::read(p, &o.user, &d.users, &o.ignore, &o.csv)?);
         }
         if let Some(p) = &o.items {
             d.item_features = Some(SideFeatures::read(p, &o.item, &d.items, &o.ignore, &o.csv)?);
+        }
+        // A name in data.ignore that no table has is a typo, not a column left out.
+        let sides = [&d.user_features, &d.item_features];
+        let known = |n: &String| {
+            table.0.columns.iter().any(|c| &c.name == n)
+                || sides.iter().any(|s| s.as_ref().is_some_and(|s| s.header.contains(n)))
+        };
+        if let Some(n) = o.ignore.iter().find(|n| !known(n)) {
+            return Err(Error::Config(format!(
+                "data.ignore names `{n}`, which neither the interactions nor a side table has"
+            )));
         }
         Ok(d)
     }
@@ -318,6 +346,9 @@ impl FeatureColumn {
                     .filter(|x: &f64| x.is_finite())
                     .ok_or_else(|| Error::Data(format!("feature `{name}` is `{cell}`, not a number")))?;
                 out[0] = ((x - mean) / std) as f32;
+                if !out[0].is_finite() {
+                    return Err(Error::Data(format!("feature `{name}` is `{cell}`, too large a number")));
+                }
             }
             FeatureColumn::Category { levels, .. } => {
                 if let Some(k) = levels.iter().position(|l| l == cell) {
@@ -357,6 +388,12 @@ impl FeatureColumn {
                 let n = xs.len().max(1) as f64;
                 let mean = xs.iter().sum::<f64>() / n;
                 let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+                if !mean.is_finite() || !var.is_finite() {
+                    return Err(Error::Data(format!(
+                        "{source}: column `{name}` holds numbers too large to standardize (mean {mean}, variance \
+                         {var}); scale them down, or leave the column out with data.ignore"
+                    )));
+                }
                 FeatureColumn::Number { name, mean, std: if var > 0.0 { var.sqrt() } else { 1.0 } }
             }
             ColumnType::Category | ColumnType::Boolean => {
@@ -379,6 +416,8 @@ pub struct SideFeatures {
     pub rows: Vec<f32>,
     /// Indices with no row in the side table (their features are zeros).
     pub missing: usize,
+    /// The table's column names.
+    pub header: Vec<String>,
 }
 
 /// The side table's columns as features.
@@ -398,13 +437,28 @@ impl FeatureEncoder {
     /// feature is an error listing them.
     pub fn encode(&self, values: &[(String, String)]) -> Result<Vec<f32>> {
         let mut out = vec![0.0; self.width()];
-        for (k, _) in values {
-            if !self.columns.iter().any(|c| c.name() == k) {
-                let names: Vec<&str> = self.columns.iter().map(FeatureColumn::name).collect();
-                return Err(Error::Invalid(format!(
-                    "`{k}` is not a feature of this model; its features are: {}",
-                    names.join(", ")
-                )));
+        for (j, (k, v)) in values.iter().enumerate() {
+            if values[..j].iter().any(|(o, _)| o == k) {
+                return Err(Error::Invalid(format!("feature `{k}` is given twice")));
+            }
+            match self.columns.iter().find(|c| c.name() == k) {
+                None => {
+                    let names: Vec<&str> = self.columns.iter().map(FeatureColumn::name).collect();
+                    return Err(Error::Invalid(format!(
+                        "`{k}` is not a feature of this model; its features are: {}",
+                        names.join(", ")
+                    )));
+                }
+                // A level the side table never had reads as unknown: say so rather than guess.
+                Some(FeatureColumn::Category { levels, .. }) if !levels.iter().any(|l| l == v.trim()) => {
+                    let shown: Vec<&str> = levels.iter().take(30).map(String::as_str).collect();
+                    let more = if levels.len() > 30 { ", ..." } else { "" };
+                    return Err(Error::Invalid(format!(
+                        "feature `{k}` = `{v}` is not one of the values the model knows: {}{more}",
+                        shown.join(", ")
+                    )));
+                }
+                _ => {}
             }
         }
         let mut at = 0;
@@ -449,6 +503,9 @@ impl SideFeatures {
             let Some(id) = table.columns[k].cells[r].as_deref().and_then(|v| ids.get(v.trim())) else {
                 continue;
             };
+            if have[id as usize] {
+                return Err(Error::Data(format!("{src}: row {}: `{}` has a row already", r + 2, ids.id(id))));
+            }
             have[id as usize] = true;
             let mut at = id as usize * w;
             for (f, &j) in encoder.columns.iter().zip(&used) {
@@ -459,7 +516,8 @@ impl SideFeatures {
             }
         }
         let missing = have.iter().filter(|h| !**h).count();
-        Ok(SideFeatures { encoder, rows, missing })
+        let header = table.columns.iter().map(|c| c.name.clone()).collect();
+        Ok(SideFeatures { encoder, rows, missing, header })
     }
 
     pub fn width(&self) -> usize {

@@ -369,6 +369,10 @@ impl Recommender {
             }
             let scores = self.score_with(&users, &items, None, Some(&hist))?;
             for span in spans {
+                // A user with no other candidate has nothing to be ranked against: not counted.
+                if span.len() < 2 {
+                    continue;
+                }
                 let (s, c) = (&scores[span.clone()], &items[span]);
                 let top: Vec<u32> = top_k(s, k).into_iter().map(|j| c[j]).collect();
                 sums.add(rank_of(s[0], &s[1..]), &top);

@@ -46,7 +46,9 @@ impl Split {
             let u = d.user[rows[start]];
             let end = start + rows[start..].iter().take_while(|&&r| d.user[r] == u).count();
             let mine = &rows[start..end];
+            // A user with every item has no candidate to rank the held-out one against: all train.
             let held = match mine.len() {
+                n if n >= n_items => 0,
                 1 => 0,
                 2 => 1,
                 _ => 1 + validation as usize,
@@ -88,9 +90,14 @@ impl Split {
         t
     }
 
-    /// Writes train.tsv (user, item), valid.tsv and test.tsv (user, item, negatives space-separated) into
-    /// `dir`, with the file's ids.
+    /// Writes train.tsv (user, item), valid.tsv and test.tsv (user, item, then the negatives, a column each)
+    /// into `dir`, with the file's ids (an id holding a tab or a line break cannot be written so: refused).
     pub fn write(&self, dir: &Path, users: &IdMap, items: &IdMap) -> Result<()> {
+        if let Some(bad) = users.ids().iter().chain(items.ids()).find(|i| i.contains(['\t', '\n', '\r'])) {
+            return Err(Error::Data(format!(
+                "the id {bad:?} holds a tab or line break: the split files cannot hold it"
+            )));
+        }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
         let mut s = String::from("user\titem\n");
         for &(u, i) in &self.train {
@@ -100,8 +107,11 @@ impl Split {
         for (name, held) in [(VALID, &self.valid), (TEST, &self.test)] {
             let mut s = String::from("user\titem\tnegatives\n");
             for h in held {
-                let negs: Vec<&str> = h.negatives.iter().map(|&i| items.id(i)).collect();
-                let _ = writeln!(s, "{}\t{}\t{}", users.id(h.user), items.id(h.item), negs.join(" "));
+                let _ = write!(s, "{}\t{}", users.id(h.user), items.id(h.item));
+                for &i in &h.negatives {
+                    let _ = write!(s, "\t{}", items.id(i));
+                }
+                s.push('\n');
             }
             crate::io::write_atomic(&dir.join(name), s.as_bytes())?;
         }
@@ -111,6 +121,9 @@ impl Split {
     /// Reads what `write` wrote, through the model's id maps (an id the model lacks is an error naming the
     /// file and line).
     pub fn read(dir: &Path, users: &IdMap, items: &IdMap) -> Result<Split> {
+        if !dir.is_dir() {
+            return Err(Error::format(dir, "not a folder: give the run folder (or its split folder) of the model"));
+        }
         let text = |name: &str| -> Result<(String, std::path::PathBuf)> {
             let p = dir.join(name);
             let t = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, &e))?;
@@ -132,18 +145,28 @@ impl Split {
         }
         for (name, held) in [(VALID, &mut split.valid), (TEST, &mut split.test)] {
             let (t, p) = text(name)?;
+            let mut users_seen = std::collections::HashSet::new();
             for (n, line) in t.lines().enumerate().skip(1) {
                 let f: Vec<&str> = line.split('\t').collect();
-                let [u, i, negs] = f[..] else {
-                    return Err(Error::format(&p, format!("line {}: expected `user<TAB>item<TAB>negatives`", n + 1)));
+                let [u, i, negs @ ..] = &f[..] else {
+                    return Err(Error::format(
+                        &p,
+                        format!("line {}: expected `user<TAB>item<TAB>negatives...`", n + 1),
+                    ));
                 };
-                let negatives =
-                    negs.split_whitespace().map(|v| id(items, v, "item", &p, n + 1)).collect::<Result<Vec<_>>>()?;
-                held.push(HeldOut {
+                let negatives = negs.iter().map(|v| id(items, v, "item", &p, n + 1)).collect::<Result<Vec<_>>>()?;
+                let h = HeldOut {
                     user: id(users, u, "user", &p, n + 1)?,
                     item: id(items, i, "item", &p, n + 1)?,
                     negatives,
-                });
+                };
+                if !users_seen.insert(h.user) {
+                    return Err(Error::format(&p, format!("line {}: user `{u}` is held out twice", n + 1)));
+                }
+                if h.negatives.contains(&h.item) {
+                    return Err(Error::format(&p, format!("line {}: item `{i}` is among its own negatives", n + 1)));
+                }
+                held.push(h);
             }
         }
         Ok(split)
@@ -152,6 +175,26 @@ impl Split {
 
 /// A seed offset, so the split's draws differ from the weights' and the batches'.
 const SPLIT_SEED: u64 = 0x5b11_7ca7;
+
+/// One item drawn uniformly from those user `u` has no interaction with in `positives` (None when the user
+/// has them all): the training negative of BPR and NCF.
+pub fn sample_negative(positives: &Csr, u: u32, n_items: usize, rng: &mut Rng) -> Option<u32> {
+    let seen = positives.row(u);
+    if seen.len() >= n_items {
+        return None;
+    }
+    if seen.len() * 2 > n_items {
+        // Mostly seen: draw among the others directly rather than retrying.
+        let free: Vec<u32> = (0..n_items as u32).filter(|i| seen.binary_search(i).is_err()).collect();
+        return Some(free[rng.below(free.len())]);
+    }
+    loop {
+        let j = rng.below(n_items) as u32;
+        if seen.binary_search(&j).is_err() {
+            return Some(j);
+        }
+    }
+}
 
 /// Up to `n` distinct items that user `u` never interacted with, uniformly (fewer when fewer exist).
 pub fn sample_unseen(all: &Csr, u: u32, n_items: usize, n: usize, rng: &mut Rng) -> Vec<u32> {

@@ -107,11 +107,14 @@ impl Recommender {
     }
 }
 
-/// Whether the file is a recommender (so other commands can point to `kiln recommend`).
-pub fn is_recommender(path: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else { return false };
-    SafeTensors::read_metadata(&bytes)
-        .ok()
-        .and_then(|(_, m)| m.metadata().as_ref().map(|m| m.contains_key(META_KEY)))
-        .unwrap_or(false)
+/// Whether the file is a recommender (so other commands can point to `kiln recommend`); a file that cannot
+/// be read, or is no safetensors file, is an error saying so.
+pub fn is_recommender(path: &Path) -> Result<bool> {
+    if path.is_dir() {
+        return Ok(false);
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+    let (_, m) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::format(path, format!("not a kiln model: not a safetensors file ({e})")))?;
+    Ok(m.metadata().as_ref().is_some_and(|m| m.contains_key(META_KEY)))
 }

@@ -6,7 +6,7 @@
 
 use super::loss::{bce_logits, bpr, softmax_candidates};
 use super::ranking::{Protocol, Ranking};
-use super::split::Split;
+use super::split::{Split, sample_negative};
 use super::{Csr, Recommender, RecommenderKind};
 use crate::loss::Loss;
 use crate::model::CompileConfig;
@@ -89,7 +89,15 @@ impl Recommender {
         let positives = Csr::new(self.users.len(), split.train.iter().copied());
         let tables = tables(self);
         let mut rng = Rng::new(o.seed);
-        let mut order: Vec<usize> = (0..split.train.len()).collect();
+        // A user with every item in the catalogue has no negative to learn against.
+        let n_items = self.items.len();
+        let mut order: Vec<usize> =
+            (0..split.train.len()).filter(|&r| positives.row(split.train[r].0).len() < n_items).collect();
+        if order.is_empty() {
+            return Err(Error::Data(
+                "every user has interacted with every item: there is no negative to learn from".into(),
+            ));
+        }
         let (mut logs, mut best): (Vec<EpochLog>, Option<(f64, Vec<Vec<f32>>)>) = (Vec::new(), None);
         let mut since_best = 0;
         crate::train::stop_flag().store(false, Ordering::SeqCst);
@@ -147,18 +155,6 @@ impl Recommender {
         rng: &mut Rng,
     ) -> Result<f64> {
         let (b, n_items, c) = (pairs.len(), self.items.len(), self.config.clone());
-        let negative = |u: u32, rng: &mut Rng| -> u32 {
-            let seen = positives.row(u);
-            if seen.len() >= n_items {
-                return rng.below(n_items) as u32;
-            }
-            loop {
-                let j = rng.below(n_items) as u32;
-                if seen.binary_search(&j).is_err() {
-                    return j;
-                }
-            }
-        };
         let mut users: Vec<u32> = pairs.iter().map(|p| p.0).collect();
         let mut items: Vec<u32> = pairs.iter().map(|p| p.1).collect();
         match c.kind {
@@ -166,7 +162,8 @@ impl Recommender {
                 for &(u, _) in pairs {
                     for _ in 0..c.negatives {
                         users.push(u);
-                        items.push(negative(u, rng));
+                        // `fit` left out the users with every item, who have no negative.
+                        items.push(sample_negative(positives, u, n_items, rng).expect("a user with a negative"));
                     }
                 }
                 let xs = self.inputs(&users, &items, None, None)?;
@@ -198,9 +195,14 @@ impl Recommender {
                 }
                 // Each positive's history: the user's items before it (the extra rows' are unused).
                 let mut hist = Vec::with_capacity(users.len() * c.history);
+                // A row whose id is hidden stands for a new user: no history either.
                 if c.history > 0 {
                     for (r, (&u, &i)) in users.iter().zip(&items).enumerate() {
+                        let at = hist.len();
                         self.history_of(u, (r < b).then_some(i), &mut hist);
+                        if shown[r] as usize == self.users.len() {
+                            hist[at..].iter_mut().for_each(|h| *h = 0.0);
+                        }
                     }
                 }
                 let xs = self.inputs(&shown, &items, None, Some(&hist))?;

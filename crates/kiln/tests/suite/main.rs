@@ -23,6 +23,7 @@ mod outputs;
 mod prepare;
 mod pretrained_bert;
 mod quantized;
+mod recommend;
 mod rnn;
 mod tabular;
 mod targets;
