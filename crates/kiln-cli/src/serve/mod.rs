@@ -1,6 +1,7 @@
 //! `kiln serve [NAME=]MODEL...`: saved models over HTTP from one process (axum on tokio; no other service).
 //!
-//! Routes: `POST /v1/models/{name}/predict` (instances.rs says what it reads), `GET /v1/models` (OpenAI's
+//! Routes: `POST /v1/models/{name}/predict` (instances.rs says what it reads), `POST
+//! /v1/models/{name}/recommend` for recommenders (recommend.rs), `GET /v1/models` (OpenAI's
 //! list shape with kiln's fields), `GET /v1/models/{name}`, `POST /v1/models/{name}/reload`, `/healthz`,
 //! `/readyz`, `/metrics` (Prometheus), `/openapi.json`. Every answer that is not a success is JSON in
 //! OpenAI's error shape, `{"error": {"message", "type", "code"}}`, with its status.
@@ -20,6 +21,7 @@ mod idle;
 mod instances;
 mod metrics;
 mod openai;
+mod recommend;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, Request, State};
@@ -112,6 +114,7 @@ struct App {
     lms: BTreeMap<String, Arc<openai::LmServed>>,
     embedders: BTreeMap<String, Arc<openai::EmbedServed>>,
     assistants: BTreeMap<String, Arc<openai::AssistantServed>>,
+    recommenders: BTreeMap<String, Arc<recommend::RecServed>>,
     /// Permits for generations in progress, and positions per generation.
     generations: Arc<tokio::sync::Semaphore>,
     max_generations: usize,
@@ -134,6 +137,7 @@ impl App {
     /// Every served name: saved models, language models, embedders, assistants.
     fn names(&self) -> Vec<&str> {
         let all = self.models.keys().chain(self.lms.keys()).chain(self.embedders.keys()).chain(self.assistants.keys());
+        let all = all.chain(self.recommenders.keys());
         all.map(String::as_str).collect()
     }
 }
@@ -185,13 +189,15 @@ type Loaded = (
     BTreeMap<String, Arc<Served>>,
     BTreeMap<String, Arc<openai::LmServed>>,
     BTreeMap<String, Arc<openai::EmbedServed>>,
+    BTreeMap<String, Arc<recommend::RecServed>>,
 );
 
 fn load_models(args: &[String]) -> Result<Loaded> {
     if args.is_empty() {
         return Err(Error::Invalid("give at least one model to serve: kiln serve [NAME=]MODEL...".into()));
     }
-    let (mut saved, mut lms, mut embedders) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let (mut saved, mut lms, mut embedders, mut recs) =
+        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     let mut paths: BTreeMap<String, PathBuf> = BTreeMap::new();
     for arg in args {
         let (name, given, file) = parse_model_arg(arg)?;
@@ -212,6 +218,9 @@ fn load_models(args: &[String]) -> Result<Loaded> {
             openai::PathKind::Encoder => {
                 embedders.insert(name.clone(), Arc::new(openai::open_embedder(&name, &given)?));
             }
+            openai::PathKind::Saved if kiln::recommend::is_recommender(&file)? => {
+                recs.insert(name.clone(), Arc::new(recommend::RecServed::open(&name, &file)?));
+            }
             openai::PathKind::Saved => {
                 let model = Sequential::load(&file)?;
                 let served = Served {
@@ -224,7 +233,7 @@ fn load_models(args: &[String]) -> Result<Loaded> {
             }
         }
     }
-    Ok((saved, lms, embedders))
+    Ok((saved, lms, embedders, recs))
 }
 
 fn read_keys(path: &Path) -> Result<Vec<Vec<u8>>> {
@@ -278,6 +287,12 @@ fn unknown(app: &App, name: &str) -> Response {
     }
     if app.embedders.contains_key(name) {
         return error(StatusCode::NOT_FOUND, format!("`{name}` is an embedder: POST /v1/embeddings"));
+    }
+    if app.recommenders.contains_key(name) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("`{name}` is a recommender: POST /v1/models/{name}/recommend with {{\"user\": ID}}"),
+        );
     }
     let names: Vec<&str> = app.models.keys().map(String::as_str).collect();
     error(StatusCode::NOT_FOUND, format!("no model named `{name}` here; this server has {}", names.join(", ")))
@@ -352,6 +367,7 @@ async fn list(State(app): State<Shared>) -> Response {
     data.extend(app.lms.values().map(|s| openai::lm_card(s)));
     data.extend(app.embedders.values().map(|s| openai::embedder_card(s)));
     data.extend(app.assistants.values().map(|s| openai::assistant_card(s)));
+    data.extend(app.recommenders.values().map(|s| recommend::card(s)));
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
@@ -364,6 +380,9 @@ async fn show(State(app): State<Shared>, UrlPath(name): UrlPath<String>) -> Resp
     }
     if let Some(s) = app.assistants.get(&name) {
         return Json(openai::assistant_card(s)).into_response();
+    }
+    if let Some(s) = app.recommenders.get(&name) {
+        return Json(recommend::card(s)).into_response();
     }
     match app.models.get(&name) {
         Some(s) => Json(model_card(s, true)).into_response(),
@@ -465,6 +484,16 @@ fn reload_one(s: &Served) -> Result<()> {
 }
 
 async fn reload(State(app): State<Shared>, UrlPath(name): UrlPath<String>) -> Response {
+    if let Some(r) = app.recommenders.get(&name).cloned() {
+        let s = r.clone();
+        return match tokio::task::spawn_blocking(move || s.reload()).await {
+            Ok(Ok(())) => Json(recommend::card(&r)).into_response(),
+            Ok(Err(e)) => {
+                error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}; the model loaded before keeps serving"))
+            }
+            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the reload failed inside kiln (a bug)"),
+        };
+    }
     let Some(served) = app.models.get(&name).cloned() else {
         return unknown(&app, &name);
     };
@@ -528,6 +557,13 @@ fn openapi_doc() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
                     "required": ["model", "input"]}}}},
                 "responses": {"200": {"description": "a list of embedding objects"}, "400": err, "401": err, "404": err, "413": err}}},
+            "/v1/models/{name}/recommend": {"post": {
+                "summary": "A recommender's top items: for a user it knows ({\"user\": ID}), a new user ({\"features\": {...}}, two_tower), or the items like one ({\"similar_items\": ID}); \"k\" items (default 10)",
+                "parameters": name,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                    "properties": {"user": {}, "features": {"type": "object"}, "similar_items": {}, "k": {"type": "integer"}}}}}},
+                "responses": {"200": {"description": "{\"model\": name, \"items\": [{\"item\": ID, \"score\": s}, ...]}"},
+                    "400": err, "401": err, "404": err, "504": err}}},
             "/v1/models/{name}/reload": {"post": {"summary": "Read the model's file again and swap it in", "parameters": name,
                 "responses": {"200": {"description": "the model"}, "401": err, "404": err, "422": err}}}
         }
@@ -544,6 +580,7 @@ fn router(app: Shared, max_body: usize) -> Router {
         .route("/v1/models/{name}", get(show))
         .route("/v1/models/{name}/predict", post(predict))
         .route("/v1/models/{name}/reload", post(reload))
+        .route("/v1/models/{name}/recommend", post(recommend::recommend))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .fallback(not_found)
@@ -607,6 +644,16 @@ async fn reload_on_hangup(app: Shared, mut hup: tokio::signal::unix::Signal) {
                 Err(_) => eprintln!("warning: `{}` not reloaded (a bug)", s.name),
             }
         }
+        for r in app.recommenders.values() {
+            let r2 = r.clone();
+            match tokio::task::spawn_blocking(move || r2.reload()).await {
+                Ok(Ok(())) => eprintln!("reloaded `{}` from {}", r.name, r.path.display()),
+                Ok(Err(e)) => {
+                    eprintln!("warning: `{}` not reloaded: {e}; the model loaded before keeps serving", r.name)
+                }
+                Err(_) => eprintln!("warning: `{}` not reloaded (a bug)", r.name),
+            }
+        }
     }
 }
 
@@ -629,13 +676,17 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     if args.max_generations == 0 || args.context < 2 {
         return Err(Error::Invalid("--max-generations must be positive and --context at least 2".into()));
     }
-    let (models, lms, embedders) = load_models(&args.models)?;
+    let (models, lms, embedders, recommenders) = load_models(&args.models)?;
     let mut assistants = BTreeMap::new();
     if let (Some(spec), Some(model), Some(embedder)) =
         (&args.assistant, &args.assistant_model, &args.assistant_embedder)
     {
         let a = openai::open_assistant(spec, model, embedder)?;
-        if models.contains_key(&a.name) || lms.contains_key(&a.name) || embedders.contains_key(&a.name) {
+        if models.contains_key(&a.name)
+            || lms.contains_key(&a.name)
+            || embedders.contains_key(&a.name)
+            || recommenders.contains_key(&a.name)
+        {
             return Err(Error::Invalid(format!("--assistant: `{}` is already a model's name; name it apart", a.name)));
         }
         assistants.insert(a.name.clone(), Arc::new(a));
@@ -658,6 +709,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         lms,
         embedders,
         assistants,
+        recommenders,
         generations: Arc::new(tokio::sync::Semaphore::new(args.max_generations)),
         max_generations: args.max_generations,
         context: args.context,

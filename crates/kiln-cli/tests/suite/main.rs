@@ -7,5 +7,6 @@ mod crash;
 mod cv_search;
 mod generate;
 mod pretrained;
+mod recommend;
 mod serve;
 mod tables;

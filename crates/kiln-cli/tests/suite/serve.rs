@@ -11,16 +11,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const KEY: &str = "s3cret-key-for-tests";
+pub(crate) const KEY: &str = "s3cret-key-for-tests";
 
 /// A running `kiln serve`, stopped when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Server {
-    fn start(args: &[&str]) -> Server {
+    pub(crate) fn start(args: &[&str]) -> Server {
         let mut child = Command::new(KILN)
             .arg("serve")
             .args(args)
@@ -48,18 +48,18 @@ impl Drop for Server {
     }
 }
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     /// An error answer in the agreed shape, its message containing `want`.
-    fn error(&self, status: u16, want: &str) {
+    pub(crate) fn error(&self, status: u16, want: &str) {
         assert_eq!(self.status, status, "{}", self.body);
         let e = self.json();
         assert_eq!(e["error"]["code"], status, "{e}");
@@ -107,11 +107,11 @@ fn send(addr: &str, method: &str, path: &str, key: Option<&str>, ctype: Option<&
     Reply { status, headers: headers.to_string(), body }
 }
 
-fn get(addr: &str, path: &str) -> Reply {
+pub(crate) fn get(addr: &str, path: &str) -> Reply {
     send(addr, "GET", path, Some(KEY), None, b"")
 }
 
-fn post(addr: &str, path: &str, body: &Value) -> Reply {
+pub(crate) fn post(addr: &str, path: &str, body: &Value) -> Reply {
     send(addr, "POST", path, Some(KEY), Some("application/json"), body.to_string().as_bytes())
 }
 
