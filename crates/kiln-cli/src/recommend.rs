@@ -45,7 +45,8 @@ pub fn train(cfg: &Config, a: &TrainArgs) -> Result<()> {
     };
     let dir = crate::run_dir::create(dir, named)?;
     let result = run(cfg, a, &data, &split, &mut rec, &dir, output.as_deref());
-    if result.is_err() && !dir.join(MODEL).exists() {
+    // A run that failed before its results leaves no folder; one that has them keeps it.
+    if result.is_err() && !dir.join(MODEL).exists() && !dir.join("metrics.json").exists() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result

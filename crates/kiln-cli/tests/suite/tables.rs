@@ -343,7 +343,7 @@ fn text_models_predict_raw_text_as_they_predict_files() {
 
 #[test]
 fn the_review_examples_configs_parse() {
-    for name in ["sentiment", "sentiment_gru", "sentiment_transformer", "sentiment_minilm", "recommend"] {
+    for name in ["sentiment", "sentiment_gru", "sentiment_transformer", "sentiment_minilm", "would_recommend"] {
         let o = kiln(&["train", &format!("{ROOT}/examples/reviews/{name}.toml"), "--print-config"]);
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
     }

@@ -469,10 +469,8 @@ impl Config {
         if let Some(g) = &c.data.prepare.text.glove {
             c.data.prepare.text.glove = Some(base.join(g));
         }
-        for side in [&mut c.data.users, &mut c.data.items] {
-            if let Some(p) = side {
-                *p = base.join(&*p);
-            }
+        for p in [&mut c.data.users, &mut c.data.items].into_iter().flatten() {
+            *p = base.join(&*p);
         }
         if let Some(m) = &c.output.model {
             c.output.model = Some(base.join(m));

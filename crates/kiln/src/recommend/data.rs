@@ -1,6 +1,6 @@
 //! Interactions (who did what, and when) read from a CSV/TSV file, with ids of any form mapped to indices,
 //! and the optional side tables of users and items turned into feature rows. RecBole's atomic files
-//! (`user_id:token	item_id:token	rating:float	timestamp:float`) read as they are: a `:type` suffix on a
+//! (`user_id:token item_id:token rating:float timestamp:float`) read as they are: a `:type` suffix on a
 //! header names the column's type and is left out of its name.
 
 use crate::data::csv::{CsvOptions, read_table};

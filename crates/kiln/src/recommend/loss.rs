@@ -151,5 +151,12 @@ mod tests {
             by_hand += sum.ln() - z(b, b);
         }
         assert!((l - by_hand / 3.0).abs() < 1e-10, "{l} vs {}", by_hand / 3.0);
+        // A mask that also claims the positive itself leaves it in: the same loss and gradients.
+        let with_diagonal = |b: usize, c: usize| b == c || masked(b, c);
+        let (l2, du2, dv2) = softmax_candidates(&u, &v, d, &corr, with_diagonal);
+        assert_eq!((l2, &du2, &dv2), (l, &du, &dv));
+        // Masking every other candidate leaves nothing to learn: loss 0, no gradient.
+        let (l3, du3, _) = softmax_candidates(&u, &v, d, &corr, |_, _| true);
+        assert!(l3.abs() < 1e-12 && du3.iter().all(|g| g.abs() < 1e-12), "{l3}");
     }
 }

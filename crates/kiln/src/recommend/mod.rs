@@ -138,6 +138,14 @@ impl Recommender {
     /// An untrained recommender for the users, items and features of `d`, with `seen` from the split.
     pub fn new(config: RecommenderConfig, d: &Interactions, split: &Split, seed: u64) -> Result<Recommender> {
         config.check()?;
+        // Ids reach the embeddings as f32, exact below 2^24.
+        if d.users.len().max(d.items.len()) >= 1 << 24 {
+            return Err(Error::Data(format!(
+                "{} users and {} items: kiln's recommenders take fewer than 16,777,216 of each",
+                d.users.len(),
+                d.items.len()
+            )));
+        }
         let two = config.kind == RecommenderKind::TwoTower;
         let features =
             |f: &Option<data::SideFeatures>| f.as_ref().filter(|_| two).map(|f| (f.encoder.clone(), f.rows.clone()));
@@ -160,11 +168,14 @@ impl Recommender {
     }
 
     /// The user's last `history` items before `before` (or their last ones), as the history input's ids
-    /// (item index + 1; 0 pads the front).
-    pub(crate) fn history_of(&self, u: u32, before: Option<u32>, out: &mut Vec<f32>) {
+    /// (item index + 1; 0 pads the front). An item the user never had gives no history, never a later one.
+    pub fn history_of(&self, u: u32, before: Option<u32>, out: &mut Vec<f32>) {
         let n = self.config.history;
         let t = self.timeline.get(u as usize).map_or(&[][..], |t| &t[..]);
-        let end = before.and_then(|b| t.iter().position(|&i| i == b)).unwrap_or(t.len());
+        let end = match before {
+            Some(b) => t.iter().position(|&i| i == b).unwrap_or(0),
+            None => t.len(),
+        };
         let from = end.saturating_sub(n);
         out.extend(std::iter::repeat_n(0.0, n - (end - from)));
         out.extend(t[from..end].iter().map(|&i| (i + 1) as f32));
@@ -172,13 +183,15 @@ impl Recommender {
 
     /// The model's inputs for (user, item) index pairs (index `len` is the unknown slot); `user_rows`
     /// replaces the users' feature rows (a new user's); `history` gives each row's history ids (else each
-    /// user's latest items).
-    fn inputs(
+    /// user's latest items); `featured` names whose feature rows to read when not the ids' own (training
+    /// rows whose id is hidden keep their features).
+    pub(crate) fn inputs(
         &self,
         users: &[u32],
         items: &[u32],
         user_rows: Option<&[f32]>,
         history: Option<&[f32]>,
+        featured: Option<&[u32]>,
     ) -> Result<Vec<Tensor>> {
         let n = users.len();
         let ids = |v: &[u32]| Tensor::new(&[n, 1], v.iter().map(|&x| x as f32).collect());
@@ -213,12 +226,13 @@ impl Recommender {
                 }
                 Ok(Some(Tensor::new(&[n, w], out)?))
             };
-        xs.extend(gather(&self.user_features, users, user_rows)?);
+        xs.extend(gather(&self.user_features, featured.unwrap_or(users), user_rows)?);
         xs.extend(gather(&self.item_features, items, None)?);
         Ok(xs)
     }
 
-    /// Scores of (user, item) index pairs: higher is more likely wanted.
+    /// Scores of (user, item) index pairs: higher is more likely wanted. A two-tower model with a history reads
+    /// each user's latest items, all of them: to rank a held-out item, `evaluate` cuts the history before it.
     pub fn score_pairs(&self, users: &[u32], items: &[u32]) -> Result<Vec<f32>> {
         self.score_with(users, items, None, None)
     }
@@ -234,7 +248,7 @@ impl Recommender {
         let h = self.config.history;
         for (k, (u, i)) in users.chunks(CHUNK).zip(items.chunks(CHUNK)).enumerate() {
             let hist = history.map(|v| &v[k * CHUNK * h..(k * CHUNK + u.len()) * h]);
-            let xs = self.inputs(u, i, user_rows, hist)?;
+            let xs = self.inputs(u, i, user_rows, hist, None)?;
             let refs: Vec<&Tensor> = xs.iter().collect();
             let ys = self.model.predict_outputs(&refs[..], CHUNK)?;
             match self.config.kind {
@@ -315,7 +329,7 @@ impl Recommender {
             }
             RecommenderKind::TwoTower => {
                 let items: Vec<u32> = (0..n as u32).collect();
-                let xs = self.inputs(&vec![self.users.len() as u32; n], &items, None, None)?;
+                let xs = self.inputs(&vec![self.users.len() as u32; n], &items, None, None, None)?;
                 let refs: Vec<&Tensor> = xs.iter().collect();
                 let ys = self.model.predict_outputs(&refs[..], CHUNK)?;
                 Ok((ys[1].data().to_vec(), self.config.dim))
@@ -357,8 +371,15 @@ impl Recommender {
                 match protocol {
                     Protocol::Sampled => items.extend_from_slice(&h.negatives),
                     Protocol::Full => {
-                        let seen = self.seen.row(h.user);
-                        items.extend((0..n_items).filter(|&i| i != h.item && seen.binary_search(&i).is_err()));
+                        // Every item but those the user had before this one (a later one, such as the test
+                        // item when ranking the validation item, is a candidate as the user had not yet had it).
+                        let t = self.timeline.get(h.user as usize).map_or(&[][..], |t| &t[..]);
+                        let mut before: Vec<u32> = match t.iter().position(|&i| i == h.item) {
+                            Some(at) => t[..at].to_vec(),
+                            None => self.seen.row(h.user).to_vec(),
+                        };
+                        before.sort_unstable();
+                        items.extend((0..n_items).filter(|&i| i != h.item && before.binary_search(&i).is_err()));
                     }
                 }
                 users.resize(items.len(), h.user);

@@ -3,7 +3,8 @@
 //! everything alike earns nothing). HR@K: the share of users whose item ranks in the top K; NDCG@K: 1 /
 //! log2(rank + 2) when it does, else 0; recall@K: the share of held-out items in the top K, which with one
 //! item per user equals HR@K; MRR: 1 / (rank + 1), not cut at K; coverage: the share of the catalogue that
-//! appears in some user's top K.
+//! appears in some user's top K (under the sampled protocol, the top K of each user's ~100 candidates: read
+//! it from the full protocol).
 //!
 //! Two protocols: `sampled` ranks the item among its 99 sampled negatives (NCF, He et al. 2017); `full`
 //! among every item the user has not interacted with, which is harder and free of the sampling's bias

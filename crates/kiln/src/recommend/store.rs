@@ -1,7 +1,9 @@
-//! A recommender in one safetensors file: the network as every kiln model saves it, the feature rows of the
-//! known users and items as tensors (`recommender.user_features`, `recommender.item_features`), and in the
-//! metadata (`kiln.recommender`, JSON) the kind and settings, the ids in index order, the feature encoders,
-//! each user's items and the items' training counts.
+//! A recommender in one safetensors file: the network as every kiln model saves it; as tensors the feature
+//! rows of the known users and items (`recommender.user_features`, `recommender.item_features`) and each
+//! user's items in time order (`recommender.timeline_lengths`, `recommender.timeline_items`: indices, exact
+//! in f32 below 2^24, which `Recommender::new` keeps to); and in the metadata (`kiln.recommender`, JSON) the
+//! kind and settings, the ids in index order, the feature encoders and the items' training counts. (The
+//! metadata is bounded at 100 MB by safetensors: the histories, which grow with the data, are tensors.)
 
 use super::data::{Csr, FeatureEncoder, IdMap};
 use super::{Recommender, RecommenderConfig};
@@ -14,6 +16,8 @@ use std::path::Path;
 pub(crate) const META_KEY: &str = "kiln.recommender";
 const USER_ROWS: &str = "recommender.user_features";
 const ITEM_ROWS: &str = "recommender.item_features";
+const LENGTHS: &str = "recommender.timeline_lengths";
+const TIMELINE: &str = "recommender.timeline_items";
 
 #[derive(Serialize, Deserialize)]
 struct Meta {
@@ -24,8 +28,6 @@ struct Meta {
     user_features: Option<FeatureEncoder>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     item_features: Option<FeatureEncoder>,
-    /// Each user's items by index, in time order.
-    timeline: Vec<Vec<u32>>,
     popularity: Vec<u32>,
 }
 
@@ -39,12 +41,13 @@ impl Recommender {
             items: self.items.ids().to_vec(),
             user_features: self.user_features.as_ref().map(|f| f.0.clone()),
             item_features: self.item_features.as_ref().map(|f| f.0.clone()),
-            timeline: self.timeline.clone(),
             popularity: self.popularity.clone(),
         };
         let json = serde_json::to_string(&meta)
             .map_err(|e| Error::Invalid(format!("cannot describe the recommender: {e}")))?;
-        let mut extra: Vec<(String, &[f32])> = Vec::new();
+        let lengths: Vec<f32> = self.timeline.iter().map(|t| t.len() as f32).collect();
+        let items: Vec<f32> = self.timeline.iter().flatten().map(|&i| i as f32).collect();
+        let mut extra: Vec<(String, &[f32])> = vec![(LENGTHS.into(), &lengths), (TIMELINE.into(), &items)];
         if let Some((_, rows)) = &self.user_features {
             extra.push((USER_ROWS.into(), rows));
         }
@@ -74,8 +77,23 @@ impl Recommender {
             let t = tensors.tensor(name).map_err(|_| bad(format!("no `{name}` tensor")))?;
             Ok(Some((enc, crate::io::f32s_le(t.data()))))
         };
-        if meta.timeline.len() != meta.users.len() {
+        let floats = |name: &str| -> Result<Vec<f32>> {
+            let t = tensors.tensor(name).map_err(|_| bad(format!("no `{name}` tensor")))?;
+            Ok(crate::io::f32s_le(t.data()))
+        };
+        let (lengths, flat) = (floats(LENGTHS)?, floats(TIMELINE)?);
+        let whole = |v: f32| v >= 0.0 && v.fract() == 0.0 && v < (1u32 << 24) as f32;
+        if lengths.len() != meta.users.len()
+            || !lengths.iter().chain(&flat).all(|&v| whole(v))
+            || lengths.iter().map(|&l| l as usize).sum::<usize>() != flat.len()
+        {
             return Err(bad("the recommender's users and their histories do not agree (a damaged file?)".into()));
+        }
+        let mut timeline = Vec::with_capacity(lengths.len());
+        let mut at = 0;
+        for &l in &lengths {
+            timeline.push(flat[at..at + l as usize].iter().map(|&i| i as u32).collect::<Vec<u32>>());
+            at += l as usize;
         }
         let (users, items) = (IdMap::from_ids(meta.users), IdMap::from_ids(meta.items));
         let r = Recommender {
@@ -85,9 +103,9 @@ impl Recommender {
             item_features: rows(ITEM_ROWS, meta.item_features)?,
             seen: Csr::new(
                 users.len(),
-                meta.timeline.iter().enumerate().flat_map(|(u, l)| l.iter().map(move |&i| (u as u32, i))),
+                timeline.iter().enumerate().flat_map(|(u, l)| l.iter().map(move |&i| (u as u32, i))),
             ),
-            timeline: meta.timeline,
+            timeline,
             popularity: meta.popularity,
             users,
             items,

@@ -98,7 +98,9 @@ impl Recommender {
                 "every user has interacted with every item: there is no negative to learn from".into(),
             ));
         }
-        let (mut logs, mut best): (Vec<EpochLog>, Option<(f64, Vec<Vec<f32>>)>) = (Vec::new(), None);
+        let mut logs: Vec<EpochLog> = Vec::new();
+        // The best validation NDCG so far and its epoch's weights.
+        let mut best: Option<(f64, Vec<Vec<f32>>)> = None;
         let mut since_best = 0;
         crate::train::stop_flag().store(false, Ordering::SeqCst);
         for epoch in 1..=o.epochs {
@@ -126,7 +128,8 @@ impl Recommender {
             };
             let log = EpochLog { epoch, loss: total / seen.max(1) as f64, valid, seconds: t0.elapsed().as_secs_f64() };
             on_epoch(&log);
-            let score = log.valid.as_ref().map(|v| v.ndcg);
+            // A validation ranking of no user (none had a candidate) picks nothing.
+            let score = log.valid.as_ref().filter(|v| v.users > 0).map(|v| v.ndcg);
             logs.push(log);
             if let Some(s) = score {
                 if best.as_ref().is_none_or(|(b, _)| s > *b) {
@@ -166,7 +169,7 @@ impl Recommender {
                         items.push(sample_negative(positives, u, n_items, rng).expect("a user with a negative"));
                     }
                 }
-                let xs = self.inputs(&users, &items, None, None)?;
+                let xs = self.inputs(&users, &items, None, None, None)?;
                 let per = c.negatives;
                 self.step(&xs, &users, &items, tables, |outs| match c.kind {
                     RecommenderKind::Bpr => {
@@ -183,7 +186,9 @@ impl Recommender {
             RecommenderKind::TwoTower => {
                 let extra: Vec<u32> = (0..c.negatives).map(|_| rng.below(n_items) as u32).collect();
                 items.extend_from_slice(&extra);
-                users.extend(std::iter::repeat_n(pairs[0].0, extra.len()));
+                // The extra rows only give item vectors: their user side is the unknown slot, without history.
+                let unknown = self.users.len() as u32;
+                users.extend(std::iter::repeat_n(unknown, extra.len()));
                 // The ids the towers see: some users hidden behind the unknown slot, when features can stand in.
                 let mut shown = users.clone();
                 if self.user_features.is_some() && c.id_dropout > 0.0 {
@@ -199,13 +204,14 @@ impl Recommender {
                 if c.history > 0 {
                     for (r, (&u, &i)) in users.iter().zip(&items).enumerate() {
                         let at = hist.len();
-                        self.history_of(u, (r < b).then_some(i), &mut hist);
-                        if shown[r] as usize == self.users.len() {
+                        self.history_of(u, Some(i), &mut hist);
+                        if shown[r] == unknown {
                             hist[at..].iter_mut().for_each(|h| *h = 0.0);
                         }
                     }
                 }
-                let xs = self.inputs(&shown, &items, None, Some(&hist))?;
+                // Hidden ids keep their user's features; the extra rows' (the unknown slot's) are zeros.
+                let xs = self.inputs(&shown, &items, None, Some(&hist), Some(&users))?;
                 let total: f64 = self.popularity.iter().map(|&p| p as f64).sum::<f64>().max(1.0);
                 let pop = &self.popularity;
                 let correction: Vec<f64> = items
@@ -221,7 +227,7 @@ impl Recommender {
                     .collect();
                 let (d, rows) = (c.dim, users.len());
                 let (us, its) = (users.clone(), items.clone());
-                self.step(&xs, &shown, &items, tables, move |outs| {
+                self.step(&xs, &shown[..b], &items, tables, move |outs| {
                     let masked = |q: usize, k: usize| its[k] == its[q] || positives.contains(us[q], its[k]);
                     let (l, du, dv) = softmax_candidates(&outs[0][..b * d], &outs[1], d, &correction, masked);
                     let mut gu = du;

@@ -45,7 +45,7 @@ fn planted(dir: &Path) -> InteractionOptions {
     o
 }
 
-fn trained(kind: RecommenderKind, dir: &Path, history: usize) -> (Recommender, Split) {
+fn trained(kind: RecommenderKind, dir: &Path, history: usize) -> (Recommender, Split, Interactions) {
     let data = Interactions::read(&planted(dir)).unwrap();
     let split = Split::leave_last_out(&data, true, 10, 3);
     let mut c = RecommenderConfig::new(kind);
@@ -60,7 +60,7 @@ fn trained(kind: RecommenderKind, dir: &Path, history: usize) -> (Recommender, S
     let mut fit = RecommenderFit { epochs: 40, batch_size: 32, ..Default::default() };
     fit.optimizer.set_learning_rate(0.01);
     rec.fit(&split, &fit, |_| {}).unwrap();
-    (rec, split)
+    (rec, split, data)
 }
 
 #[test]
@@ -120,6 +120,47 @@ fn leave_last_out_holds_out_the_latest_with_ties_by_file_order() {
 }
 
 #[test]
+fn histories_hold_only_what_came_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Interactions::read(&planted(tmp.path())).unwrap();
+    let split = Split::leave_last_out(&data, true, 5, 0);
+    let mut c = RecommenderConfig::new(RecommenderKind::TwoTower);
+    c.history = 3;
+    let rec = Recommender::new(c, &data, &split, 0).unwrap();
+    let hist = |u: u32, before: Option<u32>| {
+        let mut v = Vec::new();
+        rec.history_of(u, before, &mut v);
+        v.iter().map(|&x| x as u32).collect::<Vec<u32>>()
+    };
+    for (t, v) in split.test.iter().zip(&split.valid) {
+        assert_eq!(t.user, v.user);
+        let h = hist(t.user, Some(t.item));
+        // The test item's history ends with the validation item, and never holds the test item.
+        assert_eq!(*h.last().unwrap(), v.item + 1, "{h:?}");
+        assert!(!h.contains(&(t.item + 1)));
+        let hv = hist(v.user, Some(v.item));
+        assert!(!hv.contains(&(v.item + 1)) && !hv.contains(&(t.item + 1)), "{hv:?}");
+    }
+    // A training pair's history: only training items before it, in the file's time order.
+    let u0 = data.users.get("u0").unwrap();
+    let mine: Vec<u32> = split.train.iter().filter(|p| p.0 == u0).map(|p| p.1).collect();
+    assert_eq!(hist(u0, Some(mine[0])), [0, 0, 0]);
+    assert_eq!(hist(u0, Some(mine[4])), [mine[1] + 1, mine[2] + 1, mine[3] + 1]);
+    // An item the user never had gives no history.
+    let other = (0..30).find(|i| !rec.timeline[u0 as usize].contains(i)).unwrap();
+    assert_eq!(hist(u0, Some(other)), [0, 0, 0]);
+}
+
+#[test]
+fn the_example_configs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/movielens");
+    for name in ["bpr", "ncf", "two_tower"] {
+        let c = Config::from_file(dir.join(format!("{name}.toml"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(c.kind().unwrap(), kiln::config::DataKind::Interactions);
+    }
+}
+
+#[test]
 fn negative_sampling_never_returns_a_positive() {
     let mut rng = Rng::new(1);
     // User 0 has 95 of 100 items, user 1 none, user 2 all of them.
@@ -133,6 +174,16 @@ fn negative_sampling_never_returns_a_positive() {
     }
     assert_eq!(drawn.len(), 5, "every free item is drawn");
     assert!(sample_negative(&pos, 1, 100, &mut rng).is_some());
+    // A user with 10 of 100 items: the rejection draws of both samplers.
+    let light = Csr::new(1, (0..10).map(|i| (0u32, i * 7)));
+    for _ in 0..500 {
+        assert!(!light.contains(0, sample_negative(&light, 0, 100, &mut rng).unwrap()));
+    }
+    let v = sample_unseen(&light, 0, 100, 20, &mut rng);
+    assert_eq!(v.len(), 20);
+    assert!(
+        v.iter().all(|j| !light.contains(0, *j)) && v.iter().collect::<std::collections::BTreeSet<_>>().len() == 20
+    );
     assert_eq!(sample_negative(&pos, 2, 100, &mut rng), None);
     for n in [3, 5, 50] {
         let v = sample_unseen(&pos, 0, 100, n, &mut rng);
@@ -143,7 +194,7 @@ fn negative_sampling_never_returns_a_positive() {
 
 /// The held-out items rank high, a user's recommendations are mostly of their group, and none is an item
 /// they rated.
-fn check_taste(rec: &Recommender, split: &Split) {
+fn check_taste(rec: &Recommender, split: &Split, data: &Interactions) {
     let r = rec.evaluate(&split.test, Protocol::Sampled, 3).unwrap();
     // 10 negatives of which ~half are of the user's group: chance is well under 0.5.
     assert!(r.hr > 0.8, "{:?}: {r}", rec.config.kind);
@@ -156,17 +207,23 @@ fn check_taste(rec: &Recommender, split: &Split) {
         let list = rec.recommend(u, 3).unwrap();
         let mine = list.iter().filter(|(item, _)| item[1..].parse::<usize>().unwrap() / 15 == g as usize).count();
         assert!(mine >= 2, "{:?}: {u} got {list:?}", rec.config.kind);
-        for (item, _) in &rec.recommend(u, 30).unwrap() {
-            assert!(!rec.seen.contains(idx, rec.items.get(item).unwrap()), "{u} already rated {item}");
-        }
+        // Against the file's rows, not the model's own record of them.
+        let rated: Vec<&str> = (0..data.len())
+            .filter(|&r| data.users.id(data.user[r]) == u)
+            .map(|r| data.items.id(data.item[r]))
+            .collect();
+        assert_eq!(rated.len(), 13);
+        let all = rec.recommend(u, 30).unwrap();
+        assert_eq!(all.len(), 30 - 13);
+        assert!(all.iter().all(|(item, _)| !rated.contains(&item.as_str())), "{u}: {all:?} vs {rated:?}");
     }
 }
 
 #[test]
 fn bpr_learns_a_planted_taste_and_reloads_the_same() {
     let tmp = tempfile::tempdir().unwrap();
-    let (rec, split) = trained(RecommenderKind::Bpr, tmp.path(), 0);
-    check_taste(&rec, &split);
+    let (rec, split, data) = trained(RecommenderKind::Bpr, tmp.path(), 0);
+    check_taste(&rec, &split, &data);
     let path = tmp.path().join("bpr.safetensors");
     rec.save(&path).unwrap();
     let back = Recommender::load(&path).unwrap();
@@ -179,8 +236,8 @@ fn bpr_learns_a_planted_taste_and_reloads_the_same() {
 #[test]
 fn ncf_learns_a_planted_taste_and_reloads_the_same() {
     let tmp = tempfile::tempdir().unwrap();
-    let (rec, split) = trained(RecommenderKind::Ncf, tmp.path(), 0);
-    check_taste(&rec, &split);
+    let (rec, split, data) = trained(RecommenderKind::Ncf, tmp.path(), 0);
+    check_taste(&rec, &split, &data);
     let path = tmp.path().join("ncf.safetensors");
     rec.save(&path).unwrap();
     let back = Recommender::load(&path).unwrap();
@@ -192,8 +249,8 @@ fn ncf_learns_a_planted_taste_and_reloads_the_same() {
 #[test]
 fn two_tower_learns_places_new_users_by_features_and_reloads_the_same() {
     let tmp = tempfile::tempdir().unwrap();
-    let (rec, split) = trained(RecommenderKind::TwoTower, tmp.path(), 4);
-    check_taste(&rec, &split);
+    let (rec, split, data) = trained(RecommenderKind::TwoTower, tmp.path(), 4);
+    check_taste(&rec, &split, &data);
     // A new user of group b gets group b's items, from features alone.
     let feats = [("group".to_string(), "b".to_string()), ("age".to_string(), "30".to_string())];
     let list = rec.recommend_new_user(&feats, 5).unwrap();
