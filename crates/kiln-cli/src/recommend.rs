@@ -97,6 +97,7 @@ fn run(
         seed: t.seed,
         patience: t.patience,
         k: 10,
+        reference: false,
     };
     let mut log = String::new();
     let (quiet, epochs) = (a.quiet, t.epochs());

@@ -233,6 +233,35 @@ fn bpr_learns_a_planted_taste_and_reloads_the_same() {
     assert!(similar.iter().all(|(i, _)| i != "i4" && i[1..].parse::<usize>().unwrap() < 15), "{similar:?}");
 }
 
+/// BPR's fused step against the same training on the tape: the same weights after three epochs.
+#[test]
+fn bpr_fused_step_equals_the_tape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Interactions::read(&planted(tmp.path())).unwrap();
+    let split = Split::leave_last_out(&data, true, 10, 3);
+    let mut c = RecommenderConfig::new(RecommenderKind::Bpr);
+    (c.dim, c.l2, c.negatives) = (8, 0.01, 2);
+    let weights = |reference: bool| {
+        let mut rec = Recommender::new(c.clone(), &data, &split, 1).unwrap();
+        let fit = RecommenderFit { epochs: 3, batch_size: 32, reference, ..Default::default() };
+        let logs = rec.fit(&split, &fit, |_| {}).unwrap();
+        (rec.model.get_weights(), logs.iter().map(|l| l.loss).collect::<Vec<f64>>())
+    };
+    let ((fused, lf), (tape, lt)) = (weights(false), weights(true));
+    for (a, b) in lf.iter().zip(&lt) {
+        assert!((a - b).abs() < 1e-5, "losses {lf:?} vs {lt:?}");
+    }
+    let mut worst = 0.0f32;
+    for (a, b) in fused.iter().flatten().zip(tape.iter().flatten()) {
+        worst = worst.max((a - b).abs());
+    }
+    assert!(worst < 1e-4, "largest weight difference {worst}");
+    // And both trained: far from where they started.
+    let start = Recommender::new(c.clone(), &data, &split, 1).unwrap().model.get_weights();
+    let moved = start.iter().flatten().zip(fused.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(moved > 0.01, "the weights moved only {moved}");
+}
+
 #[test]
 fn ncf_learns_a_planted_taste_and_reloads_the_same() {
     let tmp = tempfile::tempdir().unwrap();
