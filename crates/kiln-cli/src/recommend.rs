@@ -98,6 +98,7 @@ fn run(
         patience: t.patience,
         k: 10,
         reference: false,
+        shuffle: t.shuffle,
     };
     let mut log = String::new();
     let (quiet, epochs) = (a.quiet, t.epochs());

@@ -297,7 +297,8 @@ pub struct TrainConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
     /// Fraction of the training rows held out to pick the epoch (tables: stratified by class; images: the
-    /// last ones, as Keras). Default 0.1 for tables, 0 for images.
+    /// last ones, as Keras). Default 0.1 for tables, 0 for images. Interactions hold out no fraction: any
+    /// value above 0 (the default) holds out each user's second-latest item, 0 none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation_split: Option<f64>,
     /// Stop after this many epochs without a lower validation loss, and keep the best epoch's weights
@@ -563,6 +564,12 @@ impl Config {
             DataKind::Images => {}
             DataKind::Interactions => {
                 self.data.format.get_or_insert(DataFormat::Interactions);
+                if let Some(k) =
+                    self.model.kind.filter(|k| matches!(k, ModelKind::Bpr | ModelKind::Ncf | ModelKind::TwoTower))
+                {
+                    let kind = self.recommender(k).kind;
+                    self.train.negatives.get_or_insert(crate::recommend::RecommenderConfig::new(kind).negatives);
+                }
             }
         }
     }

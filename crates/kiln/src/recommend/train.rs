@@ -30,6 +30,8 @@ pub struct RecommenderFit {
     pub k: usize,
     /// Run BPR's step on the tape (the fused step's reference, for tests) rather than fused.
     pub reference: bool,
+    /// Shuffle the training pairs each epoch (else their order, which is by user and time).
+    pub shuffle: bool,
 }
 
 impl Default for RecommenderFit {
@@ -43,6 +45,7 @@ impl Default for RecommenderFit {
             patience: None,
             k: 10,
             reference: false,
+            shuffle: true,
         }
     }
 }
@@ -108,7 +111,9 @@ impl Recommender {
         crate::train::stop_flag().store(false, Ordering::SeqCst);
         for epoch in 1..=o.epochs {
             let t0 = Instant::now();
-            rng.shuffle(&mut order);
+            if o.shuffle {
+                rng.shuffle(&mut order);
+            }
             let (mut total, mut seen) = (0.0, 0usize);
             for batch in order.chunks(o.batch_size) {
                 let pairs: Vec<(u32, u32)> = batch.iter().map(|&r| split.train[r]).collect();
