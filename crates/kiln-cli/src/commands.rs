@@ -14,7 +14,7 @@ pub fn evaluate(
     protocol: Option<&str>,
     k: Option<usize>,
 ) -> Result<()> {
-    let file = if model_path.is_dir() { model_path.join(crate::run_dir::MODEL) } else { model_path.to_path_buf() };
+    let file = crate::run_dir::model_file(model_path);
     if kiln::recommend::is_recommender(&file)? {
         let valid = match split.unwrap_or("test") {
             "test" => false,

@@ -41,7 +41,7 @@ impl Format {
 pub fn export(model: &Path, format: &str, output: Option<&Path>) -> Result<()> {
     let format = Format::parse(format)?;
     // A run folder stands for its model.safetensors; the file written goes beside it by default.
-    let model: PathBuf = if model.is_dir() { model.join("model.safetensors") } else { model.to_path_buf() };
+    let model = crate::run_dir::model_file(model);
     let out = output.map_or_else(|| model.with_extension(format.extension()), Path::to_path_buf);
     refuse_same(&model, &out)?;
     match format {

@@ -2,13 +2,13 @@
 //! folder also holds the split, `split/{train,valid,test}.tsv`, and the test ranking, `metrics.json`),
 //! `kiln evaluate MODEL --protocol sampled|full --k K` and `kiln recommend MODEL --user ID`.
 
-use crate::run_dir::{CONFIG, MODEL};
+use crate::run_dir::{CONFIG, MODEL, model_file};
 use crate::train::TrainArgs;
 use kiln::config::{Config, ModelKind};
 use kiln::recommend::{Interactions, Protocol, Recommender, RecommenderFit, Split};
 use kiln::{Error, Result};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The folder of the split, inside the run folder.
 pub const SPLIT_DIR: &str = "split";
@@ -140,11 +140,6 @@ fn run(
     }
     println!("saved model to {}", output.map_or(dir.join(MODEL), Path::to_path_buf).display());
     Ok(())
-}
-
-/// The model file of MODEL (a file, or a run folder holding model.safetensors).
-fn model_file(model: &Path) -> PathBuf {
-    if model.is_dir() { model.join(MODEL) } else { model.to_path_buf() }
 }
 
 /// `kiln evaluate MODEL --protocol P --k K`: the run folder's test items (or `--data`'s split folder,

@@ -13,6 +13,11 @@ pub const MODEL: &str = "model.safetensors";
 pub const LOG_CSV: &str = "log.csv";
 pub const LOG_JSONL: &str = "log.jsonl";
 
+/// The model file a path names: itself, or a run folder's model.safetensors.
+pub fn model_file(path: &Path) -> PathBuf {
+    if path.is_dir() { path.join(MODEL) } else { path.to_path_buf() }
+}
+
 /// The loggers every run has: `log.csv` and `log.jsonl` in `dir`.
 pub fn loggers(dir: &Path) -> Vec<Box<dyn kiln::callbacks::Callback>> {
     vec![

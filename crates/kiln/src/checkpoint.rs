@@ -125,7 +125,7 @@ impl Sequential {
 }
 
 /// The values of the f32 tensor `key`, if the file has one.
-fn f32_tensor(tensors: &SafeTensors, key: &str) -> Option<Vec<f32>> {
+pub(crate) fn f32_tensor(tensors: &SafeTensors, key: &str) -> Option<Vec<f32>> {
     let t = tensors.tensor(key).ok().filter(|t| t.dtype() == Dtype::F32)?;
     Some(crate::io::f32s_le(t.data()))
 }

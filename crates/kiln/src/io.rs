@@ -165,9 +165,14 @@ impl Sequential {
             return Err(Error::format(path, hint));
         }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+        Sequential::from_bytes(path, &bytes)
+    }
+
+    /// `load` of a file's bytes already read (`path` names it in errors).
+    pub(crate) fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Sequential> {
         let not_kiln = |why: String| Error::format(path, format!("not a kiln model: {why}"));
         let (_, meta) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| not_kiln(format!("not a safetensors file ({e})")))?;
+            SafeTensors::read_metadata(bytes).map_err(|e| not_kiln(format!("not a safetensors file ({e})")))?;
         let info = meta.metadata().as_ref();
         let format = info.and_then(|m| m.get(FORMAT_KEY));
         let json =
@@ -197,7 +202,7 @@ impl Sequential {
             model.preparation =
                 Some(serde_json::from_str(p).map_err(|e| not_kiln(format!("unreadable table preparation ({e})")))?);
         }
-        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| not_kiln(format!("corrupt tensor data ({e})")))?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| not_kiln(format!("corrupt tensor data ({e})")))?;
         let g = model.graph_mut();
         for i in 0..g.params().len() {
             let pid = kiln_core::ParamId(i);

@@ -636,24 +636,22 @@ async fn reload_on_hangup(app: Shared, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
         for s in app.models.values() {
             let s2 = s.clone();
-            match tokio::task::spawn_blocking(move || reload_one(&s2)).await {
-                Ok(Ok(())) => eprintln!("reloaded `{}` from {}", s.name, s.path.display()),
-                Ok(Err(e)) => {
-                    eprintln!("warning: `{}` not reloaded: {e}; the model loaded before keeps serving", s.name)
-                }
-                Err(_) => eprintln!("warning: `{}` not reloaded (a bug)", s.name),
-            }
+            reload_and_say(&s.name, &s.path, move || reload_one(&s2)).await;
         }
         for r in app.recommenders.values() {
             let r2 = r.clone();
-            match tokio::task::spawn_blocking(move || r2.reload()).await {
-                Ok(Ok(())) => eprintln!("reloaded `{}` from {}", r.name, r.path.display()),
-                Ok(Err(e)) => {
-                    eprintln!("warning: `{}` not reloaded: {e}; the model loaded before keeps serving", r.name)
-                }
-                Err(_) => eprintln!("warning: `{}` not reloaded (a bug)", r.name),
-            }
+            reload_and_say(&r.name, &r.path, move || r2.reload()).await;
         }
+    }
+}
+
+/// Runs one model's reload on a blocking thread and says on stderr how it went.
+#[cfg(unix)]
+async fn reload_and_say(name: &str, path: &Path, reload: impl FnOnce() -> Result<()> + Send + 'static) {
+    match tokio::task::spawn_blocking(reload).await {
+        Ok(Ok(())) => eprintln!("reloaded `{name}` from {}", path.display()),
+        Ok(Err(e)) => eprintln!("warning: `{name}` not reloaded: {e}; the model loaded before keeps serving"),
+        Err(_) => eprintln!("warning: `{name}` not reloaded (a bug)"),
     }
 }
 

@@ -171,14 +171,25 @@ impl Recommender {
     /// (item index + 1; 0 pads the front). An item the user never had gives no history, never a later one.
     pub fn history_of(&self, u: u32, before: Option<u32>, out: &mut Vec<f32>) {
         let n = self.config.history;
-        let t = self.timeline.get(u as usize).map_or(&[][..], |t| &t[..]);
-        let end = match before {
-            Some(b) => t.iter().position(|&i| i == b).unwrap_or(0),
-            None => t.len(),
+        let t = match before {
+            Some(b) => self.before(u, b).unwrap_or(&[]),
+            None => self.timeline.get(u as usize).map_or(&[][..], |t| &t[..]),
         };
-        let from = end.saturating_sub(n);
-        out.extend(std::iter::repeat_n(0.0, n - (end - from)));
-        out.extend(t[from..end].iter().map(|&i| (i + 1) as f32));
+        let from = t.len().saturating_sub(n);
+        out.extend(std::iter::repeat_n(0.0, n - (t.len() - from)));
+        out.extend(t[from..].iter().map(|&i| (i + 1) as f32));
+    }
+
+    /// The user's items before `item`, in time order (None: the user never had it).
+    fn before(&self, u: u32, item: u32) -> Option<&[u32]> {
+        let t = self.timeline.get(u as usize)?;
+        t.iter().position(|&i| i == item).map(|at| &t[..at])
+    }
+
+    /// The parameter of the embedding layer `layer`, which the kind's network was built with.
+    pub(crate) fn table(&self, layer: &str) -> kiln_core::ParamId {
+        let l = self.model.layers().iter().find(|l| l.name() == layer).expect("built with it");
+        l.param("embeddings").expect("an embedding")
     }
 
     /// The model's inputs for (user, item) index pairs (index `len` is the unknown slot); `user_rows`
@@ -311,8 +322,7 @@ impl Recommender {
     pub fn item_vectors(&self) -> Result<(Vec<f32>, usize)> {
         let n = self.items.len();
         let table = |layer: &str| -> Result<(Vec<f32>, usize)> {
-            let l = self.model.layers().iter().find(|l| l.name() == layer).expect("built with it");
-            let p = self.model.graph().param(l.param("embeddings").expect("an embedding"));
+            let p = self.model.graph().param(self.table(layer));
             let w = p.shape.dims()[1];
             Ok((p.value[..n * w].to_vec(), w))
         };
@@ -373,11 +383,8 @@ impl Recommender {
                     Protocol::Full => {
                         // Every item but those the user had before this one (a later one, such as the test
                         // item when ranking the validation item, is a candidate as the user had not yet had it).
-                        let t = self.timeline.get(h.user as usize).map_or(&[][..], |t| &t[..]);
-                        let mut before: Vec<u32> = match t.iter().position(|&i| i == h.item) {
-                            Some(at) => t[..at].to_vec(),
-                            None => self.seen.row(h.user).to_vec(),
-                        };
+                        let mut before: Vec<u32> =
+                            self.before(h.user, h.item).unwrap_or_else(|| self.seen.row(h.user)).to_vec();
                         before.sort_unstable();
                         items.extend((0..n_items).filter(|&i| i != h.item && before.binary_search(&i).is_err()));
                     }

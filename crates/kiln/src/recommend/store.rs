@@ -61,8 +61,12 @@ impl Recommender {
     /// Loads what `save` wrote; another kiln model is an error saying so.
     pub fn load(path: impl AsRef<Path>) -> Result<Recommender> {
         let path = path.as_ref();
-        let model = Model::load(path)?;
+        if path.is_dir() {
+            // Model::load's message: a run folder names its model file.
+            Model::load(path)?;
+        }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+        let model = Model::from_bytes(path, &bytes)?;
         let bad = |m: String| Error::format(path, m);
         let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("safetensors: {e}")))?;
         let (_, st) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("safetensors: {e}")))?;
@@ -72,14 +76,11 @@ impl Recommender {
         })?;
         let meta: Meta =
             serde_json::from_str(json).map_err(|e| bad(format!("unreadable recommender metadata ({e})")))?;
-        let rows = |name: &str, enc: Option<FeatureEncoder>| -> Result<Option<(FeatureEncoder, Vec<f32>)>> {
-            let Some(enc) = enc else { return Ok(None) };
-            let t = tensors.tensor(name).map_err(|_| bad(format!("no `{name}` tensor")))?;
-            Ok(Some((enc, crate::io::f32s_le(t.data()))))
-        };
         let floats = |name: &str| -> Result<Vec<f32>> {
-            let t = tensors.tensor(name).map_err(|_| bad(format!("no `{name}` tensor")))?;
-            Ok(crate::io::f32s_le(t.data()))
+            crate::checkpoint::f32_tensor(&tensors, name).ok_or_else(|| bad(format!("no f32 `{name}` tensor")))
+        };
+        let rows = |name: &str, enc: Option<FeatureEncoder>| -> Result<Option<(FeatureEncoder, Vec<f32>)>> {
+            enc.map(|enc| Ok((enc, floats(name)?))).transpose()
         };
         let (lengths, flat) = (floats(LENGTHS)?, floats(TIMELINE)?);
         let whole = |v: f32| v >= 0.0 && v.fract() == 0.0 && v < (1u32 << 24) as f32;
@@ -125,14 +126,25 @@ impl Recommender {
     }
 }
 
-/// Whether the file is a recommender (so other commands can point to `kiln recommend`); a file that cannot
-/// be read, or is no safetensors file, is an error saying so.
+/// Whether the file is a recommender (so other commands can point to `kiln recommend`), from its header
+/// alone: the loader that follows reads the file once. A file that cannot be read, or whose header is no
+/// safetensors header, is an error saying so.
 pub fn is_recommender(path: &Path) -> Result<bool> {
+    use std::io::Read;
     if path.is_dir() {
         return Ok(false);
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    let (_, m) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::format(path, format!("not a kiln model: not a safetensors file ({e})")))?;
-    Ok(m.metadata().as_ref().is_some_and(|m| m.contains_key(META_KEY)))
+    let not = |why: String| Error::format(path, format!("not a kiln model: not a safetensors file ({why})"));
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| not(e.to_string()))?;
+    // safetensors' own bound on a header.
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 {
+        return Err(not(format!("a header of {n} bytes")));
+    }
+    let mut header = vec![0; n as usize];
+    f.read_exact(&mut header).map_err(|e| not(format!("the header: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&header).map_err(|e| not(format!("the header: {e}")))?;
+    Ok(v.get("__metadata__").and_then(|m| m.get(META_KEY)).is_some())
 }

@@ -295,11 +295,7 @@ impl Recommender {
     /// and output gradients (`bpr`), and by hand their way into the tables: dP_u += g·q_i, dQ_i += g·p_u,
     /// db_i += g. The tape's step (`step`, `RecommenderFit::reference`) is the tested reference.
     fn bpr_step(&mut self, users: &[u32], items: &[u32], b: usize, tables: &[(ParamId, bool)]) -> Result<f64> {
-        let param = |name: &str| {
-            let l = self.model.layers().iter().find(|l| l.name() == name).expect("built with it");
-            l.param("embeddings").expect("an embedding").0
-        };
-        let (pu, qi, bi) = (param("user_factors"), param("item_factors"), param("item_bias"));
+        let (pu, qi, bi) = (self.table("user_factors").0, self.table("item_factors").0, self.table("item_bias").0);
         let d = self.config.dim;
         let g = &mut self.model.graph;
         let (params, grads) = g.params_and_grads_mut();
