@@ -69,6 +69,18 @@ pub fn evaluate(
 
 /// An image model's prediction for a PNG, or for image `index` of an IDX file.
 pub fn predict(model: Sequential, input: &Path, index: Option<usize>) -> Result<()> {
+    let x = read_image(&model, input, index)?;
+    let probs = model.predict(&x, 1)?;
+    let p = probs.data();
+    let best = kiln::core::argmax(p);
+    println!("predicted class: {best} (probability {:.4})", p[best]);
+    let all: Vec<String> = p.iter().enumerate().map(|(i, v)| format!("{i}: {v:.4}")).collect();
+    println!("probabilities: {}", all.join(", "));
+    Ok(())
+}
+
+/// One image for an image model, as a batch of one: a PNG of its input size, or image `index` of an IDX file.
+pub fn read_image(model: &Sequential, input: &Path, index: Option<usize>) -> Result<Tensor> {
     let want = model.input_shape().to_vec();
     let x = if is_png(input)? {
         if index.is_some() {
@@ -101,13 +113,7 @@ pub fn predict(model: Sequential, input: &Path, index: Option<usize>) -> Result<
             want
         )));
     }
-    let probs = model.predict(&x, 1)?;
-    let p = probs.data();
-    let best = kiln::core::argmax(p);
-    println!("predicted class: {best} (probability {:.4})", p[best]);
-    let all: Vec<String> = p.iter().enumerate().map(|(i, v)| format!("{i}: {v:.4}")).collect();
-    println!("probabilities: {}", all.join(", "));
-    Ok(())
+    Ok(x)
 }
 
 fn is_png(path: &Path) -> Result<bool> {

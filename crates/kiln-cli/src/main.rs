@@ -3,11 +3,12 @@
 //! Every failure is one line on stderr starting with "error:", and a non-zero exit.
 
 mod assistant;
+mod chart;
 mod commands;
 mod cv;
 mod embed;
+mod explain;
 mod export;
-mod font;
 mod generate;
 mod index;
 mod plot;
@@ -237,6 +238,63 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Why a model predicted what it did: a heatmap over an image, a text's terms shaded, a table row's columns
+    /// (integrated gradients, saliency, occlusion), or with --data each column's permutation importance.
+    /// Writes PNG, Markdown, HTML and JSON files into --output-dir.
+    Explain {
+        model: PathBuf,
+        /// A PNG image, an IDX images file with --index, or for a model of one text column the text itself.
+        input: Option<PathBuf>,
+        /// Which image of an IDX file.
+        #[arg(long)]
+        index: Option<usize>,
+        /// Table and text models: a CSV or ARFF file of rows, with --row.
+        #[arg(long = "input", value_name = "FILE", conflicts_with = "input")]
+        rows: Option<PathBuf>,
+        /// Which row of --input (1 is the first row after the header).
+        #[arg(long, value_name = "N")]
+        row: Option<usize>,
+        /// Table models: permutation importance of every column over this file (with the target column).
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+        /// integrated_gradients (ig), saliency or occlusion (the last two for images).
+        #[arg(long, default_value = "integrated_gradients")]
+        method: String,
+        /// The class explained (a class name, or an index): default the predicted one. For images the heatmap
+        /// is drawn for the predicted class and for this one.
+        #[arg(long)]
+        class: Option<String>,
+        /// Integrated gradients: points on the path from the baseline.
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// Integrated gradients: gausslegendre (Captum's default), riemann_left, riemann_right,
+        /// riemann_middle or riemann_trapezoid.
+        #[arg(long, default_value = "gausslegendre")]
+        rule: String,
+        /// Images: the baseline (integrated gradients) or occluding value (occlusion) of every pixel.
+        #[arg(long, default_value_t = 0.0)]
+        baseline: f32,
+        /// Occlusion: the window's side in pixels.
+        #[arg(long, default_value_t = 4)]
+        window: usize,
+        /// Occlusion: the window's step (default half the window).
+        #[arg(long)]
+        stride: Option<usize>,
+        /// Explain the output before its softmax or sigmoid.
+        #[arg(long)]
+        logits: bool,
+        /// --data: shuffles per column.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// --data: accuracy, roc_auc, neg_log_loss or r2 (default accuracy, or r2 for a number).
+        #[arg(long)]
+        scoring: Option<String>,
+        /// --data: the shuffles' seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_name = "DIR", default_value = "explanation")]
+        output_dir: PathBuf,
+    },
     /// Serve saved models over HTTP: POST /v1/models/NAME/predict, GET /v1/models, /healthz, /readyz,
     /// /metrics, /openapi.json. Stops on SIGTERM or Ctrl-C after the requests in progress.
     Serve(serve::ServeArgs),
@@ -462,6 +520,45 @@ fn main() {
         Command::Predict { model, input, index, rows, output } => {
             table::predict(&model, input.as_deref(), index, rows.as_deref(), output.as_deref())
         }
+        Command::Explain {
+            model,
+            input,
+            index,
+            rows,
+            row,
+            data,
+            method,
+            class,
+            steps,
+            rule,
+            baseline,
+            window,
+            stride,
+            logits,
+            repeats,
+            scoring,
+            seed,
+            output_dir,
+        } => explain::explain(&explain::Args {
+            model: &model,
+            input: input.as_deref(),
+            index,
+            rows: rows.as_deref(),
+            row,
+            data: data.as_deref(),
+            method: &method,
+            class: class.as_deref(),
+            steps,
+            rule: &rule,
+            baseline,
+            window,
+            stride,
+            logits,
+            repeats,
+            scoring: scoring.as_deref(),
+            seed,
+            output_dir: &output_dir,
+        }),
         Command::Summary { path } => commands::summary(&path),
         Command::Import { file, output } => export::import(&file, output.as_deref()),
         Command::Serve(args) => serve::serve(args),

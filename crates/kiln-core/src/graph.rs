@@ -332,6 +332,20 @@ impl<T: Float> Graph<T> {
         Ok(self.push(Op::Leaf, shape, v, false))
     }
 
+    /// A value that gets a gradient, read after `backward` by `input_grad`: what attributions differentiate
+    /// by (an image, or a layer's output put in its place). Recording must be on.
+    pub fn input_needing_grad(&mut self, shape: &[usize], data: &[T]) -> Result<Var> {
+        let v = self.input(shape, data)?;
+        self.nodes[v.id()].requires_grad = self.record;
+        Ok(v)
+    }
+
+    /// The gradient `backward` left on a value made by `input_needing_grad` (zeros where nothing reached it).
+    pub fn input_grad(&self, v: Var) -> Vec<T> {
+        let g = &self.grads[v.id()];
+        if g.is_empty() { vec![T::ZERO; self.nodes[v.id()].shape.numel()] } else { g.clone() }
+    }
+
     pub fn tensor(&mut self, t: &Tensor<T>) -> Result<Var> {
         self.input(t.shape(), t.data())
     }

@@ -619,6 +619,20 @@ impl Net {
         training: bool,
         logits: &[usize],
     ) -> Result<()> {
+        self.forward_with(g, flows, training, logits, None)
+    }
+
+    /// `forward`, with the output of layer `replace.0` taken to be `replace.1` instead of computed (the
+    /// layer's padding mask still comes from its input): attributions at a layer, such as a text's term
+    /// vectors, interpolate that value.
+    pub(crate) fn forward_with(
+        &self,
+        g: &mut Graph<f32>,
+        flows: &mut Flows,
+        training: bool,
+        logits: &[usize],
+        replace: Option<(usize, Var)>,
+    ) -> Result<()> {
         let (n, base) = (self.layers.len(), self.inputs.len());
         debug_assert_eq!(flows.outs.len(), base);
         let at = |s: Src| match s {
@@ -631,6 +645,7 @@ impl Net {
             let (x, mask_ids) = flows.outs[at(layer.inputs[0])];
             // Conv2D feeding only the MaxPooling2D right after it runs as one fused op.
             if self.fuse
+                && replace.is_none_or(|(r, _)| r != i && r != i + 1)
                 && i + 1 < n
                 && self.readers[i] == 1
                 && !self.outputs.contains(&i)
@@ -649,7 +664,10 @@ impl Net {
             let mask: Option<Vec<f32>> = mask_ids
                 .filter(|_| layer.reads_mask())
                 .map(|ids| g.value(ids).iter().map(|&id| (id != 0.0) as u8 as f32).collect());
-            let y = layer.forward(g, &flows.ins, training, logits.contains(&i), mask.as_deref())?;
+            let y = match replace {
+                Some((r, y)) if r == i => y,
+                _ => layer.forward(g, &flows.ins, training, logits.contains(&i), mask.as_deref())?,
+            };
             // The mask holds while the steps are the embedding's: through dropout and sequence outputs.
             let mask_ids = match layer.mask_rule() {
                 MaskRule::Starts => Some(x),

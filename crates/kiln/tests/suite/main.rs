@@ -9,6 +9,7 @@ mod checkpoint;
 mod checkpoint_every;
 mod config;
 mod data;
+mod explain;
 mod fuzz_readers;
 mod graph_model;
 mod init_reg;
