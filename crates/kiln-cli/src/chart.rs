@@ -88,7 +88,11 @@ pub fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panels: &[Curve
         if x1 - x0 < 1e-12 {
             x1 = x0 + 1.0;
         }
-        let pad = ((y1 - y0) * 0.08).max(y1.abs().max(1e-3) * 1e-3);
+        // A flat series (a constant learning rate) gets a band around it, so its ticks differ.
+        let pad = if y1 - y0 < 1e-12 { 0.5 * y1.abs().max(1e-3) } else { (y1 - y0) * 0.08 };
+        let whole = p.series.iter().flat_map(|s| s.2.iter()).all(|&(x, _)| x.fract() == 0.0);
+        // The legend goes where the curves do not end: low when they end high.
+        let ends_high = p.series.iter().filter_map(|s| s.2.last()).any(|&(_, y)| y > y0 + 0.6 * (y1 - y0));
         let mut chart = ChartBuilder::on(cell)
             .caption(p.title, (FONT, 17))
             .margin(10)
@@ -101,6 +105,8 @@ pub fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panels: &[Curve
             .x_desc(p.x_label)
             .x_labels(8)
             .y_labels(6)
+            .x_label_formatter(&|x| if whole { format!("{x:.0}") } else { number(*x) })
+            .y_label_formatter(&|y| number(*y))
             .label_style((FONT, 12))
             .axis_desc_style((FONT, 13))
             .light_line_style(WHITE.mix(0.0))
@@ -116,7 +122,7 @@ pub fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panels: &[Curve
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(if ends_high { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .label_font((FONT, 12))
@@ -124,6 +130,21 @@ pub fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panels: &[Curve
             .map_err(failed)?;
     }
     Ok(())
+}
+
+/// A tick label: short, in scientific notation when very small or large.
+pub fn number(v: f64) -> String {
+    let trim = |s: String| if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    // Ticks at zero come out as rounding's leftovers (−1.4e-17).
+    if v.abs() < 1e-12 {
+        return "0".into();
+    }
+    if v.abs() < 1e-3 || v.abs() >= 1e5 {
+        let s = format!("{v:.2e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        return format!("{}e{exp}", trim(mantissa.to_string()));
+    }
+    trim(format!("{v:.5}"))
 }
 
 /// One bar: its label, value, and an interval drawn as a whisker.
@@ -147,7 +168,8 @@ pub fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, x_la
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(label_width)
-        .build_cartesian_2d((lo - pad)..(hi + pad), (0..n).into_segmented())
+        // n segments (0 to n − 1: a segmented range includes its end).
+        .build_cartesian_2d((lo - pad)..(hi + pad), (0..n - 1).into_segmented())
         .map_err(failed)?;
     let label = |v: &SegmentValue<usize>| match v {
         SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
@@ -160,6 +182,7 @@ pub fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, x_la
         .disable_y_mesh()
         .y_labels(n)
         .y_label_formatter(&label)
+        .x_label_formatter(&|x| number(*x))
         .x_desc(x_label)
         .label_style((FONT, 12))
         .axis_desc_style((FONT, 13))
@@ -167,11 +190,12 @@ pub fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, x_la
         .map_err(failed)?;
     // Bar k is drawn in row n − 1 − k, so the first bar is at the top.
     let row = |k: usize| n - 1 - k;
+    let top_of = |r: usize| if r + 1 < n { SegmentValue::Exact(r + 1) } else { SegmentValue::Last };
     chart
         .draw_series(bars.iter().enumerate().map(|(k, b)| {
             let color = if b.value >= 0.0 { FOR } else { AGAINST };
             let mut r = Rectangle::new(
-                [(0.0, SegmentValue::Exact(row(k))), (b.value, SegmentValue::Exact(row(k) + 1))],
+                [(0.0, SegmentValue::Exact(row(k))), (b.value, top_of(row(k)))],
                 color.mix(0.8).filled(),
             );
             r.set_margin(3, 3, 0, 0);

@@ -220,7 +220,11 @@ fn explain_row(
     let bars: Vec<Bar> = columns
         .iter()
         .take(20)
-        .map(|c| Bar { label: c.column.clone(), value: c.attribution as f64, interval: None })
+        .map(|c| Bar {
+            label: format!("{} = {}", c.column, chart::short(&c.value, 24)),
+            value: c.attribution as f64,
+            interval: None,
+        })
         .collect();
     let title = format!("{what} = {:.3} (baseline {:.3})", e.output, e.baseline_output);
     let png = chart::png((760, 90 + 26 * bars.len() as u32), |area| chart::bars(area, &title, "attribution", &bars))?;
@@ -334,8 +338,8 @@ fn explain_image(model: &Sequential, input: &Path, m: Method, rule: Rule, a: &Ar
             }
             Method::Saliency => (explain::saliency(&probe, true)?, "saliency"),
             Method::Occlusion => {
-                let win = a.window.clamp(1, h.min(w));
-                let stride = a.stride.unwrap_or(win.div_ceil(2)).clamp(1, win);
+                let win = a.window;
+                let stride = a.stride.unwrap_or(win.div_ceil(2));
                 (explain::occlusion(&probe, &[win, win, c], &[stride, stride, c], a.baseline)?, "occlusion")
             }
         };

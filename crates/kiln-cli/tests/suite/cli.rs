@@ -122,7 +122,13 @@ fn run_folder_plot_and_report() {
     let o = kiln(&["plot", &t.s("run")]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let svg = std::fs::read_to_string(t.path("run/curves.svg")).unwrap();
-    assert_eq!(svg.matches("<polyline").count(), 5, "loss, accuracy (training and validation), learning rate");
+    // Each series is a line and its legend's line: training in blue (loss, accuracy, learning rate),
+    // validation in orange (loss, accuracy).
+    assert_eq!(svg.matches("stroke=\"#1F77B4\"").count(), 6, "{svg}");
+    assert_eq!(svg.matches("stroke=\"#FF7F0E\"").count(), 4, "{svg}");
+    for title in ["loss", "accuracy", "learning_rate", "validation", "epoch"] {
+        assert!(svg.contains(title), "curves.svg lacks {title}");
+    }
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(t.path("run/curves.png")).unwrap()));
     let info = decoder.read_info().unwrap();
     assert_eq!((info.info().width, info.info().height), (960, 240), "three panels");

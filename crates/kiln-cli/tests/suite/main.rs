@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod crash;
 mod cv_search;
+mod explain;
 mod generate;
 mod pretrained;
 mod recommend;

@@ -29,9 +29,9 @@ pub enum At {
     Layer(usize),
 }
 
-/// The number explained: column `column` of output `output`, its negation with `negate` (a binary model's
-/// negative class, 1 − p, has the negated attributions of p), and before the output's softmax or sigmoid
-/// with `logits`.
+/// The number explained: column `column` of output `output`; with `negate` a sigmoid's other class (1 − p,
+/// or the logit −z, whose attributions are p's negated); before the output's softmax or sigmoid with
+/// `logits`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Target {
     pub output: usize,

@@ -172,8 +172,10 @@ impl<'a> Probe<'a> {
             net.forward_with(g, &mut tape.flows, false, &logit_layers, replace)?;
             let y = net.output(&tape.flows, output);
             let columns = g.value(y).len() / n.max(1);
+            // The negated class of a sigmoid: 1 − p (or the logit −z), its gradient p's negated.
             let sign = if negate { -1.0 } else { 1.0 };
-            let values: Vec<f32> = g.value(y).chunks_exact(columns).map(|r| sign * r[column]).collect();
+            let shift = if negate && !logits { 1.0 } else { 0.0 };
+            let values: Vec<f32> = g.value(y).chunks_exact(columns).map(|r| shift + sign * r[column]).collect();
             if !grad {
                 return Ok((values, Vec::new()));
             }
