@@ -65,11 +65,14 @@ pub fn svg(size: (u32, u32), draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) 
     Ok(text)
 }
 
+/// A named, coloured line of (x, y) points.
+pub type Series<'a> = (&'a str, RGBColor, &'a [(f64, f64)]);
+
 /// One panel of curves: a title and series of (x, y), each with its name and colour.
 pub struct Curves<'a> {
     pub title: &'a str,
     pub x_label: &'a str,
-    pub series: Vec<(&'a str, RGBColor, &'a [(f64, f64)])>,
+    pub series: Vec<Series<'a>>,
 }
 
 /// Line charts side by side, one per panel, each with its legend.
@@ -169,11 +172,11 @@ pub fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, x_la
         .x_label_area_size(40)
         .y_label_area_size(label_width)
         // n segments (0 to n − 1: a segmented range includes its end).
-        .build_cartesian_2d((lo - pad)..(hi + pad), (0..n - 1).into_segmented())
+        .build_cartesian_2d((lo - pad)..(hi + pad), (0..(n - 1).max(1)).into_segmented())
         .map_err(failed)?;
     let label = |v: &SegmentValue<usize>| match v {
         SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-            bars.get(n - 1 - i).map(|b| short(&b.label, 40)).unwrap_or_default()
+            (n - 1).checked_sub(*i).and_then(|k| bars.get(k)).map(|b| short(&b.label, 40)).unwrap_or_default()
         }
         SegmentValue::Last => String::new(),
     };

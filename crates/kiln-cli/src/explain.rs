@@ -63,6 +63,15 @@ pub fn explain(a: &Args) -> Result<()> {
         )));
     }
     let m = method(a.method)?;
+    if !a.baseline.is_finite() {
+        return Err(Error::Invalid(format!("--baseline {}: expected a finite number", a.baseline)));
+    }
+    if a.steps > explain::integrated::MAX_STEPS {
+        return Err(Error::Invalid(format!("--steps {}: at most {}", a.steps, explain::integrated::MAX_STEPS)));
+    }
+    if a.output_dir.exists() && !a.output_dir.is_dir() {
+        return Err(Error::Invalid(format!("--output-dir {} is a file, not a folder", a.output_dir.display())));
+    }
     let rule = Rule::parse(a.rule)?;
     if a.steps < 2 {
         return Err(Error::Invalid(format!("--steps {}: integrated gradients need at least 2", a.steps)));
@@ -110,6 +119,9 @@ fn row_to_explain(prep: &Preparation, a: &Args) -> Result<(Table, usize, String)
     match (a.input, a.rows, a.row) {
         (_, Some(file), Some(row)) => {
             let table = read_table(file, &CsvOptions::default())?;
+            if table.rows() == 0 {
+                return Err(Error::Data(format!("{}: no rows (only a header)", file.display())));
+            }
             if row == 0 || row > table.rows() {
                 return Err(Error::Invalid(format!(
                     "--row {row} is out of range: {} has {} rows (1 to {})",
@@ -118,18 +130,34 @@ fn row_to_explain(prep: &Preparation, a: &Args) -> Result<(Table, usize, String)
                     table.rows()
                 )));
             }
-            Ok((table, row - 1, format!("row{row}")))
+            let name = file.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string());
+            let stem = name.split('.').next().unwrap_or("rows");
+            Ok((table, row - 1, format!("{}_row{row}", file_safe(stem))))
         }
         (_, Some(file), None) => {
             Err(Error::Invalid(format!("say which row of {} to explain with --row N (1 is the first)", file.display())))
         }
-        (Some(text), None, _) if text_model && !text.exists() => {
+        (Some(path), None, _) if text_model && !path.exists() && looks_like_a_file(path) => {
+            Err(Error::Invalid(format!(
+                "{} does not exist (to explain a text, give the text itself in quotes; for rows of a file, --input \
+                 FILE --row N)",
+                path.display()
+            )))
+        }
+        (Some(path), None, _) if text_model && path.exists() => Err(Error::Invalid(format!(
+            "{} is a file: give its rows with --input {} --row N, or one text in quotes",
+            path.display(),
+            path.display()
+        ))),
+        (Some(text), None, _) if text_model => {
             let column = Column {
                 name: prep.features[0].name.clone(),
                 cells: vec![Some(text.to_string_lossy().into())],
                 declared: None,
             };
-            Ok((Table { source: "the text".into(), columns: vec![column] }, 0, "text".into()))
+            // Named by its first words, so explaining another text does not write over this one's files.
+            let words: Vec<String> = text.to_string_lossy().split_whitespace().take(4).map(file_safe).collect();
+            Ok((Table { source: "the text".into(), columns: vec![column] }, 0, format!("text_{}", words.join("_"))))
         }
         _ => Err(Error::Invalid(format!(
             "{} was trained on a table: give a row with --input FILE --row N{}",
@@ -197,7 +225,7 @@ fn explain_row(
     } else {
         format!("p({class})")
     };
-    let stem = format!("{stem}_{}", file_safe(&class));
+    let stem = format!("{stem}_{}{}", file_safe(&class), if a.logits { "_logits" } else { "" });
     std::fs::create_dir_all(a.output_dir).map_err(|err| Error::io(a.output_dir, &err))?;
     let mut md = format!(
         "# Why {what} is {:.4}\n\nIntegrated gradients ({} steps) from a baseline where {what} is {:.4}; the columns' \
@@ -229,12 +257,13 @@ fn explain_row(
     let title = format!("{what} = {:.3} (baseline {:.3})", e.output, e.baseline_output);
     let png = chart::png((760, 90 + 26 * bars.len() as u32), |area| chart::bars(area, &title, "attribution", &bars))?;
     written.push(write(a.output_dir, &format!("{stem}.png"), &png)?);
-    if let Some((col, terms)) = e.terms.first() {
-        written.push(write(a.output_dir, &format!("{stem}.html"), shaded_html(&what, col, &e, terms).as_bytes())?);
-        let top = terms.iter().fold(0f32, |m, t| m.max(t.attribution.abs())).max(1e-12);
-        let words: Vec<(String, f32)> = terms.iter().map(|t| (t.term.clone(), t.attribution / top)).collect();
-        let title = format!("{what} = {:.3}: red terms push toward it, blue ones against", e.output);
-        written.push(write(a.output_dir, &format!("{stem}_terms.png"), &chart::shaded_words(&title, &words, 760)?)?);
+    // The first text column's words shaded, as a page and as a picture.
+    if let Some((col, words)) = e.words.first() {
+        written.push(write(a.output_dir, &format!("{stem}.html"), shaded_html(&what, col, &e, words).as_bytes())?);
+        let top = words.iter().fold(0f32, |m, t| m.max(t.attribution.abs())).max(1e-12);
+        let shaded: Vec<(String, f32)> = words.iter().map(|t| (t.term.clone(), t.attribution / top)).collect();
+        let title = format!("{what} = {:.3}: red words push toward it, blue ones against", e.output);
+        written.push(write(a.output_dir, &format!("{stem}_words.png"), &chart::shaded_words(&title, &shaded, 760)?)?);
     }
     let json = serde_json::to_string_pretty(&e).map_err(|err| Error::Invalid(err.to_string()))?;
     written.push(write(a.output_dir, &format!("{stem}.json"), json.as_bytes())?);
@@ -256,8 +285,8 @@ fn list_or_none(v: &[String]) -> String {
     if v.is_empty() { "(none)".into() } else { v.join(", ") }
 }
 
-/// An HTML page with the text's terms in reading order, each shaded by its attribution (red toward the
-/// output, blue against it, the strongest fully coloured).
+/// An HTML page with the text's words in reading order, each shaded by its share of the attributions (red
+/// toward the output, blue against it, the strongest fully coloured).
 fn shaded_html(what: &str, column: &str, e: &RowExplanation, terms: &[explain::TermAttribution]) -> String {
     let top = terms.iter().fold(0f32, |m, t| m.max(t.attribution.abs())).max(1e-12);
     let mut words = String::new();
@@ -275,8 +304,9 @@ fn shaded_html(what: &str, column: &str, e: &RowExplanation, terms: &[explain::T
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>kiln explain</title></head>\n<body style=\"font-family: \
          sans-serif; max-width: 52em; margin: 2em auto; line-height: 2\">\n<h2>Why {} is {:.4}</h2>\n<p>Integrated \
-         gradients through the term vectors of <code>{}</code>, from a text of padding where it is {:.4}. Red terms \
-         push toward it, blue ones against; hover a term for its number.</p>\n<p style=\"font-size: 1.2em\">{words}</p>\n\
+         gradients through the term vectors of <code>{}</code>, from a text of padding where it is {:.4}, each \
+         term's share split among its words. Red words push toward it, blue ones against; hover a word for its \
+         number.</p>\n<p style=\"font-size: 1.2em\">{words}</p>\n\
          </body></html>\n",
         html_escape(what),
         e.output,
@@ -340,7 +370,12 @@ fn explain_image(model: &Sequential, input: &Path, m: Method, rule: Rule, a: &Ar
             Method::Occlusion => {
                 let win = a.window;
                 let stride = a.stride.unwrap_or(win.div_ceil(2));
-                (explain::occlusion(&probe, &[win, win, c], &[stride, stride, c], a.baseline)?, "occlusion")
+                let (window, strides) = if shape.len() == 2 {
+                    (vec![win, win], vec![stride, stride])
+                } else {
+                    (vec![win, win, c], vec![stride, stride, c])
+                };
+                (explain::occlusion(&probe, &window, &strides, a.baseline)?, "occlusion")
             }
         };
         // Per pixel: the channels' attributions summed.
@@ -351,7 +386,7 @@ fn explain_image(model: &Sequential, input: &Path, m: Method, rule: Rule, a: &Ar
             input.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string())
         );
         let png = chart::heatmap(x.data(), (h, w, c), &per_pixel, &title)?;
-        let file = format!("{stem}_{name}_class{k}");
+        let file = format!("{stem}_{name}_class{k}{}", if a.logits { "_logits" } else { "" });
         written.push(write(a.output_dir, &format!("{file}.png"), &png)?);
         let json = serde_json::json!({
             "class": k, "method": name, "shape": [h, w, c], "output": attr.output,
@@ -371,8 +406,8 @@ fn importance(model: &Sequential, a: &Args, data: &Path) -> Result<()> {
             a.model.display()
         ))
     })?;
-    if a.repeats == 0 {
-        return Err(Error::Invalid("--repeats must be at least 1".into()));
+    if a.repeats == 0 || a.repeats > 1000 {
+        return Err(Error::Invalid(format!("--repeats {}: expected 1 to 1000", a.repeats)));
     }
     let table = read_table(data, &CsvOptions::default())?;
     let (table, _) = kiln::tabular::map_classes(table, &prep.targets[0].name, &prep.classes)?;
@@ -429,6 +464,13 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
 fn say_written(files: &[PathBuf]) {
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     println!("wrote {}", names.join(", "));
+}
+
+/// A missing argument with a file's extension and no spaces was meant as a file, not as a text.
+fn looks_like_a_file(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    !s.contains(' ') && ["csv", "tsv", "txt", "gz", "arff", "json", "jsonl", "png", "parquet"].contains(&ext.as_str())
 }
 
 fn file_safe(s: &str) -> String {

@@ -135,7 +135,9 @@ fn table_scores(run_dir: &Path, cfg: &Config, model_path: &Path) -> Result<Strin
             );
         }
     }
-    md += &importance_section(run_dir, &model, &table, &test)?;
+    // Importance is extra: a model it cannot score (a target of other values) still gets its report.
+    md += &importance_section(run_dir, &model, &table, &test)
+        .unwrap_or_else(|e| format!("## Permutation importance\n\nNot measured: {e}\n\n"));
     Ok(md)
 }
 
@@ -161,15 +163,9 @@ fn importance_section(run_dir: &Path, model: &Sequential, table: &Table, rows: &
     let svg = chart::svg((760, 90 + 26 * bars.len() as u32), |a| chart::bars(a, &title, scoring.name(), &bars))?;
     kiln::io::write_atomic(&run_dir.join("importance.svg"), svg.as_bytes())?;
     let mut md = format!(
-        "## Permutation importance on the test rows
-
-The drop in {} ({base:.4} on the test rows) when a column is          shuffled, over 5 shuffles, with a 95% interval for the mean.
-
-![permutation          importance](importance.svg)
-
-| column | importance | 95% interval |
-|---|---:|---|
-",
+        "## Permutation importance on the test rows\n\nThe drop in {} ({base:.4} on the test rows) when a column is \
+         shuffled, over 5 shuffles, with a 95% interval for the mean.\n\n![permutation importance](importance.svg)\n\n\
+         | column | importance | 95% interval |\n|---|---:|---|\n",
         scoring.name()
     );
     for i in &imp {

@@ -619,19 +619,20 @@ impl Net {
         training: bool,
         logits: &[usize],
     ) -> Result<()> {
-        self.forward_with(g, flows, training, logits, None)
+        self.forward_with(g, flows, training, logits, None, None)
     }
 
-    /// `forward`, with the output of layer `replace.0` taken to be `replace.1` instead of computed (the
-    /// layer's padding mask still comes from its input): attributions at a layer, such as a text's term
-    /// vectors, interpolate that value.
+    /// `forward`, with layer `keep` kept unfused (its own output in `flows`, not a fused pair's) and, with
+    /// `value`, its output taken to be that instead of computed (the layer's padding mask still comes from
+    /// its input): attributions at a layer, such as a text's term vectors, interpolate that value.
     pub(crate) fn forward_with(
         &self,
         g: &mut Graph<f32>,
         flows: &mut Flows,
         training: bool,
         logits: &[usize],
-        replace: Option<(usize, Var)>,
+        keep: Option<usize>,
+        value: Option<Var>,
     ) -> Result<()> {
         let (n, base) = (self.layers.len(), self.inputs.len());
         debug_assert_eq!(flows.outs.len(), base);
@@ -645,7 +646,7 @@ impl Net {
             let (x, mask_ids) = flows.outs[at(layer.inputs[0])];
             // Conv2D feeding only the MaxPooling2D right after it runs as one fused op.
             if self.fuse
-                && replace.is_none_or(|(r, _)| r != i && r != i + 1)
+                && keep.is_none_or(|r| r != i && r != i + 1)
                 && i + 1 < n
                 && self.readers[i] == 1
                 && !self.outputs.contains(&i)
@@ -664,8 +665,8 @@ impl Net {
             let mask: Option<Vec<f32>> = mask_ids
                 .filter(|_| layer.reads_mask())
                 .map(|ids| g.value(ids).iter().map(|&id| (id != 0.0) as u8 as f32).collect());
-            let y = match replace {
-                Some((r, y)) if r == i => y,
+            let y = match (keep, value) {
+                (Some(r), Some(y)) if r == i => y,
                 _ => layer.forward(g, &flows.ins, training, logits.contains(&i), mask.as_deref())?,
             };
             // The mask holds while the steps are the embedding's: through dropout and sequence outputs.

@@ -66,6 +66,10 @@ fn images_get_heatmaps_where_their_digit_is() {
     bad(&["--input", &images, "--row", "2"], &["takes images", "--index"]);
     bad(&[&images, "--index", "1", "--method", "occlusion", "--window", "40"], &["does not fit"]);
     bad(&["--data", &images], &["not trained on a table"]);
+    bad(&[&images, "--index", "1", "--steps", "20000"], &["--steps 20000", "at most 10000"]);
+    bad(&[&images, "--index", "1", "--baseline", "NaN"], &["--baseline NaN", "finite"]);
+    std::fs::write(t.path("a-file"), "").unwrap();
+    bad(&[&images, "--index", "1", "--output-dir", &t.s("a-file")], &["is a file, not a folder"]);
     bad(&[&t.s("missing.png")], &["missing.png"]);
 }
 
@@ -94,10 +98,10 @@ fn table_rows_and_files_are_explained_by_column() {
     }
     assert!(!o.contains("| fnlwgt |"), "an ignored column is not the model's: {o}");
     for f in ["md", "png", "json"] {
-        assert!(t.path(&format!("out/row7__50K.{f}")).exists(), "{f}");
+        assert!(t.path(&format!("out/rows_row7__50K.{f}")).exists(), "{f}");
     }
     let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.path("out/row7__50K.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(t.path("out/rows_row7__50K.json")).unwrap()).unwrap();
     let sum: f64 = j["columns"].as_array().unwrap().iter().map(|c| c["attribution"].as_f64().unwrap()).sum();
     let gap = j["output"].as_f64().unwrap() - j["baseline_output"].as_f64().unwrap();
     let size: f64 = j["columns"].as_array().unwrap().iter().map(|c| c["attribution"].as_f64().unwrap().abs()).sum();
@@ -105,7 +109,7 @@ fn table_rows_and_files_are_explained_by_column() {
     // The other class: the same attributions, negated.
     ok(&kiln(&["explain", &model, "--input", &rows, "--row", "7", "--class", "<=50K", "--output-dir", &out]));
     let k: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.path("out/row7___50K.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(t.path("out/rows_row7___50K.json")).unwrap()).unwrap();
     let (a, b) = (&j["columns"][0]["attribution"], &k["columns"][0]["attribution"]);
     assert!((a.as_f64().unwrap() + b.as_f64().unwrap()).abs() < 1e-5, "{a} {b}");
 
@@ -133,7 +137,10 @@ fn table_rows_and_files_are_explained_by_column() {
     bad(&["--input", &rows, "--row", "2", "--method", "saliency"], &["saliency", "for images"]);
     bad(&["--data", &rows, "--scoring", "r2"], &["`r2` is for regression"]);
     bad(&["--data", &rows, "--scoring", "auc"], &["unknown scoring `auc`"]);
-    bad(&["--data", &rows, "--repeats", "0"], &["--repeats"]);
+    bad(&["--data", &rows, "--repeats", "0"], &["--repeats 0", "1 to 1000"]);
+    bad(&["--data", &rows, "--repeats", "100000000"], &["1 to 1000"]);
+    std::fs::write(t.path("header.csv"), lines[0].to_string() + "\n").unwrap();
+    bad(&["--input", &t.s("header.csv"), "--row", "1"], &["header.csv", "no rows"]);
     bad(&["some text"], &["trained on a table", "--input FILE --row N"]);
 }
 
@@ -157,9 +164,13 @@ fn texts_are_shaded_term_by_term() {
         ok(&kiln(&["explain", &t.s("run/model.safetensors"), "this shirt fits awful", "--output-dir", &t.s("out")]));
     assert!(o.contains("# Why p(negative) is"), "{o}");
     assert!(o.contains("- toward: awful ("), "{o}");
-    let html = std::fs::read_to_string(t.path("out/text_negative.html")).unwrap();
+    let html = std::fs::read_to_string(t.path("out/text_this_shirt_fits_awful_negative.html")).unwrap();
     assert_eq!(html.matches("<span").count(), 4, "one shaded span per term: {html}");
-    assert!(png_size(&t.path("out/text_negative_terms.png")).0 == 760);
+    assert!(png_size(&t.path("out/text_this_shirt_fits_awful_negative_words.png")).0 == 760);
+    // A mistyped file is not explained as a text; an existing one points to --input.
+    let m = t.s("run/model.safetensors");
+    assert_fails(&kiln(&["explain", &m, &t.s("reviews.csv")]), &["reviews.csv does not exist", "--input"]);
+    assert_fails(&kiln(&["explain", &m, &t.s("r.csv")]), &["r.csv is a file", "--input"]);
     // A file of rows works as for tables; saliency does not apply to texts.
     assert_fails(
         &kiln(&[
@@ -184,5 +195,5 @@ fn texts_are_shaded_term_by_term() {
         "--output-dir",
         &t.s("out"),
     ]));
-    assert!(t.path("out/row2_negative.html").exists());
+    assert!(t.path("out/r_row2_negative.html").exists());
 }

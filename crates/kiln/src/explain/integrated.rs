@@ -11,6 +11,10 @@ use super::{Attribution, probe::Probe};
 use kiln_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+/// The most path points integrated gradients take: Captum's examples use 50 to 300; Gauss-Legendre nodes
+/// cost O(n²) to find.
+pub const MAX_STEPS: usize = 10_000;
+
 /// How the path integral is approximated (Captum's `method`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -129,19 +133,27 @@ pub(crate) fn path_gradient(
             x.len()
         )));
     }
-    if steps < 2 {
-        return Err(Error::Invalid(format!("integrated gradients: steps must be at least 2, got {steps}")));
+    if !(2..=MAX_STEPS).contains(&steps) {
+        return Err(Error::Invalid(format!("integrated gradients: steps must be 2 to {MAX_STEPS}, got {steps}")));
+    }
+    if baseline.iter().any(|b| !b.is_finite()) {
+        return Err(Error::Invalid(
+            "integrated gradients: the baseline holds a value that is not a finite number".into(),
+        ));
     }
     let (alphas, weights) = rule.nodes(steps);
-    let mut path = Vec::with_capacity(steps * x.len());
-    for &a in &alphas {
-        path.extend(x.iter().zip(baseline).map(|(&x, &b)| (b as f64 + a * (x as f64 - b as f64)) as f32));
-    }
-    let (_, grads) = probe.gradients(&path)?;
+    // The path a few points at a time, so its memory stays that of one pass whatever the steps.
     let mut total = vec![0f64; x.len()];
-    for (g, &w) in grads.chunks_exact(x.len()).zip(&weights) {
-        for (t, &g) in total.iter_mut().zip(g) {
-            *t += w * g as f64;
+    for (alphas, weights) in alphas.chunks(16).zip(weights.chunks(16)) {
+        let mut path = Vec::with_capacity(alphas.len() * x.len());
+        for &a in alphas {
+            path.extend(x.iter().zip(baseline).map(|(&x, &b)| (b as f64 + a * (x as f64 - b as f64)) as f32));
+        }
+        let (_, grads) = probe.gradients(&path)?;
+        for (g, &w) in grads.chunks_exact(x.len()).zip(weights) {
+            for (t, &g) in total.iter_mut().zip(g) {
+                *t += w * g as f64;
+            }
         }
     }
     let ends = probe.outputs(&[x.as_slice(), baseline].concat())?;

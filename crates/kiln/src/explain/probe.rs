@@ -100,7 +100,7 @@ impl<'a> Probe<'a> {
                 let v = g.input(&dims(1, &spec.shape), row)?;
                 tape.flows.outs.push((v, None));
             }
-            net.forward_with(g, &mut tape.flows, false, &[], None)?;
+            net.forward_with(g, &mut tape.flows, false, &[], Some(l), None)?;
             Ok(g.value(tape.flows.outs[net.inputs.len() + l].0).to_vec())
         })
     }
@@ -142,7 +142,7 @@ impl<'a> Probe<'a> {
                 if grad { g.input_needing_grad(shape, data) } else { g.input(shape, data) }
             };
             let mut leaves: Vec<Var> = Vec::new();
-            let mut replace = None;
+            let (mut at, mut value) = (None, None);
             match self.at {
                 At::Inputs => {
                     // Each point holds every input's values side by side; input k's part of each point.
@@ -166,10 +166,10 @@ impl<'a> Probe<'a> {
                     }
                     let v = leaf(g, &dims(n, &net.layers[l].output_shape), points)?;
                     leaves.push(v);
-                    replace = Some((l, v));
+                    (at, value) = (Some(l), Some(v));
                 }
             }
-            net.forward_with(g, &mut tape.flows, false, &logit_layers, replace)?;
+            net.forward_with(g, &mut tape.flows, false, &logit_layers, at, value)?;
             let y = net.output(&tape.flows, output);
             let columns = g.value(y).len() / n.max(1);
             // The negated class of a sigmoid: 1 − p (or the logit −z), its gradient p's negated.
@@ -182,7 +182,8 @@ impl<'a> Probe<'a> {
             // d(Σ_rows sign·y[row, column]) / d point: a one-hot of the column, times the output, summed.
             let mut pick = vec![0f32; n * columns];
             pick.iter_mut().skip(column).step_by(columns).for_each(|v| *v = sign);
-            let pick = g.input(&g.shape(y).dims().to_vec(), &pick)?;
+            let shape = g.shape(y);
+            let pick = g.input(shape.dims(), &pick)?;
             let picked = g.mul(y, pick)?;
             let total = g.sum(picked, None, false)?;
             g.backward(total)?;

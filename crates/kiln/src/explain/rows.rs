@@ -16,7 +16,7 @@ use super::integrated::{Rule, path_gradient};
 use super::{At, Probe, Target};
 use crate::data::prepare::{Feature, FeatureKind, Preparation};
 use crate::data::table::Table;
-use crate::data::text::terms;
+use crate::data::text::{TextOptions, term_ids, terms, words};
 use crate::model::Model;
 use crate::nn::LayerConfig;
 use kiln_core::{Error, Result, Tensor};
@@ -47,6 +47,9 @@ pub struct RowExplanation {
     pub columns: Vec<ColumnAttribution>,
     /// Per text column: its terms in reading order (a bag's terms once each, in order of first use).
     pub terms: Vec<(String, Vec<TermAttribution>)>,
+    /// Per text column: its words in reading order, each with its share of the terms it is part of (a
+    /// term's attribution split evenly over its occurrences and over the words of each): what a page shades.
+    pub words: Vec<(String, Vec<TermAttribution>)>,
 }
 
 impl RowExplanation {
@@ -84,6 +87,7 @@ pub fn explain_row(
     let cell = |f: &Feature| -> Result<String> { Ok(table.column(&f.name)?.cells[row].clone().unwrap_or_default()) };
     let mut columns = Vec::new();
     let mut text_terms = Vec::new();
+    let mut text_words = Vec::new();
     let (output, baseline_output) = match first {
         Some(LayerConfig::CategoryEmbedding(ce)) if xs.len() == 1 => {
             let probe = Probe::new(model, &xs, At::Layer(0), target)?;
@@ -125,16 +129,33 @@ pub fn explain_row(
                         model.layers()[0].param(&crate::nn::CategoryEmbedding::table_name(j)).expect("built");
                     let e = &model.graph().param(table_id).value;
                     let nonzero = ids.iter().filter(|&&i| i != 0.0).count().max(1) as f32;
-                    let mut out = Vec::new();
+                    // Per term id (a bag of ids repeats a term in as many slots as it occurs), in order of first use.
+                    let mut by_id: std::collections::HashMap<usize, f32> = std::collections::HashMap::new();
+                    let mut order = Vec::new();
                     for (k, &id) in ids.iter().enumerate().filter(|(_, i)| **i != 0.0) {
                         let c = weights.map_or(1.0 / nonzero, |w| w[k]);
                         let v = &e[id as usize * dim..(id as usize + 1) * dim];
                         let share: f64 = v.iter().zip(&g[at..at + dim]).map(|(v, g)| *v as f64 * g).sum();
-                        out.push(TermAttribution {
-                            term: term_name(vocab, id as usize),
-                            attribution: (c as f64 * share) as f32,
+                        let slot = by_id.entry(id as usize).or_insert_with(|| {
+                            order.push(id as usize);
+                            0.0
                         });
+                        *slot += (c as f64 * share) as f32;
                     }
+                    let out: Vec<TermAttribution> = order
+                        .iter()
+                        .map(|&id| TermAttribution { term: term_name(vocab, id), attribution: by_id[&id] })
+                        .collect();
+                    // Each occurrence of a bag's term shares its attribution (a term counted once or more).
+                    let text = cell(f)?;
+                    let seq: Vec<usize> = term_ids(&text, vocab, opts).collect();
+                    let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+                    for id in &seq {
+                        *seen.entry(*id).or_default() += 1;
+                    }
+                    let per: Vec<f32> =
+                        seq.iter().map(|id| by_id.get(id).map_or(0.0, |a| a / seen[id] as f32)).collect();
+                    text_words.push((f.name.clone(), word_shares(&text, opts, &per)));
                     text_terms.push((f.name.clone(), out));
                 }
                 at += dim;
@@ -167,6 +188,8 @@ pub fn explain_row(
                     .sum();
                 out.push(TermAttribution { term: word.clone(), attribution: a as f32 });
             }
+            let per: Vec<f32> = out.iter().map(|t| t.attribution).collect();
+            text_words.push((f.name.clone(), word_shares(&text, opts, &per)));
             columns.push(ColumnAttribution {
                 column: f.name.clone(),
                 value: text,
@@ -197,7 +220,28 @@ pub fn explain_row(
             (ends.0, ends.1)
         }
     };
-    Ok(RowExplanation { output, baseline_output, columns, terms: text_terms })
+    Ok(RowExplanation { output, baseline_output, columns, terms: text_terms, words: text_words })
+}
+
+/// The words of `text` in reading order, each with its share of `per_term` (one attribution per term of
+/// `terms(text)`, in that order; missing ones count nothing): a term of n words gives each a 1/n part.
+fn word_shares(text: &str, opts: &TextOptions, per_term: &[f32]) -> Vec<TermAttribution> {
+    let w = words(text, opts);
+    let mut share = vec![0f32; w.len()];
+    // terms() lists, for each word i, the word and then the n-grams starting at it.
+    let mut t = 0;
+    for i in 0..w.len() {
+        for n in 1..=opts.ngrams.max(1) {
+            if n > 1 && i + n > w.len() {
+                continue;
+            }
+            if let Some(&a) = per_term.get(t) {
+                share[i..i + n].iter_mut().for_each(|s| *s += a / n as f32);
+            }
+            t += 1;
+        }
+    }
+    w.into_iter().zip(share).map(|(term, attribution)| TermAttribution { term, attribution }).collect()
 }
 
 /// A feature the first `CategoryEmbedding` looks up (a category's index, or a text's ids as a bag).
