@@ -84,7 +84,10 @@ pub fn explain_row(
     let x = prep.transform_inputs(table, &[row])?;
     let xs: Vec<&Tensor> = x.iter().collect();
     let first = model.layers().first().map(|l| &l.config);
-    let cell = |f: &Feature| -> Result<String> { Ok(table.column(&f.name)?.cells[row].clone().unwrap_or_default()) };
+    // A missing cell (empty, or `?` where the reader took it as missing) is shown as such.
+    let cell = |f: &Feature| -> Result<String> {
+        Ok(table.column(&f.name)?.cells[row].clone().unwrap_or_else(|| "(missing)".into()))
+    };
     let mut columns = Vec::new();
     let mut text_terms = Vec::new();
     let mut text_words = Vec::new();
