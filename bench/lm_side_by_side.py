@@ -1,10 +1,14 @@
 """GGUF language-model speed, kiln next to llama.cpp (through llama-cpp-python) in one run, on the same file:
 prompt processing (one forward over PROMPT tokens) and greedy generation (NEW tokens one at a time through
-the cache), as llama.cpp's llama-bench measures pp and tg. The best of three each, both at --threads.
+the cache), as llama.cpp's llama-bench measures pp and tg. The best of three each, both at --threads; kiln
+with its default arithmetic (16-bit activations) and with --fast8 (llama.cpp's: 8-bit activations, f16 cache).
 
-    python3 bench/lm_side_by_side.py [--threads 2] [--prompt 128] [--new 64] [MODEL.gguf]
+    python3 bench/lm_side_by_side.py [--threads 2] [--prompt 128] [--new 64] [MODEL.gguf ...]
 
-Default model: models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf (tools/fetch_models.sh).
+Default models: models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf (tools/fetch_models.sh) and a Q8_0
+copy of it that llama.cpp's own quantizer makes beside it the first time (llama_model_quantize, allowed to
+requantize: the Q4_1 model's numbers in Q8_0 blocks, for the speed of Q8_0 products; no Q8_0 file of SmolLM2
+is on PyPI).
 llama-cpp-python runs in .bench-venv (`.bench-venv/bin/pip install llama-cpp-python==0.3.16`: it compiles
 llama.cpp, minutes on two cores); kiln's side is target/release/lmbench (cargo build --release -p kiln-bench
 --bin lmbench). Each side runs in its own process, so the peak RSS is its own.
@@ -19,6 +23,7 @@ import time
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 VENV_PY = os.path.join(ROOT, ".bench-venv", "bin", "python")
 DEFAULT = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+DEFAULT_Q8 = DEFAULT.replace(".Q4_1.gguf", ".Q8_0.gguf")
 TEXT = "The history of the city begins with a small settlement on the river, where traders met to exchange "
 
 
@@ -47,34 +52,62 @@ def llama_child(model, threads, pp, tg):
                       "peak_rss_mib": rss}))
 
 
+def make_q8_0(src, dst):
+    """dst: src requantized to Q8_0 by llama.cpp (every matrix Q8_0; norms stay f32)."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    params.allow_requantize = True
+    tmp = dst + ".partial"
+    if llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), ctypes.byref(params)) != 0:
+        sys.exit(f"llama.cpp could not quantize {src} to Q8_0")
+    os.replace(tmp, dst)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("model", nargs="?", default=DEFAULT)
+    ap.add_argument("models", nargs="*")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--make-q8", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        llama_child(a.model, a.threads, a.prompt, a.new)
+        llama_child(a.models[0], a.threads, a.prompt, a.new)
+        return
+    if a.make_q8:
+        make_q8_0(*a.models)
         return
     lmbench = os.path.join(ROOT, "target", "release", "lmbench")
     if not os.path.exists(lmbench):
         sys.exit("build kiln's side first: cargo build --release -p kiln-bench --bin lmbench")
+    models = a.models or [DEFAULT, DEFAULT_Q8]
+    if not a.models and not os.path.exists(DEFAULT_Q8):
+        subprocess.check_call([VENV_PY, __file__, "--make-q8", DEFAULT, DEFAULT_Q8])
     env = dict(os.environ, KILN_THREADS=str(a.threads))
-    kiln = json.loads(subprocess.check_output([lmbench, a.model, str(a.prompt), str(a.new)], env=env, text=True))
-    peer = json.loads(subprocess.check_output(
-        [VENV_PY, __file__, "--child", a.model, "--threads", str(a.threads), "--prompt", str(a.prompt), "--new",
-         str(a.new)], text=True).strip().splitlines()[-1])
-    print(f"\n{os.path.basename(a.model)}, {a.threads} threads, prompt {a.prompt} tokens, {a.new} generated, "
-          "best of three\n")
-    print("| | prompt tokens/s | generating tokens/s | peak RSS MiB |")
-    print("|---|---|---|---|")
-    for name, r in [("kiln", kiln), ("llama.cpp (llama-cpp-python)", peer)]:
-        print(f"| {name} | {r['prompt_tokens_per_s']:,.0f} | {r['generate_tokens_per_s']:,.1f} | "
-              f"{r['peak_rss_mib']:,.0f} |")
-    print(f"| kiln / llama.cpp | {kiln['prompt_tokens_per_s'] / peer['prompt_tokens_per_s']:.2f}x | "
-          f"{kiln['generate_tokens_per_s'] / peer['generate_tokens_per_s']:.2f}x | |")
+    for model in models:
+        kiln = json.loads(subprocess.check_output([lmbench, model, str(a.prompt), str(a.new)], env=env, text=True))
+        peer = json.loads(subprocess.check_output(
+            [VENV_PY, __file__, "--child", model, "--threads", str(a.threads), "--prompt", str(a.prompt), "--new",
+             str(a.new)], text=True).strip().splitlines()[-1])
+        fast8 = dict(kiln, prompt_tokens_per_s=kiln["fast8_prompt_tokens_per_s"],
+                     generate_tokens_per_s=kiln["fast8_generate_tokens_per_s"])
+        print(f"\n{os.path.basename(model)}, {a.threads} threads, prompt {a.prompt} tokens, {a.new} generated, "
+              "best of three\n")
+        print("| | prompt tokens/s | generating tokens/s | peak RSS MiB | prompt, kiln / llama.cpp | "
+              "generating, kiln / llama.cpp |")
+        print("|---|---|---|---|---|---|")
+        for name, r in [("kiln (16-bit activations)", kiln), ("kiln --fast8 (8-bit, as llama.cpp)", fast8),
+                        ("llama.cpp (llama-cpp-python)", peer)]:
+            ratios = "| |" if r is peer else (
+                f"| {r['prompt_tokens_per_s'] / peer['prompt_tokens_per_s']:.2f}x | "
+                f"{r['generate_tokens_per_s'] / peer['generate_tokens_per_s']:.2f}x |")
+            print(f"| {name} | {r['prompt_tokens_per_s']:,.0f} | {r['generate_tokens_per_s']:,.1f} | "
+                  f"{r['peak_rss_mib']:,.0f} {ratios}")
 
 
 if __name__ == "__main__":

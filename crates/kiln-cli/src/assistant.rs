@@ -1,10 +1,11 @@
 //! `kiln assistant`: answers customers from an FAQ file with a GGUF language model and a sentence encoder
-//! (`kiln::llm::assistant`): one question (`--question`), a conversation on the terminal, or a scored run
+//! (`kiln::llm::assistant`): one question (`--question`), a conversation on the terminal (its last exchanges
+//! kept, `/reset` forgets them), or a scored run
 //! over labelled questions (`--eval`: retrieval hit@1 and hit@3, answers holding the labelled key fact,
 //! unanswerable questions declined).
 
-use kiln::llm::Lm;
 use kiln::llm::assistant::{Assistant, read_faq};
+use kiln::llm::{Lm, Message};
 use kiln::pretrained::Encoder;
 use kiln::{Error, Result};
 use std::io::{BufRead, Write};
@@ -47,9 +48,12 @@ fn print_piece(s: &str) -> bool {
     out.write_all(s.as_bytes()).and_then(|_| out.flush()).is_ok()
 }
 
-fn ask(asst: &mut Assistant, q: &str) -> Result<()> {
-    let reply = asst.answer(q, &mut print_piece)?;
+/// Answers `q` after the conversation so far (`earlier`), and adds the exchange to it.
+fn ask(asst: &mut Assistant, earlier: &mut Vec<Message>, q: &str) -> Result<()> {
+    let reply = asst.answer_in(earlier, q, &mut print_piece)?;
     println!();
+    earlier.extend([Message::user(q), Message::assistant(&reply.text)]);
+    earlier.drain(..earlier.len().saturating_sub(kiln::llm::assistant::EARLIER));
     if !reply.declined {
         let names: Vec<String> = reply.sources.iter().map(|(id, s)| format!("{id} ({s:.2})")).collect();
         println!("(from FAQ entries: {})", names.join(", "));
@@ -60,9 +64,10 @@ fn ask(asst: &mut Assistant, q: &str) -> Result<()> {
 pub fn run(a: &AssistantArgs, question: Option<&str>) -> Result<()> {
     let mut asst = open(a)?;
     if let Some(q) = question {
-        return ask(&mut asst, q);
+        return ask(&mut asst, &mut Vec::new(), q);
     }
-    eprintln!("{} FAQ entries; ask a question (/exit or Ctrl-D ends)", asst.entries.len());
+    eprintln!("{} FAQ entries; ask a question (/reset starts over, /exit or Ctrl-D ends)", asst.entries.len());
+    let mut earlier = Vec::new();
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
@@ -73,7 +78,11 @@ pub fn run(a: &AssistantArgs, question: Option<&str>) -> Result<()> {
         match line.trim() {
             "" => continue,
             "/exit" | "/quit" => return Ok(()),
-            q => ask(&mut asst, q)?,
+            "/reset" => {
+                earlier.clear();
+                eprintln!("(a new conversation)");
+            }
+            q => ask(&mut asst, &mut earlier, q)?,
         }
     }
 }

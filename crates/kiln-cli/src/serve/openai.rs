@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use kiln::llm::assistant::EARLIER;
 use kiln::llm::{Finish, GenerateOptions, Lm, Message, SamplerSettings};
 use kiln::pretrained::Encoder;
 use kiln::{Error, Result};
@@ -74,20 +75,27 @@ pub fn assistant_card(s: &AssistantServed) -> Value {
            "faq": s.faq.display().to_string(), "entries": a.entries.len(), "k": a.k, "threshold": a.threshold})
 }
 
-/// A chat completion from the assistant: the question is the last user message.
+/// A chat completion from the assistant: the question is the last user message, and the messages before it
+/// are the conversation so far (`Assistant::answer_in` keeps its last exchanges).
 async fn assistant_completion(app: Shared, name: String, body: Value) -> Response {
-    let question = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .and_then(|m| m.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")))
-        .and_then(|m| m.get("content"))
-        .and_then(Value::as_str)
-        .map(String::from);
-    let Some(question) = question else {
+    let mut messages = match chat_messages(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let Some(last) = messages.iter().rposition(|m| m.role == "user") else {
         return bad("`messages` must hold a user message (a string): the customer's question");
     };
+    messages.truncate(last + 1);
+    let question = messages.pop().map(|m| m.content).unwrap_or_default();
     if question.len() > 4000 {
         return bad(format!("the question is {} bytes; the assistant takes 4,000 at most", question.len()));
+    }
+    let earlier = messages;
+    let kept: usize = earlier.iter().rev().filter(|m| m.role != "system").take(EARLIER).map(|m| m.content.len()).sum();
+    if kept > 16_000 {
+        return bad(format!(
+            "the last {EARLIER} messages before the question hold {kept} bytes; the assistant takes 16,000 at most"
+        ));
     }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // The answer's length bound, as for a language model (the assistant's own, 96 tokens, without one).
@@ -120,7 +128,7 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
         };
         let default = a.max_tokens;
         a.max_tokens = max_tokens.unwrap_or(default);
-        let r = a.answer(&question, &mut trimmed);
+        let r = a.answer_in(&earlier, &question, &mut trimmed);
         a.max_tokens = default;
         let r = r?;
         let sources: Vec<Value> = r.sources.iter().map(|(id, s)| json!({"id": id, "similarity": s})).collect();
@@ -289,8 +297,8 @@ fn content(v: &Value, i: usize) -> std::result::Result<String, Response> {
     }
 }
 
-/// The generation a request asks for: its messages and options.
-fn chat_request(body: &Value, context: usize) -> std::result::Result<(Vec<Message>, GenerateOptions, bool), Response> {
+/// A request's `messages` (a developer message read as a system one).
+fn chat_messages(body: &Value) -> std::result::Result<Vec<Message>, Response> {
     let Some(msgs) = body.get("messages").and_then(Value::as_array).filter(|m| !m.is_empty()) else {
         return Err(bad("`messages` must be a non-empty array of {\"role\", \"content\"}"));
     };
@@ -303,6 +311,12 @@ fn chat_request(body: &Value, context: usize) -> std::result::Result<(Vec<Messag
         let role = if role == "developer" { "system" } else { role };
         messages.push(Message::new(role, &content(m.get("content").unwrap_or(&Value::Null), i)?));
     }
+    Ok(messages)
+}
+
+/// The generation a request asks for: its messages and options.
+fn chat_request(body: &Value, context: usize) -> std::result::Result<(Vec<Message>, GenerateOptions, bool), Response> {
+    let messages = chat_messages(body)?;
     if body.get("n").is_some_and(|n| !n.is_null() && n.as_u64() != Some(1)) {
         return Err(bad("`n` other than 1 is not supported"));
     }

@@ -84,8 +84,9 @@ fn bad_models_and_settings_are_one_clear_error() {
 }
 
 /// `kiln assistant` on the shop FAQ of examples/assistant: a question the FAQ answers gets an answer naming the
-/// entries it came from (the right one among them); one it does not answer is declined with a hand-off; bad
-/// settings and an FAQ without the named column are one line.
+/// entries it came from (the right one among them); one it does not answer is declined with a hand-off; a
+/// follow-up on the terminal leans on the question before it; bad settings and an FAQ without the named
+/// column are one line.
 #[test]
 fn the_assistant_answers_from_the_faq_and_declines_the_rest() {
     let Some(m) = smollm() else { return };
@@ -106,6 +107,23 @@ fn the_assistant_answers_from_the_faq_and_declines_the_rest() {
     assert!(out.contains("(from FAQ entries: f22 ("), "{out}");
     let o = ask("Are you hiring software engineers?", &[]);
     assert!(stdout(&o).contains("I don't know") && stdout(&o).contains("colleague"), "{}", stdout(&o));
+    // On the terminal, a conversation: the follow-up is retrieved after the question before it, and after
+    // /reset the same follow-up alone is declined.
+    let mut child = Command::new(KILN)
+        .args(["assistant", "--faq", &faq, "--model", &m, "--embedder", &minilm])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = b"Do you offer express delivery?\nHow much is it?\n/reset\nHow much is it?\n/exit\n";
+    child.stdin.take().unwrap().write_all(lines).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert_eq!(out.matches("(from FAQ entries: f03 (").count(), 2, "{out}");
+    assert_eq!(out.matches("colleague").count(), 1, "{out}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("(a new conversation)"));
     assert_fails(&ask("hi", &["--k", "0"]), &["--k 0"]);
     assert_fails(&ask("hi", &["--threshold", "2"]), &["--threshold 2"]);
     assert_fails(&ask("hi", &["--answer-column", "reply"]), &["faq.csv", "reply"]);

@@ -719,7 +719,7 @@ fn openai_routes_serve_language_models_and_embedders() {
 }
 
 /// The FAQ assistant as a chat model: an answer naming its entries, the hand-off for a question the FAQ
-/// does not answer, and the same when streamed (sources on the last chunk).
+/// does not answer, the same when streamed (sources on the last chunk), and follow-ups in a conversation.
 #[test]
 fn the_assistant_answers_over_http() {
     let Some((lm, minilm)) = pretrained() else { return };
@@ -773,6 +773,25 @@ fn the_assistant_answers_over_http() {
     assert_eq!(again["choices"][0]["message"]["content"], c["choices"][0]["message"]["content"]);
     short(json!(0)).error(400, "max_tokens");
     short(json!("ten")).error(400, "max_tokens");
+    // A conversation: a follow-up that retrieves nothing close enough on its own is retrieved after the
+    // customer's previous question (the earlier exchange stands before it in the prompt).
+    let follow = "How much is it?";
+    assert_eq!(ask(follow, false).json()["declined"], true);
+    let convo = |earlier: &str| {
+        let body = json!({"model": "shop", "messages": [
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": earlier},
+            {"role": "assistant", "content": "Yes, we do."},
+            {"role": "user", "content": follow}]});
+        post(a, "/v1/chat/completions", &body).json()
+    };
+    let c = convo("Do you offer express delivery?");
+    assert_eq!((c["declined"].as_bool(), c["sources"][0]["id"].as_str()), (Some(false), Some("f03")), "{c}");
+    let c = convo("What is the weather on Mars?");
+    assert_eq!(c["declined"], true, "{c}");
+    let long = json!({"model": "shop", "messages": [{"role": "user", "content": "x".repeat(17_000)},
+                                                    {"role": "user", "content": follow}]});
+    post(a, "/v1/chat/completions", &long).error(400, "16,000 at most");
     let r = ask("What is the weather on Mars?", false).json();
     assert_eq!(r["declined"], true, "{r}");
     assert!(r["choices"][0]["message"]["content"].as_str().unwrap().contains("colleague"));

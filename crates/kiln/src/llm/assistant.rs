@@ -3,7 +3,9 @@
 //! index; a customer's question is embedded the same way, the `k` closest entries are retrieved, and the
 //! language model answers from them alone, the entries it was given named after the answer. When no entry
 //! is close enough (cosine below `threshold`), it does not ask the model at all: it says that it does not
-//! know and offers a human colleague, rather than invent an answer.
+//! know and offers a human colleague, rather than invent an answer. In a conversation (`answer_in`), the last
+//! exchanges stand before the question in the prompt, and a follow-up that retrieves nothing close enough on
+//! its own ("and to Switzerland?") is retrieved again after the customer's previous question.
 
 use super::{GenerateOptions, Lm, Message, SamplerSettings};
 use crate::index::{Document, Index, IndexInfo};
@@ -30,6 +32,10 @@ pub struct Reply {
     /// No entry was close enough: the reply is the hand-off, not a model's answer.
     pub declined: bool,
 }
+
+/// Earlier messages of a conversation kept in the prompt: the last two exchanges (each costs prompt time,
+/// and a 135M model makes little of older ones).
+pub const EARLIER: usize = 4;
 
 /// The hand-off when the FAQ does not cover a question.
 pub const DECLINE: &str = "I'm sorry, I don't know the answer to that, and I'd rather not guess. Would you like \
@@ -112,36 +118,61 @@ impl Assistant {
         Ok(self.index.search(&v[0], self.k)?.iter().map(|h| (h.doc.row - 1, h.score)).collect())
     }
 
-    /// The prompt for `question` given the retrieved entries: the entries in the user's turn, with an
-    /// instruction to answer from them (a 135M model follows that far better than facts in a system prompt).
-    pub fn messages(&self, question: &str, hits: &[(usize, f32)]) -> Vec<Message> {
+    /// The prompt for `question` given the retrieved entries: the conversation's `earlier` messages, then the
+    /// entries in the user's turn with an instruction to answer from them (a 135M model follows that far
+    /// better than facts in a system prompt).
+    pub fn messages(&self, earlier: &[Message], question: &str, hits: &[(usize, f32)]) -> Vec<Message> {
         let mut facts = String::new();
         for &(i, _) in hits {
             let e = &self.entries[i];
             facts += &format!("- {} {}\n", e.question, e.answer);
         }
-        vec![
-            Message::system(&self.persona),
-            Message::user(&format!(
-                "Our FAQ says:\n{facts}\nUsing only the FAQ above, answer this customer question in one or two \
-                 sentences: {question}"
-            )),
-        ]
+        let mut out = vec![Message::system(&self.persona)];
+        out.extend_from_slice(earlier);
+        out.push(Message::user(&format!(
+            "Our FAQ says:\n{facts}\nUsing only the FAQ above, answer this customer question in one or two \
+             sentences: {question}"
+        )));
+        out
     }
 
     /// Answers `question`, streaming the text to `on_text`.
     pub fn answer(&mut self, question: &str, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Reply> {
+        self.answer_in(&[], question, on_text)
+    }
+
+    /// Answers `question` as the next turn of a conversation whose earlier messages are `earlier` (oldest
+    /// first; system messages are the assistant's own and left out): the last `EARLIER` user and assistant
+    /// messages go before it in the prompt, and when the question alone retrieves nothing close enough, it
+    /// is retrieved again after the customer's previous question (a follow-up leans on it).
+    pub fn answer_in(
+        &mut self,
+        earlier: &[Message],
+        question: &str,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Reply> {
         let question = question.trim();
         if question.is_empty() {
             return Err(Error::Invalid("the question is empty".into()));
         }
-        let hits = self.retrieve(question)?;
+        let earlier: Vec<Message> =
+            earlier.iter().filter(|m| m.role == "user" || m.role == "assistant").cloned().collect();
+        let mut hits = self.retrieve(question)?;
+        if hits.first().is_none_or(|h| h.1 < self.threshold)
+            && let Some(previous) = earlier.iter().rev().find(|m| m.role == "user")
+        {
+            let again = self.retrieve(&format!("{} {question}", previous.content.trim()))?;
+            if again.first().is_some_and(|h| h.1 >= self.threshold) {
+                hits = again;
+            }
+        }
         let retrieved: Vec<(String, f32)> = hits.iter().map(|&(i, s)| (self.entries[i].id.clone(), s)).collect();
         if hits.first().is_none_or(|h| h.1 < self.threshold) {
             on_text(DECLINE);
             return Ok(Reply { text: DECLINE.into(), sources: Vec::new(), retrieved, declined: true });
         }
-        let prompt = self.lm.chat_prompt(&self.messages(question, &hits))?;
+        let kept = &earlier[earlier.len().saturating_sub(EARLIER)..];
+        let prompt = self.lm.chat_prompt(&self.messages(kept, question, &hits))?;
         let ids = self.lm.encode(&prompt)?;
         // Greedy, with llama.cpp's repetition penalty: a small model otherwise loops on one sentence.
         let sampler = SamplerSettings { repeat_penalty: 1.2, ..SamplerSettings::greedy() };

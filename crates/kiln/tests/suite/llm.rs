@@ -205,9 +205,13 @@ fn damaged_gguf_files_are_one_clear_error() {
 }
 
 /// Against llama.cpp's own run of the file (llama-cpp-python, 8-bit activations; tools/make_llamacpp_reference.py
-/// → fixtures/smollm/llamacpp.json): the last position's logits within 6e-2 of the largest, on the default
-/// path and on `fast8` (llama.cpp's own arithmetic), and 32 greedy tokens the same up to the first step where
-/// llama.cpp's two most likely tokens were within that tolerance (there either choice is right).
+/// → fixtures/smollm/llamacpp.json, made on an AVX-512 machine): the last position's logits within 6e-2 of the
+/// largest, on the default path and on `fast8` (8-bit activations), and 32 greedy tokens the same up to the
+/// first step where llama.cpp's two most likely tokens were within that tolerance (there either choice is
+/// right). Not the 1e-2: llama.cpp is itself up to 5.1% of the largest logit away from transformers'
+/// float32 (which kiln's default path matches within 1e-3), and llama.cpp 0.3.16 built on an AVX2-only
+/// machine is 1.5-3.2% of the largest away from the same version's run in this fixture, on the same prompts:
+/// its own results move by more than 1e-2 with the processor it was built for.
 #[test]
 fn logits_and_greedy_tokens_match_llama_cpp() {
     let Some(lm) = lm() else { return };
@@ -224,15 +228,16 @@ fn logits_and_greedy_tokens_match_llama_cpp() {
         let floats = |k: &str| p[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
         let mut wanted: Vec<(u32, f64)> = ids(&p["top_ids"]).into_iter().zip(floats("top_logits")).collect();
         wanted.extend(ids(&p["fixed_ids"]).into_iter().zip(floats("fixed_logits")));
-        // Not the 1e-2: llama.cpp itself is up to 5.1% of the largest logit away from transformers'
-        // float32 (its 8-bit activations and 16-bit cache), which kiln's default path matches within 1e-3.
         let tol = 6e-2 * wanted[0].1.abs();
         for m in [lm, &fast8] {
             let logits = m.model.forward(&prompt, &mut m.model.cache(512)).unwrap();
+            let mut worst = 0f64;
             for &(t, w) in &wanted {
                 let got = logits[t as usize] as f64;
+                worst = worst.max((got - w).abs() / wanted[0].1.abs());
                 assert!((got - w).abs() <= tol, "fast8 {}: token {t}: kiln {got}, llama.cpp {w}", m.model.fast8);
             }
+            println!("fast8 {}: logits within {worst:.2e} of the largest of llama.cpp's", m.model.fast8);
             let opts = GenerateOptions { max_tokens: 32, sampler: SamplerSettings::greedy(), stop: vec![] };
             let g = m.generate(&prompt, &opts, &mut m.model.cache(512), &mut |_| true).unwrap();
             let (want, gaps) = (ids(&p["greedy"]), floats("gaps"));
