@@ -1,7 +1,7 @@
 """GGUF language-model speed, kiln next to llama.cpp (through llama-cpp-python) in one run, on the same file:
 prompt processing (one forward over PROMPT tokens) and greedy generation (NEW tokens one at a time through
 the cache), as llama.cpp's llama-bench measures pp and tg. The best of three each, both at --threads; kiln
-with its default arithmetic (16-bit activations) and with --fast8 (llama.cpp's: 8-bit activations, f16 cache).
+with its default arithmetic (16-bit activations) and with --fast8 (8-bit activations, as llama.cpp's kernels).
 
     python3 bench/lm_side_by_side.py [--threads 2] [--prompt 128] [--new 64] [MODEL.gguf ...]
 
@@ -63,6 +63,8 @@ def make_q8_0(src, dst):
     params.allow_requantize = True
     tmp = dst + ".partial"
     if llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), ctypes.byref(params)) != 0:
+        if os.path.exists(tmp):
+            os.remove(tmp)
         sys.exit(f"llama.cpp could not quantize {src} to Q8_0")
     os.replace(tmp, dst)
 
@@ -85,6 +87,9 @@ def main():
     lmbench = os.path.join(ROOT, "target", "release", "lmbench")
     if not os.path.exists(lmbench):
         sys.exit("build kiln's side first: cargo build --release -p kiln-bench --bin lmbench")
+    if not os.path.exists(VENV_PY):
+        sys.exit("llama.cpp's side needs .bench-venv: python3 -m venv .bench-venv && "
+                 ".bench-venv/bin/pip install llama-cpp-python==0.3.16 numpy")
     models = a.models or [DEFAULT, DEFAULT_Q8]
     if not a.models and not os.path.exists(DEFAULT_Q8):
         subprocess.check_call([VENV_PY, __file__, "--make-q8", DEFAULT, DEFAULT_Q8])

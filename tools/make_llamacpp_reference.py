@@ -33,6 +33,8 @@ def last_logits(llm):
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", help="write here instead of the fixture, and compare with the fixture")
 args = ap.parse_args()
+if args.out and os.path.realpath(args.out) == os.path.realpath(os.path.join(FIXTURES, "llamacpp.json")):
+    ap.error("--out is the fixture itself: give another path to compare with it")
 ref = json.load(open(os.path.join(FIXTURES, "reference.json")))
 llm = Llama(model_path=MODEL, n_ctx=512, n_threads=2, n_batch=512, verbose=False, seed=0)
 out = {"llama_cpp_python": llama_cpp.__version__, "prompts": []}

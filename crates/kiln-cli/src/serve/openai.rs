@@ -85,13 +85,21 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
     let Some(last) = messages.iter().rposition(|m| m.role == "user") else {
         return bad("`messages` must hold a user message (a string): the customer's question");
     };
+    if let Some(i) = messages.iter().skip(last + 1).position(|m| m.role != "system") {
+        return bad(format!(
+            "messages[{}] is the assistant's: the conversation must end with the customer's question (a user message)",
+            last + 1 + i
+        ));
+    }
     messages.truncate(last + 1);
     let question = messages.pop().map(|m| m.content).unwrap_or_default();
     if question.len() > 4000 {
         return bad(format!("the question is {} bytes; the assistant takes 4,000 at most", question.len()));
     }
     let earlier = messages;
-    let kept: usize = earlier.iter().rev().filter(|m| m.role != "system").take(EARLIER).map(|m| m.content.len()).sum();
+    // The messages Assistant::answer_in keeps: the last EARLIER user and assistant turns that say something.
+    let said = |m: &&Message| m.role != "system" && !m.content.trim().is_empty();
+    let kept: usize = earlier.iter().rev().filter(said).take(EARLIER).map(|m| m.content.len()).sum();
     if kept > 16_000 {
         return bad(format!(
             "the last {EARLIER} messages before the question hold {kept} bytes; the assistant takes 16,000 at most"

@@ -792,6 +792,9 @@ fn the_assistant_answers_over_http() {
     let long = json!({"model": "shop", "messages": [{"role": "user", "content": "x".repeat(17_000)},
                                                     {"role": "user", "content": follow}]});
     post(a, "/v1/chat/completions", &long).error(400, "16,000 at most");
+    let ends_answered = json!({"model": "shop", "messages": [{"role": "user", "content": follow},
+                                                             {"role": "assistant", "content": "Yes."}]});
+    post(a, "/v1/chat/completions", &ends_answered).error(400, "must end with the customer's question");
     let r = ask("What is the weather on Mars?", false).json();
     assert_eq!(r["declined"], true, "{r}");
     assert!(r["choices"][0]["message"]["content"].as_str().unwrap().contains("colleague"));

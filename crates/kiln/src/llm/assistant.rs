@@ -155,11 +155,16 @@ impl Assistant {
         if question.is_empty() {
             return Err(Error::Invalid("the question is empty".into()));
         }
-        let earlier: Vec<Message> =
-            earlier.iter().filter(|m| m.role == "user" || m.role == "assistant").cloned().collect();
+        // Blank turns say nothing; only the kept ones reach the prompt or the second retrieval.
+        let earlier: Vec<Message> = earlier
+            .iter()
+            .filter(|m| (m.role == "user" || m.role == "assistant") && !m.content.trim().is_empty())
+            .cloned()
+            .collect();
+        let kept = &earlier[earlier.len().saturating_sub(EARLIER)..];
         let mut hits = self.retrieve(question)?;
         if hits.first().is_none_or(|h| h.1 < self.threshold)
-            && let Some(previous) = earlier.iter().rev().find(|m| m.role == "user")
+            && let Some(previous) = kept.iter().rev().find(|m| m.role == "user")
         {
             let again = self.retrieve(&format!("{} {question}", previous.content.trim()))?;
             if again.first().is_some_and(|h| h.1 >= self.threshold) {
@@ -171,7 +176,6 @@ impl Assistant {
             on_text(DECLINE);
             return Ok(Reply { text: DECLINE.into(), sources: Vec::new(), retrieved, declined: true });
         }
-        let kept = &earlier[earlier.len().saturating_sub(EARLIER)..];
         let prompt = self.lm.chat_prompt(&self.messages(kept, question, &hits))?;
         let ids = self.lm.encode(&prompt)?;
         // Greedy, with llama.cpp's repetition penalty: a small model otherwise loops on one sentence.
