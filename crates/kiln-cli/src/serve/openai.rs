@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln::llm::assistant::EARLIER;
+use kiln::llm::assistant::{EARLIER, kept_turns};
 use kiln::llm::{Finish, GenerateOptions, Lm, Message, SamplerSettings};
 use kiln::pretrained::Encoder;
 use kiln::{Error, Result};
@@ -97,9 +97,8 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
         return bad(format!("the question is {} bytes; the assistant takes 4,000 at most", question.len()));
     }
     let earlier = messages;
-    // The messages Assistant::answer_in keeps: the last EARLIER user and assistant turns that say something.
-    let said = |m: &&Message| m.role != "system" && !m.content.trim().is_empty();
-    let kept: usize = earlier.iter().rev().filter(said).take(EARLIER).map(|m| m.content.len()).sum();
+    // What Assistant::answer_in reads of them.
+    let kept: usize = kept_turns(&earlier).iter().map(|m| m.content.len()).sum();
     if kept > 16_000 {
         return bad(format!(
             "the last {EARLIER} messages before the question hold {kept} bytes; the assistant takes 16,000 at most"

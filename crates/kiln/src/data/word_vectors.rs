@@ -3,6 +3,7 @@
 //! few thousand labelled texts, the labels alone teach the embedding little about words seen a handful of
 //! times; predicting each word's neighbours does, from the same texts, and the model starts from that.
 
+use kiln_core::simd::dot;
 use kiln_core::{Error, Result, Rng};
 use serde::{Deserialize, Serialize};
 
@@ -157,19 +158,6 @@ impl Alias {
         let i = (rng.next_u64() % self.keep.len() as u64) as usize;
         if rng.uniform() < self.keep[i] { i } else { self.other[i] }
     }
-}
-
-/// In 16 lanes, so that it compiles to vector instructions (a plain sum must keep its order).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    let mut acc = [0f32; 16];
-    for (x, y) in ca.zip(cb) {
-        for k in 0..16 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

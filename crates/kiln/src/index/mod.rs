@@ -1,6 +1,6 @@
 //! Semantic search: a collection of texts embedded once by a pretrained encoder (`pretrained::Encoder`),
 //! kept as unit vectors, and queried by cosine similarity. The exact search scores every document with one
-//! dot product, rows in parallel, each product in 16 independent lanes so that it vectorizes (see `dot`).
+//! dot product, rows in parallel, each product in 16 independent lanes so that it vectorizes (`kiln_core::simd::dot`).
 //! Measured on 2 quiet cores (`cargo run --release -p kiln-bench --bin indexbench`, 384 values,
 //! 2026-11-30): 0.48 ms a query over 10,000 documents, 7.5 ms over 100,000, 79 ms over 1,000,000 (it reads
 //! every vector: 1.5 GB). Up to about 100,000 documents that is the time of embedding the question itself
@@ -20,11 +20,11 @@ pub use hnsw::{APPROXIMATE_FROM, HnswSettings, UnitCosine};
 
 use crate::pretrained::Encoder;
 use crate::{Error, Result};
+use kiln_core::simd::dot;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-const LANES: usize = 16;
 const FORMAT: &str = "kiln-index-1";
 /// Everything an index folder holds (and `hnsw::FILES`): a folder with anything else is not replaced by
 /// `save`.
@@ -74,21 +74,6 @@ fn normalize(v: &mut [f32]) {
     if norm > 0.0 {
         v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
     }
-}
-
-/// Σ aᵢ·bᵢ in `LANES` independent sums (a single running sum does not vectorize: the compiler may not
-/// reorder float additions).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..LANES {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Whether `dir` is an index folder `save` may replace: its index.json reads as one, and it holds nothing

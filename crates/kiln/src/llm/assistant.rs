@@ -37,6 +37,16 @@ pub struct Reply {
 /// and a 135M model makes little of older ones).
 pub const EARLIER: usize = 4;
 
+/// The earlier messages the next answer reads: the last `EARLIER` user and assistant turns that say
+/// something, oldest first (a system message is the assistant's own persona; a blank turn says nothing).
+pub fn kept_turns(earlier: &[Message]) -> Vec<Message> {
+    let said: Vec<&Message> = earlier
+        .iter()
+        .filter(|m| (m.role == "user" || m.role == "assistant") && !m.content.trim().is_empty())
+        .collect();
+    said[said.len().saturating_sub(EARLIER)..].iter().map(|&m| m.clone()).collect()
+}
+
 /// The hand-off when the FAQ does not cover a question.
 pub const DECLINE: &str = "I'm sorry, I don't know the answer to that, and I'd rather not guess. Would you like \
                            me to pass your question to a colleague from our customer service team?";
@@ -142,9 +152,9 @@ impl Assistant {
     }
 
     /// Answers `question` as the next turn of a conversation whose earlier messages are `earlier` (oldest
-    /// first; system messages are the assistant's own and left out): the last `EARLIER` user and assistant
-    /// messages go before it in the prompt, and when the question alone retrieves nothing close enough, it
-    /// is retrieved again after the customer's previous question (a follow-up leans on it).
+    /// first): its `kept_turns` go before it in the prompt, and when the question alone retrieves nothing
+    /// close enough, it is retrieved again after the customer's previous kept question (a follow-up leans on
+    /// it).
     pub fn answer_in(
         &mut self,
         earlier: &[Message],
@@ -155,13 +165,7 @@ impl Assistant {
         if question.is_empty() {
             return Err(Error::Invalid("the question is empty".into()));
         }
-        // Blank turns say nothing; only the kept ones reach the prompt or the second retrieval.
-        let earlier: Vec<Message> = earlier
-            .iter()
-            .filter(|m| (m.role == "user" || m.role == "assistant") && !m.content.trim().is_empty())
-            .cloned()
-            .collect();
-        let kept = &earlier[earlier.len().saturating_sub(EARLIER)..];
+        let kept = kept_turns(earlier);
         let mut hits = self.retrieve(question)?;
         if hits.first().is_none_or(|h| h.1 < self.threshold)
             && let Some(previous) = kept.iter().rev().find(|m| m.role == "user")
@@ -176,7 +180,7 @@ impl Assistant {
             on_text(DECLINE);
             return Ok(Reply { text: DECLINE.into(), sources: Vec::new(), retrieved, declined: true });
         }
-        let prompt = self.lm.chat_prompt(&self.messages(kept, question, &hits))?;
+        let prompt = self.lm.chat_prompt(&self.messages(&kept, question, &hits))?;
         let ids = self.lm.encode(&prompt)?;
         // Greedy, with llama.cpp's repetition penalty: a small model otherwise loops on one sentence.
         let sampler = SamplerSettings { repeat_penalty: 1.2, ..SamplerSettings::greedy() };

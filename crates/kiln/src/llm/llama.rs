@@ -27,6 +27,7 @@ use super::gguf::{Gguf, Matrix};
 use crate::{Error, Result};
 use kiln_core::Float;
 use kiln_core::qdot::Q8Rows;
+use kiln_core::simd::dot;
 
 /// The shape of the model, from the GGUF metadata (`llama.*`).
 #[derive(Clone, Debug, PartialEq)]
@@ -312,21 +313,6 @@ impl RopeTable {
     }
 }
 
-/// Σ a·b over eight running sums, so that it vectorizes (a plain fold is one serial chain of additions:
-/// SmolLM2's attention took 12% of a bench run's samples in that chain).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let ((ca, ra), (cb, rb)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    let mut acc = [0f32; 8];
-    for (x, y) in ca.iter().zip(cb) {
-        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *s += x * y;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// Causal attention of the step's queries q [n, h·hd] over the cache's keys and values [p0 + n, g·hd]:
 /// out [n, h·hd]. One task per (token, head), in parallel on the hot pool (the products' pool: its helper
 /// spins between them, so even one new token's heads are worth sharing, and rayon's workers would compete
@@ -343,6 +329,8 @@ fn attend(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], p0: usize, out: &mut
             let kvh = head / group;
             let qv = &q[t * h * hd + head * hd..][..hd];
             let seen = p0 + t + 1;
+            // kiln_core::simd::dot: lane sums that vectorize (one serial chain of additions here was 12% of
+            // a SmolLM2 bench run's samples).
             let mut s: Vec<f32> = (0..seen).map(|p| dot(qv, &k[p * kvw + kvh * hd..][..hd]) * scale).collect();
             let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0f32;
@@ -359,11 +347,8 @@ fn attend(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], p0: usize, out: &mut
             }
         })
     };
+    // One part runs on the caller, without the pool's lock.
     let parts = kiln_core::hot::parts_for(work);
-    if parts == 1 {
-        out.chunks_mut(hd).enumerate().for_each(|(i, o)| task(i, o));
-        return;
-    }
     let dst = kiln_core::par::Disjoint::new(out);
     kiln_core::hot::pool().run(parts, &|p| {
         for i in (p..tasks).step_by(parts) {
