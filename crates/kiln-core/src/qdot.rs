@@ -37,8 +37,15 @@ pub struct Q8Rows {
 }
 
 impl Q8Rows {
-    /// Quantizes x [n, cols] (cols a multiple of 32), reusing the buffers.
+    /// Quantizes x [n, cols] (cols a multiple of 32), reusing the buffers; split over the hot pool when
+    /// long (a 128-token prompt's down projection quantizes 196,608 values, which on one thread with libm's
+    /// `roundf` per value took a fifth of the product's time while the other thread waited).
     pub fn quantize(&mut self, x: &[f32]) {
+        self.quantize_on(x, has_avx2_f16c());
+    }
+
+    /// `quantize` on the AVX2 path when `fast`, else the portable one (the products' `fast` chooses).
+    fn quantize_on(&mut self, x: &[f32], fast: bool) {
         let blocks = x.len() / QK;
         self.d.resize(blocks, 0.0);
         self.sum.resize(blocks, 0);
@@ -48,27 +55,75 @@ impl Q8Rows {
         } else {
             self.qs.resize(blocks * QK, 0);
         }
-        let top = if self.wide { 32767.0 } else { 127.0 };
-        for (k, xb) in x.chunks_exact(QK).enumerate() {
-            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let d = amax / top;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut s = 0i32;
-            if self.wide {
-                for (q, &v) in self.qw[k * QK..(k + 1) * QK].iter_mut().zip(xb) {
-                    *q = (v * id).round() as i16;
-                    s += *q as i32;
+        let wide = self.wide;
+        let (d, sum, s) = (Disjoint::new(&mut self.d), Disjoint::new(&mut self.sum), Disjoint::new(&mut self.s));
+        let (qs, qw) = (Disjoint::new(&mut self.qs), Disjoint::new(&mut self.qw));
+        let parts = crate::hot::parts_for(x.len() * 4);
+        crate::hot::pool().run(parts, &|p| {
+            let span = p * blocks / parts..(p + 1) * blocks / parts;
+            let q = span.start * QK..span.end * QK;
+            // SAFETY: each part takes its own blocks and their values.
+            let (d, sum, s) = unsafe { (d.part(span.clone()), sum.part(span.clone()), s.part(span.clone())) };
+            let xs = &x[q.clone()];
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                for (k, xb) in xs.chunks_exact(QK).enumerate() {
+                    let xb: &[f32; QK] = xb.try_into().expect("a block");
+                    // SAFETY: AVX2 is there; each block writes its own 32 values.
+                    let (dk, t) = unsafe {
+                        match wide {
+                            true => avx2::quantize16(xb, qw.part(q.start + k * QK..q.start + (k + 1) * QK)),
+                            false => avx2::quantize8(xb, qs.part(q.start + k * QK..q.start + (k + 1) * QK)),
+                        }
+                    };
+                    (d[k], sum[k], s[k]) = (dk, t, dk * t as f32);
                 }
-            } else {
-                for (q, &v) in self.qs[k * QK..(k + 1) * QK].iter_mut().zip(xb) {
-                    *q = (v * id).round() as i8;
-                    s += *q as i32;
-                }
+                return;
             }
-            self.d[k] = d;
-            self.sum[k] = s;
-            self.s[k] = d * s as f32;
+            if wide {
+                quantize_blocks(xs, unsafe { qw.part(q) }, 32767.0, d, sum, s);
+            } else {
+                quantize_blocks(xs, unsafe { qs.part(q) }, 127.0, d, sum, s);
+            }
+        });
+    }
+}
+
+/// Per block of 32: d = max|x|/top, q = round(x/d) (to nearest, ties to even, as llama.cpp's AVX2 path
+/// rounds), Σq and d·Σq: the portable path, and the reference for `avx2::quantize8` and `quantize16`.
+fn quantize_blocks<T: Copy + Into<i32>>(x: &[f32], q: &mut [T], top: f32, d: &mut [f32], sum: &mut [i32], s: &mut [f32])
+where
+    f32: AsInt<T>,
+{
+    for (k, (xb, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let dk = amax / top;
+        let id = if dk != 0.0 { 1.0 / dk } else { 0.0 };
+        let mut t = 0i32;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = (v * id).round_ties_even().as_int();
+            t += (*q).into();
         }
+        d[k] = dk;
+        sum[k] = t;
+        s[k] = dk * t as f32;
+    }
+}
+
+/// f32 to the activations' integer type (the value already within its range).
+trait AsInt<T> {
+    fn as_int(self) -> T;
+}
+impl AsInt<i8> for f32 {
+    #[inline(always)]
+    fn as_int(self) -> i8 {
+        self as i8
+    }
+}
+impl AsInt<i16> for f32 {
+    #[inline(always)]
+    fn as_int(self) -> i16 {
+        self as i16
     }
 }
 
@@ -114,208 +169,7 @@ impl Q8Dot for BlockQ4_1 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::*;
-    use std::arch::x86_64::*;
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn half(bits: u16) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-    }
-
-    /// The 32 nibbles of a Q4 block as 32 unsigned bytes, elements 0..16 then 16..32.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn nibbles(ns: &[u8; QK / 2]) -> __m256i {
-        unsafe {
-            let q = _mm_loadu_si128(ns.as_ptr().cast());
-            let m = _mm_set1_epi8(15);
-            let lo = _mm_and_si128(q, m);
-            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
-            _mm256_set_m128i(hi, lo)
-        }
-    }
-
-    /// Eight partial sums (i32) of Σ u_j·s_j for unsigned u and signed s bytes.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn dot_us(u: __m256i, s: __m256i) -> __m256 {
-        let p16 = _mm256_maddubs_epi16(u, s);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
-
-    /// d and m of a Q4_1 block (adjacent halves) as f32, in one conversion.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn halves(d: u16, m: u16) -> (f32, f32) {
-        let v = _mm_cvtph_ps(_mm_cvtsi32_si128((d as u32 | (m as u32) << 16) as i32));
-        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
-    }
-
-    /// One weight row's products with R activation rows (their first blocks at `xb`), the nibbles of each
-    /// weight block unpacked once for all R; blocks in pairs, each with its own sums, so that no sum waits
-    /// on the one before. The caller checks that every block read exists.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn rows_q4_1<const R: usize>(w: &[BlockQ4_1], x: &Q8Rows, xb: [usize; R]) -> [f32; R] {
-        unsafe {
-            let (qs, dx, sx) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-            let mut acc = [[_mm256_setzero_ps(); R]; 2];
-            let mut mins = [[0.0f32; R]; 2];
-            for (k, b) in w.iter().enumerate() {
-                let h = k & 1;
-                let n = nibbles(&b.qs);
-                let (d, m) = halves(b.d.to_bits(), b.m.to_bits());
-                for r in 0..R {
-                    let i = xb[r] + k;
-                    let xq = _mm256_loadu_si256(qs.add(i * QK).cast());
-                    acc[h][r] = _mm256_fmadd_ps(_mm256_set1_ps(d * *dx.add(i)), dot_us(n, xq), acc[h][r]);
-                    mins[h][r] += m * *sx.add(i);
-                }
-            }
-            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][r], acc[1][r])) + (mins[0][r] + mins[1][r]))
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn rows_q4_0<const R: usize>(w: &[BlockQ4_0], x: &Q8Rows, xb: [usize; R]) -> [f32; R] {
-        unsafe {
-            let (qs, dx, sx) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-            let mut acc = [_mm256_setzero_ps(); R];
-            let mut off = [0.0f32; R];
-            for (k, b) in w.iter().enumerate() {
-                let n = nibbles(&b.qs);
-                let d = half(b.d.to_bits());
-                for r in 0..R {
-                    let i = xb[r] + k;
-                    let xq = _mm256_loadu_si256(qs.add(i * QK).cast());
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * *dx.add(i)), dot_us(n, xq), acc[r]);
-                    off[r] += 8.0 * d * *sx.add(i);
-                }
-            }
-            std::array::from_fn(|r| hsum(acc[r]) - off[r])
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn rows_q8_0<const R: usize>(w: &[BlockQ8_0], x: &Q8Rows, xb: [usize; R]) -> [f32; R] {
-        unsafe {
-            let (qs, dx) = (x.qs.as_ptr(), x.d.as_ptr());
-            let mut acc = [_mm256_setzero_ps(); R];
-            for (k, b) in w.iter().enumerate() {
-                let wq = _mm256_loadu_si256(b.qs.as_ptr().cast());
-                // maddubs takes unsigned × signed: |w| × (x with w's sign).
-                let aw = _mm256_sign_epi8(wq, wq);
-                let d = half(b.d.to_bits());
-                for r in 0..R {
-                    let i = xb[r] + k;
-                    let xq = _mm256_loadu_si256(qs.add(i * QK).cast());
-                    let p = dot_us(aw, _mm256_sign_epi8(xq, wq));
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * *dx.add(i)), p, acc[r]);
-                }
-            }
-            std::array::from_fn(|r| hsum(acc[r]))
-        }
-    }
-
-    /// Σ w_j·x_j over a block for 32 weights as i16 (lo: 0..16, hi: 16..32) and 16-bit activations at `x`,
-    /// as eight i32 sums converted to f32.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn dot16(lo: __m256i, hi: __m256i, x: *const i16) -> __m256 {
-        unsafe {
-            let a = _mm256_madd_epi16(lo, _mm256_loadu_si256(x.cast()));
-            let b = _mm256_madd_epi16(hi, _mm256_loadu_si256(x.add(16).cast()));
-            _mm256_cvtepi32_ps(_mm256_add_epi32(a, b))
-        }
-    }
-
-    /// A Q4 block's nibbles as two vectors of 16 i16 (elements 0..16, 16..32).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn nibbles16(ns: &[u8; QK / 2]) -> (__m256i, __m256i) {
-        unsafe {
-            let q = _mm_loadu_si128(ns.as_ptr().cast());
-            let m = _mm_set1_epi8(15);
-            let lo = _mm_and_si128(q, m);
-            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
-            (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi))
-        }
-    }
-
-    /// `rows_q4_1` on 16-bit activations.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn rows_q4_1_w16<const R: usize>(w: &[BlockQ4_1], x: &Q8Rows, xb: [usize; R]) -> [f32; R] {
-        unsafe {
-            let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-            let mut acc = [[_mm256_setzero_ps(); R]; 2];
-            let mut mins = [[0.0f32; R]; 2];
-            for (k, b) in w.iter().enumerate() {
-                let h = k & 1;
-                let (lo, hi) = nibbles16(&b.qs);
-                let (d, m) = halves(b.d.to_bits(), b.m.to_bits());
-                for r in 0..R {
-                    let i = xb[r] + k;
-                    let p = dot16(lo, hi, qs.add(i * QK));
-                    acc[h][r] = _mm256_fmadd_ps(_mm256_set1_ps(d * *dx.add(i)), p, acc[h][r]);
-                    mins[h][r] += m * *sx.add(i);
-                }
-            }
-            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][r], acc[1][r])) + (mins[0][r] + mins[1][r]))
-        }
-    }
-
-    /// `rows_q4_0` on 16-bit activations.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn rows_q4_0_w16<const R: usize>(w: &[BlockQ4_0], x: &Q8Rows, xb: [usize; R]) -> [f32; R] {
-        unsafe {
-            let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-            let mut acc = [_mm256_setzero_ps(); R];
-            let mut off = [0.0f32; R];
-            for (k, b) in w.iter().enumerate() {
-                let (lo, hi) = nibbles16(&b.qs);
-                let d = half(b.d.to_bits());
-                for r in 0..R {
-                    let i = xb[r] + k;
-                    let p = dot16(lo, hi, qs.add(i * QK));
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * *dx.add(i)), p, acc[r]);
-                    off[r] += 8.0 * d * *sx.add(i);
-                }
-            }
-            std::array::from_fn(|r| hsum(acc[r]) - off[r])
-        }
-    }
-
-    /// `rows_q8_0` on 16-bit activations.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn rows_q8_0_w16<const R: usize>(w: &[BlockQ8_0], x: &Q8Rows, xb: [usize; R]) -> [f32; R] {
-        unsafe {
-            let (qs, dx) = (x.qw.as_ptr(), x.d.as_ptr());
-            let mut acc = [_mm256_setzero_ps(); R];
-            for (k, b) in w.iter().enumerate() {
-                let wq = _mm256_loadu_si256(b.qs.as_ptr().cast());
-                let lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(wq));
-                let hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(wq, 1));
-                let d = half(b.d.to_bits());
-                for r in 0..R {
-                    let i = xb[r] + k;
-                    let p = dot16(lo, hi, qs.add(i * QK));
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * *dx.add(i)), p, acc[r]);
-                }
-            }
-            std::array::from_fn(|r| hsum(acc[r]))
-        }
-    }
-}
+mod avx2;
 
 /// Whether the AVX2 kernels can run here (AVX2, FMA and F16C).
 fn has_avx2_f16c() -> bool {
@@ -365,45 +219,89 @@ impl Blocks<'_> {
         }
     }
 
-    /// Row `r` (`kb` blocks) times the R activation rows whose blocks start at `xb`.
+    /// Rows r0..r0 + RW (`kb` blocks each) times the R activation rows whose blocks start at `xb`:
+    /// out[i][r].
     #[inline(always)]
-    fn rows<const R: usize>(self, r: usize, kb: usize, x: &Q8Rows, xb: [usize; R], fast: bool) -> [f32; R] {
-        let span = r * kb..(r + 1) * kb;
+    fn tile<const RW: usize, const R: usize>(
+        self,
+        r0: usize,
+        kb: usize,
+        x: &Q8Rows,
+        xb: [usize; R],
+        fast: bool,
+    ) -> [[f32; R]; RW] {
+        let span = |i: usize| (r0 + i) * kb..(r0 + i + 1) * kb;
         #[cfg(target_arch = "x86_64")]
         if fast {
-            // SAFETY: AVX2, FMA and F16C are there (`fast`), and the caller sized x for every xb + kb block.
+            fn ws<B, const RW: usize>(b: &[B], r0: usize, kb: usize) -> [&[B]; RW] {
+                std::array::from_fn(|i| &b[(r0 + i) * kb..(r0 + i + 1) * kb])
+            }
+            // SAFETY: AVX2, FMA and F16C are there (`fast`), and the caller sized x for every xb + kb block;
+            // each weight row's slice is checked here (`ws`), all of kb blocks.
             return unsafe {
                 match (self, x.wide) {
-                    (Blocks::Q4_1(b), false) => avx2::rows_q4_1(&b[span], x, xb),
-                    (Blocks::Q4_0(b), false) => avx2::rows_q4_0(&b[span], x, xb),
-                    (Blocks::Q8_0(b), false) => avx2::rows_q8_0(&b[span], x, xb),
-                    (Blocks::Q4_1(b), true) => avx2::rows_q4_1_w16(&b[span], x, xb),
-                    (Blocks::Q4_0(b), true) => avx2::rows_q4_0_w16(&b[span], x, xb),
-                    (Blocks::Q8_0(b), true) => avx2::rows_q8_0_w16(&b[span], x, xb),
+                    (Blocks::Q4_1(b), false) => avx2::tile_q4_1(ws(b, r0, kb), x, xb),
+                    (Blocks::Q4_0(b), false) => avx2::tile_q4_0(ws(b, r0, kb), x, xb),
+                    (Blocks::Q8_0(b), false) => avx2::tile_q8_0(ws(b, r0, kb), x, xb),
+                    (Blocks::Q4_1(b), true) => avx2::tile_q4_1_w16(ws(b, r0, kb), x, xb),
+                    (Blocks::Q4_0(b), true) => avx2::tile_q4_0_w16(ws(b, r0, kb), x, xb),
+                    (Blocks::Q8_0(b), true) => avx2::tile_q8_0_w16(ws(b, r0, kb), x, xb),
                 }
             };
         }
         let _ = fast;
-        match self {
-            Blocks::Q4_1(b) => xb.map(|o| row_portable(&b[span.clone()], x, o)),
-            Blocks::Q4_0(b) => xb.map(|o| row_portable(&b[span.clone()], x, o)),
-            Blocks::Q8_0(b) => xb.map(|o| row_portable(&b[span.clone()], x, o)),
+        std::array::from_fn(|i| match self {
+            Blocks::Q4_1(b) => xb.map(|o| row_portable(&b[span(i)], x, o)),
+            Blocks::Q4_0(b) => xb.map(|o| row_portable(&b[span(i)], x, o)),
+            Blocks::Q8_0(b) => xb.map(|o| row_portable(&b[span(i)], x, o)),
+        })
+    }
+}
+
+/// Weight rows r0..r0 + RW of one matrix (`rows` in all) times every activation row, four at a time and then
+/// the rest one by one, each value through `put(b, r, v)`.
+#[inline(always)]
+fn weight_rows<const RW: usize>(
+    blocks: Blocks<'_>,
+    r0: usize,
+    kb: usize,
+    x: &Q8Rows,
+    n: usize,
+    put: &impl Fn(usize, usize, f32),
+    fast: bool,
+) {
+    let mut b = 0;
+    while b + 4 <= n {
+        let v = blocks.tile::<RW, 4>(r0, kb, x, [b * kb, (b + 1) * kb, (b + 2) * kb, (b + 3) * kb], fast);
+        for (i, v) in v.iter().enumerate() {
+            v.iter().enumerate().for_each(|(j, &v)| put(b + j, r0 + i, v));
         }
+        b += 4;
+    }
+    for b in b..n {
+        let v = blocks.tile::<RW, 1>(r0, kb, x, [b * kb], fast);
+        v.iter().enumerate().for_each(|(i, v)| put(b, r0 + i, v[0]));
     }
 }
 
 /// outs[i][b, r] = row r of matrix i · activation row b, for every matrix at once: one parallel pass over
 /// all their rows (q, k and v of a layer share an input, so they share the pass and the quantized x).
-/// Activation rows go four at a time, each weight block unpacked once for the four.
+/// Weight rows go in tiles (`Blocks::tile`) of two against four activation rows on a prompt, single rows for
+/// one token and where a part or a matrix ends.
 fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: &mut [&mut [f32]], fast: bool) {
     let total: usize = mats.iter().map(|m| m.1).sum();
     let parts = crate::hot::parts_for(total * n * kb * QK);
     let dsts: Vec<Disjoint<f32>> = outs.iter_mut().map(|o| Disjoint::new(o)).collect();
+    // One token (generation) reads each weight row once, from memory: there tiles of 2 or 4 rows were
+    // faster with the weights in cache (qbench) and slower in a whole model (lmbench, SmolLM2 Q4_1: 48-61
+    // tokens/s against 62-75 one row at a time), where reading several rows side by side defeats the
+    // prefetcher's one stream.
+    let tile_rows = if n < 4 { 1 } else { 2 };
     // The hot pool: generation runs about 150 of these a token, too short for sleeping workers to join.
     crate::hot::pool().run(parts, &|p| {
-        let range = p * total / parts..(p + 1) * total / parts;
+        let (mut g, end) = (p * total / parts, (p + 1) * total / parts);
         let (mut i, mut first) = (0, 0);
-        for g in range {
+        while g < end {
             while g >= first + mats[i].1 {
                 first += mats[i].1;
                 i += 1;
@@ -411,16 +309,15 @@ fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: 
             let (blocks, rows) = mats[i];
             let r = g - first;
             // SAFETY (each write): element (b, r) of output i belongs to the part that owns global row g alone.
-            let put = |b: usize, v: f32| unsafe { dsts[i].part(b * rows + r..b * rows + r + 1)[0] = v };
-            let mut b = 0;
-            while b + 4 <= n {
-                let v = blocks.rows(r, kb, x, [b * kb, (b + 1) * kb, (b + 2) * kb, (b + 3) * kb], fast);
-                v.iter().enumerate().for_each(|(j, &v)| put(b + j, v));
-                b += 4;
+            let put = |b: usize, r: usize, v: f32| unsafe { dsts[i].part(b * rows + r..b * rows + r + 1)[0] = v };
+            // Rows of this matrix that this part owns from r on.
+            let left = (rows - r).min(end - g);
+            let step = if left >= tile_rows { tile_rows } else { 1 };
+            match step {
+                2 => weight_rows::<2>(blocks, r, kb, x, n, &put, fast),
+                _ => weight_rows::<1>(blocks, r, kb, x, n, &put, fast),
             }
-            for b in b..n {
-                put(b, blocks.rows(r, kb, x, [b * kb], fast)[0]);
-            }
+            g += step;
         }
     });
 }
@@ -483,7 +380,7 @@ impl QMatrix {
             }
             return Ok(());
         };
-        scratch.quantize(x);
+        scratch.quantize_on(x, fast);
         product(&typed, cols / QK, scratch, n, outs, fast);
         Ok(())
     }

@@ -1,0 +1,52 @@
+//! Times the quantized products alone (`QMatrix::matmul_t_q8`), so a change to one kernel can be measured
+//! without a whole model: `cargo run --release -p kiln-bench --bin qbench`. Shapes of SmolLM2-135M's
+//! feed-forward (gate [1536, 576], down [576, 1536]) for one token (generation) and 128 (a prompt), each
+//! type llama.cpp's GGUF files use, with 8-bit and 16-bit activations; KILN_THREADS sets the threads. Prints
+//! the median time per product and the rate at which it reads the weights (GB/s) and multiplies (G pairs of
+//! values a second).
+
+use kiln_core::DType;
+use kiln_core::qdot::Q8Rows;
+use kiln_core::quant::QMatrix;
+use std::time::Instant;
+
+fn main() {
+    kiln::threads::configure(None).unwrap();
+    let mut rng = kiln_core::Rng::new(7);
+    println!("| type | weight | tokens | activations | ms | weight GB/s | G products/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4_0] {
+        for (rows, cols) in [(1536, 576), (576, 1536)] {
+            let w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
+            let m = QMatrix::quantize(dtype, rows, cols, &w).unwrap();
+            let bytes = m.to_bytes().len() as f64;
+            for n in [1, 128] {
+                for wide in [false, true] {
+                    let x: Vec<f32> = (0..n * cols).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
+                    let mut out = vec![0.0f32; n * rows];
+                    let mut scratch = Q8Rows { wide, ..Q8Rows::default() };
+                    let reps = if n == 1 { 400 } else { 20 };
+                    for _ in 0..reps / 4 {
+                        m.matmul_t_q8(&x, n, &mut out, &mut scratch).unwrap();
+                    }
+                    let mut t: Vec<f64> = (0..reps)
+                        .map(|_| {
+                            let s = Instant::now();
+                            m.matmul_t_q8(&x, n, &mut out, &mut scratch).unwrap();
+                            s.elapsed().as_secs_f64()
+                        })
+                        .collect();
+                    t.sort_by(f64::total_cmp);
+                    let s = t[t.len() / 2];
+                    println!(
+                        "| {dtype} | [{rows}, {cols}] | {n} | {} bits | {:.3} | {:.1} | {:.1} |",
+                        if wide { 16 } else { 8 },
+                        s * 1e3,
+                        bytes / s / 1e9,
+                        (rows * cols * n) as f64 / s / 1e9
+                    );
+                }
+            }
+        }
+    }
+}

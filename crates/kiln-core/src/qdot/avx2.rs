@@ -1,0 +1,368 @@
+//! The AVX2 kernels of `qdot` (AVX2, FMA and F16C, chosen at run time): the activations' quantization and
+//! the tiles of block products, each the same arithmetic as the portable loop in qdot.rs that the tests hold
+//! it to.
+
+use super::*;
+use std::arch::x86_64::*;
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn half(bits: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// The 32 nibbles of a Q4 block as 32 unsigned bytes, elements 0..16 then 16..32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn nibbles(ns: &[u8; QK / 2]) -> __m256i {
+    unsafe {
+        let q = _mm_loadu_si128(ns.as_ptr().cast());
+        let m = _mm_set1_epi8(15);
+        let lo = _mm_and_si128(q, m);
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+        _mm256_set_m128i(hi, lo)
+    }
+}
+
+/// Eight partial sums (i32) of Σ u_j·s_j for unsigned u and signed s bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_us(u: __m256i, s: __m256i) -> __m256 {
+    let p16 = _mm256_maddubs_epi16(u, s);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// d and m of a Q4_1 block (adjacent halves) as f32, in one conversion.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn halves(d: u16, m: u16) -> (f32, f32) {
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128((d as u32 | (m as u32) << 16) as i32));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+/// A block of 32 values as i32 q = round(x/d) (to nearest, ties to even), d = max|x|/top, and Σq.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn block_i32(x: &[f32; QK], top: f32) -> (f32, [__m256i; 4], i32) {
+    // SAFETY: four loads of 8 within the block.
+    let v: [__m256; 4] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * i)) });
+    let sign = _mm256_set1_ps(-0.0);
+    let m = v.iter().fold(_mm256_setzero_ps(), |m, &v| _mm256_max_ps(m, _mm256_andnot_ps(sign, v)));
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    let d = amax / top;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let q = v.map(|v| {
+        _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(v, id)))
+    });
+    let t = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    let t = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+    let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b01_00_11_10));
+    let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01));
+    (d, q, _mm_cvtsi128_si32(t))
+}
+
+/// `quantize_blocks` of one block to 8 bits: (d, Σq).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn quantize8(x: &[f32; QK], out: &mut [i8]) -> (f32, i32) {
+    let (d, q, t) = block_i32(x, 127.0);
+    // packs interleave 128-bit lanes; the permutation puts the 32 values back in order.
+    let p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    assert_eq!(out.len(), QK);
+    // SAFETY: 32 bytes into 32.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), p) };
+    (d, t)
+}
+
+/// `quantize_blocks` of one block to 16 bits: (d, Σq).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn quantize16(x: &[f32; QK], out: &mut [i16]) -> (f32, i32) {
+    let (d, q, t) = block_i32(x, 32767.0);
+    let a = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0b11_01_10_00);
+    let b = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2], q[3]), 0b11_01_10_00);
+    assert_eq!(out.len(), QK);
+    // SAFETY: 2 × 16 values into 32.
+    unsafe {
+        _mm256_storeu_si256(out.as_mut_ptr().cast(), a);
+        _mm256_storeu_si256(out.as_mut_ptr().add(16).cast(), b);
+    }
+    (d, t)
+}
+
+/// Which of two sets of sums block k adds into: alternate blocks for a single product (one row by one row,
+/// a new token), so that each FMA need not wait for the one before (one set ran generation at 46-57 tokens/s
+/// where two ran 57-71); all into the first for a larger tile, whose several sums already overlap.
+#[inline(always)]
+fn split<const RW: usize, const R: usize>(k: usize) -> usize {
+    if RW * R == 1 { k & 1 } else { 0 }
+}
+
+/// Σ_k m_k·s_k for the R activation rows as four lanes: `sx` at each row's block index (the minimum
+/// term of Q4_1 and the offset of Q4_0 take it, one broadcast and one FMA a weight block for all R).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn lanes<const R: usize>(sx: *const f32, i: [usize; R]) -> __m128 {
+    unsafe {
+        let mut v = [0.0f32; 4];
+        for r in 0..R {
+            v[r] = *sx.add(i[r]);
+        }
+        _mm_loadu_ps(v.as_ptr())
+    }
+}
+
+/// Lane r of a `lanes` sum, for each of the R rows.
+#[inline(always)]
+fn unlane<const R: usize>(v: __m128) -> [f32; R] {
+    let mut a = [0.0f32; 4];
+    // SAFETY: four f32 to four f32.
+    unsafe { _mm_storeu_ps(a.as_mut_ptr(), v) };
+    std::array::from_fn(|r| a[r])
+}
+
+/// A tile of products: RW weight rows (`w`, the same number of blocks each) times R activation rows
+/// (their first blocks at `xb`), out[i][r]. Each weight block is unpacked once for the R rows and each
+/// activation block loaded once for the RW weight rows, with RW·R sums in registers (2×4 on a prompt, as
+/// llama.cpp's tinyBLAS tiles its products; one weight row at a time loaded every activation block once
+/// per row). The caller checks that every block read exists.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q4_1<const RW: usize, const R: usize>(
+    w: [&[BlockQ4_1]; RW],
+    x: &Q8Rows,
+    xb: [usize; R],
+) -> [[f32; R]; RW] {
+    unsafe {
+        let (qs, dx, sx) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+        let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
+        let mut mins = [[_mm_setzero_ps(); RW]; 2];
+        for k in 0..w[0].len() {
+            let h = split::<RW, R>(k);
+            let s = lanes(sx, xb.map(|b| b + k));
+            for i in 0..RW {
+                let b = w[i].get_unchecked(k);
+                let n = nibbles(&b.qs);
+                let (d, m) = halves(b.d.to_bits(), b.m.to_bits());
+                let dv = _mm256_set1_ps(d);
+                mins[h][i] = _mm_fmadd_ps(_mm_set1_ps(m), s, mins[h][i]);
+                for r in 0..R {
+                    let j = xb[r] + k;
+                    let xq = _mm256_loadu_si256(qs.add(j * QK).cast());
+                    acc[h][i][r] = _mm256_fmadd_ps(
+                        _mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))),
+                        dot_us(n, xq),
+                        acc[h][i][r],
+                    );
+                }
+            }
+        }
+        std::array::from_fn(|i| {
+            let m = unlane::<R>(_mm_add_ps(mins[0][i], mins[1][i]));
+            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r])) + m[r])
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q4_0<const RW: usize, const R: usize>(
+    w: [&[BlockQ4_0]; RW],
+    x: &Q8Rows,
+    xb: [usize; R],
+) -> [[f32; R]; RW] {
+    unsafe {
+        let (qs, dx, sx) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+        let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
+        let mut off = [[_mm_setzero_ps(); RW]; 2];
+        for k in 0..w[0].len() {
+            let h = split::<RW, R>(k);
+            let s = lanes(sx, xb.map(|b| b + k));
+            for i in 0..RW {
+                let b = w[i].get_unchecked(k);
+                let n = nibbles(&b.qs);
+                let d = half(b.d.to_bits());
+                let dv = _mm256_set1_ps(d);
+                off[h][i] = _mm_fmadd_ps(_mm_set1_ps(8.0 * d), s, off[h][i]);
+                for r in 0..R {
+                    let j = xb[r] + k;
+                    let xq = _mm256_loadu_si256(qs.add(j * QK).cast());
+                    acc[h][i][r] = _mm256_fmadd_ps(
+                        _mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))),
+                        dot_us(n, xq),
+                        acc[h][i][r],
+                    );
+                }
+            }
+        }
+        std::array::from_fn(|i| {
+            let o = unlane::<R>(_mm_add_ps(off[0][i], off[1][i]));
+            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r])) - o[r])
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q8_0<const RW: usize, const R: usize>(
+    w: [&[BlockQ8_0]; RW],
+    x: &Q8Rows,
+    xb: [usize; R],
+) -> [[f32; R]; RW] {
+    unsafe {
+        let (qs, dx) = (x.qs.as_ptr(), x.d.as_ptr());
+        let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
+        for k in 0..w[0].len() {
+            let h = split::<RW, R>(k);
+            for i in 0..RW {
+                let b = w[i].get_unchecked(k);
+                let wq = _mm256_loadu_si256(b.qs.as_ptr().cast());
+                // maddubs takes unsigned × signed: |w| × (x with w's sign).
+                let aw = _mm256_sign_epi8(wq, wq);
+                let d = half(b.d.to_bits());
+                let dv = _mm256_set1_ps(d);
+                for r in 0..R {
+                    let j = xb[r] + k;
+                    let xq = _mm256_loadu_si256(qs.add(j * QK).cast());
+                    let p = dot_us(aw, _mm256_sign_epi8(xq, wq));
+                    acc[h][i][r] =
+                        _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[h][i][r]);
+                }
+            }
+        }
+        std::array::from_fn(|i| std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r]))))
+    }
+}
+
+/// Σ w_j·x_j over a block for 32 weights as i16 (lo: 0..16, hi: 16..32) and 16-bit activations at `x`,
+/// as eight i32 sums converted to f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot16(lo: __m256i, hi: __m256i, x: *const i16) -> __m256 {
+    unsafe {
+        let a = _mm256_madd_epi16(lo, _mm256_loadu_si256(x.cast()));
+        let b = _mm256_madd_epi16(hi, _mm256_loadu_si256(x.add(16).cast()));
+        _mm256_cvtepi32_ps(_mm256_add_epi32(a, b))
+    }
+}
+
+/// A Q4 block's nibbles as two vectors of 16 i16 (elements 0..16, 16..32).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn nibbles16(ns: &[u8; QK / 2]) -> (__m256i, __m256i) {
+    unsafe {
+        let q = _mm_loadu_si128(ns.as_ptr().cast());
+        let m = _mm_set1_epi8(15);
+        let lo = _mm_and_si128(q, m);
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+        (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi))
+    }
+}
+
+/// `tile_q4_1` on 16-bit activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q4_1_w16<const RW: usize, const R: usize>(
+    w: [&[BlockQ4_1]; RW],
+    x: &Q8Rows,
+    xb: [usize; R],
+) -> [[f32; R]; RW] {
+    unsafe {
+        let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+        let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
+        let mut mins = [[_mm_setzero_ps(); RW]; 2];
+        for k in 0..w[0].len() {
+            let h = split::<RW, R>(k);
+            let s = lanes(sx, xb.map(|b| b + k));
+            for i in 0..RW {
+                let b = w[i].get_unchecked(k);
+                let (lo, hi) = nibbles16(&b.qs);
+                let (d, m) = halves(b.d.to_bits(), b.m.to_bits());
+                let dv = _mm256_set1_ps(d);
+                mins[h][i] = _mm_fmadd_ps(_mm_set1_ps(m), s, mins[h][i]);
+                for r in 0..R {
+                    let j = xb[r] + k;
+                    let p = dot16(lo, hi, qs.add(j * QK));
+                    acc[h][i][r] =
+                        _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[h][i][r]);
+                }
+            }
+        }
+        std::array::from_fn(|i| {
+            let m = unlane::<R>(_mm_add_ps(mins[0][i], mins[1][i]));
+            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r])) + m[r])
+        })
+    }
+}
+
+/// `tile_q4_0` on 16-bit activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q4_0_w16<const RW: usize, const R: usize>(
+    w: [&[BlockQ4_0]; RW],
+    x: &Q8Rows,
+    xb: [usize; R],
+) -> [[f32; R]; RW] {
+    unsafe {
+        let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+        let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
+        let mut off = [[_mm_setzero_ps(); RW]; 2];
+        for k in 0..w[0].len() {
+            let h = split::<RW, R>(k);
+            let s = lanes(sx, xb.map(|b| b + k));
+            for i in 0..RW {
+                let b = w[i].get_unchecked(k);
+                let (lo, hi) = nibbles16(&b.qs);
+                let d = half(b.d.to_bits());
+                let dv = _mm256_set1_ps(d);
+                off[h][i] = _mm_fmadd_ps(_mm_set1_ps(8.0 * d), s, off[h][i]);
+                for r in 0..R {
+                    let j = xb[r] + k;
+                    let p = dot16(lo, hi, qs.add(j * QK));
+                    acc[h][i][r] =
+                        _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[h][i][r]);
+                }
+            }
+        }
+        std::array::from_fn(|i| {
+            let o = unlane::<R>(_mm_add_ps(off[0][i], off[1][i]));
+            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r])) - o[r])
+        })
+    }
+}
+
+/// `tile_q8_0` on 16-bit activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q8_0_w16<const RW: usize, const R: usize>(
+    w: [&[BlockQ8_0]; RW],
+    x: &Q8Rows,
+    xb: [usize; R],
+) -> [[f32; R]; RW] {
+    unsafe {
+        let (qs, dx) = (x.qw.as_ptr(), x.d.as_ptr());
+        let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
+        for k in 0..w[0].len() {
+            let h = split::<RW, R>(k);
+            for i in 0..RW {
+                let b = w[i].get_unchecked(k);
+                let wq = _mm256_loadu_si256(b.qs.as_ptr().cast());
+                let lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(wq));
+                let hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(wq, 1));
+                let d = half(b.d.to_bits());
+                let dv = _mm256_set1_ps(d);
+                for r in 0..R {
+                    let j = xb[r] + k;
+                    let p = dot16(lo, hi, qs.add(j * QK));
+                    acc[h][i][r] =
+                        _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[h][i][r]);
+                }
+            }
+        }
+        std::array::from_fn(|i| std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r]))))
+    }
+}
