@@ -89,19 +89,28 @@ impl Q8Rows {
     }
 }
 
+/// A block's scale d = max|x|/top and 1/d. A block whose d is not a normal float (all zeros, or max|x| below
+/// about 1e-36) gets d = 0 and quantizes to zeros, so that 1/d is never infinite (its values times infinity
+/// rounded differently on the two paths).
+#[inline(always)]
+fn block_scale(amax: f32, top: f32) -> (f32, f32) {
+    let d = amax / top;
+    if d >= f32::MIN_POSITIVE { (d, 1.0 / d) } else { (0.0, 0.0) }
+}
+
 /// Per block of 32: d = max|x|/top, q = round(x/d) (to nearest, ties to even, as llama.cpp's AVX2 path
-/// rounds), Σq and d·Σq: the portable path, and the reference for `avx2::quantize8` and `quantize16`.
+/// rounds), Σq and d·Σq: the portable path, and the reference for `avx2::quantize8` and `quantize16` (the
+/// same bytes for finite x).
 fn quantize_blocks<T: Copy + Into<i32>>(x: &[f32], q: &mut [T], top: f32, d: &mut [f32], sum: &mut [i32], s: &mut [f32])
 where
-    f32: AsInt<T>,
+    f32: ToInt<T>,
 {
     for (k, (xb, qb)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let dk = amax / top;
-        let id = if dk != 0.0 { 1.0 / dk } else { 0.0 };
+        let (dk, id) = block_scale(amax, top);
         let mut t = 0i32;
         for (q, &v) in qb.iter_mut().zip(xb) {
-            *q = (v * id).round_ties_even().as_int();
+            *q = (v * id).round_ties_even().to_int();
             t += (*q).into();
         }
         d[k] = dk;
@@ -111,18 +120,18 @@ where
 }
 
 /// f32 to the activations' integer type (the value already within its range).
-trait AsInt<T> {
-    fn as_int(self) -> T;
+trait ToInt<T> {
+    fn to_int(self) -> T;
 }
-impl AsInt<i8> for f32 {
+impl ToInt<i8> for f32 {
     #[inline(always)]
-    fn as_int(self) -> i8 {
+    fn to_int(self) -> i8 {
         self as i8
     }
 }
-impl AsInt<i16> for f32 {
+impl ToInt<i16> for f32 {
     #[inline(always)]
-    fn as_int(self) -> i16 {
+    fn to_int(self) -> i16 {
         self as i16
     }
 }

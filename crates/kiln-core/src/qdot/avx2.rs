@@ -60,8 +60,8 @@ fn block_i32(x: &[f32; QK], top: f32) -> (f32, [__m256i; 4], i32) {
     let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-    let d = amax / top;
-    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let (d, id) = block_scale(amax, top);
+    let id = _mm256_set1_ps(id);
     let q = v.map(|v| {
         _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(v, id)))
     });

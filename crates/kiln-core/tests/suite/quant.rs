@@ -298,22 +298,57 @@ fn matrix_keeps_its_shape_and_type() {
     m.matmul_t(&[], 0, &mut empty).unwrap();
 }
 
+/// Several matrices with one input in one parallel pass (`matmul_t_q8_many`, as q, k and v of a layer) give
+/// what each gives alone: rows of 37, 5 and 1 so that tiles of two meet every matrix's end, one token and
+/// several (tiles of four activation rows and the rest).
+#[test]
+fn several_matrices_in_one_pass_equal_each_alone() {
+    let mut rng = Rng::new(43);
+    let cols = 160;
+    for dtype in [DType::Q4_1, DType::Q4_0, DType::Q8_0] {
+        let mats: Vec<QMatrix> = [37, 5, 1]
+            .iter()
+            .map(|&rows| QMatrix::quantize(dtype, rows, cols, &random(&mut rng, rows * cols, 1.0)).unwrap())
+            .collect();
+        for n in [1, 5, 9] {
+            let x = random(&mut rng, n * cols, 2.0);
+            let mut scratch = kiln_core::qdot::Q8Rows::default();
+            let mut together: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0; n * m.rows()]).collect();
+            let mut outs: Vec<&mut [f32]> = together.iter_mut().map(|o| o.as_mut_slice()).collect();
+            QMatrix::matmul_t_q8_many(&mats.iter().collect::<Vec<_>>(), &x, n, &mut outs, &mut scratch).unwrap();
+            for (m, t) in mats.iter().zip(&together) {
+                let mut alone = vec![0.0; n * m.rows()];
+                m.matmul_t_q8(&x, n, &mut alone, &mut scratch).unwrap();
+                for (i, (a, b)) in alone.iter().zip(t).enumerate() {
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{dtype} n {n} [{i}]: alone {a}, together {b}");
+                }
+            }
+        }
+    }
+}
+
 /// The integer product (`matmul_t_q8`: activations quantized to 8 bits per block, llama.cpp's arithmetic)
 /// against the exact one (`matmul_t`, blocks dequantized to f32): within the rounding of the activations,
 /// |x_q − x| ≤ d_x/2 per value, so |Δ| ≤ Σ_blocks (d_x/2)·Σ|w|; and the AVX2 path against the portable one,
 /// for 1 to 9 rows of x (four at a time against two weight rows at a time, 37 rows leaving one over, and the
 /// rest one by one), every dtype the kernels take, with 8-bit and with 16-bit activations (`wide`, whose
-/// rounding is 258 times finer); the quantized activations of the two paths are the same.
+/// rounding is 258 times finer); the quantized activations of the two paths are the same, rows of 512 making
+/// x long enough to be quantized in parts, and a block of zeros and one of 1e-37 (whose 1/d would be
+/// infinite) quantized to zeros on both.
 #[test]
 fn integer_products_stay_within_the_activation_rounding_of_the_exact_one() {
     let mut rng = Rng::new(41);
-    let (rows, cols) = (37, 160);
-    for (dtype, wide) in [DType::Q4_1, DType::Q4_0, DType::Q8_0].into_iter().flat_map(|d| [(d, false), (d, true)]) {
+    let kinds = [DType::Q4_1, DType::Q4_0, DType::Q8_0].into_iter().flat_map(|d| [(d, false), (d, true)]);
+    for ((dtype, wide), (rows, cols)) in kinds.flat_map(|k| [(k, (37, 160)), (k, (37, 512))]) {
         let w = random(&mut rng, rows * cols, 1.0);
         let m = QMatrix::quantize(dtype, rows, cols, &w).unwrap();
         let wd = m.dequantize();
         for n in 1..=9 {
-            let x = random(&mut rng, n * cols, 2.0);
+            let mut x = random(&mut rng, n * cols, 2.0);
+            if n == 3 {
+                x[..QK].fill(0.0);
+                x[QK..2 * QK].fill(1e-37);
+            }
             let mut exact = vec![0.0; n * rows];
             m.matmul_t(&x, n, &mut exact).unwrap();
             let (mut fast, mut portable) = (vec![0.0; n * rows], vec![0.0; n * rows]);
@@ -325,6 +360,12 @@ fn integer_products_stay_within_the_activation_rounding_of_the_exact_one() {
                 (&a.d, &a.sum, &a.s, &a.qs, &a.qw) == (&b.d, &b.sum, &b.s, &b.qs, &b.qw)
             };
             assert!(same(&quantized, &scratch), "{dtype} wide {wide} n {n}: the two paths quantized x differently");
+            if n == 3 {
+                assert!(
+                    scratch.d[..2] == [0.0, 0.0] && scratch.sum[..2] == [0, 0],
+                    "zero and tiny blocks: {scratch:?}"
+                );
+            }
             for b in 0..n {
                 for r in 0..rows {
                     let mut bound = 1e-4;

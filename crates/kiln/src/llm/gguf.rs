@@ -22,6 +22,7 @@ use kiln_core::DType;
 use kiln_core::qdot::Q8Rows;
 use kiln_core::quant::QMatrix;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -152,16 +153,20 @@ pub struct Gguf {
 /// Where the tensors' bytes are.
 enum Source {
     Bytes(Vec<u8>),
-    File(File),
+    /// Locked for each read: a seek and a read are two calls on one cursor.
+    File(std::sync::Mutex<File>),
 }
 
-/// The first read of a file's header: SmolLM2's (its vocabulary and merges included) is 2.4 MB.
+/// The first read of a file's header: SmolLM2's (its vocabulary and merges included) is 1.8 MB.
 const HEADER_READ: usize = 8 << 20;
 
-/// A cursor over the file's bytes whose reads fail, naming the file, instead of running past the end.
+/// A cursor over the file's first bytes (`b`, of `len` in all) whose reads fail, naming the file, instead of
+/// running past the end; `short` is set when a read ran past `b` but not past the file (more must be read).
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
+    len: usize,
+    short: &'a Cell<bool>,
     path: &'a Path,
 }
 
@@ -170,7 +175,12 @@ impl<'a> Reader<'a> {
         Error::Data(format!("{}: not a readable GGUF file ({what} at byte {})", self.path.display(), self.at))
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| self.bad("cut short"))?;
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
+            if self.at.checked_add(n).is_some_and(|e| e <= self.len) {
+                self.short.set(true);
+            }
+            self.bad("cut short")
+        })?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -187,7 +197,7 @@ impl<'a> Reader<'a> {
     /// A count of things at least `min_bytes` each, which the rest of the file must be able to hold.
     fn count(&mut self, min_bytes: usize, what: &str) -> Result<usize> {
         let n = self.u64()?;
-        let left = (self.b.len() - self.at) as u64;
+        let left = self.len.saturating_sub(self.at) as u64;
         if n.saturating_mul(min_bytes as u64) > left {
             return Err(self.bad(&format!("{what} count {n} larger than the file")));
         }
@@ -231,23 +241,30 @@ impl<'a> Reader<'a> {
 }
 
 impl Gguf {
-    /// Reads and checks the file's header; the tensors are read from the file as they are asked for.
+    /// Reads and checks the file's header; the tensors are read from the file as they are asked for. A
+    /// pipe or other stream, whose size is not known, is read whole.
     pub fn open(path: &Path) -> Result<Gguf> {
         let mut file = File::open(path).map_err(|e| Error::io(path, &e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, &e))?.len();
-        let len = usize::try_from(len).map_err(|_| Error::Data(format!("{}: too large", path.display())))?;
-        // The header's length is known only once it is read: a prefix first, a larger one while the header
-        // runs past it (any error before the whole file is read may be that), the whole file at worst.
+        let meta = file.metadata().map_err(|e| Error::io(path, &e))?;
+        if !meta.is_file() {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(|e| Error::io(path, &e))?;
+            return Gguf::from_bytes(path, bytes);
+        }
+        let len = usize::try_from(meta.len()).map_err(|_| Error::Data(format!("{}: too large", path.display())))?;
+        // The header's length is known only once it is read: a prefix first, four times larger while the
+        // header runs past it (and only then: any other error is the file's), the whole file at worst.
         let mut prefix = HEADER_READ.min(len);
         loop {
             let mut head = vec![0u8; prefix];
             file.seek(SeekFrom::Start(0)).and_then(|_| file.read_exact(&mut head)).map_err(|e| Error::io(path, &e))?;
-            match Gguf::parse(path, &head, len) {
+            let short = Cell::new(false);
+            match Gguf::parse(path, &head, len, &short) {
                 Ok((version, metadata, tensors, data_start)) => {
-                    let source = Source::File(file);
+                    let source = Source::File(std::sync::Mutex::new(file));
                     return Ok(Gguf { path: path.to_path_buf(), version, metadata, tensors, source, data_start });
                 }
-                Err(_) if prefix < len => prefix = prefix.saturating_mul(4).min(len),
+                Err(_) if short.get() && prefix < len => prefix = prefix.saturating_mul(4).min(len),
                 Err(e) => return Err(e),
             }
         }
@@ -255,15 +272,21 @@ impl Gguf {
 
     /// Parses a GGUF file's bytes (`path` names it in errors).
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Gguf> {
-        let (version, metadata, tensors, data_start) = Gguf::parse(path, &bytes, bytes.len())?;
+        let (version, metadata, tensors, data_start) = Gguf::parse(path, &bytes, bytes.len(), &Cell::new(false))?;
         Ok(Gguf { path: path.to_path_buf(), version, metadata, tensors, source: Source::Bytes(bytes), data_start })
     }
 
     /// The header in `bytes` (the file's first bytes; `len` the whole file's): version, metadata, tensor
-    /// infos (each checked to lie inside the file) and where the tensor data begins.
+    /// infos (each checked to lie inside the file) and where the tensor data begins. `short` is set when the
+    /// header runs past `bytes`.
     #[allow(clippy::type_complexity)]
-    fn parse(path: &Path, bytes: &[u8], len: usize) -> Result<(u32, BTreeMap<String, Value>, Vec<TensorInfo>, usize)> {
-        let mut r = Reader { b: bytes, at: 0, path };
+    fn parse(
+        path: &Path,
+        bytes: &[u8],
+        len: usize,
+        short: &Cell<bool>,
+    ) -> Result<(u32, BTreeMap<String, Value>, Vec<TensorInfo>, usize)> {
+        let mut r = Reader { b: bytes, at: 0, len, short, path };
         if r.take(4).ok() != Some(b"GGUF".as_slice()) {
             return Err(Error::Data(format!(
                 "{}: not a GGUF file (it does not start with `GGUF`); kiln generate reads llama.cpp's GGUF models",
@@ -406,13 +429,13 @@ impl Gguf {
             Error::Data(format!("{}: tensor `{name}` is not whole blocks of 32", self.path.display()))
         })?;
         let start = self.data_start + t.offset;
+        let cut = || Error::Data(format!("{}: tensor `{name}` runs past the end of the file", self.path.display()));
         Ok((
             dtype,
             match &self.source {
-                Source::Bytes(b) => Cow::Borrowed(&b[start..start + size]),
+                Source::Bytes(b) => Cow::Borrowed(b.get(start..start + size).ok_or_else(cut)?),
                 Source::File(f) => {
-                    // `&File` reads and seeks, so a shared Gguf can read.
-                    let mut f: &File = f;
+                    let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
                     let mut b = vec![0u8; size];
                     f.seek(SeekFrom::Start(start as u64))
                         .and_then(|_| f.read_exact(&mut b))

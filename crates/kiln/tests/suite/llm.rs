@@ -204,6 +204,51 @@ fn damaged_gguf_files_are_one_clear_error() {
     }
 }
 
+/// `Gguf::open` reads the header and then each tensor from the file when asked: a header longer than its
+/// first read (a 9 MiB metadata string) is read again in full, the tensor comes back as written, and damaged
+/// files (cut short, empty, not GGUF) are the same one error naming the file as from memory.
+#[test]
+fn gguf_files_are_read_header_first_and_tensors_when_asked() {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes()); // tensors
+    b.extend(1u64.to_le_bytes()); // metadata
+    let long = "a".repeat(9 << 20);
+    b.extend(12u64.to_le_bytes());
+    b.extend(b"general.name");
+    b.extend(8u32.to_le_bytes());
+    b.extend((long.len() as u64).to_le_bytes());
+    b.extend(long.as_bytes());
+    b.extend(1u64.to_le_bytes());
+    b.push(b'w');
+    b.extend(1u32.to_le_bytes());
+    b.extend(64u64.to_le_bytes());
+    b.extend(0u32.to_le_bytes()); // F32
+    b.extend(0u64.to_le_bytes());
+    b.resize(b.len().div_ceil(32) * 32, 0);
+    let w: Vec<f32> = (0..64).map(|i| i as f32 * 0.5 - 3.0).collect();
+    w.iter().for_each(|v| b.extend(v.to_le_bytes()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.gguf");
+    std::fs::write(&path, &b).unwrap();
+    let g = Gguf::open(&path).unwrap();
+    assert_eq!(g.str("general.name").unwrap().len(), long.len());
+    assert_eq!(g.f32s("w", &[64]).unwrap(), w);
+    assert_eq!(g.metadata, Gguf::from_bytes(&path, b.clone()).unwrap().metadata);
+    let open_err = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        let e = Gguf::open(&path).err().expect("an error").to_string();
+        let m = Gguf::from_bytes(&path, bytes.to_vec()).err().expect("an error").to_string();
+        assert_eq!(e, m, "from the file and from memory");
+        assert!(e.contains("long.gguf"), "{e}");
+        e
+    };
+    assert!(open_err(&b[..b.len() - 4]).contains("outside"));
+    assert!(open_err(&b[..1 << 20]).contains("larger than the file"));
+    assert!(open_err(b"").contains("not a GGUF file"));
+    assert!(open_err(b"PK\x03\x04 not gguf").contains("not a GGUF file"));
+}
+
 /// Against llama.cpp's own run of the file (llama-cpp-python, 8-bit activations; tools/make_llamacpp_reference.py
 /// → fixtures/smollm/llamacpp.json, made on an AVX-512 machine): the last position's logits within 6e-2 of the
 /// largest, on the default path and on `fast8` (8-bit activations), and 32 greedy tokens the same up to the
