@@ -267,6 +267,32 @@ impl Blocks<'_> {
     }
 }
 
+impl Blocks<'_> {
+    /// Rows r0..r1 (`kb` blocks each) times one activation row (x holds one): out[r − r0].
+    fn rows_times_one(self, r0: usize, r1: usize, kb: usize, x: &Q8Rows, out: &mut [f32], fast: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            let span = r0 * kb..r1 * kb;
+            assert!(out.len() == r1 - r0 && x.d.len() >= kb, "rows {r0}..{r1} into {} outputs", out.len());
+            // SAFETY: AVX2, FMA and F16C are there (`fast`); x holds kb blocks (checked), each row kb blocks.
+            unsafe {
+                match (self, x.wide) {
+                    (Blocks::Q4_1(b), false) => avx2::rows_q4_1(&b[span], kb, x, out),
+                    (Blocks::Q4_0(b), false) => avx2::rows_q4_0(&b[span], kb, x, out),
+                    (Blocks::Q8_0(b), false) => avx2::rows_q8_0(&b[span], kb, x, out),
+                    (Blocks::Q4_1(b), true) => avx2::rows_q4_1_w16(&b[span], kb, x, out),
+                    (Blocks::Q4_0(b), true) => avx2::rows_q4_0_w16(&b[span], kb, x, out),
+                    (Blocks::Q8_0(b), true) => avx2::rows_q8_0_w16(&b[span], kb, x, out),
+                }
+            }
+            return;
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.tile::<1, 1>(r0 + i, kb, x, [0], fast)[0][0];
+        }
+    }
+}
+
 /// Weight rows r0..r0 + RW of one matrix (`rows` in all) times every activation row, four at a time and then
 /// the rest one by one, each value through `put(b, r, v)`.
 #[inline(always)]
@@ -317,6 +343,14 @@ fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: 
             }
             let (blocks, rows) = mats[i];
             let r = g - first;
+            if n == 1 {
+                // A new token: this part's rows of this matrix in one call; out[i][r] is row r's value.
+                let r1 = rows.min(end - first);
+                // SAFETY: rows r..r1 of matrix i belong to this part alone.
+                blocks.rows_times_one(r, r1, kb, x, unsafe { dsts[i].part(r..r1) }, fast);
+                g = first + r1;
+                continue;
+            }
             // SAFETY (each write): element (b, r) of output i belongs to the part that owns global row g alone.
             let put = |b: usize, r: usize, v: f32| unsafe { dsts[i].part(b * rows + r..b * rows + r + 1)[0] = v };
             // Rows of this matrix that this part owns from r on.
