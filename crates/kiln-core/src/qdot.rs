@@ -271,7 +271,7 @@ impl Blocks<'_> {
     /// Rows r0..r1 (`kb` blocks each) times one activation row (x holds one): out[r − r0].
     fn rows_times_one(self, r0: usize, r1: usize, kb: usize, x: &Q8Rows, out: &mut [f32], fast: bool) {
         #[cfg(target_arch = "x86_64")]
-        if fast {
+        if fast && kb > 0 {
             let span = r0 * kb..r1 * kb;
             assert!(out.len() == r1 - r0 && x.d.len() >= kb, "rows {r0}..{r1} into {} outputs", out.len());
             // SAFETY: AVX2, FMA and F16C are there (`fast`); x holds kb blocks (checked), each row kb blocks.

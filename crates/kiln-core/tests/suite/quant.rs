@@ -296,6 +296,13 @@ fn matrix_keeps_its_shape_and_type() {
     assert_eq!(m.to_bytes().len(), DType::Q4_1.bytes_for(3 * 64).unwrap());
     let mut empty: [f32; 0] = [];
     m.matmul_t(&[], 0, &mut empty).unwrap();
+    // No columns: every product is 0, on the integer path too (one token and several).
+    let m = QMatrix::quantize(DType::Q4_1, 3, 0, &[]).unwrap();
+    for n in [1, 5] {
+        let mut out = vec![1.0; n * 3];
+        m.matmul_t_q8(&[], n, &mut out, &mut kiln_core::qdot::Q8Rows::default()).unwrap();
+        assert_eq!(out, vec![0.0; n * 3]);
+    }
 }
 
 /// Several matrices with one input in one parallel pass (`matmul_t_q8_many`, as q, k and v of a layer) give
