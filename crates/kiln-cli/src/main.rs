@@ -448,6 +448,22 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+    // `mpirun -np N kiln train ...`: this process is one rank of a data-parallel run (kiln::dist).
+    let ranks = match (&cli.command, kiln::dist::launched()) {
+        (_, None) | (Command::Train { print_config: true, .. }, _) => None,
+        (Command::Train { .. }, Some(_)) => kiln::dist::from_env().unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }),
+        (_, Some(l)) => {
+            eprintln!(
+                "error: started as rank {} of {} by an MPI launcher, but only `kiln train` runs over MPI: run this \
+                 command without mpirun",
+                l.rank, l.size
+            );
+            std::process::exit(1);
+        }
+    };
     let result = match cli.command {
         Command::Train { config, resume, run_dir, data, target, test_rows, set, print_config, .. }
             if resume.is_some()
@@ -489,6 +505,7 @@ fn main() {
             set,
             print_config,
             quiet,
+            ranks: ranks.clone(),
         }),
         Command::Cv { config, data, target, folds, set, output, resume } => {
             cv::cv(config.as_deref(), data.as_deref(), target.as_deref(), folds, &set, output.as_deref(), resume)
@@ -600,9 +617,23 @@ fn main() {
         Command::Report { run_dir } => report::report(&run_dir).map(|r| println!("wrote {}", r.display())),
     };
     if let Err(e) = result {
-        eprintln!("error: {e}");
         // Stopped by a signal: 128 + its number, as shells report an interrupted command.
         let sig = run_dir::SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
-        std::process::exit(if matches!(e, kiln::Error::Stopped(_)) && sig > 0 { 128 + sig } else { 1 });
+        let code = if matches!(e, kiln::Error::Stopped(_)) && sig > 0 { 128 + sig } else { 1 };
+        match &ranks {
+            None => eprintln!("error: {e}"),
+            // Every rank stops after the same step, and rank 0 says where its checkpoint is.
+            Some(r) if r.rank() == 0 || !matches!(e, kiln::Error::Stopped(_)) => {
+                eprintln!("error: rank {} of {}: {e}", r.rank(), r.size())
+            }
+            Some(_) => {}
+        }
+        if let Some(r) = &ranks {
+            // No rank is left waiting in a sum for this one.
+            r.abort(code);
+        }
+        std::process::exit(code);
     }
+    // Ends MPI (MPI_Finalize) on every rank.
+    drop(ranks);
 }

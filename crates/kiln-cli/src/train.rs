@@ -5,7 +5,8 @@
 //! every epoch (`checkpoint.safetensors`), whatever the configured callbacks write (best model, TensorBoard
 //! files) and the final model (`model.safetensors`); a table run also `split.csv`. `kiln train --resume
 //! RUN_DIR` continues a run from its checkpoint; SIGINT or SIGTERM makes training finish its step and
-//! checkpoint before exiting.
+//! checkpoint before exiting. Under `mpirun -np N` each process is one rank of a data-parallel run
+//! (kiln::dist): rank 0 makes and writes the run folder; the others write nothing of it.
 
 use kiln::callbacks::Callback;
 use kiln::checkpoint::Progress;
@@ -32,6 +33,8 @@ pub struct TrainArgs {
     pub set: Vec<String>,
     pub print_config: bool,
     pub quiet: bool,
+    /// The ranks of an `mpirun` launch this process is one of.
+    pub ranks: Option<kiln::dist::Shared>,
 }
 
 /// The config a command names: a file, a run folder's (`--resume`), or a table's defaults (`--data FILE
@@ -142,6 +145,17 @@ pub struct Run {
     pub callbacks: Vec<Box<dyn Callback>>,
     pub output: Option<PathBuf>,
     pub quiet: bool,
+    /// A rank other than 0: `dir` is a folder of its own, removed when the run ends, and nothing is saved.
+    pub follower: bool,
+    pub ranks: Option<kiln::dist::Shared>,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if self.follower {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 impl Run {
@@ -171,7 +185,7 @@ impl Run {
     /// A run that failed before its first checkpoint (a mistake found once the data was read) leaves no
     /// folder behind: the files it wrote are removed, and the folder if that empties it.
     pub fn abandon(&self) {
-        if self.dir.join(CHECKPOINT).exists() {
+        if self.follower || self.dir.join(CHECKPOINT).exists() {
             return;
         }
         for f in [CONFIG, "run.json", "split.csv", crate::run_dir::LOG_CSV, crate::run_dir::LOG_JSONL] {
@@ -182,6 +196,9 @@ impl Run {
 
     /// Saves the model in the run folder and where `--output`/`[output] model` asks.
     pub fn save(&self, model: &Sequential) -> Result<()> {
+        if self.follower {
+            return Ok(());
+        }
         model.save(self.dir.join(MODEL))?;
         if let Some(o) = &self.output {
             model.save(o)?;
@@ -218,6 +235,11 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     let cfg = cfg.resolved();
     cfg.check_train().map_err(|e| cfg.in_file(e))?;
+    if a.ranks.is_some() && cfg.kind()? == DataKind::Interactions {
+        return Err(Error::Invalid(
+            "a recommendation model (data.kind = \"interactions\") trains in one process: run it without mpirun".into(),
+        ));
+    }
     match cfg.kind()? {
         DataKind::Images => images(&cfg, &a),
         DataKind::Table => table(&cfg, &a),
@@ -230,6 +252,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
 /// callbacks and the checkpoint to continue from. Called once the config and data have been checked, so a
 /// mistake leaves no folder behind.
 pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
+    if let Some(ranks) = a.ranks.as_ref().filter(|r| r.rank() != 0) {
+        return follower_run(cfg, a, ranks);
+    }
     if a.config.is_none() && a.resume.is_none() && !a.quiet {
         println!("config used (save it and edit it to change anything):\n\n{}", cfg.to_toml());
     }
@@ -267,7 +292,34 @@ pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
         println!("run folder: {}", dir.display());
     }
     on_signal_stop();
-    Ok(Run { dir, resume, callbacks, output, quiet: a.quiet })
+    Ok(Run { dir, resume, callbacks, output, quiet: a.quiet, follower: false, ranks: a.ranks.clone() })
+}
+
+/// The run of a rank other than 0: it reads the checkpoint to continue from (`--resume`), prints nothing,
+/// and its callbacks (rank 0's, so that early stopping and learning-rate changes agree) write into a folder
+/// of its own under the system's temporary folder, removed when the run ends.
+fn follower_run(cfg: &Config, a: &TrainArgs, ranks: &kiln::dist::Shared) -> Result<Run> {
+    let resume = match &a.resume {
+        Some(d) => Some(crate::run_dir::checkpoint_to_resume(d, cfg.train.epochs())?),
+        None => None,
+    };
+    let dir = std::env::temp_dir().join(format!("kiln-rank{}-{}", ranks.rank(), std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.display().to_string(), message: e.to_string() })?;
+    let mut run = Run {
+        dir,
+        resume,
+        callbacks: Vec::new(),
+        output: None,
+        quiet: true,
+        follower: true,
+        ranks: Some(ranks.clone()),
+    };
+    run.callbacks = crate::run_dir::loggers(&run.dir);
+    for c in &cfg.callbacks {
+        run.callbacks.push(c.build(&run.dir)?);
+    }
+    on_signal_stop();
+    Ok(run)
 }
 
 /// An image run: MNIST's training images (the last `validation_split` held out), its test images scored.
@@ -280,7 +332,7 @@ fn images(cfg: &Config, a: &TrainArgs) -> Result<()> {
     if let Some((m, p)) = run.resume.take() {
         model = m;
         progress = Some(p);
-    } else if !a.quiet {
+    } else if !run.quiet {
         print!("{}", model.summary());
     }
     let mut stop = cfg.early_stopping();
@@ -290,13 +342,17 @@ fn images(cfg: &Config, a: &TrainArgs) -> Result<()> {
         callbacks.push(s);
     }
     let opts = FitOptions {
-        verbose: !a.quiet,
+        verbose: !run.quiet,
         checkpoint: Some(run.dir.join(CHECKPOINT)),
         resume: progress,
+        collective: run.ranks.clone(),
         ..cfg.fit_options()
     };
     let history = model.fit_with(&train.x, &ytrain, opts, &mut callbacks).map_err(|e| run.stopped(e))?;
     drop(callbacks);
+    if run.follower {
+        return Ok(());
+    }
     let scores = model.evaluate(&test.x, &ytest, 1000)?;
     let secs: f64 = history.epochs.iter().map(|e| e.seconds).sum::<f64>() / history.epochs.len().max(1) as f64;
     println!("test {scores} ({} samples, {secs:.1} s per epoch)", test.x.rows());
@@ -329,9 +385,13 @@ fn table(cfg: &Config, a: &TrainArgs) -> Result<()> {
         callbacks: std::mem::take(&mut run.callbacks),
         checkpoint: Some(run.checkpoint()),
         resume: run.resume.take(),
+        collective: run.ranks.clone(),
     };
     let start = std::time::Instant::now();
     let model = tabular::fit_rows_in(cfg, &table, &types, &train, !run.quiet, files).map_err(|e| run.stopped(e))?;
+    if run.follower {
+        return Ok(());
+    }
     let secs = start.elapsed().as_secs_f64();
     let prep = model.preparation().cloned().expect("set by fit_rows");
     if !run.quiet {

@@ -9,6 +9,8 @@ use kiln_core::{Error, MAX_RANK, Result, Tensor};
 
 impl Sequential {
     /// Loss and metrics over the samples `idx`, on a lent tape (training's tape and state stay as they are).
+    /// With `peers`, each rank scores its shard of `idx` and the sums are shared: every rank gets the scores
+    /// of all of `idx`.
     pub(crate) fn evaluate_indices(
         &self,
         x: &Inputs,
@@ -16,7 +18,12 @@ impl Sequential {
         idx: &[usize],
         batch: usize,
         scratch: &mut Scratch,
+        peers: Option<&dyn crate::dist::Collective>,
     ) -> Result<Evaluation> {
+        let idx = match peers {
+            Some(p) => &idx[crate::dist::shard(idx.len(), p.rank(), p.size())],
+            None => idx,
+        };
         let (_, metrics) = self.compiled_parts("evaluate")?;
         let config = &self.compiled.as_ref().expect("checked by compiled_parts").0;
         let mut totals = Totals::new(self.state_len());
@@ -36,6 +43,7 @@ impl Sequential {
                         scratch,
                         None,
                         None,
+                        None,
                     )?;
                 }
                 Ok::<_, Error>(())
@@ -44,6 +52,9 @@ impl Sequential {
             std::mem::swap(&mut scratch.flows, &mut tape.flows);
             r
         })?;
+        if let Some(p) = peers {
+            totals.sum_over(p)?;
+        }
         Ok(Evaluation { loss: totals.loss(), metrics: totals.named(&metrics, &self.output_widths()) })
     }
 
@@ -52,7 +63,7 @@ impl Sequential {
         self.check_x(&x, "evaluate")?;
         let targets = self.check_targets(&x, &y, "evaluate")?;
         let idx: Vec<usize> = (0..x.rows()).collect();
-        self.evaluate_indices(&x, &targets, &idx, batch_size, &mut Scratch::default())
+        self.evaluate_indices(&x, &targets, &idx, batch_size, &mut Scratch::default(), None)
     }
 
     pub(crate) fn predict_inner(&self, x: Inputs, batch_size: usize) -> Result<Vec<Tensor>> {

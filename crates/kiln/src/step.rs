@@ -1,9 +1,10 @@
 //! One batch on a tape: the model's forward pass, each output's loss (weighted and summed), backward, the
 //! optimizer step, and the batch's metrics. `fit` (train.rs) runs it on the model's own tape; `evaluate`
 //! (infer.rs) on a lent one, without the optimizer. Buffers live in `Scratch`, so a steady-state step does
-//! not allocate.
+//! not allocate. With several ranks (dist.rs), `apply_step` sums the gradients over them before the step.
 
 use crate::data::augment::Augment;
+use crate::dist::Collective;
 use crate::metrics::Metric;
 use crate::model::{CompileConfig, Flows, Net, Sequential};
 use crate::optim::Optimizer;
@@ -26,6 +27,18 @@ pub(crate) struct Scratch {
     pub(crate) augment: Vec<f32>,
     pub(crate) trainable: Vec<bool>,
     pub(crate) flows: Flows,
+    /// Every rank's trainable gradients, one after another, for one sum (data-parallel training).
+    pub(crate) flat: Vec<f32>,
+    /// Whether any rank's stop flag was up when the last step's sums were taken.
+    pub(crate) stop_all: bool,
+}
+
+/// A training step that is one rank's share of a global batch.
+#[derive(Clone, Copy)]
+pub(crate) struct Share<'a> {
+    pub(crate) peers: &'a dyn Collective,
+    /// Samples in the global batch (every rank's together).
+    pub(crate) global: usize,
 }
 
 /// Sums over the samples seen so far.
@@ -38,6 +51,17 @@ pub(crate) struct Totals {
 impl Totals {
     pub(crate) fn new(n: usize) -> Self {
         Totals::reusing(Vec::new(), n)
+    }
+    /// Sums the totals of every rank into each: the epoch's loss and metrics over all ranks' samples (every
+    /// slot is a sum, confusion matrices too).
+    pub(crate) fn sum_over(&mut self, peers: &dyn Collective) -> Result<()> {
+        let mut buf = Vec::with_capacity(2 + self.metrics.len());
+        buf.extend([self.loss, self.seen as f64]);
+        buf.extend_from_slice(&self.metrics);
+        peers.sum_f64(&mut buf)?;
+        (self.loss, self.seen) = (buf[0], buf[1] as usize);
+        self.metrics.copy_from_slice(&buf[2..]);
+        Ok(())
     }
     /// Starts from zero in a buffer from an earlier batch.
     pub(crate) fn reusing(mut buf: Vec<f64>, n: usize) -> Self {
@@ -91,7 +115,8 @@ fn named_metrics(metrics: &[Metric], slots: &[f64], seen: f64, prefix: &str) -> 
 
 impl Sequential {
     /// One batch on the tape `g`: forward, loss, and with an optimizer, backward and a step. Adds to
-    /// `totals` and returns the batch's loss. `augment` changes the gathered images first. Takes the
+    /// `totals` and returns the batch's loss (the global batch's, with a `share`: see `apply_step`).
+    /// `augment` changes the gathered images first. Takes the
     /// model's parts rather than the model, so that training runs on the model's own tape and evaluation
     /// on a lent one through the same code.
     #[allow(clippy::too_many_arguments)]
@@ -107,6 +132,7 @@ impl Sequential {
         scratch: &mut Scratch,
         augment: Option<(&Augment, &mut Rng)>,
         sample_weights: Option<&[f32]>,
+        share: Option<Share>,
     ) -> Result<f64> {
         let train = opt.is_some();
         let n = idx.len();
@@ -198,27 +224,9 @@ impl Sequential {
                 }
             }
         }
+        let mut step_loss = loss_value;
         if let Some(opt) = opt {
-            if !loss_value.is_finite() {
-                g.zero_grads();
-                return Err(Error::Stopped(format!(
-                    "the loss became {loss_value} at step {} (not applied): lower the learning rate or check the data",
-                    opt.iterations() + 1
-                )));
-            }
-            let (params, grads) = g.params_and_grads_mut();
-            if let Some(s) = &config.schedule {
-                opt.config.set_learning_rate(s.at(config.optimizer.learning_rate(), opt.iterations()));
-            }
-            if !config.clip.is_none() {
-                let trainable: &mut Vec<bool> = &mut scratch.trainable;
-                trainable.clear();
-                trainable.extend(params.iter().map(|p| p.trainable));
-                config.clip.apply(grads, trainable);
-            }
-            // Here, between backward and the step, is where data-parallel training reduces the gradients.
-            opt.step(params, grads);
-            g.zero_grads();
+            step_loss = apply_step(g, config, opt, scratch, share, n, loss_value)?;
         }
         // Each output's metrics, in slots after the outputs' losses (several outputs).
         let mut at = loss_slots(net.outputs.len());
@@ -248,8 +256,71 @@ impl Sequential {
         }
         totals.loss += loss_value * n as f64;
         totals.seen += n;
-        Ok(loss_value)
+        Ok(step_loss)
     }
+}
+
+/// The optimizer's step once backward has run: the learning rate's schedule, clipping and the step. With a
+/// `share`, the gradients and the loss are first summed over the ranks, each rank's weighted by its share
+/// of the global batch (n / global: its gradients are means over its n samples), so every rank steps as
+/// one process would on the whole batch, and clipping sees the global gradients. The sums also carry each
+/// rank's stop flag (`Scratch::stop_all`), so that all stop after the same step. `n` may be 0: a rank with
+/// no samples in a short last batch still takes part in the sums. Returns the (global) batch loss.
+pub(crate) fn apply_step(
+    g: &mut Graph<f32>,
+    config: &CompileConfig,
+    opt: &mut Optimizer,
+    scratch: &mut Scratch,
+    share: Option<Share>,
+    n: usize,
+    loss: f64,
+) -> Result<f64> {
+    let mut loss = loss;
+    if let Some(s) = share {
+        let w = n as f32 / s.global as f32;
+        let (params, grads) = g.params_and_grads_mut();
+        let flat = &mut scratch.flat;
+        flat.clear();
+        for (p, grad) in params.iter().zip(grads.iter()) {
+            if p.trainable {
+                flat.extend(grad.iter().map(|v| v * w));
+            }
+        }
+        s.peers.sum_f32(flat)?;
+        let mut at = 0;
+        for (p, grad) in params.iter().zip(grads.iter_mut()) {
+            if p.trainable {
+                let len = grad.len();
+                grad.copy_from_slice(&flat[at..at + len]);
+                at += len;
+            }
+        }
+        let stop = crate::train::stop_flag().load(std::sync::atomic::Ordering::SeqCst);
+        let mut small = [loss * n as f64, f64::from(u8::from(stop))];
+        s.peers.sum_f64(&mut small)?;
+        loss = small[0] / s.global as f64;
+        scratch.stop_all = small[1] > 0.0;
+    }
+    if !loss.is_finite() {
+        g.zero_grads();
+        return Err(Error::Stopped(format!(
+            "the loss became {loss} at step {} (not applied): lower the learning rate or check the data",
+            opt.iterations() + 1
+        )));
+    }
+    let (params, grads) = g.params_and_grads_mut();
+    if let Some(s) = &config.schedule {
+        opt.config.set_learning_rate(s.at(config.optimizer.learning_rate(), opt.iterations()));
+    }
+    if !config.clip.is_none() {
+        let trainable: &mut Vec<bool> = &mut scratch.trainable;
+        trainable.clear();
+        trainable.extend(params.iter().map(|p| p.trainable));
+        config.clip.apply(grads, trainable);
+    }
+    opt.step(params, grads);
+    g.zero_grads();
+    Ok(loss)
 }
 
 /// buf[k] = rows idx[k] of `src` (rows of `w` values).

@@ -242,6 +242,8 @@ pub struct RunFiles {
     /// A checkpoint of this run (`Sequential::load_checkpoint`): training continues from it, on the same
     /// rows, as if it had never stopped.
     pub resume: Option<(Sequential, crate::checkpoint::Progress)>,
+    /// This process is one rank of a data-parallel job (`FitOptions::collective`).
+    pub collective: Option<crate::dist::Shared>,
 }
 
 /// `fit_rows` in a run folder: see `RunFiles`.
@@ -287,6 +289,7 @@ pub fn fit_rows_in(
         class_weight: class_weight_by_index(cfg.train.class_weight.as_ref(), prep.task())?,
         checkpoint: run.checkpoint,
         resume: progress,
+        collective: run.collective,
         ..cfg.fit_options()
     };
     let mut given = run.callbacks;

@@ -1,6 +1,7 @@
 //! One setting for how many threads kiln computes on: `--threads N` on the command line, or the
 //! `KILN_THREADS` environment variable, or else every core. It sizes rayon's pool (where every parallel
-//! kernel runs) and the number of parts kernels split their work into.
+//! kernel runs) and the number of parts kernels split their work into. Ranks that `mpirun` started on one
+//! machine share its cores: each gets cores / ranks unless told.
 
 use kiln_core::{Error, Result};
 
@@ -32,10 +33,13 @@ pub fn configure(n: Option<usize>) -> Result<usize> {
         Some(n) => Some(n),
         None => from_env()?,
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Ranks launched together on one machine share its cores.
+    let want =
+        want.or_else(|| crate::dist::launched().filter(|l| l.local_size > 1).map(|l| (cores / l.local_size).max(1)));
     let Some(want) = want else {
         return Ok(rayon::current_num_threads());
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if want > MAX.max(cores) {
         return Err(Error::Config(format!(
             "{want} threads is more than kiln runs on (at most {}; this machine has {cores} cores)",

@@ -12,7 +12,7 @@ use crate::loss::Loss;
 use crate::metrics::Metric;
 use crate::model::{Model, Sequential};
 use crate::nn::fmt_shape;
-use crate::step::{Scratch, Totals};
+use crate::step::{Scratch, Share, Totals};
 use kiln_core::{Error, Result, Rng, Tensor};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +61,14 @@ pub struct FitOptions<'a> {
     /// sample's class is its label for sparse targets, the argmax of one-hot targets, t > 0.5 for a single
     /// sigmoid output. Validation losses are not weighted.
     pub class_weight: Option<ClassWeight>,
+    /// Data-parallel training (see `dist`): this process is one rank of several, each taking its shard of
+    /// every batch of `batch_size` (the global batch) and summing gradients with the others before each
+    /// step, so the ranks step alike. Give every rank the same data, seed and options; rank 0 writes the
+    /// checkpoint, and file-writing callbacks belong on rank 0 only. The validation samples are scored in
+    /// shards too. Dropout and augmentation draw from streams of each rank's own; batch normalization's
+    /// moving statistics are each rank's own (rank 0's are saved), as in PyTorch's DistributedDataParallel
+    /// without SyncBatchNorm. `dist::from_env` gives the collective of an `mpirun` launch.
+    pub collective: Option<crate::dist::Shared>,
 }
 
 impl Default for FitOptions<'_> {
@@ -77,6 +85,7 @@ impl Default for FitOptions<'_> {
             checkpoint: None,
             resume: None,
             class_weight: None,
+            collective: None,
         }
     }
 }
@@ -282,12 +291,22 @@ impl Sequential {
         scratch: &mut Scratch,
         augment: Option<(&Augment, &mut Rng)>,
         sample_weights: Option<&[f32]>,
+        share: Option<Share>,
     ) -> Result<f64> {
         let Some((config, opt)) = self.compiled.as_mut() else {
             return Err(Error::Config("fit: call compile(optimizer, loss, metrics) first".into()));
         };
         let (net, g) = (&self.net, &mut self.graph);
-        Model::run_batch(net, g, config, Some(opt), x, y, idx, totals, scratch, augment, sample_weights)
+        Model::run_batch(net, g, config, Some(opt), x, y, idx, totals, scratch, augment, sample_weights, share)
+    }
+
+    /// The step of a rank with no samples in a (short, last) global batch: it adds zero gradients to the
+    /// others' sums and takes the same step.
+    fn idle_step(&mut self, scratch: &mut Scratch, share: Option<Share>) -> Result<f64> {
+        let Some((config, opt)) = self.compiled.as_mut() else {
+            return Err(Error::Config("fit: call compile(optimizer, loss, metrics) first".into()));
+        };
+        crate::step::apply_step(&mut self.graph, config, opt, scratch, share, 0, 0.0)
     }
 
     /// Quantized weights are for inference: training refuses them before its first step.
@@ -311,7 +330,7 @@ impl Sequential {
         idx.extend(0..x.rows());
         let n_metrics = self.state_len();
         let mut totals = Totals::reusing(std::mem::take(&mut scratch.totals), n_metrics);
-        let result = self.train_batch(&x, &targets, &idx, &mut totals, &mut scratch, None, None);
+        let result = self.train_batch(&x, &targets, &idx, &mut totals, &mut scratch, None, None, None);
         let loss = totals.loss();
         scratch.idx = idx;
         scratch.totals = totals.metrics;
@@ -330,6 +349,12 @@ impl Sequential {
         self.check_trainable("fit")?;
         if opts.batch_size == 0 {
             return Err(Error::Config("fit: batch_size must be positive".into()));
+        }
+        let ranks = opts.collective.clone();
+        let peers = ranks.as_deref();
+        let (rank, size) = peers.map_or((0, 1), |p| (p.rank(), p.size()));
+        if opts.batch_size < size {
+            return Err(crate::dist::too_small(opts.batch_size, size));
         }
         if !(0.0..1.0).contains(&opts.validation_split) {
             return Err(Error::Config(format!("fit: validation_split {} must be in [0, 1)", opts.validation_split)));
@@ -411,6 +436,9 @@ impl Sequential {
                 }
             }
         }
+        if let Some(p) = peers {
+            self.take_weights_of_rank_0(p)?;
+        }
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self)?;
         }
@@ -425,22 +453,34 @@ impl Sequential {
             if opts.shuffle {
                 Rng::new(epoch_seed(opts.seed, epoch, 0)).shuffle(&mut order);
             }
-            self.graph.seed(epoch_seed(opts.seed, epoch, 1));
-            let mut aug_rng = Rng::new(epoch_seed(opts.seed, epoch, 2));
+            // Each rank draws dropout and augmentation from streams of its own (rank 0 those of one process).
+            let own = (rank as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            self.graph.seed(epoch_seed(opts.seed, epoch, 1) ^ own);
+            let mut aug_rng = Rng::new(epoch_seed(opts.seed, epoch, 2) ^ own);
             let mut totals = Totals::new(self.state_len());
             let mut skip = 0;
             if let Some(p) = opts.resume.as_ref().filter(|p| p.epoch + 1 == epoch && p.step_in_epoch > 0) {
                 skip = p.step_in_epoch;
                 *self.graph.rng() = Rng::from_state(p.rng.dropout);
                 aug_rng = Rng::from_state(p.rng.augment);
-                (totals.loss, totals.seen) = (p.partial_loss, p.partial_seen);
-                totals.metrics.clone_from(&p.partial_metrics);
+                // The checkpoint's sums are every rank's (summed before it was written): counted once.
+                if rank == 0 {
+                    (totals.loss, totals.seen) = (p.partial_loss, p.partial_seen);
+                    totals.metrics.clone_from(&p.partial_metrics);
+                }
             }
             let bar = opts.verbose.then(|| progress_bar(epoch, opts.epochs, steps));
-            for (step, idx) in order.chunks(opts.batch_size).enumerate().skip(skip) {
+            for (step, batch) in order.chunks(opts.batch_size).enumerate().skip(skip) {
                 let aug = augment.map(|a| (a, &mut aug_rng));
                 let sw = sample_weights.as_deref();
-                let batch_loss = match self.train_batch(&x, &targets, idx, &mut totals, &mut scratch, aug, sw) {
+                let idx = &batch[crate::dist::shard(batch.len(), rank, size)];
+                let share = peers.map(|p| Share { peers: p, global: batch.len() });
+                let result = if idx.is_empty() {
+                    self.idle_step(&mut scratch, share)
+                } else {
+                    self.train_batch(&x, &targets, idx, &mut totals, &mut scratch, aug, sw, share)
+                };
+                let batch_loss = match result {
                     Ok(l) => l,
                     Err(Error::Stopped(m)) => {
                         let kept = match &last_checkpoint {
@@ -468,9 +508,12 @@ impl Sequential {
                         bar.set_message(format!("{msg} - {rate:.0} samples/s"));
                     }
                 }
-                if step + 1 < steps && STOP.swap(false, Ordering::SeqCst) {
+                if step + 1 < steps && stop_asked(peers.is_some(), &scratch) {
                     if let Some(bar) = &bar {
                         bar.finish_and_clear();
+                    }
+                    if let Some(p) = peers {
+                        totals.sum_over(p)?;
                     }
                     let mut p = self.progress(&opts, epoch - 1, &history, callbacks);
                     p.step_in_epoch = step + 1;
@@ -479,7 +522,9 @@ impl Sequential {
                         (totals.loss, totals.seen, totals.metrics.clone());
                     let kept = match &opts.checkpoint {
                         Some(path) => {
-                            self.save_checkpoint(path, &p)?;
+                            if rank == 0 {
+                                self.save_checkpoint(path, &p)?;
+                            }
                             format!("; saved {} (resume from there)", path.display())
                         }
                         None => String::new(),
@@ -490,11 +535,14 @@ impl Sequential {
                     )));
                 }
             }
+            if let Some(p) = peers {
+                totals.sum_over(p)?;
+            }
             let train_secs = start.elapsed().as_secs_f64();
             let (val_loss, val_metrics) = match &val {
                 Some((vx, vt, range)) => {
                     let idx: Vec<usize> = range.clone().collect();
-                    let e = self.evaluate_indices(vx, vt, &idx, 1000, &mut scratch)?;
+                    let e = self.evaluate_indices(vx, vt, &idx, 1000, &mut scratch, peers)?;
                     (Some(e.loss), e.metrics)
                 }
                 None => (None, Vec::new()),
@@ -520,13 +568,22 @@ impl Sequential {
             for cb in callbacks.iter_mut() {
                 stop |= cb.on_epoch_end(self, &log)? == Signal::Stop;
             }
+            if let Some(p) = peers {
+                // The logs are the same on every rank, so their callbacks agree; a callback that reads
+                // something else (the clock) stops every rank, not one.
+                let mut any = [f64::from(u8::from(stop))];
+                p.sum_f64(&mut any)?;
+                stop = any[0] > 0.0;
+            }
             if let Some(path) = &opts.checkpoint {
-                let p = self.progress(&opts, epoch, &history, callbacks);
-                self.save_checkpoint(path, &p)?;
+                if rank == 0 {
+                    let p = self.progress(&opts, epoch, &history, callbacks);
+                    self.save_checkpoint(path, &p)?;
+                }
                 last_checkpoint = Some((path.clone(), epoch));
             }
             // A stop asked for during the epoch's last step is carried out here, after its checkpoint.
-            if !stop && epoch < opts.epochs && STOP.swap(false, Ordering::SeqCst) {
+            if !stop && epoch < opts.epochs && stop_asked(peers.is_some(), &scratch) {
                 let kept = match &opts.checkpoint {
                     Some(path) => format!("; saved {} (resume from there)", path.display()),
                     None => String::new(),
@@ -547,6 +604,28 @@ impl Sequential {
         Ok(history)
     }
 
+    /// Every rank starts from rank 0's weights (moving statistics too), whatever made them differ (a
+    /// multi-threaded pretraining, a file read on one machine): rank 0 adds its values to the others' zeros.
+    fn take_weights_of_rank_0(&mut self, peers: &dyn crate::dist::Collective) -> Result<()> {
+        let (params, _) = self.graph.params_and_grads_mut();
+        let mut flat: Vec<f32> = Vec::with_capacity(params.iter().map(|p| p.value.len()).sum());
+        for p in params.iter() {
+            if peers.rank() == 0 {
+                flat.extend_from_slice(&p.value);
+            } else {
+                flat.resize(flat.len() + p.value.len(), 0.0);
+            }
+        }
+        peers.sum_f32(&mut flat)?;
+        let mut at = 0;
+        for p in params.iter_mut() {
+            let n = p.value.len();
+            p.value.copy_from_slice(&flat[at..at + n]);
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Where training stands after `epochs_done` whole epochs.
     fn progress(
         &self,
@@ -565,6 +644,18 @@ impl Sequential {
             ..Default::default()
         }
     }
+}
+
+/// Whether a stop was asked for (`stop_flag`), clearing it. With ranks, what the last step's sums said (a
+/// flag up on any rank), so that every rank stops after the same step, whenever the signal came.
+fn stop_asked(ranks: bool, scratch: &Scratch) -> bool {
+    if !ranks {
+        return STOP.swap(false, Ordering::SeqCst);
+    }
+    if scratch.stop_all {
+        STOP.store(false, Ordering::SeqCst);
+    }
+    scratch.stop_all
 }
 
 /// The class of each of the first `n` samples (see `FitOptions::class_weight`).

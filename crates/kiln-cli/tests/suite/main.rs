@@ -7,6 +7,7 @@ mod crash;
 mod cv_search;
 mod explain;
 mod generate;
+mod mpi;
 mod pretrained;
 mod recommend;
 mod serve;
