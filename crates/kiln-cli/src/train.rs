@@ -303,7 +303,9 @@ fn follower_run(cfg: &Config, a: &TrainArgs, ranks: &kiln::dist::Shared) -> Resu
         Some(d) => Some(crate::run_dir::checkpoint_to_resume(d, cfg.train.epochs())?),
         None => None,
     };
-    let dir = std::env::temp_dir().join(format!("kiln-rank{}-{}", ranks.rank(), std::process::id()));
+    let tmp = std::env::temp_dir();
+    sweep_dead_followers(&tmp);
+    let dir = tmp.join(format!("kiln-rank{}-{}", ranks.rank(), std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.display().to_string(), message: e.to_string() })?;
     let mut run = Run {
         dir,
@@ -320,6 +322,21 @@ fn follower_run(cfg: &Config, a: &TrainArgs, ranks: &kiln::dist::Shared) -> Resu
     }
     on_signal_stop();
     Ok(run)
+}
+
+/// Removes the folders of followers that ended without removing theirs (a rank killed, or ended by another
+/// rank's `MPI_Abort`): `kiln-rankR-PID` whose process is gone.
+fn sweep_dead_followers(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix("kiln-rank")).and_then(|n| n.split_once('-'));
+        if let Some((_, pid)) = pid.filter(|(r, p)| r.parse::<u32>().is_ok() && p.parse::<u32>().is_ok()) {
+            if cfg!(target_os = "linux") && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// An image run: MNIST's training images (the last `validation_split` held out), its test images scored.
