@@ -628,9 +628,16 @@ fn main() {
             }
             Some(_) => {}
         }
-        if let Some(r) = &ranks {
-            // No rank is left waiting in a sum for this one.
-            r.abort(code);
+        if let Some(r) = ranks {
+            if !matches!(e, kiln::Error::Stopped(_)) {
+                // No rank is left waiting in a sum for this one.
+                r.abort(code);
+            }
+            // Every rank stopped after the same step (the stop flags and the loss are summed): none exits
+            // before rank 0 has written its checkpoint and said so, since mpirun ends the job when one rank
+            // exits with an error.
+            let _ = r.sum_f64(&mut [0.0]);
+            drop(r);
         }
         std::process::exit(code);
     }

@@ -6,7 +6,7 @@
 //! files) and the final model (`model.safetensors`); a table run also `split.csv`. `kiln train --resume
 //! RUN_DIR` continues a run from its checkpoint; SIGINT or SIGTERM makes training finish its step and
 //! checkpoint before exiting. Under `mpirun -np N` each process is one rank of a data-parallel run
-//! (kiln::dist): rank 0 makes and writes the run folder; the others write nothing of it.
+//! (kiln::dist): rank 0 makes and writes the run folder; the others write nothing.
 
 use kiln::callbacks::Callback;
 use kiln::checkpoint::Progress;
@@ -145,17 +145,9 @@ pub struct Run {
     pub callbacks: Vec<Box<dyn Callback>>,
     pub output: Option<PathBuf>,
     pub quiet: bool,
-    /// A rank other than 0: `dir` is a folder of its own, removed when the run ends, and nothing is saved.
+    /// A rank other than 0 (`follower_run`): it writes nothing.
     pub follower: bool,
     pub ranks: Option<kiln::dist::Shared>,
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if self.follower {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
 }
 
 impl Run {
@@ -168,7 +160,8 @@ impl Run {
     pub fn stopped(&self, e: Error) -> Error {
         match e {
             Error::Stopped(m) if self.dir.join(CHECKPOINT).exists() => {
-                Error::Stopped(format!("{m}; continue with: kiln train --resume {}", self.dir.display()))
+                let launch = self.ranks.as_ref().map(|r| format!("mpirun -np {} ", r.size())).unwrap_or_default();
+                Error::Stopped(format!("{m}; continue with: {launch}kiln train --resume {}", self.dir.display()))
             }
             // Stopped before the first checkpoint (a loss that became NaN in epoch 1): nothing to resume.
             Error::Stopped(m) => {
@@ -295,48 +288,22 @@ pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
     Ok(Run { dir, resume, callbacks, output, quiet: a.quiet, follower: false, ranks: a.ranks.clone() })
 }
 
-/// The run of a rank other than 0: it reads the checkpoint to continue from (`--resume`), prints nothing,
-/// and its callbacks (rank 0's, so that early stopping and learning-rate changes agree) write into a folder
-/// of its own under the system's temporary folder, removed when the run ends.
+/// The run of a rank other than 0: it reads the checkpoint to continue from (`--resume`), prints and
+/// writes nothing, and runs only the configured callbacks that steer training (early stopping, learning-rate
+/// changes), so that they agree with rank 0's; the files are rank 0's to write.
 fn follower_run(cfg: &Config, a: &TrainArgs, ranks: &kiln::dist::Shared) -> Result<Run> {
     let resume = match &a.resume {
         Some(d) => Some(crate::run_dir::checkpoint_to_resume(d, cfg.train.epochs())?),
         None => None,
     };
-    let tmp = std::env::temp_dir();
-    sweep_dead_followers(&tmp);
-    let dir = tmp.join(format!("kiln-rank{}-{}", ranks.rank(), std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.display().to_string(), message: e.to_string() })?;
-    let mut run = Run {
-        dir,
-        resume,
-        callbacks: Vec::new(),
-        output: None,
-        quiet: true,
-        follower: true,
-        ranks: Some(ranks.clone()),
-    };
-    run.callbacks = crate::run_dir::loggers(&run.dir);
-    for c in &cfg.callbacks {
-        run.callbacks.push(c.build(&run.dir)?);
+    // Rank 0's folder when it was named; only messages that followers do not print use it.
+    let dir = a.resume.clone().or_else(|| a.run_dir.clone()).unwrap_or_default();
+    let mut callbacks = Vec::new();
+    for c in cfg.callbacks.iter().filter(|c| c.steers_training()) {
+        callbacks.push(c.build(&dir)?);
     }
     on_signal_stop();
-    Ok(run)
-}
-
-/// Removes the folders of followers that ended without removing theirs (a rank killed, or ended by another
-/// rank's `MPI_Abort`): `kiln-rankR-PID` whose process is gone.
-fn sweep_dead_followers(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let pid = name.to_str().and_then(|n| n.strip_prefix("kiln-rank")).and_then(|n| n.split_once('-'));
-        if let Some((_, pid)) = pid.filter(|(r, p)| r.parse::<u32>().is_ok() && p.parse::<u32>().is_ok()) {
-            if cfg!(target_os = "linux") && !Path::new("/proc").join(pid).exists() {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
+    Ok(Run { dir, resume, callbacks, output: None, quiet: true, follower: true, ranks: Some(ranks.clone()) })
 }
 
 /// An image run: MNIST's training images (the last `validation_split` held out), its test images scored.
@@ -383,7 +350,7 @@ fn table(cfg: &Config, a: &TrainArgs) -> Result<()> {
     let types = cfg.types(&table)?;
     let (test, train) = tabular::split(cfg, &table, &types)?;
     let mut run = open_run(cfg, a)?;
-    if run.resume.is_none() {
+    if run.resume.is_none() && !run.follower {
         // Which rows of the file were test, training and validation rows (and repeated rows that
         // drop_duplicates left out), so that other tools (examples' baselines, scores on the validation rows)
         // can use the same split.

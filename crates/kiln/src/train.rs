@@ -67,7 +67,10 @@ pub struct FitOptions<'a> {
     /// checkpoint, and file-writing callbacks belong on rank 0 only. The validation samples are scored in
     /// shards too. Dropout and augmentation draw from streams of each rank's own; batch normalization's
     /// moving statistics are each rank's own (rank 0's are saved), as in PyTorch's DistributedDataParallel
-    /// without SyncBatchNorm. `dist::from_env` gives the collective of an `mpirun` launch.
+    /// without SyncBatchNorm. `dist::from_env` gives the collective of an `mpirun` launch. An error that only
+    /// one rank meets (its own file, a callback of its own) leaves the others waiting in their next sum:
+    /// end the job then (`Collective::abort`), as the kiln command does. Errors from the sums' values (a
+    /// NaN loss) and stops (`stop_flag`, early stopping) come to every rank after the same step.
     pub collective: Option<crate::dist::Shared>,
 }
 
@@ -461,8 +464,16 @@ impl Sequential {
             let mut skip = 0;
             if let Some(p) = opts.resume.as_ref().filter(|p| p.epoch + 1 == epoch && p.step_in_epoch > 0) {
                 skip = p.step_in_epoch;
-                *self.graph.rng() = Rng::from_state(p.rng.dropout);
-                aug_rng = Rng::from_state(p.rng.augment);
+                if rank == 0 {
+                    *self.graph.rng() = Rng::from_state(p.rng.dropout);
+                    aug_rng = Rng::from_state(p.rng.augment);
+                } else {
+                    // The checkpoint holds rank 0's streams: the others draw the rest of this epoch from
+                    // fresh streams of their own (not the uninterrupted run's).
+                    let fresh = (skip as u64).wrapping_mul(0x9FB2_1C65_1E98_DF25);
+                    self.graph.seed(epoch_seed(opts.seed, epoch, 1) ^ own ^ fresh);
+                    aug_rng = Rng::new(epoch_seed(opts.seed, epoch, 2) ^ own ^ fresh);
+                }
                 // The checkpoint's sums are every rank's (summed before it was written): counted once.
                 if rank == 0 {
                     (totals.loss, totals.seen) = (p.partial_loss, p.partial_seen);
@@ -525,6 +536,10 @@ impl Sequential {
                             if rank == 0 {
                                 self.save_checkpoint(path, &p)?;
                             }
+                            if let Some(p) = peers {
+                                // No rank returns (and exits) before rank 0's checkpoint is written.
+                                p.sum_f64(&mut [0.0])?;
+                            }
                             format!("; saved {} (resume from there)", path.display())
                         }
                         None => String::new(),
@@ -570,10 +585,13 @@ impl Sequential {
             }
             if let Some(p) = peers {
                 // The logs are the same on every rank, so their callbacks agree; a callback that reads
-                // something else (the clock) stops every rank, not one.
-                let mut any = [f64::from(u8::from(stop))];
+                // something else (the clock) stops every rank, not one. A signal that came since the last
+                // step's sums (during validation, say) is counted here.
+                let signal = STOP.load(Ordering::SeqCst);
+                let mut any = [f64::from(u8::from(stop)), f64::from(u8::from(signal))];
                 p.sum_f64(&mut any)?;
                 stop = any[0] > 0.0;
+                scratch.stop_all = any[1] > 0.0;
             }
             if let Some(path) = &opts.checkpoint {
                 if rank == 0 {
@@ -588,6 +606,9 @@ impl Sequential {
                     Some(path) => format!("; saved {} (resume from there)", path.display()),
                     None => String::new(),
                 };
+                if let Some(p) = peers {
+                    p.sum_f64(&mut [0.0])?;
+                }
                 return Err(Error::Stopped(format!("interrupted after epoch {epoch}{kept}")));
             }
             if stop {

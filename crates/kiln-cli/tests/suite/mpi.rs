@@ -3,6 +3,7 @@
 //! (losses per step within 1e-5 relative, the saved models alike), a run resumes under mpirun, a rank that
 //! dies ends the job with the last checkpoint loadable, and a build without MPI says so. Without mpirun on
 //! the machine the tests that need it print a notice and pass.
+#![cfg_attr(not(feature = "mpi"), allow(dead_code, unused_imports))]
 
 use crate::common::*;
 use kiln::prelude::Sequential;
@@ -137,6 +138,46 @@ fn a_run_resumes_under_mpirun() {
     assert_same_run(Path::new(&one), Path::new(&two), 5);
 }
 
+/// Ctrl-C (SIGINT to mpirun, which passes it on) stops every rank after the same step, mid-epoch; rank 0
+/// writes the checkpoint and says how to continue; resumed under mpirun, the run ends as one process's
+/// uninterrupted run of as many epochs.
+#[cfg(feature = "mpi")]
+#[test]
+fn an_interrupted_run_resumes_mid_epoch_under_mpirun() {
+    if !has_mpirun() {
+        return;
+    }
+    let t = Tmp::new("mpi-int");
+    // No early stopping: the run goes on until interrupted.
+    let cfg = table(&t, 2, 100000, "patience = 100000");
+    let run = t.path("two");
+    let child = mpirun_cmd(&["train", &cfg, "--run-dir", &run.display().to_string(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun starts");
+    let ckpt = run.join("checkpoint.safetensors");
+    let start = Instant::now();
+    while !ckpt.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{:?} {err}", o.status);
+    assert!(err.contains("error: rank 0 of 2: training stopped: interrupted at epoch"), "{err}");
+    assert!(err.contains("continue with: mpirun -np 2 kiln train --resume"), "{err}");
+    assert!(!err.contains("rank 1 of 2"), "rank 1 stops quietly: {err}");
+    let (_, p) = Sequential::load_checkpoint(&ckpt).expect("the checkpoint loads");
+    assert!(p.step_in_epoch > 0, "stopped mid-epoch (step {} of epoch {})", p.step_in_epoch, p.epoch + 1);
+    let epochs = (p.epoch + 2).to_string();
+    ok(&mpirun(&["train", "--resume", &run.display().to_string(), "--epochs", &epochs, "--quiet"]), "resumed");
+    let cfg_one = table(&t, 2, p.epoch + 2, "patience = 100000");
+    ok(&one_process(&["train", &cfg_one, "--run-dir", &t.s("one"), "--quiet"]), "one process");
+    assert_same_run(&t.path("one"), &run, p.epoch + 2);
+}
+
 /// A rank killed mid-run ends the whole job (no rank left waiting in a sum) with a non-zero exit, and the
 /// checkpoint rank 0 wrote last still loads.
 #[cfg(feature = "mpi")]
@@ -146,7 +187,7 @@ fn a_rank_that_dies_ends_the_job_and_the_checkpoint_stays() {
         return;
     }
     let t = Tmp::new("mpi-kill");
-    let cfg = table(&t, 16, 100000, "");
+    let cfg = table(&t, 16, 100000, "patience = 100000");
     let run = t.path("run");
     let mut child = mpirun_cmd(&["train", &cfg, "--run-dir", &run.display().to_string(), "--quiet"])
         .stdout(Stdio::null())

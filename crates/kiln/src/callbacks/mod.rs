@@ -177,6 +177,15 @@ fn yes() -> bool {
 }
 
 impl CallbackConfig {
+    /// Whether the callback changes training (early stopping, the learning rate), rather than only writing
+    /// files: the ranks of a data-parallel run other than rank 0 run these and no others.
+    pub fn steers_training(&self) -> bool {
+        match self {
+            CallbackConfig::EarlyStopping { .. } | CallbackConfig::ReduceLrOnPlateau { .. } => true,
+            CallbackConfig::ModelCheckpoint { .. } | CallbackConfig::TensorBoard { .. } => false,
+        }
+    }
+
     /// The callback, writing its files (if any) under `run_dir`.
     pub fn build(&self, run_dir: &Path) -> Result<Box<dyn Callback>> {
         Ok(match self.clone() {

@@ -75,8 +75,19 @@ pub fn from_env() -> Result<Option<Shared>> {
     };
     #[cfg(feature = "mpi")]
     {
-        let _ = launch;
-        Ok(Some(Arc::new(Mpi::start()?)))
+        let mpi = Mpi::start()?;
+        if (mpi.rank(), mpi.size()) != (launch.rank, launch.size) {
+            // An MPI library that is not the launcher's makes every process a world of its own.
+            return Err(Error::Config(format!(
+                "the launcher started this process as rank {} of {}, but MPI sees rank {} of {}: launch kiln \
+                 with the mpirun of the MPI it was built with (Open MPI)",
+                launch.rank,
+                launch.size,
+                mpi.rank(),
+                mpi.size()
+            )));
+        }
+        Ok(Some(Arc::new(mpi)))
     }
     #[cfg(not(feature = "mpi"))]
     Err(Error::Config(format!(
