@@ -538,7 +538,7 @@ impl Sequential {
                             }
                             if let Some(p) = peers {
                                 // No rank returns (and exits) before rank 0's checkpoint is written.
-                                p.sum_f64(&mut [0.0])?;
+                                p.barrier()?;
                             }
                             format!("; saved {} (resume from there)", path.display())
                         }
@@ -607,7 +607,7 @@ impl Sequential {
                     None => String::new(),
                 };
                 if let Some(p) = peers {
-                    p.sum_f64(&mut [0.0])?;
+                    p.barrier()?;
                 }
                 return Err(Error::Stopped(format!("interrupted after epoch {epoch}{kept}")));
             }

@@ -49,6 +49,23 @@ fn mpirun_cmd(args: &[&str]) -> Command {
     c
 }
 
+/// `mpirun -np 2 kiln train CFG --run-dir RUN` started, once its first checkpoint is there (stderr piped).
+fn train_until_a_checkpoint(cfg: &str, run: &Path) -> (std::process::Child, std::path::PathBuf) {
+    let mut child = mpirun_cmd(&["train", cfg, "--run-dir", &run.display().to_string(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun starts");
+    let ckpt = run.join("checkpoint.safetensors");
+    let start = Instant::now();
+    while !ckpt.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "mpirun ended before the first checkpoint");
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child, ckpt)
+}
+
 fn mpirun(args: &[&str]) -> Output {
     mpirun_cmd(args).output().expect("mpirun runs")
 }
@@ -151,17 +168,7 @@ fn an_interrupted_run_resumes_mid_epoch_under_mpirun() {
     // No early stopping: the run goes on until interrupted.
     let cfg = table(&t, 2, 100000, "patience = 100000");
     let run = t.path("two");
-    let child = mpirun_cmd(&["train", &cfg, "--run-dir", &run.display().to_string(), "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpirun starts");
-    let ckpt = run.join("checkpoint.safetensors");
-    let start = Instant::now();
-    while !ckpt.exists() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (child, ckpt) = train_until_a_checkpoint(&cfg, &run);
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -189,18 +196,7 @@ fn a_rank_that_dies_ends_the_job_and_the_checkpoint_stays() {
     let t = Tmp::new("mpi-kill");
     let cfg = table(&t, 16, 100000, "patience = 100000");
     let run = t.path("run");
-    let mut child = mpirun_cmd(&["train", &cfg, "--run-dir", &run.display().to_string(), "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpirun starts");
-    let ckpt = run.join("checkpoint.safetensors");
-    let start = Instant::now();
-    while !ckpt.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "mpirun ended before the first checkpoint");
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, ckpt) = train_until_a_checkpoint(&cfg, &run);
     // Rank 1: the kiln process whose environment says so, and whose command line names this config.
     let rank1 = std::fs::read_dir("/proc")
         .unwrap()

@@ -27,6 +27,10 @@ pub trait Collective: Send + Sync + std::fmt::Debug {
     fn sum_f32(&self, buf: &mut [f32]) -> Result<()>;
     /// `sum_f32` for f64 (losses and metric sums, kept in f64 as one process keeps them).
     fn sum_f64(&self, buf: &mut [f64]) -> Result<()>;
+    /// Returns once every rank has called it (a sum of nothing worth sending).
+    fn barrier(&self) -> Result<()> {
+        self.sum_f64(&mut [0.0])
+    }
     /// Ends every rank's process with `code` (after an error on this one, so that no rank waits forever).
     fn abort(&self, code: i32) -> !;
 }

@@ -5,6 +5,7 @@
 use super::Collective;
 use kiln_core::{Error, Result};
 use mpi::collective::SystemOperation;
+use mpi::datatype::Equivalence;
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::CommunicatorCollectives;
@@ -46,6 +47,14 @@ impl Mpi {
     }
 }
 
+/// `MPI_Allreduce` of `buf` into `out`, copied back: the mpi crate has no in-place form. MPI's default error
+/// handler ends the job on failure, so there is no error to return.
+fn sum_through<T: Equivalence + Copy + Default>(buf: &mut [T], out: &mut Vec<T>) {
+    out.resize(buf.len(), T::default());
+    SimpleCommunicator::world().all_reduce_into(&buf[..], &mut out[..], SystemOperation::sum());
+    buf.copy_from_slice(out);
+}
+
 impl Collective for Mpi {
     fn rank(&self) -> usize {
         self.rank
@@ -56,21 +65,12 @@ impl Collective for Mpi {
     }
 
     fn sum_f32(&self, buf: &mut [f32]) -> Result<()> {
-        let mut recv = self.recv.lock().unwrap_or_else(|p| p.into_inner());
-        let out = &mut recv.0;
-        out.resize(buf.len(), 0.0);
-        // MPI's default error handler ends the job on failure, so there is no error to return here.
-        SimpleCommunicator::world().all_reduce_into(&buf[..], &mut out[..], SystemOperation::sum());
-        buf.copy_from_slice(out);
+        sum_through(buf, &mut self.recv.lock().unwrap_or_else(|p| p.into_inner()).0);
         Ok(())
     }
 
     fn sum_f64(&self, buf: &mut [f64]) -> Result<()> {
-        let mut recv = self.recv.lock().unwrap_or_else(|p| p.into_inner());
-        let out = &mut recv.1;
-        out.resize(buf.len(), 0.0);
-        SimpleCommunicator::world().all_reduce_into(&buf[..], &mut out[..], SystemOperation::sum());
-        buf.copy_from_slice(out);
+        sum_through(buf, &mut self.recv.lock().unwrap_or_else(|p| p.into_inner()).1);
         Ok(())
     }
 
