@@ -156,8 +156,10 @@ fn a_run_resumes_under_mpirun() {
 }
 
 /// Ctrl-C (SIGINT to mpirun, which passes it on) stops every rank after the same step, mid-epoch; rank 0
-/// writes the checkpoint and says how to continue; resumed under mpirun, the run ends as one process's
-/// uninterrupted run of as many epochs.
+/// writes the checkpoint and says how to continue; resumed under mpirun, the run ends as an uninterrupted
+/// run under mpirun of as many epochs. (Not one process's: mpirun passes the signal on after a delay in which
+/// a loaded machine trains hundreds of these short epochs, and over thousands of steps two ranks' sums drift
+/// from one process's by more than 1e-5; the test above compares those over a few steps.)
 #[cfg(feature = "mpi")]
 #[test]
 fn an_interrupted_run_resumes_mid_epoch_under_mpirun() {
@@ -180,9 +182,9 @@ fn an_interrupted_run_resumes_mid_epoch_under_mpirun() {
     assert!(p.step_in_epoch > 0, "stopped mid-epoch (step {} of epoch {})", p.step_in_epoch, p.epoch + 1);
     let epochs = (p.epoch + 2).to_string();
     ok(&mpirun(&["train", "--resume", &run.display().to_string(), "--epochs", &epochs, "--quiet"]), "resumed");
-    let cfg_one = table(&t, 2, p.epoch + 2, "patience = 100000");
-    ok(&one_process(&["train", &cfg_one, "--run-dir", &t.s("one"), "--quiet"]), "one process");
-    assert_same_run(&t.path("one"), &run, p.epoch + 2);
+    let cfg_whole = table(&t, 2, p.epoch + 2, "patience = 100000");
+    ok(&mpirun(&["train", &cfg_whole, "--run-dir", &t.s("whole"), "--quiet"]), "uninterrupted");
+    assert_same_run(&t.path("whole"), &run, p.epoch + 2);
 }
 
 /// A rank killed mid-run ends the whole job (no rank left waiting in a sum) with a non-zero exit, and the
