@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The test command (the README's second line; .ci/run calls it): every test of the workspace, in one build,
-# optimized as a release is but without LTO (Cargo.toml's `ci` profile, into target/ci). Two cargo features need system libraries: `keras` (libhdf5) and `mpi` (Open MPI, and libclang
-# for its bindings). Each is built when its libraries are found and its tests skipped with a notice when not,
-# so a fresh machine needs only Rust, and CI (which installs them) builds once: a second build with the
-# features rebuilt most of the dependency tree (bindgen turns on other features of syn and regex) and took a
-# third of CI's time.
+# optimized as a release is but without LTO (Cargo.toml's `ci` profile, into target/ci). Two cargo features
+# need system libraries: `keras` (libhdf5) and `mpi` (Open MPI, and libclang for its bindings). Each is
+# built when its libraries are found and its tests skipped with a notice when not, so a fresh machine needs
+# only Rust, and CI (which installs them) builds once: a second build with the features rebuilt most of the
+# dependency tree (bindgen turns on other features of syn and regex) and took a third of CI's time.
 #   bash tools/test.sh [ARGS FOR cargo test]     e.g. bash tools/test.sh -- mpi::
 set -euo pipefail
 cd "$(dirname "$0")/.."
