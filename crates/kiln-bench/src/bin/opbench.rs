@@ -93,13 +93,15 @@ fn main() {
     }
 
     // The matrix products of the dense layer's step (forward; weight gradient; input gradient), alone; then
-    // a MiniLM layer's at 640 tokens (32 texts of 20: attention projections, feed-forward in and out).
+    // a MiniLM layer's at 640 tokens (32 texts of 20: attention projections, feed-forward in and out) and at
+    // 16 (one text).
     if !"matrix products".contains(only.as_str()) && !only.is_empty() {
         return;
     }
     println!("\n| matrix product m x k x n | threads | ms | GFLOP/s |");
     println!("|---|---|---|---|");
-    let encoder = [(640, 384, 384), (640, 384, 1536), (640, 1536, 384)];
+    let encoder =
+        [(640, 384, 384), (640, 384, 1536), (640, 1536, 384), (16, 384, 384), (16, 384, 1536), (16, 1536, 384)];
     for (m, k, n) in [(64, 5408, 128), (5408, 64, 128), (64, 128, 5408), (256, 5408, 128)].into_iter().chain(encoder) {
         for threads in [1, 2] {
             kiln_core::ops::set_num_threads(threads);

@@ -17,7 +17,7 @@ pub enum UnaryOp {
     LeakyRelu(f64),
     Sigmoid,
     Tanh,
-    /// The exact form, 0.5·x·(1 + erf(x/√2)), as PyTorch's default and Keras's `approximate=False`.
+    /// The exact form, x·Φ(x) = 0.5·x·(1 + erf(x/√2)), as PyTorch's default and Keras's `approximate=False`.
     Gelu,
     /// sin and cos: the periodic encoding of numbers (Gorishniy et al. 2022) reads sin(2πc·x), cos(2πc·x).
     Sin,
@@ -44,10 +44,7 @@ impl UnaryOp {
             }
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Tanh => x.tanh(),
-            UnaryOp::Gelu => {
-                let half = T::from_f64(0.5);
-                half * x * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
-            }
+            UnaryOp::Gelu => x * x.normal_cdf(),
             UnaryOp::Sin => x.sin(),
             UnaryOp::Cos => x.cos(),
         }
@@ -89,7 +86,7 @@ impl UnaryOp {
             UnaryOp::Sigmoid => y * (T::ONE - y),
             UnaryOp::Tanh => T::ONE - y * y,
             UnaryOp::Gelu => {
-                let cdf = T::from_f64(0.5) * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
+                let cdf = x.normal_cdf();
                 let pdf = (-(x * x) * T::from_f64(0.5)).exp_fast() * T::from_f64(0.398_942_280_401_432_7);
                 cdf + x * pdf
             }

@@ -1,15 +1,9 @@
 //! Layer normalization's loops on the CPU (formulas in ops/layer_norm.rs): rows of `d` values, split
 //! across threads by rows when there are enough of them (a BERT batch: 32 texts x 40 tokens x 384).
 
+use super::rows_per_piece;
 use crate::Float;
 use rayon::prelude::*;
-
-/// Rows per parallel piece: below this many values a row loop stays on the calling thread.
-const SERIAL_VALUES: usize = 1 << 15;
-
-fn rows_per_piece(rows: usize, d: usize) -> usize {
-    if rows * d <= SERIAL_VALUES { rows.max(1) } else { (SERIAL_VALUES / d).max(1) }
-}
 
 /// y = γ·(x − μ)·r + β per row; saved = [μ, r] per row.
 pub(super) fn forward<T: Float>(x: &[T], g: &[T], b: &[T], eps: f64, d: usize, saved: &mut [T], y: &mut [T]) {

@@ -21,6 +21,17 @@ use crate::ops::{BinaryOp, LossKind, ReduceOp, RnnDims, RnnStep, RnnStepGrad, Rn
 use crate::quant::QMatrix;
 use crate::{Error, Float, MAX_RANK, Result, Shape};
 use gemm::{Mat, gemm};
+use rayon::prelude::*;
+
+/// Below this many values a row or elementwise loop stays on the calling thread; above it, it is split into
+/// pieces of about this size across rayon's threads (layer norm, bias + activation, unary ops and their
+/// backward: a MiniLM batch's GELU is 32 texts x 40 tokens x 1536 values).
+const SERIAL_VALUES: usize = 1 << 15;
+
+/// Rows of `d` values per parallel piece: all of them when they are few.
+fn rows_per_piece(rows: usize, d: usize) -> usize {
+    if rows * d <= SERIAL_VALUES { rows.max(1) } else { (SERIAL_VALUES / d).max(1) }
+}
 
 /// The host processor, with rayon's threads.
 #[derive(Clone, Copy, Debug, Default)]
@@ -62,15 +73,40 @@ impl<T: Float> Backend<T> for Cpu {
         act: Option<UnaryOp>,
         keep_z: Option<BufMut<T>>,
     ) {
-        bias_act(y.host(), cols, bias.map(Buf::host), act, keep_z.map(BufMut::host));
+        let (y, bias, keep_z) = (y.host(), bias.map(Buf::host), keep_z.map(BufMut::host));
+        let cols = cols.max(1);
+        let per = rows_per_piece(y.len() / cols, cols) * cols;
+        match keep_z {
+            _ if y.len() <= per => bias_act(y, cols, bias, act, keep_z),
+            Some(z) => y
+                .par_chunks_mut(per)
+                .zip(z.par_chunks_mut(per))
+                .for_each(|(y, z)| bias_act(y, cols, bias, act, Some(z))),
+            None => y.par_chunks_mut(per).for_each(|y| bias_act(y, cols, bias, act, None)),
+        }
     }
 
     fn unary(&self, op: UnaryOp, x: Buf<T>, y: BufMut<T>) {
-        op.apply_slice(x.host(), y.host());
+        let (x, y) = (x.host(), y.host());
+        if y.len() <= SERIAL_VALUES {
+            op.apply_slice(x, y);
+        } else {
+            y.par_chunks_mut(SERIAL_VALUES).zip(x.par_chunks(SERIAL_VALUES)).for_each(|(y, x)| op.apply_slice(x, y));
+        }
     }
 
     fn unary_backward(&self, op: UnaryOp, gy: Buf<T>, x: Buf<T>, y: Buf<T>, gx: BufMut<T>, accumulate: bool) {
-        op.deriv_slice(gy.host(), x.host(), y.host(), gx.host(), accumulate);
+        let (gy, x, y, gx) = (gy.host(), x.host(), y.host(), gx.host());
+        if gx.len() <= SERIAL_VALUES {
+            op.deriv_slice(gy, x, y, gx, accumulate);
+        } else {
+            assert!(gy.len() == gx.len() && x.len() == gx.len() && y.len() == gx.len(), "unary_backward lengths");
+            let s = SERIAL_VALUES;
+            gx.par_chunks_mut(s)
+                .zip(gy.par_chunks(s))
+                .zip(x.par_chunks(s).zip(y.par_chunks(s)))
+                .for_each(|((gx, gy), (x, y))| op.deriv_slice(gy, x, y, gx, accumulate));
+        }
     }
 
     fn rnn_step(&self, d: RnnDims, step: RnnStep<T>, out: RnnStepOut<T>) {
