@@ -23,14 +23,12 @@ use crate::{Error, Float, MAX_RANK, Result, Shape};
 use gemm::{Mat, gemm};
 use rayon::prelude::*;
 
-/// Below this many values a row or elementwise loop stays on the calling thread; above it, it is split into
-/// pieces of about this size across rayon's threads (layer norm, bias + activation, unary ops and their
-/// backward: a MiniLM batch's GELU is 32 texts x 40 tokens x 1536 values).
-const SERIAL_VALUES: usize = 1 << 15;
-
-/// Rows of `d` values per parallel piece: all of them when they are few.
+/// Rows of `d` values per parallel piece of a row or elementwise loop (layer norm, bias + activation, unary
+/// ops and their backward; a MiniLM batch's GELU is 32 texts x 40 tokens x 1536 values): one piece per
+/// thread once there are `par::MIN_PARALLEL_WORK` values, else all rows in one, decided by `par::parts_for`
+/// so that `ops::set_num_threads` and `par::set_min_parallel_work` govern these loops as they do the rest.
 fn rows_per_piece(rows: usize, d: usize) -> usize {
-    if rows * d <= SERIAL_VALUES { rows.max(1) } else { (SERIAL_VALUES / d).max(1) }
+    rows.div_ceil(crate::par::parts_for(rows, d)).max(1)
 }
 
 /// The host processor, with rayon's threads.
@@ -73,6 +71,9 @@ impl<T: Float> Backend<T> for Cpu {
         act: Option<UnaryOp>,
         keep_z: Option<BufMut<T>>,
     ) {
+        if bias.is_none() && act.is_none() {
+            return; // nothing to add or apply (a product without bias or activation)
+        }
         let (y, bias, keep_z) = (y.host(), bias.map(Buf::host), keep_z.map(BufMut::host));
         let cols = cols.max(1);
         let per = rows_per_piece(y.len() / cols, cols) * cols;
@@ -88,20 +89,22 @@ impl<T: Float> Backend<T> for Cpu {
 
     fn unary(&self, op: UnaryOp, x: Buf<T>, y: BufMut<T>) {
         let (x, y) = (x.host(), y.host());
-        if y.len() <= SERIAL_VALUES {
+        assert_eq!(x.len(), y.len(), "unary: input and output lengths");
+        let per = rows_per_piece(y.len(), 1);
+        if y.len() <= per {
             op.apply_slice(x, y);
         } else {
-            y.par_chunks_mut(SERIAL_VALUES).zip(x.par_chunks(SERIAL_VALUES)).for_each(|(y, x)| op.apply_slice(x, y));
+            y.par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(y, x)| op.apply_slice(x, y));
         }
     }
 
     fn unary_backward(&self, op: UnaryOp, gy: Buf<T>, x: Buf<T>, y: Buf<T>, gx: BufMut<T>, accumulate: bool) {
         let (gy, x, y, gx) = (gy.host(), x.host(), y.host(), gx.host());
-        if gx.len() <= SERIAL_VALUES {
+        assert!(gy.len() == gx.len() && x.len() == gx.len() && y.len() == gx.len(), "unary_backward lengths");
+        let s = rows_per_piece(gx.len(), 1);
+        if gx.len() <= s {
             op.deriv_slice(gy, x, y, gx, accumulate);
         } else {
-            assert!(gy.len() == gx.len() && x.len() == gx.len() && y.len() == gx.len(), "unary_backward lengths");
-            let s = SERIAL_VALUES;
             gx.par_chunks_mut(s)
                 .zip(gy.par_chunks(s))
                 .zip(x.par_chunks(s).zip(y.par_chunks(s)))
