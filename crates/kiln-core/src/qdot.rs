@@ -293,10 +293,10 @@ impl Blocks<'_> {
     }
 }
 
-/// Weight rows r0..r0 + RW of one matrix (`rows` in all) times every activation row, four at a time and then
+/// Weight rows r0..r0 + RW of one matrix (`rows` in all) times every activation row, R at a time and then
 /// the rest one by one, each value through `put(b, r, v)`.
 #[inline(always)]
-fn weight_rows<const RW: usize>(
+fn weight_rows<const RW: usize, const R: usize>(
     blocks: Blocks<'_>,
     r0: usize,
     kb: usize,
@@ -306,12 +306,12 @@ fn weight_rows<const RW: usize>(
     fast: bool,
 ) {
     let mut b = 0;
-    while b + 4 <= n {
-        let v = blocks.tile::<RW, 4>(r0, kb, x, [b * kb, (b + 1) * kb, (b + 2) * kb, (b + 3) * kb], fast);
+    while b + R <= n {
+        let v = blocks.tile::<RW, R>(r0, kb, x, std::array::from_fn(|j| (b + j) * kb), fast);
         for (i, v) in v.iter().enumerate() {
             v.iter().enumerate().for_each(|(j, &v)| put(b + j, r0 + i, v));
         }
-        b += 4;
+        b += R;
     }
     for b in b..n {
         let v = blocks.tile::<RW, 1>(r0, kb, x, [b * kb], fast);
@@ -319,19 +319,28 @@ fn weight_rows<const RW: usize>(
     }
 }
 
+/// A prompt's tile for these weights against these activations: (weight rows, activation rows). Measured
+/// with qbench at SmolLM2's feed-forward shapes, 128 tokens, every shape in one process taking turns (the
+/// machine's speed drifted by a third between separate runs), on an AVX2 EPYC: against two weight rows by
+/// four activation rows, four by three made Q4_1 products 10-15% faster with either activation width, Q4_0
+/// 8-12% on 8 bits, Q8_0 9-10% on 16 bits (4x2 and 3x3 between the two); Q8_0 on 8 bits and Q4_0 on 16 stayed
+/// fastest at 2 by 4 (4 by 3: 2-6% slower). An AVX-512 machine was not measured. Taking the activations in chunks that stay in L1 or L2 across
+/// weight tiles made no difference there.
+fn tile_shape(blocks: Blocks<'_>, wide: bool) -> (usize, usize) {
+    match (blocks, wide) {
+        (Blocks::Q8_0(_), false) | (Blocks::Q4_0(_), true) => (2, 4),
+        _ => (4, 3),
+    }
+}
+
 /// outs[i][b, r] = row r of matrix i · activation row b, for every matrix at once: one parallel pass over
 /// all their rows (q, k and v of a layer share an input, so they share the pass and the quantized x).
-/// Weight rows go in tiles (`Blocks::tile`) of two against four activation rows on a prompt, single rows for
-/// one token and where a part or a matrix ends.
+/// Weight rows go in tiles (`Blocks::tile`, shaped by `tile_shape`) against several activation rows on a
+/// prompt, single rows for one token and where a part or a matrix ends.
 fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: &mut [&mut [f32]], fast: bool) {
     let total: usize = mats.iter().map(|m| m.1).sum();
     let parts = crate::hot::parts_for(total * n * kb * QK);
     let dsts: Vec<Disjoint<f32>> = outs.iter_mut().map(|o| Disjoint::new(o)).collect();
-    // One token (generation) reads each weight row once, from memory: there tiles of 2 or 4 rows were
-    // faster with the weights in cache (qbench) and slower in a whole model (lmbench, SmolLM2 Q4_1: 48-61
-    // tokens/s against 62-75 one row at a time), where reading several rows side by side defeats the
-    // prefetcher's one stream.
-    let tile_rows = if n < 4 { 1 } else { 2 };
     // The hot pool: generation runs about 150 of these a token, too short for sleeping workers to join.
     crate::hot::pool().run(parts, &|p| {
         let (mut g, end) = (p * total / parts, (p + 1) * total / parts);
@@ -353,12 +362,19 @@ fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: 
             }
             // SAFETY (each write): element (b, r) of output i belongs to the part that owns global row g alone.
             let put = |b: usize, r: usize, v: f32| unsafe { dsts[i].part(b * rows + r..b * rows + r + 1)[0] = v };
+            // One token (generation) reads each weight row once, from memory: there tiles of 2 or 4 rows
+            // were faster with the weights in cache (qbench) and slower in a whole model (lmbench, SmolLM2
+            // Q4_1: 48-61 tokens/s against 62-75 one row at a time), where reading several rows side by side
+            // defeats the prefetcher's one stream; so do two or three tokens.
+            let (tw, tr) = if n < 4 { (1, 4) } else { tile_shape(blocks, x.wide) };
             // Rows of this matrix that this part owns from r on.
             let left = (rows - r).min(end - g);
-            let step = if left >= tile_rows { tile_rows } else { 1 };
-            match step {
-                2 => weight_rows::<2>(blocks, r, kb, x, n, &put, fast),
-                _ => weight_rows::<1>(blocks, r, kb, x, n, &put, fast),
+            let step = if left >= tw { tw } else { 1 };
+            match (step, tr) {
+                (4, 3) => weight_rows::<4, 3>(blocks, r, kb, x, n, &put, fast),
+                (2, 4) => weight_rows::<2, 4>(blocks, r, kb, x, n, &put, fast),
+                (_, 3) => weight_rows::<1, 3>(blocks, r, kb, x, n, &put, fast),
+                _ => weight_rows::<1, 4>(blocks, r, kb, x, n, &put, fast),
             }
             g += step;
         }

@@ -133,9 +133,9 @@ fn unlane<const R: usize>(v: __m128) -> [f32; R] {
 
 /// A tile of products: RW weight rows (`w`, the same number of blocks each) times R activation rows
 /// (their first blocks at `xb`), out[i][r]. Each weight block is unpacked once for the R rows and each
-/// activation block loaded once for the RW weight rows, with RW·R sums in registers (2×4 on a prompt, as
-/// llama.cpp's tinyBLAS tiles its products; one weight row at a time loaded every activation block once
-/// per row). The caller checks that every block read exists.
+/// activation block loaded once for the RW weight rows, with RW·R sums in registers (4×3 or 2×4 on a
+/// prompt, `tile_shape`'s choice, as llama.cpp's tinyBLAS tiles its products; one weight row at a time loaded
+/// every activation block once per row). The caller checks that every block read exists.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn tile_q4_1<const RW: usize, const R: usize>(
     w: [&[BlockQ4_1]; RW],
