@@ -16,6 +16,21 @@ pub(crate) mod cpu;
 
 pub use cpu::Cpu;
 
+/// dst [m, n] (row-major, contiguous) = a [m, k] · b [k, n], or += with `accumulate`, on the host and on the
+/// calling thread alone: for callers that split their own work across threads (a language model's
+/// attention, one task per head and block of tokens). Each operand is (values, row stride, column stride);
+/// an operand or dst too short for its strides panics.
+pub fn matmul_on_this_thread(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    accumulate: bool,
+) {
+    use cpu::gemm::{Mat, gemm_serial};
+    gemm_serial(m, n, k, dst, Mat { data: a.0, rs: a.1, cs: a.2 }, Mat { data: b.0, rs: b.1, cs: b.2 }, accumulate)
+}
+
 pub use crate::ops::Window;
 use crate::ops::{BinaryOp, LossKind, ReduceOp, RnnDims, RnnStep, RnnStepGrad, RnnStepOut, UnaryOp};
 use crate::pool::Pool;
