@@ -324,8 +324,8 @@ fn weight_rows<const RW: usize, const R: usize>(
 /// machine's speed drifted by a third between separate runs), on an AVX2 EPYC: against two weight rows by
 /// four activation rows, four by three made Q4_1 products 10-15% faster with either activation width, Q4_0
 /// 8-12% on 8 bits, Q8_0 9-10% on 16 bits (4x2 and 3x3 between the two); Q8_0 on 8 bits and Q4_0 on 16 stayed
-/// fastest at 2 by 4 (4 by 3: 2-6% slower). An AVX-512 machine was not measured. Taking the activations in chunks that stay in L1 or L2 across
-/// weight tiles made no difference there.
+/// fastest at 2 by 4 (4 by 3: 2-6% slower). An AVX-512 machine was not measured. Taking the activations in
+/// chunks that stay in L1 or L2 across weight tiles made no difference there.
 fn tile_shape(blocks: Blocks<'_>, wide: bool) -> (usize, usize) {
     match (blocks, wide) {
         (Blocks::Q8_0(_), false) | (Blocks::Q4_0(_), true) => (2, 4),

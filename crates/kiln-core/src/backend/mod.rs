@@ -16,10 +16,18 @@ pub(crate) mod cpu;
 
 pub use cpu::Cpu;
 
+pub use crate::ops::Window;
+use crate::ops::{BinaryOp, LossKind, ReduceOp, RnnDims, RnnStep, RnnStepGrad, RnnStepOut, UnaryOp};
+use crate::pool::Pool;
+use crate::quant::QMatrix;
+use crate::{Float, MAX_RANK, Result, Shape};
+
+pub use cpu::attention::softmax_rows;
+
 /// dst [m, n] (row-major, contiguous) = a [m, k] · b [k, n], or += with `accumulate`, on the host and on the
 /// calling thread alone: for callers that split their own work across threads (a language model's
 /// attention, one task per head and block of tokens). Each operand is (values, row stride, column stride);
-/// an operand or dst too short for its strides panics.
+/// an operand or dst too short for its strides panics. `softmax_rows` is its companion for such callers.
 pub fn matmul_on_this_thread(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
@@ -30,12 +38,6 @@ pub fn matmul_on_this_thread(
     use cpu::gemm::{Mat, gemm_serial};
     gemm_serial(m, n, k, dst, Mat { data: a.0, rs: a.1, cs: a.2 }, Mat { data: b.0, rs: b.1, cs: b.2 }, accumulate)
 }
-
-pub use crate::ops::Window;
-use crate::ops::{BinaryOp, LossKind, ReduceOp, RnnDims, RnnStep, RnnStepGrad, RnnStepOut, UnaryOp};
-use crate::pool::Pool;
-use crate::quant::QMatrix;
-use crate::{Float, MAX_RANK, Result, Shape};
 
 /// A read-only view of a buffer, wherever it lives (only on the host today).
 #[derive(Clone, Copy, Debug)]

@@ -337,14 +337,11 @@ const ATTEND_BLOCK: usize = 32;
 /// Both ways alternating in one process (lmbench, medians of eight prompts), SmolLM2-135M: 128 tokens
 /// Q8_0 387 → 410 and 388 → 434 tokens/s, Q4_1 320 → 348; 512 tokens Q8_0 227 → 314.
 fn attend_blocks(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], p0: usize, out: &mut [f32]) {
-    let (hd, h, g) = (c.head_dim, c.heads, c.kv_heads);
-    let (kvw, group, qw) = (g * hd, h / g, h * hd);
-    let scale = 1.0 / (hd as f32).sqrt();
+    let (hd, h, qw) = (c.head_dim, c.heads, c.heads * c.head_dim);
     let n = out.len() / qw;
     let blocks = n.div_ceil(ATTEND_BLOCK);
     let tasks = h * blocks;
-    let work = h * n * (p0 + n) * hd;
-    let parts = kiln_core::hot::parts_for(work);
+    let parts = kiln_core::hot::parts_for(h * n * (p0 + n) * hd);
     let dst = kiln_core::par::Disjoint::new(out);
     kiln_core::hot::pool().run(parts, &|p| {
         let (mut s, mut o) = (Vec::new(), Vec::new());
@@ -352,25 +349,9 @@ fn attend_blocks(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], p0: usize, ou
             // Later blocks see more positions: they go first.
             let (block, head) = (blocks - 1 - i / h, i % h);
             let (t0, t1) = (block * ATTEND_BLOCK, ((block + 1) * ATTEND_BLOCK).min(n));
-            let (rows, seen, kvh) = (t1 - t0, p0 + t1, head / group);
-            s.clear();
-            s.resize(rows * seen, 0.0);
-            let (qs, ks) = (&q[t0 * qw + head * hd..], &k[kvh * hd..]);
-            kiln_core::backend::matmul_on_this_thread((rows, seen, hd), &mut s, (qs, qw, 1), (ks, 1, kvw), false);
-            for (r, row) in s.chunks_exact_mut(seen).enumerate() {
-                let (own, later) = row.split_at_mut(p0 + t0 + r + 1);
-                later.fill(0.0);
-                softmax_scaled(own, scale);
-            }
-            o.clear();
-            o.resize(rows * hd, 0.0);
-            kiln_core::backend::matmul_on_this_thread(
-                (rows, hd, seen),
-                &mut o,
-                (&s, seen, 1),
-                (&v[kvh * hd..], kvw, 1),
-                false,
-            );
+            o.resize((t1 - t0) * hd, 0.0);
+            let rows = (&q[t0 * qw + head * hd..], qw, t1 - t0);
+            attend_rows(c, rows, (k, v, head / (h / c.kv_heads)), p0 + t1, true, &mut s, &mut o);
             for (r, o) in o.chunks_exact(hd).enumerate() {
                 let at = (t0 + r) * qw + head * hd;
                 // SAFETY: task i alone writes head `head` of its block's tokens.
@@ -396,8 +377,7 @@ fn attend_blocks(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], p0: usize, ou
 /// not kept.
 fn attend_grouped(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], p0: usize, out: &mut [f32]) {
     let (hd, h, g) = (c.head_dim, c.heads, c.kv_heads);
-    let (kvw, group, qw) = (g * hd, h / g, h * hd);
-    let scale = 1.0 / (hd as f32).sqrt();
+    let (group, qw) = (h / g, h * hd);
     let n = out.len() / qw;
     let tasks = n * g;
     let parts = kiln_core::hot::parts_for(h * n * (p0 + n) * hd);
@@ -406,46 +386,47 @@ fn attend_grouped(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], p0: usize, o
         let mut s = Vec::new();
         for i in (p..tasks).step_by(parts) {
             let (t, kvh) = (i / g, i % g);
-            let seen = p0 + t + 1;
-            s.clear();
-            s.resize(group * seen, 0.0);
             let at = t * qw + kvh * group * hd;
-            let ks = &k[kvh * hd..];
-            kiln_core::backend::matmul_on_this_thread(
-                (group, seen, hd),
-                &mut s,
-                (&q[at..], hd, 1),
-                (ks, 1, kvw),
-                false,
-            );
-            for row in s.chunks_exact_mut(seen) {
-                softmax_scaled(row, scale);
-            }
             // SAFETY: task i alone writes the heads of key/value head kvh for token t.
             let o = unsafe { dst.part(at..at + group * hd) };
-            kiln_core::backend::matmul_on_this_thread(
-                (group, hd, seen),
-                o,
-                (&s, seen, 1),
-                (&v[kvh * hd..], kvw, 1),
-                false,
-            );
+            attend_rows(c, (&q[at..], hd, group), (k, v, kvh), p0 + t + 1, false, &mut s, o);
         }
     });
 }
 
-/// row = softmax(row · scale) (scale > 0), in place.
-fn softmax_scaled(row: &mut [f32], scale: f32) {
-    kiln_core::simd::vectorized(|| {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
-        let mut sum = 0.0f32;
-        row.iter_mut().for_each(|x| {
-            *x = (*x * scale - max).exp_fast();
-            sum += *x;
-        });
-        let inv = 1.0 / sum;
-        row.iter_mut().for_each(|x| *x *= inv);
-    });
+/// One task of `attend_blocks` or `attend_grouped`: `rows` queries (from `q` at row stride `q_rs`) over the
+/// first `seen` positions of key/value head `kvh`, into o [rows, hd]:
+///
+/// ```text
+/// S [rows, seen] = q · k[..seen]ᵀ · 1/√hd      (causal: row r of a block of consecutive tokens, the last
+/// P = softmax of each row                       seeing all `seen`, masked after position seen − rows + r)
+/// o = P · v[..seen]
+/// ```
+///
+/// on kiln's f32 product kernel and row softmax, on the calling thread; `s` is scratch.
+#[allow(clippy::too_many_arguments)]
+fn attend_rows(
+    c: &LlamaConfig,
+    (q, q_rs, rows): (&[f32], usize, usize),
+    (k, v, kvh): (&[f32], &[f32], usize),
+    seen: usize,
+    causal: bool,
+    s: &mut Vec<f32>,
+    o: &mut [f32],
+) {
+    let (hd, kvw) = (c.head_dim, c.kv_heads * c.head_dim);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (ks, vs) = (&k[kvh * hd..], &v[kvh * hd..]);
+    s.clear();
+    s.resize(rows * seen, 0.0);
+    kiln_core::backend::matmul_on_this_thread((rows, seen, hd), s, (q, q_rs, 1), (ks, 1, kvw), false);
+    for (r, row) in s.chunks_exact_mut(seen).enumerate() {
+        let (own, later) = row.split_at_mut(if causal { seen - rows + r + 1 } else { seen });
+        later.fill(0.0);
+        own.iter_mut().for_each(|x| *x *= scale);
+        kiln_core::backend::softmax_rows(own, own.len());
+    }
+    kiln_core::backend::matmul_on_this_thread((rows, hd, seen), o, (s, seen, 1), (vs, kvw, 1), false);
 }
 
 /// The reference for `attend_blocks` and `attend_grouped` (tests): causal attention of the step's queries q [n, h·hd]

@@ -12,9 +12,9 @@ use rayon::prelude::*;
 /// not associative to the compiler), one into 16 independent lanes does.
 const LANES: usize = 16;
 
-/// Row-wise softmax of s [t, t] in place, in passes that vectorize (measured: the one-pass loop with its
+/// Row-wise softmax of s [rows, t] in place, in passes that vectorize (measured: the one-pass loop with its
 /// scalar sum was 14% of a MiniLM forward).
-fn softmax_rows<T: Float>(s: &mut [T], t: usize) {
+pub fn softmax_rows<T: Float>(s: &mut [T], t: usize) {
     crate::simd::vectorized(
         #[inline(always)]
         || {

@@ -3,7 +3,7 @@
 //! f32, the `gemm` crate otherwise); the elementwise loops run under `simd::vectorized`, so they are
 //! compiled for AVX-512 where the processor has it.
 
-mod attention;
+pub(crate) mod attention;
 mod conv;
 mod conv_pool;
 mod conv_pool_direct;
