@@ -210,6 +210,11 @@ pub unsafe fn tile_q4_0<const RW: usize, const R: usize>(
     }
 }
 
+/// Tried on an AVX2 EPYC (2026-12-03) and not kept: |x| once per activation row with w signed by x, and d_w
+/// converted as a vector so that d_w·d_x is one `vmulps` (here the compiler multiplies scalars and broadcasts,
+/// and spills accumulators of the 2x4 tile). The new code had no spills, yet qbench's 8-bit products fell from
+/// 0.96-0.98 to 0.92-0.93 of the (unchanged) 16-bit ones. The same instructions with every operand in registers
+/// take 0.63 ns a block pair on one core, this kernel 1.0-1.2 ns: the time is outside the arithmetic, not found.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn tile_q8_0<const RW: usize, const R: usize>(
     w: [&[BlockQ8_0]; RW],
