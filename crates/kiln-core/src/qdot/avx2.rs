@@ -210,13 +210,12 @@ pub unsafe fn tile_q4_0<const RW: usize, const R: usize>(
     }
 }
 
-/// Tried on an AVX2 EPYC (2026-12-03) and not kept: |x| once per activation row with w signed by x, and d_w
-/// converted as a vector so that d_w·d_x is one `vmulps` (here the compiler multiplies scalars and broadcasts,
-/// and spills accumulators of the 2x4 tile). The new code had no spills, yet qbench's 8-bit products fell from
-/// 0.96-0.98 to 0.92-0.93 of the (unchanged) 16-bit ones. The same instructions with every operand in registers
-/// take 0.63 ns a block pair on one core, this kernel 1.0-1.2 ns: the time is outside the arithmetic, not found.
-/// Those qbench figures came from separate runs; in a standalone copy with both versions alternating in one
-/// process the rewrite took about 0.8x the time in eight runs of eight: worth an in-process A/B here next.
+/// |x| once per activation row for the RW weight rows, w signed by x, and d_w converted as a vector so that
+/// d_w·d_x is one `vmulps`: where |w| once per weight row and x signed by w had the compiler multiply scalars,
+/// broadcast the product and spill accumulators of the 2x4 tile. qbench on an AVX2 EPYC (2026-12-03), the two
+/// alternating in one process, 8-bit Q8_0 products of 128 tokens: 4-11% less time in eight of eight pairs
+/// (SmolLM2's gate and down shapes, one and two threads). The instructions alone, every operand in registers,
+/// take 0.63 ns a block pair on one core, the kernel about 1 ns: the rest is outside the arithmetic, not found.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn tile_q8_0<const RW: usize, const R: usize>(
     w: [&[BlockQ8_0]; RW],
@@ -228,19 +227,24 @@ pub unsafe fn tile_q8_0<const RW: usize, const R: usize>(
         let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
         for k in 0..w[0].len() {
             let h = split::<RW, R>(k);
+            let mut wq = [_mm256_setzero_si256(); RW];
+            let mut dv = [_mm256_setzero_ps(); RW];
             for i in 0..RW {
                 let b = w[i].get_unchecked(k);
-                let wq = _mm256_loadu_si256(b.qs.as_ptr().cast());
-                // maddubs takes unsigned × signed: |w| × (x with w's sign).
-                let aw = _mm256_sign_epi8(wq, wq);
-                let d = half(b.d.to_bits());
-                let dv = _mm256_set1_ps(d);
-                for r in 0..R {
-                    let j = xb[r] + k;
-                    let xq = _mm256_loadu_si256(qs.add(j * QK).cast());
-                    let p = dot_us(aw, _mm256_sign_epi8(xq, wq));
-                    acc[h][i][r] =
-                        _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[h][i][r]);
+                // −128, which llama.cpp's quantizer never writes (|q| <= 127), would stay −128 when signed by a
+                // negative x; as −127 it is one unit off instead of the wrong sign.
+                wq[i] = _mm256_max_epi8(_mm256_loadu_si256(b.qs.as_ptr().cast()), _mm256_set1_epi8(-127));
+                dv[i] = _mm256_cvtph_ps(_mm_set1_epi16(b.d.to_bits() as i16));
+            }
+            for r in 0..R {
+                let j = xb[r] + k;
+                let xq = _mm256_loadu_si256(qs.add(j * QK).cast());
+                // maddubs takes unsigned × signed: |x| × (w with x's sign).
+                let ax = _mm256_sign_epi8(xq, xq);
+                let dxv = _mm256_broadcast_ss(&*dx.add(j));
+                for i in 0..RW {
+                    let p = dot_us(ax, _mm256_sign_epi8(wq[i], xq));
+                    acc[h][i][r] = _mm256_fmadd_ps(_mm256_mul_ps(dv[i], dxv), p, acc[h][i][r]);
                 }
             }
         }
