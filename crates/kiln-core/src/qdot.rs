@@ -325,10 +325,16 @@ fn weight_rows<const RW: usize, const R: usize>(
 /// four activation rows, four by three made Q4_1 products 10-15% faster with either activation width, Q4_0
 /// 8-12% on 8 bits, Q8_0 9-10% on 16 bits (4x2 and 3x3 between the two); Q8_0 on 8 bits and Q4_0 on 16 stayed
 /// fastest at 2 by 4 (4 by 3: 2-6% slower). An AVX-512 machine was not measured. Taking the activations in
-/// chunks that stay in L1 or L2 across weight tiles made no difference there.
+/// chunks that stay in L1 or L2 across weight tiles made no difference there. On 16 bits every type now
+/// takes four by four, whose four activation rows share one sum per weight row (`avx2::tile4_q8_0_w16`),
+/// measured on the same machine with old and new alternating twelve times in one process (2026-12-03, two
+/// threads): SmolLM2's 128-token prompt 0.81-0.95 of the time at Q8_0 (best 325 against 402 ms) and 0.81-1.02
+/// at Q4_1 (344 against 412); Q4_0's products alone (qbench's shapes, medians of 40) 0.72-0.80. The same fold on 8 bits
+/// (Q8_0, 4x4 against 2x4) made no difference (0.95-1.06) and is not used.
 fn tile_shape(blocks: Blocks<'_>, wide: bool) -> (usize, usize) {
     match (blocks, wide) {
-        (Blocks::Q8_0(_), false) | (Blocks::Q4_0(_), true) => (2, 4),
+        (_, true) => (4, 4),
+        (Blocks::Q8_0(_), false) => (2, 4),
         _ => (4, 3),
     }
 }
@@ -372,6 +378,7 @@ fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: 
             let step = if left >= tw { tw } else { 1 };
             match (step, tr) {
                 (4, 3) => weight_rows::<4, 3>(blocks, r, kb, x, n, &put, fast),
+                (4, 4) => weight_rows::<4, 4>(blocks, r, kb, x, n, &put, fast),
                 (2, 4) => weight_rows::<2, 4>(blocks, r, kb, x, n, &put, fast),
                 (_, 3) => weight_rows::<1, 3>(blocks, r, kb, x, n, &put, fast),
                 _ => weight_rows::<1, 4>(blocks, r, kb, x, n, &put, fast),

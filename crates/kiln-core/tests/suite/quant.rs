@@ -337,11 +337,12 @@ fn several_matrices_in_one_pass_equal_each_alone() {
 /// The integer product (`matmul_t_q8`: activations quantized to 8 bits per block, llama.cpp's arithmetic)
 /// against the exact one (`matmul_t`, blocks dequantized to f32): within the rounding of the activations,
 /// |x_q − x| ≤ d_x/2 per value, so |Δ| ≤ Σ_blocks (d_x/2)·Σ|w|; and the AVX2 path against the portable one,
-/// for 1 to 9 rows of x (tiles of three activation rows against four weight rows, or four against two, as
-/// `tile_shape` chooses, 37 weight rows leaving one over, and the rest one by one), every dtype the kernels
-/// take, with 8-bit and with 16-bit activations (`wide`, whose rounding is 258 times finer); the quantized activations of the two paths are the same, rows of 512 making
-/// x long enough to be quantized in parts, and a block of zeros and one of 1e-37 (whose 1/d would be
-/// infinite) quantized to zeros on both.
+/// for 1 to 9 rows of x (tiles of three activation rows against four weight rows, four against two, or on 16
+/// bits four against four folded into one sum per weight row, as `tile_shape` chooses, 37 weight rows
+/// leaving one over, and the rest one by one), every dtype the kernels take, with 8-bit and with 16-bit
+/// activations (`wide`, whose rounding is 258 times finer); the quantized activations of the two paths are
+/// the same, rows of 512 making x long enough to be quantized in parts, and a block of zeros and one of 1e-37
+/// (whose 1/d would be infinite) quantized to zeros on both.
 #[test]
 fn integer_products_stay_within_the_activation_rounding_of_the_exact_one() {
     let mut rng = Rng::new(41);
