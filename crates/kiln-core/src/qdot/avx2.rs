@@ -1,6 +1,7 @@
 //! The AVX2 kernels of `qdot` (AVX2, FMA and F16C, chosen at run time): the activations' quantization and
 //! the tiles of block products, each the same arithmetic as the portable loop in qdot.rs that the tests hold
-//! it to, but for a Q8_0 weight byte of −128 (never written by llama.cpp), which `tile_q8_0` takes as −127.
+//! it to, but for a Q8_0 weight byte of −128 (never written by llama.cpp), which `tile_q8_0` takes as −127
+//! (quant.rs's `q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2` bounds the difference).
 
 use super::*;
 use std::arch::x86_64::*;

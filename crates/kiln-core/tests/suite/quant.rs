@@ -334,6 +334,54 @@ fn several_matrices_in_one_pass_equal_each_alone() {
     }
 }
 
+/// A Q8_0 weight byte of −128 (which llama.cpp's quantizer never writes, but a file may hold): the AVX2 path
+/// on 8-bit activations takes it as −127, so it may differ from the portable loop by d_w·d_x·|x_q| for each
+/// such weight and no more; on 16-bit activations it is exact. Rows of −128 bytes here and there, 1 to 9
+/// activation rows (tiles, single rows and leftovers).
+#[test]
+fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
+    let (rows, cols) = (9, 128);
+    let mut rng = Rng::new(5);
+    let m = QMatrix::quantize(DType::Q8_0, rows, cols, &random(&mut rng, rows * cols, 1.0)).unwrap();
+    let mut bytes = m.to_bytes();
+    let block = 2 + QK;
+    for (b, chunk) in bytes.chunks_mut(block).enumerate() {
+        for j in (b % 5..QK).step_by(3 + b % 4) {
+            chunk[2 + j] = 0x80;
+        }
+    }
+    let m = QMatrix::from_bytes(DType::Q8_0, rows, cols, &bytes).unwrap();
+    let (kb, scale) = (cols / QK, |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32() as f64);
+    for wide in [false, true] {
+        for n in 1..=9 {
+            let x = random(&mut rng, n * cols, 2.0);
+            let (mut fast, mut portable) = (vec![0.0; n * rows], vec![0.0; n * rows]);
+            let mut scratch = kiln_core::qdot::Q8Rows { wide, ..Default::default() };
+            m.matmul_t_q8(&x, n, &mut fast, &mut scratch).unwrap();
+            m.matmul_t_q8_portable(&x, n, &mut portable, &mut scratch).unwrap();
+            for b in 0..n {
+                for r in 0..rows {
+                    let mut bound = 0.0;
+                    for k in 0..kb {
+                        let wb = &bytes[(r * kb + k) * block..][..block];
+                        let dx = scratch.d[b * kb + k] as f64;
+                        for j in 0..QK {
+                            if wb[2 + j] == 0x80 && !wide {
+                                bound += scale(wb) * dx * (scratch.qs[(b * kb + k) * QK + j] as f64).abs();
+                            }
+                        }
+                    }
+                    let (f, p) = (fast[b * rows + r] as f64, portable[b * rows + r] as f64);
+                    assert!(
+                        (f - p).abs() <= bound * 1.001 + 1e-4 * (1.0 + p.abs()),
+                        "wide {wide} n {n} ({b}, {r}): avx2 {f}, portable {p}, allowed {bound}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The integer product (`matmul_t_q8`: activations quantized to 8 bits per block, llama.cpp's arithmetic)
 /// against the exact one (`matmul_t`, blocks dequantized to f32): within the rounding of the activations,
 /// |x_q − x| ≤ d_x/2 per value, so |Δ| ≤ Σ_blocks (d_x/2)·Σ|w|; and the AVX2 path against the portable one,
