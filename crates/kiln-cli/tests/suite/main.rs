@@ -12,3 +12,4 @@ mod pretrained;
 mod recommend;
 mod serve;
 mod tables;
+mod text;
