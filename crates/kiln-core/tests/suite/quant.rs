@@ -387,7 +387,8 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
 /// |x_q − x| ≤ d_x/2 per value, so |Δ| ≤ Σ_blocks (d_x/2)·Σ|w|; and the AVX2 path against the portable one,
 /// for 1 to 9 rows of x (tiles of three activation rows against four weight rows, four against two, or on 16
 /// bits four against four folded into one sum per weight row, as `tile_shape` chooses, 37 weight rows
-/// leaving one over, and the rest one by one), every dtype the kernels take, with 8-bit and with 16-bit
+/// leaving one over, and the rest one by one; 203 rows for a prompt's chunks of 64 taken by whichever thread
+/// is free, the last of 11), every dtype the kernels take, with 8-bit and with 16-bit
 /// activations (`wide`, whose rounding is 258 times finer); the quantized activations of the two paths are
 /// the same, rows of 512 making x long enough to be quantized in parts, and a block of zeros and one of 1e-37
 /// (whose 1/d would be infinite) quantized to zeros on both.
@@ -395,7 +396,7 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
 fn integer_products_stay_within_the_activation_rounding_of_the_exact_one() {
     let mut rng = Rng::new(41);
     let kinds = [DType::Q4_1, DType::Q4_0, DType::Q8_0].into_iter().flat_map(|d| [(d, false), (d, true)]);
-    for ((dtype, wide), (rows, cols)) in kinds.flat_map(|k| [(k, (37, 160)), (k, (37, 512))]) {
+    for ((dtype, wide), (rows, cols)) in kinds.flat_map(|k| [(k, (37, 160)), (k, (37, 512)), (k, (203, 64))]) {
         let w = random(&mut rng, rows * cols, 1.0);
         let m = QMatrix::quantize(dtype, rows, cols, &w).unwrap();
         let wd = m.dequantize();
