@@ -537,10 +537,10 @@ unsafe fn tile4_q4_0_w16<const RW: usize>(w: [&[BlockQ4_0]; RW], x: &Q8Rows, xb:
 /// `tile_q8_0_w16` for four activation rows, which share each weight row's sum: their block products (eight
 /// i32 each) are folded into one vector (`fold4`, lane r for row r), so that one conversion, one d_w·d_x
 /// multiply ([d_w]·[d_x0..d_x3 | d_x0..d_x3]) and one FMA serve four block pairs where they served one, and
-/// four sums stand in registers where 4x3 held twelve and the compiler spilled eight of them every block. On
-/// this AVX2 EPYC (Zen 3) vpmaddwd, vcvtdq2ps, vmulps and the FMA share two pipes (a throwaway
-/// microbenchmark: any two of them together ran at two a cycle, each alone at two), which the fold relieves;
-/// its hadds (two cycles each) ran beside them. Measured: `tile_shape`.
+/// RW sums stand where 4x3 held twelve, eight of which the compiler moved through the stack every block (the
+/// 4x4 fold, in the disassembly, three vectors). On this AVX2 EPYC (Zen 3) vpmaddwd, vcvtdq2ps, vmulps and the
+/// FMA share two pipes (a throwaway microbenchmark: any two of them together ran at two a cycle, each alone at
+/// two), which the fold relieves; its hadds (two cycles each) ran beside them. Measured: `tile_shape`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile4_q8_0_w16<const RW: usize>(w: [&[BlockQ8_0]; RW], x: &Q8Rows, xb: [usize; 4]) -> [[f32; 4]; RW] {
     unsafe {
