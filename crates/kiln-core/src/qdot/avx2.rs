@@ -480,59 +480,45 @@ fn unfold4(v: __m256) -> [f32; 4] {
     o
 }
 
-/// `tile_q4_1_w16` for four activation rows, folded as `tile4_q8_0_w16`; the minimum term as in `tile_q4_1`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile4_q4_1_w16<const RW: usize>(w: [&[BlockQ4_1]; RW], x: &Q8Rows, xb: [usize; 4]) -> [[f32; 4]; RW] {
-    unsafe {
-        let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); RW];
-        let mut mins = [_mm_setzero_ps(); RW];
-        for k in 0..w[0].len() {
-            let dxv = dx4(dx, xb, k);
-            let s = lanes(sx, xb.map(|b| b + k));
-            for i in 0..RW {
-                let b = w[i].get_unchecked(k);
-                let (lo, hi) = nibbles16(&b.qs);
-                let (d, m) = halves(b.d.to_bits(), b.m.to_bits());
-                mins[i] = _mm_fmadd_ps(_mm_set1_ps(m), s, mins[i]);
-                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d), dxv), dot16_x4(lo, hi, qs, xb, k), acc[i]);
+/// `tile_q4_1_w16` and `tile_q4_0_w16` for four activation rows, folded as `tile4_q8_0_w16`; `$dm` gives a
+/// block's d and the term that its Σx (the activations' block sums, `lanes`) is multiplied by: Q4_1's minimum,
+/// and for Q4_0, whose nibbles are offset by 8, −8d (the same floats as subtracting 8d·Σx: FMA and rounding
+/// are symmetric in sign).
+macro_rules! tile4_q4_w16 {
+    ($name:ident, $block:ty, |$b:ident| $dm:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const RW: usize>(w: [&[$block]; RW], x: &Q8Rows, xb: [usize; 4]) -> [[f32; 4]; RW] {
+            unsafe {
+                let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+                let mut acc = [_mm256_setzero_ps(); RW];
+                let mut mins = [_mm_setzero_ps(); RW];
+                for k in 0..w[0].len() {
+                    let dxv = dx4(dx, xb, k);
+                    let s = lanes(sx, xb.map(|b| b + k));
+                    for i in 0..RW {
+                        let $b = w[i].get_unchecked(k);
+                        let (lo, hi) = nibbles16(&$b.qs);
+                        let (d, m) = $dm;
+                        mins[i] = _mm_fmadd_ps(_mm_set1_ps(m), s, mins[i]);
+                        let p = dot16_x4(lo, hi, qs, xb, k);
+                        acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d), dxv), p, acc[i]);
+                    }
+                }
+                let mut out = [[0.0; 4]; RW];
+                for i in 0..RW {
+                    let (v, m) = (unfold4(acc[i]), unlane::<4>(mins[i]));
+                    out[i] = std::array::from_fn(|r| v[r] + m[r]);
+                }
+                out
             }
         }
-        let mut out = [[0.0; 4]; RW];
-        for i in 0..RW {
-            let (v, m) = (unfold4(acc[i]), unlane::<4>(mins[i]));
-            out[i] = std::array::from_fn(|r| v[r] + m[r]);
-        }
-        out
-    }
+    };
 }
-
-/// `tile_q4_0_w16` for four activation rows, folded as `tile4_q8_0_w16`; the offset as in `tile_q4_0`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile4_q4_0_w16<const RW: usize>(w: [&[BlockQ4_0]; RW], x: &Q8Rows, xb: [usize; 4]) -> [[f32; 4]; RW] {
-    unsafe {
-        let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); RW];
-        let mut off = [_mm_setzero_ps(); RW];
-        for k in 0..w[0].len() {
-            let dxv = dx4(dx, xb, k);
-            let s = lanes(sx, xb.map(|b| b + k));
-            for i in 0..RW {
-                let b = w[i].get_unchecked(k);
-                let (lo, hi) = nibbles16(&b.qs);
-                let d = half(b.d.to_bits());
-                off[i] = _mm_fmadd_ps(_mm_set1_ps(8.0 * d), s, off[i]);
-                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d), dxv), dot16_x4(lo, hi, qs, xb, k), acc[i]);
-            }
-        }
-        let mut out = [[0.0; 4]; RW];
-        for i in 0..RW {
-            let (v, o) = (unfold4(acc[i]), unlane::<4>(off[i]));
-            out[i] = std::array::from_fn(|r| v[r] - o[r]);
-        }
-        out
-    }
-}
+tile4_q4_w16!(tile4_q4_1_w16, BlockQ4_1, |b| halves(b.d.to_bits(), b.m.to_bits()));
+tile4_q4_w16!(tile4_q4_0_w16, BlockQ4_0, |b| {
+    let d = half(b.d.to_bits());
+    (d, -8.0 * d)
+});
 
 /// `tile_q8_0_w16` for four activation rows, which share each weight row's sum: their block products (eight
 /// i32 each) are folded into one vector (`fold4`, lane r for row r), so that one conversion, one d_w·d_x
