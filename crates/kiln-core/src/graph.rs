@@ -374,6 +374,14 @@ impl<T: Float> Graph<T> {
         self.value(v)[0]
     }
 
+    /// The parameter `v` reads, when it is a parameter's node (`use_param`).
+    pub(crate) fn param_of(&self, v: Var) -> Option<ParamId> {
+        match self.nodes[v.id()].op {
+            Op::Param(i) => Some(ParamId(i)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn requires_grad(&self, v: Var) -> bool {
         self.nodes[v.id()].requires_grad
     }

@@ -5,10 +5,12 @@
 //! and without a lock. Training changes values through `Arc::make_mut`, which copies nothing while the
 //! training tape is the only holder (always, since `fit` takes the model by `&mut`).
 
+use crate::backend::Prepacked;
 use crate::dtype::DType;
 use crate::quant::QMatrix;
 use crate::{Error, Float, Result, Shape};
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 /// One named parameter.
 #[derive(Clone, Debug)]
@@ -54,11 +56,37 @@ pub struct ParamId(pub usize);
 pub struct ParamStore<T> {
     params: Vec<Param<T>>,
     by_name: HashMap<String, usize>,
+    prepacked: PackCache,
 }
 
 impl<T> Default for ParamStore<T> {
     fn default() -> Self {
-        ParamStore { params: Vec::new(), by_name: HashMap::new() }
+        ParamStore { params: Vec::new(), by_name: HashMap::new(), prepacked: PackCache::default() }
+    }
+}
+
+/// Each parameter's backend layout (`ParamStore::prepacked`), made on first use. Every mutable borrow of a
+/// parameter goes through the store (`get_mut`, `all_mut`, `quantize`), which forgets that parameter's
+/// layout, so a layout never outlives the values it was made from. A clone starts empty: `Arc::make_mut`
+/// clones a shared store just before changing it.
+#[derive(Default)]
+struct PackCache(Vec<OnceLock<Option<Arc<Prepacked>>>>);
+
+impl PackCache {
+    fn forget(&mut self, i: usize) {
+        self.0[i] = OnceLock::new();
+    }
+}
+
+impl Clone for PackCache {
+    fn clone(&self) -> Self {
+        PackCache(self.0.iter().map(|_| OnceLock::new()).collect())
+    }
+}
+
+impl std::fmt::Debug for PackCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} prepacked", self.0.iter().filter(|c| matches!(c.get(), Some(Some(_)))).count())
     }
 }
 
@@ -78,6 +106,7 @@ impl<T: Float> ParamStore<T> {
         }
         self.by_name.insert(name.to_string(), self.params.len());
         self.params.push(Param { name: name.to_string(), shape, value, trainable, quant: None });
+        self.prepacked.0.push(OnceLock::new());
         Ok(ParamId(self.params.len() - 1))
     }
 
@@ -94,6 +123,7 @@ impl<T: Float> ParamStore<T> {
     }
 
     pub(crate) fn all_mut(&mut self) -> &mut [Param<T>] {
+        self.prepacked.0.iter_mut().for_each(|c| *c = OnceLock::new());
         &mut self.params
     }
 
@@ -102,7 +132,19 @@ impl<T: Float> ParamStore<T> {
     }
 
     pub fn get_mut(&mut self, p: ParamId) -> &mut Param<T> {
+        self.prepacked.forget(p.0);
         &mut self.params[p.0]
+    }
+
+    /// Parameter `p`'s values as `make` lays them out for a backend's products (`Backend::prepack`), made by
+    /// the first call and shared by every tape reading this store until the parameter is next changed. None
+    /// when `make` gives none.
+    pub(crate) fn prepacked(
+        &self,
+        p: ParamId,
+        make: impl FnOnce(&Param<T>) -> Option<Prepacked>,
+    ) -> Option<Arc<Prepacked>> {
+        self.prepacked.0[p.0].get_or_init(|| make(&self.params[p.0]).map(Arc::new)).clone()
     }
 
     /// The parameter called `name`, if any.
@@ -119,6 +161,7 @@ impl ParamStore<f32> {
     /// Stores the matrix kernel `p` ([in, out], `in` a multiple of 32) as `dtype` (block-quantized or halves), for
     /// inference: its f32 values are dropped and it is no longer trainable.
     pub fn quantize(&mut self, p: ParamId, dtype: DType) -> Result<()> {
+        self.prepacked.forget(p.0);
         let param = &mut self.params[p.0];
         let &[n_in, n_out] = param.shape.dims() else {
             return Err(Error::Shape(format!(

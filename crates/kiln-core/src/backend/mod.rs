@@ -39,6 +39,17 @@ pub fn matmul_on_this_thread(
     gemm_serial(m, n, k, dst, Mat { data: a.0, rs: a.1, cs: a.2 }, Mat { data: b.0, rs: b.1, cs: b.2 }, accumulate)
 }
 
+/// A weight matrix laid out once for a backend's products ([`Backend::prepack`]): the CPU's holds its matrix
+/// kernel's packed panels. The parameter store keeps one beside a parameter for inference tapes
+/// (`ParamStore::prepacked`) and drops it when the parameter changes.
+pub struct Prepacked(pub(crate) cpu::sgemm::Packed);
+
+impl std::fmt::Debug for Prepacked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prepacked [{}, {}]", self.0.k(), self.0.n())
+    }
+}
+
 /// A read-only view of a buffer, wherever it lives (only on the host today).
 #[derive(Clone, Copy, Debug)]
 pub enum Buf<'a, T> {
@@ -155,6 +166,30 @@ pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
         b: MatView<T>,
         accumulate: bool,
     );
+
+    /// `w` [k, n] (row-major) laid out for `gemm_prepacked`, or None where this backend has no such layout
+    /// (the default) or not for T.
+    fn prepack(&self, _w: &[T], _k: usize, _n: usize) -> Option<Prepacked> {
+        None
+    }
+
+    /// out[m, n] = a[m, k] · w[k, n] (or += when `accumulate`) where `packed` is this backend's `prepack` of
+    /// `w`; by default the plain product of `w`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_prepacked(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        out: BufMut<T>,
+        out_offset: usize,
+        a: MatView<T>,
+        w: MatView<T>,
+        _packed: &Prepacked,
+        accumulate: bool,
+    ) {
+        self.gemm(m, n, k, out, out_offset, a, w, accumulate)
+    }
 
     /// y[r, j] += bias[j] for rows of `cols`, then z = y (when `keep_z`) and y = act(y).
     fn bias_act(

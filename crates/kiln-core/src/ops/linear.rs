@@ -21,7 +21,17 @@ impl<T: Float> Graph<T> {
         let out = sx.with_dim(1, o);
         let mut y = self.pool.scratch(n * o);
         let (be, y_buf) = (&self.backend, BufMut::Host(&mut y));
-        be.gemm(n, o, k, y_buf, 0, MatView::rows(self.buf(x), 0, k), MatView::rows(self.buf(w), 0, o), false);
+        let (xv, wv) = (MatView::rows(self.buf(x), 0, k), MatView::rows(self.buf(w), 0, o));
+        // An inference tape multiplies by a parameter's weights as the backend laid them out once (the CPU:
+        // packed panels, so a product of a few rows neither packs them again nor reads them out of order).
+        let packed = match self.param_of(w) {
+            Some(id) if !self.is_recording() => self.store().prepacked(id, |p| be.prepack(&p.value, k, o)),
+            _ => None,
+        };
+        match packed {
+            Some(p) => be.gemm_prepacked(n, o, k, y_buf, 0, xv, wv, &p, false),
+            None => be.gemm(n, o, k, y_buf, 0, xv, wv, false),
+        }
         let rg = self.requires_grad(x) || self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
         let keep = rg && self.is_recording() && act.is_some_and(|a| a.needs_input());
         let mut z = if keep { Some(self.pool.scratch(n * o)) } else { None };

@@ -1,5 +1,6 @@
 //! The f32 paths users run, against plain f64 recomputations written here from each op's formula (not from
-//! kiln's code): the AVX-512 matrix kernel (`backend/cpu/sgemm.rs`) in every blocking case, the direct conv+pool
+//! kiln's code): the f32 matrix kernel (`backend/cpu/sgemm.rs`, AVX-512 or else AVX2) in every blocking case and
+//! from weights packed once for inference, the direct conv+pool
 //! kernels (`backend/cpu/conv_pool_direct.rs`) forward and weight gradient, the tiled convolution with fused
 //! activations, max pooling's 2x2 fast path, and the AVX2 elementwise loops. Every check runs twice: with
 //! the default threading, and with four threads forced and `par`'s work threshold at 1, so that each
@@ -212,7 +213,8 @@ fn check_dense(rng: &mut Rng, (m, k, n): (usize, usize, usize), act: Option<Unar
 
 #[test]
 fn dense_products_and_gradients_match_f64_in_every_blocking_case() {
-    notice_unless(has("avx512f"), "AVX-512F (kiln's own f32 matrix kernel, backend/cpu/sgemm.rs)");
+    notice_unless(has("avx512f"), "AVX-512F (kiln's own f32 matrix kernel, backend/cpu/sgemm/avx512.rs)");
+    notice_unless(has("avx2+fma"), "AVX2 and FMA (kiln's own f32 matrix kernel, backend/cpu/sgemm/avx2.rs)");
     both_threadings(|mode| {
         let mut rng = Rng::new(11);
         // (m, k, n): register tiles of every row count 1..8 and ragged column tiles; k past one packed
@@ -229,6 +231,58 @@ fn dense_products_and_gradients_match_f64_in_every_blocking_case() {
             ((6001, 40, 12), Some(UnaryOp::LeakyRelu(0.3))),
         ] {
             check_dense(&mut rng, shape, act, mode);
+        }
+    });
+}
+
+/// y = act(x·W + b) on a tape that does not record (inference), where the product takes W as the kernel
+/// packed it once (`ParamStore::prepacked`): against f64, then again after W changes in place and after it
+/// changes under a tape that shared the store, so a layout kept past its values fails.
+fn check_prepacked(rng: &mut Rng, (m, k, n): (usize, usize, usize), mode: &str) {
+    let (x, w, b) = (rand(m * k, rng), rand(k * n, rng), rand(n, rng));
+    let act = Some(UnaryOp::Relu);
+    let r = vec![1.0; m * n];
+    let mut g = Graph::<f32>::new();
+    let pw = g.add_param("w", &[k, n], w.clone(), true).unwrap();
+    let pb = g.add_param("b", &[n], b.clone(), true).unwrap();
+    g.set_recording(false);
+    let run = |g: &mut Graph<f32>| {
+        g.reset();
+        let xv = g.input(&[m, k], &x).unwrap();
+        let (wv, bv) = (g.use_param(pw), g.use_param(pb));
+        let y = g.linear(xv, wv, Some(bv), act).unwrap();
+        g.value(y).to_vec()
+    };
+    let what = |t: &str| format!("prepacked dense {m}x{k}x{n} ({mode}) {t}");
+    for pass in ["first", "second"] {
+        let [want, ..] = dense_ref(&x, &w, &b, &r, (m, k, n), act);
+        assert_close(&what(pass), &run(&mut g), &want, REL);
+    }
+    // Changed in place: the next product must see the new values.
+    let w2: Vec<f32> = w.iter().map(|v| 0.5 - v).collect();
+    g.param_mut(pw).value.copy_from_slice(&w2);
+    let [want, ..] = dense_ref(&x, &w2, &b, &r, (m, k, n), act);
+    assert_close(&what("after param_mut"), &run(&mut g), &want, REL);
+    // Changed while another tape shares the store (copy-on-write), then read through that tape again.
+    let mut h = Graph::<f32>::new();
+    h.attach(g.shared_params());
+    h.set_recording(false);
+    assert_close(&what("shared"), &run(&mut h), &want, REL);
+    let w3: Vec<f32> = w.iter().map(|v| v * 2.0).collect();
+    g.param_mut(pw).value.copy_from_slice(&w3);
+    h.attach(g.shared_params());
+    let [want, ..] = dense_ref(&x, &w3, &b, &r, (m, k, n), act);
+    assert_close(&what("shared, after param_mut"), &run(&mut h), &want, REL);
+}
+
+#[test]
+fn dense_inference_on_prepacked_weights_matches_f64_and_follows_changed_weights() {
+    both_threadings(|mode| {
+        let mut rng = Rng::new(12);
+        // Few rows (one text through an encoder), k past one block, columns that end inside a panel and bands
+        // split between threads on a panel; rows that outnumber the columns (bands of rows).
+        for shape in [(1, 5, 3), (18, 384, 200), (7, 600, 45), (300, 70, 40), (64, 130, 1000)] {
+            check_prepacked(&mut rng, shape, mode);
         }
     });
 }

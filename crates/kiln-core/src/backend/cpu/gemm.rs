@@ -1,6 +1,6 @@
-//! Matrix products: f32 on processors with AVX-512 through kiln's own kernel (`sgemm`), everything else
-//! through the `gemm` crate (within ~20% of the best AVX2 kernel measured here at every shape the models
-//! use). Both take strides, so transposed operands cost no copy; this file splits work across threads.
+//! Matrix products: f32 on processors with AVX-512 or AVX2 through kiln's own kernel (`sgemm`), f64 and
+//! everything else through the `gemm` crate. Both take strides, so transposed operands cost no copy; this
+//! file splits work across threads, and multiplies by weights packed once (`gemm_packed`).
 
 use super::sgemm;
 use crate::Float;
@@ -81,6 +81,62 @@ pub(crate) fn gemm<T: Float>(m: usize, n: usize, k: usize, dst: &mut [T], a: Mat
         split_output(m, n, k, dst, a, b, accumulate, t);
     } else {
         split_k(m, n, k, dst, a, b, accumulate, t);
+    }
+}
+
+/// dst[m, n] = a[m, k] · b (or += when `accumulate`) with b packed once (`sgemm::pack`), split across threads
+/// as `gemm` splits: bands of rows when the output is taller than wide, else bands of whole panels of columns.
+pub(crate) fn gemm_packed(m: usize, dst: &mut [f32], a: Mat<f32>, b: &sgemm::Packed, accumulate: bool) {
+    let (n, k) = (b.n(), b.k());
+    assert!(dst.len() >= m * n);
+    if m == 0 {
+        return;
+    }
+    assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs, "a [{m}, {k}] is not inside its data");
+    let t = num_threads();
+    let parts = if t <= 1 || 2 * m * n * k < SPLIT_FLOPS { 1 } else { t };
+    packed_bands(m, 0..n, dst.as_mut_ptr(), n, a, b, accumulate, parts);
+}
+
+/// Rows [0, m) x columns `cols` of the output at `dst` (leading dimension ld), in `parts` bands.
+#[allow(clippy::too_many_arguments)]
+fn packed_bands(
+    m: usize,
+    cols: std::ops::Range<usize>,
+    dst: *mut f32,
+    ld: usize,
+    a: Mat<f32>,
+    b: &sgemm::Packed,
+    acc: bool,
+    parts: usize,
+) {
+    let width = cols.len();
+    let split_cols = (width * (parts / 2) / parts).next_multiple_of(b.panel());
+    if parts <= 1 || (m < width && (split_cols == 0 || split_cols >= width)) {
+        // SAFETY: rows [0, m) and columns `cols` of dst are the caller's own (the top call's dst holds m x n;
+        // bands below are disjoint); a holds m x k (asserted at the top).
+        unsafe { sgemm::sgemm_packed(m, cols, dst, ld, a, b, acc) };
+        return;
+    }
+    let (p1, p2) = (parts / 2, parts - parts / 2);
+    let ptr = SendPtr(dst);
+    if m >= width {
+        let m1 = m * p1 / parts;
+        let a2 = Mat { data: &a.data[m1 * a.rs..], ..a };
+        let c2 = cols.clone();
+        rayon::join(
+            || packed_bands(m1, cols, { ptr }.0, ld, a, b, acc, p1),
+            // SAFETY: rows from m1 on lie inside the caller's rows.
+            || packed_bands(m - m1, c2, unsafe { { ptr }.0.add(m1 * ld) }, ld, a2, b, acc, p2),
+        );
+    } else {
+        let mid = cols.start + split_cols;
+        let (left, right) = (cols.start..mid, mid..cols.end);
+        rayon::join(
+            || packed_bands(m, left, { ptr }.0, ld, a, b, acc, p1),
+            // SAFETY: columns [mid, end) of the caller's band start split_cols values into it.
+            || packed_bands(m, right, unsafe { { ptr }.0.add(split_cols) }, ld, a, b, acc, p2),
+        );
     }
 }
 

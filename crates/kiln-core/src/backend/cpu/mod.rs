@@ -63,6 +63,34 @@ impl<T: Float> Backend<T> for Cpu {
         gemm(m, n, k, &mut out.host()[out_offset..], mat(a), mat(b), accumulate);
     }
 
+    fn prepack(&self, w: &[T], k: usize, n: usize) -> Option<super::Prepacked> {
+        let w = crate::simd::as_f32(w)?;
+        (w.len() == k * n).then(|| sgemm::pack(Mat::rows(w, n), k, n)).flatten().map(super::Prepacked)
+    }
+
+    fn gemm_prepacked(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        out: BufMut<T>,
+        out_offset: usize,
+        a: MatView<T>,
+        w: MatView<T>,
+        packed: &super::Prepacked,
+        accumulate: bool,
+    ) {
+        let p = &packed.0;
+        let am = mat(a);
+        match crate::simd::as_f32(am.data) {
+            Some(ad) if (p.k(), p.n()) == (k, n) => {
+                let out = crate::simd::as_f32_mut(&mut out.host()[out_offset..]).expect("T is f32, as a's view showed");
+                gemm::gemm_packed(m, out, Mat { data: ad, rs: am.rs, cs: am.cs }, p, accumulate)
+            }
+            _ => self.gemm(m, n, k, out, out_offset, a, w, accumulate),
+        }
+    }
+
     fn bias_act(
         &self,
         y: BufMut<T>,

@@ -1,39 +1,72 @@
-//! kiln's own f32 matrix-product kernel for processors with AVX-512, blocked as usual (Goto; BLIS): a
-//! KC-deep block of B stays in cache while rows of A pass it, and an 8x32 register tile accumulates each
-//! piece of the output.
+//! kiln's own f32 matrix-product kernel for x86 processors, blocked as usual (Goto; BLIS): a KC-deep block of
+//! B stays in cache while rows of A pass it, and a register tile (one file per instruction set:
+//! `sgemm/avx512.rs` 8x32, `sgemm/avx2.rs` 6x16) accumulates each piece of the output.
 //!
-//! Two reasons it exists beside the `gemm` crate: on a stable compiler that crate runs its AVX2 kernels
-//! only (its AVX-512 ones need its `nightly` feature), and this machine's cores do twice the f32 FMAs with
-//! AVX-512 (measured: 225 against 120 GFLOP/s per core on a register-only loop); and it allocates its
-//! packing buffers on every call, where these are kept per thread and reused, so a training step makes no
-//! heap allocation.
+//! With AVX-512 it runs every f32 product. The `gemm` crate, which f64 products and other processors use, runs
+//! only its AVX2 kernels on a stable compiler (its AVX-512 ones need its `nightly` feature), where these cores
+//! do twice the f32 FMAs with AVX-512 (measured: 225 against 120 GFLOP/s per core on a register-only loop); and
+//! it allocates its packing buffers on every call, where these are kept per thread and reused, so a training
+//! step makes no heap allocation.
+//!
+//! With AVX2 alone it runs the products by weights packed once for inference (`Packed`): one text through
+//! MiniLM (18 rows a product, the weights read from memory every time) took 22-24 ms of products in the
+//! crate and 6.5-8 ms here, alternating on an AMD EPYC (Zen 3). Other products stay with the crate, which
+//! packs A as well and was faster on large ones there (1024x1024x1024: 88-149 against 68-89 GFLOP/s, in
+//! alternating runs on a noisy machine).
 
 use super::gemm::Mat;
 use std::cell::Cell;
 
-/// Rows and columns of the register tile: 8 x 2 vectors of 16 = 16 accumulators of the 32 registers.
-const MR: usize = 8;
-const NR: usize = 32;
-/// Depth of a packed block: one B panel (KC x NR, 32 KiB) stays in L1 while the A panels pass.
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Depth of a packed block: one B panel (KC x NR: 32 KiB with AVX-512, 16 KiB with AVX2) stays in L1 while
+/// the A panels pass.
 const KC: usize = 256;
-/// Rows of A packed at a time (MC x KC, 128 KiB: in L2).
+/// Rows of A taken at a time (MC x KC, 128 KiB: in L2).
 const MC: usize = 128;
 /// Columns of B packed at a time (KC x NC, 2 MiB).
 const NC: usize = 2048;
 
-/// Whether this processor runs the kernel (checked once). `KILN_GEMM_CRATE=1` in the environment sends
-/// every product to the `gemm` crate instead, to compare the two (`opbench matrix`).
-pub(crate) fn available() -> bool {
+/// The instruction set the kernel runs with on this processor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Isa {
+    Avx512,
+    Avx2,
+}
+
+/// Which kernel this processor runs (checked once): AVX-512F, else AVX2 with FMA, else none (the `gemm`
+/// crate). `KILN_GEMM_CRATE=1` in the environment sends every product to the crate instead (and packs no
+/// weights), to compare the two (`opbench matrix`, `embedbench`).
+fn isa() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| std::env::var_os("KILN_GEMM_CRATE").is_none() && is_x86_feature_detected!("avx512f"))
+        static ISA: OnceLock<Option<Isa>> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            if std::env::var_os("KILN_GEMM_CRATE").is_some() {
+                None
+            } else if is_x86_feature_detected!("avx512f") {
+                Some(Isa::Avx512)
+            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                Some(Isa::Avx2)
+            } else {
+                None
+            }
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        None
     }
+}
+
+/// Whether this processor runs every f32 product on the kernel (AVX-512); with AVX2 alone, only those by
+/// packed weights (`pack`).
+pub(crate) fn available() -> bool {
+    isa() == Some(Isa::Avx512)
 }
 
 thread_local! {
@@ -59,12 +92,44 @@ struct Panel {
     cs: usize,
 }
 
-/// c[m, n] (leading dimension `ldc`) = a · b, or += when `accumulate`.
-///
-/// A is read in place whatever its strides: the kernel broadcasts one value at a time, and a last panel of
-/// fewer than MR rows gets a kernel of its own size (packing A was 25-40% slower here). B is packed, since
-/// rows of a 128-column B read in place, 512 bytes apart, fall into the same few L1 sets; except for a few
-/// rows of A (batch 1 at inference), where each B value is used too few times to repay packing it.
+/// Which part of a register tile is inside the output, whether it adds to what is there, whether the B
+/// panel may be read whole (packed: NR columns, zero past `cols`) or only its first `cols` columns (in place),
+/// and how far past each B row read to prefetch (in values; 0: none).
+#[derive(Clone, Copy)]
+struct Tile {
+    rows: usize,
+    cols: usize,
+    add: bool,
+    padded: bool,
+    prefetch: usize,
+}
+
+/// What an instruction set's kernel gives the blocked driver.
+trait Kernel {
+    /// Rows and columns of the register tile; B panels are NR columns wide.
+    const MR: usize;
+    const NR: usize;
+    /// One tile of c (t.rows <= MR rows, t.cols <= NR columns) from t.rows rows of A and a B panel over kc
+    /// steps.
+    ///
+    /// # Safety
+    /// The processor has the kernel's instruction set; A holds t.rows rows and B t.cols columns (NR when
+    /// t.padded) over kc steps; the tile lies inside c.
+    unsafe fn tile(kc: usize, a: Panel, b: Panel, c: *mut f32, ldc: usize, t: Tile);
+    /// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose rows are contiguous
+    /// (cs = 1); columns past `cols` zero.
+    ///
+    /// # Safety
+    /// As for tile; elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b; `panel` holds NR x kc values.
+    unsafe fn pack_rows(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]);
+    /// The same from a B whose columns are contiguous (rs = 1: the transpose of a row-major matrix).
+    ///
+    /// # Safety
+    /// As for pack_rows.
+    unsafe fn pack_transposed(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]);
+}
+
+/// c[m, n] (leading dimension `ldc`) = a · b, or += when `accumulate`, with the AVX-512 kernel.
 ///
 /// # Safety
 /// `available()` must be true; every element (r, col) for r < m, col < n must be valid at c[r·ldc + col];
@@ -80,10 +145,38 @@ pub(crate) unsafe fn sgemm(
     b: Mat<f32>,
     accumulate: bool,
 ) {
+    // SAFETY: isa() names an instruction set this processor has; the rest is the caller's contract.
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Some(Isa::Avx512) {
+        return unsafe { blocked::<avx512::Avx512>(m, n, k, c, ldc, a, b, accumulate) };
+    }
+    unreachable!("sgemm called on a processor without its kernel ({m}x{k}x{n})");
+}
+
+/// The blocked product on kernel K.
+///
+/// A is read in place whatever its strides: the kernel broadcasts one value at a time, and a last panel of
+/// fewer than MR rows gets a kernel of its own size (packing A was 25-40% slower with AVX-512). B is packed,
+/// since rows of a 128-column B read in place, 512 bytes apart, fall into the same few L1 sets; except for a
+/// few rows of A (batch 1 at inference), where each B value is used too few times to repay packing it.
+///
+/// # Safety
+/// As for `sgemm`, with K's instruction set present.
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocked<K: Kernel>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+    a: Mat<f32>,
+    b: Mat<f32>,
+    accumulate: bool,
+) {
     let mut pb = PACKED.take();
-    let b_in_place = b.cs == 1 && m <= 2 * MR;
-    if !b_in_place && pb.len() < KC * NC.min(n.next_multiple_of(NR)) {
-        pb.resize(KC * NC.min(n.next_multiple_of(NR)), 0.0);
+    let b_in_place = b.cs == 1 && m <= 2 * K::MR;
+    if !b_in_place && pb.len() < KC * NC.min(n.next_multiple_of(K::NR)) {
+        pb.resize(KC * NC.min(n.next_multiple_of(K::NR)), 0.0);
     }
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
@@ -91,23 +184,31 @@ pub(crate) unsafe fn sgemm(
             let kc = KC.min(k - p0);
             let add = accumulate || p0 > 0;
             if !b_in_place {
-                pack_b(b, p0, kc, j0, nc, &mut pb);
+                // SAFETY: K's instruction set is present (caller); the block lies inside b (gemm::checked).
+                unsafe { pack_b::<K>(b, p0, kc, j0, nc, &mut pb) };
             }
             for i0 in (0..m).step_by(MC) {
                 let mc = MC.min(m - i0);
-                for jr in (0..nc).step_by(NR) {
+                for jr in (0..nc).step_by(K::NR) {
                     let bp = match b_in_place {
                         true => Panel { ptr: b.data[p0 * b.rs + j0 + jr..].as_ptr(), rs: b.rs, cs: 1 },
-                        false => Panel { ptr: pb[jr * kc..].as_ptr(), rs: NR, cs: 1 },
+                        false => Panel { ptr: pb[jr * kc..].as_ptr(), rs: K::NR, cs: 1 },
                     };
-                    for ir in (0..mc).step_by(MR) {
+                    for ir in (0..mc).step_by(K::MR) {
                         let r = i0 + ir;
                         let ap = Panel { ptr: a.data[r * a.rs + p0 * a.cs..].as_ptr(), rs: a.rs, cs: a.cs };
-                        let tile = Tile { rows: MR.min(m - r), cols: NR.min(nc - jr), add };
+                        let tile = Tile {
+                            rows: K::MR.min(mc - ir),
+                            cols: K::NR.min(nc - jr),
+                            add,
+                            padded: !b_in_place,
+                            prefetch: 0,
+                        };
                         // SAFETY: the tile lies inside c (caller's contract); its rows of A and columns of B
                         // over kc steps lie inside a and b or the packed block (bounds asserted by
-                        // `gemm::checked`), and the kernel masks off columns past the tile's.
-                        unsafe { avx512::tile(kc, ap, bp, c.add(r * ldc + j0 + jr), ldc, tile) };
+                        // `gemm::checked`; a packed panel holds NR columns), and in place the kernel reads no
+                        // column past the tile's.
+                        unsafe { K::tile(kc, ap, bp, c.add(r * ldc + j0 + jr), ldc, tile) };
                     }
                 }
             }
@@ -116,207 +217,164 @@ pub(crate) unsafe fn sgemm(
     PACKED.set(pb);
 }
 
-/// Which part of a register tile is inside the output, and whether it adds to what is there.
-#[derive(Clone, Copy)]
-struct Tile {
-    rows: usize,
-    cols: usize,
-    add: bool,
+/// A B operand [k, n] packed once in its kernel's layout (a weight of an inference tape, `Backend::prepack`):
+/// for each KC block of k, its panels of NR columns one after another, kc x NR values each, columns past n
+/// zero. A product from it skips packing, and its B stream is read in order, which the prefetcher follows;
+/// with one text through an encoder (18 rows) the weights come from memory at every product, and packing them
+/// on every call had been a fifth of the time (`perf`).
+pub(crate) struct Packed {
+    isa: Isa,
+    k: usize,
+    n: usize,
+    /// Columns of a panel (K::NR), and n rounded up to whole panels.
+    nr: usize,
+    npad: usize,
+    data: Vec<f32>,
 }
 
-/// B[p0.., j0..] (kc x nc) into panels of NR columns, each stored k-major (NR values per k), columns past
+impl Packed {
+    pub(crate) fn k(&self) -> usize {
+        self.k
+    }
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+    /// Columns of a panel: a split of the columns between threads falls on a multiple of this.
+    pub(crate) fn panel(&self) -> usize {
+        self.nr
+    }
+}
+
+/// `b` [k, n] in the panel layout of this processor's kernel; None without a kernel, or for an empty b.
+///
+/// # Panics
+/// If b does not hold its k x n extent.
+pub(crate) fn pack(b: Mat<f32>, k: usize, n: usize) -> Option<Packed> {
+    if k == 0 || n == 0 {
+        return None;
+    }
+    assert!(b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs, "a packed B [{k}, {n}] is not inside its data");
+    #[cfg(target_arch = "x86_64")]
+    match isa()? {
+        Isa::Avx512 => return Some(pack_with::<avx512::Avx512>(Isa::Avx512, b, k, n)),
+        Isa::Avx2 => return Some(pack_with::<avx2::Avx2>(Isa::Avx2, b, k, n)),
+    }
+    #[allow(unreachable_code)]
+    None
+}
+
+fn pack_with<K: Kernel>(isa: Isa, b: Mat<f32>, k: usize, n: usize) -> Packed {
+    let npad = n.next_multiple_of(K::NR);
+    let mut data = vec![0.0f32; npad * k];
+    for p0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - p0);
+        // SAFETY: `isa` is this processor's (pack checked isa()); the block lies inside b (asserted by pack),
+        // and block p0 gets its npad x kc values from p0·npad.
+        unsafe { pack_b::<K>(b, p0, kc, 0, n, &mut data[p0 * npad..]) };
+    }
+    Packed { isa, k, n, nr: K::NR, npad, data }
+}
+
+/// c[m, cols] = a · b[.., cols] (or += when `accumulate`) from a packed b; `cols` starts on a panel and c points
+/// at its first column.
+///
+/// # Safety
+/// Every element (r, j) for r < m, j < cols.len() must be valid at c[r·ldc + j]; a must hold m x b.k().
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_packed(
+    m: usize,
+    cols: std::ops::Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    a: Mat<f32>,
+    b: &Packed,
+    accumulate: bool,
+) {
+    assert!(cols.start.is_multiple_of(b.panel()) && cols.end <= b.n, "columns {cols:?} of a packed B of {}", b.n);
+    // SAFETY: b was packed by this processor's kernel; the rest is the caller's contract.
+    #[cfg(target_arch = "x86_64")]
+    match b.isa {
+        Isa::Avx512 => unsafe { from_packed::<avx512::Avx512>(m, cols, c, ldc, a, b, accumulate) },
+        Isa::Avx2 => unsafe { from_packed::<avx2::Avx2>(m, cols, c, ldc, a, b, accumulate) },
+    }
+}
+
+/// How far ahead the first row tile of a panel prefetches the packed stream: two panels of AVX2's 16 columns.
+/// One text's products through MiniLM's weights took 0.86-0.98 of the time without it (four alternating pairs).
+const PREFETCH: usize = 2 * KC * 16;
+
+/// The blocked product over a packed B (as `blocked`, without the packing).
+///
+/// # Safety
+/// As for sgemm_packed, with K the kernel b was packed for.
+#[allow(clippy::too_many_arguments)]
+unsafe fn from_packed<K: Kernel>(
+    m: usize,
+    cols: std::ops::Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    a: Mat<f32>,
+    b: &Packed,
+    accumulate: bool,
+) {
+    for p0 in (0..b.k).step_by(KC) {
+        let kc = KC.min(b.k - p0);
+        let add = accumulate || p0 > 0;
+        let block = &b.data[p0 * b.npad..(p0 + kc) * b.npad];
+        for i0 in (0..m).step_by(MC) {
+            let mc = MC.min(m - i0);
+            for jr in cols.clone().step_by(K::NR) {
+                let bp = Panel { ptr: block[jr * kc..].as_ptr(), rs: K::NR, cs: 1 };
+                for ir in (0..mc).step_by(K::MR) {
+                    let r = i0 + ir;
+                    let ap = Panel { ptr: a.data[r * a.rs + p0 * a.cs..].as_ptr(), rs: a.rs, cs: a.cs };
+                    // Only the first pass over a panel reads it from memory; the later ones find it in cache.
+                    let prefetch = if r == 0 { PREFETCH } else { 0 };
+                    let tile =
+                        Tile { rows: K::MR.min(mc - ir), cols: K::NR.min(cols.end - jr), add, padded: true, prefetch };
+                    // SAFETY: the tile lies inside c (caller's contract); its rows of A over kc steps lie inside
+                    // a, and the panel's NR x kc values inside the block.
+                    unsafe { K::tile(kc, ap, bp, c.add(r * ldc + jr - cols.start), ldc, tile) };
+                }
+            }
+        }
+    }
+}
+
+/// B[p0.., j0..] (kc x nc) into panels of K::NR columns, each stored k-major (NR values per k), columns past
 /// n zero.
-fn pack_b(b: Mat<f32>, p0: usize, kc: usize, j0: usize, nc: usize, buf: &mut [f32]) {
-    for (jp, panel) in buf[..nc.div_ceil(NR) * NR * kc].chunks_exact_mut(NR * kc).enumerate() {
-        let c0 = j0 + jp * NR;
-        let cols = NR.min(j0 + nc - c0);
-        #[cfg(target_arch = "x86_64")]
+///
+/// # Safety
+/// K's instruction set is present; the block lies inside b.
+unsafe fn pack_b<K: Kernel>(b: Mat<f32>, p0: usize, kc: usize, j0: usize, nc: usize, buf: &mut [f32]) {
+    let nr = K::NR;
+    for (jp, panel) in buf[..nc.div_ceil(nr) * nr * kc].chunks_exact_mut(nr * kc).enumerate() {
+        let c0 = j0 + jp * nr;
+        let cols = nr.min(j0 + nc - c0);
         if b.cs == 1 {
-            // Rows of B are contiguous: one run per k, two vector loads and stores (a call of `memcpy` per
-            // run was 5% of a training epoch of the reference CNN).
-            // SAFETY: available() holds wherever sgemm runs; columns c0..c0+cols over p0..p0+kc lie inside
-            // b (asserted by gemm::checked) and the panel holds NR x kc values.
-            unsafe { avx512::pack_rows(b, p0, kc, c0, cols, panel) };
+            // Rows of B are contiguous: one run per k, vector loads and stores (a call of `memcpy` per run
+            // was 5% of a training epoch of the reference CNN).
+            // SAFETY: the caller's contract; columns c0..c0+cols over p0..p0+kc lie inside b, and the panel
+            // holds NR x kc values.
+            unsafe { K::pack_rows(b, p0, kc, c0, cols, panel) };
             continue;
         }
-        #[cfg(target_arch = "x86_64")]
         if b.rs == 1 {
             // Columns of B are contiguous (B is a transposed row-major matrix: the dense layer's weights in
-            // its input gradient): 16x16 blocks are transposed in registers, four times faster here than
-            // the element-by-element copy below (opbench linear, forward+backward).
+            // its input gradient): square blocks are transposed in registers, four times faster with AVX-512
+            // than the element-by-element copy below (opbench linear, forward+backward).
             // SAFETY: as for pack_rows.
-            unsafe { avx512::pack_transposed(b, p0, kc, c0, cols, panel) };
+            unsafe { K::pack_transposed(b, p0, kc, c0, cols, panel) };
             continue;
         }
-        for col in 0..NR {
+        for col in 0..nr {
             if col >= cols {
-                panel[col..].iter_mut().step_by(NR).for_each(|v| *v = 0.0);
+                panel[col..].iter_mut().step_by(nr).for_each(|v| *v = 0.0);
                 continue;
             }
             let base = p0 * b.rs + (c0 + col) * b.cs;
-            for (p, v) in panel[col..].iter_mut().step_by(NR).enumerate() {
+            for (p, v) in panel[col..].iter_mut().step_by(nr).enumerate() {
                 *v = b.data[base + p * b.rs];
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{Mat, NR, Panel, Tile};
-    use std::arch::x86_64::*;
-
-    /// One tile of c (t.rows <= MR rows, t.cols <= NR columns) from t.rows rows of A and a B panel over kc
-    /// steps, dispatched to a kernel of exactly that many rows.
-    ///
-    /// # Safety
-    /// AVX-512F present; A holds t.rows rows and B t.cols columns over kc steps; the tile lies inside c.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile(kc: usize, a: Panel, b: Panel, c: *mut f32, ldc: usize, t: Tile) {
-        unsafe {
-            match t.rows {
-                8 => rows::<8, 1>(kc, a, b, c, ldc, t),
-                7 => rows::<7, 1>(kc, a, b, c, ldc, t),
-                6 => rows::<6, 1>(kc, a, b, c, ldc, t),
-                5 => rows::<5, 1>(kc, a, b, c, ldc, t),
-                4 => rows::<4, 2>(kc, a, b, c, ldc, t),
-                3 => rows::<3, 2>(kc, a, b, c, ldc, t),
-                2 => rows::<2, 4>(kc, a, b, c, ldc, t),
-                _ => rows::<1, 4>(kc, a, b, c, ldc, t),
-            }
-        }
-    }
-
-    /// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose rows are
-    /// contiguous (cs = 1); columns past `cols` are zero.
-    ///
-    /// # Safety
-    /// AVX-512F present; b.cs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data;
-    /// `panel` holds NR x kc values.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pack_rows(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
-        assert!(panel.len() >= NR * kc);
-        let (mlo, mhi) =
-            (((1u32 << cols.min(16)) - 1) as __mmask16, ((1u32 << cols.saturating_sub(16)) - 1) as __mmask16);
-        for p in 0..kc {
-            // SAFETY: the first `cols` values of the row are inside b (caller's contract), the rest are
-            // masked off and not read; the panel holds NR values at p·NR (asserted above).
-            unsafe {
-                let src = b.data.as_ptr().add((p0 + p) * b.rs + c0);
-                let dst = panel.as_mut_ptr().add(p * NR);
-                _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(mlo, src));
-                _mm512_storeu_ps(dst.add(16), _mm512_maskz_loadu_ps(mhi, src.add(16)));
-            }
-        }
-    }
-
-    /// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose columns are
-    /// contiguous (rs = 1): each 16 columns x 16 k steps are loaded as 16 rows, transposed in registers (two
-    /// rounds of in-lane unpacks, two of 128-bit lane shuffles) and stored as 16 k steps of 16 columns.
-    /// Columns past `cols` are zero.
-    ///
-    /// # Safety
-    /// AVX-512F present; b.rs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data;
-    /// `panel` holds NR x kc values.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pack_transposed(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
-        assert!(panel.len() >= NR * kc);
-        let (ps, pd) = (_mm512_castps_pd, _mm512_castpd_ps);
-        for h in 0..NR / 16 {
-            let here = cols.saturating_sub(h * 16).min(16);
-            for p in (0..kc).step_by(16) {
-                let len = (kc - p).min(16);
-                let pmask = ((1u32 << len) - 1) as __mmask16;
-                let mut r = [_mm512_setzero_ps(); 16];
-                for (i, ri) in r.iter_mut().enumerate().take(here) {
-                    let at = (c0 + h * 16 + i) * b.cs + p0 + p;
-                    // SAFETY: the first `len` values from `at` are inside b (caller's contract); the rest
-                    // are masked off and not read.
-                    *ri = unsafe { _mm512_maskz_loadu_ps(pmask, b.data.as_ptr().add(at)) };
-                }
-                let mut t = [_mm512_setzero_ps(); 16];
-                for i in 0..8 {
-                    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-                }
-                // u[4g + c], lane l: rows 4g..4g+4 of column 4l + c.
-                let mut u = [_mm512_setzero_ps(); 16];
-                for g in 0..4 {
-                    let (a0, a1, a2, a3) = (ps(t[4 * g]), ps(t[4 * g + 1]), ps(t[4 * g + 2]), ps(t[4 * g + 3]));
-                    u[4 * g] = pd(_mm512_unpacklo_pd(a0, a2));
-                    u[4 * g + 1] = pd(_mm512_unpackhi_pd(a0, a2));
-                    u[4 * g + 2] = pd(_mm512_unpacklo_pd(a1, a3));
-                    u[4 * g + 3] = pd(_mm512_unpackhi_pd(a1, a3));
-                }
-                for c in 0..4 {
-                    let v = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
-                    let w = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
-                    let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
-                    let w2 = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
-                    let out = [
-                        _mm512_shuffle_f32x4::<0x88>(v, v2),
-                        _mm512_shuffle_f32x4::<0x88>(w, w2),
-                        _mm512_shuffle_f32x4::<0xdd>(v, v2),
-                        _mm512_shuffle_f32x4::<0xdd>(w, w2),
-                    ];
-                    // Column 4l + c of the block is k step p + 4l + c.
-                    for (l, o) in out.iter().enumerate() {
-                        let j = 4 * l + c;
-                        if j < len {
-                            let at = (p + j) * NR + h * 16;
-                            // SAFETY: (p + j) < kc, so the 16 values lie inside the panel (asserted above).
-                            unsafe { _mm512_storeu_ps(panel.as_mut_ptr().add(at), *o) };
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// M rows; S independent sets of accumulators over alternate k steps, so that few rows still keep
-    /// enough FMAs in flight to cover their latency.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn rows<const M: usize, const S: usize>(kc: usize, a: Panel, b: Panel, c: *mut f32, ldc: usize, t: Tile) {
-        let mask = |cols: usize| -> __mmask16 { ((1u32 << cols.min(16)) - 1) as __mmask16 };
-        let (mlo, mhi) = (mask(t.cols), mask(t.cols.saturating_sub(16)));
-        let mut lo = [[_mm512_setzero_ps(); M]; S];
-        let mut hi = [[_mm512_setzero_ps(); M]; S];
-        let step = |lo: &mut [__m512; M], hi: &mut [__m512; M], p: usize| unsafe {
-            let bp = b.ptr.add(p * b.rs);
-            let (b0, b1) = (_mm512_maskz_loadu_ps(mlo, bp), _mm512_maskz_loadu_ps(mhi, bp.add(16)));
-            let ap = a.ptr.add(p * a.cs);
-            for i in 0..M {
-                let v = _mm512_set1_ps(*ap.add(i * a.rs));
-                lo[i] = _mm512_fmadd_ps(v, b0, lo[i]);
-                hi[i] = _mm512_fmadd_ps(v, b1, hi[i]);
-            }
-        };
-        let whole = kc / S * S;
-        for p in (0..whole).step_by(S) {
-            for s in 0..S {
-                step(&mut lo[s], &mut hi[s], p + s);
-            }
-        }
-        for p in whole..kc {
-            step(&mut lo[0], &mut hi[0], p);
-        }
-        for s in 1..S {
-            for i in 0..M {
-                lo[0][i] = _mm512_add_ps(lo[0][i], lo[s][i]);
-                hi[0][i] = _mm512_add_ps(hi[0][i], hi[s][i]);
-            }
-        }
-        for i in 0..M {
-            unsafe {
-                let row = c.add(i * ldc);
-                let (mut l, mut h) = (lo[0][i], hi[0][i]);
-                if t.add {
-                    l = _mm512_add_ps(l, _mm512_maskz_loadu_ps(mlo, row));
-                    h = _mm512_add_ps(h, _mm512_maskz_loadu_ps(mhi, row.add(16)));
-                }
-                _mm512_mask_storeu_ps(row, mlo, l);
-                _mm512_mask_storeu_ps(row.add(16), mhi, h);
             }
         }
     }
@@ -326,16 +384,163 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    /// The kernel runs wherever the processor has AVX-512F: a check that wrongly said no would leave every
-    /// product right (the `gemm` crate takes over) and twice as slow.
+    /// The driver on one kernel.
+    type Run = unsafe fn(usize, usize, usize, *mut f32, usize, Mat<f32>, Mat<f32>, bool);
+
+    /// Every kernel this processor can run (on an AVX-512 machine, the AVX2 one as well), named.
+    fn kernels() -> Vec<(&'static str, Run)> {
+        #[allow(unused_mut)]
+        let mut all: Vec<(&'static str, Run)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                all.push(("avx512", blocked::<avx512::Avx512>));
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                all.push(("avx2", blocked::<avx2::Avx2>));
+            }
+        }
+        all
+    }
+
+    /// c = a · b (+ c0 when `acc`) on `run`, against a plain f64 loop, with c's rows `ldc` apart and the
+    /// values between them left alone.
+    #[allow(clippy::too_many_arguments)]
+    fn check(name: &str, run: Run, m: usize, n: usize, k: usize, a: Mat<f32>, b: Mat<f32>, acc: bool) {
+        let ldc = n + 3;
+        let c0: Vec<f32> = (0..m * ldc).map(|i| (i % 7) as f32 - 3.0).collect();
+        let mut c = c0.clone();
+        // SAFETY: the test's processor has the kernel (kernels()); c holds m rows of ldc; a and b hold their
+        // extents (the callers' shapes).
+        unsafe { run(m, n, k, c.as_mut_ptr(), ldc, a, b, acc) };
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j] as f64;
+                if j >= n {
+                    assert_eq!(got, c0[i * ldc + j] as f64, "{name} {m}x{k}x{n}: ({i}, {j}) is past the output");
+                    continue;
+                }
+                let mut want = if acc { c0[i * ldc + j] as f64 } else { 0.0 };
+                for p in 0..k {
+                    want += a.data[i * a.rs + p * a.cs] as f64 * b.data[p * b.rs + j * b.cs] as f64;
+                }
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{name} {m}x{k}x{n} ({i}, {j}): {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    fn random(len: usize, rng: &mut crate::Rng) -> Vec<f32> {
+        (0..len).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect()
+    }
+
+    /// The kernel runs every product wherever the processor has AVX-512F, and packed products wherever it has
+    /// AVX2 with FMA: a check that wrongly said no would leave every product right (the `gemm` crate takes
+    /// over) and slower.
     #[test]
-    fn the_kernel_runs_where_the_processor_has_avx512() {
+    fn the_kernel_runs_where_the_processor_has_avx512_or_avx2() {
         #[cfg(target_arch = "x86_64")]
         if std::env::var_os("KILN_GEMM_CRATE").is_none() {
-            assert_eq!(available(), is_x86_feature_detected!("avx512f"));
+            let want = match (is_x86_feature_detected!("avx512f"), is_x86_feature_detected!("avx2")) {
+                (true, _) => Some(Isa::Avx512),
+                (false, true) if is_x86_feature_detected!("fma") => Some(Isa::Avx2),
+                _ => None,
+            };
+            assert_eq!((isa(), available()), (want, want == Some(Isa::Avx512)));
+            let b = [1.0f32; 6];
+            assert_eq!(pack(Mat::rows(&b, 3), 2, 3).is_some(), want.is_some());
         }
         #[cfg(not(target_arch = "x86_64"))]
-        assert!(!available());
+        assert!(!available() && pack(Mat::rows(&[1.0f32], 1), 1, 1).is_none());
+    }
+
+    /// Each kernel against a plain loop: rows that are not whole tiles (every remainder of 6 and 8), B read in
+    /// place (up to 2·MR rows) and packed, columns that end inside a panel, k past one block, a transposed A,
+    /// accumulation, and an output whose rows are longer than the product's.
+    #[test]
+    fn every_kernel_matches_a_plain_loop() {
+        let mut rng = crate::Rng::new(11);
+        for (name, run) in kernels() {
+            for &(m, k, n) in &[
+                (1, 3, 5),
+                (5, 17, 21),
+                (7, 300, 16),
+                (12, 40, 35),
+                (13, 260, 47),
+                (17, 9, 8),
+                (50, 33, 70),
+                (3, 17, 64),
+                (4, 17, 64),
+                (16, 17, 64),
+                (100, 17, 64),
+                (200, 17, 64),
+            ] {
+                for (ta, acc) in [(false, false), (true, true), (true, false)] {
+                    let (a, b) = (random(m * k, &mut rng), random(k * n, &mut rng));
+                    let am = if ta { Mat::rows_t(&a, m) } else { Mat::rows(&a, k) };
+                    check(name, run, m, n, k, am, Mat::rows(&b, n), acc);
+                }
+            }
+        }
+    }
+
+    /// Each kernel from a B packed once: every column band starting on a panel (as threads split them), k past
+    /// one block, rows past one tile, accumulation, against a plain loop; what lies past the band untouched.
+    #[test]
+    fn every_kernel_multiplies_by_a_packed_b() {
+        let mut rng = crate::Rng::new(13);
+        #[allow(unused_mut)]
+        type Packer = fn(Mat<f32>, usize, usize) -> Packed;
+        let mut packers: Vec<(&str, Packer)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                packers.push(("avx512", |b, k, n| pack_with::<avx512::Avx512>(Isa::Avx512, b, k, n)));
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                packers.push(("avx2", |b, k, n| pack_with::<avx2::Avx2>(Isa::Avx2, b, k, n)));
+            }
+        }
+        for (name, pack) in packers {
+            for (m, k, n) in [(1, 3, 5), (7, KC + 40, 70), (20, 33, 16), (13, 2 * KC + 1, 100), (200, 40, 40)] {
+                let (a, b) = (random(m * k, &mut rng), random(k * n, &mut rng));
+                let packed = pack(Mat::rows(&b, n), k, n);
+                for start in (0..n).step_by(packed.panel()) {
+                    for end in [n.min(start + packed.panel()), n] {
+                        let acc = end == n;
+                        let c0 = random(m * n, &mut rng);
+                        let mut c = c0.clone();
+                        // SAFETY: columns start..end of each of m rows lie inside c; a holds m x k.
+                        unsafe {
+                            sgemm_packed(m, start..end, c[start..].as_mut_ptr(), n, Mat::rows(&a, k), &packed, acc)
+                        };
+                        for i in 0..m {
+                            for j in 0..n {
+                                let got = c[i * n + j] as f64;
+                                if !(start..end).contains(&j) {
+                                    assert_eq!(
+                                        got,
+                                        c0[i * n + j] as f64,
+                                        "{name} {m}x{k}x{n} [{start}, {end}): ({i}, {j})"
+                                    );
+                                    continue;
+                                }
+                                let mut want = if acc { c0[i * n + j] as f64 } else { 0.0 };
+                                for p in 0..k {
+                                    want += a[i * k + p] as f64 * b[p * n + j] as f64;
+                                }
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                    "{name} {m}x{k}x{n} [{start}, {end}): ({i}, {j}) {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// `reserve` gives the thread the largest packing buffer any product asks for (KC x NC), so that no
@@ -364,29 +569,19 @@ mod tests {
         .unwrap();
     }
 
-    /// B with contiguous columns (the transpose of a row-major matrix), packed by 16x16 register transposes:
-    /// widths and depths that are not multiples of 16 (a last half-panel, a last short k block, a panel
-    /// with no second half) and an offset start, against a plain loop.
+    /// B with contiguous columns (the transpose of a row-major matrix), packed by register transposes: widths
+    /// and depths that are not multiples of the block (a last half-panel, a last short k block, a panel with no
+    /// second half) and an offset start, on each kernel.
     #[test]
     fn a_transposed_b_is_packed_right() {
-        if !available() {
-            return;
-        }
         let mut rng = crate::Rng::new(6);
-        for (m, n, k) in [(9, 70, 300), (17, 5, 19), (3, 33, KC + 17), (8, 16, 16)] {
-            let a: Vec<f32> = (0..m * k).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
-            // B(p, j) = data[1 + p + j·(k + 3)]: the transpose of an [n, k + 3] matrix, from its second value.
-            let data: Vec<f32> = (0..n * (k + 3) + 1).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
-            let b = Mat { data: &data[1..], rs: 1, cs: k + 3 };
-            let mut c = vec![0.0f32; m * n];
-            // SAFETY: available() holds; a holds m x k, b's last element (k-1) + (n-1)(k+3) is inside data[1..].
-            unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, Mat::rows(&a, k), b, false) };
-            for i in 0..m {
-                for j in 0..n {
-                    let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * data[1 + p + j * (k + 3)] as f64).sum();
-                    let got = c[i * n + j] as f64;
-                    assert!((got - want).abs() < 1e-4, "{m}x{n}x{k} ({i}, {j}): {got} vs {want}");
-                }
+        for (name, run) in kernels() {
+            for (m, n, k) in [(9, 70, 300), (17, 5, 19), (3, 33, KC + 17), (8, 16, 16), (13, 12, 7)] {
+                let a = random(m * k, &mut rng);
+                // B(p, j) = data[1 + p + j·(k + 3)]: the transpose of an [n, k + 3] matrix, from its second value.
+                let data = random(n * (k + 3) + 1, &mut rng);
+                let b = Mat { data: &data[1..], rs: 1, cs: k + 3 };
+                check(name, run, m, n, k, Mat::rows(&a, k), b, false);
             }
         }
     }
@@ -395,23 +590,13 @@ mod tests {
     /// kiln's own operands have rs = 1 whenever cs != 1, which would hide a stride used the wrong way.
     #[test]
     fn a_b_strided_both_ways_is_packed_right() {
-        if !available() {
-            return;
-        }
         let (m, n, k) = (20, 70, 300);
         let mut rng = crate::Rng::new(5);
-        let a: Vec<f32> = (0..m * k).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
+        let a = random(m * k, &mut rng);
         // B(p, j) = data[p·2 + j·2k]: the transpose of an [n, 2k] matrix, every other column.
-        let data: Vec<f32> = (0..n * 2 * k).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
-        let b = Mat { data: &data, rs: 2, cs: 2 * k };
-        let mut c = vec![0.0f32; m * n];
-        // SAFETY: available() holds; a holds m x k, b's last element (k-1)·2 + (n-1)·2k is inside data.
-        unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, Mat::rows(&a, k), b, false) };
-        for i in 0..m {
-            for j in 0..n {
-                let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * data[p * 2 + j * 2 * k] as f64).sum();
-                assert!((c[i * n + j] as f64 - want).abs() < 1e-4, "({i}, {j}): {} vs {want}", c[i * n + j]);
-            }
+        let data = random(n * 2 * k, &mut rng);
+        for (name, run) in kernels() {
+            check(name, run, m, n, k, Mat::rows(&a, k), Mat { data: &data, rs: 2, cs: 2 * k }, true);
         }
     }
 }
