@@ -167,6 +167,12 @@ pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
         accumulate: bool,
     );
 
+    /// Whether a product of `rows` rows by a weight is faster from the weight laid out by `prepack` (and worth
+    /// keeping that copy for): no by default.
+    fn prepacks_for(&self, _rows: usize) -> bool {
+        false
+    }
+
     /// `w` [k, n] (row-major) laid out for `gemm_prepacked`, or None where this backend has no such layout
     /// (the default) or not for T.
     fn prepack(&self, _w: &[T], _k: usize, _n: usize) -> Option<Prepacked> {

@@ -25,7 +25,9 @@ impl<T: Float> Graph<T> {
         // An inference tape multiplies by a parameter's weights as the backend laid them out once (the CPU:
         // packed panels, so a product of a few rows neither packs them again nor reads them out of order).
         let packed = match self.param_of(w) {
-            Some(id) if !self.is_recording() => self.store().prepacked(id, |p| be.prepack(&p.value, k, o)),
+            Some(id) if !self.is_recording() && be.prepacks_for(n) => {
+                self.store().prepacked(id, |p| be.prepack(&p.value, k, o))
+            }
             _ => None,
         };
         match packed {

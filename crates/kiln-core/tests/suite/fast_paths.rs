@@ -280,8 +280,9 @@ fn dense_inference_on_prepacked_weights_matches_f64_and_follows_changed_weights(
     both_threadings(|mode| {
         let mut rng = Rng::new(12);
         // Few rows (one text through an encoder), k past one block, columns that end inside a panel and bands
-        // split between threads on a panel; rows that outnumber the columns (bands of rows).
-        for shape in [(1, 5, 3), (18, 384, 200), (7, 600, 45), (300, 70, 40), (64, 130, 1000)] {
+        // of columns split between threads on a panel (18 x 600, 64 x 1000); rows that outnumber the columns
+        // (bands of rows, 64 x 40); more rows than AVX2 takes from packed weights (300).
+        for shape in [(1, 5, 3), (18, 384, 600), (7, 600, 45), (64, 2000, 40), (300, 70, 40), (64, 130, 1000)] {
             check_prepacked(&mut rng, shape, mode);
         }
     });

@@ -63,6 +63,10 @@ impl<T: Float> Backend<T> for Cpu {
         gemm(m, n, k, &mut out.host()[out_offset..], mat(a), mat(b), accumulate);
     }
 
+    fn prepacks_for(&self, rows: usize) -> bool {
+        sgemm::packs_for(rows)
+    }
+
     fn prepack(&self, w: &[T], k: usize, n: usize) -> Option<super::Prepacked> {
         let w = crate::simd::as_f32(w)?;
         (w.len() == k * n).then(|| sgemm::pack(Mat::rows(w, n), k, n)).flatten().map(super::Prepacked)

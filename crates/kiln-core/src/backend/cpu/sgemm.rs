@@ -245,6 +245,21 @@ impl Packed {
     }
 }
 
+/// Rows up to which a product with AVX2 alone takes packed weights; above them the `gemm` crate, which took
+/// 0.94x of the time at batch 32 through MiniLM (about 640 rows a product: 161 against 152 texts/s, medians
+/// of six alternating runs of `embedbench`).
+const AVX2_PACKED_ROWS: usize = 64;
+
+/// Whether a product of `rows` rows is best taken from weights packed once: always with AVX-512 (its kernel
+/// runs every product, and packing once saves packing per call), up to AVX2_PACKED_ROWS with AVX2 alone.
+pub(crate) fn packs_for(rows: usize) -> bool {
+    match isa() {
+        Some(Isa::Avx512) => true,
+        Some(Isa::Avx2) => rows <= AVX2_PACKED_ROWS,
+        None => false,
+    }
+}
+
 /// `b` [k, n] in the panel layout of this processor's kernel; None without a kernel, or for an empty b.
 ///
 /// # Panics
