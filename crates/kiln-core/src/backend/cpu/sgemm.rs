@@ -245,10 +245,11 @@ impl Packed {
     }
 }
 
-/// Rows up to which a product with AVX2 alone takes packed weights; above them the `gemm` crate, which took
-/// 0.94x of the time at batch 32 through MiniLM (about 640 rows a product: 161 against 152 texts/s, medians
-/// of six alternating runs of `embedbench`).
-const AVX2_PACKED_ROWS: usize = 64;
+/// Rows up to which a product with AVX2 alone takes packed weights: one text of up to 256 tokens (where
+/// sentence-transformers truncates) through MiniLM. Above them the `gemm` crate, which took 0.94x of the time
+/// at batch 32 (about 640 rows a product: 161 against 152 texts/s, medians of six alternating runs of
+/// `embedbench`). Against a limit of 64 rows, whole reviews one at a time took 0.82-0.97 of the time.
+const AVX2_PACKED_ROWS: usize = 256;
 
 /// Whether a product of `rows` rows is best taken from weights packed once: always with AVX-512 (its kernel
 /// runs every product, and packing once saves packing per call), up to AVX2_PACKED_ROWS with AVX2 alone.
