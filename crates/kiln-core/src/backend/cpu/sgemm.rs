@@ -187,31 +187,14 @@ unsafe fn blocked<K: Kernel>(
                 // SAFETY: K's instruction set is present (caller); the block lies inside b (gemm::checked).
                 unsafe { pack_b::<K>(b, p0, kc, j0, nc, &mut pb) };
             }
-            for i0 in (0..m).step_by(MC) {
-                let mc = MC.min(m - i0);
-                for jr in (0..nc).step_by(K::NR) {
-                    let bp = match b_in_place {
-                        true => Panel { ptr: b.data[p0 * b.rs + j0 + jr..].as_ptr(), rs: b.rs, cs: 1 },
-                        false => Panel { ptr: pb[jr * kc..].as_ptr(), rs: K::NR, cs: 1 },
-                    };
-                    for ir in (0..mc).step_by(K::MR) {
-                        let r = i0 + ir;
-                        let ap = Panel { ptr: a.data[r * a.rs + p0 * a.cs..].as_ptr(), rs: a.rs, cs: a.cs };
-                        let tile = Tile {
-                            rows: K::MR.min(mc - ir),
-                            cols: K::NR.min(nc - jr),
-                            add,
-                            padded: !b_in_place,
-                            prefetch: 0,
-                        };
-                        // SAFETY: the tile lies inside c (caller's contract); its rows of A and columns of B
-                        // over kc steps lie inside a and b or the packed block (bounds asserted by
-                        // `gemm::checked`; a packed panel holds NR columns), and in place the kernel reads no
-                        // column past the tile's.
-                        unsafe { K::tile(kc, ap, bp, c.add(r * ldc + j0 + jr), ldc, tile) };
-                    }
-                }
-            }
+            let panel = |jr: usize| match b_in_place {
+                true => Panel { ptr: b.data[p0 * b.rs + j0 + jr..].as_ptr(), rs: b.rs, cs: 1 },
+                false => Panel { ptr: pb[jr * kc..].as_ptr(), rs: K::NR, cs: 1 },
+            };
+            // SAFETY: columns j0..j0+nc of c are the caller's; in place the kernel reads no column of B past the
+            // tile's, and a packed panel holds NR columns (bounds asserted by `gemm::checked`).
+            let at = Block { p0, kc, width: nc, add, padded: !b_in_place, prefetch: 0 };
+            unsafe { block::<K>(m, a, at, panel, c.add(j0), ldc) };
         }
     }
     PACKED.set(pb);
@@ -335,23 +318,50 @@ unsafe fn from_packed<K: Kernel>(
 ) {
     for p0 in (0..b.k).step_by(KC) {
         let kc = KC.min(b.k - p0);
-        let add = accumulate || p0 > 0;
-        let block = &b.data[p0 * b.npad..(p0 + kc) * b.npad];
-        for i0 in (0..m).step_by(MC) {
-            let mc = MC.min(m - i0);
-            for jr in cols.clone().step_by(K::NR) {
-                let bp = Panel { ptr: block[jr * kc..].as_ptr(), rs: K::NR, cs: 1 };
-                for ir in (0..mc).step_by(K::MR) {
-                    let r = i0 + ir;
-                    let ap = Panel { ptr: a.data[r * a.rs + p0 * a.cs..].as_ptr(), rs: a.rs, cs: a.cs };
-                    // Only the first pass over a panel reads it from memory; the later ones find it in cache.
-                    let prefetch = if r == 0 { PREFETCH } else { 0 };
-                    let tile =
-                        Tile { rows: K::MR.min(mc - ir), cols: K::NR.min(cols.end - jr), add, padded: true, prefetch };
-                    // SAFETY: the tile lies inside c (caller's contract); its rows of A over kc steps lie inside
-                    // a, and the panel's NR x kc values inside the block.
-                    unsafe { K::tile(kc, ap, bp, c.add(r * ldc + jr - cols.start), ldc, tile) };
-                }
+        let data = &b.data[p0 * b.npad..(p0 + kc) * b.npad];
+        let panel = |jr: usize| Panel { ptr: data[(cols.start + jr) * kc..].as_ptr(), rs: K::NR, cs: 1 };
+        let at = Block { p0, kc, width: cols.len(), add: accumulate || p0 > 0, padded: true, prefetch: PREFETCH };
+        // SAFETY: the band's columns of c are the caller's; every panel's NR x kc values lie inside the block.
+        unsafe { block::<K>(m, a, at, panel, c, ldc) };
+    }
+}
+
+/// Where one KC block of a product lies: from k step p0, kc deep, `width` columns of c; whether it adds to c,
+/// whether its B panels are packed (`Tile::padded`), and how far the first row tile of a panel prefetches.
+#[derive(Clone, Copy)]
+struct Block {
+    p0: usize,
+    kc: usize,
+    width: usize,
+    add: bool,
+    padded: bool,
+    prefetch: usize,
+}
+
+/// Rows [0, m) of A against one block of B, MC rows at a time, panel by panel (`panel(jr)`: the panel of
+/// columns jr..jr+NR of the block), MR rows a tile. Only the first tile over a panel reads it from memory;
+/// the later ones find it in cache, so only that one prefetches.
+///
+/// # Safety
+/// K's instruction set is present; every tile of rows [0, m) x columns [0, at.width) lies inside c; A holds m
+/// rows over the block's k steps; each panel holds its tile's columns (NR when at.padded) over kc steps.
+unsafe fn block<K: Kernel>(m: usize, a: Mat<f32>, at: Block, panel: impl Fn(usize) -> Panel, c: *mut f32, ldc: usize) {
+    for i0 in (0..m).step_by(MC) {
+        let mc = MC.min(m - i0);
+        for jr in (0..at.width).step_by(K::NR) {
+            let bp = panel(jr);
+            for ir in (0..mc).step_by(K::MR) {
+                let r = i0 + ir;
+                let ap = Panel { ptr: a.data[r * a.rs + at.p0 * a.cs..].as_ptr(), rs: a.rs, cs: a.cs };
+                let tile = Tile {
+                    rows: K::MR.min(mc - ir),
+                    cols: K::NR.min(at.width - jr),
+                    add: at.add,
+                    padded: at.padded,
+                    prefetch: if r == 0 { at.prefetch } else { 0 },
+                };
+                // SAFETY: the caller's contract.
+                unsafe { K::tile(at.kc, ap, bp, c.add(r * ldc + jr), ldc, tile) };
             }
         }
     }
