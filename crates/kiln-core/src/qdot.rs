@@ -11,8 +11,9 @@
 //! That reads a quarter of the bytes of f32 activations and multiplies 32 pairs in two AVX2 instructions
 //! (`maddubs`, `madd`), where dequantizing each block to f32 (`QMatrix::matmul_t`, the exact path) costs
 //! 32 conversions and 32 FMAs. The rounding of the activations moves results by about 1e-3 of their scale
-//! (tests/suite/quant.rs bounds it against the exact path). An AVX2 path is chosen at run time; the portable one
-//! is the same loop in plain Rust.
+//! (tests/suite/quant.rs bounds it against the exact path). The path is chosen at run time (`QIsa`): AVX2, or
+//! AVX2 with AVX-512 VNNI's one-instruction dot products (qdot/x86.rs); the portable one is the same loop in plain
+//! Rust.
 
 use crate::par::Disjoint;
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QBlocks, QK, QMatrix};
@@ -41,10 +42,10 @@ impl Q8Rows {
     /// long (a 128-token prompt's down projection quantizes 196,608 values, which on one thread with libm's
     /// `roundf` per value took a fifth of the product's time while the other thread waited).
     pub fn quantize(&mut self, x: &[f32]) {
-        self.quantize_on(x, has_avx2_f16c());
+        self.quantize_on(x, QIsa::best() != QIsa::Portable);
     }
 
-    /// `quantize` on the AVX2 path when `fast`, else the portable one (the products' `fast` chooses).
+    /// `quantize` on the AVX2 path when `fast`, else the portable one (the products' path chooses).
     fn quantize_on(&mut self, x: &[f32], fast: bool) {
         let blocks = x.len() / QK;
         self.d.resize(blocks, 0.0);
@@ -72,8 +73,8 @@ impl Q8Rows {
                     // SAFETY: AVX2 is there; each block writes its own 32 values.
                     let (dk, t) = unsafe {
                         match wide {
-                            true => avx2::quantize16(xb, qw.part(q.start + k * QK..q.start + (k + 1) * QK)),
-                            false => avx2::quantize8(xb, qs.part(q.start + k * QK..q.start + (k + 1) * QK)),
+                            true => x86::quantize16(xb, qw.part(q.start + k * QK..q.start + (k + 1) * QK)),
+                            false => x86::quantize8(xb, qs.part(q.start + k * QK..q.start + (k + 1) * QK)),
                         }
                     };
                     (d[k], sum[k], s[k]) = (dk, t, dk * t as f32);
@@ -99,7 +100,7 @@ fn block_scale(amax: f32, top: f32) -> (f32, f32) {
 }
 
 /// Per block of 32: d = max|x|/top, q = round(x/d) (to nearest, ties to even, as llama.cpp's AVX2 path
-/// rounds), Σq and d·Σq: the portable path, and the reference for `avx2::quantize8` and `quantize16` (the
+/// rounds), Σq and d·Σq: the portable path, and the reference for `x86::quantize8` and `quantize16` (the
 /// same bytes for finite x).
 fn quantize_blocks<T: Copy + Into<i32>>(x: &[f32], q: &mut [T], top: f32, d: &mut [f32], sum: &mut [i32], s: &mut [f32])
 where
@@ -178,19 +179,38 @@ impl Q8Dot for BlockQ4_1 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+mod x86;
 
-/// Whether the AVX2 kernels can run here (AVX2, FMA and F16C).
-fn has_avx2_f16c() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| crate::simd::has_avx2() && is_x86_feature_detected!("f16c"))
+/// Where the integer products run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QIsa {
+    /// Plain Rust: the reference the others are tested against.
+    Portable,
+    /// AVX2, FMA and F16C.
+    Avx2,
+    /// AVX2 with AVX-512 VNNI's dot instructions on 256-bit vectors (AVX512VNNI and AVX512VL): the same
+    /// arithmetic as `Avx2` in fewer instructions.
+    Vnni,
+}
+
+impl QIsa {
+    /// The paths this processor can run, the portable one first and the fastest last.
+    pub fn available() -> Vec<QIsa> {
+        let mut all = vec![QIsa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx2() && is_x86_feature_detected!("f16c") {
+            all.push(QIsa::Avx2);
+            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                all.push(QIsa::Vnni);
+            }
+        }
+        all
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// The path the products take: the last of `available`.
+    pub fn best() -> QIsa {
+        static BEST: std::sync::OnceLock<QIsa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| *QIsa::available().last().expect("the portable path"))
     }
 }
 
@@ -237,28 +257,18 @@ impl Blocks<'_> {
         kb: usize,
         x: &Q8Rows,
         xb: [usize; R],
-        fast: bool,
+        isa: QIsa,
     ) -> [[f32; R]; RW] {
-        let span = |i: usize| (r0 + i) * kb..(r0 + i + 1) * kb;
+        // SAFETY: `isa` is one `QIsa::available` gave (the products take `best` or a caller's choice checked
+        // against it), and the caller sized x for every xb + kb block.
         #[cfg(target_arch = "x86_64")]
-        if fast {
-            fn ws<B, const RW: usize>(b: &[B], r0: usize, kb: usize) -> [&[B]; RW] {
-                std::array::from_fn(|i| &b[(r0 + i) * kb..(r0 + i + 1) * kb])
-            }
-            // SAFETY: AVX2, FMA and F16C are there (`fast`), and the caller sized x for every xb + kb block;
-            // each weight row's slice is checked here (`ws`), all of kb blocks.
-            return unsafe {
-                match (self, x.wide) {
-                    (Blocks::Q4_1(b), false) => avx2::tile_q4_1(ws(b, r0, kb), x, xb),
-                    (Blocks::Q4_0(b), false) => avx2::tile_q4_0(ws(b, r0, kb), x, xb),
-                    (Blocks::Q8_0(b), false) => avx2::tile_q8_0(ws(b, r0, kb), x, xb),
-                    (Blocks::Q4_1(b), true) => avx2::tile_q4_1_w16(ws(b, r0, kb), x, xb),
-                    (Blocks::Q4_0(b), true) => avx2::tile_q4_0_w16(ws(b, r0, kb), x, xb),
-                    (Blocks::Q8_0(b), true) => avx2::tile_q8_0_w16(ws(b, r0, kb), x, xb),
-                }
-            };
+        match isa {
+            QIsa::Avx2 => return unsafe { x86::tile(self, r0, kb, x, xb) },
+            QIsa::Vnni => return unsafe { x86::tile_vnni(self, r0, kb, x, xb) },
+            QIsa::Portable => {}
         }
-        let _ = fast;
+        let _ = isa;
+        let span = |i: usize| (r0 + i) * kb..(r0 + i + 1) * kb;
         std::array::from_fn(|i| match self {
             Blocks::Q4_1(b) => xb.map(|o| row_portable(&b[span(i)], x, o)),
             Blocks::Q4_0(b) => xb.map(|o| row_portable(&b[span(i)], x, o)),
@@ -269,26 +279,21 @@ impl Blocks<'_> {
 
 impl Blocks<'_> {
     /// Rows r0..r1 (`kb` blocks each) times one activation row (x holds one): out[r − r0].
-    fn rows_times_one(self, r0: usize, r1: usize, kb: usize, x: &Q8Rows, out: &mut [f32], fast: bool) {
+    fn rows_times_one(self, r0: usize, r1: usize, kb: usize, x: &Q8Rows, out: &mut [f32], isa: QIsa) {
         #[cfg(target_arch = "x86_64")]
-        if fast && kb > 0 {
-            let span = r0 * kb..r1 * kb;
+        if isa != QIsa::Portable && kb > 0 {
             assert!(out.len() == r1 - r0 && x.d.len() >= kb, "rows {r0}..{r1} into {} outputs", out.len());
-            // SAFETY: AVX2, FMA and F16C are there (`fast`); x holds kb blocks (checked), each row kb blocks.
+            // SAFETY: `isa` is available (as in `tile`); x holds kb blocks (checked); rows are sliced.
             unsafe {
-                match (self, x.wide) {
-                    (Blocks::Q4_1(b), false) => avx2::rows_q4_1(&b[span], kb, x, out),
-                    (Blocks::Q4_0(b), false) => avx2::rows_q4_0(&b[span], kb, x, out),
-                    (Blocks::Q8_0(b), false) => avx2::rows_q8_0(&b[span], kb, x, out),
-                    (Blocks::Q4_1(b), true) => avx2::rows_q4_1_w16(&b[span], kb, x, out),
-                    (Blocks::Q4_0(b), true) => avx2::rows_q4_0_w16(&b[span], kb, x, out),
-                    (Blocks::Q8_0(b), true) => avx2::rows_q8_0_w16(&b[span], kb, x, out),
+                match isa {
+                    QIsa::Vnni => x86::rows_vnni(self, r0, r1, kb, x, out),
+                    _ => x86::rows(self, r0, r1, kb, x, out),
                 }
             }
             return;
         }
         for (i, o) in out.iter_mut().enumerate() {
-            *o = self.tile::<1, 1>(r0 + i, kb, x, [0], fast)[0][0];
+            *o = self.tile::<1, 1>(r0 + i, kb, x, [0], isa)[0][0];
         }
     }
 }
@@ -303,18 +308,18 @@ fn weight_rows<const RW: usize, const R: usize>(
     x: &Q8Rows,
     n: usize,
     put: &impl Fn(usize, usize, f32),
-    fast: bool,
+    isa: QIsa,
 ) {
     let mut b = 0;
     while b + R <= n {
-        let v = blocks.tile::<RW, R>(r0, kb, x, std::array::from_fn(|j| (b + j) * kb), fast);
+        let v = blocks.tile::<RW, R>(r0, kb, x, std::array::from_fn(|j| (b + j) * kb), isa);
         for (i, v) in v.iter().enumerate() {
             v.iter().enumerate().for_each(|(j, &v)| put(b + j, r0 + i, v));
         }
         b += R;
     }
     for b in b..n {
-        let v = blocks.tile::<RW, 1>(r0, kb, x, [b * kb], fast);
+        let v = blocks.tile::<RW, 1>(r0, kb, x, [b * kb], isa);
         v.iter().enumerate().for_each(|(i, v)| put(b, r0 + i, v[0]));
     }
 }
@@ -324,13 +329,15 @@ fn weight_rows<const RW: usize, const R: usize>(
 /// machine's speed drifted by a third between separate runs), on an AVX2 EPYC: against two weight rows by
 /// four activation rows, four by three made Q4_1 products 10-15% faster with either activation width, Q4_0
 /// 8-12% on 8 bits, Q8_0 9-10% on 16 bits (4x2 and 3x3 between the two); Q8_0 on 8 bits and Q4_0 on 16 stayed
-/// fastest at 2 by 4 (4 by 3: 2-6% slower). An AVX-512 machine was not measured. Taking the activations in
+/// fastest at 2 by 4 (4 by 3: 2-6% slower). Taking the activations in
 /// chunks that stay in L1 or L2 across weight tiles made no difference there. On 16 bits every type now
-/// takes four by four, whose four activation rows share one sum per weight row (`avx2::tile4_q8_0_w16`),
+/// takes four by four, whose four activation rows share one sum per weight row (`x86::tile4_q8_0_w16`),
 /// measured on the same machine with old and new alternating twelve times in one process (2026-12-03, two
 /// threads): SmolLM2's 128-token prompt 0.81-0.95 of the time at Q8_0 (best 325 against 402 ms) and 0.81-1.02
 /// at Q4_1 (344 against 412); Q4_0's products alone (qbench's shapes, medians of 40) 0.72-0.80. The same fold on 8 bits
-/// (Q8_0, 4x4 against 2x4) made no difference (0.95-1.06) and is not used.
+/// (Q8_0, 4x4 against 2x4) made no difference (0.95-1.06) and is not used. On an AVX-512 EPYC with VNNI
+/// (2026-12-03, qbench, two runs each), 16-bit tiles of 2, 4, 6 and 8 weight rows by four (the VNNI path has
+/// 32 vector registers) differed by less than the machine's noise between runs; 4x4 stays.
 fn tile_shape(blocks: Blocks<'_>, wide: bool) -> (usize, usize) {
     match (blocks, wide) {
         (_, true) => (4, 4),
@@ -343,7 +350,7 @@ fn tile_shape(blocks: Blocks<'_>, wide: bool) -> (usize, usize) {
 /// all their rows (q, k and v of a layer share an input, so they share the pass and the quantized x).
 /// Weight rows go in tiles (`Blocks::tile`, shaped by `tile_shape`) against several activation rows on a
 /// prompt, single rows for one token and where a part or a matrix ends.
-fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: &mut [&mut [f32]], fast: bool) {
+fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: &mut [&mut [f32]], isa: QIsa) {
     let total: usize = mats.iter().map(|m| m.1).sum();
     let parts = crate::hot::parts_for(total * n * kb * QK);
     let dsts: Vec<Disjoint<f32>> = outs.iter_mut().map(|o| Disjoint::new(o)).collect();
@@ -361,7 +368,7 @@ fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: 
                 // A new token: this part's rows of this matrix in one call; out[i][r] is row r's value.
                 let r1 = rows.min(end - first);
                 // SAFETY: rows r..r1 of matrix i belong to this part alone.
-                blocks.rows_times_one(r, r1, kb, x, unsafe { dsts[i].part(r..r1) }, fast);
+                blocks.rows_times_one(r, r1, kb, x, unsafe { dsts[i].part(r..r1) }, isa);
                 g = first + r1;
                 continue;
             }
@@ -377,11 +384,11 @@ fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: 
             let left = (rows - r).min(end - g);
             let step = if left >= tw { tw } else { 1 };
             match (step, tr) {
-                (4, 3) => weight_rows::<4, 3>(blocks, r, kb, x, n, &put, fast),
-                (4, 4) => weight_rows::<4, 4>(blocks, r, kb, x, n, &put, fast),
-                (2, 4) => weight_rows::<2, 4>(blocks, r, kb, x, n, &put, fast),
-                (_, 3) => weight_rows::<1, 3>(blocks, r, kb, x, n, &put, fast),
-                _ => weight_rows::<1, 4>(blocks, r, kb, x, n, &put, fast),
+                (4, 3) => weight_rows::<4, 3>(blocks, r, kb, x, n, &put, isa),
+                (4, 4) => weight_rows::<4, 4>(blocks, r, kb, x, n, &put, isa),
+                (2, 4) => weight_rows::<2, 4>(blocks, r, kb, x, n, &put, isa),
+                (_, 3) => weight_rows::<1, 3>(blocks, r, kb, x, n, &put, isa),
+                _ => weight_rows::<1, 4>(blocks, r, kb, x, n, &put, isa),
             }
             g += step;
         }
@@ -428,12 +435,15 @@ impl QMatrix {
         outs: &mut [&mut [f32]],
         scratch: &mut Q8Rows,
     ) -> Result<()> {
-        QMatrix::q8_many(mats, x, n, outs, scratch, has_avx2_f16c())
+        QMatrix::q8_many(mats, x, n, outs, scratch, QIsa::best())
     }
 
-    /// `matmul_t_q8_many` on the portable path even where AVX2 runs (tests compare the two).
-    pub fn matmul_t_q8_portable(&self, x: &[f32], n: usize, out: &mut [f32], scratch: &mut Q8Rows) -> Result<()> {
-        QMatrix::q8_many(&[self], x, n, &mut [out], scratch, false)
+    /// `matmul_t_q8` on the path `isa` (one of `QIsa::available`, else an error): tests compare the paths.
+    pub fn matmul_t_q8_on(&self, isa: QIsa, x: &[f32], n: usize, out: &mut [f32], scratch: &mut Q8Rows) -> Result<()> {
+        if !QIsa::available().contains(&isa) {
+            return Err(Error::Invalid(format!("the integer products' {isa:?} path does not run on this processor")));
+        }
+        QMatrix::q8_many(&[self], x, n, &mut [out], scratch, isa)
     }
 
     fn q8_many(
@@ -442,7 +452,7 @@ impl QMatrix {
         n: usize,
         outs: &mut [&mut [f32]],
         scratch: &mut Q8Rows,
-        fast: bool,
+        isa: QIsa,
     ) -> Result<()> {
         let cols = mats.first().map_or(0, |m| m.cols());
         for (m, out) in mats.iter().zip(outs.iter()) {
@@ -469,8 +479,8 @@ impl QMatrix {
             }
             return Ok(());
         };
-        scratch.quantize_on(x, fast);
-        product(&typed, cols / QK, scratch, n, outs, fast);
+        scratch.quantize_on(x, isa != QIsa::Portable);
+        product(&typed, cols / QK, scratch, n, outs, isa);
         Ok(())
     }
 }

@@ -3,18 +3,22 @@
 //! feed-forward (gate [1536, 576], down [576, 1536]) for one token (generation) and 128 (a prompt), each
 //! type llama.cpp's GGUF files use, with 8-bit and 16-bit activations; KILN_THREADS sets the threads. Prints
 //! the median time per product and the rate at which it reads the weights (GB/s) and multiplies (G pairs of
-//! values a second).
+//! values a second), for each path the processor runs (AVX2, AVX-512 VNNI), the paths taking turns.
 
 use kiln_core::DType;
-use kiln_core::qdot::Q8Rows;
+use kiln_core::qdot::{Q8Rows, QIsa};
 use kiln_core::quant::QMatrix;
 use std::time::Instant;
 
 fn main() {
     kiln::threads::configure(None).unwrap();
     let mut rng = kiln_core::Rng::new(7);
-    println!("| type | weight | tokens | activations | ms | weight GB/s | G products/s |");
-    println!("|---|---|---|---|---|---|---|");
+    // Every path this processor runs past the portable one, taking turns within each shape (separate runs of
+    // one machine moved by a third).
+    let paths: Vec<QIsa> = QIsa::available().into_iter().skip(1).collect();
+    let paths = if paths.is_empty() { vec![QIsa::Portable] } else { paths };
+    println!("| type | weight | tokens | activations | path | ms | weight GB/s | G products/s |");
+    println!("|---|---|---|---|---|---|---|---|");
     for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4_0] {
         for (rows, cols) in [(1536, 576), (576, 1536)] {
             let w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
@@ -26,25 +30,27 @@ fn main() {
                     let mut out = vec![0.0f32; n * rows];
                     let mut scratch = Q8Rows { wide, ..Q8Rows::default() };
                     let reps = if n == 1 { 400 } else { 20 };
-                    for _ in 0..reps / 4 {
-                        m.matmul_t_q8(&x, n, &mut out, &mut scratch).unwrap();
-                    }
-                    let mut t: Vec<f64> = (0..reps)
-                        .map(|_| {
+                    let mut t = vec![Vec::new(); paths.len()];
+                    for rep in 0..reps + reps / 4 {
+                        for (p, &isa) in paths.iter().enumerate() {
                             let s = Instant::now();
-                            m.matmul_t_q8(&x, n, &mut out, &mut scratch).unwrap();
-                            s.elapsed().as_secs_f64()
-                        })
-                        .collect();
-                    t.sort_by(f64::total_cmp);
-                    let s = t[t.len() / 2];
-                    println!(
-                        "| {dtype} | [{rows}, {cols}] | {n} | {} bits | {:.3} | {:.1} | {:.1} |",
-                        if wide { 16 } else { 8 },
-                        s * 1e3,
-                        bytes / s / 1e9,
-                        (rows * cols * n) as f64 / s / 1e9
-                    );
+                            m.matmul_t_q8_on(isa, &x, n, &mut out, &mut scratch).unwrap();
+                            if rep >= reps / 4 {
+                                t[p].push(s.elapsed().as_secs_f64());
+                            }
+                        }
+                    }
+                    for (t, isa) in t.iter_mut().zip(&paths) {
+                        t.sort_by(f64::total_cmp);
+                        let s = t[t.len() / 2];
+                        println!(
+                            "| {dtype} | [{rows}, {cols}] | {n} | {} bits | {isa:?} | {:.3} | {:.1} | {:.1} |",
+                            if wide { 16 } else { 8 },
+                            s * 1e3,
+                            bytes / s / 1e9,
+                            (rows * cols * n) as f64 / s / 1e9
+                        );
+                    }
                 }
             }
         }

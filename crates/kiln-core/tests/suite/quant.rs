@@ -5,6 +5,7 @@
 //! The matmul checks bound |x · Wᵀ - exact| by what the format allows: per weight, half a quantization step
 //! (a whole step where Q4_0 clamps at +7), plus the f16 rounding of the stored scale (and minimum).
 
+use kiln_core::qdot::QIsa;
 use kiln_core::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, QBlocks, QK, QMatrix};
 use kiln_core::{DType, Error, Rng};
 use serde_json::Value;
@@ -334,10 +335,10 @@ fn several_matrices_in_one_pass_equal_each_alone() {
     }
 }
 
-/// A Q8_0 weight byte of −128 (which llama.cpp's quantizer never writes, but a file may hold): the AVX2 path
-/// on 8-bit activations takes it as −127, so it may differ from the portable loop by d_w·d_x·|x_q| for each
-/// such weight and no more; on 16-bit activations it is exact. Rows of −128 bytes here and there, 1 to 9
-/// activation rows (tiles, single rows and leftovers).
+/// A Q8_0 weight byte of −128 (which llama.cpp's quantizer never writes, but a file may hold): the x86 paths
+/// (AVX2, VNNI) on 8-bit activations take it as −127, so they may differ from the portable loop by
+/// d_w·d_x·|x_q| for each such weight and no more; on 16-bit activations they are exact. Rows of −128 bytes
+/// here and there, 1 to 9 activation rows (tiles, single rows and leftovers).
 #[test]
 fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
     let (rows, cols) = (9, 128);
@@ -352,13 +353,15 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
     }
     let m = QMatrix::from_bytes(DType::Q8_0, rows, cols, &bytes).unwrap();
     let (kb, scale) = (cols / QK, |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32() as f64);
-    for wide in [false, true] {
+    for (wide, isa) in
+        [false, true].into_iter().flat_map(|w| QIsa::available().into_iter().skip(1).map(move |i| (w, i)))
+    {
         for n in 1..=9 {
             let x = random(&mut rng, n * cols, 2.0);
             let (mut fast, mut portable) = (vec![0.0; n * rows], vec![0.0; n * rows]);
             let mut scratch = kiln_core::qdot::Q8Rows { wide, ..Default::default() };
-            m.matmul_t_q8(&x, n, &mut fast, &mut scratch).unwrap();
-            m.matmul_t_q8_portable(&x, n, &mut portable, &mut scratch).unwrap();
+            m.matmul_t_q8_on(isa, &x, n, &mut fast, &mut scratch).unwrap();
+            m.matmul_t_q8_on(QIsa::Portable, &x, n, &mut portable, &mut scratch).unwrap();
             for b in 0..n {
                 for r in 0..rows {
                     let mut bound = 0.0;
@@ -374,7 +377,7 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
                     let (f, p) = (fast[b * rows + r] as f64, portable[b * rows + r] as f64);
                     assert!(
                         (f - p).abs() <= bound * 1.001 + 1e-4 * (1.0 + p.abs()),
-                        "wide {wide} n {n} ({b}, {r}): avx2 {f}, portable {p}, allowed {bound}"
+                        "{isa:?} wide {wide} n {n} ({b}, {r}): {f}, portable {p}, allowed {bound}"
                     );
                 }
             }
@@ -384,12 +387,13 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
 
 /// The integer product (`matmul_t_q8`: activations quantized to 8 bits per block, llama.cpp's arithmetic)
 /// against the exact one (`matmul_t`, blocks dequantized to f32): within the rounding of the activations,
-/// |x_q − x| ≤ d_x/2 per value, so |Δ| ≤ Σ_blocks (d_x/2)·Σ|w|; and the AVX2 path against the portable one,
+/// |x_q − x| ≤ d_x/2 per value, so |Δ| ≤ Σ_blocks (d_x/2)·Σ|w|; and every x86 path this processor runs (AVX2,
+/// AVX-512 VNNI: the same floats as each other) against the portable one,
 /// for 1 to 9 rows of x (tiles of three activation rows against four weight rows, four against two, or on 16
 /// bits four against four folded into one sum per weight row, as `tile_shape` chooses, 37 weight rows
 /// leaving one over, and the rest one by one; 203 rows for a prompt's chunks of 64 taken by whichever thread
 /// is free, the last of 11), every dtype the kernels take, with 8-bit and with 16-bit
-/// activations (`wide`, whose rounding is 258 times finer); the quantized activations of the two paths are
+/// activations (`wide`, whose rounding is 258 times finer); the quantized activations of the paths are
 /// the same, rows of 512 making x long enough to be quantized in parts, and a block of zeros and one of 1e-37
 /// (whose 1/d would be infinite) quantized to zeros on both.
 #[test]
@@ -408,15 +412,29 @@ fn integer_products_stay_within_the_activation_rounding_of_the_exact_one() {
             }
             let mut exact = vec![0.0; n * rows];
             m.matmul_t(&x, n, &mut exact).unwrap();
-            let (mut fast, mut portable) = (vec![0.0; n * rows], vec![0.0; n * rows]);
+            let mut portable = vec![0.0; n * rows];
             let mut scratch = kiln_core::qdot::Q8Rows { wide, ..Default::default() };
-            m.matmul_t_q8(&x, n, &mut fast, &mut scratch).unwrap();
+            m.matmul_t_q8_on(QIsa::Portable, &x, n, &mut portable, &mut scratch).unwrap();
             let quantized = scratch.clone();
-            m.matmul_t_q8_portable(&x, n, &mut portable, &mut scratch).unwrap();
             let same = |a: &kiln_core::qdot::Q8Rows, b: &kiln_core::qdot::Q8Rows| {
                 (&a.d, &a.sum, &a.s, &a.qs, &a.qw) == (&b.d, &b.sum, &b.s, &b.qs, &b.qw)
             };
-            assert!(same(&quantized, &scratch), "{dtype} wide {wide} n {n}: the two paths quantized x differently");
+            let mut fast = Vec::new();
+            for isa in QIsa::available().into_iter().skip(1) {
+                let mut out = vec![0.0; n * rows];
+                m.matmul_t_q8_on(isa, &x, n, &mut out, &mut scratch).unwrap();
+                assert!(same(&quantized, &scratch), "{dtype} wide {wide} n {n}: {isa:?} quantized x differently");
+                fast.push((isa, out));
+            }
+            // AVX2 and VNNI sum the same integers, so their floats are the same.
+            for pair in fast.windows(2) {
+                assert!(
+                    pair[0].1 == pair[1].1,
+                    "{dtype} wide {wide} n {n}: {:?} and {:?} differ",
+                    pair[0].0,
+                    pair[1].0
+                );
+            }
             if n == 3 {
                 assert!(
                     scratch.d[..2] == [0.0, 0.0] && scratch.sum[..2] == [0, 0],
@@ -433,16 +451,18 @@ fn integer_products_stay_within_the_activation_rounding_of_the_exact_one() {
                         let ws: f64 = wd[r * cols + k * QK..][..QK].iter().map(|v| v.abs() as f64).sum();
                         bound += dx / 2.0 * ws * 1.001;
                     }
-                    let (e, f, p) =
-                        (exact[b * rows + r] as f64, fast[b * rows + r] as f64, portable[b * rows + r] as f64);
+                    let (e, p) = (exact[b * rows + r] as f64, portable[b * rows + r] as f64);
                     assert!(
-                        (f - e).abs() <= bound,
-                        "{dtype} wide {wide} n {n} ({b}, {r}): {f}, exact {e}, bound {bound}"
+                        (p - e).abs() <= bound,
+                        "{dtype} wide {wide} n {n} ({b}, {r}): {p}, exact {e}, bound {bound}"
                     );
-                    assert!(
-                        (f - p).abs() <= 1e-4 * (1.0 + p.abs()),
-                        "{dtype} wide {wide} n {n} ({b}, {r}): avx2 {f}, portable {p}"
-                    );
+                    for (isa, fast) in &fast {
+                        let f = fast[b * rows + r] as f64;
+                        assert!(
+                            (f - p).abs() <= 1e-4 * (1.0 + p.abs()),
+                            "{dtype} wide {wide} n {n} ({b}, {r}): {isa:?} {f}, portable {p}"
+                        );
+                    }
                 }
             }
         }

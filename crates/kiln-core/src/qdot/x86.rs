@@ -1,20 +1,61 @@
-//! The AVX2 kernels of `qdot` (AVX2, FMA and F16C, chosen at run time): the activations' quantization and
-//! the tiles of block products, each the same arithmetic as the portable loop in qdot.rs that the tests hold
-//! it to, but for a Q8_0 weight byte of −128 (never written by llama.cpp), which `tile_q8_0` takes as −127
-//! (quant.rs's `q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2` bounds the difference).
+//! The x86 kernels of `qdot`, chosen at run time: the activations' quantization (AVX2) and the tiles of block
+//! products, each the same arithmetic as the portable loop in qdot.rs that the tests hold it to, but for a Q8_0
+//! weight byte of −128 (never written by llama.cpp), which `tile_q8_0` takes as −127 (quant.rs's
+//! `q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2` bounds the difference).
+//!
+//! The tiles are written once, generic over `Dots` (the integer dot products), and compiled twice through the
+//! entry points at the end: with AVX2 (`maddubs` + `madd` for bytes, `madd` + `add` for 16-bit pairs) and with
+//! AVX-512 VNNI on 256-bit vectors (`vpdpbusd`, `vpdpwssd`: one instruction each), whose sums are the same
+//! integers (maddubs's 16-bit sums never saturate here: |x| ≤ 127 against |w| ≤ 127, or nibbles ≤ 15), so the
+//! two paths give the same floats. Everything below the entry points is `#[inline(always)]` without target
+//! features, so that it is compiled into each entry with that entry's features.
 
 use super::*;
 use std::arch::x86_64::*;
 
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn half(bits: u16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+/// The integer dot products a tile is built on.
+pub trait Dots {
+    /// Eight i32 sums, each of four products u_j·s_j of unsigned bytes u and signed bytes s.
+    unsafe fn us8(u: __m256i, s: __m256i) -> __m256i;
+    /// acc + eight i32 sums, each of two products a_j·b_j of 16-bit integers.
+    unsafe fn acc16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+}
+
+/// AVX2 (with FMA and F16C).
+pub struct Avx2;
+
+impl Dots for Avx2 {
+    #[inline(always)]
+    unsafe fn us8(u: __m256i, s: __m256i) -> __m256i {
+        unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)) }
+    }
+    #[inline(always)]
+    unsafe fn acc16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
+    }
+}
+
+/// AVX2 with AVX-512 VNNI's dot instructions on 256-bit vectors (AVX512VL).
+pub struct Vnni;
+
+impl Dots for Vnni {
+    #[inline(always)]
+    unsafe fn us8(u: __m256i, s: __m256i) -> __m256i {
+        unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s) }
+    }
+    #[inline(always)]
+    unsafe fn acc16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        unsafe { _mm256_dpwssd_epi32(acc, a, b) }
+    }
+}
+
+#[inline(always)]
+unsafe fn half(bits: u16) -> f32 {
+    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))) }
 }
 
 /// The 32 nibbles of a Q4 block as 32 unsigned bytes, elements 0..16 then 16..32.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+#[inline(always)]
 unsafe fn nibbles(ns: &[u8; QK / 2]) -> __m256i {
     unsafe {
         let q = _mm_loadu_si128(ns.as_ptr().cast());
@@ -26,28 +67,59 @@ unsafe fn nibbles(ns: &[u8; QK / 2]) -> __m256i {
 }
 
 /// Eight partial sums (i32) of Σ u_j·s_j for unsigned u and signed s bytes.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn dot_us(u: __m256i, s: __m256i) -> __m256 {
-    let p16 = _mm256_maddubs_epi16(u, s);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+#[inline(always)]
+unsafe fn dot_us<D: Dots>(u: __m256i, s: __m256i) -> __m256 {
+    unsafe { _mm256_cvtepi32_ps(D::us8(u, s)) }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    _mm_cvtss_f32(s)
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
 }
 
 /// d and m of a Q4_1 block (adjacent halves) as f32, in one conversion.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn halves(d: u16, m: u16) -> (f32, f32) {
-    let v = _mm_cvtph_ps(_mm_cvtsi32_si128((d as u32 | (m as u32) << 16) as i32));
-    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+#[inline(always)]
+unsafe fn halves(d: u16, m: u16) -> (f32, f32) {
+    unsafe {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128((d as u32 | (m as u32) << 16) as i32));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+}
+
+/// A Q4 block as the tiles read it: its nibbles n, and (d, c) such that its product with an activation block
+/// (d_x, q, s_x = d_x·Σq) is d·d_x·Σ n·q + c·s_x: Q4_1's minimum m for c, and for Q4_0, whose nibbles are offset
+/// by 8, −8d (the same floats as subtracting 8d·s_x: FMA and rounding are symmetric in sign).
+trait Q4 {
+    fn nibbles(&self) -> &[u8; QK / 2];
+    unsafe fn dc(&self) -> (f32, f32);
+}
+
+impl Q4 for BlockQ4_1 {
+    #[inline(always)]
+    fn nibbles(&self) -> &[u8; QK / 2] {
+        &self.qs
+    }
+    #[inline(always)]
+    unsafe fn dc(&self) -> (f32, f32) {
+        unsafe { halves(self.d.to_bits(), self.m.to_bits()) }
+    }
+}
+
+impl Q4 for BlockQ4_0 {
+    #[inline(always)]
+    fn nibbles(&self) -> &[u8; QK / 2] {
+        &self.qs
+    }
+    #[inline(always)]
+    unsafe fn dc(&self) -> (f32, f32) {
+        let d = unsafe { half(self.d.to_bits()) };
+        (d, -8.0 * d)
+    }
 }
 
 /// A block of 32 values as i32 q = round(x/d) (to nearest, ties to even), d = max|x|/top, and Σq.
@@ -116,8 +188,7 @@ fn sets<const RW: usize, const R: usize>() -> usize {
 
 /// Σ_k m_k·s_k for the R activation rows as four lanes: `sx` at each row's block index (the minimum
 /// term of Q4_1 and the offset of Q4_0 take it, one broadcast and one FMA a weight block for all R).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+#[inline(always)]
 unsafe fn lanes<const R: usize>(sx: *const f32, i: [usize; R]) -> __m128 {
     unsafe {
         let mut v = [0.0f32; 4];
@@ -137,22 +208,42 @@ fn unlane<const R: usize>(v: __m128) -> [f32; R] {
     std::array::from_fn(|r| a[r])
 }
 
+/// out[i][r]: both sets of sum (i, r), their lanes added, plus lane r of both sets of extra[i] (`lanes`: the
+/// Q4 blocks' c·s_x terms, `Q4`). Plain loops: a closure here (`array::from_fn`) is a
+/// function of its own, compiled without the entry point's target features, and calling it with the sums
+/// had moved every 8-bit tile's sums to memory (SmolLM2's 128-token prompt on 8 bits at 0.54-0.63 of the speed).
+#[inline(always)]
+unsafe fn finish<const RW: usize, const R: usize>(
+    acc: &[[[__m256; R]; RW]; 2],
+    extra: &[[__m128; RW]; 2],
+) -> [[f32; R]; RW] {
+    let mut out = [[0.0f32; R]; RW];
+    for i in 0..RW {
+        // SAFETY: SSE and AVX, which the entry points' features include.
+        let e = unlane::<R>(unsafe { _mm_add_ps(extra[0][i], extra[1][i]) });
+        for r in 0..R {
+            out[i][r] = unsafe { hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r])) } + e[r];
+        }
+    }
+    out
+}
+
 /// A tile of products: RW weight rows (`w`, the same number of blocks each) times R activation rows
 /// (their first blocks at `xb`), out[i][r]. Each weight block is unpacked once for the R rows and each
 /// activation block loaded once for the RW weight rows, with RW·R sums in registers (4×3 or 2×4 on a
 /// prompt, `tile_shape`'s choice, as llama.cpp's tinyBLAS tiles its products; one weight row at a time loaded
 /// every activation block once per row; 16-bit tiles of four activation rows fold theirs, `tile4_q8_0_w16`).
 /// The caller checks that every block read exists.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tile_q4_1<const RW: usize, const R: usize>(
-    w: [&[BlockQ4_1]; RW],
+#[inline(always)]
+unsafe fn tile_q4<D: Dots, B: Q4, const RW: usize, const R: usize>(
+    w: [&[B]; RW],
     x: &Q8Rows,
     xb: [usize; R],
 ) -> [[f32; R]; RW] {
     unsafe {
         let (qs, dx, sx) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
         let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
-        let mut mins = [[_mm_setzero_ps(); RW]; 2];
+        let mut terms = [[_mm_setzero_ps(); RW]; 2];
         let (kb, hs) = (w[0].len(), sets::<RW, R>());
         for k0 in (0..kb).step_by(hs) {
             for h in 0..hs {
@@ -163,69 +254,23 @@ pub unsafe fn tile_q4_1<const RW: usize, const R: usize>(
                 let s = lanes(sx, xb.map(|b| b + k));
                 for i in 0..RW {
                     let b = w[i].get_unchecked(k);
-                    let n = nibbles(&b.qs);
-                    let (d, m) = halves(b.d.to_bits(), b.m.to_bits());
+                    let n = nibbles(b.nibbles());
+                    let (d, c) = b.dc();
                     let dv = _mm256_set1_ps(d);
-                    mins[h][i] = _mm_fmadd_ps(_mm_set1_ps(m), s, mins[h][i]);
+                    terms[h][i] = _mm_fmadd_ps(_mm_set1_ps(c), s, terms[h][i]);
                     for r in 0..R {
                         let j = xb[r] + k;
                         let xq = _mm256_loadu_si256(qs.add(j * QK).cast());
                         acc[h][i][r] = _mm256_fmadd_ps(
                             _mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))),
-                            dot_us(n, xq),
+                            dot_us::<D>(n, xq),
                             acc[h][i][r],
                         );
                     }
                 }
             }
         }
-        std::array::from_fn(|i| {
-            let m = unlane::<R>(_mm_add_ps(mins[0][i], mins[1][i]));
-            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r])) + m[r])
-        })
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tile_q4_0<const RW: usize, const R: usize>(
-    w: [&[BlockQ4_0]; RW],
-    x: &Q8Rows,
-    xb: [usize; R],
-) -> [[f32; R]; RW] {
-    unsafe {
-        let (qs, dx, sx) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-        let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
-        let mut off = [[_mm_setzero_ps(); RW]; 2];
-        let (kb, hs) = (w[0].len(), sets::<RW, R>());
-        for k0 in (0..kb).step_by(hs) {
-            for h in 0..hs {
-                let k = k0 + h;
-                if k == kb {
-                    break;
-                }
-                let s = lanes(sx, xb.map(|b| b + k));
-                for i in 0..RW {
-                    let b = w[i].get_unchecked(k);
-                    let n = nibbles(&b.qs);
-                    let d = half(b.d.to_bits());
-                    let dv = _mm256_set1_ps(d);
-                    off[h][i] = _mm_fmadd_ps(_mm_set1_ps(8.0 * d), s, off[h][i]);
-                    for r in 0..R {
-                        let j = xb[r] + k;
-                        let xq = _mm256_loadu_si256(qs.add(j * QK).cast());
-                        acc[h][i][r] = _mm256_fmadd_ps(
-                            _mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))),
-                            dot_us(n, xq),
-                            acc[h][i][r],
-                        );
-                    }
-                }
-            }
-        }
-        std::array::from_fn(|i| {
-            let o = unlane::<R>(_mm_add_ps(off[0][i], off[1][i]));
-            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r])) - o[r])
-        })
+        finish(&acc, &terms)
     }
 }
 
@@ -235,8 +280,8 @@ pub unsafe fn tile_q4_0<const RW: usize, const R: usize>(
 /// alternating in one process, 8-bit Q8_0 products of 128 tokens: 4-11% less time in eight of eight pairs
 /// (SmolLM2's gate and down shapes, one and two threads). The instructions alone, every operand in registers,
 /// take 0.63 ns a block pair on one core, the kernel about 1 ns: the rest is outside the arithmetic, not found.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tile_q8_0<const RW: usize, const R: usize>(
+#[inline(always)]
+unsafe fn tile_q8_0<D: Dots, const RW: usize, const R: usize>(
     w: [&[BlockQ8_0]; RW],
     x: &Q8Rows,
     xb: [usize; R],
@@ -267,31 +312,28 @@ pub unsafe fn tile_q8_0<const RW: usize, const R: usize>(
                     let ax = _mm256_sign_epi8(xq, xq);
                     let dxv = _mm256_broadcast_ss(&*dx.add(j));
                     for i in 0..RW {
-                        let p = dot_us(ax, _mm256_sign_epi8(wq[i], xq));
+                        let p = dot_us::<D>(ax, _mm256_sign_epi8(wq[i], xq));
                         acc[i][r] = _mm256_fmadd_ps(_mm256_mul_ps(dv[i], dxv), p, acc[i][r]);
                     }
                 }
             }
         }
-        std::array::from_fn(|i| std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r]))))
+        finish(&acc, &[[_mm_setzero_ps(); RW]; 2])
     }
 }
 
 /// Σ w_j·x_j over a block for 32 weights as i16 (lo: 0..16, hi: 16..32) and 16-bit activations at `x`,
 /// as eight i32 sums converted to f32.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot16(lo: __m256i, hi: __m256i, x: *const i16) -> __m256 {
+#[inline(always)]
+unsafe fn dot16<D: Dots>(lo: __m256i, hi: __m256i, x: *const i16) -> __m256 {
     unsafe {
         let a = _mm256_madd_epi16(lo, _mm256_loadu_si256(x.cast()));
-        let b = _mm256_madd_epi16(hi, _mm256_loadu_si256(x.add(16).cast()));
-        _mm256_cvtepi32_ps(_mm256_add_epi32(a, b))
+        _mm256_cvtepi32_ps(D::acc16(a, hi, _mm256_loadu_si256(x.add(16).cast())))
     }
 }
 
 /// A Q4 block's nibbles as two vectors of 16 i16 (elements 0..16, 16..32).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+#[inline(always)]
 unsafe fn nibbles16(ns: &[u8; QK / 2]) -> (__m256i, __m256i) {
     unsafe {
         let q = _mm_loadu_si128(ns.as_ptr().cast());
@@ -302,22 +344,22 @@ unsafe fn nibbles16(ns: &[u8; QK / 2]) -> (__m256i, __m256i) {
     }
 }
 
-/// `tile_q4_1` on 16-bit activations.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tile_q4_1_w16<const RW: usize, const R: usize>(
-    w: [&[BlockQ4_1]; RW],
+/// `tile_q4` on 16-bit activations; four activation rows go to `tile4_q4_w16`.
+#[inline(always)]
+unsafe fn tile_q4_w16<D: Dots, B: Q4, const RW: usize, const R: usize>(
+    w: [&[B]; RW],
     x: &Q8Rows,
     xb: [usize; R],
 ) -> [[f32; R]; RW] {
     if R == 4 {
         // SAFETY: the caller's.
-        let v = unsafe { tile4_q4_1_w16(w, x, std::array::from_fn(|r| xb[r])) };
+        let v = unsafe { tile4_q4_w16::<D, B, RW>(w, x, std::array::from_fn(|r| xb[r])) };
         return std::array::from_fn(|i| std::array::from_fn(|r| v[i][r]));
     }
     unsafe {
         let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
         let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
-        let mut mins = [[_mm_setzero_ps(); RW]; 2];
+        let mut terms = [[_mm_setzero_ps(); RW]; 2];
         let (kb, hs) = (w[0].len(), sets::<RW, R>());
         for k0 in (0..kb).step_by(hs) {
             for h in 0..hs {
@@ -328,82 +370,33 @@ pub unsafe fn tile_q4_1_w16<const RW: usize, const R: usize>(
                 let s = lanes(sx, xb.map(|b| b + k));
                 for i in 0..RW {
                     let b = w[i].get_unchecked(k);
-                    let (lo, hi) = nibbles16(&b.qs);
-                    let (d, m) = halves(b.d.to_bits(), b.m.to_bits());
+                    let (lo, hi) = nibbles16(b.nibbles());
+                    let (d, c) = b.dc();
                     let dv = _mm256_set1_ps(d);
-                    mins[h][i] = _mm_fmadd_ps(_mm_set1_ps(m), s, mins[h][i]);
+                    terms[h][i] = _mm_fmadd_ps(_mm_set1_ps(c), s, terms[h][i]);
                     for r in 0..R {
                         let j = xb[r] + k;
-                        let p = dot16(lo, hi, qs.add(j * QK));
+                        let p = dot16::<D>(lo, hi, qs.add(j * QK));
                         acc[h][i][r] =
                             _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[h][i][r]);
                     }
                 }
             }
         }
-        std::array::from_fn(|i| {
-            let m = unlane::<R>(_mm_add_ps(mins[0][i], mins[1][i]));
-            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r])) + m[r])
-        })
-    }
-}
-
-/// `tile_q4_0` on 16-bit activations.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tile_q4_0_w16<const RW: usize, const R: usize>(
-    w: [&[BlockQ4_0]; RW],
-    x: &Q8Rows,
-    xb: [usize; R],
-) -> [[f32; R]; RW] {
-    if R == 4 {
-        // SAFETY: the caller's.
-        let v = unsafe { tile4_q4_0_w16(w, x, std::array::from_fn(|r| xb[r])) };
-        return std::array::from_fn(|i| std::array::from_fn(|r| v[i][r]));
-    }
-    unsafe {
-        let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-        let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
-        let mut off = [[_mm_setzero_ps(); RW]; 2];
-        let (kb, hs) = (w[0].len(), sets::<RW, R>());
-        for k0 in (0..kb).step_by(hs) {
-            for h in 0..hs {
-                let k = k0 + h;
-                if k == kb {
-                    break;
-                }
-                let s = lanes(sx, xb.map(|b| b + k));
-                for i in 0..RW {
-                    let b = w[i].get_unchecked(k);
-                    let (lo, hi) = nibbles16(&b.qs);
-                    let d = half(b.d.to_bits());
-                    let dv = _mm256_set1_ps(d);
-                    off[h][i] = _mm_fmadd_ps(_mm_set1_ps(8.0 * d), s, off[h][i]);
-                    for r in 0..R {
-                        let j = xb[r] + k;
-                        let p = dot16(lo, hi, qs.add(j * QK));
-                        acc[h][i][r] =
-                            _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[h][i][r]);
-                    }
-                }
-            }
-        }
-        std::array::from_fn(|i| {
-            let o = unlane::<R>(_mm_add_ps(off[0][i], off[1][i]));
-            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r])) - o[r])
-        })
+        finish(&acc, &terms)
     }
 }
 
 /// `tile_q8_0` on 16-bit activations; four activation rows go to `tile4_q8_0_w16`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tile_q8_0_w16<const RW: usize, const R: usize>(
+#[inline(always)]
+unsafe fn tile_q8_0_w16<D: Dots, const RW: usize, const R: usize>(
     w: [&[BlockQ8_0]; RW],
     x: &Q8Rows,
     xb: [usize; R],
 ) -> [[f32; R]; RW] {
     if R == 4 {
         // SAFETY: the caller's.
-        let v = unsafe { tile4_q8_0_w16(w, x, std::array::from_fn(|r| xb[r])) };
+        let v = unsafe { tile4_q8_0_w16::<D, RW>(w, x, std::array::from_fn(|r| xb[r])) };
         return std::array::from_fn(|i| std::array::from_fn(|r| v[i][r]));
     }
     unsafe {
@@ -425,35 +418,33 @@ pub unsafe fn tile_q8_0_w16<const RW: usize, const R: usize>(
                     let dv = _mm256_set1_ps(d);
                     for r in 0..R {
                         let j = xb[r] + k;
-                        let p = dot16(lo, hi, qs.add(j * QK));
+                        let p = dot16::<D>(lo, hi, qs.add(j * QK));
                         acc[i][r] = _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[i][r]);
                     }
                 }
             }
         }
-        std::array::from_fn(|i| std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][i][r], acc[1][i][r]))))
+        finish(&acc, &[[_mm_setzero_ps(); RW]; 2])
     }
 }
 
 /// Four vectors of eight i32 folded into one, lane r of each 128-bit half the sum of p[r]'s four lanes in
 /// that half (two rounds of `hadd`), converted to f32.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn fold4(p: [__m256i; 4]) -> __m256 {
-    _mm256_cvtepi32_ps(_mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])))
+#[inline(always)]
+unsafe fn fold4(p: [__m256i; 4]) -> __m256 {
+    unsafe { _mm256_cvtepi32_ps(_mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]))) }
 }
 
 /// Σ w_j·x_j over one weight block (as i16, lo and hi as in `dot16`) and block k of each of the four
 /// activation rows whose blocks start at `xb`, folded (`fold4`: lane r for row r).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot16_x4(lo: __m256i, hi: __m256i, qs: *const i16, xb: [usize; 4], k: usize) -> __m256 {
+#[inline(always)]
+unsafe fn dot16_x4<D: Dots>(lo: __m256i, hi: __m256i, qs: *const i16, xb: [usize; 4], k: usize) -> __m256 {
     unsafe {
         let mut p = [_mm256_setzero_si256(); 4];
         for r in 0..4 {
             let x = qs.add((xb[r] + k) * QK);
             let a = _mm256_madd_epi16(lo, _mm256_loadu_si256(x.cast()));
-            p[r] = _mm256_add_epi32(a, _mm256_madd_epi16(hi, _mm256_loadu_si256(x.add(16).cast())));
+            p[r] = D::acc16(a, hi, _mm256_loadu_si256(x.add(16).cast()));
         }
         fold4(p)
     }
@@ -461,8 +452,7 @@ unsafe fn dot16_x4(lo: __m256i, hi: __m256i, qs: *const i16, xb: [usize; 4], k: 
 
 /// d_x of block k of the four activation rows whose blocks start at `xb`, as [d_x0..d_x3 | d_x0..d_x3] (the
 /// lanes of `fold4`).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+#[inline(always)]
 unsafe fn dx4(dx: *const f32, xb: [usize; 4], k: usize) -> __m256 {
     unsafe {
         let d = _mm_setr_ps(*dx.add(xb[0] + k), *dx.add(xb[1] + k), *dx.add(xb[2] + k), *dx.add(xb[3] + k));
@@ -471,54 +461,41 @@ unsafe fn dx4(dx: *const f32, xb: [usize; 4], k: usize) -> __m256 {
 }
 
 /// The four sums of a folded accumulator: lane r plus lane r + 4.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn unfold4(v: __m256) -> [f32; 4] {
+#[inline(always)]
+unsafe fn unfold4(v: __m256) -> [f32; 4] {
     let mut o = [0.0f32; 4];
     // SAFETY: four f32 into four.
     unsafe { _mm_storeu_ps(o.as_mut_ptr(), _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))) };
     o
 }
 
-/// `tile_q4_1_w16` and `tile_q4_0_w16` for four activation rows, folded as `tile4_q8_0_w16`; `$dm` gives a
-/// block's d and the term that its Σx (the activations' block sums, `lanes`) is multiplied by: Q4_1's minimum,
-/// and for Q4_0, whose nibbles are offset by 8, −8d (the same floats as subtracting 8d·Σx: FMA and rounding
-/// are symmetric in sign).
-macro_rules! tile4_q4_w16 {
-    ($name:ident, $block:ty, |$b:ident| $dm:expr) => {
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name<const RW: usize>(w: [&[$block]; RW], x: &Q8Rows, xb: [usize; 4]) -> [[f32; 4]; RW] {
-            unsafe {
-                let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-                let mut acc = [_mm256_setzero_ps(); RW];
-                let mut mins = [_mm_setzero_ps(); RW];
-                for k in 0..w[0].len() {
-                    let dxv = dx4(dx, xb, k);
-                    let s = lanes(sx, xb.map(|b| b + k));
-                    for i in 0..RW {
-                        let $b = w[i].get_unchecked(k);
-                        let (lo, hi) = nibbles16(&$b.qs);
-                        let (d, m) = $dm;
-                        mins[i] = _mm_fmadd_ps(_mm_set1_ps(m), s, mins[i]);
-                        let p = dot16_x4(lo, hi, qs, xb, k);
-                        acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d), dxv), p, acc[i]);
-                    }
-                }
-                let mut out = [[0.0; 4]; RW];
-                for i in 0..RW {
-                    let (v, m) = (unfold4(acc[i]), unlane::<4>(mins[i]));
-                    out[i] = std::array::from_fn(|r| v[r] + m[r]);
-                }
-                out
+/// `tile_q4_w16` for four activation rows, folded as `tile4_q8_0_w16`.
+#[inline(always)]
+unsafe fn tile4_q4_w16<D: Dots, B: Q4, const RW: usize>(w: [&[B]; RW], x: &Q8Rows, xb: [usize; 4]) -> [[f32; 4]; RW] {
+    unsafe {
+        let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); RW];
+        let mut terms = [_mm_setzero_ps(); RW];
+        for k in 0..w[0].len() {
+            let dxv = dx4(dx, xb, k);
+            let s = lanes(sx, xb.map(|b| b + k));
+            for i in 0..RW {
+                let b = w[i].get_unchecked(k);
+                let (lo, hi) = nibbles16(b.nibbles());
+                let (d, c) = b.dc();
+                terms[i] = _mm_fmadd_ps(_mm_set1_ps(c), s, terms[i]);
+                let p = dot16_x4::<D>(lo, hi, qs, xb, k);
+                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d), dxv), p, acc[i]);
             }
         }
-    };
+        let mut out = [[0.0; 4]; RW];
+        for i in 0..RW {
+            let (v, c) = (unfold4(acc[i]), unlane::<4>(terms[i]));
+            out[i] = std::array::from_fn(|r| v[r] + c[r]);
+        }
+        out
+    }
 }
-tile4_q4_w16!(tile4_q4_1_w16, BlockQ4_1, |b| halves(b.d.to_bits(), b.m.to_bits()));
-tile4_q4_w16!(tile4_q4_0_w16, BlockQ4_0, |b| {
-    let d = half(b.d.to_bits());
-    (d, -8.0 * d)
-});
 
 /// `tile_q8_0_w16` for four activation rows, which share each weight row's sum: their block products (eight
 /// i32 each) are folded into one vector (`fold4`, lane r for row r), so that one conversion, one d_w·d_x
@@ -527,8 +504,12 @@ tile4_q4_w16!(tile4_q4_0_w16, BlockQ4_0, |b| {
 /// 4x4 fold, in the disassembly, three vectors). On this AVX2 EPYC (Zen 3) vpmaddwd, vcvtdq2ps, vmulps and the
 /// FMA share two pipes (a throwaway microbenchmark: any two of them together ran at two a cycle, each alone at
 /// two), which the fold relieves; its hadds (two cycles each) ran beside them. Measured: `tile_shape`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile4_q8_0_w16<const RW: usize>(w: [&[BlockQ8_0]; RW], x: &Q8Rows, xb: [usize; 4]) -> [[f32; 4]; RW] {
+#[inline(always)]
+unsafe fn tile4_q8_0_w16<D: Dots, const RW: usize>(
+    w: [&[BlockQ8_0]; RW],
+    x: &Q8Rows,
+    xb: [usize; 4],
+) -> [[f32; 4]; RW] {
     unsafe {
         let (qs, dx) = (x.qw.as_ptr(), x.d.as_ptr());
         let mut acc = [_mm256_setzero_ps(); RW];
@@ -539,7 +520,7 @@ unsafe fn tile4_q8_0_w16<const RW: usize>(w: [&[BlockQ8_0]; RW], x: &Q8Rows, xb:
                 let lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.qs.as_ptr().cast()));
                 let hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.qs.as_ptr().add(16).cast()));
                 let dv = _mm256_cvtph_ps(_mm_set1_epi16(b.d.to_bits() as i16));
-                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dv, dxv), dot16_x4(lo, hi, qs, xb, k), acc[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dv, dxv), dot16_x4::<D>(lo, hi, qs, xb, k), acc[i]);
             }
         }
         let mut out = [[0.0; 4]; RW];
@@ -550,23 +531,75 @@ unsafe fn tile4_q8_0_w16<const RW: usize>(w: [&[BlockQ8_0]; RW], x: &Q8Rows, xb:
     }
 }
 
-/// One activation row (at block 0 of `x`) times every row of `w` (rows of `kb` blocks): out[r], the rows in
-/// one call, so that a new token's product does not pay a call and an output check per row (6% of a
-/// generation profile was that bookkeeping around `tile::<1, 1>`).
-macro_rules! rows {
-    ($name:ident, $tile:ident, $block:ty) => {
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn $name(w: &[$block], kb: usize, x: &Q8Rows, out: &mut [f32]) {
-            for (o, w) in out.iter_mut().zip(w.chunks_exact(kb)) {
-                // SAFETY: the caller's: x holds kb blocks; w's row holds kb blocks.
-                *o = unsafe { $tile::<1, 1>([w], x, [0]) }[0][0];
-            }
+/// Rows r0..r0 + RW of `blocks` (`kb` blocks each) times the R activation rows whose blocks start at `xb`:
+/// out[i][r], by the tile for the blocks' type and the activations' width.
+#[inline(always)]
+unsafe fn tile_of<D: Dots, const RW: usize, const R: usize>(
+    blocks: Blocks<'_>,
+    r0: usize,
+    kb: usize,
+    x: &Q8Rows,
+    xb: [usize; R],
+) -> [[f32; R]; RW] {
+    fn ws<B, const RW: usize>(b: &[B], r0: usize, kb: usize) -> [&[B]; RW] {
+        std::array::from_fn(|i| &b[(r0 + i) * kb..(r0 + i + 1) * kb])
+    }
+    // SAFETY: the caller's; each weight row's slice is checked here (`ws`), all of kb blocks.
+    unsafe {
+        match (blocks, x.wide) {
+            (Blocks::Q4_1(b), false) => tile_q4::<D, _, RW, R>(ws(b, r0, kb), x, xb),
+            (Blocks::Q4_0(b), false) => tile_q4::<D, _, RW, R>(ws(b, r0, kb), x, xb),
+            (Blocks::Q8_0(b), false) => tile_q8_0::<D, RW, R>(ws(b, r0, kb), x, xb),
+            (Blocks::Q4_1(b), true) => tile_q4_w16::<D, _, RW, R>(ws(b, r0, kb), x, xb),
+            (Blocks::Q4_0(b), true) => tile_q4_w16::<D, _, RW, R>(ws(b, r0, kb), x, xb),
+            (Blocks::Q8_0(b), true) => tile_q8_0_w16::<D, RW, R>(ws(b, r0, kb), x, xb),
         }
-    };
+    }
 }
-rows!(rows_q4_1, tile_q4_1, BlockQ4_1);
-rows!(rows_q4_0, tile_q4_0, BlockQ4_0);
-rows!(rows_q8_0, tile_q8_0, BlockQ8_0);
-rows!(rows_q4_1_w16, tile_q4_1_w16, BlockQ4_1);
-rows!(rows_q4_0_w16, tile_q4_0_w16, BlockQ4_0);
-rows!(rows_q8_0_w16, tile_q8_0_w16, BlockQ8_0);
+
+/// One activation row (at block 0 of `x`) times rows r0..r1 of `blocks` (`kb` blocks each): out[r − r0], the
+/// rows in one call, so that a new token's product does not pay a call and an output check per row (6% of a
+/// generation profile was that bookkeeping around `tile::<1, 1>`).
+#[inline(always)]
+unsafe fn rows_of<D: Dots>(blocks: Blocks<'_>, r0: usize, r1: usize, kb: usize, x: &Q8Rows, out: &mut [f32]) {
+    for (r, o) in (r0..r1).zip(out.iter_mut()) {
+        // SAFETY: the caller's: x holds kb blocks; each row of `blocks` kb blocks (sliced, so checked).
+        *o = unsafe { tile_of::<D, 1, 1>(blocks, r, kb, x, [0]) }[0][0];
+    }
+}
+
+/// `tile_of` on AVX2. SAFETY (callers): AVX2, FMA and F16C are there, and x holds every block xb + kb reads.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn tile<const RW: usize, const R: usize>(
+    blocks: Blocks<'_>,
+    r0: usize,
+    kb: usize,
+    x: &Q8Rows,
+    xb: [usize; R],
+) -> [[f32; R]; RW] {
+    unsafe { tile_of::<Avx2, RW, R>(blocks, r0, kb, x, xb) }
+}
+
+/// `tile_of` with AVX-512 VNNI. SAFETY (callers): as `tile`, and AVX512VNNI and AVX512VL are there.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(super) unsafe fn tile_vnni<const RW: usize, const R: usize>(
+    blocks: Blocks<'_>,
+    r0: usize,
+    kb: usize,
+    x: &Q8Rows,
+    xb: [usize; R],
+) -> [[f32; R]; RW] {
+    unsafe { tile_of::<Vnni, RW, R>(blocks, r0, kb, x, xb) }
+}
+
+/// `rows_of` on AVX2. SAFETY (callers): AVX2, FMA and F16C are there, and x holds kb blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn rows(blocks: Blocks<'_>, r0: usize, r1: usize, kb: usize, x: &Q8Rows, out: &mut [f32]) {
+    unsafe { rows_of::<Avx2>(blocks, r0, r1, kb, x, out) }
+}
+
+/// `rows_of` with AVX-512 VNNI. SAFETY (callers): as `rows`, and AVX512VNNI and AVX512VL are there.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(super) unsafe fn rows_vnni(blocks: Blocks<'_>, r0: usize, r1: usize, kb: usize, x: &Q8Rows, out: &mut [f32]) {
+    unsafe { rows_of::<Vnni>(blocks, r0, r1, kb, x, out) }
+}
