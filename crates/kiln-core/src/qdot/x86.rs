@@ -233,15 +233,20 @@ unsafe fn finish<const RW: usize, const R: usize>(
 /// activation block loaded once for the RW weight rows, with RW·R sums in registers (4×3 or 2×4 on a
 /// prompt, `tile_shape`'s choice, as llama.cpp's tinyBLAS tiles its products; one weight row at a time loaded
 /// every activation block once per row; 16-bit tiles of four activation rows fold theirs, `tile4_q8_0_w16`).
-/// The caller checks that every block read exists.
+/// Activations on 16 bits when `WIDE`, else on 8. The caller checks that every block read exists.
 #[inline(always)]
-unsafe fn tile_q4<D: Dots, B: Q4, const RW: usize, const R: usize>(
+unsafe fn tile_q4<D: Dots, B: Q4, const WIDE: bool, const RW: usize, const R: usize>(
     w: [&[B]; RW],
     x: &Q8Rows,
     xb: [usize; R],
 ) -> [[f32; R]; RW] {
+    if WIDE && R == 4 {
+        // SAFETY: the caller's.
+        let v = unsafe { tile4_q4_w16::<D, B, RW>(w, x, std::array::from_fn(|r| xb[r])) };
+        return std::array::from_fn(|i| std::array::from_fn(|r| v[i][r]));
+    }
     unsafe {
-        let (qs, dx, sx) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+        let (dx, sx) = (x.d.as_ptr(), x.s.as_ptr());
         let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
         let mut terms = [[_mm_setzero_ps(); RW]; 2];
         let (kb, hs) = (w[0].len(), sets::<RW, R>());
@@ -254,18 +259,26 @@ unsafe fn tile_q4<D: Dots, B: Q4, const RW: usize, const R: usize>(
                 let s = lanes(sx, xb.map(|b| b + k));
                 for i in 0..RW {
                     let b = w[i].get_unchecked(k);
-                    let n = nibbles(b.nibbles());
                     let (d, c) = b.dc();
                     let dv = _mm256_set1_ps(d);
                     terms[h][i] = _mm_fmadd_ps(_mm_set1_ps(c), s, terms[h][i]);
-                    for r in 0..R {
-                        let j = xb[r] + k;
-                        let xq = _mm256_loadu_si256(qs.add(j * QK).cast());
-                        acc[h][i][r] = _mm256_fmadd_ps(
-                            _mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))),
-                            dot_us::<D>(n, xq),
-                            acc[h][i][r],
-                        );
+                    if WIDE {
+                        let (lo, hi) = nibbles16(b.nibbles());
+                        for r in 0..R {
+                            let j = xb[r] + k;
+                            let p = dot16::<D>(lo, hi, x.qw.as_ptr().add(j * QK));
+                            acc[h][i][r] =
+                                _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[h][i][r]);
+                        }
+                    } else {
+                        let n = nibbles(b.nibbles());
+                        for r in 0..R {
+                            let j = xb[r] + k;
+                            let xq = _mm256_loadu_si256(x.qs.as_ptr().add(j * QK).cast());
+                            let p = dot_us::<D>(n, xq);
+                            acc[h][i][r] =
+                                _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[h][i][r]);
+                        }
                     }
                 }
             }
@@ -341,49 +354,6 @@ unsafe fn nibbles16(ns: &[u8; QK / 2]) -> (__m256i, __m256i) {
         let lo = _mm_and_si128(q, m);
         let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
         (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi))
-    }
-}
-
-/// `tile_q4` on 16-bit activations; four activation rows go to `tile4_q4_w16`.
-#[inline(always)]
-unsafe fn tile_q4_w16<D: Dots, B: Q4, const RW: usize, const R: usize>(
-    w: [&[B]; RW],
-    x: &Q8Rows,
-    xb: [usize; R],
-) -> [[f32; R]; RW] {
-    if R == 4 {
-        // SAFETY: the caller's.
-        let v = unsafe { tile4_q4_w16::<D, B, RW>(w, x, std::array::from_fn(|r| xb[r])) };
-        return std::array::from_fn(|i| std::array::from_fn(|r| v[i][r]));
-    }
-    unsafe {
-        let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-        let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
-        let mut terms = [[_mm_setzero_ps(); RW]; 2];
-        let (kb, hs) = (w[0].len(), sets::<RW, R>());
-        for k0 in (0..kb).step_by(hs) {
-            for h in 0..hs {
-                let k = k0 + h;
-                if k == kb {
-                    break;
-                }
-                let s = lanes(sx, xb.map(|b| b + k));
-                for i in 0..RW {
-                    let b = w[i].get_unchecked(k);
-                    let (lo, hi) = nibbles16(b.nibbles());
-                    let (d, c) = b.dc();
-                    let dv = _mm256_set1_ps(d);
-                    terms[h][i] = _mm_fmadd_ps(_mm_set1_ps(c), s, terms[h][i]);
-                    for r in 0..R {
-                        let j = xb[r] + k;
-                        let p = dot16::<D>(lo, hi, qs.add(j * QK));
-                        acc[h][i][r] =
-                            _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_broadcast_ss(&*dx.add(j))), p, acc[h][i][r]);
-                    }
-                }
-            }
-        }
-        finish(&acc, &terms)
     }
 }
 
@@ -469,11 +439,12 @@ unsafe fn unfold4(v: __m256) -> [f32; 4] {
     o
 }
 
-/// `tile_q4_w16` for four activation rows, folded as `tile4_q8_0_w16`.
+/// `tile_q4` on 16 bits for four activation rows, folded as `tile4_q8_0_w16`. (The same fold on 8 bits, VNNI
+/// or AVX2, against 4x3: within the noise of an AVX-512 EPYC in qbench, two runs; not used.)
 #[inline(always)]
 unsafe fn tile4_q4_w16<D: Dots, B: Q4, const RW: usize>(w: [&[B]; RW], x: &Q8Rows, xb: [usize; 4]) -> [[f32; 4]; RW] {
     unsafe {
-        let (qs, dx, sx) = (x.qw.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+        let (dx, sx) = (x.d.as_ptr(), x.s.as_ptr());
         let mut acc = [_mm256_setzero_ps(); RW];
         let mut terms = [_mm_setzero_ps(); RW];
         for k in 0..w[0].len() {
@@ -481,10 +452,10 @@ unsafe fn tile4_q4_w16<D: Dots, B: Q4, const RW: usize>(w: [&[B]; RW], x: &Q8Row
             let s = lanes(sx, xb.map(|b| b + k));
             for i in 0..RW {
                 let b = w[i].get_unchecked(k);
-                let (lo, hi) = nibbles16(b.nibbles());
                 let (d, c) = b.dc();
                 terms[i] = _mm_fmadd_ps(_mm_set1_ps(c), s, terms[i]);
-                let p = dot16_x4::<D>(lo, hi, qs, xb, k);
+                let (lo, hi) = nibbles16(b.nibbles());
+                let p = dot16_x4::<D>(lo, hi, x.qw.as_ptr(), xb, k);
                 acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(d), dxv), p, acc[i]);
             }
         }
@@ -547,11 +518,11 @@ unsafe fn tile_of<D: Dots, const RW: usize, const R: usize>(
     // SAFETY: the caller's; each weight row's slice is checked here (`ws`), all of kb blocks.
     unsafe {
         match (blocks, x.wide) {
-            (Blocks::Q4_1(b), false) => tile_q4::<D, _, RW, R>(ws(b, r0, kb), x, xb),
-            (Blocks::Q4_0(b), false) => tile_q4::<D, _, RW, R>(ws(b, r0, kb), x, xb),
+            (Blocks::Q4_1(b), false) => tile_q4::<D, _, false, RW, R>(ws(b, r0, kb), x, xb),
+            (Blocks::Q4_0(b), false) => tile_q4::<D, _, false, RW, R>(ws(b, r0, kb), x, xb),
             (Blocks::Q8_0(b), false) => tile_q8_0::<D, RW, R>(ws(b, r0, kb), x, xb),
-            (Blocks::Q4_1(b), true) => tile_q4_w16::<D, _, RW, R>(ws(b, r0, kb), x, xb),
-            (Blocks::Q4_0(b), true) => tile_q4_w16::<D, _, RW, R>(ws(b, r0, kb), x, xb),
+            (Blocks::Q4_1(b), true) => tile_q4::<D, _, true, RW, R>(ws(b, r0, kb), x, xb),
+            (Blocks::Q4_0(b), true) => tile_q4::<D, _, true, RW, R>(ws(b, r0, kb), x, xb),
             (Blocks::Q8_0(b), true) => tile_q8_0_w16::<D, RW, R>(ws(b, r0, kb), x, xb),
         }
     }
