@@ -337,9 +337,12 @@ fn weight_rows<const RW: usize, const R: usize>(
 /// at Q4_1 (344 against 412); Q4_0's products alone (qbench's shapes, medians of 40) 0.72-0.80. The same fold on 8 bits
 /// (Q8_0, 4x4 against 2x4) made no difference (0.95-1.06) and is not used. On an AVX-512 EPYC with VNNI
 /// (2026-12-03, qbench, two runs each), 16-bit tiles of 2, 4, 6 and 8 weight rows by four (the VNNI path has
-/// 32 vector registers) differed by less than the machine's noise between runs; 4x4 stays.
-fn tile_shape(blocks: Blocks<'_>, wide: bool) -> (usize, usize) {
+/// 32 vector registers) differed by less than the machine's noise between runs; 4x4 stays. Q8_0 on 8 bits with
+/// VNNI takes four by four with its weights offset to unsigned bytes (`x86::tile4_q8_0_u8`): against 2x4, the
+/// two alternating in qbench (two runs, both shapes), 1.23-1.58 times the products a second.
+fn tile_shape(blocks: Blocks<'_>, wide: bool, isa: QIsa) -> (usize, usize) {
     match (blocks, wide) {
+        (Blocks::Q8_0(_), false) if isa == QIsa::Vnni => (4, 4),
         (_, true) => (4, 4),
         (Blocks::Q8_0(_), false) => (2, 4),
         _ => (4, 3),
@@ -379,7 +382,7 @@ fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: 
             // were faster with the weights in cache (qbench) and slower in a whole model (lmbench, SmolLM2
             // Q4_1: 48-61 tokens/s against 62-75 one row at a time), where reading several rows side by side
             // defeats the prefetcher's one stream; so do two or three tokens.
-            let (tw, tr) = if n < 4 { (1, 4) } else { tile_shape(blocks, x.wide) };
+            let (tw, tr) = if n < 4 { (1, 4) } else { tile_shape(blocks, x.wide, isa) };
             // Rows of this matrix that this part owns from r on.
             let left = (rows - r).min(end - g);
             let step = if left >= tw { tw } else { 1 };

@@ -1,20 +1,25 @@
 //! The x86 kernels of `qdot`, chosen at run time: the activations' quantization (AVX2) and the tiles of block
 //! products, each the same arithmetic as the portable loop in qdot.rs that the tests hold it to, but for a Q8_0
-//! weight byte of −128 (never written by llama.cpp), which `tile_q8_0` takes as −127 (quant.rs's
-//! `q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2` bounds the difference).
+//! weight byte of −128 (never written by llama.cpp), which `tile_q8_0` on 8 bits takes as −127 (quant.rs's
+//! `q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2` bounds the difference; `tile4_q8_0_u8` is exact).
 //!
 //! The tiles are written once, generic over `Dots` (the integer dot products), and compiled twice through the
 //! entry points at the end: with AVX2 (`maddubs` + `madd` for bytes, `madd` + `add` for 16-bit pairs) and with
 //! AVX-512 VNNI on 256-bit vectors (`vpdpbusd`, `vpdpwssd`: one instruction each), whose sums are the same
 //! integers (maddubs's 16-bit sums never saturate here: |x| ≤ 127 against |w| ≤ 127, or nibbles ≤ 15), so the
-//! two paths give the same floats. Everything below the entry points is `#[inline(always)]` without target
-//! features, so that it is compiled into each entry with that entry's features.
+//! two paths give the same floats, except for Q8_0 on 8 bits in tiles of four activation rows, which VNNI takes
+//! in a tile of its own (`tile4_q8_0_u8`: weights offset to unsigned bytes, on which `maddubs` could saturate).
+//! Everything below the entry points is `#[inline(always)]` without target features, so that it is compiled into
+//! each entry with that entry's features.
 
 use super::*;
 use std::arch::x86_64::*;
 
 /// The integer dot products a tile is built on.
 pub trait Dots {
+    /// Whether `us8`'s products of unsigned bytes up to 255 with signed ones are exact (no 16-bit saturation
+    /// on the way, as AVX2's `maddubs` has), so Q8_0 weights may be offset to unsigned (`tile4_q8_0_u8`).
+    const UNSIGNED_WEIGHTS: bool;
     /// Eight i32 sums, each of four products u_j·s_j of unsigned bytes u and signed bytes s.
     unsafe fn us8(u: __m256i, s: __m256i) -> __m256i;
     /// acc + eight i32 sums, each of two products a_j·b_j of 16-bit integers.
@@ -25,6 +30,7 @@ pub trait Dots {
 pub struct Avx2;
 
 impl Dots for Avx2 {
+    const UNSIGNED_WEIGHTS: bool = false;
     #[inline(always)]
     unsafe fn us8(u: __m256i, s: __m256i) -> __m256i {
         unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)) }
@@ -39,6 +45,7 @@ impl Dots for Avx2 {
 pub struct Vnni;
 
 impl Dots for Vnni {
+    const UNSIGNED_WEIGHTS: bool = true;
     #[inline(always)]
     unsafe fn us8(u: __m256i, s: __m256i) -> __m256i {
         unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s) }
@@ -299,6 +306,11 @@ unsafe fn tile_q8_0<D: Dots, const RW: usize, const R: usize>(
     x: &Q8Rows,
     xb: [usize; R],
 ) -> [[f32; R]; RW] {
+    if D::UNSIGNED_WEIGHTS && R == 4 {
+        // SAFETY: the caller's.
+        let v = unsafe { tile4_q8_0_u8::<D, RW>(w, x, std::array::from_fn(|r| xb[r])) };
+        return std::array::from_fn(|i| std::array::from_fn(|r| v[i][r]));
+    }
     unsafe {
         let (qs, dx) = (x.qs.as_ptr(), x.d.as_ptr());
         let mut acc = [[[_mm256_setzero_ps(); R]; RW]; 2];
@@ -403,6 +415,54 @@ unsafe fn tile_q8_0_w16<D: Dots, const RW: usize, const R: usize>(
 #[inline(always)]
 unsafe fn fold4(p: [__m256i; 4]) -> __m256 {
     unsafe { _mm256_cvtepi32_ps(_mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]))) }
+}
+
+/// `tile_q8_0` for four activation rows where `us8` takes unsigned bytes up to 255 exactly (VNNI): each weight
+/// byte offset by 128 (its top bit flipped) is unsigned, so one `us8` per row multiplies it with the signed
+/// activations, with no signing of one by the other; Σ(w+128)·x − 128·Σx = Σw·x exactly (a weight of −128
+/// included), the correction subtracted as integers before the conversion; the four rows folded as
+/// `tile4_q8_0_w16` folds them.
+#[inline(always)]
+unsafe fn tile4_q8_0_u8<D: Dots, const RW: usize>(w: [&[BlockQ8_0]; RW], x: &Q8Rows, xb: [usize; 4]) -> [[f32; 4]; RW] {
+    unsafe {
+        let (qs, dx, sum) = (x.qs.as_ptr(), x.d.as_ptr(), x.sum.as_ptr());
+        let flip = _mm256_set1_epi8(-128);
+        let mut acc = [_mm256_setzero_ps(); RW];
+        for k in 0..w[0].len() {
+            let dxv = dx4(dx, xb, k);
+            // 128·Σx of each row, half in each 128-bit half of the fold (lane r and r + 4).
+            let c = _mm_setr_epi32(
+                64 * *sum.add(xb[0] + k),
+                64 * *sum.add(xb[1] + k),
+                64 * *sum.add(xb[2] + k),
+                64 * *sum.add(xb[3] + k),
+            );
+            let c = _mm256_set_m128i(c, c);
+            let mut xs = [_mm256_setzero_si256(); 4];
+            for r in 0..4 {
+                xs[r] = _mm256_loadu_si256(qs.add((xb[r] + k) * QK).cast());
+            }
+            for i in 0..RW {
+                let b = w[i].get_unchecked(k);
+                let wu = _mm256_xor_si256(_mm256_loadu_si256(b.qs.as_ptr().cast()), flip);
+                let mut p = [_mm256_setzero_si256(); 4];
+                for r in 0..4 {
+                    p[r] = D::us8(wu, xs[r]);
+                }
+                let p = _mm256_sub_epi32(
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])),
+                    c,
+                );
+                let dv = _mm256_cvtph_ps(_mm_set1_epi16(b.d.to_bits() as i16));
+                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dv, dxv), _mm256_cvtepi32_ps(p), acc[i]);
+            }
+        }
+        let mut out = [[0.0; 4]; RW];
+        for i in 0..RW {
+            out[i] = unfold4(acc[i]);
+        }
+        out
+    }
 }
 
 /// Σ w_j·x_j over one weight block (as i16, lo and hi as in `dot16`) and block k of each of the four
