@@ -17,18 +17,100 @@ const NR: usize = 16;
 impl Kernel for Avx2 {
     const MR: usize = 6;
     const NR: usize = NR;
+
+    /// One tile of c, dispatched to a kernel of exactly t.rows rows and to whole or masked reads of B.
+    ///
+    /// # Safety
+    /// AVX2 and FMA present; A holds t.rows rows and B t.cols columns (NR when t.padded) over kc steps; the tile
+    /// lies inside c.
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn tile(kc: usize, a: Panel, b: Panel, c: *mut f32, ldc: usize, t: Tile) {
-        // SAFETY: the caller's contract (Kernel::tile) is tile's, and the driver runs this kernel only where
-        // the processor has AVX2 and FMA.
-        unsafe { tile(kc, a, b, c, ldc, t) }
+        if t.padded || t.cols == NR {
+            // SAFETY: B holds NR readable columns; the rest is the caller's contract.
+            unsafe { by_rows::<false>(kc, a, b, c, ldc, t) }
+        } else {
+            // SAFETY: the caller's contract; B's columns past t.cols are masked off.
+            unsafe { by_rows::<true>(kc, a, b, c, ldc, t) }
+        }
     }
+
+    /// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose rows are contiguous.
+    ///
+    /// # Safety
+    /// AVX2 present; b.cs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data.
+    #[target_feature(enable = "avx2")]
     unsafe fn pack_rows(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
-        // SAFETY: as for tile.
-        unsafe { pack_rows(b, p0, kc, c0, cols, panel) }
+        assert!(panel.len() >= NR * kc);
+        let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(8)));
+        for p in 0..kc {
+            // SAFETY: the first `cols` values of the row are inside b (caller's contract), the rest are masked off
+            // and not read; the panel holds NR values at p·NR (asserted above).
+            unsafe {
+                let src = b.data.as_ptr().add((p0 + p) * b.rs + c0);
+                let dst = panel.as_mut_ptr().add(p * NR);
+                if cols == NR {
+                    _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+                    _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(8)));
+                } else {
+                    _mm256_storeu_ps(dst, _mm256_maskload_ps(src, m0));
+                    _mm256_storeu_ps(dst.add(8), _mm256_maskload_ps(src.wrapping_add(8), m1));
+                }
+            }
+        }
     }
+
+    /// A B panel from a B whose columns are contiguous (rs = 1): each 8 columns x 8 k steps are loaded as 8 rows,
+    /// transposed in registers (in-lane unpacks and shuffles, then 128-bit lane swaps) and stored as 8 k steps of
+    /// 8 columns. Columns past `cols` are zero.
+    ///
+    /// # Safety
+    /// AVX2 present; b.rs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data.
+    #[target_feature(enable = "avx2")]
     unsafe fn pack_transposed(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
-        // SAFETY: as for tile.
-        unsafe { pack_transposed(b, p0, kc, c0, cols, panel) }
+        assert!(panel.len() >= NR * kc);
+        for h in 0..NR / 8 {
+            let here = cols.saturating_sub(h * 8).min(8);
+            for p in (0..kc).step_by(8) {
+                let len = (kc - p).min(8);
+                let pmask = lanes(len);
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (i, ri) in r.iter_mut().enumerate().take(here) {
+                    let at = (c0 + h * 8 + i) * b.cs + p0 + p;
+                    // SAFETY: the first `len` values from `at` are inside b (caller's contract); the rest are
+                    // masked off and not read.
+                    *ri = unsafe { _mm256_maskload_ps(b.data.as_ptr().wrapping_add(at), pmask) };
+                }
+                // t[2q], t[2q + 1]: rows 2q and 2q + 1 interleaved (k steps 0, 1 | 4, 5 and 2, 3 | 6, 7).
+                let mut t = [_mm256_setzero_ps(); 8];
+                for q in 0..4 {
+                    t[2 * q] = _mm256_unpacklo_ps(r[2 * q], r[2 * q + 1]);
+                    t[2 * q + 1] = _mm256_unpackhi_ps(r[2 * q], r[2 * q + 1]);
+                }
+                // u[4g + s], 128-bit lane l: k step s + 4l of rows 4g..4g+4.
+                let mut u = [_mm256_setzero_ps(); 8];
+                for g in 0..2 {
+                    let (lo, hi) = (t[4 * g], t[4 * g + 1]);
+                    let (lo2, hi2) = (t[4 * g + 2], t[4 * g + 3]);
+                    u[4 * g] = _mm256_shuffle_ps::<0x44>(lo, lo2);
+                    u[4 * g + 1] = _mm256_shuffle_ps::<0xee>(lo, lo2);
+                    u[4 * g + 2] = _mm256_shuffle_ps::<0x44>(hi, hi2);
+                    u[4 * g + 3] = _mm256_shuffle_ps::<0xee>(hi, hi2);
+                }
+                for s in 0..4 {
+                    // k step s (low lanes of u[s] and u[4 + s]) and k step s + 4 (their high lanes), 8 rows each.
+                    let out = [
+                        (s, _mm256_permute2f128_ps::<0x20>(u[s], u[4 + s])),
+                        (s + 4, _mm256_permute2f128_ps::<0x31>(u[s], u[4 + s])),
+                    ];
+                    for (j, o) in out {
+                        if j < len {
+                            // SAFETY: (p + j) < kc, so the 8 values lie inside the panel (asserted above).
+                            unsafe { _mm256_storeu_ps(panel.as_mut_ptr().add((p + j) * NR + h * 8), o) };
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -36,22 +118,6 @@ impl Kernel for Avx2 {
 #[target_feature(enable = "avx2")]
 fn lanes(n: usize) -> __m256i {
     _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-}
-
-/// One tile of c, dispatched to a kernel of exactly t.rows rows and to whole or masked reads of B.
-///
-/// # Safety
-/// AVX2 and FMA present; A holds t.rows rows and B t.cols columns (NR when t.padded) over kc steps; the tile
-/// lies inside c.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile(kc: usize, a: Panel, b: Panel, c: *mut f32, ldc: usize, t: Tile) {
-    if t.padded || t.cols == NR {
-        // SAFETY: B holds NR readable columns; the rest is the caller's contract.
-        unsafe { by_rows::<false>(kc, a, b, c, ldc, t) }
-    } else {
-        // SAFETY: the caller's contract; B's columns past t.cols are masked off.
-        unsafe { by_rows::<true>(kc, a, b, c, ldc, t) }
-    }
 }
 
 /// # Safety
@@ -141,85 +207,6 @@ unsafe fn rows<const M: usize, const S: usize, const MASK: bool>(
                 }
                 _mm256_maskstore_ps(row, m0, l);
                 _mm256_maskstore_ps(row8, m1, h);
-            }
-        }
-    }
-}
-
-/// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose rows are contiguous.
-///
-/// # Safety
-/// AVX2 present; b.cs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data.
-#[target_feature(enable = "avx2")]
-unsafe fn pack_rows(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
-    assert!(panel.len() >= NR * kc);
-    let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(8)));
-    for p in 0..kc {
-        // SAFETY: the first `cols` values of the row are inside b (caller's contract), the rest are masked off
-        // and not read; the panel holds NR values at p·NR (asserted above).
-        unsafe {
-            let src = b.data.as_ptr().add((p0 + p) * b.rs + c0);
-            let dst = panel.as_mut_ptr().add(p * NR);
-            if cols == NR {
-                _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
-                _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(8)));
-            } else {
-                _mm256_storeu_ps(dst, _mm256_maskload_ps(src, m0));
-                _mm256_storeu_ps(dst.add(8), _mm256_maskload_ps(src.wrapping_add(8), m1));
-            }
-        }
-    }
-}
-
-/// A B panel from a B whose columns are contiguous (rs = 1): each 8 columns x 8 k steps are loaded as 8 rows,
-/// transposed in registers (in-lane unpacks and shuffles, then 128-bit lane swaps) and stored as 8 k steps of
-/// 8 columns. Columns past `cols` are zero.
-///
-/// # Safety
-/// AVX2 present; b.rs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data.
-#[target_feature(enable = "avx2")]
-unsafe fn pack_transposed(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
-    assert!(panel.len() >= NR * kc);
-    for h in 0..NR / 8 {
-        let here = cols.saturating_sub(h * 8).min(8);
-        for p in (0..kc).step_by(8) {
-            let len = (kc - p).min(8);
-            let pmask = lanes(len);
-            let mut r = [_mm256_setzero_ps(); 8];
-            for (i, ri) in r.iter_mut().enumerate().take(here) {
-                let at = (c0 + h * 8 + i) * b.cs + p0 + p;
-                // SAFETY: the first `len` values from `at` are inside b (caller's contract); the rest are
-                // masked off and not read.
-                *ri = unsafe { _mm256_maskload_ps(b.data.as_ptr().wrapping_add(at), pmask) };
-            }
-            // t[2q], t[2q + 1]: rows 2q and 2q + 1 interleaved (k steps 0, 1 | 4, 5 and 2, 3 | 6, 7).
-            let mut t = [_mm256_setzero_ps(); 8];
-            for q in 0..4 {
-                t[2 * q] = _mm256_unpacklo_ps(r[2 * q], r[2 * q + 1]);
-                t[2 * q + 1] = _mm256_unpackhi_ps(r[2 * q], r[2 * q + 1]);
-            }
-            // u[4g + s], 128-bit lane l: k step s + 4l of rows 4g..4g+4.
-            let mut u = [_mm256_setzero_ps(); 8];
-            for g in 0..2 {
-                let (lo, hi) = (t[4 * g], t[4 * g + 1]);
-                let (lo2, hi2) = (t[4 * g + 2], t[4 * g + 3]);
-                u[4 * g] = _mm256_shuffle_ps::<0x44>(lo, lo2);
-                u[4 * g + 1] = _mm256_shuffle_ps::<0xee>(lo, lo2);
-                u[4 * g + 2] = _mm256_shuffle_ps::<0x44>(hi, hi2);
-                u[4 * g + 3] = _mm256_shuffle_ps::<0xee>(hi, hi2);
-            }
-            for s in 0..4 {
-                // k step s (low lanes of u[s] and u[4 + s]) and k step s + 4 (their high lanes), 8 rows each.
-                let out = [
-                    (s, _mm256_permute2f128_ps::<0x20>(u[s], u[4 + s])),
-                    (s + 4, _mm256_permute2f128_ps::<0x31>(u[s], u[4 + s])),
-                ];
-                for (j, o) in out {
-                    if j < len {
-                        // SAFETY: (p + j) < kc, so the 8 values lie inside the panel (asserted above).
-                        unsafe { _mm256_storeu_ps(panel.as_mut_ptr().add((p + j) * NR + h * 8), o) };
-                    }
-                }
             }
         }
     }

@@ -16,120 +16,108 @@ const NR: usize = 32;
 impl Kernel for Avx512 {
     const MR: usize = 8;
     const NR: usize = NR;
+
+    /// One tile of c (t.rows <= MR rows, t.cols <= NR columns) from t.rows rows of A and a B panel over kc
+    /// steps, dispatched to a kernel of exactly that many rows.
+    ///
+    /// # Safety
+    /// AVX-512F present; A holds t.rows rows and B t.cols columns over kc steps; the tile lies inside c.
+    #[target_feature(enable = "avx512f")]
     unsafe fn tile(kc: usize, a: Panel, b: Panel, c: *mut f32, ldc: usize, t: Tile) {
-        // SAFETY: the caller's contract (Kernel::tile) is tile's, and the driver runs this kernel only where
-        // the processor has AVX-512F.
-        unsafe { tile(kc, a, b, c, ldc, t) }
-    }
-    unsafe fn pack_rows(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
-        // SAFETY: as for tile.
-        unsafe { pack_rows(b, p0, kc, c0, cols, panel) }
-    }
-    unsafe fn pack_transposed(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
-        // SAFETY: as for tile.
-        unsafe { pack_transposed(b, p0, kc, c0, cols, panel) }
-    }
-}
-
-/// One tile of c (t.rows <= MR rows, t.cols <= NR columns) from t.rows rows of A and a B panel over kc
-/// steps, dispatched to a kernel of exactly that many rows.
-///
-/// # Safety
-/// AVX-512F present; A holds t.rows rows and B t.cols columns over kc steps; the tile lies inside c.
-#[target_feature(enable = "avx512f")]
-unsafe fn tile(kc: usize, a: Panel, b: Panel, c: *mut f32, ldc: usize, t: Tile) {
-    unsafe {
-        match t.rows {
-            8 => rows::<8, 1>(kc, a, b, c, ldc, t),
-            7 => rows::<7, 1>(kc, a, b, c, ldc, t),
-            6 => rows::<6, 1>(kc, a, b, c, ldc, t),
-            5 => rows::<5, 1>(kc, a, b, c, ldc, t),
-            4 => rows::<4, 2>(kc, a, b, c, ldc, t),
-            3 => rows::<3, 2>(kc, a, b, c, ldc, t),
-            2 => rows::<2, 4>(kc, a, b, c, ldc, t),
-            _ => rows::<1, 4>(kc, a, b, c, ldc, t),
-        }
-    }
-}
-
-/// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose rows are
-/// contiguous (cs = 1); columns past `cols` are zero.
-///
-/// # Safety
-/// AVX-512F present; b.cs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data;
-/// `panel` holds NR x kc values.
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_rows(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
-    assert!(panel.len() >= NR * kc);
-    let (mlo, mhi) = (((1u32 << cols.min(16)) - 1) as __mmask16, ((1u32 << cols.saturating_sub(16)) - 1) as __mmask16);
-    for p in 0..kc {
-        // SAFETY: the first `cols` values of the row are inside b (caller's contract), the rest are
-        // masked off and not read; the panel holds NR values at p·NR (asserted above).
         unsafe {
-            let src = b.data.as_ptr().add((p0 + p) * b.rs + c0);
-            let dst = panel.as_mut_ptr().add(p * NR);
-            _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(mlo, src));
-            _mm512_storeu_ps(dst.add(16), _mm512_maskz_loadu_ps(mhi, src.add(16)));
+            match t.rows {
+                8 => rows::<8, 1>(kc, a, b, c, ldc, t),
+                7 => rows::<7, 1>(kc, a, b, c, ldc, t),
+                6 => rows::<6, 1>(kc, a, b, c, ldc, t),
+                5 => rows::<5, 1>(kc, a, b, c, ldc, t),
+                4 => rows::<4, 2>(kc, a, b, c, ldc, t),
+                3 => rows::<3, 2>(kc, a, b, c, ldc, t),
+                2 => rows::<2, 4>(kc, a, b, c, ldc, t),
+                _ => rows::<1, 4>(kc, a, b, c, ldc, t),
+            }
         }
     }
-}
 
-/// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose columns are
-/// contiguous (rs = 1): each 16 columns x 16 k steps are loaded as 16 rows, transposed in registers (two
-/// rounds of in-lane unpacks, two of 128-bit lane shuffles) and stored as 16 k steps of 16 columns.
-/// Columns past `cols` are zero.
-///
-/// # Safety
-/// AVX-512F present; b.rs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data;
-/// `panel` holds NR x kc values.
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_transposed(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
-    assert!(panel.len() >= NR * kc);
-    let (ps, pd) = (_mm512_castps_pd, _mm512_castpd_ps);
-    for h in 0..NR / 16 {
-        let here = cols.saturating_sub(h * 16).min(16);
-        for p in (0..kc).step_by(16) {
-            let len = (kc - p).min(16);
-            let pmask = ((1u32 << len) - 1) as __mmask16;
-            let mut r = [_mm512_setzero_ps(); 16];
-            for (i, ri) in r.iter_mut().enumerate().take(here) {
-                let at = (c0 + h * 16 + i) * b.cs + p0 + p;
-                // SAFETY: the first `len` values from `at` are inside b (caller's contract); the rest
-                // are masked off and not read.
-                *ri = unsafe { _mm512_maskz_loadu_ps(pmask, b.data.as_ptr().add(at)) };
+    /// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose rows are
+    /// contiguous (cs = 1); columns past `cols` are zero.
+    ///
+    /// # Safety
+    /// AVX-512F present; b.cs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data;
+    /// `panel` holds NR x kc values.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_rows(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
+        assert!(panel.len() >= NR * kc);
+        let (mlo, mhi) =
+            (((1u32 << cols.min(16)) - 1) as __mmask16, ((1u32 << cols.saturating_sub(16)) - 1) as __mmask16);
+        for p in 0..kc {
+            // SAFETY: the first `cols` values of the row are inside b (caller's contract), the rest are
+            // masked off and not read; the panel holds NR values at p·NR (asserted above).
+            unsafe {
+                let src = b.data.as_ptr().add((p0 + p) * b.rs + c0);
+                let dst = panel.as_mut_ptr().add(p * NR);
+                _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(mlo, src));
+                _mm512_storeu_ps(dst.add(16), _mm512_maskz_loadu_ps(mhi, src.add(16)));
             }
-            let mut t = [_mm512_setzero_ps(); 16];
-            for i in 0..8 {
-                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-            }
-            // u[4g + c], lane l: rows 4g..4g+4 of column 4l + c.
-            let mut u = [_mm512_setzero_ps(); 16];
-            for g in 0..4 {
-                let (a0, a1, a2, a3) = (ps(t[4 * g]), ps(t[4 * g + 1]), ps(t[4 * g + 2]), ps(t[4 * g + 3]));
-                u[4 * g] = pd(_mm512_unpacklo_pd(a0, a2));
-                u[4 * g + 1] = pd(_mm512_unpackhi_pd(a0, a2));
-                u[4 * g + 2] = pd(_mm512_unpacklo_pd(a1, a3));
-                u[4 * g + 3] = pd(_mm512_unpackhi_pd(a1, a3));
-            }
-            for c in 0..4 {
-                let v = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
-                let w = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
-                let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
-                let w2 = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
-                let out = [
-                    _mm512_shuffle_f32x4::<0x88>(v, v2),
-                    _mm512_shuffle_f32x4::<0x88>(w, w2),
-                    _mm512_shuffle_f32x4::<0xdd>(v, v2),
-                    _mm512_shuffle_f32x4::<0xdd>(w, w2),
-                ];
-                // Column 4l + c of the block is k step p + 4l + c.
-                for (l, o) in out.iter().enumerate() {
-                    let j = 4 * l + c;
-                    if j < len {
-                        let at = (p + j) * NR + h * 16;
-                        // SAFETY: (p + j) < kc, so the 16 values lie inside the panel (asserted above).
-                        unsafe { _mm512_storeu_ps(panel.as_mut_ptr().add(at), *o) };
+        }
+    }
+
+    /// A B panel (NR columns of kc values, k-major) from columns c0..c0+cols of a B whose columns are
+    /// contiguous (rs = 1): each 16 columns x 16 k steps are loaded as 16 rows, transposed in registers (two
+    /// rounds of in-lane unpacks, two of 128-bit lane shuffles) and stored as 16 k steps of 16 columns.
+    /// Columns past `cols` are zero.
+    ///
+    /// # Safety
+    /// AVX-512F present; b.rs = 1 and elements (p0 + p, c0 + j) for p < kc, j < cols lie inside b's data;
+    /// `panel` holds NR x kc values.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_transposed(b: Mat<f32>, p0: usize, kc: usize, c0: usize, cols: usize, panel: &mut [f32]) {
+        assert!(panel.len() >= NR * kc);
+        let (ps, pd) = (_mm512_castps_pd, _mm512_castpd_ps);
+        for h in 0..NR / 16 {
+            let here = cols.saturating_sub(h * 16).min(16);
+            for p in (0..kc).step_by(16) {
+                let len = (kc - p).min(16);
+                let pmask = ((1u32 << len) - 1) as __mmask16;
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, ri) in r.iter_mut().enumerate().take(here) {
+                    let at = (c0 + h * 16 + i) * b.cs + p0 + p;
+                    // SAFETY: the first `len` values from `at` are inside b (caller's contract); the rest
+                    // are masked off and not read.
+                    *ri = unsafe { _mm512_maskz_loadu_ps(pmask, b.data.as_ptr().add(at)) };
+                }
+                let mut t = [_mm512_setzero_ps(); 16];
+                for i in 0..8 {
+                    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                }
+                // u[4g + c], lane l: rows 4g..4g+4 of column 4l + c.
+                let mut u = [_mm512_setzero_ps(); 16];
+                for g in 0..4 {
+                    let (a0, a1, a2, a3) = (ps(t[4 * g]), ps(t[4 * g + 1]), ps(t[4 * g + 2]), ps(t[4 * g + 3]));
+                    u[4 * g] = pd(_mm512_unpacklo_pd(a0, a2));
+                    u[4 * g + 1] = pd(_mm512_unpackhi_pd(a0, a2));
+                    u[4 * g + 2] = pd(_mm512_unpacklo_pd(a1, a3));
+                    u[4 * g + 3] = pd(_mm512_unpackhi_pd(a1, a3));
+                }
+                for c in 0..4 {
+                    let v = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+                    let w = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+                    let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+                    let w2 = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
+                    let out = [
+                        _mm512_shuffle_f32x4::<0x88>(v, v2),
+                        _mm512_shuffle_f32x4::<0x88>(w, w2),
+                        _mm512_shuffle_f32x4::<0xdd>(v, v2),
+                        _mm512_shuffle_f32x4::<0xdd>(w, w2),
+                    ];
+                    // Column 4l + c of the block is k step p + 4l + c.
+                    for (l, o) in out.iter().enumerate() {
+                        let j = 4 * l + c;
+                        if j < len {
+                            let at = (p + j) * NR + h * 16;
+                            // SAFETY: (p + j) < kc, so the 16 values lie inside the panel (asserted above).
+                            unsafe { _mm512_storeu_ps(panel.as_mut_ptr().add(at), *o) };
+                        }
                     }
                 }
             }
