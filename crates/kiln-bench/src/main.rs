@@ -72,35 +72,10 @@ fn train_flops_per_sample(model: &Sequential) -> f64 {
     f
 }
 
-fn build(name: &str) -> kiln::Result<Sequential> {
-    let mut m = Sequential::new(&[28, 28, 1]);
-    match name {
-        "cnn" => {
-            m.add(Conv2D::new(32, 3).activation(Activation::Relu))?;
-            m.add(MaxPooling2D::new(2))?;
-            m.add(Flatten::new())?;
-            m.add(Dense::new(128).activation(Activation::Relu))?;
-            m.add(Dropout::new(0.5))?;
-            m.add(Dense::new(10).activation(Activation::Softmax))?;
-        }
-        "mlp" => {
-            m.add(Flatten::new())?;
-            m.add(Dense::new(512).activation(Activation::Relu))?;
-            m.add(Dense::new(512).activation(Activation::Relu))?;
-            m.add(Dense::new(10).activation(Activation::Softmax))?;
-        }
-        other => {
-            return Err(kiln::Error::Config(format!("unknown bench model `{other}` (valid: cnn, mlp)")));
-        }
-    }
-    m.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
-    Ok(m)
-}
-
 /// Runs one model in this process and prints its results as one JSON line.
 fn child(name: &str, args: &Args) -> kiln::Result<()> {
     let (train, test) = kiln::data::mnist::load(&args.data)?;
-    let mut model = build(name)?;
+    let mut model = kiln_bench::mnist_model(name)?;
     model.graph_mut().set_profiling(args.profile);
     model.set_fusion(!args.no_fusion);
     let mut epoch_secs = Vec::new();

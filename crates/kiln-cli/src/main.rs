@@ -30,6 +30,10 @@ struct Cli {
     /// Threads to compute on (default: the KILN_THREADS environment variable, else every core).
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
+    /// Where models compute: cpu or cuda (a kiln built with `--features cuda`, on an NVIDIA GPU). Default:
+    /// a config's `[train] device` when training, else cpu.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -435,6 +439,30 @@ enum DataCommand {
     },
 }
 
+/// `--device`: where this command's models compute. The language-model commands have their own CPU
+/// kernels (quantized products), so they refuse `cuda` rather than ignore it; `train` without `--device`
+/// reads its config's `[train] device` (train.rs).
+fn configure_device(device: Option<&str>, command: &Command) -> kiln::Result<()> {
+    let Some(device) = device else { return Ok(()) };
+    kiln::device::check(device)?;
+    if device != "cpu" {
+        let name = match command {
+            Command::Generate { .. } => Some("generate"),
+            Command::Assistant { .. } => Some("assistant"),
+            _ => None,
+        };
+        if let Some(name) = name {
+            return Err(kiln::Error::Config(format!(
+                "kiln {name} runs GGUF language models on the CPU only: drop --device {device}"
+            )));
+        }
+    }
+    match command {
+        Command::Train { .. } => Ok(()), // train.rs, once the config (and its device key) is read
+        _ => kiln::device::configure(device),
+    }
+}
+
 fn main() {
     // Output cut short by a closed pipe (`kiln predict ... | head -1`) ends the process quietly, as other
     // command-line tools do, instead of a panic on the next print (Rust ignores SIGPIPE by default).
@@ -445,6 +473,10 @@ fn main() {
     }
     let cli = Cli::parse();
     if let Err(e) = kiln::threads::configure(cli.threads) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+    if let Err(e) = configure_device(cli.device.as_deref(), &cli.command) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -506,6 +538,7 @@ fn main() {
             print_config,
             quiet,
             ranks: ranks.clone(),
+            device: cli.device.clone(),
         }),
         Command::Cv { config, data, target, folds, set, output, resume } => {
             cv::cv(config.as_deref(), data.as_deref(), target.as_deref(), folds, &set, output.as_deref(), resume)

@@ -35,6 +35,8 @@ pub struct TrainArgs {
     pub quiet: bool,
     /// The ranks of an `mpirun` launch this process is one of.
     pub ranks: Option<kiln::dist::Shared>,
+    /// `--device`, which overrides the config's `[train] device` (and is saved as it in the run folder).
+    pub device: Option<String>,
 }
 
 /// The config a command names: a file, a run folder's (`--resume`), or a table's defaults (`--data FILE
@@ -215,6 +217,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
         cfg.data.test_rows = Some(t);
     }
+    if let Some(d) = &a.device {
+        cfg.train.device = Some(d.clone());
+    }
     if a.print_config {
         // A config that prints must also build and train.
         cfg.build_model()?;
@@ -228,6 +233,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     let cfg = cfg.resolved();
     cfg.check_train().map_err(|e| cfg.in_file(e))?;
+    if let Some(d) = &cfg.train.device {
+        kiln::device::configure(d).map_err(|e| cfg.in_file(e))?;
+    }
     if a.ranks.is_some() && cfg.kind()? == DataKind::Interactions {
         return Err(Error::Invalid(
             "a recommendation model (data.kind = \"interactions\") trains in one process: run it without mpirun".into(),

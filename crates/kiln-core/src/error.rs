@@ -18,6 +18,8 @@ pub enum Error {
     Data(String),
     /// Training stopped before its end (a signal, or the loss became NaN), saying where and what was kept.
     Stopped(String),
+    /// A device (a GPU) that cannot be used: no driver, no device, a library missing, a kernel that failed.
+    Device(String),
 }
 
 impl fmt::Display for Error {
@@ -30,6 +32,7 @@ impl fmt::Display for Error {
             Error::Config(m) => write!(f, "config error: {m}"),
             Error::Data(m) => write!(f, "data error: {m}"),
             Error::Stopped(m) => write!(f, "training stopped: {m}"),
+            Error::Device(m) => write!(f, "device error: {m}"),
         }
     }
 }

@@ -142,6 +142,26 @@ pub struct Graph<T: Float> {
     pub(crate) backend: Arc<dyn Backend<T>>,
 }
 
+/// The backend new f32 graphs start with (None: the CPU): the command line's `--device` (kiln/src/device.rs).
+static DEFAULT_F32: std::sync::RwLock<Option<Arc<dyn Backend<f32>>>> = std::sync::RwLock::new(None);
+
+/// Makes every f32 graph created from now on run on `backend` (None: the CPU), as `--threads` sizes every
+/// later computation. f64 graphs (gradient checks) stay on the CPU.
+pub fn set_default_backend(backend: Option<Arc<dyn Backend<f32>>>) {
+    *DEFAULT_F32.write().unwrap_or_else(|e| e.into_inner()) = backend;
+}
+
+fn default_backend<T: Float>() -> Arc<dyn Backend<T>> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && let Some(b) = DEFAULT_F32.read().unwrap_or_else(|e| e.into_inner()).clone()
+    {
+        // T is f32, so this is the same type.
+        let any: Box<dyn std::any::Any> = Box::new(b);
+        return *any.downcast::<Arc<dyn Backend<T>>>().expect("T is f32");
+    }
+    Arc::new(Cpu)
+}
+
 impl<T: Float> Default for Graph<T> {
     fn default() -> Self {
         Self::new()
@@ -164,11 +184,12 @@ impl<T: Float> Graph<T> {
             record: true,
             rng: Rng::new(0),
             profile: None,
-            backend: Arc::new(Cpu),
+            backend: default_backend(),
         }
     }
 
-    /// Runs the ops behind the device seam on `backend` from now on (a new graph uses [`Cpu`]).
+    /// Runs the ops behind the device seam on `backend` from now on (a new graph uses the process's default:
+    /// [`Cpu`], or for f32 what [`set_default_backend`] set).
     pub fn set_backend(&mut self, backend: Arc<dyn Backend<T>>) {
         self.backend = backend;
     }

@@ -27,7 +27,7 @@ pub use backend::{Backend, Cpu};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use float::Float;
-pub use graph::{Graph, Profile, Var};
+pub use graph::{Graph, Profile, Var, set_default_backend};
 pub use ops::{BinaryOp, LossKind, Padding, ReduceOp, UnaryOp};
 pub use params::{Param, ParamId, ParamStore};
 pub use rng::Rng;

@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod class_weight;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod dist;
 pub mod explain;
 pub mod history;

@@ -148,6 +148,8 @@ pub struct Model {
     tapes: Mutex<Vec<Tape>>,
     /// While the model is built: where parameters come from before their initializers (`weights_from`).
     source: Option<Box<dyn crate::weights::ParamSource>>,
+    /// The backend set by `set_backend`, for inference tapes too (None: the CPU).
+    backend: Option<std::sync::Arc<dyn kiln_core::Backend<f32>>>,
 }
 
 /// The architecture: inputs and layers, apart from the parameters and training state, so that a forward pass
@@ -192,6 +194,7 @@ impl Model {
             preparation: None,
             tapes: Mutex::new(Vec::new()),
             source: None,
+            backend: None,
         }
     }
 
@@ -543,9 +546,19 @@ impl Model {
         Ok(())
     }
 
+    /// Runs training and inference on `backend` (the CPU by default; `kiln_core::backend::cuda::Cuda` with
+    /// feature `cuda`). Parameters stay where they are and saved models say nothing of it.
+    pub fn set_backend(&mut self, backend: std::sync::Arc<dyn kiln_core::Backend<f32>>) {
+        self.graph.set_backend(backend.clone());
+        self.backend = Some(backend);
+    }
+
     /// Lends a warm inference tape reading this model's parameters to `f`, then takes it back.
     pub(crate) fn with_tape<R>(&self, f: impl FnOnce(&mut Tape) -> R) -> R {
         let mut tape = self.tapes.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+        if let Some(b) = &self.backend {
+            tape.graph.set_backend(b.clone());
+        }
         tape.graph.attach(self.graph.shared_params());
         tape.graph.set_recording(false);
         let r = f(&mut tape);

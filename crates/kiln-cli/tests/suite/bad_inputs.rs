@@ -459,6 +459,14 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
     add(&["search", &p("ok.toml"), "--set", "model.nope=1,2"], &["nope"]);
     add(&["search", &p("ok.toml"), "--set", "model.l2"], &["model.l2"]);
     add(&["--threads", "0", "train", &p("ok.toml")], &["threads"]);
+    add(&["--device", "tpu", "train", &p("ok.toml")], &["device `tpu`", "cpu, cuda"]);
+    add(&["train", &p("ok.toml"), "--set", "train.device=\"gpu\""], &["train.device", "cpu, cuda"]);
+    add(&["--device", "cuda", "generate", &p("x.gguf"), "hi"], &["CPU only"]);
+    // Without a GPU (or a kiln built without CUDA) a CUDA run is refused before anything is written.
+    if !std::path::Path::new("/dev/nvidia0").exists() {
+        add(&["--device", "cuda", "train", &p("ok.toml")], &["device error", "CUDA"]);
+        add(&["train", &p("ok.toml"), "--set", "train.device=\"cuda\""], &["device error", "CUDA"]);
+    }
     let clap_cases: Vec<Vec<&str>> = vec![
         vec!["nope"],
         vec!["train", "--epochs", "-1", "x.toml"],

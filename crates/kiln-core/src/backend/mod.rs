@@ -3,16 +3,18 @@
 //! An op file keeps what is the same on every device: its shape checks, which buffers it needs, and its
 //! backward formula (linear's "dz = dy ⊙ act'(z); db += Σₙ dz; dw += xᵀ·dz; dx += dz·wᵀ"). Each step of
 //! the formula is one [`Backend`] call on buffer views ([`Buf`], [`BufMut`]) that say nothing about where
-//! the memory is. [`Cpu`] is the backend every graph starts with; a second one (CUDA, issue 17) implements
-//! these methods and adds its variant to the views, and no op's formula changes. The test
-//! `tests/suite/backend.rs` runs the converted ops' forward and backward on a second, deliberately naive backend
-//! written outside this crate, gradient-checks them there and compares them with [`Cpu`].
+//! the memory is. [`Cpu`] is the backend every graph starts with (unless `set_default_backend` named
+//! another); [`cuda::Cuda`] (feature `cuda`) implements the same methods with CUDA kernels, and no op's
+//! formula changes for it. The test `tests/suite/backend.rs` runs every op behind the seam on a third,
+//! deliberately naive backend written outside this crate, gradient-checks them there and compares them with
+//! [`Cpu`]; `tests/suite/cuda.rs` does the same for CUDA.
 //!
-//! Not behind the seam yet (they read host slices directly, each a mechanical change to this shape):
-//! convolution, pooling, batch norm, dropout, reductions, losses, shape ops, and the quantized product
-//! (`linear_q`); the tape's own buffers (`graph.rs`, `pool.rs`) and parameters are host `Vec`s.
+//! The views have one variant, `Host`: the tape's own buffers (`graph.rs`, `pool.rs`) and the parameters
+//! are host `Vec`s, so the CUDA backend copies each call's views to the GPU and back (backend/cuda/).
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 pub use cpu::Cpu;
 

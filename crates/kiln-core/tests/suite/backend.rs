@@ -13,10 +13,11 @@ use kiln_core::{Graph, LossKind, Result, Rng, UnaryOp, Var};
 use naive::Naive;
 use std::sync::Arc;
 
-type Case = (&'static str, Vec<Vec<usize>>, &'static [&'static str], fn(&mut Graph<f64>, &[Var]) -> Result<Var>);
+pub(crate) type Case =
+    (&'static str, Vec<Vec<usize>>, &'static [&'static str], fn(&mut Graph<f64>, &[Var]) -> Result<Var>);
 
 /// Each op behind the seam, the kernels it must call on the way forward and back.
-fn cases() -> Vec<Case> {
+pub(crate) fn cases() -> Vec<Case> {
     vec![
         (
             "linear+tanh",
@@ -138,7 +139,7 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn inputs(shapes: &[Vec<usize>], seed: u64) -> Vec<Input> {
+pub(crate) fn inputs(shapes: &[Vec<usize>], seed: u64) -> Vec<Input> {
     let mut r = Rng::new(seed);
     shapes.iter().map(|s| Input::uniform(s, -1.5, 1.5, &mut r)).collect()
 }
@@ -156,7 +157,7 @@ fn every_op_behind_the_seam_is_gradient_checked_on_a_second_backend_and_calls_it
 }
 
 /// Forward values and every input's gradient on one backend.
-fn run(
+pub(crate) fn run(
     backend: Arc<dyn Backend<f64>>,
     shapes: &[Vec<usize>],
     seed: u64,

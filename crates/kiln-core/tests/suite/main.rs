@@ -13,6 +13,8 @@ pub fn settings() -> MutexGuard<'static, ()> {
 }
 
 mod backend;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod fast_paths;
 mod fused;
 mod gradcheck;

@@ -88,6 +88,14 @@ impl Config {
         let d = &self.data;
         let m = &self.model;
         let t = &self.train;
+        if let Some(dev) = &t.device {
+            crate::device::check(dev).map_err(|_| {
+                Error::Config(format!(
+                    "train.device = \"{dev}\": expected one of {}",
+                    crate::device::DEVICES.join(", ")
+                ))
+            })?;
+        }
         let recommender = m.kind.is_some_and(|k| RECOMMENDERS.contains(&k));
         if kind == DataKind::Interactions && !recommender {
             return Err(Error::Config(

@@ -329,6 +329,10 @@ pub struct TrainConfig {
     /// as shared negatives (two_tower, 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub negatives: Option<usize>,
+    /// Where to train: "cpu" (the default) or "cuda" (a kiln built with the `cuda` feature, on an NVIDIA
+    /// GPU). The command line's `--device` overrides it; the saved model is the same either way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -350,6 +354,7 @@ impl Default for TrainConfig {
             class_weight: None,
             loss_weights: Vec::new(),
             negatives: None,
+            device: None,
         }
     }
 }

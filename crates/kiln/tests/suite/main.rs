@@ -8,6 +8,8 @@ mod callbacks;
 mod checkpoint;
 mod checkpoint_every;
 mod config;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod data;
 mod explain;
 mod fuzz_readers;

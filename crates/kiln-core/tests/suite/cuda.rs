@@ -1,0 +1,153 @@
+//! The CUDA backend (feature `cuda`) against the CPU backend. On a machine with no GPU, CUDA driver or NVRTC
+//! the tests that need one print why they skip and pass; `kernels_compile_with_nvrtc` needs only the NVRTC
+//! library (CI installs it from PyPI's nvidia-cuda-nvrtc-cu12), so a kernel that does not compile fails CI.
+//!
+//! With feature `cuda-sim` (CI) the same tests run the kernels simulated on the host (backend/cuda/device.rs).
+//!
+//! On a GPU: every op behind the seam (the cases of backend.rs) is gradient-checked in f64 on the GPU, its
+//! values and gradients agree with the CPU backend's, and it runs its kernels on the GPU (only the methods
+//! that have no CUDA kernel yet may fall back to the CPU, and only those); an f32 convolutional network's loss
+//! and every gradient agree with the CPU's.
+
+use super::backend::{cases, inputs, run};
+use kiln_core::backend::cuda::{Cuda, compile_kernels};
+use kiln_core::testing::check_gradients_on;
+use kiln_core::{Graph, Padding, Rng, UnaryOp};
+use std::sync::{Arc, OnceLock};
+
+/// The methods with no CUDA kernel yet (backend/cuda/mod.rs says so too).
+const ON_THE_CPU: &[&str] = &["matmul_q"];
+
+/// The backends to test: the GPU when this machine has one (else a printed notice of why not), and with
+/// feature `cuda-sim` the same kernels simulated on the host.
+fn engines(test: &str) -> Vec<Arc<Cuda>> {
+    static GPU: OnceLock<std::result::Result<Arc<Cuda>, String>> = OnceLock::new();
+    let mut v = Vec::new();
+    match GPU.get_or_init(|| Cuda::new().map(Arc::new).map_err(|e| e.to_string())) {
+        Ok(c) => v.push(c.clone()),
+        Err(e) => eprintln!("{test}: no GPU here, so not on a GPU ({e})"),
+    }
+    #[cfg(feature = "cuda-sim")]
+    v.push(Arc::new(Cuda::simulated()));
+    v
+}
+
+#[test]
+fn kernels_compile_with_nvrtc() {
+    match compile_kernels() {
+        Ok(ptx) => assert!(ptx.to_src().contains(".entry conv_max_pool_f64"), "the PTX lacks a kernel"),
+        Err(e) if e.to_string().contains("was not found") => {
+            eprintln!("skipping kernels_compile_with_nvrtc: {e}")
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn every_op_on_the_gpu_is_gradient_checked_and_matches_the_cpu() {
+    for cuda in engines("every_op_on_the_gpu_is_gradient_checked_and_matches_the_cpu") {
+        every_op_on(&cuda);
+    }
+}
+
+fn every_op_on(cuda: &Arc<Cuda>) {
+    let on = cuda.device_name();
+    for (i, (name, shapes, kernels, f)) in cases().into_iter().enumerate() {
+        let before = (cuda.calls(), cuda.fallbacks());
+        let result = check_gradients_on(cuda.clone(), &inputs(&shapes, i as u64), f);
+        assert!(result.is_ok(), "{name} on {on}: {result:?}");
+        let (calls, fallbacks) = (cuda.calls(), cuda.fallbacks());
+        let grew = |m: &std::collections::BTreeMap<&str, usize>,
+                    b: &std::collections::BTreeMap<&str, usize>,
+                    k: &str| { m.get(k).copied().unwrap_or(0) > b.get(k).copied().unwrap_or(0) };
+        for k in kernels.iter() {
+            let expected_on_cpu = ON_THE_CPU.contains(k);
+            let ran = if expected_on_cpu { grew(&fallbacks, &before.1, k) } else { grew(&calls, &before.0, k) };
+            assert!(ran, "{name}: `{k}` did not run {}", if expected_on_cpu { "(on the CPU)" } else { on });
+        }
+        for k in fallbacks.keys() {
+            assert!(ON_THE_CPU.contains(k), "{name}: `{k}` fell back to the CPU");
+        }
+        let on_cpu = run(Arc::new(kiln_core::Cpu), &shapes, i as u64, f);
+        let on_gpu = run(cuda.clone(), &shapes, i as u64, f);
+        for (j, (c, g)) in on_cpu.iter().zip(&on_gpu).enumerate() {
+            let worst = c.iter().zip(g).map(|(a, b)| (a - b).abs() / a.abs().max(1.0)).fold(0.0, f64::max);
+            let what = if j == 0 { "output".to_string() } else { format!("gradient {}", j - 1) };
+            assert!(worst < 1e-10, "{name}: {what} on {on} differs from the CPU's by {worst:e}");
+        }
+    }
+    eprintln!("{on}: kernels ran for {:?}", cuda.calls());
+    eprintln!("{on}: on the CPU instead: {:?}", cuda.fallbacks());
+}
+
+/// Attention's causal mask and its dropout on the weights (a hash of each weight's index, which the kernels
+/// recompute), which the seam's cases leave out: values and gradients equal the CPU's, and gradient-checked.
+#[test]
+fn causal_attention_with_dropout_matches_the_cpu() {
+    fn f(g: &mut kiln_core::Graph<f64>, v: &[kiln_core::Var]) -> kiln_core::Result<kiln_core::Var> {
+        let drop = Some(kiln_core::ops::AttentionDropout { rate: 0.3, seed: 11 });
+        g.attention_dropout(v[0], v[1], v[2], 2, 4, 2, Some(&[1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0]), true, drop)
+    }
+    let shapes = vec![vec![8, 6], vec![8, 6], vec![8, 6]];
+    for cuda in engines("causal_attention_with_dropout_matches_the_cpu") {
+        let on = cuda.device_name();
+        let result = check_gradients_on(cuda.clone(), &inputs(&shapes, 3), f);
+        assert!(result.is_ok(), "causal attention with dropout on {on}: {result:?}");
+        let (c, g) = (run(Arc::new(kiln_core::Cpu), &shapes, 3, f), run(cuda.clone(), &shapes, 3, f));
+        for (j, (c, g)) in c.iter().zip(&g).enumerate() {
+            let worst = c.iter().zip(g).map(|(a, b)| (a - b).abs() / a.abs().max(1.0)).fold(0.0, f64::max);
+            assert!(worst < 1e-10, "causal attention with dropout: output/gradient {j} on {on} differs by {worst:e}");
+        }
+        assert!(cuda.fallbacks().is_empty(), "attention fell back to the CPU on {on}");
+    }
+}
+
+/// A convolutional network in f32 (conv + relu + max pool, conv + gelu, dense, cross-entropy) at a size where
+/// the products are real cuBLAS work: the loss and every gradient agree with the CPU's to f32 rounding.
+#[test]
+fn an_f32_network_on_the_gpu_matches_the_cpu() {
+    for cuda in engines("an_f32_network_on_the_gpu_matches_the_cpu") {
+        f32_network_on(&cuda);
+    }
+}
+
+fn f32_network_on(cuda: &Arc<Cuda>) {
+    let on = cuda.device_name();
+    let run = |backend: Arc<dyn kiln_core::Backend<f32>>| {
+        let mut rng = Rng::new(7);
+        let mut g = Graph::<f32>::new();
+        g.set_backend(backend);
+        let mut param = |g: &mut Graph<f32>, name: &str, shape: &[usize], scale: f32| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * scale).collect();
+            g.add_param(name, shape, v, true).unwrap()
+        };
+        let x = param(&mut g, "x", &[16, 14, 14, 3], 1.0);
+        let w1 = param(&mut g, "w1", &[3, 3, 3, 16], 0.3);
+        let b1 = param(&mut g, "b1", &[16], 0.1);
+        let w2 = param(&mut g, "w2", &[3, 3, 16, 24], 0.1);
+        let b2 = param(&mut g, "b2", &[24], 0.1);
+        let w3 = param(&mut g, "w3", &[6 * 6 * 24, 10], 0.05);
+        let b3 = param(&mut g, "b3", &[10], 0.1);
+        let ps = [x, w1, b1, w2, b2, w3, b3];
+        let v: Vec<_> = ps.iter().map(|&p| g.use_param(p)).collect();
+        let h = g.conv2d_max_pool(v[0], v[1], Some(v[2]), (1, 1), Padding::Valid, Some(UnaryOp::Relu), (2, 2)).unwrap();
+        let h = g.conv2d(h, v[3], Some(v[4]), (1, 1), Padding::Same, Some(UnaryOp::Gelu)).unwrap();
+        let h = g.reshape(h, &[16, 6 * 6 * 24]).unwrap();
+        let logits = g.linear(h, v[5], Some(v[6]), None).unwrap();
+        let labels: Vec<u32> = (0..16).map(|i| (i * 7 % 10) as u32).collect();
+        let loss = g.sparse_softmax_cross_entropy(logits, &labels).unwrap();
+        g.zero_grads();
+        g.backward(loss).unwrap();
+        let mut out = vec![g.value(loss).to_vec()];
+        out.extend(ps.iter().map(|&p| g.param_grad(p).to_vec()));
+        out
+    };
+    let (on_cpu, on_gpu) = (run(Arc::new(kiln_core::Cpu)), run(cuda.clone()));
+    for (j, (c, g)) in on_cpu.iter().zip(&on_gpu).enumerate() {
+        let scale = c.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let worst = c.iter().zip(g).map(|(a, b)| (a - b).abs() / scale).fold(0.0, f32::max);
+        let what = if j == 0 { "loss".to_string() } else { format!("gradient {}", j - 1) };
+        assert!(worst < 1e-4, "f32 network: {what} on {on} differs from the CPU's by {worst:e} of its largest");
+    }
+}
