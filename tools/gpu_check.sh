@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark in one run (issue 17), for a machine with an NVIDIA GPU and PyTorch.
 #
-#   bash tools/gpu_check.sh --build   # here (no CUDA needed): builds the CUDA test binary and gpubench,
-#                                     # stripped, into .gpu/ (git-ignored; a few MiB, so it can travel)
+#   bash tools/gpu_check.sh --build   # here (no CUDA needed): builds the CUDA test binary, gpubench and
+#                                     # kiln, stripped, into .gpu/ (git-ignored; 28 MiB, so it can travel)
 #   bash tools/gpu_check.sh           # on the GPU machine, from the checkout with .gpu/ beside it
 #
 # It runs kiln-core's CUDA tests (every op's values and gradients against the CPU backend, an f32 network),
 # then the seed's MNIST CNN trained on the CUDA backend and on the CPU (gpubench), then the same model in
-# PyTorch eager on the same GPU (bench/gpu_peer.py), and prints a table with the ratio. Results go to
+# PyTorch eager on the same GPU (bench/gpu_peer.py), and prints a table with the ratios; last, the reviews
+# transformer (examples/reviews/sentiment_transformer.toml) trains an epoch with `kiln train --device cuda`. Results go to
 # stdout and, when OUT is set, to $OUT/gpu_check.log. cudarc looks for libnvrtc.so and libcublas.so by their
 # CUDA 12 names; where the machine has CUDA 13's (libnvrtc.so.13), links under those names are made in a
 # temporary folder put first on LD_LIBRARY_PATH.
@@ -17,44 +18,59 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--build" ]; then
     set -e
     cargo build --profile ci -p kiln-bench --features cuda --bin gpubench
+    cargo build --profile ci -p kiln-cli --features cuda
     suite=$(cargo test --profile ci -p kiln-core --features cuda --test suite --no-run --message-format=json \
         | python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
     mkdir -p .gpu
     cp target/ci/gpubench .gpu/gpubench
+    cp target/ci/kiln .gpu/kiln
     cp "$suite" .gpu/kiln-core-suite
-    strip .gpu/gpubench .gpu/kiln-core-suite
+    strip .gpu/gpubench .gpu/kiln .gpu/kiln-core-suite
     du -sh .gpu/*
     exit 0
 fi
 
 log=${OUT:-/tmp}/gpu_check.log
 exec > >(tee "$log") 2>&1
-for b in .gpu/gpubench .gpu/kiln-core-suite; do
+for b in .gpu/gpubench .gpu/kiln .gpu/kiln-core-suite; do
     [ -x "$b" ] || { echo "error: $b is missing: run 'bash tools/gpu_check.sh --build' on the build machine first"; exit 1; }
 done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || { echo "error: nvidia-smi failed: no GPU"; exit 1; }
 
+# NVRTC and cuBLAS from one folder: the CUDA toolkit's when there is one, else the newest pip-installed
+# (PyTorch's) copy; cuBLAS and cuBLASLt must come from the same release.
 libs=$(mktemp -d)
-for name in nvrtc cublas cublasLt nvrtc-builtins; do
-    f=$(find /usr/local /opt /usr/lib -name "lib$name.so*" 2>/dev/null | grep -v alt | sort -V | tail -1)
+dir=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    if ls "$d"/libnvrtc.so* >/dev/null 2>&1 && ls "$d"/libcublas.so* >/dev/null 2>&1; then dir=$d; break; fi
+done
+if [ -z "$dir" ]; then
+    f=$(find /opt /usr -name 'libcublas.so*' 2>/dev/null | sort -V | tail -1)
+    [ -n "$f" ] && dir=$(dirname "$f")
+fi
+echo "CUDA libraries: ${dir:-not found}"
+for name in nvrtc cublas cublasLt; do
+    f=$(ls "$dir"/lib$name.so* 2>/dev/null | sort -V | tail -1)
+    # NVRTC may sit in a sibling folder of cuBLAS's in pip's layout (nvidia/cuda_nvrtc/lib).
+    [ -z "$f" ] && f=$(find "$(dirname "${dir:-/nonexistent}")/.." /opt /usr/local -name "lib$name.so*" 2>/dev/null | grep -v alt | sort -V | tail -1)
     if [ -n "$f" ]; then
         ln -sf "$f" "$libs/lib$name.so"
         export LD_LIBRARY_PATH="$(dirname "$f"):${LD_LIBRARY_PATH:-}"
-        echo "lib$name: $f"
+        echo "  lib$name: $f"
     fi
 done
 export LD_LIBRARY_PATH="$libs:$LD_LIBRARY_PATH"
 
 echo
 echo "== kiln-core CUDA tests"
-timeout 240 .gpu/kiln-core-suite cuda --nocapture --test-threads 1
+timeout 150 .gpu/kiln-core-suite cuda --nocapture --test-threads 1
 tests=$?
 
 echo
 echo "== MNIST CNN, batch 64, one epoch: kiln (CUDA backend, then CPU) and PyTorch eager"
-kiln=$(timeout 300 .gpu/gpubench --epochs 1 --data data/mnist)
+kiln=$(timeout 150 .gpu/gpubench --epochs 1 --data data/mnist)
 echo "$kiln"
-peer=$(timeout 120 python3 bench/gpu_peer.py --epochs 1 --data data/mnist)
+peer=$(timeout 90 python3 bench/gpu_peer.py --epochs 1 --data data/mnist)
 echo "$peer"
 python3 - "$kiln" "$peer" <<'PY'
 import json, sys
@@ -72,5 +88,10 @@ if peer:
     print(f"| {peer['peer']} eager, {peer['gpu']} | {peer['epoch_s']:.2f} | {peer['test_acc']:.4f} | 1.00x "
           f"| {peer['batch1000_img_s']:,.0f} | 1.00x |")
 PY
+
+echo
+echo "== The reviews transformer trained from scratch, one epoch, on the CUDA backend (kiln train --device cuda)"
+timeout 150 .gpu/kiln train examples/reviews/sentiment_transformer.toml --device cuda --epochs 1 \
+    --run-dir "$(mktemp -d)/transformer-cuda"
 echo "tests exit status: $tests"
 exit $tests

@@ -463,6 +463,25 @@ fn configure_device(device: Option<&str>, command: &Command) -> kiln::Result<()>
     }
 }
 
+/// A CUDA failure during a kernel call (GPU memory exhausted, a driver error) is a panic in kiln-core's
+/// backend, whose methods return nothing; on the command line it becomes one `error:` line and exit status
+/// 1, as other errors are, instead of a panic report.
+fn install_device_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg =
+            payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+        match msg {
+            Some(m) if m.starts_with("CUDA") || m.starts_with("cuBLAS") => {
+                eprintln!("error: device error: {m}");
+                std::process::exit(1);
+            }
+            _ => default(info),
+        }
+    }));
+}
+
 fn main() {
     // Output cut short by a closed pipe (`kiln predict ... | head -1`) ends the process quietly, as other
     // command-line tools do, instead of a panic on the next print (Rust ignores SIGPIPE by default).
@@ -476,6 +495,7 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+    install_device_panic_hook();
     if let Err(e) = configure_device(cli.device.as_deref(), &cli.command) {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -286,6 +286,8 @@ impl Engine {
     ) {
         match self {
             Engine::Gpu(g) => {
+                // cuBLAS runs in the calling thread's current context.
+                g.stream.context().bind_to_thread().unwrap_or_else(|e| panic!("CUDA: {e}"));
                 let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
                 let i = |v: usize| i32::try_from(v).unwrap_or_else(|_| panic!("cuBLAS: size {v} exceeds i32"));
                 let r = unsafe {
