@@ -49,6 +49,11 @@ fn fit_and_predict_on_the_cuda_backend_equal_the_cpu() {
         let mut m = cnn();
         m.set_backend(cuda.clone());
         let (losses, probs, weights) = fit(&mut m);
+        // Prediction runs on the model's inference tapes, which must take the backend too.
+        let before = cuda.calls().get("conv2d_max_pool").copied().unwrap_or(0);
+        m.predict(&xt, 32).unwrap();
+        let after = cuda.calls().get("conv2d_max_pool").copied().unwrap_or(0);
+        assert!(after > before, "predict on {on} did not run on the backend set by set_backend");
         for (a, b) in on_cpu.0.iter().zip(&losses) {
             assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "epoch loss on {on}: {b} vs the CPU's {a}");
         }
