@@ -63,14 +63,14 @@ export LD_LIBRARY_PATH="$libs:$LD_LIBRARY_PATH"
 
 echo
 echo "== kiln-core CUDA tests"
-timeout 150 .gpu/kiln-core-suite cuda --nocapture --test-threads 1
+timeout 120 .gpu/kiln-core-suite cuda --nocapture --test-threads 1
 tests=$?
 
 echo
 echo "== MNIST CNN, batch 64, one epoch: kiln (CUDA backend, then CPU) and PyTorch eager"
-kiln=$(timeout 150 .gpu/gpubench --epochs 1 --data data/mnist)
+kiln=$(timeout 120 .gpu/gpubench --epochs 1 --data data/mnist)
 echo "$kiln"
-peer=$(timeout 90 python3 bench/gpu_peer.py --epochs 1 --data data/mnist)
+peer=$(timeout 60 python3 bench/gpu_peer.py --epochs 1 --data data/mnist)
 echo "$peer"
 python3 - "$kiln" "$peer" <<'PY'
 import json, sys
@@ -87,11 +87,15 @@ for r in rows:
 if peer:
     print(f"| {peer['peer']} eager, {peer['gpu']} | {peer['epoch_s']:.2f} | {peer['test_acc']:.4f} | 1.00x "
           f"| {peer['batch1000_img_s']:,.0f} | 1.00x |")
+for r in rows:
+    if "one_image_ms" in r:
+        print(f"\nkiln predict on the {r['device']} backend, from host memory: {r['batch100_img_s']:,.0f} images/s at "
+              f"batch 100, {r['batch10000_img_s']:,.0f} at 10,000; one image {r['one_image_ms']:.3f} ms")
 PY
 
 echo
 echo "== The reviews transformer trained from scratch, one epoch, on the CUDA backend (kiln train --device cuda)"
-timeout 150 .gpu/kiln train examples/reviews/sentiment_transformer.toml --device cuda --epochs 1 \
+timeout 90 .gpu/kiln train examples/reviews/sentiment_transformer.toml --device cuda --epochs 1 \
     --run-dir "$(mktemp -d)/transformer-cuda"
 echo "tests exit status: $tests"
 exit $tests

@@ -7,7 +7,12 @@ fn main() {
 }
 
 #[cfg(feature = "cuda-sim")]
+#[path = "src/backend/cuda/signatures.rs"]
+mod signatures;
+
+#[cfg(feature = "cuda-sim")]
 mod sim {
+    use super::signatures;
     use std::fmt::Write;
 
     /// Makes CUDA C++ host C++: a kernel is a plain function, and one "thread" (index 0 of one block of one)
@@ -26,35 +31,13 @@ static inline double __longlong_as_double(long long v) { double d; std::memcpy(&
 template <typename T> static inline T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
 "#;
 
-    /// (name, parameter types) of every kernel in `src`.
-    fn kernels(src: &str) -> Vec<(String, Vec<String>)> {
-        const MARK: &str = "extern \"C\" __global__ void K(";
-        src.split(MARK)
-            .skip(1)
-            .map(|rest| {
-                let name_end = rest.find(')').unwrap();
-                let params = &rest[name_end + 2..];
-                let params = &params[..params.find(')').unwrap()];
-                let types = params
-                    .split(',')
-                    .map(|p| {
-                        let p = p.trim();
-                        let cut = p.trim_end_matches(|c: char| c.is_alphanumeric() || c == '_');
-                        cut.trim().to_string()
-                    })
-                    .collect();
-                (rest[..name_end].to_string(), types)
-            })
-            .collect()
-    }
-
     pub fn build() {
         let dir = std::path::Path::new("src/backend/cuda");
         let prelude = std::fs::read_to_string(dir.join("prelude.cu")).unwrap();
         let body = std::fs::read_to_string(dir.join("kernels.cu")).unwrap();
         println!("cargo:rerun-if-changed=src/backend/cuda/prelude.cu");
         println!("cargo:rerun-if-changed=src/backend/cuda/kernels.cu");
-        let ks = kernels(&body);
+        let ks = signatures::kernels(&body);
         let mut cpp = format!("{SHIM}\n{prelude}\n");
         let mut rs = String::from("unsafe extern \"C\" {\n");
         let mut table = String::from("static KERNELS: &[(&str, unsafe extern \"C\" fn(*mut *mut c_void))] = &[\n");

@@ -3,11 +3,16 @@
 //!
 //! Values and gradients live in flat arenas indexed by node id. A `Var` is a `Copy` handle into them, valid
 //! until the next `reset`. Parameters persist across resets; everything else goes back to the pool.
+//!
+//! With a backend that has its own memory (CUDA), the ops that run there keep their outputs and gradients
+//! in it (`tape_mem.rs`), and each parameter is copied to it once per change (`use_param`), so a training
+//! step moves only its inputs, the parameters' gradients (for the optimizer, on the host) and the loss.
 
-use crate::backend::{Backend, Buf, BufMut, Cpu};
+use crate::backend::{Backend, Buf, BufMut, Cpu, DevVec};
 use crate::ops::{BinaryOp, Conv2dArgs, LossKind, PoolArgs, ReduceOp, RnnArgs, UnaryOp, backward_node};
 use crate::params::{Param, ParamId, ParamStore};
 use crate::pool::Pool;
+use crate::tape_mem::Mem;
 use crate::{Error, Float, Result, Rng, Shape, Tensor};
 use std::sync::Arc;
 
@@ -125,14 +130,20 @@ pub struct Graph<T: Float> {
     /// Shared with inference tapes (see params.rs); written only through `Arc::make_mut`.
     params: Arc<ParamStore<T>>,
     param_grads: Vec<Vec<T>>,
+    /// The parameters' copies in the backend's memory that this step's ops read (`use_param` takes them from
+    /// the store, which makes one per change of the parameter and shares it between tapes).
+    param_dev: Vec<Option<Arc<DevVec<T>>>>,
+    /// A parameter's gradient while it is in the backend's memory (backward wrote it there): copied into
+    /// `param_grads` when the host reads it (`settle`), so a step copies each gradient down once.
+    param_gdev: Vec<Option<DevVec<T>>>,
     /// Gradients that are logically zero but not yet written: the first op to write one overwrites it
     /// instead of adding to zeros, which saves a pass over memory per parameter and step.
     param_fresh: Vec<bool>,
     pub(crate) nodes: Vec<Node>,
-    pub(crate) values: Vec<Vec<T>>,
-    grads: Vec<Vec<T>>,
-    pub(crate) aux_f: Vec<Vec<T>>,
-    pub(crate) aux_i: Vec<Vec<u32>>,
+    pub(crate) values: Vec<Mem<T>>,
+    grads: Vec<Mem<T>>,
+    pub(crate) aux_f: Vec<Mem<T>>,
+    pub(crate) aux_i: Vec<Mem<u32>>,
     pub(crate) pool: Pool<T>,
     pub(crate) ipool: Pool<u32>,
     record: bool,
@@ -173,6 +184,8 @@ impl<T: Float> Graph<T> {
         Graph {
             params: Arc::new(ParamStore::new()),
             param_grads: Vec::new(),
+            param_dev: Vec::new(),
+            param_gdev: Vec::new(),
             param_fresh: Vec::new(),
             nodes: Vec::new(),
             values: Vec::new(),
@@ -191,6 +204,7 @@ impl<T: Float> Graph<T> {
     /// Runs the ops behind the device seam on `backend` from now on (a new graph uses the process's default:
     /// [`Cpu`], or for f32 what [`set_default_backend`] set).
     pub fn set_backend(&mut self, backend: Arc<dyn Backend<T>>) {
+        self.reset();
         self.backend = backend;
     }
 
@@ -230,12 +244,13 @@ impl<T: Float> Graph<T> {
     /// Drops every node; parameters stay. All buffers go back to the pool for the next step.
     pub fn reset(&mut self) {
         for v in self.values.drain(..).chain(self.grads.drain(..)).chain(self.aux_f.drain(..)) {
-            self.pool.put(v);
+            v.recycle(&mut self.pool);
         }
         for v in self.aux_i.drain(..) {
-            self.ipool.put(v);
+            v.recycle(&mut self.ipool);
         }
         self.nodes.clear();
+        self.param_dev.iter_mut().for_each(|d| *d = None);
         if let Some((_, last)) = &mut self.profile {
             *last = None;
         }
@@ -257,6 +272,8 @@ impl<T: Float> Graph<T> {
         self.param_grads.resize_with(id.0, Vec::new);
         self.param_grads.push(vec![T::ZERO; if trainable { n } else { 0 }]);
         self.param_fresh.resize(id.0 + 1, false);
+        self.param_dev.resize_with(id.0 + 1, || None);
+        self.param_gdev.resize_with(id.0 + 1, || None);
         Ok(id)
     }
 
@@ -280,6 +297,7 @@ impl<T: Float> Graph<T> {
     pub fn attach(&mut self, params: Arc<ParamStore<T>>) {
         self.reset();
         self.params = params;
+        self.param_gdev.clear();
         self.param_grads.clear();
         self.param_fresh.clear();
     }
@@ -316,10 +334,15 @@ impl<T: Float> Graph<T> {
     /// Makes every gradient zero. Cheap: the buffers are only marked, and the next backward overwrites them.
     pub fn zero_grads(&mut self) {
         self.param_fresh.fill(true);
+        self.param_gdev.iter_mut().for_each(|d| *d = None);
     }
 
-    /// Writes the zeros a marked gradient stands for, before anyone reads it.
+    /// Brings a gradient to the host (from the backend's memory, or the zeros a marked one stands for)
+    /// before anyone reads it there.
     fn settle(&mut self, i: usize) {
+        if let Some(d) = self.param_gdev.get_mut(i).and_then(Option::take) {
+            d.copy_to(&mut self.param_grads[i]);
+        }
         if std::mem::take(&mut self.param_fresh[i]) {
             self.param_grads[i].fill(T::ZERO);
         }
@@ -329,6 +352,16 @@ impl<T: Float> Graph<T> {
 
     /// Puts a parameter on the tape without copying it.
     pub fn use_param(&mut self, p: ParamId) -> Var {
+        if self.param_dev.len() <= p.0 {
+            self.param_dev.resize_with(p.0 + 1, || None);
+        }
+        // The backend's identity tags the store's copy: another backend reading the store makes its own.
+        let (backend, key) = (&self.backend, Arc::as_ptr(&self.backend) as *const u8 as usize);
+        self.param_dev[p.0] = self.params.on_device(p, key, |param| {
+            let mut d = backend.alloc(param.value.len()).filter(|_| !param.value.is_empty())?;
+            d.copy_from(&param.value);
+            Some(d)
+        });
         let param = self.params.get(p);
         // Only the store's owner keeps gradients (an attached inference tape has none).
         let (shape, trainable) = (param.shape, param.trainable && p.0 < self.param_grads.len());
@@ -342,6 +375,7 @@ impl<T: Float> Graph<T> {
             return Err(Error::Shape(format!("input: {} values given for shape {shape}", data.len())));
         }
         let v = self.pool.copied(data);
+        let v = self.put_on_backend(v);
         Ok(self.push(Op::Leaf, shape, v, false))
     }
 
@@ -350,6 +384,7 @@ impl<T: Float> Graph<T> {
         let shape = Shape::new(shape)?;
         let mut v = self.pool.zeroed(shape.numel());
         fill(&mut v);
+        let v = self.put_on_backend(v);
         Ok(self.push(Op::Leaf, shape, v, false))
     }
 
@@ -364,7 +399,7 @@ impl<T: Float> Graph<T> {
     /// The gradient `backward` left on a value made by `input_needing_grad` (zeros where nothing reached it).
     pub fn input_grad(&self, v: Var) -> Vec<T> {
         let g = &self.grads[v.id()];
-        if g.is_empty() { vec![T::ZERO; self.nodes[v.id()].shape.numel()] } else { g.clone() }
+        if g.is_empty() { vec![T::ZERO; self.nodes[v.id()].shape.numel()] } else { g.host().to_vec() }
     }
 
     pub fn tensor(&mut self, t: &Tensor<T>) -> Result<Var> {
@@ -383,7 +418,37 @@ impl<T: Float> Graph<T> {
 
     /// The value of `v` as a buffer view, for a `Backend` call.
     pub(crate) fn buf(&self, v: Var) -> Buf<'_, T> {
-        Buf::Host(self.value(v))
+        buf_of(&self.nodes, &self.values, self.params.all(), &self.param_dev, v.id())
+    }
+
+    /// An output buffer of `len` elements with unspecified contents, in the backend's memory when it has
+    /// its own (see the module header), for an op to fill through a backend call and `push`.
+    pub(crate) fn out(&mut self, len: usize) -> Mem<T> {
+        match self.backend.alloc(len) {
+            Some(d) => d.into(),
+            None => self.pool.scratch(len).into(),
+        }
+    }
+
+    /// `v` where the backend computes: copied into its own memory when it has some (and `v` goes back to
+    /// the pool), else `v` itself.
+    pub(crate) fn put_on_backend(&mut self, v: Vec<T>) -> Mem<T> {
+        match self.backend.alloc(v.len()) {
+            Some(mut d) if !v.is_empty() => {
+                d.copy_from(&v);
+                self.pool.put(v);
+                d.into()
+            }
+            _ => v.into(),
+        }
+    }
+
+    /// `out` for indices.
+    pub(crate) fn out_idx(&mut self, len: usize) -> Mem<u32> {
+        match self.backend.alloc_idx(len) {
+            Some(d) => d.into(),
+            None => self.ipool.scratch(len).into(),
+        }
     }
 
     pub fn to_tensor(&self, v: Var) -> Tensor<T> {
@@ -408,7 +473,8 @@ impl<T: Float> Graph<T> {
     }
 
     /// Appends a node. `requires_grad` is dropped when recording is off.
-    pub(crate) fn push(&mut self, op: Op, shape: Shape, value: Vec<T>, requires_grad: bool) -> Var {
+    pub(crate) fn push(&mut self, op: Op, shape: Shape, value: impl Into<Mem<T>>, requires_grad: bool) -> Var {
+        let value = value.into();
         debug_assert!(matches!(op, Op::Param(_) | Op::Reshape(_)) || value.len() == shape.numel());
         if let Some((p, last)) = &mut self.profile {
             let now = std::time::Instant::now();
@@ -422,32 +488,34 @@ impl<T: Float> Graph<T> {
         }
         self.nodes.push(Node { op, shape, requires_grad: requires_grad && self.record });
         self.values.push(value);
-        self.grads.push(Vec::new());
-        self.aux_f.push(Vec::new());
-        self.aux_i.push(Vec::new());
+        self.grads.push(Mem::default());
+        self.aux_f.push(Mem::default());
+        self.aux_i.push(Mem::default());
         Var((self.nodes.len() - 1) as u32)
     }
 
     /// Gives a float buffer back to the pool, or keeps it on the node for backward when recording.
-    pub(crate) fn keep_aux_f(&mut self, v: Var, buf: Vec<T>) {
+    pub(crate) fn keep_aux_f(&mut self, v: Var, buf: impl Into<Mem<T>>) {
+        let buf = buf.into();
         if self.nodes[v.id()].requires_grad {
             self.aux_f[v.id()] = buf;
         } else {
-            self.pool.put(buf);
+            buf.recycle(&mut self.pool);
         }
     }
 
-    pub(crate) fn keep_aux_i(&mut self, v: Var, buf: Vec<u32>) {
+    pub(crate) fn keep_aux_i(&mut self, v: Var, buf: impl Into<Mem<u32>>) {
+        let buf = buf.into();
         if self.nodes[v.id()].requires_grad {
             self.aux_i[v.id()] = buf;
         } else {
-            self.ipool.put(buf);
+            buf.recycle(&mut self.ipool);
         }
     }
 
     /// Extra floats an op saved (batch-norm keeps its batch mean and variance here).
     pub fn saved(&self, v: Var) -> &[T] {
-        &self.aux_f[v.id()]
+        self.aux_f[v.id()].host()
     }
 
     // ---- backward ----
@@ -463,9 +531,9 @@ impl<T: Float> Graph<T> {
                 "backward: the loss does not depend on any trainable parameter (or recording is off)".into(),
             ));
         }
-        let seed = self.pool.filled(1, T::ONE);
+        let seed = self.pool.filled(1, T::ONE).into();
         let old = std::mem::replace(&mut self.grads[loss.id()], seed);
-        self.pool.put(old);
+        old.recycle(&mut self.pool);
         for i in (0..=loss.id()).rev() {
             if !self.nodes[i].requires_grad || self.grads[i].is_empty() {
                 continue;
@@ -490,10 +558,12 @@ impl<T: Float> Graph<T> {
                 nodes: &self.nodes,
                 values: &self.values,
                 params: self.params.all(),
+                param_dev: &self.param_dev,
                 aux_f: &self.aux_f,
                 aux_i: &self.aux_i,
                 grads: &mut self.grads,
                 param_grads: &mut self.param_grads,
+                param_gdev: &mut self.param_gdev,
                 param_fresh: &mut self.param_fresh,
                 pool: &mut self.pool,
             };
@@ -501,7 +571,7 @@ impl<T: Float> Graph<T> {
             if let (Some((p, _)), Some(t)) = (&mut self.profile, t) {
                 p.backward[self.nodes[i].op.kind().0] += t.elapsed().as_secs_f64();
             }
-            self.pool.put(gy);
+            gy.recycle(&mut self.pool);
         }
         Ok(())
     }
@@ -519,15 +589,37 @@ impl Graph<f32> {
         if let Some(g) = self.param_grads.get_mut(p.0) {
             *g = Vec::new();
         }
+        if let Some(g) = self.param_gdev.get_mut(p.0) {
+            *g = None;
+        }
         Ok(())
     }
 }
 
-fn value_of<'a, T: Float>(nodes: &[Node], values: &'a [Vec<T>], params: &'a [Param<T>], id: usize) -> &'a [T] {
+fn value_of<'a, T: Float>(nodes: &[Node], values: &'a [Mem<T>], params: &'a [Param<T>], id: usize) -> &'a [T] {
     match nodes[id].op {
         Op::Param(p) => &params[p].value,
         Op::Reshape(a) => value_of(nodes, values, params, a.id()),
-        _ => &values[id],
+        _ => values[id].host(),
+    }
+}
+
+/// `value_of` as a view for a backend call: where the value lives (a parameter's device copy when it has
+/// one).
+fn buf_of<'a, T: Float>(
+    nodes: &[Node],
+    values: &'a [Mem<T>],
+    params: &'a [Param<T>],
+    param_dev: &'a [Option<Arc<DevVec<T>>>],
+    id: usize,
+) -> Buf<'a, T> {
+    match nodes[id].op {
+        Op::Param(p) => match param_dev.get(p).and_then(Option::as_ref) {
+            Some(d) => Buf::Dev(d.view()),
+            None => Buf::Host(&params[p].value),
+        },
+        Op::Reshape(a) => buf_of(nodes, values, params, param_dev, a.id()),
+        _ => values[id].view(),
     }
 }
 
@@ -535,12 +627,14 @@ fn value_of<'a, T: Float>(nodes: &[Node], values: &'a [Vec<T>], params: &'a [Par
 pub(crate) struct BackCtx<'a, T: Float> {
     pub backend: &'a dyn Backend<T>,
     pub nodes: &'a [Node],
-    values: &'a [Vec<T>],
+    values: &'a [Mem<T>],
     params: &'a [Param<T>],
-    pub aux_f: &'a [Vec<T>],
-    pub aux_i: &'a [Vec<u32>],
-    grads: &'a mut [Vec<T>],
+    param_dev: &'a [Option<Arc<DevVec<T>>>],
+    pub aux_f: &'a [Mem<T>],
+    pub aux_i: &'a [Mem<u32>],
+    grads: &'a mut [Mem<T>],
     param_grads: &'a mut [Vec<T>],
+    param_gdev: &'a mut [Option<DevVec<T>>],
     param_fresh: &'a mut [bool],
     pub pool: &'a mut Pool<T>,
 }
@@ -550,37 +644,95 @@ impl<'a, T: Float> BackCtx<'a, T> {
         value_of(self.nodes, self.values, self.params, v.id())
     }
 
-    pub fn out(&self, node: usize) -> &'a [T] {
-        value_of(self.nodes, self.values, self.params, node)
-    }
-
     pub fn buf(&self, v: Var) -> Buf<'a, T> {
-        Buf::Host(self.value(v))
+        buf_of(self.nodes, self.values, self.params, self.param_dev, v.id())
     }
 
     pub fn out_buf(&self, node: usize) -> Buf<'a, T> {
-        Buf::Host(self.out(node))
+        buf_of(self.nodes, self.values, self.params, self.param_dev, node)
     }
 
     /// What the op of `node` kept for its backward (`keep_aux_f`).
     pub fn aux_buf(&self, node: usize) -> Buf<'a, T> {
-        Buf::Host(&self.aux_f[node])
+        self.aux_f[node].view()
     }
 
     /// The indices the op of `node` kept for its backward (`keep_aux_i`).
     pub fn aux_i_buf(&self, node: usize) -> Buf<'a, u32> {
-        Buf::Host(&self.aux_i[node])
+        self.aux_i[node].view()
     }
 
-    /// `grad` as a buffer view.
+    /// A scratch buffer of `len` elements (unspecified contents) where the backend computes: its own memory
+    /// when it has some, else from the pool. Give it back with `put`.
+    pub fn scratch(&mut self, len: usize) -> Mem<T> {
+        match self.backend.alloc(len) {
+            Some(d) => d.into(),
+            None => self.pool.scratch(len).into(),
+        }
+    }
+
+    /// Gives back a buffer from `scratch`.
+    pub fn put(&mut self, m: Mem<T>) {
+        m.recycle(self.pool)
+    }
+
+    /// `grad` as a buffer view, in the backend's memory when it has its own and the gradient is new.
     pub fn grad_buf(&mut self, v: Var) -> BufMut<'_, T> {
-        BufMut::Host(self.grad(v))
+        let id = v.id();
+        if let Op::Param(p) = self.nodes[id].op {
+            let fresh = std::mem::take(&mut self.param_fresh[p]);
+            if self.param_gdev[p].is_none()
+                && let Some(mut d) = self.backend.alloc(self.param_grads[p].len())
+            {
+                if fresh {
+                    d.zero()
+                } else {
+                    d.copy_from(&self.param_grads[p])
+                }
+                self.param_gdev[p] = Some(d);
+            }
+            return match &mut self.param_gdev[p] {
+                Some(d) => BufMut::Dev(d.view_mut()),
+                None => {
+                    if fresh {
+                        self.param_grads[p].fill(T::ZERO);
+                    }
+                    BufMut::Host(&mut self.param_grads[p])
+                }
+            };
+        }
+        if self.grads[id].is_empty() {
+            let mut g = self.scratch(self.nodes[id].shape.numel());
+            g.zero();
+            self.grads[id] = g;
+        }
+        self.grads[id].view_mut()
     }
 
-    /// `grad_overwrite` as a buffer view.
+    /// `grad_overwrite` as a buffer view, in the backend's memory when it has its own and the gradient is
+    /// new.
     pub fn grad_overwrite_buf(&mut self, v: Var) -> (BufMut<'_, T>, bool) {
-        let (g, fresh) = self.grad_overwrite(v);
-        (BufMut::Host(g), fresh)
+        let id = v.id();
+        if let Op::Param(p) = self.nodes[id].op {
+            let fresh = std::mem::take(&mut self.param_fresh[p]);
+            if self.param_gdev[p].is_none()
+                && let Some(mut d) = self.backend.alloc(self.param_grads[p].len())
+            {
+                if !fresh {
+                    d.copy_from(&self.param_grads[p]);
+                }
+                self.param_gdev[p] = Some(d);
+            }
+            return match &mut self.param_gdev[p] {
+                Some(d) => (BufMut::Dev(d.view_mut()), fresh),
+                None => (BufMut::Host(&mut self.param_grads[p]), fresh),
+            };
+        }
+        let fresh = self.grads[id].is_empty();
+        if fresh {
+            self.grads[id] = self.scratch(self.nodes[id].shape.numel());
+        }
+        (self.grads[id].view_mut(), fresh)
     }
 
     pub fn shape(&self, v: Var) -> Shape {
@@ -595,29 +747,17 @@ impl<'a, T: Float> BackCtx<'a, T> {
     pub fn grad(&mut self, v: Var) -> &mut [T] {
         let id = v.id();
         if let Op::Param(p) = self.nodes[id].op {
+            if let Some(d) = self.param_gdev[p].take() {
+                d.copy_to(&mut self.param_grads[p]);
+            }
             if std::mem::take(&mut self.param_fresh[p]) {
                 self.param_grads[p].fill(T::ZERO);
             }
             return &mut self.param_grads[p];
         }
         if self.grads[id].is_empty() {
-            self.grads[id] = self.pool.zeroed(self.nodes[id].shape.numel());
+            self.grads[id] = self.pool.zeroed(self.nodes[id].shape.numel()).into();
         }
-        &mut self.grads[id]
-    }
-
-    /// The gradient buffer of `v` for an op that may overwrite it: with `true`, the buffer holds no gradient
-    /// yet (its contents are arbitrary) and the caller must write every element; with `false`, add to it.
-    pub fn grad_overwrite(&mut self, v: Var) -> (&mut [T], bool) {
-        let id = v.id();
-        if let Op::Param(p) = self.nodes[id].op {
-            let fresh = std::mem::take(&mut self.param_fresh[p]);
-            return (&mut self.param_grads[p], fresh);
-        }
-        let fresh = self.grads[id].is_empty();
-        if fresh {
-            self.grads[id] = self.pool.scratch(self.nodes[id].shape.numel());
-        }
-        (&mut self.grads[id], fresh)
+        self.grads[id].host_mut()
     }
 }

@@ -20,6 +20,7 @@ pub mod quant;
 mod rng;
 mod shape;
 pub mod simd;
+mod tape_mem;
 mod tensor;
 pub mod testing;
 

@@ -5,12 +5,12 @@
 //! and without a lock. Training changes values through `Arc::make_mut`, which copies nothing while the
 //! training tape is the only holder (always, since `fit` takes the model by `&mut`).
 
-use crate::backend::Prepacked;
+use crate::backend::{DevVec, Prepacked};
 use crate::dtype::DType;
 use crate::quant::QMatrix;
 use crate::{Error, Float, Result, Shape};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// One named parameter.
 #[derive(Clone, Debug)]
@@ -57,11 +57,44 @@ pub struct ParamStore<T> {
     params: Vec<Param<T>>,
     by_name: HashMap<String, usize>,
     prepacked: PackCache,
+    device: DeviceCache<T>,
 }
 
 impl<T> Default for ParamStore<T> {
     fn default() -> Self {
-        ParamStore { params: Vec::new(), by_name: HashMap::new(), prepacked: PackCache::default() }
+        ParamStore {
+            params: Vec::new(),
+            by_name: HashMap::new(),
+            prepacked: PackCache::default(),
+            device: DeviceCache(Vec::new()),
+        }
+    }
+}
+
+/// Each parameter's copy in a device backend's memory (`ParamStore::on_device`), tagged with that backend,
+/// made on first use and forgotten with the layouts of `PackCache` (every mutable borrow of the parameter),
+/// so every tape reading this store (training, inference from several threads) shares one upload per change.
+struct DeviceCache<T>(Vec<DeviceSlot<T>>);
+
+/// The backend's identity and the copy in its memory.
+type DeviceSlot<T> = Mutex<Option<(usize, Arc<DevVec<T>>)>>;
+
+impl<T> DeviceCache<T> {
+    fn forget(&mut self, i: usize) {
+        self.0[i] = Mutex::new(None);
+    }
+}
+
+impl<T> Clone for DeviceCache<T> {
+    fn clone(&self) -> Self {
+        DeviceCache(self.0.iter().map(|_| Mutex::new(None)).collect())
+    }
+}
+
+impl<T> std::fmt::Debug for DeviceCache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.iter().filter(|c| c.lock().map(|c| c.is_some()).unwrap_or(false)).count();
+        write!(f, "{n} on a device")
     }
 }
 
@@ -107,6 +140,7 @@ impl<T: Float> ParamStore<T> {
         self.by_name.insert(name.to_string(), self.params.len());
         self.params.push(Param { name: name.to_string(), shape, value, trainable, quant: None });
         self.prepacked.0.push(OnceLock::new());
+        self.device.0.push(Mutex::new(None));
         Ok(ParamId(self.params.len() - 1))
     }
 
@@ -124,6 +158,7 @@ impl<T: Float> ParamStore<T> {
 
     pub(crate) fn all_mut(&mut self) -> &mut [Param<T>] {
         self.prepacked.0.iter_mut().for_each(|c| *c = OnceLock::new());
+        self.device.0.iter_mut().for_each(|c| *c = Mutex::new(None));
         &mut self.params
     }
 
@@ -133,6 +168,7 @@ impl<T: Float> ParamStore<T> {
 
     pub fn get_mut(&mut self, p: ParamId) -> &mut Param<T> {
         self.prepacked.forget(p.0);
+        self.device.forget(p.0);
         &mut self.params[p.0]
     }
 
@@ -145,6 +181,26 @@ impl<T: Float> ParamStore<T> {
         make: impl FnOnce(&Param<T>) -> Option<Prepacked>,
     ) -> Option<Arc<Prepacked>> {
         self.prepacked.0[p.0].get_or_init(|| make(&self.params[p.0]).map(Arc::new)).clone()
+    }
+
+    /// Parameter `p`'s copy in the memory of the backend identified by `backend`, made by `make` on the first
+    /// call and shared by every tape reading this store until the parameter is next changed (or another
+    /// backend asks). None when `make` gives none (a backend without memory of its own).
+    pub(crate) fn on_device(
+        &self,
+        p: ParamId,
+        backend: usize,
+        make: impl FnOnce(&Param<T>) -> Option<DevVec<T>>,
+    ) -> Option<Arc<DevVec<T>>> {
+        let mut slot = self.device.0[p.0].lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((b, d)) = &*slot
+            && *b == backend
+        {
+            return Some(d.clone());
+        }
+        let d = Arc::new(make(&self.params[p.0])?);
+        *slot = Some((backend, d.clone()));
+        Some(d)
     }
 
     /// The parameter called `name`, if any.
@@ -162,6 +218,7 @@ impl ParamStore<f32> {
     /// inference: its f32 values are dropped and it is no longer trainable.
     pub fn quantize(&mut self, p: ParamId, dtype: DType) -> Result<()> {
         self.prepacked.forget(p.0);
+        self.device.forget(p.0);
         let param = &mut self.params[p.0];
         let &[n_in, n_out] = param.shape.dims() else {
             return Err(Error::Shape(format!(

@@ -74,7 +74,9 @@ impl Sequential {
         let idx: Vec<usize> = (0..x.rows()).collect();
         self.with_tape(|tape| {
             let g = &mut tape.graph;
-            for chunk in idx.chunks(inference_chunk(batch_size)) {
+            // On a GPU each piece costs a round trip (the output comes back to the host), so none are cut.
+            let piece = if g.backend().has_own_memory() { batch_size.max(1) } else { inference_chunk(batch_size) };
+            for chunk in idx.chunks(piece) {
                 g.reset();
                 tape.flows.outs.clear();
                 for (t, input) in x.all().iter().zip(&self.net.inputs) {

@@ -3,8 +3,11 @@
 //! training and test accuracy, inference images/s at batch 1000, and for the GPU run which backend methods ran on the GPU and which fell back
 //! to the CPU. tools/gpu_check.sh runs it beside the PyTorch peer (bench/gpu_peer.py).
 //!
-//! The tape's buffers are host memory today, so the CUDA backend stages every call (backend/cuda/mod.rs):
-//! what this measures is that backend as it stands, transfers included, not a device-resident step.
+//! The batches come from host memory, as `fit` and `predict` take them (the PyTorch peer keeps its data on the
+//! GPU); the tape's values and gradients stay on the device, parameters go up once per step and their
+//! gradients come down for the optimizer, which runs on the host (graph.rs, backend/cuda/mod.rs). For the
+//! GPU it also times `predict` over the test set at batches of 100 and 10,000 and for one image, which tells
+//! per-call costs from per-image ones.
 
 use kiln::prelude::*;
 use kiln_bench::{median, mnist_model};
@@ -30,7 +33,8 @@ fn main() {
     for device in ["cuda", "cpu"] {
         let mut model = mnist_model("cnn").unwrap_or_else(|e| fail(&e.to_string()));
         if device == "cuda" {
-            model.graph_mut().set_backend(cuda.clone());
+            // Model::set_backend: the training graph and the inference tapes (predict) both.
+            model.set_backend(cuda.clone());
         }
         model.graph_mut().set_profiling(true);
         let mut secs = Vec::new();
@@ -59,6 +63,27 @@ fn main() {
             "profile": profile.iter().map(|(n, f, b, c)| serde_json::json!([n, f, b, c])).collect::<Vec<_>>(),
         });
         if device == "cuda" {
+            let rate = |batch: usize| {
+                let mut r: Vec<f64> = (0..3)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        model.predict(&test.x, batch).unwrap_or_else(|e| fail(&e.to_string()));
+                        test.x.rows() as f64 / t.elapsed().as_secs_f64()
+                    })
+                    .collect();
+                median(&mut r)
+            };
+            line["batch100_img_s"] = serde_json::json!(rate(100));
+            line["batch10000_img_s"] = serde_json::json!(rate(10_000));
+            let one = test.x.slice_rows(0, 1);
+            let mut ms: Vec<f64> = (0..20)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    model.predict(&one, 1).unwrap_or_else(|e| fail(&e.to_string()));
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            line["one_image_ms"] = serde_json::json!(median(&mut ms));
             line["gpu_calls"] = serde_json::json!(cuda.calls());
             line["cpu_fallbacks"] = serde_json::json!(cuda.fallbacks());
         }

@@ -9,14 +9,17 @@
 //! deliberately naive backend written outside this crate, gradient-checks them there and compares them with
 //! [`Cpu`]; `tests/suite/cuda.rs` does the same for CUDA.
 //!
-//! The views have one variant, `Host`: the tape's own buffers (`graph.rs`, `pool.rs`) and the parameters
-//! are host `Vec`s, so the CUDA backend copies each call's views to the GPU and back (backend/cuda/).
+//! A view is of host memory or of a device backend's own ([`DevVec`], `dev.rs`): a graph whose backend
+//! allocates memory ([`Backend::alloc`]) keeps its ops' values and gradients there (`tape_mem.rs`); what
+//! stays on the host (parameters, inputs, what host code wrote) the CUDA backend copies up for the call.
 
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod dev;
 
 pub use cpu::Cpu;
+pub use dev::{DevVec, DevView, DeviceMemory};
 
 pub use crate::ops::Window;
 use crate::ops::{BinaryOp, LossKind, ReduceOp, RnnDims, RnnStep, RnnStepGrad, RnnStepOut, UnaryOp};
@@ -52,16 +55,24 @@ impl std::fmt::Debug for Prepacked {
     }
 }
 
-/// A read-only view of a buffer, wherever it lives (only on the host today).
+/// A read-only view of a buffer, wherever it lives: host memory, or a device backend's ([`DevVec`]).
 #[derive(Clone, Copy, Debug)]
 pub enum Buf<'a, T> {
     Host(&'a [T]),
+    Dev(DevView<'a, T>),
 }
 
 /// A writable view of a buffer.
 #[derive(Debug)]
 pub enum BufMut<'a, T> {
     Host(&'a mut [T]),
+    Dev(DevView<'a, T>),
+}
+
+/// A host kernel handed device memory: only a graph whose backend allocated it makes such a view, so this
+/// is a bug in kiln, not a user's mistake.
+fn not_host() -> ! {
+    panic!("a host kernel was handed device memory (a graph's buffers belong to the backend that allocated them)")
 }
 
 impl<'a, T> Buf<'a, T> {
@@ -69,6 +80,7 @@ impl<'a, T> Buf<'a, T> {
     pub fn host(self) -> &'a [T] {
         match self {
             Buf::Host(s) => s,
+            Buf::Dev(_) => not_host(),
         }
     }
 
@@ -76,12 +88,14 @@ impl<'a, T> Buf<'a, T> {
     pub fn slice(self, r: std::ops::Range<usize>) -> Self {
         match self {
             Buf::Host(s) => Buf::Host(&s[r]),
+            Buf::Dev(d) => Buf::Dev(d.slice(r)),
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
             Buf::Host(s) => s.len(),
+            Buf::Dev(d) => d.len,
         }
     }
 
@@ -94,6 +108,7 @@ impl<'a, T> BufMut<'a, T> {
     pub fn host(self) -> &'a mut [T] {
         match self {
             BufMut::Host(s) => s,
+            BufMut::Dev(_) => not_host(),
         }
     }
 
@@ -101,6 +116,34 @@ impl<'a, T> BufMut<'a, T> {
     pub fn slice(self, r: std::ops::Range<usize>) -> Self {
         match self {
             BufMut::Host(s) => BufMut::Host(&mut s[r]),
+            BufMut::Dev(d) => BufMut::Dev(d.slice(r)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            BufMut::Host(s) => s.len(),
+            BufMut::Dev(d) => d.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The host slice, read-only, without giving the view up (to copy it to a device first).
+    pub fn as_host(&self) -> &[T] {
+        match self {
+            BufMut::Host(s) => s,
+            BufMut::Dev(_) => not_host(),
+        }
+    }
+
+    /// A read-only view of the same memory (for a kernel that reads what it is about to update).
+    pub fn as_buf(&self) -> Buf<'_, T> {
+        match self {
+            BufMut::Host(s) => Buf::Host(s),
+            BufMut::Dev(d) => Buf::Dev(*d),
         }
     }
 }
@@ -154,6 +197,23 @@ impl<T: Float> Workspace<'_, T> {
 pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
     /// A short name for messages ("cpu").
     fn name(&self) -> &'static str;
+
+    /// `len` elements of this backend's own memory with unspecified contents, for the tape to keep values
+    /// and gradients where the kernels run; `None` (the default, and the CPU's): the tape uses host memory.
+    fn alloc(&self, _len: usize) -> Option<DevVec<T>> {
+        None
+    }
+
+    /// Whether this backend computes in memory of its own (a GPU's), where each call's latency rather than a
+    /// cache's size bounds the speed, so callers should cut work into few large calls.
+    fn has_own_memory(&self) -> bool {
+        false
+    }
+
+    /// Like `alloc`, for indices (a max pool's argmax).
+    fn alloc_idx(&self, _len: usize) -> Option<DevVec<u32>> {
+        None
+    }
 
     /// out[m, n] = a[m, k] · b[k, n] (or += when `accumulate`), `out` row-major from `out_offset`.
     #[allow(clippy::too_many_arguments)]

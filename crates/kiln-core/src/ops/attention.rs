@@ -18,7 +18,7 @@
 //! 2-block transformer over 100-term reviews: op by op with the engine's dropout, 108 s an epoch, of which
 //! 82 s in the attention's small ops.
 
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result};
 
@@ -153,11 +153,11 @@ impl<T: Float> Graph<T> {
         let bias = self.pool.copied(&bias);
         let rg = self.requires_grad(q) || self.requires_grad(k) || self.requires_grad(v);
         let keep_p = rg && self.is_recording();
-        let mut y = self.pool.scratch(b * t * width);
-        let mut p = if keep_p { self.pool.scratch(b * heads * t * t) } else { Vec::new() };
+        let mut y = self.out(b * t * width);
+        let mut p = if keep_p { self.out(b * heads * t * t) } else { Vec::new().into() };
         let (qv, kv, vv) = (self.buf(q), self.buf(k), self.buf(v));
-        let p_buf = keep_p.then_some(BufMut::Host(&mut p));
-        self.backend.attention(qv, kv, vv, Buf::Host(&bias), dims, p_buf, BufMut::Host(&mut y));
+        let p_buf = keep_p.then_some(p.view_mut());
+        self.backend.attention(qv, kv, vv, Buf::Host(&bias), dims, p_buf, y.view_mut());
         let node = self.push(Op::Attention(q, k, v, dims), sq, y, rg);
         if keep_p {
             self.keep_aux_f(node, p);
@@ -239,12 +239,12 @@ pub(crate) fn backward<T: Float>(
     let (be, p) = (ctx.backend, ctx.aux_buf(node));
     let (qv, kv, vv) = (ctx.buf(q), ctx.buf(k), ctx.buf(v));
     // The three gradients are computed together (they share dS); each is added to its input's gradient.
-    let mut grads = ctx.pool.scratch(3 * n);
-    be.attention_backward(qv, kv, vv, p, gy, dims, BufMut::Host(&mut grads));
+    let mut grads = ctx.scratch(3 * n);
+    be.attention_backward(qv, kv, vv, p, gy, dims, grads.view_mut());
     for (i, x) in [q, k, v].into_iter().enumerate() {
         if ctx.needs(x) {
-            be.copy_blocks(Buf::Host(&grads[i * n..(i + 1) * n]), (0, 0), ctx.grad_buf(x), (0, 0), 1, n, true);
+            be.copy_blocks(grads.view().slice(i * n..(i + 1) * n), (0, 0), ctx.grad_buf(x), (0, 0), 1, n, true);
         }
     }
-    ctx.pool.put(grads);
+    ctx.put(grads);
 }

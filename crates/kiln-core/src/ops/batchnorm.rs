@@ -1,7 +1,7 @@
 //! Batch normalization over every axis but the last (channels last); the arithmetic is the backend's
 //! (CPU: backend/cpu/norm.rs).
 
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result};
 
@@ -27,11 +27,11 @@ impl<T: Float> Graph<T> {
                 )));
             }
         }
-        let mut saved = self.pool.scratch(3 * c);
-        let mut y = self.pool.scratch(s.numel());
+        let mut saved = self.out(3 * c);
+        let mut y = self.out(s.numel());
         let st = stats.map(|(m, v)| (self.buf(m), self.buf(v)));
         let (xv, g, b) = (self.buf(x), self.buf(gamma), self.buf(beta));
-        self.backend.batch_norm(xv, g, b, st, eps, c, BufMut::Host(&mut saved), BufMut::Host(&mut y));
+        self.backend.batch_norm(xv, g, b, st, eps, c, saved.view_mut(), y.view_mut());
         let rg = self.requires_grad(x) || self.requires_grad(gamma) || self.requires_grad(beta);
         let node = self.push(Op::BatchNorm(x, gamma, beta, stats, eps), s, y, rg);
         // Kept even without recording: the layer reads the batch statistics to update its moving averages.
@@ -57,16 +57,16 @@ pub(crate) fn backward<T: Float>(
 ) {
     let c = *ctx.shape(x).dims().last().expect("checked in forward");
     let (be, saved, xv, g) = (ctx.backend, ctx.aux_buf(node), ctx.buf(x), ctx.buf(gamma));
-    let mut sums = ctx.pool.scratch(2 * c);
-    be.batch_norm_sums(xv, gy, saved, c, BufMut::Host(&mut sums));
-    let (sdy, sdyx) = (Buf::Host(&sums[..c]), Buf::Host(&sums[c..]));
+    let mut sums = ctx.scratch(2 * c);
+    be.batch_norm_sums(xv, gy, saved, c, sums.view_mut());
+    let (sdy, sdyx) = (sums.view().slice(0..c), sums.view().slice(c..2 * c));
     if ctx.needs(beta) {
         be.copy_blocks(sdy, (0, 0), ctx.grad_buf(beta), (0, 0), 1, c, true);
     }
     if ctx.needs(gamma) {
         be.copy_blocks(sdyx, (0, 0), ctx.grad_buf(gamma), (0, 0), 1, c, true);
     }
-    let sums_buf = Buf::Host(&sums[..]);
+    let sums_buf = sums.view();
     if ctx.needs(x) {
         be.batch_norm_backward_x(xv, gy, g, saved, sums_buf, c, stats.is_some(), ctx.grad_buf(x));
     }
@@ -78,5 +78,5 @@ pub(crate) fn backward<T: Float>(
             be.batch_norm_backward_stat(true, g, saved, sums_buf, c, ctx.grad_buf(mv));
         }
     }
-    ctx.pool.put(sums);
+    ctx.put(sums);
 }

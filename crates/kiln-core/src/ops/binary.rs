@@ -1,7 +1,7 @@
 //! add, sub, mul, div with NumPy broadcasting. Backward sums each input's gradient over the axes it was
 //! broadcast along.
 
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, MAX_RANK, Result, Shape};
 
@@ -66,8 +66,8 @@ impl<T: Float> Graph<T> {
     pub fn binary(&mut self, a: Var, b: Var, op: BinaryOp) -> Result<Var> {
         let (sa, sb) = (self.shape(a), self.shape(b));
         let out = broadcast_shape(sa, sb, op.name())?;
-        let mut y = self.pool.scratch(out.numel());
-        self.backend.binary(op, out, self.buf(a), sa, self.buf(b), sb, BufMut::Host(&mut y));
+        let mut y = self.out(out.numel());
+        self.backend.binary(op, out, self.buf(a), sa, self.buf(b), sb, y.view_mut());
         let rg = self.requires_grad(a) || self.requires_grad(b);
         Ok(self.push(Op::Binary(a, b, op), out, y, rg))
     }

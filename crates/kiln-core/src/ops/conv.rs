@@ -3,7 +3,7 @@
 //! im2col tiles that stay in cache).
 
 use super::unary::UnaryOp;
-use crate::backend::{Buf, BufMut, Workspace};
+use crate::backend::{Buf, Workspace};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result, Shape};
 
@@ -128,10 +128,10 @@ impl<T: Float> Graph<T> {
         act: Option<UnaryOp>,
     ) -> Result<Var> {
         let (win, f) = self.conv_geometry(x, w, b, strides, padding)?;
-        let mut y = self.pool.scratch(win.rows() * f);
+        let mut y = self.out(win.rows() * f);
         let mut ws = std::mem::take(&mut self.pool);
         let bv = b.map(|b| self.buf(b));
-        let y_buf = BufMut::Host(&mut y);
+        let y_buf = y.view_mut();
         self.backend.conv2d(&win, self.buf(x), self.buf(w), bv, act, y_buf, &mut Workspace(&mut ws));
         self.pool = ws;
         let rg = self.requires_grad(x) || self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
@@ -162,15 +162,16 @@ pub(crate) fn conv_backward<T: Float>(
     let (be, xv, wv, yv) = (ctx.backend, ctx.buf(a.x), ctx.buf(a.w), ctx.out_buf(node));
     let bv = a.b.map(|b| ctx.buf(b));
     let (arg, zs) = (ctx.aux_i_buf(node), ctx.aux_buf(node));
-    let mut dwb = ctx.pool.zeroed(kf + f);
+    let mut dwb = ctx.scratch(kf + f);
+    dwb.zero();
     if need_x {
         // x's gradient comes from the graph's pool (the workspace below borrows the pool whole).
-        ctx.grad(a.x);
+        ctx.grad_buf(a.x);
     }
     let mut ws = std::mem::take(&mut *ctx.pool);
     {
         let gx = if need_x { Some(ctx.grad_buf(a.x)) } else { None };
-        let (dwb_buf, need, ws) = (BufMut::Host(&mut dwb[..]), (need_w, need_b), &mut Workspace(&mut ws));
+        let (dwb_buf, need, ws) = (dwb.view_mut(), (need_w, need_b), &mut Workspace(&mut ws));
         match pool {
             None => be.conv2d_backward(&a.win, xv, wv, bv, a.act, yv, gy, gx, dwb_buf, need, ws),
             Some(p) => {
@@ -180,10 +181,10 @@ pub(crate) fn conv_backward<T: Float>(
     }
     *ctx.pool = ws;
     if need_w {
-        be.copy_blocks(Buf::Host(&dwb[..kf]), (0, 0), ctx.grad_buf(a.w), (0, 0), 1, kf, true);
+        be.copy_blocks(dwb.view().slice(0..kf), (0, 0), ctx.grad_buf(a.w), (0, 0), 1, kf, true);
     }
     if let Some(b) = a.b.filter(|_| need_b) {
-        be.copy_blocks(Buf::Host(&dwb[kf..]), (0, 0), ctx.grad_buf(b), (0, 0), 1, f, true);
+        be.copy_blocks(dwb.view().slice(kf..kf + f), (0, 0), ctx.grad_buf(b), (0, 0), 1, f, true);
     }
-    ctx.pool.put(dwb);
+    ctx.put(dwb);
 }

@@ -5,7 +5,7 @@
 
 use super::conv::{Conv2dArgs, Padding};
 use super::unary::UnaryOp;
-use crate::backend::{Buf, BufMut, Workspace};
+use crate::backend::{Buf, Workspace};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result, Shape};
 
@@ -32,13 +32,12 @@ impl<T: Float> Graph<T> {
         let (poh, pow) = (win.oh / ph, win.ow / pw);
         let outs = win.n * poh * pow * f;
         let keep_z = act.is_some_and(|a| a.needs_input()) && self.is_recording();
-        let mut y = self.pool.scratch(outs);
-        let mut arg = self.ipool.scratch(outs);
-        let mut zs = if keep_z { self.pool.scratch(outs) } else { Vec::new() };
+        let mut y = self.out(outs);
+        let mut arg = self.out_idx(outs);
+        let mut zs = keep_z.then(|| self.out(outs));
         let mut ws = std::mem::take(&mut self.pool);
         let (xv, wv, bv) = (self.buf(x), self.buf(w), b.map(|b| self.buf(b)));
-        let (y_buf, arg_buf, zs_buf) =
-            (BufMut::Host(&mut y), BufMut::Host(&mut arg), keep_z.then_some(BufMut::Host(&mut zs)));
+        let (y_buf, arg_buf, zs_buf) = (y.view_mut(), arg.view_mut(), zs.as_mut().map(|z| z.view_mut()));
         let ws_ref = &mut Workspace(&mut ws);
         self.backend.conv2d_max_pool(&win, pool, xv, wv, bv, act, y_buf, arg_buf, zs_buf, ws_ref);
         self.pool = ws;
@@ -46,7 +45,7 @@ impl<T: Float> Graph<T> {
         let out = Shape::new(&[win.n, poh, pow, f])?;
         let node = self.push(Op::Conv2dMaxPool(Conv2dArgs { x, w, b, act, win }, pool), out, y, rg);
         self.keep_aux_i(node, arg);
-        if keep_z {
+        if let Some(zs) = zs {
             self.keep_aux_f(node, zs);
         }
         Ok(node)

@@ -1,7 +1,7 @@
 //! Inverted dropout: kept values are scaled by 1/(1 − rate) during training, so inference is the identity.
 
 use super::BinaryOp;
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result};
 
@@ -18,8 +18,9 @@ impl<T: Float> Graph<T> {
             *m = if self.rng.uniform() < rate { T::ZERO } else { keep };
         }
         // The mask is drawn on the host, from the graph's generator, whatever the backend.
-        let mut y = self.pool.scratch(s.numel());
-        self.backend.binary(BinaryOp::Mul, s, self.buf(x), s, Buf::Host(&mask), s, BufMut::Host(&mut y));
+        let mask = self.put_on_backend(mask);
+        let mut y = self.out(s.numel());
+        self.backend.binary(BinaryOp::Mul, s, self.buf(x), s, mask.view(), s, y.view_mut());
         let rg = self.requires_grad(x);
         let node = self.push(Op::Dropout(x), s, y, rg);
         self.keep_aux_f(node, mask);

@@ -6,7 +6,7 @@
 //!
 //! Backward: dtable[ids[b, l]] += w[b, l] · dy[b] (ids with weight 0 touch nothing).
 
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result};
 
@@ -25,9 +25,9 @@ impl<T: Float> Graph<T> {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
             return Err(Error::Shape(format!("embedding_bag: id {bad} is outside the table's {vocab} rows")));
         }
-        let mut y = self.pool.scratch(n * d);
+        let mut y = self.out(n * d);
         let (idx, w) = (self.ipool.copied(ids), self.pool.copied(weights));
-        self.backend.embedding_bag(self.buf(table), Buf::Host(&idx), Buf::Host(&w), (n, len, d), BufMut::Host(&mut y));
+        self.backend.embedding_bag(self.buf(table), Buf::Host(&idx), Buf::Host(&w), (n, len, d), y.view_mut());
         let rg = self.requires_grad(table);
         let v = self.push(Op::EmbeddingBag(table, len), crate::Shape::new(&[n, d])?, y, rg);
         self.keep_aux_i(v, idx);

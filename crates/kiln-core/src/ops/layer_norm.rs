@@ -6,7 +6,7 @@
 //! Backward, per row, with g = γ·dy: dx = r·(g − mean(g) − x̂·mean(g·x̂)); over rows: dγ += Σ dy·x̂,
 //! dβ += Σ dy. μ and r are kept per row (2 values), so backward never recomputes them.
 
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result};
 
@@ -25,10 +25,10 @@ impl<T: Float> Graph<T> {
             return Err(Error::Invalid(format!("layer_norm: eps {eps} must be positive")));
         }
         let rows = sx.numel() / d;
-        let mut y = self.pool.scratch(rows * d);
-        let mut saved = self.pool.scratch(2 * rows);
+        let mut y = self.out(rows * d);
+        let mut saved = self.out(2 * rows);
         let (xv, gv, bv) = (self.buf(x), self.buf(gamma), self.buf(beta));
-        self.backend.layer_norm(xv, gv, bv, eps, d, BufMut::Host(&mut saved), BufMut::Host(&mut y));
+        self.backend.layer_norm(xv, gv, bv, eps, d, saved.view_mut(), y.view_mut());
         let rg = self.requires_grad(x) || self.requires_grad(gamma) || self.requires_grad(beta);
         let v = self.push(Op::LayerNorm(x, gamma, beta), sx, y, rg);
         self.keep_aux_f(v, saved);
@@ -41,15 +41,15 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, node: usize, x: Var, gamm
     let d = *ctx.shape(x).dims().last().expect("checked in forward");
     let (be, saved, xv, g) = (ctx.backend, ctx.aux_buf(node), ctx.buf(x), ctx.buf(gamma));
     if ctx.needs(gamma) || ctx.needs(beta) {
-        let mut sums = ctx.pool.scratch(2 * d);
-        be.layer_norm_sums(xv, gy, saved, d, BufMut::Host(&mut sums));
+        let mut sums = ctx.scratch(2 * d);
+        be.layer_norm_sums(xv, gy, saved, d, sums.view_mut());
         if ctx.needs(gamma) {
-            be.copy_blocks(Buf::Host(&sums[..d]), (0, 0), ctx.grad_buf(gamma), (0, 0), 1, d, true);
+            be.copy_blocks(sums.view().slice(0..d), (0, 0), ctx.grad_buf(gamma), (0, 0), 1, d, true);
         }
         if ctx.needs(beta) {
-            be.copy_blocks(Buf::Host(&sums[d..]), (0, 0), ctx.grad_buf(beta), (0, 0), 1, d, true);
+            be.copy_blocks(sums.view().slice(d..2 * d), (0, 0), ctx.grad_buf(beta), (0, 0), 1, d, true);
         }
-        ctx.pool.put(sums);
+        ctx.put(sums);
     }
     if ctx.needs(x) {
         be.layer_norm_backward_x(xv, gy, g, saved, d, ctx.grad_buf(x));

@@ -19,8 +19,8 @@ impl<T: Float> Graph<T> {
             return Err(Error::Shape(format!("linear: bias {} does not fit {o} outputs", self.shape(b))));
         }
         let out = sx.with_dim(1, o);
-        let mut y = self.pool.scratch(n * o);
-        let (be, y_buf) = (&self.backend, BufMut::Host(&mut y));
+        let mut y = self.out(n * o);
+        let (be, y_buf) = (&self.backend, y.view_mut());
         let (xv, wv) = (MatView::rows(self.buf(x), 0, k), MatView::rows(self.buf(w), 0, o));
         // An inference tape multiplies by a parameter's weights as the backend laid them out once (the CPU:
         // packed panels, so a product of a few rows neither packs them again nor reads them out of order).
@@ -36,9 +36,9 @@ impl<T: Float> Graph<T> {
         }
         let rg = self.requires_grad(x) || self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
         let keep = rg && self.is_recording() && act.is_some_and(|a| a.needs_input());
-        let mut z = if keep { Some(self.pool.scratch(n * o)) } else { None };
+        let mut z = if keep { Some(self.out(n * o)) } else { None };
         let bias = b.map(|b| self.buf(b));
-        self.backend.bias_act(BufMut::Host(&mut y), o, bias, act, z.as_deref_mut().map(BufMut::Host));
+        self.backend.bias_act(y.view_mut(), o, bias, act, z.as_mut().map(|z| z.view_mut()));
         let v = self.push(Op::Linear(x, w, b, act), out, y, rg);
         if let Some(z) = z {
             self.keep_aux_f(v, z);
@@ -101,17 +101,14 @@ pub(crate) fn backward<T: Float>(
     let (n, k) = (ctx.shape(x).dim(0), ctx.shape(x).dim(1));
     let o = ctx.shape(w).dim(1);
     let be = ctx.backend;
-    let mut tmp = Vec::new();
-    let dz = match act {
-        None => gy,
-        Some(a) => {
-            tmp = ctx.pool.scratch(n * o);
-            // The activation's derivative at z when it needs z (kept in forward), else at y.
-            let at = if a.needs_input() { ctx.aux_buf(node) } else { ctx.out_buf(node) };
-            be.unary_backward(a, gy, at, ctx.out_buf(node), BufMut::Host(&mut tmp), false);
-            Buf::Host(&tmp[..])
-        }
-    };
+    let tmp = act.map(|a| {
+        let mut tmp = ctx.scratch(n * o);
+        // The activation's derivative at z when it needs z (kept in forward), else at y.
+        let at = if a.needs_input() { ctx.aux_buf(node) } else { ctx.out_buf(node) };
+        be.unary_backward(a, gy, at, ctx.out_buf(node), tmp.view_mut(), false);
+        tmp
+    });
+    let dz = tmp.as_ref().map_or(gy, |t| t.view());
     if let Some(b) = b
         && ctx.needs(b)
     {
@@ -126,5 +123,7 @@ pub(crate) fn backward<T: Float>(
         let (gx, fresh) = ctx.grad_overwrite_buf(x);
         be.gemm(n, k, o, gx, 0, MatView::rows(dz, 0, o), MatView::rows_t(vw, 0, o), !fresh);
     }
-    ctx.pool.put(tmp);
+    if let Some(t) = tmp {
+        ctx.put(t);
+    }
 }

@@ -1,6 +1,6 @@
 //! Batched matrix product.
 
-use crate::backend::{Buf, BufMut, MatView};
+use crate::backend::{Buf, MatView};
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, Result, Shape};
 
@@ -30,12 +30,12 @@ impl<T: Float> Graph<T> {
         let (sa, sb) = (self.shape(a), self.shape(b));
         let (batch, m, k, n, shared) = dims(sa, sb)?;
         let out = sa.with_dim(sa.rank() - 1, n);
-        let mut y = self.pool.scratch(out.numel());
+        let mut y = self.out(out.numel());
         let (va, vb) = (self.buf(a), self.buf(b));
         for i in 0..batch {
             let bi = if shared { 0 } else { i };
             let (ai, bi) = (MatView::rows(va, i * m * k, k), MatView::rows(vb, bi * k * n, n));
-            self.backend.gemm(m, n, k, BufMut::Host(&mut y), i * m * n, ai, bi, false);
+            self.backend.gemm(m, n, k, y.view_mut(), i * m * n, ai, bi, false);
         }
         let rg = self.requires_grad(a) || self.requires_grad(b);
         Ok(self.push(Op::MatMul(a, b), out, y, rg))

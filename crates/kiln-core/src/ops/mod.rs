@@ -31,11 +31,12 @@ pub use unary::UnaryOp;
 use crate::Float;
 use crate::backend::Buf;
 use crate::graph::{BackCtx, Op};
+use crate::tape_mem::Mem;
 
 /// Adds the input gradients of node `i`, whose output gradient is `gy`. Every op computes through the
 /// graph's `Backend` (see backend/mod.rs); the loss reads its own gradient, a scalar, on the host.
-pub(crate) fn backward_node<T: Float>(ctx: &mut BackCtx<T>, i: usize, gy: &[T]) {
-    let g = Buf::Host(gy);
+pub(crate) fn backward_node<T: Float>(ctx: &mut BackCtx<T>, i: usize, gy: &Mem<T>) {
+    let g = gy.view();
     match ctx.nodes[i].op {
         Op::Leaf | Op::Param(_) => {}
         Op::Unary(a, op) => unary::backward(ctx, i, a, op, g),
@@ -56,8 +57,9 @@ pub(crate) fn backward_node<T: Float>(ctx: &mut BackCtx<T>, i: usize, gy: &[T]) 
         Op::AvgPool2d(x, args) => pool::backward_avg(ctx, x, args, g),
         Op::Dropout(x) => dropout::backward(ctx, i, x, g),
         Op::BatchNorm(x, gm, b, stats, eps) => batchnorm::backward(ctx, i, x, gm, b, stats, eps, g),
-        Op::Loss(kind, x, t) => loss::backward(ctx, i, kind, x, t, gy),
-        Op::Rnn(args) => recurrent::backward(ctx, i, args, g),
+        Op::Loss(kind, x, t) => loss::backward(ctx, i, kind, x, t, gy.host()),
+        // Its backward walks the time steps on the host.
+        Op::Rnn(args) => recurrent::backward(ctx, i, args, Buf::Host(gy.host())),
         Op::EmbeddingBag(table, len) => embedding_bag::backward(ctx, i, table, len, g),
         Op::LayerNorm(x, gm, b) => layer_norm::backward(ctx, i, x, gm, b, g),
         Op::Attention(q, k, v, dims) => attention::backward(ctx, i, (q, k, v), dims, g),

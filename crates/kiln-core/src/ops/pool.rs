@@ -2,7 +2,7 @@
 //! backward is a scatter. The loops are the backend's (CPU: backend/cpu/pool.rs).
 
 use super::conv::{Padding, Window};
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Float, Graph, Result, Shape};
 
@@ -22,9 +22,9 @@ impl<T: Float> Graph<T> {
     ) -> Result<Var> {
         let g = Window::new(self.shape(x), size, strides, padding, "max_pool2d")?;
         let out = Shape::new(&[g.n, g.oh, g.ow, g.c])?;
-        let mut y = self.pool.scratch(out.numel());
-        let mut arg = self.ipool.scratch(out.numel());
-        self.backend.max_pool2d(&g, self.buf(x), BufMut::Host(&mut y), BufMut::Host(&mut arg));
+        let mut y = self.out(out.numel());
+        let mut arg = self.out_idx(out.numel());
+        self.backend.max_pool2d(&g, self.buf(x), y.view_mut(), arg.view_mut());
         let rg = self.requires_grad(x);
         let node = self.push(Op::MaxPool2d(x, PoolArgs { win: g }), out, y, rg);
         self.keep_aux_i(node, arg);
@@ -41,8 +41,8 @@ impl<T: Float> Graph<T> {
     ) -> Result<Var> {
         let g = Window::new(self.shape(x), size, strides, padding, "avg_pool2d")?;
         let out = Shape::new(&[g.n, g.oh, g.ow, g.c])?;
-        let mut y = self.pool.scratch(out.numel());
-        self.backend.avg_pool2d(&g, self.buf(x), BufMut::Host(&mut y));
+        let mut y = self.out(out.numel());
+        self.backend.avg_pool2d(&g, self.buf(x), y.view_mut());
         let rg = self.requires_grad(x);
         Ok(self.push(Op::AvgPool2d(x, PoolArgs { win: g }), out, y, rg))
     }

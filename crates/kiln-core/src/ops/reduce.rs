@@ -1,6 +1,6 @@
 //! sum, mean and max over one axis or over everything.
 
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Float, Graph, Result, Shape};
 
@@ -39,10 +39,10 @@ impl<T: Float> Graph<T> {
                 Shape::new(&d[..s.rank() - 1])?
             }
         };
-        let mut y = self.pool.scratch(outer * inner);
-        let mut arg = if op == ReduceOp::Max { self.ipool.scratch(outer * inner) } else { Vec::new() };
-        let arg_buf = (op == ReduceOp::Max).then_some(BufMut::Host(&mut arg[..]));
-        self.backend.reduce(op, self.buf(a), BufMut::Host(&mut y), arg_buf, (outer, n, inner));
+        let mut y = self.out(outer * inner);
+        let mut arg = if op == ReduceOp::Max { self.out_idx(outer * inner) } else { Vec::new().into() };
+        let arg_buf = (op == ReduceOp::Max).then_some(arg.view_mut());
+        self.backend.reduce(op, self.buf(a), y.view_mut(), arg_buf, (outer, n, inner));
         let rg = self.requires_grad(a);
         let v = self.push(Op::Reduce(a, op, axis), out_shape, y, rg);
         if op == ReduceOp::Max {

@@ -1,6 +1,6 @@
 //! Movement ops: reshape (a view, no copy), permute, concat, slice, index-select.
 
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Error, Float, Graph, MAX_RANK, Result, Shape};
 
@@ -51,8 +51,8 @@ impl<T: Float> Graph<T> {
             od[i] = s.dim(ax);
         }
         let out = Shape::new(&od[..s.rank()])?;
-        let mut y = self.pool.scratch(out.numel());
-        self.backend.permute(self.buf(a), s, p, BufMut::Host(&mut y));
+        let mut y = self.out(out.numel());
+        self.backend.permute(self.buf(a), s, p, y.view_mut());
         let rg = self.requires_grad(a);
         Ok(self.push(Op::Permute(a, p), out, y, rg))
     }
@@ -88,13 +88,13 @@ impl<T: Float> Graph<T> {
         }
         let out = s0.with_dim(axis, total);
         let (outer, _, inner) = out.split_at_axis(axis);
-        let mut y = self.pool.scratch(out.numel());
+        let mut y = self.out(out.numel());
         let mut ids = self.ipool.zeroed(0);
         let mut off = 0;
         for &x in xs {
             let n = self.shape(x).dim(axis);
             let (src, dst) = ((0, n * inner), (off * inner, total * inner));
-            self.backend.copy_blocks(self.buf(x), src, BufMut::Host(&mut y), dst, outer, n * inner, false);
+            self.backend.copy_blocks(self.buf(x), src, y.view_mut(), dst, outer, n * inner, false);
             off += n;
             ids.push(x.0);
         }
@@ -114,9 +114,9 @@ impl<T: Float> Graph<T> {
         let len = end - start;
         let out = s.with_dim(axis, len);
         let (outer, n, inner) = s.split_at_axis(axis);
-        let mut y = self.pool.scratch(out.numel());
+        let mut y = self.out(out.numel());
         let (src, dst) = ((start * inner, n * inner), (0, len * inner));
-        self.backend.copy_blocks(self.buf(a), src, BufMut::Host(&mut y), dst, outer, len * inner, false);
+        self.backend.copy_blocks(self.buf(a), src, y.view_mut(), dst, outer, len * inner, false);
         let rg = self.requires_grad(a);
         Ok(self.push(Op::Slice(a, axis, start), out, y, rg))
     }
@@ -132,9 +132,9 @@ impl<T: Float> Graph<T> {
         }
         let len = indices.len();
         let out = s.with_dim(axis, len);
-        let mut y = self.pool.scratch(out.numel());
+        let mut y = self.out(out.numel());
         let idx = self.ipool.copied(indices);
-        self.backend.gather(self.buf(a), Buf::Host(&idx), (outer, n, inner), BufMut::Host(&mut y));
+        self.backend.gather(self.buf(a), Buf::Host(&idx), (outer, n, inner), y.view_mut());
         let rg = self.requires_grad(a);
         let v = self.push(Op::IndexSelect(a, axis), out, y, rg);
         self.keep_aux_i(v, idx);

@@ -1,6 +1,6 @@
 //! softmax and log_softmax along one axis, computed stably (max subtracted first).
 
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Float, Graph, Result};
 
@@ -18,8 +18,8 @@ impl<T: Float> Graph<T> {
     fn softmax_impl(&mut self, a: Var, axis: usize, log: bool) -> Result<Var> {
         let s = self.shape(a);
         s.axis(axis, if log { "log_softmax" } else { "softmax" })?;
-        let mut y = self.pool.scratch(s.numel());
-        self.backend.softmax(self.buf(a), BufMut::Host(&mut y), s.split_at_axis(axis), log);
+        let mut y = self.out(s.numel());
+        self.backend.softmax(self.buf(a), y.view_mut(), s.split_at_axis(axis), log);
         let op = if log { Op::LogSoftmax(a, axis) } else { Op::Softmax(a, axis) };
         let rg = self.requires_grad(a);
         Ok(self.push(op, s, y, rg))

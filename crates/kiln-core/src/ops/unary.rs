@@ -1,7 +1,7 @@
 //! Elementwise functions of one input. Each is defined once, as a value and a derivative, and the same
 //! definitions serve the fused bias+activation in `linear` and `conv`.
 
-use crate::backend::{Buf, BufMut};
+use crate::backend::Buf;
 use crate::graph::{BackCtx, Op, Var};
 use crate::{Float, Graph, Result};
 
@@ -193,8 +193,8 @@ impl<T: Float> Graph<T> {
     /// y = op(x), elementwise.
     pub fn unary(&mut self, a: Var, op: UnaryOp) -> Result<Var> {
         let shape = self.shape(a);
-        let mut y = self.pool.scratch(shape.numel());
-        self.backend.unary(op, self.buf(a), BufMut::Host(&mut y));
+        let mut y = self.out(shape.numel());
+        self.backend.unary(op, self.buf(a), y.view_mut());
         let rg = self.requires_grad(a);
         Ok(self.push(Op::Unary(a, op), shape, y, rg))
     }

@@ -105,6 +105,78 @@ fn causal_attention_with_dropout_matches_the_cpu() {
 /// A convolutional network in f32 (conv + relu + max pool, conv + gelu, dense, cross-entropy) at a size where
 /// the products are real cuBLAS work: the loss and every gradient agree with the CPU's to f32 rounding.
 #[test]
+fn a_training_step_keeps_its_tape_on_the_device() {
+    for cuda in engines("a_training_step_keeps_its_tape_on_the_device") {
+        tape_on_the_device(&cuda);
+    }
+}
+
+/// Steps of a small CNN with a host optimizer (plain SGD through `params_and_grads_mut`, as kiln's are): in a
+/// steady step, only the batch, the parameters (once each, after the update), their gradients (for the
+/// optimizer) and the loss cross between host and device; the activations and their gradients, several
+/// times larger here, stay on the device; and the caching allocator takes no new device memory.
+fn tape_on_the_device(cuda: &Arc<Cuda>) {
+    let on = cuda.device_name();
+    let mut rng = Rng::new(3);
+    let mut g = Graph::<f32>::new();
+    g.set_backend(cuda.clone());
+    let mut param = |g: &mut Graph<f32>, name: &str, shape: &[usize], scale: f32| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * scale).collect();
+        g.add_param(name, shape, v, true).unwrap()
+    };
+    let ps = [
+        param(&mut g, "w1", &[3, 3, 1, 32], 0.3),
+        param(&mut g, "b1", &[32], 0.1),
+        param(&mut g, "w2", &[13 * 13 * 32, 16], 0.02),
+        param(&mut g, "b2", &[16], 0.1),
+        param(&mut g, "w3", &[16, 10], 0.2),
+        param(&mut g, "b3", &[10], 0.1),
+    ];
+    let param_bytes: usize = ps.iter().map(|&p| g.param(p).value.len() * 4).sum();
+    let (n, x): (usize, Vec<f32>) = (32, (0..32 * 28 * 28).map(|i| ((i * 37 % 101) as f32) / 101.0).collect());
+    let labels: Vec<u32> = (0..n as u32).map(|i| i * 3 % 10).collect();
+    let step = |g: &mut Graph<f32>| -> f32 {
+        g.reset();
+        let xv = g.input(&[n, 28, 28, 1], &x).unwrap();
+        let v: Vec<_> = ps.iter().map(|&p| g.use_param(p)).collect();
+        let relu = Some(UnaryOp::Relu);
+        let h = g.conv2d_max_pool(xv, v[0], Some(v[1]), (1, 1), Padding::Valid, relu, (2, 2)).unwrap();
+        let h = g.reshape(h, &[n, 13 * 13 * 32]).unwrap();
+        let h = g.linear(h, v[2], Some(v[3]), relu).unwrap();
+        let h = g.dropout(h, 0.25).unwrap();
+        let logits = g.linear(h, v[4], Some(v[5]), None).unwrap();
+        let loss = g.sparse_softmax_cross_entropy(logits, &labels).unwrap();
+        g.zero_grads();
+        g.backward(loss).unwrap();
+        let (params, grads) = g.params_and_grads_mut();
+        for (p, gr) in params.iter_mut().zip(grads.iter()) {
+            p.value.iter_mut().zip(gr).for_each(|(w, d)| *w -= 0.05 * d);
+        }
+        g.scalar(loss)
+    };
+    let first = step(&mut g);
+    step(&mut g);
+    let (staged, held) = (cuda.staged_bytes(), cuda.device_bytes());
+    let last = step(&mut g);
+    let steady = cuda.staged_bytes() - staged;
+    // The batch, each parameter up once and its gradient down (a bias's gradient is added to, so it goes up
+    // and down), the dropout mask, labels and per-row losses: a little over 2x the parameters plus the batch.
+    let bound = 2 * param_bytes + x.len() * 4 + 64 * 1024;
+    // What staging every call moved before: the pooled output and its argmax down, then up again for the
+    // backward, and the output gradient (each [32, 13, 13, 32], 4 bytes an element).
+    let activations = 5 * n * 13 * 13 * 32 * 4;
+    assert!(
+        steady <= bound && bound < activations,
+        "on {on}: a steady step moved {steady} bytes between host and device, more than the {bound} of its \
+         batch, parameters and gradients: activations are being staged"
+    );
+    assert_eq!(cuda.device_bytes(), held, "on {on}: a steady step took new device memory");
+    assert!(last < first, "on {on}: the loss did not fall ({first} -> {last})");
+    eprintln!("{on}: a steady step moved {steady} bytes (parameters {param_bytes}); device memory {held} bytes");
+}
+
+#[test]
 fn an_f32_network_on_the_gpu_matches_the_cpu() {
     for cuda in engines("an_f32_network_on_the_gpu_matches_the_cpu") {
         f32_network_on(&cuda);

@@ -11,7 +11,7 @@
 use crate::{Error, Float, Result};
 use cudarc::cublas::CudaBlas;
 use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, DeviceRepr, ValidAsZeroBits};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -32,8 +32,7 @@ pub fn kernel_source() -> String {
 
 /// The kernels' names (each compiled as `NAME_f32` and `NAME_f64`), read from kernels.cu.
 pub(super) fn kernel_names() -> Vec<&'static str> {
-    const MARK: &str = "extern \"C\" __global__ void K(";
-    KERNELS.split(MARK).skip(1).map(|rest| &rest[..rest.find(')').expect("a kernel's name ends at `)`")]).collect()
+    super::signatures::kernels(KERNELS).into_iter().map(|(name, _)| name).collect()
 }
 
 /// Compiles every kernel with NVRTC, which needs the NVRTC library (libnvrtc.so) but no GPU: CI runs this
@@ -173,79 +172,51 @@ pub(super) enum Engine {
     Sim,
 }
 
-/// Device memory for one staged call: GPU memory, or host memory under the simulation (a leaked box, so the
-/// kernels write through a pointer that owns its provenance; freed on drop).
-pub(super) enum DBuf<E: Elem> {
-    Gpu(CudaSlice<E>),
-    #[cfg(feature = "cuda-sim")]
-    Host(*mut [E]),
-}
-
-#[cfg(feature = "cuda-sim")]
-impl<E: Elem> Drop for DBuf<E> {
-    fn drop(&mut self) {
-        if let DBuf::Host(p) = *self {
-            drop(unsafe { Box::from_raw(p) });
-        }
-    }
-}
-
 /// One block of 256 threads per 256 elements, at most 2^20 blocks (the kernels' loops stride over the rest).
 fn grid(n: usize) -> u32 {
     n.div_ceil(256).clamp(1, 1 << 20) as u32
 }
 
 impl Engine {
-    /// A copy of `h` (one zero element when `h` is empty, so every kernel argument is a real pointer).
-    pub fn up<E: Elem>(&self, h: &[E]) -> DBuf<E> {
-        let one = [E::default()];
-        let h = if h.is_empty() { &one[..] } else { h };
+    /// `h.len()` elements at device address `src` into `h`, after every kernel queued before.
+    pub fn down_from<E: Elem>(&self, src: u64, h: &mut [E]) {
+        if h.is_empty() {
+            return;
+        }
         match self {
             Engine::Gpu(g) => {
-                DBuf::Gpu(g.stream.clone_htod(h).unwrap_or_else(|e| panic!("CUDA: copy to the GPU: {e}")))
-            }
-            #[cfg(feature = "cuda-sim")]
-            Engine::Sim => DBuf::Host(Box::into_raw(h.to_vec().into_boxed_slice())),
-        }
-    }
-
-    /// `len` zeros (at least one).
-    pub fn zeros<E: Elem>(&self, len: usize) -> DBuf<E> {
-        match self {
-            Engine::Gpu(g) => DBuf::Gpu(
-                g.stream.alloc_zeros(len.max(1)).unwrap_or_else(|e| panic!("CUDA: allocating {len} elements: {e}")),
-            ),
-            #[cfg(feature = "cuda-sim")]
-            Engine::Sim => DBuf::Host(Box::into_raw(vec![E::default(); len.max(1)].into_boxed_slice())),
-        }
-    }
-
-    /// The address a kernel gets for `d`.
-    pub fn ptr<E: Elem>(&self, d: &DBuf<E>) -> u64 {
-        match (self, d) {
-            (Engine::Gpu(g), DBuf::Gpu(s)) => s.device_ptr(&g.stream).0,
-            #[cfg(feature = "cuda-sim")]
-            (Engine::Sim, DBuf::Host(p)) => *p as *mut E as u64,
-            #[cfg(feature = "cuda-sim")]
-            _ => unreachable!("a buffer of one engine passed to the other"),
-        }
-    }
-
-    /// `d`'s first h.len() elements into `h`, after every kernel queued before.
-    pub fn down<E: Elem>(&self, d: &DBuf<E>, h: &mut [E]) {
-        match (self, d) {
-            (Engine::Gpu(g), DBuf::Gpu(s)) => {
-                if !h.is_empty() {
-                    g.stream
-                        .memcpy_dtoh(&s.slice(..h.len()), h)
-                        .unwrap_or_else(|e| panic!("CUDA: copy from the GPU: {e}"));
-                }
+                g.stream.context().bind_to_thread().unwrap_or_else(|e| panic!("CUDA: {e}"));
+                unsafe { cudarc::driver::result::memcpy_dtoh_async(h, src, g.stream.cu_stream()) }
+                    .unwrap_or_else(|e| panic!("CUDA: copy from the GPU: {e}"));
                 g.stream.synchronize().unwrap_or_else(|e| panic!("CUDA: a kernel failed: {e}"));
             }
             #[cfg(feature = "cuda-sim")]
-            (Engine::Sim, DBuf::Host(p)) => h.copy_from_slice(unsafe { &(&**p)[..h.len()] }),
+            Engine::Sim => unsafe { std::ptr::copy_nonoverlapping(src as *const E, h.as_mut_ptr(), h.len()) },
+        }
+    }
+
+    /// Copies `bytes` from device address `src` to `dst`, queued after the work before.
+    pub fn copy_on_device(&self, src: u64, dst: u64, bytes: usize) {
+        if bytes == 0 || src == dst {
+            return;
+        }
+        match self {
+            Engine::Gpu(g) => {
+                g.stream.context().bind_to_thread().unwrap_or_else(|e| panic!("CUDA: {e}"));
+                unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, g.stream.cu_stream()) }
+                    .unwrap_or_else(|e| panic!("CUDA: copy on the GPU: {e}"));
+            }
             #[cfg(feature = "cuda-sim")]
-            _ => unreachable!("a buffer of one engine passed to the other"),
+            Engine::Sim => unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) },
+        }
+    }
+
+    /// Where the tape's device memory comes from (memory.rs).
+    pub fn home(&self) -> super::memory::Home {
+        match self {
+            Engine::Gpu(g) => super::memory::Home::Gpu(g.stream.clone()),
+            #[cfg(feature = "cuda-sim")]
+            Engine::Sim => super::memory::Home::Sim,
         }
     }
 

@@ -34,6 +34,19 @@ extern "C" __global__ void K(unary_backward)(int op, double p, const T* gy, cons
 }
 
 // out[j] += sum over rows of x[r, j], rows summed in order.
+// partial[q, j] = Σ x[r, j] over rows r of chunk q (chunk rows each; the last may be short).
+extern "C" __global__ void K(col_partial_sums)(T* partial, const T* x, long long rows, long long cols,
+                                               long long chunk) {
+    long long chunks = (rows + chunk - 1) / chunk;
+    LOOP(i, chunks * cols) {
+        long long q = i / cols, j = i % cols;
+        long long end = (q + 1) * chunk < rows ? (q + 1) * chunk : rows;
+        T s = 0;
+        for (long long r = q * chunk; r < end; ++r) s += x[r * cols + j];
+        partial[i] = s;
+    }
+}
+
 extern "C" __global__ void K(col_sum_add)(T* out, const T* x, long long rows, long long cols) {
     LOOP(j, cols) {
         T s = 0;
