@@ -205,6 +205,10 @@ impl<T: Float> Graph<T> {
     /// [`Cpu`], or for f32 what [`set_default_backend`] set).
     pub fn set_backend(&mut self, backend: Arc<dyn Backend<T>>) {
         self.reset();
+        // Gradients still in the old backend's memory come to the host, where every backend can add to them.
+        for i in 0..self.param_gdev.len() {
+            self.settle(i);
+        }
         self.backend = backend;
     }
 
@@ -314,6 +318,10 @@ impl<T: Float> Graph<T> {
 
     /// Changes a parameter in place (copy-on-write when an inference tape still shares the store).
     pub fn param_mut(&mut self, p: ParamId) -> &mut Param<T> {
+        // The ops after this read the new values (the store forgets its device copy too).
+        if let Some(d) = self.param_dev.get_mut(p.0) {
+            *d = None;
+        }
         Arc::make_mut(&mut self.params).get_mut(p)
     }
 
@@ -328,6 +336,7 @@ impl<T: Float> Graph<T> {
         for i in 0..self.param_grads.len() {
             self.settle(i);
         }
+        self.param_dev.iter_mut().for_each(|d| *d = None);
         (Arc::make_mut(&mut self.params).all_mut(), &mut self.param_grads)
     }
 
@@ -355,12 +364,14 @@ impl<T: Float> Graph<T> {
         if self.param_dev.len() <= p.0 {
             self.param_dev.resize_with(p.0 + 1, || None);
         }
-        // The backend's identity tags the store's copy: another backend reading the store makes its own.
-        let (backend, key) = (&self.backend, Arc::as_ptr(&self.backend) as *const u8 as usize);
-        self.param_dev[p.0] = self.params.on_device(p, key, |param| {
-            let mut d = backend.alloc(param.value.len()).filter(|_| !param.value.is_empty())?;
-            d.copy_from(&param.value);
-            Some(d)
+        // The backend's memory tags the store's copy: another backend reading the store makes its own.
+        let backend = &self.backend;
+        self.param_dev[p.0] = backend.memory_id().and_then(|key| {
+            self.params.on_device(p, key, |param| {
+                let mut d = backend.alloc(param.value.len()).filter(|_| !param.value.is_empty())?;
+                d.copy_from(&param.value);
+                Some(d)
+            })
         });
         let param = self.params.get(p);
         // Only the store's owner keeps gradients (an attached inference tape has none).
@@ -586,6 +597,9 @@ impl Graph<f32> {
     /// Stores the kernel `p` as `dtype`, block-quantized or halves (see `ParamStore::quantize`): inference only.
     pub fn quantize_param(&mut self, p: ParamId, dtype: crate::DType) -> Result<()> {
         Arc::make_mut(&mut self.params).quantize(p, dtype)?;
+        if let Some(d) = self.param_dev.get_mut(p.0) {
+            *d = None;
+        }
         if let Some(g) = self.param_grads.get_mut(p.0) {
             *g = Vec::new();
         }

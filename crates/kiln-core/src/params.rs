@@ -183,9 +183,9 @@ impl<T: Float> ParamStore<T> {
         self.prepacked.0[p.0].get_or_init(|| make(&self.params[p.0]).map(Arc::new)).clone()
     }
 
-    /// Parameter `p`'s copy in the memory of the backend identified by `backend`, made by `make` on the first
-    /// call and shared by every tape reading this store until the parameter is next changed (or another
-    /// backend asks). None when `make` gives none (a backend without memory of its own).
+    /// Parameter `p`'s copy in the backend memory identified by `backend` (`Backend::memory_id`), made by
+    /// `make` on the first call and shared by every tape reading this store until the parameter is next
+    /// changed (or another backend's memory asks). None when `make` gives none.
     pub(crate) fn on_device(
         &self,
         p: ParamId,

@@ -204,10 +204,17 @@ pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Identifies the memory `alloc` serves from (None: the backend has none of its own), unique among the
+    /// memories alive: caches of device copies are keyed by it (`ParamStore::on_device`; a cached copy keeps
+    /// its memory alive, so the key cannot be reused while the copy exists).
+    fn memory_id(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether this backend computes in memory of its own (a GPU's), where each call's latency rather than a
     /// cache's size bounds the speed, so callers should cut work into few large calls.
     fn has_own_memory(&self) -> bool {
-        false
+        self.memory_id().is_some()
     }
 
     /// Like `alloc`, for indices (a max pool's argmax).

@@ -177,6 +177,52 @@ fn tape_on_the_device(cuda: &Arc<Cuda>) {
 }
 
 #[test]
+fn gradients_and_parameters_follow_a_change_of_backend_or_of_value() {
+    for cuda in engines("gradients_and_parameters_follow_a_change_of_backend_or_of_value") {
+        change_of_backend_or_value(&cuda);
+    }
+}
+
+/// Two backwards without `zero_grads` add up, also when the backend changes between them (the first one's
+/// gradient, still in the GPU's memory, comes to the host for the CPU to add to); and a parameter changed
+/// after `use_param` is read with its new values, as on the CPU.
+fn change_of_backend_or_value(cuda: &Arc<Cuda>) {
+    let on = cuda.device_name();
+    let x: Vec<f64> = (0..6).map(|i| i as f64 - 2.5).collect();
+    let w0: Vec<f64> = (0..6).map(|i| 0.1 * i as f64).collect();
+    let step = |g: &mut Graph<f64>, w| {
+        g.reset();
+        let (xv, wv) = (g.input(&[2, 3], &x).unwrap(), g.use_param(w));
+        let y = g.linear(xv, wv, None, Some(UnaryOp::Tanh)).unwrap();
+        let loss = g.sum(y, None, false).unwrap();
+        g.backward(loss).unwrap();
+    };
+    let twice = |first: Arc<dyn kiln_core::Backend<f64>>, second: Arc<dyn kiln_core::Backend<f64>>| {
+        let mut g = Graph::<f64>::new();
+        let w = g.add_param("w", &[3, 2], w0.clone(), true).unwrap();
+        g.set_backend(first);
+        g.zero_grads();
+        step(&mut g, w);
+        g.set_backend(second);
+        step(&mut g, w);
+        g.param_grad(w).to_vec()
+    };
+    let cpu: Arc<dyn kiln_core::Backend<f64>> = Arc::new(kiln_core::Cpu);
+    let (want, got) = (twice(cpu.clone(), cpu.clone()), twice(cuda.clone(), cpu));
+    for (a, b) in want.iter().zip(&got) {
+        assert!((a - b).abs() < 1e-12, "on {on}: two backwards across a change of backend: {got:?}, want {want:?}");
+    }
+    let mut g = Graph::<f64>::new();
+    g.set_backend(cuda.clone());
+    let w = g.add_param("w", &[3, 2], w0.clone(), false).unwrap();
+    let xv = g.input(&[2, 3], &x).unwrap();
+    let wv = g.use_param(w);
+    g.param_mut(w).value.fill(0.0);
+    let y = g.linear(xv, wv, None, None).unwrap();
+    assert!(g.value(y).iter().all(|&v| v == 0.0), "on {on}: an op read a parameter's old values: {:?}", g.value(y));
+}
+
+#[test]
 fn an_f32_network_on_the_gpu_matches_the_cpu() {
     for cuda in engines("an_f32_network_on_the_gpu_matches_the_cpu") {
         f32_network_on(&cuda);

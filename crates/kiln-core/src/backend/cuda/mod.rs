@@ -221,8 +221,8 @@ impl<T: CudaFloat> Backend<T> for Cuda {
         "cuda"
     }
 
-    fn has_own_memory(&self) -> bool {
-        true
+    fn memory_id(&self) -> Option<usize> {
+        Some(Arc::as_ptr(&self.mem) as usize)
     }
 
     fn alloc(&self, len: usize) -> Option<DevVec<T>> {
