@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark in one run (issue 17), for a machine with an NVIDIA GPU and PyTorch.
 #
-#   bash tools/gpu_check.sh --build   # here (no CUDA needed): builds the CUDA test binary, gpubench and
-#                                     # kiln, stripped, into .gpu/ (git-ignored; 28 MiB, so it can travel)
+#   bash tools/gpu_check.sh --build   # here (no CUDA needed): builds the CUDA test binaries, gpubench and
+#                                     # kiln, stripped and packed into .gpu/bins.tar.xz (git-ignored; 17 MB, so
+#                                     # it travels where at most 64 MiB may: the binaries are 66 MB unpacked)
 #   bash tools/gpu_check.sh           # on the GPU machine, from the checkout with .gpu/ beside it
 #
-# It runs kiln-core's CUDA tests (every op's values and gradients against the CPU backend, an f32 network),
-# then the seed's MNIST CNN trained on the CUDA backend and on the CPU (gpubench), then the same model in
-# PyTorch eager on the same GPU (bench/gpu_peer.py), and prints a table with the ratios; last, the reviews
-# transformer (examples/reviews/sentiment_transformer.toml) trains an epoch with `kiln train --device cuda`. Results go to
-# stdout and, when OUT is set, to $OUT/gpu_check.log. cudarc looks for libnvrtc.so and libcublas.so by their
-# CUDA 12 names; where the machine has CUDA 13's (libnvrtc.so.13), links under those names are made in a
-# temporary folder put first on LD_LIBRARY_PATH.
+# It runs kiln-core's CUDA tests (every op's values and gradients against the CPU backend, an f32 network,
+# the bytes a step moves) and kiln's (fit and predict equal to the CPU's, MNIST accuracy after an epoch on
+# the GPU), then the seed's MNIST CNN trained on the CUDA backend and on the CPU (gpubench), then the same
+# model in PyTorch eager on the same GPU (bench/gpu_peer.py), and prints a table with the ratios; last, the
+# reviews transformer (examples/reviews/sentiment_transformer.toml) trains an epoch with `kiln train
+# --device cuda`. Results go to stdout and, when OUT is set, to $OUT/gpu_check.log. cudarc looks for
+# libnvrtc.so and libcublas.so by their CUDA 12 names; where the machine has CUDA 13's (libnvrtc.so.13),
+# links under those names are made in a temporary folder put first on LD_LIBRARY_PATH.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,22 +21,28 @@ if [ "${1:-}" = "--build" ]; then
     set -e
     cargo build --profile ci -p kiln-bench --features cuda --bin gpubench
     cargo build --profile ci -p kiln-cli --features cuda
-    suite=$(cargo test --profile ci -p kiln-core --features cuda --test suite --no-run --message-format=json \
-        | python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])')
-    mkdir -p .gpu
-    cp target/ci/gpubench .gpu/gpubench
-    cp target/ci/kiln .gpu/kiln
-    cp "$suite" .gpu/kiln-core-suite
-    strip .gpu/gpubench .gpu/kiln .gpu/kiln-core-suite
-    du -sh .gpu/*
+    exe() { python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, sys.stdin) if j.get("executable")][-1])'; }
+    suite=$(cargo test --profile ci -p kiln-core --features cuda --test suite --no-run --message-format=json | exe)
+    kiln_suite=$(cargo test --profile ci -p kiln --features cuda --test suite --no-run --message-format=json | exe)
+    out=target/gpu-bins
+    rm -rf "$out" .gpu && mkdir -p "$out" .gpu
+    cp target/ci/gpubench target/ci/kiln "$out"/
+    cp "$suite" "$out"/kiln-core-suite
+    cp "$kiln_suite" "$out"/kiln-suite
+    strip "$out"/*
+    tar -C "$out" -cf - . | xz -T2 -6 > .gpu/bins.tar.xz
+    du -sh "$out" .gpu/bins.tar.xz
     exit 0
 fi
 
 log=${OUT:-/tmp}/gpu_check.log
 exec > >(tee "$log") 2>&1
-for b in .gpu/gpubench .gpu/kiln .gpu/kiln-core-suite; do
-    [ -x "$b" ] || { echo "error: $b is missing: run 'bash tools/gpu_check.sh --build' on the build machine first"; exit 1; }
-done
+if [ ! -f .gpu/bins.tar.xz ]; then
+    echo "error: .gpu/bins.tar.xz is missing: run 'bash tools/gpu_check.sh --build' on the build machine first"
+    exit 1
+fi
+bin=$(mktemp -d)
+tar -C "$bin" -xJf .gpu/bins.tar.xz || { echo "error: could not unpack .gpu/bins.tar.xz"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || { echo "error: nvidia-smi failed: no GPU"; exit 1; }
 
 # NVRTC and cuBLAS from one folder: the CUDA toolkit's when there is one, else the newest pip-installed
@@ -63,12 +71,15 @@ export LD_LIBRARY_PATH="$libs:$LD_LIBRARY_PATH"
 
 echo
 echo "== kiln-core CUDA tests"
-timeout 120 .gpu/kiln-core-suite cuda --nocapture --test-threads 1
+timeout 120 "$bin"/kiln-core-suite cuda --nocapture --test-threads 1
 tests=$?
+echo
+echo "== kiln's CUDA tests: fit and predict equal the CPU's, MNIST accuracy after one epoch on the GPU"
+timeout 120 "$bin"/kiln-suite cuda:: --test-threads 1 || tests=1
 
 echo
 echo "== MNIST CNN, batch 64, one epoch: kiln (CUDA backend, then CPU) and PyTorch eager"
-kiln=$(timeout 120 .gpu/gpubench --epochs 1 --data data/mnist)
+kiln=$(timeout 120 "$bin"/gpubench --epochs 1 --data data/mnist)
 echo "$kiln"
 peer=$(timeout 60 python3 bench/gpu_peer.py --epochs 1 --data data/mnist)
 echo "$peer"
@@ -95,7 +106,7 @@ PY
 
 echo
 echo "== The reviews transformer trained from scratch, one epoch, on the CUDA backend (kiln train --device cuda)"
-timeout 90 .gpu/kiln train examples/reviews/sentiment_transformer.toml --device cuda --epochs 1 \
+timeout 90 "$bin"/kiln train examples/reviews/sentiment_transformer.toml --device cuda --epochs 1 \
     --run-dir "$(mktemp -d)/transformer-cuda"
 echo "tests exit status: $tests"
 exit $tests

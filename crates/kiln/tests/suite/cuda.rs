@@ -1,13 +1,19 @@
 //! Training and prediction on the CUDA backend (feature `cuda`) equal the CPU's. The first test runs on a GPU
 //! when there is one, and with feature `cuda-sim` (CI) on the backend's kernels simulated on the host: the
-//! whole fit loop (batches, dropout, Adam's updates, metrics) over the staged backend. The MNIST test needs a
-//! GPU and skips with a notice without one.
+//! whole fit loop (batches, dropout, Adam's updates, metrics) with the tape in the backend's memory. The MNIST
+//! test needs a GPU and skips with a notice without one (tools/gpu_check.sh runs this binary on a GPU machine,
+//! from the checkout's root).
 
 use kiln::prelude::*;
 use kiln_core::backend::cuda::Cuda;
 use std::sync::Arc;
 
 const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
+
+/// MNIST where this binary was built, else under the working directory (a copied binary on a GPU machine).
+fn mnist() -> &'static str {
+    if std::path::Path::new(MNIST).exists() { MNIST } else { "data/mnist" }
+}
 
 fn cnn() -> Sequential {
     let mut m = Sequential::new(&[28, 28, 1]).seed(5);
@@ -35,7 +41,7 @@ fn backends() -> Vec<Arc<Cuda>> {
 
 #[test]
 fn fit_and_predict_on_the_cuda_backend_equal_the_cpu() {
-    let (train, test) = kiln::data::mnist::load(MNIST).unwrap();
+    let (train, test) = kiln::data::mnist::load(mnist()).unwrap();
     let (x, y) = (train.x.slice_rows(0, 256), train.y.slice_rows(0, 256));
     let xt = test.x.slice_rows(0, 64);
     let fit = |m: &mut Sequential| {
@@ -80,7 +86,7 @@ fn mnist_reaches_the_cpu_accuracy_on_the_gpu() {
             return;
         }
     };
-    let (train, test) = kiln::data::mnist::load(MNIST).unwrap();
+    let (train, test) = kiln::data::mnist::load(mnist()).unwrap();
     let mut m = Sequential::new(&[28, 28, 1]);
     m.add(Conv2D::new(32, 3).activation(Activation::Relu)).unwrap();
     m.add(MaxPooling2D::new(2)).unwrap();
