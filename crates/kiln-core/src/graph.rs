@@ -349,12 +349,7 @@ impl<T: Float> Graph<T> {
     /// Brings a gradient to the host (from the backend's memory, or the zeros a marked one stands for)
     /// before anyone reads it there.
     fn settle(&mut self, i: usize) {
-        if let Some(d) = self.param_gdev.get_mut(i).and_then(Option::take) {
-            d.copy_to(&mut self.param_grads[i]);
-        }
-        if std::mem::take(&mut self.param_fresh[i]) {
-            self.param_grads[i].fill(T::ZERO);
-        }
+        settle_grad(&mut self.param_gdev[i], &mut self.param_fresh[i], &mut self.param_grads[i]);
     }
 
     // ---- leaves ----
@@ -435,10 +430,7 @@ impl<T: Float> Graph<T> {
     /// An output buffer of `len` elements with unspecified contents, in the backend's memory when it has
     /// its own (see the module header), for an op to fill through a backend call and `push`.
     pub(crate) fn out(&mut self, len: usize) -> Mem<T> {
-        match self.backend.alloc(len) {
-            Some(d) => d.into(),
-            None => self.pool.scratch(len).into(),
-        }
+        backend_mem(&*self.backend, &mut self.pool, len)
     }
 
     /// `v` where the backend computes: copied into its own memory when it has some (and `v` goes back to
@@ -618,6 +610,26 @@ fn value_of<'a, T: Float>(nodes: &[Node], values: &'a [Mem<T>], params: &'a [Par
     }
 }
 
+/// A buffer of `len` elements (unspecified contents) where `backend` computes: its own memory when it has
+/// some, else host memory from `pool`.
+fn backend_mem<T: Float>(backend: &dyn Backend<T>, pool: &mut Pool<T>, len: usize) -> Mem<T> {
+    match backend.alloc(len) {
+        Some(d) => d.into(),
+        None => pool.scratch(len).into(),
+    }
+}
+
+/// Brings a parameter's gradient to the host: from the backend's memory when it is there, or as the zeros a
+/// fresh one stands for.
+fn settle_grad<T: Float>(dev: &mut Option<DevVec<T>>, fresh: &mut bool, host: &mut [T]) {
+    if let Some(d) = dev.take() {
+        d.copy_to(host);
+    }
+    if std::mem::take(fresh) {
+        host.fill(T::ZERO);
+    }
+}
+
 /// `value_of` as a view for a backend call: where the value lives (a parameter's device copy when it has
 /// one).
 fn buf_of<'a, T: Float>(
@@ -679,10 +691,7 @@ impl<'a, T: Float> BackCtx<'a, T> {
     /// A scratch buffer of `len` elements (unspecified contents) where the backend computes: its own memory
     /// when it has some, else from the pool. Give it back with `put`.
     pub fn scratch(&mut self, len: usize) -> Mem<T> {
-        match self.backend.alloc(len) {
-            Some(d) => d.into(),
-            None => self.pool.scratch(len).into(),
-        }
+        backend_mem(self.backend, self.pool, len)
     }
 
     /// Gives back a buffer from `scratch`.
@@ -690,30 +699,39 @@ impl<'a, T: Float> BackCtx<'a, T> {
         m.recycle(self.pool)
     }
 
+    /// Parameter `p`'s gradient as a view, in the backend's memory when it has its own (the gradient is moved
+    /// there on first use in a step), and whether it was fresh (logically zero). A fresh one is written as
+    /// zeros first unless the caller `overwrite`s it whole.
+    fn param_grad_buf(&mut self, p: usize, overwrite: bool) -> (BufMut<'_, T>, bool) {
+        let fresh = std::mem::take(&mut self.param_fresh[p]);
+        let zero = fresh && !overwrite;
+        let host = &mut self.param_grads[p];
+        if self.param_gdev[p].is_none()
+            && let Some(mut d) = self.backend.alloc(host.len())
+        {
+            if zero {
+                d.zero()
+            } else if !fresh {
+                d.copy_from(host)
+            }
+            self.param_gdev[p] = Some(d);
+        }
+        match &mut self.param_gdev[p] {
+            Some(d) => (BufMut::Dev(d.view_mut()), fresh),
+            None => {
+                if zero {
+                    host.fill(T::ZERO);
+                }
+                (BufMut::Host(host), fresh)
+            }
+        }
+    }
+
     /// `grad` as a buffer view, in the backend's memory when it has its own and the gradient is new.
     pub fn grad_buf(&mut self, v: Var) -> BufMut<'_, T> {
         let id = v.id();
         if let Op::Param(p) = self.nodes[id].op {
-            let fresh = std::mem::take(&mut self.param_fresh[p]);
-            if self.param_gdev[p].is_none()
-                && let Some(mut d) = self.backend.alloc(self.param_grads[p].len())
-            {
-                if fresh {
-                    d.zero()
-                } else {
-                    d.copy_from(&self.param_grads[p])
-                }
-                self.param_gdev[p] = Some(d);
-            }
-            return match &mut self.param_gdev[p] {
-                Some(d) => BufMut::Dev(d.view_mut()),
-                None => {
-                    if fresh {
-                        self.param_grads[p].fill(T::ZERO);
-                    }
-                    BufMut::Host(&mut self.param_grads[p])
-                }
-            };
+            return self.param_grad_buf(p, false).0;
         }
         if self.grads[id].is_empty() {
             let mut g = self.scratch(self.nodes[id].shape.numel());
@@ -728,19 +746,7 @@ impl<'a, T: Float> BackCtx<'a, T> {
     pub fn grad_overwrite_buf(&mut self, v: Var) -> (BufMut<'_, T>, bool) {
         let id = v.id();
         if let Op::Param(p) = self.nodes[id].op {
-            let fresh = std::mem::take(&mut self.param_fresh[p]);
-            if self.param_gdev[p].is_none()
-                && let Some(mut d) = self.backend.alloc(self.param_grads[p].len())
-            {
-                if !fresh {
-                    d.copy_from(&self.param_grads[p]);
-                }
-                self.param_gdev[p] = Some(d);
-            }
-            return match &mut self.param_gdev[p] {
-                Some(d) => (BufMut::Dev(d.view_mut()), fresh),
-                None => (BufMut::Host(&mut self.param_grads[p]), fresh),
-            };
+            return self.param_grad_buf(p, true);
         }
         let fresh = self.grads[id].is_empty();
         if fresh {
@@ -761,12 +767,7 @@ impl<'a, T: Float> BackCtx<'a, T> {
     pub fn grad(&mut self, v: Var) -> &mut [T] {
         let id = v.id();
         if let Op::Param(p) = self.nodes[id].op {
-            if let Some(d) = self.param_gdev[p].take() {
-                d.copy_to(&mut self.param_grads[p]);
-            }
-            if std::mem::take(&mut self.param_fresh[p]) {
-                self.param_grads[p].fill(T::ZERO);
-            }
+            settle_grad(&mut self.param_gdev[p], &mut self.param_fresh[p], &mut self.param_grads[p]);
             return &mut self.param_grads[p];
         }
         if self.grads[id].is_empty() {

@@ -51,11 +51,6 @@ impl<E: Copy + Default> Mem<E> {
         }
     }
 
-    /// Same as `host`: the name ops used when this was a `Vec`.
-    pub fn as_slice(&self) -> &[E] {
-        self.host()
-    }
-
     /// The elements on the host, writable: a device buffer becomes a host one (for host code that updates
     /// it, such as a recurrent layer's backward).
     pub fn host_mut(&mut self) -> &mut [E] {

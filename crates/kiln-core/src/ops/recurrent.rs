@@ -349,7 +349,7 @@ pub(crate) fn backward<T: Float>(ctx: &mut BackCtx<T>, i: usize, a: RnnArgs, gy:
     let (n, steps, f, u) = (sx.dim(0), sx.dim(1), sx.dim(2), sr.dim(0));
     let gu = cell.gates() * u;
     let chunks = Chunks { cell, n, steps, units: u, parts };
-    let blocks = chunks.split_ref(ctx.aux_f[i].as_slice(), |nc| chunks.aux_len(nc));
+    let blocks = chunks.split_ref(ctx.aux_f[i].host(), |nc| chunks.aux_len(nc));
     let gy = gy.host();
     // dh, dc: the gradients at the current state, per row. dzx and dzh: every row of both is written by its
     // step's kernel (zeros for a masked row); dzh is step-major within each part, [T, nc, G·U], so that dr is

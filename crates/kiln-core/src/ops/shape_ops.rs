@@ -163,7 +163,7 @@ pub(crate) fn backward_concat<T: Float>(ctx: &mut BackCtx<T>, node: usize, axis:
     let (outer, total, inner) = ctx.nodes[node].shape.split_at_axis(axis);
     let be = ctx.backend;
     let mut off = 0;
-    for &id in ctx.aux_i[node].as_slice() {
+    for &id in ctx.aux_i[node].host() {
         let x = Var(id);
         let n = ctx.shape(x).dim(axis);
         if ctx.needs(x) {

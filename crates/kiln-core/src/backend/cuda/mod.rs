@@ -7,8 +7,9 @@
 //! op formulas. The tape keeps its values and gradients in this backend's memory (`Backend::alloc`, from the
 //! caching allocator in memory.rs), so a method's views are mostly device memory, used as they are; a view
 //! of host memory (a parameter the first time, what host code wrote) is copied up for the call and, when
-//! written, back (`up`, `out`, `down` below). `staged_bytes` counts every byte that crosses, which is how
-//! tests/suite/cuda.rs checks that a training step moves only its batch, parameters, gradients and loss.
+//! written, back (`up`, `out`, `down` in operands.rs). `staged_bytes` counts every byte that crosses, which
+//! is how tests/suite/cuda.rs checks that a training step moves only its batch, parameters, gradients and
+//! loss.
 //! Measured on an H200 (tools/gpu_check.sh, 2026-12-04): the seed's MNIST CNN at 1.55 s per epoch, from 6.1 s
 //! when every call staged its views.
 //!
@@ -26,6 +27,7 @@ mod args;
 mod device;
 mod halves;
 mod memory;
+mod operands;
 mod signatures;
 #[cfg(feature = "cuda-sim")]
 mod sim;
@@ -41,6 +43,7 @@ use crate::{MAX_RANK, Result, Shape};
 use args::{Bcast, DMat, Perm, Win, act_code, binary_code, cell_code, loss_code, span, unary_code};
 use device::{Engine, Gpu, launch};
 use memory::DevicePool;
+use operands::Arg;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -117,103 +120,6 @@ impl Cuda {
         *self.fallbacks.lock().unwrap().entry(name).or_default() += 1;
         Cpu
     }
-
-    // ---- operands: the tape's device memory as it is, host memory staged ----
-
-    /// `b` for a kernel: device memory as it is; host memory copied up (a placeholder element when empty).
-    fn up<E: Elem>(&self, b: Buf<E>) -> Arg<E> {
-        match b {
-            Buf::Host([]) => Arg::Staged(self.zeros(1)),
-            // The copy counts itself in `staged_bytes` (memory.rs).
-            Buf::Host(h) => {
-                let mut d = self.scratch(h.len());
-                d.copy_from(h);
-                Arg::Staged(d)
-            }
-            Buf::Dev(d) => Arg::Dev(d.ptr),
-        }
-    }
-
-    /// `up` of an optional view (a placeholder element when absent).
-    fn up_opt<E: Elem>(&self, b: Option<Buf<E>>) -> Arg<E> {
-        self.up(b.unwrap_or(Buf::Host(&[])))
-    }
-
-    /// Where a kernel writes `b` whole: device memory as it is, else a device buffer that `down` copies back.
-    fn out<E: Elem>(&self, b: &BufMut<E>) -> Arg<E> {
-        match b {
-            BufMut::Host(h) => Arg::Staged(self.zeros(h.len())),
-            BufMut::Dev(d) => Arg::Dev(d.ptr),
-        }
-    }
-
-    /// What a kernel updates in place (adds to): `up` of `b`'s current contents.
-    fn inout<E: Elem>(&self, b: &BufMut<E>) -> Arg<E> {
-        self.up(b.as_buf())
-    }
-
-    /// Puts what a kernel wrote at `a` into `b`: nothing to do when `a` is `b`'s device memory, a copy down
-    /// for host memory (which waits for the kernels queued before), a copy on the device otherwise.
-    fn down<E: Elem>(&self, a: &Arg<E>, b: BufMut<E>) {
-        let src = self.ptr(a);
-        match b {
-            BufMut::Host(h) => {
-                self.mem.moved.fetch_add(std::mem::size_of_val(h), Ordering::Relaxed);
-                self.engine.down_from(src, h)
-            }
-            BufMut::Dev(d) => self.engine.copy_on_device(src, d.ptr, d.len * std::mem::size_of::<E>()),
-        }
-    }
-
-    /// Device memory for `len` elements (at least one) from the caching allocator, contents unspecified:
-    /// a kernel's temporary, given back when dropped.
-    fn scratch<E: Elem>(&self, len: usize) -> DevVec<E> {
-        let bytes = DevicePool::block(len.max(1) * std::mem::size_of::<E>());
-        DevVec::new(self.mem.take(bytes), len.max(1), bytes, self.mem.clone())
-    }
-
-    /// `scratch` of zeros.
-    fn zeros<E: Elem>(&self, len: usize) -> DevVec<E> {
-        let mut d = self.scratch(len);
-        d.zero();
-        d
-    }
-
-    /// Zeros `len` elements of `a` (a kernel's output it only partly writes).
-    fn zero<T: CudaFloat>(&self, a: &Arg<T>, len: usize) {
-        launch!(self, T, "fill_zero", len; self.ptr(a), len as i64);
-    }
-
-    /// The device address of an operand or temporary.
-    fn ptr<E: Elem>(&self, d: &impl Addr<E>) -> u64 {
-        d.addr()
-    }
-}
-
-/// A kernel's operand: memory the tape keeps on the device, or a staged device copy of host memory.
-enum Arg<E: Elem> {
-    Dev(u64),
-    Staged(DevVec<E>),
-}
-
-/// What has a device address.
-trait Addr<E: Elem> {
-    fn addr(&self) -> u64;
-}
-
-impl<E: Elem> Addr<E> for DevVec<E> {
-    fn addr(&self) -> u64 {
-        self.ptr()
-    }
-}
-
-impl<E: Elem> Addr<E> for Arg<E> {
-    fn addr(&self) -> u64 {
-        match self {
-            Arg::Dev(p) => *p,
-            Arg::Staged(d) => d.ptr(),
-        }
-    }
 }
 
 impl<T: CudaFloat> Backend<T> for Cuda {
@@ -273,10 +179,7 @@ impl<T: CudaFloat> Backend<T> for Cuda {
         let n = y.len();
         let dy = self.inout(&y);
         let db = self.up_opt(bias);
-        let dz = match &keep_z {
-            Some(z) => self.out(z),
-            None => Arg::Staged(self.zeros::<T>(1)),
-        };
+        let dz = self.out_opt(&keep_z);
         let (op, p) = act_code(act);
         let (has_b, keep) = (bias.is_some() as i32, keep_z.is_some() as i32);
         launch!(self, T, "bias_act", n; self.ptr(&dy), n as i64, cols.max(1) as i64, self.ptr(&db), has_b, op, p, self.ptr(&dz), keep);
@@ -309,10 +212,7 @@ impl<T: CudaFloat> Backend<T> for Cuda {
         let (dxw, dzh, db) = (self.up(a.xw), self.up(a.zh), self.up_opt(a.b_rec));
         let (dm, dhp, dcp) = (self.up_opt(a.mask), self.up(a.h_prev), self.up_opt(a.c_prev));
         let dh = self.out(&out.h);
-        let dc = match &out.c {
-            Some(c) => self.out(c),
-            None => Arg::Staged(self.zeros::<T>(1)),
-        };
+        let dc = self.out_opt(&out.c);
         // A masked row's saved values are left as they were, as on the CPU.
         let ds = self.inout(&out.saved);
         let dims = (n as i64, steps as i64, units as i64, t as i64);
@@ -330,10 +230,7 @@ impl<T: CudaFloat> Backend<T> for Cuda {
         let (dsv, dm, dhp) = (self.up(g.saved), self.up_opt(g.mask), self.up(g.h_prev));
         let (dhn, dcp) = (self.up(g.h), self.up_opt(g.c_prev));
         let ddh = self.inout(&g.dh);
-        let ddc = match &g.dc {
-            Some(c) => self.inout(c),
-            None => Arg::Staged(self.zeros::<T>(1)),
-        };
+        let ddc = self.inout_opt(&g.dc);
         let (ddzx, ddzh) = (self.inout(&g.dzx), self.out(&g.dzh));
         let dims = (n as i64, steps as i64, units as i64, t as i64);
         launch!(self, T, "rnn_step_backward", n * units; cell_code(cell), dims.0, dims.1, dims.2, dims.3, self.ptr(&dsv), self.ptr(&dm), g.mask.is_some() as i32, self.ptr(&dhp), self.ptr(&dhn), self.ptr(&dcp), self.ptr(&ddh), self.ptr(&ddc), self.ptr(&ddzx), self.ptr(&ddzh));
@@ -481,10 +378,7 @@ impl<T: CudaFloat> Backend<T> for Cuda {
     ) {
         self.count("reduce");
         let (dx, dy) = (self.up(x), self.out(&y));
-        let darg = match &arg {
-            Some(a) => self.out(a),
-            None => Arg::Staged(self.zeros::<u32>(1)),
-        };
+        let darg = self.out_opt(&arg);
         let code = match op {
             ReduceOp::Sum => 0,
             ReduceOp::Mean => 1,
@@ -528,10 +422,7 @@ impl<T: CudaFloat> Backend<T> for Cuda {
     ) -> T {
         self.count("loss");
         let (dx, dt, dl, dw) = (self.up(x), self.up_opt(t), self.up_opt(labels), self.up_opt(w));
-        let dp = match &probs {
-            Some(p) => self.out(p),
-            None => Arg::Staged(self.zeros::<T>(1)),
-        };
+        let dp = self.out_opt(&probs);
         let drow = self.zeros::<T>(n);
         launch!(self, T, "loss", n; loss_code(kind), self.ptr(&dx), self.ptr(&dt), self.ptr(&dl), self.ptr(&dw), w.is_some() as i32, n as i64, c as i64, self.ptr(&dp), self.ptr(&drow));
         if let Some(p) = probs {
@@ -774,7 +665,7 @@ impl<T: CudaFloat> Backend<T> for Cuda {
     ) {
         self.count("conv2d_backward");
         let f = w.len() / g.patch();
-        let (dx, dw, dy, dgy, ddwb) = (self.up(x), self.up(w), self.up(y), self.up(gy), self.inout(&dwb));
+        let (dx, dw, dy, dgy) = (self.up(x), self.up(w), self.up(y), self.up(gy));
         let need_z = act.is_some_and(|a| a.needs_input());
         let cols = (need_w_b.0 || need_z).then(|| self.dev_im2col::<T>(g, self.ptr(&dx)));
         // dz = dy ⊙ act'(z), z recomputed from the patches when the derivative needs it.
@@ -795,22 +686,7 @@ impl<T: CudaFloat> Backend<T> for Cuda {
             }
         };
         let pdz = dz.as_ref().map_or(self.ptr(&dgy), |d| self.ptr(d));
-        let dgx = gx.as_ref().map(|h| self.inout(h));
-        let pcols = cols.as_ref().map(|c| self.ptr(c));
-        self.dev_conv_grads::<T>(
-            g,
-            f,
-            pdz,
-            pcols,
-            self.ptr(&dw),
-            self.ptr(&ddwb),
-            need_w_b,
-            dgx.as_ref().map(|d| self.ptr(d)),
-        );
-        if let (Some(gx), Some(dgx)) = (gx, dgx) {
-            self.down(&dgx, gx);
-        }
-        self.down(&ddwb, dwb);
+        self.conv_grads_into::<T>(g, f, pdz, cols.as_ref(), self.ptr(&dw), need_w_b, gx, dwb);
     }
 
     fn conv2d_max_pool(
@@ -844,10 +720,7 @@ impl<T: CudaFloat> Backend<T> for Cuda {
         });
         let pa = a.as_ref().map_or(self.ptr(&z), |a| self.ptr(a));
         let (dy, darg) = (self.out(&y), self.out(&arg));
-        let dzs = match &zs {
-            Some(z) => self.out(z),
-            None => Arg::Staged(self.zeros::<T>(1)),
-        };
+        let dzs = self.out_opt(&zs);
         launch!(self, T, "conv_max_pool", y.len(); Win::from(g), f as i64, ph as i64, pw as i64, pa, self.ptr(&z), self.ptr(&dy), self.ptr(&darg), self.ptr(&dzs), zs.is_some() as i32);
         if let Some(zs) = zs {
             self.down(&dzs, zs);
@@ -878,27 +751,12 @@ impl<T: CudaFloat> Backend<T> for Cuda {
         let needs_input = act.is_some_and(|a| a.needs_input());
         let (dx, dw, dy, dgy) = (self.up(x), self.up(w), self.up(y), self.up(gy));
         let dzs = self.up(if needs_input { zs } else { Buf::Host(&[]) });
-        let (darg, ddwb) = (self.up(arg), self.inout(&dwb));
+        let darg = self.up(arg);
         let dz = self.zeros::<T>(g.rows() * f);
         let (op, p) = act_code(act);
         launch!(self, T, "conv_max_pool_dz", y.len(); op, p, self.ptr(&dgy), self.ptr(&dy), self.ptr(&dzs), self.ptr(&darg), y.len() as i64, needs_input as i32, self.ptr(&dz));
         let cols = need_w_b.0.then(|| self.dev_im2col::<T>(g, self.ptr(&dx)));
-        let dgx = gx.as_ref().map(|h| self.inout(h));
-        let pcols = cols.as_ref().map(|c| self.ptr(c));
-        self.dev_conv_grads::<T>(
-            g,
-            f,
-            self.ptr(&dz),
-            pcols,
-            self.ptr(&dw),
-            self.ptr(&ddwb),
-            need_w_b,
-            dgx.as_ref().map(|d| self.ptr(d)),
-        );
-        if let (Some(gx), Some(dgx)) = (gx, dgx) {
-            self.down(&dgx, gx);
-        }
-        self.down(&ddwb, dwb);
+        self.conv_grads_into::<T>(g, f, self.ptr(&dz), cols.as_ref(), self.ptr(&dw), need_w_b, gx, dwb);
     }
 
     fn matmul_q(&self, w: &QMatrix, x: Buf<T>, n: usize, y: BufMut<T>) -> Result<()> {
