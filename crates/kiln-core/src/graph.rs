@@ -360,14 +360,8 @@ impl<T: Float> Graph<T> {
             self.param_dev.resize_with(p.0 + 1, || None);
         }
         // The backend's memory tags the store's copy: another backend reading the store makes its own.
-        let backend = &self.backend;
-        self.param_dev[p.0] = backend.memory_id().and_then(|key| {
-            self.params.on_device(p, key, |param| {
-                let mut d = backend.alloc(param.value.len()).filter(|_| !param.value.is_empty())?;
-                d.copy_from(&param.value);
-                Some(d)
-            })
-        });
+        let copy = self.backend.memory_id().and_then(|key| self.params.on_device(p, key, |w| self.upload(&w.value)));
+        self.param_dev[p.0] = copy;
         let param = self.params.get(p);
         // Only the store's owner keeps gradients (an attached inference tape has none).
         let (shape, trainable) = (param.shape, param.trainable && p.0 < self.param_grads.len());
@@ -380,8 +374,11 @@ impl<T: Float> Graph<T> {
         if data.len() != shape.numel() {
             return Err(Error::Shape(format!("input: {} values given for shape {shape}", data.len())));
         }
-        let v = self.pool.copied(data);
-        let v = self.put_on_backend(v);
+        // Straight from `data` to the backend's memory when it has some (no host copy on the way).
+        let v: Mem<T> = match self.upload(data) {
+            Some(d) => d.into(),
+            None => self.pool.copied(data).into(),
+        };
         Ok(self.push(Op::Leaf, shape, v, false))
     }
 
@@ -436,14 +433,20 @@ impl<T: Float> Graph<T> {
     /// `v` where the backend computes: copied into its own memory when it has some (and `v` goes back to
     /// the pool), else `v` itself.
     pub(crate) fn put_on_backend(&mut self, v: Vec<T>) -> Mem<T> {
-        match self.backend.alloc(v.len()) {
-            Some(mut d) if !v.is_empty() => {
-                d.copy_from(&v);
+        match self.upload(&v) {
+            Some(d) => {
                 self.pool.put(v);
                 d.into()
             }
-            _ => v.into(),
+            None => v.into(),
         }
+    }
+
+    /// A copy of `data` in the backend's memory; None when it has none of its own (or `data` is empty).
+    fn upload(&self, data: &[T]) -> Option<DevVec<T>> {
+        let mut d = self.backend.alloc(data.len()).filter(|_| !data.is_empty())?;
+        d.copy_from(data);
+        Some(d)
     }
 
     /// `out` for indices.
