@@ -27,8 +27,8 @@ pub(crate) struct Scratch {
     pub(crate) augment: Vec<f32>,
     pub(crate) trainable: Vec<bool>,
     pub(crate) flows: Flows,
-    /// Every rank's trainable gradients, one after another, for one sum (data-parallel training).
-    pub(crate) flat: Vec<f32>,
+    /// The buffers of the gradients' sums over the ranks (data-parallel training).
+    pub(crate) sums: crate::dist::GradSums,
     /// Whether any rank's stop flag was up when the last step's sums were taken.
     pub(crate) stop_all: bool,
 }
@@ -264,7 +264,8 @@ impl Sequential {
 /// `share`, the gradients and the loss are first summed over the ranks, each rank's weighted by its share
 /// of the global batch (n / global: its gradients are means over its n samples), so every rank steps as
 /// one process would on the whole batch, and clipping sees the global gradients. The sums also carry each
-/// rank's stop flag (`Scratch::stop_all`), so that all stop after the same step. `n` may be 0: a rank with
+/// rank's stop flag (`Scratch::stop_all`), so that all stop after the same step; an embedding table whose
+/// batch used few rows is summed as those rows (`dist::GradSums`). `n` may be 0: a rank with
 /// no samples in a short last batch still takes part in the sums. Returns the (global) batch loss.
 pub(crate) fn apply_step(
     g: &mut Graph<f32>,
@@ -277,27 +278,10 @@ pub(crate) fn apply_step(
 ) -> Result<f64> {
     let mut loss = loss;
     if let Some(s) = share {
-        let w = n as f32 / s.global as f32;
         let (params, grads) = g.params_and_grads_mut();
-        let flat = &mut scratch.flat;
-        flat.clear();
-        for (p, grad) in params.iter().zip(grads.iter()) {
-            if p.trainable {
-                flat.extend(grad.iter().map(|v| v * w));
-            }
-        }
-        s.peers.sum_f32(flat)?;
-        let mut at = 0;
-        for (p, grad) in params.iter().zip(grads.iter_mut()) {
-            if p.trainable {
-                let len = grad.len();
-                grad.copy_from_slice(&flat[at..at + len]);
-                at += len;
-            }
-        }
         let stop = crate::train::stop_flag().load(std::sync::atomic::Ordering::SeqCst);
         let mut small = [loss * n as f64, f64::from(u8::from(stop))];
-        s.peers.sum_f64(&mut small)?;
+        scratch.sums.sum(s.peers, params, grads, n as f32 / s.global as f32, &mut small)?;
         loss = small[0] / s.global as f64;
         scratch.stop_all = small[1] > 0.0;
     }

@@ -139,6 +139,35 @@ fn two_ranks_train_as_one_process_on_the_same_global_batch() {
     }
 }
 
+/// A text column embedded (a table of 600 words and more, 8 values a word): a step's 16 reviews of 4 words use
+/// at most 64 of its rows, so the ranks send those rows (ids and values, gathered) instead of summing the
+/// whole table, and the run still equals one process's.
+#[cfg(feature = "mpi")]
+#[test]
+fn two_ranks_gather_an_embedding_tables_rows_and_train_as_one_process() {
+    if !has_mpirun() {
+        return;
+    }
+    let t = Tmp::new("mpi-rows");
+    let mut csv = String::from("a,t,y\n");
+    for i in 0..120usize {
+        let words: Vec<String> = (0..4).map(|k| format!("w{}", (i * 5 + k * 151) % 600)).collect();
+        let y = if (i * 5) % 600 < 300 { "p" } else { "q" };
+        csv += &format!("{:.3},{},{y}\n", (i * 37 % 101) as f64 / 101.0, words.join(" "));
+    }
+    std::fs::write(t.path("t.csv"), csv).unwrap();
+    let cfg = "[data]\npath = \"t.csv\"\ntarget = \"y\"\ntest_rows = 20\n[data.columns]\nt = \"text\"\n\
+               [data.prepare.text]\ndim = 8\nlength = 4\nmin_freq = 1\n[model]\nhidden = [8]\ndropout = 0.0\n\
+               [train]\nepochs = 3\nbatch_size = 16\nvalidation_split = 0.2\n";
+    std::fs::write(t.path("c.toml"), cfg).unwrap();
+    let (one, two) = (t.s("one"), t.s("two"));
+    ok(&one_process(&["train", &t.s("c.toml"), "--run-dir", &one, "--quiet"]), "one process");
+    ok(&mpirun(&["train", &t.s("c.toml"), "--run-dir", &two, "--quiet"]), "mpirun -np 2");
+    let table = Sequential::load(Path::new(&one).join("model.safetensors")).unwrap().get_weights()[0].len();
+    assert!(table >= 256 * 8, "the embedding table has {table} values: too few rows to be gathered");
+    assert_same_run(Path::new(&one), Path::new(&two), 3);
+}
+
 /// Stopped after 2 epochs and resumed under mpirun to 5, the run ends as one process's 5 epochs.
 #[cfg(feature = "mpi")]
 #[test]

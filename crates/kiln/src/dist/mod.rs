@@ -3,12 +3,18 @@
 //! process would take on the whole batch, and the weights stay equal on every rank without being sent.
 //!
 //! `Collective` is the seam: the sums a step needs. kiln ships one over MPI (`Mpi`, feature `mpi`), which
-//! `from_env` starts when `mpirun` launched the process. The gradients go in one call per step, as one flat
-//! buffer: kiln's gradients are dense (embeddings' too), and on these 2-core machines every core is busy
-//! with the backward pass, so a reduction overlapped with it would have no core of its own to run on.
+//! `from_env` starts when `mpirun` launched the process. The dense gradients go in one call per step, as one
+//! flat buffer: on these 2-core machines every core is busy with the backward pass, so a reduction overlapped
+//! with it would have no core of its own to run on. An embedding table's gradient, whose rows a batch
+//! mostly leaves at zero, goes as the rows it has (ids and values, gathered from every rank) when that is
+//! fewer bytes than the table: the reviews bag's 12.8 MB table is 0.9 MB of rows on two ranks
+//! (`kiln-bench --bin distcost`; `step.rs` `sum_over_ranks`).
 
+mod grads;
 #[cfg(feature = "mpi")]
 mod mpi;
+
+pub(crate) use grads::GradSums;
 
 #[cfg(feature = "mpi")]
 pub use self::mpi::Mpi;
@@ -27,6 +33,9 @@ pub trait Collective: Send + Sync + std::fmt::Debug {
     fn sum_f32(&self, buf: &mut [f32]) -> Result<()>;
     /// `sum_f32` for f64 (losses and metric sums, kept in f64 as one process keeps them).
     fn sum_f64(&self, buf: &mut [f64]) -> Result<()>;
+    /// Every rank's `mine`, one after another in rank order, into `all` (an all-gather of varying lengths):
+    /// `lens[r]` is rank r's length, the same slice on every rank.
+    fn gather_f32(&self, mine: &[f32], lens: &[usize], all: &mut Vec<f32>) -> Result<()>;
     /// Returns once every rank has called it (a sum of nothing worth sending).
     fn barrier(&self) -> Result<()> {
         self.sum_f64(&mut [0.0])

@@ -1,11 +1,12 @@
-//! `Collective` over MPI (the `mpi` crate on the system's Open MPI): `MPI_Allreduce` with MPI's own sum.
+//! `Collective` over MPI (the `mpi` crate on the system's Open MPI): `MPI_Allreduce` with MPI's own sum, and
+//! `MPI_Allgatherv` for an embedding table's rows.
 //! Started with `MPI_THREAD_SERIALIZED`, since `fit` runs on a thread of kiln's pool, not the main thread;
 //! a lock makes the calls one at a time.
 
 use super::Collective;
 use kiln_core::{Error, Result};
 use mpi::collective::SystemOperation;
-use mpi::datatype::Equivalence;
+use mpi::datatype::{Equivalence, PartitionMut};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::CommunicatorCollectives;
@@ -71,6 +72,21 @@ impl Collective for Mpi {
 
     fn sum_f64(&self, buf: &mut [f64]) -> Result<()> {
         sum_through(buf, &mut self.recv.lock().unwrap_or_else(|p| p.into_inner()).1);
+        Ok(())
+    }
+
+    fn gather_f32(&self, mine: &[f32], lens: &[usize], all: &mut Vec<f32>) -> Result<()> {
+        let count = |n: usize| {
+            mpi::Count::try_from(n).map_err(|_| Error::Config(format!("{n} values are too many for one MPI message")))
+        };
+        let counts = lens.iter().map(|&n| count(n)).collect::<Result<Vec<_>>>()?;
+        let displs = lens.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).map(count);
+        let displs = displs.collect::<Result<Vec<_>>>()?;
+        all.clear();
+        all.resize(lens.iter().sum(), 0.0);
+        let _one_at_a_time = self.recv.lock().unwrap_or_else(|p| p.into_inner());
+        let mut parts = PartitionMut::new(&mut all[..], counts, &displs[..]);
+        SimpleCommunicator::world().all_gather_varcount_into(mine, &mut parts);
         Ok(())
     }
 
