@@ -6,7 +6,11 @@
 //!
 //! With a backend that has its own memory (CUDA), the ops that run there keep their outputs and gradients
 //! in it (`tape_mem.rs`), and each parameter is copied to it once per change (`use_param`), so a training
-//! step moves only its inputs, the parameters' gradients (for the optimizer, on the host) and the loss.
+//! step moves only its inputs, the parameters' gradients (for the optimizer, on the host) and the loss; or,
+//! with the optimizer's step taken there (`update_on_backend`, graph/update.rs), its inputs, the parameters
+//! coming down and the loss.
+
+mod update;
 
 use crate::backend::{Backend, Buf, BufMut, Cpu, DevVec};
 use crate::ops::{BinaryOp, Conv2dArgs, LossKind, PoolArgs, ReduceOp, RnnArgs, UnaryOp, backward_node};

@@ -203,6 +203,27 @@ impl<T: Float> ParamStore<T> {
         Some(d)
     }
 
+    /// Parameter `p` and its copy in the backend memory identified by `backend`, both writable, for an
+    /// optimizer step taken there (`Graph::update_on_backend`), which writes both. The copy is made by `make`
+    /// when there is none for that memory, and made afresh when a tape still holds the old one; the layout
+    /// `prepacked` made from the old values is forgotten. None when `make` gives none.
+    pub(crate) fn with_device_mut(
+        &mut self,
+        p: ParamId,
+        backend: usize,
+        make: impl FnOnce(&Param<T>) -> Option<DevVec<T>>,
+    ) -> Option<(&mut Param<T>, &mut DevVec<T>)> {
+        self.prepacked.forget(p.0);
+        let slot = self.device.0[p.0].get_mut().unwrap_or_else(|e| e.into_inner());
+        let reuse =
+            matches!(slot, Some((b, d)) if *b == backend && Arc::strong_count(d) == 1 && Arc::weak_count(d) == 0);
+        if !reuse {
+            *slot = Some((backend, Arc::new(make(&self.params[p.0])?)));
+        }
+        let d = slot.as_mut().and_then(|(_, d)| Arc::get_mut(d))?;
+        Some((&mut self.params[p.0], d))
+    }
+
     /// The parameter called `name`, if any.
     pub fn id(&self, name: &str) -> Option<ParamId> {
         self.by_name.get(name).map(|&i| ParamId(i))

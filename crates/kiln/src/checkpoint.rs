@@ -54,11 +54,11 @@ impl Sequential {
     pub fn save_checkpoint(&self, path: impl AsRef<Path>, progress: &Progress) -> Result<()> {
         let path = path.as_ref();
         let names: Vec<String> = self.graph.params().iter().map(|p| p.name.clone()).collect();
+        let state = self.compiled.as_ref().map(|(_, opt)| opt.state());
         let mut extra: Vec<(String, &[f32])> = Vec::new();
-        if let Some((_, opt)) = &self.compiled {
-            let (s1, s2, _) = opt.state();
+        if let Some((s1, s2, _)) = &state {
             for (slot, vals) in [("slot1", s1), ("slot2", s2)] {
-                for (name, v) in names.iter().zip(vals) {
+                for (name, v) in names.iter().zip(vals.iter()) {
                     extra.push((format!("optimizer.{slot}.{name}"), v));
                 }
             }

@@ -1,7 +1,11 @@
 //! Optimizers with Keras's update rules and defaults. Each step touches every parameter once, in one loop.
+//! On a backend that keeps the parameters in its own memory (a GPU), SGD, Adam and AdamW take their step
+//! there instead (`Optimizer::step_on_backend`, the same formulas as kernels), with their slots kept there.
 
-use kiln_core::{Error, Param, Result};
+use kiln_core::backend::{DeviceSlots, Update};
+use kiln_core::{Error, Graph, Param, Result};
 use serde::{Deserialize, Deserializer, Serialize};
+use std::borrow::Cow;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -129,6 +133,16 @@ impl AdamW {
     pub fn new(learning_rate: f32, weight_decay: f32) -> Self {
         AdamW { learning_rate, weight_decay, ..Default::default() }
     }
+    /// Adam with these rates: AdamW's step after its weight decay.
+    fn as_adam(&self) -> Adam {
+        Adam {
+            learning_rate: self.learning_rate,
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            lazy: false,
+        }
+    }
 }
 impl Adagrad {
     pub fn new(learning_rate: f32) -> Self {
@@ -253,12 +267,15 @@ pub struct Optimizer {
     pub config: OptimizerConfig,
     slot1: Vec<Vec<f32>>,
     slot2: Vec<Vec<f32>>,
+    /// The slots in a backend's memory while steps are taken there (`step_on_backend`); when not empty, they
+    /// hold the state and `slot1`/`slot2` are what they were before.
+    device: DeviceSlots<f32>,
     t: u64,
 }
 
 impl Optimizer {
     pub fn new(config: OptimizerConfig) -> Self {
-        Optimizer { config, slot1: Vec::new(), slot2: Vec::new(), t: 0 }
+        Optimizer { config, slot1: Vec::new(), slot2: Vec::new(), device: Vec::new(), t: 0 }
     }
 
     /// Steps taken so far.
@@ -267,22 +284,77 @@ impl Optimizer {
     }
 
     /// The per-parameter state (two slots per parameter, empty before the first step) and the step count,
-    /// for checkpoints.
-    pub fn state(&self) -> (&[Vec<f32>], &[Vec<f32>], u64) {
-        (&self.slot1, &self.slot2, self.t)
+    /// for checkpoints. Copied from the backend's memory when steps are taken there.
+    #[allow(clippy::type_complexity)]
+    pub fn state(&self) -> (Cow<'_, [Vec<f32>]>, Cow<'_, [Vec<f32>]>, u64) {
+        if self.device.is_empty() {
+            return (Cow::Borrowed(&self.slot1), Cow::Borrowed(&self.slot2), self.t);
+        }
+        let (mut s1, mut s2) = (self.slot1.clone(), self.slot2.clone());
+        for ((d, a), b) in self.device.iter().zip(&mut s1).zip(&mut s2) {
+            if let Some([d1, d2]) = d {
+                d1.copy_to(a);
+                d2.copy_to(b);
+            }
+        }
+        (Cow::Owned(s1), Cow::Owned(s2), self.t)
     }
 
     /// Restores what `state` returned.
     pub fn set_state(&mut self, slot1: Vec<Vec<f32>>, slot2: Vec<Vec<f32>>, t: u64) {
         (self.slot1, self.slot2, self.t) = (slot1, slot2, t);
+        self.device.clear();
     }
 
-    /// Updates every trainable parameter from its gradient.
-    pub fn step(&mut self, params: &mut [Param<f32>], grads: &mut [Vec<f32>]) {
+    /// Host slots for every parameter, made at the first step (zeros, or Adagrad's starting value).
+    fn make_slots(&mut self, params: &[Param<f32>]) {
         if self.slot1.len() != params.len() {
             let start = self.config.slot_start();
             self.slot1 = params.iter().map(|p| vec![start; if p.trainable { p.value.len() } else { 0 }]).collect();
             self.slot2 = params.iter().map(|p| vec![0.0; if p.trainable { p.value.len() } else { 0 }]).collect();
+        }
+    }
+
+    /// The step on the backend of `g`, where it keeps the parameters in its own memory and has this
+    /// optimizer's kernel (SGD, Adam and AdamW, not lazy; `Graph::update_on_backend`): no gradient comes down
+    /// and no parameter goes up. The gradients are zero afterwards. False, with nothing changed, where the
+    /// step is the host's (`step`): the CPU, or another optimizer.
+    pub fn step_on_backend(&mut self, g: &mut Graph<f32>) -> bool {
+        let t = self.t + 1;
+        let adam = |o: &Adam, decay: f32| {
+            let (alpha, c1, c2) = adam_rates(o, t);
+            Update::Adam {
+                alpha: alpha as f64,
+                c1: c1 as f64,
+                c2: c2 as f64,
+                eps: o.epsilon as f64,
+                decay: decay as f64,
+            }
+        };
+        let u = match &self.config {
+            OptimizerConfig::Sgd(o) => {
+                Update::Sgd { lr: o.learning_rate as f64, momentum: o.momentum as f64, nesterov: o.nesterov }
+            }
+            OptimizerConfig::Adam(o) if !o.lazy => adam(o, 1.0),
+            OptimizerConfig::Adamw(o) => adam(&o.as_adam(), 1.0 - o.learning_rate * o.weight_decay),
+            _ => return false,
+        };
+        self.make_slots(g.params());
+        if !g.update_on_backend(u, &mut self.device, (&self.slot1, &self.slot2)) {
+            return false;
+        }
+        self.t = t;
+        true
+    }
+
+    /// Updates every trainable parameter from its gradient.
+    pub fn step(&mut self, params: &mut [Param<f32>], grads: &mut [Vec<f32>]) {
+        self.make_slots(params);
+        if !self.device.is_empty() {
+            // The state comes back from the backend's memory first (steps were taken there until now).
+            let (s1, s2, _) = self.state();
+            (self.slot1, self.slot2) = (s1.into_owned(), s2.into_owned());
+            self.device.clear();
         }
         self.t += 1;
         let t = self.t;
@@ -297,14 +369,7 @@ impl Optimizer {
                 OptimizerConfig::Adamw(o) => {
                     let decay = 1.0 - o.learning_rate * o.weight_decay;
                     w.iter_mut().for_each(|w| *w *= decay);
-                    let a = Adam {
-                        learning_rate: o.learning_rate,
-                        beta_1: o.beta_1,
-                        beta_2: o.beta_2,
-                        epsilon: o.epsilon,
-                        lazy: false,
-                    };
-                    adam(&a, t, w, g, s1, s2)
+                    adam(&o.as_adam(), t, w, g, s1, s2)
                 }
                 OptimizerConfig::Rmsprop(o) => rmsprop(o, w, g, s1, s2),
                 OptimizerConfig::Adagrad(o) => adagrad(o, w, g, s1),
@@ -324,10 +389,10 @@ impl Optimizer {
 }
 
 /// One optimizer update over (weights, gradients, first slot, second slot).
-type Update<'a> = dyn Fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) + Sync + 'a;
+type HostUpdate<'a> = dyn Fn(&mut [f32], &mut [f32], &mut [f32], &mut [f32]) + Sync + 'a;
 
 /// Runs `f` on `parts` aligned pieces of four equally long buffers, in parallel, cut at multiples of `align`.
-fn split4(w: &mut [f32], g: &mut [f32], s1: &mut [f32], s2: &mut [f32], parts: usize, align: usize, f: &Update) {
+fn split4(w: &mut [f32], g: &mut [f32], s1: &mut [f32], s2: &mut [f32], parts: usize, align: usize, f: &HostUpdate) {
     let mid = w.len() * (parts / 2) / parts.max(1) / align * align;
     if parts <= 1 || mid == 0 {
         f(w, g, s1, s2);

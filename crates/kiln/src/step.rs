@@ -292,10 +292,15 @@ pub(crate) fn apply_step(
             opt.iterations() + 1
         )));
     }
-    let (params, grads) = g.params_and_grads_mut();
     if let Some(s) = &config.schedule {
         opt.config.set_learning_rate(s.at(config.optimizer.learning_rate(), opt.iterations()));
     }
+    // On a GPU the step is taken there, where the gradients are (clipping and the sums over ranks read
+    // them on the host).
+    if share.is_none() && config.clip.is_none() && opt.step_on_backend(g) {
+        return Ok(loss);
+    }
+    let (params, grads) = g.params_and_grads_mut();
     if !config.clip.is_none() {
         let trainable: &mut Vec<bool> = &mut scratch.trainable;
         trainable.clear();

@@ -44,6 +44,23 @@ pub fn matmul_on_this_thread(
     gemm_serial(m, n, k, dst, Mat { data: a.0, rs: a.1, cs: a.2 }, Mat { data: b.0, rs: b.1, cs: b.2 }, accumulate)
 }
 
+/// One optimizer step on one parameter, as kiln's optimizers (kiln/src/optim.rs, Keras's rules) take it on
+/// the host, for a backend that keeps parameters in its own memory to take where they are
+/// ([`Backend::update`], `Graph::update_on_backend`). The rates are the step's, computed on the host.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Update {
+    /// SGD: w −= lr·g; with momentum μ (slot 1 holds the velocity v): v = μv − lr·g, then w += v, or with
+    /// Nesterov w += μv − lr·g. Moments below f32's normal range flush to zero, as on the host.
+    Sgd { lr: f64, momentum: f64, nesterov: bool },
+    /// Adam: w *= decay (AdamW's weight decay; 1 for Adam), then m += (g − m)·c1, v += (g² − v)·c2 (slots 1
+    /// and 2), w −= alpha·m / (√v + eps), with alpha the step's bias-corrected rate and c1, c2 = 1 − β₁, 1 − β₂.
+    Adam { alpha: f64, c1: f64, c2: f64, eps: f64, decay: f64 },
+}
+
+/// An optimizer's two slots per parameter in a backend's own memory (`Graph::update_on_backend`); None for a
+/// parameter without them (not trainable).
+pub type DeviceSlots<T> = Vec<Option<[DevVec<T>; 2]>>;
+
 /// A weight matrix laid out once for a backend's products ([`Backend::prepack`]): the CPU's holds its matrix
 /// kernel's packed panels. The parameter store keeps one beside a parameter for inference tapes
 /// (`ParamStore::prepacked`) and drops it when the parameter changes.
@@ -560,6 +577,16 @@ pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
         need_w_b: (bool, bool),
         ws: &mut Workspace<T>,
     );
+
+    // ---- optimizer steps ----
+
+    /// Applies `u` to the parameter `w` in place, from its gradient `g` and the optimizer's two slots `s1`,
+    /// `s2` (as long as `w`; updated in place). Returns false, touching nothing, when the backend leaves
+    /// optimizers to the host: the default, and the CPU's, where kiln's optimizers run on the parameters
+    /// directly.
+    fn update(&self, _u: Update, _w: BufMut<T>, _g: Buf<T>, _s1: BufMut<T>, _s2: BufMut<T>) -> bool {
+        false
+    }
 
     // ---- quantized weights ----
 

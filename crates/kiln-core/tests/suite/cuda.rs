@@ -10,6 +10,7 @@
 //! and every gradient agree with the CPU's.
 
 use super::backend::{cases, inputs, run};
+use kiln_core::backend::Update;
 use kiln_core::backend::cuda::{Cuda, compile_kernels};
 use kiln_core::testing::check_gradients_on;
 use kiln_core::{Graph, Padding, Rng, UnaryOp};
@@ -107,15 +108,21 @@ fn causal_attention_with_dropout_matches_the_cpu() {
 #[test]
 fn a_training_step_keeps_its_tape_on_the_device() {
     for cuda in engines("a_training_step_keeps_its_tape_on_the_device") {
-        tape_on_the_device(&cuda);
+        let on_host = tape_on_the_device(&cuda, false);
+        let on_device = tape_on_the_device(&cuda, true);
+        for (i, (a, b)) in on_host.iter().zip(&on_device).enumerate() {
+            let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+            assert!(worst < 1e-6, "parameter {i} after SGD on the device differs from the host's by {worst:e}");
+        }
     }
 }
 
-/// Steps of a small CNN with a host optimizer (plain SGD through `params_and_grads_mut`, as kiln's are): in a
-/// steady step, only the batch, the parameters (once each, after the update), their gradients (for the
-/// optimizer) and the loss cross between host and device; the activations and their gradients, several
-/// times larger here, stay on the device; and the caching allocator takes no new device memory.
-fn tape_on_the_device(cuda: &Arc<Cuda>) {
+/// Steps of a small CNN with plain SGD, on the host through `params_and_grads_mut` (as kiln's other optimizers
+/// are) or, `on_device`, by `update_on_backend`: in a steady step, only the batch, the parameters (once each,
+/// after the update: up from a host step, down from a device step), their gradients (down for a host step)
+/// and the loss cross between host and device; the activations and their gradients, several times larger
+/// here, stay on the device; and the caching allocator takes no new device memory. Returns the parameters.
+fn tape_on_the_device(cuda: &Arc<Cuda>, on_device: bool) -> Vec<Vec<f32>> {
     let on = cuda.device_name();
     let mut rng = Rng::new(3);
     let mut g = Graph::<f32>::new();
@@ -136,7 +143,8 @@ fn tape_on_the_device(cuda: &Arc<Cuda>) {
     let param_bytes: usize = ps.iter().map(|&p| g.param(p).value.len() * 4).sum();
     let (n, x): (usize, Vec<f32>) = (32, (0..32 * 28 * 28).map(|i| ((i * 37 % 101) as f32) / 101.0).collect());
     let labels: Vec<u32> = (0..n as u32).map(|i| i * 3 % 10).collect();
-    let step = |g: &mut Graph<f32>| -> f32 {
+    let mut slots = Vec::new();
+    let mut step = |g: &mut Graph<f32>| -> f32 {
         g.reset();
         let xv = g.input(&[n, 28, 28, 1], &x).unwrap();
         let v: Vec<_> = ps.iter().map(|&p| g.use_param(p)).collect();
@@ -149,11 +157,17 @@ fn tape_on_the_device(cuda: &Arc<Cuda>) {
         let loss = g.sparse_softmax_cross_entropy(logits, &labels).unwrap();
         g.zero_grads();
         g.backward(loss).unwrap();
+        let value = g.scalar(loss);
+        if on_device {
+            let sgd = Update::Sgd { lr: 0.05, momentum: 0.0, nesterov: false };
+            assert!(g.update_on_backend(sgd, &mut slots, (&[], &[])), "on {on}: no step on the backend");
+            return value;
+        }
         let (params, grads) = g.params_and_grads_mut();
         for (p, gr) in params.iter_mut().zip(grads.iter()) {
             p.value.iter_mut().zip(gr).for_each(|(w, d)| *w -= 0.05 * d);
         }
-        g.scalar(loss)
+        value
     };
     let first = step(&mut g);
     step(&mut g);
@@ -161,8 +175,9 @@ fn tape_on_the_device(cuda: &Arc<Cuda>) {
     let last = step(&mut g);
     let steady = cuda.staged_bytes() - staged;
     // The batch, each parameter up once and its gradient down (a bias's gradient is added to, so it goes up
-    // and down), the dropout mask, labels and per-row losses: a little over 2x the parameters plus the batch.
-    let bound = 2 * param_bytes + x.len() * 4 + 64 * 1024;
+    // and down), the dropout mask, labels and per-row losses: a little over 2x the parameters plus the batch;
+    // with the step on the device, each parameter down and no gradient.
+    let bound = if on_device { 1 } else { 2 } * param_bytes + x.len() * 4 + 64 * 1024;
     // What staging every call moved before: the pooled output and its argmax down, then up again for the
     // backward, and the output gradient (each [32, 13, 13, 32], 4 bytes an element).
     let activations = 5 * n * 13 * 13 * 32 * 4;
@@ -173,7 +188,12 @@ fn tape_on_the_device(cuda: &Arc<Cuda>) {
     );
     assert_eq!(cuda.device_bytes(), held, "on {on}: a steady step took new device memory");
     assert!(last < first, "on {on}: the loss did not fall ({first} -> {last})");
-    eprintln!("{on}: a steady step moved {steady} bytes (parameters {param_bytes}); device memory {held} bytes");
+    eprintln!(
+        "{on}, step on the {}: a steady step moved {steady} bytes (parameters {param_bytes}); device memory {held} \
+         bytes",
+        if on_device { "device" } else { "host" }
+    );
+    ps.iter().map(|&p| g.param(p).value.clone()).collect()
 }
 
 #[test]

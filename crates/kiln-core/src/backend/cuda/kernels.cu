@@ -789,3 +789,37 @@ extern "C" __global__ void K(attention_grads)(const T* q, const T* k, const T* p
 extern "C" __global__ void K(fill_zero)(T* out, long long len) {
     LOOP(i, len) out[i] = (T)0;
 }
+
+// ---- optimizer steps (backend/mod.rs: Update; kiln/src/optim.rs: sgd, adam, the host's same formulas) ----
+
+// Zero below f32's normal range, as the host's optimizers flush their moments.
+__device__ T flush_tiny(T x) { return fabs(x) < (T)1.17549435e-38 ? (T)0 : x; }
+
+// w −= lr·g; with momentum: v = μv − lr·g, w += v (Nesterov: w += μv − lr·g).
+extern "C" __global__ void K(sgd_step)(T* w, const T* g, T* v, long long len, double lr_, double mu_, int nesterov) {
+    T lr = (T)lr_, mu = (T)mu_;
+    LOOP(i, len) {
+        if (mu == (T)0) {
+            w[i] -= lr * g[i];
+            continue;
+        }
+        T vi = flush_tiny(mu * v[i] - lr * g[i]);
+        v[i] = vi;
+        w[i] += nesterov ? mu * vi - lr * g[i] : vi;
+    }
+}
+
+// w *= decay; m += (g − m)·c1; v += (g² − v)·c2; w −= alpha·m / (√v + eps).
+extern "C" __global__ void K(adam_step)(T* w, const T* g, T* m, T* v, long long len, double alpha_, double c1_,
+                                        double c2_, double eps_, double decay_) {
+    T alpha = (T)alpha_, c1 = (T)c1_, c2 = (T)c2_, eps = (T)eps_, decay = (T)decay_;
+    LOOP(i, len) {
+        T gi = g[i], wi = w[i];
+        if (decay != (T)1) wi *= decay;
+        T mi = flush_tiny(m[i] + (gi - m[i]) * c1);
+        T vi = flush_tiny(v[i] + (gi * gi - v[i]) * c2);
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = wi - alpha * mi / (sqrt(vi) + eps);
+    }
+}

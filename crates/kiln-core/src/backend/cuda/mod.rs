@@ -34,7 +34,7 @@ mod sim;
 
 pub use device::{CudaFloat, Elem, compile_kernels, kernel_source};
 
-use super::{Backend, Buf, BufMut, Cpu, DevVec, MatView, Workspace};
+use super::{Backend, Buf, BufMut, Cpu, DevVec, MatView, Update, Workspace};
 use crate::ops::{
     AttentionDims, BinaryOp, LossKind, ReduceOp, RnnDims, RnnStep, RnnStepGrad, RnnStepOut, UnaryOp, Window,
 };
@@ -757,6 +757,24 @@ impl<T: CudaFloat> Backend<T> for Cuda {
         launch!(self, T, "conv_max_pool_dz", y.len(); op, p, self.ptr(&dgy), self.ptr(&dy), self.ptr(&dzs), self.ptr(&darg), y.len() as i64, needs_input as i32, self.ptr(&dz));
         let cols = need_w_b.0.then(|| self.dev_im2col::<T>(g, self.ptr(&dx)));
         self.conv_grads_into::<T>(g, f, self.ptr(&dz), cols.as_ref(), self.ptr(&dw), need_w_b, gx, dwb);
+    }
+
+    fn update(&self, u: Update, w: BufMut<T>, g: Buf<T>, s1: BufMut<T>, s2: BufMut<T>) -> bool {
+        self.count("update");
+        let (dw, dg, d1, d2) = (self.inout(&w), self.up(g), self.inout(&s1), self.inout(&s2));
+        let len = w.len() as i64;
+        match u {
+            Update::Sgd { lr, momentum, nesterov } => {
+                launch!(self, T, "sgd_step", w.len(); self.ptr(&dw), self.ptr(&dg), self.ptr(&d1), len, lr, momentum, nesterov as i32)
+            }
+            Update::Adam { alpha, c1, c2, eps, decay } => {
+                launch!(self, T, "adam_step", w.len(); self.ptr(&dw), self.ptr(&dg), self.ptr(&d1), self.ptr(&d2), len, alpha, c1, c2, eps, decay)
+            }
+        }
+        self.down(&dw, w);
+        self.down(&d1, s1);
+        self.down(&d2, s2);
+        true
     }
 
     fn matmul_q(&self, w: &QMatrix, x: Buf<T>, n: usize, y: BufMut<T>) -> Result<()> {
