@@ -1,6 +1,6 @@
 //! Optimizers with Keras's update rules and defaults. Each step touches every parameter once, in one loop.
-//! On a backend that keeps the parameters in its own memory (a GPU), SGD, Adam and AdamW take their step
-//! there instead (`Optimizer::step_on_backend`, the same formulas as kernels), with their slots kept there.
+//! On a backend that keeps the parameters in its own memory (a GPU), each takes its step there instead
+//! (`Optimizer::step_on_backend`, the same formulas as kernels), with its slots kept there.
 
 use kiln_core::backend::{DeviceSlots, Update};
 use kiln_core::{Error, Graph, Param, Result};
@@ -268,14 +268,15 @@ pub struct Optimizer {
     slot1: Vec<Vec<f32>>,
     slot2: Vec<Vec<f32>>,
     /// The slots in a backend's memory while steps are taken there (`step_on_backend`); when not empty, they
-    /// hold the state and `slot1`/`slot2` are what they were before.
+    /// hold the state and `slot1`/`slot2` are what they were before. With the memory's id (`memory_id`).
     device: DeviceSlots<f32>,
+    device_memory: Option<usize>,
     t: u64,
 }
 
 impl Optimizer {
     pub fn new(config: OptimizerConfig) -> Self {
-        Optimizer { config, slot1: Vec::new(), slot2: Vec::new(), device: Vec::new(), t: 0 }
+        Optimizer { config, slot1: Vec::new(), slot2: Vec::new(), device: Vec::new(), device_memory: None, t: 0 }
     }
 
     /// Steps taken so far.
@@ -306,6 +307,16 @@ impl Optimizer {
         self.device.clear();
     }
 
+    /// Brings slots kept in a backend's memory back to `slot1`/`slot2` (and lets go of them there).
+    fn slots_to_host(&mut self) {
+        if !self.device.is_empty() {
+            let (s1, s2, _) = self.state();
+            (self.slot1, self.slot2) = (s1.into_owned(), s2.into_owned());
+            self.device.clear();
+        }
+        self.device_memory = None;
+    }
+
     /// Host slots for every parameter, made at the first step (zeros, or Adagrad's starting value).
     fn make_slots(&mut self, params: &[Param<f32>]) {
         if self.slot1.len() != params.len() {
@@ -315,32 +326,49 @@ impl Optimizer {
         }
     }
 
-    /// The step on the backend of `g`, where it keeps the parameters in its own memory and has this
-    /// optimizer's kernel (SGD, Adam and AdamW, not lazy; `Graph::update_on_backend`): no gradient comes down
-    /// and no parameter goes up. The gradients are zero afterwards. False, with nothing changed, where the
-    /// step is the host's (`step`): the CPU, or another optimizer.
+    /// The step on the backend of `g`, where it keeps the parameters in its own memory
+    /// (`Graph::update_on_backend`, every optimizer has its kernel): no gradient comes down and no parameter
+    /// goes up. The gradients are zero afterwards. False, with nothing changed, where the step is the host's
+    /// (`step`): the CPU.
     pub fn step_on_backend(&mut self, g: &mut Graph<f32>) -> bool {
+        let Some(memory) = g.backend().memory_id() else {
+            return false;
+        };
+        self.make_slots(g.params());
+        if self.device_memory != Some(memory) {
+            // Slots in another backend's memory (the model moved) come back to the host first.
+            self.slots_to_host();
+            self.device_memory = Some(memory);
+        }
         let t = self.t + 1;
         let adam = |o: &Adam, decay: f32| {
             let (alpha, c1, c2) = adam_rates(o, t);
-            Update::Adam {
-                alpha: alpha as f64,
-                c1: c1 as f64,
-                c2: c2 as f64,
-                eps: o.epsilon as f64,
-                decay: decay as f64,
-            }
+            let (alpha, c1, c2, eps) = (alpha as f64, c1 as f64, c2 as f64, o.epsilon as f64);
+            Update::Adam { alpha, c1, c2, eps, decay: decay as f64 }
         };
-        let u = match &self.config {
+        let config = &self.config;
+        let u = |p: &Param<f32>| match config {
             OptimizerConfig::Sgd(o) => {
                 Update::Sgd { lr: o.learning_rate as f64, momentum: o.momentum as f64, nesterov: o.nesterov }
             }
-            OptimizerConfig::Adam(o) if !o.lazy => adam(o, 1.0),
+            OptimizerConfig::Adam(o) if o.lazy && p.shape.rank() == 2 => match adam(o, 1.0) {
+                Update::Adam { alpha, c1, c2, eps, .. } => {
+                    Update::AdamRows { alpha, c1, c2, eps, cols: p.shape.dim(1).max(1) }
+                }
+                other => other,
+            },
+            OptimizerConfig::Adam(o) => adam(o, 1.0),
             OptimizerConfig::Adamw(o) => adam(&o.as_adam(), 1.0 - o.learning_rate * o.weight_decay),
-            _ => return false,
+            OptimizerConfig::Rmsprop(o) => Update::RmsProp {
+                lr: o.learning_rate as f64,
+                rho: o.rho as f64,
+                one_minus_rho: (1.0 - o.rho) as f64,
+                momentum: o.momentum as f64,
+                eps: o.epsilon as f64,
+            },
+            OptimizerConfig::Adagrad(o) => Update::Adagrad { lr: o.learning_rate as f64, eps: o.epsilon as f64 },
         };
-        self.make_slots(g.params());
-        if !g.update_on_backend(u, &mut self.device, (&self.slot1, &self.slot2)) {
+        if !g.update_on_backend(&u, &mut self.device, (&self.slot1, &self.slot2)) {
             return false;
         }
         self.t = t;
@@ -350,12 +378,8 @@ impl Optimizer {
     /// Updates every trainable parameter from its gradient.
     pub fn step(&mut self, params: &mut [Param<f32>], grads: &mut [Vec<f32>]) {
         self.make_slots(params);
-        if !self.device.is_empty() {
-            // The state comes back from the backend's memory first (steps were taken there until now).
-            let (s1, s2, _) = self.state();
-            (self.slot1, self.slot2) = (s1.into_owned(), s2.into_owned());
-            self.device.clear();
-        }
+        // The state comes back from the backend's memory first when steps were taken there until now.
+        self.slots_to_host();
         self.t += 1;
         let t = self.t;
         let config = &self.config;

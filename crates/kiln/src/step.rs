@@ -296,7 +296,7 @@ pub(crate) fn apply_step(
         opt.config.set_learning_rate(s.at(config.optimizer.learning_rate(), opt.iterations()));
     }
     // On a GPU the step is taken there, where the gradients are (clipping and the sums over ranks read
-    // them on the host).
+    // them on the host, so they keep the host's step).
     if share.is_none() && config.clip.is_none() && opt.step_on_backend(g) {
         return Ok(loss);
     }

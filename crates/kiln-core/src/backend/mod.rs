@@ -55,6 +55,14 @@ pub enum Update {
     /// Adam: w *= decay (AdamW's weight decay; 1 for Adam), then m += (g − m)·c1, v += (g² − v)·c2 (slots 1
     /// and 2), w −= alpha·m / (√v + eps), with alpha the step's bias-corrected rate and c1, c2 = 1 − β₁, 1 − β₂.
     Adam { alpha: f64, c1: f64, c2: f64, eps: f64, decay: f64 },
+    /// Lazy Adam on a matrix of `cols` columns: Adam (without decay) on the rows whose gradient has a non-zero
+    /// value; the other rows, weights and slots, stay as they are.
+    AdamRows { alpha: f64, c1: f64, c2: f64, eps: f64, cols: usize },
+    /// RMSprop: v = ρv + (1 − ρ)g² (slot 1; `one_minus_rho` as the host rounds it), step = lr·g / √(v + eps);
+    /// w −= step, or with momentum μ, m = μm + step (slot 2), w −= m.
+    RmsProp { lr: f64, rho: f64, one_minus_rho: f64, momentum: f64, eps: f64 },
+    /// Adagrad: a += g² (slot 1), w −= lr·g / √(a + eps).
+    Adagrad { lr: f64, eps: f64 },
 }
 
 /// An optimizer's two slots per parameter in a backend's own memory (`Graph::update_on_backend`); None for a

@@ -7,11 +7,11 @@
 use super::Graph;
 use crate::Float;
 use crate::backend::{Buf, BufMut, DeviceSlots, Update};
-use crate::params::ParamId;
+use crate::params::{Param, ParamId};
 
 impl<T: Float> Graph<T> {
-    /// One optimizer step `u` on every trainable parameter, taken by the backend in its own memory
-    /// (`Backend::update`): the parameter's copy there is updated from its gradient there, with the
+    /// One optimizer step on every trainable parameter (`u` says which for each: lazy Adam's rows apply to
+    /// matrices only), taken by the backend in its own memory (`Backend::update`): the parameter's copy there is updated from its gradient there, with the
     /// optimizer's two slots per parameter kept there too (`slots`; a missing one is made from `host`, the
     /// optimizer's slots on the host, which a restored checkpoint fills). Each parameter is then copied down,
     /// so its values on the host stay current for whatever reads them (metrics, callbacks, saving) and the
@@ -19,7 +19,12 @@ impl<T: Float> Graph<T> {
     ///
     /// Returns false, with the parameters and gradients as they were, when the backend has no memory of its
     /// own or no kernel for `u`: the caller then steps on the host.
-    pub fn update_on_backend(&mut self, u: Update, slots: &mut DeviceSlots<T>, host: (&[Vec<T>], &[Vec<T>])) -> bool {
+    pub fn update_on_backend(
+        &mut self,
+        u: &dyn Fn(&Param<T>) -> Update,
+        slots: &mut DeviceSlots<T>,
+        host: (&[Vec<T>], &[Vec<T>]),
+    ) -> bool {
         let Some(key) = self.backend.memory_id() else {
             return false;
         };
@@ -43,7 +48,7 @@ impl<T: Float> Graph<T> {
                 }
                 self.param_gdev[i] = Some(d);
             }
-            let upload = |p: &crate::params::Param<T>| {
+            let upload = |p: &Param<T>| {
                 let mut d = backend.alloc(len)?;
                 d.copy_from(&p.value);
                 Some(d)
@@ -66,7 +71,7 @@ impl<T: Float> Graph<T> {
             let [s1, s2] = slots[i].as_mut().expect("made above");
             let g = self.param_gdev[i].as_ref().expect("moved to the device above");
             let (wv, gv) = (BufMut::Dev(w.view_mut()), Buf::Dev(g.view()));
-            if !backend.update(u, wv, gv, BufMut::Dev(s1.view_mut()), BufMut::Dev(s2.view_mut())) {
+            if !backend.update(u(param), wv, gv, BufMut::Dev(s1.view_mut()), BufMut::Dev(s2.view_mut())) {
                 // Only the first parameter can get here (a backend has the kernel or not): nothing changed.
                 slots.clear();
                 return false;

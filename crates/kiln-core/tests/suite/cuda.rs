@@ -160,7 +160,7 @@ fn tape_on_the_device(cuda: &Arc<Cuda>, on_device: bool) -> Vec<Vec<f32>> {
         let value = g.scalar(loss);
         if on_device {
             let sgd = Update::Sgd { lr: 0.05, momentum: 0.0, nesterov: false };
-            assert!(g.update_on_backend(sgd, &mut slots, (&[], &[])), "on {on}: no step on the backend");
+            assert!(g.update_on_backend(&|_| sgd, &mut slots, (&[], &[])), "on {on}: no step on the backend");
             return value;
         }
         let (params, grads) = g.params_and_grads_mut();

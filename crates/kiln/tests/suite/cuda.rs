@@ -77,10 +77,11 @@ fn fit_and_predict_on_the_cuda_backend_equal_the_cpu() {
     }
 }
 
-/// SGD (plain, and with Nesterov momentum), Adam and AdamW take their steps in the backend's memory, with
-/// their moments there, and train as on the host: two epochs on the backend, checkpointed (the moments come
-/// back from the device for it), then a third on the CPU from that checkpoint, end where three epochs on the
-/// CPU end. RMSprop has no kernel and steps on the host, with the same result.
+/// Every optimizer (SGD plain and with Nesterov momentum, Adam, lazy Adam, AdamW, RMSprop plain and with
+/// momentum, Adagrad) takes its steps in the backend's memory, with its slots there, and trains as on the
+/// host: two epochs on the backend, checkpointed (the slots come back from the device for it), then a third
+/// on the CPU from that checkpoint, end where three epochs on the CPU end. Lazy Adam trains an embedding
+/// table whose rows each batch reaches only in part, where it differs from Adam.
 #[test]
 fn optimizers_step_on_the_backend_as_on_the_host() {
     use kiln::optim::OptimizerConfig;
@@ -91,8 +92,14 @@ fn optimizers_step_on_the_backend_as_on_the_host() {
     let class = |r: &[f32]| usize::from(r[0] > 0.0) + usize::from(r[1] > 0.5);
     let ys: Vec<f32> = xs.chunks(6).flat_map(|r| (0..3).map(move |c| f32::from(u8::from(c == class(r))))).collect();
     let (x, y) = (Tensor::new(&[n, 6], xs).unwrap(), Tensor::new(&[n, 3], ys).unwrap());
-    let model = |opt: &OptimizerConfig| {
+    // The same rows as ids of an embedding table of 40 rows: a batch's 96 ids leave about 3 rows out.
+    let ids = Tensor::new(&[n, 6], x.data().iter().map(|v| ((v + 1.0) * 20.0).floor().min(39.0)).collect()).unwrap();
+    let model = |opt: &OptimizerConfig, embed: bool| {
         let mut m = Sequential::new(&[6]).seed(3);
+        if embed {
+            m.add(Embedding::new(40, 4)).unwrap();
+            m.add(GlobalAveragePooling1D::new()).unwrap();
+        }
         m.add(Dense::new(8).activation(Activation::Tanh)).unwrap();
         m.add(Dense::new(3).activation(Activation::Softmax)).unwrap();
         m.compile(opt.clone(), Loss::CategoricalCrossentropy, &[]).unwrap();
@@ -106,36 +113,79 @@ fn optimizers_step_on_the_backend_as_on_the_host() {
         checkpoint: Some(ckpt.to_path_buf()),
         ..Default::default()
     };
-    let cases: [(&str, OptimizerConfig, bool); 5] = [
-        ("sgd", Sgd::new(0.1).into(), true),
-        ("sgd nesterov", Sgd::new(0.05).momentum(0.9).nesterov(true).into(), true),
+    let cases: [(&str, OptimizerConfig, bool); 9] = [
+        ("sgd", Sgd::new(0.1).into(), false),
+        ("sgd nesterov", Sgd::new(0.05).momentum(0.9).nesterov(true).into(), false),
+        ("adam", Adam::new(0.01).into(), false),
         ("adam", Adam::new(0.01).into(), true),
-        ("adamw", AdamW::new(0.01, 0.1).into(), true),
+        ("lazy adam", Adam::new(0.01).lazy(true).into(), true),
+        ("adamw", AdamW::new(0.01, 0.1).into(), false),
         ("rmsprop", RmsProp::new(0.01).into(), false),
+        ("rmsprop momentum", RmsProp { momentum: 0.9, ..RmsProp::new(0.01) }.into(), false),
+        ("adagrad", Adagrad::new(0.1).into(), false),
     ];
     let dir = tempfile::tempdir().unwrap();
     for cuda in backends() {
         let on = cuda.device_name().to_string();
-        for (name, opt, kernel) in &cases {
-            let mut cpu = model(opt);
-            cpu.fit(&x, &y, opts(3, &dir.path().join("cpu.ckpt"))).unwrap();
-            let mut m = model(opt);
+        for (name, opt, embed) in &cases {
+            let x = if *embed { &ids } else { &x };
+            let mut cpu = model(opt, *embed);
+            cpu.fit(x, &y, opts(3, &dir.path().join("cpu.ckpt"))).unwrap();
+            let mut m = model(opt, *embed);
             m.set_backend(cuda.clone());
             let before = cuda.calls().get("update").copied().unwrap_or(0);
-            m.fit(&x, &y, opts(2, &dir.path().join("dev.ckpt"))).unwrap();
+            m.fit(x, &y, opts(2, &dir.path().join("dev.ckpt"))).unwrap();
             let steps = cuda.calls().get("update").copied().unwrap_or(0) - before;
-            // Two parameters per layer, six batches per epoch, two epochs.
-            assert_eq!(steps, if *kernel { 4 * 6 * 2 } else { 0 }, "{name} on {on}: parameter updates on the backend");
+            // Two parameters per dense layer and the table, six batches per epoch, two epochs.
+            let params = if *embed { 5 } else { 4 };
+            assert_eq!(steps, params * 6 * 2, "{name} on {on}: parameter updates on the backend");
             let (mut resumed, progress) = Sequential::load_checkpoint(dir.path().join("dev.ckpt")).unwrap();
-            resumed
-                .fit(&x, &y, FitOptions { resume: Some(progress), ..opts(3, &dir.path().join("dev.ckpt")) })
-                .unwrap();
+            resumed.fit(x, &y, FitOptions { resume: Some(progress), ..opts(3, &dir.path().join("dev.ckpt")) }).unwrap();
             for (i, (a, b)) in cpu.get_weights().iter().zip(&resumed.get_weights()).enumerate() {
                 let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
                 assert!(worst <= 1e-5 * scale, "{name} on {on}: weight {i} differs from the CPU's by {worst:e}");
             }
         }
+    }
+}
+
+/// A model that moves between backends mid-training keeps its optimizer's state: Adam for an epoch on one
+/// simulated GPU, then on the CPU (the moments come back to the host), then on another (whose memory gets them
+/// from the host), ends where three epochs on the CPU end.
+#[cfg(feature = "cuda-sim")]
+#[test]
+fn the_optimizer_state_follows_a_model_between_backends() {
+    let mut rng = kiln_core::Rng::new(8);
+    let n = 64;
+    let x = Tensor::new(&[n, 5], (0..n * 5).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect()).unwrap();
+    let y = Tensor::new(&[n, 1], x.data().chunks(5).map(|r| r[0] - 0.5 * r[3]).collect()).unwrap();
+    let model = || {
+        let mut m = Sequential::new(&[5]).seed(2);
+        m.add(Dense::new(6).activation(Activation::Tanh)).unwrap();
+        m.add(Dense::new(1)).unwrap();
+        m.compile(Adam::new(0.02), Loss::MeanSquaredError, &[]).unwrap();
+        m
+    };
+    let epoch = |m: &mut Sequential| {
+        let opts = FitOptions { epochs: 1, batch_size: 16, shuffle: false, verbose: false, ..Default::default() };
+        m.fit(&x, &y, opts).unwrap();
+    };
+    let mut cpu = model();
+    (0..3).for_each(|_| epoch(&mut cpu));
+    let mut moved = model();
+    let first = Arc::new(Cuda::simulated());
+    moved.set_backend(first.clone());
+    epoch(&mut moved);
+    moved.set_backend(Arc::new(kiln_core::Cpu));
+    epoch(&mut moved);
+    let second = Arc::new(Cuda::simulated());
+    moved.set_backend(second.clone());
+    epoch(&mut moved);
+    assert!(first.calls().contains_key("update") && second.calls().contains_key("update"));
+    for (i, (a, b)) in cpu.get_weights().iter().zip(&moved.get_weights()).enumerate() {
+        let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+        assert!(worst <= 1e-5, "weight {i} of the model moved between backends differs by {worst:e}");
     }
 }
 

@@ -823,3 +823,53 @@ extern "C" __global__ void K(adam_step)(T* w, const T* g, T* m, T* v, long long 
         w[i] = wi - alpha * mi / (sqrt(vi) + eps);
     }
 }
+
+// Lazy Adam over rows of `cols`: a row whose gradient is all zero keeps its weights and moments.
+extern "C" __global__ void K(adam_rows_step)(T* w, const T* g, T* m, T* v, long long rows, long long cols,
+                                             double alpha_, double c1_, double c2_, double eps_) {
+    T alpha = (T)alpha_, c1 = (T)c1_, c2 = (T)c2_, eps = (T)eps_;
+    LOOP(r, rows) {
+        long long at = r * cols;
+        bool reached = false;
+        for (long long j = 0; j < cols && !reached; ++j) reached = g[at + j] != (T)0 || g[at + j] != g[at + j];
+        if (!reached) continue;
+        for (long long i = at; i < at + cols; ++i) {
+            T gi = g[i];
+            T mi = flush_tiny(m[i] + (gi - m[i]) * c1);
+            T vi = flush_tiny(v[i] + (gi * gi - v[i]) * c2);
+            m[i] = mi;
+            v[i] = vi;
+            w[i] -= alpha * mi / (sqrt(vi) + eps);
+        }
+    }
+}
+
+// v = ρv + (1 − ρ)g²; step = lr·g / √(v + eps); w −= step, or m = μm + step, w −= m.
+extern "C" __global__ void K(rmsprop_step)(T* w, const T* g, T* v, T* m, long long len, double lr_, double rho_,
+                                           double omr_, double mu_, double eps_) {
+    T lr = (T)lr_, rho = (T)rho_, omr = (T)omr_, mu = (T)mu_, eps = (T)eps_;
+    LOOP(i, len) {
+        T gi = g[i];
+        T vi = flush_tiny(rho * v[i] + omr * gi * gi);
+        v[i] = vi;
+        T step = lr * gi / sqrt(vi + eps);
+        if (mu > (T)0) {
+            T mi = flush_tiny(mu * m[i] + step);
+            m[i] = mi;
+            w[i] -= mi;
+        } else {
+            w[i] -= step;
+        }
+    }
+}
+
+// a += g²; w −= lr·g / √(a + eps).
+extern "C" __global__ void K(adagrad_step)(T* w, const T* g, T* a, long long len, double lr_, double eps_) {
+    T lr = (T)lr_, eps = (T)eps_;
+    LOOP(i, len) {
+        T gi = g[i];
+        T ai = a[i] + gi * gi;
+        a[i] = ai;
+        w[i] -= lr * gi / sqrt(ai + eps);
+    }
+}

@@ -770,6 +770,16 @@ impl<T: CudaFloat> Backend<T> for Cuda {
             Update::Adam { alpha, c1, c2, eps, decay } => {
                 launch!(self, T, "adam_step", w.len(); self.ptr(&dw), self.ptr(&dg), self.ptr(&d1), self.ptr(&d2), len, alpha, c1, c2, eps, decay)
             }
+            Update::AdamRows { alpha, c1, c2, eps, cols } => {
+                let (rows, cols) = (w.len() / cols.max(1), cols.max(1));
+                launch!(self, T, "adam_rows_step", rows; self.ptr(&dw), self.ptr(&dg), self.ptr(&d1), self.ptr(&d2), rows as i64, cols as i64, alpha, c1, c2, eps)
+            }
+            Update::RmsProp { lr, rho, one_minus_rho, momentum, eps } => {
+                launch!(self, T, "rmsprop_step", w.len(); self.ptr(&dw), self.ptr(&dg), self.ptr(&d1), self.ptr(&d2), len, lr, rho, one_minus_rho, momentum, eps)
+            }
+            Update::Adagrad { lr, eps } => {
+                launch!(self, T, "adagrad_step", w.len(); self.ptr(&dw), self.ptr(&dg), self.ptr(&d1), len, lr, eps)
+            }
         }
         self.down(&dw, w);
         self.down(&d1, s1);
