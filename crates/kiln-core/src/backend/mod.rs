@@ -588,12 +588,16 @@ pub trait Backend<T: Float>: Send + Sync + std::fmt::Debug {
 
     // ---- optimizer steps ----
 
-    /// Applies `u` to the parameter `w` in place, from its gradient `g` and the optimizer's two slots `s1`,
-    /// `s2` (as long as `w`; updated in place). Returns false, touching nothing, when the backend leaves
-    /// optimizers to the host: the default, and the CPU's, where kiln's optimizers run on the parameters
-    /// directly.
-    fn update(&self, _u: Update, _w: BufMut<T>, _g: Buf<T>, _s1: BufMut<T>, _s2: BufMut<T>) -> bool {
+    /// Whether `update` takes step `u`: false (the default, and the CPU's) where the backend leaves
+    /// optimizers to the host, where kiln's optimizers run on the parameters directly.
+    fn can_update(&self, _u: &Update) -> bool {
         false
+    }
+
+    /// Applies `u` to the parameter `w` in place, from its gradient `g` and the optimizer's two slots `s1`,
+    /// `s2` (as long as `w`; updated in place). Called only where `can_update(&u)` said yes.
+    fn update(&self, u: Update, _w: BufMut<T>, _g: Buf<T>, _s1: BufMut<T>, _s2: BufMut<T>) {
+        unreachable!("{}: update({u:?}) on a backend that cannot take it (can_update)", self.name())
     }
 
     // ---- quantized weights ----

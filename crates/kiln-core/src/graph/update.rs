@@ -18,7 +18,9 @@ impl<T: Float> Graph<T> {
     /// next step finds the device copy current. The gradients are zero afterwards.
     ///
     /// Returns false, with the parameters and gradients as they were, when the backend has no memory of its
-    /// own or no kernel for `u`: the caller then steps on the host.
+    /// own or no kernel for a parameter's step (`Backend::can_update`): the caller then steps on the host.
+    /// Everything a step needs is made ready first (gradients, device copies, slots: none of which changes a
+    /// value), so that no parameter is updated unless every one is.
     pub fn update_on_backend(
         &mut self,
         u: &dyn Fn(&Param<T>) -> Update,
@@ -33,11 +35,19 @@ impl<T: Float> Graph<T> {
         let backend = self.backend.clone();
         let store = std::sync::Arc::make_mut(&mut self.params);
         slots.resize_with(store.len(), || None);
-        for i in 0..self.param_grads.len().min(store.len()) {
-            let len = store.get(ParamId(i)).value.len();
-            if !store.get(ParamId(i)).trainable || len == 0 {
+        let stepped = |store: &crate::params::ParamStore<T>, i: usize| {
+            let p = store.get(ParamId(i));
+            p.trainable && !p.value.is_empty()
+        };
+        let n = self.param_grads.len().min(store.len());
+        if !(0..n).all(|i| !stepped(store, i) || backend.can_update(&u(store.get(ParamId(i))))) {
+            return false;
+        }
+        for (i, slot) in slots.iter_mut().enumerate().take(n) {
+            if !stepped(store, i) {
                 continue;
             }
+            let len = store.get(ParamId(i)).value.len();
             // The gradient where the backend computes: as backward left it there, or the zeros a fresh one
             // stands for, or what host code left (a regularizer's term added), copied up.
             if self.param_gdev[i].is_none() {
@@ -53,10 +63,10 @@ impl<T: Float> Graph<T> {
                 d.copy_from(&p.value);
                 Some(d)
             };
-            let Some((param, w)) = store.with_device_mut(ParamId(i), key, upload) else {
+            if store.with_device_mut(ParamId(i), key, upload).is_none() {
                 return false;
-            };
-            if slots[i].is_none() {
+            }
+            if slot.is_none() {
                 let mut made = Vec::with_capacity(2);
                 for h in [host.0.get(i), host.1.get(i)] {
                     let Some(mut d) = backend.alloc(len) else { return false };
@@ -66,16 +76,20 @@ impl<T: Float> Graph<T> {
                     }
                     made.push(d);
                 }
-                slots[i] = made.try_into().ok();
+                *slot = made.try_into().ok();
             }
-            let [s1, s2] = slots[i].as_mut().expect("made above");
-            let g = self.param_gdev[i].as_ref().expect("moved to the device above");
+        }
+        for (i, slot) in slots.iter_mut().enumerate().take(n) {
+            if !stepped(store, i) {
+                continue;
+            }
+            // Each of these was made ready above (a device copy that is the store's alone, slots, gradient).
+            const READY: &str = "made ready in the first pass";
+            let (param, w) = store.with_device_mut(ParamId(i), key, |_| None).expect(READY);
+            let [s1, s2] = slot.as_mut().expect(READY);
+            let g = self.param_gdev[i].as_ref().expect(READY);
             let (wv, gv) = (BufMut::Dev(w.view_mut()), Buf::Dev(g.view()));
-            if !backend.update(u(param), wv, gv, BufMut::Dev(s1.view_mut()), BufMut::Dev(s2.view_mut())) {
-                // Only the first parameter can get here (a backend has the kernel or not): nothing changed.
-                slots.clear();
-                return false;
-            }
+            backend.update(u(param), wv, gv, BufMut::Dev(s1.view_mut()), BufMut::Dev(s2.view_mut()));
             w.copy_to(&mut param.value);
         }
         self.zero_grads();

@@ -117,7 +117,7 @@ fn optimizers_step_on_the_backend_as_on_the_host() {
         ("sgd", Sgd::new(0.1).into(), false),
         ("sgd nesterov", Sgd::new(0.05).momentum(0.9).nesterov(true).into(), false),
         ("adam", Adam::new(0.01).into(), false),
-        ("adam", Adam::new(0.01).into(), true),
+        ("adam, embedding", Adam::new(0.01).into(), true),
         ("lazy adam", Adam::new(0.01).lazy(true).into(), true),
         ("adamw", AdamW::new(0.01, 0.1).into(), false),
         ("rmsprop", RmsProp::new(0.01).into(), false),
@@ -141,10 +141,13 @@ fn optimizers_step_on_the_backend_as_on_the_host() {
             assert_eq!(steps, params * 6 * 2, "{name} on {on}: parameter updates on the backend");
             let (mut resumed, progress) = Sequential::load_checkpoint(dir.path().join("dev.ckpt")).unwrap();
             resumed.fit(x, &y, FitOptions { resume: Some(progress), ..opts(3, &dir.path().join("dev.ckpt")) }).unwrap();
+            // The simulation runs the kernels as the host computes, all but exactly; a GPU sums its products in
+            // another order and fuses multiply-adds (as for the CNN above).
+            let tol = if on.contains("simulated") { 1e-5 } else { 1e-3 };
             for (i, (a, b)) in cpu.get_weights().iter().zip(&resumed.get_weights()).enumerate() {
                 let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
-                assert!(worst <= 1e-5 * scale, "{name} on {on}: weight {i} differs from the CPU's by {worst:e}");
+                assert!(worst <= tol * scale, "{name} on {on}: weight {i} differs from the CPU's by {worst:e}");
             }
         }
     }
@@ -152,7 +155,8 @@ fn optimizers_step_on_the_backend_as_on_the_host() {
 
 /// A model that moves between backends mid-training keeps its optimizer's state: Adam for an epoch on one
 /// simulated GPU, then on the CPU (the moments come back to the host), then on another (whose memory gets them
-/// from the host), ends where three epochs on the CPU end.
+/// from the host), ends where three epochs on the CPU end. (Two simulated GPUs share host memory, so this
+/// cannot show a slot used in another GPU's memory; `Optimizer::step_on_backend` brings slots home first.)
 #[cfg(feature = "cuda-sim")]
 #[test]
 fn the_optimizer_state_follows_a_model_between_backends() {

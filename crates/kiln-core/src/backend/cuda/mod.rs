@@ -759,7 +759,11 @@ impl<T: CudaFloat> Backend<T> for Cuda {
         self.conv_grads_into::<T>(g, f, self.ptr(&dz), cols.as_ref(), self.ptr(&dw), need_w_b, gx, dwb);
     }
 
-    fn update(&self, u: Update, w: BufMut<T>, g: Buf<T>, s1: BufMut<T>, s2: BufMut<T>) -> bool {
+    fn can_update(&self, _u: &Update) -> bool {
+        true
+    }
+
+    fn update(&self, u: Update, w: BufMut<T>, g: Buf<T>, s1: BufMut<T>, s2: BufMut<T>) {
         self.count("update");
         let (dw, dg, d1, d2) = (self.inout(&w), self.up(g), self.inout(&s1), self.inout(&s2));
         let len = w.len() as i64;
@@ -784,7 +788,6 @@ impl<T: CudaFloat> Backend<T> for Cuda {
         self.down(&dw, w);
         self.down(&d1, s1);
         self.down(&d2, s2);
-        true
     }
 
     fn matmul_q(&self, w: &QMatrix, x: Buf<T>, n: usize, y: BufMut<T>) -> Result<()> {
