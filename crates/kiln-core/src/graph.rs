@@ -448,9 +448,7 @@ impl<T: Float> Graph<T> {
 
     /// A copy of `data` in the backend's memory; None when it has none of its own (or `data` is empty).
     fn upload(&self, data: &[T]) -> Option<DevVec<T>> {
-        let mut d = self.backend.alloc(data.len()).filter(|_| !data.is_empty())?;
-        d.copy_from(data);
-        Some(d)
+        upload_to(&*self.backend, data)
     }
 
     /// `out` for indices.
@@ -626,6 +624,42 @@ fn backend_mem<T: Float>(backend: &dyn Backend<T>, pool: &mut Pool<T>, len: usiz
     }
 }
 
+/// A copy of `data` in `backend`'s memory; None when it has none of its own (or `data` is empty).
+fn upload_to<T: Float>(backend: &dyn Backend<T>, data: &[T]) -> Option<DevVec<T>> {
+    let mut d = backend.alloc(data.len()).filter(|_| !data.is_empty())?;
+    d.copy_from(data);
+    Some(d)
+}
+
+/// Moves a parameter's gradient into `backend`'s memory (`dev`) when it is not there yet and the backend has
+/// memory of its own: a fresh one (logically zero) as zeros, unless the caller `overwrite`s it whole, else
+/// the host's values. Without backend memory a fresh one is zeroed on the host (unless `overwrite`). Takes
+/// the fresh mark and returns it.
+fn grad_to_backend<T: Float>(
+    backend: &dyn Backend<T>,
+    dev: &mut Option<DevVec<T>>,
+    fresh: &mut bool,
+    host: &mut [T],
+    overwrite: bool,
+) -> bool {
+    let fresh = std::mem::take(fresh);
+    let zero = fresh && !overwrite;
+    if dev.is_none()
+        && let Some(mut d) = backend.alloc(host.len())
+    {
+        if zero {
+            d.zero()
+        } else if !fresh {
+            d.copy_from(host)
+        }
+        *dev = Some(d);
+    }
+    if dev.is_none() && zero {
+        host.fill(T::ZERO);
+    }
+    fresh
+}
+
 /// Brings a parameter's gradient to the host: from the backend's memory when it is there, or as the zeros a
 /// fresh one stands for.
 fn settle_grad<T: Float>(dev: &mut Option<DevVec<T>>, fresh: &mut bool, host: &mut [T]) {
@@ -710,27 +744,11 @@ impl<'a, T: Float> BackCtx<'a, T> {
     /// there on first use in a step), and whether it was fresh (logically zero). A fresh one is written as
     /// zeros first unless the caller `overwrite`s it whole.
     fn param_grad_buf(&mut self, p: usize, overwrite: bool) -> (BufMut<'_, T>, bool) {
-        let fresh = std::mem::take(&mut self.param_fresh[p]);
-        let zero = fresh && !overwrite;
-        let host = &mut self.param_grads[p];
-        if self.param_gdev[p].is_none()
-            && let Some(mut d) = self.backend.alloc(host.len())
-        {
-            if zero {
-                d.zero()
-            } else if !fresh {
-                d.copy_from(host)
-            }
-            self.param_gdev[p] = Some(d);
-        }
-        match &mut self.param_gdev[p] {
+        let (dev, host) = (&mut self.param_gdev[p], &mut self.param_grads[p]);
+        let fresh = grad_to_backend(self.backend, dev, &mut self.param_fresh[p], host, overwrite);
+        match dev {
             Some(d) => (BufMut::Dev(d.view_mut()), fresh),
-            None => {
-                if zero {
-                    host.fill(T::ZERO);
-                }
-                (BufMut::Host(host), fresh)
-            }
+            None => (BufMut::Host(host), fresh),
         }
     }
 

@@ -291,14 +291,12 @@ impl Optimizer {
         if self.device.is_empty() {
             return (Cow::Borrowed(&self.slot1), Cow::Borrowed(&self.slot2), self.t);
         }
-        let (mut s1, mut s2) = (self.slot1.clone(), self.slot2.clone());
-        for ((d, a), b) in self.device.iter().zip(&mut s1).zip(&mut s2) {
-            if let Some([d1, d2]) = d {
-                d1.copy_to(a);
-                d2.copy_to(b);
-            }
-        }
-        (Cow::Owned(s1), Cow::Owned(s2), self.t)
+        // Slot k of each parameter: from the device where it is kept there, else the host's.
+        let slot = |host: &[Vec<f32>], k: usize| -> Vec<Vec<f32>> {
+            let on_device = |i: usize| self.device.get(i).and_then(|d| d.as_ref()).map(|d| d[k].to_vec());
+            host.iter().enumerate().map(|(i, h)| on_device(i).unwrap_or_else(|| h.clone())).collect()
+        };
+        (Cow::Owned(slot(&self.slot1, 0)), Cow::Owned(slot(&self.slot2, 1)), self.t)
     }
 
     /// Restores what `state` returned.
@@ -341,24 +339,28 @@ impl Optimizer {
             self.device_memory = Some(memory);
         }
         let t = self.t + 1;
-        let adam = |o: &Adam, decay: f32| {
+        // Adam's (α_t, 1 − β₁, 1 − β₂, ε) at this step.
+        let rates = |o: &Adam| {
             let (alpha, c1, c2) = adam_rates(o, t);
-            let (alpha, c1, c2, eps) = (alpha as f64, c1 as f64, c2 as f64, o.epsilon as f64);
-            Update::Adam { alpha, c1, c2, eps, decay: decay as f64 }
+            (alpha as f64, c1 as f64, c2 as f64, o.epsilon as f64)
         };
         let config = &self.config;
         let u = |p: &Param<f32>| match config {
             OptimizerConfig::Sgd(o) => {
                 Update::Sgd { lr: o.learning_rate as f64, momentum: o.momentum as f64, nesterov: o.nesterov }
             }
-            OptimizerConfig::Adam(o) if o.lazy && p.shape.rank() == 2 => match adam(o, 1.0) {
-                Update::Adam { alpha, c1, c2, eps, .. } => {
-                    Update::AdamRows { alpha, c1, c2, eps, cols: p.shape.dim(1).max(1) }
-                }
-                other => other,
-            },
-            OptimizerConfig::Adam(o) => adam(o, 1.0),
-            OptimizerConfig::Adamw(o) => adam(&o.as_adam(), 1.0 - o.learning_rate * o.weight_decay),
+            OptimizerConfig::Adam(o) if o.lazy && p.shape.rank() == 2 => {
+                let (alpha, c1, c2, eps) = rates(o);
+                Update::AdamRows { alpha, c1, c2, eps, cols: p.shape.dim(1).max(1) }
+            }
+            OptimizerConfig::Adam(o) => {
+                let (alpha, c1, c2, eps) = rates(o);
+                Update::Adam { alpha, c1, c2, eps, decay: 1.0 }
+            }
+            OptimizerConfig::Adamw(o) => {
+                let (alpha, c1, c2, eps) = rates(&o.as_adam());
+                Update::Adam { alpha, c1, c2, eps, decay: (1.0 - o.learning_rate * o.weight_decay) as f64 }
+            }
             OptimizerConfig::Rmsprop(o) => Update::RmsProp {
                 lr: o.learning_rate as f64,
                 rho: o.rho as f64,

@@ -4,7 +4,7 @@
 //! s per epoch, 0.30 s went to uploading the parameters after each host step, and most of 0.7 s outside the
 //! ops to the gradients coming down and Adam on the host.
 
-use super::Graph;
+use super::{Graph, grad_to_backend, upload_to};
 use crate::Float;
 use crate::backend::{Buf, BufMut, DeviceSlots, Update};
 use crate::params::{Param, ParamId};
@@ -47,36 +47,25 @@ impl<T: Float> Graph<T> {
             if !stepped(store, i) {
                 continue;
             }
-            let len = store.get(ParamId(i)).value.len();
             // The gradient where the backend computes: as backward left it there, or the zeros a fresh one
             // stands for, or what host code left (a regularizer's term added), copied up.
-            if self.param_gdev[i].is_none() {
-                let Some(mut d) = backend.alloc(len) else { return false };
-                match std::mem::take(&mut self.param_fresh[i]) {
-                    true => d.zero(),
-                    false => d.copy_from(&self.param_grads[i]),
-                }
-                self.param_gdev[i] = Some(d);
-            }
-            let upload = |p: &Param<T>| {
-                let mut d = backend.alloc(len)?;
-                d.copy_from(&p.value);
-                Some(d)
-            };
-            if store.with_device_mut(ParamId(i), key, upload).is_none() {
+            let (dev, grad) = (&mut self.param_gdev[i], &mut self.param_grads[i]);
+            grad_to_backend(&*backend, dev, &mut self.param_fresh[i], grad, false);
+            if dev.is_none() || store.with_device_mut(ParamId(i), key, |p| upload_to(&*backend, &p.value)).is_none() {
                 return false;
             }
             if slot.is_none() {
-                let mut made = Vec::with_capacity(2);
-                for h in [host.0.get(i), host.1.get(i)] {
-                    let Some(mut d) = backend.alloc(len) else { return false };
-                    match h {
-                        Some(h) if h.len() == len => d.copy_from(h),
-                        _ => d.zero(),
-                    }
-                    made.push(d);
-                }
-                *slot = made.try_into().ok();
+                let len = grad.len();
+                // The host's slot when it has one (a restored checkpoint's), else zeros.
+                let made = |h: Option<&Vec<T>>| match h {
+                    Some(h) if h.len() == len => upload_to(&*backend, h),
+                    _ => backend.alloc(len).map(|mut d| {
+                        d.zero();
+                        d
+                    }),
+                };
+                let (Some(s1), Some(s2)) = (made(host.0.get(i)), made(host.1.get(i))) else { return false };
+                *slot = Some([s1, s2]);
             }
         }
         for (i, slot) in slots.iter_mut().enumerate().take(n) {
