@@ -2,7 +2,7 @@
 prompt processing (one forward over PROMPT tokens) and greedy generation (NEW tokens one at a time through
 the cache), as llama.cpp's llama-bench measures pp and tg. The best of three each, in --rounds turns that
 alternate the two sides (the best kept, and the largest peak memory), both at --threads; kiln with its default
-arithmetic (16-bit activations) and with --fast8 (8-bit activations, as llama.cpp's kernels).
+arithmetic (a prompt on f32 activations and dequantized weights, a new token on 16-bit activations) and with --fast8 (8-bit activations, as llama.cpp's kernels).
 
     python3 bench/lm_side_by_side.py [--threads 2] [--prompt 128] [--new 64] [--rounds 2] [MODEL.gguf ...]
 
@@ -118,7 +118,7 @@ def main():
         print("| | prompt tokens/s | generating tokens/s | peak RSS MiB | prompt, kiln / llama.cpp | "
               "generating, kiln / llama.cpp |")
         print("|---|---|---|---|---|---|")
-        for name, r in [("kiln (16-bit activations)", kiln), ("kiln --fast8 (8-bit, as llama.cpp)", fast8),
+        for name, r in [("kiln (default: prompts f32, tokens 16-bit)", kiln), ("kiln --fast8 (8-bit, as llama.cpp)", fast8),
                         ("llama.cpp (llama-cpp-python)", peer)]:
             ratios = "| |" if r is peer else (
                 f"| {r['prompt_tokens_per_s'] / peer['prompt_tokens_per_s']:.2f}x | "

@@ -98,6 +98,9 @@ pub fn eval(a: &AssistantArgs, questions: &Path, json: Option<&Path>) -> Result<
         Ok(table.column(n)?.cells.iter().map(|c| c.clone().unwrap_or_default()).collect())
     };
     let (qs, ids, facts) = (col("question")?, col("answer_id")?, col("key_fact")?);
+    if qs.is_empty() {
+        return Err(Error::Data(format!("{}: no questions to evaluate", questions.display())));
+    }
     let mut asst = open(a)?;
     let known: std::collections::HashSet<&str> = asst.entries.iter().map(|e| e.id.as_str()).collect();
     if let Some((r, id)) = ids.iter().enumerate().find(|(_, id)| *id != "none" && !known.contains(id.as_str())) {

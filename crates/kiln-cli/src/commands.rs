@@ -14,6 +14,9 @@ pub fn evaluate(
     protocol: Option<&str>,
     k: Option<usize>,
 ) -> Result<()> {
+    if batch_size == 0 {
+        return Err(Error::Config("--batch-size 0: want at least 1".into()));
+    }
     let file = crate::run_dir::model_file(model_path);
     if kiln::recommend::is_recommender(&file)? {
         let valid = match split.unwrap_or("test") {

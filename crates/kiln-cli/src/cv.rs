@@ -201,7 +201,6 @@ pub fn cv(
             return Err(Error::Invalid("--resume continues from the folds of --output FILE: give it".into()));
         }
         (Some(o), false) => {
-            crate::train::check_writable(o)?;
             // The folds of an interrupted run are not written over without a word.
             if let Ok(text) = std::fs::read_to_string(o)
                 && !text.contains("\"summary\"")
@@ -213,7 +212,6 @@ pub fn cv(
                     o.display()
                 )));
             }
-            kiln::io::write_atomic(o, b"")?;
             Vec::new()
         }
         (None, false) => Vec::new(),
@@ -233,11 +231,20 @@ pub fn cv(
         all[*i] = Some(s.clone());
     }
     let mut written = Ok(());
+    // A file that is not continued is replaced when the first fold finishes, not before: a run that fails
+    // first leaves it as it was.
+    let mut fresh = !resume;
     let r = cfg.cross_validate_skipping(folds, &skip, &mut |i, f| {
         let scores = f.fold(f.len() - 1);
         println!("fold {}/{folds}: {}", i + 1, f.line(f.len() - 1));
         if let (Some(o), true) = (output, written.is_ok()) {
-            written = append_line(o, &FoldOut { fold: i + 1, of: folds, scores: Ordered(&scores), made_by: &made_by });
+            if std::mem::take(&mut fresh) {
+                written = kiln::io::write_atomic(o, b"");
+            }
+            if written.is_ok() {
+                let line = FoldOut { fold: i + 1, of: folds, scores: Ordered(&scores), made_by: &made_by };
+                written = append_line(o, &line);
+            }
         }
         all[i] = Some(scores);
     });
@@ -353,7 +360,7 @@ pub fn search(
     let cfg = Config::from_file_unfilled(config)?;
     check_folds(folds)?;
     let out = output.unwrap_or_else(|| config.with_file_name("best.toml"));
-    crate::train::check_writable(&out)?;
+    crate::outputs::check_output("--output", &out, &[config, &cfg.data.path])?;
     let trials = out.with_extension("trials.jsonl");
     let axes = set.iter().map(|s| kiln::config::parse_axis(s)).collect::<Result<Vec<_>>>()?;
     let made_by = fingerprint(&cfg, &format!("search, {folds} folds, random {random:?}, {}", set.join(" ")));

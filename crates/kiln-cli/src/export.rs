@@ -6,7 +6,7 @@
 use crate::table;
 use kiln::Result;
 use kiln::model::Sequential;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -43,7 +43,7 @@ pub fn export(model: &Path, format: &str, output: Option<&Path>) -> Result<()> {
     // A run folder stands for its model.safetensors; the file written goes beside it by default.
     let model = crate::run_dir::model_file(model);
     let out = output.map_or_else(|| model.with_extension(format.extension()), Path::to_path_buf);
-    refuse_same(&model, &out)?;
+    crate::outputs::check_output("--output", &out, &[&model])?;
     match format {
         Format::Glove => table::export_vectors(&model, &out),
         Format::Keras => {
@@ -91,7 +91,7 @@ pub fn import(file: &Path, output: Option<&Path>) -> Result<()> {
             out
         }
     };
-    refuse_same(file, &out)?;
+    crate::outputs::check_output("--output", &out, &[file])?;
     model.save(&out)?;
     let (trainable, frozen) = model.param_counts();
     println!(
@@ -102,24 +102,6 @@ pub fn import(file: &Path, output: Option<&Path>) -> Result<()> {
         model.input_shape(),
         file.display()
     );
-    Ok(())
-}
-
-/// Writing `out` would replace `input` itself (the same file, by another spelling or a link): refused.
-fn refuse_same(input: &Path, out: &Path) -> Result<()> {
-    let full = |p: &Path| -> Option<PathBuf> {
-        if let Ok(c) = p.canonicalize() {
-            return Some(c);
-        }
-        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Some(parent.canonicalize().ok()?.join(p.file_name()?))
-    };
-    if full(input).is_some() && full(input) == full(out) {
-        return Err(kiln::Error::Config(format!(
-            "--output {} is the file being read; name another file to write",
-            out.display()
-        )));
-    }
     Ok(())
 }
 

@@ -70,6 +70,9 @@ impl SampleArgs {
             ..SamplerSettings::default()
         };
         sampler.check()?;
+        if self.stop.iter().any(String::is_empty) {
+            return Err(Error::Config("--stop \"\": an empty stop text would end every answer at once".into()));
+        }
         Ok(GenerateOptions { max_tokens: self.max_tokens, sampler, stop: self.stop.clone() })
     }
 }
@@ -113,6 +116,9 @@ pub fn generate(model: &Path, prompt: &str, chat: bool, a: &SampleArgs, quiet: b
     let opts = a.options()?;
     if a.system.is_some() && !chat {
         return Err(Error::Config("--system goes with --chat (a plain prompt has no system turn)".into()));
+    }
+    if prompt.trim().is_empty() {
+        return Err(Error::Config("the prompt is empty: give the text to continue or answer".into()));
     }
     let lm = open(model, a)?;
     let text = if chat {
@@ -197,6 +203,17 @@ pub fn chat(model: &Path, a: &SampleArgs) -> Result<()> {
             messages.drain(first..(first + 2).min(messages.len() - 1));
             eprintln!("(the conversation outgrew the context; its oldest turn is forgotten)");
             ids = lm.encode(&lm.chat_prompt(&messages)?)?;
+        }
+        if ids.len() >= cache.capacity() {
+            // One message too long for the context on its own: refused, and the conversation goes on.
+            messages.pop();
+            eprintln!(
+                "error: this message makes a prompt of {} tokens; the context holds {} (write a shorter one, or \
+                 start kiln chat with a larger --context)",
+                ids.len(),
+                cache.capacity()
+            );
+            continue;
         }
         STOP.store(false, Ordering::SeqCst);
         ANSWERING.store(true, Ordering::SeqCst);

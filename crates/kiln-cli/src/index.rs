@@ -36,6 +36,14 @@ pub fn build(
             output.display()
         )));
     }
+    let parent = output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(Error::Config(format!(
+            "--output {}: folder {} does not exist",
+            output.display(),
+            parent.display()
+        )));
+    }
     let mut encoder = Encoder::open(model)?;
     let owned = column_texts(input, column)?;
     let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
@@ -68,6 +76,9 @@ pub fn build(
 pub fn query(index: &Path, question: &str, k: usize, model: Option<&Path>, json: bool, exact: bool) -> Result<()> {
     if k == 0 {
         return Err(Error::Config("--k 0: want at least 1".into()));
+    }
+    if question.trim().is_empty() {
+        return Err(Error::Config("the question is empty: give the text to search for".into()));
     }
     let index = Index::load(index)?;
     let model_dir = model.unwrap_or(&index.info.model);

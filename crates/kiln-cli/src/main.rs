@@ -11,6 +11,7 @@ mod explain;
 mod export;
 mod generate;
 mod index;
+mod outputs;
 mod plot;
 mod recommend;
 mod report;
@@ -516,7 +517,41 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = match cli.command {
+    let result = match check_outputs(&cli.command) {
+        Err(e) => Err(e),
+        Ok(()) => run(cli.command, &cli.device, &ranks),
+    };
+    finish(result, ranks);
+}
+
+/// Every output file a command names on its command line, checked against what it reads before any work
+/// (`outputs::check_output`); outputs found in a config are checked where the config is read.
+fn check_outputs(command: &Command) -> kiln::Result<()> {
+    use outputs::check_output;
+    let p = |o: &Option<PathBuf>| o.clone().unwrap_or_default();
+    match command {
+        Command::Predict { model, input, rows, output: Some(o), .. } => {
+            check_output("--output", o, &[model.as_path(), &p(input), &p(rows)])
+        }
+        Command::Embed { input, output, .. } => check_output("--output", output, &[input.as_path()]),
+        Command::Cv { config, data, output: Some(o), .. } => check_output("--output", o, &[&p(config), &p(data)]),
+        Command::ExportVectors { model, output } => check_output("--output", output, &[model.as_path()]),
+        Command::Data { command: DataCommand::Audit { file, json, html, .. } } => {
+            for (flag, o) in [("--json", json), ("--html", html)] {
+                if let Some(o) = o {
+                    check_output(flag, o, &[file.as_path()])?;
+                }
+            }
+            Ok(())
+        }
+        Command::Assistant { faq, eval, json: Some(o), .. } => check_output("--json", o, &[faq.as_path(), &p(eval)]),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the command.
+fn run(command: Command, device: &Option<String>, ranks: &Option<kiln::dist::Shared>) -> kiln::Result<()> {
+    match command {
         Command::Train { config, resume, run_dir, data, target, test_rows, set, print_config, .. }
             if resume.is_some()
                 && (config.is_some()
@@ -558,7 +593,7 @@ fn main() {
             print_config,
             quiet,
             ranks: ranks.clone(),
-            device: cli.device.clone(),
+            device: device.clone(),
         }),
         Command::Cv { config, data, target, folds, set, output, resume } => {
             cv::cv(config.as_deref(), data.as_deref(), target.as_deref(), folds, &set, output.as_deref(), resume)
@@ -659,16 +694,26 @@ fn main() {
                 threshold,
                 persona: persona.as_deref(),
             };
-            match eval {
-                Some(q) => assistant::eval(&a, &q, json.as_deref()),
-                None => assistant::run(&a, question.as_deref()),
+            match (eval, question.is_some(), json) {
+                (Some(_), true, _) => Err(kiln::Error::Config(
+                    "--eval answers a file of questions; give it or --question, not both".into(),
+                )),
+                (None, _, Some(_)) => {
+                    Err(kiln::Error::Config("--json writes the results of --eval: give --eval FILE".into()))
+                }
+                (Some(q), false, json) => assistant::eval(&a, &q, json.as_deref()),
+                (None, _, None) => assistant::run(&a, question.as_deref()),
             }
         }
         Command::Plot { run_dir } => plot::plot(&run_dir).map(|(svg, png)| {
             println!("wrote {} and {}", svg.display(), png.display());
         }),
         Command::Report { run_dir } => report::report(&run_dir).map(|r| println!("wrote {}", r.display())),
-    };
+    }
+}
+
+/// Exits as the result says: with the error's line and status, every MPI rank together.
+fn finish(result: kiln::Result<()>, ranks: Option<kiln::dist::Shared>) {
     if let Err(e) = result {
         // Stopped by a signal: 128 + its number, as shells report an interrupted command.
         let sig = run_dir::SIGNAL.load(std::sync::atomic::Ordering::SeqCst);

@@ -265,7 +265,8 @@ pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
     }
     let output = a.output.clone().or_else(|| cfg.output.model.clone());
     if let Some(o) = &output {
-        check_writable(o)?;
+        let what = if a.output.is_some() { "--output" } else { "[output] model" };
+        crate::outputs::check_output(what, o, &[&a.config.clone().unwrap_or_default(), &cfg.data.path])?;
     }
     // The run's config records where its model goes (`--output` too), so `--resume` writes there again.
     let mut recorded = cfg.clone();
@@ -393,16 +394,4 @@ fn table(cfg: &Config, a: &TrainArgs) -> Result<()> {
         print!("{}", tabular::render_scores(&tabular::scores(&model, &table, &test)?, "test ", !run.quiet));
     }
     run.save(&model)
-}
-
-/// Fails before training, not after, when the model could not be saved where asked.
-pub fn check_writable(path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(Error::Io {
-            path: path.display().to_string(),
-            message: format!("folder {} does not exist", dir.display()),
-        });
-    }
-    Ok(())
 }

@@ -80,6 +80,12 @@ impl<T> Disjoint<T> {
         Disjoint(v.as_mut_ptr(), v.len())
     }
 
+    /// The buffer's first element, for a part that writes a strided region it owns (columns of a matrix's
+    /// rows), and its length.
+    pub fn raw(&self) -> (*mut T, usize) {
+        (self.0, self.1)
+    }
+
     /// Elements `range` of the buffer.
     ///
     /// # Safety

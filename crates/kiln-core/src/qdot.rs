@@ -13,7 +13,8 @@
 //! 32 conversions and 32 FMAs. The rounding of the activations moves results by about 1e-3 of their scale
 //! (tests/suite/quant.rs bounds it against the exact path). The path is chosen at run time (`QIsa`): AVX2, or
 //! AVX2 with AVX-512 VNNI's one-instruction dot products (qdot/x86.rs); the portable one is the same loop in plain
-//! Rust.
+//! Rust. A prompt on 16-bit activations (the default) goes dequantized onto the f32 kernel instead
+//! (qdot/dequant.rs), which is faster once each weight serves 48 rows or more.
 
 use crate::par::Disjoint;
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QBlocks, QK, QMatrix};
@@ -178,6 +179,7 @@ impl Q8Dot for BlockQ4_1 {
     }
 }
 
+mod dequant;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -353,7 +355,18 @@ fn tile_shape(blocks: Blocks<'_>, wide: bool, isa: QIsa) -> (usize, usize) {
 /// all their rows (q, k and v of a layer share an input, so they share the pass and the quantized x).
 /// Weight rows go in tiles (`Blocks::tile`, shaped by `tile_shape`) against several activation rows on a
 /// prompt, single rows for one token and where a part or a matrix ends.
-fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: &mut [&mut [f32]], isa: QIsa) {
+///
+/// With `dense` (x itself, as f32) the rows instead go dequantized onto the f32 kernel (`dequant::rows_f32`),
+/// a chunk at a time.
+fn product(
+    mats: &[(Blocks<'_>, usize)],
+    kb: usize,
+    x: &Q8Rows,
+    dense: Option<&[f32]>,
+    n: usize,
+    outs: &mut [&mut [f32]],
+    isa: QIsa,
+) {
     let total: usize = mats.iter().map(|m| m.1).sum();
     let parts = crate::hot::parts_for(total * n * kb * QK);
     let dsts: Vec<Disjoint<f32>> = outs.iter_mut().map(|o| Disjoint::new(o)).collect();
@@ -367,6 +380,16 @@ fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: 
             }
             let (blocks, rows) = mats[i];
             let r = g - first;
+            if let Some(xf) = dense {
+                let r1 = rows.min(end - first);
+                let (o, len) = dsts[i].raw();
+                assert!(len >= n * rows, "output [{n}, {rows}] in {len} values");
+                // SAFETY: columns r..r1 of output i's n rows belong to this span alone; dense is only passed
+                // where dequant::runs().
+                unsafe { dequant::rows_f32(blocks, r..r1, kb, xf, n, o.add(r), rows) };
+                g = first + r1;
+                continue;
+            }
             if n == 1 {
                 // A new token: this part's rows of this matrix in one call; out[i][r] is row r's value.
                 let r1 = rows.min(end - first);
@@ -421,6 +444,20 @@ fn product(mats: &[(Blocks<'_>, usize)], kb: usize, x: &Q8Rows, n: usize, outs: 
     });
 }
 
+/// Activation rows from which a product with 16-bit activations (the default) goes dequantized onto the f32
+/// kernel instead (`dequant.rs`). `qbench` at SmolLM2's feed-forward shapes on an AVX2 EPYC, the two paths
+/// taking turns: at 16 rows the integer tiles were faster for every type (1.0-1.4x), at 32 either way by type,
+/// at 48 the dequantized product level or faster, at 64 and 128 faster for every type (1.2-1.8x at 128).
+pub const DENSE_ROWS: usize = 48;
+
+/// Whether a prompt's products (`DENSE_ROWS` rows or more, 16-bit activations) go dequantized onto the f32
+/// kernel here: where kiln's f32 kernel runs (AVX2 with FMA, or AVX-512), unless `KILN_INT_PROMPTS=1` in the
+/// environment keeps them on the integer tiles, to compare the two.
+pub fn dense_prompts() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| dequant::runs() && std::env::var_os("KILN_INT_PROMPTS").is_none())
+}
+
 impl QMatrix {
     /// out[n, rows] = x[n, cols] · Wᵀ with x quantized to 8 bits per block first (into `scratch`, reused):
     /// llama.cpp's arithmetic, several times faster than `matmul_t`, within about 1e-3 of its scale.
@@ -438,7 +475,8 @@ impl QMatrix {
         outs: &mut [&mut [f32]],
         scratch: &mut Q8Rows,
     ) -> Result<()> {
-        QMatrix::q8_many(mats, x, n, outs, scratch, QIsa::best())
+        let dense = scratch.wide && n >= DENSE_ROWS && dense_prompts();
+        QMatrix::q8_many(mats, x, n, outs, scratch, QIsa::best(), dense)
     }
 
     /// `matmul_t_q8` on the path `isa` (one of `QIsa::available`, else an error): tests compare the paths.
@@ -446,7 +484,7 @@ impl QMatrix {
         if !QIsa::available().contains(&isa) {
             return Err(Error::Invalid(format!("the integer products' {isa:?} path does not run on this processor")));
         }
-        QMatrix::q8_many(&[self], x, n, &mut [out], scratch, isa)
+        QMatrix::q8_many(&[self], x, n, &mut [out], scratch, isa, false)
     }
 
     fn q8_many(
@@ -456,6 +494,7 @@ impl QMatrix {
         outs: &mut [&mut [f32]],
         scratch: &mut Q8Rows,
         isa: QIsa,
+        dense: bool,
     ) -> Result<()> {
         let cols = mats.first().map_or(0, |m| m.cols());
         for (m, out) in mats.iter().zip(outs.iter()) {
@@ -482,8 +521,12 @@ impl QMatrix {
             }
             return Ok(());
         };
+        if dense {
+            product(&typed, cols / QK, scratch, Some(x), n, outs, isa);
+            return Ok(());
+        }
         scratch.quantize_on(x, isa != QIsa::Portable);
-        product(&typed, cols / QK, scratch, n, outs, isa);
+        product(&typed, cols / QK, scratch, None, n, outs, isa);
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! Times the quantized products alone (`QMatrix::matmul_t_q8`), so a change to one kernel can be measured
 //! without a whole model: `cargo run --release -p kiln-bench --bin qbench`. Shapes of SmolLM2-135M's
-//! feed-forward (gate [1536, 576], down [576, 1536]) for one token (generation) and 128 (a prompt), each
+//! feed-forward (gate [1536, 576], down [576, 1536]) for one token (generation), 48 and 128 (prompts), each
 //! type llama.cpp's GGUF files use, with 8-bit and 16-bit activations; KILN_THREADS sets the threads. Prints
 //! the median time per product and the rate at which it reads the weights (GB/s) and multiplies (G pairs of
 //! values a second), for each path the processor runs (AVX2, AVX-512 VNNI), the paths taking turns.
@@ -17,6 +17,9 @@ fn main() {
     // one machine moved by a third).
     let paths: Vec<QIsa> = QIsa::available().into_iter().skip(1).collect();
     let paths = if paths.is_empty() { vec![QIsa::Portable] } else { paths };
+    // Then the default entry (`matmul_t_q8`), which takes a prompt with 16-bit activations dequantized onto
+    // the f32 kernel.
+    let paths: Vec<Option<QIsa>> = paths.into_iter().map(Some).chain([None]).collect();
     println!("| type | weight | tokens | activations | path | ms | weight GB/s | G products/s |");
     println!("|---|---|---|---|---|---|---|---|");
     for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4_0] {
@@ -24,7 +27,7 @@ fn main() {
             let w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
             let m = QMatrix::quantize(dtype, rows, cols, &w).unwrap();
             let bytes = m.to_bytes().len() as f64;
-            for n in [1, 128] {
+            for n in [1, 48, 128] {
                 for wide in [false, true] {
                     let x: Vec<f32> = (0..n * cols).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect();
                     let mut out = vec![0.0f32; n * rows];
@@ -34,7 +37,10 @@ fn main() {
                     for rep in 0..reps + reps / 4 {
                         for (p, &isa) in paths.iter().enumerate() {
                             let s = Instant::now();
-                            m.matmul_t_q8_on(isa, &x, n, &mut out, &mut scratch).unwrap();
+                            match isa {
+                                Some(isa) => m.matmul_t_q8_on(isa, &x, n, &mut out, &mut scratch).unwrap(),
+                                None => m.matmul_t_q8(&x, n, &mut out, &mut scratch).unwrap(),
+                            }
                             if rep >= reps / 4 {
                                 t[p].push(s.elapsed().as_secs_f64());
                             }
@@ -44,8 +50,9 @@ fn main() {
                         t.sort_by(f64::total_cmp);
                         let s = t[t.len() / 2];
                         println!(
-                            "| {dtype} | [{rows}, {cols}] | {n} | {} bits | {isa:?} | {:.3} | {:.1} | {:.1} |",
+                            "| {dtype} | [{rows}, {cols}] | {n} | {} bits | {} | {:.3} | {:.1} | {:.1} |",
                             if wide { 16 } else { 8 },
+                            isa.map_or("default".to_string(), |i| format!("{i:?}")),
                             s * 1e3,
                             bytes / s / 1e9,
                             (rows * cols * n) as f64 / s / 1e9

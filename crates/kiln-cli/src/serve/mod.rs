@@ -43,8 +43,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// `kiln serve`'s options (clap's, flattened into the command).
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Models as [NAME=]PATH: a model file or a run folder (named after the folder unless NAME= is given).
-    #[arg(required = true, value_name = "[NAME=]MODEL")]
+    /// Models as [NAME=]PATH: a model file or a run folder (named after the folder unless NAME= is given);
+    /// none when --assistant is served alone.
+    #[arg(required_unless_present = "assistant", value_name = "[NAME=]MODEL")]
     pub models: Vec<String>,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -193,9 +194,6 @@ type Loaded = (
 );
 
 fn load_models(args: &[String]) -> Result<Loaded> {
-    if args.is_empty() {
-        return Err(Error::Invalid("give at least one model to serve: kiln serve [NAME=]MODEL...".into()));
-    }
     let (mut saved, mut lms, mut embedders, mut recs) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     let mut paths: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -673,6 +671,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     if args.max_generations == 0 || args.context < 2 {
         return Err(Error::Invalid("--max-generations must be positive and --context at least 2".into()));
+    }
+    if args.models.is_empty() && args.assistant.is_none() {
+        return Err(Error::Invalid("give at least one model to serve: kiln serve [NAME=]MODEL...".into()));
     }
     let (models, lms, embedders, recommenders) = load_models(&args.models)?;
     let mut assistants = BTreeMap::new();

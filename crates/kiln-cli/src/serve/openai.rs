@@ -104,7 +104,10 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
             "the last {EARLIER} messages before the question hold {kept} bytes; the assistant takes 16,000 at most"
         ));
     }
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = match stream_flag(&body) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     // The answer's length bound, as for a language model (the assistant's own, 96 tokens, without one).
     let max_tokens = match body.get("max_completion_tokens").or(body.get("max_tokens")) {
         None | Some(Value::Null) => None,
@@ -140,7 +143,8 @@ async fn assistant_completion(app: Shared, name: String, body: Value) -> Respons
         let r = r?;
         let sources: Vec<Value> = r.sources.iter().map(|(id, s)| json!({"id": id, "similarity": s})).collect();
         let fields = json!({"sources": sources, "declined": r.declined});
-        Ok(Answer { text: r.text, finish: "stop", whole: fields.clone(), last: fields })
+        let finish = if r.cut { "length" } else { "stop" };
+        Ok(Answer { text: r.text, finish, whole: fields.clone(), last: fields })
     })
     .await
 }
@@ -350,6 +354,13 @@ fn chat_request(body: &Value, context: usize) -> std::result::Result<(Vec<Messag
         let p = p.as_f64().ok_or_else(|| bad("`frequency_penalty` must be a number"))?;
         sampler.repeat_penalty = (1.0 + p.max(0.0) / 2.0) as f32;
     }
+    // The request's own field names in the message (the sampler's check names the command line's flags).
+    if !(sampler.temperature >= 0.0 && sampler.temperature.is_finite()) {
+        return Err(bad(format!("`temperature` {}: want 0 (greedy) or more", sampler.temperature)));
+    }
+    if !(sampler.top_p > 0.0 && sampler.top_p <= 1.0) {
+        return Err(bad(format!("`top_p` {}: want more than 0, at most 1", sampler.top_p)));
+    }
     sampler.check().map_err(|e| bad(e.to_string()))?;
     let max_tokens = match num("max_completion_tokens").or(num("max_tokens")) {
         Some(v) => {
@@ -368,8 +379,16 @@ fn chat_request(body: &Value, context: usize) -> std::result::Result<(Vec<Messag
     if stop.iter().any(String::is_empty) {
         return Err(bad("`stop` strings must not be empty"));
     }
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    Ok((messages, GenerateOptions { max_tokens, sampler, stop }, stream))
+    Ok((messages, GenerateOptions { max_tokens, sampler, stop }, stream_flag(body)?))
+}
+
+/// `stream`: true or false (or left out), as OpenAI takes it; `"yes"` had been taken as false in silence.
+fn stream_flag(body: &Value) -> std::result::Result<bool, Response> {
+    match body.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad("`stream` must be true or false")),
+    }
 }
 
 fn finish_reason(f: Finish) -> &'static str {
@@ -471,6 +490,15 @@ pub async fn embeddings(State(app): State<Shared>, body: std::result::Result<Jso
     };
     if texts.iter().any(String::is_empty) {
         return bad("`input` holds an empty string");
+    }
+    // OpenAI's shortened embeddings: this encoder makes vectors of one size only.
+    let dim = app.embedders[&name].dim;
+    if let Some(d) = body.get("dimensions").filter(|v| !v.is_null())
+        && d.as_u64() != Some(dim as u64)
+    {
+        return bad(format!(
+            "`dimensions` {d}: this encoder makes vectors of {dim} values; leave it out or give {dim}"
+        ));
     }
     // Embedding shares the bound on predictions in progress (503 beyond), and stops when its client goes.
     let Ok(permit) = app.slots.clone().try_acquire_owned() else {

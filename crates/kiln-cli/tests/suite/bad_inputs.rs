@@ -436,8 +436,75 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
     );
     add(
         &["export", &p("image_model.safetensors"), "--format", "onnx", "--output", &p("mnist")],
-        &["not a regular file"],
+        &["mnist is a folder"],
     );
+
+    // --- An output that is a file the command reads (by another spelling too), or one that cannot be a file:
+    // refused before any work (predict had replaced its input rows and exited 0; train had trained fully
+    // and then failed on an empty path).
+    let data_as_output = TABLE_CONFIG.replace("[train]", "[output]\nmodel = \"t.csv\"\n\n[train]");
+    write("out_is_data.toml", data_as_output.as_bytes());
+    write(
+        "out_is_self.toml",
+        TABLE_CONFIG.replace("[train]", "[output]\nmodel = \"out_is_self.toml\"\n\n[train]").as_bytes(),
+    );
+    write("out_empty.toml", TABLE_CONFIG.replace("[train]", "[output]\nmodel = \"\"\n\n[train]").as_bytes());
+    write("out_folder.toml", TABLE_CONFIG.replace("[train]", "[output]\nmodel = \"mnist\"\n\n[train]").as_bytes());
+    write("cv_missing.toml", TABLE_CONFIG.replace("t.csv", "missing.csv").as_bytes());
+    write("best.toml", TABLE_CONFIG.as_bytes());
+    let same = "is the file being read";
+    let model = p("table_model.safetensors");
+    add(&["predict", &model, "--input", &p("t.csv"), "--output", &p("t.csv")], &["t.csv", same]);
+    add(&["predict", &model, "--input", &p("t.csv"), "--output", &p("../corpus/t.csv")], &["t.csv", same]);
+    add(&["predict", &model, "--input", &p("t.csv"), "--output", &model], &["table_model.safetensors", same]);
+    add(&["embed", &p("nomodel"), "--input", &p("t.csv"), "--column", "c", "--output", &p("t.csv")], &[same]);
+    add(&["train", &p("out_is_data.toml")], &["[output] model", "t.csv", same]);
+    add(&["train", &p("out_is_self.toml")], &["[output] model", "out_is_self.toml", same]);
+    add(&["train", &p("out_empty.toml")], &["[output] model is empty"]);
+    add(&["train", &p("out_folder.toml")], &["[output] model", "is a folder"]);
+    add(&["train", &p("ok.toml"), "--output", &p("ok.toml")], &["--output", same]);
+    add(&["search", &p("best.toml"), "--set", "model.l2=0.1,0.2"], &["best.toml", same]);
+    add(&["cv", &p("ok.toml"), "--output", &p("ok.toml")], &["--output", same]);
+    // A cross-validation that fails before its first fold leaves the file it was to write as it was.
+    add(&["cv", &p("cv_missing.toml"), "--output", &p("existing.safetensors")], &["missing.csv"]);
+    add(&["data", "audit", &p("t.csv"), "--json", &p("t.csv")], &["--json", same]);
+    add(&["evaluate", &model, "--data", &p("t.csv"), "--batch-size", "0"], &["--batch-size 0"]);
+    // A number column with one stray word in 40 rows, or a number past f32's range: the row, not a category
+    // or an internal message.
+    let stray40: String = (0..40)
+        .map(|i| format!("{},{}\n", if i == 9 { "abc".to_string() } else { (i % 7).to_string() }, i % 2))
+        .collect();
+    write("stray40.csv", format!("a,y\n{stray40}").as_bytes());
+    let huge: String = (0..40)
+        .map(|i| format!("{},{}\n", if i == 3 { "1e39".to_string() } else { (i % 7).to_string() }, i % 2))
+        .collect();
+    write("huge.csv", format!("a,y\n{huge}").as_bytes());
+    add(
+        &["train", "--data", &p("stray40.csv"), "--target", "y", "--run-dir", &run_dir],
+        &["column `a`", "row 10", "abc"],
+    );
+    add(&["train", "--data", &p("huge.csv"), "--target", "y", "--run-dir", &run_dir], &["column `a`", "row 4", "1e39"]);
+    // The assistant served alone (no other model) gets as far as reading its FAQ.
+    let faq = p("nofaq.csv");
+    add(
+        &[
+            "serve",
+            "--assistant",
+            &format!("shop={faq}"),
+            "--assistant-model",
+            &p("x.gguf"),
+            "--assistant-embedder",
+            &p("nodir"),
+        ],
+        &["nofaq.csv"],
+    );
+    write("nonfinite_rows.csv", b"a,b,c\n1,inf,r\n");
+    add(&["predict", &model, "--input", &p("nonfinite_rows.csv")], &["column `b`", "row 1", "inf"]);
+    add(
+        &["index", "build", &p("nomodel"), "--input", &p("t.csv"), "--column", "c", "--output", &p("nodir/x")],
+        &["nodir"],
+    );
+    add(&["index", "query", &p("noindex"), "  "], &["question is empty"]);
 
     // --- Run folders and flags.
     add(&["train", "--resume", &p("nowhere")], &["nowhere"]);

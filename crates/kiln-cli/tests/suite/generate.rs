@@ -54,6 +54,29 @@ fn chat_keeps_the_conversation_and_resets() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("(a new conversation)"));
 }
 
+/// A message too long for the context on its own is refused with one line, and the chat goes on: the turns
+/// before and after it are answered (it had ended the session with an error, the conversation lost).
+#[test]
+fn chat_refuses_one_message_past_the_context_and_goes_on() {
+    let Some(m) = smollm() else { return };
+    let mut child = Command::new(KILN)
+        .args(["chat", &m, "--temperature", "0", "--max-tokens", "5", "--context", "64"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let long = "tell me about the weather today please ".repeat(12);
+    child.stdin.take().unwrap().write_all(format!("Hi\n{long}\nHello\n/exit\n").as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.lines().filter(|l| l.contains("error:")).count(), 1, "{err}");
+    assert!(err.contains("the context holds 64") && err.contains("shorter"), "{err}");
+    let out = stdout(&o);
+    assert_eq!(out.lines().filter(|l| !l.trim().is_empty()).count(), 2, "two answers: {out}");
+}
+
 #[test]
 fn bad_models_and_settings_are_one_clear_error() {
     let t = Tmp::new("badgen");
@@ -76,11 +99,14 @@ fn bad_models_and_settings_are_one_clear_error() {
         (vec!["--max-tokens", "0"], "--max-tokens 0"),
         (vec!["--system", "Be brief."], "--system goes with --chat"),
         (vec!["--context", "8"], "the context holds 8"),
+        (vec!["--stop", ""], "--stop \"\""),
     ] {
         let mut a = vec!["generate", m.as_str(), "Tell me a long story about a dragon and a knight."];
         a.extend(args);
         assert_fails(&kiln(&a), &[want]);
     }
+    // An empty prompt is refused with the chat template too (which had made it a prompt and answered it).
+    assert_fails(&kiln(&["generate", &m, "  ", "--chat"]), &["the prompt is empty"]);
 }
 
 /// `kiln assistant` on the shop FAQ of examples/assistant: a question the FAQ answers gets an answer naming the
@@ -127,6 +153,19 @@ fn the_assistant_answers_from_the_faq_and_declines_the_rest() {
     assert_fails(&ask("hi", &["--k", "0"]), &["--k 0"]);
     assert_fails(&ask("hi", &["--threshold", "2"]), &["--threshold 2"]);
     assert_fails(&ask("hi", &["--answer-column", "reply"]), &["faq.csv", "reply"]);
+    // An FAQ with one id twice, --json without --eval, --eval with --question, an --eval file without rows.
+    let t = Tmp::new("asst-bad");
+    std::fs::write(t.path("dup.csv"), "id,question,answer\nf1,a?,yes\nf2,b?,no\nf1,c?,maybe\n").unwrap();
+    std::fs::write(t.path("q.csv"), "question,answer_id,key_fact\n").unwrap();
+    let run = |args: &[&str]| {
+        let mut a = vec!["assistant", "--model", &m, "--embedder", &minilm];
+        a.extend(args);
+        kiln(&a)
+    };
+    assert_fails(&run(&["--faq", &t.s("dup.csv"), "--question", "hi"]), &["dup.csv row 3", "`f1`", "row 1"]);
+    assert_fails(&ask("hi", &["--json", &t.s("r.json")]), &["--json", "--eval"]);
+    assert_fails(&ask("hi", &["--eval", &t.s("q.csv")]), &["--eval", "--question"]);
+    assert_fails(&run(&["--faq", &faq, "--eval", &t.s("q.csv")]), &["q.csv", "no questions"]);
 }
 
 /// --tokenizer (a tokenizer.json in place of the file's metadata), --exact (the reference arithmetic) and
@@ -152,6 +191,12 @@ fn tokenizer_file_exact_and_fast8() {
     std::fs::write(t.path("bad.json"), "{").unwrap();
     let o = kiln(&["generate", &m, q, "--tokenizer", &t.s("bad.json")]);
     assert_fails(&o, &["bad.json", "not a readable tokenizer.json"]);
+    // Another model's tokenizer (MiniLM's WordPiece: fewer tokens than SmolLM2's, so it fits) is refused.
+    let bert = format!("{ROOT}/models/all-MiniLM-L6-v2/tokenizer.json");
+    if std::path::Path::new(&bert).is_file() {
+        let o = kiln(&["generate", &m, q, "--tokenizer", &bert]);
+        assert_fails(&o, &["tokenizer.json", "another model's tokenizer"]);
+    }
     let o = kiln(&["generate", &m, q, "--exact", "--fast8"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
 }

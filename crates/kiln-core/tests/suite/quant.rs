@@ -308,7 +308,8 @@ fn matrix_keeps_its_shape_and_type() {
 
 /// Several matrices with one input in one parallel pass (`matmul_t_q8_many`, as q, k and v of a layer) give
 /// what each gives alone: rows of 37, 5 and 1 so that tiles of two meet every matrix's end, one token and
-/// several (tiles of four activation rows and the rest).
+/// several (tiles of four activation rows and the rest), and a prompt of 50 on 16 bits, whose dequantized
+/// chunks cross from one matrix to the next.
 #[test]
 fn several_matrices_in_one_pass_equal_each_alone() {
     let mut rng = Rng::new(43);
@@ -318,9 +319,9 @@ fn several_matrices_in_one_pass_equal_each_alone() {
             .iter()
             .map(|&rows| QMatrix::quantize(dtype, rows, cols, &random(&mut rng, rows * cols, 1.0)).unwrap())
             .collect();
-        for n in [1, 5, 9] {
+        for (n, wide) in [(1, false), (5, false), (9, false), (1, true), (50, true)] {
             let x = random(&mut rng, n * cols, 2.0);
-            let mut scratch = kiln_core::qdot::Q8Rows::default();
+            let mut scratch = kiln_core::qdot::Q8Rows { wide, ..Default::default() };
             let mut together: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0; n * m.rows()]).collect();
             let mut outs: Vec<&mut [f32]> = together.iter_mut().map(|o| o.as_mut_slice()).collect();
             QMatrix::matmul_t_q8_many(&mats.iter().collect::<Vec<_>>(), &x, n, &mut outs, &mut scratch).unwrap();
@@ -329,6 +330,49 @@ fn several_matrices_in_one_pass_equal_each_alone() {
                 m.matmul_t_q8(&x, n, &mut alone, &mut scratch).unwrap();
                 for (i, (a, b)) in alone.iter().zip(t).enumerate() {
                     assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{dtype} n {n} [{i}]: alone {a}, together {b}");
+                }
+            }
+        }
+    }
+}
+
+/// A prompt's product on the default path (16-bit activations, `DENSE_ROWS` rows or more) goes dequantized
+/// onto the f32 kernel, so it is the exact product (`matmul_t`) up to the order of the f32 sums: within 1e-5 of
+/// Σ|x·w| per value, where 16-bit activations with an outlier in each block are further off (the integer
+/// tiles fail this test: checked by sending prompts to them). Every dtype, weight rows
+/// that leave a part of a 64-row chunk and of a 16-column panel (37, 203), columns of 2 to 16 blocks, 48 to 130
+/// activation rows (tiles of the f32 kernel and their rest); one token keeps the integer path.
+#[test]
+fn a_prompts_default_product_is_the_exact_one() {
+    use kiln_core::qdot::{DENSE_ROWS, Q8Rows, dense_prompts};
+    if !dense_prompts() {
+        println!("skipped: this processor (or KILN_INT_PROMPTS / KILN_GEMM_CRATE) keeps prompts on the integer tiles");
+        return;
+    }
+    let mut rng = Rng::new(47);
+    for dtype in [DType::Q4_1, DType::Q4_0, DType::Q8_0] {
+        for (rows, cols) in [(37, 160), (203, 64), (70, 512)] {
+            let m = QMatrix::quantize(dtype, rows, cols, &random(&mut rng, rows * cols, 1.0)).unwrap();
+            let wd = m.dequantize();
+            for n in [DENSE_ROWS, DENSE_ROWS + 5, 130] {
+                // One value of each block 250 times the others, so that 16-bit activations (d = max|x|/32767)
+                // would round the rest by up to 8e-3: far outside this test's bound.
+                let mut x = random(&mut rng, n * cols, 2.0);
+                for (i, block) in x.chunks_exact_mut(QK).enumerate() {
+                    block[i * 7 % QK] = if i % 2 == 0 { 500.0 } else { -500.0 };
+                }
+                let (mut exact, mut out) = (vec![0.0; n * rows], vec![f32::NAN; n * rows]);
+                m.matmul_t(&x, n, &mut exact).unwrap();
+                m.matmul_t_q8(&x, n, &mut out, &mut Q8Rows { wide: true, ..Default::default() }).unwrap();
+                for b in 0..n {
+                    for r in 0..rows {
+                        let mass: f64 = (0..cols).map(|k| (x[b * cols + k] * wd[r * cols + k]).abs() as f64).sum();
+                        let (e, o) = (exact[b * rows + r] as f64, out[b * rows + r] as f64);
+                        assert!(
+                            (o - e).abs() <= 1e-5 * mass + 1e-6,
+                            "{dtype} [{rows}, {cols}] n {n} ({b}, {r}): {o}, exact {e} (Σ|x·w| {mass})"
+                        );
+                    }
                 }
             }
         }

@@ -479,6 +479,9 @@ impl Config {
             *p = base.join(&*p);
         }
         if let Some(m) = &c.output.model {
+            if m.as_os_str().is_empty() {
+                return Err(in_file("[output] model is empty: name the file to write, or leave the key out".into()));
+            }
             c.output.model = Some(base.join(m));
         }
         if let Some(w) = &c.model.weights {

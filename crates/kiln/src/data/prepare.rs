@@ -676,14 +676,18 @@ impl Preparation {
                 match &f.kind {
                     FeatureKind::Number { log, fill, indicator, clip, center, scale, edges, span } => {
                         let v = match cell {
-                            Some(s) => Some(s.parse::<f64>().map_err(|_| {
-                                Error::Data(format!(
-                                    "{}: column `{}` row {} has `{s}`, not a number",
-                                    table.source,
-                                    f.name,
-                                    r + 1
-                                ))
-                            })?),
+                            Some(s) => Some(match s.parse::<f64>() {
+                                Ok(x) if crate::data::table::finite_f32(x) => x,
+                                parsed => {
+                                    return Err(Error::Data(format!(
+                                        "{}: column `{}` row {} has `{s}`, {}",
+                                        table.source,
+                                        f.name,
+                                        r + 1,
+                                        if parsed.is_ok() { "not a finite number" } else { "not a number" }
+                                    )));
+                                }
+                            }),
                             None => None,
                         };
                         let v = if *log { v.map(|x| x.max(0.0).ln_1p()) } else { v };

@@ -75,12 +75,14 @@ impl Column {
             return Ok(ColumnType::Category);
         }
         let bad: Vec<(usize, &str)> =
-            present.iter().filter(|(_, v)| v.parse::<f64>().map_or(true, |x| !x.is_finite())).copied().collect();
+            present.iter().filter(|(_, v)| v.parse::<f64>().map_or(true, |x| !finite_f32(x))).copied().collect();
         if bad.is_empty() {
             return Ok(ColumnType::Number);
         }
-        // Mostly numbers: a stray string is a data error to fix, not a reason to treat the column as text.
-        if bad.len() * 50 <= present.len() && present.len() >= 20 {
+        // Mostly numbers (nine values in ten or more): a stray string is a data error to fix, not a reason to
+        // treat the column as a category. The limit was one in fifty from 20 values on, which let a 40-row
+        // file with one `abc` become a category of 28 levels without a word.
+        if bad.len() * 10 <= present.len() && present.len() >= 10 {
             let (row, v) = bad[0];
             return Err(Error::Data(format!(
                 "{source}: column `{}` holds numbers but row {} has `{v}`{}; fix it, mark it missing, or declare \
@@ -116,6 +118,12 @@ impl Column {
             ColumnType::Text
         })
     }
+}
+
+/// Whether a number read from a file is finite and stays finite as the f32 that models compute in (`1e39` is
+/// a finite f64 and an infinite f32).
+pub fn finite_f32(x: f64) -> bool {
+    x.is_finite() && (x as f32).is_finite()
 }
 
 /// Whether a boolean cell reads as true.

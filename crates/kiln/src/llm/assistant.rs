@@ -7,7 +7,7 @@
 //! exchanges stand before the question in the prompt, and a follow-up that retrieves nothing close enough on
 //! its own ("and to Switzerland?") is retrieved again after the customer's previous question.
 
-use super::{GenerateOptions, Lm, Message, SamplerSettings};
+use super::{Finish, GenerateOptions, Lm, Message, SamplerSettings};
 use crate::index::{Document, Index, IndexInfo};
 use crate::pretrained::Encoder;
 use crate::{Error, Result};
@@ -31,6 +31,8 @@ pub struct Reply {
     pub retrieved: Vec<(String, f32)>,
     /// No entry was close enough: the reply is the hand-off, not a model's answer.
     pub declined: bool,
+    /// The answer was cut at its length bound (`max_tokens`) rather than ended by the model.
+    pub cut: bool,
 }
 
 /// Earlier messages of a conversation kept in the prompt: the last two exchanges (each costs prompt time,
@@ -74,7 +76,7 @@ pub fn read_faq(path: &Path, columns: [&str; 3]) -> Result<Vec<FaqEntry>> {
     )?;
     let [id, q, a] = columns.map(|c| table.column(c).map(|col| &col.cells));
     let (id, q, a) = (id?, q?, a?);
-    let mut out = Vec::with_capacity(a.len());
+    let mut out: Vec<FaqEntry> = Vec::with_capacity(a.len());
     for r in 0..a.len() {
         let cell = |c: &Vec<Option<String>>| c[r].clone().unwrap_or_default().trim().to_string();
         let entry = FaqEntry { id: cell(id), question: cell(q), answer: cell(a) };
@@ -83,6 +85,16 @@ pub fn read_faq(path: &Path, columns: [&str; 3]) -> Result<Vec<FaqEntry>> {
                 "{} row {}: an FAQ entry needs an id and an answer",
                 path.display(),
                 r + 1
+            )));
+        }
+        // An answer names the entries it used by id: two entries of one id could not be told apart.
+        if let Some(first) = out.iter().position(|e| e.id == entry.id) {
+            return Err(Error::Data(format!(
+                "{} row {}: id `{}` is already the id of row {}; each FAQ entry needs its own",
+                path.display(),
+                r + 1,
+                entry.id,
+                first + 1
             )));
         }
         out.push(entry);
@@ -178,7 +190,7 @@ impl Assistant {
         let retrieved: Vec<(String, f32)> = hits.iter().map(|&(i, s)| (self.entries[i].id.clone(), s)).collect();
         if hits.first().is_none_or(|h| h.1 < self.threshold) {
             on_text(DECLINE);
-            return Ok(Reply { text: DECLINE.into(), sources: Vec::new(), retrieved, declined: true });
+            return Ok(Reply { text: DECLINE.into(), sources: Vec::new(), retrieved, declined: true, cut: false });
         }
         let prompt = self.lm.chat_prompt(&self.messages(&kept, question, &hits))?;
         let ids = self.lm.encode(&prompt)?;
@@ -187,6 +199,7 @@ impl Assistant {
         let opts = GenerateOptions { max_tokens: self.max_tokens, sampler, stop: vec!["\n\n".into()] };
         let mut cache = self.lm.model.cache(ids.len() + self.max_tokens + 1);
         let g = self.lm.generate(&ids, &opts, &mut cache, on_text)?;
-        Ok(Reply { text: g.text.trim().to_string(), sources: retrieved.clone(), retrieved, declined: false })
+        let cut = g.finish == Finish::Length;
+        Ok(Reply { text: g.text.trim().to_string(), sources: retrieved.clone(), retrieved, declined: false, cut })
     }
 }

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! The products run on integers, the activations quantized per block of 32 (`QMatrix::matmul_t_q8`): to 16
-//! bits by default, or to 8 bits with `fast8` as llama.cpp's kernels do; with `exact`, on f32 activations and
+//! bits by default (a prompt of 48 tokens or more instead on f32 activations and weights dequantized a chunk at
+//! a time, faster there: qdot/dequant.rs), or to 8 bits with `fast8` as llama.cpp's kernels do; with `exact`, on f32 activations and
 //! weights dequantized block by block (`QMatrix::matmul_t`), the reference. tests/suite/llm.rs holds the exact and
 //! the default paths to Hugging Face transformers' float32 reading of the same file (logits within 1e-4 and
 //! 1e-3 of the largest, the same greedy text). 8-bit activations moved the logits by up to 3.6% of the
@@ -58,7 +59,7 @@ struct Block {
 pub struct Llama {
     pub config: LlamaConfig,
     /// Products on f32 activations with the weights dequantized block by block (the reference), instead
-    /// of llama.cpp's integer products on 8-bit activations (the default, several times faster).
+    /// of the integer products (the default, several times faster).
     pub exact: bool,
     /// 8-bit activations (llama.cpp's arithmetic: faster, and the logits move by a few percent) instead of
     /// the default 16-bit ones (within 2e-4 of the exact product).

@@ -96,6 +96,21 @@ impl Lm {
                 format!("has {vocab} tokens, more than the model's {} rows of embeddings", self.model.config.vocab),
             ));
         }
+        // Another model's tokenizer (BERT's WordPiece for a GPT-2 byte-level model) fits in the vocabulary and
+        // turns every prompt into ids this model reads as other tokens: its tokens must be the file's own,
+        // id for id, where the file holds a vocabulary.
+        let own = self.tokenizer.get_vocab_size(true).min(vocab) as u32;
+        let same =
+            (0..own).filter(|&i| tok.id_to_token(i).is_some_and(|t| self.tokenizer.id_to_token(i) == Some(t))).count();
+        if own > 0 && (same as f64) < 0.9 * own as f64 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "is another model's tokenizer: {same} of the first {own} ids name the token the model's own \
+                     vocabulary (in its GGUF metadata) gives them; use the tokenizer.json made for this model"
+                ),
+            ));
+        }
         for t in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>"] {
             if let Some(i) = tok.token_to_id(t)
                 && !self.stop_ids.contains(&i)

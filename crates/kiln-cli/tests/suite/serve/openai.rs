@@ -73,7 +73,10 @@ fn openai_routes_serve_language_models_and_embedders() {
     chat(json!({"model": "smol", "messages": []})).error(400, "`messages` must be a non-empty array");
     chat(json!({"model": "smol", "messages": [{"role": "robot", "content": "hi"}]})).error(400, "role `robot`");
     chat(json!({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}))
-        .error(400, "temperature");
+        .error(400, "`temperature` -1");
+    chat(json!({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "top_p": 2})).error(400, "`top_p` 2");
+    chat(json!({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}))
+        .error(400, "`stream` must be true or false");
     chat(json!({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "n": 2})).error(400, "`n`");
     let long = "word ".repeat(600);
     chat(json!({"model": "smol", "messages": [{"role": "user", "content": long}]})).error(400, "context holds 512");
@@ -105,6 +108,8 @@ fn openai_routes_serve_language_models_and_embedders() {
     let emb = |v: Value| post(a, "/v1/embeddings", &v);
     emb(json!({"model": "all-MiniLM-L6-v2", "input": [1, 2]})).error(400, "`input` must be a string");
     emb(json!({"model": "smol", "input": "hi"})).error(404, "no embedder named `smol`");
+    emb(json!({"model": "all-MiniLM-L6-v2", "input": "hi", "dimensions": 10})).error(400, "vectors of 384 values");
+    assert_eq!(emb(json!({"model": "all-MiniLM-L6-v2", "input": "hi", "dimensions": 384})).status, 200);
 }
 
 /// The FAQ assistant as a chat model: an answer naming its entries, the hand-off for a question the FAQ
@@ -156,6 +161,7 @@ fn the_assistant_answers_over_http() {
         post(a, "/v1/chat/completions", &body)
     };
     let one = short(json!(2)).json();
+    assert_eq!(one["choices"][0]["finish_reason"], "length", "cut at max_tokens: {one}");
     let one = one["choices"][0]["message"]["content"].as_str().unwrap().to_string();
     assert!(!one.is_empty() && one.split_whitespace().count() <= 2, "{one}");
     let again = ask("How long do I have to send something back?", false).json();
