@@ -91,6 +91,15 @@ pub fn read_image(model: &Sequential, input: &Path, index: Option<usize>) -> Res
         }
         read_png(input, &want)?
     } else {
+        let mut head = [0u8; 4];
+        let idx = std::fs::File::open(input).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok()
+            && head == [0, 0, 8, 3];
+        if !idx {
+            return Err(Error::Invalid(format!(
+                "{}: neither a PNG image nor an IDX file of images, which an image model predicts from",
+                input.display()
+            )));
+        }
         let images = mnist::load_images(input)?;
         let Some(i) = index else {
             return Err(Error::Invalid(format!(

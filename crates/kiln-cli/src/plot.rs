@@ -18,6 +18,7 @@ pub struct Panel {
 
 /// The epochs logged in `run_dir/log.jsonl`, as panels.
 pub fn panels(run_dir: &Path) -> Result<Vec<Panel>> {
+    crate::run_dir::require_run(run_dir)?;
     let path = run_dir.join("log.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, &e))?;
     let mut rows = Vec::new();

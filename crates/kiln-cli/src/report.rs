@@ -17,6 +17,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 pub fn report(run_dir: &Path) -> Result<PathBuf> {
+    crate::run_dir::require_run(run_dir)?;
     let cfg_path = run_dir.join(CONFIG);
     let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, &e))?;
     let cfg = Config::from_file(&cfg_path)?;

@@ -74,6 +74,12 @@ pub fn write_run_info(dir: &Path) -> kiln::Result<()> {
 pub fn create(dir: PathBuf, named: bool) -> kiln::Result<PathBuf> {
     let holds_files = |d: &Path| std::fs::read_dir(d).map(|mut r| r.next().is_some()).unwrap_or(false);
     let dir = if named {
+        if dir.exists() && !dir.is_dir() {
+            return Err(kiln::Error::Invalid(format!(
+                "--run-dir {}: is a file, not a folder; name a folder for the run",
+                dir.display()
+            )));
+        }
         if holds_files(&dir) {
             return Err(kiln::Error::Invalid(format!(
                 "{} already holds files (a run folder?); continue that run with --resume {}, or choose another \
@@ -94,6 +100,17 @@ pub fn create(dir: PathBuf, named: bool) -> kiln::Result<PathBuf> {
     };
     std::fs::create_dir_all(&dir).map_err(|e| kiln::Error::io(&dir, &e))?;
     Ok(dir)
+}
+
+/// Fails unless `dir` is a folder `kiln train` made (it holds the run's config.toml or log.jsonl): `plot` and
+/// `report` on another folder had said only that its log.jsonl was missing.
+pub fn require_run(dir: &Path) -> kiln::Result<()> {
+    if !dir.join(CONFIG).is_file() && !dir.join("log.jsonl").is_file() {
+        let what =
+            if dir.is_dir() { "is not a run folder (no config.toml or log.jsonl in it)" } else { "is not a folder" };
+        return Err(kiln::Error::Invalid(format!("{} {what}: give the run folder `kiln train` made", dir.display())));
+    }
+    Ok(())
 }
 
 /// The run's checkpoint, to continue it to `epochs` epochs (which must be more than it has trained).

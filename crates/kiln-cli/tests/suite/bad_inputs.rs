@@ -410,7 +410,7 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
     write("notpng.png", b"hello");
     add(&["predict", &p("image_model.safetensors"), &p("image.png")], &["image.png"]);
     add(&["predict", &p("image_model.safetensors"), &p("notpng.png")], &["notpng.png"]);
-    add(&["predict", &p("image_model.safetensors"), &p("t.csv")], &["t.csv"]);
+    add(&["predict", &p("image_model.safetensors"), &p("t.csv")], &["t.csv", "neither a PNG image nor an IDX file"]);
     add(&["predict", &p("image_model.safetensors"), &p("mnist/t10k-images-idx3-ubyte"), "--index", "99"], &["99"]);
     add(&["predict", &p("image_model.safetensors"), &p("mnist/t10k-images-idx3-ubyte")], &["--index"]);
     add(&["predict", &p("image_model.safetensors")], &["give an input"]);
@@ -510,8 +510,9 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
     add(&["train", "--resume", &p("nowhere")], &["nowhere"]);
     add(&["train", "--resume", &p("mnist")], &["mnist"]);
     add(&["plot", &p("nowhere")], &["nowhere"]);
-    add(&["plot", &p("mnist")], &["mnist"]);
-    add(&["report", &p("mnist")], &["mnist"]);
+    add(&["plot", &p("mnist")], &["mnist", "not a run folder"]);
+    add(&["report", &p("mnist")], &["mnist", "not a run folder"]);
+    add(&["train", &p("ok.toml"), "--run-dir", &p("t.csv")], &["--run-dir", "t.csv", "is a file"]);
     add(&["train", &p("ok.toml"), "--resume", &p("mnist")], &["--resume"]);
     add(&["train", "--data", &p("t.csv")], &["--target"]);
     add(&["train"], &["give a config"]);

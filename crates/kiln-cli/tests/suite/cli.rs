@@ -147,8 +147,8 @@ fn run_folder_plot_and_report() {
     }
     assert!(t.path("run/confusion.svg").exists());
 
-    assert_fails(&kiln(&["plot", &t.s("data")]), &["log.jsonl", "no such file"]);
-    assert_fails(&kiln(&["report", &t.s("data")]), &["config.toml", "no such file"]);
+    assert_fails(&kiln(&["plot", &t.s("data")]), &["data", "not a run folder"]);
+    assert_fails(&kiln(&["report", &t.s("data")]), &["data", "not a run folder"]);
 }
 
 /// A graph model from TOML: `[[model.nodes]]` naming what each layer reads, with a residual `add`; trained,

@@ -268,6 +268,14 @@ pub fn explain_unknown(msg: &str) -> Option<String> {
              [[model.layers]] each layer reads the one before"
         ));
     }
+    // A value that begins a valid one (`glorot` for `glorot_uniform`) is a shortened spelling of it: named
+    // first, where the nearest by edits had been `zeros`.
+    let prefixed: Vec<&&str> = valid.iter().filter(|v| given.len() >= 3 && v.starts_with(given)).collect();
+    if !prefixed.is_empty() {
+        let named: Vec<String> = prefixed.iter().map(|v| format!("`{v}`")).collect();
+        let named = named.join(" or ");
+        return Some(format!("unknown {what} `{given}`; did you mean {named}? (valid: {})", valid.join(", ")));
+    }
     let best = valid.iter().min_by_key(|v| edit_distance(given, v)).expect("non-empty");
     let hint = if edit_distance(given, best) <= given.len().max(best.len()) / 2 + 1 {
         format!("; did you mean `{best}`?")

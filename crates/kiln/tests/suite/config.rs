@@ -34,6 +34,10 @@ fn unknown_keys_name_the_line_and_the_nearest_key() {
     assert!(e.contains("did you mean `units`?"), "{e}");
     let e = Config::parse(&minimal("[[model.layers]]\ntype = \"dens\"\nunits = 3", "")).err().unwrap();
     assert!(e.contains("unknown value `dens`") && e.contains("did you mean `dense`?"), "{e}");
+    // A shortened spelling names the value it begins, not the nearest by edits (`zeros` for `glorot`).
+    let dense = "[[model.layers]]\ntype = \"dense\"\nunits = 3\nkernel_initializer = \"glorot\"";
+    let e = Config::parse(&minimal(dense, "")).err().unwrap();
+    assert!(e.contains("did you mean `glorot_uniform` or `glorot_normal`?"), "{e}");
     let e = Config::parse(&minimal("", "optimizer = \"adma\"")).err().unwrap();
     assert!(e.contains("did you mean `adam`?"), "{e}");
     let e = Config::parse(&minimal("", "optimizer = { type = \"adam\", learning_rat = 0.1 }")).err().unwrap();
