@@ -26,8 +26,9 @@ pub fn check_output(what: &str, out: &Path, reads: &[&Path]) -> Result<()> {
             message: format!("folder {} does not exist", dir.display()),
         });
     }
+    let written = full(out);
     for input in reads.iter().filter(|p| p.is_file()) {
-        if full(input).is_some() && full(input) == full(out) {
+        if written.is_some() && full(input) == written {
             let also = match *input == out {
                 true => String::new(),
                 false => format!(" ({})", input.display()),

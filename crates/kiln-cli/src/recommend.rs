@@ -37,8 +37,7 @@ pub fn train(cfg: &Config, a: &TrainArgs) -> Result<()> {
     let mut rec = Recommender::new(cfg.recommender(kind), &data, &split, cfg.model.seed)?;
     let output = a.output.clone().or_else(|| cfg.output.model.clone());
     if let Some(o) = &output {
-        let what = if a.output.is_some() { "--output" } else { "[output] model" };
-        crate::outputs::check_output(what, o, &[&a.config.clone().unwrap_or_default(), &cfg.data.path])?;
+        crate::train::check_model_output(o, cfg, a)?;
     }
     let (dir, named) = match &a.run_dir {
         Some(d) => (d.clone(), true),

@@ -265,8 +265,7 @@ pub fn open_run(cfg: &Config, a: &TrainArgs) -> Result<Run> {
     }
     let output = a.output.clone().or_else(|| cfg.output.model.clone());
     if let Some(o) = &output {
-        let what = if a.output.is_some() { "--output" } else { "[output] model" };
-        crate::outputs::check_output(what, o, &[&a.config.clone().unwrap_or_default(), &cfg.data.path])?;
+        check_model_output(o, cfg, a)?;
     }
     // The run's config records where its model goes (`--output` too), so `--resume` writes there again.
     let mut recorded = cfg.clone();
@@ -394,4 +393,12 @@ fn table(cfg: &Config, a: &TrainArgs) -> Result<()> {
         print!("{}", tabular::render_scores(&tabular::scores(&model, &table, &test)?, "test ", !run.quiet));
     }
     run.save(&model)
+}
+
+/// Fails before training, not after, when the model could not be saved at `out` (`--output`, else the
+/// config's `[output] model`), or would replace the config or the data it trains on.
+pub fn check_model_output(out: &Path, cfg: &Config, a: &TrainArgs) -> Result<()> {
+    let what = if a.output.is_some() { "--output" } else { "[output] model" };
+    let config = a.config.as_deref().unwrap_or(Path::new(""));
+    crate::outputs::check_output(what, out, &[config, &cfg.data.path])
 }

@@ -354,14 +354,10 @@ fn chat_request(body: &Value, context: usize) -> std::result::Result<(Vec<Messag
         let p = p.as_f64().ok_or_else(|| bad("`frequency_penalty` must be a number"))?;
         sampler.repeat_penalty = (1.0 + p.max(0.0) / 2.0) as f32;
     }
-    // The request's own field names in the message (the sampler's check names the command line's flags).
-    if !(sampler.temperature >= 0.0 && sampler.temperature.is_finite()) {
-        return Err(bad(format!("`temperature` {}: want 0 (greedy) or more", sampler.temperature)));
+    // Named by the request's own fields (`check` names the command line's flags).
+    if let Some(o) = sampler.out_of_range() {
+        return Err(bad(format!("`{}` {}: want {}", o.field, o.value, o.want)));
     }
-    if !(sampler.top_p > 0.0 && sampler.top_p <= 1.0) {
-        return Err(bad(format!("`top_p` {}: want more than 0, at most 1", sampler.top_p)));
-    }
-    sampler.check().map_err(|e| bad(e.to_string()))?;
     let max_tokens = match num("max_completion_tokens").or(num("max_tokens")) {
         Some(v) => {
             v.as_u64().filter(|&n| n > 0).ok_or_else(|| bad("`max_tokens` must be a positive whole number"))? as usize

@@ -41,17 +41,16 @@ pub(super) unsafe fn rows_f32(
     assert!(x.len() >= n * cols && r1 >= r0, "x [{n}, {cols}] for weight rows {r0}..{r1}");
     let mut w = ROWS.take();
     w.resize((r1 - r0) * cols, 0.0);
-    for (i, row) in w.chunks_exact_mut(cols.max(1)).enumerate() {
-        let span = (r0 + i) * kb..(r0 + i + 1) * kb;
-        match blocks {
-            Blocks::Q4_1(b) => dequantize_row(&b[span], row),
-            Blocks::Q4_0(b) => dequantize_row(&b[span], row),
-            Blocks::Q8_0(b) => dequantize_row(&b[span], row),
-        }
-        .expect("a row of kb blocks into kb·32 values");
+    // The rows' blocks lie one after another, so they dequantize as one run.
+    let span = r0 * kb..r1 * kb;
+    match blocks {
+        Blocks::Q4_1(b) => dequantize_row(&b[span], &mut w),
+        Blocks::Q4_0(b) => dequantize_row(&b[span], &mut w),
+        Blocks::Q8_0(b) => dequantize_row(&b[span], &mut w),
     }
-    // SAFETY: the caller's contract; x holds n x cols and w (cols x (r1 − r0), transposed) its extent.
-    let ran = unsafe { sgemm::sgemm_own(n, r1 - r0, cols, out, ldo, Mat::rows(x, cols), Mat::rows_t(&w, cols)) };
-    assert!(ran, "the dequantized product needs kiln's f32 kernel (dequant::runs)");
+    .expect("rows of kb blocks into kb·32 values each");
+    // SAFETY: the caller's contract (the kernel runs: `runs()`); x holds n x cols and w (cols x (r1 − r0),
+    // transposed) its extent.
+    unsafe { sgemm::sgemm_own(n, r1 - r0, cols, out, ldo, Mat::rows(x, cols), Mat::rows_t(&w, cols)) };
     ROWS.set(w);
 }

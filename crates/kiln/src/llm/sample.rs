@@ -34,20 +34,37 @@ impl SamplerSettings {
         SamplerSettings { temperature: 0.0, repeat_penalty: 1.0, ..Default::default() }
     }
 
-    /// Each setting in its range, or the error naming it.
+    /// Each setting in its range, or the error naming it by its command-line flag.
     pub fn check(&self) -> Result<()> {
-        let bad = |what: String| Err(Error::Config(what));
+        match self.out_of_range() {
+            Some(o) => Err(Error::Config(format!("{} {}: want {}", o.flag, o.value, o.want))),
+            None => Ok(()),
+        }
+    }
+
+    /// The first setting out of its range, named both ways (the command line's flag, a chat request's
+    /// field), with its value and what it takes; None when all are in range.
+    pub fn out_of_range(&self) -> Option<OutOfRange> {
+        let o = |flag, field, value, want| Some(OutOfRange { flag, field, value, want });
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(format!("--temperature {}: want 0 (greedy) or more", self.temperature));
+            return o("--temperature", "temperature", self.temperature, "0 (greedy) or more");
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("--top-p {}: want more than 0, at most 1", self.top_p));
+            return o("--top-p", "top_p", self.top_p, "more than 0, at most 1");
         }
         if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
-            return bad(format!("--repeat-penalty {}: want more than 0 (1 for none)", self.repeat_penalty));
+            return o("--repeat-penalty", "frequency_penalty", self.repeat_penalty, "more than 0 (1 for none)");
         }
-        Ok(())
+        None
     }
+}
+
+/// A sampling setting out of its range (`SamplerSettings::out_of_range`).
+pub struct OutOfRange {
+    pub flag: &'static str,
+    pub field: &'static str,
+    pub value: f32,
+    pub want: &'static str,
 }
 
 pub struct Sampler {

@@ -155,43 +155,31 @@ pub(crate) unsafe fn sgemm(
 
 /// c[m, n] (leading dimension `ldc`) = a · b on the calling thread with kiln's own kernel on either
 /// instruction set, for a caller that measured it best for its shapes (a prompt's products by quantized
-/// weights, dequantized a chunk at a time: `qdot/dequant.rs`). False, with c untouched, where the processor has
-/// neither kernel (or `KILN_GEMM_CRATE` is set).
+/// weights, dequantized a chunk at a time: `qdot/dequant.rs`).
 ///
 /// # Safety
-/// Every element (r, col) for r < m, col < n must be valid at c[r·ldc + col]; a and b must hold their m x k
-/// and k x n extents.
+/// `own_kernel()` must be true; every element (r, col) for r < m, col < n must be valid at c[r·ldc + col];
+/// a and b must hold their m x k and k x n extents.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm_own(
-    m: usize,
-    n: usize,
-    k: usize,
-    c: *mut f32,
-    ldc: usize,
-    a: Mat<f32>,
-    b: Mat<f32>,
-) -> bool {
-    if isa().is_none() {
-        return false;
-    }
+pub(crate) unsafe fn sgemm_own(m: usize, n: usize, k: usize, c: *mut f32, ldc: usize, a: Mat<f32>, b: Mat<f32>) {
     if m == 0 || n == 0 || k == 0 {
         for r in 0..m {
             // SAFETY: row r's n values lie inside c (the caller's contract).
             unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), n) }.fill(0.0);
         }
-        return true;
+        return;
     }
     // SAFETY: isa() names an instruction set this processor has; the rest is the caller's contract.
     #[cfg(target_arch = "x86_64")]
     match isa() {
-        Some(Isa::Avx512) => unsafe { blocked::<avx512::Avx512>(m, n, k, c, ldc, a, b, false) },
-        Some(Isa::Avx2) => unsafe { blocked::<avx2::Avx2>(m, n, k, c, ldc, a, b, false) },
+        Some(Isa::Avx512) => return unsafe { blocked::<avx512::Avx512>(m, n, k, c, ldc, a, b, false) },
+        Some(Isa::Avx2) => return unsafe { blocked::<avx2::Avx2>(m, n, k, c, ldc, a, b, false) },
         None => {}
     }
-    true
+    unreachable!("sgemm_own called on a processor without kiln's kernel ({m}x{k}x{n})");
 }
 
-/// Whether `sgemm_own` runs here.
+/// Whether `sgemm_own` runs here (AVX-512, or AVX2 with FMA; not with `KILN_GEMM_CRATE` set).
 pub(crate) fn own_kernel() -> bool {
     isa().is_some()
 }
