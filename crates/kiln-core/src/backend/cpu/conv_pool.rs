@@ -177,7 +177,8 @@ pub(super) fn backward<T: Float>(
     let need_x = gx.is_some();
     if !need_x && direct::applies::<T>(&g, f, pool) {
         let (img, out_img) = (g.h * g.w * g.c, poh * pow * f);
-        backward_by_images(&g, f, gx, dwb, out_img, ws, &|imgs, _, dw, db, d| {
+        backward_by_images(&g, f, gx, dwb, out_img + direct::q_len(&g), ws, &|imgs, _, dw, db, scratch| {
+            let (d, q) = scratch.split_at_mut(out_img);
             for n in imgs {
                 let outs = n * out_img..(n + 1) * out_img;
                 match act {
@@ -195,7 +196,7 @@ pub(super) fn backward<T: Float>(
                     }
                 }
                 if need_w {
-                    direct::weight_grad(&g, pool, n, n + 1, &xv[n * img..(n + 1) * img], d, &arg[outs], dw);
+                    direct::weight_grad(&g, pool, n, n + 1, &xv[n * img..(n + 1) * img], d, &arg[outs], dw, q);
                 }
             }
         });
