@@ -491,7 +491,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     if let Err(e) = kiln::threads::configure(cli.threads) {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -522,6 +522,43 @@ fn main() {
         Ok(()) => run(cli.command, &cli.device, &ranks),
     };
     finish(result, ranks);
+}
+
+/// A command line clap rejects, as one `error:` line with the usage folded in (clap prints a paragraph); exit 2
+/// as clap's. Help, version, and a command group given without its command (`kiln data`) print as clap prints.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    eprintln!("{}", one_line(&e.render().to_string()));
+    std::process::exit(2)
+}
+
+/// clap's error paragraph folded into one line: the message, its tips after `;`, then `(usage: ...; see `kiln
+/// COMMAND --help`)`, the command being the first argument that names one.
+fn one_line(text: &str) -> String {
+    let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more information"));
+    let (mut message, mut usage) = (Vec::new(), Vec::new());
+    for line in lines {
+        match line.strip_prefix("Usage: ") {
+            Some(u) => usage.push(u),
+            None if !usage.is_empty() => usage.push(line),
+            None if line.starts_with("tip:") => message.push(format!("; {line}")),
+            None => message.push(format!(" {line}")),
+        }
+    }
+    let commands = <Cli as clap::CommandFactory>::command();
+    let command = std::env::args().skip(1).find(|a| commands.get_subcommands().any(|c| c.get_name() == a));
+    let help = command.map_or("kiln --help".to_string(), |c| format!("kiln {c} --help"));
+    let message = message.concat();
+    match usage.is_empty() {
+        true => format!("{} (see `{help}`)", message.trim()),
+        false => format!("{} (usage: {}; see `{help}`)", message.trim(), usage.join(" ")),
+    }
 }
 
 /// Every output file a command names on its command line, checked against what it reads before any work

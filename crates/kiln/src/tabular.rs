@@ -62,6 +62,19 @@ pub fn map_classes(mut t: Table, target: &str, classes: &BTreeMap<String, String
     let ti = t.columns.iter().position(|c| c.name == target).ok_or_else(|| t.column(target).err().unwrap())?;
     let keep: Vec<usize> =
         (0..t.rows()).filter(|&r| t.columns[ti].cells[r].as_ref().is_some_and(|v| classes.contains_key(v))).collect();
+    if keep.is_empty() && t.rows() > 0 {
+        let mut seen: Vec<&str> = t.columns[ti].cells.iter().flatten().map(String::as_str).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let more = if seen.len() > 8 { format!(" and {} more", seen.len() - 8) } else { String::new() };
+        let listed: Vec<String> = classes.keys().map(|k| format!("\"{k}\"")).collect();
+        return Err(Error::Config(format!(
+            "data.classes lists {} but target `{target}` holds none of them (its values: {}{more}), so every row \
+             would be dropped",
+            listed.join(", "),
+            seen.iter().take(8).map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
+        )));
+    }
     for (i, c) in t.columns.iter_mut().enumerate() {
         c.cells = keep
             .iter()
@@ -257,6 +270,13 @@ pub fn fit_rows_in(
 ) -> Result<Sequential> {
     let cfg = &cfg.filled();
     let (prep, mut train, val) = prepared(cfg, table, types, train)?;
+    if cfg.train.oversample && *prep.task() == Task::Regression {
+        return Err(Error::Config(format!(
+            "train.oversample repeats the rows of the smaller classes, but target `{}` is a number, not classes; \
+             leave it out, or map the values to classes with [data.classes]",
+            cfg.data.target()
+        )));
+    }
     let (mut model, progress) = match run.resume {
         Some((m, p)) => {
             if m.preparation() != Some(&prep) {
@@ -277,7 +297,7 @@ pub fn fit_rows_in(
             (cfg.table_model_with(&prep, vectors)?, None)
         }
     };
-    if cfg.train.oversample && *prep.task() != Task::Regression {
+    if cfg.train.oversample {
         train = oversampled(&prep, table, &train, cfg.train.seed)?;
     }
     let (x, y) = (prep.transform_inputs(table, &train)?, loss_targets(&prep, table, &train)?);

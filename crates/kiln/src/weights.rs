@@ -185,9 +185,10 @@ impl ParamSource for WeightFile {
                 (Transform::None, 4) => ": a PyTorch convolution needs Transform::OihwToHwio",
                 _ => "",
             };
+            let after = if t == Transform::None { String::new() } else { format!(" ({t:?})") };
             return Err(Error::format(
                 &self.path,
-                format!("`{name}` wants {shape:?}, the file's `{from}` is {file_shape:?} ({t:?}){hint}"),
+                format!("`{name}` wants {shape:?}, the file's `{from}` is {file_shape:?}{after}{hint}"),
             ));
         }
         let values = apply(floats(&tensor, &from, &self.path)?, &file_shape, t);

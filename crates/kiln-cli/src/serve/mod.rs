@@ -160,11 +160,12 @@ fn parse_model_arg(arg: &str) -> Result<(String, PathBuf, PathBuf)> {
         return Err(Error::Invalid(format!("`{arg}`: no model path after the name (NAME=PATH)")));
     }
     let file = if path.is_dir() { path.join("model.safetensors") } else { path.clone() };
+    let named = name.is_some();
     let name = match name {
         Some(n) => n,
         None => {
             let base = |p: &Path| p.file_name().map(|s| s.to_string_lossy().into_owned());
-            let named = if path.is_dir() {
+            let derived = if path.is_dir() {
                 base(&std::fs::canonicalize(&path).unwrap_or(path.clone()))
             } else if file.file_name().is_some_and(|f| f == "model.safetensors") {
                 // A run's model file: named after its folder (`./model.safetensors` too).
@@ -172,9 +173,17 @@ fn parse_model_arg(arg: &str) -> Result<(String, PathBuf, PathBuf)> {
             } else {
                 path.file_stem().map(|s| s.to_string_lossy().into_owned())
             };
-            named.unwrap_or_else(|| "model".into())
+            derived.unwrap_or_else(|| "model".into())
         }
     };
+    // A name taken from a path that does not exist (`a/b=m`): the missing path is the error, not the name.
+    if !path.exists() && !named {
+        let message = match arg.contains('=') {
+            true => "no such file or directory (in NAME=PATH the name holds no '/')",
+            false => "no such file or directory",
+        };
+        return Err(Error::Io { path: arg.to_string(), message: message.into() });
+    }
     let allowed = name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if name.is_empty() || name.len() > 100 || !allowed || name.chars().all(|c| c == '.') {
         return Err(Error::Invalid(format!(
@@ -292,8 +301,19 @@ fn unknown(app: &App, name: &str) -> Response {
             format!("`{name}` is a recommender: POST /v1/models/{name}/recommend with {{\"user\": ID}}"),
         );
     }
-    let names: Vec<&str> = app.models.keys().map(String::as_str).collect();
-    error(StatusCode::NOT_FOUND, format!("no model named `{name}` here; this server has {}", names.join(", ")))
+    let list = |names: Vec<&String>| names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    let mut has = vec![match app.models.is_empty() {
+        true => "no model to predict with".to_string(),
+        false => format!("models {}", list(app.models.keys().collect())),
+    }];
+    let others = [
+        ("language models", app.lms.keys().collect::<Vec<_>>()),
+        ("embedders", app.embedders.keys().collect()),
+        ("recommenders", app.recommenders.keys().collect()),
+        ("assistants", app.assistants.keys().collect()),
+    ];
+    has.extend(others.into_iter().filter(|(_, n)| !n.is_empty()).map(|(what, n)| format!("{what} {}", list(n))));
+    error(StatusCode::NOT_FOUND, format!("no model named `{name}` here; this server has {}", has.join("; ")))
 }
 
 /// Every request: the API key (health and readiness excepted), then the route, then its count and time.

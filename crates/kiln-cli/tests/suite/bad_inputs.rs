@@ -3,7 +3,7 @@
 //! `kiln` binary. Every case must exit non-zero without a panic or an abort, with one line on stderr
 //! (starting `error:`) that names the culprit (the file, key, column, row or flag), and leave every file
 //! already on disk as it was (the corpus is hashed before and after; a model at `--output` survives a run
-//! that fails). Flags clap rejects exit 2 with its usage text. The in-process fuzz over the readers is in
+//! that fails). Flags clap rejects exit 2, as clap's, with the usage folded into that line. The in-process fuzz over the readers is in
 //! `crates/kiln/tests/suite/fuzz_readers.rs`.
 
 use crate::common::*;
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 struct Case {
     args: Vec<String>,
     want: Vec<String>,
-    /// Rejected by the argument parser (exit 2, usage text), not by kiln.
+    /// Rejected by the argument parser (exit 2, the usage in the line), not by kiln.
     clap: bool,
 }
 
@@ -147,6 +147,8 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
         ("not_gzip.csv.gz", b"a,y\n1,p\n".to_vec(), "gzip"),
         ("bad.jsonl", b"{\"a\": 1, \"y\": \"p\"}\n{\"a\": 2, \"y\": \n".to_vec(), "bad.jsonl"),
         ("bad.arff", b"@relation x\n@attribute a numeric\n@data\n1,2,3\n".to_vec(), "bad.arff"),
+        ("type.arff", b"@attribute a numerc\n@attribute y {p,q}\n@data\n1,p\n".to_vec(), "has type `numerc`"),
+        ("nominal.arff", b"@attribute a numeric\n@attribute y {p,q}\n@data\n1,p\n2,x\n".to_vec(), "line 5: `x`"),
         (
             "decimal.csv",
             (0..40).map(|i| format!("{},{};{};{}\n", i % 9, i % 7, i % 5, ["p", "q"][i % 2])).fold(
@@ -213,12 +215,14 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
         ("data", "encoding = \"klingon\"", "klingon"),
         ("data", "positive = \"nope\"", "nope"),
         ("data", "classes = { p = \"a\" }", "y"),
+        ("data", "classes = { zz = \"a\" }", "target `y` holds none of them (its values: \"p\", \"q\")"),
         ("data", "format = \"nope\"", "nope"),
         ("data", "prepare = { scale = \"nope\" }", "nope"),
         ("data", "prepare = { impute = \"nope\" }", "nope"),
         ("data", "prepare = { bins = -1 }", "bins"),
         ("data", "prepare = { text = { ngrams = 0 } }", "ngrams"),
         ("data", "nope = 1", "nope"),
+        ("data", "file = \"t.csv\"", "unknown key `file`; did you mean `path`?"),
         ("model", "kind = \"nope\"", "nope"),
         ("model", "kind = \"lstm\"", "text column"),
         ("model", "hidden = [0]", "model.hidden"),
@@ -238,6 +242,7 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
     let names_data = [
         "columns = { c = \"number\" }",
         "classes = { p = \"a\" }",
+        "classes = { zz = \"a\" }",
         "weights = \"missing.safetensors\"",
         "weights = \"t.csv\"",
     ];
@@ -289,6 +294,11 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
         ),
         ("target_twice.toml", b"[data]\npath = \"t.csv\"\ntarget = [\"y\", \"y\"]\n".to_vec(), "twice"),
         // `a` is a number (13 values): classes' metrics and a softmax output do not fit it.
+        (
+            "oversample_number.toml",
+            b"[data]\npath = \"t.csv\"\ntarget = \"a\"\n[train]\noversample = true\n".to_vec(),
+            "train.oversample repeats the rows of the smaller classes, but target `a` is a number",
+        ),
         (
             "metric_on_number.toml",
             b"[data]\npath = \"t.csv\"\ntarget = \"a\"\n[train]\nmetrics = [\"accuracy\"]\n".to_vec(),
@@ -535,19 +545,24 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
         add(&["--device", "cuda", "train", &p("ok.toml")], &["device error", "CUDA"]);
         add(&["train", &p("ok.toml"), "--set", "train.device=\"cuda\""], &["device error", "CUDA"]);
     }
-    let clap_cases: Vec<Vec<&str>> = vec![
-        vec!["nope"],
-        vec!["train", "--epochs", "-1", "x.toml"],
-        vec!["train", "--epochs", "ten", "x.toml"],
-        vec!["--threads", "abc", "train"],
-        vec!["cv", "--folds", "x"],
-        vec!["search", "x.toml"],
-        vec!["predict"],
-        vec!["data"],
+    // Each as one line with the usage folded in, and the help to read.
+    let clap_cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["nope"], "(usage: kiln [OPTIONS] <COMMAND>; see `kiln --help`)"),
+        (vec!["train", "--epochs", "-1", "x.toml"], "see `kiln train --help`"),
+        (vec!["train", "--epochs", "ten", "x.toml"], "'ten' for '--epochs"),
+        (vec!["--threads", "abc", "train"], "see `kiln train --help`"),
+        (vec!["cv", "--folds", "x"], "see `kiln cv --help`"),
+        (vec!["search", "x.toml"], "not provided: --set"),
+        (vec!["predict"], "not provided: <MODEL> (usage: kiln predict <MODEL> [INPUT]; see `kiln predict --help`)"),
+        (vec!["train", "--bogus", "x.toml"], "'--bogus' found; tip: to pass"),
     ];
-    for a in &clap_cases {
-        cases.push(Case { args: a.iter().map(|s| s.to_string()).collect(), want: Vec::new(), clap: true });
+    for (a, want) in clap_cases {
+        cases.push(Case { args: a.iter().map(|s| s.to_string()).collect(), want: vec![want.into()], clap: true });
     }
+    // A command group without its command shows the group's help, as clap does (exit 2).
+    let o = kiln(&["data"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("audit"), "{}", String::from_utf8_lossy(&o.stderr));
 
     let before = snapshot(&c);
     let mut failures = Vec::new();
@@ -558,9 +573,7 @@ fn every_bad_input_is_one_clear_line_and_loses_nothing() {
         let shown = format!("kiln {}", args.join(" "));
         let problem = if err.contains("panicked") || o.status.code().is_none() {
             Some(format!("panicked or was killed ({:?})", o.status))
-        } else if case.clap {
-            (o.status.code() != Some(2)).then(|| format!("exit {:?}, not clap's 2", o.status.code()))
-        } else if o.status.code() != Some(1) {
+        } else if o.status.code() != Some(if case.clap { 2 } else { 1 }) {
             Some(format!("exit {:?}", o.status.code()))
         } else {
             // Warnings may come first; the error is the last line, and the only `error:` one.

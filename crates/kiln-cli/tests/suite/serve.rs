@@ -257,7 +257,8 @@ fn every_route_answers_as_kiln_predict_does() {
     }
 
     // Every error status, each one JSON naming the problem.
-    post(a, "/v1/models/nope/predict", &rows).error(404, "no model named `nope` here; this server has churn, digits");
+    post(a, "/v1/models/nope/predict", &rows)
+        .error(404, "no model named `nope` here; this server has models `churn`, `digits`");
     get(a, "/v1/models/nope").error(404, "no model named `nope`");
     get(a, "/v2/elsewhere").error(404, "no route GET /v2/elsewhere");
     send(a, "DELETE", "/v1/models", Some(KEY), None, b"").error(405, "DELETE is not a method of /v1/models");
@@ -436,6 +437,9 @@ fn bad_arguments_are_one_line() {
     assert_fails(&kiln(&["serve", &p, &model, "--port", "0"]), &["two models are named `churn`", "NAME=PATH"]);
     assert_fails(&kiln(&["serve", &t.s("missing.safetensors"), "--port", "0"]), &["missing.safetensors"]);
     assert_fails(&kiln(&["serve", &format!("a b={p}"), "--port", "0"]), &["may hold only letters"]);
+    // A '/' before '=' makes it a path, not a name: the missing path is what is wrong.
+    let slash = format!("{}/b=m", t.s("a"));
+    assert_fails(&kiln(&["serve", &slash, "--port", "0"]), &["/a/b=m: no such file", "name holds no '/'"]);
     std::fs::write(t.path("empty.txt"), "\n\n").unwrap();
     assert_fails(&kiln(&["serve", &p, "--api-key-file", &t.s("empty.txt"), "--port", "0"]), &["holds no API key"]);
     assert_fails(&kiln(&["serve", &p, "--max-in-progress", "0", "--port", "0"]), &["must be positive"]);

@@ -255,6 +255,10 @@ pub fn explain_unknown(msg: &str) -> Option<String> {
              { type = \"adamw\", learning_rate = 0.001, weight_decay = 0.004 }",
         ),
         "regression_loss" if valid.contains(&"loss") => Some("; write loss = \"huber\" (or mean_absolute_error)"),
+        // What other tools call the data's file (the nearest by edits had been `item`).
+        "file" | "filename" | "file_path" | "data_path" | "csv" if valid.contains(&"path") => {
+            Some("; did you mean `path`? (the data's file or folder: path = \"data/train.csv\")")
+        }
         _ => None,
     };
     if let Some(m) = moved {

@@ -357,6 +357,8 @@ fn split_records(text: &str, delim: char, quote: char, path: &Path) -> Result<Ve
 /// ARFF (Weka): `@attribute name numeric|{a,b,...}|string` lines, then `@data` rows with ' or " quotes.
 fn parse_arff(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
     let mut cols: Vec<Column> = Vec::new();
+    // Each attribute's declared values, for the nominal ones.
+    let mut nominal: Vec<Option<Vec<String>>> = Vec::new();
     let mut data_at = None;
     for (i, raw) in text.lines().enumerate() {
         let l = raw.trim();
@@ -373,13 +375,36 @@ fn parse_arff(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
                 let mut p = rest.splitn(2, char::is_whitespace);
                 (p.next().unwrap_or("").to_string(), p.next().unwrap_or("").trim())
             };
-            let declared = if kind.starts_with('{') {
-                Some(super::table::ColumnType::Category)
-            } else if ["numeric", "real", "integer"].contains(&kind.to_ascii_lowercase().as_str()) {
-                Some(super::table::ColumnType::Number)
+            let lower_kind = kind.to_ascii_lowercase();
+            let first = lower_kind.split_whitespace().next().unwrap_or("");
+            let declared = if let Some(set) = kind.strip_prefix('{') {
+                let Some(set) = set.trim_end().strip_suffix('}') else {
+                    return Err(Error::format(path, format!("line {}: attribute `{name}`: `{{` never closes", i + 1)));
+                };
+                let values = split_records(&set.replace('\'', "\""), ',', '"', path)?.into_iter().next();
+                let values = values.map(|(_, r)| r.into_iter().filter_map(|v| cell(v, &[])).collect());
+                nominal.push(Some(values.unwrap_or_default()));
+                super::table::ColumnType::Category
             } else {
-                Some(super::table::ColumnType::Text)
+                nominal.push(None);
+                match first {
+                    "numeric" | "real" | "integer" => super::table::ColumnType::Number,
+                    // Dates are kept as their text: kiln reads no date type.
+                    "string" | "date" => super::table::ColumnType::Text,
+                    _ => {
+                        let given = if kind.is_empty() { "no type".to_string() } else { format!("type `{kind}`") };
+                        return Err(Error::format(
+                            path,
+                            format!(
+                                "line {}: attribute `{name}` has {given}; ARFF's are numeric, real, integer, string, \
+                                 date or {{value,...}} (relational attributes are not read)",
+                                i + 1
+                            ),
+                        ));
+                    }
+                }
             };
+            let declared = Some(declared);
             cols.push(Column { name, cells: Vec::new(), declared });
         } else if lower.starts_with("@data") {
             data_at = Some(i + 1);
@@ -405,8 +430,24 @@ fn parse_arff(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
                 format!("line {} has {} fields, there are {} attributes", line + start, rec.len(), cols.len()),
             ));
         }
-        for (c, v) in cols.iter_mut().zip(rec) {
-            c.cells.push(cell(v, &missing));
+        for ((c, v), set) in cols.iter_mut().zip(rec).zip(&nominal) {
+            let v = cell(v, &missing);
+            if let (Some(v), Some(set)) = (&v, set)
+                && !set.contains(v)
+            {
+                let shown: Vec<&str> = set.iter().take(10).map(String::as_str).collect();
+                let more = if set.len() > 10 { ",..." } else { "" };
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "line {}: `{v}` is not a value of attribute `{}` {{{}{more}}}",
+                        line + start,
+                        c.name,
+                        shown.join(",")
+                    ),
+                ));
+            }
+            c.cells.push(v);
         }
     }
     Ok(Table { source: path.display().to_string(), columns: cols })
@@ -415,6 +456,7 @@ fn parse_arff(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::table::ColumnType;
 
     #[test]
     fn quoted_fields_newlines_missing_and_ragged_rows() {
@@ -466,5 +508,22 @@ mod tests {
         assert_eq!(t.columns[0].name, "a b");
         assert_eq!(t.columns[0].cells, vec![Some("<0".to_string()), Some("x".to_string())]);
         assert_eq!(t.columns[1].cells, vec![Some("3".to_string()), None]);
+        let text = "@attribute s string\n@attribute d date 'yyyy-MM-dd'\n@attribute c {p, 'q r'}\n@data\nab,'2020-01-02','q r'\n";
+        let t = parse_arff(text, Path::new("t.arff"), &CsvOptions::default()).unwrap();
+        let types: Vec<_> = t.columns.iter().map(|c| c.declared.unwrap()).collect();
+        assert_eq!(types, [ColumnType::Text, ColumnType::Text, ColumnType::Category]);
+        assert_eq!(t.columns[2].cells, vec![Some("q r".to_string())]);
+        let err = |text: &str| parse_arff(text, Path::new("t.arff"), &CsvOptions::default()).unwrap_err().to_string();
+        assert_eq!(
+            err("@attribute n numerc\n@data\n1\n"),
+            "t.arff: line 1: attribute `n` has type `numerc`; ARFF's are numeric, real, integer, string, date or \
+             {value,...} (relational attributes are not read)"
+        );
+        assert!(err("@attribute n\n@data\n1\n").contains("attribute `n` has no type"));
+        assert!(err("@attribute c {a,b\n@data\na\n").contains("line 1: attribute `c`: `{` never closes"));
+        assert_eq!(
+            err("@attribute c {a,b}\n@data\na\nb\nc\n"),
+            "t.arff: line 5: `c` is not a value of attribute `c` {a,b}"
+        );
     }
 }

@@ -65,6 +65,7 @@ fn embedded_categories_learn_save_and_load() {
     warm.model.hidden = vec![64, 32, 16];
     let e = warm.table_model(prep).err().unwrap().to_string();
     assert!(e.contains("`dense_2.kernel` wants [32, 16], the file's `dense_2.kernel` is [32, 1]"), "{e}");
+    assert!(!e.contains("None"), "no layout change to name: {e}");
 
     let loaded = Sequential::load(dir.join("m.safetensors")).unwrap();
     std::fs::write(dir.join("new.csv"), "amount,city\n50,c3\n50,c4\n99,atlantis\n").unwrap();

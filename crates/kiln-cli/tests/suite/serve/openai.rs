@@ -81,6 +81,8 @@ fn openai_routes_serve_language_models_and_embedders() {
     let long = "word ".repeat(600);
     chat(json!({"model": "smol", "messages": [{"role": "user", "content": long}]})).error(400, "context holds 512");
     post(a, "/v1/models/smol/predict", &json!({"instances": [1]})).error(404, "is a language model");
+    post(a, "/v1/models/nope/predict", &json!({"instances": [1]}))
+        .error(404, "this server has no model to predict with; language models `smol`; embedders `all-MiniLM-L6-v2`");
 
     // Embeddings: the vectors kiln::pretrained makes, in order.
     let r =
