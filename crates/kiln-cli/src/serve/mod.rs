@@ -178,7 +178,7 @@ fn parse_model_arg(arg: &str) -> Result<(String, PathBuf, PathBuf)> {
     };
     // A name taken from a path that does not exist (`a/b=m`): the missing path is the error, not the name.
     if !path.exists() && !named {
-        let message = match arg.contains('=') {
+        let message = match arg.split_once('=').is_some_and(|(n, _)| n.contains(['/', '\\'])) {
             true => "no such file or directory (in NAME=PATH the name holds no '/')",
             false => "no such file or directory",
         };

@@ -375,8 +375,6 @@ fn parse_arff(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
                 let mut p = rest.splitn(2, char::is_whitespace);
                 (p.next().unwrap_or("").to_string(), p.next().unwrap_or("").trim())
             };
-            let lower_kind = kind.to_ascii_lowercase();
-            let first = lower_kind.split_whitespace().next().unwrap_or("");
             let declared = if let Some(set) = kind.strip_prefix('{') {
                 let Some(set) = set.trim_end().strip_suffix('}') else {
                     return Err(Error::format(path, format!("line {}: attribute `{name}`: `{{` never closes", i + 1)));
@@ -387,7 +385,8 @@ fn parse_arff(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
                 super::table::ColumnType::Category
             } else {
                 nominal.push(None);
-                match first {
+                // `date` may be followed by its format.
+                match kind.split_whitespace().next().unwrap_or("").to_ascii_lowercase().as_str() {
                     "numeric" | "real" | "integer" => super::table::ColumnType::Number,
                     // Dates are kept as their text: kiln reads no date type.
                     "string" | "date" => super::table::ColumnType::Text,
@@ -404,8 +403,7 @@ fn parse_arff(text: &str, path: &Path, opts: &CsvOptions) -> Result<Table> {
                     }
                 }
             };
-            let declared = Some(declared);
-            cols.push(Column { name, cells: Vec::new(), declared });
+            cols.push(Column { name, cells: Vec::new(), declared: Some(declared) });
         } else if lower.starts_with("@data") {
             data_at = Some(i + 1);
             break;

@@ -484,7 +484,7 @@ mod avx2 {
         let pick: [__m256i; M] = std::array::from_fn(|i| _mm256_set1_epi32(i as i32));
         // q[4p + i] = x[p + dx[i]] for every position p whose window pixels lie inside the image.
         let last = img - dx[M - 1];
-        assert!(q.len() >= 4 * img);
+        assert!(q.len() >= super::q_len(g));
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for n in n0..n1 {
             let xs = &x[(n - n0) * img..(n - n0 + 1) * img];
