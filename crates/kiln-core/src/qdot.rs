@@ -12,8 +12,9 @@
 //! (`maddubs`, `madd`), where dequantizing each block to f32 (`QMatrix::matmul_t`, the exact path) costs
 //! 32 conversions and 32 FMAs. The rounding of the activations moves results by about 1e-3 of their scale
 //! (tests/suite/quant.rs bounds it against the exact path). The path is chosen at run time (`QIsa`): AVX2, or
-//! AVX2 with AVX-512 VNNI's one-instruction dot products (qdot/x86.rs); the portable one is the same loop in plain
-//! Rust. A prompt on 16-bit activations (the default) goes dequantized onto the f32 kernel instead
+//! AVX2 with AVX-512 VNNI's one-instruction dot products (qdot/x86.rs), and with AVX-512 a new token's products
+//! on 16 weight rows a 512-bit vector from a copy of the weights interleaved by 16 (qdot/rows16.rs); the portable
+//! one is the same loop in plain Rust. A prompt on 16-bit activations (the default) goes dequantized onto the f32 kernel instead
 //! (qdot/dequant.rs), which is faster once each weight serves 48 rows or more.
 
 use crate::par::Disjoint;
@@ -36,6 +37,10 @@ pub struct Q8Rows {
     /// Callers that hold this scratch may ask for the exact product (weights dequantized, x as it is)
     /// instead: the reference the integer product is checked against.
     pub exact: bool,
+    /// With `wide`, for one row on `QIsa::Vnni512`: each block's values as bytes, its 32 low ones and then its
+    /// 32 high ones, and the high ones' sum per block (`rows16.rs`: VNNI multiplies bytes).
+    pub split: Vec<u8>,
+    pub hsum: Vec<i32>,
 }
 
 impl Q8Rows {
@@ -181,6 +186,8 @@ impl Q8Dot for BlockQ4_1 {
 
 mod dequant;
 #[cfg(target_arch = "x86_64")]
+mod rows16;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 /// Where the integer products run.
@@ -193,6 +200,10 @@ pub enum QIsa {
     /// AVX2 with AVX-512 VNNI's dot instructions on 256-bit vectors (AVX512VNNI and AVX512VL): the same
     /// arithmetic as `Avx2` in fewer instructions.
     Vnni,
+    /// `Vnni`, and one activation row (a new token) against 16 weight rows at once on 512-bit vectors (with
+    /// AVX512F and AVX512BW), from a copy of the weights interleaved by 16 (`rows16.rs`): the same integers,
+    /// the float sums in another order.
+    Vnni512,
 }
 
 impl QIsa {
@@ -204,6 +215,9 @@ impl QIsa {
             all.push(QIsa::Avx2);
             if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
                 all.push(QIsa::Vnni);
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                    all.push(QIsa::Vnni512);
+                }
             }
         }
         all
@@ -266,7 +280,7 @@ impl Blocks<'_> {
         #[cfg(target_arch = "x86_64")]
         match isa {
             QIsa::Avx2 => return unsafe { x86::tile(self, r0, kb, x, xb) },
-            QIsa::Vnni => return unsafe { x86::tile_vnni(self, r0, kb, x, xb) },
+            QIsa::Vnni | QIsa::Vnni512 => return unsafe { x86::tile_vnni(self, r0, kb, x, xb) },
             QIsa::Portable => {}
         }
         let _ = isa;
@@ -288,7 +302,7 @@ impl Blocks<'_> {
             // SAFETY: `isa` is available (as in `tile`); x holds kb blocks (checked); rows are sliced.
             unsafe {
                 match isa {
-                    QIsa::Vnni => x86::rows_vnni(self, r0, r1, kb, x, out),
+                    QIsa::Vnni | QIsa::Vnni512 => x86::rows_vnni(self, r0, r1, kb, x, out),
                     _ => x86::rows(self, r0, r1, kb, x, out),
                 }
             }
@@ -344,7 +358,7 @@ fn weight_rows<const RW: usize, const R: usize>(
 /// two alternating in qbench (two runs, both shapes), 1.23-1.58 times the products a second.
 fn tile_shape(blocks: Blocks<'_>, wide: bool, isa: QIsa) -> (usize, usize) {
     match (blocks, wide) {
-        (Blocks::Q8_0(_), false) if isa == QIsa::Vnni => (4, 4),
+        (Blocks::Q8_0(_), false) if matches!(isa, QIsa::Vnni | QIsa::Vnni512) => (4, 4),
         (_, true) => (4, 4),
         (Blocks::Q8_0(_), false) => (2, 4),
         _ => (4, 3),
@@ -357,9 +371,10 @@ fn tile_shape(blocks: Blocks<'_>, wide: bool, isa: QIsa) -> (usize, usize) {
 /// prompt, single rows for one token and where a part or a matrix ends.
 ///
 /// With `dense` (x itself, as f32) the rows instead go dequantized onto the f32 kernel (`dequant::rows_f32`),
-/// a chunk at a time.
+/// a chunk at a time. A matrix's third field, when not empty, is its rows interleaved by 16 (`rows16::relay`),
+/// which one token's product reads for the whole groups of its part.
 fn product(
-    mats: &[(Blocks<'_>, usize)],
+    mats: &[(Blocks<'_>, usize, &[u8])],
     kb: usize,
     x: &Q8Rows,
     dense: Option<&[f32]>,
@@ -378,7 +393,7 @@ fn product(
                 first += mats[i].1;
                 i += 1;
             }
-            let (blocks, rows) = mats[i];
+            let (blocks, rows, relaid) = mats[i];
             let r = g - first;
             if let Some(xf) = dense {
                 let r1 = rows.min(end - first);
@@ -391,10 +406,24 @@ fn product(
                 continue;
             }
             if n == 1 {
-                // A new token: this part's rows of this matrix in one call; out[i][r] is row r's value.
+                // A new token: this part's rows of this matrix in one call; out[i][r] is row r's value. The
+                // whole groups of 16 among them (a..b) from the interleaved copy when there is one.
                 let r1 = rows.min(end - first);
+                #[cfg(target_arch = "x86_64")]
+                let (a, b) = match (r.div_ceil(rows16::G), r1 / rows16::G) {
+                    (ga, gb) if ga < gb && !relaid.is_empty() => (ga * rows16::G, gb * rows16::G),
+                    _ => (r1, r1),
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let (a, b) = (r1, r1);
                 // SAFETY: rows r..r1 of matrix i belong to this part alone.
-                blocks.rows_times_one(r, r1, kb, x, unsafe { dsts[i].part(r..r1) }, isa);
+                blocks.rows_times_one(r, a, kb, x, unsafe { dsts[i].part(r..a) }, isa);
+                #[cfg(target_arch = "x86_64")]
+                if a < b {
+                    // SAFETY: a relaid copy is made only for `Vnni512`, which `isa` is (AVX-512 F, BW, VNNI).
+                    unsafe { rows16::groups(blocks, relaid, a / rows16::G, b / rows16::G, kb, x, dsts[i].part(a..b)) };
+                }
+                blocks.rows_times_one(b, r1, kb, x, unsafe { dsts[i].part(b..r1) }, isa);
                 g = first + r1;
                 continue;
             }
@@ -513,7 +542,19 @@ impl QMatrix {
         if mats.len() != outs.len() {
             return Err(Error::Shape(format!("{} weights for {} outputs", mats.len(), outs.len())));
         }
-        let typed: Option<Vec<(Blocks<'_>, usize)>> = mats.iter().map(|m| Some((Blocks::of(m)?, m.rows()))).collect();
+        let kb = cols / QK;
+        // One token on `Vnni512` reads each matrix interleaved by 16 rows, a copy made on its first use.
+        let relay = n == 1 && isa == QIsa::Vnni512 && !dense;
+        let typed: Option<Vec<(Blocks<'_>, usize, &[u8])>> = mats
+            .iter()
+            .map(|m| {
+                #[cfg(target_arch = "x86_64")]
+                let relaid = if relay { m.relaid(|b| rows16::relay(b, kb)) } else { &[] };
+                #[cfg(not(target_arch = "x86_64"))]
+                let relaid: &[u8] = &[];
+                Some((Blocks::of(m)?, m.rows(), relaid))
+            })
+            .collect();
         let Some(typed) = typed else {
             // Halves: the exact path, one matrix at a time.
             for (m, out) in mats.iter().zip(outs.iter_mut()) {
@@ -522,11 +563,15 @@ impl QMatrix {
             return Ok(());
         };
         if dense {
-            product(&typed, cols / QK, scratch, Some(x), n, outs, isa);
+            product(&typed, kb, scratch, Some(x), n, outs, isa);
             return Ok(());
         }
         scratch.quantize_on(x, isa != QIsa::Portable);
-        product(&typed, cols / QK, scratch, None, n, outs, isa);
+        #[cfg(target_arch = "x86_64")]
+        if relay && scratch.wide {
+            scratch.split();
+        }
+        product(&typed, kb, scratch, None, n, outs, isa);
         Ok(())
     }
 }

@@ -276,6 +276,20 @@ pub struct QMatrix {
     rows: usize,
     cols: usize,
     blocks: QBlocks,
+    /// The blocks laid out again by a kernel for itself (qdot/rows16.rs), made on its first use and kept
+    /// beside them; the blocks never change, so neither does it.
+    relaid: Relaid,
+}
+
+/// A [`QMatrix`]'s blocks in another layout, as bytes only the kernel that made them reads. Not part of the
+/// matrix's value: two matrices with the same blocks are equal whether or not either has one.
+#[derive(Clone, Debug, Default)]
+pub struct Relaid(std::sync::OnceLock<Vec<u8>>);
+
+impl PartialEq for Relaid {
+    fn eq(&self, _: &Relaid) -> bool {
+        true
+    }
 }
 
 impl QMatrix {
@@ -308,7 +322,7 @@ impl QMatrix {
             DType::BF16 => QBlocks::BF16(quantize_row(w)?),
             _ => QBlocks::Q4_1(quantize_row(w)?),
         };
-        Ok(QMatrix { dtype, rows, cols, blocks })
+        Ok(QMatrix { dtype, rows, cols, blocks, relaid: Relaid::default() })
     }
 
     /// A weight [rows, cols] from the raw bytes of a GGUF tensor of that dtype.
@@ -329,7 +343,7 @@ impl QMatrix {
             DType::BF16 => QBlocks::BF16(blocks_from_bytes(bytes)?),
             _ => QBlocks::Q4_1(blocks_from_bytes(bytes)?),
         };
-        Ok(QMatrix { dtype, rows, cols, blocks })
+        Ok(QMatrix { dtype, rows, cols, blocks, relaid: Relaid::default() })
     }
 
     /// The raw GGUF bytes of the weight.
@@ -348,6 +362,10 @@ impl QMatrix {
     }
     pub fn blocks(&self) -> &QBlocks {
         &self.blocks
+    }
+    /// The blocks in a kernel's own layout, made by `make` the first time it is asked for.
+    pub(crate) fn relaid(&self, make: impl FnOnce(&QBlocks) -> Vec<u8>) -> &[u8] {
+        self.relaid.0.get_or_init(|| make(&self.blocks))
     }
 
     /// Row `r` as f32 into `out` (cols values): an embedding lookup in a quantized table.

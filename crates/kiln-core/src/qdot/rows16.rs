@@ -1,0 +1,272 @@
+//! One activation row (a new token) against weight rows interleaved by 16, on 512-bit AVX-512 VNNI vectors
+//! (`QIsa::Vnni512`): each of a vector's 16 lanes is one weight row, so a block's 32 products for 16 rows are
+//! 8 `vpdpbusd` on weights read in order, no horizontal sum, and the 16 rows' scales are one vector. The row
+//! kernel of x86.rs unpacks, multiplies and sums each row's block on 256 bits by itself: about ten
+//! instructions a row and block against one here.
+//!
+//! The layout (`relay`), a group of 16 rows after another, in each its blocks in order: the weights in runs of
+//! 4 bytes, lane l of run t holding row l's bytes 4t..4t + 4 (Q4: four runs, whose low nibbles are elements
+//! 4t..4t + 4 and high nibbles 16 + 4t..; Q8_0: eight runs of elements 4t..4t + 4), then the 16 rows' d as
+//! f16, then for Q4_1 their m: 16 times a block's own size, so the copy is as large as the matrix. Rows past
+//! the last whole group stay with the row kernel.
+//!
+//! The integer sums are those of the other paths, exactly. VNNI multiplies bytes, so 16-bit activations are
+//! split first (`split`): x = 256·h + l with h signed and l unsigned, Σw·x = 256·Σw·h + Σw·l, h taken against
+//! unsigned weights and l against signed ones; Q8_0's weights are signed, so against h they are offset by 128
+//! (Σ(w + 128)·h − 128·Σh), as on 8-bit activations (Σ(w + 128)·x − 128·Σx). Only the order of the float
+//! sums differs from the portable loop.
+
+use super::{Blocks, Q8Rows};
+use crate::quant::{QBlocks, QK};
+use std::arch::x86_64::*;
+
+/// Rows a group interleaves: one per lane of a 512-bit vector of i32.
+pub(super) const G: usize = 16;
+
+/// Bytes ahead of the block being read that each block's lines are fetched from: each thread reads one stream
+/// and does little arithmetic per byte, so generation waits on memory (in `perf` its samples sit on the weight
+/// loads). SmolLM2 Q4_1, lmbench 8 128 with 0, 512, 1024, 2048 and 4096 bytes taking turns (Intel Xeon with
+/// AVX-512, 2 threads, 2026-12-06, three rounds each): tokens a second on 16 bits 86-101 without, 105-116 at
+/// 512, 111-121 at 1024, 114-132 at 2048, 93-100 at 4096; on 8 bits 94-108, 120-128, 116-131, 120-134 and
+/// 100-116. Q8_0 (two rounds): 73-75 without, 84-93 at 1024, 82-83 at 2048 on 16 bits.
+const PREFETCH: usize = 1024;
+
+const Q4_1: u8 = 0;
+const Q4_0: u8 = 1;
+const Q8_0: u8 = 2;
+
+/// Bytes of one group's block: the weights (`runs` of 64 bytes), then its scales.
+fn layout(b: Blocks<'_>) -> (u8, usize) {
+    match b {
+        Blocks::Q4_1(_) => (Q4_1, G * 20),
+        Blocks::Q4_0(_) => (Q4_0, G * 18),
+        Blocks::Q8_0(_) => (Q8_0, G * 34),
+    }
+}
+
+/// The whole groups of 16 rows of `blocks` (`kb` blocks a row) in this file's layout; empty for halves.
+pub(super) fn relay(blocks: &QBlocks, kb: usize) -> Vec<u8> {
+    // Appends, for each whole group and block, the weight runs of its 16 rows and then their scales.
+    fn each<B>(
+        b: &[B],
+        kb: usize,
+        size: usize,
+        qs: impl Fn(&B) -> &[u8],
+        scales: impl Fn(&B) -> Vec<[u8; 2]>,
+    ) -> Vec<u8> {
+        let groups = b.len() / kb.max(1) / G;
+        let mut out = Vec::with_capacity(groups * kb * G * size);
+        for g in 0..groups {
+            let block = |l: usize, k: usize| &b[(g * G + l) * kb + k];
+            for k in 0..kb {
+                for t in 0..qs(block(0, k)).len() / 4 {
+                    (0..G).for_each(|l| out.extend_from_slice(&qs(block(l, k))[4 * t..4 * t + 4]));
+                }
+                for s in 0..scales(block(0, k)).len() {
+                    (0..G).for_each(|l| out.extend_from_slice(&scales(block(l, k))[s]));
+                }
+            }
+        }
+        out
+    }
+    match blocks {
+        QBlocks::Q4_1(b) => each(b, kb, 20, |b| &b.qs, |b| vec![b.d.to_le_bytes(), b.m.to_le_bytes()]),
+        QBlocks::Q4_0(b) => each(b, kb, 18, |b| &b.qs, |b| vec![b.d.to_le_bytes()]),
+        QBlocks::Q8_0(b) => {
+            // SAFETY: i8 and u8 have the same size and alignment.
+            let bytes = |b: &crate::quant::BlockQ8_0| unsafe { &*(&b.qs as *const [i8; QK] as *const [u8; QK]) };
+            each(b, kb, 34, move |b| bytes(b), |b| vec![b.d.to_le_bytes()])
+        }
+        QBlocks::F16(_) | QBlocks::BF16(_) => Vec::new(),
+    }
+}
+
+impl Q8Rows {
+    /// The 16-bit activations of one row (`wide`) as bytes for this file's kernel: per block its 32 low
+    /// bytes (unsigned), then its 32 high bytes (signed), x = 256·h + l, into `split`, and Σh into `hsum`.
+    pub(super) fn split(&mut self) {
+        let blocks = self.qw.len() / QK;
+        self.split.resize(blocks * 2 * QK, 0);
+        self.hsum.resize(blocks, 0);
+        for (k, (xs, out)) in self.qw.chunks_exact(QK).zip(self.split.chunks_exact_mut(2 * QK)).enumerate() {
+            let mut h = 0;
+            for (j, &v) in xs.iter().enumerate() {
+                out[j] = v as u8;
+                out[QK + j] = (v >> 8) as u8;
+                h += (v >> 8) as i32;
+            }
+            self.hsum[k] = h;
+        }
+    }
+}
+
+/// Lane-wide copies of the 4 bytes at p + 4t.
+#[inline(always)]
+unsafe fn bcast(p: *const u8, t: usize) -> __m512i {
+    unsafe { _mm512_set1_epi32(p.add(4 * t).cast::<i32>().read_unaligned()) }
+}
+
+#[inline(always)]
+unsafe fn sum4(a: [__m512i; 4]) -> __m512i {
+    unsafe { _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3])) }
+}
+
+/// Run t of a Q4 block as its low and high nibbles, unsigned bytes.
+#[inline(always)]
+unsafe fn nibbles(w: *const u8, t: usize) -> (__m512i, __m512i) {
+    unsafe {
+        let (v, m) = (_mm512_loadu_si512(w.add(64 * t).cast()), _mm512_set1_epi8(15));
+        (_mm512_and_si512(v, m), _mm512_and_si512(_mm512_srli_epi16(v, 4), m))
+    }
+}
+
+/// Σ n·x for 16 rows' Q4 nibbles at w and 8-bit x at `xq`.
+#[inline(always)]
+unsafe fn q4_x8(w: *const u8, xq: *const u8) -> __m512i {
+    unsafe {
+        let mut a = [_mm512_setzero_si512(); 4];
+        for (t, a) in a.iter_mut().enumerate() {
+            let (lo, hi) = nibbles(w, t);
+            *a = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(*a, lo, bcast(xq, t)), hi, bcast(xq, t + 4));
+        }
+        sum4(a)
+    }
+}
+
+/// Σ n·x for 16 rows' Q4 nibbles at w and 16-bit x split into low bytes at l and high bytes at h.
+#[inline(always)]
+unsafe fn q4_x16(w: *const u8, l: *const u8, h: *const u8) -> __m512i {
+    unsafe {
+        let (mut ah, mut al) = ([_mm512_setzero_si512(); 4], [_mm512_setzero_si512(); 4]);
+        for t in 0..4 {
+            let (lo, hi) = nibbles(w, t);
+            ah[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(ah[t], lo, bcast(h, t)), hi, bcast(h, t + 4));
+            al[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(al[t], bcast(l, t), lo), bcast(l, t + 4), hi);
+        }
+        _mm512_add_epi32(_mm512_slli_epi32(sum4(ah), 8), sum4(al))
+    }
+}
+
+/// Σ w·x for 16 rows' Q8_0 weights at w and 8-bit x at `xq` whose sum is `xsum`.
+#[inline(always)]
+unsafe fn q8_x8(w: *const u8, xq: *const u8, xsum: i32) -> __m512i {
+    unsafe {
+        let (mut a, off) = ([_mm512_setzero_si512(); 4], _mm512_set1_epi8(-128));
+        for t in 0..8 {
+            let u = _mm512_xor_si512(_mm512_loadu_si512(w.add(64 * t).cast()), off);
+            a[t % 4] = _mm512_dpbusd_epi32(a[t % 4], u, bcast(xq, t));
+        }
+        _mm512_sub_epi32(sum4(a), _mm512_set1_epi32(128 * xsum))
+    }
+}
+
+/// Σ w·x for 16 rows' Q8_0 weights at w and 16-bit x split into low bytes at l and high bytes at h (Σh
+/// `hsum`). |Σ(w + 128)·h| ≤ 32·255·128, so 256 times it stays within i32.
+#[inline(always)]
+unsafe fn q8_x16(w: *const u8, l: *const u8, h: *const u8, hsum: i32) -> __m512i {
+    unsafe {
+        let (mut ah, mut al, off) = ([_mm512_setzero_si512(); 4], [_mm512_setzero_si512(); 4], _mm512_set1_epi8(-128));
+        for t in 0..8 {
+            let v = _mm512_loadu_si512(w.add(64 * t).cast());
+            ah[t % 4] = _mm512_dpbusd_epi32(ah[t % 4], _mm512_xor_si512(v, off), bcast(h, t));
+            al[t % 4] = _mm512_dpbusd_epi32(al[t % 4], bcast(l, t), v);
+        }
+        let h = _mm512_sub_epi32(sum4(ah), _mm512_set1_epi32(128 * hsum));
+        _mm512_add_epi32(_mm512_slli_epi32(h, 8), sum4(al))
+    }
+}
+
+/// 16 f16 at p as f32.
+#[inline(always)]
+unsafe fn halves(p: *const u8) -> __m512 {
+    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+}
+
+/// Groups g0..g1 of one matrix (`data` from `relay`, `kb` blocks a row) times x's one row: out[16·(g − g0) + l]
+/// is row 16·g + l's product, the same value as the portable loop's but for the order of its float sums.
+#[inline(always)]
+unsafe fn run<const KIND: u8, const WIDE: bool>(
+    data: &[u8],
+    size: usize,
+    g0: usize,
+    g1: usize,
+    kb: usize,
+    x: &Q8Rows,
+    out: &mut [f32],
+) {
+    let runs = if KIND == Q8_0 { 8 } else { 4 };
+    for g in g0..g1 {
+        // SAFETY (the loads): the caller checked that data holds g1 groups of kb blocks of `size` bytes, that x
+        // holds kb blocks (as `split` bytes when WIDE) and out (g1 − g0)·16 values.
+        unsafe {
+            let mut acc = _mm512_setzero_ps();
+            for k in 0..kb {
+                let p = data.as_ptr().add((g * kb + k) * size);
+                for line in (0..size).step_by(64) {
+                    // Past the end of data it fetches nothing that is read: a hint, never a fault.
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + line).cast());
+                }
+                let sum = match (KIND, WIDE) {
+                    (Q8_0, false) => q8_x8(p, x.qs.as_ptr().add(k * QK).cast(), *x.sum.get_unchecked(k)),
+                    (Q8_0, true) => {
+                        let s = x.split.as_ptr().add(2 * k * QK);
+                        q8_x16(p, s, s.add(QK), *x.hsum.get_unchecked(k))
+                    }
+                    (_, false) => q4_x8(p, x.qs.as_ptr().add(k * QK).cast()),
+                    (_, true) => {
+                        let s = x.split.as_ptr().add(2 * k * QK);
+                        q4_x16(p, s, s.add(QK))
+                    }
+                };
+                // Q4_0's nibbles are offset by 8: Σ(n − 8)·x = Σn·x − 8·Σx.
+                let sum = if KIND == Q4_0 {
+                    _mm512_sub_epi32(sum, _mm512_set1_epi32(8 * *x.sum.get_unchecked(k)))
+                } else {
+                    sum
+                };
+                let d = _mm512_mul_ps(halves(p.add(64 * runs)), _mm512_set1_ps(*x.d.get_unchecked(k)));
+                acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum), acc);
+                if KIND == Q4_1 {
+                    acc = _mm512_fmadd_ps(halves(p.add(64 * runs + 2 * G)), _mm512_set1_ps(*x.s.get_unchecked(k)), acc);
+                }
+            }
+            _mm512_storeu_ps(out.as_mut_ptr().add((g - g0) * G), acc);
+        }
+    }
+}
+
+/// Groups g0..g1 of `blocks` as `relay` laid them out in `data` (`kb` blocks a row) times x's one row (its
+/// `split` made when `wide`), into out[(g1 − g0)·16]. SAFETY (callers): AVX-512 F, BW and VNNI are there.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn groups(
+    blocks: Blocks<'_>,
+    data: &[u8],
+    g0: usize,
+    g1: usize,
+    kb: usize,
+    x: &Q8Rows,
+    out: &mut [f32],
+) {
+    let (kind, size) = layout(blocks);
+    let xs = match x.wide {
+        true => x.split.len() >= 2 * kb * QK && x.hsum.len() >= kb,
+        false => x.qs.len() >= kb * QK,
+    };
+    assert!(
+        g0 <= g1 && data.len() >= g1 * kb * size && xs && x.d.len() >= kb && x.sum.len() >= kb && x.s.len() >= kb,
+        "groups {g0}..{g1} of {kb} blocks in {} bytes",
+        data.len()
+    );
+    assert!(out.len() == (g1 - g0) * G, "groups {g0}..{g1} into {} values", out.len());
+    // SAFETY: the sizes just checked; the features are the caller's.
+    unsafe {
+        match (kind, x.wide) {
+            (Q4_1, false) => run::<Q4_1, false>(data, size, g0, g1, kb, x, out),
+            (Q4_1, true) => run::<Q4_1, true>(data, size, g0, g1, kb, x, out),
+            (Q4_0, false) => run::<Q4_0, false>(data, size, g0, g1, kb, x, out),
+            (Q4_0, true) => run::<Q4_0, true>(data, size, g0, g1, kb, x, out),
+            (_, false) => run::<Q8_0, false>(data, size, g0, g1, kb, x, out),
+            (_, true) => run::<Q8_0, true>(data, size, g0, g1, kb, x, out),
+        }
+    }
+}
