@@ -415,7 +415,7 @@ fn product(
                     _ => (r1, r1),
                 };
                 #[cfg(not(target_arch = "x86_64"))]
-                let (a, b) = (r1, r1);
+                let (a, b, _) = (r1, r1, relaid);
                 // SAFETY: rows r..r1 of matrix i belong to this part alone.
                 blocks.rows_times_one(r, a, kb, x, unsafe { dsts[i].part(r..a) }, isa);
                 #[cfg(target_arch = "x86_64")]
@@ -544,6 +544,7 @@ impl QMatrix {
         }
         let kb = cols / QK;
         // One token on `Vnni512` reads each matrix interleaved by 16 rows, a copy made on its first use.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
         let relay = n == 1 && isa == QIsa::Vnni512 && !dense;
         let typed: Option<Vec<(Blocks<'_>, usize, &[u8])>> = mats
             .iter()

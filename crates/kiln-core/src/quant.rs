@@ -276,15 +276,15 @@ pub struct QMatrix {
     rows: usize,
     cols: usize,
     blocks: QBlocks,
-    /// The blocks laid out again by a kernel for itself (qdot/rows16.rs), made on its first use and kept
-    /// beside them; the blocks never change, so neither does it.
+    /// The blocks interleaved by 16 rows for one token's products on AVX-512 (qdot/rows16.rs, its only
+    /// user), made on first use and kept beside them; the blocks never change, so neither does it.
     relaid: Relaid,
 }
 
-/// A [`QMatrix`]'s blocks in another layout, as bytes only the kernel that made them reads. Not part of the
-/// matrix's value: two matrices with the same blocks are equal whether or not either has one.
+/// A [`QMatrix`]'s blocks in rows16.rs's layout, as bytes only that kernel reads. Not part of the matrix's
+/// value: two matrices with the same blocks are equal whether or not either has one.
 #[derive(Clone, Debug, Default)]
-pub struct Relaid(std::sync::OnceLock<Vec<u8>>);
+pub(crate) struct Relaid(std::sync::OnceLock<Vec<u8>>);
 
 impl PartialEq for Relaid {
     fn eq(&self, _: &Relaid) -> bool {
@@ -363,7 +363,7 @@ impl QMatrix {
     pub fn blocks(&self) -> &QBlocks {
         &self.blocks
     }
-    /// The blocks in a kernel's own layout, made by `make` the first time it is asked for.
+    /// The blocks in rows16.rs's layout (`make` is `rows16::relay`), made the first time it is asked for.
     pub(crate) fn relaid(&self, make: impl FnOnce(&QBlocks) -> Vec<u8>) -> &[u8] {
         self.relaid.0.get_or_init(|| make(&self.blocks))
     }

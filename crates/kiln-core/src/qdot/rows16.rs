@@ -10,7 +10,8 @@
 //! f16, then for Q4_1 their m: 16 times a block's own size, so the copy is as large as the matrix. Rows past
 //! the last whole group stay with the row kernel.
 //!
-//! The integer sums are those of the other paths, exactly. VNNI multiplies bytes, so 16-bit activations are
+//! The integer sums are the portable loop's, exactly (a Q8_0 weight byte of −128, which llama.cpp never writes,
+//! included; the row kernel takes it as −127). VNNI multiplies bytes, so 16-bit activations are
 //! split first (`split`): x = 256·h + l with h signed and l unsigned, Σw·x = 256·Σw·h + Σw·l, h taken against
 //! unsigned weights and l against signed ones; Q8_0's weights are signed, so against h they are offset by 128
 //! (Σ(w + 128)·h − 128·Σh), as on 8-bit activations (Σ(w + 128)·x − 128·Σx). Only the order of the float

@@ -385,7 +385,8 @@ fn a_prompts_default_product_is_the_exact_one() {
 /// here and there, 1 to 9 activation rows (tiles, single rows and leftovers).
 #[test]
 fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
-    let (rows, cols) = (9, 128);
+    // 37 rows: two groups of 16 for one row on Vnni512 (rows16.rs, exact for -128) and the rest.
+    let (rows, cols) = (37, 128);
     let mut rng = Rng::new(5);
     let m = QMatrix::quantize(DType::Q8_0, rows, cols, &random(&mut rng, rows * cols, 1.0)).unwrap();
     let mut bytes = m.to_bytes();
@@ -433,8 +434,9 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
 /// against the exact one (`matmul_t`, blocks dequantized to f32): within the rounding of the activations,
 /// |x_q − x| ≤ d_x/2 per value, so |Δ| ≤ Σ_blocks (d_x/2)·Σ|w|; and every x86 path this processor runs (AVX2,
 /// AVX-512 VNNI: the same floats as each other, but for Q8_0 on 8 bits, and one row on Vnni512, whose 37 and
-/// 203 weight rows are 2 and 12 groups of 16 and the rest, the groups split between two parts for rows of
-/// 512) against the portable one,
+/// 203 weight rows are 2 and 12 groups of 16 and the rest; [203, 512] is long enough to be split between
+/// threads, so that a part after the first starts with rows before its first whole group, then groups not
+/// numbered from 0, then rows after them) against the portable one,
 /// for 1 to 9 rows of x (tiles of three activation rows against four weight rows, four against two, or on 16
 /// bits four against four folded into one sum per weight row, as `tile_shape` chooses, 37 weight rows
 /// leaving one over, and the rest one by one; 203 rows for a prompt's chunks of 64 taken by whichever thread
@@ -446,7 +448,9 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
 fn integer_products_stay_within_the_activation_rounding_of_the_exact_one() {
     let mut rng = Rng::new(41);
     let kinds = [DType::Q4_1, DType::Q4_0, DType::Q8_0].into_iter().flat_map(|d| [(d, false), (d, true)]);
-    for ((dtype, wide), (rows, cols)) in kinds.flat_map(|k| [(k, (37, 160)), (k, (37, 512)), (k, (203, 64))]) {
+    for ((dtype, wide), (rows, cols)) in
+        kinds.flat_map(|k| [(k, (37, 160)), (k, (37, 512)), (k, (203, 64)), (k, (203, 512))])
+    {
         let w = random(&mut rng, rows * cols, 1.0);
         let m = QMatrix::quantize(dtype, rows, cols, &w).unwrap();
         let wd = m.dequantize();
