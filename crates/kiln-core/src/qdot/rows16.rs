@@ -121,59 +121,91 @@ unsafe fn nibbles(w: *const u8, t: usize) -> (__m512i, __m512i) {
     }
 }
 
-/// Σ n·x for 16 rows' Q4 nibbles at w and 8-bit x at `xq`.
+/// Σ n·x for each of NG groups' 16 rows of Q4 nibbles at w[i] and 8-bit x at `xq`. Groups are taken NG at a
+/// time so that they share the broadcasts of x. Plain loops: a closure (`array::from_fn`) would be a function
+/// of its own, compiled without the caller's target features.
 #[inline(always)]
-unsafe fn q4_x8(w: *const u8, xq: *const u8) -> __m512i {
+unsafe fn q4_x8<const NG: usize>(w: [*const u8; NG], xq: *const u8) -> [__m512i; NG] {
     unsafe {
-        let mut a = [_mm512_setzero_si512(); 4];
+        // a[t][i]: run t's sums for group i.
+        let mut a = [[_mm512_setzero_si512(); NG]; 4];
         for (t, a) in a.iter_mut().enumerate() {
-            let (lo, hi) = nibbles(w, t);
-            *a = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(*a, lo, bcast(xq, t)), hi, bcast(xq, t + 4));
+            let (x0, x1) = (bcast(xq, t), bcast(xq, t + 4));
+            for i in 0..NG {
+                let (lo, hi) = nibbles(w[i], t);
+                a[i] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[i], lo, x0), hi, x1);
+            }
         }
-        sum4(a)
+        let mut out = [_mm512_setzero_si512(); NG];
+        for i in 0..NG {
+            out[i] = sum4([a[0][i], a[1][i], a[2][i], a[3][i]]);
+        }
+        out
     }
 }
 
-/// Σ n·x for 16 rows' Q4 nibbles at w and 16-bit x split into low bytes at l and high bytes at h.
+/// Σ n·x for NG groups' Q4 nibbles and 16-bit x split into low bytes at l and high bytes at h.
 #[inline(always)]
-unsafe fn q4_x16(w: *const u8, l: *const u8, h: *const u8) -> __m512i {
+unsafe fn q4_x16<const NG: usize>(w: [*const u8; NG], l: *const u8, h: *const u8) -> [__m512i; NG] {
     unsafe {
-        let (mut ah, mut al) = ([_mm512_setzero_si512(); 4], [_mm512_setzero_si512(); 4]);
+        let (mut ah, mut al) = ([[_mm512_setzero_si512(); 4]; NG], [[_mm512_setzero_si512(); 4]; NG]);
         for t in 0..4 {
-            let (lo, hi) = nibbles(w, t);
-            ah[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(ah[t], lo, bcast(h, t)), hi, bcast(h, t + 4));
-            al[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(al[t], bcast(l, t), lo), bcast(l, t + 4), hi);
+            let (h0, h1, l0, l1) = (bcast(h, t), bcast(h, t + 4), bcast(l, t), bcast(l, t + 4));
+            for i in 0..NG {
+                let (lo, hi) = nibbles(w[i], t);
+                ah[i][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(ah[i][t], lo, h0), hi, h1);
+                al[i][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(al[i][t], l0, lo), l1, hi);
+            }
         }
-        _mm512_add_epi32(_mm512_slli_epi32(sum4(ah), 8), sum4(al))
+        let mut out = [_mm512_setzero_si512(); NG];
+        for i in 0..NG {
+            out[i] = _mm512_add_epi32(_mm512_slli_epi32(sum4(ah[i]), 8), sum4(al[i]));
+        }
+        out
     }
 }
 
-/// Σ w·x for 16 rows' Q8_0 weights at w and 8-bit x at `xq` whose sum is `xsum`.
+/// Σ w·x for NG groups' Q8_0 weights and 8-bit x at `xq` whose sum is `xsum`.
 #[inline(always)]
-unsafe fn q8_x8(w: *const u8, xq: *const u8, xsum: i32) -> __m512i {
+unsafe fn q8_x8<const NG: usize>(w: [*const u8; NG], xq: *const u8, xsum: i32) -> [__m512i; NG] {
     unsafe {
-        let (mut a, off) = ([_mm512_setzero_si512(); 4], _mm512_set1_epi8(-128));
+        let (mut a, off) = ([[_mm512_setzero_si512(); 4]; NG], _mm512_set1_epi8(-128));
         for t in 0..8 {
-            let u = _mm512_xor_si512(_mm512_loadu_si512(w.add(64 * t).cast()), off);
-            a[t % 4] = _mm512_dpbusd_epi32(a[t % 4], u, bcast(xq, t));
+            let xt = bcast(xq, t);
+            for i in 0..NG {
+                let u = _mm512_xor_si512(_mm512_loadu_si512(w[i].add(64 * t).cast()), off);
+                a[i][t % 4] = _mm512_dpbusd_epi32(a[i][t % 4], u, xt);
+            }
         }
-        _mm512_sub_epi32(sum4(a), _mm512_set1_epi32(128 * xsum))
+        let mut out = [_mm512_setzero_si512(); NG];
+        for i in 0..NG {
+            out[i] = _mm512_sub_epi32(sum4(a[i]), _mm512_set1_epi32(128 * xsum));
+        }
+        out
     }
 }
 
-/// Σ w·x for 16 rows' Q8_0 weights at w and 16-bit x split into low bytes at l and high bytes at h (Σh
-/// `hsum`). |Σ(w + 128)·h| ≤ 32·255·128, so 256 times it stays within i32.
+/// Σ w·x for NG groups' Q8_0 weights and 16-bit x split into low bytes at l and high bytes at h (Σh `hsum`).
+/// |Σ(w + 128)·h| ≤ 32·255·128, so 256 times it stays within i32.
 #[inline(always)]
-unsafe fn q8_x16(w: *const u8, l: *const u8, h: *const u8, hsum: i32) -> __m512i {
+unsafe fn q8_x16<const NG: usize>(w: [*const u8; NG], l: *const u8, h: *const u8, hsum: i32) -> [__m512i; NG] {
     unsafe {
-        let (mut ah, mut al, off) = ([_mm512_setzero_si512(); 4], [_mm512_setzero_si512(); 4], _mm512_set1_epi8(-128));
+        let (mut ah, mut al) = ([[_mm512_setzero_si512(); 4]; NG], [[_mm512_setzero_si512(); 4]; NG]);
+        let off = _mm512_set1_epi8(-128);
         for t in 0..8 {
-            let v = _mm512_loadu_si512(w.add(64 * t).cast());
-            ah[t % 4] = _mm512_dpbusd_epi32(ah[t % 4], _mm512_xor_si512(v, off), bcast(h, t));
-            al[t % 4] = _mm512_dpbusd_epi32(al[t % 4], bcast(l, t), v);
+            let (ht, lt) = (bcast(h, t), bcast(l, t));
+            for i in 0..NG {
+                let v = _mm512_loadu_si512(w[i].add(64 * t).cast());
+                ah[i][t % 4] = _mm512_dpbusd_epi32(ah[i][t % 4], _mm512_xor_si512(v, off), ht);
+                al[i][t % 4] = _mm512_dpbusd_epi32(al[i][t % 4], lt, v);
+            }
         }
-        let h = _mm512_sub_epi32(sum4(ah), _mm512_set1_epi32(128 * hsum));
-        _mm512_add_epi32(_mm512_slli_epi32(h, 8), sum4(al))
+        let mut out = [_mm512_setzero_si512(); NG];
+        for i in 0..NG {
+            let h = _mm512_sub_epi32(sum4(ah[i]), _mm512_set1_epi32(128 * hsum));
+            out[i] = _mm512_add_epi32(_mm512_slli_epi32(h, 8), sum4(al[i]));
+        }
+        out
     }
 }
 
@@ -184,7 +216,8 @@ unsafe fn halves(p: *const u8) -> __m512 {
 }
 
 /// Groups g0..g1 of one matrix (`data` from `relay`, `kb` blocks a row) times x's one row: out[16·(g − g0) + l]
-/// is row 16·g + l's product, the same value as the portable loop's but for the order of its float sums.
+/// is row 16·g + l's product, the same value as the portable loop's but for the order of its float sums. Two
+/// groups at a time (`span`), then the last alone.
 #[inline(always)]
 unsafe fn run<const KIND: u8, const WIDE: bool>(
     data: &[u8],
@@ -195,43 +228,72 @@ unsafe fn run<const KIND: u8, const WIDE: bool>(
     x: &Q8Rows,
     out: &mut [f32],
 ) {
+    let mut g = g0;
+    // SAFETY: the caller's checks (groups), for groups g and g + 1 below g1.
+    unsafe {
+        while g + 2 <= g1 {
+            span::<KIND, WIDE, 2>(data, size, g, kb, x, out.as_mut_ptr().add((g - g0) * G));
+            g += 2;
+        }
+        if g < g1 {
+            span::<KIND, WIDE, 1>(data, size, g, kb, x, out.as_mut_ptr().add((g - g0) * G));
+        }
+    }
+}
+
+/// Groups g..g + NG into out[0..16·NG].
+#[inline(always)]
+unsafe fn span<const KIND: u8, const WIDE: bool, const NG: usize>(
+    data: &[u8],
+    size: usize,
+    g: usize,
+    kb: usize,
+    x: &Q8Rows,
+    out: *mut f32,
+) {
     let runs = if KIND == Q8_0 { 8 } else { 4 };
-    for g in g0..g1 {
-        // SAFETY (the loads): the caller checked that data holds g1 groups of kb blocks of `size` bytes, that x
-        // holds kb blocks (as `split` bytes when WIDE) and out (g1 − g0)·16 values.
-        unsafe {
-            let mut acc = _mm512_setzero_ps();
-            for k in 0..kb {
-                let p = data.as_ptr().add((g * kb + k) * size);
+    // SAFETY (the loads and stores): the caller checked that data holds these groups' kb blocks of `size`
+    // bytes, that x holds kb blocks (as `split` bytes when WIDE) and out 16·NG values.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); NG];
+        for k in 0..kb {
+            let mut p = [data.as_ptr(); NG];
+            for (i, p) in p.iter_mut().enumerate() {
+                *p = data.as_ptr().add(((g + i) * kb + k) * size);
                 for line in (0..size).step_by(64) {
                     // Past the end of data it fetches nothing that is read: a hint, never a fault.
                     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + line).cast());
                 }
-                let sum = match (KIND, WIDE) {
-                    (Q8_0, false) => q8_x8(p, x.qs.as_ptr().add(k * QK).cast(), *x.sum.get_unchecked(k)),
-                    (Q8_0, true) => {
-                        let s = x.split.as_ptr().add(2 * k * QK);
-                        q8_x16(p, s, s.add(QK), *x.hsum.get_unchecked(k))
-                    }
-                    (_, false) => q4_x8(p, x.qs.as_ptr().add(k * QK).cast()),
-                    (_, true) => {
-                        let s = x.split.as_ptr().add(2 * k * QK);
-                        q4_x16(p, s, s.add(QK))
-                    }
-                };
+            }
+            let sums = match (KIND, WIDE) {
+                (Q8_0, false) => q8_x8(p, x.qs.as_ptr().add(k * QK).cast(), *x.sum.get_unchecked(k)),
+                (Q8_0, true) => {
+                    let s = x.split.as_ptr().add(2 * k * QK);
+                    q8_x16(p, s, s.add(QK), *x.hsum.get_unchecked(k))
+                }
+                (_, false) => q4_x8(p, x.qs.as_ptr().add(k * QK).cast()),
+                (_, true) => {
+                    let s = x.split.as_ptr().add(2 * k * QK);
+                    q4_x16(p, s, s.add(QK))
+                }
+            };
+            let dx = _mm512_set1_ps(*x.d.get_unchecked(k));
+            for i in 0..NG {
                 // Q4_0's nibbles are offset by 8: Σ(n − 8)·x = Σn·x − 8·Σx.
-                let sum = if KIND == Q4_0 {
-                    _mm512_sub_epi32(sum, _mm512_set1_epi32(8 * *x.sum.get_unchecked(k)))
-                } else {
-                    sum
+                let sum = match KIND {
+                    Q4_0 => _mm512_sub_epi32(sums[i], _mm512_set1_epi32(8 * *x.sum.get_unchecked(k))),
+                    _ => sums[i],
                 };
-                let d = _mm512_mul_ps(halves(p.add(64 * runs)), _mm512_set1_ps(*x.d.get_unchecked(k)));
-                acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum), acc);
+                let d = _mm512_mul_ps(halves(p[i].add(64 * runs)), dx);
+                acc[i] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum), acc[i]);
                 if KIND == Q4_1 {
-                    acc = _mm512_fmadd_ps(halves(p.add(64 * runs + 2 * G)), _mm512_set1_ps(*x.s.get_unchecked(k)), acc);
+                    let m = halves(p[i].add(64 * runs + 2 * G));
+                    acc[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(*x.s.get_unchecked(k)), acc[i]);
                 }
             }
-            _mm512_storeu_ps(out.as_mut_ptr().add((g - g0) * G), acc);
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.add(i * G), *acc);
         }
     }
 }
