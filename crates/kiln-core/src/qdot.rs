@@ -14,8 +14,8 @@
 //! (tests/suite/quant.rs bounds it against the exact path). The path is chosen at run time (`QIsa`): AVX2, or
 //! AVX2 with AVX-512 VNNI's one-instruction dot products (qdot/x86.rs), and with AVX-512 a new token's products
 //! on 16 weight rows a 512-bit vector from a copy of the weights interleaved by 16 (qdot/rows16.rs); the portable
-//! one is the same loop in plain Rust. A prompt on 16-bit activations (the default) goes dequantized onto the f32 kernel instead
-//! (qdot/dequant.rs), which is faster once each weight serves 48 rows or more.
+//! one is the same loop in plain Rust. A prompt on 16-bit activations (the default) goes dequantized onto the f32
+//! kernel instead (qdot/dequant.rs), which is faster once each weight serves 48 rows or more.
 
 use crate::par::Disjoint;
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QBlocks, QK, QMatrix};

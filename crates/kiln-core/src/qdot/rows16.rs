@@ -18,7 +18,7 @@
 //! sums differs from the portable loop.
 
 use super::{Blocks, Q8Rows};
-use crate::quant::{QBlocks, QK};
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, QBlocks, QK, QuantBlock};
 use std::arch::x86_64::*;
 
 /// Rows a group interleaves: one per lane of a 512-bit vector of i32.
@@ -36,48 +36,41 @@ const Q4_1: u8 = 0;
 const Q4_0: u8 = 1;
 const Q8_0: u8 = 2;
 
-/// Bytes of one group's block: the weights (`runs` of 64 bytes), then its scales.
+/// The kind of a matrix's blocks, and the bytes of one group's block: 16 times a block's own.
 fn layout(b: Blocks<'_>) -> (u8, usize) {
     match b {
-        Blocks::Q4_1(_) => (Q4_1, G * 20),
-        Blocks::Q4_0(_) => (Q4_0, G * 18),
-        Blocks::Q8_0(_) => (Q8_0, G * 34),
+        Blocks::Q4_1(_) => (Q4_1, G * BlockQ4_1::BYTES),
+        Blocks::Q4_0(_) => (Q4_0, G * BlockQ4_0::BYTES),
+        Blocks::Q8_0(_) => (Q8_0, G * BlockQ8_0::BYTES),
     }
 }
 
 /// The whole groups of 16 rows of `blocks` (`kb` blocks a row) in this file's layout; empty for halves.
 pub(super) fn relay(blocks: &QBlocks, kb: usize) -> Vec<u8> {
-    // Appends, for each whole group and block, the weight runs of its 16 rows and then their scales.
-    fn each<B>(
-        b: &[B],
-        kb: usize,
-        size: usize,
-        qs: impl Fn(&B) -> &[u8],
-        scales: impl Fn(&B) -> Vec<[u8; 2]>,
-    ) -> Vec<u8> {
-        let groups = b.len() / kb.max(1) / G;
-        let mut out = Vec::with_capacity(groups * kb * G * size);
+    // A block's GGUF bytes (`QuantBlock::write`) are its f16 scales (d, and Q4_1's m) and then its 16 or 32
+    // weight bytes; these go out as the weight runs of the group's 16 rows, then the scales, one after another.
+    fn each<B: QuantBlock>(b: &[B], kb: usize) -> Vec<u8> {
+        let (head, groups) = (B::BYTES % 16, b.len() / kb.max(1) / G);
+        let mut out = Vec::with_capacity(groups * kb * G * B::BYTES);
+        let mut bytes = vec![0u8; G * B::BYTES];
         for g in 0..groups {
-            let block = |l: usize, k: usize| &b[(g * G + l) * kb + k];
             for k in 0..kb {
-                for t in 0..qs(block(0, k)).len() / 4 {
-                    (0..G).for_each(|l| out.extend_from_slice(&qs(block(l, k))[4 * t..4 * t + 4]));
+                for (l, dst) in bytes.chunks_exact_mut(B::BYTES).enumerate() {
+                    b[(g * G + l) * kb + k].write(dst);
                 }
-                for s in 0..scales(block(0, k)).len() {
-                    (0..G).for_each(|l| out.extend_from_slice(&scales(block(l, k))[s]));
-                }
+                let lanes = |at: usize, len: usize, out: &mut Vec<u8>| {
+                    bytes.chunks_exact(B::BYTES).for_each(|blk| out.extend_from_slice(&blk[at..at + len]))
+                };
+                (head..B::BYTES).step_by(4).for_each(|t| lanes(t, 4, &mut out));
+                (0..head).step_by(2).for_each(|s| lanes(s, 2, &mut out));
             }
         }
         out
     }
     match blocks {
-        QBlocks::Q4_1(b) => each(b, kb, 20, |b| &b.qs, |b| vec![b.d.to_le_bytes(), b.m.to_le_bytes()]),
-        QBlocks::Q4_0(b) => each(b, kb, 18, |b| &b.qs, |b| vec![b.d.to_le_bytes()]),
-        QBlocks::Q8_0(b) => {
-            // SAFETY: i8 and u8 have the same size and alignment.
-            let bytes = |b: &crate::quant::BlockQ8_0| unsafe { &*(&b.qs as *const [i8; QK] as *const [u8; QK]) };
-            each(b, kb, 34, move |b| bytes(b), |b| vec![b.d.to_le_bytes()])
-        }
+        QBlocks::Q4_1(b) => each(b, kb),
+        QBlocks::Q4_0(b) => each(b, kb),
+        QBlocks::Q8_0(b) => each(b, kb),
         QBlocks::F16(_) | QBlocks::BF16(_) => Vec::new(),
     }
 }
