@@ -118,8 +118,8 @@ def main():
         print("| | prompt tokens/s | generating tokens/s | peak RSS MiB | prompt, kiln / llama.cpp | "
               "generating, kiln / llama.cpp |")
         print("|---|---|---|---|---|---|")
-        for name, r in [("kiln (default: prompts f32, tokens 16-bit)", kiln), ("kiln --fast8 (8-bit, as llama.cpp)", fast8),
-                        ("llama.cpp (llama-cpp-python)", peer)]:
+        for name, r in [("kiln (default: 16-bit; prompts f32, or AMX tiles)", kiln),
+                        ("kiln --fast8 (8-bit, as llama.cpp)", fast8), ("llama.cpp (llama-cpp-python)", peer)]:
             ratios = "| |" if r is peer else (
                 f"| {r['prompt_tokens_per_s'] / peer['prompt_tokens_per_s']:.2f}x | "
                 f"{r['generate_tokens_per_s'] / peer['generate_tokens_per_s']:.2f}x |")

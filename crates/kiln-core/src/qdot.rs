@@ -13,8 +13,9 @@
 //! 32 conversions and 32 FMAs. The rounding of the activations moves results by about 1e-3 of their scale
 //! (tests/suite/quant.rs bounds it against the exact path). The path is chosen at run time (`QIsa`): AVX2, or
 //! AVX2 with AVX-512 VNNI's one-instruction dot products (qdot/x86.rs), and with AVX-512 a new token's products
-//! on 16 weight rows a 512-bit vector from a copy of the weights interleaved by 16 (qdot/rows16.rs); the portable
-//! one is the same loop in plain Rust. A prompt on 16-bit activations (the default) goes dequantized onto the f32
+//! on 16 weight rows a 512-bit vector from a copy of the weights interleaved by 16 (qdot/rows16.rs), and where
+//! the processor has AMX a prompt's on its tile units from that copy (qdot/amx.rs); the portable one is the same
+//! loop in plain Rust. Without AMX a prompt on 16-bit activations (the default) goes dequantized onto the f32
 //! kernel instead (qdot/dequant.rs), which is faster once each weight serves 48 rows or more.
 
 use crate::par::Disjoint;
@@ -41,6 +42,8 @@ pub struct Q8Rows {
     /// 32 high ones, and the high ones' sum per block (`rows16.rs`: VNNI multiplies bytes).
     pub split: Vec<u8>,
     pub hsum: Vec<i32>,
+    /// On `QIsa::Amx`, for a prompt: the rows as AMX tiles of 16 rows by one block (`amx.rs`).
+    pub tiles: Vec<u8>,
 }
 
 impl Q8Rows {
@@ -184,6 +187,8 @@ impl Q8Dot for BlockQ4_1 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod dequant;
 #[cfg(target_arch = "x86_64")]
 mod rows16;
@@ -204,6 +209,9 @@ pub enum QIsa {
     /// AVX512F and AVX512BW), from a copy of the weights interleaved by 16 (`rows16.rs`): the same integers,
     /// the float sums in another order.
     Vnni512,
+    /// `Vnni512`, and prompts (two activation rows or more) on AMX tiles (`amx.rs`) from the same interleaved
+    /// copy: the same integers, the float sums in another order. Unused with `KILN_NO_AMX=1`.
+    Amx,
 }
 
 impl QIsa {
@@ -217,6 +225,9 @@ impl QIsa {
                 all.push(QIsa::Vnni);
                 if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
                     all.push(QIsa::Vnni512);
+                    if amx::usable() {
+                        all.push(QIsa::Amx);
+                    }
                 }
             }
         }
@@ -280,7 +291,7 @@ impl Blocks<'_> {
         #[cfg(target_arch = "x86_64")]
         match isa {
             QIsa::Avx2 => return unsafe { x86::tile(self, r0, kb, x, xb) },
-            QIsa::Vnni | QIsa::Vnni512 => return unsafe { x86::tile_vnni(self, r0, kb, x, xb) },
+            QIsa::Vnni | QIsa::Vnni512 | QIsa::Amx => return unsafe { x86::tile_vnni(self, r0, kb, x, xb) },
             QIsa::Portable => {}
         }
         let _ = isa;
@@ -302,7 +313,7 @@ impl Blocks<'_> {
             // SAFETY: `isa` is available (as in `tile`); x holds kb blocks (checked); rows are sliced.
             unsafe {
                 match isa {
-                    QIsa::Vnni | QIsa::Vnni512 => x86::rows_vnni(self, r0, r1, kb, x, out),
+                    QIsa::Vnni | QIsa::Vnni512 | QIsa::Amx => x86::rows_vnni(self, r0, r1, kb, x, out),
                     _ => x86::rows(self, r0, r1, kb, x, out),
                 }
             }
@@ -358,7 +369,7 @@ fn weight_rows<const RW: usize, const R: usize>(
 /// two alternating in qbench (two runs, both shapes), 1.23-1.58 times the products a second.
 fn tile_shape(blocks: Blocks<'_>, wide: bool, isa: QIsa) -> (usize, usize) {
     match (blocks, wide) {
-        (Blocks::Q8_0(_), false) if matches!(isa, QIsa::Vnni | QIsa::Vnni512) => (4, 4),
+        (Blocks::Q8_0(_), false) if matches!(isa, QIsa::Vnni | QIsa::Vnni512 | QIsa::Amx) => (4, 4),
         (_, true) => (4, 4),
         (Blocks::Q8_0(_), false) => (2, 4),
         _ => (4, 3),
@@ -420,13 +431,36 @@ fn product(
                 blocks.rows_times_one(r, a, kb, x, unsafe { dsts[i].part(r..a) }, isa);
                 #[cfg(target_arch = "x86_64")]
                 if a < b {
-                    // SAFETY: a relaid copy is made only for `Vnni512`, which `isa` is (AVX-512 F, BW, VNNI).
+                    // SAFETY: a relaid copy is made only for `Vnni512` and `Amx`, which `isa` is (AVX-512 F, BW,
+                    // VNNI).
                     unsafe { rows16::groups(blocks, relaid, a / rows16::G, b / rows16::G, kb, x, dsts[i].part(a..b)) };
                 }
                 blocks.rows_times_one(b, r1, kb, x, unsafe { dsts[i].part(b..r1) }, isa);
                 g = first + r1;
                 continue;
             }
+            // On AMX the whole groups of 16 rows from here in one call (a part's first row is a group's unless a
+            // matrix before it in the pass ends mid-group); rows before a group one at a time, and after the
+            // last group in tiles.
+            #[cfg(target_arch = "x86_64")]
+            let lone = if isa == QIsa::Amx && !relaid.is_empty() {
+                let r1 = rows.min(end - first);
+                if r.is_multiple_of(rows16::G) && r + rows16::G <= r1 {
+                    let (ga, gb) = (r / rows16::G, r1 / rows16::G);
+                    let (o, len) = dsts[i].raw();
+                    assert!(len >= n * rows, "output [{n}, {rows}] in {len} values");
+                    // SAFETY: as for `groups` above; columns of groups ga..gb of output i's n rows belong to
+                    // this span alone.
+                    unsafe { amx::groups(blocks, relaid, ga, gb, kb, x, n, o, rows) };
+                    g = first + gb * rows16::G;
+                    continue;
+                }
+                !r.is_multiple_of(rows16::G) && r.div_ceil(rows16::G) * rows16::G < r1
+            } else {
+                false
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let lone = false;
             // SAFETY (each write): element (b, r) of output i belongs to the one span (a thread's part, or a chunk
             // that one thread took from the counter) that holds global row g.
             let put = |b: usize, r: usize, v: f32| unsafe { dsts[i].part(b * rows + r..b * rows + r + 1)[0] = v };
@@ -437,7 +471,7 @@ fn product(
             let (tw, tr) = if n < 4 { (1, 4) } else { tile_shape(blocks, x.wide, isa) };
             // Rows of this matrix that this part owns from r on.
             let left = (rows - r).min(end - g);
-            let step = if left >= tw { tw } else { 1 };
+            let step = if left >= tw && !lone { tw } else { 1 };
             match (step, tr) {
                 (4, 3) => weight_rows::<4, 3>(blocks, r, kb, x, n, &put, isa),
                 (4, 4) => weight_rows::<4, 4>(blocks, r, kb, x, n, &put, isa),
@@ -454,8 +488,17 @@ fn product(
     // (AVX2 EPYC, 2 threads, 2026-12-03, twelve SmolLM2 prompts each): 0.81-0.96 of the time at Q8_0,
     // 0.86-0.97 at Q4_1. A new token keeps one span per thread: chunks there ran 0.91-1.02 times the tokens a
     // second (the weights stream from memory, one stream a thread).
+    //
+    // On AMX a prompt also keeps one span per thread, cut at a multiple of 32 rows (two groups of 16): each
+    // call of `amx::groups` reads x's tiles again for its own rows, and one call over a thread's half ran
+    // faster than chunks taken in turn. SmolLM2's 128-token prompt (lmbench, Intel Xeon with AMX, 2 threads,
+    // 2026-12-06, the two alternating three rounds): tokens a second on 16 bits at Q4_1 1,241-1,341 with chunks
+    // of 256 rows, 1,492-1,505 halves; Q8_0 1,454-1,492 against 1,538-1,595; chunks of 32 rows had been slower
+    // than 64, and 64 than 128.
     const CHUNK: usize = 64;
-    let chunks = if n > 1 { total.div_ceil(CHUNK) } else { 0 };
+    let amx = n > 1 && isa == QIsa::Amx;
+    let chunks = if n > 1 && !amx { total.div_ceil(CHUNK) } else { 0 };
+    let cut = |p: usize| if amx { (p * total / parts).next_multiple_of(32).min(total) } else { p * total / parts };
     let next = std::sync::atomic::AtomicUsize::new(0);
     // The hot pool: generation runs about 150 of these a token, too short for sleeping workers to join.
     crate::hot::pool().run(parts, &|p| {
@@ -468,7 +511,7 @@ fn product(
                 span(c * CHUNK, ((c + 1) * CHUNK).min(total));
             }
         } else {
-            span(p * total / parts, (p + 1) * total / parts);
+            span(cut(p), cut(p + 1));
         }
     });
 }
@@ -480,11 +523,12 @@ fn product(
 pub const DENSE_ROWS: usize = 48;
 
 /// Whether a prompt's products (`DENSE_ROWS` rows or more, 16-bit activations) go dequantized onto the f32
-/// kernel here: where kiln's f32 kernel runs (AVX2 with FMA, or AVX-512), unless `KILN_INT_PROMPTS=1` in the
+/// kernel here: where kiln's f32 kernel runs (AVX2 with FMA, or AVX-512) and the processor has no AMX (whose
+/// integer tiles were 2.4 times as fast on SmolLM2's prompt: amx.rs), unless `KILN_INT_PROMPTS=1` in the
 /// environment keeps them on the integer tiles, to compare the two.
 pub fn dense_prompts() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| dequant::runs() && std::env::var_os("KILN_INT_PROMPTS").is_none())
+    *ON.get_or_init(|| dequant::runs() && QIsa::best() != QIsa::Amx && std::env::var_os("KILN_INT_PROMPTS").is_none())
 }
 
 impl QMatrix {
@@ -543,9 +587,10 @@ impl QMatrix {
             return Err(Error::Shape(format!("{} weights for {} outputs", mats.len(), outs.len())));
         }
         let kb = cols / QK;
-        // One token on `Vnni512` reads each matrix interleaved by 16 rows, a copy made on its first use.
+        // One token on `Vnni512` (and `Amx`), and a prompt on `Amx`, read each matrix interleaved by 16 rows, a
+        // copy made on its first use.
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-        let relay = n == 1 && isa == QIsa::Vnni512 && !dense;
+        let relay = !dense && (n == 1 && isa == QIsa::Vnni512 || isa == QIsa::Amx);
         let typed: Option<Vec<(Blocks<'_>, usize, &[u8])>> = mats
             .iter()
             .map(|m| {
@@ -569,8 +614,12 @@ impl QMatrix {
         }
         scratch.quantize_on(x, isa != QIsa::Portable);
         #[cfg(target_arch = "x86_64")]
-        if relay && scratch.wide {
+        if relay && scratch.wide && n == 1 {
             scratch.split();
+        }
+        #[cfg(target_arch = "x86_64")]
+        if relay && n > 1 {
+            scratch.make_tiles(n, kb);
         }
         product(&typed, kb, scratch, None, n, outs, isa);
         Ok(())

@@ -3,7 +3,8 @@
 //! feed-forward (gate [1536, 576], down [576, 1536]) for one token (generation), 48 and 128 (prompts), each
 //! type llama.cpp's GGUF files use, with 8-bit and 16-bit activations; KILN_THREADS sets the threads. Prints
 //! the median time per product and the rate at which it reads the weights (GB/s) and multiplies (G pairs of
-//! values a second), for each path the processor runs (AVX2, AVX-512 VNNI), the paths taking turns.
+//! values a second), for each path the processor runs (AVX2, AVX-512 VNNI, AMX), the paths taking turns;
+//! QBENCH_PATHS=Amx,default keeps only the paths named.
 
 use kiln_core::DType;
 use kiln_core::qdot::{Q8Rows, QIsa};
@@ -20,6 +21,11 @@ fn main() {
     // Then the default entry (`matmul_t_q8`), which takes a prompt with 16-bit activations dequantized onto
     // the f32 kernel.
     let paths: Vec<Option<QIsa>> = paths.into_iter().map(Some).chain([None]).collect();
+    // QBENCH_PATHS=Amx,default (names as printed) keeps only those, to profile one.
+    let keep = std::env::var("QBENCH_PATHS").ok();
+    let name = |p: &Option<QIsa>| p.map_or("default".to_string(), |i| format!("{i:?}"));
+    let paths: Vec<Option<QIsa>> =
+        paths.into_iter().filter(|p| keep.as_ref().is_none_or(|k| k.split(',').any(|k| k == name(p)))).collect();
     println!("| type | weight | tokens | activations | path | ms | weight GB/s | G products/s |");
     println!("|---|---|---|---|---|---|---|---|");
     for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4_0] {
@@ -52,7 +58,7 @@ fn main() {
                         println!(
                             "| {dtype} | [{rows}, {cols}] | {n} | {} bits | {} | {:.3} | {:.1} | {:.1} |",
                             if wide { 16 } else { 8 },
-                            isa.map_or("default".to_string(), |i| format!("{i:?}")),
+                            name(isa),
                             s * 1e3,
                             bytes / s / 1e9,
                             (rows * cols * n) as f64 / s / 1e9

@@ -32,12 +32,12 @@ pub(super) const G: usize = 16;
 /// 100-116. Q8_0 (two rounds): 73-75 without, 84-93 at 1024, 82-83 at 2048 on 16 bits.
 const PREFETCH: usize = 1024;
 
-const Q4_1: u8 = 0;
-const Q4_0: u8 = 1;
-const Q8_0: u8 = 2;
+pub(super) const Q4_1: u8 = 0;
+pub(super) const Q4_0: u8 = 1;
+pub(super) const Q8_0: u8 = 2;
 
 /// The kind of a matrix's blocks, and the bytes of one group's block: 16 times a block's own.
-fn layout(b: Blocks<'_>) -> (u8, usize) {
+pub(super) fn layout(b: Blocks<'_>) -> (u8, usize) {
     match b {
         Blocks::Q4_1(_) => (Q4_1, G * BlockQ4_1::BYTES),
         Blocks::Q4_0(_) => (Q4_0, G * BlockQ4_0::BYTES),
@@ -204,7 +204,7 @@ unsafe fn q8_x16<const NG: usize>(w: [*const u8; NG], l: *const u8, h: *const u8
 
 /// 16 f16 at p as f32.
 #[inline(always)]
-unsafe fn halves(p: *const u8) -> __m512 {
+pub(super) unsafe fn halves(p: *const u8) -> __m512 {
     unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
 }
 

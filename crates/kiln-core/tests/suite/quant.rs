@@ -313,13 +313,22 @@ fn matrix_keeps_its_shape_and_type() {
 #[test]
 fn several_matrices_in_one_pass_equal_each_alone() {
     let mut rng = Rng::new(43);
-    let cols = 160;
-    for dtype in [DType::Q4_1, DType::Q4_0, DType::Q8_0] {
-        let mats: Vec<QMatrix> = [37, 5, 1]
+    // [37, 203] at 512 columns and 40 rows of x is split between two threads at global row 128, row 91 of
+    // the second matrix: on AMX that part starts mid-group (rows one at a time up to 96, then groups), where
+    // alone rows 91..96 are in a group, so those take other kernels and differ by the order of their float sums
+    // (values about 10: 1e-5 of them, as between any two paths in the test below).
+    let shapes = [
+        (&[37, 5, 1][..], 160, &[(1, false), (5, false), (9, false), (1, true), (50, true)][..], 1e-5),
+        (&[37, 203][..], 512, &[(40, false), (40, true)][..], 1e-4),
+    ];
+    for (dtype, (rows, cols, runs, tol)) in
+        [DType::Q4_1, DType::Q4_0, DType::Q8_0].into_iter().flat_map(|d| shapes.iter().map(move |s| (d, *s)))
+    {
+        let mats: Vec<QMatrix> = rows
             .iter()
             .map(|&rows| QMatrix::quantize(dtype, rows, cols, &random(&mut rng, rows * cols, 1.0)).unwrap())
             .collect();
-        for (n, wide) in [(1, false), (5, false), (9, false), (1, true), (50, true)] {
+        for &(n, wide) in runs {
             let x = random(&mut rng, n * cols, 2.0);
             let mut scratch = kiln_core::qdot::Q8Rows { wide, ..Default::default() };
             let mut together: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0; n * m.rows()]).collect();
@@ -329,7 +338,7 @@ fn several_matrices_in_one_pass_equal_each_alone() {
                 let mut alone = vec![0.0; n * m.rows()];
                 m.matmul_t_q8(&x, n, &mut alone, &mut scratch).unwrap();
                 for (i, (a, b)) in alone.iter().zip(t).enumerate() {
-                    assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{dtype} n {n} [{i}]: alone {a}, together {b}");
+                    assert!((a - b).abs() <= tol * (1.0 + a.abs()), "{dtype} n {n} [{i}]: alone {a}, together {b}");
                 }
             }
         }
@@ -382,7 +391,8 @@ fn a_prompts_default_product_is_the_exact_one() {
 /// A Q8_0 weight byte of −128 (which llama.cpp's quantizer never writes, but a file may hold): the x86 paths
 /// (AVX2, VNNI) on 8-bit activations take it as −127, so they may differ from the portable loop by
 /// d_w·d_x·|x_q| for each such weight and no more; on 16-bit activations they are exact. Rows of −128 bytes
-/// here and there, 1 to 9 activation rows (tiles, single rows and leftovers).
+/// here and there, 1 to 9 and 40 activation rows (tiles, single rows and leftovers; on AMX two whole tiles of 16
+/// and the last of 8, exact like the portable loop).
 #[test]
 fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
     // 37 rows: two groups of 16 for one row on Vnni512 (rows16.rs, exact for -128) and the rest.
@@ -401,7 +411,7 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
     for (wide, isa) in
         [false, true].into_iter().flat_map(|w| QIsa::available().into_iter().skip(1).map(move |i| (w, i)))
     {
-        for n in 1..=9 {
+        for n in (1..=9).chain([40]) {
             let x = random(&mut rng, n * cols, 2.0);
             let (mut fast, mut portable) = (vec![0.0; n * rows], vec![0.0; n * rows]);
             let mut scratch = kiln_core::qdot::Q8Rows { wide, ..Default::default() };
@@ -434,10 +444,12 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
 /// against the exact one (`matmul_t`, blocks dequantized to f32): within the rounding of the activations,
 /// |x_q − x| ≤ d_x/2 per value, so |Δ| ≤ Σ_blocks (d_x/2)·Σ|w|; and every x86 path this processor runs (AVX2,
 /// AVX-512 VNNI: the same floats as each other, but for Q8_0 on 8 bits, and one row on Vnni512, whose 37 and
-/// 203 weight rows are 2 and 12 groups of 16 and the rest; [203, 512] is long enough to be split between
+/// 203 weight rows are 2 and 12 groups of 16 and the rest, and on Amx (AMX tiles, amx.rs) every prompt, the
+/// same groups against tiles of 16 activation rows, 40 rows being two tiles and 8 rows beside zeros in the
+/// last; [203, 512] is long enough to be split between
 /// threads, so that a part after the first starts with rows before its first whole group, then groups not
 /// numbered from 0, then rows after them) against the portable one,
-/// for 1 to 9 rows of x (tiles of three activation rows against four weight rows, four against two, or on 16
+/// for 1 to 9 and 40 rows of x (tiles of three activation rows against four weight rows, four against two, or on 16
 /// bits four against four folded into one sum per weight row, as `tile_shape` chooses, 37 weight rows
 /// leaving one over, and the rest one by one; 203 rows for a prompt's chunks of 64 taken by whichever thread
 /// is free, the last of 11), every dtype the kernels take, with 8-bit and with 16-bit
@@ -454,7 +466,7 @@ fn integer_products_stay_within_the_activation_rounding_of_the_exact_one() {
         let w = random(&mut rng, rows * cols, 1.0);
         let m = QMatrix::quantize(dtype, rows, cols, &w).unwrap();
         let wd = m.dequantize();
-        for n in 1..=9 {
+        for n in (1..=9).chain([40]) {
             let mut x = random(&mut rng, n * cols, 2.0);
             if n == 3 {
                 x[..QK].fill(0.0);
@@ -478,9 +490,11 @@ fn integer_products_stay_within_the_activation_rounding_of_the_exact_one() {
             }
             // AVX2 and VNNI sum the same integers, so their floats are the same; but for Q8_0 on 8 bits, which
             // VNNI takes in a tile of its own (weights offset to unsigned bytes), summed in another order, and
-            // for one row on Vnni512 (16 weight rows a vector, rows16.rs), which adds its floats by block.
+            // for one row on Vnni512 (16 weight rows a vector, rows16.rs), which adds its floats by block, and
+            // for Amx (the same for one row, and AMX tiles for more: amx.rs).
             let same_floats = |pair: &&[(QIsa, Vec<f32>)]| {
-                (wide || dtype != DType::Q8_0) && !(n == 1 && pair.iter().any(|p| p.0 == QIsa::Vnni512))
+                let by_block = |p: &(QIsa, Vec<f32>)| p.0 == QIsa::Amx || n == 1 && p.0 == QIsa::Vnni512;
+                (wide || dtype != DType::Q8_0) && !pair.iter().any(by_block)
             };
             for pair in fast.windows(2).filter(same_floats) {
                 assert!(
