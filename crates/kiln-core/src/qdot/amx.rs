@@ -28,7 +28,7 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 
 /// Whether this processor has AMX's tiles and byte products and the kernel gave this process their state; set
-/// `KILN_NO_AMX=1` in the environment to leave them unused (to compare).
+/// `KILN_NO_AMX` in the environment (to any value) to leave them unused, to compare.
 pub(super) fn usable() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
@@ -39,8 +39,9 @@ pub(super) fn usable() -> bool {
 }
 
 /// arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): permission for this process's threads to use the
-/// tiles (Linux 5.16 and later; 0 when granted).
-#[cfg(target_os = "linux")]
+/// tiles (Linux 5.16 and later; 0 when granted, and refused where the kernel has not enabled their state).
+/// The x86-64 system call number: the x32 ABI's differs.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn request_tiles() -> bool {
     let ret: i64;
     // SAFETY: the arch_prctl system call (158) with a request that changes nothing but the permission.
@@ -51,7 +52,7 @@ fn request_tiles() -> bool {
     ret == 0
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 fn request_tiles() -> bool {
     false
 }
@@ -155,7 +156,7 @@ pub(super) unsafe fn groups(
     let (kind, size) = layout(blocks);
     let blocks_x = n * kb;
     assert!(
-        g0 <= g1 && g1 * G <= rows && data.len() >= g1 * kb * size && x.d.len() >= blocks_x,
+        kb > 0 && g0 <= g1 && g1 * G <= rows && data.len() >= g1 * kb * size && x.d.len() >= blocks_x,
         "groups {g0}..{g1} of {kb} blocks in {} bytes, {n} rows of x",
         data.len()
     );

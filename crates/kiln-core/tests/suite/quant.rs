@@ -445,11 +445,12 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
 /// |x_q − x| ≤ d_x/2 per value, so |Δ| ≤ Σ_blocks (d_x/2)·Σ|w|; and every x86 path this processor runs (AVX2,
 /// AVX-512 VNNI: the same floats as each other, but for Q8_0 on 8 bits, and one row on Vnni512, whose 37 and
 /// 203 weight rows are 2 and 12 groups of 16 and the rest, and on Amx (AMX tiles, amx.rs) every prompt, the
-/// same groups against tiles of 16 activation rows, 40 rows being two tiles and 8 rows beside zeros in the
-/// last; [203, 512] is long enough to be split between
+/// same groups against tiles of 16 activation rows (17, 33 and 40 rows crossing tiles and passes of 32, the
+/// last tile's rows beside zeros; [48, 32] three groups, the last alone, and one block); [203, 512] is long
+/// enough to be split between
 /// threads, so that a part after the first starts with rows before its first whole group, then groups not
 /// numbered from 0, then rows after them) against the portable one,
-/// for 1 to 9 and 40 rows of x (tiles of three activation rows against four weight rows, four against two, or on 16
+/// for 1 to 9, 17, 33 and 40 rows of x (tiles of three activation rows against four weight rows, four against two, or on 16
 /// bits four against four folded into one sum per weight row, as `tile_shape` chooses, 37 weight rows
 /// leaving one over, and the rest one by one; 203 rows for a prompt's chunks of 64 taken by whichever thread
 /// is free, the last of 11), every dtype the kernels take, with 8-bit and with 16-bit
@@ -458,15 +459,18 @@ fn q8_0_weights_of_minus_128_stay_within_one_unit_on_avx2() {
 /// (whose 1/d would be infinite) quantized to zeros on both.
 #[test]
 fn integer_products_stay_within_the_activation_rounding_of_the_exact_one() {
+    if !QIsa::available().contains(&QIsa::Amx) {
+        println!("notice: no AMX on this processor (or KILN_NO_AMX is set): its path is not tested here");
+    }
     let mut rng = Rng::new(41);
     let kinds = [DType::Q4_1, DType::Q4_0, DType::Q8_0].into_iter().flat_map(|d| [(d, false), (d, true)]);
     for ((dtype, wide), (rows, cols)) in
-        kinds.flat_map(|k| [(k, (37, 160)), (k, (37, 512)), (k, (203, 64)), (k, (203, 512))])
+        kinds.flat_map(|k| [(k, (37, 160)), (k, (37, 512)), (k, (203, 64)), (k, (203, 512)), (k, (48, 32))])
     {
         let w = random(&mut rng, rows * cols, 1.0);
         let m = QMatrix::quantize(dtype, rows, cols, &w).unwrap();
         let wd = m.dequantize();
-        for n in (1..=9).chain([40]) {
+        for n in (1..=9).chain([17, 33, 40]) {
             let mut x = random(&mut rng, n * cols, 2.0);
             if n == 3 {
                 x[..QK].fill(0.0);
