@@ -234,6 +234,11 @@ impl QIsa {
         all
     }
 
+    /// Whether the path has AVX-512 VNNI's dot instructions (`Vnni` and the paths built on it).
+    fn vnni(self) -> bool {
+        matches!(self, QIsa::Vnni | QIsa::Vnni512 | QIsa::Amx)
+    }
+
     /// The path the products take: the last of `available`.
     pub fn best() -> QIsa {
         static BEST: std::sync::OnceLock<QIsa> = std::sync::OnceLock::new();
@@ -289,10 +294,10 @@ impl Blocks<'_> {
         // SAFETY: `isa` is one `QIsa::available` gave (the products take `best` or a caller's choice checked
         // against it), and the caller sized x for every xb + kb block.
         #[cfg(target_arch = "x86_64")]
-        match isa {
-            QIsa::Avx2 => return unsafe { x86::tile(self, r0, kb, x, xb) },
-            QIsa::Vnni | QIsa::Vnni512 | QIsa::Amx => return unsafe { x86::tile_vnni(self, r0, kb, x, xb) },
-            QIsa::Portable => {}
+        if isa == QIsa::Avx2 {
+            return unsafe { x86::tile(self, r0, kb, x, xb) };
+        } else if isa.vnni() {
+            return unsafe { x86::tile_vnni(self, r0, kb, x, xb) };
         }
         let _ = isa;
         let span = |i: usize| (r0 + i) * kb..(r0 + i + 1) * kb;
@@ -312,9 +317,9 @@ impl Blocks<'_> {
             assert!(out.len() == r1 - r0 && x.d.len() >= kb, "rows {r0}..{r1} into {} outputs", out.len());
             // SAFETY: `isa` is available (as in `tile`); x holds kb blocks (checked); rows are sliced.
             unsafe {
-                match isa {
-                    QIsa::Vnni | QIsa::Vnni512 | QIsa::Amx => x86::rows_vnni(self, r0, r1, kb, x, out),
-                    _ => x86::rows(self, r0, r1, kb, x, out),
+                match isa.vnni() {
+                    true => x86::rows_vnni(self, r0, r1, kb, x, out),
+                    false => x86::rows(self, r0, r1, kb, x, out),
                 }
             }
             return;
@@ -369,7 +374,7 @@ fn weight_rows<const RW: usize, const R: usize>(
 /// two alternating in qbench (two runs, both shapes), 1.23-1.58 times the products a second.
 fn tile_shape(blocks: Blocks<'_>, wide: bool, isa: QIsa) -> (usize, usize) {
     match (blocks, wide) {
-        (Blocks::Q8_0(_), false) if matches!(isa, QIsa::Vnni | QIsa::Vnni512 | QIsa::Amx) => (4, 4),
+        (Blocks::Q8_0(_), false) if isa.vnni() => (4, 4),
         (_, true) => (4, 4),
         (Blocks::Q8_0(_), false) => (2, 4),
         _ => (4, 3),
@@ -421,8 +426,8 @@ fn product(
                 // whole groups of 16 among them (a..b) from the interleaved copy when there is one.
                 let r1 = rows.min(end - first);
                 #[cfg(target_arch = "x86_64")]
-                let (a, b) = match (r.div_ceil(rows16::G), r1 / rows16::G) {
-                    (ga, gb) if ga < gb && !relaid.is_empty() => (ga * rows16::G, gb * rows16::G),
+                let (a, b) = match rows16::whole_groups(r, r1) {
+                    Some((ga, gb)) if !relaid.is_empty() => (ga * rows16::G, gb * rows16::G),
                     _ => (r1, r1),
                 };
                 #[cfg(not(target_arch = "x86_64"))]
@@ -439,14 +444,18 @@ fn product(
                 g = first + r1;
                 continue;
             }
-            // On AMX the whole groups of 16 rows from here in one call (a part's first row is a group's unless a
-            // matrix before it in the pass ends mid-group); rows before a group one at a time, and after the
-            // last group in tiles.
+            // Rows of this matrix that this part owns from r on.
+            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+            let mut left = rows.min(end - first) - r;
+            // On AMX the whole groups of 16 rows from here in one call. Rows before the first group (where a
+            // matrix before this one in the pass ends mid-group) go in tiles up to it, rows after the last in
+            // tiles.
             #[cfg(target_arch = "x86_64")]
-            let lone = if isa == QIsa::Amx && !relaid.is_empty() {
-                let r1 = rows.min(end - first);
-                if r.is_multiple_of(rows16::G) && r + rows16::G <= r1 {
-                    let (ga, gb) = (r / rows16::G, r1 / rows16::G);
+            if isa == QIsa::Amx
+                && !relaid.is_empty()
+                && let Some((ga, gb)) = rows16::whole_groups(r, r + left)
+            {
+                if ga * rows16::G == r {
                     let (o, len) = dsts[i].raw();
                     assert!(len >= n * rows, "output [{n}, {rows}] in {len} values");
                     // SAFETY: as for `groups` above; columns of groups ga..gb of output i's n rows belong to
@@ -455,12 +464,8 @@ fn product(
                     g = first + gb * rows16::G;
                     continue;
                 }
-                !r.is_multiple_of(rows16::G) && r.div_ceil(rows16::G) * rows16::G < r1
-            } else {
-                false
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let lone = false;
+                left = ga * rows16::G - r;
+            }
             // SAFETY (each write): element (b, r) of output i belongs to the one span (a thread's part, or a chunk
             // that one thread took from the counter) that holds global row g.
             let put = |b: usize, r: usize, v: f32| unsafe { dsts[i].part(b * rows + r..b * rows + r + 1)[0] = v };
@@ -469,9 +474,7 @@ fn product(
             // Q4_1: 48-61 tokens/s against 62-75 one row at a time), where reading several rows side by side
             // defeats the prefetcher's one stream; so do two or three tokens.
             let (tw, tr) = if n < 4 { (1, 4) } else { tile_shape(blocks, x.wide, isa) };
-            // Rows of this matrix that this part owns from r on.
-            let left = (rows - r).min(end - g);
-            let step = if left >= tw && !lone { tw } else { 1 };
+            let step = if left >= tw { tw } else { 1 };
             match (step, tr) {
                 (4, 3) => weight_rows::<4, 3>(blocks, r, kb, x, n, &put, isa),
                 (4, 4) => weight_rows::<4, 4>(blocks, r, kb, x, n, &put, isa),

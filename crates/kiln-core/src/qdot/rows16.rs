@@ -24,6 +24,12 @@ use std::arch::x86_64::*;
 /// Rows a group interleaves: one per lane of a 512-bit vector of i32.
 pub(super) const G: usize = 16;
 
+/// The whole groups among rows r..r1, first to end, when there is one.
+pub(super) fn whole_groups(r: usize, r1: usize) -> Option<(usize, usize)> {
+    let (ga, gb) = (r.div_ceil(G), r1 / G);
+    (ga < gb).then_some((ga, gb))
+}
+
 /// Bytes ahead of the block being read that each block's lines are fetched from: each thread reads one stream
 /// and does little arithmetic per byte, so generation waits on memory (in `perf` its samples sit on the weight
 /// loads). SmolLM2 Q4_1, lmbench 8 128 with 0, 512, 1024, 2048 and 4096 bytes taking turns (Intel Xeon with
